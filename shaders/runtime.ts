@@ -1,0 +1,450 @@
+/**
+ * The WebGPU runtime: the ground floor every kernel wrapper stands on.
+ * Creates the device through Dawn's Node bindings (npm `webgpu`), picks the adapter, requests the limits and
+ * features the kernels use, and offers buffers, read-back, a pipeline cache, WGSL loading and a uniform arena.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { create, globals } from 'webgpu';
+import { SiftError } from '../config/errors.js';
+
+Object.assign(globalThis, globals);
+
+export interface GpuOptions {
+  /** Choose an adapter whose name contains this (case-insensitive); also env SIFT_ADAPTER. */
+  adapter?: string;
+  /** Dawn backend, e.g. "vulkan"; default Dawn's choice. Also env SIFT_GPU_BACKEND. */
+  backend?: string;
+  /** Prefer the packed-u32 16-bit path even where shader-f16 exists (tests use this to cover both). */
+  disableF16?: boolean;
+}
+
+/** What the device can do, as the kernels need to know it. */
+export interface GpuCaps {
+  adapterName: string;
+  description: string;
+  vendor: string;
+  shaderF16: boolean;
+  subgroups: boolean;
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
+  timestampQuery: boolean;
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxStorageBuffersPerShaderStage: number;
+  minUniformBufferOffsetAlignment: number;
+  minStorageBufferOffsetAlignment: number;
+  /** True for CPU rasterisers (lavapipe/llvmpipe, SwiftShader): kernels pick one-thread-per-row variants there. */
+  isCpu: boolean;
+}
+
+const STORAGE = 0x80; // GPUBufferUsage.STORAGE
+const COPY_SRC = 0x04;
+const COPY_DST = 0x08;
+const MAP_READ = 0x01;
+const UNIFORM = 0x40;
+
+export const BufferUsage = { STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM } as const;
+
+let projectRootCache: string | undefined;
+/** The folder holding sift's package.json (works from sources and from dist/). */
+export function projectRoot(): string {
+  if (projectRootCache) return projectRootCache;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'shaders'))) break;
+    const up = path.dirname(dir);
+    if (up === dir) throw new SiftError('INTERNAL', 'cannot find the sift project root (package.json + shaders/)');
+    dir = up;
+  }
+  projectRootCache = dir;
+  return dir;
+}
+
+/**
+ * Reads shaders/<name>.wgsl and applies a tiny preprocessor:
+ * `//#include other` inlines shaders/other.wgsl; `//#if NAME`, `//#else`, `//#endif` keep lines when defines[NAME]
+ * is truthy; `$NAME` tokens are replaced by defines[NAME]. `enable f16;` is emitted when defines.F16 is set.
+ */
+export function loadWgsl(name: string, defines: Record<string, string | number | boolean> = {}): string {
+  const seen = new Set<string>();
+  const read = (n: string): string => {
+    if (seen.has(n)) return '';
+    seen.add(n);
+    const file = path.join(projectRoot(), 'shaders', `${n}.wgsl`);
+    if (!existsSync(file)) throw new SiftError('INTERNAL', `missing shader source ${file}`);
+    return readFileSync(file, 'utf8');
+  };
+  const expand = (src: string): string[] => {
+    const out: string[] = [];
+    const stack: boolean[] = [];
+    const active = () => stack.every((x) => x);
+    for (const line of src.split('\n')) {
+      const t = line.trim();
+      let m: RegExpMatchArray | null;
+      if ((m = t.match(/^\/\/#if\s+(!?)(\w+)$/))) {
+        const v = Boolean(defines[m[2]]);
+        stack.push(m[1] ? !v : v);
+      } else if (t === '//#else') {
+        stack[stack.length - 1] = !stack[stack.length - 1];
+      } else if (t === '//#endif') {
+        stack.pop();
+      } else if ((m = t.match(/^\/\/#include\s+(\S+)$/))) {
+        if (active()) out.push(...expand(read(m[1])));
+      } else if (active()) {
+        out.push(line.replace(/\$([A-Z_][A-Z0-9_]*)/g, (all, k: string) => (k in defines ? String(defines[k]) : all)));
+      }
+    }
+    if (stack.length) throw new SiftError('INTERNAL', `unbalanced //#if in shader ${name}`);
+    return out;
+  };
+  const body = expand(read(name)).join('\n');
+  const head = defines.F16 ? 'enable f16;\n' : '';
+  const code = head + body;
+  if (process.env.SIFT_DUMP_WGSL) {
+    process.stderr.write(`// ---- ${name} ${JSON.stringify(defines)}\n${code}\n`);
+  }
+  return code;
+}
+
+/** One uniform slot handed out by the arena. */
+export interface UniformSlot {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/**
+ * Uniforms for many dispatches in one submission: each dispatch gets its own 256-byte aligned slot in a few
+ * large buffers; `flush()` writes them all with one writeBuffer per chunk before submit; `reset()` starts over.
+ */
+export class UniformArena {
+  private chunks: { buffer: GPUBuffer; data: Uint8Array }[] = [];
+  private chunk = 0;
+  private used = 0;
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly chunkSize = 64 * 1024,
+  ) {}
+
+  alloc(values: ArrayBufferView): UniformSlot {
+    const size = Math.max(16, Math.ceil(values.byteLength / 16) * 16);
+    const align = this.gpu.caps.minUniformBufferOffsetAlignment;
+    let off = Math.ceil(this.used / align) * align;
+    if (off + size > this.chunkSize) {
+      this.chunk++;
+      off = 0;
+    }
+    while (this.chunks.length <= this.chunk) {
+      this.chunks.push({
+        buffer: this.gpu.device.createBuffer({
+          label: 'uniform-arena',
+          size: this.chunkSize,
+          usage: UNIFORM | COPY_DST,
+        }),
+        data: new Uint8Array(this.chunkSize),
+      });
+    }
+    const c = this.chunks[this.chunk];
+    c.data.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), off);
+    this.used = off + size;
+    return { buffer: c.buffer, offset: off, size };
+  }
+
+  flush(): void {
+    for (let i = 0; i <= this.chunk && i < this.chunks.length; i++) {
+      const len = i < this.chunk ? this.chunkSize : this.used;
+      if (len > 0) this.gpu.device.queue.writeBuffer(this.chunks[i].buffer, 0, this.chunks[i].data, 0, len);
+    }
+  }
+
+  reset(): void {
+    this.chunk = 0;
+    this.used = 0;
+  }
+
+  destroy(): void {
+    for (const c of this.chunks) c.buffer.destroy();
+    this.chunks = [];
+  }
+}
+
+/** A binding for a kernel: a whole buffer or a range of one. */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
+}
+export type Binding = GPUBuffer | BufferRange | UniformSlot;
+
+function toResource(b: Binding): GPUBufferBinding {
+  if ('buffer' in b && !('mapState' in b)) return { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
+  return { buffer: b as GPUBuffer };
+}
+
+export class Gpu {
+  readonly device: GPUDevice;
+  readonly caps: GpuCaps;
+  /** Set once the device is lost; every later call throws DEVICE_LOST. */
+  lostReason: string | null = null;
+  private readonly lostPromise: Promise<never>;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private uncaptured: string[] = [];
+  /** Dawn's instance and adapter must stay reachable: if they are garbage-collected, Dawn aborts the process. */
+  private readonly keepAlive: unknown[];
+
+  private constructor(device: GPUDevice, caps: GpuCaps, keepAlive: unknown[]) {
+    this.device = device;
+    this.keepAlive = keepAlive;
+    this.caps = caps;
+    this.lostPromise = device.lost.then((info) => {
+      this.lostReason = `${info.reason ?? 'unknown'}: ${info.message}`;
+      throw this.lostError();
+    });
+    this.lostPromise.catch(() => {}); // observed by callers through raceLost
+    device.addEventListener('uncapturederror', (ev: Event) => {
+      const msg = (ev as GPUUncapturedErrorEvent).error.message;
+      this.uncaptured.push(msg);
+      if (process.env.SIFT_GPU_DEBUG) process.stderr.write(`webgpu error: ${msg}\n`);
+    });
+  }
+
+  /** Creates the GPU device, failing with a message that names the fix when no adapter exists. */
+  static async create(opts: GpuOptions = {}): Promise<Gpu> {
+    const want = opts.adapter ?? process.env.SIFT_ADAPTER;
+    const backend = opts.backend ?? process.env.SIFT_GPU_BACKEND;
+    const flags: string[] = [];
+    if (backend) flags.push(`backend=${backend}`);
+    if (want) flags.push(`adapter=${want}`);
+    const gpu = create(flags);
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) {
+      throw new SiftError(
+        'NO_ADAPTER',
+        'no WebGPU adapter found. On a CPU-only Debian 12 machine install Mesa lavapipe >= 25 and the Vulkan loader ' +
+          '(run `bash scripts/ensure-webgpu.sh` as root: apt-get install -t bookworm-backports libvulkan1 ' +
+          'mesa-vulkan-drivers); on a GPU machine install the vendor driver with Vulkan support.',
+      );
+    }
+    const info = adapter.info;
+    const name = `${info.device || ''} ${info.description || ''}`.trim();
+    if (want && !name.toLowerCase().includes(want.toLowerCase())) {
+      throw new SiftError('ADAPTER_NOT_FOUND', `no WebGPU adapter named like "${want}" (found "${name}")`);
+    }
+    const features: GPUFeatureName[] = [];
+    const has = (f: string) => adapter.features.has(f);
+    const shaderF16 = has('shader-f16') && !opts.disableF16 && !process.env.SIFT_DISABLE_F16;
+    if (shaderF16) features.push('shader-f16');
+    if (has('subgroups')) features.push('subgroups' as GPUFeatureName);
+    if (has('timestamp-query')) features.push('timestamp-query');
+    const L = adapter.limits;
+    const requiredLimits: Record<string, number> = {
+      maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+      maxBufferSize: L.maxBufferSize,
+      maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+    };
+    const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits, label: 'sift' });
+    const lname = name.toLowerCase();
+    const caps: GpuCaps = {
+      adapterName: info.device || info.description || 'unknown',
+      description: info.description || '',
+      vendor: info.vendor || '',
+      shaderF16,
+      subgroups: has('subgroups'),
+      subgroupMinSize: (info as { subgroupMinSize?: number }).subgroupMinSize ?? 0,
+      subgroupMaxSize: (info as { subgroupMaxSize?: number }).subgroupMaxSize ?? 0,
+      timestampQuery: has('timestamp-query'),
+      maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+      maxBufferSize: device.limits.maxBufferSize,
+      maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
+      minUniformBufferOffsetAlignment: device.limits.minUniformBufferOffsetAlignment,
+      minStorageBufferOffsetAlignment: device.limits.minStorageBufferOffsetAlignment,
+      isCpu: /llvmpipe|lavapipe|swiftshader|cpu/.test(lname),
+    };
+    return new Gpu(device, caps, [gpu, adapter]);
+  }
+
+  lostError(): SiftError {
+    return new SiftError('DEVICE_LOST', `the GPU device was lost (${this.lostReason}); restart sift to recover`);
+  }
+
+  private checkLost(): void {
+    if (this.lostReason !== null) throw this.lostError();
+  }
+
+  /** Resolves with p, or rejects with DEVICE_LOST if the device is lost first (never hangs on a dead device). */
+  raceLost<T>(p: Promise<T>): Promise<T> {
+    this.checkLost();
+    return Promise.race([p, this.lostPromise]);
+  }
+
+  /** Validation errors Dawn reported since the last call (normally none). */
+  takeErrors(): string[] {
+    const e = this.uncaptured;
+    this.uncaptured = [];
+    return e;
+  }
+
+  createBuffer(label: string, size: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    this.checkLost();
+    const padded = Math.max(16, Math.ceil(size / 16) * 16);
+    if (padded > this.caps.maxBufferSize) {
+      throw new SiftError(
+        'GPU_LIMIT',
+        `buffer ${label} of ${size} bytes exceeds the adapter's maxBufferSize ${this.caps.maxBufferSize}`,
+      );
+    }
+    return this.device.createBuffer({ label, size: padded, usage });
+  }
+
+  /** Creates a storage buffer holding `data` (padded to 16 bytes). */
+  upload(label: string, data: ArrayBufferView, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    const buf = this.createBuffer(label, data.byteLength, usage);
+    this.write(buf, data);
+    return buf;
+  }
+
+  write(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    this.checkLost();
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 === 0) {
+      this.device.queue.writeBuffer(buf, offset, bytes);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(buf, offset, padded);
+    }
+  }
+
+  /** Copies `size` bytes from `buf` back to the host. */
+  async read(buf: GPUBuffer, offset = 0, size = buf.size - offset): Promise<ArrayBuffer> {
+    this.checkLost();
+    const staging = this.device.createBuffer({
+      label: 'readback',
+      size: Math.ceil(size / 4) * 4,
+      usage: MAP_READ | COPY_DST,
+    });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(buf, offset, staging, 0, Math.ceil(size / 4) * 4);
+    this.device.queue.submit([enc.finish()]);
+    try {
+      await this.raceLost(staging.mapAsync(MAP_READ));
+      return staging.getMappedRange().slice(0, size);
+    } finally {
+      if (this.lostReason === null) staging.unmap();
+      staging.destroy();
+    }
+  }
+
+  async readF32(buf: GPUBuffer, count?: number, offsetElems = 0): Promise<Float32Array> {
+    const n = count ?? buf.size / 4 - offsetElems;
+    return new Float32Array(await this.read(buf, offsetElems * 4, n * 4));
+  }
+
+  async readU32(buf: GPUBuffer, count?: number, offsetElems = 0): Promise<Uint32Array> {
+    const n = count ?? buf.size / 4 - offsetElems;
+    return new Uint32Array(await this.read(buf, offsetElems * 4, n * 4));
+  }
+
+  /** Waits until all submitted work has finished. */
+  async sync(): Promise<void> {
+    await this.raceLost(this.device.queue.onSubmittedWorkDone());
+  }
+
+  /**
+   * A compute pipeline for shaders/<name>.wgsl with `defines` (preprocessor) and `constants` (WGSL overrides),
+   * cached under a key like `matvec|{"W":"f16"}|{"WG":64}`.
+   */
+  pipeline(
+    name: string,
+    defines: Record<string, string | number | boolean> = {},
+    constants: Record<string, number> = {},
+    entryPoint = 'main',
+  ): GPUComputePipeline {
+    this.checkLost();
+    const key = `${name}|${entryPoint}|${JSON.stringify(defines)}|${JSON.stringify(constants)}`;
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const code = loadWgsl(name, defines);
+      const module = this.device.createShaderModule({ label: name, code });
+      p = this.device.createComputePipeline({
+        label: key,
+        layout: 'auto',
+        compute: { module, entryPoint, constants },
+      });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Bind group 0 of `pipeline` from bindings in @binding order. */
+  bindGroup(pipeline: GPUComputePipeline, bindings: Binding[], label?: string): GPUBindGroup {
+    return this.device.createBindGroup({
+      label,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: bindings.map((b, i) => ({ binding: i, resource: toResource(b) })),
+    });
+  }
+
+  /** Encodes one dispatch into `pass`. */
+  dispatch(
+    pass: GPUComputePassEncoder,
+    pipeline: GPUComputePipeline,
+    bindings: Binding[],
+    x: number,
+    y = 1,
+    z = 1,
+  ): void {
+    const max = this.caps.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) {
+      throw new SiftError(
+        'GPU_LIMIT',
+        `dispatch ${x}x${y}x${z} exceeds maxComputeWorkgroupsPerDimension ${max} (${pipeline.label})`,
+      );
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, this.bindGroup(pipeline, bindings));
+    pass.dispatchWorkgroups(x, y, z);
+  }
+
+  /** Runs `fn` inside one compute pass and submits it (uniform arena flushed first). */
+  run(fn: (pass: GPUComputePassEncoder) => void, arena?: UniformArena): void {
+    this.checkLost();
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    fn(pass);
+    pass.end();
+    arena?.flush();
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  destroy(): void {
+    this.pipelines.clear();
+    this.device.destroy();
+  }
+}
+
+/** Packs values into a uniform block: u32 for integers listed in `u32`, f32 for the rest, in order. */
+export function uniforms(fields: [kind: 'u32' | 'i32' | 'f32', value: number][]): Uint8Array {
+  const n = Math.max(4, Math.ceil(fields.length / 4) * 4);
+  const buf = new ArrayBuffer(n * 4);
+  const dv = new DataView(buf);
+  fields.forEach(([k, v], i) => {
+    if (k === 'u32') dv.setUint32(i * 4, v >>> 0, true);
+    else if (k === 'i32') dv.setInt32(i * 4, v | 0, true);
+    else dv.setFloat32(i * 4, v, true);
+  });
+  return new Uint8Array(buf);
+}
