@@ -1,0 +1,35 @@
+/** Engine configuration: batching, KV cache sizing, GPU choice. */
+import { resolveSection, type SectionSpec, type SectionValues } from './schema.js';
+
+export const ENGINE_SPEC = {
+  maxBatchTokens: {
+    kind: 'int',
+    default: 512,
+    min: 1,
+    max: 65536,
+    doc: 'most new tokens in one forward pass (prefill chunk size); bounds activation memory',
+  },
+  pageSize: { kind: 'int', default: 64, min: 1, max: 4096, doc: 'tokens per physical KV page' },
+  kvCacheMiB: {
+    kind: 'int',
+    default: 256,
+    min: 1,
+    max: 1 << 20,
+    doc: 'GPU memory for the KV cache in MiB (pages = this / bytes per page)',
+  },
+  maxSeqs: { kind: 'int', default: 64, min: 1, max: 4096, doc: 'most sequences running at once' },
+  maxContext: {
+    kind: 'optional-int',
+    default: null,
+    min: 1,
+    max: 1 << 24,
+    doc: "context limit in tokens (default: the model's max_position_embeddings)",
+  },
+  adapter: { kind: 'string', default: '', doc: 'WebGPU adapter to use, by (part of) its name; empty = default' },
+} as const satisfies SectionSpec;
+
+export type EngineConfig = SectionValues<typeof ENGINE_SPEC>;
+
+export function engineConfig(layers: Parameters<typeof resolveSection>[2] = {}): EngineConfig {
+  return resolveSection('ENGINE', ENGINE_SPEC, layers);
+}

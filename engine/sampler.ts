@@ -1,0 +1,173 @@
+/**
+ * Token sampling from one row of logits: greedy, temperature, top-k, top-p, seeded.
+ * Runs on the host over the logits row the forward pass reads back (vocab floats per sequence per step).
+ * Same seed and same logits -> same tokens.
+ */
+import { SiftError } from '../config/errors.js';
+
+export interface SamplingParams {
+  /** 0 = greedy (argmax). */
+  temperature: number;
+  /** Keep the k most likely tokens; 0 = off. */
+  topK: number;
+  /** Keep the smallest set whose probability reaches p; 1 = off. */
+  topP: number;
+  /** Seed of this request's random stream; null = random. */
+  seed: number | null;
+}
+
+export const DEFAULT_SAMPLING: SamplingParams = Object.freeze({ temperature: 1, topK: 0, topP: 1, seed: null });
+
+export function validateSampling(p: SamplingParams): void {
+  const bad = (param: string, why: string) => new SiftError('INVALID_ARGUMENT', `${param} ${why}`, { param });
+  if (!Number.isFinite(p.temperature) || p.temperature < 0 || p.temperature > 100)
+    throw bad('temperature', 'must be in [0, 100]');
+  if (!Number.isInteger(p.topK) || p.topK < 0) throw bad('top_k', 'must be an integer >= 0');
+  if (!Number.isFinite(p.topP) || p.topP <= 0 || p.topP > 1) throw bad('top_p', 'must be in (0, 1]');
+  if (p.seed !== null && !Number.isSafeInteger(p.seed)) throw bad('seed', 'must be an integer');
+}
+
+/** A small, fast, seedable generator (SplitMix32-seeded xoshiro128**). */
+export class SeededRandom {
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
+  constructor(seed: number) {
+    let s = (seed >>> 0) ^ Math.floor(seed / 4294967296);
+    const next = () => {
+      s = (s + 0x9e3779b9) | 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.a = next();
+    this.b = next();
+    this.c = next();
+    this.d = next();
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    const r = Math.imul((Math.imul(this.b, 5) << 7) | (Math.imul(this.b, 5) >>> 25), 9) >>> 0;
+    const t = this.b << 9;
+    this.c ^= this.a;
+    this.d ^= this.b;
+    this.b ^= this.c;
+    this.a ^= this.d;
+    this.c ^= t;
+    this.d = (this.d << 11) | (this.d >>> 21);
+    return r / 4294967296;
+  }
+}
+
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  let bv = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    if (logits[i] > bv) {
+      bv = logits[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+/** Indices of the k largest values, largest first (k <= length). */
+function topKIndices(logits: ArrayLike<number>, k: number): number[] {
+  if (k >= logits.length) {
+    const all = Array.from({ length: logits.length }, (_, i) => i);
+    return all.sort((x, y) => logits[y] - logits[x] || x - y);
+  }
+  // min-heap of size k
+  const heap: number[] = [];
+  const less = (i: number, j: number) => logits[i] < logits[j] || (logits[i] === logits[j] && i > j);
+  const up = (n: number) => {
+    while (n > 0) {
+      const p = (n - 1) >> 1;
+      if (!less(heap[n], heap[p])) break;
+      [heap[n], heap[p]] = [heap[p], heap[n]];
+      n = p;
+    }
+  };
+  const down = (n: number) => {
+    for (;;) {
+      const l = 2 * n + 1;
+      const r = l + 1;
+      let m = n;
+      if (l < heap.length && less(heap[l], heap[m])) m = l;
+      if (r < heap.length && less(heap[r], heap[m])) m = r;
+      if (m === n) break;
+      [heap[n], heap[m]] = [heap[m], heap[n]];
+      n = m;
+    }
+  };
+  for (let i = 0; i < logits.length; i++) {
+    if (heap.length < k) {
+      heap.push(i);
+      up(heap.length - 1);
+    } else if (less(heap[0], i)) {
+      heap[0] = i;
+      down(0);
+    }
+  }
+  return heap.sort((x, y) => logits[y] - logits[x] || x - y);
+}
+
+/** The sampler of one request: owns its random stream. */
+export class Sampler {
+  private readonly rng: SeededRandom;
+  constructor(readonly params: SamplingParams) {
+    validateSampling(params);
+    this.rng = new SeededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
+  }
+
+  sample(logits: ArrayLike<number>): number {
+    const p = this.params;
+    if (p.temperature === 0) return argmax(logits);
+    const k = p.topK > 0 ? Math.min(p.topK, logits.length) : p.topP < 1 ? logits.length : 0;
+    let ids: number[] | null = null;
+    let probs: Float64Array;
+    const invT = 1 / p.temperature;
+    if (k > 0) {
+      ids = topKIndices(logits, k);
+      const m = logits[ids[0]];
+      probs = new Float64Array(ids.length);
+      let z = 0;
+      for (let i = 0; i < ids.length; i++) z += probs[i] = Math.exp((logits[ids[i]] - m) * invT);
+      for (let i = 0; i < ids.length; i++) probs[i] /= z;
+      if (p.topP < 1) {
+        let cum = 0;
+        let keep = ids.length;
+        for (let i = 0; i < ids.length; i++) {
+          cum += probs[i];
+          if (cum >= p.topP) {
+            keep = i + 1;
+            break;
+          }
+        }
+        ids = ids.slice(0, keep);
+        probs = probs.slice(0, keep);
+        let z2 = 0;
+        for (const q of probs) z2 += q;
+        for (let i = 0; i < probs.length; i++) probs[i] /= z2;
+      }
+    } else {
+      let m = -Infinity;
+      for (let i = 0; i < logits.length; i++) if (logits[i] > m) m = logits[i];
+      probs = new Float64Array(logits.length);
+      let z = 0;
+      for (let i = 0; i < logits.length; i++) z += probs[i] = Math.exp((logits[i] - m) * invT);
+      for (let i = 0; i < logits.length; i++) probs[i] /= z;
+    }
+    const u = this.rng.next();
+    let cum = 0;
+    for (let i = 0; i < probs.length; i++) {
+      cum += probs[i];
+      if (u < cum) return ids ? ids[i] : i;
+    }
+    // rounding: the last token with nonzero probability
+    for (let i = probs.length - 1; i >= 0; i--) if (probs[i] > 0) return ids ? ids[i] : i;
+    return ids ? ids[0] : argmax(logits);
+  }
+}
