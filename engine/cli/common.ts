@@ -1,0 +1,85 @@
+/** Shared pieces of the CLI commands: engine options from ENGINE_SPEC, config file loading, help text. */
+import { readFileSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../../config/engine.js';
+import { SiftError } from '../../config/errors.js';
+import { describeSection, toFlagName } from '../../config/schema.js';
+
+type OptionDefs = NonNullable<ParseArgsConfig['options']>;
+
+/** parseArgs definitions for every engine field (--max-batch-tokens, --kv-cache-mib, ...) plus --config. */
+export function engineOptionDefs(): OptionDefs {
+  const defs: OptionDefs = { config: { type: 'string' } };
+  for (const k of Object.keys(ENGINE_SPEC)) defs[toFlagName(k)] = { type: 'string' };
+  return defs;
+}
+
+/** Reads a JSON config file: { "engine": {...}, "server": {...}, ... }. */
+export function readConfigFile(path: string | undefined): Record<string, Record<string, unknown>> {
+  const file = path ?? process.env.SIFT_CONFIG;
+  if (!file) return {};
+  let raw: string;
+  try {
+    raw = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new SiftError('CONFIG_INVALID', `cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(raw);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('top level must be an object');
+    return v;
+  } catch (e) {
+    throw new SiftError('CONFIG_INVALID', `config file ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Engine config from defaults < config file < SIFT_ENGINE_* env < flags. */
+export function engineConfigFrom(values: Record<string, unknown>): EngineConfig {
+  const file = readConfigFile(values.config as string | undefined);
+  const flags: Record<string, unknown> = {};
+  for (const k of Object.keys(ENGINE_SPEC)) flags[k] = values[toFlagName(k)];
+  return engineConfig({ file: file.engine as Record<string, unknown> | undefined, env: process.env, flags });
+}
+
+export function engineHelp(): string {
+  return ['engine options (also in a --config JSON file under "engine", or env):', ...describeSection('ENGINE', ENGINE_SPEC)].join('\n');
+}
+
+/** parseArgs with strict checking; `--help` handled by the caller. */
+export function parse(argv: string[], options: OptionDefs) {
+  return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true });
+}
+
+export function intFlag(v: unknown, name: string, def: number, min = 0): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new SiftError('INVALID_ARGUMENT', `--${name} must be an integer >= ${min} (got ${v})`, { param: name });
+  return n;
+}
+
+export function numFlag(v: unknown, name: string, def: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new SiftError('INVALID_ARGUMENT', `--${name} must be a number (got ${v})`, { param: name });
+  return n;
+}
+
+/** Progress on stderr that rewrites one line on a terminal, and prints sparse lines otherwise. */
+export function progressLine(): { update: (s: string) => void; done: (s?: string) => void } {
+  const tty = process.stderr.isTTY;
+  let last = 0;
+  return {
+    update(s) {
+      const now = Date.now();
+      if (tty) process.stderr.write(`\r\x1b[K${s}`);
+      else if (now - last > 2000) {
+        process.stderr.write(`${s}\n`);
+        last = now;
+      }
+    },
+    done(s) {
+      if (tty) process.stderr.write('\r\x1b[K');
+      if (s) process.stderr.write(`${s}\n`);
+    },
+  };
+}
