@@ -1,0 +1,107 @@
+/**
+ * Paged causal attention wrapper: q (T, numHeads, headDim) f32 -> out (T, numHeads, headDim) f32, keys and values
+ * read from one layer's kCache / vCache (numPages, pageSize, numKvHeads, headDim) f32 through the block table.
+ * Query token t belongs to block-table row tokenSeq[t] and sits at positions[t]; it attends to positions
+ * 0..positions[t] of that row (the step's own tokens included: kv_write runs first), so prefill chunks of several
+ * sequences and decode tokens of many sequences share one dispatch. GQA: query head h reads KV head
+ * h / (numHeads / numKvHeads). Softmax is the numerically stable online form, in f32.
+ *
+ * Two variants, same bindings and results:
+ * - 'workgroup' (GPUs): a workgroup of 64 threads per (token, head) splits each tile of 64 keys across threads,
+ *   then every thread accumulates its own output dims over the tile.
+ * - 'lanes' (CPU adapters such as lavapipe): 8 invocations per (token, head), each with its own keys and a private
+ *   running softmax over full head dims, merged once at the end: no barriers in the key loop. Measured faster on
+ *   lavapipe (see the kernel report), so it is the default where gpu.caps.isCpu.
+ */
+import { SiftError } from '../config/errors.js';
+import { grid2d } from './grid.js';
+import { cachePages, checkPagedShape } from './kv_write.js';
+import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+
+export { type KvWriteArgs, KvWriteKernel } from './kv_write.js';
+
+export type AttentionVariant = 'workgroup' | 'lanes';
+
+const WG = 64;
+const LANES = 8;
+/** Largest head dim the kernels are specialised for (private / workgroup arrays of HD floats). */
+export const MAX_HEAD_DIM = 256;
+
+export interface AttentionArgs {
+  q: Binding; // (T, numHeads, headDim) f32, after RoPE
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim) f32, one layer, this step's tokens already written
+  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim) f32
+  blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
+  tokenSeq: Binding; // (T) u32 block-table row of each query token
+  positions: Binding; // (T) u32 absolute position of each query token
+  out: Binding; // (T, numHeads, headDim) f32, must not alias q
+  T: number;
+  numHeads: number;
+  numKvHeads: number; // divides numHeads
+  headDim: number; // 1..256
+  pageSize: number;
+  maxPagesPerSeq: number;
+  scale: number; // softmax scale, usually 1 / sqrt(headDim)
+}
+
+export interface AttentionOptions {
+  /** Force a variant; default 'lanes' on CPU adapters (gpu.caps.isCpu), else 'workgroup'. */
+  variant?: AttentionVariant;
+  /** Tests only: caps the grid's x dimension to exercise the 2-D workgroup layout. */
+  maxWorkgroupsPerDim?: number;
+}
+
+export class AttentionKernel {
+  readonly variant: AttentionVariant;
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly opts: AttentionOptions = {},
+  ) {
+    this.variant = opts.variant ?? (gpu.caps.isCpu ? 'lanes' : 'workgroup');
+  }
+
+  private pipeline(headDim: number): GPUComputePipeline {
+    if (this.variant === 'lanes') return this.gpu.pipeline('attention_lanes', { HD: headDim, LANES });
+    return this.gpu.pipeline('attention', { HD: headDim, DPT: Math.ceil(headDim / WG) }, { WG });
+  }
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: AttentionArgs): void {
+    checkPagedShape('attention', a);
+    if (
+      !Number.isInteger(a.numHeads) ||
+      a.numHeads < 1 ||
+      a.numHeads % a.numKvHeads !== 0 ||
+      a.headDim > MAX_HEAD_DIM ||
+      !Number.isFinite(a.scale)
+    ) {
+      throw new SiftError(
+        'INTERNAL',
+        `attention: bad shape numHeads=${a.numHeads} numKvHeads=${a.numKvHeads} headDim=${a.headDim} ` +
+          `(max ${MAX_HEAD_DIM}) scale=${a.scale}`,
+      );
+    }
+    const pages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
+    if (pages < 1 || pages * a.pageSize * a.numKvHeads * a.headDim >= 2 ** 32) {
+      throw new SiftError('INTERNAL', `attention: cache holds ${pages} pages; need 1 to u32-indexable`);
+    }
+    const u = arena.alloc(
+      uniforms([
+        ['u32', a.T],
+        ['u32', a.numHeads],
+        ['u32', a.numKvHeads],
+        ['u32', a.numHeads / a.numKvHeads],
+        ['u32', a.pageSize],
+        ['u32', a.maxPagesPerSeq],
+        ['f32', a.scale],
+      ]),
+    );
+    const [x, y] = grid2d(this.gpu, a.T * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
+    this.gpu.dispatch(
+      pass,
+      this.pipeline(a.headDim),
+      [a.q, a.kCache, a.vCache, a.blockTable, a.tokenSeq, a.positions, a.out, u],
+      x,
+      y,
+    );
+  }
+}

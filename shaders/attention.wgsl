@@ -1,0 +1,70 @@
+// Paged causal attention, GPU variant: one workgroup per (query token, head); the WG threads split each tile of
+// WG keys (thread i scores key tile+i), then every thread owns output dims lid, lid + WG, ... and accumulates
+// sum_j p_j * v_j[d] over the tile, with a running max / sum (online softmax, f32). Serves prefill and decode
+// tokens in the same dispatch: each workgroup only needs its own token's sequence and position.
+//#include attention_common
+
+override WG: u32 = 64;
+const DPT: u32 = $DPT; // ceil(HD / WG): output dims per thread
+
+var<workgroup> qs: array<f32, HD>;       // this token's query head, pre-scaled
+var<workgroup> scores: array<f32, WG>;   // scores of the current key tile
+var<workgroup> probs: array<f32, WG>;    // exp(score - running max) of the current tile
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let th = wid.y * nwg.x + wid.x; // t * nHeads + h
+  if (th >= p.tokens * p.nHeads) { return; }
+  let t = th / p.nHeads;
+  let h = th - t * p.nHeads;
+  let kvh = h / p.group;
+  let seq = tokenSeq[t];
+  let nKeys = positions[t] + 1u;
+  for (var d = lid; d < HD; d += WG) { qs[d] = q[th * HD + d] * p.scale; }
+  workgroupBarrier();
+
+  var m = NEG_BIG;
+  var l = 0.0;
+  var acc: array<f32, DPT>;
+  for (var start = 0u; start < nKeys; start += WG) {
+    let j = start + lid;
+    var s = NEG_BIG;
+    if (j < nKeys) {
+      let kb = kvOffset(seq, j, kvh);
+      var dot = 0.0;
+      for (var d = 0u; d < HD; d++) { dot += qs[d] * kCache[kb + d]; }
+      s = dot;
+    }
+    scores[lid] = s;
+    workgroupBarrier();
+    let n = min(WG, nKeys - start);
+    var tmax = NEG_BIG;
+    for (var i = 0u; i < n; i++) { tmax = max(tmax, scores[i]); }
+    let mNew = max(m, tmax);
+    probs[lid] = exp(s - mNew); // 0 for keys past the end
+    workgroupBarrier();
+    let alpha = exp(m - mNew);
+    l *= alpha;
+    for (var c = 0u; c < DPT; c++) { acc[c] *= alpha; }
+    for (var i = 0u; i < n; i++) {
+      let pr = probs[i];
+      l += pr;
+      let vb = kvOffset(seq, start + i, kvh);
+      for (var c = 0u; c < DPT; c++) {
+        let d = lid + c * WG;
+        if (d < HD) { acc[c] += pr * vCache[vb + d]; }
+      }
+    }
+    m = mNew;
+    workgroupBarrier();
+  }
+  let inv = 1.0 / l;
+  for (var c = 0u; c < DPT; c++) {
+    let d = lid + c * WG;
+    if (d < HD) { out[th * HD + d] = acc[c] * inv; }
+  }
+}

@@ -1,0 +1,83 @@
+// Rotary position embedding, HF Llama rotate_half convention, in place on q and k:
+//   for each head and i < half = headDim / 2, with a = positions[t] * invFreq[i]:
+//   x[i]        <- x[i] * cos(a) - x[i + half] * sin(a)
+//   x[i + half] <- x[i + half] * cos(a) + x[i] * sin(a)
+// One thread per (token, head of q then k, pair i); one dispatch rotates q and k.
+//
+// Angle precision: positions reach 1e5-1e6, so a = pos * invFreq is up to ~1e6 rad and a plain f32 product is off
+// by up to ulp(a) / 2 (4e-3 rad at pos 1e5), and sin/cos of a huge argument is worse still. Instead the product is
+// formed exactly as four f32 terms (invFreq split into two 12-bit halves by masking, pos into bits [12, 24) and
+// [0, 12): every partial product fits f32's 24-bit significand), each term is reduced modulo 2*pi with a four-part
+// Cody-Waite constant (the first three parts have 6 significant bits, so k * part is exact for |k| < 2^18), and the
+// reduced terms are summed and reduced once more. The angle is then within ~1e-6 rad of pos * invFreq computed
+// exactly, for positions < 2^24 and |angle| < 2^18 * 2*pi (~1.6e6 rad). See tests/kernels/rope.test.ts.
+
+override WG: u32 = 64;
+
+struct Params {
+  tokens: u32,   // T
+  nHeads: u32,   // query heads
+  nKvHeads: u32, // key heads
+  half: u32,     // headDim / 2
+}
+
+@group(0) @binding(0) var<storage, read_write> q: array<f32>;    // (T, nHeads, headDim), rotated in place
+@group(0) @binding(1) var<storage, read_write> k: array<f32>;    // (T, nKvHeads, headDim), rotated in place
+@group(0) @binding(2) var<storage, read> positions: array<u32>;  // (T) absolute position of each token
+@group(0) @binding(3) var<storage, read> invFreq: array<f32>;    // (headDim / 2) rad per position
+@group(0) @binding(4) var<uniform> p: Params;
+
+const INV_2PI: f32 = 0.15915493667125702;
+// 2*pi = P1 + P2 + P3 + P4 to ~2.5e-13; P1..P3 carry 6 significant bits each.
+const P1: f32 = 6.25;
+const P2: f32 = 0.0322265625;
+const P3: f32 = 0.000946044921875;
+const P4: f32 = 1.2699757462542038e-05;
+
+// x - 2*pi*round(x / 2*pi), for x exact in f32.
+fn reduce2pi(x: f32) -> f32 {
+  let n = round(x * INV_2PI);
+  return (((x - n * P1) - n * P2) - n * P3) - n * P4;
+}
+
+// pos * w reduced to about [-pi, pi], computed as described above.
+fn angle(pos: u32, w: f32) -> f32 {
+  let wHi = bitcast<f32>(bitcast<u32>(w) & 0xfffff000u);
+  let wLo = w - wHi;
+  let pHi = f32(pos & 0x00fff000u);
+  let pLo = f32(pos & 0x00000fffu);
+  let s = reduce2pi(pHi * wHi) + reduce2pi(pHi * wLo) + reduce2pi(pLo * wHi) + reduce2pi(pLo * wLo);
+  return reduce2pi(s);
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+  let heads = p.nHeads + p.nKvHeads;
+  if (idx >= p.tokens * heads * p.half) { return; }
+  let i = idx % p.half;
+  let th = idx / p.half;
+  let h = th % heads;
+  let t = th / heads;
+  let a = angle(positions[t], invFreq[i]);
+  let c = cos(a);
+  let s = sin(a);
+  let hd = 2u * p.half;
+  if (h < p.nHeads) {
+    let base = (t * p.nHeads + h) * hd + i;
+    let x0 = q[base];
+    let x1 = q[base + p.half];
+    q[base] = x0 * c - x1 * s;
+    q[base + p.half] = x1 * c + x0 * s;
+  } else {
+    let base = (t * p.nKvHeads + (h - p.nHeads)) * hd + i;
+    let x0 = k[base];
+    let x1 = k[base + p.half];
+    k[base] = x0 * c - x1 * s;
+    k[base + p.half] = x1 * c + x0 * s;
+  }
+}

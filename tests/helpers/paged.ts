@@ -1,0 +1,100 @@
+/**
+ * Random paged-KV batches for the kv_write and attention tests: several sequences, each with `ctx` tokens already
+ * cached and `fresh` new tokens this step (prefill chunk: many; decode: 1), physical pages shuffled across the
+ * pool, spare pages and unused block-table entries pointing at pages that hold only NaN, and every cache slot
+ * that no sequence owns filled with NaN, so any read of padding shows up as NaN in the output.
+ */
+import type { PagedShape } from '../reference/attention.js';
+import type { Rng } from './rng.js';
+
+export interface PagedBatch extends PagedShape {
+  numSeqs: number;
+  numPages: number;
+  /** (numSeqs) tokens already in the cache per sequence, and new tokens this step. */
+  ctx: number[];
+  fresh: number[];
+  blockTable: Uint32Array; // (numSeqs, maxPagesPerSeq)
+  tokenSeq: Uint32Array; // (T)
+  positions: Uint32Array; // (T)
+  /** Caches holding the `ctx` tokens of every sequence, NaN everywhere else. */
+  kCache: Float32Array; // (numPages, pageSize, numKvHeads, headDim)
+  vCache: Float32Array;
+  /** The new tokens' k, v (T, numKvHeads, headDim). */
+  k: Float32Array;
+  v: Float32Array;
+}
+
+export interface SeqSpec {
+  ctx: number;
+  fresh: number;
+}
+
+function shuffle<T>(rng: Rng, xs: T[]): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    [xs[i], xs[j]] = [xs[j], xs[i]];
+  }
+  return xs;
+}
+
+export function makePagedBatch(
+  rng: Rng,
+  seqs: SeqSpec[],
+  shape: { numKvHeads: number; headDim: number; pageSize: number },
+  kvStd = 1,
+): PagedBatch {
+  const { numKvHeads, headDim, pageSize } = shape;
+  const numSeqs = seqs.length;
+  const pagesOf = seqs.map((s) => Math.ceil((s.ctx + s.fresh) / pageSize));
+  const maxPagesPerSeq = Math.max(...pagesOf) + 1; // at least one unused entry per row
+  const spare = 2;
+  const used = pagesOf.reduce((x, y) => x + y, 0);
+  const numPages = used + spare;
+  const physical = shuffle(
+    rng,
+    Array.from({ length: numPages }, (_, i) => i),
+  );
+  const nanPage = physical[used]; // a spare page: unused block-table entries point here
+  const blockTable = new Uint32Array(numSeqs * maxPagesPerSeq).fill(nanPage);
+  let next = 0;
+  seqs.forEach((_, s) => {
+    for (let lp = 0; lp < pagesOf[s]; lp++) blockTable[s * maxPagesPerSeq + lp] = physical[next++];
+  });
+
+  const rowLen = numKvHeads * headDim;
+  const kCache = new Float32Array(numPages * pageSize * rowLen).fill(Number.NaN);
+  const vCache = new Float32Array(numPages * pageSize * rowLen).fill(Number.NaN);
+  seqs.forEach((sp, s) => {
+    for (let j = 0; j < sp.ctx; j++) {
+      const page = blockTable[s * maxPagesPerSeq + Math.floor(j / pageSize)];
+      const off = (page * pageSize + (j % pageSize)) * rowLen;
+      kCache.set(rng.normalArray(rowLen, kvStd), off);
+      vCache.set(rng.normalArray(rowLen), off);
+    }
+  });
+
+  const tokens: [seq: number, pos: number][] = [];
+  seqs.forEach((sp, s) => {
+    for (let i = 0; i < sp.fresh; i++) tokens.push([s, sp.ctx + i]);
+  });
+  shuffle(rng, tokens); // the kernels must not depend on the order of tokens in the batch
+  const T = tokens.length;
+  return {
+    T,
+    numKvHeads,
+    headDim,
+    pageSize,
+    maxPagesPerSeq,
+    numSeqs,
+    numPages,
+    ctx: seqs.map((s) => s.ctx),
+    fresh: seqs.map((s) => s.fresh),
+    blockTable,
+    tokenSeq: Uint32Array.from(tokens.map((x) => x[0])),
+    positions: Uint32Array.from(tokens.map((x) => x[1])),
+    kCache,
+    vCache,
+    k: rng.normalArray(T * rowLen, kvStd),
+    v: rng.normalArray(T * rowLen),
+  };
+}

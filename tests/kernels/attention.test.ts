@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { AttentionKernel, type AttentionVariant } from '../../shaders/attention.js';
+import { KvWriteKernel } from '../../shaders/kv_write.js';
+import { UniformArena } from '../../shaders/runtime.js';
+import { assertClose, compareArrays } from '../helpers/compare.js';
+import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
+import { makePagedBatch, type SeqSpec } from '../helpers/paged.js';
+import { Rng } from '../helpers/rng.js';
+import { attentionRef, kvWriteRef } from '../reference/attention.js';
+
+// f32 dot products of up to 256 terms and an f32 online softmax over up to ~400 keys, against f64: the output is
+// a convex combination of N(0, 1) values, so errors are absolute, a few 1e-7 typically.
+const TOL = { atol: 1e-5, rtol: 1e-4 };
+// With q ~ N(0, 12^2) scores reach ~+-60: an f32 score carries ~1e-5 absolute rounding error, which the softmax
+// passes straight into the weights, so the bound is looser there.
+const TOL_LARGE_SCORES = { atol: 1e-4, rtol: 1e-4 };
+const VARIANTS: AttentionVariant[] = ['workgroup', 'lanes'];
+
+interface Case {
+  seed: number;
+  group: number; // GQA ratio numHeads / numKvHeads
+  pageSize: number;
+  headDim: number;
+  qStd?: number;
+  tol?: { atol: number; rtol: number };
+  maxWorkgroupsPerDim?: number;
+}
+
+async function runCase(c: Case): Promise<void> {
+  const gpu = await testGpu();
+  const rng = new Rng(c.seed);
+  const numKvHeads = c.group === 8 ? 1 : rng.int(1, 2);
+  const numHeads = numKvHeads * c.group;
+  const { pageSize, headDim } = c;
+  // Mixed batch: a fresh prefill, a chunked prefill continuing a cached prefix, and decode tokens of
+  // sequences of different lengths (including page-boundary lengths).
+  const seqs: SeqSpec[] = [
+    { ctx: 0, fresh: rng.int(1, 40) },
+    { ctx: rng.int(1, 120), fresh: rng.int(2, 30) },
+    { ctx: rng.int(1, 300), fresh: 1 },
+    { ctx: pageSize - 1, fresh: 1 },
+    { ctx: 2 * pageSize, fresh: 1 },
+  ];
+  const b = makePagedBatch(rng, seqs, { numKvHeads, headDim, pageSize });
+  const q = rng.normalArray(b.T * numHeads * headDim, c.qStd ?? 1);
+  const scale = rng.next() < 0.75 ? 1 / Math.sqrt(headDim) : 0.3;
+  const kCache = f32Buffer(gpu, b.kCache);
+  const vCache = f32Buffer(gpu, b.vCache);
+  const blockTable = u32Buffer(gpu, b.blockTable);
+  const tokenSeq = u32Buffer(gpu, b.tokenSeq);
+  const positions = u32Buffer(gpu, b.positions);
+  const qBuf = f32Buffer(gpu, q);
+  const shape = { T: b.T, numKvHeads, headDim, pageSize, maxPagesPerSeq: b.maxPagesPerSeq };
+  const outs = VARIANTS.map(() => gpu.createBuffer('out', b.T * numHeads * headDim * 4));
+  const kvWrite = new KvWriteKernel(gpu);
+  const kernels = VARIANTS.map(
+    (variant) => new AttentionKernel(gpu, { variant, maxWorkgroupsPerDim: c.maxWorkgroupsPerDim }),
+  );
+  const arena = new UniformArena(gpu);
+  gpu.run((pass) => {
+    kvWrite.encode(pass, arena, {
+      k: f32Buffer(gpu, b.k),
+      v: f32Buffer(gpu, b.v),
+      kCache,
+      vCache,
+      blockTable,
+      tokenSeq,
+      positions,
+      ...shape,
+    });
+    kernels.forEach((k, i) => {
+      k.encode(pass, arena, {
+        q: qBuf,
+        kCache,
+        vCache,
+        blockTable,
+        tokenSeq,
+        positions,
+        out: outs[i],
+        numHeads,
+        scale,
+        ...shape,
+      });
+    });
+  }, arena);
+  const cache = kvWriteRef(b.k, b.v, b.kCache, b.vCache, b.blockTable, b.tokenSeq, b.positions, b);
+  const want = attentionRef({
+    q,
+    kCache: cache.kCache,
+    vCache: cache.vCache,
+    blockTable: b.blockTable,
+    tokenSeq: b.tokenSeq,
+    positions: b.positions,
+    numHeads,
+    scale,
+    ...shape,
+  });
+  for (let i = 0; i < VARIANTS.length; i++) {
+    const got = await gpu.readF32(outs[i], want.length);
+    assertNoGpuErrors(gpu);
+    const what =
+      `attention ${VARIANTS[i]} seed=${c.seed} heads=${numHeads}/${numKvHeads} headDim=${headDim} ` +
+      `page=${pageSize} T=${b.T} seqs=${JSON.stringify(seqs)}`;
+    if (process.env.SIFT_TEST_VERBOSE) console.log(what, compareArrays(got, want, c.tol ?? TOL));
+    assertClose(got, want, c.tol ?? TOL, what);
+  }
+  arena.destroy();
+}
+
+const HEAD_DIMS = [36, 48, 64, 80, 128, 256];
+
+test('paged attention matches the token-by-token reference: GQA 1/4/8 x page 16/32/64, mixed prefill + decode', async () => {
+  let seed = 1;
+  for (const group of [1, 4, 8]) {
+    for (const pageSize of [16, 32, 64]) {
+      const headDim = HEAD_DIMS[(seed - 1) % HEAD_DIMS.length];
+      await runCase({ seed, group, pageSize, headDim });
+      seed++;
+    }
+  }
+});
+
+test('paged attention stays stable with large scores, and on a 2-D workgroup grid', async () => {
+  await runCase({ seed: 101, group: 4, pageSize: 16, headDim: 64, qStd: 12, tol: TOL_LARGE_SCORES });
+  await runCase({ seed: 102, group: 1, pageSize: 32, headDim: 48, maxWorkgroupsPerDim: 5 });
+});
+
+test('attention picks the lanes variant on CPU adapters and workgroup otherwise', async () => {
+  const gpu = await testGpu();
+  assert.equal(new AttentionKernel(gpu).variant, gpu.caps.isCpu ? 'lanes' : 'workgroup');
+  assert.equal(new AttentionKernel(gpu, { variant: 'workgroup' }).variant, 'workgroup');
+});

@@ -1,0 +1,88 @@
+/**
+ * Reference paged KV write and paged causal attention, vLLM style: every key and value is fetched one token at a
+ * time through the block table; math in f64.
+ * Cache layout: (numPages, pageSize, numKvHeads, headDim); block table (numSeqs, maxPagesPerSeq).
+ */
+export interface PagedShape {
+  T: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  maxPagesPerSeq: number;
+}
+
+/** Index of element 0 of (position j of block-table row seq, KV head kvh) in a cache. */
+export function cacheIndex(blockTable: Uint32Array, s: PagedShape, seq: number, j: number, kvh: number): number {
+  const page = blockTable[seq * s.maxPagesPerSeq + Math.floor(j / s.pageSize)];
+  return ((page * s.pageSize + (j % s.pageSize)) * s.numKvHeads + kvh) * s.headDim;
+}
+
+/** Returns copies of kCache / vCache with the T new tokens' k, v (T, numKvHeads, headDim) written in. */
+export function kvWriteRef(
+  k: Float32Array,
+  v: Float32Array,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  blockTable: Uint32Array,
+  tokenSeq: Uint32Array,
+  positions: Uint32Array,
+  s: PagedShape,
+): { kCache: Float32Array; vCache: Float32Array } {
+  const kc = kCache.slice();
+  const vc = vCache.slice();
+  for (let t = 0; t < s.T; t++) {
+    for (let h = 0; h < s.numKvHeads; h++) {
+      const dst = cacheIndex(blockTable, s, tokenSeq[t], positions[t], h);
+      const src = (t * s.numKvHeads + h) * s.headDim;
+      for (let d = 0; d < s.headDim; d++) {
+        kc[dst + d] = k[src + d];
+        vc[dst + d] = v[src + d];
+      }
+    }
+  }
+  return { kCache: kc, vCache: vc };
+}
+
+export interface AttentionRefArgs extends PagedShape {
+  q: Float32Array; // (T, numHeads, headDim)
+  kCache: Float32Array;
+  vCache: Float32Array;
+  blockTable: Uint32Array;
+  tokenSeq: Uint32Array;
+  positions: Uint32Array;
+  numHeads: number;
+  scale: number;
+}
+
+/** out (T, numHeads, headDim): softmax(scale * q . k_j) over j = 0..positions[t] of the token's sequence. */
+export function attentionRef(a: AttentionRefArgs): Float32Array {
+  const { T, numHeads, numKvHeads, headDim } = a;
+  const group = numHeads / numKvHeads;
+  const out = new Float32Array(T * numHeads * headDim);
+  for (let t = 0; t < T; t++) {
+    const seq = a.tokenSeq[t];
+    const n = a.positions[t] + 1;
+    for (let h = 0; h < numHeads; h++) {
+      const kvh = Math.floor(h / group);
+      const qo = (t * numHeads + h) * headDim;
+      const scores = new Float64Array(n);
+      let max = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < n; j++) {
+        const ko = cacheIndex(a.blockTable, a, seq, j, kvh);
+        let dot = 0;
+        for (let d = 0; d < headDim; d++) dot += a.q[qo + d] * a.kCache[ko + d];
+        scores[j] = dot * a.scale;
+        if (scores[j] > max) max = scores[j];
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - max);
+      const acc = new Float64Array(headDim);
+      for (let j = 0; j < n; j++) {
+        const vo = cacheIndex(a.blockTable, a, seq, j, kvh);
+        for (let d = 0; d < headDim; d++) acc[d] += scores[j] * a.vCache[vo + d];
+      }
+      for (let d = 0; d < headDim; d++) out[qo + d] = acc[d] / sum;
+    }
+  }
+  return out;
+}
