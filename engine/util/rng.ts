@@ -1,4 +1,4 @@
-/** Seeded pseudo-random numbers for tests (mulberry32): same seed, same stream, on every machine. */
+/** Seeded pseudo-random numbers (mulberry32): same seed, same stream, on every machine. Used by synthetic checkpoints and tests. */
 export class Rng {
   private s: number;
   constructor(seed: number) {

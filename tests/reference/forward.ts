@@ -1,0 +1,305 @@
+/**
+ * Plain-TS reference of the whole forward pass of a Llama / Mistral / Qwen2 decoder, from an opened checkpoint.
+ * Weights are decoded to f32 once; activations and every sum are f64. Semantics follow HF transformers:
+ *   x = embed[token]
+ *   per layer: h = RMSNorm(x) * w_in;  q, k, v = h W^T (+ b);  RoPE(q, k) in rotate_half order (pairs (i, i + d/2));
+ *              causal softmax(q k^T / sqrt(d)) v per head, query head j reading kv head floor(j / (heads/kvHeads));
+ *              x += o_proj(attn);  h = RMSNorm(x) * w_post;  x += down(silu(gate(h)) * up(h))
+ *   logits = lm_head(RMSNorm(x) * w_final)
+ * Mistral's sliding window is not applied (sift records it only). Two code paths share the small helpers:
+ * `referenceForward` runs a whole sequence layer by layer with an explicit causal mask; `ReferenceModel` runs token
+ * by token against its own KV cache. Tests hold them equal.
+ */
+import type { Checkpoint } from '../../engine/model/checkpoint.js';
+import { layerTensorNames } from '../../engine/model/checkpoint.js';
+import type { ModelConfig } from '../../engine/model/config.js';
+
+interface LayerWeights {
+  inputNorm: Float32Array; // (hidden)
+  q: Float32Array; // (heads*headDim, hidden)
+  k: Float32Array; // (kvHeads*headDim, hidden)
+  v: Float32Array; // (kvHeads*headDim, hidden)
+  qBias: Float32Array | null; // (heads*headDim)
+  kBias: Float32Array | null; // (kvHeads*headDim)
+  vBias: Float32Array | null; // (kvHeads*headDim)
+  o: Float32Array; // (hidden, heads*headDim)
+  postNorm: Float32Array; // (hidden)
+  gate: Float32Array; // (inter, hidden)
+  up: Float32Array; // (inter, hidden)
+  down: Float32Array; // (hidden, inter)
+}
+
+/** Every weight of a model decoded to f32, plus the RoPE inverse frequencies. */
+export interface ReferenceWeights {
+  config: ModelConfig;
+  embed: Float32Array; // (vocab, hidden)
+  layers: LayerWeights[];
+  finalNorm: Float32Array; // (hidden)
+  lmHead: Float32Array; // (vocab, hidden)
+  invFreq: Float64Array; // (headDim/2)
+}
+
+/**
+ * RoPE inverse frequencies (headDim/2) as HF transformers computes them:
+ *   base: inv[i] = theta^(-2i/d);  linear: inv[i] / factor;
+ *   llama3: wavelength w = 2π / inv[i]; w > orig/low: inv/factor; w < orig/high: inv; between: a ramp
+ *   s = (orig/w - low) / (high - low), (1 - s) inv/factor + s inv.
+ * Neither scaling changes the attention magnitude (HF's attention_factor is 1 for both).
+ */
+export function ropeInvFreq(config: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float64Array {
+  const half = config.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
+  const rs = config.ropeScaling;
+  if (rs.type === 'linear') {
+    for (let i = 0; i < half; i++) inv[i] /= rs.factor;
+  } else if (rs.type === 'llama3') {
+    const lowWavelen = rs.originalMaxPositionEmbeddings / rs.lowFreqFactor;
+    const highWavelen = rs.originalMaxPositionEmbeddings / rs.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / inv[i];
+      if (wavelen > lowWavelen) inv[i] /= rs.factor;
+      else if (wavelen >= highWavelen) {
+        const s =
+          (rs.originalMaxPositionEmbeddings / wavelen - rs.lowFreqFactor) / (rs.highFreqFactor - rs.lowFreqFactor);
+        inv[i] = ((1 - s) * inv[i]) / rs.factor + s * inv[i];
+      }
+    }
+  }
+  return inv;
+}
+
+/** Rotates one head vector x (headDim) in place at `pos`, rotate_half order: pair (i, i + d/2). */
+export function applyRope(x: Float64Array, offset: number, headDim: number, pos: number, invFreq: Float64Array): void {
+  const half = headDim / 2;
+  for (let i = 0; i < half; i++) {
+    const a = pos * invFreq[i];
+    const c = Math.cos(a);
+    const s = Math.sin(a);
+    const x0 = x[offset + i];
+    const x1 = x[offset + i + half];
+    x[offset + i] = x0 * c - x1 * s;
+    x[offset + i + half] = x1 * c + x0 * s;
+  }
+}
+
+/** Decodes every tensor the forward pass needs (reads each once). */
+export function loadReferenceWeights(ckpt: Checkpoint): ReferenceWeights {
+  const c = ckpt.config;
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const n = layerTensorNames(i);
+    layers.push({
+      inputNorm: ckpt.readF32(n.inputNorm),
+      q: ckpt.readF32(n.q),
+      k: ckpt.readF32(n.k),
+      v: ckpt.readF32(n.v),
+      qBias: c.attentionBias ? ckpt.readF32(n.qBias) : null,
+      kBias: c.attentionBias ? ckpt.readF32(n.kBias) : null,
+      vBias: c.attentionBias ? ckpt.readF32(n.vBias) : null,
+      o: ckpt.readF32(n.o),
+      postNorm: ckpt.readF32(n.postNorm),
+      gate: ckpt.readF32(n.gate),
+      up: ckpt.readF32(n.up),
+      down: ckpt.readF32(n.down),
+    });
+  }
+  const embed = ckpt.readF32(ckpt.embeddingName);
+  const lmHead = ckpt.lmHeadName === ckpt.embeddingName ? embed : ckpt.readF32(ckpt.lmHeadName);
+  return { config: c, embed, layers, finalNorm: ckpt.readF32('model.norm.weight'), lmHead, invFreq: ropeInvFreq(c) };
+}
+
+// ---- small pure helpers ---------------------------------------------------------------------------------------
+
+/** W (rows, cols) @ x (cols,) [+ b] -> out (rows,), f64 sums. */
+function matvec(
+  w: Float32Array,
+  x: Float64Array,
+  rows: number,
+  cols: number,
+  bias: Float32Array | null = null,
+): Float64Array {
+  const out = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    const base = r * cols;
+    for (let i = 0; i < cols; i++) s += w[base + i] * x[i];
+    out[r] = bias ? s + bias[r] : s;
+  }
+  return out;
+}
+
+/** x (n) * rsqrt(mean(x²) + eps) * w -> (n). */
+function rmsnorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  const inv = 1 / Math.sqrt(s / x.length + eps);
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] * inv * w[i];
+  return out;
+}
+
+function embedRow(w: ReferenceWeights, token: number): Float64Array {
+  const { hiddenSize: h, vocabSize } = w.config;
+  if (!Number.isInteger(token) || token < 0 || token >= vocabSize) {
+    throw new RangeError(`token id ${token} outside vocab (${vocabSize})`);
+  }
+  return Float64Array.from(w.embed.subarray(token * h, (token + 1) * h));
+}
+
+/** q, k (roped) and v of one position: q (heads*headDim), k, v (kvHeads*headDim). */
+function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number) {
+  const c = w.config;
+  const h = rmsnorm(x, l.inputNorm, c.rmsNormEps);
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const q = matvec(l.q, h, qDim, c.hiddenSize, l.qBias);
+  const k = matvec(l.k, h, kvDim, c.hiddenSize, l.kBias);
+  const v = matvec(l.v, h, kvDim, c.hiddenSize, l.vBias);
+  for (let j = 0; j < c.numHeads; j++) applyRope(q, j * c.headDim, c.headDim, pos, w.invFreq);
+  for (let j = 0; j < c.numKvHeads; j++) applyRope(k, j * c.headDim, c.headDim, pos, w.invFreq);
+  return { q, k, v };
+}
+
+/** x += o_proj(attn);  x += down(silu(gate(h)) * up(h)) with h = RMSNorm(x). Updates x in place. */
+function attnOutAndMlp(w: ReferenceWeights, l: LayerWeights, x: Float64Array, attn: Float64Array): void {
+  const c = w.config;
+  const o = matvec(l.o, attn, c.hiddenSize, c.numHeads * c.headDim);
+  for (let i = 0; i < x.length; i++) x[i] += o[i];
+  const h = rmsnorm(x, l.postNorm, c.rmsNormEps);
+  const g = matvec(l.gate, h, c.intermediateSize, c.hiddenSize);
+  const u = matvec(l.up, h, c.intermediateSize, c.hiddenSize);
+  for (let i = 0; i < g.length; i++) g[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
+  const d = matvec(l.down, g, c.hiddenSize, c.intermediateSize);
+  for (let i = 0; i < x.length; i++) x[i] += d[i];
+}
+
+function logitsInto(w: ReferenceWeights, x: Float64Array, out: Float32Array, row: number): void {
+  const c = w.config;
+  const h = rmsnorm(x, w.finalNorm, c.rmsNormEps);
+  const lg = matvec(w.lmHead, h, c.vocabSize, c.hiddenSize);
+  out.set(lg, row * c.vocabSize);
+}
+
+// ---- whole sequence ------------------------------------------------------------------------------------------
+
+/** Logits (T, vocab) of `tokenIds` at positions 0..T-1, layer by layer over the whole sequence, causal mask. */
+export function referenceForward(ckpt: Checkpoint | ReferenceWeights, tokenIds: readonly number[]): Float32Array {
+  const w = 'layers' in ckpt ? ckpt : loadReferenceWeights(ckpt);
+  const c = w.config;
+  const T = tokenIds.length;
+  const d = c.headDim;
+  const group = c.numHeads / c.numKvHeads;
+  const scale = 1 / Math.sqrt(d);
+  const xs = tokenIds.map((t) => embedRow(w, t)); // T x (hidden)
+  for (const l of w.layers) {
+    const proj = xs.map((x, t) => qkv(w, l, x, t)); // T x {q, k, v}
+    const attn = xs.map(() => new Float64Array(c.numHeads * d)); // T x (heads*headDim)
+    const scores = new Float64Array(T); // (T) one query row
+    for (let j = 0; j < c.numHeads; j++) {
+      const kvh = Math.floor(j / group);
+      for (let t = 0; t < T; t++) {
+        let max = Number.NEGATIVE_INFINITY;
+        for (let s = 0; s < T; s++) {
+          if (s > t) {
+            scores[s] = Number.NEGATIVE_INFINITY; // causal mask
+            continue;
+          }
+          let dot = 0;
+          for (let i = 0; i < d; i++) dot += proj[t].q[j * d + i] * proj[s].k[kvh * d + i];
+          scores[s] = dot * scale;
+          if (scores[s] > max) max = scores[s];
+        }
+        let sum = 0;
+        for (let s = 0; s < T; s++) {
+          scores[s] = Math.exp(scores[s] - max); // exp(-inf) = 0
+          sum += scores[s];
+        }
+        const out = attn[t];
+        for (let s = 0; s < T; s++) {
+          const p = scores[s] / sum;
+          if (p === 0) continue;
+          for (let i = 0; i < d; i++) out[j * d + i] += p * proj[s].v[kvh * d + i];
+        }
+      }
+    }
+    for (let t = 0; t < T; t++) attnOutAndMlp(w, l, xs[t], attn[t]);
+  }
+  const logits = new Float32Array(T * c.vocabSize);
+  for (let t = 0; t < T; t++) logitsInto(w, xs[t], logits, t);
+  return logits;
+}
+
+// ---- incremental (decode) ------------------------------------------------------------------------------------
+
+/**
+ * A reference model with its own KV cache: each `forward` call appends its tokens after everything seen so far
+ * and returns their logits (n, vocab), one token at a time.
+ */
+export class ReferenceModel {
+  readonly weights: ReferenceWeights;
+  /** Per layer, per position: k and v (kvHeads*headDim), already roped. */
+  private kCache: Float64Array[][];
+  private vCache: Float64Array[][];
+
+  constructor(source: Checkpoint | ReferenceWeights) {
+    this.weights = 'layers' in source ? source : loadReferenceWeights(source);
+    this.kCache = this.weights.layers.map(() => []);
+    this.vCache = this.weights.layers.map(() => []);
+  }
+
+  get config(): ModelConfig {
+    return this.weights.config;
+  }
+
+  /** Tokens in the KV cache (the position the next token takes). */
+  get position(): number {
+    return this.kCache[0]?.length ?? 0;
+  }
+
+  reset(): void {
+    this.kCache = this.weights.layers.map(() => []);
+    this.vCache = this.weights.layers.map(() => []);
+  }
+
+  forward(tokens: readonly number[]): Float32Array {
+    const w = this.weights;
+    const c = w.config;
+    const d = c.headDim;
+    const group = c.numHeads / c.numKvHeads;
+    const scale = 1 / Math.sqrt(d);
+    const logits = new Float32Array(tokens.length * c.vocabSize);
+    tokens.forEach((token, n) => {
+      const pos = this.position;
+      const x = embedRow(w, token);
+      w.layers.forEach((l, li) => {
+        const { q, k, v } = qkv(w, l, x, pos);
+        const keys = this.kCache[li];
+        const values = this.vCache[li];
+        keys.push(k);
+        values.push(v);
+        const attn = new Float64Array(c.numHeads * d); // (heads*headDim)
+        const p = new Float64Array(keys.length); // (pos+1)
+        for (let j = 0; j < c.numHeads; j++) {
+          const kvh = Math.floor(j / group);
+          let max = Number.NEGATIVE_INFINITY;
+          for (let s = 0; s < keys.length; s++) {
+            let dot = 0;
+            for (let i = 0; i < d; i++) dot += q[j * d + i] * keys[s][kvh * d + i];
+            p[s] = dot * scale;
+            max = Math.max(max, p[s]);
+          }
+          let sum = 0;
+          for (let s = 0; s < keys.length; s++) sum += p[s] = Math.exp(p[s] - max);
+          for (let s = 0; s < keys.length; s++) {
+            const ps = p[s] / sum;
+            for (let i = 0; i < d; i++) attn[j * d + i] += ps * values[s][kvh * d + i];
+          }
+        }
+        attnOutAndMlp(w, l, x, attn);
+      });
+      logitsInto(w, x, logits, n);
+    });
+    return logits;
+  }
+}
