@@ -50,7 +50,7 @@ export class Engine {
   static async load(
     modelDir: string,
     cfg: EngineConfig,
-    opts: { gpu?: Gpu; onProgress?: (p: UploadProgress) => void } = {},
+    opts: { gpu?: Gpu; onProgress?: (p: UploadProgress) => void; maxLogitRows?: number } = {},
   ): Promise<Engine> {
     const ckpt: Checkpoint = openCheckpoint(modelDir);
     const gpu = opts.gpu ?? (await Gpu.create({ adapter: cfg.adapter || undefined }));
@@ -65,6 +65,7 @@ export class Engine {
         maxBatchTokens: cfg.maxBatchTokens,
         maxSeqs: cfg.maxSeqs,
         maxPagesPerSeq,
+        maxLogitRows: opts.maxLogitRows,
       });
       await gpu.sync();
       return new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu);

@@ -46,8 +46,9 @@ export function engineHelp(): string {
 }
 
 /** parseArgs with strict checking; `--help` handled by the caller. */
-export function parse(argv: string[], options: OptionDefs) {
-  return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true });
+export function parse(argv: string[], options: OptionDefs): { values: Record<string, unknown>; positionals: string[] } {
+  const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true });
+  return { values: r.values as Record<string, unknown>, positionals: r.positionals };
 }
 
 export function intFlag(v: unknown, name: string, def: number, min = 0): number {
