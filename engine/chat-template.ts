@@ -1,0 +1,224 @@
+/**
+ * Chat messages -> prompt text, as transformers' apply_chat_template does it: the model's Jinja `chat_template`
+ * (tokenizer_config.json) rendered with `messages`, `add_generation_prompt`, the special-token strings and
+ * `raise_exception` (built in), via @huggingface/jinja (trim_blocks and lstrip_blocks on, as in transformers). The rendered
+ * text carries its own BOS where the template puts one: encode it with `addBos: false`.
+ *
+ * Models without a template (base models such as stories15M) get a plain fallback: BOS followed by the user
+ * messages' contents joined by newlines, so a chat request still continues the user's text.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { SiftError } from '../config/errors.js';
+
+export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool'] as const;
+export type ChatRole = (typeof CHAT_ROLES)[number];
+
+/** An OpenAI text content part. */
+export interface TextPart {
+  type: 'text';
+  text: string;
+}
+
+/** A chat message as OpenAI's API sends it (text only). */
+export interface ChatMessage {
+  role: ChatRole;
+  /** A string, an array of text parts, or null (assistant messages that only call tools). */
+  content: string | TextPart[] | null;
+  name?: string;
+  tool_call_id?: string;
+  tool_calls?: unknown[];
+}
+
+/** The message as the template sees it: content flattened to one string (parts joined by "\n"). */
+export interface TemplateMessage {
+  role: ChatRole;
+  content: string | null;
+  name?: string;
+  tool_call_id?: string;
+  tool_calls?: unknown[];
+}
+
+/** Plain fallback for models without a chat template: BOS + user contents, one per line. */
+export const FALLBACK_CHAT_TEMPLATE =
+  "{{ bos_token }}{% for message in messages if message['role'] == 'user' %}" +
+  "{% if not loop.first %}{{ '\\n' }}{% endif %}{{ message['content'] }}{% endfor %}";
+
+function bad(param: string, what: string): SiftError {
+  return new SiftError('INVALID_ARGUMENT', `${param} ${what}`, { param });
+}
+
+/**
+ * Checks an OpenAI `messages` array and returns it flattened for templates. Errors are INVALID_ARGUMENT naming
+ * the field, e.g. `messages[2].role`.
+ */
+export function validateMessages(messages: unknown): TemplateMessage[] {
+  if (!Array.isArray(messages)) throw bad('messages', 'must be an array of messages');
+  if (messages.length === 0) throw bad('messages', 'must contain at least one message');
+  return messages.map((m, i) => {
+    const at = `messages[${i}]`;
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw bad(at, 'must be an object');
+    const msg = m as Record<string, unknown>;
+    if (!CHAT_ROLES.includes(msg.role as ChatRole)) {
+      throw bad(`${at}.role`, `must be one of ${CHAT_ROLES.join(', ')} (got ${JSON.stringify(msg.role)})`);
+    }
+    const role = msg.role as ChatRole;
+    let content: string | null;
+    if (typeof msg.content === 'string') content = msg.content;
+    else if (msg.content === null || msg.content === undefined) {
+      if (!(role === 'assistant' && Array.isArray(msg.tool_calls))) {
+        throw bad(`${at}.content`, 'is required (a string or an array of text parts)');
+      }
+      content = null;
+    } else if (Array.isArray(msg.content)) {
+      content = msg.content
+        .map((p, j) => {
+          const pat = `${at}.content[${j}]`;
+          if (typeof p !== 'object' || p === null) throw bad(pat, 'must be a content part object');
+          const part = p as Record<string, unknown>;
+          if (part.type !== 'text') {
+            throw bad(`${pat}.type`, `must be "text" (got ${JSON.stringify(part.type)}); only text is supported`);
+          }
+          if (typeof part.text !== 'string') throw bad(`${pat}.text`, 'must be a string');
+          return part.text;
+        })
+        .join('\n');
+    } else {
+      throw bad(`${at}.content`, 'must be a string or an array of text parts');
+    }
+    const out: TemplateMessage = { role, content };
+    for (const k of ['name', 'tool_call_id'] as const) {
+      if (msg[k] === undefined) continue;
+      if (typeof msg[k] !== 'string') throw bad(`${at}.${k}`, 'must be a string');
+      out[k] = msg[k] as string;
+    }
+    if (msg.tool_calls !== undefined) {
+      if (!Array.isArray(msg.tool_calls)) throw bad(`${at}.tool_calls`, 'must be an array');
+      out.tool_calls = msg.tool_calls;
+    }
+    return out;
+  });
+}
+
+export interface RenderOptions {
+  /** Append the assistant turn's opening so the model answers. Default true. */
+  addGenerationPrompt?: boolean;
+}
+
+export interface ChatTemplateOptions {
+  /** The Jinja source; null/undefined selects FALLBACK_CHAT_TEMPLATE. */
+  template?: string | null;
+  bosToken?: string | null;
+  eosToken?: string | null;
+  unkToken?: string | null;
+  padToken?: string | null;
+  /** Ids that end generation. */
+  stopIds?: readonly number[];
+}
+
+/** Token strings of tokenizer_config.json entries (a string or an AddedToken-like {content}). */
+function tokenString(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') {
+    return (v as { content: string }).content;
+  }
+  return null;
+}
+
+function readJsonIfAny(file: string): Record<string, unknown> {
+  if (!fs.existsSync(file)) return {};
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new SiftError('CHECKPOINT_INVALID', `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
+function ids(v: unknown): number[] {
+  if (typeof v === 'number' && Number.isInteger(v)) return [v];
+  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number' && Number.isInteger(x));
+  return [];
+}
+
+export class ChatTemplate {
+  /** The Jinja source in use (the model's, or the fallback). */
+  readonly source: string;
+  /** False when the model has no chat template and the fallback is used. */
+  readonly isModelTemplate: boolean;
+  /** Every id that ends generation: eos ids of config.json and generation_config.json, and tokenizer_config's eos. */
+  readonly stopIds: readonly number[];
+  private readonly template: Template;
+  private readonly specials: Record<string, string>;
+
+  constructor(opts: ChatTemplateOptions = {}) {
+    this.isModelTemplate = typeof opts.template === 'string' && opts.template.length > 0;
+    this.source = this.isModelTemplate ? (opts.template as string) : FALLBACK_CHAT_TEMPLATE;
+    try {
+      this.template = new Template(this.source);
+    } catch (e) {
+      throw new SiftError('CHECKPOINT_INVALID', `chat template does not parse: ${(e as Error).message}`, { cause: e });
+    }
+    this.specials = {
+      bos_token: opts.bosToken ?? '',
+      eos_token: opts.eosToken ?? '',
+      unk_token: opts.unkToken ?? '',
+      pad_token: opts.padToken ?? '',
+    };
+    this.stopIds = [...new Set(opts.stopIds ?? [])];
+  }
+
+  /**
+   * Reads a model directory's template (tokenizer_config.json `chat_template`: a string, or a list of named
+   * templates of which "default" is used) and stop ids. `tokenToId` maps tokenizer_config's eos_token to an id.
+   */
+  static load(dir: string, tokenToId?: (token: string) => number | null): ChatTemplate {
+    const tc = readJsonIfAny(path.join(dir, 'tokenizer_config.json'));
+    const cfg = readJsonIfAny(path.join(dir, 'config.json'));
+    const gen = readJsonIfAny(path.join(dir, 'generation_config.json'));
+    let template: string | null = null;
+    if (typeof tc.chat_template === 'string') template = tc.chat_template;
+    else if (Array.isArray(tc.chat_template)) {
+      const named = tc.chat_template as { name?: string; template?: string }[];
+      template = named.find((t) => t.name === 'default')?.template ?? null;
+    }
+    const jinjaFile = path.join(dir, 'chat_template.jinja'); // newer transformers save it beside the config
+    if (template === null && fs.existsSync(jinjaFile)) template = fs.readFileSync(jinjaFile, 'utf8');
+    const eosToken = tokenString(tc.eos_token);
+    const stop = [...ids(gen.eos_token_id), ...ids(cfg.eos_token_id)];
+    if (eosToken !== null && tokenToId) {
+      const id = tokenToId(eosToken);
+      if (id !== null) stop.push(id);
+    }
+    return new ChatTemplate({
+      template,
+      bosToken: tokenString(tc.bos_token),
+      eosToken,
+      unkToken: tokenString(tc.unk_token),
+      padToken: tokenString(tc.pad_token),
+      stopIds: stop,
+    });
+  }
+
+  /**
+   * Renders validated or raw messages to prompt text. Anything the template throws, including its
+   * raise_exception('...') (@huggingface/jinja's built-in, which throws an Error with that message), is
+   * INVALID_ARGUMENT on `messages`: as in transformers, templates use it to reject conversations they cannot
+   * express (e.g. roles that do not alternate).
+   */
+  render(messages: unknown, opts: RenderOptions = {}): string {
+    const msgs = validateMessages(messages);
+    try {
+      return this.template.render({
+        messages: msgs,
+        add_generation_prompt: opts.addGenerationPrompt ?? true,
+        ...this.specials,
+      });
+    } catch (e) {
+      throw new SiftError('INVALID_ARGUMENT', `the chat template rejected the messages: ${(e as Error).message}`, {
+        param: 'messages',
+        cause: e,
+      });
+    }
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * Text <-> token ids for a model directory, over the npm `tokenizers` binding (HF tokenizer.json).
+ * Encoding runs in the binding (async); decoding is synchronous (ids -> pieces -> the tokenizer.json decoder), so a
+ * stream decoder can turn each generated id into text at once.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer as HfTokenizer } from 'tokenizers';
+import { SiftError } from '../config/errors.js';
+
+const REPLACEMENT = '\uFFFD';
+
+export interface EncodeOptions {
+  /** Prepend the BOS token (if the tokenizer has one and the text does not already start with it). Default true. */
+  addBos?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (BOS, EOS, other added special tokens). Default true. */
+  skipSpecial?: boolean;
+}
+
+/** Turns generated ids into text incrementally. */
+export interface StreamDecoder {
+  /** Adds one id; returns the text it completes (possibly "", e.g. while a UTF-8 sequence is incomplete). */
+  push(id: number): string;
+  /** Returns whatever is held back (an incomplete sequence decodes to U+FFFD, as a full decode would). */
+  flush(): string;
+}
+
+export interface StreamDecoderOptions {
+  /** Ids already in the sequence (the prompt) that give context but are not emitted: with them, a first output
+   * token "▁there" after "Once upon a time" streams as " there" rather than "there". */
+  context?: readonly number[];
+  /** As in DecodeOptions. Default true. */
+  skipSpecial?: boolean;
+}
+
+/** Token id for a special-token entry of tokenizer_config.json (a string or an AddedToken-like object). */
+function tokenContent(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') {
+    return (v as { content: string }).content;
+  }
+  return null;
+}
+
+function readJson(file: string): Record<string, unknown> | null {
+  if (!fs.existsSync(file)) return null;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new SiftError('CHECKPOINT_INVALID', `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
+function firstId(v: unknown): number | null {
+  if (typeof v === 'number') return v;
+  if (Array.isArray(v) && typeof v[0] === 'number') return v[0];
+  return null;
+}
+
+export class Tokenizer {
+  /** Ids of added tokens marked special (skipped by decode unless asked). */
+  readonly specialIds: ReadonlySet<number>;
+  readonly bosId: number | null;
+  readonly eosId: number | null;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly vocabSize: number;
+  private readonly hf: HfTokenizer;
+  private readonly pieces: (string | null)[] = [];
+
+  private constructor(
+    hf: HfTokenizer,
+    specialIds: Set<number>,
+    bos: { id: number | null; token: string | null },
+    eos: { id: number | null; token: string | null },
+  ) {
+    this.hf = hf;
+    this.specialIds = specialIds;
+    this.bosId = bos.id;
+    this.bosToken = bos.token;
+    this.eosId = eos.id;
+    this.eosToken = eos.token;
+    this.vocabSize = hf.getVocabSize(true);
+  }
+
+  /** Loads `<dir>/tokenizer.json`, with BOS/EOS from tokenizer_config.json (else config.json's ids). */
+  static load(dir: string): Tokenizer {
+    const file = path.join(dir, 'tokenizer.json');
+    if (!fs.existsSync(file)) throw new SiftError('CHECKPOINT_INVALID', `${dir}: no tokenizer.json`);
+    let hf: HfTokenizer;
+    try {
+      hf = HfTokenizer.fromFile(file);
+    } catch (e) {
+      throw new SiftError('CHECKPOINT_INVALID', `${file}: cannot load (${(e as Error).message})`, { cause: e });
+    }
+    const json = readJson(file) ?? {};
+    const special = new Set<number>();
+    for (const t of (json.added_tokens as { id: number; special?: boolean }[] | undefined) ?? []) {
+      if (t.special) special.add(t.id);
+    }
+    const tc = readJson(path.join(dir, 'tokenizer_config.json')) ?? {};
+    const cfg = readJson(path.join(dir, 'config.json')) ?? {};
+    const pick = (token: unknown, fallbackId: unknown) => {
+      const content = tokenContent(token);
+      const id = content === null ? null : hf.tokenToId(content);
+      if (content !== null && id !== null && id !== undefined) return { id, token: content };
+      const fid = firstId(fallbackId);
+      return { id: fid, token: fid === null ? null : hf.idToToken(fid) };
+    };
+    return new Tokenizer(hf, special, pick(tc.bos_token, cfg.bos_token_id), pick(tc.eos_token, cfg.eos_token_id));
+  }
+
+  /** Token ids of `text` (no EOS is ever added). */
+  async encode(text: string, opts: EncodeOptions = {}): Promise<number[]> {
+    if (typeof text !== 'string') throw new SiftError('INVALID_ARGUMENT', 'text to encode must be a string');
+    const enc = await this.hf.encode(text, null, { addSpecialTokens: false });
+    const ids = enc.getIds();
+    if ((opts.addBos ?? true) && this.bosId !== null && ids[0] !== this.bosId) ids.unshift(this.bosId);
+    return ids;
+  }
+
+  /** The piece (vocabulary string) of `id`, or null if out of range. */
+  idToToken(id: number): string | null {
+    let p = this.pieces[id];
+    if (p === undefined) {
+      p = Number.isInteger(id) && id >= 0 && id < this.vocabSize ? this.hf.idToToken(id) : null;
+      this.pieces[id] = p;
+    }
+    return p;
+  }
+
+  tokenToId(token: string): number | null {
+    return this.hf.tokenToId(token) ?? null;
+  }
+
+  /** Text of `ids` (what the tokenizer.json decoder makes of them; SentencePiece's leading space is dropped). */
+  decode(ids: readonly number[], opts: DecodeOptions = {}): string {
+    const skip = opts.skipSpecial ?? true;
+    const pieces: string[] = [];
+    for (const id of ids) {
+      if (skip && this.specialIds.has(id)) continue;
+      const p = this.idToToken(id);
+      if (p === null)
+        throw new SiftError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary (size ${this.vocabSize})`);
+      pieces.push(p);
+    }
+    if (pieces.length === 0) return '';
+    const dec = this.hf.getDecoder();
+    return dec ? dec.decode(pieces) : pieces.join('');
+  }
+
+  /**
+   * A stream decoder. It decodes a short window of ids that starts before the newest emitted text, and emits the
+   * part of the window's text beyond what the window decoded to before; text ending in U+FFFD (an incomplete
+   * UTF-8 sequence from byte-fallback pieces) is held back until the sequence completes. Because the window always
+   * starts at the same id for both decodes, decoder rules that depend on position (SentencePiece's dropped leading
+   * space) affect both equally, so concatenated pushes plus flush() equal decode() of all ids. (One deliberate
+   * difference: ids that end mid-character flush as the complete text plus U+FFFD for the loose bytes, where HF's
+   * ByteFallback decoder turns the whole run of byte pieces, complete characters included, into U+FFFD.)
+   */
+  createStreamDecoder(opts: StreamDecoderOptions = {}): StreamDecoder {
+    const skip = opts.skipSpecial ?? true;
+    const ids: number[] = [];
+    for (const id of opts.context ?? []) if (!(skip && this.specialIds.has(id))) ids.push(id);
+    // ids[windowStart, emittedEnd) decoded to the text already emitted (or to context); ids[emittedEnd..] are pending.
+    let emittedEnd = ids.length;
+    let windowStart = Math.max(0, emittedEnd - 4);
+    const decodeRange = (a: number, b: number) => this.decode(ids.slice(a, b), { skipSpecial: false });
+    const step = (final: boolean): string => {
+      if (emittedEnd === ids.length) return '';
+      const before = decodeRange(windowStart, emittedEnd);
+      const now = decodeRange(windowStart, ids.length);
+      if (!final && (now.length <= before.length || now.endsWith(REPLACEMENT))) return '';
+      // `before` is a prefix of `now` except where a byte-fallback decoder groups the window's last complete bytes
+      // with the new incomplete ones and turns the whole run into U+FFFD; then decode the new ids alone (they start
+      // with byte pieces there, so no leading-space rule applies to them).
+      const out = now.startsWith(before) ? now.slice(before.length) : decodeRange(emittedEnd, ids.length);
+      windowStart = emittedEnd;
+      emittedEnd = ids.length;
+      return out;
+    };
+    return {
+      push: (id: number) => {
+        if (skip && this.specialIds.has(id)) return '';
+        if (this.idToToken(id) === null) {
+          throw new SiftError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary (size ${this.vocabSize})`);
+        }
+        ids.push(id);
+        return step(false);
+      },
+      flush: () => step(true),
+    };
+  }
+}
