@@ -1,7 +1,8 @@
 /** `sift generate`: run one prompt through the engine and stream the result to the terminal. */
 import { SiftError } from '../../config/errors.js';
 import { Engine } from '../engine.js';
-import { DEFAULT_MODEL, resolveModel } from '../models.js';
+import { DEFAULT_MODEL } from '../models.js';
+import { resolveModel } from '../pull.js';
 import type { SamplingParams } from '../sampler.js';
 import { engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
 import { loadText, type TextSide } from '../text.js';
@@ -58,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
   const progress = progressLine();
   const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
     autoPull: true,
-    onProgress: (msg: string) => progress.update(msg),
+    onProgress: (p) => progress.update(p.message),
   });
   progress.done();
 
@@ -82,11 +83,11 @@ export async function main(argv: string[]): Promise<number> {
     text = loadText(dir);
     promptIds =
       values.chat !== undefined
-        ? text.encodeChat([
+        ? await text.encodeChat([
             ...(values.system !== undefined ? [{ role: 'system', content: String(values.system) }] : []),
             { role: 'user', content: String(values.chat) },
           ])
-        : text.encodePrompt(String(values.prompt));
+        : await text.encodePrompt(String(values.prompt));
   }
 
   const loadBar = progressLine();
@@ -96,7 +97,7 @@ export async function main(argv: string[]): Promise<number> {
   loadBar.done();
   try {
     const stops = (values.stop as string[] | undefined) ?? [];
-    const decoder = text?.streamDecoder();
+    const decoder = text?.streamDecoder(promptIds);
     let produced = '';
     const ac = new AbortController();
     const res = await engine.generate(promptIds, {
