@@ -23,6 +23,12 @@ export const ERRORS = {
   CONTEXT_LENGTH_EXCEEDED: { status: 400, type: 'invalid_request_error' },
   CONFIG_INVALID: { status: 500, type: 'server_error' },
   KV_POOL_EXHAUSTED: { status: 503, type: 'server_error' },
+  QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
+  NOT_READY: { status: 503, type: 'server_error' },
+  UNAUTHORIZED: { status: 401, type: 'invalid_request_error' },
+  NOT_FOUND: { status: 404, type: 'invalid_request_error' },
+  BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },
+  TIMEOUT: { status: 504, type: 'server_error' },
   INTERNAL: { status: 500, type: 'server_error' },
 } as const satisfies Record<string, ErrorSpec>;
 

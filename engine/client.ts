@@ -1,0 +1,106 @@
+/**
+ * The engine as the server sees it: submit a request of token ids, read its events as an async iterator,
+ * cancel it. Text (tokenizing, chat templates, stop strings, detokenizing) stays on the server side; the engine
+ * deals in token ids, sampling, KV pages and the GPU.
+ */
+import type { SamplingParams } from './sampler.js';
+
+/** sift's own per-request attention knob (design.md: `attention: {mode, token_budget}`). */
+export interface AttentionRequest {
+  mode: 'dense' | 'sparse';
+  /** KV tokens a sparse decode step may attend to (retrieval heads). */
+  tokenBudget?: number;
+}
+
+export interface GenerationRequest {
+  /** Request id (the server's X-Request-Id); unique among live requests. */
+  id: string;
+  promptIds: number[];
+  /** Most tokens to generate. */
+  maxTokens: number;
+  sampling: SamplingParams;
+  /** Token ids that end generation with finish reason 'stop' (not emitted). */
+  stopIds: readonly number[];
+  /** OpenAI presence / frequency penalties in [-2, 2] (default 0). */
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** Return the chosen token's logprob and this many top alternatives (0..20); undefined = no logprobs. */
+  topLogprobs?: number;
+  attention?: AttentionRequest;
+  /** Give up (finish reason 'timeout') this many ms after submission; undefined = no limit. */
+  timeoutMs?: number;
+}
+
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'timeout' | 'error';
+
+export interface RequestUsage {
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt tokens served from the prefix cache (their prefill skipped). */
+  cachedTokens: number;
+}
+
+export interface AttentionUsage {
+  mode: 'dense' | 'sparse';
+  /** Mean KV tokens attended per decode step (per retrieval head), over this request's decode steps. */
+  meanTokensAttended: number;
+}
+
+export type GenerationEvent =
+  | { type: 'token'; id: number; logprob?: number; topLogprobs?: TokenLogprob[] }
+  /** Sent while a long prompt is being prefilled (per chunk), so a server can keep the connection alive. */
+  | { type: 'progress'; promptTokensDone: number; promptTokens: number }
+  | {
+      type: 'done';
+      finishReason: FinishReason;
+      usage: RequestUsage;
+      attention: AttentionUsage;
+      timings: { queuedMs: number; ttftMs: number | null; durationMs: number };
+      /** Set when finishReason is 'error' (e.g. the GPU device was lost). */
+      error?: Error;
+    };
+
+/** One submitted request. Iterate it for events; the last event is always 'done'. */
+export interface RequestHandle extends AsyncIterable<GenerationEvent> {
+  readonly id: string;
+  /** Stops the request now and frees its KV pages; the iterator then ends with finish reason 'cancelled'. */
+  cancel(): void;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  kvPagesTotal: number;
+  kvPagesUsed: number;
+  kvPagesCached: number;
+  /** kvPagesUsed / kvPagesTotal in [0, 1]. */
+  kvUsage: number;
+  preemptions: number;
+  prefixQueries: number;
+  prefixHits: number;
+  /** Totals since start, for metrics. */
+  promptTokens: number;
+  generationTokens: number;
+  /** Share of the KV tokens dense attention would have read that decode actually read (1 when all dense). */
+  attendedShare: number;
+}
+
+export interface EngineClient {
+  /** Model name as served (GET /v1/models). */
+  readonly modelName: string;
+  /** Context limit in tokens (prompt + completion). */
+  readonly maxContext: number;
+  /**
+   * Queues a request. Throws SiftError synchronously: CONTEXT_LENGTH_EXCEEDED, INVALID_ARGUMENT,
+   * QUEUE_FULL (429), DEVICE_LOST / NOT_READY (503).
+   */
+  submit(req: GenerationRequest): RequestHandle;
+  stats(): EngineStats;
+  /** Stops admitting; waits up to graceMs for running requests, then cancels the rest; releases the GPU. */
+  shutdown(graceMs: number): Promise<void>;
+}
