@@ -1,0 +1,149 @@
+/**
+ * Dense linear layer as HF's nn.Linear: out (T, rows) = x (T, cols) @ W^T (+ bias), W (rows, cols) a GpuWeight in
+ * f32 or packed f16/bf16 pairs, split into row chunks (one dispatch per chunk, each writing its rows of out).
+ * T = 1 is the decode matvec; T > 1 tiles tokens so every weight element is read once per tile of tokens.
+ *
+ * Two strategies, picked per adapter (override with `variant`):
+ *  - 'thread' (shaders/matmul.wgsl): one invocation per (row, token tile). Fastest on CPU adapters (lavapipe).
+ *  - 'workgroup' (shaders/matmul_wg.wgsl): one workgroup per (row, token tile) with a subgroup / workgroup
+ *    reduction. Needed on real GPUs to read weights at the memory-copy rate.
+ */
+import { SiftError } from '../config/errors.js';
+import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import type { GpuWeight } from './tensor.js';
+
+export type MatmulVariant = 'thread' | 'workgroup';
+
+export interface MatmulOptions {
+  /** Strategy; default 'thread' on CPU adapters (gpu.caps.isCpu), else 'workgroup'. */
+  variant?: MatmulVariant;
+  /** 'workgroup' variant: reduce with subgroupAdd; default where the device has subgroups. */
+  subgroups?: boolean;
+  /** Tokens per tile when T > 1; default 4 ('thread') or 8 ('workgroup'). */
+  tokenTile?: number;
+}
+
+export interface MatmulArgs {
+  x: Binding; // (T, cols) f32; must not alias out
+  w: GpuWeight; // (rows, cols)
+  bias?: Binding; // (rows) f32
+  out: Binding; // (T, rows) f32
+  T: number;
+}
+
+/** The byte size a binding covers, or undefined where it cannot be told (a whole GPUBuffer is known). */
+export function bindingBytes(b: Binding): number | undefined {
+  if ('mapState' in b) return b.size;
+  if (b.size !== undefined) return b.size;
+  return b.buffer.size - (b.offset ?? 0);
+}
+
+/** Throws INTERNAL when a binding is smaller than `bytes`. */
+export function assertBindingBytes(kernel: string, name: string, b: Binding, bytes: number): void {
+  const have = bindingBytes(b);
+  if (have !== undefined && have < bytes) {
+    throw new SiftError('INTERNAL', `${kernel}: binding ${name} holds ${have} bytes, needs ${bytes}`);
+  }
+}
+
+/** Throws INTERNAL unless the chunks of `w` cover its rows in order and rowStride is cols rounded up to 8. */
+export function assertWeightLayout(kernel: string, w: GpuWeight): void {
+  if (w.rows < 1 || w.cols < 1 || w.rowStride !== Math.ceil(w.cols / 8) * 8) {
+    throw new SiftError(
+      'INTERNAL',
+      `${kernel}: weight ${w.name} has a bad shape (${w.rows}, ${w.cols}) stride ${w.rowStride}`,
+    );
+  }
+  let next = 0;
+  for (const c of w.chunks) {
+    if (c.firstRow !== next || c.rows < 1) {
+      throw new SiftError('INTERNAL', `${kernel}: weight ${w.name} chunks do not tile its rows (at row ${next})`);
+    }
+    next += c.rows;
+  }
+  if (next !== w.rows) {
+    throw new SiftError('INTERNAL', `${kernel}: weight ${w.name} chunks cover ${next} of ${w.rows} rows`);
+  }
+}
+
+function nextPow2(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+}
+
+export class MatmulKernel {
+  readonly variant: MatmulVariant;
+  /** Whether the 'workgroup' variant reduces with subgroupAdd. */
+  readonly subgroups: boolean;
+  readonly tokenTile: number;
+  /** Invocations per workgroup of the 'thread' variant (rows per workgroup). */
+  private static readonly THREAD_WG = 64;
+  /** Bound in place of an absent bias (one pipeline serves both; a uniform says which). */
+  private readonly noBias: GPUBuffer;
+
+  constructor(
+    private readonly gpu: Gpu,
+    opts: MatmulOptions = {},
+  ) {
+    this.noBias = gpu.createBuffer('matmul-no-bias', 16);
+    this.variant = opts.variant ?? (gpu.caps.isCpu ? 'thread' : 'workgroup');
+    this.subgroups = this.variant === 'workgroup' && (opts.subgroups ?? gpu.caps.subgroups);
+    if (this.subgroups && !gpu.caps.subgroups) {
+      throw new SiftError('INTERNAL', 'matmul: subgroups requested but the device has none');
+    }
+    this.tokenTile = opts.tokenTile ?? (this.variant === 'thread' ? 4 : 8);
+    if (!Number.isInteger(this.tokenTile) || this.tokenTile < 1 || this.tokenTile > 32) {
+      throw new SiftError('INTERNAL', `matmul: token tile ${this.tokenTile} outside [1, 32]`);
+    }
+  }
+
+  private pipelineFor(w: GpuWeight, tt: number): { pipeline: GPUComputePipeline; wg: number } {
+    const defines = {
+      F32: w.dtype === 'f32',
+      BF16: w.dtype === 'bf16',
+      XV4: w.cols % 4 === 0,
+      TT: tt,
+    };
+    if (this.variant === 'thread') {
+      const wg = MatmulKernel.THREAD_WG;
+      return { pipeline: this.gpu.pipeline('matmul', defines, { WG: wg }), wg };
+    }
+    // Enough invocations to cover a row's 8-element blocks once, within [32, 256].
+    const wg = Math.min(256, this.gpu.caps.maxComputeInvocationsPerWorkgroup, Math.max(32, nextPow2(w.rowStride / 8)));
+    return { pipeline: this.gpu.pipeline('matmul_wg', { ...defines, WG: wg, SUBGROUPS: this.subgroups }), wg };
+  }
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: MatmulArgs): void {
+    const { w, T } = a;
+    assertWeightLayout('matmul', w);
+    if (!Number.isInteger(T) || T < 0) throw new SiftError('INTERNAL', `matmul: bad token count T=${T}`);
+    if (T === 0) return;
+    assertBindingBytes('matmul', 'x', a.x, T * w.cols * 4);
+    assertBindingBytes('matmul', 'out', a.out, T * w.rows * 4);
+    if (a.bias) assertBindingBytes('matmul', 'bias', a.bias, w.rows * 4);
+    const tt = T === 1 ? 1 : Math.min(this.tokenTile, T);
+    const tiles = Math.ceil(T / tt);
+    const { pipeline } = this.pipelineFor(w, tt);
+    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8;
+    const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
+    for (const c of w.chunks) {
+      const u = arena.alloc(
+        uniforms([
+          ['u32', c.rows],
+          ['u32', w.cols],
+          ['u32', strideV],
+          ['u32', T],
+          ['u32', c.firstRow],
+          ['u32', w.rows],
+          ['u32', a.bias ? 1 : 0],
+        ]),
+      );
+      const bindings: Binding[] = [a.x, c.buffer, a.out, u, a.bias ?? this.noBias];
+      if (this.variant === 'thread') {
+        this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(c.rows / MatmulKernel.THREAD_WG), tiles);
+      } else {
+        const nx = Math.min(c.rows, maxDim);
+        this.gpu.dispatch(pass, pipeline, bindings, nx, Math.ceil(c.rows / nx), tiles);
+      }
+    }
+  }
+}

@@ -1,0 +1,91 @@
+// Shared by matmul.wgsl and matmul_wg.wgsl: bindings, parameters and 8-element block loads for
+// out[t, r] = sum_c x[t, c] * W[r, c] (+ bias[r]), one dispatch per weight row chunk.
+// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | neither (f16 pairs); XV4 when cols % 4 == 0 (x read as vec4).
+
+struct Params {
+  rows: u32,       // rows in this weight chunk
+  cols: u32,       // valid elements per row (= x row length)
+  strideV: u32,    // vec4 words per stored weight row: rowStride / 4 (f32) or rowStride / 8 (16-bit pairs)
+  T: u32,          // tokens
+  rowOffset: u32,  // the chunk's first row within the whole matrix
+  outStride: u32,  // rows of the whole matrix (out row length)
+  hasBias: u32,    // 1: add bias[row]; 0: the bias binding is a placeholder
+  _pad: u32,
+}
+
+//#if XV4
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;      // (T, cols / 4) f32
+//#else
+@group(0) @binding(0) var<storage, read> x: array<f32>;            // (T, cols) f32
+//#endif
+//#if F32
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;      // (chunkRows, rowStride / 4) f32, zero-padded rows
+//#else
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;      // (chunkRows, rowStride / 8) packed 16-bit pairs
+//#endif
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;    // (T, outStride) f32; a chunk writes its rows' columns
+@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;         // (outStride) f32, or a placeholder
+
+// Eight consecutive elements of a row (or of x), as two vec4.
+struct Block8 {
+  lo: vec4<f32>,
+  hi: vec4<f32>,
+}
+
+// W[row, 8 * blk .. 8 * blk + 8) of this chunk, converted to f32 (padding columns are stored zeros).
+fn wBlock(row: u32, blk: u32) -> Block8 {
+//#if F32
+  let i = row * p.strideV + blk * 2u;
+  return Block8(w[i], w[i + 1u]);
+//#else
+  let q = w[row * p.strideV + blk];
+//#if BF16
+  let lo = vec4<u32>(q.x << 16u, q.x & 0xffff0000u, q.y << 16u, q.y & 0xffff0000u);
+  let hi = vec4<u32>(q.z << 16u, q.z & 0xffff0000u, q.w << 16u, q.w & 0xffff0000u);
+  return Block8(bitcast<vec4<f32>>(lo), bitcast<vec4<f32>>(hi));
+//#else
+  return Block8(
+    vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
+    vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)),
+  );
+//#endif
+//#endif
+}
+
+// x[t, 8 * blk .. 8 * blk + 8) for a full block (8 * blk + 8 <= cols).
+fn xBlock(t: u32, blk: u32) -> Block8 {
+//#if XV4
+  let i = t * (p.cols / 4u) + blk * 2u;
+  return Block8(x[i], x[i + 1u]);
+//#else
+  let i = t * p.cols + blk * 8u;
+  return Block8(vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), vec4<f32>(x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]));
+//#endif
+}
+
+// x[t, c] as a scalar.
+fn xAt(t: u32, c: u32) -> f32 {
+//#if XV4
+  return x[t * (p.cols / 4u) + c / 4u][c % 4u];
+//#else
+  return x[t * p.cols + c];
+//#endif
+}
+
+// Element k (0..7) of a block.
+fn blockAt(v: Block8, k: u32) -> f32 {
+  return select(v.hi[k & 3u], v.lo[k & 3u], k < 4u);
+}
+
+fn dot8(a: Block8, b: Block8) -> f32 {
+  return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+}
+
+// Writes out[t, rowOffset + r] (adding the bias).
+fn store(t: u32, r: u32, v: f32) {
+  let row = p.rowOffset + r;
+  var b = 0.0;
+  if (p.hasBias != 0u) { b = bias[row]; }
+  out[t * p.outStride + row] = v + b;
+}

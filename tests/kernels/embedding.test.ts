@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { EmbeddingKernel } from '../../shaders/embedding.js';
+import { UniformArena } from '../../shaders/runtime.js';
+import {
+  bytesPerElement,
+  decodeToF32,
+  destroyWeight,
+  encodeFromF32,
+  ROW_ALIGN,
+  uploadWeight,
+  type WeightDType,
+} from '../../shaders/tensor.js';
+import { assertClose } from '../helpers/compare.js';
+import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
+import { Rng } from '../helpers/rng.js';
+import { embeddingRef } from '../reference/embedding.js';
+
+// Tolerance: a gather is exact, except that a GPU may flush f16 subnormals (|v| < 6.1e-5) to zero.
+const tolerance = (dtype: WeightDType) => ({ atol: dtype === 'f16' ? 6.2e-5 : 0, rtol: 0 });
+const SENTINEL = -777;
+
+test('embedding gathers rows on seeded random shapes, every dtype, chunked, ids out of range give zeros', async () => {
+  const gpu = await testGpu();
+  const k = new EmbeddingKernel(gpu);
+  const arena = new UniformArena(gpu);
+  for (let seed = 1; seed <= 8; seed++) {
+    for (const dtype of ['f32', 'f16', 'bf16'] as WeightDType[]) {
+      const rng = new Rng(seed * 31 + dtype.length);
+      const vocab = rng.pick([1, 5, 97, 300]);
+      const hidden = rng.pick([1, 7, 13, 288, 300]);
+      const T = rng.pick([1, 2, 3, 17, 65]);
+      const chunked = seed % 2 === 0;
+      const bytes = encodeFromF32(rng.uniformArray(vocab * hidden, 1), dtype);
+      const rowBytes = Math.ceil(hidden / ROW_ALIGN) * ROW_ALIGN * bytesPerElement(dtype);
+      const maxChunkBytes = chunked ? rowBytes * Math.max(1, Math.floor(vocab / 3.5)) : undefined;
+      const table = uploadWeight(gpu, 'embed', dtype, vocab, hidden, bytes, maxChunkBytes);
+      if (chunked && vocab >= 3) assert.ok(table.chunks.length >= 3);
+      const ids = new Uint32Array(T);
+      for (let t = 0; t < T; t++) {
+        const r = rng.next();
+        ids[t] = r < 0.15 ? rng.pick([vocab, vocab + 5, 0xffffffff]) : rng.int(0, vocab - 1);
+      }
+      const out = f32Buffer(gpu, new Float32Array(T * hidden + 4).fill(SENTINEL), 'out');
+      const idsBuf = u32Buffer(gpu, ids, 'ids');
+      arena.reset();
+      gpu.run((pass) => k.encode(pass, arena, { ids: idsBuf, table, out, T }), arena);
+      const got = await gpu.readF32(out, T * hidden + 4);
+      assertNoGpuErrors(gpu);
+      const label = `embedding seed=${seed} ${dtype} (vocab=${vocab}, hidden=${hidden}, T=${T}) chunks=${table.chunks.length}`;
+      const want = embeddingRef(ids, decodeToF32(bytes, dtype), vocab, hidden);
+      assertClose(got.subarray(0, T * hidden), want, tolerance(dtype), label);
+      assert.deepEqual(
+        [...got.subarray(T * hidden)],
+        [SENTINEL, SENTINEL, SENTINEL, SENTINEL],
+        `${label}: wrote past out`,
+      );
+      destroyWeight(table);
+      out.destroy();
+      idsBuf.destroy();
+    }
+  }
+  arena.destroy();
+});
+
+test('embedding rejects mismatched shapes', async () => {
+  const gpu = await testGpu();
+  const k = new EmbeddingKernel(gpu);
+  const arena = new UniformArena(gpu);
+  const table = uploadWeight(gpu, 'embed', 'f32', 4, 8, new Uint8Array(4 * 8 * 4));
+  const small = gpu.createBuffer('small', 16);
+  const big = gpu.createBuffer('big', 4096);
+  const enc = gpu.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  assert.throws(() => k.encode(pass, arena, { ids: small, table, out: small, T: 2 }), /binding out/);
+  assert.throws(() => k.encode(pass, arena, { ids: small, table, out: big, T: 8 }), /binding ids/);
+  pass.end();
+  enc.finish();
+  destroyWeight(table);
+  small.destroy();
+  big.destroy();
+  arena.destroy();
+});
