@@ -1,7 +1,9 @@
 /**
- * Token sampling from one row of logits: greedy, temperature, top-k, top-p, seeded.
+ * Token sampling from one row of logits: greedy, temperature, top-k, top-p, seeded, with OpenAI presence /
+ * frequency penalties over the tokens generated so far, and logprobs (log-softmax of the raw logits).
  * Runs on the host over the logits row the forward pass reads back (vocab floats per sequence per step).
- * Same seed and same logits -> same tokens.
+ * Same seed and same logits -> same tokens: each request owns its Sampler, so its random stream does not depend on
+ * what else shares the batch.
  */
 import { SiftError } from '../config/errors.js';
 
@@ -114,15 +116,97 @@ function topKIndices(logits: ArrayLike<number>, k: number): number[] {
   return heap.sort((x, y) => logits[y] - logits[x] || x - y);
 }
 
-/** The sampler of one request: owns its random stream. */
+/** OpenAI penalties, each in [-2, 2]; 0 = off. */
+export interface PenaltyParams {
+  /** Subtracted once from the logit of every token generated at least once. */
+  presencePenalty: number;
+  /** Subtracted from a token's logit per time it was generated. */
+  frequencyPenalty: number;
+}
+
+export function validatePenalties(p: PenaltyParams): void {
+  for (const [param, v] of [
+    ['presence_penalty', p.presencePenalty],
+    ['frequency_penalty', p.frequencyPenalty],
+  ] as const) {
+    if (!Number.isFinite(v) || v < -2 || v > 2)
+      throw new SiftError('INVALID_ARGUMENT', `${param} must be in [-2, 2]`, { param });
+  }
+}
+
+/**
+ * OpenAI's penalties: logit[t] -= count[t] * frequency + (count[t] > 0) * presence, over the counts of the tokens
+ * generated so far (not the prompt). Returns a new row; `logits` is left as it was.
+ */
+export function applyPenalties(
+  logits: ArrayLike<number>,
+  counts: ReadonlyMap<number, number>,
+  p: PenaltyParams,
+): Float32Array {
+  const out = Float32Array.from(logits);
+  for (const [id, n] of counts) {
+    if (n > 0 && id >= 0 && id < out.length) out[id] -= n * p.frequencyPenalty + p.presencePenalty;
+  }
+  return out;
+}
+
+/** One token's log-probability. */
+export interface Logprob {
+  id: number;
+  logprob: number;
+}
+
+/**
+ * Log-softmax of `logits` (the raw row, before penalties and temperature) at `chosen`, plus the `topN` most likely
+ * tokens, most likely first (ties: lower id first). Computed in f64 on the host.
+ */
+export function tokenLogprobs(
+  logits: ArrayLike<number>,
+  chosen: number,
+  topN: number,
+): { logprob: number; top: Logprob[] } {
+  let m = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > m) m = logits[i];
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i] - m);
+  const lse = m + Math.log(z);
+  const top =
+    topN > 0 ? topKIndices(logits, Math.min(topN, logits.length)).map((id) => ({ id, logprob: logits[id] - lse })) : [];
+  return { logprob: logits[chosen] - lse, top };
+}
+
+/** The sampler of one request: owns its random stream and the counts of the tokens it generated. */
 export class Sampler {
   private readonly rng: SeededRandom;
-  constructor(readonly params: SamplingParams) {
+  readonly penalties: PenaltyParams;
+  /** Generated token id -> times generated (see `accept`). */
+  readonly counts = new Map<number, number>();
+
+  constructor(
+    readonly params: SamplingParams,
+    penalties: Partial<PenaltyParams> = {},
+  ) {
     validateSampling(params);
+    this.penalties = {
+      presencePenalty: penalties.presencePenalty ?? 0,
+      frequencyPenalty: penalties.frequencyPenalty ?? 0,
+    };
+    validatePenalties(this.penalties);
     this.rng = new SeededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
-  sample(logits: ArrayLike<number>): number {
+  /** Records a generated token for the penalties. */
+  accept(id: number): void {
+    this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+  }
+
+  /** Samples from `logits` after the penalties (when any is nonzero and tokens were accepted). */
+  sample(rawLogits: ArrayLike<number>): number {
+    const pen = this.penalties;
+    const logits =
+      this.counts.size > 0 && (pen.presencePenalty !== 0 || pen.frequencyPenalty !== 0)
+        ? applyPenalties(rawLogits, this.counts, pen)
+        : rawLogits;
     const p = this.params;
     if (p.temperature === 0) return argmax(logits);
     const k = p.topK > 0 ? Math.min(p.topK, logits.length) : p.topP < 1 ? logits.length : 0;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Sampler, argmax } from '../../engine/sampler.js';
+import { applyPenalties, argmax, Sampler, tokenLogprobs } from '../../engine/sampler.js';
 import { Rng } from '../helpers/rng.js';
 
 const logitsOf = (probs: number[]) => probs.map((p) => Math.log(p));
@@ -30,7 +30,8 @@ test('sampling frequencies follow softmax(logits / T)', () => {
   const counts = [0, 0, 0, 0];
   const n = 20000;
   for (let i = 0; i < n; i++) counts[s.sample(logitsOf(probs))]++;
-  for (let i = 0; i < 4; i++) assert.ok(Math.abs(counts[i] / n - probs[i]) < 0.015, `token ${i}: ${counts[i] / n} vs ${probs[i]}`);
+  for (let i = 0; i < 4; i++)
+    assert.ok(Math.abs(counts[i] / n - probs[i]) < 0.015, `token ${i}: ${counts[i] / n} vs ${probs[i]}`);
   // temperature 0.5 squares the odds: p ~ p^2 normalised
   const s2 = new Sampler({ temperature: 0.5, topK: 0, topP: 1, seed: 7 });
   const sq = probs.map((p) => p * p);
@@ -59,4 +60,43 @@ test('invalid parameters are rejected naming the field', () => {
   assert.throws(() => new Sampler({ temperature: -1, topK: 0, topP: 1, seed: null }), /temperature/);
   assert.throws(() => new Sampler({ temperature: 1, topK: 1.5, topP: 1, seed: null }), /top_k/);
   assert.throws(() => new Sampler({ temperature: 1, topK: 0, topP: 0, seed: null }), /top_p/);
+});
+
+test('presence and frequency penalties lower the logits of generated tokens (OpenAI formula)', () => {
+  const logits = [2, 1.9, 0, -1];
+  const counts = new Map([
+    [0, 3],
+    [2, 1],
+  ]);
+  const out = applyPenalties(logits, counts, { presencePenalty: 0.5, frequencyPenalty: 0.1 });
+  assert.deepEqual(Array.from(out), [2 - 0.3 - 0.5, 1.9, 0 - 0.1 - 0.5, -1].map(Math.fround));
+  assert.deepEqual(logits, [2, 1.9, 0, -1], 'the input row is untouched');
+  // greedy with a presence penalty moves off a repeated token; without it, it stays
+  const s = new Sampler({ temperature: 0, topK: 0, topP: 1, seed: 1 }, { presencePenalty: 0.2 });
+  assert.equal(s.sample(logits), 0);
+  s.accept(0);
+  assert.equal(s.sample(logits), 1);
+  const plain = new Sampler({ temperature: 0, topK: 0, topP: 1, seed: 1 });
+  plain.accept(0);
+  assert.equal(plain.sample(logits), 0);
+  assert.throws(
+    () => new Sampler({ temperature: 0, topK: 0, topP: 1, seed: 1 }, { frequencyPenalty: 2.5 }),
+    /frequency_penalty/,
+  );
+});
+
+test('logprobs are the log-softmax of the raw logits, top alternatives most likely first', () => {
+  const probs = [0.1, 0.6, 0.3];
+  const { logprob, top } = tokenLogprobs(
+    logitsOf(probs).map((x) => x + 5),
+    2,
+    2,
+  );
+  assert.ok(Math.abs(logprob - Math.log(0.3)) < 1e-12);
+  assert.deepEqual(
+    top.map((t) => t.id),
+    [1, 2],
+  );
+  assert.ok(Math.abs(top[0].logprob - Math.log(0.6)) < 1e-12);
+  assert.deepEqual(tokenLogprobs([1, 2], 0, 0).top, []);
 });

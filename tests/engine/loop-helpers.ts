@@ -1,0 +1,86 @@
+/** Shared setup of the engine-loop tests: a tiny synthetic checkpoint, engines on the test GPU, event collection. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { engineConfig } from '../../config/engine.js';
+import type { GenerationEvent, GenerationRequest, RequestHandle } from '../../engine/client.js';
+import { Engine } from '../../engine/engine.js';
+import { EngineLoop, type EngineLoopOptions } from '../../engine/loop.js';
+import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../engine/model/synthetic.js';
+import type { Gpu } from '../../shaders/runtime.js';
+import { testGpu } from '../helpers/gpu.js';
+import { Rng } from '../helpers/rng.js';
+
+/** The smallest variant: Llama, f32, 64 hidden, 2 layers, vocab 256. */
+export const VARIANT = SYNTHETIC_VARIANTS[0];
+
+export function checkpointDir(): { dir: string; cleanup: () => void } {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'sift-loop-'));
+  const dir = path.join(root, VARIANT.name);
+  writeSyntheticCheckpoint(dir, VARIANT);
+  return { dir, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+export interface LoopSetup {
+  maxBatchTokens?: number;
+  maxSeqs?: number;
+  pageSize?: number;
+  maxContext?: number;
+  gpu?: Gpu;
+}
+
+export async function makeLoop(dir: string, s: LoopSetup = {}, opts: EngineLoopOptions = {}): Promise<EngineLoop> {
+  const gpu = s.gpu ?? (await testGpu());
+  const cfg = engineConfig({
+    flags: {
+      pageSize: s.pageSize ?? 16,
+      kvCacheMiB: 1,
+      maxBatchTokens: s.maxBatchTokens ?? 64,
+      maxSeqs: s.maxSeqs ?? 16,
+      maxContext: s.maxContext ?? 256,
+    },
+  });
+  const engine = await Engine.load(dir, cfg, { gpu });
+  return EngineLoop.create(engine, opts);
+}
+
+export function greedy(
+  id: string,
+  promptIds: number[],
+  maxTokens: number,
+  extra: Partial<GenerationRequest> = {},
+): GenerationRequest {
+  return {
+    id,
+    promptIds,
+    maxTokens,
+    sampling: { temperature: 0, topK: 0, topP: 1, seed: null },
+    stopIds: [],
+    ...extra,
+  };
+}
+
+export interface Collected {
+  tokens: number[];
+  events: GenerationEvent[];
+  done: Extract<GenerationEvent, { type: 'done' }>;
+}
+
+export async function collect(h: RequestHandle, onEvent?: (ev: GenerationEvent) => void): Promise<Collected> {
+  const events: GenerationEvent[] = [];
+  for await (const ev of h) {
+    events.push(ev);
+    onEvent?.(ev);
+  }
+  const done = events[events.length - 1];
+  if (done?.type !== 'done') throw new Error(`request ${h.id} ended without a done event`);
+  const tokens = events.flatMap((e) => (e.type === 'token' ? [e.id] : []));
+  return { tokens, events, done };
+}
+
+export function randomPrompt(rng: Rng, n: number, vocab = VARIANT.vocab): number[] {
+  // ids 3.. (avoid bos/eos so no prompt looks special)
+  return Array.from({ length: n }, () => rng.int(3, vocab - 1));
+}
+
+export { Rng };
