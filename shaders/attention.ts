@@ -1,6 +1,7 @@
 /**
  * Paged causal attention wrapper: q (T, numHeads, headDim) f32 -> out (T, numHeads, headDim) f32, keys and values
- * read from one layer's kCache / vCache (numPages, pageSize, numKvHeads, headDim) f32 through the block table.
+ * read from one layer's kCache / vCache (numPages, pageSize, numKvHeads, headDim / 2) u32 words of packed f16 pairs
+ * (shaders/kv_write.ts) through the block table, unpacked to f32; all arithmetic is f32.
  * Query token t belongs to block-table row tokenSeq[t] and sits at positions[t]; it attends to positions
  * 0..positions[t] of that row (the step's own tokens included: kv_write runs first), so prefill chunks of several
  * sequences and decode tokens of many sequences share one dispatch. GQA: query head h reads KV head
@@ -24,13 +25,13 @@ export type AttentionVariant = 'workgroup' | 'lanes';
 
 const WG = 64;
 const LANES = 8;
-/** Largest head dim the kernels are specialised for (private / workgroup arrays of HD floats). */
+/** Largest head dim the kernels are specialised for (private / workgroup arrays of HD / 2 f32 pairs). */
 export const MAX_HEAD_DIM = 256;
 
 export interface AttentionArgs {
   q: Binding; // (T, numHeads, headDim) f32, after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim) f32, one layer, this step's tokens already written
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim) f32
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step's tokens written
+  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each query token
   positions: Binding; // (T) u32 absolute position of each query token
@@ -38,7 +39,7 @@ export interface AttentionArgs {
   T: number;
   numHeads: number;
   numKvHeads: number; // divides numHeads
-  headDim: number; // 1..256
+  headDim: number; // even, 2..256
   pageSize: number;
   maxPagesPerSeq: number;
   scale: number; // softmax scale, usually 1 / sqrt(headDim)
@@ -62,7 +63,7 @@ export class AttentionKernel {
 
   private pipeline(headDim: number): GPUComputePipeline {
     if (this.variant === 'lanes') return this.gpu.pipeline('attention_lanes', { HD: headDim, LANES });
-    return this.gpu.pipeline('attention', { HD: headDim, DPT: Math.ceil(headDim / WG) }, { WG });
+    return this.gpu.pipeline('attention', { HD: headDim, DPW: Math.ceil(headDim / 2 / WG) }, { WG });
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: AttentionArgs): void {
@@ -81,7 +82,7 @@ export class AttentionKernel {
       );
     }
     const pages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
-    if (pages < 1 || pages * a.pageSize * a.numKvHeads * a.headDim >= 2 ** 32) {
+    if (pages < 1 || (pages * a.pageSize * a.numKvHeads * a.headDim) / 2 >= 2 ** 32) {
       throw new SiftError('INTERNAL', `attention: cache holds ${pages} pages; need 1 to u32-indexable`);
     }
     const u = arena.alloc(

@@ -1,13 +1,14 @@
 // Paged causal attention, CPU variant (lavapipe): one workgroup of LANES invocations per (query token, head);
-// lane i takes keys i, i + LANES, ... and keeps its own running max, sum and full (HD) accumulator in private
-// memory, with no barrier in the key loop; the lanes' partial softmaxes are merged once at the end.
+// lane i takes keys i, i + LANES, ... and keeps its own running max, sum and full (HD, as HW pairs) accumulator in
+// private memory, with no barrier in the key loop; the lanes' partial softmaxes are merged once at the end.
+// K and V are f16 pairs unpacked to f32.
 //#include attention_common
 
 const LANES: u32 = $LANES;
 
 var<workgroup> laneMax: array<f32, LANES>;
 var<workgroup> laneSum: array<f32, LANES>;
-var<workgroup> laneAcc: array<f32, LANES * HD>; // (LANES, HD)
+var<workgroup> laneAcc: array<vec2<f32>, LANES * HW>; // (LANES, HW) pairs
 
 @compute @workgroup_size(LANES)
 fn main(
@@ -23,25 +24,26 @@ fn main(
   let seq = tokenSeq[t];
   let nKeys = positions[t] + 1u;
 
-  var qv: array<f32, HD>;
-  for (var d = 0u; d < HD; d++) { qv[d] = q[th * HD + d] * p.scale; }
-  var acc: array<f32, HD>;
+  var qv: array<vec2<f32>, HW>;
+  for (var w = 0u; w < HW; w++) { qv[w] = q[th * HW + w] * p.scale; }
+  var acc: array<vec2<f32>, HW>;
   var m = NEG_BIG;
   var l = 0.0;
   for (var j = lid; j < nKeys; j += LANES) {
     let b = kvOffset(seq, j, kvh);
-    var s = 0.0;
-    for (var d = 0u; d < HD; d++) { s += qv[d] * kCache[b + d]; }
+    var s2 = vec2<f32>(0.0);
+    for (var w = 0u; w < HW; w++) { s2 += qv[w] * unpack2x16float(kCache[b + w]); }
+    let s = s2.x + s2.y;
     let mNew = max(m, s);
     let alpha = exp(m - mNew);
     let pr = exp(s - mNew);
     l = l * alpha + pr;
-    for (var d = 0u; d < HD; d++) { acc[d] = acc[d] * alpha + pr * vCache[b + d]; }
+    for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * alpha + pr * unpack2x16float(vCache[b + w]); }
     m = mNew;
   }
   laneMax[lid] = m;
   laneSum[lid] = l;
-  for (var d = 0u; d < HD; d++) { laneAcc[lid * HD + d] = acc[d]; }
+  for (var w = 0u; w < HW; w++) { laneAcc[lid * HW + w] = acc[w]; }
   workgroupBarrier();
 
   var gm = NEG_BIG;
@@ -49,9 +51,9 @@ fn main(
   var gl = 0.0;
   for (var i = 0u; i < LANES; i++) { gl += laneSum[i] * exp(laneMax[i] - gm); }
   let inv = 1.0 / gl;
-  for (var d = lid; d < HD; d += LANES) {
-    var o = 0.0;
-    for (var i = 0u; i < LANES; i++) { o += laneAcc[i * HD + d] * exp(laneMax[i] - gm); }
-    out[th * HD + d] = o * inv;
+  for (var w = lid; w < HW; w += LANES) {
+    var o = vec2<f32>(0.0);
+    for (var i = 0u; i < LANES; i++) { o += laneAcc[i * HW + w] * exp(laneMax[i] - gm); }
+    out[th * HW + w] = o * inv;
   }
 }

@@ -1,7 +1,11 @@
 /**
- * Paged KV write wrapper: copies the new tokens' k and v (T, nKvHeads, headDim) f32 into one layer's kCache and
- * vCache (numPages, pageSize, nKvHeads, headDim) f32 at page blockTable[tokenSeq[t], positions[t] / pageSize],
- * slot positions[t] % pageSize. Runs before attention in the same step, so prefill tokens see each other.
+ * Paged KV write wrapper: rounds the new tokens' k and v (T, nKvHeads, headDim) f32 to f16 and stores them into one
+ * layer's kCache and vCache (numPages, pageSize, nKvHeads, headDim / 2) u32 words of packed f16 pairs (element 2j in
+ * the low half, 2j+1 in the high half) at page blockTable[tokenSeq[t], positions[t] / pageSize], slot
+ * positions[t] % pageSize. Runs before attention in the same step, so prefill tokens see each other.
+ *
+ * The KV cache is f16 packed in u32 words on every adapter (the H100 through Dawn has no shader-f16): one format,
+ * one tested code path. headDim must be even.
  */
 import { SiftError } from '../config/errors.js';
 import { grid2d } from './grid.js';
@@ -12,8 +16,8 @@ const WG = 256;
 export interface KvWriteArgs {
   k: Binding; // (T, numKvHeads, headDim) f32, after RoPE
   v: Binding; // (T, numKvHeads, headDim) f32
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim) f32, one layer
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim) f32, one layer
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each token
   positions: Binding; // (T) u32 absolute position of each token
@@ -30,9 +34,17 @@ function bindingBytes(b: Binding): number {
   return b.size ?? b.buffer.size - ((b as BufferRange).offset ?? 0);
 }
 
+/** Bytes of one KV cache element: f16. */
+export const KV_BYTES_PER_ELEMENT = 2;
+
+/** Bytes one page of one layer's K (or V) cache takes: (pageSize, numKvHeads, headDim) f16. */
+export function cachePageBytes(pageSize: number, numKvHeads: number, headDim: number): number {
+  return KV_BYTES_PER_ELEMENT * pageSize * numKvHeads * headDim;
+}
+
 /** Whole pages held by a cache binding of this layout (a buffer may be padded to 16 bytes). */
 export function cachePages(cache: Binding, pageSize: number, numKvHeads: number, headDim: number): number {
-  return Math.floor(bindingBytes(cache) / (4 * pageSize * numKvHeads * headDim));
+  return Math.floor(bindingBytes(cache) / cachePageBytes(pageSize, numKvHeads, headDim));
 }
 
 /** Shape checks shared by kv_write and attention. */
@@ -41,10 +53,16 @@ export function checkPagedShape(
   a: { T: number; numKvHeads: number; headDim: number; pageSize: number; maxPagesPerSeq: number },
 ): void {
   const ints = [a.T, a.numKvHeads, a.headDim, a.pageSize, a.maxPagesPerSeq];
-  if (!ints.every((x) => Number.isInteger(x) && x >= 0) || a.numKvHeads < 1 || a.headDim < 1 || a.pageSize < 1) {
+  if (
+    !ints.every((x) => Number.isInteger(x) && x >= 0) ||
+    a.numKvHeads < 1 ||
+    a.headDim < 2 ||
+    a.headDim % 2 !== 0 ||
+    a.pageSize < 1
+  ) {
     throw new SiftError(
       'INTERNAL',
-      `${kernel}: bad shape T=${a.T} numKvHeads=${a.numKvHeads} headDim=${a.headDim} pageSize=${a.pageSize} ` +
+      `${kernel}: bad shape (headDim must be even: the cache packs f16 pairs) T=${a.T} numKvHeads=${a.numKvHeads} headDim=${a.headDim} pageSize=${a.pageSize} ` +
         `maxPagesPerSeq=${a.maxPagesPerSeq}`,
     );
   }
@@ -62,28 +80,28 @@ export class KvWriteKernel {
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: KvWriteArgs): void {
     checkPagedShape('kv_write', a);
-    const rowLen = a.numKvHeads * a.headDim;
+    const rowWords = (a.numKvHeads * a.headDim) / 2; // u32 words per token row
     const numPages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
     if (numPages < 1 || cachePages(a.vCache, a.pageSize, a.numKvHeads, a.headDim) !== numPages) {
       throw new SiftError(
         'INTERNAL',
         `kv_write: caches of ${bindingBytes(a.kCache)} / ${bindingBytes(a.vCache)} bytes do not hold the same whole pages of ` +
-          `(${a.pageSize}, ${a.numKvHeads}, ${a.headDim}) f32`,
+          `(${a.pageSize}, ${a.numKvHeads}, ${a.headDim}) f16`,
       );
     }
-    if (a.T * rowLen >= 2 ** 32 || numPages * a.pageSize * rowLen >= 2 ** 32) {
+    if (a.T * rowWords >= 2 ** 32 || numPages * a.pageSize * rowWords >= 2 ** 32) {
       throw new SiftError('INTERNAL', 'kv_write: shapes exceed u32 indexing');
     }
     const u = arena.alloc(
       uniforms([
         ['u32', a.T],
-        ['u32', rowLen],
+        ['u32', rowWords],
         ['u32', a.pageSize],
         ['u32', a.maxPagesPerSeq],
         ['u32', numPages],
       ]),
     );
-    const [x, y] = grid2d(this.gpu, a.T * rowLen, WG, this.opts.maxWorkgroupsPerDim);
+    const [x, y] = grid2d(this.gpu, a.T * rowWords, WG, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,
       this.pipeline,

@@ -1,13 +1,15 @@
-// Paged KV write: for each new token t (flattened over the batch), element e of its (nKvHeads, headDim) row:
+// Paged KV write, f16 cache: for each new token t (flattened over the batch), word w of its (nKvHeads, headDim/2)
+// row of packed f16 pairs (elements 2w and 2w+1 of the f32 row; headDim is even, so a pair never straddles heads):
 //   page = blockTable[tokenSeq[t] * maxPagesPerSeq + positions[t] / pageSize], slot = positions[t] % pageSize
-//   kCache[page, slot, e] = k[t, e];  vCache[page, slot, e] = v[t, e]
-// One thread per (t, e) on a 2-D grid of workgroups (shaders/grid.ts). Pages past numPages are skipped.
+//   kCache[page, slot, w] = pack2x16float(k[t, 2w], k[t, 2w+1]);  the same for v
+// pack2x16float rounds each f32 to f16 (element 2w in the low half). One thread per (t, w) on a 2-D grid of
+// workgroups (shaders/grid.ts). Pages past numPages are skipped.
 
 override WG: u32 = 256;
 
 struct Params {
   tokens: u32,          // T
-  rowLen: u32,          // nKvHeads * headDim
+  rowWords: u32,        // nKvHeads * headDim / 2: u32 words per token row
   pageSize: u32,        // tokens per page
   maxPagesPerSeq: u32,  // block table row length
   numPages: u32,        // pages in the cache
@@ -16,10 +18,10 @@ struct Params {
   _p2: u32,
 }
 
-@group(0) @binding(0) var<storage, read> k: array<f32>;              // (T, nKvHeads, headDim)
-@group(0) @binding(1) var<storage, read> v: array<f32>;              // (T, nKvHeads, headDim)
-@group(0) @binding(2) var<storage, read_write> kCache: array<f32>;   // (numPages, pageSize, nKvHeads, headDim)
-@group(0) @binding(3) var<storage, read_write> vCache: array<f32>;   // (numPages, pageSize, nKvHeads, headDim)
+@group(0) @binding(0) var<storage, read> k: array<vec2<f32>>;        // (T, nKvHeads, headDim/2) f32 pairs
+@group(0) @binding(1) var<storage, read> v: array<vec2<f32>>;        // (T, nKvHeads, headDim/2) f32 pairs
+@group(0) @binding(2) var<storage, read_write> kCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
+@group(0) @binding(3) var<storage, read_write> vCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
 @group(0) @binding(4) var<storage, read> blockTable: array<u32>;     // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(5) var<storage, read> tokenSeq: array<u32>;       // (T) block-table row of each token
 @group(0) @binding(6) var<storage, read> positions: array<u32>;      // (T) absolute position of each token
@@ -32,13 +34,13 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let idx = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (idx >= p.tokens * p.rowLen) { return; }
-  let t = idx / p.rowLen;
-  let e = idx - t * p.rowLen;
+  if (idx >= p.tokens * p.rowWords) { return; }
+  let t = idx / p.rowWords;
+  let w = idx - t * p.rowWords;
   let pos = positions[t];
   let page = blockTable[tokenSeq[t] * p.maxPagesPerSeq + pos / p.pageSize];
   if (page >= p.numPages) { return; }
-  let dst = (page * p.pageSize + pos % p.pageSize) * p.rowLen + e;
-  kCache[dst] = k[idx];
-  vCache[dst] = v[idx];
+  let dst = (page * p.pageSize + pos % p.pageSize) * p.rowWords + w;
+  kCache[dst] = pack2x16float(k[idx]);
+  vCache[dst] = pack2x16float(v[idx]);
 }

@@ -17,8 +17,10 @@ import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
 import { ReferenceModel, referenceForward } from '../reference/forward.js';
 
-/** GPU f32 accumulation vs the f64 reference over the same (decoded) weights. */
+/** GPU f32 accumulation vs the f64 reference over the same (decoded) weights, both with an f16 KV cache. */
 const TOL = { atol: 2e-3, rtol: 2e-3 };
+/** The GPU's KV cache is f16: the reference rounds its K and V the same way (the tolerance stays f32's). */
+const KV_F16 = { kvF16: true };
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'sift-forward-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -34,7 +36,9 @@ for (const variant of SYNTHETIC_VARIANTS) {
     const gpu = await testGpu();
     const dir = path.join(root, variant.name);
     writeSyntheticCheckpoint(dir, variant);
-    const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMiB: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 } });
+    const cfg = engineConfig({
+      flags: { pageSize: 16, kvCacheMiB: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
+    });
     const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
     const ckpt = openCheckpoint(dir);
     try {
@@ -53,10 +57,10 @@ for (const variant of SYNTHETIC_VARIANTS) {
         logitRows: prompt.map((_, i) => i),
       });
       assertNoGpuErrors(gpu);
-      assertClose(got, referenceForward(ckpt, prompt), TOL, `${variant.name} prefill logits`);
+      assertClose(got, referenceForward(ckpt, prompt, KV_F16), TOL, `${variant.name} prefill logits`);
 
       // 2. decode 4 tokens one at a time after that prompt
-      const ref = new ReferenceModel(ckpt);
+      const ref = new ReferenceModel(ckpt, KV_F16);
       ref.forward(prompt);
       for (let s = 0; s < 4; s++) {
         const id = rng.int(0, V - 1);
@@ -86,15 +90,25 @@ test('one batched call serves several sequences (prefill and decode mixed) throu
     const fwd = engine.forwardPass;
     const M = fwd.maxPagesPerSeq;
     // seq 0: 20-token history, decodes 1 token; seq 1: fresh 9-token prompt; seq 2: 3-token history + 17 new tokens
-    const hist = [Array.from({ length: 20 }, () => rng.int(0, V - 1)), [] as number[], Array.from({ length: 3 }, () => rng.int(0, V - 1))];
-    const fresh = [[rng.int(0, V - 1)], Array.from({ length: 9 }, () => rng.int(0, V - 1)), Array.from({ length: 17 }, () => rng.int(0, V - 1))];
+    const hist = [
+      Array.from({ length: 20 }, () => rng.int(0, V - 1)),
+      [] as number[],
+      Array.from({ length: 3 }, () => rng.int(0, V - 1)),
+    ];
+    const fresh = [
+      [rng.int(0, V - 1)],
+      Array.from({ length: 9 }, () => rng.int(0, V - 1)),
+      Array.from({ length: 17 }, () => rng.int(0, V - 1)),
+    ];
     const pages = [
       [7, 3],
       [1, 8],
       [4, 0],
     ];
     const blockTable = new Uint32Array(3 * M);
-    pages.forEach((p, s) => blockTable.set(p, s * M));
+    pages.forEach((p, s) => {
+      blockTable.set(p, s * M);
+    });
     // write the histories first, one sequence per call
     for (let s = 0; s < 3; s++) {
       if (!hist[s].length) continue;
@@ -122,7 +136,7 @@ test('one batched call serves several sequences (prefill and decode mixed) throu
     const got = await fwd.forward({ tokens, positions, tokenSeq, blockTable, numSeqs: 3, logitRows: lastRow });
     assertNoGpuErrors(gpu);
     for (let s = 0; s < 3; s++) {
-      const all = referenceForward(ckpt, [...hist[s], ...fresh[s]]);
+      const all = referenceForward(ckpt, [...hist[s], ...fresh[s]], KV_F16);
       const want = all.subarray(all.length - V);
       assertClose(got.subarray(s * V, (s + 1) * V), want, TOL, `batched sequence ${s}`);
     }
@@ -145,7 +159,7 @@ test('chunked prefill (prompt longer than maxBatchTokens) gives the same last lo
     const prompt = Array.from({ length: 30 }, () => rng.int(0, engine.config.vocabSize - 1));
     const table = tableFor([2, 0], engine.forwardPass.maxPagesPerSeq);
     const got = await engine.prefill(prompt, table);
-    const all = referenceForward(ckpt, prompt);
+    const all = referenceForward(ckpt, prompt, KV_F16);
     assertClose(got, all.subarray(all.length - engine.config.vocabSize), TOL, 'chunked prefill');
   } finally {
     ckpt.close();

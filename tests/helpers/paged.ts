@@ -3,7 +3,9 @@
  * cached and `fresh` new tokens this step (prefill chunk: many; decode: 1), physical pages shuffled across the
  * pool, spare pages and unused block-table entries pointing at pages that hold only NaN, and every cache slot
  * that no sequence owns filled with NaN, so any read of padding shows up as NaN in the output.
+ * Caches are f16 bits (Uint16Array, the GPU's packed-pair layout byte for byte); NaN is the f16 quiet NaN 0x7e00.
  */
+import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
 import type { PagedShape } from '../reference/attention.js';
 import type { Rng } from './rng.js';
 
@@ -17,11 +19,35 @@ export interface PagedBatch extends PagedShape {
   tokenSeq: Uint32Array; // (T)
   positions: Uint32Array; // (T)
   /** Caches holding the `ctx` tokens of every sequence, NaN everywhere else. */
-  kCache: Float32Array; // (numPages, pageSize, numKvHeads, headDim)
-  vCache: Float32Array;
+  kCache: Uint16Array; // (numPages, pageSize, numKvHeads, headDim) f16 bits
+  vCache: Uint16Array;
   /** The new tokens' k, v (T, numKvHeads, headDim). */
   k: Float32Array;
   v: Float32Array;
+}
+
+/** The f16 quiet NaN: fills every cache slot no sequence owns. */
+export const F16_NAN = 0x7e00;
+
+export interface PagedBatchOptions {
+  /** Standard deviation of keys (values are N(0, 1)). Default 1. */
+  kvStd?: number;
+  /**
+   * Round the new tokens' k and v to f16-representable f32 values, so the GPU's f32 -> f16 rounding mode (WGSL
+   * lets an implementation round either way) cannot matter. Default false.
+   */
+  exactF16?: boolean;
+}
+
+function toF16Bits(xs: Float32Array): Uint16Array {
+  const out = new Uint16Array(xs.length);
+  for (let i = 0; i < xs.length; i++) out[i] = f32ToF16(xs[i]);
+  return out;
+}
+
+function roundToF16(xs: Float32Array): Float32Array {
+  for (let i = 0; i < xs.length; i++) xs[i] = f16ToF32(f32ToF16(xs[i]));
+  return xs;
 }
 
 export interface SeqSpec {
@@ -41,8 +67,9 @@ export function makePagedBatch(
   rng: Rng,
   seqs: SeqSpec[],
   shape: { numKvHeads: number; headDim: number; pageSize: number },
-  kvStd = 1,
+  opts: PagedBatchOptions = {},
 ): PagedBatch {
+  const kvStd = opts.kvStd ?? 1;
   const { numKvHeads, headDim, pageSize } = shape;
   const numSeqs = seqs.length;
   const pagesOf = seqs.map((s) => Math.ceil((s.ctx + s.fresh) / pageSize));
@@ -62,14 +89,14 @@ export function makePagedBatch(
   });
 
   const rowLen = numKvHeads * headDim;
-  const kCache = new Float32Array(numPages * pageSize * rowLen).fill(Number.NaN);
-  const vCache = new Float32Array(numPages * pageSize * rowLen).fill(Number.NaN);
+  const kCache = new Uint16Array(numPages * pageSize * rowLen).fill(F16_NAN);
+  const vCache = new Uint16Array(numPages * pageSize * rowLen).fill(F16_NAN);
   seqs.forEach((sp, s) => {
     for (let j = 0; j < sp.ctx; j++) {
       const page = blockTable[s * maxPagesPerSeq + Math.floor(j / pageSize)];
       const off = (page * pageSize + (j % pageSize)) * rowLen;
-      kCache.set(rng.normalArray(rowLen, kvStd), off);
-      vCache.set(rng.normalArray(rowLen), off);
+      kCache.set(toF16Bits(rng.normalArray(rowLen, kvStd)), off);
+      vCache.set(toF16Bits(rng.normalArray(rowLen)), off);
     }
   });
 
@@ -79,6 +106,12 @@ export function makePagedBatch(
   });
   shuffle(rng, tokens); // the kernels must not depend on the order of tokens in the batch
   const T = tokens.length;
+  const k = rng.normalArray(T * rowLen, kvStd);
+  const v = rng.normalArray(T * rowLen);
+  if (opts.exactF16) {
+    roundToF16(k);
+    roundToF16(v);
+  }
   return {
     T,
     numKvHeads,
@@ -94,7 +127,7 @@ export function makePagedBatch(
     positions: Uint32Array.from(tokens.map((x) => x[1])),
     kCache,
     vCache,
-    k: rng.normalArray(T * rowLen, kvStd),
-    v: rng.normalArray(T * rowLen),
+    k,
+    v,
   };
 }

@@ -9,6 +9,8 @@ import { makePagedBatch, type SeqSpec } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
 import { attentionRef, kvWriteRef } from '../reference/attention.js';
 
+// The caches are f16 and the reference reads the very same f16 values (the new tokens' k, v are f16-representable,
+// so the GPU's rounding direction cannot matter); what remains is the GPU's f32 arithmetic.
 // f32 dot products of up to 256 terms and an f32 online softmax over up to ~400 keys, against f64: the output is
 // a convex combination of N(0, 1) values, so errors are absolute, a few 1e-7 typically.
 const TOL = { atol: 1e-5, rtol: 1e-4 };
@@ -42,11 +44,11 @@ async function runCase(c: Case): Promise<void> {
     { ctx: pageSize - 1, fresh: 1 },
     { ctx: 2 * pageSize, fresh: 1 },
   ];
-  const b = makePagedBatch(rng, seqs, { numKvHeads, headDim, pageSize });
+  const b = makePagedBatch(rng, seqs, { numKvHeads, headDim, pageSize }, { exactF16: true });
   const q = rng.normalArray(b.T * numHeads * headDim, c.qStd ?? 1);
   const scale = rng.next() < 0.75 ? 1 / Math.sqrt(headDim) : 0.3;
-  const kCache = f32Buffer(gpu, b.kCache);
-  const vCache = f32Buffer(gpu, b.vCache);
+  const kCache = gpu.upload('kCache', b.kCache); // (numPages, pageSize, numKvHeads, headDim / 2) f16 pairs
+  const vCache = gpu.upload('vCache', b.vCache);
   const blockTable = u32Buffer(gpu, b.blockTable);
   const tokenSeq = u32Buffer(gpu, b.tokenSeq);
   const positions = u32Buffer(gpu, b.positions);
@@ -130,4 +132,62 @@ test('attention picks the lanes variant on CPU adapters and workgroup otherwise'
   const gpu = await testGpu();
   assert.equal(new AttentionKernel(gpu).variant, gpu.caps.isCpu ? 'lanes' : 'workgroup');
   assert.equal(new AttentionKernel(gpu, { variant: 'workgroup' }).variant, 'workgroup');
+});
+
+test('NaN padding is live in the f16 cache: a query that reads one unowned slot gets NaN (both variants)', async () => {
+  // Guards the NaN-padding method itself: if 0x7e00 did not come back as NaN through unpack2x16float, the other
+  // tests could not see reads of padding.
+  const gpu = await testGpu();
+  const rng = new Rng(7);
+  const headDim = 48;
+  const pageSize = 16;
+  const b = makePagedBatch(rng, [{ ctx: 20, fresh: 1 }], { numKvHeads: 1, headDim, pageSize }, { exactF16: true });
+  // kv_write does not run: the query at position 21 reads keys 20 and 21, slots no sequence owns (NaN)
+  const positions = Uint32Array.from([b.positions[0] + 1]);
+  const q = rng.normalArray(headDim);
+  const outs = VARIANTS.map(() => gpu.createBuffer('out', headDim * 4));
+  const arena = new UniformArena(gpu);
+  const common = {
+    q: f32Buffer(gpu, q),
+    kCache: gpu.upload('kCache', b.kCache),
+    vCache: gpu.upload('vCache', b.vCache),
+    blockTable: u32Buffer(gpu, b.blockTable),
+    tokenSeq: u32Buffer(gpu, b.tokenSeq),
+    positions: u32Buffer(gpu, positions),
+    T: 1,
+    numHeads: 1,
+    numKvHeads: 1,
+    headDim,
+    pageSize,
+    maxPagesPerSeq: b.maxPagesPerSeq,
+    scale: 1 / Math.sqrt(headDim),
+  };
+  const kernels = VARIANTS.map((variant) => new AttentionKernel(gpu, { variant }));
+  gpu.run((pass) => {
+    kernels.forEach((k, i) => {
+      k.encode(pass, arena, { ...common, out: outs[i] });
+    });
+  }, arena);
+  for (let i = 0; i < VARIANTS.length; i++) {
+    const got = await gpu.readF32(outs[i], headDim);
+    assert.ok(got.every(Number.isNaN), `${VARIANTS[i]}: reading an unowned slot must give NaN, got ${got[0]}`);
+  }
+  assertNoGpuErrors(gpu);
+  arena.destroy();
+});
+
+test('attention and kv_write reject an odd head dim (the cache packs f16 pairs)', async () => {
+  const gpu = await testGpu();
+  const arena = new UniformArena(gpu);
+  const buf = gpu.createBuffer('x', 4096);
+  const shape = { T: 1, numKvHeads: 1, headDim: 7, pageSize: 16, maxPagesPerSeq: 1 };
+  const bufs = { kCache: buf, vCache: buf, blockTable: buf, tokenSeq: buf, positions: buf };
+  const pass = gpu.device.createCommandEncoder().beginComputePass();
+  assert.throws(
+    () => new AttentionKernel(gpu).encode(pass, arena, { ...shape, ...bufs, q: buf, out: buf, numHeads: 1, scale: 1 }),
+    /even/,
+  );
+  assert.throws(() => new KvWriteKernel(gpu).encode(pass, arena, { ...shape, ...bufs, k: buf, v: buf }), /even/);
+  pass.end();
+  arena.destroy();
 });

@@ -1,8 +1,13 @@
 /**
  * Reference paged KV write and paged causal attention, vLLM style: every key and value is fetched one token at a
  * time through the block table; math in f64.
- * Cache layout: (numPages, pageSize, numKvHeads, headDim); block table (numSeqs, maxPagesPerSeq).
+ * Cache layout: (numPages, pageSize, numKvHeads, headDim) f16 bits in a Uint16Array, which is byte for byte the
+ * GPU's (numPages, pageSize, numKvHeads, headDim / 2) u32 words of packed pairs (little-endian: element 2j is the
+ * low half). The write rounds to f16 (nearest even) as the GPU does, so GPU and reference read the same keys and
+ * values and differ only in arithmetic. Block table (numSeqs, maxPagesPerSeq).
  */
+import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+
 export interface PagedShape {
   T: number;
   numKvHeads: number;
@@ -17,17 +22,17 @@ export function cacheIndex(blockTable: Uint32Array, s: PagedShape, seq: number, 
   return ((page * s.pageSize + (j % s.pageSize)) * s.numKvHeads + kvh) * s.headDim;
 }
 
-/** Returns copies of kCache / vCache with the T new tokens' k, v (T, numKvHeads, headDim) written in. */
+/** Returns copies of kCache / vCache (f16 bits) with the T new tokens' k, v (T, numKvHeads, headDim) f32 written in. */
 export function kvWriteRef(
   k: Float32Array,
   v: Float32Array,
-  kCache: Float32Array,
-  vCache: Float32Array,
+  kCache: Uint16Array,
+  vCache: Uint16Array,
   blockTable: Uint32Array,
   tokenSeq: Uint32Array,
   positions: Uint32Array,
   s: PagedShape,
-): { kCache: Float32Array; vCache: Float32Array } {
+): { kCache: Uint16Array; vCache: Uint16Array } {
   const kc = kCache.slice();
   const vc = vCache.slice();
   for (let t = 0; t < s.T; t++) {
@@ -35,8 +40,8 @@ export function kvWriteRef(
       const dst = cacheIndex(blockTable, s, tokenSeq[t], positions[t], h);
       const src = (t * s.numKvHeads + h) * s.headDim;
       for (let d = 0; d < s.headDim; d++) {
-        kc[dst + d] = k[src + d];
-        vc[dst + d] = v[src + d];
+        kc[dst + d] = f32ToF16(k[src + d]);
+        vc[dst + d] = f32ToF16(v[src + d]);
       }
     }
   }
@@ -45,8 +50,8 @@ export function kvWriteRef(
 
 export interface AttentionRefArgs extends PagedShape {
   q: Float32Array; // (T, numHeads, headDim)
-  kCache: Float32Array;
-  vCache: Float32Array;
+  kCache: Uint16Array; // f16 bits
+  vCache: Uint16Array; // f16 bits
   blockTable: Uint32Array;
   tokenSeq: Uint32Array;
   positions: Uint32Array;
@@ -70,7 +75,7 @@ export function attentionRef(a: AttentionRefArgs): Float32Array {
       for (let j = 0; j < n; j++) {
         const ko = cacheIndex(a.blockTable, a, seq, j, kvh);
         let dot = 0;
-        for (let d = 0; d < headDim; d++) dot += a.q[qo + d] * a.kCache[ko + d];
+        for (let d = 0; d < headDim; d++) dot += a.q[qo + d] * f16ToF32(a.kCache[ko + d]);
         scores[j] = dot * a.scale;
         if (scores[j] > max) max = scores[j];
       }
@@ -79,7 +84,7 @@ export function attentionRef(a: AttentionRefArgs): Float32Array {
       const acc = new Float64Array(headDim);
       for (let j = 0; j < n; j++) {
         const vo = cacheIndex(a.blockTable, a, seq, j, kvh);
-        for (let d = 0; d < headDim; d++) acc[d] += scores[j] * a.vCache[vo + d];
+        for (let d = 0; d < headDim; d++) acc[d] += scores[j] * f16ToF32(a.vCache[vo + d]);
       }
       for (let d = 0; d < headDim; d++) out[qo + d] = acc[d] / sum;
     }

@@ -9,10 +9,23 @@
  * Mistral's sliding window is not applied (sift records it only). Two code paths share the small helpers:
  * `referenceForward` runs a whole sequence layer by layer with an explicit causal mask; `ReferenceModel` runs token
  * by token against its own KV cache. Tests hold them equal.
+ * Option `kvF16`: keys (after RoPE) and values are rounded to f16 (nearest even) before attention reads them, as
+ * sift's f16 KV cache stores them; the rest stays f64. Tests of the GPU forward pass use it.
  */
 import type { Checkpoint } from '../../engine/model/checkpoint.js';
 import { layerTensorNames } from '../../engine/model/checkpoint.js';
 import type { ModelConfig } from '../../engine/model/config.js';
+import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+
+export interface ReferenceOptions {
+  /** Round K (after RoPE) and V to f16 as the GPU's KV cache stores them. Default false (f64 K/V). */
+  kvF16?: boolean;
+}
+
+/** Rounds every element to the nearest f16 value, in place. */
+function roundToF16(x: Float64Array): void {
+  for (let i = 0; i < x.length; i++) x[i] = f16ToF32(f32ToF16(x[i]));
+}
 
 interface LayerWeights {
   inputNorm: Float32Array; // (hidden)
@@ -148,7 +161,7 @@ function embedRow(w: ReferenceWeights, token: number): Float64Array {
 }
 
 /** q, k (roped) and v of one position: q (heads*headDim), k, v (kvHeads*headDim). */
-function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number) {
+function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number, kvF16 = false) {
   const c = w.config;
   const h = rmsnorm(x, l.inputNorm, c.rmsNormEps);
   const qDim = c.numHeads * c.headDim;
@@ -158,6 +171,10 @@ function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number)
   const v = matvec(l.v, h, kvDim, c.hiddenSize, l.vBias);
   for (let j = 0; j < c.numHeads; j++) applyRope(q, j * c.headDim, c.headDim, pos, w.invFreq);
   for (let j = 0; j < c.numKvHeads; j++) applyRope(k, j * c.headDim, c.headDim, pos, w.invFreq);
+  if (kvF16) {
+    roundToF16(k);
+    roundToF16(v);
+  }
   return { q, k, v };
 }
 
@@ -184,7 +201,11 @@ function logitsInto(w: ReferenceWeights, x: Float64Array, out: Float32Array, row
 // ---- whole sequence ------------------------------------------------------------------------------------------
 
 /** Logits (T, vocab) of `tokenIds` at positions 0..T-1, layer by layer over the whole sequence, causal mask. */
-export function referenceForward(ckpt: Checkpoint | ReferenceWeights, tokenIds: readonly number[]): Float32Array {
+export function referenceForward(
+  ckpt: Checkpoint | ReferenceWeights,
+  tokenIds: readonly number[],
+  opts: ReferenceOptions = {},
+): Float32Array {
   const w = 'layers' in ckpt ? ckpt : loadReferenceWeights(ckpt);
   const c = w.config;
   const T = tokenIds.length;
@@ -193,7 +214,7 @@ export function referenceForward(ckpt: Checkpoint | ReferenceWeights, tokenIds: 
   const scale = 1 / Math.sqrt(d);
   const xs = tokenIds.map((t) => embedRow(w, t)); // T x (hidden)
   for (const l of w.layers) {
-    const proj = xs.map((x, t) => qkv(w, l, x, t)); // T x {q, k, v}
+    const proj = xs.map((x, t) => qkv(w, l, x, t, opts.kvF16)); // T x {q, k, v}
     const attn = xs.map(() => new Float64Array(c.numHeads * d)); // T x (heads*headDim)
     const scores = new Float64Array(T); // (T) one query row
     for (let j = 0; j < c.numHeads; j++) {
@@ -242,7 +263,10 @@ export class ReferenceModel {
   private kCache: Float64Array[][];
   private vCache: Float64Array[][];
 
-  constructor(source: Checkpoint | ReferenceWeights) {
+  constructor(
+    source: Checkpoint | ReferenceWeights,
+    private readonly opts: ReferenceOptions = {},
+  ) {
     this.weights = 'layers' in source ? source : loadReferenceWeights(source);
     this.kCache = this.weights.layers.map(() => []);
     this.vCache = this.weights.layers.map(() => []);
@@ -273,7 +297,7 @@ export class ReferenceModel {
       const pos = this.position;
       const x = embedRow(w, token);
       w.layers.forEach((l, li) => {
-        const { q, k, v } = qkv(w, l, x, pos);
+        const { q, k, v } = qkv(w, l, x, pos, this.opts.kvF16);
         const keys = this.kCache[li];
         const values = this.vCache[li];
         keys.push(k);
