@@ -65,11 +65,6 @@ export interface EngineLoopOptions {
   onStep?: (rec: StepRecord) => void;
 }
 
-/** The KV storage method another part of the engine provides for copy-on-write. */
-interface PageCopier {
-  copyPages(encoder: GPUCommandEncoder, copies: readonly PageCopy[]): void;
-}
-
 const PROMPT_PARAM = 'prompt';
 
 export class EngineLoop implements EngineClient {
@@ -341,13 +336,12 @@ export class EngineLoop implements EngineClient {
     };
   }
 
+  /** Copy-on-write page copies, submitted ahead of the forward pass (queue order makes them land first). */
   private copyPages(copies: readonly PageCopy[]): void {
-    const storage = this.engine.kv as unknown as Partial<PageCopier>;
-    if (typeof storage.copyPages !== 'function') throw new SiftError('INTERNAL', 'KV storage cannot copy pages');
     const device = this.engine.gpu.device;
     const enc = device.createCommandEncoder({ label: 'kv.copyPages' });
-    storage.copyPages(enc, copies);
-    device.queue.submit([enc.finish()]); // queue order: before the forward pass that follows
+    this.engine.kv.copyPages(enc, copies);
+    device.queue.submit([enc.finish()]);
   }
 
   /** Ends `r`: frees its pages at once and sends 'done'. */
