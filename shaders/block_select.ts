@@ -1,0 +1,245 @@
+/**
+ * Block selection for block-sparse prefill (MInference's dynamic block sparsity): for a prefill chunk, mean-pool the
+ * queries of each 64-token query block and the keys of each 64-token key block of the causal context (read through
+ * the block table from the packed-f16 cache), score key blocks by pooled q . pooled k (GQA: the query head's KV
+ * head), and keep per (query block, query head): the sink block 0, the diagonal block, the `localBlocks` blocks
+ * just before it, and the `topBlocks` best-scoring other causal blocks.
+ *
+ * Blocks are aligned to absolute positions: query / key block b covers positions [b*BS, b*BS + BS). A query block of
+ * a chunk holds the chunk's tokens inside that span (a partial block at a chunk edge pools only those tokens).
+ *
+ * Host plan (`planPrefillBlocks`, once per step, shared by every layer):
+ *   qBlocks (numQBlocks, 5) u32: [block-table row, firstToken, firstPos, count, kPoolBase] - tokens firstToken ..
+ *     firstToken+count-1 of the step, at positions firstPos.., all in block firstPos / BS; kPoolBase is the row of
+ *     kPool holding that sequence's key block 0.
+ *   kBlocks (numKBlocks, 2) u32: [block-table row, key block c] for every full key block c < the sequence's last
+ *     query block (the only key blocks a selection scores).
+ * Scratch: kPool (numKBlocks, numKvHeads, headDim) f32; blockList (numQBlocks, numHeads, listStride) u32.
+ */
+import { SiftError } from '../config/errors.js';
+import { grid2d } from './grid.js';
+import { type Binding, type BufferRange, type Gpu, type UniformArena, uniforms } from './runtime.js';
+
+/** u32 words per qBlocks entry. */
+export const QBLOCK_WORDS = 5;
+/** u32 words per kBlocks entry. */
+export const KBLOCK_WORDS = 2;
+/** Most KV heads the per-head mode table (a uniform array) holds. */
+export const MAX_KV_HEADS = 64;
+/** Largest head dim the kernels are specialised for. */
+export const MAX_HEAD_DIM = 256;
+
+/** Per-KV-head attention kind for prefill. */
+export const HeadMode = { dense: 0, sparse: 1, lambda: 2 } as const;
+export type HeadModeValue = (typeof HeadMode)[keyof typeof HeadMode];
+
+/** The query and key blocks of one prefill step (host side; upload qBlocks and kBlocks once per step). */
+export interface PrefillBlockPlan {
+  T: number; // tokens in the step
+  blockSize: number; // BS
+  numQBlocks: number;
+  numKBlocks: number;
+  /** Largest query block index b of any query block (sizes the selection's workgroup arrays and block lists). */
+  maxQBlock: number;
+  qBlocks: Uint32Array; // (numQBlocks, 5) [row, firstToken, firstPos, count, kPoolBase]
+  kBlocks: Uint32Array; // (numKBlocks, 2) [row, key block]
+}
+
+/**
+ * Groups the step's tokens (tokenSeq / positions per token, as the dense attention takes them) into query blocks.
+ * Each run of tokens of one sequence at consecutive positions is cut at block boundaries. The tokens of one
+ * (sequence, block) must be adjacent in the step (the engine lays each sequence's chunk out contiguously); any
+ * order of sequences is fine. Throws INTERNAL otherwise.
+ */
+export function planPrefillBlocks(
+  tokenSeq: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  blockSize = 64,
+): PrefillBlockPlan {
+  const T = tokenSeq.length;
+  if (positions.length !== T || !Number.isInteger(blockSize) || blockSize < 1) {
+    throw new SiftError(
+      'INTERNAL',
+      `planPrefillBlocks: ${T} tokenSeq vs ${positions.length} positions, BS ${blockSize}`,
+    );
+  }
+  const entries: number[][] = []; // [row, firstToken, firstPos, count]
+  const seen = new Set<string>();
+  for (let t = 0; t < T; t++) {
+    const row = tokenSeq[t];
+    const pos = positions[t];
+    const last = entries[entries.length - 1];
+    const b = Math.floor(pos / blockSize);
+    if (last && last[0] === row && last[2] + last[3] === pos && Math.floor(last[2] / blockSize) === b) {
+      last[3]++;
+      continue;
+    }
+    const key = `${row}:${b}`;
+    if (seen.has(key)) {
+      throw new SiftError(
+        'INTERNAL',
+        `planPrefillBlocks: tokens of sequence row ${row} in block ${b} are not adjacent at consecutive positions`,
+      );
+    }
+    seen.add(key);
+    entries.push([row, t, pos, 1]);
+  }
+  const lastBlock = new Map<number, number>(); // row -> largest query block
+  for (const [row, , pos] of entries) {
+    lastBlock.set(row, Math.max(lastBlock.get(row) ?? 0, Math.floor(pos / blockSize)));
+  }
+  const kBase = new Map<number, number>();
+  const kb: number[] = [];
+  for (const [row, bMax] of lastBlock) {
+    kBase.set(row, kb.length / KBLOCK_WORDS);
+    for (let c = 0; c < bMax; c++) kb.push(row, c);
+  }
+  const qBlocks = new Uint32Array(entries.length * QBLOCK_WORDS);
+  entries.forEach((e, i) => {
+    qBlocks.set([...e, kBase.get(e[0]) ?? 0], i * QBLOCK_WORDS);
+  });
+  return {
+    T,
+    blockSize,
+    numQBlocks: entries.length,
+    numKBlocks: kb.length / KBLOCK_WORDS,
+    maxQBlock: Math.max(0, ...lastBlock.values()),
+    qBlocks,
+    kBlocks: Uint32Array.from(kb),
+  };
+}
+
+/** u32 words per (query block, head) list: a count, then at most sink + top + local + diagonal blocks. */
+export function blockListStride(plan: PrefillBlockPlan, topBlocks: number, localBlocks: number): number {
+  return 1 + Math.min(plan.maxQBlock + 1, topBlocks + localBlocks + 2);
+}
+
+export function bindingBytes(b: Binding): number {
+  if ('mapState' in b) return b.size;
+  return b.size ?? b.buffer.size - ((b as BufferRange).offset ?? 0);
+}
+
+/** Shape checks shared by the selection and the attention. */
+export function checkHeads(kernel: string, a: { numHeads: number; numKvHeads: number; headDim: number }): void {
+  if (
+    !Number.isInteger(a.numHeads) ||
+    !Number.isInteger(a.numKvHeads) ||
+    a.numKvHeads < 1 ||
+    a.numKvHeads > MAX_KV_HEADS ||
+    a.numHeads % a.numKvHeads !== 0 ||
+    !Number.isInteger(a.headDim) ||
+    a.headDim < 2 ||
+    a.headDim % 2 !== 0 ||
+    a.headDim > MAX_HEAD_DIM
+  ) {
+    throw new SiftError(
+      'INTERNAL',
+      `${kernel}: bad heads numHeads=${a.numHeads} numKvHeads=${a.numKvHeads} (1..${MAX_KV_HEADS}, divides numHeads) ` +
+        `headDim=${a.headDim} (even, <= ${MAX_HEAD_DIM})`,
+    );
+  }
+}
+
+export function checkAtLeast(kernel: string, name: string, b: Binding, bytes: number): void {
+  if (bindingBytes(b) < bytes) {
+    throw new SiftError('INTERNAL', `${kernel}: ${name} holds ${bindingBytes(b)} bytes, needs ${bytes}`);
+  }
+}
+
+/** The per-KV-head mode table as u32 words for a uniform array<vec4<u32>, 16>. */
+export function modeWords(
+  kernel: string,
+  headModes: readonly number[],
+  numKvHeads: number,
+): [kind: 'u32', v: number][] {
+  if (headModes.length !== numKvHeads || !headModes.every((m) => m === 0 || m === 1 || m === 2)) {
+    throw new SiftError('INTERNAL', `${kernel}: headModes ${JSON.stringify(headModes)} must be ${numKvHeads} of 0/1/2`);
+  }
+  return Array.from({ length: 4 * 16 }, (_, i): ['u32', number] => ['u32', headModes[i] ?? 0]);
+}
+
+export interface BlockSelectArgs {
+  q: Binding; // (T, numHeads, headDim) f32, after RoPE
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, chunk already written
+  blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
+  qBlocks: Binding; // (numQBlocks, 5) u32 = plan.qBlocks
+  kBlocks: Binding; // (numKBlocks, 2) u32 = plan.kBlocks
+  kPool: Binding; // (numKBlocks, numKvHeads, headDim) f32 scratch
+  blockList: Binding; // (numQBlocks, numHeads, listStride) u32 out: [count, blocks ascending...]
+  plan: PrefillBlockPlan;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  maxPagesPerSeq: number;
+  headModes: readonly number[]; // (numKvHeads) HeadMode; only sparse (1) heads are selected
+  topBlocks: number; // best-scoring blocks kept besides sink, diagonal and local
+  localBlocks: number; // blocks just before the diagonal always kept
+}
+
+export class BlockSelectKernel {
+  constructor(
+    private readonly gpu: Gpu,
+    /** `maxWorkgroupsPerDim` (tests only) caps the grid's x dimension to exercise the 2-D layout. */
+    private readonly opts: { maxWorkgroupsPerDim?: number } = {},
+  ) {}
+
+  /** Largest query block index + 1 the selection can handle on this device for a head dim. */
+  maxKeyBlocks(headDim: number): number {
+    return Math.floor((this.gpu.caps.maxComputeWorkgroupStorageSize - 4 * headDim) / 8 / 256) * 256;
+  }
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: BlockSelectArgs): void {
+    const K = 'block_select';
+    checkHeads(K, a);
+    const { plan } = a;
+    const ints = [a.pageSize, a.maxPagesPerSeq, a.topBlocks, a.localBlocks];
+    if (!ints.every((x) => Number.isInteger(x) && x >= 0) || a.pageSize < 1) {
+      throw new SiftError('INTERNAL', `${K}: bad ${JSON.stringify({ ...a, plan: undefined, q: undefined })}`);
+    }
+    const listStride = blockListStride(plan, a.topBlocks, a.localBlocks);
+    const maxKb = Math.max(256, Math.ceil((plan.maxQBlock + 1) / 256) * 256);
+    if (maxKb > this.maxKeyBlocks(a.headDim)) {
+      throw new SiftError(
+        'INTERNAL',
+        `${K}: query block ${plan.maxQBlock} beyond the ${this.maxKeyBlocks(a.headDim)} key blocks workgroup memory holds`,
+      );
+    }
+    const hw = a.headDim / 2;
+    checkAtLeast(K, 'kCache', a.kCache, a.pageSize * a.numKvHeads * hw * 4);
+    checkAtLeast(K, 'q', a.q, plan.T * a.numHeads * a.headDim * 4);
+    checkAtLeast(K, 'qBlocks', a.qBlocks, plan.numQBlocks * QBLOCK_WORDS * 4);
+    checkAtLeast(K, 'kBlocks', a.kBlocks, plan.numKBlocks * KBLOCK_WORDS * 4);
+    checkAtLeast(K, 'kPool', a.kPool, plan.numKBlocks * a.numKvHeads * a.headDim * 4);
+    checkAtLeast(K, 'blockList', a.blockList, plan.numQBlocks * a.numHeads * listStride * 4);
+    const modes = modeWords(K, a.headModes, a.numKvHeads);
+    const params = (count: number) =>
+      arena.alloc(
+        uniforms([
+          ['u32', a.numHeads],
+          ['u32', a.numKvHeads],
+          ['u32', a.numHeads / a.numKvHeads],
+          ['u32', a.pageSize],
+          ['u32', a.maxPagesPerSeq],
+          ['u32', plan.blockSize],
+          ['u32', count],
+          ['u32', a.topBlocks],
+          ['u32', a.localBlocks],
+          ['u32', listStride],
+          ['u32', 0],
+          ['u32', 0],
+          ...modes,
+        ]),
+      );
+    // Lists are only read for sparse heads: a layer without one needs no selection at all.
+    if (!a.headModes.some((m) => m === HeadMode.sparse)) return;
+    if (plan.numKBlocks > 0) {
+      const [x, y] = grid2d(this.gpu, plan.numKBlocks * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);
+      const pipe = this.gpu.pipeline('block_select', { HD: a.headDim, POOL_K: true });
+      this.gpu.dispatch(pass, pipe, [a.kCache, a.blockTable, a.kBlocks, a.kPool, params(plan.numKBlocks)], x, y);
+    }
+    const [x, y] = grid2d(this.gpu, plan.numQBlocks * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
+    const pipe = this.gpu.pipeline('block_select', { HD: a.headDim, MAXKB: maxKb });
+    this.gpu.dispatch(pass, pipe, [a.q, a.qBlocks, a.kPool, a.blockList, params(plan.numQBlocks)], x, y);
+  }
+}
