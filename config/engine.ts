@@ -10,7 +10,7 @@ export const ENGINE_SPEC = {
     doc: 'most new tokens in one forward pass (prefill chunk size); bounds activation memory',
   },
   pageSize: { kind: 'int', default: 64, min: 1, max: 4096, doc: 'tokens per physical KV page' },
-  kvCacheMiB: {
+  kvCacheMib: {
     kind: 'int',
     default: 256,
     min: 1,

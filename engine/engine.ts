@@ -58,7 +58,7 @@ export class Engine {
       const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress });
       const c = ckpt.config;
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
-      const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMiB);
+      const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib);
       const kv = new KvStorage(gpu, c, pages, cfg.pageSize);
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const fwd = new ForwardPass(gpu, weights, kv, {

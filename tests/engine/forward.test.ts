@@ -37,7 +37,7 @@ for (const variant of SYNTHETIC_VARIANTS) {
     const dir = path.join(root, variant.name);
     writeSyntheticCheckpoint(dir, variant);
     const cfg = engineConfig({
-      flags: { pageSize: 16, kvCacheMiB: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
+      flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
     });
     const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
     const ckpt = openCheckpoint(dir);
@@ -81,7 +81,7 @@ test('one batched call serves several sequences (prefill and decode mixed) throu
   const variant = SYNTHETIC_VARIANTS.find((v) => v.kvHeads < v.heads) ?? SYNTHETIC_VARIANTS[0];
   const dir = path.join(root, `batch-${variant.name}`);
   writeSyntheticCheckpoint(dir, variant);
-  const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMiB: 4, maxBatchTokens: 64, maxSeqs: 4, maxContext: 128 } });
+  const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 64, maxSeqs: 4, maxContext: 128 } });
   const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
   const ckpt = openCheckpoint(dir);
   try {
@@ -151,7 +151,7 @@ test('chunked prefill (prompt longer than maxBatchTokens) gives the same last lo
   const variant = SYNTHETIC_VARIANTS[0];
   const dir = path.join(root, `chunk-${variant.name}`);
   writeSyntheticCheckpoint(dir, variant);
-  const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMiB: 4, maxBatchTokens: 7, maxSeqs: 1, maxContext: 128 } });
+  const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 7, maxSeqs: 1, maxContext: 128 } });
   const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
   const ckpt = openCheckpoint(dir);
   try {

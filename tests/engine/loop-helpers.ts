@@ -34,7 +34,7 @@ export async function makeLoop(dir: string, s: LoopSetup = {}, opts: EngineLoopO
   const cfg = engineConfig({
     flags: {
       pageSize: s.pageSize ?? 16,
-      kvCacheMiB: 1,
+      kvCacheMib: 1,
       maxBatchTokens: s.maxBatchTokens ?? 64,
       maxSeqs: s.maxSeqs ?? 16,
       maxContext: s.maxContext ?? 256,
