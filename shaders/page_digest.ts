@@ -1,0 +1,132 @@
+/**
+ * Page digest wrapper: recomputes the key digests (per-channel min and max, f32) of the logical pages a step
+ * touched, from one layer's f16 kCache: digests (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim)
+ * f32, [page][logical][head][0 = min, 1 = max][d]. Run after kv_write in every step (prefill chunks and decode):
+ * the host lists each touched (physical page, logical index, valid tokens) once (`digestEntries`), and the kernel
+ * recomputes the whole logical page from the cache.
+ *
+ * Why recompute and not update with atomics: one batch may hold several tokens of the same logical page (prefill,
+ * or chunked prefill continuing a partial page), so an incremental update would need atomic f32 min/max, which
+ * WGSL lacks (it would take compare-exchange loops on order-preserving u32 bit patterns), needs the slot reset to
+ * (+inf, -inf) before the first token of a page, and would fold in stale values of a recycled page. Recomputing
+ * reads at most logicalPageSize keys per (entry, channel), is deterministic, idempotent, and exact by construction.
+ */
+import { grid2d } from './grid.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
+import { uniforms } from './runtime.js';
+import { bindingBytes, check, requireBytes, requireInts } from './sparse_common.js';
+
+const WG = 64;
+
+export interface PageDigestArgs {
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  entries: Binding; // (numEntries, 3) u32 (physical page, logical index within the page, valid tokens 0..L)
+  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f32, one layer
+  numEntries: number;
+  numKvHeads: number;
+  headDim: number; // even
+  pageSize: number;
+  logicalPageSize: number; // divides pageSize
+}
+
+export interface PageDigestOptions {
+  /** Tests only: caps the grid's x dimension to exercise the 2-D workgroup layout. */
+  maxWorkgroupsPerDim?: number;
+}
+
+/** Bytes of one layer's digest buffer. */
+export function digestBytes(
+  numPages: number,
+  pageSize: number,
+  logicalPageSize: number,
+  numKvHeads: number,
+  headDim: number,
+): number {
+  return numPages * (pageSize / logicalPageSize) * numKvHeads * 2 * headDim * 4;
+}
+
+/** The tokens [start, end) written this step for one sequence, with its block table row (physical pages). */
+export interface DigestSpan {
+  pages: ArrayLike<number>;
+  start: number;
+  end: number;
+}
+
+/**
+ * (numEntries, 3) u32 entries for the logical pages the spans touched: each (physical page, logical index) once,
+ * with its valid token count min(L, end - first token of the logical page) (the later span wins on duplicates).
+ */
+export function digestEntries(spans: DigestSpan[], pageSize: number, logicalPageSize: number): Uint32Array {
+  const seen = new Map<number, [number, number, number]>();
+  const lpp = pageSize / logicalPageSize;
+  for (const s of spans) {
+    if (s.end <= s.start) continue;
+    const firstLog = Math.floor(s.start / logicalPageSize);
+    const lastLog = Math.floor((s.end - 1) / logicalPageSize);
+    for (let g = firstLog; g <= lastLog; g++) {
+      const page = s.pages[Math.floor(g / lpp)];
+      const l = g % lpp;
+      const valid = Math.min(logicalPageSize, s.end - g * logicalPageSize);
+      seen.set(page * lpp + l, [page, l, valid]);
+    }
+  }
+  const out = new Uint32Array(seen.size * 3);
+  let i = 0;
+  for (const e of seen.values()) out.set(e, 3 * i++);
+  return out;
+}
+
+export class PageDigestKernel {
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly opts: PageDigestOptions = {},
+  ) {}
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: PageDigestArgs): void {
+    const K = 'page_digest';
+    requireInts(
+      K,
+      {
+        numEntries: a.numEntries,
+        numKvHeads: a.numKvHeads,
+        headDim: a.headDim,
+        pageSize: a.pageSize,
+        logicalPageSize: a.logicalPageSize,
+      },
+      { numKvHeads: 1, headDim: 2, pageSize: 1, logicalPageSize: 1 },
+    );
+    check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 pairs)`);
+    check(
+      K,
+      a.pageSize % a.logicalPageSize === 0,
+      `logicalPageSize ${a.logicalPageSize} must divide pageSize ${a.pageSize}`,
+    );
+    const pageBytes = a.pageSize * a.numKvHeads * a.headDim * 2;
+    const numPages = Math.floor(bindingBytes(a.kCache) / pageBytes);
+    check(K, numPages >= 1 && numPages * pageBytes < 2 ** 32, `kCache holds ${numPages} pages of ${pageBytes} bytes`);
+    const lpp = a.pageSize / a.logicalPageSize;
+    requireBytes(
+      K,
+      'digests',
+      a.digests,
+      digestBytes(numPages, a.pageSize, a.logicalPageSize, a.numKvHeads, a.headDim),
+      `(${numPages}, ${lpp}, ${a.numKvHeads}, 2, ${a.headDim}) f32`,
+    );
+    requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
+    if (a.numEntries === 0) return;
+    const HW = a.headDim / 2;
+    const u = arena.alloc(
+      uniforms([
+        ['u32', a.numEntries],
+        ['u32', a.numKvHeads],
+        ['u32', a.pageSize],
+        ['u32', a.logicalPageSize],
+        ['u32', lpp],
+        ['u32', numPages],
+      ]),
+    );
+    const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
+    const pipe = this.gpu.pipeline('page_digest', { HW }, { WG });
+    this.gpu.dispatch(pass, pipe, [a.kCache, a.entries, a.digests, u], x, y);
+  }
+}

@@ -1,0 +1,59 @@
+// Page digests (Quest / LServe): for each entry e = (physical page, logical index l, valid count n) of the list the
+// host builds from the batch, each KV head h and channel pair w (channels 2w, 2w+1):
+//   digests[page, l, h, 0, c] = min over t < n of k[page, l * L + t, h, c]     (L = logical page size)
+//   digests[page, l, h, 1, c] = max over t < n of k[page, l * L + t, h, c]
+// recomputed from the f16 keys already in the cache (kv_write runs first), so the result does not depend on how
+// many of the page's tokens arrived in this batch. n == 0 writes zeros (such a logical page is never scored).
+// One thread per (entry, head, pair) on a 2-D grid of workgroups; entries on pages past numPages are skipped.
+
+override WG: u32 = 64;
+const HW: u32 = $HW; // headDim / 2: packed f16 pairs per key
+
+struct Params {
+  numEntries: u32,      // E
+  nKvHeads: u32,        // KV heads
+  pageSize: u32,        // tokens per physical page
+  logicalPageSize: u32, // tokens per logical page (L)
+  lpp: u32,             // logical pages per physical page: pageSize / L
+  numPages: u32,        // pages in the cache
+  _p0: u32,
+  _p1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> kCache: array<u32>;              // (numPages, pageSize, nKvHeads, HW) f16 pairs
+@group(0) @binding(1) var<storage, read> entries: array<u32>;             // (E, 3) (physical page, logical index, valid tokens)
+@group(0) @binding(2) var<storage, read_write> digests: array<vec2<f32>>; // (numPages, lpp, nKvHeads, 2, HW) f32 pairs
+@group(0) @binding(3) var<uniform> p: Params;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (idx >= p.numEntries * p.nKvHeads * HW) { return; }
+  let e = idx / (p.nKvHeads * HW);
+  let hw = idx - e * p.nKvHeads * HW; // h * HW + w
+  let h = hw / HW;
+  let w = hw - h * HW;
+  let page = entries[e * 3u];
+  let l = entries[e * 3u + 1u];
+  let n = min(entries[e * 3u + 2u], p.logicalPageSize);
+  if (page >= p.numPages || l >= p.lpp) { return; }
+  var mn = vec2<f32>(0.0);
+  var mx = vec2<f32>(0.0);
+  if (n > 0u) {
+    let first = page * p.pageSize + l * p.logicalPageSize; // first token slot of the logical page
+    mn = unpack2x16float(kCache[first * p.nKvHeads * HW + hw]);
+    mx = mn;
+    for (var t = 1u; t < n; t++) {
+      let k = unpack2x16float(kCache[(first + t) * p.nKvHeads * HW + hw]);
+      mn = min(mn, k);
+      mx = max(mx, k);
+    }
+  }
+  let dst = ((page * p.lpp + l) * p.nKvHeads + h) * 2u * HW + w;
+  digests[dst] = mn;
+  digests[dst + HW] = mx;
+}

@@ -1,0 +1,69 @@
+// Shared by sparse_decode.wgsl and sparse_decode_lanes.wgsl: parameters, bindings and the page list of top-k
+// decode attention. Decode row r (rows[r] = (blockRow, position, slot, tokenBudget)) and query head h (KV head
+// kvh = h / group) attend to the pages selected[slot, kvh, 0..counts) (ascending block-table columns) plus the
+// newest page position / pageSize when the list does not end with it (a selection reused from an earlier step),
+// keys j <= position only. Split `split` (grid y) takes list entries [split * pagesPerSplit, +pagesPerSplit) and
+// writes its partial softmax (running max m, sum l, unnormalised acc) for sparse_decode_reduce.
+
+struct Params {
+  numRows: u32,         // decode rows
+  nHeads: u32,          // query heads
+  nKvHeads: u32,        // KV heads
+  group: u32,           // nHeads / nKvHeads
+  pageSize: u32,        // tokens per page
+  maxPagesPerSeq: u32,  // block table row length
+  maxSelected: u32,     // selection row length
+  numSplits: u32,       // grid y
+  pagesPerSplit: u32,   // list entries per split
+  scale: f32,           // softmax scale
+  _p0: u32,
+  _p1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, nHeads, HW) f32 pairs
+@group(0) @binding(1) var<storage, read> kCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
+@group(0) @binding(2) var<storage, read> vCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
+@group(0) @binding(3) var<storage, read> blockTable: array<u32>;       // (numSeqs, maxPagesPerSeq) physical pages
+@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, tokenBudget)
+@group(0) @binding(5) var<storage, read> selected: array<u32>;         // (numSlots, nKvHeads, maxSelected) page indices
+@group(0) @binding(6) var<storage, read> counts: array<u32>;           // (numSlots, nKvHeads)
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;   // (numRows, nHeads, numSplits, 2 + HD) m, l, acc
+@group(0) @binding(8) var<uniform> p: Params;
+
+const HW: u32 = $HW;          // headDim / 2
+const HD: u32 = 2u * HW;
+const NEG_BIG: f32 = -3.0e38; // "minus infinity" that keeps exp() and max() finite
+
+// The page list of one (row, KV head): selection base, selected count, newest page, list length.
+struct PageList {
+  base: u32,
+  cnt: u32,
+  newest: u32,
+  len: u32,
+}
+
+fn pageList(slot: u32, kvh: u32, pos: u32) -> PageList {
+  let sb = slot * p.nKvHeads + kvh;
+  let cnt = min(counts[sb], p.maxSelected);
+  let base = sb * p.maxSelected;
+  let newest = pos / p.pageSize;
+  var len = cnt + 1u;
+  if (cnt > 0u && selected[base + cnt - 1u] >= newest) { len = cnt; }
+  return PageList(base, cnt, newest, len);
+}
+
+// Page index (block-table column) of list entry i.
+fn pageAt(pl: PageList, i: u32) -> u32 {
+  if (i < pl.cnt) { return selected[pl.base + i]; }
+  return pl.newest;
+}
+
+// Word offset of slot o of page column lp of block-table row blockRow, KV head kvh.
+fn kvOffset(blockRow: u32, lp: u32, o: u32, kvh: u32) -> u32 {
+  let page = blockTable[blockRow * p.maxPagesPerSeq + lp];
+  return ((page * p.pageSize + o) * p.nKvHeads + kvh) * HW;
+}
+
+fn partialBase(rh: u32, split: u32) -> u32 {
+  return (rh * p.numSplits + split) * (2u + HD);
+}

@@ -1,0 +1,41 @@
+// Flash-decoding reduce: out[r, h, d] = sum_s acc_s[d] * exp(m_s - M) / sum_s l_s * exp(m_s - M), M = max_s m_s,
+// over the numSplits partials of (r, h) written by sparse_decode(_lanes). Empty splits (m = -big, l = 0) add 0.
+// One thread per (r, h, d) on a 2-D grid of workgroups.
+
+override WG: u32 = 64;
+
+struct Params {
+  count: u32,     // numRows * nHeads * headDim
+  headDim: u32,
+  numSplits: u32,
+  _p0: u32,
+}
+
+@group(0) @binding(0) var<storage, read> partials: array<f32>;   // (numRows, nHeads, numSplits, 2 + headDim)
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;  // (numRows, nHeads, headDim)
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (idx >= p.count) { return; }
+  let rh = idx / p.headDim;
+  let d = idx - rh * p.headDim;
+  let stride = 2u + p.headDim;
+  let b = rh * p.numSplits * stride;
+  var mx = -3.0e38;
+  for (var s = 0u; s < p.numSplits; s++) { mx = max(mx, partials[b + s * stride]); }
+  var l = 0.0;
+  var o = 0.0;
+  for (var s = 0u; s < p.numSplits; s++) {
+    let sb = b + s * stride;
+    let w = exp(partials[sb] - mx);
+    l += partials[sb + 1u] * w;
+    o += partials[sb + 2u + d] * w;
+  }
+  out[idx] = o / l;
+}

@@ -1,0 +1,173 @@
+/**
+ * f16 paged KV caches for the sparse-attention tests, in the cache format of the kernels: per layer kCache and
+ * vCache (numPages, pageSize, numKvHeads, headDim / 2) u32 words of packed f16 pairs (element 2j low half, 2j+1
+ * high half), plus f32 mirrors of the same f16 values for the references. Slots no sequence owns hold f16 NaN, so
+ * a kernel that reads padding, unused slots past a sequence's end or unselected pages shows NaN.
+ */
+import type { Gpu } from '../../shaders/runtime.js';
+import type { Rng } from './rng.js';
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** f32 -> IEEE half bits, round to nearest even (NaN stays NaN, overflow -> inf). */
+export function toF16Bits(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && h & 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
+  return sign | h;
+}
+
+/** IEEE half bits -> number. */
+export function fromF16Bits(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? Number.NaN : s * Number.POSITIVE_INFINITY;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** x rounded to the nearest f16. */
+export function roundF16(x: number): number {
+  return fromF16Bits(toF16Bits(x));
+}
+
+export interface SparseCacheShape {
+  numKvHeads: number;
+  headDim: number; // even
+  pageSize: number;
+}
+
+/** One layer's f16 cache and its f32 mirrors. */
+export interface SparseCache extends SparseCacheShape {
+  numPages: number;
+  kWords: Uint32Array; // (numPages, pageSize, numKvHeads, headDim / 2) packed f16 pairs
+  vWords: Uint32Array;
+  k: Float32Array; // (numPages, pageSize, numKvHeads, headDim) the same f16 values as f32 (NaN where unused)
+  v: Float32Array;
+}
+
+const NAN_PAIR = 0x7e007e00;
+
+/** A cache of `numPages` pages holding only NaN. */
+export function emptyCache(numPages: number, shape: SparseCacheShape): SparseCache {
+  const n = numPages * shape.pageSize * shape.numKvHeads * shape.headDim;
+  return {
+    ...shape,
+    numPages,
+    kWords: new Uint32Array(n / 2).fill(NAN_PAIR),
+    vWords: new Uint32Array(n / 2).fill(NAN_PAIR),
+    k: new Float32Array(n).fill(Number.NaN),
+    v: new Float32Array(n).fill(Number.NaN),
+  };
+}
+
+/** Element offset of (page, slot, head, 0) in the f32 mirrors. */
+export function slotOffset(c: SparseCacheShape, page: number, slot: number, head: number): number {
+  return ((page * c.pageSize + slot) * c.numKvHeads + head) * c.headDim;
+}
+
+/** Stores `vals` (headDim, rounded to f16) as the key or value of (page, slot, head). */
+export function writeSlot(
+  c: SparseCache,
+  which: 'k' | 'v',
+  page: number,
+  slot: number,
+  head: number,
+  vals: ArrayLike<number>,
+): void {
+  const off = slotOffset(c, page, slot, head);
+  const mirror = which === 'k' ? c.k : c.v;
+  const words = which === 'k' ? c.kWords : c.vWords;
+  for (let d = 0; d < c.headDim; d += 2) {
+    const lo = toF16Bits(vals[d]);
+    const hi = toF16Bits(vals[d + 1]);
+    words[(off + d) / 2] = (lo | (hi << 16)) >>> 0;
+    mirror[off + d] = fromF16Bits(lo);
+    mirror[off + d + 1] = fromF16Bits(hi);
+  }
+}
+
+/** Fills every slot of `page` (all heads) with NaN. */
+export function poisonPage(c: SparseCache, page: number): void {
+  const n = c.pageSize * c.numKvHeads * c.headDim;
+  const off = page * n;
+  c.kWords.fill(NAN_PAIR, off / 2, (off + n) / 2);
+  c.vWords.fill(NAN_PAIR, off / 2, (off + n) / 2);
+  c.k.fill(Number.NaN, off, off + n);
+  c.v.fill(Number.NaN, off, off + n);
+}
+
+function shuffle<T>(rng: Rng, xs: T[]): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    [xs[i], xs[j]] = [xs[j], xs[i]];
+  }
+  return xs;
+}
+
+/** Sequences of the given lengths on shuffled physical pages, with spare NaN pages. */
+export interface PagedSeqs extends SparseCache {
+  lens: number[];
+  numSeqs: number;
+  maxPagesPerSeq: number;
+  blockTable: Uint32Array; // (numSeqs, maxPagesPerSeq); unused entries point at a NaN page
+}
+
+export function makeSeqCache(
+  rng: Rng,
+  lens: number[],
+  shape: SparseCacheShape,
+  opts: { keyStd?: number; extraPages?: number } = {},
+): PagedSeqs {
+  const { pageSize, numKvHeads, headDim } = shape;
+  const pagesOf = lens.map((l) => Math.ceil(l / pageSize));
+  const maxPagesPerSeq = Math.max(...pagesOf) + 1 + (opts.extraPages ?? 0);
+  const used = pagesOf.reduce((a, b) => a + b, 0);
+  const numPages = used + 2;
+  const physical = shuffle(
+    rng,
+    Array.from({ length: numPages }, (_, i) => i),
+  );
+  const blockTable = new Uint32Array(lens.length * maxPagesPerSeq).fill(physical[used]);
+  let next = 0;
+  lens.forEach((_, s) => {
+    for (let lp = 0; lp < pagesOf[s]; lp++) blockTable[s * maxPagesPerSeq + lp] = physical[next++];
+  });
+  const c = emptyCache(numPages, shape);
+  const kStd = opts.keyStd ?? 1;
+  lens.forEach((len, s) => {
+    for (let j = 0; j < len; j++) {
+      const page = blockTable[s * maxPagesPerSeq + Math.floor(j / pageSize)];
+      for (let h = 0; h < numKvHeads; h++) {
+        writeSlot(c, 'k', page, j % pageSize, h, rng.normalArray(headDim, kStd));
+        writeSlot(c, 'v', page, j % pageSize, h, rng.normalArray(headDim));
+      }
+    }
+  });
+  return { ...c, lens, numSeqs: lens.length, maxPagesPerSeq, blockTable };
+}
+
+/** Uploads the packed caches. */
+export function uploadCache(gpu: Gpu, c: SparseCache): { kCache: GPUBuffer; vCache: GPUBuffer } {
+  return { kCache: gpu.upload('k-cache', c.kWords), vCache: gpu.upload('v-cache', c.vWords) };
+}

@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
+import { UniformArena } from '../../shaders/runtime.js';
+import { assertClose } from '../helpers/compare.js';
+import { assertNoGpuErrors, testGpu, u32Buffer } from '../helpers/gpu.js';
+import { Rng } from '../helpers/rng.js';
+import { makeSeqCache, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
+import { digestOffset, digestRef } from '../reference/page_digest.js';
+
+// min / max of f16 values widened to f32 are exact: the digests must match bit for bit.
+const EXACT = { atol: 0, rtol: 0 };
+
+test('digestEntries lists each touched logical page once with its valid count', () => {
+  // Page size 64, logical 16: tokens [10, 40) of a sequence on pages [7, 3] touch logical 0, 1, 2 of page 7.
+  const e = digestEntries([{ pages: [7, 3], start: 10, end: 40 }], 64, 16);
+  assert.deepEqual(Array.from(e), [7, 0, 16, 7, 1, 16, 7, 2, 8]);
+  // A decode token at 64 opens logical 0 of the second page; an empty span adds nothing.
+  const d = digestEntries(
+    [
+      { pages: [7, 3], start: 64, end: 65 },
+      { pages: [1], start: 5, end: 5 },
+    ],
+    64,
+    16,
+  );
+  assert.deepEqual(Array.from(d), [3, 0, 1]);
+});
+
+interface Case {
+  seed: number;
+  pageSize: number;
+  logicalPageSize: number;
+  headDim: number;
+  numKvHeads: number;
+  maxWorkgroupsPerDim?: number;
+}
+
+async function runCase(c: Case): Promise<void> {
+  const gpu = await testGpu();
+  const rng = new Rng(c.seed);
+  const { pageSize, logicalPageSize, headDim, numKvHeads } = c;
+  // Prefill lengths that end mid logical page, on a logical boundary, and mid physical page; then appends of a
+  // few tokens (several into one logical page, one crossing into a new physical page).
+  const lens = [rng.int(1, 200), 3 * logicalPageSize, pageSize + rng.int(1, logicalPageSize - 1), rng.int(1, 7)];
+  const appends = lens.map(() => rng.int(1, Math.min(2 * logicalPageSize, 20)));
+  const cache = makeSeqCache(rng, lens, { numKvHeads, headDim, pageSize }, { extraPages: 1 });
+  const final = lens.map((l, i) => l + appends[i]);
+  const shape = { pageSize, logicalPageSize, numKvHeads, headDim };
+  const lpp = pageSize / logicalPageSize;
+  // The appended tokens' pages: the block table already reserves them (makeSeqCache leaves room), but they may
+  // point at the shared NaN page; give each sequence a fresh page where it needs one.
+  let nextFree = cache.numPages;
+  const extraPages = final.reduce(
+    (n, f, s) => n + Math.max(0, Math.ceil(f / pageSize) - Math.ceil(lens[s] / pageSize)),
+    0,
+  );
+  const total = cache.numPages + extraPages;
+  const kWords = new Uint32Array((total * pageSize * numKvHeads * headDim) / 2).fill(0x7e007e00);
+  kWords.set(cache.kWords);
+  const k = new Float32Array(total * pageSize * numKvHeads * headDim).fill(Number.NaN);
+  k.set(cache.k);
+  const big = { ...cache, numPages: total, kWords, k };
+  final.forEach((f, s) => {
+    for (let lp = Math.ceil(lens[s] / pageSize); lp < Math.ceil(f / pageSize); lp++) {
+      cache.blockTable[s * cache.maxPagesPerSeq + lp] = nextFree++;
+    }
+  });
+
+  const { kCache } = uploadCache(gpu, big);
+  const digests = gpu.createBuffer('digests', digestBytes(total, pageSize, logicalPageSize, numKvHeads, headDim));
+  const kernel = new PageDigestKernel(gpu, { maxWorkgroupsPerDim: c.maxWorkgroupsPerDim });
+  const arena = new UniformArena(gpu);
+  const rowOf = (s: number) => cache.blockTable.subarray(s * cache.maxPagesPerSeq, (s + 1) * cache.maxPagesPerSeq);
+  const runDigest = (entries: Uint32Array) => {
+    arena.reset();
+    gpu.run((pass) => {
+      kernel.encode(pass, arena, {
+        kCache,
+        entries: u32Buffer(gpu, entries.length ? entries : new Uint32Array(3)),
+        digests,
+        numEntries: entries.length / 3,
+        ...shape,
+      });
+    }, arena);
+  };
+  const check = async (lensNow: number[], what: string) => {
+    const got = await gpu.readF32(digests, total * lpp * numKvHeads * 2 * headDim);
+    assertNoGpuErrors(gpu);
+    const want = new Float32Array(got.length);
+    const gotSel: number[] = [];
+    const wantSel: number[] = [];
+    lensNow.forEach((len, s) => {
+      for (let g = 0; g * logicalPageSize < len; g++) {
+        const page = rowOf(s)[Math.floor(g / lpp)];
+        digestRef(big.k, shape, page, g % lpp, Math.min(logicalPageSize, len - g * logicalPageSize), want);
+        for (let h = 0; h < numKvHeads; h++) {
+          const o = digestOffset(shape, page, g % lpp, h);
+          for (let i = 0; i < 2 * headDim; i++) {
+            gotSel.push(got[o + i]);
+            wantSel.push(want[o + i]);
+          }
+        }
+      }
+    });
+    assertClose(
+      gotSel,
+      wantSel,
+      EXACT,
+      `${what} seed=${c.seed} page=${pageSize}/${logicalPageSize} hd=${headDim} lens=${lensNow}`,
+    );
+  };
+
+  // Prefill: every logical page of every sequence.
+  runDigest(
+    digestEntries(
+      lens.map((l, s) => ({ pages: rowOf(s), start: 0, end: l })),
+      pageSize,
+      logicalPageSize,
+    ),
+  );
+  await check(lens, 'digests after prefill');
+
+  // Append: write the new keys into the cache, then recompute only the touched logical pages.
+  final.forEach((f, s) => {
+    for (let j = lens[s]; j < f; j++) {
+      const page = rowOf(s)[Math.floor(j / pageSize)];
+      for (let h = 0; h < numKvHeads; h++) writeSlot(big, 'k', page, j % pageSize, h, rng.normalArray(headDim, 2));
+    }
+  });
+  gpu.write(kCache, big.kWords);
+  runDigest(
+    digestEntries(
+      final.map((f, s) => ({ pages: rowOf(s), start: lens[s], end: f })),
+      pageSize,
+      logicalPageSize,
+    ),
+  );
+  await check(final, 'digests after append');
+  arena.destroy();
+}
+
+test('page digests equal the reference min/max after prefill and after appends (partial logical pages)', async () => {
+  let seed = 1;
+  for (const [pageSize, logicalPageSize] of [
+    [64, 16],
+    [32, 16],
+    [16, 16],
+    [64, 8],
+  ]) {
+    for (const headDim of [48, 128]) {
+      await runCase({ seed: seed++, pageSize, logicalPageSize, headDim, numKvHeads: 1 + (seed % 3) });
+    }
+  }
+  await runCase({ seed: 99, pageSize: 64, logicalPageSize: 16, headDim: 36, numKvHeads: 2, maxWorkgroupsPerDim: 3 });
+});
+
+test('page digest rejects bad shapes', async () => {
+  const gpu = await testGpu();
+  const kernel = new PageDigestKernel(gpu);
+  const arena = new UniformArena(gpu);
+  const buf = gpu.createBuffer('x', 1 << 16);
+  const small = gpu.createBuffer('d', 1024);
+  const base = {
+    kCache: buf,
+    entries: buf,
+    digests: small,
+    numEntries: 1,
+    numKvHeads: 1,
+    headDim: 64,
+    pageSize: 64,
+    logicalPageSize: 16,
+  };
+  assert.throws(() => kernel.encode({} as GPUComputePassEncoder, arena, { ...base, logicalPageSize: 24 }), /divide/);
+  assert.throws(() => kernel.encode({} as GPUComputePassEncoder, arena, { ...base, headDim: 63 }), /even/);
+  assert.throws(() => kernel.encode({} as GPUComputePassEncoder, arena, { ...base, numKvHeads: 2 }), /digests binding/);
+  arena.destroy();
+});
