@@ -5,6 +5,7 @@
 import { SiftError } from './config/errors.js';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main: (argv: string[]) => Promise<number> }> }> = {
+  serve: { summary: 'serve the OpenAI-compatible HTTP/SSE API (chat, completions, models, health, metrics)', load: () => import('./engine/cli/serve.js') },
   generate: { summary: 'generate tokens from a prompt (text, chat or token ids)', load: () => import('./engine/cli/generate.js') },
   pull: { summary: 'download and convert a known model (e.g. stories15M) into the models folder', load: () => import('./engine/cli/pull.js') },
   bench: { summary: 'benchmark the forward pass (prefill and decode tokens/s)', load: () => import('./engine/cli/bench.js') },

@@ -1,0 +1,86 @@
+/**
+ * HTTP server configuration (`sift serve`): where to listen, which model to serve, API keys, limits.
+ * Layered like every section: defaults < config file ("server": {...}) < SIFT_SERVER_* env < CLI flags.
+ * The context limit is the engine's (`--max-context`, config/engine.ts): serve warns when it exceeds the
+ * model's trained length.
+ */
+import { resolveSection, type SectionSpec, type SectionValues } from './schema.js';
+
+export const SERVER_SPEC = {
+  host: {
+    kind: 'string',
+    default: '127.0.0.1',
+    doc: 'address to listen on (0.0.0.0 exposes the server to the network)',
+  },
+  port: { kind: 'int', default: 8000, min: 0, max: 65535, doc: 'TCP port (0 = any free port)' },
+  model: {
+    kind: 'string',
+    default: 'stories15M',
+    doc: 'model to serve: a known model name (fetched on first use) or an HF directory',
+  },
+  servedModelName: {
+    kind: 'string',
+    default: '',
+    doc: 'name clients pass as `model` (default: the model name, or the directory name for a path)',
+  },
+  apiKeys: {
+    kind: 'string',
+    default: '',
+    doc: 'comma-separated API keys accepted as "Authorization: Bearer KEY"; empty = no authentication',
+  },
+  maxBodyBytes: {
+    kind: 'int',
+    default: 8 * 1024 * 1024,
+    min: 1024,
+    max: 1 << 30,
+    doc: 'largest request body in bytes (larger -> 413)',
+  },
+  maxWaiting: {
+    kind: 'int',
+    default: 256,
+    min: 0,
+    max: 1 << 20,
+    doc: 'requests allowed to wait for the engine before new ones get 429 (0 = no limit)',
+  },
+  requestTimeoutMs: {
+    kind: 'int',
+    default: 0,
+    min: 0,
+    max: 24 * 3600 * 1000,
+    doc: 'give up generating this many ms after a request arrives and return what exists (0 = no limit)',
+  },
+  keepAliveMs: {
+    kind: 'int',
+    default: 5000,
+    min: 1,
+    max: 600_000,
+    doc: 'SSE comment (": keep-alive") after this many ms without output, e.g. during a long prefill',
+  },
+  shutdownGraceMs: {
+    kind: 'int',
+    default: 10_000,
+    min: 0,
+    max: 600_000,
+    doc: 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled',
+  },
+  logLevel: {
+    kind: 'string',
+    default: 'info',
+    choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    doc: 'pino log level',
+  },
+} as const satisfies SectionSpec;
+
+export type ServerConfig = SectionValues<typeof SERVER_SPEC>;
+
+export function serverConfig(layers: Parameters<typeof resolveSection>[2] = {}): ServerConfig {
+  return resolveSection('SERVER', SERVER_SPEC, layers);
+}
+
+/** The configured API keys as a list (empty = authentication off). */
+export function apiKeyList(cfg: Pick<ServerConfig, 'apiKeys'>): string[] {
+  return cfg.apiKeys
+    .split(',')
+    .map((k) => k.trim())
+    .filter((k) => k !== '');
+}

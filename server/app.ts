@@ -1,0 +1,86 @@
+/**
+ * The app factory: a fastify instance with the OpenAI routes, errors, auth and metrics wired, not listening
+ * (server.ts listens). The engine may be null while the model loads: `app.sift.state.ready(engine, text)`
+ * installs it later, and until then /health and the generation routes answer 503.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import type { Logger } from 'pino';
+import { apiKeyList, type ServerConfig, serverConfig } from '../config/server.js';
+import type { EngineClient } from '../engine/client.js';
+import type { TextSide } from '../engine/text.js';
+import auth from './auth.js';
+import { EngineState } from './engine-state.js';
+import './context.js';
+import errors from './errors.js';
+import { ServerMetrics } from './metrics.js';
+import { definePlugin } from './plugin.js';
+import chat from './routes/chat.js';
+import completions from './routes/completions.js';
+import health from './routes/health.js';
+import metricsRoute from './routes/metrics.js';
+import models from './routes/models.js';
+
+export type { SiftContext } from './context.js';
+
+export interface AppOptions {
+  /** The engine, or null while the model loads. */
+  engine: EngineClient | null;
+  /** The model's text side, or null while the model is fetched (then passed to state.ready). */
+  text: TextSide | null;
+  /** Server config; default: the defaults. */
+  config?: ServerConfig;
+  /** pino logger; default: no logging. */
+  logger?: Logger;
+  /** Name clients pass as `model`; default config.servedModelName, else the engine's modelName. */
+  modelName?: string;
+}
+
+const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
+
+/** X-Request-Id from the client when it is a sane token, else a fresh UUID. */
+function requestId(req: IncomingMessage): string {
+  const h = req.headers['x-request-id'];
+  return typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();
+}
+
+export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
+  const config = opts.config ?? serverConfig();
+  const app = Fastify({
+    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
+    genReqId: requestId,
+    // fastify's own two lines per request are off: respond.ts logs one summary line per generation request.
+    logController: new LogController({ requestIdLogLabel: 'reqId', disableRequestLogging: true }),
+    bodyLimit: config.maxBodyBytes,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+  });
+  const state = new EngineState(opts.engine, opts.text, opts.modelName || config.servedModelName || null);
+  const metrics = new ServerMetrics(() => state.engine?.stats() ?? null);
+
+  const context = definePlugin(
+    async (instance: FastifyInstance) => {
+      instance.decorate('sift', { state, metrics, config });
+      instance.addHook('onRequest', async (request, reply) => {
+        reply.header('x-request-id', request.id);
+      });
+      instance.addHook('onResponse', async (request, reply) => {
+        request.log.debug(
+          { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+          'response sent',
+        );
+      });
+    },
+    { name: 'sift-context' },
+  );
+
+  await app.register(errors);
+  await app.register(context);
+  await app.register(auth, { apiKeys: apiKeyList(config) });
+  await app.register(health);
+  await app.register(metricsRoute);
+  await app.register(models);
+  await app.register(chat);
+  await app.register(completions);
+  return app as unknown as FastifyInstance;
+}

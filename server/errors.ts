@@ -1,0 +1,127 @@
+/**
+ * Every failure the HTTP API reports, mapped ONCE to OpenAI's error body `{"error": {message, type, param, code}}`:
+ * sift's SiftError catalogue (config/errors.ts), fastify's own errors (schema validation, body too large, bad
+ * JSON, unknown route) and anything unexpected. 5xx bodies carry a fixed public message, never internals (the
+ * full error goes to the log with the request id). 429 adds Retry-After.
+ */
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { type ErrorCode, SiftError } from '../config/errors.js';
+import { definePlugin } from './plugin.js';
+import type { ErrorBody } from './protocol.js';
+
+/** Seconds a client should wait before retrying a 429. */
+export const RETRY_AFTER_S = 1;
+
+/** What 5xx clients are told, per code (everything else: "internal server error"). */
+const PUBLIC_5XX: Partial<Record<ErrorCode, string>> = {
+  NOT_READY: 'the model is still loading; retry shortly',
+  DEVICE_LOST: 'the engine is unavailable (GPU device lost)',
+  TIMEOUT: 'the request timed out',
+};
+
+/** OpenAI's `code` for a SiftError code: lowercase, with OpenAI's names where they exist. */
+function wireCode(code: ErrorCode): string {
+  if (code === 'UNAUTHORIZED') return 'invalid_api_key';
+  if (code === 'QUEUE_FULL') return 'rate_limit_exceeded';
+  return code.toLowerCase();
+}
+
+export interface MappedError {
+  status: number;
+  body: ErrorBody;
+  /** True when the error is the server's fault (logged at error level with its stack). */
+  internal: boolean;
+}
+
+/** "/messages/0/role" -> "messages[0].role". */
+export function jsonPathToParam(instancePath: string, extra?: string): string {
+  const parts = instancePath.split('/').filter((p) => p !== '');
+  if (extra) parts.push(extra);
+  let out = '';
+  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out === '' ? p : `.${p}`;
+  return out;
+}
+
+interface AjvError {
+  instancePath: string;
+  keyword: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+function fromValidation(errs: AjvError[]): SiftError {
+  // anyOf (nullable fields, prompt forms) reports each branch; the first error is the informative one.
+  const e = errs[0];
+  if (e.keyword === 'required') {
+    const param = jsonPathToParam(e.instancePath, String(e.params.missingProperty));
+    return new SiftError('INVALID_ARGUMENT', `${param} is required`, { param });
+  }
+  const param = jsonPathToParam(e.instancePath) || 'body';
+  let msg = `${param} ${e.message ?? 'is invalid'}`;
+  if (e.keyword === 'enum' && Array.isArray(e.params.allowedValues)) msg += `: ${e.params.allowedValues.join(', ')}`;
+  return new SiftError('INVALID_ARGUMENT', msg, { param });
+}
+
+/** Maps any thrown value to the status and body the client sees. */
+export function mapError(err: unknown): MappedError {
+  let e: SiftError | null = null;
+  if (err instanceof SiftError) e = err;
+  else if (err && typeof err === 'object') {
+    const fe = err as FastifyError & { validation?: AjvError[] };
+    if (Array.isArray(fe.validation) && fe.validation.length) e = fromValidation(fe.validation);
+    else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      e = new SiftError('BODY_TOO_LARGE', 'the request body is too large');
+    else if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+      // fastify's client errors (bad JSON, media type, ...): their messages describe the request, not us.
+      return {
+        status: fe.statusCode,
+        internal: false,
+        body: {
+          error: {
+            message: fe.message,
+            type: 'invalid_request_error',
+            param: null,
+            code: (fe.code ?? 'bad_request').toLowerCase(),
+          },
+        },
+      };
+    }
+  }
+  if (e === null) {
+    return {
+      status: 500,
+      internal: true,
+      body: { error: { message: 'internal server error', type: 'server_error', param: null, code: 'internal' } },
+    };
+  }
+  const internal = e.status >= 500;
+  return {
+    status: e.status,
+    internal,
+    body: {
+      error: {
+        message: internal ? (PUBLIC_5XX[e.code] ?? 'internal server error') : e.message,
+        type: e.type,
+        param: internal ? null : e.param,
+        code: wireCode(e.code),
+      },
+    },
+  };
+}
+
+async function errorsPlugin(app: FastifyInstance): Promise<void> {
+  app.setErrorHandler((err, request, reply) => {
+    const m = mapError(err);
+    if (m.internal) request.log.error({ err }, 'request failed');
+    else
+      request.log.info({ status: m.status, code: m.body.error.code, param: m.body.error.param }, m.body.error.message);
+    if (m.status === 429) reply.header('retry-after', String(RETRY_AFTER_S));
+    return reply.code(m.status).type('application/json').send(m.body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const m = mapError(new SiftError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
+    return reply.code(m.status).send(m.body);
+  });
+}
+
+export default definePlugin(errorsPlugin, { name: 'sift-errors' });

@@ -1,0 +1,198 @@
+/**
+ * OpenAI protocol types in one module: the request bodies sift accepts and the responses, stream chunks and
+ * errors it sends, shaped as openai-node's types (snake_case on the wire). sift's own knob, `attention`, rides
+ * along as an extra body field (as vLLM's extra_body) and is reported back in `usage.attention`.
+ */
+
+/** sift's per-request attention choice (extra body field). */
+export interface AttentionParams {
+  /** "dense" attends to every KV token; "sparse" uses page selection and streaming heads. */
+  mode: 'dense' | 'sparse';
+  /** KV tokens a sparse decode step may attend to (retrieval heads). */
+  token_budget?: number;
+}
+
+/** Fields shared by both generation endpoints. */
+export interface CommonParams {
+  /** Must equal the served model's name (GET /v1/models), else 404 model_not_found. */
+  model: string;
+  /** Most tokens to generate; default: the rest of the context. */
+  max_tokens?: number | null;
+  /** 0 = greedy; in [0, 2]. Default 1. */
+  temperature?: number | null;
+  /** Nucleus sampling mass in (0, 1]. Default 1. */
+  top_p?: number | null;
+  /** Keep only the k most likely tokens; 0 or -1 = off (vLLM's extension). */
+  top_k?: number | null;
+  /** Seed of the sampler; same seed, same tokens. With n > 1, choice i uses seed + i. */
+  seed?: number | null;
+  /** Up to 4 strings; generation stops before the first one appears in the text (not included). */
+  stop?: string | string[] | null;
+  /** Completions per prompt (independent requests). Default 1. */
+  n?: number | null;
+  /** In [-2, 2]: penalize tokens that already appeared (once / per occurrence). */
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  /** Stream chunks as server-sent events. */
+  stream?: boolean | null;
+  stream_options?: {
+    /** Send a final chunk with `usage` and empty `choices`. */ include_usage?: boolean | null;
+  } | null;
+  /** End-user id; logged, not used. */
+  user?: string;
+  /** sift: attention mode and token budget for this request. */
+  attention?: AttentionParams;
+}
+
+export interface ChatMessageParam {
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: string | Array<{ type: 'text'; text: string }> | null;
+  name?: string;
+}
+
+export interface ChatCompletionRequest extends CommonParams {
+  messages: ChatMessageParam[];
+  /** OpenAI's newer name for max_tokens (takes precedence). */
+  max_completion_tokens?: number | null;
+  /** Return the sampled tokens' log probabilities. */
+  logprobs?: boolean | null;
+  /** With logprobs: this many most likely alternatives per position (0..20). */
+  top_logprobs?: number | null;
+}
+
+export interface CompletionRequest extends CommonParams {
+  /** Text, a list of texts, token ids, or a list of token-id lists. */
+  prompt: string | string[] | number[] | number[][];
+  /** Return logprobs of the sampled token and this many alternatives (0..20). */
+  logprobs?: number | null;
+}
+
+/** Why a choice ended, in OpenAI's words. */
+export type FinishReasonWire = 'stop' | 'length';
+
+export interface AttentionUsageWire {
+  mode: 'dense' | 'sparse';
+  /** Mean KV tokens attended per decode step (per retrieval head). */
+  mean_tokens_attended: number;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { /** Prompt tokens served from the prefix cache. */ cached_tokens: number };
+  /** sift: how attention was computed (token-weighted over the request's choices). */
+  attention: AttentionUsageWire;
+}
+
+/** One alternative in chat logprobs. */
+export interface ChatTopLogprob {
+  token: string;
+  logprob: number;
+  /** UTF-8 bytes of `token`. */
+  bytes: number[] | null;
+}
+
+export interface ChatTokenLogprob extends ChatTopLogprob {
+  top_logprobs: ChatTopLogprob[];
+}
+
+export interface ChatLogprobs {
+  content: ChatTokenLogprob[] | null;
+}
+
+/** Completions logprobs (the legacy shape). */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Array<Record<string, number>> | null;
+  text_offset: number[];
+}
+
+export interface ChatCompletion {
+  /** "chatcmpl-..." */
+  id: string;
+  object: 'chat.completion';
+  /** Unix seconds. */
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    message: { role: 'assistant'; content: string };
+    logprobs: ChatLogprobs | null;
+    finish_reason: FinishReasonWire;
+  }>;
+  usage: Usage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    delta: { role?: 'assistant'; content?: string };
+    logprobs: ChatLogprobs | null;
+    finish_reason: FinishReasonWire | null;
+  }>;
+  /** Present (null) on every chunk when include_usage is set; the last chunk carries the numbers. */
+  usage?: Usage | null;
+}
+
+export interface Completion {
+  /** "cmpl-..." */
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    text: string;
+    logprobs: CompletionLogprobs | null;
+    finish_reason: FinishReasonWire;
+  }>;
+  usage: Usage;
+}
+
+/** Streamed completions reuse the `text_completion` object with partial text. */
+export interface CompletionChunk {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    text: string;
+    logprobs: CompletionLogprobs | null;
+    finish_reason: FinishReasonWire | null;
+  }>;
+  usage?: Usage | null;
+}
+
+export interface ModelCard {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: 'sift';
+  /** Context limit in tokens (vLLM's field). */
+  max_model_len: number;
+}
+
+export interface ModelList {
+  object: 'list';
+  data: ModelCard[];
+}
+
+/** Every error body: `{"error": {...}}`. */
+export interface ErrorBody {
+  error: {
+    message: string;
+    /** invalid_request_error, rate_limit_error, server_error. */
+    type: string;
+    /** The request field at fault, e.g. "temperature" or "messages[0].role". */
+    param: string | null;
+    /** Stable lowercase code, e.g. "context_length_exceeded", "model_not_found". */
+    code: string | null;
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * A deterministic EngineClient for server tests (no GPU): it "generates" a fixed script of token ids. Greedy
+ * requests start at the script's beginning, a seeded request at an offset derived from its seed (same seed,
+ * same tokens), an unseeded sampled one at a random offset. It keeps KV-page accounting like the real loop
+ * (pages held while a request lives), honours cancel and timeouts at once, and can be told to fail.
+ */
+import { SiftError } from '../../config/errors.js';
+import type {
+  EngineClient,
+  EngineStats,
+  FinishReason,
+  GenerationEvent,
+  GenerationRequest,
+  RequestHandle,
+} from '../../engine/client.js';
+import type { TextSide } from '../../engine/text.js';
+
+export const STORY =
+  'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she saw a big, red ball in the sky.';
+
+export interface FakeOptions {
+  modelName?: string;
+  maxContext?: number;
+  /** Token ids the fake emits in order (wrapping around). */
+  script: number[];
+  /** Delay before the first token (a "prefill"), with a progress event every progressMs meanwhile. */
+  prefillMs?: number;
+  progressMs?: number;
+  /** Delay between tokens; 0 = next macrotask. */
+  tokenMs?: number;
+  /** submit() throws this. */
+  submitError?: Error;
+  /** After this many tokens, finish with 'error' (and this error). */
+  failAfter?: { tokens: number; error: Error };
+  /** Reported by stats().waiting (to test the server's own queue limit). */
+  waiting?: number;
+  kvPagesTotal?: number;
+  pageSize?: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => (ms > 0 ? setTimeout(r, ms) : setImmediate(r)));
+
+export class FakeEngine implements EngineClient {
+  readonly modelName: string;
+  readonly maxContext: number;
+  readonly submitted: GenerationRequest[] = [];
+  readonly cancelled = new Set<string>();
+  private readonly live = new Map<string, number>();
+  private totals = { prompt: 0, generated: 0 };
+  shutdownCalls = 0;
+  private accepting = true;
+  private readonly cancels = new Map<string, () => void>();
+
+  constructor(readonly opts: FakeOptions) {
+    this.modelName = opts.modelName ?? 'fake-model';
+    this.maxContext = opts.maxContext ?? 256;
+  }
+
+  static async story(text: TextSide, opts: Partial<FakeOptions> = {}): Promise<FakeEngine> {
+    const script = await text.tokenizer.encode(STORY, { addBos: false });
+    return new FakeEngine({ script, ...opts });
+  }
+
+  /** The ids a request with these parameters produces (before stop ids / limits). */
+  startOffset(req: GenerationRequest): number {
+    if (req.sampling.temperature === 0) return 0;
+    const s = req.sampling.seed ?? Math.floor(Math.random() * 1e9);
+    return (Math.abs(s) * 7 + 3) % this.opts.script.length;
+  }
+
+  submit(req: GenerationRequest): RequestHandle {
+    if (this.opts.submitError) throw this.opts.submitError;
+    if (!this.accepting) throw new SiftError('NOT_READY', 'shutting down');
+    if (req.promptIds.length + 1 > this.maxContext) throw new SiftError('CONTEXT_LENGTH_EXCEEDED', 'prompt too long');
+    this.submitted.push(req);
+    let cancelled = false;
+    const self = this;
+    const pageSize = this.opts.pageSize ?? 16;
+    const t0 = performance.now();
+    this.live.set(req.id, Math.ceil(req.promptIds.length / pageSize));
+    async function* run(): AsyncGenerator<GenerationEvent> {
+      const script = self.opts.script;
+      let off = self.startOffset(req);
+      let n = 0;
+      let ttft: number | null = null;
+      const done = (finishReason: FinishReason, error?: Error): GenerationEvent => {
+        self.live.delete(req.id);
+        self.cancels.delete(req.id);
+        self.totals.prompt += req.promptIds.length;
+        self.totals.generated += n;
+        return {
+          type: 'done',
+          finishReason,
+          usage: { promptTokens: req.promptIds.length, completionTokens: n, cachedTokens: 0 },
+          attention: { mode: req.attention?.mode ?? 'dense', meanTokensAttended: req.promptIds.length + n / 2 },
+          timings: { queuedMs: 0, ttftMs: ttft, durationMs: performance.now() - t0 },
+          ...(error ? { error } : {}),
+        };
+      };
+      const prefill = self.opts.prefillMs ?? 0;
+      const step = self.opts.progressMs ?? prefill;
+      for (let t = 0; t < prefill && !cancelled; t += step) {
+        await sleep(Math.min(step, prefill - t));
+        yield {
+          type: 'progress',
+          promptTokensDone: Math.min(req.promptIds.length, Math.round(((t + step) / prefill) * req.promptIds.length)),
+          promptTokens: req.promptIds.length,
+        };
+      }
+      for (;;) {
+        if (cancelled) return yield done('cancelled');
+        if (req.timeoutMs !== undefined && performance.now() - t0 > req.timeoutMs) return yield done('timeout');
+        if (self.opts.failAfter && n >= self.opts.failAfter.tokens)
+          return yield done('error', self.opts.failAfter.error);
+        if (n >= req.maxTokens || req.promptIds.length + n >= self.maxContext) return yield done('length');
+        const id = script[off++ % script.length];
+        if (req.stopIds.includes(id)) return yield done('stop');
+        n++;
+        ttft ??= performance.now() - t0;
+        self.live.set(req.id, Math.ceil((req.promptIds.length + n) / pageSize));
+        const ev: GenerationEvent = { type: 'token', id };
+        if (req.topLogprobs !== undefined) {
+          ev.logprob = -0.25 * (n % 4);
+          ev.topLogprobs = Array.from({ length: req.topLogprobs }, (_, k) => ({
+            id: k === 0 ? id : (id + k) % 32000,
+            logprob: -0.25 * (n % 4) - k,
+          }));
+        }
+        yield ev;
+        await sleep(self.opts.tokenMs ?? 0);
+      }
+    }
+    const events = run();
+    const cancel = () => {
+      if (!cancelled) this.cancelled.add(req.id);
+      cancelled = true;
+    };
+    this.cancels.set(req.id, cancel);
+    return { id: req.id, cancel, [Symbol.asyncIterator]: () => events };
+  }
+
+  stats(): EngineStats {
+    let used = 0;
+    for (const p of this.live.values()) used += p;
+    const total = this.opts.kvPagesTotal ?? 1024;
+    return {
+      running: this.live.size,
+      waiting: this.opts.waiting ?? 0,
+      kvPagesTotal: total,
+      kvPagesUsed: used,
+      kvPagesCached: 0,
+      kvUsage: used / total,
+      preemptions: 0,
+      prefixQueries: 0,
+      prefixHits: 0,
+      promptTokens: this.totals.prompt,
+      generationTokens: this.totals.generated,
+      attendedShare: 1,
+    };
+  }
+
+  /** As the real loop: stop admitting, wait up to graceMs for live requests, cancel the rest. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.shutdownCalls++;
+    this.accepting = false;
+    const t0 = performance.now();
+    while (this.live.size && performance.now() - t0 < graceMs) await sleep(5);
+    for (const c of [...this.cancels.values()]) c();
+    while (this.live.size) await sleep(1);
+  }
+}

@@ -1,0 +1,144 @@
+/** listen() and graceful shutdown over real sockets (fake engine), and `sift serve` as a process (real model). */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import path from 'node:path';
+import { test } from 'node:test';
+import { buildApp } from '../../server/app.js';
+import { listen, shutdown } from '../../server/server.js';
+import { FakeEngine } from './fake-engine.js';
+import { cfg, lastEvent, parseSse, storiesText } from './helpers.js';
+
+function post(url: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${url}/v1/completions`,
+      { method: 'POST', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let b = '';
+        res.on('data', (c: Buffer) => (b += c.toString('utf8')));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+test('/health over HTTP: 503 while loading, 200 once the engine is installed', async (t) => {
+  const text = await storiesText();
+  const app = await buildApp({ engine: null, text: null, config: cfg() });
+  t.after(() => app.close());
+  const { url, port } = await listen(app, { host: '127.0.0.1', port: 0 });
+  assert.ok(port > 0);
+  assert.equal(url, `http://127.0.0.1:${port}`);
+  assert.equal((await fetch(`${url}/health`)).status, 503);
+  app.sift.state.ready(await FakeEngine.story(text), text);
+  assert.equal((await fetch(`${url}/health`)).status, 200);
+});
+
+test('shutdown: in-flight streams finish within the grace period; new connections are refused', async () => {
+  const text = await storiesText();
+  const fake = await FakeEngine.story(text, { tokenMs: 10 });
+  const app = await buildApp({ engine: fake, text, config: cfg() });
+  const { url } = await listen(app, { host: '127.0.0.1', port: 0 });
+  const inflight = post(url, { model: 'fake-model', prompt: 'x', max_tokens: 20, temperature: 0, stream: true });
+  while (fake.stats().running === 0) await new Promise((r) => setTimeout(r, 2));
+  await shutdown(app, fake, 5000);
+  const r = await inflight;
+  const s = parseSse(r.body);
+  assert.ok(s.done);
+  assert.equal(lastEvent(s).choices[0].finish_reason, 'length');
+  assert.equal(fake.cancelled.size, 0);
+  assert.equal(fake.shutdownCalls, 1);
+  await assert.rejects(fetch(`${url}/health`));
+});
+
+test('shutdown: past the grace period the engine cancels what is left and streams still end cleanly', async () => {
+  const text = await storiesText();
+  const fake = await FakeEngine.story(text, { tokenMs: 20 });
+  const app = await buildApp({ engine: fake, text, config: cfg() });
+  const { url } = await listen(app, { host: '127.0.0.1', port: 0 });
+  const inflight = post(url, { model: 'fake-model', prompt: 'x', max_tokens: 200, temperature: 0, stream: true });
+  while (fake.stats().running === 0) await new Promise((r) => setTimeout(r, 2));
+  const t0 = performance.now();
+  await shutdown(app, fake, 100);
+  assert.ok(performance.now() - t0 < 2000);
+  const s = parseSse((await inflight).body);
+  assert.ok(s.done);
+  assert.equal(fake.cancelled.size, 1);
+});
+
+test('sift serve: 200 once loaded, answers, and exits 0 on SIGTERM after finishing in-flight work', async () => {
+  const cli = path.resolve('dist/cli.js');
+  const child = spawn(
+    process.execPath,
+    [cli, 'serve', '--port', '0', '--log-level', 'info', '--shutdown-grace-ms', '5000', '--api-key', 'k1'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let url = '';
+  let ready = false;
+  let out = '';
+  const waitFor = (pred: () => boolean, what: string, ms = 60000) =>
+    new Promise<void>((resolve, reject) => {
+      const t0 = Date.now();
+      const tick = () =>
+        pred()
+          ? resolve()
+          : Date.now() - t0 > ms
+            ? reject(new Error(`timed out waiting for ${what}\n${out}`))
+            : setTimeout(tick, 20);
+      tick();
+    });
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+    for (const line of out.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const j = JSON.parse(line) as { msg: string; url?: string };
+      if (j.url && !url) url = j.url;
+      if (j.msg === 'model ready') ready = true;
+    }
+  });
+  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  try {
+    await waitFor(() => url !== '', 'the listening line');
+    await waitFor(() => ready, 'model ready');
+    assert.equal((await fetch(`${url}/health`)).status, 200);
+    const headers = { 'content-type': 'application/json', authorization: 'Bearer k1' };
+    const body = JSON.stringify({
+      model: 'stories15M',
+      prompt: 'Once upon a time',
+      max_tokens: 12,
+      temperature: 0,
+      stream: true,
+    });
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers, body });
+    assert.equal(res.status, 200);
+    const reader = res.body?.getReader();
+    assert.ok(reader);
+    let sse = '';
+    const first = await reader.read();
+    sse += Buffer.from(first.value ?? []).toString('utf8');
+    child.kill('SIGTERM');
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      sse += Buffer.from(value).toString('utf8');
+    }
+    const s = parseSse(sse);
+    assert.ok(s.done, 'the in-flight stream finished');
+    assert.equal(
+      s.events.map((e) => (e.choices as Array<{ text: string }>)[0]?.text ?? '').join(''),
+      ', there was a little girl named Lily. She loved',
+    );
+    assert.equal(await exited, 0);
+    assert.match(out, /"msg":"shutdown complete"/);
+    assert.match(out, /"msg":"request done"/);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
