@@ -7,6 +7,11 @@
  * sequences and decode tokens of many sequences share one dispatch. GQA: query head h reads KV head
  * h / (numHeads / numKvHeads). Softmax is the numerically stable online form, in f32.
  *
+ * Head range (retrieval heads after the head permutation, engine/model/head-permutation.ts): with `qHeadOffset` and
+ * `qRowHeads` the kernel processes query heads [qHeadOffset, qHeadOffset + numHeads) of q/out rows of qRowHeads
+ * heads against a cache of numKvHeads heads (local head h -> cache head h / (numHeads / numKvHeads)). Defaults
+ * (offset 0, qRowHeads = numHeads) are the plain all-heads case. Heads outside the range are left untouched in out.
+ *
  * Two variants, same bindings and results:
  * - 'workgroup' (GPUs): a workgroup of 64 threads per (token, head) splits each tile of 64 keys across threads,
  *   then every thread accumulates its own output dims over the tile.
@@ -29,20 +34,45 @@ const LANES = 8;
 export const MAX_HEAD_DIM = 256;
 
 export interface AttentionArgs {
-  q: Binding; // (T, numHeads, headDim) f32, after RoPE
+  q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step's tokens written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each query token
   positions: Binding; // (T) u32 absolute position of each query token
-  out: Binding; // (T, numHeads, headDim) f32, must not alias q
+  out: Binding; // (T, qRowHeads, headDim) f32, must not alias q
   T: number;
-  numHeads: number;
-  numKvHeads: number; // divides numHeads
+  numHeads: number; // query heads processed
+  numKvHeads: number; // KV heads in the cache; divides numHeads
   headDim: number; // even, 2..256
   pageSize: number;
   maxPagesPerSeq: number;
   scale: number; // softmax scale, usually 1 / sqrt(headDim)
+  /** First query head of the q/out rows processed. Default 0. */
+  qHeadOffset?: number;
+  /** Query heads per q/out row (>= qHeadOffset + numHeads). Default numHeads. */
+  qRowHeads?: number;
+}
+
+/** Checks and resolves a query head range [qHeadOffset, qHeadOffset + numHeads) of rows of qRowHeads heads. */
+export function headRange(
+  kernel: string,
+  numHeads: number,
+  qHeadOffset = 0,
+  qRowHeads = numHeads + qHeadOffset,
+): { qHeadOffset: number; qRowHeads: number } {
+  if (
+    !Number.isInteger(qHeadOffset) ||
+    qHeadOffset < 0 ||
+    !Number.isInteger(qRowHeads) ||
+    qHeadOffset + numHeads > qRowHeads
+  ) {
+    throw new SiftError(
+      'INTERNAL',
+      `${kernel}: head range [${qHeadOffset}, ${qHeadOffset + numHeads}) does not fit rows of ${qRowHeads} heads`,
+    );
+  }
+  return { qHeadOffset, qRowHeads };
 }
 
 export interface AttentionOptions {
@@ -85,6 +115,7 @@ export class AttentionKernel {
     if (pages < 1 || (pages * a.pageSize * a.numKvHeads * a.headDim) / 2 >= 2 ** 32) {
       throw new SiftError('INTERNAL', `attention: cache holds ${pages} pages; need 1 to u32-indexable`);
     }
+    const r = headRange('attention', a.numHeads, a.qHeadOffset, a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads);
     const u = arena.alloc(
       uniforms([
         ['u32', a.T],
@@ -94,6 +125,11 @@ export class AttentionKernel {
         ['u32', a.pageSize],
         ['u32', a.maxPagesPerSeq],
         ['f32', a.scale],
+        ['u32', r.qHeadOffset],
+        ['u32', r.qRowHeads],
+        ['u32', 0],
+        ['u32', 0],
+        ['u32', 0],
       ]),
     );
     const [x, y] = grid2d(this.gpu, a.T * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);

@@ -18,14 +18,15 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let th = wid.y * nwg.x + wid.x; // t * nHeads + h
+  let th = wid.y * nwg.x + wid.x; // t * nHeads + h (local head)
   if (th >= p.tokens * p.nHeads) { return; }
   let t = th / p.nHeads;
   let h = th - t * p.nHeads;
   let kvh = h / p.group;
+  let qo = qOffset(t, h);
   let seq = tokenSeq[t];
   let nKeys = positions[t] + 1u;
-  for (var w = lid; w < HW; w += WG) { qs[w] = q[th * HW + w] * p.scale; }
+  for (var w = lid; w < HW; w += WG) { qs[w] = q[qo + w] * p.scale; }
   workgroupBarrier();
 
   var m = NEG_BIG;
@@ -66,6 +67,6 @@ fn main(
   let inv = 1.0 / l;
   for (var c = 0u; c < DPW; c++) {
     let w = lid + c * WG;
-    if (w < HW) { out[th * HW + w] = acc[c] * inv; }
+    if (w < HW) { out[qo + w] = acc[c] * inv; }
   }
 }

@@ -1,6 +1,9 @@
 // Shared by attention.wgsl and attention_lanes.wgsl: parameters, bindings and block-table addressing of
 // paged causal attention. Query token t (sequence tokenSeq[t], position positions[t]) attends to keys 0..pos of
 // its sequence, read through the block table; query head h uses KV head h / group (GQA).
+// Head range: the kernel processes query heads [qHeadOffset, qHeadOffset + nHeads) of q/out rows that hold qRowHeads
+// heads each (retrieval heads come first after the head permutation, engine/model/head-permutation.ts); local head
+// h reads KV head h / group of a cache that holds nKvHeads heads. Defaults: offset 0, qRowHeads = nHeads.
 // The caches hold f16 packed in pairs into u32 words (element 2i in the low half, 2i+1 in the high half; see
 // shaders/kv_write.ts): kernels read them with unpack2x16float and do all math in f32. q and out are f32, bound as
 // vec2 pairs (HD is even).
@@ -13,16 +16,20 @@ struct Params {
   pageSize: u32,        // tokens per page
   maxPagesPerSeq: u32,  // block table row length
   scale: f32,           // softmax scale, usually 1 / sqrt(headDim)
+  qHeadOffset: u32,     // first query head of q/out rows processed
+  qRowHeads: u32,       // query heads per q/out row (row stride in heads)
   _p0: u32,
+  _p1: u32,
+  _p2: u32,
 }
 
-@group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, nHeads, HW) f32 pairs
+@group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(4) var<storage, read> tokenSeq: array<u32>;     // (T) block-table row of each query token
 @group(0) @binding(5) var<storage, read> positions: array<u32>;    // (T) absolute position of each query token
-@group(0) @binding(6) var<storage, read_write> out: array<vec2<f32>>; // (T, nHeads, HW) f32 pairs
+@group(0) @binding(6) var<storage, read_write> out: array<vec2<f32>>; // (T, qRowHeads, HW) f32 pairs
 @group(0) @binding(7) var<uniform> p: Params;
 
 const HD: u32 = $HD;          // head dim (pipelines are specialised per head dim), even
@@ -33,4 +40,9 @@ const NEG_BIG: f32 = -3.0e38; // "minus infinity" that keeps exp() and max() fin
 fn kvOffset(seq: u32, j: u32, kvh: u32) -> u32 {
   let page = blockTable[seq * p.maxPagesPerSeq + j / p.pageSize];
   return ((page * p.pageSize + j % p.pageSize) * p.nKvHeads + kvh) * HW;
+}
+
+// Word offset of (token t, local query head h) in q and out.
+fn qOffset(t: u32, h: u32) -> u32 {
+  return (t * p.qRowHeads + p.qHeadOffset + h) * HW;
 }

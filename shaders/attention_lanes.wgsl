@@ -16,16 +16,17 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let th = wid.y * nwg.x + wid.x; // t * nHeads + h
+  let th = wid.y * nwg.x + wid.x; // t * nHeads + h (local head)
   if (th >= p.tokens * p.nHeads) { return; }
   let t = th / p.nHeads;
   let h = th - t * p.nHeads;
   let kvh = h / p.group;
+  let qo = qOffset(t, h);
   let seq = tokenSeq[t];
   let nKeys = positions[t] + 1u;
 
   var qv: array<vec2<f32>, HW>;
-  for (var w = 0u; w < HW; w++) { qv[w] = q[th * HW + w] * p.scale; }
+  for (var w = 0u; w < HW; w++) { qv[w] = q[qo + w] * p.scale; }
   var acc: array<vec2<f32>, HW>;
   var m = NEG_BIG;
   var l = 0.0;
@@ -54,6 +55,6 @@ fn main(
   for (var w = lid; w < HW; w += LANES) {
     var o = vec2<f32>(0.0);
     for (var i = 0u; i < LANES; i++) { o += laneAcc[i * HW + w] * exp(laneMax[i] - gm); }
-    out[th * HW + w] = o * inv;
+    out[qo + w] = o * inv;
   }
 }

@@ -4,6 +4,9 @@
  * the low half, 2j+1 in the high half) at page blockTable[tokenSeq[t], positions[t] / pageSize], slot
  * positions[t] % pageSize. Runs before attention in the same step, so prefill tokens see each other.
  *
+ * Head range (two pools, engine/kv-storage.ts): with `kvHeadOffset` / `kvRowHeads` the k/v rows hold kvRowHeads heads
+ * and the cache receives heads [kvHeadOffset, kvHeadOffset + numKvHeads) of them. Defaults: offset 0, all heads.
+ *
  * The KV cache is f16 packed in u32 words on every adapter (the H100 through Dawn has no shader-f16): one format,
  * one tested code path. headDim must be even.
  */
@@ -14,22 +17,48 @@ import { type Binding, type BufferRange, type Gpu, type UniformArena, uniforms }
 const WG = 256;
 
 export interface KvWriteArgs {
-  k: Binding; // (T, numKvHeads, headDim) f32, after RoPE
-  v: Binding; // (T, numKvHeads, headDim) f32
+  k: Binding; // (T, kvRowHeads, headDim) f32, after RoPE
+  v: Binding; // (T, kvRowHeads, headDim) f32
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each token
   positions: Binding; // (T) u32 absolute position of each token
   T: number;
-  numKvHeads: number;
+  numKvHeads: number; // KV heads in the cache (and written per token)
   headDim: number;
   pageSize: number;
   maxPagesPerSeq: number;
+  /** First head of the k/v rows written. Default 0. */
+  kvHeadOffset?: number;
+  /** Heads per k/v activation row (>= kvHeadOffset + numKvHeads). Default kvHeadOffset + numKvHeads. */
+  kvRowHeads?: number;
+}
+
+/** Checks a source head range of k/v rows; returns [srcRowWords, srcWordOffset] in f32 pairs. */
+export function kvSourceRange(
+  kernel: string,
+  numKvHeads: number,
+  headDim: number,
+  kvHeadOffset = 0,
+  kvRowHeads = kvHeadOffset + numKvHeads,
+): [srcRowWords: number, srcWordOffset: number] {
+  if (
+    !Number.isInteger(kvHeadOffset) ||
+    kvHeadOffset < 0 ||
+    !Number.isInteger(kvRowHeads) ||
+    kvHeadOffset + numKvHeads > kvRowHeads
+  ) {
+    throw new SiftError(
+      'INTERNAL',
+      `${kernel}: KV head range [${kvHeadOffset}, ${kvHeadOffset + numKvHeads}) does not fit rows of ${kvRowHeads} heads`,
+    );
+  }
+  return [(kvRowHeads * headDim) / 2, (kvHeadOffset * headDim) / 2];
 }
 
 /** Bytes a binding covers. */
-function bindingBytes(b: Binding): number {
+export function bindingBytes(b: Binding): number {
   if ('mapState' in b) return b.size;
   return b.size ?? b.buffer.size - ((b as BufferRange).offset ?? 0);
 }
@@ -89,7 +118,14 @@ export class KvWriteKernel {
           `(${a.pageSize}, ${a.numKvHeads}, ${a.headDim}) f16`,
       );
     }
-    if (a.T * rowWords >= 2 ** 32 || numPages * a.pageSize * rowWords >= 2 ** 32) {
+    const [srcRowWords, srcWordOffset] = kvSourceRange(
+      'kv_write',
+      a.numKvHeads,
+      a.headDim,
+      a.kvHeadOffset,
+      a.kvRowHeads,
+    );
+    if (a.T * srcRowWords >= 2 ** 32 || numPages * a.pageSize * rowWords >= 2 ** 32) {
       throw new SiftError('INTERNAL', 'kv_write: shapes exceed u32 indexing');
     }
     const u = arena.alloc(
@@ -99,6 +135,8 @@ export class KvWriteKernel {
         ['u32', a.pageSize],
         ['u32', a.maxPagesPerSeq],
         ['u32', numPages],
+        ['u32', srcRowWords],
+        ['u32', srcWordOffset],
       ]),
     );
     const [x, y] = grid2d(this.gpu, a.T * rowWords, WG, this.opts.maxWorkgroupsPerDim);

@@ -1,7 +1,9 @@
 // Paged KV write, f16 cache: for each new token t (flattened over the batch), word w of its (nKvHeads, headDim/2)
-// row of packed f16 pairs (elements 2w and 2w+1 of the f32 row; headDim is even, so a pair never straddles heads):
+// cache row of packed f16 pairs (headDim is even, so a pair never straddles heads):
 //   page = blockTable[tokenSeq[t] * maxPagesPerSeq + positions[t] / pageSize], slot = positions[t] % pageSize
-//   kCache[page, slot, w] = pack2x16float(k[t, 2w], k[t, 2w+1]);  the same for v
+//   kCache[page, slot, w] = pack2x16float(k pair srcWordOffset + w of row t);  the same for v
+// The k/v activation rows hold srcRowWords pairs (kvRowHeads heads); the cache holds heads
+// [kvHeadOffset, kvHeadOffset + nKvHeads) of them (srcWordOffset = kvHeadOffset * headDim/2). Default: all heads.
 // pack2x16float rounds each f32 to f16 (element 2w in the low half). One thread per (t, w) on a 2-D grid of
 // workgroups (shaders/grid.ts). Pages past numPages are skipped.
 
@@ -13,13 +15,13 @@ struct Params {
   pageSize: u32,        // tokens per page
   maxPagesPerSeq: u32,  // block table row length
   numPages: u32,        // pages in the cache
-  _p0: u32,
-  _p1: u32,
+  srcRowWords: u32,     // kvRowHeads * headDim / 2: f32 pairs per k/v activation row
+  srcWordOffset: u32,   // kvHeadOffset * headDim / 2: first pair of the row written
   _p2: u32,
 }
 
-@group(0) @binding(0) var<storage, read> k: array<vec2<f32>>;        // (T, nKvHeads, headDim/2) f32 pairs
-@group(0) @binding(1) var<storage, read> v: array<vec2<f32>>;        // (T, nKvHeads, headDim/2) f32 pairs
+@group(0) @binding(0) var<storage, read> k: array<vec2<f32>>;        // (T, kvRowHeads, headDim/2) f32 pairs
+@group(0) @binding(1) var<storage, read> v: array<vec2<f32>>;        // (T, kvRowHeads, headDim/2) f32 pairs
 @group(0) @binding(2) var<storage, read_write> kCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
 @group(0) @binding(3) var<storage, read_write> vCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
 @group(0) @binding(4) var<storage, read> blockTable: array<u32>;     // (numSeqs, maxPagesPerSeq) physical pages
@@ -41,6 +43,7 @@ fn main(
   let page = blockTable[tokenSeq[t] * p.maxPagesPerSeq + pos / p.pageSize];
   if (page >= p.numPages) { return; }
   let dst = (page * p.pageSize + pos % p.pageSize) * p.rowWords + w;
-  kCache[dst] = pack2x16float(k[idx]);
-  vCache[dst] = pack2x16float(v[idx]);
+  let src = t * p.srcRowWords + p.srcWordOffset + w;
+  kCache[dst] = pack2x16float(k[src]);
+  vCache[dst] = pack2x16float(v[src]);
 }

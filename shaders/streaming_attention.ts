@@ -1,0 +1,170 @@
+/**
+ * Streaming-head attention wrapper (DuoAttention / StreamingLLM heads, LServe's streaming pool): one kernel for decode
+ * and prefill. Query token t at position p attends to key positions [0, min(sink, p+1)) U [max(sink, p-local+1), p]
+ * of its sequence: keys at positions >= the sequence's first new position in this batch come from the fresh k/v
+ * activations (f32, full precision), older keys from the streaming pool (f16) through the per-sequence stream table
+ * (kvcache/streaming.ts: position p >= sink lives in ring page ((p - sink) / pageSize) mod ringPages at offset
+ * (p - sink) mod pageSize). So it runs BEFORE this step's streaming K/V write (shaders/kv_write_streaming.ts): a
+ * prefill chunk longer than the ring never overwrites keys its own earlier tokens still need.
+ *
+ * Host contract per step, for each sequence with new tokens: its new tokens are contiguous rows of the batch with
+ * consecutive positions; freshStart[t] = the batch row of that sequence's first new token; every cached position the
+ * mask needs (< firstNew) must be resident, which StreamingPool guarantees (the last `local` positions before the
+ * chunk and the sink) as long as the write of the previous step went through.
+ *
+ * Head ranges (after the head permutation, streaming heads are the last ones): query heads
+ * [qHeadOffset, qHeadOffset + numHeads) of q/out rows of qRowHeads heads; the cache holds numKvHeads heads, and cache
+ * head kvh is head kvHeadOffset + kvh of the fresh k/v rows (kvRowHeads heads each). GQA: local query head h reads
+ * cache head h / (numHeads / numKvHeads).
+ *
+ * Variants: LANES invocations per (token, head), each with a private running softmax over its share of the keys,
+ * merged once at the end; 'lanes' (8, CPU adapters) and 'workgroup' (32 lanes up to headDim 128, else 16; GPUs).
+ */
+import { SiftError } from '../config/errors.js';
+import { headRange, MAX_HEAD_DIM } from './attention.js';
+import { grid2d } from './grid.js';
+import { cachePages, checkPagedShape, kvSourceRange } from './kv_write.js';
+import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+
+export type StreamingAttentionVariant = 'workgroup' | 'lanes';
+
+/** Sink and local window defaults (LServe decode). */
+export const DEFAULT_SINK_TOKENS = 128;
+export const DEFAULT_LOCAL_TOKENS = 256;
+
+export interface StreamingAttentionArgs {
+  q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
+  kFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's keys after RoPE
+  vFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's values
+  kCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer
+  vCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
+  streamTable: Binding; // (numSeqs, sinkPages + ringPages) u32: StreamingTable.sinkPages then .ringPages
+  tokenSeq: Binding; // (T) u32 stream-table row of each token
+  positions: Binding; // (T) u32 absolute position of each token
+  freshStart: Binding; // (T) u32 batch row of the token's sequence's first new token
+  out: Binding; // (T, qRowHeads, headDim) f32; heads outside the range untouched
+  T: number;
+  numHeads: number; // query heads processed
+  numKvHeads: number; // KV heads in the streaming cache; divides numHeads
+  headDim: number; // even, 2..256
+  pageSize: number;
+  sinkTokens: number;
+  localTokens: number; // >= 1
+  sinkPages: number; // ceil(sinkTokens / pageSize)
+  ringPages: number; // ring pages per sequence (StreamingPool.numRingPages)
+  scale: number;
+  qHeadOffset?: number;
+  qRowHeads?: number;
+  kvHeadOffset?: number;
+  kvRowHeads?: number;
+}
+
+export interface StreamingAttentionOptions {
+  /** Default 'lanes' on CPU adapters, else 'workgroup'. */
+  variant?: StreamingAttentionVariant;
+  /** Tests only: caps the grid's x dimension. */
+  maxWorkgroupsPerDim?: number;
+}
+
+export class StreamingAttentionKernel {
+  readonly variant: StreamingAttentionVariant;
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly opts: StreamingAttentionOptions = {},
+  ) {
+    this.variant = opts.variant ?? (gpu.caps.isCpu ? 'lanes' : 'workgroup');
+  }
+
+  private lanes(headDim: number): number {
+    if (this.variant === 'lanes') return 8;
+    return headDim <= 128 ? 32 : 16;
+  }
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: StreamingAttentionArgs): void {
+    checkPagedShape('streaming_attention', { ...a, maxPagesPerSeq: a.sinkPages + a.ringPages });
+    const ints = [a.sinkTokens, a.localTokens, a.sinkPages, a.ringPages, a.numHeads];
+    if (
+      !ints.every((x) => Number.isInteger(x) && x >= 0) ||
+      a.localTokens < 1 ||
+      a.ringPages < 1 ||
+      a.sinkPages * a.pageSize < a.sinkTokens ||
+      a.numHeads < 1 ||
+      a.numHeads % a.numKvHeads !== 0 ||
+      a.headDim > MAX_HEAD_DIM ||
+      !Number.isFinite(a.scale)
+    ) {
+      throw new SiftError(
+        'INTERNAL',
+        `streaming_attention: bad shape numHeads=${a.numHeads} numKvHeads=${a.numKvHeads} headDim=${a.headDim} ` +
+          `sink=${a.sinkTokens} local=${a.localTokens} sinkPages=${a.sinkPages} ringPages=${a.ringPages} page=${a.pageSize}`,
+      );
+    }
+    const pages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
+    if (pages < 1 || (pages * a.pageSize * a.numKvHeads * a.headDim) / 2 >= 2 ** 32) {
+      throw new SiftError('INTERNAL', `streaming_attention: cache holds ${pages} pages; need 1 to u32-indexable`);
+    }
+    const r = headRange(
+      'streaming_attention',
+      a.numHeads,
+      a.qHeadOffset,
+      a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads,
+    );
+    const kvHeadOffset = a.kvHeadOffset ?? 0;
+    const kvRowHeads = a.kvRowHeads ?? kvHeadOffset + a.numKvHeads;
+    kvSourceRange('streaming_attention', a.numKvHeads, a.headDim, kvHeadOffset, kvRowHeads);
+    const u = arena.alloc(
+      uniforms([
+        ['u32', a.T],
+        ['u32', a.numHeads],
+        ['u32', a.numKvHeads],
+        ['u32', a.numHeads / a.numKvHeads],
+        ['u32', a.pageSize],
+        ['u32', a.sinkTokens],
+        ['u32', a.localTokens],
+        ['u32', a.sinkPages],
+        ['u32', a.ringPages],
+        ['f32', a.scale],
+        ['u32', r.qHeadOffset],
+        ['u32', r.qRowHeads],
+        ['u32', kvHeadOffset],
+        ['u32', kvRowHeads],
+      ]),
+    );
+    const pipeline = this.gpu.pipeline('streaming_attention', { HD: a.headDim, LANES: this.lanes(a.headDim) });
+    const [x, y] = grid2d(this.gpu, a.T * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
+    this.gpu.dispatch(
+      pass,
+      pipeline,
+      [a.q, a.kFresh, a.vFresh, a.kCache, a.vCache, a.streamTable, a.tokenSeq, a.positions, a.freshStart, a.out, u],
+      x,
+      y,
+    );
+  }
+}
+
+/**
+ * Host side of one streaming step for the batch (T tokens): freshStart per token, from tokenSeq, assuming each
+ * sequence's new tokens are contiguous rows with consecutive positions (checked).
+ */
+export function freshStartRows(tokenSeq: ArrayLike<number>, positions: ArrayLike<number>): Uint32Array {
+  const T = tokenSeq.length;
+  const out = new Uint32Array(T);
+  const first = new Map<number, number>();
+  for (let t = 0; t < T; t++) {
+    const s = tokenSeq[t];
+    const f = first.get(s);
+    if (f === undefined) {
+      first.set(s, t);
+      out[t] = t;
+    } else {
+      if (tokenSeq[t - 1] !== s || positions[t] !== positions[t - 1] + 1) {
+        throw new SiftError(
+          'INTERNAL',
+          `streaming: new tokens of sequence row ${s} are not contiguous rows with consecutive positions`,
+        );
+      }
+      out[t] = f;
+    }
+  }
+  return out;
+}
