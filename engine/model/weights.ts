@@ -5,8 +5,15 @@
 import { SiftError } from '../../config/errors.js';
 import type { Gpu } from '../../shaders/runtime.js';
 import { destroyWeight, type GpuWeight, uploadWeight } from '../../shaders/tensor.js';
+import type { HeadPlan } from '../head-plan.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
+import {
+  headPermutation,
+  isIdentityPermutation,
+  type LayerHeadPermutation,
+  permuteTensor,
+} from './head-permutation.js';
 
 export interface LayerWeights {
   attnNorm: GPUBuffer; // (hidden) f32
@@ -31,6 +38,11 @@ export interface ModelWeights {
   lmHead: GpuWeight; // (vocab, hidden); the same object as embed when tied
   /** Bytes of GPU memory the weights occupy. */
   bytes: number;
+  /**
+   * The head plan the attention weights were permuted for (engine/model/head-permutation.ts): in layer l, KV heads
+   * [0, r_l) are its retrieval heads and [r_l, nKv) its streaming heads. Null: original head order.
+   */
+  headPlan: HeadPlan | null;
 }
 
 export interface UploadProgress {
@@ -42,9 +54,16 @@ export interface UploadProgress {
 export function uploadModel(
   gpu: Gpu,
   ckpt: Checkpoint,
-  opts: { onProgress?: (p: UploadProgress) => void; maxChunkBytes?: number } = {},
+  opts: {
+    onProgress?: (p: UploadProgress) => void;
+    maxChunkBytes?: number;
+    /** Reorder each layer's heads: retrieval heads first, then streaming heads (see head-permutation.ts). */
+    headPlan?: HeadPlan;
+  } = {},
 ): ModelWeights {
   const c = ckpt.config;
+  let perm: LayerHeadPermutation[] | null = opts.headPlan ? headPermutation(opts.headPlan, c) : null;
+  if (perm && isIdentityPermutation(perm)) perm = null;
   const L = c.numLayers;
   const total = 3 + L * (c.attentionBias ? 12 : 9) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
   let done = 0;
@@ -59,13 +78,19 @@ export function uploadModel(
     if (info.shape.length !== 2) {
       throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: tensor ${name} has shape [${info.shape}], expected 2-D`);
     }
-    const data = ckpt.read(name);
+    const raw = ckpt.read(name);
+    const data = perm ? permuteTensor(name, raw, info.shape[0], perm) : raw;
     const w = uploadWeight(gpu, name, info.dtype, info.shape[0], info.shape[1], data, opts.maxChunkBytes);
     tick(data.byteLength);
     return w;
   };
   const vector = (name: string): GPUBuffer => {
-    const data = ckpt.readF32(name);
+    const raw = ckpt.readF32(name);
+    const data = perm
+      ? new Float32Array(
+          permuteTensor(name, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), 1, perm).buffer,
+        )
+      : raw;
     const b = gpu.upload(name, data);
     tick(data.byteLength);
     return b;
@@ -91,7 +116,7 @@ export function uploadModel(
   }
   const finalNorm = vector('model.norm.weight');
   const lmHead = ckpt.lmHeadName === ckpt.embeddingName ? embed : matrix(ckpt.lmHeadName);
-  return { config: c, embed, layers, finalNorm, lmHead, bytes };
+  return { config: c, embed, layers, finalNorm, lmHead, bytes, headPlan: opts.headPlan ?? null };
 }
 
 export function destroyModel(w: ModelWeights): void {

@@ -1,0 +1,142 @@
+/**
+ * `sift calibrate --model M --text FILE --out heads.tsv [--sink 128 --local 256 --max-tokens N --window N]`:
+ * scores every (layer, KV head) by the mean share of its attention mass outside sink + local over the text
+ * (engine/calibration.ts) and writes the head-pattern TSV that engine/head-plan.ts reads (higher = retrieval).
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { SiftError } from '../../config/errors.js';
+import { Gpu } from '../../shaders/runtime.js';
+import {
+  DEFAULT_LOCAL_TOKENS as DEFAULT_STREAMING_LOCAL,
+  DEFAULT_SINK_TOKENS as DEFAULT_STREAMING_SINK,
+} from '../../shaders/streaming_attention.js';
+import { calibrateHeads, formatHeadPattern } from '../calibration.js';
+import { openCheckpoint } from '../model/checkpoint.js';
+import { destroyModel, uploadModel } from '../model/weights.js';
+import { DEFAULT_MODEL } from '../models.js';
+import { resolveModel } from '../pull.js';
+import { loadText } from '../text.js';
+import { intFlag, parse, progressLine } from './common.js';
+
+const HELP = `usage: sift calibrate [--model NAME|DIR] --text FILE --out FILE [options]
+
+Scores each (layer, KV head) by the mean share of attention mass outside the streaming window (sink + local) over
+the text, and writes a head-pattern TSV (one line per layer, one score per KV head, higher = retrieval head).
+
+  --model NAME|DIR   a known model name (default ${DEFAULT_MODEL}) or an HF directory
+  --text FILE        text to run (UTF-8); long texts are taken in windows of the model's context
+  --out FILE         where to write the TSV
+  --sink N           sink tokens (default ${DEFAULT_STREAMING_SINK})
+  --local N          local window tokens (default ${DEFAULT_STREAMING_LOCAL})
+  --max-tokens N     use at most N tokens of the text (default all)
+  --window N         tokens per window (default and maximum: the model's context length)
+  --chunk N          tokens per forward chunk (default 64)`;
+
+export interface CalibrateRun {
+  /** Model directory (HF layout). */
+  dir: string;
+  ids: readonly number[];
+  out: string;
+  sinkTokens: number;
+  localTokens: number;
+  windowTokens?: number;
+  chunkTokens?: number;
+  /** Says where the text came from in the TSV header. */
+  source: string;
+  gpu?: Gpu;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Calibrates the model in `dir` on token ids and writes the TSV atomically; returns the scores. */
+export async function calibrateToFile(r: CalibrateRun): Promise<number[][]> {
+  const ckpt = openCheckpoint(r.dir);
+  const gpu = r.gpu ?? (await Gpu.create({}));
+  try {
+    const c = ckpt.config;
+    const ctx = c.maxPositionEmbeddings;
+    const win = r.windowTokens ?? ctx;
+    if (win > ctx)
+      throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, {
+        param: 'window',
+      });
+    const weights = uploadModel(gpu, ckpt);
+    try {
+      const acc = await calibrateHeads(gpu, weights, r.ids, {
+        sinkTokens: r.sinkTokens,
+        localTokens: r.localTokens,
+        windowTokens: win,
+        chunkTokens: r.chunkTokens,
+        onProgress: r.onProgress,
+      });
+      const scores = acc.scores();
+      const header =
+        `sift calibrate: model=${path.basename(path.resolve(r.dir))} text=${r.source} tokens=${r.ids.length} ` +
+        `counted=${acc.tokensCounted} window=${win} sink=${r.sinkTokens} local=${r.localTokens}; ` +
+        `${c.numLayers} layers x ${c.numKvHeads} KV heads; score = mean attention mass outside sink+local (higher = retrieval)`;
+      const tmp = `${r.out}.tmp-${process.pid}`;
+      writeFileSync(tmp, formatHeadPattern(scores, header));
+      renameSync(tmp, r.out);
+      return scores;
+    } finally {
+      destroyModel(weights);
+    }
+  } finally {
+    ckpt.close();
+    if (!r.gpu) gpu.destroy();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    model: { type: 'string' },
+    text: { type: 'string' },
+    out: { type: 'string' },
+    sink: { type: 'string' },
+    local: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    window: { type: 'string' },
+    chunk: { type: 'string' },
+  });
+  if (values.help) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  if (!values.text || !values.out) {
+    process.stderr.write(`sift calibrate: --text and --out are required\n\n${HELP}\n`);
+    return 2;
+  }
+  const sinkTokens = intFlag(values.sink, 'sink', DEFAULT_STREAMING_SINK, 0);
+  const localTokens = intFlag(values.local, 'local', DEFAULT_STREAMING_LOCAL, 1);
+  const maxTokens =
+    values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
+  const progress = progressLine();
+  const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
+    autoPull: true,
+    onProgress: (p) => progress.update(p.message),
+  });
+  progress.done();
+  const file = String(values.text);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new SiftError('INVALID_ARGUMENT', `cannot read --text ${file}: ${(e as Error).message}`, { param: 'text' });
+  }
+  const ids = (await loadText(dir).encodePrompt(text)).slice(0, maxTokens);
+  const scores = await calibrateToFile({
+    dir,
+    ids,
+    out: String(values.out),
+    sinkTokens,
+    localTokens,
+    windowTokens: values.window === undefined ? undefined : intFlag(values.window, 'window', 0, 1),
+    chunkTokens: values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1),
+    source: path.basename(file),
+    onProgress: (d, t) => progress.update(`calibrate: ${d}/${t} tokens`),
+  });
+  progress.done(
+    `sift calibrate: wrote ${scores.length} layers x ${scores[0]?.length ?? 0} KV head scores to ${values.out}`,
+  );
+  return 0;
+}
