@@ -9,6 +9,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main: (a
   generate: { summary: 'generate tokens from a prompt (text, chat or token ids)', load: () => import('./engine/cli/generate.js') },
   pull: { summary: 'download and convert a known model (e.g. stories15M) into the models folder', load: () => import('./engine/cli/pull.js') },
   bench: { summary: 'benchmark the forward pass (prefill and decode tokens/s)', load: () => import('./engine/cli/bench.js') },
+  calibrate: { summary: 'score streaming vs retrieval heads over a text (attention mass outside sink+local) -> heads.tsv', load: () => import('./engine/cli/calibrate.js') },
   gpu: { summary: 'show the WebGPU adapter sift would use and what it can do', load: () => import('./engine/cli/gpu.js') },
   loadtest: { summary: 'load an OpenAI-compatible server (or a sift it starts); HTML report', load: () => import('./loadtest/cli.js') },
 };

@@ -4,6 +4,7 @@
  * batching) drives ForwardPass directly with many sequences; `generate` here runs one sequence end to end.
  */
 import { SiftError } from '../config/errors.js';
+import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
 import { Gpu } from '../shaders/runtime.js';
 import { ForwardPass } from './forward.js';
@@ -21,12 +22,16 @@ export interface GenerateOptions {
   /** Called with each generated token id as soon as it is sampled. */
   onToken?: (id: number) => void;
   signal?: AbortSignal;
+  /** Per-call attention override (default: the engine's attention config). */
+  attention?: { mode?: 'dense' | 'sparse'; tokenBudget?: number };
 }
 
 export interface GenerateResult {
   promptIds: number[];
   outputIds: number[];
   finishReason: 'stop' | 'length' | 'abort';
+  /** Mean KV tokens attended per decode step (per retrieval head). */
+  meanTokensAttended: number;
   timings: {
     prefillMs: number;
     decodeMs: number;
@@ -45,13 +50,33 @@ export class Engine {
     readonly forwardPass: ForwardPass,
     readonly maxContext: number,
     private readonly ownsGpu: boolean,
+    /** Sparse-attention defaults (requests may override mode and token budget). */
+    readonly attention: AttentionConfig,
   ) {}
+
+  /** Decode token budget of a request: dense mode (or a budget that covers the context) reads every page. */
+  tokenBudget(req?: { mode?: 'dense' | 'sparse'; tokenBudget?: number }): number {
+    const mode = req?.mode ?? this.attention.mode;
+    return mode === 'dense' ? Number.POSITIVE_INFINITY : (req?.tokenBudget ?? this.attention.tokenBudget);
+  }
+
+  /** KV tokens one decode step reads per retrieval head at context length `ctx` with `budget` (whole pages). */
+  tokensAttended(ctx: number, budget: number): number {
+    if (ctx <= budget) return ctx;
+    const ps = this.kv.pageSize;
+    const pages = Math.ceil(ctx / ps);
+    const keep = Math.min(pages, Math.max(2, Math.floor(budget / ps)));
+    // the newest page is partly filled: count its real tokens
+    const newest = ctx - (pages - 1) * ps;
+    return (keep - 1) * ps + newest;
+  }
 
   static async load(
     modelDir: string,
     cfg: EngineConfig,
-    opts: { gpu?: Gpu; onProgress?: (p: UploadProgress) => void; maxLogitRows?: number } = {},
+    opts: { gpu?: Gpu; onProgress?: (p: UploadProgress) => void; maxLogitRows?: number; attention?: AttentionConfig } = {},
   ): Promise<Engine> {
+    const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
     const ckpt: Checkpoint = openCheckpoint(modelDir);
     const gpu = opts.gpu ?? (await Gpu.create({ adapter: cfg.adapter || undefined }));
     try {
@@ -66,9 +91,10 @@ export class Engine {
         maxSeqs: cfg.maxSeqs,
         maxPagesPerSeq,
         maxLogitRows: opts.maxLogitRows,
+        sparse: { logicalPageSize: attention.logicalPageSize, reuseInterval: attention.reuseInterval },
       });
       await gpu.sync();
-      return new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu);
+      return new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
     } finally {
       ckpt.close();
     }
@@ -96,6 +122,8 @@ export class Engine {
     const stop = new Set(opts.stopIds ?? []);
     const out: number[] = [];
 
+    const budget = this.tokenBudget(opts.attention);
+    let attended = 0;
     const t0 = performance.now();
     let logits = await this.prefill(promptIds, table);
     const t1 = performance.now();
@@ -114,7 +142,8 @@ export class Engine {
       out.push(id);
       opts.onToken?.(id);
       if (out.length >= opts.maxTokens || pos >= maxLen) break;
-      logits = await this.decodeOneToken(id, pos, table);
+      logits = await this.decodeOneToken(id, pos, table, budget);
+      attended += this.tokensAttended(pos + 1, budget);
       pos++;
     }
     const t2 = performance.now();
@@ -123,6 +152,7 @@ export class Engine {
       promptIds,
       outputIds: out,
       finishReason: finish,
+      meanTokensAttended: decodeSteps > 0 ? attended / decodeSteps : 0,
       timings: {
         prefillMs: t1 - t0,
         decodeMs: t2 - t1,
@@ -146,6 +176,7 @@ export class Engine {
         blockTable: table,
         numSeqs: 1,
         logitRows: last ? [part.length - 1] : [],
+        prefillSeqIds: part.length > 1 ? [0] : [],
       };
       if (last) logits = await this.forwardPass.forward(batch);
       else this.forwardPass.encode(batch);
@@ -153,8 +184,11 @@ export class Engine {
     return logits as Float32Array;
   }
 
-  /** Runs one token at position `pos`; returns its logits (vocab). */
-  decodeOneToken(id: number, pos: number, table: Uint32Array): Promise<Float32Array> {
+  /**
+   * Runs one token at position `pos` of the sequence in block-table row 0 (sequence id 0); returns its logits.
+   * Attention reads the pages selected within `tokenBudget` (Infinity = all pages, i.e. dense).
+   */
+  decodeOneToken(id: number, pos: number, table: Uint32Array, tokenBudget = this.tokenBudget()): Promise<Float32Array> {
     return this.forwardPass.forward({
       tokens: [id],
       positions: [pos],
@@ -162,6 +196,7 @@ export class Engine {
       blockTable: table,
       numSeqs: 1,
       logitRows: [0],
+      decode: [{ seqId: 0, tokenBudget }],
     });
   }
 

@@ -42,6 +42,14 @@ export const DENSE_ATTENTION: DecodeAttention = Object.freeze({
   tokensAttended: (contextLen: number) => contextLen,
 });
 
+/** The engine's sparse attention: per-request mode and token budget over its attention config. */
+export function engineAttention(engine: Engine): DecodeAttention {
+  return {
+    mode: (req) => req.attention?.mode ?? (engine.attention.mode as 'dense' | 'sparse'),
+    tokensAttended: (ctx, req) => engine.tokensAttended(ctx, engine.tokenBudget(req.attention)),
+  };
+}
+
 /** What one step ran (for tests and tracing). */
 export interface StepRecord {
   step: number;
@@ -111,7 +119,7 @@ export class EngineLoop implements EngineClient {
     });
     this.modelName = opts.modelName ?? path.basename(engine.modelDir);
     this.maxContext = engine.maxContext;
-    this.attention = opts.attention ?? DENSE_ATTENTION;
+    this.attention = opts.attention ?? engineAttention(engine);
   }
 
   /** Wraps a loaded engine and starts the loop task. The loop owns the engine from here on (shutdown destroys it). */
@@ -258,7 +266,16 @@ export class EngineLoop implements EngineClient {
       }
       if (e.sample) logitRows.push(t - 1);
     });
-    const batch = { tokens, positions, tokenSeq, blockTable, numSeqs: out.scheduled.length, logitRows };
+    // The scheduler puts single-token entries (decodes) first: they go through page selection within the
+    // request's token budget; sequences prefilling several tokens reselect on their next decode step.
+    const decode: { seqId: string | number; tokenBudget: number }[] = [];
+    for (const e of out.scheduled) {
+      if (e.numTokens !== 1) break;
+      decode.push({ seqId: e.seq.seqId, tokenBudget: this.engine.tokenBudget(this.live.get(e.seq.seqId)?.req.attention) });
+    }
+    const prefillSeqIds = out.scheduled.filter((e) => e.numTokens > 1).map((e) => e.seq.seqId);
+    for (const s of out.preempted) fwd.release(s.seqId);
+    const batch = { tokens, positions, tokenSeq, blockTable, numSeqs: out.scheduled.length, logitRows, decode, prefillSeqIds };
     let logits: Float32Array;
     if (logitRows.length > 0) {
       logits = await fwd.forward(batch);
@@ -354,6 +371,7 @@ export class EngineLoop implements EngineClient {
     }
     this.live.delete(r.seq.seqId);
     this.liveIds.delete(r.id);
+    this.engine.forwardPass.release(r.seq.seqId);
     r.end(reason, this.attention.mode(r.req), error);
     this.notify();
   }
