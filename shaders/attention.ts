@@ -52,6 +52,8 @@ export interface AttentionArgs {
   qHeadOffset?: number;
   /** Query heads per q/out row (>= qHeadOffset + numHeads). Default numHeads. */
   qRowHeads?: number;
+  /** Query tokens before this one are not processed and their `out` rows left alone (default 0). */
+  firstToken?: number;
 }
 
 /** Checks and resolves a query head range [qHeadOffset, qHeadOffset + numHeads) of rows of qRowHeads heads. */
@@ -115,10 +117,14 @@ export class AttentionKernel {
     if (pages < 1 || (pages * a.pageSize * a.numKvHeads * a.headDim) / 2 >= 2 ** 32) {
       throw new SiftError('INTERNAL', `attention: cache holds ${pages} pages; need 1 to u32-indexable`);
     }
+    const first = a.firstToken ?? 0;
+    if (!Number.isInteger(first) || first < 0 || first > a.T) {
+      throw new SiftError('INTERNAL', `attention: firstToken ${first} outside [0, ${a.T}]`);
+    }
     const r = headRange('attention', a.numHeads, a.qHeadOffset, a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads);
     const u = arena.alloc(
       uniforms([
-        ['u32', a.T],
+        ['u32', a.T - first],
         ['u32', a.numHeads],
         ['u32', a.numKvHeads],
         ['u32', a.numHeads / a.numKvHeads],
@@ -127,12 +133,12 @@ export class AttentionKernel {
         ['f32', a.scale],
         ['u32', r.qHeadOffset],
         ['u32', r.qRowHeads],
-        ['u32', 0],
+        ['u32', first],
         ['u32', 0],
         ['u32', 0],
       ]),
     );
-    const [x, y] = grid2d(this.gpu, a.T * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
+    const [x, y] = grid2d(this.gpu, (a.T - first) * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,
       this.pipeline(a.headDim),

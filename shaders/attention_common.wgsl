@@ -9,7 +9,7 @@
 // vec2 pairs (HD is even).
 
 struct Params {
-  tokens: u32,          // T
+  tokens: u32,          // query tokens processed: [firstToken, firstToken + tokens)
   nHeads: u32,          // query heads
   nKvHeads: u32,        // KV heads
   group: u32,           // nHeads / nKvHeads
@@ -18,7 +18,7 @@ struct Params {
   scale: f32,           // softmax scale, usually 1 / sqrt(headDim)
   qHeadOffset: u32,     // first query head of q/out rows processed
   qRowHeads: u32,       // query heads per q/out row (row stride in heads)
-  _p0: u32,
+  firstToken: u32,      // first query token processed (tokens before it are left alone: e.g. sparse decode rows)
   _p1: u32,
   _p2: u32,
 }

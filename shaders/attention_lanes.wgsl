@@ -16,10 +16,11 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let th = wid.y * nwg.x + wid.x; // t * nHeads + h (local head)
+  let th = wid.y * nwg.x + wid.x; // (t - firstToken) * nHeads + h (local head)
   if (th >= p.tokens * p.nHeads) { return; }
-  let t = th / p.nHeads;
-  let h = th - t * p.nHeads;
+  let tl = th / p.nHeads;
+  let h = th - tl * p.nHeads;
+  let t = p.firstToken + tl;
   let kvh = h / p.group;
   let qo = qOffset(t, h);
   let seq = tokenSeq[t];

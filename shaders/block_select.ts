@@ -159,6 +159,8 @@ export function modeWords(
 }
 
 export interface BlockSelectArgs {
+  /** Query heads per q/out row when the heads used are a prefix of the row (default numHeads). */
+  qRowHeads?: number;
   q: Binding; // (T, numHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, chunk already written
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
@@ -226,7 +228,7 @@ export class BlockSelectKernel {
           ['u32', a.topBlocks],
           ['u32', a.localBlocks],
           ['u32', listStride],
-          ['u32', 0],
+          ['u32', a.qRowHeads ?? a.numHeads],
           ['u32', 0],
           ...modes,
         ]),

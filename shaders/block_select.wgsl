@@ -20,7 +20,7 @@ struct Params {
   topBlocks: u32,       // best-scoring blocks kept besides the forced ones
   localBlocks: u32,     // blocks just before the diagonal always kept
   listStride: u32,      // u32 words per (query block, head) list: 1 + most blocks a list can hold
-  _p0: u32,
+  qRowHeads: u32,       // query heads per q row (>= nHeads)
   _p1: u32,
   modes: array<vec4<u32>, 16>, // per KV head: 0 dense, 1 block-sparse, 2 Lambda (only 1 selects)
 }
@@ -94,7 +94,7 @@ fn main(
   let kBase = qBlocks[qb * 5u + 4u];
   for (var d = lid; d < HD; d += WG) {
     var s = 0.0;
-    for (var i = 0u; i < n; i++) { s += q[((firstToken + i) * p.nHeads + h) * HD + d]; }
+    for (var i = 0u; i < n; i++) { s += q[((firstToken + i) * p.qRowHeads + h) * HD + d]; }
     qs[d] = s / f32(n);
   }
   workgroupBarrier();

@@ -30,6 +30,8 @@ export { HeadMode, type PrefillBlockPlan, planPrefillBlocks } from './block_sele
 const LANES = 8;
 
 export interface BlockSparseAttentionArgs {
+  /** Query heads per q/out row when the heads used are a prefix of the row (default numHeads). */
+  qRowHeads?: number;
   q: Binding; // (T, numHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, step's tokens written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs
@@ -94,7 +96,7 @@ export class BlockSparseAttentionKernel {
         ['u32', a.sink],
         ['u32', a.local],
         ['f32', a.scale],
-        ['u32', 0],
+        ['u32', a.qRowHeads ?? a.numHeads],
         ...modeWords(K, a.headModes, a.numKvHeads),
       ]),
     );
@@ -121,6 +123,8 @@ export interface BlockSparseConfig {
 }
 
 export interface PrefillLayerArgs {
+  /** Query heads per q/out row when the heads used are a prefix of the row (default numHeads). */
+  qRowHeads?: number;
   q: Binding; // (T, numHeads, headDim) f32 after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's K already written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's V already written

@@ -21,17 +21,17 @@ struct Params {
   sink: u32,            // Lambda: sink tokens
   local: u32,           // Lambda: local window in tokens (>= 1: a token always sees itself)
   scale: f32,           // softmax scale, usually 1 / sqrt(headDim)
-  _p0: u32,
+  qRowHeads: u32,       // query heads per q/out row (>= nHeads: a layer's retrieval heads come first)
   modes: array<vec4<u32>, 16>, // per KV head: 0 dense, 1 block-sparse, 2 Lambda
 }
 
-@group(0) @binding(0) var<storage, read> q: array<f32>;            // (T, nHeads, HD) after RoPE
+@group(0) @binding(0) var<storage, read> q: array<f32>;            // (T, qRowHeads, HD) after RoPE; heads [0, nHeads) used
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;       // (numPages, pageSize, nKvHeads, HD/2) f16 pairs
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;       // (numPages, pageSize, nKvHeads, HD/2) f16 pairs
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(4) var<storage, read> qBlocks: array<u32>;      // (numQBlocks, 5): [row, firstToken, firstPos, count, kPoolBase]
 @group(0) @binding(5) var<storage, read> blockList: array<u32>;    // (numQBlocks, nHeads, listStride): count, blocks
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;    // (T, nHeads, HD)
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;    // (T, qRowHeads, HD); heads [0, nHeads) written
 @group(0) @binding(7) var<uniform> p: Params;
 
 const HD: u32 = $HD;          // head dim (pipelines are specialised per head dim)
@@ -92,7 +92,7 @@ fn main(
   kvHead = h / p.group;
   let mode = p.modes[kvHead / 4u][kvHead % 4u];
 
-  let th = t * p.nHeads + h;
+  let th = t * p.qRowHeads + h;
   for (var d = 0u; d < HD; d++) { qv[d] = q[th * HD + d] * p.scale; }
   for (var d = 0u; d < HD; d++) { acc[d] = 0.0; }
   m = NEG_BIG;
