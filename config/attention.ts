@@ -43,11 +43,11 @@ export const ATTENTION_SPEC = {
     doc: 'head-pattern TSV (layers x KV heads, higher = retrieval; DuoAttention format or `sift calibrate` output); empty = all heads retrieval',
   },
   streamingFraction: {
-    kind: 'number',
-    default: 0.5,
+    kind: 'optional-number',
+    default: null,
     min: 0,
     max: 1,
-    doc: 'share of KV heads that stream when a head pattern is given (LServe: 0.5 for GQA, 0.25 for MHA)',
+    doc: 'share of KV heads that stream when a head pattern is given (default as LServe: 0.5 for GQA, 0.25 for MHA)',
   },
   prefillMode: {
     kind: 'string',

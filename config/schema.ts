@@ -10,7 +10,8 @@ export type FieldSpec =
   | { kind: 'number'; default: number; min: number; max: number; doc: string }
   | { kind: 'bool'; default: boolean; doc: string }
   | { kind: 'string'; default: string; doc: string; choices?: readonly string[] }
-  | { kind: 'optional-int'; default: number | null; min: number; max: number; doc: string };
+  | { kind: 'optional-int'; default: number | null; min: number; max: number; doc: string }
+  | { kind: 'optional-number'; default: number | null; min: number; max: number; doc: string };
 
 export type SectionSpec = Record<string, FieldSpec>;
 
@@ -18,7 +19,7 @@ type ValueOf<F extends FieldSpec> = F extends { kind: 'bool' }
   ? boolean
   : F extends { kind: 'string' }
     ? string
-    : F extends { kind: 'optional-int' }
+    : F extends { kind: 'optional-int' } | { kind: 'optional-number' }
       ? number | null
       : number;
 
@@ -44,7 +45,9 @@ function coerce(section: string, key: string, spec: FieldSpec, raw: unknown, sou
       throw bad(`must be one of ${spec.choices.join(', ')} (got "${raw}")`);
     return raw;
   }
-  if (spec.kind === 'optional-int' && (raw === null || raw === 'null' || raw === '')) return null;
+  if ((spec.kind === 'optional-int' || spec.kind === 'optional-number') && (raw === null || raw === 'null' || raw === '')) {
+    return null;
+  }
   const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : Number.NaN;
   if (!Number.isFinite(n)) throw bad(`must be a number (got ${JSON.stringify(raw)})`);
   if ((spec.kind === 'int' || spec.kind === 'optional-int') && !Number.isInteger(n))

@@ -7,7 +7,9 @@ import { SiftError } from '../config/errors.js';
 import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
 import { Gpu } from '../shaders/runtime.js';
+import { streamingPagesPerSequence } from '../kvcache/config.js';
 import { ForwardPass } from './forward.js';
+import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
 import { type Checkpoint, openCheckpoint } from './model/checkpoint.js';
 import type { ModelConfig } from './model/config.js';
@@ -80,18 +82,36 @@ export class Engine {
     const ckpt: Checkpoint = openCheckpoint(modelDir);
     const gpu = opts.gpu ?? (await Gpu.create({ adapter: cfg.adapter || undefined }));
     try {
-      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress });
       const c = ckpt.config;
+      const headPlan = attention.headPattern
+        ? loadHeadPlan(attention.headPattern, c, { streamingFraction: attention.streamingFraction ?? undefined })
+        : undefined;
+      const streaming = headPlan?.streaming.some((l) => l.length > 0)
+        ? {
+            sinkTokens: attention.sink,
+            localTokens: attention.local,
+            sinkPages: Math.ceil(attention.sink / cfg.pageSize),
+            ringPages: Math.ceil(attention.local / cfg.pageSize) + 1,
+          }
+        : undefined;
+      // every running sequence holds its sink and ring pages for its whole life
+      const numStreamingPages = streaming ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs : 0;
+      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
-      const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib);
-      const kv = new KvStorage(gpu, c, pages, cfg.pageSize);
+      const kvOpts = { headPlan, numStreamingPages };
+      const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib, kvOpts);
+      const kv = new KvStorage(gpu, c, pages, cfg.pageSize, kvOpts);
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const fwd = new ForwardPass(gpu, weights, kv, {
         maxBatchTokens: cfg.maxBatchTokens,
         maxSeqs: cfg.maxSeqs,
         maxPagesPerSeq,
         maxLogitRows: opts.maxLogitRows,
-        sparse: { logicalPageSize: attention.logicalPageSize, reuseInterval: attention.reuseInterval },
+        attention: {
+          sparse: { logicalPageSize: attention.logicalPageSize, reuseInterval: attention.reuseInterval },
+          blockSparsePrefill: attention.prefillMode === 'block-sparse' ? { topBlocks: attention.prefillTopBlocks } : undefined,
+          streaming,
+        },
       });
       await gpu.sync();
       return new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
@@ -102,6 +122,9 @@ export class Engine {
 
   /** Runs one sequence: prefill the prompt, then decode up to maxTokens. */
   async generate(promptIds: number[], opts: GenerateOptions): Promise<GenerateResult> {
+    if (this.forwardPass.attention.hasStreamingHeads) {
+      throw new SiftError('INTERNAL', 'Engine.generate runs retrieval heads only; a model with streaming heads runs through the engine loop');
+    }
     if (promptIds.length === 0) throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: 'prompt' });
     if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) {
       throw new SiftError('INVALID_ARGUMENT', 'max_tokens must be an integer >= 1', { param: 'max_tokens' });

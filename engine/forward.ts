@@ -8,18 +8,16 @@
  * and lm_head. All of it is WGSL; one command buffer per call.
  */
 import { SiftError } from '../config/errors.js';
-import { AttentionKernel, KvWriteKernel } from '../shaders/attention.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
 import { MatmulKernel } from '../shaders/matmul.js';
-import { digestBytes, digestEntries, PageDigestKernel } from '../shaders/page_digest.js';
-import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from '../shaders/sparse_decode.js';
 import { ResidualAddKernel } from '../shaders/residual_add.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
 import { RopeKernel, ropeInvFreq } from '../shaders/rope.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
 import { SwiGluKernel } from '../shaders/swiglu.js';
 import type { KvStorage } from './kv-storage.js';
+import { LayerAttention, type LayerAttentionOptions } from './layer-attention.js';
 import type { ModelWeights } from './model/weights.js';
 
 /** One step's work: new tokens of several sequences, flattened. */
@@ -43,13 +41,14 @@ export interface ForwardBatch {
   decode?: readonly { seqId: string | number; tokenBudget: number }[];
   /** Sequences that prefilled more than one token in this batch: their page selection is recomputed next decode. */
   prefillSeqIds?: readonly (string | number)[];
+  /**
+   * Streaming heads (required when the model has any): per block-table row its streaming table (sink pages then
+   * ring pages, (numSeqs, sinkPages + ringPages) u32), and per token the streaming-pool slot it is written to
+   * (page * pageSize + offset) or 0xFFFFFFFF when the ring does not keep it.
+   */
+  streaming?: { table: Uint32Array; slots: Uint32Array };
 }
 
-/** Sparse decode settings (config/attention.ts). */
-export interface SparseOptions {
-  logicalPageSize: number;
-  reuseInterval: number;
-}
 
 export interface ForwardOptions {
   maxBatchTokens: number;
@@ -57,14 +56,8 @@ export interface ForwardOptions {
   maxPagesPerSeq: number;
   /** Most logit rows one call may ask for (default maxSeqs). */
   maxLogitRows?: number;
-  /** Enables page digests and sparse decode attention (per request through ForwardBatch.decode). */
-  sparse?: SparseOptions;
-}
-
-/** Per-layer state of sparse decode: key digests of every page and the reusable page selection. */
-interface SparseLayer {
-  digests: GPUBuffer; // (numPages, pageSize / logicalPageSize, kvHeads, 2, headDim) f32
-  selection: LayerSelection;
+  /** Sparse attention: page digests + sparse decode, block-sparse prefill, streaming heads' window. */
+  attention?: Pick<LayerAttentionOptions, 'sparse' | 'blockSparsePrefill' | 'streaming'>;
 }
 
 export class ForwardPass {
@@ -78,20 +71,14 @@ export class ForwardPass {
     norm: RmsNormKernel;
     matmul: MatmulKernel;
     rope: RopeKernel;
-    kvWrite: KvWriteKernel;
-    attn: AttentionKernel;
     add: ResidualAddKernel;
     swiglu: SwiGluKernel;
     gather: GatherRowsKernel;
   };
   private readonly b: Record<string, GPUBuffer> = {};
   private readonly invFreq: GPUBuffer;
-  /** Sparse decode machinery; null when ForwardOptions.sparse is absent. */
-  readonly sparse: SparseDecodeAttention | null = null;
-  private readonly sparseLayers: SparseLayer[] = [];
-  private readonly digestKernel: PageDigestKernel | null = null;
-  private readonly slots = new Map<string | number, number>();
-  private readonly freeSlots: number[] = [];
+  /** Attention of every layer: dense, sparse decode, block-sparse prefill, streaming heads. */
+  readonly attention: LayerAttention;
 
   constructor(
     private readonly gpu: Gpu,
@@ -110,8 +97,6 @@ export class ForwardPass {
       norm: new RmsNormKernel(gpu),
       matmul: new MatmulKernel(gpu),
       rope: new RopeKernel(gpu),
-      kvWrite: new KvWriteKernel(gpu),
-      attn: new AttentionKernel(gpu),
       add: new ResidualAddKernel(gpu),
       swiglu: new SwiGluKernel(gpu),
       gather: new GatherRowsKernel(gpu),
@@ -141,48 +126,17 @@ export class ForwardPass {
     f('rows', this.maxLogitRows); // (R) u32
     f('table', this.maxSeqs * this.maxPagesPerSeq); // (numSeqs, maxPagesPerSeq) u32
     this.invFreq = gpu.upload('rope.invFreq', ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling));
-    if (opts.sparse) {
-      const L = opts.sparse.logicalPageSize;
-      this.sparse = new SparseDecodeAttention(gpu, {
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        headDim: c.headDim,
-        pageSize: kv.pageSize,
-        logicalPageSize: L,
-        maxPagesPerSeq: this.maxPagesPerSeq,
-        maxRows: this.maxSeqs,
-        numSlots: this.maxSeqs,
-        reselectInterval: opts.sparse.reuseInterval,
-      });
-      this.digestKernel = new PageDigestKernel(gpu);
-      const dBytes = digestBytes(kv.numPages, kv.pageSize, L, c.numKvHeads, c.headDim);
-      for (let i = 0; i < c.numLayers; i++) {
-        this.sparseLayers.push({ digests: gpu.createBuffer(`digests.${i}`, dBytes), selection: this.sparse.createLayerSelection() });
-      }
-      // every new token touches at most one logical page; each sequence adds at most one partial page at each end
-      f('digestEntries', 3 * (T + 2 * this.maxSeqs));
-      for (let i = this.maxSeqs - 1; i >= 0; i--) this.freeSlots.push(i);
-    }
+    this.attention = new LayerAttention(gpu, c, kv, {
+      maxBatchTokens: T,
+      maxSeqs: this.maxSeqs,
+      maxPagesPerSeq: this.maxPagesPerSeq,
+      ...opts.attention,
+    });
   }
 
-  /** The stable selection slot of a decoding sequence (allocated on first use). */
-  private slotOf(seqId: string | number): number {
-    let s = this.slots.get(seqId);
-    if (s === undefined) {
-      s = this.freeSlots.pop();
-      if (s === undefined) throw new SiftError('INTERNAL', `more than ${this.maxSeqs} sequences hold a sparse selection slot`);
-      this.slots.set(seqId, s);
-    }
-    return s;
-  }
-
-  /** Forgets a finished (or preempted) sequence's selection state. */
+  /** Forgets a finished (or preempted) sequence's attention state (its sparse selection slot). */
   release(seqId: string | number): void {
-    const s = this.slots.get(seqId);
-    if (s === undefined) return;
-    this.slots.delete(seqId);
-    this.freeSlots.push(s);
-    this.sparse?.schedule.forget(seqId);
+    this.attention.release(seqId);
   }
 
   /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows. */
@@ -210,21 +164,8 @@ export class ForwardPass {
         throw new SiftError('INVALID_ARGUMENT', `token id ${batch.tokens[i]} is outside the vocabulary [0, ${c.vocabSize})`);
       }
     }
-    const D = batch.decode?.length ?? 0;
-    if (D > 0 && !this.sparse) throw new SiftError('INTERNAL', 'forward: decode rows given but sparse attention is not enabled');
     const g = this.gpu;
-    let numDigestEntries = 0;
-    if (this.sparse) {
-      const rows: SparseDecodeRow[] = [];
-      for (let i = 0; i < D; i++) {
-        const d = batch.decode![i];
-        rows.push({ seqId: d.seqId, blockRow: batch.tokenSeq[i], position: batch.positions[i], slot: this.slotOf(d.seqId), tokenBudget: d.tokenBudget });
-      }
-      if (D > 0) this.sparse.prepareStep(rows);
-      const entries = digestEntries(this.spans(batch), this.kv.pageSize, this.sparse.logicalPageSize);
-      numDigestEntries = entries.length / 3;
-      if (numDigestEntries) g.write(this.b.digestEntries, entries);
-    }
+    this.attention.prepare({ ...batch, maxPagesPerSeq: this.maxPagesPerSeq });
     g.write(this.b.ids, Uint32Array.from(batch.tokens));
     g.write(this.b.pos, Uint32Array.from(batch.positions));
     g.write(this.b.seq, Uint32Array.from(batch.tokenSeq));
@@ -255,62 +196,7 @@ export class ForwardPass {
           nKvHeads: c.numKvHeads,
           headDim: c.headDim,
         });
-        k.kvWrite.encode(pass, a, {
-          k: b.k,
-          v: b.v,
-          kCache: kv.k,
-          vCache: kv.v,
-          blockTable: b.table,
-          tokenSeq: b.seq,
-          positions: b.pos,
-          T,
-          numKvHeads: c.numKvHeads,
-          headDim: c.headDim,
-          pageSize: this.kv.pageSize,
-          maxPagesPerSeq: this.maxPagesPerSeq,
-        });
-        if (numDigestEntries) {
-          this.digestKernel!.encode(pass, a, {
-            kCache: kv.k,
-            entries: b.digestEntries,
-            digests: this.sparseLayers[li].digests,
-            numEntries: numDigestEntries,
-            numKvHeads: c.numKvHeads,
-            headDim: c.headDim,
-            pageSize: this.kv.pageSize,
-            logicalPageSize: this.sparse!.logicalPageSize,
-          });
-        }
-        // Dense attention serves prefill tokens (and, in a mixed batch, recomputes the decode rows that sparse
-        // attention then overwrites); a pure decode step with sparse attention skips it.
-        if (D < T) k.attn.encode(pass, a, {
-          q: b.q,
-          kCache: kv.k,
-          vCache: kv.v,
-          blockTable: b.table,
-          tokenSeq: b.seq,
-          positions: b.pos,
-          out: b.attn,
-          T,
-          numHeads: c.numHeads,
-          numKvHeads: c.numKvHeads,
-          headDim: c.headDim,
-          pageSize: this.kv.pageSize,
-          maxPagesPerSeq: this.maxPagesPerSeq,
-          scale: 1 / Math.sqrt(c.headDim),
-        });
-        if (D > 0) {
-          this.sparse!.encodeLayer(pass, a, {
-            q: b.q,
-            kCache: kv.k,
-            vCache: kv.v,
-            blockTable: b.table,
-            digests: this.sparseLayers[li].digests,
-            selection: this.sparseLayers[li].selection,
-            out: b.attn,
-            scale: 1 / Math.sqrt(c.headDim),
-          });
-        }
+        this.attention.encodeLayer(pass, a, li, { q: b.q, k: b.k, v: b.v, out: b.attn, table: b.table, seq: b.seq, pos: b.pos });
         k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.proj, T });
         k.add.encode(pass, a, { a: b.h, b: b.proj, n: T * hidden });
         k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps: c.rmsNormEps });
@@ -325,32 +211,13 @@ export class ForwardPass {
       k.norm.encode(pass, a, { x: b.last, weight: this.w.finalNorm, out: b.lastn, rows: R, n: hidden, eps: c.rmsNormEps });
       k.matmul.encode(pass, a, { x: b.lastn, w: this.w.lmHead, out: b.logits, T: R });
     }, a);
-    for (const id of batch.prefillSeqIds ?? []) this.sparse?.schedule.onPrefill(id);
+    this.attention.finishStep(batch.prefillSeqIds);
     return R;
-  }
-
-  /** Per block-table row, the span of positions [start, end) this batch writes, with the row's pages. */
-  private spans(batch: ForwardBatch): { pages: ArrayLike<number>; start: number; end: number }[] {
-    const M = this.maxPagesPerSeq;
-    const lo = new Map<number, number>();
-    const hi = new Map<number, number>();
-    for (let i = 0; i < batch.tokens.length; i++) {
-      const r = batch.tokenSeq[i];
-      const p = batch.positions[i];
-      lo.set(r, Math.min(lo.get(r) ?? p, p));
-      hi.set(r, Math.max(hi.get(r) ?? p, p + 1));
-    }
-    return [...lo.keys()].map((r) => ({ pages: batch.blockTable.subarray(r * M, (r + 1) * M), start: lo.get(r)!, end: hi.get(r)! }));
   }
 
   destroy(): void {
     for (const buf of Object.values(this.b)) buf.destroy();
-    for (const l of this.sparseLayers) {
-      l.digests.destroy();
-      l.selection.selected.destroy();
-      l.selection.counts.destroy();
-    }
-    this.sparse?.destroy();
+    this.attention.destroy();
     this.invFreq.destroy();
     this.arena.destroy();
   }

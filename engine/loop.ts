@@ -24,6 +24,7 @@ import type {
 import type { Engine } from './engine.js';
 import { LiveRequest } from './loop-request.js';
 import { Sampler, tokenLogprobs } from './sampler.js';
+import { SKIP_SLOT } from '../shaders/kv_write_streaming.js';
 import { type ScheduleOutput, Scheduler } from './scheduler.js';
 
 /**
@@ -104,12 +105,18 @@ export class EngineLoop implements EngineClient {
       throw new SiftError('CONFIG_INVALID', `engine loop: numPages must be in [1, ${storagePages}], got ${numPages}`);
     }
     const pageSize = engine.kv.pageSize;
+    // Streaming heads keep their sink + ring pages in a second pool; their prefill cannot be skipped, so the prefix
+    // cache is off for such models (kvcache rejects the combination).
+    const streaming = engine.forwardPass.attention.hasStreamingHeads;
     this.kv = new KvCacheManager({
       numPages,
       pageSize,
-      logicalPageSize: pageSize % 16 === 0 ? 16 : pageSize,
-      enablePrefixCache: opts.enablePrefixCache ?? true,
+      logicalPageSize: engine.attention.logicalPageSize,
+      enablePrefixCache: streaming ? false : (opts.enablePrefixCache ?? true),
       bytesPerPage: engine.kv.bytesPerPage,
+      streaming: streaming
+        ? { numPages: engine.kv.numStreamingPages, pageSize, sinkTokens: engine.attention.sink, localTokens: engine.attention.local }
+        : undefined,
     });
     const fwd = engine.forwardPass;
     this.scheduler = new Scheduler(this.kv, {
@@ -275,7 +282,17 @@ export class EngineLoop implements EngineClient {
     }
     const prefillSeqIds = out.scheduled.filter((e) => e.numTokens > 1).map((e) => e.seq.seqId);
     for (const s of out.preempted) fwd.release(s.seqId);
-    const batch = { tokens, positions, tokenSeq, blockTable, numSeqs: out.scheduled.length, logitRows, decode, prefillSeqIds };
+    const batch = {
+      tokens,
+      positions,
+      tokenSeq,
+      blockTable,
+      numSeqs: out.scheduled.length,
+      logitRows,
+      decode,
+      prefillSeqIds,
+      streaming: fwd.attention.hasStreamingHeads ? this.streamingInputs(out, positions) : undefined,
+    };
     let logits: Float32Array;
     if (logitRows.length > 0) {
       logits = await fwd.forward(batch);
@@ -354,6 +371,38 @@ export class EngineLoop implements EngineClient {
   }
 
   /** Copy-on-write page copies, submitted ahead of the forward pass (queue order makes them land first). */
+  /**
+   * Streaming tables (sink pages then ring pages per scheduled row) and each token's ring slot. A token is written
+   * unless a later token of the same sequence in this step lands on the same ring slot (residency is relative to the
+   * end of this step's chunk, not to the whole reserved prompt); skipped tokens get SKIP_SLOT.
+   */
+  private streamingInputs(out: ScheduleOutput, positions: Uint32Array): { table: Uint32Array; slots: Uint32Array } {
+    const pool = this.kv.streaming!;
+    const ps = pool.pageSize;
+    const sink = pool.sinkTokens;
+    const ringTokens = pool.numRingPages * ps;
+    const rowLen = pool.numSinkPages + pool.numRingPages;
+    const table = new Uint32Array(out.scheduled.length * rowLen);
+    const slots = new Uint32Array(positions.length);
+    let t = 0;
+    out.scheduled.forEach((e, row) => {
+      const st = this.kv.streamingTable(e.seq.seqId);
+      table.set(st.sinkPages, row * rowLen);
+      table.set(st.ringPages, row * rowLen + pool.numSinkPages);
+      const last = positions[t + e.numTokens - 1];
+      for (let i = 0; i < e.numTokens; i++, t++) {
+        const p = positions[t];
+        if (p < sink) slots[t] = st.sinkPages[Math.floor(p / ps)] * ps + (p % ps);
+        else if (p + ringTokens <= last) slots[t] = SKIP_SLOT; // overwritten later in this chunk
+        else {
+          const r = p - sink;
+          slots[t] = st.ringPages[Math.floor(r / ps) % pool.numRingPages] * ps + (r % ps);
+        }
+      }
+    });
+    return { table, slots };
+  }
+
   private copyPages(copies: readonly PageCopy[]): void {
     const device = this.engine.gpu.device;
     const enc = device.createCommandEncoder({ label: 'kv.copyPages' });

@@ -20,6 +20,11 @@ import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
 export interface ReferenceOptions {
   /** Round K (after RoPE) and V to f16 as the GPU's KV cache stores them. Default false (f64 K/V). */
   kvF16?: boolean;
+  /**
+   * Streaming heads (DuoAttention / StreamingLLM): per layer the KV head ids (original order) that attend only to
+   * keys s < sink or t - local < s <= t. Applies to referenceForward.
+   */
+  streaming?: { heads: readonly (readonly number[])[]; sink: number; local: number };
 }
 
 /** Rounds every element to the nearest f16 value, in place. */
@@ -213,17 +218,21 @@ export function referenceForward(
   const group = c.numHeads / c.numKvHeads;
   const scale = 1 / Math.sqrt(d);
   const xs = tokenIds.map((t) => embedRow(w, t)); // T x (hidden)
-  for (const l of w.layers) {
+  for (const [li, l] of w.layers.entries()) {
+    const streamingHeads = new Set(opts.streaming?.heads[li] ?? []);
     const proj = xs.map((x, t) => qkv(w, l, x, t, opts.kvF16)); // T x {q, k, v}
     const attn = xs.map(() => new Float64Array(c.numHeads * d)); // T x (heads*headDim)
     const scores = new Float64Array(T); // (T) one query row
     for (let j = 0; j < c.numHeads; j++) {
       const kvh = Math.floor(j / group);
+      const streams = streamingHeads.has(kvh);
+      const sink = opts.streaming?.sink ?? 0;
+      const local = opts.streaming?.local ?? 0;
       for (let t = 0; t < T; t++) {
         let max = Number.NEGATIVE_INFINITY;
         for (let s = 0; s < T; s++) {
-          if (s > t) {
-            scores[s] = Number.NEGATIVE_INFINITY; // causal mask
+          if (s > t || (streams && s >= sink && s <= t - local)) {
+            scores[s] = Number.NEGATIVE_INFINITY; // causal mask (and the sink + local window of streaming heads)
             continue;
           }
           let dot = 0;
