@@ -95,10 +95,10 @@ export function resolveSection<S extends SectionSpec>(
 }
 
 /** Help text lines for a section: flag, default, doc. */
-export function describeSection(name: string, spec: SectionSpec): string[] {
+export function describeSection(name: string, spec: SectionSpec, flagOf: (key: string) => string = toFlagName): string[] {
   return Object.entries(spec).map(([k, f]) => {
     const range =
       'min' in f ? ` [${f.min}..${f.max}]` : f.kind === 'string' && f.choices ? ` {${f.choices.join('|')}}` : '';
-    return `  --${toFlagName(k).padEnd(22)} ${f.doc} (default ${JSON.stringify(f.default)}${range}; env ${toEnvName(name, k)})`;
+    return `  --${flagOf(k).padEnd(22)} ${f.doc} (default ${JSON.stringify(f.default)}${range}; env ${toEnvName(name, k)})`;
   });
 }

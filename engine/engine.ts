@@ -113,11 +113,29 @@ export class Engine {
           streaming,
         },
       });
-      await gpu.sync();
-      return new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
+      const engine = new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
+      await engine.warmUp();
+      return engine;
     } finally {
       ckpt.close();
     }
+  }
+
+  /**
+   * Compiles the step's pipelines before the first request (a cold WGSL compile costs 0.1-6 s on lavapipe) by
+   * running a two-token prefill and one decode step on page 0 of a pool that holds no sequence yet.
+   */
+  private async warmUp(): Promise<void> {
+    const fwd = this.forwardPass;
+    const table = new Uint32Array(fwd.maxPagesPerSeq);
+    const streaming = (n: number) =>
+      fwd.attention.hasStreamingHeads
+        ? { table: new Uint32Array(fwd.attention.streamingRowLength), slots: new Uint32Array(n).fill(0xffffffff) }
+        : undefined;
+    const seqId = '__warmup__';
+    await fwd.forward({ tokens: [0, 0], positions: [0, 1], tokenSeq: [0, 0], blockTable: table, numSeqs: 1, logitRows: [1], prefillSeqIds: [seqId], streaming: streaming(2) });
+    await fwd.forward({ tokens: [0], positions: [2], tokenSeq: [0], blockTable: table, numSeqs: 1, logitRows: [0], decode: [{ seqId, tokenBudget: this.attention.tokenBudget }], streaming: streaming(1) });
+    fwd.release(seqId);
   }
 
   /** Runs one sequence: prefill the prompt, then decode up to maxTokens. */

@@ -84,6 +84,8 @@ export class LayerAttention {
   private readonly freeSlots: number[] = [];
   private plan: StepPlan | null = null;
   readonly hasStreamingHeads: boolean;
+  /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
+  readonly streamingRowLength: number;
 
   constructor(
     private readonly gpu: Gpu,
@@ -95,6 +97,7 @@ export class LayerAttention {
     this.kvWrite = new KvWriteKernel(gpu);
     const T = opts.maxBatchTokens;
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
+    this.streamingRowLength = this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
     if (this.hasStreamingHeads) {
       if (!opts.streaming) throw new SiftError('INTERNAL', 'LayerAttention: streaming heads need the streaming window');
       this.stream = new StreamingAttentionKernel(gpu);

@@ -1,17 +1,33 @@
 /** Shared pieces of the CLI commands: engine options from ENGINE_SPEC, config file loading, help text. */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../../config/attention.js';
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../../config/engine.js';
 import { SiftError } from '../../config/errors.js';
 import { describeSection, toFlagName } from '../../config/schema.js';
 
 type OptionDefs = NonNullable<ParseArgsConfig['options']>;
 
-/** parseArgs definitions for every engine field (--max-batch-tokens, --kv-cache-mib, ...) plus --config. */
+/** Flag of an attention field: `--attention dense|sparse` for the mode, else the kebab-case name. */
+const attentionFlag = (k: string) => (k === 'mode' ? 'attention' : toFlagName(k));
+
+/**
+ * parseArgs definitions for every engine field (--max-batch-tokens, --kv-cache-mib, ...), every attention field
+ * (--attention, --token-budget, --head-pattern, ...) plus --config.
+ */
 export function engineOptionDefs(): OptionDefs {
   const defs: OptionDefs = { config: { type: 'string' } };
   for (const k of Object.keys(ENGINE_SPEC)) defs[toFlagName(k)] = { type: 'string' };
+  for (const k of Object.keys(ATTENTION_SPEC)) defs[attentionFlag(k)] = { type: 'string' };
   return defs;
+}
+
+/** Attention config from defaults < config file ("attention" section) < SIFT_ATTENTION_* env < flags. */
+export function attentionConfigFrom(values: Record<string, unknown>, pageSize: number): AttentionConfig {
+  const file = readConfigFile(values.config as string | undefined);
+  const flags: Record<string, unknown> = {};
+  for (const k of Object.keys(ATTENTION_SPEC)) flags[k] = values[attentionFlag(k)];
+  return attentionConfig({ file: file.attention as Record<string, unknown> | undefined, env: process.env, flags }, pageSize);
 }
 
 /** Reads a JSON config file: { "engine": {...}, "server": {...}, ... }. */
@@ -42,7 +58,13 @@ export function engineConfigFrom(values: Record<string, unknown>): EngineConfig 
 }
 
 export function engineHelp(): string {
-  return ['engine options (also in a --config JSON file under "engine", or env):', ...describeSection('ENGINE', ENGINE_SPEC)].join('\n');
+  return [
+    'engine options (also in a --config JSON file under "engine", or env):',
+    ...describeSection('ENGINE', ENGINE_SPEC),
+    '',
+    'attention options (also in a --config JSON file under "attention", or env):',
+    ...describeSection('ATTENTION', ATTENTION_SPEC, attentionFlag),
+  ].join('\n');
 }
 
 /** parseArgs with strict checking; `--help` handled by the caller. */

@@ -1,10 +1,12 @@
 /** `sift generate`: run one prompt through the engine and stream the result to the terminal. */
 import { SiftError } from '../../config/errors.js';
+import type { GenerationEvent } from '../client.js';
 import { Engine } from '../engine.js';
+import { EngineLoop } from '../loop.js';
 import { DEFAULT_MODEL } from '../models.js';
 import { resolveModel } from '../pull.js';
 import type { SamplingParams } from '../sampler.js';
-import { engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
+import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
 import { loadText, type TextSide } from '../text.js';
 
 const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3) [options]
@@ -48,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     throw new SiftError('INVALID_ARGUMENT', 'give exactly one of --prompt, --chat or --prompt-ids (see sift generate --help)');
   }
   const cfg = engineConfigFrom(values);
+  const attention = attentionConfigFrom(values, cfg.pageSize);
   const sampling: SamplingParams = {
     temperature: numFlag(values.temperature, 'temperature', 1),
     topP: numFlag(values['top-p'], 'top-p', 0.9),
@@ -92,53 +95,78 @@ export async function main(argv: string[]): Promise<number> {
 
   const loadBar = progressLine();
   const engine = await Engine.load(dir, cfg, {
+    attention,
     onProgress: (p) => loadBar.update(`loading ${dir}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${(p.bytesDone / 2 ** 20).toFixed(1)} MiB`),
   });
   loadBar.done();
+  // One request through the same engine loop the server uses (paged KV, sparse attention, streaming heads).
+  const loop = EngineLoop.create(engine);
   try {
     const stops = (values.stop as string[] | undefined) ?? [];
     const decoder = text?.streamDecoder(promptIds);
     let produced = '';
-    const ac = new AbortController();
-    const res = await engine.generate(promptIds, {
+    let stoppedByString = false;
+    const outputIds: number[] = [];
+    const h = loop.submit({
+      id: 'generate',
+      promptIds,
       maxTokens,
       sampling,
       stopIds: text?.stopIds ?? engine.config.eosTokenIds,
-      signal: ac.signal,
-      onToken: (id) => {
-        if (!decoder) {
-          if (!json) process.stdout.write(`${id} `);
-          return;
-        }
-        const piece = decoder.push(id);
-        const before = produced.length;
-        produced += piece;
-        const hit = firstStop(produced, stops, before);
-        if (hit !== -1) {
-          if (!json) process.stdout.write(produced.slice(before, hit));
-          produced = produced.slice(0, hit);
-          ac.abort();
-          return;
-        }
-        if (!json) process.stdout.write(piece);
-      },
     });
-    let finish: string = res.finishReason;
-    if (finish === 'abort') finish = 'stop'; // a --stop string matched
+    let done: Extract<GenerationEvent, { type: 'done' }> | null = null;
+    for await (const ev of h) {
+      if (ev.type === 'done') {
+        done = ev;
+        break;
+      }
+      if (ev.type !== 'token' || stoppedByString) continue;
+      outputIds.push(ev.id);
+      if (!decoder) {
+        if (!json) process.stdout.write(`${ev.id} `);
+        continue;
+      }
+      const piece = decoder.push(ev.id);
+      const before = produced.length;
+      produced += piece;
+      const hit = firstStop(produced, stops, before);
+      if (hit !== -1) {
+        if (!json) process.stdout.write(produced.slice(before, hit));
+        produced = produced.slice(0, hit);
+        stoppedByString = true;
+        h.cancel();
+        continue;
+      }
+      if (!json) process.stdout.write(piece);
+    }
+    if (!done) throw new SiftError('INTERNAL', 'generation ended without a result');
+    if (done.error) throw done.error;
+    let finish: string = done.finishReason;
+    if (stoppedByString) finish = 'stop';
     else if (decoder) {
       const tail = decoder.flush();
       produced += tail;
       if (!json) process.stdout.write(tail);
     }
-    const t = res.timings;
+    const ttft = done.timings.ttftMs ?? done.timings.durationMs;
+    const prefillMs = ttft - done.timings.queuedMs;
+    const decodeMs = done.timings.durationMs - ttft;
+    const t = {
+      prefillMs,
+      decodeMs,
+      prefillTokensPerS: promptIds.length / (prefillMs / 1000),
+      decodeTokensPerS: outputIds.length > 1 ? (outputIds.length - 1) / (decodeMs / 1000) : 0,
+    };
+    const att = done.attention;
     if (json) {
       process.stdout.write(
         `${JSON.stringify({
           model: dir,
-          prompt_ids: res.promptIds,
-          output_ids: res.outputIds,
+          prompt_ids: promptIds,
+          output_ids: outputIds,
           text: decoder ? produced : null,
           finish_reason: finish,
+          attention: { mode: att.mode, mean_tokens_attended: round(att.meanTokensAttended) },
           timings: {
             prefill_ms: round(t.prefillMs),
             decode_ms: round(t.decodeMs),
@@ -150,12 +178,13 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       process.stdout.write('\n');
       process.stderr.write(
-        `[${res.promptIds.length} prompt tokens, ${res.outputIds.length} generated, finish: ${finish}] ` +
-          `prefill ${t.prefillTokensPerS.toFixed(1)} tok/s, decode ${t.decodeTokensPerS.toFixed(1)} tok/s (${engine.gpu.caps.adapterName})\n`,
+        `[${promptIds.length} prompt tokens, ${outputIds.length} generated, finish: ${finish}, attention ${att.mode} ` +
+          `(${att.meanTokensAttended.toFixed(0)} KV tokens/step)] prefill ${t.prefillTokensPerS.toFixed(1)} tok/s, ` +
+          `decode ${t.decodeTokensPerS.toFixed(1)} tok/s (${engine.gpu.caps.adapterName})\n`,
       );
     }
   } finally {
-    engine.destroy();
+    await loop.shutdown(0);
   }
   return 0;
 }

@@ -15,7 +15,7 @@ import { loadModelConfig } from '../model/config.js';
 import { knownModel } from '../models.js';
 import { resolveModel } from '../pull.js';
 import { loadText } from '../text.js';
-import { engineConfigFrom, engineHelp, engineOptionDefs, parse, readConfigFile } from './common.js';
+import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, readConfigFile } from './common.js';
 
 const HELP = `usage: sift serve [--model NAME|DIR] [--host H] [--port P] [--api-key K ...] [--config FILE] [engine options]
 
@@ -59,6 +59,7 @@ export async function main(argv: string[]): Promise<number> {
     throw new SiftError('INVALID_ARGUMENT', `unexpected argument "${positionals[0]}" (see sift serve --help)`);
   const cfg = serverConfigFrom(values);
   const engineCfg = engineConfigFrom(values);
+  const attention = attentionConfigFrom(values, engineCfg.pageSize);
   const log = pino({ level: cfg.logLevel, base: { pid: process.pid } });
   const modelName = servedName(cfg);
 
@@ -89,6 +90,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     let lastUpload = 0;
     const engine = await Engine.load(dir, engineCfg, {
+      attention,
       onProgress: (p) => {
         if (performance.now() - lastUpload < 2000 && p.tensorsDone < p.tensorsTotal) return;
         lastUpload = performance.now();
