@@ -1,9 +1,17 @@
 /**
- * Page digest wrapper: recomputes the key digests (per-channel min and max, f32) of the logical pages a step
- * touched, from one layer's f16 kCache: digests (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim)
- * f32, [page][logical][head][0 = min, 1 = max][d]. Run after kv_write in every step (prefill chunks and decode):
- * the host lists each touched (physical page, logical index, valid tokens) once (`digestEntries`), and the kernel
- * recomputes the whole logical page from the cache.
+ * Page digest wrapper: recomputes the key digests (per-channel min and max) of the logical pages a step touched,
+ * from one layer's f16 kCache: digests (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 packed in
+ * pairs into u32 words like the cache, [page][logical][head][0 = min, 1 = max][d]. Run after kv_write in every step
+ * (prefill chunks and decode): the host lists each touched (physical page, logical index, valid tokens) once
+ * (`digestEntries`), and the kernel recomputes the whole logical page from the cache.
+ *
+ * f16 digests lose nothing: the keys are f16, so each min / max is the bit pattern of one of them (the kernel
+ * compares and copies raw f16 bits, no float conversion), and Quest's bound computed from it stays an upper bound
+ * of q . k over the page. Half the bytes of f32 digests, which page selection reads every reselecting step.
+ *
+ * Head range: `numKvHeads` is the number of KV heads in this layer's cache (r_l retrieval heads, KV heads [0, r_l)
+ * of the permuted layer); the layer's digests then use the layout with numKvHeads heads, a prefix of a buffer
+ * sized for the model's full KV heads. numKvHeads = 0 encodes nothing.
  *
  * Why recompute and not update with atomics: one batch may hold several tokens of the same logical page (prefill,
  * or chunked prefill continuing a partial page), so an incremental update would need atomic f32 min/max, which
@@ -21,9 +29,9 @@ const WG = 64;
 export interface PageDigestArgs {
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   entries: Binding; // (numEntries, 3) u32 (physical page, logical index within the page, valid tokens 0..L)
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f32, one layer
+  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, headDim / 2) u32 f16 pairs x2, one layer
   numEntries: number;
-  numKvHeads: number;
+  numKvHeads: number; // KV heads in kCache (0: nothing to do)
   headDim: number; // even
   pageSize: number;
   logicalPageSize: number; // divides pageSize
@@ -34,7 +42,7 @@ export interface PageDigestOptions {
   maxWorkgroupsPerDim?: number;
 }
 
-/** Bytes of one layer's digest buffer. */
+/** Bytes of one layer's digest buffer: (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16. */
 export function digestBytes(
   numPages: number,
   pageSize: number,
@@ -42,7 +50,7 @@ export function digestBytes(
   numKvHeads: number,
   headDim: number,
 ): number {
-  return numPages * (pageSize / logicalPageSize) * numKvHeads * 2 * headDim * 4;
+  return numPages * (pageSize / logicalPageSize) * numKvHeads * 2 * headDim * 2;
 }
 
 /** The tokens [start, end) written this step for one sequence, with its block table row (physical pages). */
@@ -93,8 +101,9 @@ export class PageDigestKernel {
         pageSize: a.pageSize,
         logicalPageSize: a.logicalPageSize,
       },
-      { numKvHeads: 1, headDim: 2, pageSize: 1, logicalPageSize: 1 },
+      { headDim: 2, pageSize: 1, logicalPageSize: 1 },
     );
+    if (a.numKvHeads === 0) return; // a layer without retrieval heads: no main-pool keys
     check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 pairs)`);
     check(
       K,
@@ -110,7 +119,7 @@ export class PageDigestKernel {
       'digests',
       a.digests,
       digestBytes(numPages, a.pageSize, a.logicalPageSize, a.numKvHeads, a.headDim),
-      `(${numPages}, ${lpp}, ${a.numKvHeads}, 2, ${a.headDim}) f32`,
+      `(${numPages}, ${lpp}, ${a.numKvHeads}, 2, ${a.headDim}) f16`,
     );
     requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
     if (a.numEntries === 0) return;

@@ -5,15 +5,27 @@
  * and the newest page always, the rest by score, ties to the lower index; K >= P keeps all: dense), and write the
  * kept page indices (block-table columns, ascending) to selected[slot, h, 0..K) and K to counts[slot, h].
  *
+ * Two passes: page_score (one thread per (row, KV head, page) over many workgroups: Quest bounds from the f16
+ * digests, written as order-preserving u32 keys to the `scores` scratch) and page_select (one workgroup per (row,
+ * KV head): radix top-k over the keys only). Splitting them spreads the expensive part, reading every digest of
+ * the context, over all cores instead of one workgroup per (row, head).
+ *
  * GQA combine: a logical page's score for a KV head is the SUM over the group's query heads of Quest's bound
  * (default; 'max' is the alternative). Measured on planted needles (see the test and the report) both find the
- * needle; the sum ranks pages by the group's total attention, which is what the shared selection serves.
+ * needle; the sum ranks pages by the group's total attention, which is what the shared selection serves. With the
+ * sum the group folds into one pass over the digest: sum_g max(q_g k_min, q_g k_max) summed over channels equals
+ * sum_d (Qp[d] k_max[d] + Qn[d] k_min[d]) with Qp / Qn the sums of the group's positive / negative query parts.
  *
- * Limits: one workgroup keeps all of a row's page scores in workgroup memory: at most MAX_SELECT_PAGES (4096)
+ * Head range (retrieval heads, engine/kv-storage.ts): numKvHeads is the KV heads of this layer's cache and
+ * digests (r_l) and of the selection layout; the query heads processed are [qHeadOffset, qHeadOffset + numHeads) of
+ * q rows of qRowHeads heads (defaults 0 and numHeads).
+ *
+ * Limits: one workgroup keeps all of a row's page keys in workgroup memory: at most MAX_SELECT_PAGES (4096)
  * pages per sequence = 262144 tokens at pageSize 64 (asserted by SparseDecodeAttention from host positions; the
- * kernel itself clamps P to it).
+ * kernels clamp P to it).
  */
 import { SiftError } from '../config/errors.js';
+import { headRange } from './attention.js';
 import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
 import { check, requireBytes, requireInts } from './sparse_common.js';
 
@@ -25,22 +37,39 @@ const WG = 64;
 
 export type GqaCombine = 'sum' | 'max';
 
+/** Pages per (select index, KV head) of the scores scratch for a block table of maxPagesPerSeq columns. */
+export function selectKeyStride(maxPagesPerSeq: number): number {
+  return Math.min(maxPagesPerSeq, MAX_SELECT_PAGES);
+}
+
+/** Bytes of the page-score scratch: (numSelect, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32. */
+export function selectScoresBytes(numSelect: number, numKvHeads: number, maxPagesPerSeq: number): number {
+  return Math.max(1, numSelect) * numKvHeads * selectKeyStride(maxPagesPerSeq) * 4;
+}
+
 export interface PageSelectArgs {
-  q: Binding; // (numRows, numHeads, headDim) f32 decode queries (after RoPE; scale does not change the ranking)
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f32, one layer
+  q: Binding; // (numRows, qRowHeads, headDim) f32 decode queries (after RoPE; scale does not change the ranking)
+  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs (page_digest)
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each page column
   rows: Binding; // (numRows, 4) u32 (blockRow, position of the query token, selection slot, tokenBudget)
   selectRows: Binding; // (numSelect) u32 indices of the rows that reselect this step
   selected: Binding; // (numSlots, numKvHeads, maxSelected) u32 page indices, written for the reselecting rows' slots
   counts: Binding; // (numSlots, numKvHeads) u32 pages kept
+  scores: Binding; // scratch (numSelect, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32: selectScoresBytes()
   numSelect: number;
-  numHeads: number;
-  numKvHeads: number;
+  numHeads: number; // query heads processed: numKvHeads * group
+  numKvHeads: number; // KV heads of the cache / digests / selection layout (r_l)
   headDim: number;
   pageSize: number;
   logicalPageSize: number;
   maxPagesPerSeq: number;
   maxSelected: number; // >= 2, >= the largest tokenBudget / pageSize of the rows
+  /** At least the pages P of every reselecting row; sizes the score grid. Default selectKeyStride(maxPagesPerSeq). */
+  maxPages?: number;
+  /** First query head of the q rows processed. Default 0. */
+  qHeadOffset?: number;
+  /** Query heads per q row (>= qHeadOffset + numHeads). Default numHeads. */
+  qRowHeads?: number;
 }
 
 export interface PageSelectOptions {
@@ -71,8 +100,9 @@ export class PageSelectKernel {
         maxPagesPerSeq: a.maxPagesPerSeq,
         maxSelected: a.maxSelected,
       },
-      { numHeads: 1, numKvHeads: 1, headDim: 1, pageSize: 1, logicalPageSize: 1, maxPagesPerSeq: 1, maxSelected: 2 },
+      { numHeads: 1, numKvHeads: 1, headDim: 2, pageSize: 1, logicalPageSize: 1, maxPagesPerSeq: 1, maxSelected: 2 },
     );
+    check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 digest pairs)`);
     check(K, a.numHeads % a.numKvHeads === 0, `numHeads ${a.numHeads} not a multiple of numKvHeads ${a.numKvHeads}`);
     check(
       K,
@@ -95,10 +125,24 @@ export class PageSelectKernel {
       throw new SiftError('INTERNAL', `page_select: ${a.numSelect} rows exceed the grid limit`);
     }
     const lpp = a.pageSize / a.logicalPageSize;
-    const u = arena.alloc(
+    const r = headRange(K, a.numHeads, a.qHeadOffset, a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads);
+    requireBytes(K, 'q', a.q, r.qRowHeads * a.headDim * 4, `(numRows, ${r.qRowHeads}, ${a.headDim}) f32`);
+    const keyStride = selectKeyStride(a.maxPagesPerSeq);
+    requireBytes(
+      K,
+      'scores',
+      a.scores,
+      selectScoresBytes(a.numSelect, a.numKvHeads, a.maxPagesPerSeq),
+      `(${a.numSelect}, ${a.numKvHeads}, ${keyStride}) u32`,
+    );
+    const maxPages = Math.min(a.maxPages ?? keyStride, keyStride);
+    requireInts(K, { maxPages }, { maxPages: 1 });
+    const HW = a.headDim / 2;
+    const us = arena.alloc(
       uniforms([
         ['u32', a.numSelect],
-        ['u32', a.numHeads],
+        ['u32', r.qRowHeads],
+        ['u32', r.qHeadOffset],
         ['u32', a.numKvHeads],
         ['u32', a.numHeads / a.numKvHeads],
         ['u32', a.pageSize],
@@ -106,17 +150,41 @@ export class PageSelectKernel {
         ['u32', lpp],
         ['u32', a.maxPagesPerSeq],
         ['u32', a.maxSelected],
+        ['u32', keyStride],
+        ['u32', 0],
       ]),
     );
-    const pipe = this.gpu.pipeline(
-      'page_select',
-      { HD: a.headDim, MAX_PAGES: MAX_SELECT_PAGES, COMBINE_MAX: this.combine === 'max' },
-      { WG },
+    const tiles = Math.ceil(maxPages / WG);
+    const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
+    if (a.numSelect * a.numKvHeads > maxDim) {
+      throw new SiftError(
+        'INTERNAL',
+        `page_select: ${a.numSelect}x${a.numKvHeads} (row, head) pairs exceed the grid limit`,
+      );
+    }
+    this.gpu.dispatch(
+      pass,
+      this.gpu.pipeline('page_score', { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max' }, { WG }),
+      [a.q, a.digests, a.blockTable, a.rows, a.selectRows, a.scores, us],
+      a.numSelect * a.numKvHeads,
+      tiles,
+    );
+    const u = arena.alloc(
+      uniforms([
+        ['u32', a.numSelect],
+        ['u32', a.numKvHeads],
+        ['u32', a.pageSize],
+        ['u32', a.maxSelected],
+        ['u32', keyStride],
+        ['u32', 0],
+        ['u32', 0],
+        ['u32', 0],
+      ]),
     );
     this.gpu.dispatch(
       pass,
-      pipe,
-      [a.q, a.digests, a.blockTable, a.rows, a.selectRows, a.selected, a.counts, u],
+      this.gpu.pipeline('page_select', { MAX_PAGES: MAX_SELECT_PAGES }, { WG }),
+      [a.scores, a.rows, a.selectRows, a.selected, a.counts, u],
       a.numSelect,
       a.numKvHeads,
     );

@@ -7,6 +7,10 @@
  * list is cut into splits of `pagesPerSplit` entries: one workgroup per (row, head, split) writes a partial
  * softmax (max, sum, acc[headDim]) to `partials`, and sparse_decode_reduce combines the splits into `out`.
  * With every page selected (tokenBudget >= context) it is dense paged decode attention.
+ * Head range (retrieval heads, engine/kv-storage.ts): the kernel processes query heads [qHeadOffset, qHeadOffset +
+ * numHeads) of q/out rows of qRowHeads heads (defaults 0 and numHeads) against a cache, selection and partials of
+ * numKvHeads heads (local head h -> KV head h / (numHeads / numKvHeads)); heads outside the range are left untouched
+ * in out.
  * Variants, same bindings and results: 'lanes' (CPU adapters: 8 invocations with private softmaxes, no barrier in
  * the key loop; default where gpu.caps.isCpu) and 'workgroup' (GPUs: 64 threads share each key tile).
  *
@@ -14,8 +18,9 @@
  * of decode rows; see its doc for the buffers the engine provides.
  */
 import { SiftError } from '../config/errors.js';
+import { headRange } from './attention.js';
 import { grid2d } from './grid.js';
-import { type GqaCombine, MAX_SELECT_PAGES, PageSelectKernel } from './page_select.js';
+import { type GqaCombine, MAX_SELECT_PAGES, PageSelectKernel, selectScoresBytes } from './page_select.js';
 import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
 import { SelectionSchedule } from './selection_schedule.js';
 import { bindingBytes, check, requireBytes, requireInts } from './sparse_common.js';
@@ -29,7 +34,7 @@ const REDUCE_WG = 64;
 export const SPARSE_MAX_HEAD_DIM = 256;
 
 export interface SparseDecodeArgs {
-  q: Binding; // (numRows, numHeads, headDim) f32, after RoPE
+  q: Binding; // (numRows, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each page column
@@ -37,7 +42,7 @@ export interface SparseDecodeArgs {
   selected: Binding; // (numSlots, numKvHeads, maxSelected) u32 ascending page columns (page_select)
   counts: Binding; // (numSlots, numKvHeads) u32 entries of `selected` in use
   partials: Binding; // scratch (numRows, numHeads, numSplits, 2 + headDim) f32: partialsBytes()
-  out: Binding; // (numRows, numHeads, headDim) f32, must not alias q
+  out: Binding; // (numRows, qRowHeads, headDim) f32, must not alias q; heads outside the range untouched
   numRows: number;
   numHeads: number;
   numKvHeads: number;
@@ -48,6 +53,10 @@ export interface SparseDecodeArgs {
   numSplits: number; // splitPlan()
   pagesPerSplit: number;
   scale: number; // softmax scale, usually 1 / sqrt(headDim)
+  /** First query head of the q/out rows processed. Default 0. */
+  qHeadOffset?: number;
+  /** Query heads per q/out row (>= qHeadOffset + numHeads). Default numHeads. */
+  qRowHeads?: number;
 }
 
 export interface SparseDecodeOptions {
@@ -124,8 +133,10 @@ export class SparseDecodeKernel {
     check(K, numPages >= 1 && numPages * pageBytes < 2 ** 32, `kCache holds ${numPages} pages`);
     check(K, Math.floor(bindingBytes(a.vCache) / pageBytes) === numPages, 'kCache and vCache differ in pages');
     const hd = a.headDim;
-    requireBytes(K, 'q', a.q, a.numRows * a.numHeads * hd * 4, `(${a.numRows}, ${a.numHeads}, ${hd}) f32`);
-    requireBytes(K, 'out', a.out, a.numRows * a.numHeads * hd * 4, `(${a.numRows}, ${a.numHeads}, ${hd}) f32`);
+    const hr = headRange(K, a.numHeads, a.qHeadOffset, a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads);
+    const qBytes = a.numRows * hr.qRowHeads * hd * 4;
+    requireBytes(K, 'q', a.q, qBytes, `(${a.numRows}, ${hr.qRowHeads}, ${hd}) f32`);
+    requireBytes(K, 'out', a.out, qBytes, `(${a.numRows}, ${hr.qRowHeads}, ${hd}) f32`);
     requireBytes(K, 'rows', a.rows, a.numRows * 16, `(${a.numRows}, 4) u32`);
     requireBytes(
       K,
@@ -159,6 +170,8 @@ export class SparseDecodeKernel {
         ['u32', a.numSplits],
         ['u32', a.pagesPerSplit],
         ['f32', a.scale],
+        ['u32', hr.qRowHeads],
+        ['u32', hr.qHeadOffset],
       ]),
     );
     this.gpu.dispatch(
@@ -173,6 +186,11 @@ export class SparseDecodeKernel {
         ['u32', rh * hd],
         ['u32', hd],
         ['u32', a.numSplits],
+        ['u32', a.numHeads],
+        ['u32', hr.qRowHeads],
+        ['u32', hr.qHeadOffset],
+        ['u32', 0],
+        ['u32', 0],
       ]),
     );
     const [x, y] = grid2d(this.gpu, rh * hd, REDUCE_WG);
@@ -232,10 +250,17 @@ export interface SparseLayerArgs {
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, this step's K/V written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f32 of this layer, up to date
+  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 of this layer, up to date
   selection: LayerSelection; // this layer's
-  out: Binding; // (numRows, numHeads, headDim) f32
+  out: Binding; // (numRows, numHeads, headDim) f32; heads past the layer's range untouched
   scale: number;
+  /**
+   * r_l: KV heads of this layer's main pool (kCache / vCache / digests), its retrieval heads [0, r_l) after the head
+   * permutation; the layer's query heads [0, r_l * group) are processed, the rest of out is untouched. Default
+   * cfg.numKvHeads (all heads). 0 encodes nothing. The digests and the selection use the r_l-head layout, a prefix
+   * of the buffers sized for cfg.numKvHeads.
+   */
+  numKvHeads?: number;
 }
 
 interface StepPlan {
@@ -243,6 +268,7 @@ interface StepPlan {
   numSelect: number;
   numSplits: number;
   pagesPerSplit: number;
+  maxSelectPages: number; // most pages of a reselecting row (sizes the score grid)
 }
 
 /**
@@ -250,7 +276,7 @@ interface StepPlan {
  * rows reselect through `schedule`, uploads the rows and selectRows buffers, sizes the splits), then
  * `encodeLayer` for every layer, in one or more passes submitted after prepareStep.
  *
- * The engine provides, per layer: `digests` (numPages, pageSize / 16, numKvHeads, 2, headDim) f32 kept current by
+ * The engine provides, per layer: `digests` (numPages, pageSize / 16, numKvHeads, 2, headDim) f16 (digestBytes) kept current by
  * PageDigestKernel after each kv_write (prefill and decode); a `LayerSelection` from `createLayerSelection()`
  * kept across steps; q/out (numRows, numHeads, headDim) f32. The wrapper owns the per-step `rows` (maxRows, 4) u32
  * and `selectRows` (maxRows) u32 buffers and the partials scratch (maxRows, numHeads, maxSplits, 2 + headDim) f32,
@@ -268,6 +294,7 @@ export class SparseDecodeAttention {
   private readonly rowsBuf: GPUBuffer; // (maxRows, 4) u32
   private readonly selectRowsBuf: GPUBuffer; // (maxRows) u32
   private readonly partials: GPUBuffer; // (maxRows, numHeads, maxSplits, 2 + headDim) f32
+  private readonly scores: GPUBuffer; // (maxRows, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32 page keys
   private plan: StepPlan | null = null;
 
   constructor(
@@ -306,6 +333,7 @@ export class SparseDecodeAttention {
       `maxSelected ${this.maxSelected} not in 2..${MAX_SELECT_PAGES}`,
     );
     check(K, cfg.pageSize % this.logicalPageSize === 0, `logicalPageSize ${this.logicalPageSize} must divide pageSize`);
+    check(K, cfg.numHeads % cfg.numKvHeads === 0, `numHeads ${cfg.numHeads} not a multiple of ${cfg.numKvHeads}`);
     this.schedule = new SelectionSchedule(cfg.reselectInterval);
     this.attention = new SparseDecodeKernel(gpu, { variant: cfg.variant, splitTokens: cfg.splitTokens });
     this.select = new PageSelectKernel(gpu, { combine: cfg.combine });
@@ -315,6 +343,10 @@ export class SparseDecodeAttention {
     this.partials = gpu.createBuffer(
       'sparse-partials',
       partialsBytes(cfg.maxRows, cfg.numHeads, this.maxSplits, cfg.headDim),
+    );
+    this.scores = gpu.createBuffer(
+      'sparse-page-scores',
+      selectScoresBytes(cfg.maxRows, cfg.numKvHeads, cfg.maxPagesPerSeq),
     );
   }
 
@@ -336,6 +368,7 @@ export class SparseDecodeAttention {
     const sel: number[] = [];
     const reselect: boolean[] = [];
     let maxList = 1;
+    let maxSelectPages = 1;
     rows.forEach((r, i) => {
       requireInts(K, { blockRow: r.blockRow, position: r.position, slot: r.slot });
       const P = Math.floor(r.position / pageSize) + 1;
@@ -352,13 +385,16 @@ export class SparseDecodeAttention {
       data.set([r.blockRow, r.position, r.slot, Math.min(r.tokenBudget, 0xffffffff)], 4 * i);
       const again = this.schedule.step(r.seqId);
       reselect.push(again);
-      if (again) sel.push(i);
+      if (again) {
+        sel.push(i);
+        maxSelectPages = Math.max(maxSelectPages, P);
+      }
       maxList = Math.max(maxList, Math.min(P, keep + 1));
     });
     if (rows.length) this.gpu.write(this.rowsBuf, data);
     if (sel.length) this.gpu.write(this.selectRowsBuf, Uint32Array.from(sel));
     const { numSplits, pagesPerSplit } = this.attention.splitPlan(maxList, pageSize);
-    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, pagesPerSplit };
+    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, pagesPerSplit, maxSelectPages };
     return reselect;
   }
 
@@ -367,9 +403,19 @@ export class SparseDecodeAttention {
     const plan = this.plan;
     if (!plan) throw new SiftError('INTERNAL', 'SparseDecodeAttention.encodeLayer before prepareStep');
     const c = this.cfg;
+    const numKvHeads = a.numKvHeads ?? c.numKvHeads;
+    requireInts('SparseDecodeAttention.encodeLayer', { numKvHeads });
+    check(
+      'SparseDecodeAttention.encodeLayer',
+      numKvHeads <= c.numKvHeads,
+      `numKvHeads ${numKvHeads} > ${c.numKvHeads}`,
+    );
+    if (numKvHeads === 0 || plan.numRows === 0) return; // no retrieval heads in this layer
     const shape = {
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
+      numHeads: numKvHeads * (c.numHeads / c.numKvHeads),
+      numKvHeads,
+      qHeadOffset: 0,
+      qRowHeads: c.numHeads,
       headDim: c.headDim,
       pageSize: c.pageSize,
       maxPagesPerSeq: c.maxPagesPerSeq,
@@ -383,7 +429,9 @@ export class SparseDecodeAttention {
       selectRows: this.selectRowsBuf,
       selected: a.selection.selected,
       counts: a.selection.counts,
+      scores: this.scores,
       numSelect: plan.numSelect,
+      maxPages: plan.maxSelectPages,
       logicalPageSize: this.logicalPageSize,
       ...shape,
     });
@@ -409,5 +457,6 @@ export class SparseDecodeAttention {
     this.rowsBuf.destroy();
     this.selectRowsBuf.destroy();
     this.partials.destroy();
+    this.scores.destroy();
   }
 }

@@ -24,7 +24,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let pl = pageList(row.z, kvh, pos);
   let i0 = min(split * p.pagesPerSplit, pl.len);
   let nSlots = (min(i0 + p.pagesPerSplit, pl.len) - i0) * p.pageSize;
-  for (var w = lid; w < HW; w += WG) { qs[w] = q[rh * HW + w] * p.scale; }
+  for (var w = lid; w < HW; w += WG) { qs[w] = q[qBase(r, h) + w] * p.scale; }
   workgroupBarrier();
 
   var m = NEG_BIG;

@@ -7,7 +7,7 @@
 
 struct Params {
   numRows: u32,         // decode rows
-  nHeads: u32,          // query heads
+  nHeads: u32,          // query heads processed
   nKvHeads: u32,        // KV heads
   group: u32,           // nHeads / nKvHeads
   pageSize: u32,        // tokens per page
@@ -16,11 +16,11 @@ struct Params {
   numSplits: u32,       // grid y
   pagesPerSplit: u32,   // list entries per split
   scale: f32,           // softmax scale
-  _p0: u32,
-  _p1: u32,
+  qRowHeads: u32,       // query heads per q row (row stride in heads)
+  qHeadOffset: u32,     // first query head of the q rows processed (local head h is row head qHeadOffset + h)
 }
 
-@group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, nHeads, HW) f32 pairs
+@group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, qRowHeads, HW) f32 pairs
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;       // (numSeqs, maxPagesPerSeq) physical pages
@@ -62,6 +62,11 @@ fn pageAt(pl: PageList, i: u32) -> u32 {
 fn kvOffset(blockRow: u32, lp: u32, o: u32, kvh: u32) -> u32 {
   let page = blockTable[blockRow * p.maxPagesPerSeq + lp];
   return ((page * p.pageSize + o) * p.nKvHeads + kvh) * HW;
+}
+
+// First f32 pair of local query head h of row r in q.
+fn qBase(r: u32, h: u32) -> u32 {
+  return (r * p.qRowHeads + p.qHeadOffset + h) * HW;
 }
 
 fn partialBase(rh: u32, split: u32) -> u32 {

@@ -23,7 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nSlots = (min(i0 + p.pagesPerSplit, pl.len) - i0) * p.pageSize;
 
   var qv: array<vec2<f32>, HW>;
-  for (var w = 0u; w < HW; w++) { qv[w] = q[rh * HW + w] * p.scale; }
+  for (var w = 0u; w < HW; w++) { qv[w] = q[qBase(r, h) + w] * p.scale; }
   var acc: array<vec2<f32>, HW>;
   var m = NEG_BIG;
   var l = 0.0;

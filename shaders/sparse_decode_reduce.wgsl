@@ -1,6 +1,7 @@
 // Flash-decoding reduce: out[r, h, d] = sum_s acc_s[d] * exp(m_s - M) / sum_s l_s * exp(m_s - M), M = max_s m_s,
 // over the numSplits partials of (r, h) written by sparse_decode(_lanes). Empty splits (m = -big, l = 0) add 0.
-// One thread per (r, h, d) on a 2-D grid of workgroups.
+// One thread per (r, h, d) on a 2-D grid of workgroups. Local head h of row r is written to out row head
+// qHeadOffset + h of rows of qRowHeads heads; the other heads of out are untouched.
 
 override WG: u32 = 64;
 
@@ -8,11 +9,15 @@ struct Params {
   count: u32,     // numRows * nHeads * headDim
   headDim: u32,
   numSplits: u32,
+  nHeads: u32,       // query heads processed
+  qRowHeads: u32,    // query heads per out row
+  qHeadOffset: u32,  // first out head written
   _p0: u32,
+  _p1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> partials: array<f32>;   // (numRows, nHeads, numSplits, 2 + headDim)
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;  // (numRows, nHeads, headDim)
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;  // (numRows, qRowHeads, headDim)
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
@@ -37,5 +42,7 @@ fn main(
     l += partials[sb + 1u] * w;
     o += partials[sb + 2u + d] * w;
   }
-  out[idx] = o / l;
+  let r = rh / p.nHeads;
+  let h = rh - r * p.nHeads;
+  out[(r * p.qRowHeads + p.qHeadOffset + h) * p.headDim + d] = o / l;
 }

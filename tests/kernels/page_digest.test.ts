@@ -5,11 +5,14 @@ import { UniformArena } from '../../shaders/runtime.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
-import { makeSeqCache, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
-import { digestOffset, digestRef } from '../reference/page_digest.js';
+import { fromF16Bits, makeSeqCache, roundF16, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
+import { digestOffset, digestRef, digestValues, digestWordsRef, f16Directed } from '../reference/page_digest.js';
 
 // min / max of f16 values widened to f32 are exact: the digests must match bit for bit.
 const EXACT = { atol: 0, rtol: 0 };
+const SENTINEL = 0xdeadbeef;
+// Keys at the edges of f16: subnormals, signed zeros, the largest finite values.
+const SPECIAL = [3e-6, -3e-6, 6e-8, -6e-8, 0, -0, 65504, -65504, 1e-4, -2.5];
 
 test('digestEntries lists each touched logical page once with its valid count', () => {
   // Page size 64, logical 16: tokens [10, 40) of a sequence on pages [7, 3] touch logical 0, 1, 2 of page 7.
@@ -34,6 +37,10 @@ interface Case {
   headDim: number;
   numKvHeads: number;
   maxWorkgroupsPerDim?: number;
+  /** The digest buffer is sized for this many KV heads (a layer's r_l = numKvHeads of the model's nKv). */
+  bufferKvHeads?: number;
+  /** Mix f16 edge values (SPECIAL) into the keys. */
+  special?: boolean;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -67,8 +74,24 @@ async function runCase(c: Case): Promise<void> {
     }
   });
 
+  if (c.special) {
+    final.forEach((f, s) => {
+      for (let j = 0; j < f; j++) {
+        const page = cache.blockTable[s * cache.maxPagesPerSeq + Math.floor(j / pageSize)];
+        for (let h = 0; h < numKvHeads; h++) {
+          if (rng.next() < 0.5) continue;
+          const vals = Array.from({ length: headDim }, () =>
+            rng.next() < 0.6 ? SPECIAL[rng.int(0, SPECIAL.length - 1)] : rng.normal() * 3,
+          );
+          writeSlot(big, 'k', page, j % pageSize, h, vals);
+        }
+      }
+    });
+  }
   const { kCache } = uploadCache(gpu, big);
-  const digests = gpu.createBuffer('digests', digestBytes(total, pageSize, logicalPageSize, numKvHeads, headDim));
+  const bufWords = digestBytes(total, pageSize, logicalPageSize, c.bufferKvHeads ?? numKvHeads, headDim) / 4;
+  const digests = u32Buffer(gpu, new Uint32Array(bufWords).fill(SENTINEL));
+  const usedWords = digestBytes(total, pageSize, logicalPageSize, numKvHeads, headDim) / 4;
   const kernel = new PageDigestKernel(gpu, { maxWorkgroupsPerDim: c.maxWorkgroupsPerDim });
   const arena = new UniformArena(gpu);
   const rowOf = (s: number) => cache.blockTable.subarray(s * cache.maxPagesPerSeq, (s + 1) * cache.maxPagesPerSeq);
@@ -85,8 +108,12 @@ async function runCase(c: Case): Promise<void> {
     }, arena);
   };
   const check = async (lensNow: number[], what: string) => {
-    const got = await gpu.readF32(digests, total * lpp * numKvHeads * 2 * headDim);
+    const words = await gpu.readU32(digests, bufWords);
     assertNoGpuErrors(gpu);
+    for (let i = usedWords; i < bufWords; i++) {
+      assert.equal(words[i], SENTINEL, `${what}: digest word ${i} past the layer's ${numKvHeads} heads written`);
+    }
+    const got = digestValues(words.subarray(0, usedWords));
     const want = new Float32Array(got.length);
     const gotSel: number[] = [];
     const wantSel: number[] = [];
@@ -99,6 +126,24 @@ async function runCase(c: Case): Promise<void> {
           for (let i = 0; i < 2 * headDim; i++) {
             gotSel.push(got[o + i]);
             wantSel.push(want[o + i]);
+          }
+          // Bit patterns (signed zeros included) equal the reference's conservative f16 rounding, and every key of
+          // the logical page lies within [min, max] channel by channel: Quest's bound is an upper bound.
+          const ref = digestWordsRef(want.subarray(o, o + 2 * headDim), headDim);
+          assert.deepEqual(Array.from(words.subarray(o / 2, o / 2 + headDim)), Array.from(ref), `${what}: f16 bits`);
+          const n = Math.min(logicalPageSize, len - g * logicalPageSize);
+          const qv = Array.from({ length: headDim }, () => rng.normal());
+          let bound = 0;
+          for (let d = 0; d < headDim; d++) bound += Math.max(qv[d] * got[o + d], qv[d] * got[o + headDim + d]);
+          for (let t = 0; t < n; t++) {
+            const kb = ((page * pageSize + (g % lpp) * logicalPageSize + t) * numKvHeads + h) * headDim;
+            let dot = 0;
+            for (let d = 0; d < headDim; d++) {
+              const x = big.k[kb + d];
+              assert.ok(got[o + d] <= x && x <= got[o + headDim + d], `${what}: key outside its digest`);
+              dot += qv[d] * x;
+            }
+            assert.ok(bound >= dot - 1e-9 * (Math.abs(dot) + 1), `${what}: Quest bound ${bound} < q.k ${dot}`);
           }
         }
       }
@@ -153,6 +198,33 @@ test('page digests equal the reference min/max after prefill and after appends (
     }
   }
   await runCase({ seed: 99, pageSize: 64, logicalPageSize: 16, headDim: 36, numKvHeads: 2, maxWorkgroupsPerDim: 3 });
+});
+
+test('f16 digests: edge keys (subnormals, signed zeros, 65504) bit-exact; a layer of r_l heads leaves the rest of a full-size buffer alone', async () => {
+  await runCase({ seed: 7, pageSize: 64, logicalPageSize: 16, headDim: 48, numKvHeads: 2, special: true });
+  await runCase({ seed: 8, pageSize: 32, logicalPageSize: 8, headDim: 64, numKvHeads: 1, bufferKvHeads: 4 });
+  await runCase({
+    seed: 9,
+    pageSize: 64,
+    logicalPageSize: 16,
+    headDim: 128,
+    numKvHeads: 3,
+    bufferKvHeads: 8,
+    special: true,
+  });
+});
+
+test('conservative f16 rounding: min rounds down, max rounds up, exact for f16 values, one ulp apart otherwise', () => {
+  const rng = new Rng(3);
+  const values = [0, -0, 1, -1, 65504, -65504, 70000, -70000, 1e-9, -1e-9, 5.96e-8, 3e-6, ...SPECIAL];
+  for (let i = 0; i < 2000; i++) values.push(rng.normal() * 10 ** rng.int(-8, 4));
+  for (const x of values) {
+    const lo = fromF16Bits(f16Directed(x, -1));
+    const hi = fromF16Bits(f16Directed(x, 1));
+    assert.ok(lo <= x && x <= hi, `${x}: [${lo}, ${hi}]`);
+    if (roundF16(x) === x) assert.ok(lo === x && hi === x, `${x} is an f16 value: kept exactly`);
+    else assert.ok(lo < hi && f16Directed(x, 1) !== f16Directed(x, -1), `${x}: one ulp`);
+  }
 });
 
 test('page digest rejects bad shapes', async () => {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
-import { type GqaCombine, PageSelectKernel } from '../../shaders/page_select.js';
+import { type GqaCombine, PageSelectKernel, selectScoresBytes } from '../../shaders/page_select.js';
 import { UniformArena } from '../../shaders/runtime.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
 import { emptyCache, makeSeqCache, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
-import { allDigestsRef } from '../reference/page_digest.js';
+import { allDigestsRef, digestWordsRef } from '../reference/page_digest.js';
 import { keptCount, pageScoresRef, type SelectRow, topPagesRef } from '../reference/page_select.js';
 
 // The GPU scores pages in f32, the reference in f64: a page may swap with the K-th one only when their scores are
@@ -21,6 +21,9 @@ interface Case {
   headDim: number;
   combine: GqaCombine;
   constantKeys?: boolean;
+  /** q rows hold qRowHeads heads, of which [qHeadOffset, qHeadOffset + numHeads) are this layer's. */
+  qHeadOffset?: number;
+  qRowHeads?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -64,14 +67,24 @@ async function runCase(c: Case): Promise<void> {
   const numSlots = 7;
   const maxSelected = Math.max(cache.maxPagesPerSeq, 20);
   const q = rng.normalArray(numRows * numHeads * headDim);
+  // The kernel sees q inside wider rows (other heads NaN: reading them would poison the scores).
+  const qOff = c.qHeadOffset ?? 0;
+  const qRowHeads = c.qRowHeads ?? numHeads;
+  const qWide = new Float32Array(numRows * qRowHeads * headDim).fill(Number.NaN);
+  for (let r = 0; r < numRows; r++) {
+    qWide.set(q.subarray(r * numHeads * headDim, (r + 1) * numHeads * headDim), (r * qRowHeads + qOff) * headDim);
+  }
   const selected = u32Buffer(gpu, new Uint32Array(numSlots * numKvHeads * maxSelected).fill(SENTINEL));
   const counts = u32Buffer(gpu, new Uint32Array(numSlots * numKvHeads).fill(SENTINEL));
   const kernel = new PageSelectKernel(gpu, { combine: c.combine });
   const arena = new UniformArena(gpu);
   gpu.run((pass) => {
     kernel.encode(pass, arena, {
-      q: f32Buffer(gpu, q),
-      digests: f32Buffer(gpu, digests),
+      q: f32Buffer(gpu, qWide),
+      qHeadOffset: c.qHeadOffset,
+      qRowHeads: c.qRowHeads,
+      digests: u32Buffer(gpu, digestWordsRef(digests, headDim)),
+      scores: gpu.createBuffer('scores', selectScoresBytes(selectRows.length, numKvHeads, cache.maxPagesPerSeq)),
       blockTable: u32Buffer(gpu, cache.blockTable),
       rows: u32Buffer(gpu, rowWords),
       selectRows: u32Buffer(gpu, selectRows),
@@ -140,6 +153,12 @@ test('page selection equals the reference top-k: sink + newest, exactly min(K, P
       seed++;
     }
   }
+});
+
+test('page selection on a head range of wider q rows equals the reference on the range alone', async () => {
+  await runCase({ seed: 60, group: 4, pageSize: 32, headDim: 64, combine: 'sum', qHeadOffset: 0, qRowHeads: 12 });
+  await runCase({ seed: 61, group: 1, pageSize: 16, headDim: 48, combine: 'max', qHeadOffset: 3, qRowHeads: 7 });
+  await runCase({ seed: 62, group: 8, pageSize: 64, headDim: 36, combine: 'sum', qHeadOffset: 8, qRowHeads: 24 });
 });
 
 test('page selection breaks ties by the lower page index', async () => {
@@ -238,6 +257,7 @@ async function needleRecall(numHeads: number, numKvHeads: number, combine: GqaCo
     new PageSelectKernel(gpu, { combine }).encode(pass, arena, {
       q: f32Buffer(gpu, q),
       digests,
+      scores: gpu.createBuffer('scores', selectScoresBytes(numRows, numKvHeads, maxPagesPerSeq)),
       blockTable: u32Buffer(gpu, blockTable),
       rows: u32Buffer(gpu, rowWords),
       selectRows: u32Buffer(

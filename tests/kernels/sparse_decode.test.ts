@@ -16,7 +16,7 @@ import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu
 import { Rng } from '../helpers/rng.js';
 import { makeSeqCache, poisonPage, uploadCache } from '../helpers/sparse-cache.js';
 import { attentionRef } from '../reference/attention.js';
-import { allDigestsRef } from '../reference/page_digest.js';
+import { allDigestsRef, digestWordsRef } from '../reference/page_digest.js';
 import { sparseDecodeRef } from '../reference/sparse_decode.js';
 
 // f32 dot products (head dim <= 128) and an f32 online softmax over up to a few thousand keys of f16 values,
@@ -67,15 +67,18 @@ async function denseCase(c: DenseCase): Promise<void> {
   const cache = makeSeqCache(rng, lens, { numKvHeads, headDim, pageSize });
   const { kCache, vCache } = uploadCache(gpu, cache);
   const blockTable = u32Buffer(gpu, cache.blockTable);
-  const digests = f32Buffer(
+  const digests = u32Buffer(
     gpu,
-    allDigestsRef(
-      cache.k,
-      { pageSize, logicalPageSize: 16, numKvHeads, headDim },
-      cache.numPages,
-      cache.blockTable,
-      cache.maxPagesPerSeq,
-      lens,
+    digestWordsRef(
+      allDigestsRef(
+        cache.k,
+        { pageSize, logicalPageSize: 16, numKvHeads, headDim },
+        cache.numPages,
+        cache.blockTable,
+        cache.maxPagesPerSeq,
+        lens,
+      ),
+      headDim,
     ),
   );
   // Decode rows in another order than the block table rows.
@@ -198,6 +201,7 @@ async function listCase(
   pageSize: number,
   headDim: number,
   splitTokens: number,
+  range?: { qHeadOffset: number; qRowHeads: number },
 ): Promise<void> {
   const gpu = await testGpu();
   const rng = new Rng(seed);
@@ -259,14 +263,29 @@ async function listCase(
   );
   const { kCache, vCache } = uploadCache(gpu, cache);
   const arena = new UniformArena(gpu);
+  // With a head range q / out rows hold rowHeads heads: q's other heads are NaN, out's other heads a sentinel.
+  const off = range?.qHeadOffset ?? 0;
+  const rowHeads = range?.qRowHeads ?? numHeads;
+  const widen = (x: Float32Array, fill: number) => {
+    const w = new Float32Array(numRows * rowHeads * headDim).fill(fill);
+    for (let r = 0; r < numRows; r++) {
+      w.set(x.subarray(r * numHeads * headDim, (r + 1) * numHeads * headDim), (r * rowHeads + off) * headDim);
+    }
+    return w;
+  };
+  const OUT_SENTINEL = 12345.5;
+  const qWide = widen(q, Number.NaN);
+  const wantWide = widen(want, OUT_SENTINEL);
   for (const variant of VARIANTS) {
     const kernel = new SparseDecodeKernel(gpu, { variant, splitTokens });
     const { numSplits, pagesPerSplit } = kernel.splitPlan(maxSelected + 1, pageSize);
-    const out = gpu.createBuffer('out', numRows * numHeads * headDim * 4);
+    const out = f32Buffer(gpu, new Float32Array(numRows * rowHeads * headDim).fill(OUT_SENTINEL));
     arena.reset();
     gpu.run((pass) => {
       kernel.encode(pass, arena, {
-        q: f32Buffer(gpu, q),
+        q: f32Buffer(gpu, qWide),
+        qHeadOffset: range?.qHeadOffset,
+        qRowHeads: range?.qRowHeads,
         kCache,
         vCache,
         blockTable: u32Buffer(gpu, cache.blockTable),
@@ -287,13 +306,13 @@ async function listCase(
         scale,
       });
     }, arena);
-    const got = await gpu.readF32(out, want.length);
+    const got = await gpu.readF32(out, wantWide.length);
     assertNoGpuErrors(gpu);
     assertClose(
       got,
-      want,
+      wantWide,
       TOL,
-      `sparse ${variant} seed=${seed} heads=${numHeads}/${numKvHeads} hd=${headDim} page=${pageSize} splits=${numSplits}x${pagesPerSplit}`,
+      `sparse ${variant} seed=${seed} heads=${numHeads}/${numKvHeads} range=${off}+${numHeads}/${rowHeads} hd=${headDim} page=${pageSize} splits=${numSplits}x${pagesPerSplit}`,
     );
   }
   arena.destroy();
@@ -310,6 +329,133 @@ test('sparse decode over given page lists equals the reference over only those p
   ]) {
     await listCase(seed++, group, pageSize, headDim, splitTokens);
   }
+});
+
+test('sparse decode on a head range of wider q/out rows: the range equals the reference, other heads untouched', async () => {
+  await listCase(200, 4, 32, 48, 64, { qHeadOffset: 0, qRowHeads: 16 });
+  await listCase(201, 1, 16, 64, 32, { qHeadOffset: 3, qRowHeads: 6 });
+  await listCase(202, 2, 64, 36, 512, { qHeadOffset: 2, qRowHeads: 9 });
+});
+
+/**
+ * A model of 4 KV heads (GQA 2: 8 query heads) whose layer keeps r_l = 2 retrieval heads (main pool of 2 heads,
+ * digests and selections in the 2-head layout inside buffers sized for 4): encodeLayer({ numKvHeads: 2 }) on q /
+ * out rows of 8 heads equals a 4-query-head / 2-KV-head SparseDecodeAttention on the first 4 heads alone (same
+ * selection, same output bits) and leaves out heads 4..7 untouched; r_l = 0 encodes nothing.
+ */
+test('SparseDecodeAttention.encodeLayer with r_l < nKv retrieval heads equals the full computation on heads [0, r_l * group)', async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(4242);
+  const nKv = 4;
+  const group = 2;
+  const rl = 2;
+  const headDim = 64;
+  const pageSize = 16;
+  const logicalPageSize = 16;
+  const lens = [900, 350, 40];
+  const cache = makeSeqCache(rng, lens, { numKvHeads: rl, headDim, pageSize });
+  const digestWords = digestWordsRef(
+    allDigestsRef(
+      cache.k,
+      { pageSize, logicalPageSize, numKvHeads: rl, headDim },
+      cache.numPages,
+      cache.blockTable,
+      cache.maxPagesPerSeq,
+      lens,
+    ),
+    headDim,
+  );
+  const { kCache, vCache } = uploadCache(gpu, cache);
+  const blockTable = u32Buffer(gpu, cache.blockTable);
+  const fullDigests = gpu.createBuffer(
+    'digests-full',
+    digestBytes(cache.numPages, pageSize, logicalPageSize, nKv, headDim),
+  );
+  gpu.write(fullDigests, digestWords);
+  const smallDigests = u32Buffer(gpu, digestWords);
+  const numRows = lens.length;
+  const rows: SparseDecodeRow[] = lens.map((len, s) => ({
+    seqId: s,
+    blockRow: s,
+    position: len - 1,
+    slot: (s + 1) % numRows,
+    tokenBudget: [6 * pageSize, 4 * pageSize, Number.POSITIVE_INFINITY][s],
+  }));
+  const qFull = rng.normalArray(numRows * nKv * group * headDim);
+  const qSmall = new Float32Array(numRows * rl * group * headDim);
+  for (let r = 0; r < numRows; r++) {
+    qSmall.set(
+      qFull.subarray(r * nKv * group * headDim, (r * nKv * group + rl * group) * headDim),
+      r * rl * group * headDim,
+    );
+  }
+  const SENT = -777.25;
+  const common = { headDim, pageSize, logicalPageSize, maxPagesPerSeq: cache.maxPagesPerSeq, maxRows: 4, numSlots: 4 };
+  const model = new SparseDecodeAttention(gpu, { ...common, numHeads: nKv * group, numKvHeads: nKv });
+  const layer = new SparseDecodeAttention(gpu, { ...common, numHeads: rl * group, numKvHeads: rl });
+  const selModel = model.createLayerSelection();
+  const selLayer = layer.createLayerSelection();
+  const outModel = f32Buffer(gpu, new Float32Array(qFull.length).fill(SENT));
+  const outEmpty = f32Buffer(gpu, new Float32Array(qFull.length).fill(SENT));
+  const outLayer = gpu.createBuffer('out-layer', qSmall.length * 4);
+  model.prepareStep(rows);
+  layer.prepareStep(rows);
+  const arena = new UniformArena(gpu);
+  gpu.run((pass) => {
+    const qb = f32Buffer(gpu, qFull);
+    const args = { q: qb, kCache, vCache, blockTable, digests: fullDigests, scale: 0.125 };
+    model.encodeLayer(pass, arena, { ...args, selection: selModel, out: outModel, numKvHeads: rl });
+    model.encodeLayer(pass, arena, { ...args, selection: selModel, out: outEmpty, numKvHeads: 0 });
+    layer.encodeLayer(pass, arena, {
+      ...args,
+      q: f32Buffer(gpu, qSmall),
+      digests: smallDigests,
+      selection: selLayer,
+      out: outLayer,
+    });
+  }, arena);
+  const gotModel = await gpu.readF32(outModel, qFull.length);
+  const gotEmpty = await gpu.readF32(outEmpty, qFull.length);
+  const gotLayer = await gpu.readF32(outLayer, qSmall.length);
+  const selA = await gpu.readU32(selModel.selected);
+  const selB = await gpu.readU32(selLayer.selected);
+  const cntA = await gpu.readU32(selModel.counts);
+  const cntB = await gpu.readU32(selLayer.counts);
+  assertNoGpuErrors(gpu);
+  const ms = model.maxSelected;
+  assert.equal(ms, layer.maxSelected);
+  // Selections: the layer's r_l-head layout is a prefix of the model-sized buffers.
+  assert.deepEqual(Array.from(cntA.subarray(0, 4 * rl)), Array.from(cntB.subarray(0, 4 * rl)));
+  for (let sb = 0; sb < 4 * rl; sb++) {
+    assert.deepEqual(
+      Array.from(selA.subarray(sb * ms, sb * ms + cntA[sb])),
+      Array.from(selB.subarray(sb * ms, sb * ms + cntB[sb])),
+      `selection ${sb}`,
+    );
+  }
+  const hd = headDim;
+  for (let r = 0; r < numRows; r++) {
+    for (let h = 0; h < nKv * group; h++) {
+      const o = (r * nKv * group + h) * hd;
+      const row = Array.from(gotModel.subarray(o, o + hd));
+      if (h < rl * group) {
+        const w = (r * rl * group + h) * hd;
+        assert.deepEqual(row, Array.from(gotLayer.subarray(w, w + hd)), `row ${r} head ${h}`);
+      } else {
+        assert.ok(
+          row.every((x) => x === SENT),
+          `row ${r} head ${h} outside the range was written`,
+        );
+      }
+    }
+  }
+  assert.ok(
+    gotEmpty.every((x) => x === SENT),
+    'r_l = 0 wrote out',
+  );
+  model.destroy();
+  layer.destroy();
+  arena.destroy();
 });
 
 test('SparseDecodeAttention over decode steps: reselects every 4 steps and after prefill, output equals the reference over its selection', async () => {
@@ -341,7 +487,7 @@ test('SparseDecodeAttention over decode steps: reselects every 4 steps and after
     'digests',
     digestBytes(cache.numPages, pageSize, logicalPageSize, numKvHeads, headDim),
   );
-  gpu.write(digestBuf, digests);
+  gpu.write(digestBuf, digestWordsRef(digests, headDim));
   const sd = new SparseDecodeAttention(gpu, {
     numHeads,
     numKvHeads,
