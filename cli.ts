@@ -10,6 +10,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main: (a
   pull: { summary: 'download and convert a known model (e.g. stories15M) into the models folder', load: () => import('./engine/cli/pull.js') },
   bench: { summary: 'benchmark the forward pass (prefill and decode tokens/s)', load: () => import('./engine/cli/bench.js') },
   calibrate: { summary: 'score streaming vs retrieval heads over a text (attention mass outside sink+local) -> heads.tsv', load: () => import('./engine/cli/calibrate.js') },
+  kv: { summary: 'KV-cache bytes per token and per sequence, dense vs streaming heads', load: () => import('./engine/cli/kv.js') },
   gpu: { summary: 'show the WebGPU adapter sift would use and what it can do', load: () => import('./engine/cli/gpu.js') },
   loadtest: { summary: 'load an OpenAI-compatible server (or a sift it starts); HTML report', load: () => import('./loadtest/cli.js') },
 };
