@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The attention / decode benchmarks on a lent NVIDIA machine (recipe: ../shared/gpu/README.md), with the PyTorch
+# SDPA peer in the same run. Here: build, `bash ../shared/gpu/prepare.sh`; carry .gpu and dist; there, from the
+# project root:   source .gpu/enter.sh && bash scripts/gpu/bench.sh
+# Writes logs and JSON under $OUT (default ./gpu-bench-out) and prints a short table last. Builds nothing there.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-bench-out}
+mkdir -p "$OUT"
+[ -f dist/cli.js ] || { echo "dist/cli.js missing: build here and carry dist/" >&2; exit 1; }
+command -v node >/dev/null || { echo "node not on PATH: source .gpu/enter.sh first" >&2; exit 1; }
+LIMIT=${LIMIT:-200} # seconds per step, so that one stuck step cannot eat the whole lease
+step() { # name, command...
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$OUT/steps.txt"
+  local t0=$SECONDS
+  timeout "$LIMIT" "$@" >"$OUT/$name.md" 2>"$OUT/$name.err"
+  local rc=$?
+  echo "   rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+  [ $rc -eq 0 ] || tail -n 5 "$OUT/$name.err"
+}
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$OUT/nvidia-smi.txt" 2>&1
+step gpu node dist/cli.js gpu --json
+step attention node dist/cli.js bench attention --shape llama3-8b --contexts 4096,32768,65536,131072 \
+  --prefill-contexts 4096,16384,32768 --prefill-sample 8 --repeat 10 --out "$OUT/attention-llama3-8b.json"
+step decode node dist/cli.js bench decode --synthetic llama3-attn --contexts 4096,32768,131072 \
+  --fill-tokens 32768 --budget 4096 --steps 16 --repeat 5 --out "$OUT/decode-llama3-attn.json"
+if python3 -c 'import torch' 2>/dev/null; then
+  step sdpa python3 scripts/gpu/sdpa_peer.py --contexts 4096,32768,65536,131072 --prefill 4096,16384,32768 \
+    --out "$OUT/sdpa-peer.json"
+else
+  echo "SKIPPED the PyTorch SDPA peer: python3 cannot import torch on this machine" | tee "$OUT/sdpa.md"
+fi
+for f in gpu attention decode sdpa; do [ -f "$OUT/$f.md" ] && { echo; echo "### $f"; cat "$OUT/$f.md"; }; done
+echo
+echo "### summary (one layer, llama3-8b attention shape, ms)"
+python3 scripts/gpu/sdpa_peer.py --summary "$OUT/attention-llama3-8b.json" "$OUT/sdpa-peer.json" || true

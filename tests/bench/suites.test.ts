@@ -1,0 +1,151 @@
+/** Smoke runs of every bench suite on tiny shapes: the results have their fields and positive times (no thresholds). */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { engineConfig } from '../../config/engine.js';
+import { runAgreement } from '../../engine/bench/agreement.js';
+import { attentionTables, runAttentionBench } from '../../engine/bench/attention.js';
+import { startMeta } from '../../engine/bench/common.js';
+import { decodeTable, runDecodeBench } from '../../engine/bench/decode.js';
+import { forwardTable, runForwardBench } from '../../engine/bench/forward.js';
+import { pseudoTokens } from '../../engine/bench/model-steps.js';
+import { Engine } from '../../engine/engine.js';
+import { SYNTHETIC_PRESETS, writeSyntheticCheckpoint } from '../../engine/model/synthetic.js';
+import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
+
+const root = mkdtempSync(path.join(os.tmpdir(), 'sift-bench-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const positive = (s: { median: number; min: number; max: number }) => {
+  assert.ok(s.min > 0 && s.median >= s.min && s.max >= s.median, JSON.stringify(s));
+};
+
+let engineP: Promise<Engine> | undefined;
+function tinyEngine(): Promise<Engine> {
+  engineP ??= (async () => {
+    const dir = path.join(root, 'tiny');
+    writeSyntheticCheckpoint(dir, {
+      architecture: 'LlamaForCausalLM',
+      dtype: 'f16',
+      sharded: false,
+      tie: 'untied',
+      hidden: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 32,
+      intermediate: 96,
+      vocab: 128,
+      maxPositions: 1024,
+      seed: 3,
+    });
+    const cfg = engineConfig({ flags: { maxBatchTokens: 128, kvCacheMib: 4, maxSeqs: 8, maxContext: 1024 } });
+    return Engine.load(dir, cfg, { gpu: await testGpu() });
+  })();
+  return engineP;
+}
+after(async () => (await engineP)?.destroy());
+
+test('llama3-attn preset: Llama-3-8B attention shape on a small residual stream', () => {
+  const p = SYNTHETIC_PRESETS['llama3-attn'];
+  assert.ok(p);
+  assert.equal(p.heads, 32);
+  assert.equal(p.kvHeads, 8);
+  assert.equal(p.headDim, 128);
+  assert.ok(p.hidden <= 512 && (p.maxPositions ?? 0) >= 131072);
+});
+
+test('attention suite: decode and sampled prefill on a tiny shape', async () => {
+  const gpu = await testGpu();
+  const meta = startMeta(gpu.caps).finish();
+  assert.ok(
+    meta.date &&
+      meta.command &&
+      meta.machine.cpus > 0 &&
+      meta.loadavgStart.length === 3 &&
+      meta.loadavgEnd.length === 3,
+  );
+  const r = await runAttentionBench(gpu, {
+    shapes: [{ name: 'tiny', numHeads: 4, numKvHeads: 2, headDim: 32 }],
+    contexts: [256, 512],
+    prefillContexts: [320],
+    budget: 128,
+    reuse: 4,
+    repeat: 2,
+    prefillSample: 1,
+    peakGbps: 100,
+    chunk: 128,
+    targetMs: 1,
+  });
+  assert.equal(r.decode.length, 2);
+  for (const d of r.decode) {
+    for (const s of Object.values(d.ms)) positive(s);
+    assert.ok(d.gbps.dense > 0 && d.gbps.sparseAmortized > 0 && d.bytes.digests > 0);
+    assert.equal(d.tokensAttended, 128);
+  }
+  assert.equal(r.prefill.length, 1);
+  const p = r.prefill[0];
+  assert.equal(p.chunks, 3);
+  assert.ok(p.interpolated && p.timedChunks.length === 1);
+  for (const s of Object.values(p.ms)) positive(s);
+  const t = attentionTables(r);
+  assert.ok(t.includes('SAMPLED') && t.includes('% of peak'));
+  assertNoGpuErrors(gpu);
+});
+
+test('forward suite with --batch on a tiny synthetic model', async () => {
+  const engine = await tinyEngine();
+  const r = await runForwardBench(engine, {
+    promptLens: [32],
+    contexts: [16],
+    decodeTokens: 2,
+    repeat: 1,
+    batches: [1, 4],
+  });
+  assert.equal(r.prefill.length, 1);
+  assert.equal(r.decode.length, 1);
+  assert.deepEqual(
+    r.batch.map((b) => b.batch),
+    [1, 4],
+  );
+  for (const b of r.batch) {
+    positive(b.msPerStep);
+    positive(b.tokensPerS);
+  }
+  positive(r.prefill[0].tokensPerS);
+  positive(r.decode[0].msPerToken);
+  assert.ok(forwardTable(r).includes('decode batch 4 @16'));
+});
+
+test('decode suite: dense vs sparse at two contexts (tiled fill)', async () => {
+  const engine = await tinyEngine();
+  const r = await runDecodeBench(engine, { contexts: [256, 512], budget: 128, steps: 4, repeat: 1, fillTokens: 256 });
+  assert.equal(r.rows.length, 2);
+  assert.ok(r.filled.tiled);
+  for (const x of r.rows) {
+    positive(x.msPerStep.dense);
+    positive(x.msPerStep.sparse);
+    assert.ok(x.speedup > 0);
+    assert.equal(x.tokensAttended.sparse, engine.tokensAttended(x.context + 1, 128));
+  }
+  assert.ok(decodeTable(r).includes('| 512 |'));
+});
+
+test('agreement suite: a budget covering the context agrees exactly with dense; a small one runs', async () => {
+  const engine = await tinyEngine();
+  const r = await runAgreement(
+    engine,
+    { budgets: [128, 4096], lengths: [200], docs: 1, steps: 3 },
+    (L) => [pseudoTokens(L, engine.config.vocabSize, 9)],
+    'pseudo-random tokens',
+  );
+  assert.equal(r.rows.length, 2);
+  const full = r.rows.find((x) => x.budget === 4096)!;
+  assert.equal(full.pooled.tokenMatch, 1);
+  assert.ok(full.pooled.meanKl < 1e-9, `KL ${full.pooled.meanKl}`);
+  const small = r.rows.find((x) => x.budget === 128)!;
+  assert.equal(small.pooled.steps, 3);
+  assert.ok(small.pooled.meanKl >= 0 && small.pooled.tokenMatch >= 0 && small.pooled.tokenMatch <= 1);
+});
