@@ -258,10 +258,8 @@ export class LayerAttention {
         logicalPageSize: this.sparse!.logicalPageSize,
       });
     }
-    // sparse decode covers all KV heads of a layer; a layer that also has streaming heads decodes densely
-    const sparseRows = r === c.numKvHeads ? D : 0;
-    if (sparseRows < T) {
-      if (plan.blockPlan && sparseRows === D) {
+    if (D < T) {
+      if (plan.blockPlan) {
         this.prefill!.encodeLayer(pass, a, {
           q: b.q,
           kCache: kv.k,
@@ -292,7 +290,7 @@ export class LayerAttention {
           positions: b.pos,
           out: b.out,
           T,
-          firstToken: sparseRows,
+          firstToken: D,
           numHeads: r * g,
           numKvHeads: r,
           qRowHeads: c.numHeads,
@@ -303,8 +301,9 @@ export class LayerAttention {
         });
       }
     }
-    if (sparseRows > 0) {
+    if (D > 0) {
       this.sparse!.encodeLayer(pass, a, {
+        numKvHeads: r,
         q: b.q,
         kCache: kv.k,
         vCache: kv.v,
