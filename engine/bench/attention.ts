@@ -491,9 +491,13 @@ export async function runAttentionBench(gpu: Gpu, o: AttentionBenchOptions): Pro
   }
   const notes = [
     'one layer, one sequence; random f16 K/V uploaded once; times are wall time per submitted step after a warm-up (median, min..max over repeats)',
-    `sparse-amort = attention-only time + (selection-every-step - attention-only) / ${o.reuse} (selection reused for ${o.reuse} steps)`,
-    'bandwidth = bytes of K/V (+ page digests when selecting) one step must read / median time',
   ];
+  if (decode.length) {
+    notes.push(
+      `sparse-amort = attention-only time + (selection-every-step - attention-only) / ${o.reuse} (selection reused for ${o.reuse} steps)`,
+      'bandwidth = bytes of K/V (+ page digests when selecting) one step must read / median time',
+    );
+  }
   if (prefill.some((p) => p.interpolated)) {
     notes.push(
       'prefill: only some 512-token chunks were timed (see timedChunks); the other chunks are linearly interpolated from them',
