@@ -19,7 +19,7 @@ import { Engine } from '../engine.js';
 import { SYNTHETIC_PRESETS } from '../model/synthetic.js';
 import { DEFAULT_MODEL } from '../models.js';
 import { Tokenizer } from '../tokenizer.js';
-import { engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
+import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
 
 const SUITES = ['forward', 'attention', 'decode', 'agreement'] as const;
 type Suite = (typeof SUITES)[number];
@@ -209,8 +209,9 @@ async function modelSuite(
     );
   }
   const cfg = engineConfigFrom(values);
+  const attentionCfg = attentionConfigFrom(values, cfg.pageSize);
   progress.update(`loading ${label} ...`);
-  const engine = await Engine.load(dir, cfg);
+  const engine = await Engine.load(dir, cfg, { attention: attentionCfg });
   try {
     const meta = startMeta(engine.gpu.caps);
     const c = engine.config;
