@@ -203,8 +203,11 @@ export class Engine {
     };
   }
 
-  /** Prefills `ids` at positions start.. of the sequence in block-table row 0; returns the last token's logits. */
-  async prefill(ids: number[], table: Uint32Array, start = 0): Promise<Float32Array> {
+  /**
+   * Prefills `ids` at positions start.. of sequence `seqId` whose block-table row is `table`, in chunks of
+   * maxBatchTokens; returns the last token's logits.
+   */
+  async prefill(ids: readonly number[], table: Uint32Array, start = 0, seqId: string | number = 0): Promise<Float32Array> {
     const chunk = this.forwardPass.maxBatchTokens;
     let logits: Float32Array | null = null;
     for (let s = 0; s < ids.length; s += chunk) {
@@ -217,7 +220,7 @@ export class Engine {
         blockTable: table,
         numSeqs: 1,
         logitRows: last ? [part.length - 1] : [],
-        prefillSeqIds: part.length > 1 ? [0] : [],
+        prefillSeqIds: [seqId],
       };
       if (last) logits = await this.forwardPass.forward(batch);
       else this.forwardPass.encode(batch);

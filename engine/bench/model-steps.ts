@@ -40,26 +40,8 @@ export async function prefillSeq(
   rowTable: Uint32Array,
   start = 0,
 ): Promise<Float32Array> {
-  const fp = engine.forwardPass;
-  const chunk = fp.maxBatchTokens;
-  let logits: Float32Array | null = null;
-  for (let s = 0; s < ids.length; s += chunk) {
-    const part = ids.slice(s, s + chunk);
-    const last = s + chunk >= ids.length;
-    const batch = {
-      tokens: part,
-      positions: part.map((_, i) => start + s + i),
-      tokenSeq: new Uint32Array(part.length),
-      blockTable: rowTable,
-      numSeqs: 1,
-      logitRows: last ? [part.length - 1] : [],
-      prefillSeqIds: [seqId],
-    };
-    if (last) logits = await fp.forward(batch);
-    else fp.encode(batch);
-  }
-  if (!logits) throw new SiftError('INTERNAL', 'prefillSeq: no tokens');
-  return logits;
+  if (ids.length === 0) throw new SiftError('INTERNAL', 'prefillSeq: no tokens');
+  return engine.prefill(ids, rowTable, start, seqId);
 }
 
 /** One decode step of B sequences (row i of `table` holds seqIds[i]) in one forward call; logits (B, vocab). */

@@ -5,46 +5,11 @@
  * a kernel that reads padding, unused slots past a sequence's end or unselected pages shows NaN.
  */
 import type { Gpu } from '../../shaders/runtime.js';
+/** f32 -> IEEE half bits (round to nearest even) and back: the project's one conversion (shaders/tensor.ts). */
+import { f16ToF32 as fromF16Bits, f32ToF16 as toF16Bits } from '../../shaders/tensor.js';
 import type { Rng } from './rng.js';
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** f32 -> IEEE half bits, round to nearest even (NaN stays NaN, overflow -> inf). */
-export function toF16Bits(v: number): number {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return sign | h;
-}
-
-/** IEEE half bits -> number. */
-export function fromF16Bits(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? Number.NaN : s * Number.POSITIVE_INFINITY;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+export { fromF16Bits, toF16Bits };
 
 /** x rounded to the nearest f16. */
 export function roundF16(x: number): number {
