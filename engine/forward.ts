@@ -49,6 +49,16 @@ export interface ForwardBatch {
   streaming?: { table: Uint32Array; slots: Uint32Array };
 }
 
+/**
+ * Extra work encoded right after a layer's attention (calibration measures attention mass there). The layer's K/V
+ * for this step are in the caches; q holds (T, nHeads, headDim) after RoPE.
+ */
+export type LayerTap = (
+  pass: GPUComputePassEncoder,
+  arena: UniformArena,
+  layer: number,
+  b: { q: GPUBuffer; kCache: GPUBuffer; blockTable: GPUBuffer; tokenSeq: GPUBuffer; positions: GPUBuffer; T: number },
+) => void;
 
 export interface ForwardOptions {
   maxBatchTokens: number;
@@ -140,28 +150,36 @@ export class ForwardPass {
   }
 
   /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows. */
-  async forward(batch: ForwardBatch): Promise<Float32Array> {
-    const R = this.encode(batch);
+  async forward(batch: ForwardBatch, tap?: LayerTap): Promise<Float32Array> {
+    const R = this.encode(batch, tap);
     return this.gpu.readF32(this.b.logits, R * this.w.config.vocabSize);
   }
 
   /** Encodes and submits the batch without reading back (benchmarks); returns the logit row count. */
-  encode(batch: ForwardBatch): number {
+  encode(batch: ForwardBatch, tap?: LayerTap): number {
     const c = this.w.config;
     const T = batch.tokens.length;
     const R = batch.logitRows.length;
     if (T < 1 || T > this.maxBatchTokens) {
       throw new SiftError('INTERNAL', `forward: ${T} tokens, batch holds 1..${this.maxBatchTokens}`);
     }
-    if (batch.positions.length !== T || batch.tokenSeq.length !== T) throw new SiftError('INTERNAL', 'forward: positions/tokenSeq length != tokens');
+    if (batch.positions.length !== T || batch.tokenSeq.length !== T)
+      throw new SiftError('INTERNAL', 'forward: positions/tokenSeq length != tokens');
     if (R > this.maxLogitRows) throw new SiftError('INTERNAL', `forward: ${R} logit rows > ${this.maxLogitRows}`);
-    if (batch.numSeqs > this.maxSeqs) throw new SiftError('INTERNAL', `forward: ${batch.numSeqs} sequences > ${this.maxSeqs}`);
+    if (batch.numSeqs > this.maxSeqs)
+      throw new SiftError('INTERNAL', `forward: ${batch.numSeqs} sequences > ${this.maxSeqs}`);
     if (batch.blockTable.length !== batch.numSeqs * this.maxPagesPerSeq) {
-      throw new SiftError('INTERNAL', `forward: block table has ${batch.blockTable.length} entries, want ${batch.numSeqs}x${this.maxPagesPerSeq}`);
+      throw new SiftError(
+        'INTERNAL',
+        `forward: block table has ${batch.blockTable.length} entries, want ${batch.numSeqs}x${this.maxPagesPerSeq}`,
+      );
     }
     for (let i = 0; i < T; i++) {
       if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocabSize) {
-        throw new SiftError('INVALID_ARGUMENT', `token id ${batch.tokens[i]} is outside the vocabulary [0, ${c.vocabSize})`);
+        throw new SiftError(
+          'INVALID_ARGUMENT',
+          `token id ${batch.tokens[i]} is outside the vocabulary [0, ${c.vocabSize})`,
+        );
       }
     }
     const g = this.gpu;
@@ -196,7 +214,16 @@ export class ForwardPass {
           nKvHeads: c.numKvHeads,
           headDim: c.headDim,
         });
-        this.attention.encodeLayer(pass, a, li, { q: b.q, k: b.k, v: b.v, out: b.attn, table: b.table, seq: b.seq, pos: b.pos });
+        this.attention.encodeLayer(pass, a, li, {
+          q: b.q,
+          k: b.k,
+          v: b.v,
+          out: b.attn,
+          table: b.table,
+          seq: b.seq,
+          pos: b.pos,
+        });
+        tap?.(pass, a, li, { q: b.q, kCache: kv.k, blockTable: b.table, tokenSeq: b.seq, positions: b.pos, T });
         k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.proj, T });
         k.add.encode(pass, a, { a: b.h, b: b.proj, n: T * hidden });
         k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps: c.rmsNormEps });
@@ -208,7 +235,14 @@ export class ForwardPass {
       }
       if (R === 0) return; // a prefill chunk whose logits nobody needs
       k.gather.encode(pass, a, { x: b.h, rowIds: b.rows, out: b.last, rows: R, n: hidden, srcRows: T });
-      k.norm.encode(pass, a, { x: b.last, weight: this.w.finalNorm, out: b.lastn, rows: R, n: hidden, eps: c.rmsNormEps });
+      k.norm.encode(pass, a, {
+        x: b.last,
+        weight: this.w.finalNorm,
+        out: b.lastn,
+        rows: R,
+        n: hidden,
+        eps: c.rmsNormEps,
+      });
       k.matmul.encode(pass, a, { x: b.lastn, w: this.w.lmHead, out: b.logits, T: R });
     }, a);
     this.attention.finishStep(batch.prefillSeqIds);

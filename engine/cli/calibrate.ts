@@ -5,15 +5,18 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { attentionConfig } from '../../config/attention.js';
+import { engineConfig } from '../../config/engine.js';
 import { SiftError } from '../../config/errors.js';
-import { Gpu } from '../../shaders/runtime.js';
+import type { Gpu } from '../../shaders/runtime.js';
 import {
   DEFAULT_LOCAL_TOKENS as DEFAULT_STREAMING_LOCAL,
   DEFAULT_SINK_TOKENS as DEFAULT_STREAMING_SINK,
 } from '../../shaders/streaming_attention.js';
 import { calibrateHeads, formatHeadPattern } from '../calibration.js';
-import { openCheckpoint } from '../model/checkpoint.js';
-import { destroyModel, uploadModel } from '../model/weights.js';
+import { Engine } from '../engine.js';
+import { KvStorage } from '../kv-storage.js';
+import { loadModelConfig } from '../model/config.js';
 import { DEFAULT_MODEL } from '../models.js';
 import { resolveModel } from '../pull.js';
 import { loadText } from '../text.js';
@@ -50,40 +53,43 @@ export interface CalibrateRun {
 
 /** Calibrates the model in `dir` on token ids and writes the TSV atomically; returns the scores. */
 export async function calibrateToFile(r: CalibrateRun): Promise<number[][]> {
-  const ckpt = openCheckpoint(r.dir);
-  const gpu = r.gpu ?? (await Gpu.create({}));
+  const c = loadModelConfig(r.dir);
+  const ctx = c.maxPositionEmbeddings;
+  const win = r.windowTokens ?? ctx;
+  if (win > ctx) {
+    throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
+  }
+  // a dense engine sized for one window: every head a retrieval head, dense prefill, pages for the window
+  const pageSize = 16;
+  const cfg = engineConfig({
+    flags: {
+      maxBatchTokens: r.chunkTokens ?? 64,
+      maxSeqs: 1,
+      pageSize,
+      maxContext: win,
+      kvCacheMib: Math.max(1, Math.ceil((KvStorage.bytesPerTokenOf(c) * (win + pageSize)) / 2 ** 20) + 1),
+    },
+  });
+  const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
+  const engine = await Engine.load(r.dir, cfg, { gpu: r.gpu, attention });
   try {
-    const c = ckpt.config;
-    const ctx = c.maxPositionEmbeddings;
-    const win = r.windowTokens ?? ctx;
-    if (win > ctx)
-      throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, {
-        param: 'window',
-      });
-    const weights = uploadModel(gpu, ckpt);
-    try {
-      const acc = await calibrateHeads(gpu, weights, r.ids, {
-        sinkTokens: r.sinkTokens,
-        localTokens: r.localTokens,
-        windowTokens: win,
-        chunkTokens: r.chunkTokens,
-        onProgress: r.onProgress,
-      });
-      const scores = acc.scores();
-      const header =
-        `sift calibrate: model=${path.basename(path.resolve(r.dir))} text=${r.source} tokens=${r.ids.length} ` +
-        `counted=${acc.tokensCounted} window=${win} sink=${r.sinkTokens} local=${r.localTokens}; ` +
-        `${c.numLayers} layers x ${c.numKvHeads} KV heads; score = mean attention mass outside sink+local (higher = retrieval)`;
-      const tmp = `${r.out}.tmp-${process.pid}`;
-      writeFileSync(tmp, formatHeadPattern(scores, header));
-      renameSync(tmp, r.out);
-      return scores;
-    } finally {
-      destroyModel(weights);
-    }
+    const acc = await calibrateHeads(engine, r.ids, {
+      sinkTokens: r.sinkTokens,
+      localTokens: r.localTokens,
+      windowTokens: win,
+      onProgress: r.onProgress,
+    });
+    const scores = acc.scores();
+    const header =
+      `sift calibrate: model=${path.basename(path.resolve(r.dir))} text=${r.source} tokens=${r.ids.length} ` +
+      `counted=${acc.tokensCounted} window=${win} sink=${r.sinkTokens} local=${r.localTokens}; ` +
+      `${c.numLayers} layers x ${c.numKvHeads} KV heads; score = mean attention mass outside sink+local (higher = retrieval)`;
+    const tmp = `${r.out}.tmp-${process.pid}`;
+    writeFileSync(tmp, formatHeadPattern(scores, header));
+    renameSync(tmp, r.out);
+    return scores;
   } finally {
-    ckpt.close();
-    if (!r.gpu) gpu.destroy();
+    engine.destroy();
   }
 }
 
