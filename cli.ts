@@ -4,15 +4,43 @@
  */
 import { SiftError } from './config/errors.js';
 
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main: (argv: string[]) => Promise<number> }> }> = {
-  serve: { summary: 'serve the OpenAI-compatible HTTP/SSE API (chat, completions, models, health, metrics)', load: () => import('./engine/cli/serve.js') },
-  generate: { summary: 'generate tokens from a prompt (text, chat or token ids)', load: () => import('./engine/cli/generate.js') },
-  pull: { summary: 'download and convert a known model (e.g. stories15M) into the models folder', load: () => import('./engine/cli/pull.js') },
-  bench: { summary: 'benchmarks: forward (prefill/decode tok/s, batches), attention (kernels dense vs sparse), decode, agreement', load: () => import('./engine/cli/bench.js') },
-  calibrate: { summary: 'score streaming vs retrieval heads over a text (attention mass outside sink+local) -> heads.tsv', load: () => import('./engine/cli/calibrate.js') },
-  kv: { summary: 'KV-cache bytes per token and per sequence, dense vs streaming heads', load: () => import('./engine/cli/kv.js') },
-  gpu: { summary: 'show the WebGPU adapter sift would use and what it can do', load: () => import('./engine/cli/gpu.js') },
-  loadtest: { summary: 'load an OpenAI-compatible server (or a sift it starts); HTML report', load: () => import('./loadtest/cli.js') },
+const COMMANDS: Record<
+  string,
+  { summary: string; load: () => Promise<{ main: (argv: string[]) => Promise<number> }> }
+> = {
+  serve: {
+    summary: 'serve the OpenAI-compatible HTTP/SSE API (chat, completions, models, health, metrics)',
+    load: () => import('./engine/cli/serve.js'),
+  },
+  generate: {
+    summary: 'generate tokens from a prompt (text, chat or token ids)',
+    load: () => import('./engine/cli/generate.js'),
+  },
+  pull: {
+    summary: 'download and convert a known model (e.g. stories15M) into the models folder',
+    load: () => import('./engine/cli/pull.js'),
+  },
+  bench: {
+    summary:
+      'benchmarks: forward (prefill/decode tok/s, batches), attention (kernels dense vs sparse), decode, agreement',
+    load: () => import('./engine/cli/bench.js'),
+  },
+  calibrate: {
+    summary: 'score streaming vs retrieval heads over a text (attention mass outside sink+local) -> heads.tsv',
+    load: () => import('./engine/cli/calibrate.js'),
+  },
+  kv: {
+    summary: 'KV-cache bytes per token and per sequence, dense vs streaming heads',
+    load: () => import('./engine/cli/kv.js'),
+  },
+  gpu: {
+    summary: 'show the WebGPU adapter sift would use and what it can do',
+    load: () => import('./engine/cli/gpu.js'),
+  },
+  loadtest: {
+    summary: 'load an OpenAI-compatible server (or a sift it starts); HTML report',
+    load: () => import('./loadtest/cli.js'),
+  },
 };
 
 export function usage(): string {
@@ -54,7 +82,9 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
       return;
     } else {
-      process.stderr.write(`sift: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `sift: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
     }
     process.exitCode = 1;
   },

@@ -69,10 +69,16 @@ export type AttentionConfig = SectionValues<typeof ATTENTION_SPEC>;
 export function attentionConfig(layers: Parameters<typeof resolveSection>[2] = {}, pageSize = 64): AttentionConfig {
   const c = resolveSection('ATTENTION', ATTENTION_SPEC, layers);
   if (pageSize % c.logicalPageSize !== 0) {
-    throw new SiftError('CONFIG_INVALID', `attention.logicalPageSize (${c.logicalPageSize}) must divide the page size (${pageSize})`);
+    throw new SiftError(
+      'CONFIG_INVALID',
+      `attention.logicalPageSize (${c.logicalPageSize}) must divide the page size (${pageSize})`,
+    );
   }
   if (c.tokenBudget < 2 * pageSize) {
-    throw new SiftError('CONFIG_INVALID', `attention.tokenBudget (${c.tokenBudget}) must hold at least two pages (${2 * pageSize} tokens): the sink page and the newest page`);
+    throw new SiftError(
+      'CONFIG_INVALID',
+      `attention.tokenBudget (${c.tokenBudget}) must hold at least two pages (${2 * pageSize} tokens): the sink page and the newest page`,
+    );
   }
   return c;
 }

@@ -45,7 +45,10 @@ function coerce(section: string, key: string, spec: FieldSpec, raw: unknown, sou
       throw bad(`must be one of ${spec.choices.join(', ')} (got "${raw}")`);
     return raw;
   }
-  if ((spec.kind === 'optional-int' || spec.kind === 'optional-number') && (raw === null || raw === 'null' || raw === '')) {
+  if (
+    (spec.kind === 'optional-int' || spec.kind === 'optional-number') &&
+    (raw === null || raw === 'null' || raw === '')
+  ) {
     return null;
   }
   const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : Number.NaN;
@@ -95,7 +98,11 @@ export function resolveSection<S extends SectionSpec>(
 }
 
 /** Help text lines for a section: flag, default, doc. */
-export function describeSection(name: string, spec: SectionSpec, flagOf: (key: string) => string = toFlagName): string[] {
+export function describeSection(
+  name: string,
+  spec: SectionSpec,
+  flagOf: (key: string) => string = toFlagName,
+): string[] {
   return Object.entries(spec).map(([k, f]) => {
     const range =
       'min' in f ? ` [${f.min}..${f.max}]` : f.kind === 'string' && f.choices ? ` {${f.choices.join('|')}}` : '';

@@ -3,17 +3,18 @@
  * `prefill` (the prompt, in chunks of maxBatchTokens) and `decodeOneToken`. The server's scheduler (continuous
  * batching) drives ForwardPass directly with many sequences; `generate` here runs one sequence end to end.
  */
-import { SiftError } from '../config/errors.js';
+
 import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
-import { Gpu } from '../shaders/runtime.js';
+import { SiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/config.js';
+import { Gpu } from '../shaders/runtime.js';
 import { ForwardPass } from './forward.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
 import { type Checkpoint, openCheckpoint } from './model/checkpoint.js';
 import type { ModelConfig } from './model/config.js';
-import { type ModelWeights, type UploadProgress, destroyModel, uploadModel } from './model/weights.js';
+import { destroyModel, type ModelWeights, type UploadProgress, uploadModel } from './model/weights.js';
 import { Sampler, type SamplingParams } from './sampler.js';
 
 export interface GenerateOptions {
@@ -76,7 +77,12 @@ export class Engine {
   static async load(
     modelDir: string,
     cfg: EngineConfig,
-    opts: { gpu?: Gpu; onProgress?: (p: UploadProgress) => void; maxLogitRows?: number; attention?: AttentionConfig } = {},
+    opts: {
+      gpu?: Gpu;
+      onProgress?: (p: UploadProgress) => void;
+      maxLogitRows?: number;
+      attention?: AttentionConfig;
+    } = {},
   ): Promise<Engine> {
     const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
     const ckpt: Checkpoint = openCheckpoint(modelDir);
@@ -95,7 +101,9 @@ export class Engine {
           }
         : undefined;
       // every running sequence holds its sink and ring pages for its whole life
-      const numStreamingPages = streaming ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs : 0;
+      const numStreamingPages = streaming
+        ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
+        : 0;
       const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const kvOpts = { headPlan, numStreamingPages };
@@ -109,7 +117,8 @@ export class Engine {
         maxLogitRows: opts.maxLogitRows,
         attention: {
           sparse: { logicalPageSize: attention.logicalPageSize, reuseInterval: attention.reuseInterval },
-          blockSparsePrefill: attention.prefillMode === 'block-sparse' ? { topBlocks: attention.prefillTopBlocks } : undefined,
+          blockSparsePrefill:
+            attention.prefillMode === 'block-sparse' ? { topBlocks: attention.prefillTopBlocks } : undefined,
           streaming,
         },
       });
@@ -133,28 +142,57 @@ export class Engine {
         ? { table: new Uint32Array(fwd.attention.streamingRowLength), slots: new Uint32Array(n).fill(0xffffffff) }
         : undefined;
     const seqId = '__warmup__';
-    await fwd.forward({ tokens: [0, 0], positions: [0, 1], tokenSeq: [0, 0], blockTable: table, numSeqs: 1, logitRows: [1], prefillSeqIds: [seqId], streaming: streaming(2) });
-    await fwd.forward({ tokens: [0], positions: [2], tokenSeq: [0], blockTable: table, numSeqs: 1, logitRows: [0], decode: [{ seqId, tokenBudget: this.attention.tokenBudget }], streaming: streaming(1) });
+    await fwd.forward({
+      tokens: [0, 0],
+      positions: [0, 1],
+      tokenSeq: [0, 0],
+      blockTable: table,
+      numSeqs: 1,
+      logitRows: [1],
+      prefillSeqIds: [seqId],
+      streaming: streaming(2),
+    });
+    await fwd.forward({
+      tokens: [0],
+      positions: [2],
+      tokenSeq: [0],
+      blockTable: table,
+      numSeqs: 1,
+      logitRows: [0],
+      decode: [{ seqId, tokenBudget: this.attention.tokenBudget }],
+      streaming: streaming(1),
+    });
     fwd.release(seqId);
   }
 
   /** Runs one sequence: prefill the prompt, then decode up to maxTokens. */
   async generate(promptIds: number[], opts: GenerateOptions): Promise<GenerateResult> {
     if (this.forwardPass.attention.hasStreamingHeads) {
-      throw new SiftError('INTERNAL', 'Engine.generate runs retrieval heads only; a model with streaming heads runs through the engine loop');
+      throw new SiftError(
+        'INTERNAL',
+        'Engine.generate runs retrieval heads only; a model with streaming heads runs through the engine loop',
+      );
     }
-    if (promptIds.length === 0) throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: 'prompt' });
+    if (promptIds.length === 0)
+      throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: 'prompt' });
     if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) {
       throw new SiftError('INVALID_ARGUMENT', 'max_tokens must be an integer >= 1', { param: 'max_tokens' });
     }
     const total = promptIds.length + opts.maxTokens;
     if (promptIds.length > this.maxContext) {
-      throw new SiftError('CONTEXT_LENGTH_EXCEEDED', `the prompt has ${promptIds.length} tokens; this model's context limit is ${this.maxContext}`, { param: 'messages' });
+      throw new SiftError(
+        'CONTEXT_LENGTH_EXCEEDED',
+        `the prompt has ${promptIds.length} tokens; this model's context limit is ${this.maxContext}`,
+        { param: 'messages' },
+      );
     }
     const maxLen = Math.min(total, this.maxContext);
     const pagesNeeded = Math.ceil(maxLen / this.kv.pageSize);
     if (pagesNeeded > this.kv.numPages) {
-      throw new SiftError('KV_POOL_EXHAUSTED', `the sequence needs ${pagesNeeded} KV pages; the cache holds ${this.kv.numPages} (raise --kv-cache-mib)`);
+      throw new SiftError(
+        'KV_POOL_EXHAUSTED',
+        `the sequence needs ${pagesNeeded} KV pages; the cache holds ${this.kv.numPages} (raise --kv-cache-mib)`,
+      );
     }
     // One sequence owns pages 0..pagesNeeded-1 of the pool for its lifetime.
     const table = new Uint32Array(this.forwardPass.maxPagesPerSeq);
@@ -207,7 +245,12 @@ export class Engine {
    * Prefills `ids` at positions start.. of sequence `seqId` whose block-table row is `table`, in chunks of
    * maxBatchTokens; returns the last token's logits.
    */
-  async prefill(ids: readonly number[], table: Uint32Array, start = 0, seqId: string | number = 0): Promise<Float32Array> {
+  async prefill(
+    ids: readonly number[],
+    table: Uint32Array,
+    start = 0,
+    seqId: string | number = 0,
+  ): Promise<Float32Array> {
     const chunk = this.forwardPass.maxBatchTokens;
     let logits: Float32Array | null = null;
     for (let s = 0; s < ids.length; s += chunk) {

@@ -97,7 +97,8 @@ export class LayerAttention {
     this.kvWrite = new KvWriteKernel(gpu);
     const T = opts.maxBatchTokens;
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
-    this.streamingRowLength = this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
+    this.streamingRowLength =
+      this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
     if (this.hasStreamingHeads) {
       if (!opts.streaming) throw new SiftError('INTERNAL', 'LayerAttention: streaming heads need the streaming window');
       this.stream = new StreamingAttentionKernel(gpu);
@@ -123,7 +124,10 @@ export class LayerAttention {
       this.digest = new PageDigestKernel(gpu);
       const dBytes = digestBytes(kv.numPages, kv.pageSize, L, c.numKvHeads, c.headDim);
       for (let i = 0; i < c.numLayers; i++) {
-        this.sparseLayers.push({ digests: gpu.createBuffer(`digests.${i}`, dBytes), selection: this.sparse.createLayerSelection() });
+        this.sparseLayers.push({
+          digests: gpu.createBuffer(`digests.${i}`, dBytes),
+          selection: this.sparse.createLayerSelection(),
+        });
       }
       // every new token touches at most one logical page; each sequence adds at most one partial page at each end
       this.bufs.digestEntries = gpu.createBuffer('digest.entries', 3 * (T + 2 * opts.maxSeqs) * 4); // (E, 3) u32
@@ -138,13 +142,20 @@ export class LayerAttention {
   prepare(s: AttentionStepInput): void {
     const T = s.tokenSeq.length;
     const D = s.decode?.length ?? 0;
-    if (D > 0 && !this.sparse) throw new SiftError('INTERNAL', 'forward: decode rows given but sparse attention is not enabled');
+    if (D > 0 && !this.sparse)
+      throw new SiftError('INTERNAL', 'forward: decode rows given but sparse attention is not enabled');
     let numDigestEntries = 0;
     if (this.sparse) {
       const rows: SparseDecodeRow[] = [];
       for (let i = 0; i < D; i++) {
         const d = s.decode![i];
-        rows.push({ seqId: d.seqId, blockRow: s.tokenSeq[i], position: s.positions[i], slot: this.slotOf(d.seqId), tokenBudget: d.tokenBudget });
+        rows.push({
+          seqId: d.seqId,
+          blockRow: s.tokenSeq[i],
+          position: s.positions[i],
+          slot: this.slotOf(d.seqId),
+          tokenBudget: d.tokenBudget,
+        });
       }
       if (D > 0) this.sparse.prepareStep(rows);
       const entries = digestEntries(spans(s), this.kv.pageSize, this.sparse.logicalPageSize);
@@ -154,7 +165,11 @@ export class LayerAttention {
     let blockPlan: StepPlan['blockPlan'] = null;
     if (this.prefill && D < T) {
       // plan the prefill tokens [D, T) only; their q/out rows start at D
-      blockPlan = planPrefillBlocks(Array.from(s.tokenSeq).slice(D), Array.from(s.positions).slice(D), this.prefill.blockSize);
+      blockPlan = planPrefillBlocks(
+        Array.from(s.tokenSeq).slice(D),
+        Array.from(s.positions).slice(D),
+        this.prefill.blockSize,
+      );
       for (let i = 0; i < blockPlan.numQBlocks; i++) blockPlan.qBlocks[i * 5 + 1] += D;
       this.ensure('qBlocks', blockPlan.qBlocks.byteLength);
       this.ensure('kBlocks', blockPlan.kBlocks.byteLength);
@@ -167,7 +182,8 @@ export class LayerAttention {
       this.ensure('blockList', sb.blockList);
     }
     if (this.hasStreamingHeads) {
-      if (!s.streaming) throw new SiftError('INTERNAL', 'forward: the model has streaming heads but the batch has no streaming table');
+      if (!s.streaming)
+        throw new SiftError('INTERNAL', 'forward: the model has streaming heads but the batch has no streaming table');
       this.gpu.write(this.bufs.streamTable, s.streaming.table);
       this.gpu.write(this.bufs.streamSlots, s.streaming.slots);
       this.gpu.write(this.bufs.freshStart, freshStartRows(s.tokenSeq, s.positions));
@@ -327,7 +343,8 @@ export class LayerAttention {
     let s = this.slots.get(seqId);
     if (s === undefined) {
       s = this.freeSlots.pop();
-      if (s === undefined) throw new SiftError('INTERNAL', `more than ${this.opts.maxSeqs} sequences hold a sparse selection slot`);
+      if (s === undefined)
+        throw new SiftError('INTERNAL', `more than ${this.opts.maxSeqs} sequences hold a sparse selection slot`);
       this.slots.set(seqId, s);
     }
     return s;
@@ -372,5 +389,9 @@ function spans(s: AttentionStepInput): { pages: ArrayLike<number>; start: number
     lo.set(r, Math.min(lo.get(r) ?? p, p));
     hi.set(r, Math.max(hi.get(r) ?? p, p + 1));
   }
-  return [...lo.keys()].map((r) => ({ pages: s.blockTable.subarray(r * M, (r + 1) * M), start: lo.get(r)!, end: hi.get(r)! }));
+  return [...lo.keys()].map((r) => ({
+    pages: s.blockTable.subarray(r * M, (r + 1) * M),
+    start: lo.get(r)!,
+    end: hi.get(r)!,
+  }));
 }

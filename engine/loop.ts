@@ -13,6 +13,7 @@
 import path from 'node:path';
 import { isSiftError, SiftError } from '../config/errors.js';
 import { KvCacheManager, type PageCopy } from '../kvcache/index.js';
+import { SKIP_SLOT } from '../shaders/kv_write_streaming.js';
 import type {
   AttentionUsage,
   EngineClient,
@@ -24,7 +25,6 @@ import type {
 import type { Engine } from './engine.js';
 import { LiveRequest } from './loop-request.js';
 import { Sampler, tokenLogprobs } from './sampler.js';
-import { SKIP_SLOT } from '../shaders/kv_write_streaming.js';
 import { type ScheduleOutput, Scheduler } from './scheduler.js';
 
 /**
@@ -115,7 +115,12 @@ export class EngineLoop implements EngineClient {
       enablePrefixCache: streaming ? false : (opts.enablePrefixCache ?? true),
       bytesPerPage: engine.kv.bytesPerPage,
       streaming: streaming
-        ? { numPages: engine.kv.numStreamingPages, pageSize, sinkTokens: engine.attention.sink, localTokens: engine.attention.local }
+        ? {
+            numPages: engine.kv.numStreamingPages,
+            pageSize,
+            sinkTokens: engine.attention.sink,
+            localTokens: engine.attention.local,
+          }
         : undefined,
     });
     const fwd = engine.forwardPass;
@@ -278,7 +283,10 @@ export class EngineLoop implements EngineClient {
     const decode: { seqId: string | number; tokenBudget: number }[] = [];
     for (const e of out.scheduled) {
       if (e.numTokens !== 1) break;
-      decode.push({ seqId: e.seq.seqId, tokenBudget: this.engine.tokenBudget(this.live.get(e.seq.seqId)?.req.attention) });
+      decode.push({
+        seqId: e.seq.seqId,
+        tokenBudget: this.engine.tokenBudget(this.live.get(e.seq.seqId)?.req.attention),
+      });
     }
     const prefillSeqIds = out.scheduled.filter((e) => e.numTokens > 1).map((e) => e.seq.seqId);
     for (const s of out.preempted) fwd.release(s.seqId);
@@ -393,7 +401,8 @@ export class EngineLoop implements EngineClient {
       for (let i = 0; i < e.numTokens; i++, t++) {
         const p = positions[t];
         if (p < sink) slots[t] = st.sinkPages[Math.floor(p / ps)] * ps + (p % ps);
-        else if (p + ringTokens <= last) slots[t] = SKIP_SLOT; // overwritten later in this chunk
+        else if (p + ringTokens <= last)
+          slots[t] = SKIP_SLOT; // overwritten later in this chunk
         else {
           const r = p - sink;
           slots[t] = st.ringPages[Math.floor(r / ps) % pool.numRingPages] * ps + (r % ps);

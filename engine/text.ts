@@ -14,7 +14,10 @@ export class TextSide {
 
   static load(dir: string): TextSide {
     const tokenizer = Tokenizer.load(dir);
-    return new TextSide(tokenizer, ChatTemplate.load(dir, (t) => tokenizer.tokenToId(t)));
+    return new TextSide(
+      tokenizer,
+      ChatTemplate.load(dir, (t) => tokenizer.tokenToId(t)),
+    );
   }
 
   /** Every id that ends generation. */

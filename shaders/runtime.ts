@@ -182,6 +182,7 @@ export class Gpu {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private uncaptured: string[] = [];
   /** Dawn's instance and adapter must stay reachable: if they are garbage-collected, Dawn aborts the process. */
+  // biome-ignore lint/correctness/noUnusedPrivateClassMembers: held only to keep Dawn's objects alive
   private readonly keepAlive: unknown[];
 
   private constructor(device: GPUDevice, caps: GpuCaps, keepAlive: unknown[]) {

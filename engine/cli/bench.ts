@@ -19,7 +19,16 @@ import { Engine } from '../engine.js';
 import { SYNTHETIC_PRESETS } from '../model/synthetic.js';
 import { DEFAULT_MODEL } from '../models.js';
 import { Tokenizer } from '../tokenizer.js';
-import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
+import {
+  attentionConfigFrom,
+  engineConfigFrom,
+  engineHelp,
+  engineOptionDefs,
+  intFlag,
+  numFlag,
+  parse,
+  progressLine,
+} from './common.js';
 
 const SUITES = ['forward', 'attention', 'decode', 'agreement'] as const;
 type Suite = (typeof SUITES)[number];

@@ -1,6 +1,6 @@
 /** Shared pieces of the CLI commands: engine options from ENGINE_SPEC, config file loading, help text. */
 import { readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../../config/attention.js';
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../../config/engine.js';
 import { SiftError } from '../../config/errors.js';
@@ -27,7 +27,10 @@ export function attentionConfigFrom(values: Record<string, unknown>, pageSize: n
   const file = readConfigFile(values.config as string | undefined);
   const flags: Record<string, unknown> = {};
   for (const k of Object.keys(ATTENTION_SPEC)) flags[k] = values[attentionFlag(k)];
-  return attentionConfig({ file: file.attention as Record<string, unknown> | undefined, env: process.env, flags }, pageSize);
+  return attentionConfig(
+    { file: file.attention as Record<string, unknown> | undefined, env: process.env, flags },
+    pageSize,
+  );
 }
 
 /** Reads a JSON config file: { "engine": {...}, "server": {...}, ... }. */
@@ -69,21 +72,28 @@ export function engineHelp(): string {
 
 /** parseArgs with strict checking; `--help` handled by the caller. */
 export function parse(argv: string[], options: OptionDefs): { values: Record<string, unknown>; positionals: string[] } {
-  const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true });
+  const r = parseArgs({
+    args: argv,
+    options: { ...options, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+    allowPositionals: true,
+  });
   return { values: r.values as Record<string, unknown>, positionals: r.positionals };
 }
 
 export function intFlag(v: unknown, name: string, def: number, min = 0): number {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new SiftError('INVALID_ARGUMENT', `--${name} must be an integer >= ${min} (got ${v})`, { param: name });
+  if (!Number.isInteger(n) || n < min)
+    throw new SiftError('INVALID_ARGUMENT', `--${name} must be an integer >= ${min} (got ${v})`, { param: name });
   return n;
 }
 
 export function numFlag(v: unknown, name: string, def: number): number {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!Number.isFinite(n)) throw new SiftError('INVALID_ARGUMENT', `--${name} must be a number (got ${v})`, { param: name });
+  if (!Number.isFinite(n))
+    throw new SiftError('INVALID_ARGUMENT', `--${name} must be a number (got ${v})`, { param: name });
   return n;
 }
 

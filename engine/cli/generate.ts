@@ -6,8 +6,17 @@ import { EngineLoop } from '../loop.js';
 import { DEFAULT_MODEL } from '../models.js';
 import { resolveModel } from '../pull.js';
 import type { SamplingParams } from '../sampler.js';
-import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, intFlag, numFlag, parse, progressLine } from './common.js';
 import { loadText, type TextSide } from '../text.js';
+import {
+  attentionConfigFrom,
+  engineConfigFrom,
+  engineHelp,
+  engineOptionDefs,
+  intFlag,
+  numFlag,
+  parse,
+  progressLine,
+} from './common.js';
 
 const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3) [options]
 
@@ -47,7 +56,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const given = ['prompt', 'chat', 'prompt-ids'].filter((k) => values[k as keyof typeof values] !== undefined);
   if (given.length !== 1) {
-    throw new SiftError('INVALID_ARGUMENT', 'give exactly one of --prompt, --chat or --prompt-ids (see sift generate --help)');
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      'give exactly one of --prompt, --chat or --prompt-ids (see sift generate --help)',
+    );
   }
   const cfg = engineConfigFrom(values);
   const attention = attentionConfigFrom(values, cfg.pageSize);
@@ -74,7 +86,8 @@ export async function main(argv: string[]): Promise<number> {
       .filter((s) => s.trim() !== '')
       .map((s) => {
         const n = Number(s);
-        if (!Number.isInteger(n) || n < 0) throw new SiftError('INVALID_ARGUMENT', `--prompt-ids: "${s}" is not a token id`);
+        if (!Number.isInteger(n) || n < 0)
+          throw new SiftError('INVALID_ARGUMENT', `--prompt-ids: "${s}" is not a token id`);
         return n;
       });
     try {
@@ -96,7 +109,10 @@ export async function main(argv: string[]): Promise<number> {
   const loadBar = progressLine();
   const engine = await Engine.load(dir, cfg, {
     attention,
-    onProgress: (p) => loadBar.update(`loading ${dir}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${(p.bytesDone / 2 ** 20).toFixed(1)} MiB`),
+    onProgress: (p) =>
+      loadBar.update(
+        `loading ${dir}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${(p.bytesDone / 2 ** 20).toFixed(1)} MiB`,
+      ),
   });
   loadBar.done();
   // One request through the same engine loop the server uses (paged KV, sparse attention, streaming heads).

@@ -45,7 +45,11 @@ export async function main(argv: string[]): Promise<number> {
   let shape: { numLayers: number; numKvHeads: number; headDim: number; gqa: boolean };
   if (values.shape !== undefined) {
     const s = SHAPES[String(values.shape)];
-    if (!s) throw new SiftError('INVALID_ARGUMENT', `unknown --shape ${values.shape} (known: ${Object.keys(SHAPES).join(', ')})`);
+    if (!s)
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `unknown --shape ${values.shape} (known: ${Object.keys(SHAPES).join(', ')})`,
+      );
     name = String(values.shape);
     shape = { ...s, gqa: true };
   } else {
@@ -73,7 +77,10 @@ export async function main(argv: string[]): Promise<number> {
     local,
     pageSize,
     bytesPerToken: { dense: kvBytesPerToken(dense), withStreamingHeads: kvBytesPerToken(mixed) },
-    bytesPerPageWithDigests: { dense: bytesPerPage(dense, pageSize, logicalPageSize), withStreamingHeads: bytesPerPage(mixed, pageSize, logicalPageSize) },
+    bytesPerPageWithDigests: {
+      dense: bytesPerPage(dense, pageSize, logicalPageSize),
+      withStreamingHeads: bytesPerPage(mixed, pageSize, logicalPageSize),
+    },
     perSequence: contexts.map((n) => ({
       tokens: n,
       dense: kvBytesPerSequence(dense, n, { pageSize, logicalPageSize }),
@@ -92,7 +99,10 @@ export async function main(argv: string[]): Promise<number> {
     '|---|---|---|',
     `| bytes per token (paged pool) | ${result.bytesPerToken.dense} | ${result.bytesPerToken.withStreamingHeads} (${Math.round(fraction * 100)}% of heads stream, sink ${sink} + local ${local}) |`,
     `| bytes per ${pageSize}-token page incl. digests | ${result.bytesPerPageWithDigests.dense} | ${result.bytesPerPageWithDigests.withStreamingHeads} |`,
-    ...result.perSequence.map((p) => `| one sequence of ${p.tokens} tokens (MiB) | ${mib(p.dense)} | ${mib(p.withStreamingHeads)} (${(p.dense / p.withStreamingHeads).toFixed(2)}x less) |`),
+    ...result.perSequence.map(
+      (p) =>
+        `| one sequence of ${p.tokens} tokens (MiB) | ${mib(p.dense)} | ${mib(p.withStreamingHeads)} (${(p.dense / p.withStreamingHeads).toFixed(2)}x less) |`,
+    ),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;

@@ -15,7 +15,14 @@ import { loadModelConfig } from '../model/config.js';
 import { knownModel } from '../models.js';
 import { resolveModel } from '../pull.js';
 import { loadText } from '../text.js';
-import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, readConfigFile } from './common.js';
+import {
+  attentionConfigFrom,
+  engineConfigFrom,
+  engineHelp,
+  engineOptionDefs,
+  parse,
+  readConfigFile,
+} from './common.js';
 
 const HELP = `usage: sift serve [--model NAME|DIR] [--host H] [--port P] [--api-key K ...] [--config FILE] [engine options]
 

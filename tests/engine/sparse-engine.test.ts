@@ -46,7 +46,10 @@ function referenceGreedy(
   return out;
 }
 
-for (const variant of [SYNTHETIC_VARIANTS.find((v) => v.kvHeads < v.heads)!, SYNTHETIC_VARIANTS.find((v) => v.kvHeads === v.heads && v.heads >= 4)!]) {
+for (const variant of [
+  SYNTHETIC_VARIANTS.find((v) => v.kvHeads < v.heads)!,
+  SYNTHETIC_VARIANTS.find((v) => v.kvHeads === v.heads && v.heads >= 4)!,
+]) {
   for (const prefillMode of ['dense', 'block-sparse'] as const) {
     test(`streaming heads + ${prefillMode} prefill equal the masked reference: ${variant.name}`, async () => {
       const gpu = await testGpu();
@@ -54,15 +57,28 @@ for (const variant of [SYNTHETIC_VARIANTS.find((v) => v.kvHeads < v.heads)!, SYN
       writeSyntheticCheckpoint(dir, variant);
       const rng = new Rng(variant.seed + 17);
       // a head pattern: random scores per (layer, kv head); half the heads stream (lowest scores)
-      const scores = Array.from({ length: variant.layers }, () => Array.from({ length: variant.kvHeads }, () => rng.next().toFixed(3)));
+      const scores = Array.from({ length: variant.layers }, () =>
+        Array.from({ length: variant.kvHeads }, () => rng.next().toFixed(3)),
+      );
       const pattern = path.join(dir, 'heads.tsv');
       writeFileSync(pattern, `# test pattern\n${scores.map((r) => r.join('\t')).join('\n')}\n`);
       const attention = attentionConfig(
         // every causal block kept: block-sparse prefill must equal dense
-        { flags: { headPattern: pattern, streamingFraction: '0.5', sink: String(SINK), local: String(LOCAL), prefillMode, prefillTopBlocks: '1000' } },
+        {
+          flags: {
+            headPattern: pattern,
+            streamingFraction: '0.5',
+            sink: String(SINK),
+            local: String(LOCAL),
+            prefillMode,
+            prefillTopBlocks: '1000',
+          },
+        },
         PAGE,
       );
-      const cfg = engineConfig({ flags: { pageSize: PAGE, kvCacheMib: 2, maxBatchTokens: 40, maxSeqs: 4, maxContext: 256 } });
+      const cfg = engineConfig({
+        flags: { pageSize: PAGE, kvCacheMib: 2, maxBatchTokens: 40, maxSeqs: 4, maxContext: 256 },
+      });
       const engine = await Engine.load(dir, cfg, { gpu, attention });
       assert.ok(engine.forwardPass.attention.hasStreamingHeads, 'the pattern made some heads streaming heads');
       const loop = EngineLoop.create(engine);
@@ -93,8 +109,13 @@ test('per-request attention: sparse decode reads only the budget, dense reads th
   const variant = SYNTHETIC_VARIANTS[0];
   const dir = path.join(root, `budget-${variant.name}`);
   writeSyntheticCheckpoint(dir, variant);
-  const cfg = engineConfig({ flags: { pageSize: PAGE, kvCacheMib: 2, maxBatchTokens: 64, maxSeqs: 4, maxContext: 256 } });
-  const engine = await Engine.load(dir, cfg, { gpu, attention: attentionConfig({ flags: { tokenBudget: '64' } }, PAGE) });
+  const cfg = engineConfig({
+    flags: { pageSize: PAGE, kvCacheMib: 2, maxBatchTokens: 64, maxSeqs: 4, maxContext: 256 },
+  });
+  const engine = await Engine.load(dir, cfg, {
+    gpu,
+    attention: attentionConfig({ flags: { tokenBudget: '64' } }, PAGE),
+  });
   const loop = EngineLoop.create(engine);
   try {
     const rng = new Rng(3);
@@ -107,7 +128,10 @@ test('per-request attention: sparse decode reads only the budget, dense reads th
     assert.equal(dense.done.attention.mode, 'dense');
     // decode steps at contexts 101..104: dense reads all of it, sparse 4 pages of 16 (sink page, newest page, 2 best)
     assert.ok(dense.done.attention.meanTokensAttended > 100);
-    assert.ok(sparse.done.attention.meanTokensAttended <= 64, `sparse attended ${sparse.done.attention.meanTokensAttended}`);
+    assert.ok(
+      sparse.done.attention.meanTokensAttended <= 64,
+      `sparse attended ${sparse.done.attention.meanTokensAttended}`,
+    );
     assert.equal(sparse.tokens.length, 5);
     assert.ok(loop.stats().attendedShare < 1);
   } finally {

@@ -15,7 +15,7 @@ import { ReferenceModel } from '../reference/forward.js';
 
 const N = 64;
 
-test('stories15M: GPU greedy tokens equal the reference forward pass, and the story is llama2.c\'s', async () => {
+test("stories15M: GPU greedy tokens equal the reference forward pass, and the story is llama2.c's", async () => {
   const dir = await storiesDir();
   const gpu = await testGpu();
   const engine = await Engine.load(dir, engineConfig(), { gpu });
@@ -23,7 +23,11 @@ test('stories15M: GPU greedy tokens equal the reference forward pass, and the st
   try {
     const prompt = await text.encodePrompt('');
     assert.deepEqual(prompt, [1], 'an empty prompt is BOS only');
-    const res = await engine.generate(prompt, { maxTokens: N, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, stopIds: text.stopIds });
+    const res = await engine.generate(prompt, {
+      maxTokens: N,
+      sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 },
+      stopIds: text.stopIds,
+    });
     assert.equal(res.outputIds.length, N);
 
     const ckpt = openCheckpoint(dir);
@@ -40,7 +44,9 @@ test('stories15M: GPU greedy tokens equal the reference forward pass, and the st
 
     const story = text.tokenizer.decode(res.outputIds);
     assert.ok(
-      story.startsWith('Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine.'),
+      story.startsWith(
+        'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine.',
+      ),
       `unexpected story: ${story}`,
     );
   } finally {

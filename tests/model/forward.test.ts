@@ -6,14 +6,14 @@ import { after, test } from 'node:test';
 import { openCheckpoint } from '../../engine/model/checkpoint.js';
 import { parseModelConfig } from '../../engine/model/config.js';
 import { SafetensorsFile, writeSafetensors } from '../../engine/model/safetensors.js';
-import { assertClose } from '../helpers/compare.js';
-import { Rng } from '../helpers/rng.js';
 import {
   SYNTHETIC_VARIANTS,
   type SyntheticOptions,
   syntheticConfigJson,
   writeSyntheticCheckpoint,
 } from '../../engine/model/synthetic.js';
+import { assertClose } from '../helpers/compare.js';
+import { Rng } from '../helpers/rng.js';
 import { applyRope, ReferenceModel, referenceForward, ropeInvFreq } from '../reference/forward.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-forward-'));
