@@ -16,7 +16,10 @@ const walk = (d) => {
   for (const f of readdirSync(d).sort()) {
     const p = path.join(d, f);
     if (statSync(p).isDirectory()) walk(p);
-    else if (f.endsWith('.test.js')) files.push(p);
+    // only compiled tests whose TypeScript source still exists (tsc never deletes outputs of removed files)
+    else if (f.endsWith('.test.js') && existsSync(path.join(root, path.relative(path.join(root, 'dist'), p)).replace(/\.js$/, '.ts'))) {
+      files.push(p);
+    }
   }
 };
 walk(dir);
