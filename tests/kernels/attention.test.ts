@@ -1,3 +1,7 @@
+/**
+ * Paged causal attention against the token-by-token reference. Both variants run on every case, so this covers
+ * shaders/attention.wgsl (workgroup), shaders/attention_lanes.wgsl (lanes) and their shared attention_common.wgsl.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AttentionKernel, type AttentionVariant } from '../../shaders/attention.js';

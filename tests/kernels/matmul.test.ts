@@ -1,3 +1,8 @@
+/**
+ * Matmul/matvec against the f64 reference on every weight dtype, chunked weights and token tiles. All variants run:
+ * shaders/matmul.wgsl ('thread'), shaders/matmul_wg.wgsl ('workgroup', with and without subgroups) and their shared
+ * matmul_common.wgsl.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MatmulKernel, type MatmulOptions } from '../../shaders/matmul.js';

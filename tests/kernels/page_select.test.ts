@@ -1,3 +1,7 @@
+/**
+ * Page selection against the reference top-k of Quest scores: the scoring pass (shaders/page_score.wgsl) and the
+ * top-k pass (shaders/page_select.wgsl) run together through PageSelectKernel.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';

@@ -1,3 +1,7 @@
+/**
+ * Top-k decode attention against references: both variants (shaders/sparse_decode.wgsl, shaders/sparse_decode_lanes.wgsl,
+ * sharing sparse_decode_common.wgsl) and the split reduction (shaders/sparse_decode_reduce.wgsl) run on every case.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AttentionKernel } from '../../shaders/attention.js';
