@@ -88,6 +88,10 @@ export interface EngineStats {
   generationTokens: number;
   /** Share of the KV tokens dense attention would have read that decode actually read (1 when all dense). */
   attendedShare: number;
+  /** Share of sparse decode steps (per sequence) that reused an earlier page selection instead of reselecting. */
+  selectionReuseShare: number;
+  /** Share of the model's (layer, KV head) pairs that are streaming heads (sink + local window). */
+  streamingHeadShare: number;
 }
 
 export interface EngineClient {

@@ -57,6 +57,13 @@ export class Engine {
     readonly attention: AttentionConfig,
   ) {}
 
+  /** Share of (layer, KV head) pairs that are streaming heads (0 without a head pattern). */
+  get streamingHeadShare(): number {
+    const layers = this.kv.layers;
+    const streaming = layers.reduce((n, l) => n + l.numStreamingHeads, 0);
+    return streaming / (layers.length * this.config.numKvHeads);
+  }
+
   /** Decode token budget of a request: dense mode (or a budget that covers the context) reads every page. */
   tokenBudget(req?: { mode?: 'dense' | 'sparse'; tokenBudget?: number }): number {
     const mode = req?.mode ?? this.attention.mode;

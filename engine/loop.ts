@@ -219,6 +219,8 @@ export class EngineLoop implements EngineClient {
       promptTokens: this.totals.promptTokens,
       generationTokens: this.totals.generationTokens,
       attendedShare: this.totals.dense > 0 ? this.totals.attended / this.totals.dense : 1,
+      selectionReuseShare: this.selectionReuseShare(),
+      streamingHeadShare: this.engine.streamingHeadShare,
     };
   }
 
@@ -379,6 +381,13 @@ export class EngineLoop implements EngineClient {
   }
 
   /** Copy-on-write page copies, submitted ahead of the forward pass (queue order makes them land first). */
+  /** Share of sparse decode steps (per sequence) that reused a page selection. */
+  private selectionReuseShare(): number {
+    const st = this.engine.forwardPass.attention.sparse?.schedule.stats();
+    if (!st || st.reselects + st.reuses === 0) return 0;
+    return st.reuses / (st.reselects + st.reuses);
+  }
+
   /**
    * Streaming tables (sink pages then ring pages per scheduled row) and each token's ring slot. A token is written
    * unless a later token of the same sequence in this step lands on the same ring slot (residency is relative to the

@@ -82,6 +82,16 @@ export class ServerMetrics {
       'Share of the KV tokens dense attention would read that decode read.',
       (s) => s.attendedShare,
     );
+    gauge(
+      'sift:attention_selection_reuse_share',
+      'Share of sparse decode steps that reused a page selection (reselected every reuse interval and after prefill).',
+      (s) => s.selectionReuseShare,
+    );
+    gauge(
+      'sift:attention_streaming_head_share',
+      'Share of (layer, KV head) pairs that are streaming heads (sink + local window).',
+      (s) => s.streamingHeadShare,
+    );
 
     // Engine totals: a counter reset to the engine's running total on every scrape.
     const total = (name: string, help: string, read: (s: EngineStats) => number) =>

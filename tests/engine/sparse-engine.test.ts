@@ -96,6 +96,11 @@ for (const variant of [
         });
         const st = loop.kv.stats();
         assert.equal(st.pagesUsed, 0, 'main pool pages returned');
+        const es = loop.stats();
+        const streamingPairs = plan.streaming.reduce((n, l) => n + l.length, 0);
+        assert.equal(es.streamingHeadShare, streamingPairs / (variant.layers * variant.kvHeads));
+        // 6 tokens each: the first decode step after prefill reselects, later ones reuse until the 4th
+        assert.ok(es.selectionReuseShare > 0 && es.selectionReuseShare < 1, `reuse share ${es.selectionReuseShare}`);
       } finally {
         ckpt.close();
         await loop.shutdown(1000);

@@ -446,6 +446,8 @@ test('GET /metrics: sift: names, per-request figures and engine stats', async (t
     'prefix_cache_hits_total',
     'request_success_total',
     'attention_kv_attended_share',
+    'attention_selection_reuse_share',
+    'attention_streaming_head_share',
     'attention_mode_requests_total',
   ]) {
     assert.ok(body.includes(`# TYPE sift:${name} `), `missing sift:${name}`);

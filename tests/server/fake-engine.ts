@@ -156,6 +156,8 @@ export class FakeEngine implements EngineClient {
       promptTokens: this.totals.prompt,
       generationTokens: this.totals.generated,
       attendedShare: 1,
+      selectionReuseShare: 0,
+      streamingHeadShare: 0,
     };
   }
 
