@@ -17,7 +17,10 @@ const walk = (d) => {
     const p = path.join(d, f);
     if (statSync(p).isDirectory()) walk(p);
     // only compiled tests whose TypeScript source still exists (tsc never deletes outputs of removed files)
-    else if (f.endsWith('.test.js') && existsSync(path.join(root, path.relative(path.join(root, 'dist'), p)).replace(/\.js$/, '.ts'))) {
+    else if (
+      f.endsWith('.test.js') &&
+      existsSync(path.join(root, path.relative(path.join(root, 'dist'), p)).replace(/\.js$/, '.ts'))
+    ) {
       files.push(p);
     }
   }
