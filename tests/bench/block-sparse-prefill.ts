@@ -1,13 +1,8 @@
 /**
- * Measurement (not a test): one layer's prefill attention time, dense vs block-sparse (~1/8 of causal blocks) vs
- * Lambda (sink 128 + local 256), chunked prefill in 512-token chunks, summed over chunks; and the attention-mass
- * recall of the block selection on structured inputs.
+ * Measurement (not a test): the attention-mass recall of the block-sparse prefill selection on structured inputs.
+ * (Prefill timing, dense vs block-sparse vs Lambda, is `sift bench attention --prefill-contexts ...`.)
  *
- *   node dist/tests/bench/block-sparse-prefill.js time <nHeads> <nKvHeads> <headDim> <ctx> [samples]
  *   node dist/tests/bench/block-sparse-prefill.js recall
- *
- * `samples` > 0 times only that many chunks at evenly spread offsets and sums a piecewise-linear interpolation of
- * per-chunk time over every chunk offset (said in the output); 0 (default) times every chunk.
  */
 import { BlockSparsePrefill, HeadMode, planPrefillBlocks } from '../../shaders/block_sparse_attention.js';
 import { Gpu, UniformArena } from '../../shaders/runtime.js';
@@ -16,134 +11,6 @@ import { Rng } from '../helpers/rng.js';
 
 const CHUNK = 512;
 const BS = 64;
-
-/** topBlocks keeping about `share` of all causal (query block, key block) pairs of an L-token prompt. */
-function topBlocksFor(L: number, share: number): { top: number; kept: number } {
-  const nb = Math.ceil(L / BS);
-  const total = (nb * (nb + 1)) / 2;
-  let best = { top: 0, kept: 0, err: Number.POSITIVE_INFINITY };
-  for (let k = 0; k <= nb; k++) {
-    let kept = 0;
-    for (let b = 0; b < nb; b++) kept += Math.min(b + 1, k + 2);
-    const err = Math.abs(kept / total - share);
-    if (err < best.err) best = { top: k, kept: kept / total, err };
-  }
-  return best;
-}
-
-function randomCache(rng: Rng, words: number): Uint32Array {
-  const table = new Uint16Array(4096).map(() => f32ToF16(rng.normal()));
-  const out = new Uint32Array(words);
-  let s = rng.int(0, 2 ** 31);
-  for (let i = 0; i < words; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = table[s >>> 20] | (table[(s >>> 8) & 4095] << 16);
-  }
-  return out;
-}
-
-async function time(nHeads: number, nKv: number, hd: number, L: number, samples: number): Promise<void> {
-  const gpu = await Gpu.create();
-  const rng = new Rng(7);
-  const pageSize = 64;
-  const pages = Math.ceil(L / pageSize);
-  const words = (pages * pageSize * nKv * hd) / 2;
-  const kCache = gpu.upload('k', randomCache(rng, words));
-  const vCache = gpu.upload('v', randomCache(rng, words));
-  const blockTable = gpu.upload(
-    'bt',
-    Uint32Array.from({ length: pages }, (_, i) => i),
-  );
-  const q = gpu.upload('q', rng.normalArray(CHUNK * nHeads * hd));
-  const out = gpu.createBuffer('out', CHUNK * nHeads * hd * 4);
-  const { top, kept } = topBlocksFor(L, 1 / 8);
-  const nChunks = Math.ceil(L / CHUNK);
-  const all = Array.from({ length: nChunks }, (_, i) => i);
-  const chosen =
-    samples > 0 && samples < nChunks
-      ? [...new Set(Array.from({ length: samples }, (_, i) => Math.round((i * (nChunks - 1)) / (samples - 1))))]
-      : all;
-  const arena = new UniformArena(gpu);
-  const result: Record<string, number> = {};
-  for (const mode of [HeadMode.dense, HeadMode.sparse, HeadMode.lambda]) {
-    const prefill = new BlockSparsePrefill(gpu, { topBlocks: top, sink: 128, local: 256 });
-    const runChunk = async (c: number): Promise<number> => {
-      const start = c * CHUNK;
-      const n = Math.min(CHUNK, L - start);
-      const positions = Uint32Array.from({ length: n }, (_, i) => start + i);
-      const plan = planPrefillBlocks(new Uint32Array(n), positions, BS);
-      const scratch = prefill.scratchBytes(plan, { numHeads: nHeads, numKvHeads: nKv, headDim: hd });
-      const bufs = {
-        qBlocks: gpu.upload('qb', plan.qBlocks),
-        kBlocks: gpu.upload('kb', plan.kBlocks.length ? plan.kBlocks : new Uint32Array(4)),
-        kPool: gpu.createBuffer('kPool', scratch.kPool),
-        blockList: gpu.createBuffer('bl', scratch.blockList),
-      };
-      await gpu.sync();
-      const t0 = performance.now();
-      const c0 = process.cpuUsage();
-      arena.reset();
-      gpu.run((pass) => {
-        prefill.encodeLayer(pass, arena, {
-          q,
-          kCache,
-          vCache,
-          blockTable,
-          ...bufs,
-          out,
-          plan,
-          numHeads: nHeads,
-          numKvHeads: nKv,
-          headDim: hd,
-          pageSize,
-          maxPagesPerSeq: pages,
-          scale: 1 / Math.sqrt(hd),
-          headModes: Array(nKv).fill(mode),
-        });
-      }, arena);
-      await gpu.sync();
-      const ms = performance.now() - t0;
-      const cpu = process.cpuUsage(c0);
-      cpuMs.set(c, (cpu.user + cpu.system) / 1000);
-      for (const b of Object.values(bufs)) b.destroy();
-      return ms;
-    };
-    const cpuMs = new Map<number, number>();
-    await runChunk(0); // pipeline compile
-    const times = new Map<number, number>();
-    for (const c of chosen) times.set(c, await runChunk(c));
-    const total = (m: Map<number, number>) => {
-      let sum = 0;
-      for (const c of all) {
-        if (m.has(c)) {
-          sum += m.get(c) ?? 0;
-          continue;
-        }
-        const lo = Math.max(...chosen.filter((x) => x < c));
-        const hi = Math.min(...chosen.filter((x) => x > c));
-        const f = (c - lo) / (hi - lo);
-        sum += (m.get(lo) ?? 0) * (1 - f) + (m.get(hi) ?? 0) * f;
-      }
-      return sum;
-    };
-    const sum = total(times);
-    const cpuSum = total(cpuMs);
-    const name = ['dense', 'sparse', 'lambda'][mode];
-    result[name] = sum;
-    result[`${name}Cpu`] = cpuSum;
-    console.log(
-      `${nHeads}/${nKv}/${hd} L=${L} ${name}: wall ${(sum / 1000).toFixed(2)} s, cpu ${(cpuSum / 1000).toFixed(2)} s over ${nChunks} chunks ` +
-        `(${chosen.length === nChunks ? 'all timed' : `timed chunks ${chosen.join(',')}, rest interpolated`}; ` +
-        `per-chunk ms ${[...times.values()].map((x) => x.toFixed(0)).join(' ')})` +
-        (mode === HeadMode.sparse ? ` topBlocks=${top} keeps ${(kept * 100).toFixed(1)}% of causal blocks` : ''),
-    );
-  }
-  console.log(
-    `RESULT ${JSON.stringify({ nHeads, nKv, hd, L, top, keptShare: kept, seconds: result, adapter: gpu.caps.adapterName })}`,
-  );
-  arena.destroy();
-  gpu.destroy();
-}
 
 /**
  * Recall: share of the dense softmax mass (per query token and head) that falls on the selected key blocks.
@@ -278,13 +145,10 @@ async function recall(): Promise<void> {
   gpu.destroy();
 }
 
-const [cmd, ...rest] = process.argv.slice(2);
-if (cmd === 'time') {
-  const [h, kv, hd, L, samples] = rest.map(Number);
-  await time(h, kv, hd, L, samples || 0);
-} else if (cmd === 'recall') {
+const [cmd] = process.argv.slice(2);
+if (cmd === 'recall') {
   await recall();
 } else {
-  console.error('usage: block-sparse-prefill.js time <nHeads> <nKvHeads> <headDim> <ctx> [samples] | recall');
+  console.error('usage: block-sparse-prefill.js recall');
   process.exit(2);
 }
