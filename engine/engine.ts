@@ -1,12 +1,12 @@
 /**
  * The engine: a model loaded on the GPU with its KV cache, and the two named phases of generation,
- * `prefill` (the prompt, in chunks of maxBatchTokens) and `decodeOneToken`. The server's scheduler (continuous
- * batching) drives ForwardPass directly with many sequences; `generate` here runs one sequence end to end.
+ * `prefill` (the prompt, in chunks of maxBatchTokens) and `decodeOneToken`, for benchmarks and tests that drive
+ * one sequence by hand. Generation (the server, `sift generate`) runs through the engine loop (engine/loop.ts),
+ * which drives ForwardPass with many sequences at once.
  */
 
 import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
-import { SiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/config.js';
 import { Gpu } from '../shaders/runtime.js';
 import { ForwardPass } from './forward.js';
@@ -15,33 +15,6 @@ import { KvStorage } from './kv-storage.js';
 import { type Checkpoint, openCheckpoint } from './model/checkpoint.js';
 import type { ModelConfig } from './model/config.js';
 import { destroyModel, type ModelWeights, type UploadProgress, uploadModel } from './model/weights.js';
-import { Sampler, type SamplingParams } from './sampler.js';
-
-export interface GenerateOptions {
-  maxTokens: number;
-  sampling: SamplingParams;
-  /** Token ids that end generation (the eos ids); the stop token is not part of the output. */
-  stopIds?: readonly number[];
-  /** Called with each generated token id as soon as it is sampled. */
-  onToken?: (id: number) => void;
-  signal?: AbortSignal;
-  /** Per-call attention override (default: the engine's attention config). */
-  attention?: { mode?: 'dense' | 'sparse'; tokenBudget?: number };
-}
-
-export interface GenerateResult {
-  promptIds: number[];
-  outputIds: number[];
-  finishReason: 'stop' | 'length' | 'abort';
-  /** Mean KV tokens attended per decode step (per retrieval head). */
-  meanTokensAttended: number;
-  timings: {
-    prefillMs: number;
-    decodeMs: number;
-    prefillTokensPerS: number;
-    decodeTokensPerS: number;
-  };
-}
 
 export class Engine {
   private constructor(
@@ -170,82 +143,6 @@ export class Engine {
       streaming: streaming(1),
     });
     fwd.release(seqId);
-  }
-
-  /** Runs one sequence: prefill the prompt, then decode up to maxTokens. */
-  async generate(promptIds: number[], opts: GenerateOptions): Promise<GenerateResult> {
-    if (this.forwardPass.attention.hasStreamingHeads) {
-      throw new SiftError(
-        'INTERNAL',
-        'Engine.generate runs retrieval heads only; a model with streaming heads runs through the engine loop',
-      );
-    }
-    if (promptIds.length === 0)
-      throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: 'prompt' });
-    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) {
-      throw new SiftError('INVALID_ARGUMENT', 'max_tokens must be an integer >= 1', { param: 'max_tokens' });
-    }
-    const total = promptIds.length + opts.maxTokens;
-    if (promptIds.length > this.maxContext) {
-      throw new SiftError(
-        'CONTEXT_LENGTH_EXCEEDED',
-        `the prompt has ${promptIds.length} tokens; this model's context limit is ${this.maxContext}`,
-        { param: 'messages' },
-      );
-    }
-    const maxLen = Math.min(total, this.maxContext);
-    const pagesNeeded = Math.ceil(maxLen / this.kv.pageSize);
-    if (pagesNeeded > this.kv.numPages) {
-      throw new SiftError(
-        'KV_POOL_EXHAUSTED',
-        `the sequence needs ${pagesNeeded} KV pages; the cache holds ${this.kv.numPages} (raise --kv-cache-mib)`,
-      );
-    }
-    // One sequence owns pages 0..pagesNeeded-1 of the pool for its lifetime.
-    const table = new Uint32Array(this.forwardPass.maxPagesPerSeq);
-    for (let i = 0; i < pagesNeeded; i++) table[i] = i;
-    const sampler = new Sampler(opts.sampling);
-    const stop = new Set(opts.stopIds ?? []);
-    const out: number[] = [];
-
-    const budget = this.tokenBudget(opts.attention);
-    let attended = 0;
-    const t0 = performance.now();
-    let logits = await this.prefill(promptIds, table);
-    const t1 = performance.now();
-    let finish: GenerateResult['finishReason'] = 'length';
-    let pos = promptIds.length;
-    for (;;) {
-      if (opts.signal?.aborted) {
-        finish = 'abort';
-        break;
-      }
-      const id = sampler.sample(logits);
-      if (stop.has(id)) {
-        finish = 'stop';
-        break;
-      }
-      out.push(id);
-      opts.onToken?.(id);
-      if (out.length >= opts.maxTokens || pos >= maxLen) break;
-      logits = await this.decodeOneToken(id, pos, table, budget);
-      attended += this.tokensAttended(pos + 1, budget);
-      pos++;
-    }
-    const t2 = performance.now();
-    const decodeSteps = Math.max(0, out.length - 1);
-    return {
-      promptIds,
-      outputIds: out,
-      finishReason: finish,
-      meanTokensAttended: decodeSteps > 0 ? attended / decodeSteps : 0,
-      timings: {
-        prefillMs: t1 - t0,
-        decodeMs: t2 - t1,
-        prefillTokensPerS: promptIds.length / ((t1 - t0) / 1000),
-        decodeTokensPerS: decodeSteps > 0 ? decodeSteps / ((t2 - t1) / 1000) : 0,
-      },
-    };
   }
 
   /**

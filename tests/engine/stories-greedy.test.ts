@@ -1,34 +1,32 @@
 /**
  * End to end on the default model (karpathy's stories15M, imported from llama2.c): greedy decoding from BOS on the
- * GPU produces exactly the reference forward pass's tokens, and the text is llama2.c's own story.
+ * GPU, through the engine loop, produces exactly the reference forward pass's tokens, and the text is llama2.c's own story.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { engineConfig } from '../../config/engine.js';
 import { Engine } from '../../engine/engine.js';
+import { EngineLoop } from '../../engine/loop.js';
 import { openCheckpoint } from '../../engine/model/checkpoint.js';
 import { argmax } from '../../engine/sampler.js';
 import { loadText } from '../../engine/text.js';
 import { testGpu } from '../helpers/gpu.js';
 import { storiesDir } from '../helpers/stories.js';
 import { ReferenceModel } from '../reference/forward.js';
+import { collect, greedy } from './loop-helpers.js';
 
 const N = 64;
 
 test("stories15M: GPU greedy tokens equal the reference forward pass, and the story is llama2.c's", async () => {
   const dir = await storiesDir();
   const gpu = await testGpu();
-  const engine = await Engine.load(dir, engineConfig(), { gpu });
+  const loop = EngineLoop.create(await Engine.load(dir, engineConfig(), { gpu }));
   const text = loadText(dir);
   try {
     const prompt = await text.encodePrompt('');
     assert.deepEqual(prompt, [1], 'an empty prompt is BOS only');
-    const res = await engine.generate(prompt, {
-      maxTokens: N,
-      sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 },
-      stopIds: text.stopIds,
-    });
-    assert.equal(res.outputIds.length, N);
+    const res = await collect(loop.submit(greedy('stories', prompt, N, { stopIds: text.stopIds })));
+    assert.equal(res.tokens.length, N);
 
     const ckpt = openCheckpoint(dir);
     const ref = new ReferenceModel(ckpt);
@@ -40,9 +38,9 @@ test("stories15M: GPU greedy tokens equal the reference forward pass, and the st
       logits = ref.forward([id]);
     }
     ckpt.close();
-    assert.deepEqual(res.outputIds, refIds, 'GPU greedy tokens == reference greedy tokens');
+    assert.deepEqual(res.tokens, refIds, 'GPU greedy tokens == reference greedy tokens');
 
-    const story = text.tokenizer.decode(res.outputIds);
+    const story = text.tokenizer.decode(res.tokens);
     assert.ok(
       story.startsWith(
         'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine.',
@@ -50,6 +48,6 @@ test("stories15M: GPU greedy tokens equal the reference forward pass, and the st
       `unexpected story: ${story}`,
     );
   } finally {
-    engine.destroy();
+    await loop.shutdown(0);
   }
 });
