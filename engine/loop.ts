@@ -389,15 +389,12 @@ export class EngineLoop implements EngineClient {
   }
 
   /**
-   * Streaming tables (sink pages then ring pages per scheduled row) and each token's ring slot. A token is written
-   * unless a later token of the same sequence in this step lands on the same ring slot (residency is relative to the
-   * end of this step's chunk, not to the whole reserved prompt); skipped tokens get SKIP_SLOT.
+   * Streaming tables (sink pages then ring pages per scheduled row) and each token's ring slot, or SKIP_SLOT for a
+   * token the ring recycles before this step's chunk ends (residency judged at the chunk end, not at the whole
+   * reserved prompt).
    */
   private streamingInputs(out: ScheduleOutput, positions: Uint32Array): { table: Uint32Array; slots: Uint32Array } {
     const pool = this.kv.streaming!;
-    const ps = pool.pageSize;
-    const sink = pool.sinkTokens;
-    const ringTokens = pool.numRingPages * ps;
     const rowLen = pool.numSinkPages + pool.numRingPages;
     const table = new Uint32Array(out.scheduled.length * rowLen);
     const slots = new Uint32Array(positions.length);
@@ -406,16 +403,9 @@ export class EngineLoop implements EngineClient {
       const st = this.kv.streamingTable(e.seq.seqId);
       table.set(st.sinkPages, row * rowLen);
       table.set(st.ringPages, row * rowLen + pool.numSinkPages);
-      const last = positions[t + e.numTokens - 1];
+      const end = e.start + e.numTokens;
       for (let i = 0; i < e.numTokens; i++, t++) {
-        const p = positions[t];
-        if (p < sink) slots[t] = st.sinkPages[Math.floor(p / ps)] * ps + (p % ps);
-        else if (p + ringTokens <= last)
-          slots[t] = SKIP_SLOT; // overwritten later in this chunk
-        else {
-          const r = p - sink;
-          slots[t] = st.ringPages[Math.floor(r / ps) % pool.numRingPages] * ps + (r % ps);
-        }
+        slots[t] = this.kv.slotFor(e.seq.seqId, positions[t], end)?.slot ?? SKIP_SLOT;
       }
     });
     return { table, slots };

@@ -292,10 +292,10 @@ export class KvCacheManager {
     return this.requireStreaming().table(seqId);
   }
 
-  /** Streaming slot of `pos`, or null if the ring recycled it (see StreamingPool.slotFor). */
-  slotFor(seqId: SeqId, pos: number): StreamingSlot | null {
+  /** Streaming slot of `pos`, or null if the ring recycles it by `upTo` written positions (see StreamingPool.slotFor). */
+  slotFor(seqId: SeqId, pos: number, upTo?: number): StreamingSlot | null {
     this.get(seqId);
-    return this.requireStreaming().slotFor(seqId, pos);
+    return this.requireStreaming().slotFor(seqId, pos, upTo);
   }
 
   stats(): KvCacheStats {

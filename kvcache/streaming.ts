@@ -131,13 +131,23 @@ export class StreamingPool {
   }
 
   /**
-   * The slot of reserved position `pos`, or null if the ring has already recycled it (so, during a long prefill
-   * chunk, the engine writes only positions that come back non-null). Throws INTERNAL for a position not reserved.
+   * The slot of reserved position `pos`, or null if the ring recycles it by the time positions [0, upTo) are written
+   * (default: every reserved position). A prompt is reserved whole at admission but written in chunks, so the
+   * engine passes the end of the chunk being written: it writes the positions that come back non-null, and a chunk
+   * longer than the ring never overwrites a slot with an earlier position. Throws INTERNAL for a position not
+   * reserved or not below `upTo`.
    */
-  slotFor(seqId: SeqId, pos: number): StreamingSlot | null {
+  slotFor(seqId: SeqId, pos: number, upTo?: number): StreamingSlot | null {
     const seq = this.get(seqId);
-    if (!Number.isInteger(pos) || pos < 0 || pos >= seq.numTokens) {
-      throw new SiftError('INTERNAL', `kvcache: streaming position ${pos} outside [0, ${seq.numTokens}) of ${seqId}`);
+    const end = upTo ?? seq.numTokens;
+    if (!Number.isInteger(end) || end > seq.numTokens) {
+      throw new SiftError(
+        'INTERNAL',
+        `kvcache: streaming chunk end ${end} past the ${seq.numTokens} reserved of ${seqId}`,
+      );
+    }
+    if (!Number.isInteger(pos) || pos < 0 || pos >= end) {
+      throw new SiftError('INTERNAL', `kvcache: streaming position ${pos} outside [0, ${end}) of ${seqId}`);
     }
     let page: number;
     let offset: number;
@@ -145,7 +155,7 @@ export class StreamingPool {
       page = seq.pages[Math.floor(pos / this.pageSize)];
       offset = pos % this.pageSize;
     } else {
-      if (pos < this.windowStart(seq.numTokens)) return null;
+      if (pos < this.windowStart(end)) return null;
       const r = pos - this.sinkTokens;
       page = seq.pages[this.numSinkPages + (Math.floor(r / this.pageSize) % this.numRingPages)];
       offset = r % this.pageSize;

@@ -130,3 +130,33 @@ test('the pool holds numPages / pagesPerSequence sequences and throws for unknow
     assert.throws(f, (e: unknown) => isSiftError(e, 'INTERNAL'));
   }
 });
+
+test('slotFor judges residency at the end of the chunk being written, not at the whole reserved prompt', () => {
+  // sink 16 + 3 ring pages of 16: a 90-token prompt reserved at once, written in chunks [0, 40), [40, 80), [80, 90)
+  const sp = new StreamingPool({ numPages: 8, pageSize: 16, sinkTokens: 16, localTokens: 32 });
+  assert.ok(sp.allocate('s', 90));
+  // against all 90 reserved positions, 20 is already recycled; while the first chunk is written it is resident
+  assert.equal(sp.slotFor('s', 20), null);
+  assert.notEqual(sp.slotFor('s', 20, 40), null);
+  // within one chunk no two written positions share a slot: the later one wins, the earlier is skipped
+  for (const [start, end] of [
+    [0, 40],
+    [40, 80],
+    [80, 90],
+  ]) {
+    const seen = new Map<number, number>();
+    for (let p = start; p < end; p++) {
+      const s = sp.slotFor('s', p, end);
+      if (s === null) continue;
+      assert.ok(
+        !seen.has(s.slot),
+        `chunk [${start}, ${end}): positions ${seen.get(s.slot)} and ${p} share slot ${s.slot}`,
+      );
+      seen.set(s.slot, p);
+    }
+    // the last `local` positions of the chunk are always written
+    for (let p = Math.max(16, end - 32); p < end; p++) assert.notEqual(sp.slotFor('s', p, end), null, `position ${p}`);
+  }
+  assert.throws(() => sp.slotFor('s', 50, 40), /outside \[0, 40\)/);
+  assert.throws(() => sp.slotFor('s', 5, 91), /past the 90 reserved/);
+});
