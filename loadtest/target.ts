@@ -157,7 +157,7 @@ export interface SpawnedServer {
 }
 
 /**
- * Starts `node dist/cli.js serve --port P [--model NAME]` (this checkout's sift), logs its output to `logFile`, and
+ * Starts `node dist/cli/main.js serve --port P [--model NAME]` (this checkout's sift), logs its output to `logFile`, and
  * waits until GET /health answers 200 (the first start may pull and convert the default model).
  */
 export async function spawnSift(opts: {
@@ -167,7 +167,7 @@ export async function spawnSift(opts: {
   signal?: AbortSignal;
   onWait?: (elapsedMs: number) => void;
 }): Promise<SpawnedServer> {
-  const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
+  const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
   const port = await freePort();
   const args = [cli, 'serve', '--host', '127.0.0.1', '--port', String(port)];
   if (opts.model) args.push('--model', opts.model);

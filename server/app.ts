@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { apiKeyList, type ServerConfig, serverConfig } from '../config/server.js';
 import type { EngineClient } from '../engine/client.js';
-import type { TextSide } from '../engine/text.js';
+import type { TextSide } from '../text/text.js';
 import auth from './auth.js';
 import { EngineState } from './engine-state.js';
 import './context.js';

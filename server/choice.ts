@@ -14,7 +14,7 @@ import type {
   RequestUsage,
   TokenLogprob,
 } from '../engine/client.js';
-import type { TextSide } from '../engine/text.js';
+import type { TextSide } from '../text/text.js';
 import type { FinishReasonWire } from './protocol.js';
 
 /** A generated token with its logprob information, as the wire formats need it. */

@@ -5,7 +5,7 @@
  */
 import { SiftError } from '../config/errors.js';
 import type { EngineClient } from '../engine/client.js';
-import type { TextSide } from '../engine/text.js';
+import type { TextSide } from '../text/text.js';
 
 export class EngineState {
   private lostError: Error | null = null;

@@ -6,7 +6,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isSiftError, SiftError } from '../config/errors.js';
 import type { RequestHandle } from '../engine/client.js';
-import type { TextSide } from '../engine/text.js';
+import type { TextSide } from '../text/text.js';
 import { Choice, type ChoiceResult, type TokenInfo } from './choice.js';
 import type { EngineState } from './engine-state.js';
 import { mapError } from './errors.js';

@@ -6,7 +6,7 @@
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-bench-out}
 mkdir -p "$OUT"
-[ -f dist/cli.js ] || { echo "dist/cli.js missing: build here and carry dist/" >&2; exit 1; }
+[ -f dist/cli/main.js ] || { echo "dist/cli/main.js missing: build here and carry dist/" >&2; exit 1; }
 command -v node >/dev/null || { echo "node not on PATH: source .gpu/enter.sh first" >&2; exit 1; }
 LIMIT=${LIMIT:-200} # seconds per step, so that one stuck step cannot eat the whole lease
 step() { # name, command...
@@ -19,10 +19,10 @@ step() { # name, command...
   [ $rc -eq 0 ] || tail -n 5 "$OUT/$name.err"
 }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$OUT/nvidia-smi.txt" 2>&1
-step gpu node dist/cli.js gpu --json
-step attention node dist/cli.js bench attention --shape llama3-8b --contexts 4096,32768,65536,131072 \
+step gpu node dist/cli/main.js gpu --json
+step attention node dist/cli/main.js bench attention --shape llama3-8b --contexts 4096,32768,65536,131072 \
   --prefill-contexts 4096,16384,32768 --prefill-sample 8 --repeat 10 --out "$OUT/attention-llama3-8b.json"
-step decode node dist/cli.js bench decode --synthetic llama3-attn --contexts 4096,32768,131072 \
+step decode node dist/cli/main.js bench decode --synthetic llama3-attn --contexts 4096,32768,131072 \
   --fill-tokens 32768 --budget 4096 --steps 16 --repeat 5 --out "$OUT/decode-llama3-attn.json"
 if python3 -c 'import torch' 2>/dev/null; then
   step sdpa python3 scripts/gpu/sdpa_peer.py --contexts 4096,32768,65536,131072 --prefill 4096,16384,32768 \

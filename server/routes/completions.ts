@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import '../context.js';
 import { SiftError } from '../../config/errors.js';
-import type { TextSide } from '../../engine/text.js';
+import type { TextSide } from '../../text/text.js';
 import type { TokenInfo } from '../choice.js';
 import { checkModel, plan } from '../plan.js';
 import { definePlugin } from '../plugin.js';

@@ -6,7 +6,7 @@
  */
 import { BlockSparsePrefill, HeadMode, planPrefillBlocks } from '../../shaders/block_sparse_attention.js';
 import { Gpu, UniformArena } from '../../shaders/runtime.js';
-import { f32ToF16 } from '../../shaders/tensor.js';
+import { f32ToF16 } from '../../util/dtype.js';
 import { Rng } from '../helpers/rng.js';
 
 const CHUNK = 512;

@@ -1,8 +1,8 @@
 /** Bench statistics and quality metrics: medians and spreads, KL on known distributions, agreement. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { storyDocument, textDocuments } from '../../engine/bench/agreement.js';
-import { interpolatedSum, sampleChunks, sparseTokens, topBlocksFor } from '../../engine/bench/attention.js';
+import { storyDocument, textDocuments } from '../../bench/agreement.js';
+import { interpolatedSum, sampleChunks, sparseTokens, topBlocksFor } from '../../bench/attention.js';
 import {
   agreement,
   argmaxOf,
@@ -13,7 +13,7 @@ import {
   poolAgreement,
   relSpread,
   stat,
-} from '../../engine/bench/stats.js';
+} from '../../bench/stats.js';
 
 test('stat: median of odd and even counts, min, max, n; unsorted input left alone', () => {
   const xs = [5, 1, 3];

@@ -2,11 +2,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
 import type { GenerationEvent, GenerationRequest, RequestHandle } from '../../engine/client.js';
-import { Engine } from '../../engine/engine.js';
-import { EngineLoop, type EngineLoopOptions } from '../../engine/loop.js';
-import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../engine/model/synthetic.js';
+import { EngineLoop, type EngineLoopOptions } from '../../engine/core.js';
+import { Engine } from '../../model/runner.js';
 import type { Gpu } from '../../shaders/runtime.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { EngineLoop, StepRecord } from '../../engine/loop.js';
-import { openCheckpoint } from '../../engine/model/checkpoint.js';
+import { openCheckpoint } from '../../checkpoint/checkpoint.js';
+import type { EngineLoop, StepRecord } from '../../engine/core.js';
 import { ReferenceModel } from '../reference/forward.js';
 import { checkpointDir, collect, greedy, makeLoop, Rng, randomPrompt } from './loop-helpers.js';
 

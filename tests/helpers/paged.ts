@@ -5,7 +5,7 @@
  * that no sequence owns filled with NaN, so any read of padding shows up as NaN in the output.
  * Caches are f16 bits (Uint16Array, the GPU's packed-pair layout byte for byte); NaN is the f16 quiet NaN 0x7e00.
  */
-import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 import type { PagedShape } from '../reference/attention.js';
 import type { Rng } from './rng.js';
 

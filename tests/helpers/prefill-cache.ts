@@ -8,7 +8,7 @@
  * caches decoded to f32 in (numPages, pageSize, numKvHeads, headDim) order, the values
  * the GPU sees, for the references.
  */
-import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 import type { Rng } from './rng.js';
 
 export const F16_NAN = 0x7e00;

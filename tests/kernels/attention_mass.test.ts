@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatHeadPattern, HeadMassAccumulator } from '../../engine/calibration.js';
-import { chooseHeadPlan, parseHeadPattern } from '../../engine/head-plan.js';
+import { formatHeadPattern, HeadMassAccumulator } from '../../model/calibration.js';
+import { chooseHeadPlan, parseHeadPattern } from '../../model/head-plan.js';
 import { AttentionMassKernel } from '../../shaders/attention_mass.js';
 import { KvWriteKernel } from '../../shaders/kv_write.js';
 import { UniformArena } from '../../shaders/runtime.js';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KvWriteKernel } from '../../shaders/kv_write.js';
 import { UniformArena } from '../../shaders/runtime.js';
-import { f16ToF32 } from '../../shaders/tensor.js';
+import { f16ToF32 } from '../../util/dtype.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { F16_NAN, makePagedBatch } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';

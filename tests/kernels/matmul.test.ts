@@ -7,15 +7,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MatmulKernel, type MatmulOptions } from '../../shaders/matmul.js';
 import { type Gpu, UniformArena } from '../../shaders/runtime.js';
-import {
-  bytesPerElement,
-  decodeToF32,
-  destroyWeight,
-  encodeFromF32,
-  ROW_ALIGN,
-  uploadWeight,
-  type WeightDType,
-} from '../../shaders/tensor.js';
+import { destroyWeight, ROW_ALIGN, uploadWeight } from '../../shaders/tensor.js';
+import { bytesPerElement, decodeToF32, encodeFromF32, type WeightDType } from '../../util/dtype.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';

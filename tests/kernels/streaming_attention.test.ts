@@ -17,7 +17,7 @@ import {
   StreamingAttentionKernel,
   type StreamingAttentionVariant,
 } from '../../shaders/streaming_attention.js';
-import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { F16_NAN } from '../helpers/paged.js';

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { main } from '../../loadtest/cli.js';
+import { main } from '../../cli/loadtest.js';
 import { runLevel } from '../../loadtest/level.js';
 import type { Report } from '../../loadtest/report.js';
 import { SseCompletionReader } from '../../loadtest/sse.js';
@@ -338,7 +338,7 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
   test('Ctrl-C stops the run, which still writes its reports', async (t) => {
     const fake = await startFake({ prefillMs: 5, tokenMs: 5 });
     t.after(() => fake.close());
-    const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli.js');
+    const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.js');
     const dir = path.join(tmp, 'sigint');
     const child = spawn(
       process.execPath,

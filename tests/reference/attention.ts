@@ -6,7 +6,7 @@
  * low half). The write rounds to f16 (nearest even) as the GPU does, so GPU and reference read the same keys and
  * values and differ only in arithmetic. Block table (numSeqs, maxPagesPerSeq).
  */
-import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 
 export interface PagedShape {
   T: number;

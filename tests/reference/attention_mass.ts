@@ -2,7 +2,7 @@
  * Reference attention mass outside the streaming window: dense causal softmax over the paged f16 cache, walking the
  * block table token by token, f64. mass (T, numHeads): sum of p_j over j in [sink, pos + 1 - local).
  */
-import { f16ToF32 } from '../../shaders/tensor.js';
+import { f16ToF32 } from '../../util/dtype.js';
 import { cacheIndex, type PagedShape } from './attention.js';
 
 export function attentionMassRef(

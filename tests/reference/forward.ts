@@ -12,10 +12,10 @@
  * Option `kvF16`: keys (after RoPE) and values are rounded to f16 (nearest even) before attention reads them, as
  * sift's f16 KV cache stores them; the rest stays f64. Tests of the GPU forward pass use it.
  */
-import type { Checkpoint } from '../../engine/model/checkpoint.js';
-import { layerTensorNames } from '../../engine/model/checkpoint.js';
-import type { ModelConfig } from '../../engine/model/config.js';
-import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+import type { Checkpoint } from '../../checkpoint/checkpoint.js';
+import { layerTensorNames } from '../../checkpoint/checkpoint.js';
+import type { ModelConfig } from '../../checkpoint/config.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 
 export interface ReferenceOptions {
   /** Round K (after RoPE) and V to f16 as the GPU's KV cache stores them. Default false (f64 K/V). */

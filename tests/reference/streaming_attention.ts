@@ -6,7 +6,7 @@
  * Also a dense reference with the same mask over a sequence's whole K/V history (f32), the semantics the ring must
  * reproduce.
  */
-import { f16ToF32, f32ToF16 } from '../../shaders/tensor.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 
 export interface StreamingRefShape {
   T: number;

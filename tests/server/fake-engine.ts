@@ -13,7 +13,7 @@ import type {
   GenerationRequest,
   RequestHandle,
 } from '../../engine/client.js';
-import type { TextSide } from '../../engine/text.js';
+import type { TextSide } from '../../text/text.js';
 
 export const STORY =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she saw a big, red ball in the sky.';

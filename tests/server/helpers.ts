@@ -3,8 +3,8 @@ import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { type ServerConfig, serverConfig } from '../../config/server.js';
 import type { EngineClient } from '../../engine/client.js';
-import { loadText, type TextSide } from '../../engine/text.js';
 import { buildApp } from '../../server/app.js';
+import { loadText, type TextSide } from '../../text/text.js';
 import { storiesDir } from '../helpers/stories.js';
 
 let text: Promise<TextSide> | undefined;

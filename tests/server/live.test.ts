@@ -8,11 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
 import { engineConfig } from '../../config/engine.js';
-import { Engine } from '../../engine/engine.js';
-import { EngineLoop } from '../../engine/loop.js';
-import { loadText, type TextSide } from '../../engine/text.js';
+import { EngineLoop } from '../../engine/core.js';
+import { Engine } from '../../model/runner.js';
 import { buildApp } from '../../server/app.js';
 import { listen } from '../../server/server.js';
+import { loadText, type TextSide } from '../../text/text.js';
 import { storiesDir } from '../helpers/stories.js';
 import { cfg, lastEvent, parseSse, streamedText } from './helpers.js';
 

@@ -71,7 +71,7 @@ test('shutdown: past the grace period the engine cancels what is left and stream
 });
 
 test('sift serve: 200 once loaded, answers, and exits 0 on SIGTERM after finishing in-flight work', async () => {
-  const cli = path.resolve('dist/cli.js');
+  const cli = path.resolve('dist/cli/main.js');
   const child = spawn(
     process.execPath,
     [cli, 'serve', '--port', '0', '--log-level', 'info', '--shutdown-grace-ms', '5000', '--api-key', 'k1'],

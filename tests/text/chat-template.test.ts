@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
-import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, validateMessages } from '../../engine/chat-template.js';
-import { Tokenizer } from '../../engine/tokenizer.js';
+import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, validateMessages } from '../../text/chat-template.js';
+import { Tokenizer } from '../../text/tokenizer.js';
 import { storiesDir } from '../helpers/stories.js';
 
 // Written for this test in the shape of Llama-3-Instruct's and ChatML's (Qwen) templates.

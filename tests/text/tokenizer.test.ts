@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
-import { Tokenizer } from '../../engine/tokenizer.js';
+import { Tokenizer } from '../../text/tokenizer.js';
 import { storiesDir } from '../helpers/stories.js';
 
 let tk: Tokenizer;

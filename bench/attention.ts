@@ -1,0 +1,593 @@
+/**
+ * `sift bench attention`: kernel-level attention time for ONE layer, on random f16 K/V caches uploaded once.
+ *
+ * Decode (one query token at the end of a context of `ctx` tokens), per shape and context:
+ *   dense          the dense paged kernel (AttentionKernel, as prefill and mixed batches use it);
+ *   dense-sparse   SparseDecodeAttention with an infinite budget (every page through the top-k kernel);
+ *   sparse-every   page selection (Quest digests scores + top-k) + top-k attention within `budget`, every step;
+ *   sparse-amort   the same with the selection amortized over the reuse interval (attention + selection / reuse).
+ * Achieved bandwidth = bytes of K/V (and digests for a selection) the step must read / time, vs --peak-gbps.
+ *
+ * Prefill (chunks of 512 query tokens over a context of L tokens, summed over the chunks): dense vs block-sparse
+ * (BlockSparsePrefill keeping about 1/8 of the causal key blocks) vs Lambda (sink 128 + local 256). With
+ * `prefillSample` K only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output).
+ */
+import { SiftError } from '../config/errors.js';
+import { AttentionKernel } from '../shaders/attention.js';
+import { BlockSparsePrefill, HeadMode, planPrefillBlocks } from '../shaders/block_sparse_attention.js';
+import { digestBytes, digestEntries, PageDigestKernel } from '../shaders/page_digest.js';
+import { type Gpu, UniformArena } from '../shaders/runtime.js';
+import { SparseDecodeAttention } from '../shaders/sparse_decode.js';
+import { f32ToF16 } from '../util/dtype.js';
+import { Rng } from '../util/rng.js';
+import { mapStat, mdTable, type Stat, stat } from './stats.js';
+
+export interface AttentionShape {
+  name: string;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+export const ATTENTION_SHAPES: Readonly<Record<string, AttentionShape>> = Object.freeze({
+  stories15M: { name: 'stories15M', numHeads: 6, numKvHeads: 6, headDim: 48 },
+  'llama3-8b': { name: 'llama3-8b', numHeads: 32, numKvHeads: 8, headDim: 128 },
+});
+
+/** A preset name or QxKVxD (e.g. 4x2x32). */
+export function parseShape(s: string): AttentionShape {
+  const p = ATTENTION_SHAPES[s];
+  if (p) return p;
+  const m = /^(\d+)x(\d+)x(\d+)$/.exec(s);
+  if (!m) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `unknown --shape "${s}" (presets: ${Object.keys(ATTENTION_SHAPES).join(', ')}, or QxKVxD)`,
+    );
+  }
+  return { name: s, numHeads: Number(m[1]), numKvHeads: Number(m[2]), headDim: Number(m[3]) };
+}
+
+export interface AttentionBenchOptions {
+  shapes: AttentionShape[];
+  contexts: number[];
+  prefillContexts: number[];
+  budget: number;
+  reuse: number;
+  /** Timed repeats after a warm-up. */
+  repeat: number;
+  /** Chunks timed per prefill context (0 = all). */
+  prefillSample: number;
+  /** Peak memory bandwidth for the "share of peak" column; null = none. */
+  peakGbps: number | null;
+  pageSize?: number;
+  chunk?: number;
+  /** Target wall ms per timed repeat of a decode kernel (sets steps per repeat; default 40). */
+  targetMs?: number;
+  onProgress?: (msg: string) => void;
+}
+
+export interface DecodeRow {
+  shape: string;
+  context: number;
+  budget: number;
+  tokensAttended: number;
+  stepsPerRepeat: Record<string, number>;
+  ms: { dense: Stat; denseSparse: Stat; sparseEvery: Stat; sparseAttn: Stat; sparseAmortized: Stat };
+  bytes: { dense: number; sparseEvery: number; sparseAmortized: number; digests: number };
+  gbps: { dense: number; denseSparse: number; sparseEvery: number; sparseAmortized: number };
+  speedup: { every: number; amortized: number };
+}
+
+export interface PrefillRow {
+  shape: string;
+  context: number;
+  chunk: number;
+  chunks: number;
+  timedChunks: number[];
+  interpolated: boolean;
+  topBlocks: number;
+  keptShare: number;
+  ms: { dense: Stat; blockSparse: Stat; lambda: Stat };
+  denseGflops: number;
+  speedup: { blockSparse: number; lambda: number };
+}
+
+export interface AttentionBenchResult {
+  suite: 'attention';
+  budget: number;
+  reuse: number;
+  repeat: number;
+  pageSize: number;
+  peakGbps: number | null;
+  decode: DecodeRow[];
+  prefill: PrefillRow[];
+  notes: string[];
+}
+
+/** Fills a buffer of `words` u32 (packed f16 pairs, ~N(0, 1)) by uploading one random block repeatedly. */
+function randomCache(gpu: Gpu, label: string, words: number, seed: number): GPUBuffer {
+  const rng = new Rng(seed);
+  const halves = new Uint16Array(4096).map(() => f32ToF16(rng.normal()));
+  const blockWords = Math.min(words, 1 << 20);
+  const block = new Uint32Array(blockWords);
+  let s = seed >>> 0;
+  for (let i = 0; i < blockWords; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    block[i] = (halves[s >>> 20] | (halves[(s >>> 8) & 4095] << 16)) >>> 0;
+  }
+  const buf = gpu.createBuffer(label, words * 4);
+  for (let off = 0; off < words; off += blockWords) {
+    const n = Math.min(blockWords, words - off);
+    gpu.write(buf, n === blockWords ? block : block.subarray(0, n), off * 4);
+  }
+  return buf;
+}
+
+/** KV tokens a sparse step reads (whole pages; as SparseDecodeAttention keeps them, newest page included). */
+export function sparseTokens(ctx: number, budget: number, pageSize: number): number {
+  if (ctx <= budget) return ctx;
+  const pages = Math.ceil(ctx / pageSize);
+  const keep = Math.min(pages, Math.max(2, Math.floor(budget / pageSize)));
+  return (keep - 1) * pageSize + (ctx - (pages - 1) * pageSize);
+}
+
+/** topBlocks keeping about `share` of the causal (query block, key block) pairs of an L-token prompt. */
+export function topBlocksFor(L: number, share: number, bs = 64): { top: number; kept: number } {
+  const nb = Math.ceil(L / bs);
+  const total = (nb * (nb + 1)) / 2;
+  let best = { top: 0, kept: 0, err: Number.POSITIVE_INFINITY };
+  for (let k = 0; k <= nb; k++) {
+    let kept = 0;
+    for (let b = 0; b < nb; b++) kept += Math.min(b + 1, k + 2);
+    const err = Math.abs(kept / total - share);
+    if (err < best.err) best = { top: k, kept: kept / total, err };
+  }
+  return { top: best.top, kept: best.kept };
+}
+
+/** Chunk indices to time: all, or `k` evenly spread (first and last included). */
+export function sampleChunks(n: number, k: number): number[] {
+  if (k <= 0 || k >= n) return Array.from({ length: n }, (_, i) => i);
+  if (k === 1) return [n - 1];
+  return [...new Set(Array.from({ length: k }, (_, i) => Math.round((i * (n - 1)) / (k - 1))))];
+}
+
+/** Sum over chunks 0..n-1 of per-chunk values known at `at` (sorted), linear in between, flat outside. */
+export function interpolatedSum(n: number, at: number[], values: number[]): number {
+  let sum = 0;
+  for (let c = 0; c < n; c++) {
+    const j = at.indexOf(c);
+    if (j >= 0) {
+      sum += values[j];
+      continue;
+    }
+    let hi = at.findIndex((x) => x > c);
+    if (hi < 0) sum += values[values.length - 1];
+    else if (hi === 0) sum += values[0];
+    else {
+      const lo = hi - 1;
+      const f = (c - at[lo]) / (at[hi] - at[lo]);
+      sum += values[lo] * (1 - f) + values[hi] * f;
+      hi = 0;
+    }
+  }
+  return sum;
+}
+
+async function timeRepeats(
+  gpu: Gpu,
+  repeat: number,
+  targetMs: number,
+  stepMultiple: number,
+  encode: (pass: GPUComputePassEncoder, arena: UniformArena) => void,
+  before?: () => void,
+): Promise<{ ms: Stat; steps: number }> {
+  const arena = new UniformArena(gpu);
+  const runSteps = async (steps: number): Promise<number> => {
+    arena.reset();
+    before?.();
+    await gpu.sync();
+    const t0 = performance.now();
+    gpu.run((pass) => {
+      for (let i = 0; i < steps; i++) encode(pass, arena);
+    }, arena);
+    await gpu.sync();
+    return performance.now() - t0;
+  };
+  try {
+    await runSteps(1); // pipelines, first-touch
+    const one = await runSteps(1);
+    let steps = Math.max(1, Math.min(256, Math.ceil(targetMs / Math.max(one, 1e-3))));
+    steps = Math.ceil(steps / stepMultiple) * stepMultiple;
+    const times: number[] = [];
+    for (let r = 0; r < repeat; r++) times.push((await runSteps(steps)) / steps);
+    const errs = gpu.takeErrors();
+    if (errs.length) throw new SiftError('INTERNAL', `WebGPU errors during the benchmark: ${errs.join('; ')}`);
+    return { ms: stat(times), steps };
+  } finally {
+    arena.destroy();
+  }
+}
+
+async function benchDecode(gpu: Gpu, shape: AttentionShape, o: AttentionBenchOptions): Promise<DecodeRow[]> {
+  const { numHeads, numKvHeads, headDim } = shape;
+  const ps = o.pageSize ?? 64;
+  const L = 16;
+  const contexts = [...o.contexts].sort((a, b) => a - b);
+  const maxCtx = contexts[contexts.length - 1];
+  const P = Math.ceil(maxCtx / ps);
+  const words = (P * ps * numKvHeads * headDim) / 2;
+  const bytesPerToken = numKvHeads * headDim * 2;
+  o.onProgress?.(`attention ${shape.name}: uploading random K/V for ${maxCtx} tokens`);
+  const kCache = randomCache(gpu, 'bench.k', words, 11);
+  const vCache = randomCache(gpu, 'bench.v', words, 23);
+  const bt = Uint32Array.from({ length: P }, (_, i) => i);
+  const blockTable = gpu.upload('bench.bt', bt);
+  const digests = gpu.createBuffer('bench.digests', digestBytes(P, ps, L, numKvHeads, headDim));
+  const entries = digestEntries([{ pages: bt, start: 0, end: maxCtx }], ps, L);
+  const entriesBuf = gpu.upload('bench.entries', entries);
+  const arena = new UniformArena(gpu);
+  gpu.run((pass) => {
+    new PageDigestKernel(gpu).encode(pass, arena, {
+      kCache,
+      entries: entriesBuf,
+      digests,
+      numEntries: entries.length / 3,
+      numKvHeads,
+      headDim,
+      pageSize: ps,
+      logicalPageSize: L,
+    });
+  }, arena);
+  await gpu.sync();
+  arena.destroy();
+  const rng = new Rng(5);
+  const q = gpu.upload('bench.q', rng.normalArray(numHeads * headDim));
+  const out = gpu.createBuffer('bench.out', numHeads * headDim * 4);
+  const tokenSeq = gpu.upload('bench.seq', new Uint32Array([0]));
+  const posBuf = gpu.createBuffer('bench.pos', 16);
+  const scale = 1 / Math.sqrt(headDim);
+  const mk = (interval: number) =>
+    new SparseDecodeAttention(gpu, {
+      numHeads,
+      numKvHeads,
+      headDim,
+      pageSize: ps,
+      logicalPageSize: L,
+      maxPagesPerSeq: P,
+      maxRows: 1,
+      numSlots: 1,
+      reselectInterval: interval,
+    });
+  const every = mk(1);
+  const reuse = mk(1 << 30);
+  const selEvery = every.createLayerSelection();
+  const selReuse = reuse.createLayerSelection();
+  const dense = new AttentionKernel(gpu);
+  const warmArena = new UniformArena(gpu);
+  const rows: DecodeRow[] = [];
+  const target = o.targetMs ?? 40;
+  try {
+    for (const ctx of contexts) {
+      const pos = ctx - 1;
+      gpu.write(posBuf, new Uint32Array([pos]));
+      const row = (budget: number) => [{ seqId: 0, blockRow: 0, position: pos, slot: 0, tokenBudget: budget }];
+      const layer =
+        (att: SparseDecodeAttention, selection: typeof selEvery) => (pass: GPUComputePassEncoder, a: UniformArena) =>
+          att.encodeLayer(pass, a, { q, kCache, vCache, blockTable, digests, selection, out, scale });
+      o.onProgress?.(`attention ${shape.name} decode @${ctx}: dense`);
+      const tDense = await timeRepeats(gpu, o.repeat, target, 1, (pass, a) =>
+        dense.encode(pass, a, {
+          q,
+          kCache,
+          vCache,
+          blockTable,
+          tokenSeq,
+          positions: posBuf,
+          out,
+          T: 1,
+          numHeads,
+          numKvHeads,
+          headDim,
+          pageSize: ps,
+          maxPagesPerSeq: P,
+          scale,
+        }),
+      );
+      // Dense through the sparse kernels: infinite budget, selection kept (every page is "selected").
+      const prepReuse = (budget: number) => () => {
+        reuse.schedule.onPrefill(0);
+        reuse.prepareStep(row(budget)); // reselects (this step's pass selects once, then reuses)
+        warmArena.reset();
+        gpu.run((pass) => layer(reuse, selReuse)(pass, warmArena), warmArena);
+        reuse.prepareStep(row(budget)); // plans a reuse step: attention only
+      };
+      o.onProgress?.(`attention ${shape.name} decode @${ctx}: dense via sparse kernel`);
+      const tDenseSparse = await timeRepeats(
+        gpu,
+        o.repeat,
+        target,
+        1,
+        layer(reuse, selReuse),
+        prepReuse(Number.POSITIVE_INFINITY),
+      );
+      o.onProgress?.(`attention ${shape.name} decode @${ctx}: sparse, selection every step`);
+      const tEvery = await timeRepeats(gpu, o.repeat, target, 1, layer(every, selEvery), () => {
+        every.prepareStep(row(o.budget));
+      });
+      o.onProgress?.(`attention ${shape.name} decode @${ctx}: sparse, attention only`);
+      const tAttn = await timeRepeats(gpu, o.repeat, target, 1, layer(reuse, selReuse), prepReuse(o.budget));
+      const sel = Math.max(0, tEvery.ms.median - tAttn.ms.median);
+      const amort = (x: number) => x + sel / o.reuse;
+      const tokens = sparseTokens(ctx, o.budget, ps);
+      const dBytes = digestBytes(Math.ceil(ctx / ps), ps, L, numKvHeads, headDim);
+      const bytes = {
+        dense: ctx * bytesPerToken * 2,
+        sparseEvery: tokens * bytesPerToken * 2 + (ctx > o.budget ? dBytes : 0),
+        sparseAmortized: tokens * bytesPerToken * 2 + (ctx > o.budget ? dBytes / o.reuse : 0),
+        digests: dBytes,
+      };
+      const ms = {
+        dense: tDense.ms,
+        denseSparse: tDenseSparse.ms,
+        sparseEvery: tEvery.ms,
+        sparseAttn: tAttn.ms,
+        sparseAmortized: mapStat(tAttn.ms, amort),
+      };
+      const gb = (b: number, t: number) => b / (t * 1e6);
+      rows.push({
+        shape: shape.name,
+        context: ctx,
+        budget: o.budget,
+        tokensAttended: tokens,
+        stepsPerRepeat: {
+          dense: tDense.steps,
+          denseSparse: tDenseSparse.steps,
+          sparseEvery: tEvery.steps,
+          sparseAttn: tAttn.steps,
+        },
+        ms,
+        bytes,
+        gbps: {
+          dense: gb(bytes.dense, ms.dense.median),
+          denseSparse: gb(bytes.dense, ms.denseSparse.median),
+          sparseEvery: gb(bytes.sparseEvery, ms.sparseEvery.median),
+          sparseAmortized: gb(bytes.sparseAmortized, ms.sparseAmortized.median),
+        },
+        speedup: {
+          every: Math.min(ms.dense.median, ms.denseSparse.median) / ms.sparseEvery.median,
+          amortized: Math.min(ms.dense.median, ms.denseSparse.median) / ms.sparseAmortized.median,
+        },
+      });
+    }
+  } finally {
+    for (const b of [kCache, vCache, blockTable, digests, entriesBuf, q, out, tokenSeq, posBuf]) b.destroy();
+    for (const s of [selEvery, selReuse]) {
+      s.selected.destroy();
+      s.counts.destroy();
+    }
+    every.destroy();
+    reuse.destroy();
+    warmArena.destroy();
+  }
+  return rows;
+}
+
+async function benchPrefill(
+  gpu: Gpu,
+  shape: AttentionShape,
+  ctx: number,
+  o: AttentionBenchOptions,
+): Promise<PrefillRow> {
+  const { numHeads, numKvHeads, headDim } = shape;
+  const ps = o.pageSize ?? 64;
+  const CHUNK = o.chunk ?? 512;
+  const BS = 64;
+  const pages = Math.ceil(ctx / ps);
+  const words = (pages * ps * numKvHeads * headDim) / 2;
+  o.onProgress?.(`attention ${shape.name} prefill @${ctx}: uploading random K/V`);
+  const kCache = randomCache(gpu, 'bench.pk', words, 31);
+  const vCache = randomCache(gpu, 'bench.pv', words, 37);
+  const blockTable = gpu.upload(
+    'bench.pbt',
+    Uint32Array.from({ length: pages }, (_, i) => i),
+  );
+  const rng = new Rng(9);
+  const q = gpu.upload('bench.pq', rng.normalArray(CHUNK * numHeads * headDim));
+  const out = gpu.createBuffer('bench.pout', CHUNK * numHeads * headDim * 4);
+  const { top, kept } = topBlocksFor(ctx, 1 / 8, BS);
+  const nChunks = Math.ceil(ctx / CHUNK);
+  const chosen = sampleChunks(nChunks, o.prefillSample);
+  const arena = new UniformArena(gpu);
+  const totals: Record<'dense' | 'blockSparse' | 'lambda', number[]> = { dense: [], blockSparse: [], lambda: [] };
+  try {
+    for (const [name, mode] of [
+      ['dense', HeadMode.dense],
+      ['blockSparse', HeadMode.sparse],
+      ['lambda', HeadMode.lambda],
+    ] as const) {
+      const prefill = new BlockSparsePrefill(gpu, { topBlocks: top, sink: 128, local: 256 });
+      const runChunk = async (c: number): Promise<number> => {
+        const start = c * CHUNK;
+        const n = Math.min(CHUNK, ctx - start);
+        const positions = Uint32Array.from({ length: n }, (_, i) => start + i);
+        const plan = planPrefillBlocks(new Uint32Array(n), positions, BS);
+        const scratch = prefill.scratchBytes(plan, { numHeads, numKvHeads, headDim });
+        const bufs = {
+          qBlocks: gpu.upload('qb', plan.qBlocks),
+          kBlocks: gpu.upload('kb', plan.kBlocks.length ? plan.kBlocks : new Uint32Array(4)),
+          kPool: gpu.createBuffer('kPool', scratch.kPool),
+          blockList: gpu.createBuffer('bl', scratch.blockList),
+        };
+        await gpu.sync();
+        arena.reset();
+        const t0 = performance.now();
+        gpu.run((pass) => {
+          prefill.encodeLayer(pass, arena, {
+            q,
+            kCache,
+            vCache,
+            blockTable,
+            ...bufs,
+            out,
+            plan,
+            numHeads,
+            numKvHeads,
+            headDim,
+            pageSize: ps,
+            maxPagesPerSeq: pages,
+            scale: 1 / Math.sqrt(headDim),
+            headModes: Array(numKvHeads).fill(mode),
+          });
+        }, arena);
+        await gpu.sync();
+        const ms = performance.now() - t0;
+        for (const b of Object.values(bufs)) b.destroy();
+        return ms;
+      };
+      o.onProgress?.(`attention ${shape.name} prefill @${ctx}: ${name} warm-up`);
+      await runChunk(0);
+      for (let r = 0; r < o.repeat; r++) {
+        const per: number[] = [];
+        for (const c of chosen) {
+          o.onProgress?.(
+            `attention ${shape.name} prefill @${ctx}: ${name} repeat ${r + 1}/${o.repeat} chunk ${c + 1}/${nChunks}`,
+          );
+          per.push(await runChunk(c));
+        }
+        totals[name].push(interpolatedSum(nChunks, chosen, per));
+      }
+    }
+    const errs = gpu.takeErrors();
+    if (errs.length) throw new SiftError('INTERNAL', `WebGPU errors during the benchmark: ${errs.join('; ')}`);
+  } finally {
+    arena.destroy();
+    for (const b of [kCache, vCache, blockTable, q, out]) b.destroy();
+  }
+  const ms = { dense: stat(totals.dense), blockSparse: stat(totals.blockSparse), lambda: stat(totals.lambda) };
+  const flops = 4 * numHeads * headDim * ((ctx * (ctx + 1)) / 2);
+  return {
+    shape: shape.name,
+    context: ctx,
+    chunk: CHUNK,
+    chunks: nChunks,
+    timedChunks: chosen,
+    interpolated: chosen.length < nChunks,
+    topBlocks: top,
+    keptShare: kept,
+    ms,
+    denseGflops: flops / (ms.dense.median * 1e6),
+    speedup: { blockSparse: ms.dense.median / ms.blockSparse.median, lambda: ms.dense.median / ms.lambda.median },
+  };
+}
+
+export async function runAttentionBench(gpu: Gpu, o: AttentionBenchOptions): Promise<AttentionBenchResult> {
+  const decode: DecodeRow[] = [];
+  const prefill: PrefillRow[] = [];
+  for (const shape of o.shapes) {
+    if (o.contexts.length) decode.push(...(await benchDecode(gpu, shape, o)));
+    for (const ctx of o.prefillContexts) prefill.push(await benchPrefill(gpu, shape, ctx, o));
+  }
+  const notes = [
+    'one layer, one sequence; random f16 K/V uploaded once; times are wall time per submitted step after a warm-up (median, min..max over repeats)',
+  ];
+  if (decode.length) {
+    notes.push(
+      `sparse-amort = attention-only time + (selection-every-step - attention-only) / ${o.reuse} (selection reused for ${o.reuse} steps)`,
+      'bandwidth = bytes of K/V (+ page digests when selecting) one step must read / median time',
+    );
+  }
+  if (prefill.some((p) => p.interpolated)) {
+    notes.push(
+      'prefill: only some 512-token chunks were timed (see timedChunks); the other chunks are linearly interpolated from them',
+    );
+  }
+  return {
+    suite: 'attention',
+    budget: o.budget,
+    reuse: o.reuse,
+    repeat: o.repeat,
+    pageSize: o.pageSize ?? 64,
+    peakGbps: o.peakGbps,
+    decode,
+    prefill,
+    notes,
+  };
+}
+
+const f = (x: number, d = 2) => x.toFixed(d);
+const range = (s: Stat, d = 2) => `${f(s.min, d)}..${f(s.max, d)}`;
+
+export function attentionTables(r: AttentionBenchResult): string {
+  const out: string[] = [];
+  if (r.decode.length) {
+    const peak = r.peakGbps;
+    out.push(
+      `decode attention, one layer, ms per step (median; min..max), budget ${r.budget}, selection reuse ${r.reuse}`,
+      '',
+      mdTable(
+        [
+          'shape',
+          'context',
+          'dense kernel',
+          'dense via sparse kernel',
+          'sparse, select every step',
+          'sparse, amortized',
+          'speedup (amort.)',
+          'KV tokens read',
+          'GB/s dense / sparse-amort.',
+          ...(peak ? ['% of peak dense / sparse'] : []),
+        ],
+        r.decode.map((d) => [
+          d.shape,
+          d.context,
+          `${f(d.ms.dense.median, 3)} (${range(d.ms.dense, 3)})`,
+          `${f(d.ms.denseSparse.median, 3)} (${range(d.ms.denseSparse, 3)})`,
+          `${f(d.ms.sparseEvery.median, 3)} (${range(d.ms.sparseEvery, 3)})`,
+          `${f(d.ms.sparseAmortized.median, 3)}`,
+          `${f(d.speedup.amortized)}x`,
+          d.tokensAttended,
+          `${f(Math.max(d.gbps.dense, d.gbps.denseSparse), 1)} / ${f(d.gbps.sparseAmortized, 1)}`,
+          ...(peak
+            ? [
+                `${f((100 * Math.max(d.gbps.dense, d.gbps.denseSparse)) / peak, 1)} / ${f((100 * d.gbps.sparseAmortized) / peak, 1)}`,
+              ]
+            : []),
+        ]),
+      ),
+    );
+  }
+  if (r.prefill.length) {
+    if (out.length) out.push('');
+    const interp = r.prefill.some((p) => p.interpolated);
+    out.push(
+      `prefill attention, one layer, 512-token chunks summed, ms (median; min..max)${interp ? ' - SAMPLED: only the listed chunks were timed, the rest interpolated' : ''}`,
+      '',
+      mdTable(
+        [
+          'shape',
+          'context',
+          'chunks timed',
+          'dense',
+          'block-sparse (~1/8 blocks)',
+          'Lambda (128+256)',
+          'speedup bs / Lambda',
+          'dense GFLOP/s',
+        ],
+        r.prefill.map((p) => [
+          p.shape,
+          p.context,
+          p.interpolated ? `${p.timedChunks.length}/${p.chunks} (interpolated)` : `${p.chunks}/${p.chunks}`,
+          `${f(p.ms.dense.median, 1)} (${range(p.ms.dense, 1)})`,
+          `${f(p.ms.blockSparse.median, 1)} (${range(p.ms.blockSparse, 1)}) top ${p.topBlocks}, ${f(100 * p.keptShare, 1)}%`,
+          `${f(p.ms.lambda.median, 1)} (${range(p.ms.lambda, 1)})`,
+          `${f(p.speedup.blockSparse)}x / ${f(p.speedup.lambda)}x`,
+          f(p.denseGflops, 1),
+        ]),
+      ),
+    );
+  }
+  out.push('', ...r.notes.map((n) => `- ${n}`));
+  return out.join('\n');
+}

@@ -1,0 +1,154 @@
+/**
+ * `sift bench decode`: model-level decode step time, dense (token budget Infinity) vs sparse (page selection within
+ * the budget, reselected every `reuse` steps as the engine does), at several context lengths of one sequence.
+ *
+ * The KV cache is filled by a real prefill of the largest context once (pseudo-random token ids); each context c is
+ * then measured by decoding at positions c, c+1, ... (the prefix 0..c-1 is the prefill's). With `fillTokens` < the
+ * largest context only that many tokens are prefilled and the block table repeats their pages up to the context
+ * (said in the output): the work per step is the same, but on a machine with large caches a repeated page set may
+ * be cache-resident, which flatters dense.
+ */
+import { SiftError } from '../config/errors.js';
+import { argmax } from '../engine/sampler.js';
+import type { Engine } from '../model/runner.js';
+import { decodeBatch, prefillSeq, pseudoTokens } from './model-steps.js';
+import { mapStat, mdTable, type Stat, stat } from './stats.js';
+
+export interface DecodeBenchOptions {
+  contexts: number[];
+  budget: number;
+  /** Decode steps per timed repeat (a multiple of the reuse interval amortizes the selection exactly). */
+  steps: number;
+  repeat: number;
+  /** Tokens really prefilled (default: the largest context). */
+  fillTokens?: number;
+  onProgress?: (msg: string) => void;
+}
+
+export interface DecodeBenchResult {
+  suite: 'decode';
+  budget: number;
+  reuse: number;
+  steps: number;
+  repeat: number;
+  trainedContext: number;
+  filled: { tokens: number; prefillMs: number; tiled: boolean };
+  rows: {
+    context: number;
+    tokensAttended: { dense: number; sparse: number };
+    msPerStep: { dense: Stat; sparse: Stat };
+    tokensPerS: { dense: Stat; sparse: Stat };
+    speedup: number;
+  }[];
+  notes: string[];
+}
+
+let runId = 0;
+
+export async function runDecodeBench(engine: Engine, o: DecodeBenchOptions): Promise<DecodeBenchResult> {
+  const ps = engine.kv.pageSize;
+  const contexts = [...o.contexts].sort((a, b) => a - b);
+  const maxCtx = contexts[contexts.length - 1];
+  const need = maxCtx + o.steps;
+  if (need > engine.maxContext)
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `context ${maxCtx} + ${o.steps} steps exceeds --max-context ${engine.maxContext}`,
+    );
+  const M = engine.forwardPass.maxPagesPerSeq;
+  const fill = Math.min(o.fillTokens ?? maxCtx, maxCtx);
+  const tiled = fill < maxCtx;
+  const fillPages = Math.ceil((tiled ? fill : need) / ps);
+  if (fillPages > engine.kv.numPages) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `${need} tokens need ${fillPages} KV pages; the cache holds ${engine.kv.numPages} (raise --kv-cache-mib)`,
+    );
+  }
+  // Tiled: only the first `fill` tokens' pages are real; the table repeats them (whole pages of the fill).
+  const realPages = tiled ? Math.max(1, Math.floor(fill / ps)) : fillPages;
+  const table = Uint32Array.from({ length: M }, (_, j) => j % realPages);
+  const vocab = engine.config.vocabSize;
+  o.onProgress?.(`decode bench: prefilling ${tiled ? realPages * ps : maxCtx} tokens`);
+  const t0 = performance.now();
+  let logits = await prefillSeq(engine, 'bench-fill', pseudoTokens(tiled ? realPages * ps : maxCtx, vocab, 3), table);
+  const prefillMs = performance.now() - t0;
+  engine.forwardPass.release('bench-fill');
+  const rows: DecodeBenchResult['rows'] = [];
+  for (const ctx of contexts) {
+    const ms: Record<'dense' | 'sparse', number[]> = { dense: [], sparse: [] };
+    for (const mode of ['dense', 'sparse'] as const) {
+      const budget = mode === 'dense' ? Number.POSITIVE_INFINITY : o.budget;
+      const id = `bench-dec-${runId++}`; // fresh id: the first step selects (as after a prefill)
+      for (let r = 0; r <= o.repeat; r++) {
+        o.onProgress?.(`decode @${ctx} ${mode}: ${r === 0 ? 'warm-up' : `repeat ${r}/${o.repeat}`}`);
+        const t = performance.now();
+        for (let s = 0; s < o.steps; s++)
+          logits = await decodeBatch(engine, [id], [argmax(logits)], [ctx + s], table, budget);
+        if (r > 0) ms[mode].push((performance.now() - t) / o.steps);
+      }
+      engine.forwardPass.release(id);
+    }
+    const dense = stat(ms.dense);
+    const sparse = stat(ms.sparse);
+    rows.push({
+      context: ctx,
+      tokensAttended: { dense: ctx + 1, sparse: engine.tokensAttended(ctx + 1, o.budget) },
+      msPerStep: { dense, sparse },
+      tokensPerS: { dense: mapStat(dense, (t) => 1000 / t), sparse: mapStat(sparse, (t) => 1000 / t) },
+      speedup: dense.median / sparse.median,
+    });
+  }
+  const trained = engine.config.maxPositionEmbeddings;
+  const notes = [
+    `one sequence; ${o.steps} decode steps per repeat (logits read back each step), ${o.repeat} repeats after a warm-up; the sparse selection is recomputed every ${engine.attention.reuseInterval} steps, so its cost is amortized as in serving`,
+    `KV filled by one real prefill of ${tiled ? `${realPages * ps} tokens, block table repeating those pages up to each context (tiled)` : `${maxCtx} pseudo-random tokens`}; each context decodes at positions context..context+${o.steps - 1}`,
+  ];
+  if (maxCtx > trained) {
+    notes.push(
+      `the model's trained context is ${trained} tokens: positions beyond it are fine for timing, but its outputs (and sparse-vs-dense quality) there are not meaningful`,
+    );
+  }
+  return {
+    suite: 'decode',
+    budget: o.budget,
+    reuse: engine.attention.reuseInterval,
+    steps: o.steps,
+    repeat: o.repeat,
+    trainedContext: trained,
+    filled: { tokens: tiled ? realPages * ps : maxCtx, prefillMs, tiled },
+    rows,
+    notes,
+  };
+}
+
+const f = (x: number, d = 1) => x.toFixed(d);
+
+export function decodeTable(r: DecodeBenchResult): string {
+  return [
+    `model decode step, ms (median; min..max), budget ${r.budget}, selection reuse ${r.reuse}`,
+    '',
+    mdTable(
+      [
+        'context',
+        'dense ms/step',
+        'sparse ms/step',
+        'dense tok/s',
+        'sparse tok/s',
+        'speedup',
+        'KV tokens/head dense / sparse',
+      ],
+      r.rows.map((x) => [
+        x.context,
+        `${f(x.msPerStep.dense.median)} (${f(x.msPerStep.dense.min)}..${f(x.msPerStep.dense.max)})`,
+        `${f(x.msPerStep.sparse.median)} (${f(x.msPerStep.sparse.min)}..${f(x.msPerStep.sparse.max)})`,
+        f(x.tokensPerS.dense.median),
+        f(x.tokensPerS.sparse.median),
+        `${x.speedup.toFixed(2)}x`,
+        `${x.tokensAttended.dense} / ${x.tokensAttended.sparse}`,
+      ]),
+    ),
+    '',
+    ...r.notes.map((n) => `- ${n}`),
+  ].join('\n');
+}

@@ -1,0 +1,433 @@
+/**
+ * Small random-init HF checkpoints written from a seed, for tests and benchmarks (`sift bench --synthetic`) that need a whole model (loader, forward pass,
+ * kernels end to end) without a download. Every tensor is drawn from its own stream keyed by (seed, role), so the
+ * same seed gives the same weights whatever the dtype, sharding or the name a tied matrix is stored under;
+ * q/k/v biases come from streams of their own, so a Qwen2 model with biasStd 0 equals the Llama model of its seed.
+ *
+ * Scales keep activations O(1) through a few layers and logits far from flat: projections ~ N(0, 1/fan_in),
+ * residual-out projections (o, down) a little smaller, norm weights 1 ± 0.1, embeddings / lm_head ~ N(0, 4/hidden).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { encodeFromF32, type WeightDType } from '../util/dtype.js';
+import { Rng } from '../util/rng.js';
+import { checkpointLayout, EMBED_NAME, LM_HEAD_NAME } from './checkpoint.js';
+import type { ModelConfig } from './config.js';
+import { type Architecture, MODEL_TYPE, type RopeScaling } from './config.js';
+import { INDEX_FILE, SINGLE_FILE, type TensorToWrite, writeSafetensors } from './safetensors.js';
+
+export interface SyntheticOptions {
+  architecture: Architecture;
+  dtype: WeightDType;
+  /** Two or three shards plus model.safetensors.index.json. */
+  sharded: boolean;
+  /** untied: embed_tokens and lm_head; tied-embed: only embed_tokens; tied-lmhead: only lm_head. */
+  tie: 'untied' | 'tied-embed' | 'tied-lmhead';
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  /** Written to config.json as head_dim when given (else hidden / heads). */
+  headDim?: number;
+  intermediate: number;
+  vocab: number;
+  ropeTheta?: number;
+  ropeScaling?: RopeScaling;
+  maxPositions?: number;
+  /** Std of q/k/v biases when the architecture has them (default 0.2; 0 writes zero biases). */
+  biasStd?: number;
+  seed: number;
+}
+
+export interface SyntheticVariant extends SyntheticOptions {
+  /** Short label for test names. */
+  name: string;
+}
+
+const BOS = 1;
+const EOS = 2;
+
+/** FNV-1a of `s` mixed with `seed`: a stream id per (seed, role). */
+function streamSeed(seed: number, role: string): number {
+  let h = 0x811c9dc5 ^ seed;
+  for (let i = 0; i < role.length; i++) h = Math.imul(h ^ role.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** The config.json a checkpoint of `o` carries. */
+export function syntheticConfigJson(o: SyntheticOptions): Record<string, unknown> {
+  const cfg: Record<string, unknown> = {
+    architectures: [o.architecture],
+    model_type: MODEL_TYPE[o.architecture],
+    hidden_size: o.hidden,
+    intermediate_size: o.intermediate,
+    num_hidden_layers: o.layers,
+    num_attention_heads: o.heads,
+    num_key_value_heads: o.kvHeads,
+    vocab_size: o.vocab,
+    rms_norm_eps: 1e-5,
+    rope_theta: o.ropeTheta ?? 10000,
+    max_position_embeddings: o.maxPositions ?? 2048,
+    tie_word_embeddings: o.tie !== 'untied',
+    bos_token_id: BOS,
+    eos_token_id: EOS,
+    hidden_act: 'silu',
+    torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[o.dtype],
+  };
+  if (o.headDim !== undefined) cfg.head_dim = o.headDim;
+  if (o.architecture === 'LlamaForCausalLM') cfg.attention_bias = false;
+  if (o.architecture === 'MistralForCausalLM') cfg.sliding_window = null;
+  const rs = o.ropeScaling ?? { type: 'none' };
+  // Both spellings of the kind occur in the wild: older configs say `type`, newer `rope_type`.
+  if (rs.type === 'linear') cfg.rope_scaling = { type: 'linear', factor: rs.factor };
+  else if (rs.type === 'llama3') {
+    cfg.rope_scaling = {
+      rope_type: 'llama3',
+      factor: rs.factor,
+      low_freq_factor: rs.lowFreqFactor,
+      high_freq_factor: rs.highFreqFactor,
+      original_max_position_embeddings: rs.originalMaxPositionEmbeddings,
+    };
+  } else cfg.rope_scaling = null;
+  return cfg;
+}
+
+/** f32 values of one tensor, drawn from the stream of its role. */
+function tensorValues(o: SyntheticOptions, name: string, shape: readonly number[]): Float32Array {
+  const n = shape.reduce((a, d) => a * d, 1);
+  const headDim = o.headDim ?? o.hidden / o.heads;
+  // The tied matrix is the same values under either name.
+  const role = name === LM_HEAD_NAME && o.tie !== 'untied' ? EMBED_NAME : name;
+  const rng = new Rng(streamSeed(o.seed, role));
+  if (name.endsWith('norm.weight')) {
+    const w = rng.uniformArray(n, 0.1);
+    for (let i = 0; i < n; i++) w[i] += 1;
+    return w;
+  }
+  if (name.endsWith('.bias')) return rng.normalArray(n, o.biasStd ?? 0.2);
+  if (role === EMBED_NAME || role === LM_HEAD_NAME) return rng.normalArray(n, 2 / Math.sqrt(o.hidden));
+  if (name.endsWith('o_proj.weight')) return rng.normalArray(n, 0.7 / Math.sqrt(o.heads * headDim));
+  if (name.endsWith('down_proj.weight')) return rng.normalArray(n, 0.7 / Math.sqrt(o.intermediate));
+  return rng.normalArray(n, 1 / Math.sqrt(shape[shape.length - 1]));
+}
+
+/** The tensors a checkpoint of `o` stores, in file order (HF order: embeddings, layers, norm, lm_head). */
+function storedLayout(o: SyntheticOptions) {
+  const layout = checkpointLayout(configForLayout(o));
+  if (o.tie !== 'tied-lmhead') return layout;
+  // tied-lmhead: the shared matrix is stored as lm_head only, after the final norm.
+  const embed = layout.find((t) => t.name === EMBED_NAME)!;
+  return [...layout.filter((t) => t.name !== EMBED_NAME), { name: LM_HEAD_NAME, shape: embed.shape }];
+}
+
+/** The ModelConfig the written config.json parses to (only what checkpointLayout needs matters). */
+function configForLayout(o: SyntheticOptions): ModelConfig {
+  return {
+    architecture: o.architecture,
+    hiddenSize: o.hidden,
+    intermediateSize: o.intermediate,
+    numLayers: o.layers,
+    numHeads: o.heads,
+    numKvHeads: o.kvHeads,
+    headDim: o.headDim ?? o.hidden / o.heads,
+    vocabSize: o.vocab,
+    rmsNormEps: 1e-5,
+    ropeTheta: o.ropeTheta ?? 10000,
+    ropeScaling: o.ropeScaling ?? { type: 'none' },
+    maxPositionEmbeddings: o.maxPositions ?? 2048,
+    tieWordEmbeddings: o.tie !== 'untied',
+    attentionBias: o.architecture === 'Qwen2ForCausalLM',
+    bosTokenId: BOS,
+    eosTokenIds: [EOS],
+    slidingWindow: null,
+  };
+}
+
+/**
+ * Writes config.json, generation_config.json and the weights of a random-init model into `dir` (created if
+ * needed). Tensors are generated shard by shard, so a large shape never sits in memory all at once when sharded.
+ */
+export function writeSyntheticCheckpoint(dir: string, o: SyntheticOptions): void {
+  if (o.vocab <= EOS) throw new Error(`synthetic checkpoint: vocab ${o.vocab} must exceed the eos id ${EOS}`);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(syntheticConfigJson(o), null, 2)}\n`);
+  fs.writeFileSync(
+    path.join(dir, 'generation_config.json'),
+    `${JSON.stringify({ bos_token_id: BOS, eos_token_id: EOS }, null, 2)}\n`,
+  );
+  const layout = storedLayout(o);
+  const make = (t: { name: string; shape: readonly number[] }): TensorToWrite => ({
+    name: t.name,
+    dtype: o.dtype,
+    shape: t.shape,
+    data: encodeFromF32(tensorValues(o, t.name, t.shape), o.dtype),
+  });
+  const metadata = { format: 'pt' };
+  if (!o.sharded) {
+    writeSafetensors(path.join(dir, SINGLE_FILE), layout.map(make), metadata);
+    return;
+  }
+  // Contiguous runs of roughly equal byte size.
+  const nShards = o.layers >= 3 ? 3 : 2;
+  const bytes = layout.map((t) => t.shape.reduce((a, d) => a * d, 1) * (o.dtype === 'f32' ? 4 : 2));
+  const total = bytes.reduce((a, b) => a + b, 0);
+  const groups: (typeof layout)[] = [[]];
+  let acc = 0;
+  layout.forEach((t, i) => {
+    const left = layout.length - i; // tensors not yet placed, this one included
+    const shardsAfter = nShards - groups.length;
+    const cur = groups[groups.length - 1];
+    // Start the next shard when this one has its share of the bytes, or when every later shard needs a tensor.
+    if (cur.length > 0 && shardsAfter > 0 && (acc >= (total * groups.length) / nShards || left === shardsAfter)) {
+      groups.push([]);
+    }
+    groups[groups.length - 1].push(t);
+    acc += bytes[i];
+  });
+  const weightMap: Record<string, string> = {};
+  groups.forEach((g, s) => {
+    const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(nShards).padStart(5, '0')}.safetensors`;
+    writeSafetensors(path.join(dir, file), g.map(make), metadata);
+    for (const t of g) weightMap[t.name] = file;
+  });
+  fs.writeFileSync(
+    path.join(dir, INDEX_FILE),
+    `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`,
+  );
+}
+
+// ---- presets ------------------------------------------------------------------------------------------------------
+
+/**
+ * Tiny variants (hidden <= 96, 2-3 layers, vocab <= 300) covering each architecture x dtype, sharded and not,
+ * tied both ways, GQA 1:1 and 4:1, a head_dim override, odd sizes and every RoPE scaling kind.
+ */
+export const SYNTHETIC_VARIANTS: readonly SyntheticVariant[] = Object.freeze([
+  {
+    name: 'llama-f32-mha',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'untied',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    intermediate: 128,
+    vocab: 256,
+    seed: 101,
+  },
+  {
+    name: 'llama-f16-gqa4-sharded-llama3rope',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f16',
+    sharded: true,
+    tie: 'untied',
+    hidden: 64,
+    layers: 3,
+    heads: 8,
+    kvHeads: 2,
+    intermediate: 160,
+    vocab: 200,
+    ropeTheta: 500000,
+    ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+    maxPositions: 512,
+    seed: 102,
+  },
+  {
+    name: 'llama-bf16-tied-embed-linear',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'bf16',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 48,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    intermediate: 96,
+    vocab: 160,
+    ropeScaling: { type: 'linear', factor: 2 },
+    seed: 103,
+  },
+  {
+    name: 'llama-f32-odd-sizes',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f32',
+    sharded: true,
+    tie: 'untied',
+    hidden: 40,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 10,
+    intermediate: 97,
+    vocab: 131,
+    seed: 104,
+  },
+  {
+    name: 'llama-f16-headdim-override-tied-lmhead',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'tied-lmhead',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 32,
+    intermediate: 128,
+    vocab: 256,
+    seed: 105,
+  },
+  {
+    name: 'mistral-f32-gqa4-sharded',
+    architecture: 'MistralForCausalLM',
+    dtype: 'f32',
+    sharded: true,
+    tie: 'untied',
+    hidden: 64,
+    layers: 2,
+    heads: 8,
+    kvHeads: 2,
+    intermediate: 128,
+    vocab: 300,
+    ropeTheta: 1000000,
+    seed: 201,
+  },
+  {
+    name: 'mistral-f16-tied-embed',
+    architecture: 'MistralForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 32,
+    layers: 2,
+    heads: 4,
+    kvHeads: 1,
+    headDim: 8,
+    intermediate: 80,
+    vocab: 128,
+    seed: 202,
+  },
+  {
+    name: 'mistral-bf16-mha-linear-sharded',
+    architecture: 'MistralForCausalLM',
+    dtype: 'bf16',
+    sharded: true,
+    tie: 'untied',
+    hidden: 96,
+    layers: 3,
+    heads: 6,
+    kvHeads: 6,
+    intermediate: 256,
+    vocab: 128,
+    ropeScaling: { type: 'linear', factor: 4 },
+    seed: 203,
+  },
+  {
+    name: 'qwen2-f32-mha-tied-embed',
+    architecture: 'Qwen2ForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    intermediate: 128,
+    vocab: 256,
+    ropeTheta: 1000000,
+    seed: 301,
+  },
+  {
+    name: 'qwen2-f16-gqa4-sharded-llama3rope',
+    architecture: 'Qwen2ForCausalLM',
+    dtype: 'f16',
+    sharded: true,
+    tie: 'untied',
+    hidden: 64,
+    layers: 3,
+    heads: 8,
+    kvHeads: 2,
+    intermediate: 128,
+    vocab: 200,
+    ropeScaling: { type: 'llama3', factor: 4, lowFreqFactor: 1, highFreqFactor: 2, originalMaxPositionEmbeddings: 32 },
+    seed: 302,
+  },
+  {
+    name: 'qwen2-bf16-odd-tied-lmhead',
+    architecture: 'Qwen2ForCausalLM',
+    dtype: 'bf16',
+    sharded: false,
+    tie: 'tied-lmhead',
+    hidden: 40,
+    layers: 2,
+    heads: 4,
+    kvHeads: 1,
+    headDim: 10,
+    intermediate: 97,
+    vocab: 131,
+    seed: 303,
+  },
+  {
+    name: 'qwen2-f16-headdim-override',
+    architecture: 'Qwen2ForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'untied',
+    hidden: 48,
+    layers: 2,
+    heads: 3,
+    kvHeads: 1,
+    headDim: 24,
+    intermediate: 112,
+    vocab: 160,
+    seed: 304,
+  },
+]);
+
+/** A stories-sized shape (~270 MB at f16, 3 shards) for benchmarks; writing it takes ~25 s on one busy core. */
+export const SMALL_REAL_SHAPE: SyntheticVariant = Object.freeze({
+  name: 'small-real-f16',
+  architecture: 'LlamaForCausalLM',
+  dtype: 'f16',
+  sharded: true,
+  tie: 'untied',
+  hidden: 768,
+  layers: 12,
+  heads: 12,
+  kvHeads: 12,
+  intermediate: 2048,
+  vocab: 32000,
+  maxPositions: 32768,
+  seed: 7,
+});
+
+/**
+ * Llama-3-8B's attention shape (32 q heads, 8 KV heads, head_dim 128, rope theta 500000, 128k positions) on a small
+ * residual stream (hidden 512, 4 layers, intermediate 1024, vocab 1024) so attention dominates a decode step;
+ * ~55 MB at f16, written in seconds. For `sift bench decode --synthetic llama3-attn`.
+ */
+export const LLAMA3_ATTN_SHAPE: SyntheticVariant = Object.freeze({
+  name: 'llama3-attn',
+  architecture: 'LlamaForCausalLM',
+  dtype: 'f16',
+  sharded: false,
+  tie: 'untied',
+  hidden: 512,
+  layers: 4,
+  heads: 32,
+  kvHeads: 8,
+  headDim: 128,
+  intermediate: 1024,
+  vocab: 1024,
+  ropeTheta: 500000,
+  maxPositions: 131072,
+  seed: 8,
+});
+
+/** Named shapes for `sift bench --synthetic NAME`. */
+export const SYNTHETIC_PRESETS: Readonly<Record<string, SyntheticVariant>> = Object.freeze({
+  'small-real': SMALL_REAL_SHAPE,
+  'llama3-attn': LLAMA3_ATTN_SHAPE,
+});

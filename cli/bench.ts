@@ -1,0 +1,299 @@
+/**
+ * `sift bench [SUITE]`: the benchmark suites. Each prints a markdown table (with date, adapter, machine, load average
+ * at start and end and the exact command line) and writes the JSON result with --out.
+ *   forward    (default) forward-pass prefill / decode tokens/s, and batched decode (--batch)
+ *   attention  kernel-level decode and prefill attention time, dense vs sparse, one layer, achieved bandwidth
+ *   decode     model-level decode step time dense vs sparse at several contexts
+ *   agreement  sparse vs dense greedy-token agreement and KL on a real model over long inputs
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { agreementTable, runAgreement, sampleStories, storyDocument, textDocuments } from '../bench/agreement.js';
+import { ATTENTION_SHAPES, attentionTables, parseShape, runAttentionBench } from '../bench/attention.js';
+import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/common.js';
+import { decodeTable, runDecodeBench } from '../bench/decode.js';
+import { forwardTable, runForwardBench } from '../bench/forward.js';
+import { DEFAULT_MODEL } from '../checkpoint/models.js';
+import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
+import { SiftError } from '../config/errors.js';
+import { intFlag, numFlag } from '../config/flags.js';
+import { Engine } from '../model/runner.js';
+import { Gpu } from '../shaders/runtime.js';
+import { Tokenizer } from '../text/tokenizer.js';
+import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
+
+const SUITES = ['forward', 'attention', 'decode', 'agreement'] as const;
+type Suite = (typeof SUITES)[number];
+
+const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
+  --synthetic PRESET      instead, a random-init checkpoint of a preset shape: ${Object.keys(SYNTHETIC_PRESETS).join(', ')}
+                          (written once under $TMPDIR/sift-synthetic/)`;
+const OUT_HELP = `  --repeat N              timed repeats after one warm-up
+  --json                  print the JSON result instead of the table
+  --out FILE              also write the JSON result to FILE`;
+
+const HELP: Record<Suite, string> = {
+  forward: `usage: sift bench [forward] [--model NAME|DIR | --synthetic PRESET] [options]
+
+Forward pass: prefill tokens/s, decode tokens/s of one sequence, and batched decode (B sequences, one forward call).
+${MODEL_HELP}
+  --prompt-len LIST       prompt lengths for prefill (default 128,512)
+  --decode-tokens N       decode steps per repeat (default 32)
+  --context LIST          context lengths at which decode is measured (default 16)
+  --batch LIST            batch sizes for batched decode, e.g. 1,4,16 (default none)
+${OUT_HELP} (default 3)`,
+  attention: `usage: sift bench attention [options]
+
+Kernel-level attention time of one layer on random f16 K/V: decode (dense kernel, the sparse kernel with an infinite
+budget, sparse with selection every step and amortized over the reuse interval) and chunked prefill (dense,
+block-sparse with ~1/8 of the blocks, Lambda), with achieved bandwidth.
+  --shape LIST            head shapes: ${Object.keys(ATTENTION_SHAPES).join(', ')} or QxKVxD (default both presets)
+  --contexts LIST         decode contexts (default 1024,4096,16384,32768; "none" to skip)
+  --prefill-contexts LIST prefill contexts (default 4096,16384,32768; "none" to skip)
+  --prefill-sample K      time only K of the 512-token chunks per prefill context, interpolate the rest (default 0 = all)
+  --budget N              sparse token budget (default 1024)
+  --reuse N               decode steps a selection is reused for (default 4)
+  --peak-gbps X           memory bandwidth peak for the share-of-peak column (default 2970 on an H100, else none)
+${OUT_HELP} (default 5)
+  --adapter NAME          WebGPU adapter by (part of) its name`,
+  decode: `usage: sift bench decode [--model NAME|DIR | --synthetic PRESET] [options]
+
+Model decode step time, dense (budget Infinity) vs sparse (--budget), at several contexts; the KV cache is filled by
+a real prefill of the largest context.
+${MODEL_HELP}
+  --contexts LIST         contexts (default 1024,4096,16384)
+  --budget N              sparse token budget (default 1024)
+  --steps N               decode steps per repeat (default 8)
+  --fill-tokens N         prefill only N tokens and repeat their pages in the block table up to each context
+${OUT_HELP} (default 3)`,
+  agreement: `usage: sift bench agreement [--model NAME|DIR] [options]
+
+Sparse vs dense decode quality: per document a dense prefill and greedy dense decode, then the same steps with sparse
+attention teacher-forced on the dense tokens; share of identical greedy tokens and mean KL(dense || sparse).
+${MODEL_HELP}
+  --budgets LIST          token budgets (default 256,512,1024)
+  --lengths LIST          document lengths in tokens (default 2048,4096)
+  --docs N                documents per length (default 3)
+  --steps N               decode steps per document (default 64)
+  --text FILE             documents are windows of this text (default: stories the model samples from BOS)
+  --stories N             stories sampled for the pool (default 16)
+  --seed N                seed of the story sampling and document order (default 1)
+  --json / --out FILE     as for the other suites`,
+};
+
+const listDef = { type: 'string' } as const;
+
+export async function main(argv: string[]): Promise<number> {
+  const first = argv[0];
+  let suite: Suite = 'forward';
+  let rest = argv;
+  if (first !== undefined && !first.startsWith('-')) {
+    if (!(SUITES as readonly string[]).includes(first)) {
+      throw new SiftError('INVALID_ARGUMENT', `unknown bench suite "${first}" (suites: ${SUITES.join(', ')})`);
+    }
+    suite = first as Suite;
+    rest = argv.slice(1);
+  }
+  const common = { json: { type: 'boolean' }, out: listDef, repeat: listDef } as const;
+  const model = { model: listDef, synthetic: listDef } as const;
+  const defs =
+    suite === 'attention'
+      ? {
+          ...common,
+          shape: listDef,
+          contexts: listDef,
+          'prefill-contexts': listDef,
+          'prefill-sample': listDef,
+          budget: listDef,
+          reuse: listDef,
+          'peak-gbps': listDef,
+          adapter: listDef,
+        }
+      : suite === 'forward'
+        ? {
+            ...common,
+            ...model,
+            'prompt-len': listDef,
+            'decode-tokens': listDef,
+            context: listDef,
+            batch: listDef,
+            ...engineOptionDefs(),
+          }
+        : suite === 'decode'
+          ? {
+              ...common,
+              ...model,
+              contexts: listDef,
+              budget: listDef,
+              steps: listDef,
+              'fill-tokens': listDef,
+              ...engineOptionDefs(),
+            }
+          : {
+              ...common,
+              ...model,
+              budgets: listDef,
+              lengths: listDef,
+              docs: listDef,
+              steps: listDef,
+              text: listDef,
+              stories: listDef,
+              seed: listDef,
+              ...engineOptionDefs(),
+            };
+  const { values } = parse(rest, defs);
+  if (values.help) {
+    process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp()}\n`}`);
+    return 0;
+  }
+  const progress = progressLine();
+  if (suite === 'attention') return attention(values, progress);
+  return modelSuite(suite, values, progress);
+}
+
+type Progress = ReturnType<typeof progressLine>;
+
+const listOrNone = (v: unknown, name: string, def: number[]) => (String(v) === 'none' ? [] : intList(v, name, def));
+
+async function attention(values: Record<string, unknown>, progress: Progress): Promise<number> {
+  const gpu = await Gpu.create({ adapter: (values.adapter as string | undefined) || undefined });
+  try {
+    const meta = startMeta(gpu.caps);
+    const isH100 = `${gpu.caps.adapterName} ${gpu.caps.description}`.toLowerCase().includes('h100');
+    const shapes = String(values.shape ?? 'stories15M,llama3-8b')
+      .split(',')
+      .map((s) => parseShape(s.trim()));
+    const result = await runAttentionBench(gpu, {
+      shapes,
+      contexts: listOrNone(values.contexts, 'contexts', [1024, 4096, 16384, 32768]),
+      prefillContexts: listOrNone(values['prefill-contexts'], 'prefill-contexts', [4096, 16384, 32768]),
+      prefillSample: intFlag(values['prefill-sample'], 'prefill-sample', 0, 0),
+      budget: intFlag(values.budget, 'budget', 1024, 128),
+      reuse: intFlag(values.reuse, 'reuse', 4, 1),
+      repeat: intFlag(values.repeat, 'repeat', 5, 1),
+      peakGbps: values['peak-gbps'] !== undefined ? numFlag(values['peak-gbps'], 'peak-gbps', 0) : isH100 ? 2970 : null,
+      onProgress: progress.update,
+    });
+    progress.done();
+    const m = meta.finish();
+    emit({ ...m, ...result, shapes }, [...metaLines(m), '', attentionTables(result)].join('\n'), values);
+    return 0;
+  } finally {
+    gpu.destroy();
+  }
+}
+
+/** Model config numbers needed before loading: KV bytes per token (all layers) and the trained context. */
+function kvBytesPerToken(dir: string): number {
+  const c = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
+  return c.num_hidden_layers * (c.num_key_value_heads ?? c.num_attention_heads) * headDim * 2 * 2;
+}
+
+async function modelSuite(
+  suite: Exclude<Suite, 'attention'>,
+  values: Record<string, unknown>,
+  progress: Progress,
+): Promise<number> {
+  const { dir, label } = await modelDirFor(values, progress.update);
+  const steps = intFlag(values.steps, 'steps', suite === 'agreement' ? 64 : 8, 1);
+  // decode / agreement need a context well past a small model's trained one: size the context and KV cache to fit
+  let longest = 0;
+  if (suite === 'decode') longest = Math.max(...intList(values.contexts, 'contexts', [1024, 4096, 16384])) + steps;
+  if (suite === 'agreement') longest = Math.max(...intList(values.lengths, 'lengths', [2048, 4096])) + steps;
+  if (longest > 0) {
+    const ctx = Math.ceil((longest + 64) / 64) * 64;
+    values['max-context'] ??= String(ctx);
+    const stories = suite === 'agreement' ? intFlag(values.stories, 'stories', 16, 1) * 320 : 0;
+    values['kv-cache-mib'] ??= String(
+      Math.max(64, Math.ceil(((ctx + stories) * kvBytesPerToken(dir) * 1.1) / 2 ** 20) + 8),
+    );
+  }
+  const cfg = engineConfigFrom(values);
+  const attentionCfg = attentionConfigFrom(values, cfg.pageSize);
+  progress.update(`loading ${label} ...`);
+  const engine = await Engine.load(dir, cfg, { attention: attentionCfg });
+  try {
+    const meta = startMeta(engine.gpu.caps);
+    const c = engine.config;
+    const head = {
+      model: label,
+      shape: {
+        hidden: c.hiddenSize,
+        layers: c.numLayers,
+        heads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        intermediate: c.intermediateSize,
+        vocab: c.vocabSize,
+      },
+      config: cfg,
+    };
+    const modelLine = `model ${label} (hidden ${c.hiddenSize}, ${c.numLayers} layers, ${c.numHeads} q / ${c.numKvHeads} kv heads x ${c.headDim}, vocab ${c.vocabSize})`;
+    let result: object;
+    let table: string;
+    if (suite === 'forward') {
+      const r = await runForwardBench(engine, {
+        promptLens: intList(values['prompt-len'], 'prompt-len', [128, 512]),
+        contexts: intList(values.context, 'context', [16]),
+        decodeTokens: intFlag(values['decode-tokens'], 'decode-tokens', 32, 1),
+        repeat: intFlag(values.repeat, 'repeat', 3, 1),
+        batches: values.batch === undefined ? [] : intList(values.batch, 'batch', []),
+        onProgress: progress.update,
+      });
+      result = r;
+      table = forwardTable(r);
+    } else if (suite === 'decode') {
+      const r = await runDecodeBench(engine, {
+        contexts: intList(values.contexts, 'contexts', [1024, 4096, 16384]),
+        budget: intFlag(values.budget, 'budget', 1024, 128),
+        steps,
+        repeat: intFlag(values.repeat, 'repeat', 3, 1),
+        fillTokens:
+          values['fill-tokens'] === undefined ? undefined : intFlag(values['fill-tokens'], 'fill-tokens', 0, 64),
+        onProgress: progress.update,
+      });
+      result = r;
+      table = decodeTable(r);
+    } else {
+      const docs = intFlag(values.docs, 'docs', 3, 1);
+      const seed = intFlag(values.seed, 'seed', 1, 0);
+      let docsFor: (L: number) => number[][];
+      let source: string;
+      if (values.text !== undefined) {
+        const tok = Tokenizer.load(dir);
+        const ids = await tok.encode(readFileSync(String(values.text), 'utf8'), { addBos: false });
+        docsFor = (L) => textDocuments(ids, L, docs);
+        source = `windows of ${values.text} (${ids.length} tokens)`;
+      } else {
+        const n = intFlag(values.stories, 'stories', 16, 1);
+        const maxTok = Math.min(255, c.maxPositionEmbeddings - 1);
+        const stories = await sampleStories(engine, n, maxTok, seed * 1000, progress.update);
+        const total = stories.reduce((a, s) => a + s.length, 0);
+        docsFor = (L) =>
+          Array.from({ length: docs }, (_, d) => storyDocument(stories, L, seed * 7919 + d * 104729 + L));
+        source = `${stories.length} stories (${total} tokens) sampled from BOS (temperature 1, top-p 0.95, seeds ${seed * 1000}..), concatenated in a different order per document`;
+      }
+      const r = await runAgreement(
+        engine,
+        {
+          budgets: intList(values.budgets, 'budgets', [256, 512, 1024], 128),
+          lengths: intList(values.lengths, 'lengths', [2048, 4096]),
+          docs,
+          steps,
+          onProgress: progress.update,
+        },
+        docsFor,
+        source,
+      );
+      result = r;
+      table = agreementTable(r);
+    }
+    progress.done();
+    const m = meta.finish();
+    emit({ ...m, ...head, ...result }, [...metaLines(m), modelLine, '', table].join('\n'), values);
+    return 0;
+  } finally {
+    engine.destroy();
+  }
+}

@@ -1,0 +1,212 @@
+/** `sift generate`: run one prompt through the engine and stream the result to the terminal. */
+
+import { DEFAULT_MODEL } from '../checkpoint/models.js';
+import { resolveModel } from '../checkpoint/pull.js';
+import { SiftError } from '../config/errors.js';
+import { intFlag, numFlag } from '../config/flags.js';
+import type { GenerationEvent } from '../engine/client.js';
+import { EngineLoop } from '../engine/core.js';
+import type { SamplingParams } from '../engine/sampler.js';
+import { Engine } from '../model/runner.js';
+import { loadText, type TextSide } from '../text/text.js';
+import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
+
+const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3) [options]
+
+  --model NAME|DIR      a known model name (default ${DEFAULT_MODEL}, fetched on first use) or an HF directory
+  --prompt TEXT         plain-text prompt (BOS is added); "" means BOS only
+  --chat TEXT           a user message, rendered with the model's chat template
+  --system TEXT         a system message for --chat
+  --prompt-ids LIST     comma-separated token ids (no tokenizer involved)
+  --max-tokens N        tokens to generate (default 256)
+  --temperature T       0 = greedy (default 1.0)
+  --top-p P             nucleus sampling (default 0.9)
+  --top-k K             keep the K most likely tokens, 0 = off (default 0)
+  --seed N              seed of the sampler (same seed, same tokens)
+  --stop TEXT           stop when TEXT appears (repeatable)
+  --json                print one JSON object (prompt_ids, output_ids, text, finish_reason, timings)
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    model: { type: 'string' },
+    prompt: { type: 'string' },
+    chat: { type: 'string' },
+    system: { type: 'string' },
+    'prompt-ids': { type: 'string' },
+    'max-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    'top-k': { type: 'string' },
+    seed: { type: 'string' },
+    stop: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+    ...engineOptionDefs(),
+  });
+  if (values.help) {
+    process.stdout.write(`${HELP}\n${engineHelp()}\n`);
+    return 0;
+  }
+  const given = ['prompt', 'chat', 'prompt-ids'].filter((k) => values[k as keyof typeof values] !== undefined);
+  if (given.length !== 1) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      'give exactly one of --prompt, --chat or --prompt-ids (see sift generate --help)',
+    );
+  }
+  const cfg = engineConfigFrom(values);
+  const attention = attentionConfigFrom(values, cfg.pageSize);
+  const sampling: SamplingParams = {
+    temperature: numFlag(values.temperature, 'temperature', 1),
+    topP: numFlag(values['top-p'], 'top-p', 0.9),
+    topK: intFlag(values['top-k'], 'top-k', 0),
+    seed: values.seed === undefined ? null : intFlag(values.seed, 'seed', 0),
+  };
+  const maxTokens = intFlag(values['max-tokens'], 'max-tokens', 256, 1);
+  const json = Boolean(values.json);
+  const progress = progressLine();
+  const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
+    autoPull: true,
+    onProgress: (p) => progress.update(p.message),
+  });
+  progress.done();
+
+  let text: TextSide | null = null;
+  let promptIds: number[];
+  if (values['prompt-ids'] !== undefined) {
+    promptIds = String(values['prompt-ids'])
+      .split(',')
+      .filter((s) => s.trim() !== '')
+      .map((s) => {
+        const n = Number(s);
+        if (!Number.isInteger(n) || n < 0)
+          throw new SiftError('INVALID_ARGUMENT', `--prompt-ids: "${s}" is not a token id`);
+        return n;
+      });
+    try {
+      text = loadText(dir);
+    } catch {
+      text = null; // token ids need no tokenizer; text output is then omitted
+    }
+  } else {
+    text = loadText(dir);
+    promptIds =
+      values.chat !== undefined
+        ? await text.encodeChat([
+            ...(values.system !== undefined ? [{ role: 'system', content: String(values.system) }] : []),
+            { role: 'user', content: String(values.chat) },
+          ])
+        : await text.encodePrompt(String(values.prompt));
+  }
+
+  const loadBar = progressLine();
+  const engine = await Engine.load(dir, cfg, {
+    attention,
+    onProgress: (p) =>
+      loadBar.update(
+        `loading ${dir}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${(p.bytesDone / 2 ** 20).toFixed(1)} MiB`,
+      ),
+  });
+  loadBar.done();
+  // One request through the same engine loop the server uses (paged KV, sparse attention, streaming heads).
+  const loop = EngineLoop.create(engine);
+  try {
+    const stops = (values.stop as string[] | undefined) ?? [];
+    const decoder = text?.streamDecoder(promptIds);
+    let produced = '';
+    let stoppedByString = false;
+    const outputIds: number[] = [];
+    const h = loop.submit({
+      id: 'generate',
+      promptIds,
+      maxTokens,
+      sampling,
+      stopIds: text?.stopIds ?? engine.config.eosTokenIds,
+    });
+    let done: Extract<GenerationEvent, { type: 'done' }> | null = null;
+    for await (const ev of h) {
+      if (ev.type === 'done') {
+        done = ev;
+        break;
+      }
+      if (ev.type !== 'token' || stoppedByString) continue;
+      outputIds.push(ev.id);
+      if (!decoder) {
+        if (!json) process.stdout.write(`${ev.id} `);
+        continue;
+      }
+      const piece = decoder.push(ev.id);
+      const before = produced.length;
+      produced += piece;
+      const hit = firstStop(produced, stops, before);
+      if (hit !== -1) {
+        if (!json) process.stdout.write(produced.slice(before, hit));
+        produced = produced.slice(0, hit);
+        stoppedByString = true;
+        h.cancel();
+        continue;
+      }
+      if (!json) process.stdout.write(piece);
+    }
+    if (!done) throw new SiftError('INTERNAL', 'generation ended without a result');
+    if (done.error) throw done.error;
+    let finish: string = done.finishReason;
+    if (stoppedByString) finish = 'stop';
+    else if (decoder) {
+      const tail = decoder.flush();
+      produced += tail;
+      if (!json) process.stdout.write(tail);
+    }
+    const ttft = done.timings.ttftMs ?? done.timings.durationMs;
+    const prefillMs = ttft - done.timings.queuedMs;
+    const decodeMs = done.timings.durationMs - ttft;
+    const t = {
+      prefillMs,
+      decodeMs,
+      prefillTokensPerS: promptIds.length / (prefillMs / 1000),
+      decodeTokensPerS: outputIds.length > 1 ? (outputIds.length - 1) / (decodeMs / 1000) : 0,
+    };
+    const att = done.attention;
+    if (json) {
+      process.stdout.write(
+        `${JSON.stringify({
+          model: dir,
+          prompt_ids: promptIds,
+          output_ids: outputIds,
+          text: decoder ? produced : null,
+          finish_reason: finish,
+          attention: { mode: att.mode, mean_tokens_attended: round(att.meanTokensAttended) },
+          timings: {
+            prefill_ms: round(t.prefillMs),
+            decode_ms: round(t.decodeMs),
+            prefill_tokens_per_s: round(t.prefillTokensPerS),
+            decode_tokens_per_s: round(t.decodeTokensPerS),
+          },
+        })}\n`,
+      );
+    } else {
+      process.stdout.write('\n');
+      process.stderr.write(
+        `[${promptIds.length} prompt tokens, ${outputIds.length} generated, finish: ${finish}, attention ${att.mode} ` +
+          `(${att.meanTokensAttended.toFixed(0)} KV tokens/step)] prefill ${t.prefillTokensPerS.toFixed(1)} tok/s, ` +
+          `decode ${t.decodeTokensPerS.toFixed(1)} tok/s (${engine.gpu.caps.adapterName})\n`,
+      );
+    }
+  } finally {
+    await loop.shutdown(0);
+  }
+  return 0;
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+/** Index of the earliest stop string that ends at or after `from` in `s`, or -1. */
+function firstStop(s: string, stops: string[], from: number): number {
+  let best = -1;
+  for (const st of stops) {
+    if (!st) continue;
+    const i = s.indexOf(st, Math.max(0, from - st.length + 1));
+    if (i !== -1 && (best === -1 || i < best)) best = i;
+  }
+  return best;
+}

@@ -1,0 +1,111 @@
+/**
+ * `sift kv`: KV-cache memory of a model: bytes per token in the paged pool, with and without streaming heads, and
+ * per sequence at a few context lengths (paged pool + the streaming pool's constant rings). Pure arithmetic over
+ * the model's shape (kvcache/bytes.ts), the same accounting the engine sizes its pools with.
+ */
+
+import { loadModelConfig } from '../checkpoint/config.js';
+import { DEFAULT_MODEL } from '../checkpoint/models.js';
+import { resolveModel } from '../checkpoint/pull.js';
+import { SiftError } from '../config/errors.js';
+import { intFlag, numFlag } from '../config/flags.js';
+import { bytesPerPage, type KvShape, kvBytesPerSequence, kvBytesPerToken } from '../kvcache/bytes.js';
+import { parse } from './common.js';
+
+/** Attention shapes without a checkpoint. */
+const SHAPES: Record<string, { numLayers: number; numKvHeads: number; headDim: number }> = {
+  'llama3-8b': { numLayers: 32, numKvHeads: 8, headDim: 128 },
+};
+
+const HELP = `usage: sift kv [--model NAME|DIR | --shape ${Object.keys(SHAPES).join('|')}] [options]
+
+KV-cache bytes per token (f16 K and V) and per sequence, dense vs with streaming heads.
+  --streaming-fraction F  share of (layer, KV head) pairs that stream (default 0.5 GQA / 0.25 MHA as LServe)
+  --sink N --local N      streaming window (default 128 + 256)
+  --page-size N           tokens per page (default 64); --logical-page-size N digests (default 16)
+  --contexts LIST         context lengths for the per-sequence table (default 4096,32768,131072)
+  --json                  print JSON
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    model: { type: 'string' },
+    shape: { type: 'string' },
+    'streaming-fraction': { type: 'string' },
+    sink: { type: 'string' },
+    local: { type: 'string' },
+    'page-size': { type: 'string' },
+    'logical-page-size': { type: 'string' },
+    contexts: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  let name: string;
+  let shape: { numLayers: number; numKvHeads: number; headDim: number; gqa: boolean };
+  if (values.shape !== undefined) {
+    const s = SHAPES[String(values.shape)];
+    if (!s)
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `unknown --shape ${values.shape} (known: ${Object.keys(SHAPES).join(', ')})`,
+      );
+    name = String(values.shape);
+    shape = { ...s, gqa: true };
+  } else {
+    const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, { autoPull: true });
+    const c = loadModelConfig(dir);
+    name = dir;
+    shape = { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headDim: c.headDim, gqa: c.numHeads > c.numKvHeads };
+  }
+  const fraction = numFlag(values['streaming-fraction'], 'streaming-fraction', shape.gqa ? 0.5 : 0.25);
+  const sink = intFlag(values.sink, 'sink', 128);
+  const local = intFlag(values.local, 'local', 256, 1);
+  const pageSize = intFlag(values['page-size'], 'page-size', 64, 1);
+  const logicalPageSize = intFlag(values['logical-page-size'], 'logical-page-size', 16, 1);
+  const contexts = String(values.contexts ?? '4096,32768,131072')
+    .split(',')
+    .map((x) => intFlag(x.trim(), 'contexts', 0, 1));
+  const dense: KvShape = { ...shape, bytesPerElement: 2 };
+  const mixed: KvShape = { ...dense, streamingFraction: fraction };
+  const streaming = { sinkTokens: sink, localTokens: local };
+  const result = {
+    model: name,
+    shape: { numLayers: shape.numLayers, numKvHeads: shape.numKvHeads, headDim: shape.headDim },
+    streamingFraction: fraction,
+    sink,
+    local,
+    pageSize,
+    bytesPerToken: { dense: kvBytesPerToken(dense), withStreamingHeads: kvBytesPerToken(mixed) },
+    bytesPerPageWithDigests: {
+      dense: bytesPerPage(dense, pageSize, logicalPageSize),
+      withStreamingHeads: bytesPerPage(mixed, pageSize, logicalPageSize),
+    },
+    perSequence: contexts.map((n) => ({
+      tokens: n,
+      dense: kvBytesPerSequence(dense, n, { pageSize, logicalPageSize }),
+      withStreamingHeads: kvBytesPerSequence(mixed, n, { pageSize, logicalPageSize, streaming }),
+    })),
+  };
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return 0;
+  }
+  const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+  const lines = [
+    `${name}: ${shape.numLayers} layers x ${shape.numKvHeads} KV heads x ${shape.headDim} dims, f16 K and V`,
+    '',
+    '| | dense | streaming heads |',
+    '|---|---|---|',
+    `| bytes per token (paged pool) | ${result.bytesPerToken.dense} | ${result.bytesPerToken.withStreamingHeads} (${Math.round(fraction * 100)}% of heads stream, sink ${sink} + local ${local}) |`,
+    `| bytes per ${pageSize}-token page incl. digests | ${result.bytesPerPageWithDigests.dense} | ${result.bytesPerPageWithDigests.withStreamingHeads} |`,
+    ...result.perSequence.map(
+      (p) =>
+        `| one sequence of ${p.tokens} tokens (MiB) | ${mib(p.dense)} | ${mib(p.withStreamingHeads)} (${(p.dense / p.withStreamingHeads).toFixed(2)}x less) |`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}

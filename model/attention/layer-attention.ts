@@ -1,0 +1,398 @@
+/**
+ * Unified sparse attention of one step, layer by layer (LServe-style), for the forward pass.
+ *
+ * After the head permutation (engine/model/head-permutation.ts) layer l has r_l retrieval KV heads [0, r_l) in the
+ * main paged pool and s_l streaming KV heads [r_l, nKv) in the streaming pool's rings; query heads follow their KV
+ * head (group g = nHeads / nKv). Per layer, given q/k/v of this step's T tokens after RoPE:
+ *   streaming heads (s_l > 0): streaming attention (sink + local, in-chunk keys from the fresh k/v rows, older ones
+ *     from the ring), THEN kv_write_streaming of the tokens that stay resident (a chunk longer than the ring would
+ *     otherwise overwrite keys its own earlier tokens still need);
+ *   retrieval heads (r_l > 0): kv_write into the main pool, page digests of the touched logical pages, then
+ *     prefill tokens [D, T): dense causal attention or block-sparse (MInference-style) attention,
+ *     decode rows [0, D): top-k page attention within each request's token budget (dense when the context fits).
+ * The scheduler puts single-token (decode) entries first, so decode rows are tokens [0, D).
+ */
+
+import type { ModelConfig } from '../../checkpoint/config.js';
+import { SiftError } from '../../config/errors.js';
+import { AttentionKernel, KvWriteKernel } from '../../shaders/attention.js';
+import { HeadMode, planPrefillBlocks } from '../../shaders/block_select.js';
+import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
+import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
+import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
+import type { Gpu, UniformArena } from '../../shaders/runtime.js';
+import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from '../../shaders/sparse_decode.js';
+import { freshStartRows, StreamingAttentionKernel } from '../../shaders/streaming_attention.js';
+import type { KvStorage } from '../kv-storage.js';
+
+export interface LayerAttentionOptions {
+  maxBatchTokens: number;
+  maxSeqs: number;
+  maxPagesPerSeq: number;
+  /** Page digests and sparse decode (decode rows through page selection). */
+  sparse?: { logicalPageSize: number; reuseInterval: number };
+  /** Block-sparse prefill of retrieval heads; absent = dense prefill. */
+  blockSparsePrefill?: { topBlocks: number };
+  /** Streaming heads' window; required when any layer has streaming heads. */
+  streaming?: { sinkTokens: number; localTokens: number; sinkPages: number; ringPages: number };
+}
+
+/** What the forward pass hands over per step besides the shared buffers. */
+export interface AttentionStepInput {
+  tokenSeq: ArrayLike<number>;
+  positions: ArrayLike<number>;
+  blockTable: Uint32Array;
+  maxPagesPerSeq: number;
+  decode?: readonly { seqId: string | number; tokenBudget: number }[];
+  prefillSeqIds?: readonly (string | number)[];
+  streaming?: { table: Uint32Array; slots: Uint32Array };
+}
+
+/** The step's shared buffers, as the forward pass owns them. */
+export interface AttentionBuffers {
+  q: GPUBuffer; // (T, nHeads, headDim) f32 after RoPE
+  k: GPUBuffer; // (T, nKv, headDim) f32 after RoPE
+  v: GPUBuffer; // (T, nKv, headDim) f32
+  out: GPUBuffer; // (T, nHeads, headDim) f32
+  table: GPUBuffer; // (numSeqs, maxPagesPerSeq) u32
+  seq: GPUBuffer; // (T) u32
+  pos: GPUBuffer; // (T) u32
+}
+
+interface StepPlan {
+  T: number;
+  D: number;
+  numDigestEntries: number;
+  blockPlan: ReturnType<typeof planPrefillBlocks> | null;
+}
+
+interface SparseLayer {
+  digests: GPUBuffer; // (numPages, pageSize / logicalPageSize, nKv, 2, headDim) f32
+  selection: LayerSelection;
+}
+
+export class LayerAttention {
+  readonly sparse: SparseDecodeAttention | null = null;
+  private readonly dense: AttentionKernel;
+  private readonly kvWrite: KvWriteKernel;
+  private readonly digest: PageDigestKernel | null = null;
+  private readonly sparseLayers: SparseLayer[] = [];
+  private readonly prefill: BlockSparsePrefill | null = null;
+  private readonly stream: StreamingAttentionKernel | null = null;
+  private readonly streamWrite: KvWriteStreamingKernel | null = null;
+  private readonly bufs: Record<string, GPUBuffer> = {};
+  private readonly slots = new Map<string | number, number>();
+  private readonly freeSlots: number[] = [];
+  private plan: StepPlan | null = null;
+  readonly hasStreamingHeads: boolean;
+  /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
+  readonly streamingRowLength: number;
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly c: ModelConfig,
+    private readonly kv: KvStorage,
+    private readonly opts: LayerAttentionOptions,
+  ) {
+    this.dense = new AttentionKernel(gpu);
+    this.kvWrite = new KvWriteKernel(gpu);
+    const T = opts.maxBatchTokens;
+    this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
+    this.streamingRowLength =
+      this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
+    if (this.hasStreamingHeads) {
+      if (!opts.streaming) throw new SiftError('INTERNAL', 'LayerAttention: streaming heads need the streaming window');
+      this.stream = new StreamingAttentionKernel(gpu);
+      this.streamWrite = new KvWriteStreamingKernel(gpu);
+      const rowLen = opts.streaming.sinkPages + opts.streaming.ringPages;
+      this.bufs.streamTable = gpu.createBuffer('stream.table', opts.maxSeqs * rowLen * 4); // (numSeqs, sink+ring) u32
+      this.bufs.streamSlots = gpu.createBuffer('stream.slots', T * 4); // (T) u32
+      this.bufs.freshStart = gpu.createBuffer('stream.freshStart', T * 4); // (T) u32
+    }
+    if (opts.sparse) {
+      const L = opts.sparse.logicalPageSize;
+      this.sparse = new SparseDecodeAttention(gpu, {
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        pageSize: kv.pageSize,
+        logicalPageSize: L,
+        maxPagesPerSeq: opts.maxPagesPerSeq,
+        maxRows: opts.maxSeqs,
+        numSlots: opts.maxSeqs,
+        reselectInterval: opts.sparse.reuseInterval,
+      });
+      this.digest = new PageDigestKernel(gpu);
+      const dBytes = digestBytes(kv.numPages, kv.pageSize, L, c.numKvHeads, c.headDim);
+      for (let i = 0; i < c.numLayers; i++) {
+        this.sparseLayers.push({
+          digests: gpu.createBuffer(`digests.${i}`, dBytes),
+          selection: this.sparse.createLayerSelection(),
+        });
+      }
+      // every new token touches at most one logical page; each sequence adds at most one partial page at each end
+      this.bufs.digestEntries = gpu.createBuffer('digest.entries', 3 * (T + 2 * opts.maxSeqs) * 4); // (E, 3) u32
+      for (let i = opts.maxSeqs - 1; i >= 0; i--) this.freeSlots.push(i);
+    }
+    if (opts.blockSparsePrefill) {
+      this.prefill = new BlockSparsePrefill(gpu, { topBlocks: opts.blockSparsePrefill.topBlocks });
+    }
+  }
+
+  /** Uploads the step's attention inputs (sparse rows, digest entries, block plans, streaming tables). */
+  prepare(s: AttentionStepInput): void {
+    const T = s.tokenSeq.length;
+    const D = s.decode?.length ?? 0;
+    if (D > 0 && !this.sparse)
+      throw new SiftError('INTERNAL', 'forward: decode rows given but sparse attention is not enabled');
+    let numDigestEntries = 0;
+    if (this.sparse) {
+      const rows: SparseDecodeRow[] = [];
+      for (let i = 0; i < D; i++) {
+        const d = s.decode![i];
+        rows.push({
+          seqId: d.seqId,
+          blockRow: s.tokenSeq[i],
+          position: s.positions[i],
+          slot: this.slotOf(d.seqId),
+          tokenBudget: d.tokenBudget,
+        });
+      }
+      if (D > 0) this.sparse.prepareStep(rows);
+      const entries = digestEntries(spans(s), this.kv.pageSize, this.sparse.logicalPageSize);
+      numDigestEntries = entries.length / 3;
+      if (numDigestEntries) this.gpu.write(this.bufs.digestEntries, entries);
+    }
+    let blockPlan: StepPlan['blockPlan'] = null;
+    if (this.prefill && D < T) {
+      // plan the prefill tokens [D, T) only; their q/out rows start at D
+      blockPlan = planPrefillBlocks(
+        Array.from(s.tokenSeq).slice(D),
+        Array.from(s.positions).slice(D),
+        this.prefill.blockSize,
+      );
+      for (let i = 0; i < blockPlan.numQBlocks; i++) blockPlan.qBlocks[i * 5 + 1] += D;
+      this.ensure('qBlocks', blockPlan.qBlocks.byteLength);
+      this.ensure('kBlocks', blockPlan.kBlocks.byteLength);
+      this.gpu.write(this.bufs.qBlocks, blockPlan.qBlocks);
+      if (blockPlan.kBlocks.length) this.gpu.write(this.bufs.kBlocks, blockPlan.kBlocks);
+      const r = Math.max(...this.kv.layers.map((l) => l.numRetrievalHeads));
+      const g = this.c.numHeads / this.c.numKvHeads;
+      const sb = this.prefill.scratchBytes(blockPlan, { numHeads: r * g, numKvHeads: r, headDim: this.c.headDim });
+      this.ensure('kPool', sb.kPool);
+      this.ensure('blockList', sb.blockList);
+    }
+    if (this.hasStreamingHeads) {
+      if (!s.streaming)
+        throw new SiftError('INTERNAL', 'forward: the model has streaming heads but the batch has no streaming table');
+      this.gpu.write(this.bufs.streamTable, s.streaming.table);
+      this.gpu.write(this.bufs.streamSlots, s.streaming.slots);
+      this.gpu.write(this.bufs.freshStart, freshStartRows(s.tokenSeq, s.positions));
+    }
+    this.plan = { T, D, numDigestEntries, blockPlan };
+  }
+
+  /** Encodes layer `li`'s attention: K/V written to the caches, out (T, nHeads, headDim) filled. */
+  encodeLayer(pass: GPUComputePassEncoder, a: UniformArena, li: number, b: AttentionBuffers): void {
+    const plan = this.plan;
+    if (!plan) throw new SiftError('INTERNAL', 'LayerAttention.encodeLayer before prepare');
+    const { T, D } = plan;
+    const c = this.c;
+    const kv = this.kv.layers[li];
+    const r = kv.numRetrievalHeads;
+    const s = kv.numStreamingHeads;
+    const g = c.numHeads / c.numKvHeads;
+    const scale = 1 / Math.sqrt(c.headDim);
+    const pageSize = this.kv.pageSize;
+    if (s > 0) {
+      const w = this.opts.streaming!;
+      this.stream!.encode(pass, a, {
+        q: b.q,
+        kFresh: b.k,
+        vFresh: b.v,
+        kCache: kv.sk,
+        vCache: kv.sv,
+        streamTable: this.bufs.streamTable,
+        tokenSeq: b.seq,
+        positions: b.pos,
+        freshStart: this.bufs.freshStart,
+        out: b.out,
+        T,
+        numHeads: s * g,
+        numKvHeads: s,
+        headDim: c.headDim,
+        pageSize,
+        sinkTokens: w.sinkTokens,
+        localTokens: w.localTokens,
+        sinkPages: w.sinkPages,
+        ringPages: w.ringPages,
+        scale,
+        qHeadOffset: r * g,
+        qRowHeads: c.numHeads,
+        kvHeadOffset: r,
+        kvRowHeads: c.numKvHeads,
+      });
+      this.streamWrite!.encode(pass, a, {
+        k: b.k,
+        v: b.v,
+        kCache: kv.sk,
+        vCache: kv.sv,
+        slots: this.bufs.streamSlots,
+        T,
+        numKvHeads: s,
+        headDim: c.headDim,
+        pageSize,
+        kvHeadOffset: r,
+        kvRowHeads: c.numKvHeads,
+      });
+    }
+    if (r === 0) return;
+    const M = this.opts.maxPagesPerSeq;
+    this.kvWrite.encode(pass, a, {
+      k: b.k,
+      v: b.v,
+      kCache: kv.k,
+      vCache: kv.v,
+      blockTable: b.table,
+      tokenSeq: b.seq,
+      positions: b.pos,
+      T,
+      numKvHeads: r,
+      headDim: c.headDim,
+      pageSize,
+      maxPagesPerSeq: M,
+      kvRowHeads: c.numKvHeads,
+    });
+    if (plan.numDigestEntries) {
+      this.digest!.encode(pass, a, {
+        kCache: kv.k,
+        entries: this.bufs.digestEntries,
+        digests: this.sparseLayers[li].digests,
+        numEntries: plan.numDigestEntries,
+        numKvHeads: r,
+        headDim: c.headDim,
+        pageSize,
+        logicalPageSize: this.sparse!.logicalPageSize,
+      });
+    }
+    if (D < T) {
+      if (plan.blockPlan) {
+        this.prefill!.encodeLayer(pass, a, {
+          q: b.q,
+          kCache: kv.k,
+          vCache: kv.v,
+          blockTable: b.table,
+          qBlocks: this.bufs.qBlocks,
+          kBlocks: this.bufs.kBlocks,
+          kPool: this.bufs.kPool,
+          blockList: this.bufs.blockList,
+          out: b.out,
+          plan: plan.blockPlan,
+          numHeads: r * g,
+          numKvHeads: r,
+          qRowHeads: c.numHeads,
+          headDim: c.headDim,
+          pageSize,
+          maxPagesPerSeq: M,
+          scale,
+          headModes: new Array(r).fill(HeadMode.sparse),
+        });
+      } else {
+        this.dense.encode(pass, a, {
+          q: b.q,
+          kCache: kv.k,
+          vCache: kv.v,
+          blockTable: b.table,
+          tokenSeq: b.seq,
+          positions: b.pos,
+          out: b.out,
+          T,
+          firstToken: D,
+          numHeads: r * g,
+          numKvHeads: r,
+          qRowHeads: c.numHeads,
+          headDim: c.headDim,
+          pageSize,
+          maxPagesPerSeq: M,
+          scale,
+        });
+      }
+    }
+    if (D > 0) {
+      this.sparse!.encodeLayer(pass, a, {
+        numKvHeads: r,
+        q: b.q,
+        kCache: kv.k,
+        vCache: kv.v,
+        blockTable: b.table,
+        digests: this.sparseLayers[li].digests,
+        selection: this.sparseLayers[li].selection,
+        out: b.out,
+        scale,
+      });
+    }
+  }
+
+  /** After the step was encoded: sequences that prefilled reselect pages on their next decode step. */
+  finishStep(prefillSeqIds: readonly (string | number)[] | undefined): void {
+    for (const id of prefillSeqIds ?? []) this.sparse?.schedule.onPrefill(id);
+    this.plan = null;
+  }
+
+  /** The stable selection slot of a decoding sequence (allocated on first use). */
+  private slotOf(seqId: string | number): number {
+    let s = this.slots.get(seqId);
+    if (s === undefined) {
+      s = this.freeSlots.pop();
+      if (s === undefined)
+        throw new SiftError('INTERNAL', `more than ${this.opts.maxSeqs} sequences hold a sparse selection slot`);
+      this.slots.set(seqId, s);
+    }
+    return s;
+  }
+
+  /** Forgets a finished (or preempted) sequence's selection state. */
+  release(seqId: string | number): void {
+    const s = this.slots.get(seqId);
+    if (s === undefined) return;
+    this.slots.delete(seqId);
+    this.freeSlots.push(s);
+    this.sparse?.schedule.forget(seqId);
+  }
+
+  /** Grows a per-step scratch buffer to at least `bytes`. */
+  private ensure(name: string, bytes: number): void {
+    const cur = this.bufs[name];
+    if (cur && cur.size >= bytes) return;
+    cur?.destroy();
+    this.bufs[name] = this.gpu.createBuffer(`attn.${name}`, Math.max(16, Math.ceil(bytes * 1.25)));
+  }
+
+  destroy(): void {
+    for (const buf of Object.values(this.bufs)) buf.destroy();
+    for (const l of this.sparseLayers) {
+      l.digests.destroy();
+      l.selection.selected.destroy();
+      l.selection.counts.destroy();
+    }
+    this.sparse?.destroy();
+  }
+}
+
+/** Per block-table row, the span of positions [start, end) this step writes, with the row's pages. */
+function spans(s: AttentionStepInput): { pages: ArrayLike<number>; start: number; end: number }[] {
+  const M = s.maxPagesPerSeq;
+  const lo = new Map<number, number>();
+  const hi = new Map<number, number>();
+  for (let i = 0; i < s.tokenSeq.length; i++) {
+    const r = s.tokenSeq[i];
+    const p = s.positions[i];
+    lo.set(r, Math.min(lo.get(r) ?? p, p));
+    hi.set(r, Math.max(hi.get(r) ?? p, p + 1));
+  }
+  return [...lo.keys()].map((r) => ({
+    pages: s.blockTable.subarray(r * M, (r + 1) * M),
+    start: lo.get(r)!,
+    end: hi.get(r)!,
+  }));
+}

@@ -1,0 +1,163 @@
+/**
+ * Streaming-head calibration without training (`sift calibrate`): run the model densely over text and score each
+ * (layer, KV head) by the mean share of its attention mass that falls outside the streaming window (sink + local),
+ * over every query token whose causal context reaches past that window (GQA: mean over the group's query heads).
+ * A head that keeps almost all its mass in the sink and the recent window loses little by streaming; higher score =
+ * retrieval head (DuoAttention's convention), so the output TSV feeds engine/head-plan.ts directly.
+ *
+ * The dense pass is the engine's own forward pass (no logits), with one attention_mass dispatch per layer tapped in
+ * after the layer's attention. Text is taken in windows of `windowTokens` tokens (a fresh sequence each), prefilled
+ * in chunks of the engine's maxBatchTokens.
+ */
+import { SiftError } from '../config/errors.js';
+import { AttentionMassKernel } from '../shaders/attention_mass.js';
+import type { Engine } from './runner.js';
+
+/** Per (layer, query head) sums of the outside-window mass over qualifying tokens; scores per KV head. */
+export class HeadMassAccumulator {
+  private readonly sums: Float64Array; // (numLayers, numHeads)
+  private readonly counts: Float64Array; // (numLayers)
+  constructor(
+    readonly numLayers: number,
+    readonly numHeads: number,
+    readonly numKvHeads: number,
+    readonly sinkTokens: number,
+    readonly localTokens: number,
+  ) {
+    this.sums = new Float64Array(numLayers * numHeads);
+    this.counts = new Float64Array(numLayers);
+  }
+
+  /** Adds one layer's mass (T, numHeads) of tokens at `positions`; tokens whose window covers all keys are skipped. */
+  add(layer: number, mass: Float32Array, positions: ArrayLike<number>): void {
+    const H = this.numHeads;
+    for (let t = 0; t < positions.length; t++) {
+      if (positions[t] < this.sinkTokens + this.localTokens) continue; // nothing lies outside the window
+      for (let h = 0; h < H; h++) this.sums[layer * H + h] += mass[t * H + h];
+      this.counts[layer]++;
+    }
+  }
+
+  /** Tokens that counted (per layer; equal across layers). */
+  get tokensCounted(): number {
+    return this.counts[0] ?? 0;
+  }
+
+  /** (numLayers, numKvHeads) mean outside-window mass, averaged over each KV head's query heads. */
+  scores(): number[][] {
+    if (this.tokensCounted === 0) {
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `calibration saw no token past the window (sink ${this.sinkTokens} + local ${this.localTokens}): use a longer ` +
+          'text, a larger window length or smaller --sink/--local',
+      );
+    }
+    const group = this.numHeads / this.numKvHeads;
+    return Array.from({ length: this.numLayers }, (_, l) =>
+      Array.from({ length: this.numKvHeads }, (_, kv) => {
+        let s = 0;
+        for (let g = 0; g < group; g++) s += this.sums[l * this.numHeads + kv * group + g];
+        return s / group / this.counts[l];
+      }),
+    );
+  }
+}
+
+/** The head-pattern TSV: a '#' header line, then one line per layer of tab-separated scores. */
+export function formatHeadPattern(scores: number[][], header: string): string {
+  const lines = [
+    `# ${header.replace(/\n/g, ' ')}`,
+    ...scores.map((row) => row.map((x) => x.toPrecision(6)).join('\t')),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+export interface CalibrationOptions {
+  sinkTokens: number;
+  localTokens: number;
+  /** Tokens per window (a fresh sequence each); at most the engine's context. */
+  windowTokens: number;
+  onProgress?: (tokensDone: number, tokensTotal: number) => void;
+}
+
+/**
+ * Runs the engine's forward pass densely over `ids` in windows (prefill chunks of its maxBatchTokens) and returns the
+ * accumulator with every layer's masses, measured by one attention_mass dispatch per layer tapped in after the
+ * layer's attention. The engine must hold every head as a retrieval head in its original order (no head pattern).
+ */
+export async function calibrateHeads(
+  engine: Engine,
+  ids: readonly number[],
+  opts: CalibrationOptions,
+): Promise<HeadMassAccumulator> {
+  const c = engine.config;
+  const gpu = engine.gpu;
+  const fwd = engine.forwardPass;
+  if (engine.weights.headPlan)
+    throw new SiftError('INTERNAL', 'calibrate: weights must be in their original head order');
+  const win = opts.windowTokens;
+  if (!Number.isInteger(win) || win < 1) throw new SiftError('INVALID_ARGUMENT', `window of ${win} tokens`);
+  const pageSize = engine.kv.pageSize;
+  const pages = Math.ceil(win / pageSize);
+  if (win > engine.maxContext || pages > engine.kv.numPages) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `a window of ${win} tokens does not fit the engine (context ${engine.maxContext}, ${engine.kv.numPages} KV pages)`,
+    );
+  }
+  const acc = new HeadMassAccumulator(c.numLayers, c.numHeads, c.numKvHeads, opts.sinkTokens, opts.localTokens);
+  const chunk = fwd.maxBatchTokens;
+  const table = new Uint32Array(fwd.maxPagesPerSeq);
+  for (let i = 0; i < pages; i++) table[i] = i;
+  const mass = new AttentionMassKernel(gpu);
+  const massBytes = chunk * c.numHeads * 4; // (T, heads) f32 per layer
+  const align = gpu.caps.minStorageBufferOffsetAlignment;
+  const massStride = Math.ceil(massBytes / align) * align;
+  const massBuf = gpu.createBuffer('calib.mass', c.numLayers * massStride); // (layers, T, heads) outside-window mass
+  const scale = 1 / Math.sqrt(c.headDim);
+  try {
+    let done = 0;
+    for (let w0 = 0; w0 < ids.length; w0 += win) {
+      const window = ids.slice(w0, w0 + win);
+      for (let s = 0; s < window.length; s += chunk) {
+        const part = window.slice(s, s + chunk);
+        const T = part.length;
+        const positions = Uint32Array.from(part, (_, i) => s + i);
+        fwd.encode(
+          { tokens: part, positions, tokenSeq: new Uint32Array(T), blockTable: table, numSeqs: 1, logitRows: [] },
+          (pass, arena, li, b) =>
+            mass.encode(pass, arena, {
+              q: b.q,
+              kCache: b.kCache,
+              blockTable: b.blockTable,
+              tokenSeq: b.tokenSeq,
+              positions: b.positions,
+              mass: { buffer: massBuf, offset: li * massStride, size: massBytes },
+              T: b.T,
+              numHeads: c.numHeads,
+              numKvHeads: c.numKvHeads,
+              headDim: c.headDim,
+              pageSize,
+              maxPagesPerSeq: fwd.maxPagesPerSeq,
+              scale,
+              sinkTokens: opts.sinkTokens,
+              localTokens: opts.localTokens,
+            }),
+        );
+        if (positions[T - 1] >= opts.sinkTokens + opts.localTokens) {
+          const all = await gpu.readF32(massBuf, (c.numLayers * massStride) / 4);
+          for (let li = 0; li < c.numLayers; li++) {
+            acc.add(li, all.subarray((li * massStride) / 4, (li * massStride) / 4 + T * c.numHeads), positions);
+          }
+        } else {
+          await gpu.sync();
+        }
+        done += T;
+        opts.onProgress?.(done, ids.length);
+      }
+    }
+    return acc;
+  } finally {
+    massBuf.destroy();
+  }
+}

@@ -1,0 +1,258 @@
+/**
+ * The batched forward pass: one call runs the new tokens of many sequences (flattened, with per-token sequence
+ * row and position) through every layer, writing their K/V into the paged cache through the block table, and
+ * returns logits for the requested rows only (typically the last new token of each sequence).
+ *
+ * Per layer: h (T, hidden) -> RMSNorm -> q/k/v projections (+bias) -> RoPE -> KV write -> paged causal attention
+ * -> o projection -> h += ; RMSNorm -> gate/up -> SwiGLU -> down -> h += . Then final norm on the gathered rows
+ * and lm_head. All of it is WGSL; one command buffer per call.
+ */
+import { SiftError } from '../config/errors.js';
+import { EmbeddingKernel } from '../shaders/embedding.js';
+import { GatherRowsKernel } from '../shaders/gather_rows.js';
+import { MatmulKernel } from '../shaders/matmul.js';
+import { ResidualAddKernel } from '../shaders/residual_add.js';
+import { RmsNormKernel } from '../shaders/rmsnorm.js';
+import { RopeKernel, ropeInvFreq } from '../shaders/rope.js';
+import { type Gpu, UniformArena } from '../shaders/runtime.js';
+import { SwiGluKernel } from '../shaders/swiglu.js';
+import { LayerAttention, type LayerAttentionOptions } from './attention/layer-attention.js';
+import type { KvStorage } from './kv-storage.js';
+import type { ModelWeights } from './weights.js';
+
+/** One step's work: new tokens of several sequences, flattened. */
+export interface ForwardBatch {
+  /** (T) token ids. */
+  tokens: ArrayLike<number>;
+  /** (T) absolute position of each token in its sequence. */
+  positions: ArrayLike<number>;
+  /** (T) row of the block table each token belongs to. */
+  tokenSeq: ArrayLike<number>;
+  /** (numSeqs, maxPagesPerSeq) physical page of each logical page. */
+  blockTable: Uint32Array;
+  numSeqs: number;
+  /** Indices into tokens whose logits are returned, in order. */
+  logitRows: ArrayLike<number>;
+  /**
+   * Decode rows for sparse attention: token i (i < decode.length) is the single new token of its sequence and its
+   * attention goes through page selection within `tokenBudget` (dense when the context fits). The scheduler puts
+   * decode tokens first. Needs ForwardOptions.sparse.
+   */
+  decode?: readonly { seqId: string | number; tokenBudget: number }[];
+  /** Sequences that prefilled more than one token in this batch: their page selection is recomputed next decode. */
+  prefillSeqIds?: readonly (string | number)[];
+  /**
+   * Streaming heads (required when the model has any): per block-table row its streaming table (sink pages then
+   * ring pages, (numSeqs, sinkPages + ringPages) u32), and per token the streaming-pool slot it is written to
+   * (page * pageSize + offset) or 0xFFFFFFFF when the ring does not keep it.
+   */
+  streaming?: { table: Uint32Array; slots: Uint32Array };
+}
+
+/**
+ * Extra work encoded right after a layer's attention (calibration measures attention mass there). The layer's K/V
+ * for this step are in the caches; q holds (T, nHeads, headDim) after RoPE.
+ */
+export type LayerTap = (
+  pass: GPUComputePassEncoder,
+  arena: UniformArena,
+  layer: number,
+  b: { q: GPUBuffer; kCache: GPUBuffer; blockTable: GPUBuffer; tokenSeq: GPUBuffer; positions: GPUBuffer; T: number },
+) => void;
+
+export interface ForwardOptions {
+  maxBatchTokens: number;
+  maxSeqs: number;
+  maxPagesPerSeq: number;
+  /** Most logit rows one call may ask for (default maxSeqs). */
+  maxLogitRows?: number;
+  /** Sparse attention: page digests + sparse decode, block-sparse prefill, streaming heads' window. */
+  attention?: Pick<LayerAttentionOptions, 'sparse' | 'blockSparsePrefill' | 'streaming'>;
+}
+
+export class ForwardPass {
+  readonly maxBatchTokens: number;
+  readonly maxSeqs: number;
+  readonly maxPagesPerSeq: number;
+  readonly maxLogitRows: number;
+  private readonly arena: UniformArena;
+  private readonly k: {
+    embed: EmbeddingKernel;
+    norm: RmsNormKernel;
+    matmul: MatmulKernel;
+    rope: RopeKernel;
+    add: ResidualAddKernel;
+    swiglu: SwiGluKernel;
+    gather: GatherRowsKernel;
+  };
+  private readonly b: Record<string, GPUBuffer> = {};
+  private readonly invFreq: GPUBuffer;
+  /** Attention of every layer: dense, sparse decode, block-sparse prefill, streaming heads. */
+  readonly attention: LayerAttention;
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly w: ModelWeights,
+    private readonly kv: KvStorage,
+    opts: ForwardOptions,
+  ) {
+    const c = w.config;
+    this.maxBatchTokens = opts.maxBatchTokens;
+    this.maxSeqs = opts.maxSeqs;
+    this.maxPagesPerSeq = opts.maxPagesPerSeq;
+    this.maxLogitRows = opts.maxLogitRows ?? opts.maxSeqs;
+    this.arena = new UniformArena(gpu);
+    this.k = {
+      embed: new EmbeddingKernel(gpu),
+      norm: new RmsNormKernel(gpu),
+      matmul: new MatmulKernel(gpu),
+      rope: new RopeKernel(gpu),
+      add: new ResidualAddKernel(gpu),
+      swiglu: new SwiGluKernel(gpu),
+      gather: new GatherRowsKernel(gpu),
+    };
+    const T = this.maxBatchTokens;
+    const qDim = c.numHeads * c.headDim;
+    const kvDim = c.numKvHeads * c.headDim;
+    const f = (name: string, elems: number) => {
+      this.b[name] = gpu.createBuffer(`act.${name}`, elems * 4);
+    };
+    f('h', T * c.hiddenSize); // (T, hidden) residual stream
+    f('xn', T * c.hiddenSize); // (T, hidden) normed
+    f('q', T * qDim); // (T, heads, headDim)
+    f('k', T * kvDim); // (T, kvHeads, headDim)
+    f('v', T * kvDim); // (T, kvHeads, headDim)
+    f('attn', T * qDim); // (T, heads, headDim)
+    f('proj', T * c.hiddenSize); // (T, hidden) o_proj / down_proj output
+    f('gate', T * c.intermediateSize); // (T, inter)
+    f('up', T * c.intermediateSize); // (T, inter)
+    f('act', T * c.intermediateSize); // (T, inter)
+    f('last', this.maxLogitRows * c.hiddenSize); // (R, hidden) gathered rows
+    f('lastn', this.maxLogitRows * c.hiddenSize); // (R, hidden)
+    f('logits', this.maxLogitRows * c.vocabSize); // (R, vocab)
+    f('ids', T); // (T) u32
+    f('pos', T); // (T) u32
+    f('seq', T); // (T) u32
+    f('rows', this.maxLogitRows); // (R) u32
+    f('table', this.maxSeqs * this.maxPagesPerSeq); // (numSeqs, maxPagesPerSeq) u32
+    this.invFreq = gpu.upload('rope.invFreq', ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling));
+    this.attention = new LayerAttention(gpu, c, kv, {
+      maxBatchTokens: T,
+      maxSeqs: this.maxSeqs,
+      maxPagesPerSeq: this.maxPagesPerSeq,
+      ...opts.attention,
+    });
+  }
+
+  /** Forgets a finished (or preempted) sequence's attention state (its sparse selection slot). */
+  release(seqId: string | number): void {
+    this.attention.release(seqId);
+  }
+
+  /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows. */
+  async forward(batch: ForwardBatch, tap?: LayerTap): Promise<Float32Array> {
+    const R = this.encode(batch, tap);
+    return this.gpu.readF32(this.b.logits, R * this.w.config.vocabSize);
+  }
+
+  /** Encodes and submits the batch without reading back (benchmarks); returns the logit row count. */
+  encode(batch: ForwardBatch, tap?: LayerTap): number {
+    const c = this.w.config;
+    const T = batch.tokens.length;
+    const R = batch.logitRows.length;
+    if (T < 1 || T > this.maxBatchTokens) {
+      throw new SiftError('INTERNAL', `forward: ${T} tokens, batch holds 1..${this.maxBatchTokens}`);
+    }
+    if (batch.positions.length !== T || batch.tokenSeq.length !== T)
+      throw new SiftError('INTERNAL', 'forward: positions/tokenSeq length != tokens');
+    if (R > this.maxLogitRows) throw new SiftError('INTERNAL', `forward: ${R} logit rows > ${this.maxLogitRows}`);
+    if (batch.numSeqs > this.maxSeqs)
+      throw new SiftError('INTERNAL', `forward: ${batch.numSeqs} sequences > ${this.maxSeqs}`);
+    if (batch.blockTable.length !== batch.numSeqs * this.maxPagesPerSeq) {
+      throw new SiftError(
+        'INTERNAL',
+        `forward: block table has ${batch.blockTable.length} entries, want ${batch.numSeqs}x${this.maxPagesPerSeq}`,
+      );
+    }
+    for (let i = 0; i < T; i++) {
+      if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocabSize) {
+        throw new SiftError(
+          'INVALID_ARGUMENT',
+          `token id ${batch.tokens[i]} is outside the vocabulary [0, ${c.vocabSize})`,
+        );
+      }
+    }
+    const g = this.gpu;
+    this.attention.prepare({ ...batch, maxPagesPerSeq: this.maxPagesPerSeq });
+    g.write(this.b.ids, Uint32Array.from(batch.tokens));
+    g.write(this.b.pos, Uint32Array.from(batch.positions));
+    g.write(this.b.seq, Uint32Array.from(batch.tokenSeq));
+    g.write(this.b.rows, Uint32Array.from(batch.logitRows));
+    g.write(this.b.table, batch.blockTable);
+
+    const b = this.b;
+    const k = this.k;
+    const a = this.arena;
+    const hidden = c.hiddenSize;
+    a.reset();
+    g.run((pass) => {
+      k.embed.encode(pass, a, { ids: b.ids, table: this.w.embed, out: b.h, T });
+      for (let li = 0; li < c.numLayers; li++) {
+        const L = this.w.layers[li];
+        const kv = this.kv.layers[li];
+        k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps: c.rmsNormEps });
+        k.matmul.encode(pass, a, { x: b.xn, w: L.q, bias: L.qBias ?? undefined, out: b.q, T });
+        k.matmul.encode(pass, a, { x: b.xn, w: L.k, bias: L.kBias ?? undefined, out: b.k, T });
+        k.matmul.encode(pass, a, { x: b.xn, w: L.v, bias: L.vBias ?? undefined, out: b.v, T });
+        k.rope.encode(pass, a, {
+          q: b.q,
+          k: b.k,
+          positions: b.pos,
+          invFreq: this.invFreq,
+          tokens: T,
+          nHeads: c.numHeads,
+          nKvHeads: c.numKvHeads,
+          headDim: c.headDim,
+        });
+        this.attention.encodeLayer(pass, a, li, {
+          q: b.q,
+          k: b.k,
+          v: b.v,
+          out: b.attn,
+          table: b.table,
+          seq: b.seq,
+          pos: b.pos,
+        });
+        tap?.(pass, a, li, { q: b.q, kCache: kv.k, blockTable: b.table, tokenSeq: b.seq, positions: b.pos, T });
+        k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.proj, T });
+        k.add.encode(pass, a, { a: b.h, b: b.proj, n: T * hidden });
+        k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps: c.rmsNormEps });
+        k.matmul.encode(pass, a, { x: b.xn, w: L.gate, out: b.gate, T });
+        k.matmul.encode(pass, a, { x: b.xn, w: L.up, out: b.up, T });
+        k.swiglu.encode(pass, a, { gate: b.gate, up: b.up, out: b.act, rows: T, n: c.intermediateSize });
+        k.matmul.encode(pass, a, { x: b.act, w: L.down, out: b.proj, T });
+        k.add.encode(pass, a, { a: b.h, b: b.proj, n: T * hidden });
+      }
+      if (R === 0) return; // a prefill chunk whose logits nobody needs
+      k.gather.encode(pass, a, { x: b.h, rowIds: b.rows, out: b.last, rows: R, n: hidden, srcRows: T });
+      k.norm.encode(pass, a, {
+        x: b.last,
+        weight: this.w.finalNorm,
+        out: b.lastn,
+        rows: R,
+        n: hidden,
+        eps: c.rmsNormEps,
+      });
+      k.matmul.encode(pass, a, { x: b.lastn, w: this.w.lmHead, out: b.logits, T: R });
+    }, a);
+    this.attention.finishStep(batch.prefillSeqIds);
+    return R;
+  }
+
+  destroy(): void {
+    for (const buf of Object.values(this.b)) buf.destroy();
+    this.attention.destroy();
+    this.invFreq.destroy();
+    this.arena.destroy();
+  }
+}

@@ -1,0 +1,161 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { loadModelConfig, parseModelConfig } from '../../checkpoint/config.js';
+import { isSiftError } from '../../config/errors.js';
+
+const base = {
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  hidden_size: 64,
+  intermediate_size: 172,
+  num_hidden_layers: 2,
+  num_attention_heads: 8,
+  vocab_size: 300,
+  rms_norm_eps: 1e-5,
+  max_position_embeddings: 4096,
+  bos_token_id: 1,
+  eos_token_id: 2,
+};
+
+function throwsNaming(fn: () => unknown, code: 'CHECKPOINT_INVALID' | 'CHECKPOINT_UNSUPPORTED', parts: string[]) {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(isSiftError(e, code), `expected SiftError ${code}, got ${String(e)}`);
+    for (const p of parts) assert.ok(e.message.includes(p), `message "${e.message}" should name "${p}"`);
+    return true;
+  });
+}
+
+test('defaults: kv heads = heads, head_dim = hidden/heads, theta 10000, no scaling, frozen', () => {
+  const c = parseModelConfig(base);
+  assert.equal(c.architecture, 'LlamaForCausalLM');
+  assert.equal(c.numKvHeads, 8);
+  assert.equal(c.headDim, 8);
+  assert.equal(c.ropeTheta, 10000);
+  assert.deepEqual(c.ropeScaling, { type: 'none' });
+  assert.equal(c.tieWordEmbeddings, false);
+  assert.equal(c.attentionBias, false);
+  assert.equal(c.bosTokenId, 1);
+  assert.deepEqual(c.eosTokenIds, [2]);
+  assert.equal(c.slidingWindow, null);
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.eosTokenIds) && Object.isFrozen(c.ropeScaling));
+});
+
+test('GQA, head_dim override, Qwen2 biases, Mistral sliding window', () => {
+  const gqa = parseModelConfig({ ...base, num_key_value_heads: 2, head_dim: 32 });
+  assert.equal(gqa.numKvHeads, 2);
+  assert.equal(gqa.headDim, 32);
+  const qwen = parseModelConfig({
+    ...base,
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    sliding_window: 64,
+  });
+  assert.equal(qwen.attentionBias, true);
+  assert.equal(qwen.slidingWindow, null, 'Qwen2 without use_sliding_window');
+  const mistral = parseModelConfig({ ...base, architectures: ['MistralForCausalLM'], sliding_window: 4096 });
+  assert.equal(mistral.slidingWindow, 4096);
+  assert.equal(mistral.attentionBias, false);
+  assert.equal(parseModelConfig({ ...base, attention_bias: true }).attentionBias, true);
+  // No `architectures`: model_type decides.
+  const { architectures: _, ...noArch } = base;
+  assert.equal(parseModelConfig({ ...noArch, model_type: 'mistral' }).architecture, 'MistralForCausalLM');
+  assert.equal(parseModelConfig({ ...base, head_dim: null }).headDim, 8);
+});
+
+test('rope scaling: type and rope_type keys; default / null -> none; linear; llama3', () => {
+  assert.deepEqual(parseModelConfig({ ...base, rope_scaling: null }).ropeScaling, { type: 'none' });
+  assert.deepEqual(parseModelConfig({ ...base, rope_scaling: { rope_type: 'default' } }).ropeScaling, { type: 'none' });
+  assert.deepEqual(parseModelConfig({ ...base, rope_scaling: { type: 'linear', factor: 4 } }).ropeScaling, {
+    type: 'linear',
+    factor: 4,
+  });
+  assert.deepEqual(parseModelConfig({ ...base, rope_scaling: { rope_type: 'linear', factor: 2 } }).ropeScaling, {
+    type: 'linear',
+    factor: 2,
+  });
+  const llama3 = {
+    factor: 8.0,
+    low_freq_factor: 1.0,
+    high_freq_factor: 4.0,
+    original_max_position_embeddings: 8192,
+    rope_type: 'llama3',
+  };
+  assert.deepEqual(parseModelConfig({ ...base, rope_theta: 500000, rope_scaling: llama3 }).ropeScaling, {
+    type: 'llama3',
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 8192,
+  });
+  throwsNaming(
+    () => parseModelConfig({ ...base, rope_scaling: { type: 'yarn', factor: 4 } }),
+    'CHECKPOINT_UNSUPPORTED',
+    ['config.json', 'rope_scaling', 'yarn'],
+  );
+  throwsNaming(() => parseModelConfig({ ...base, rope_scaling: { type: 'linear' } }), 'CHECKPOINT_INVALID', [
+    'rope_scaling.factor',
+  ]);
+  const { original_max_position_embeddings: _, ...noOrig } = llama3;
+  throwsNaming(() => parseModelConfig({ ...base, rope_scaling: noOrig }), 'CHECKPOINT_INVALID', [
+    'original_max_position_embeddings',
+  ]);
+});
+
+test('eos: number or list, merged with generation_config.json', () => {
+  assert.deepEqual(parseModelConfig({ ...base, eos_token_id: [2, 7] }).eosTokenIds, [2, 7]);
+  assert.deepEqual(
+    parseModelConfig({ ...base, eos_token_id: 2 }, 'config.json', { eos_token_id: [7, 2, 9] }).eosTokenIds,
+    [2, 7, 9],
+  );
+  assert.deepEqual(
+    parseModelConfig({ ...base, eos_token_id: null }, 'config.json', { eos_token_id: 5 }).eosTokenIds,
+    [5],
+  );
+  assert.equal(parseModelConfig({ ...base, bos_token_id: null }).bosTokenId, null);
+  throwsNaming(() => parseModelConfig({ ...base, eos_token_id: 'x' }), 'CHECKPOINT_INVALID', ['eos_token_id']);
+});
+
+test('invalid fields: errors name the file and the field', () => {
+  const f = '/m/config.json';
+  throwsNaming(() => parseModelConfig({ ...base, num_key_value_heads: 3 }, f), 'CHECKPOINT_INVALID', [
+    f,
+    'num_attention_heads (8)',
+    'num_key_value_heads (3)',
+  ]);
+  throwsNaming(() => parseModelConfig({ ...base, num_attention_heads: 7 }, f), 'CHECKPOINT_INVALID', [
+    f,
+    'hidden_size (64)',
+    'num_attention_heads (7)',
+  ]);
+  throwsNaming(() => parseModelConfig({ ...base, hidden_size: 0 }, f), 'CHECKPOINT_INVALID', [f, 'hidden_size (0)']);
+  throwsNaming(() => parseModelConfig({ ...base, num_hidden_layers: 2.5 }, f), 'CHECKPOINT_INVALID', [
+    'num_hidden_layers (2.5)',
+  ]);
+  throwsNaming(() => parseModelConfig({ ...base, vocab_size: '300' }, f), 'CHECKPOINT_INVALID', ['vocab_size']);
+  const { intermediate_size: _, ...noInter } = base;
+  throwsNaming(() => parseModelConfig(noInter, f), 'CHECKPOINT_INVALID', [f, 'intermediate_size missing']);
+  throwsNaming(() => parseModelConfig({ ...base, head_dim: 7 }, f), 'CHECKPOINT_INVALID', ['head_dim (7)']);
+  throwsNaming(() => parseModelConfig({ ...base, rms_norm_eps: -1 }, f), 'CHECKPOINT_INVALID', ['rms_norm_eps']);
+  throwsNaming(
+    () => parseModelConfig({ ...base, architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }, f),
+    'CHECKPOINT_UNSUPPORTED',
+    [f, 'GPT2LMHeadModel', 'LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'],
+  );
+  throwsNaming(() => parseModelConfig([], f), 'CHECKPOINT_INVALID', [f]);
+});
+
+test('loadModelConfig reads config.json and generation_config.json from a directory', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-config-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(base));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 3] }));
+  assert.deepEqual(loadModelConfig(dir).eosTokenIds, [2, 3]);
+  fs.writeFileSync(path.join(dir, 'config.json'), '{ nope');
+  throwsNaming(() => loadModelConfig(dir), 'CHECKPOINT_INVALID', [path.join(dir, 'config.json'), 'JSON']);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(base));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: -1 }));
+  throwsNaming(() => loadModelConfig(dir), 'CHECKPOINT_INVALID', ['generation_config.json', 'eos_token_id']);
+});
