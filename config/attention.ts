@@ -1,6 +1,6 @@
 /**
- * Sparse-attention configuration (LServe-style unified sparse attention). Defaults follow the anchors in
- * design.md: token budget 4096, physical pages of 64 tokens split into logical pages of 16, selection reused for
+ * Sparse-attention configuration (LServe-style unified sparse attention). Defaults follow the published anchors
+ * (LServe, Quest, DuoAttention, MInference): token budget 4096, physical pages of 64 tokens split into logical pages of 16, selection reused for
  * 4 decode steps, streaming heads with sink 128 + local 256, dense prefill for retrieval heads.
  * Requests may override `mode` and `tokenBudget` (API field `attention: {mode, token_budget}`).
  */

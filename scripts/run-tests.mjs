@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// Runs every compiled test file (dist/tests/**/*.test.js) with node's test runner.
+// Runs every compiled test file (dist/tests/**/*.test.js) with node's test runner, one file at a time, each in its
+// own process with a wall-clock limit, so that a hung GPU call fails its file instead of hanging the whole run.
 // Usage: node scripts/run-tests.mjs [filter...]   (filters match test file paths as substrings)
-import { spawnSync } from 'node:child_process';
+// Env: SIFT_TEST_FILE_TIMEOUT_S  seconds one file may run (default 420); a file past it is killed and counted failed.
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
@@ -9,6 +11,13 @@ const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const dir = path.join(root, 'dist', 'tests');
 if (!existsSync(dir)) {
   console.error('sift: dist/tests missing; run `npm run build` first (npm test does it for you).');
+  process.exit(1);
+}
+const limitS = Number(process.env.SIFT_TEST_FILE_TIMEOUT_S ?? 420);
+if (!(limitS > 0)) {
+  console.error(
+    `sift: SIFT_TEST_FILE_TIMEOUT_S must be a number of seconds > 0 (got ${process.env.SIFT_TEST_FILE_TIMEOUT_S})`,
+  );
   process.exit(1);
 }
 const files = [];
@@ -32,9 +41,55 @@ if (!chosen.length) {
   console.error(`sift: no test files match ${filters.join(' ')}`);
   process.exit(1);
 }
+
+/** Runs one file; resolves with its exit status and the pass/fail counts its reporter printed. */
+function runFile(file) {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, ['--test', '--test-reporter=spec', file], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (b) => {
+      process.stdout.write(b);
+      out += b.toString();
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, limitS * 1000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const count = (k) => Number(out.match(new RegExp(`^ℹ ${k} (\\d+)`, 'm'))?.[1] ?? 0);
+      resolve({
+        file: path.relative(root, file),
+        code: timedOut ? null : code,
+        timedOut,
+        pass: count('pass'),
+        fail: count('fail'),
+        seconds: (performance.now() - t0) / 1000,
+      });
+    });
+  });
+}
+
 // One file at a time: lavapipe already uses every core, so parallel GPU files only contend.
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...chosen], {
-  stdio: 'inherit',
-  cwd: root,
-});
-process.exit(r.status ?? 1);
+const results = [];
+for (const f of chosen) results.push(await runFile(f));
+
+const bad = results.filter((r) => r.code !== 0);
+const pass = results.reduce((n, r) => n + r.pass, 0);
+const fail = results.reduce((n, r) => n + r.fail, 0);
+const total = results.reduce((n, r) => n + r.seconds, 0);
+console.log(`\nsift tests: ${results.length} files, ${pass} passed, ${fail} failed, ${total.toFixed(0)} s`);
+for (const r of [...results].sort((a, b) => b.seconds - a.seconds).slice(0, 5)) {
+  console.log(`  slowest: ${r.file} ${r.seconds.toFixed(1)} s`);
+}
+for (const r of bad) {
+  console.log(
+    `  FAILED: ${r.file}${r.timedOut ? ` (killed after the ${limitS} s per-file limit)` : ` (exit ${r.code})`}`,
+  );
+}
+process.exit(bad.length ? 1 : 0);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The attention / decode benchmarks on a lent NVIDIA machine (recipe: ../shared/gpu/README.md), with the PyTorch
-# SDPA peer in the same run. Here: build, `bash ../shared/gpu/prepare.sh`; carry .gpu and dist; there, from the
-# project root:   source .gpu/enter.sh && bash scripts/gpu/bench.sh
+# The attention / decode benchmarks on an NVIDIA machine, with the PyTorch SDPA peer in the same run. It expects a
+# built dist/ and a .gpu/ folder whose enter.sh puts node (and python with torch, for the peer) on the PATH; from
+# the project root:   source .gpu/enter.sh && bash scripts/gpu/bench.sh
 # Writes logs and JSON under $OUT (default ./gpu-bench-out) and prints a short table last. Builds nothing there.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-bench-out}
