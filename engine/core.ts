@@ -3,16 +3,16 @@
  *
  * An async task runs `step()` while there is work and sleeps until a submit when idle. One step is vLLM's engine
  * core step: schedule() (engine/scheduler.ts: {sequence -> new tokens} within maxBatchTokens / maxSeqs, admission
- * by free KV pages, recompute preemption) -> execute (copy-on-write page copies, then ONE ForwardPass.forward over
- * every scheduled token, logits only for the sequences that sample) -> update (commit the written tokens to the KV
- * cache manager, sample per request, emit events, finish and free).
+ * by free KV pages, recompute preemption) -> execute (ONE ForwardPass.forward over every scheduled token, logits
+ * only for the sequences that sample) -> update (commit the written tokens to the KV cache manager, sample per
+ * request, emit events, finish and free).
  *
  * A GPU device loss ends every live request with finish reason 'error' and makes later submits throw DEVICE_LOST;
  * any other failure of a step ends the live requests with 'error' and the loop goes on.
  */
 import path from 'node:path';
 import { isSiftError, SiftError } from '../config/errors.js';
-import { KvCacheManager, type PageCopy } from '../kvcache/index.js';
+import { KvCacheManager } from '../kvcache/index.js';
 import type { Engine } from '../model/runner.js';
 import { SKIP_SLOT } from '../shaders/kv_write_streaming.js';
 import type {
@@ -260,7 +260,6 @@ export class EngineLoop implements EngineClient {
     }
     this.steps++;
     this.opts.onStep?.(this.record(out));
-    if (out.copies.length > 0) this.copyPages(out.copies);
 
     const fwd = this.engine.forwardPass;
     const M = fwd.maxPagesPerSeq;
@@ -380,7 +379,6 @@ export class EngineLoop implements EngineClient {
     };
   }
 
-  /** Copy-on-write page copies, submitted ahead of the forward pass (queue order makes them land first). */
   /** Share of sparse decode steps (per sequence) that reused a page selection. */
   private selectionReuseShare(): number {
     const st = this.engine.forwardPass.attention.sparse?.schedule.stats();
@@ -409,13 +407,6 @@ export class EngineLoop implements EngineClient {
       }
     });
     return { table, slots };
-  }
-
-  private copyPages(copies: readonly PageCopy[]): void {
-    const device = this.engine.gpu.device;
-    const enc = device.createCommandEncoder({ label: 'kv.copyPages' });
-    this.engine.kv.copyPages(enc, copies);
-    device.queue.submit([enc.finish()]);
   }
 
   /** Ends `r`: frees its pages at once and sends 'done'. */

@@ -18,7 +18,7 @@
  *     fit (head-of-line: no request overtakes an older one).
  */
 import { SiftError } from '../config/errors.js';
-import type { KvCacheManager, PageCopy } from '../kvcache/index.js';
+import type { KvCacheManager } from '../kvcache/index.js';
 
 /** One sequence as the scheduler sees it. The engine owns `tokens` and appends each sampled token to it. */
 export interface SeqState {
@@ -49,8 +49,6 @@ export interface ScheduleOutput {
   /** Sequences of this step, in the order of their rows in the forward pass. */
   scheduled: ScheduledSeq[];
   numTokens: number;
-  /** Copy-on-write page copies to perform before the forward pass. */
-  copies: PageCopy[];
   /** Sequences preempted this step (now at the front of the waiting queue). */
   preempted: SeqState[];
   /** Sequences admitted this step, with their prefix-cache hits in `numCached`. */
@@ -116,7 +114,6 @@ export class Scheduler {
   schedule(): ScheduleOutput {
     let budget = this.opts.maxBatchTokens;
     const scheduled: ScheduledSeq[] = [];
-    const copies: PageCopy[] = [];
     const preempted: SeqState[] = [];
     const admitted: SeqState[] = [];
 
@@ -135,11 +132,7 @@ export class Scheduler {
       let ok = true;
       if (grow > 0) {
         for (;;) {
-          const r = this.kv.appendSlots(seq.seqId, grow);
-          if (r) {
-            copies.push(...r.copies);
-            break;
-          }
+          if (this.kv.appendSlots(seq.seqId, grow)) break;
           const victim = this.running[this.running.length - 1];
           this.preempt(victim);
           preempted.push(victim);
@@ -175,7 +168,7 @@ export class Scheduler {
         budget -= n;
       }
     }
-    return { scheduled, numTokens: this.opts.maxBatchTokens - budget, copies, preempted, admitted };
+    return { scheduled, numTokens: this.opts.maxBatchTokens - budget, preempted, admitted };
   }
 
   /** Records that the forward pass wrote the K/V of `entry` (commits its tokens to the KV cache manager). */

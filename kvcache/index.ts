@@ -24,4 +24,4 @@ export {
 } from './config.js';
 export { KvCacheManager, type KvCacheSnapshot } from './manager.js';
 export { StreamingPool, type StreamingSlot, type StreamingTable } from './streaming.js';
-export type { AllocResult, AppendResult, ForkResult, KvCacheStats, PageCopy, SeqId } from './types.js';
+export type { AllocResult, AppendResult, KvCacheStats, SeqId } from './types.js';

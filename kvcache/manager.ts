@@ -1,25 +1,28 @@
 /**
  * The KV cache manager: per sequence a block table (logical page index -> physical page id) over a fixed page
- * pool, a prefix cache of full pages, fork with copy-on-write, and optionally the streaming-head pool.
+ * pool, a prefix cache of full pages, and optionally the streaming-head pool.
  *
  * Protocol for one sequence (vLLM's allocate_slots, split in reserve and commit):
  *   allocate(seq, prompt)      reserves prompt.length slots; prompt[0, numCachedTokens) are prefix hits
  *   (forward pass writes prompt[numCachedTokens:] through blockTable/physicalSlot)
  *   commitTokens(seq, ids)     the K/V of `ids` is written: full pages become cacheable
- *   appendSlots(seq, n)        reserves n more slots (decode: 1); perform its copies before the next forward pass
+ *   appendSlots(seq, n)        reserves n more slots (decode: 1)
  *   free(seq)                  finished or preempted (recompute): pages go back, full cached ones stay evictable
  * Allocation never half-happens: a null result leaves every page, table and counter as it was.
  *
+ * Pages are shared only through the prefix cache, and only full pages of committed tokens: a sequence always writes
+ * into pages it holds alone, so no page is ever copied (no copy-on-write).
+ *
  * Digest slots: the key digest of physical page p (per logical page of `logicalPageSize` tokens and per KV head,
- * per-channel min/max) lives in digest slot p. The engine owns the buffer
- * (numPages, pageSize / logicalPageSize, kvHeads, 2, headDim); page copies copy the digests with the K/V.
+ * per-channel min/max) lives in digest slot p. The model owns the buffer
+ * (numPages, pageSize / logicalPageSize, kvHeads, 2, headDim) f16.
  */
 import { SiftError } from '../config/errors.js';
 import { chainHash, ROOT_HASH } from './block-hash.js';
 import { type KvCacheConfig, type ResolvedKvCacheConfig, resolveKvCacheConfig } from './config.js';
 import { PagePool, type PoolSnapshot } from './page-pool.js';
 import { StreamingPool, type StreamingSlot, type StreamingTable } from './streaming.js';
-import type { AllocResult, AppendResult, ForkResult, KvCacheStats, PageCopy, SeqId } from './types.js';
+import type { AllocResult, AppendResult, KvCacheStats, SeqId } from './types.js';
 
 interface SeqState {
   /** Block table: pages[i] holds positions [i*pageSize, (i+1)*pageSize). */
@@ -137,34 +140,18 @@ export class KvCacheManager {
   }
 
   /**
-   * Reserves `numNewTokens` more slots (0 is allowed: it only does copy-on-write). If the page the next token goes to
-   * is shared with another sequence (after a fork), the sequence first gets a private copy: the result's `copies`
-   * lists it, and the engine must perform it before the forward pass writes. Returns null (nothing changed) when
-   * the pool lacks pages.
+   * Reserves `numNewTokens` more slots (0 is allowed and changes nothing). Returns null (nothing changed) when the
+   * pool lacks pages.
    */
   appendSlots(seqId: SeqId, numNewTokens: number): AppendResult | null {
     const seq = this.get(seqId);
     if (!Number.isInteger(numNewTokens) || numNewTokens < 0) {
       throw new SiftError('INTERNAL', `kvcache: appendSlots of ${numNewTokens} tokens`);
     }
-    const ps = this.pageSize;
-    // Pages past the committed tokens are never shared (fork and prefix hits share committed pages only), so only
-    // the partly committed page can need a copy.
-    const cowIndex = seq.committed % ps !== 0 ? Math.floor(seq.committed / ps) : -1;
-    const cow = cowIndex >= 0 && this.pool.refs(seq.pages[cowIndex]) > 1;
-    const grow = Math.ceil((seq.reserved + numNewTokens) / ps) - seq.pages.length;
-    if (grow + (cow ? 1 : 0) > this.pool.numAvailable) return null;
+    const grow = Math.ceil((seq.reserved + numNewTokens) / this.pageSize) - seq.pages.length;
+    if (grow > this.pool.numAvailable) return null;
 
-    const copies: PageCopy[] = [];
     const newPages: number[] = [];
-    if (cow) {
-      const src = seq.pages[cowIndex];
-      const dst = this.pool.take();
-      this.pool.release(src); // still held by the other sequence(s)
-      seq.pages[cowIndex] = dst;
-      copies.push({ src, dst });
-      newPages.push(dst);
-    }
     for (let i = 0; i < grow; i++) {
       const p = this.pool.take();
       seq.pages.push(p);
@@ -172,7 +159,7 @@ export class KvCacheManager {
     }
     seq.reserved += numNewTokens;
     this.streamingPool?.reserve(seqId, numNewTokens);
-    return { copies, newPages };
+    return { newPages };
   }
 
   /**
@@ -195,7 +182,10 @@ export class KvCacheManager {
     const last = Math.floor((seq.committed + tokenIds.length - 1) / ps);
     for (let i = first; i <= last; i++) {
       if (this.pool.refs(seq.pages[i]) !== 1) {
-        throw new SiftError('INTERNAL', `kvcache: ${seqId} writes into shared page ${seq.pages[i]}; call appendSlots`);
+        throw new SiftError(
+          'INTERNAL',
+          `kvcache: ${seqId} writes into page ${seq.pages[i]}, shared through the prefix cache`,
+        );
       }
     }
     if (!this.config.enablePrefixCache) {
@@ -215,34 +205,6 @@ export class KvCacheManager {
         seq.partial = [];
       }
     }
-  }
-
-  /**
-   * Creates `dstSeqId` sharing every page of `srcSeqId` that holds committed tokens (refcount + 1 each); the
-   * reserved-but-uncommitted slots of `src` are not forked. A shared partly filled page is copied on the next
-   * appendSlots of whichever sequence writes first (after a fork call appendSlots, possibly with 0, on `src` too
-   * before writing into slots it had reserved earlier). Returns null (nothing changed) only when the streaming
-   * pool has no room for the copy of the ring.
-   */
-  fork(srcSeqId: SeqId, dstSeqId: SeqId): ForkResult | null {
-    const src = this.get(srcSeqId);
-    if (this.seqs.has(dstSeqId)) throw new SiftError('INTERNAL', `kvcache: sequence ${dstSeqId} already allocated`);
-    let streamingCopies: PageCopy[] = [];
-    if (this.streamingPool) {
-      const copies = this.streamingPool.fork(srcSeqId, dstSeqId, src.committed);
-      if (!copies) return null;
-      streamingCopies = copies;
-    }
-    const pages = src.pages.slice(0, Math.ceil(src.committed / this.pageSize));
-    for (const p of pages) this.pool.retain(p);
-    this.seqs.set(dstSeqId, {
-      pages,
-      reserved: src.committed,
-      committed: src.committed,
-      partial: [...src.partial],
-      lastKey: src.lastKey,
-    });
-    return { streamingCopies };
   }
 
   /**

@@ -61,7 +61,7 @@ export class PagePool {
     return page;
   }
 
-  /** One more block table holds `page` (a prefix hit or a fork); an evictable page comes back into use. */
+  /** One more block table holds `page` (a prefix hit); an evictable page comes back into use. */
   retain(page: number): void {
     if (this.refcount[page] === 0) {
       if (!this.evictable.delete(page)) throw new SiftError('INTERNAL', `kvcache: retain of free page ${page}`);

@@ -14,7 +14,7 @@
  */
 import { SiftError } from '../config/errors.js';
 import { type ResolvedStreamingConfig, streamingPagesPerSequence } from './config.js';
-import type { PageCopy, SeqId } from './types.js';
+import type { SeqId } from './types.js';
 
 /** Where one position of a streaming sequence lives. */
 export interface StreamingSlot {
@@ -100,17 +100,6 @@ export class StreamingPool {
   /** Reserves `n` more positions; never needs a page (the ring recycles its oldest page). */
   reserve(seqId: SeqId, n: number): void {
     this.get(seqId).numTokens += n;
-  }
-
-  /**
-   * `dst` gets private copies of `src`'s pages (the ring is rewritten in place, so pages cannot be shared).
-   * Returns the page copies the engine must perform, or null (nothing changed) if the pool lacks the pages.
-   */
-  fork(srcSeqId: SeqId, dstSeqId: SeqId, numTokens: number): PageCopy[] | null {
-    const src = this.get(srcSeqId);
-    if (!this.allocate(dstSeqId, numTokens)) return null;
-    const dst = this.get(dstSeqId);
-    return src.pages.map((page, i) => ({ src: page, dst: dst.pages[i] }));
   }
 
   free(seqId: SeqId): void {

@@ -3,15 +3,6 @@
 /** A request's id as the scheduler knows it. */
 export type SeqId = string | number;
 
-/**
- * A page copy the engine must perform on the GPU BEFORE the next forward pass writes into `dst`: copy the K/V of
- * every layer and the key digests (digest slot == page id) of page `src` into page `dst`, in the same pool.
- */
-export interface PageCopy {
-  src: number;
-  dst: number;
-}
-
 /** What `allocate` did for a new sequence. */
 export interface AllocResult {
   /**
@@ -20,24 +11,16 @@ export interface AllocResult {
    */
   numCachedTokens: number;
   /**
-   * Pages handed out fresh (not prefix hits), in block-table order: their slots hold stale data, so their key digests
-   * must be reset before the first write (min = +inf, max = -inf).
+   * Pages handed out fresh (not prefix hits), in block-table order. Their slots hold stale data until written; the
+   * key digests need no reset, since the digest kernel rebuilds a logical page from its written tokens only.
    */
   newPages: readonly number[];
 }
 
 /** What `appendSlots` did. */
 export interface AppendResult {
-  /** Copy-on-write copies to perform before writing (at most one: the shared last partial page). */
-  copies: readonly PageCopy[];
-  /** Pages handed out fresh, including copy destinations; reset their digests (copies then overwrite theirs). */
+  /** Pages handed out fresh, in block-table order (stale until written, as in AllocResult). */
   newPages: readonly number[];
-}
-
-/** What `fork` did. */
-export interface ForkResult {
-  /** Streaming-pool page copies to perform (the paged pool shares pages, so it needs none until copy-on-write). */
-  streamingCopies: readonly PageCopy[];
 }
 
 /** Figures for metrics (`sift:kv_cache_usage_perc`, `sift:prefix_cache_queries`/`hits`). */

@@ -3,8 +3,8 @@
  * streaming pool (streaming heads, sink pages + a ring per sequence; kvcache/streaming.ts), each one K and one V
  * buffer of pages. kvcache/ owns the bookkeeping (which page belongs to whom); this owns the memory the pages live in.
  *
- * Heads: with a head plan (engine/head-plan.ts) the weights are permuted so layer l's r_l retrieval heads are KV heads
- * [0, r_l) and its s_l streaming heads [r_l, nKv) (engine/model/head-permutation.ts). The main pool of layer l holds
+ * Heads: with a head plan (model/head-plan.ts) the weights are permuted so layer l's r_l retrieval heads are KV heads
+ * [0, r_l) and its s_l streaming heads [r_l, nKv) (model/head-permutation.ts). The main pool of layer l holds
  * r_l heads per token, the streaming pool s_l. Without a plan every head is a retrieval head and the streaming pool
  * is empty. A pool with 0 heads in a layer gets a minimal 16-byte buffer that no kernel may bind.
  *
@@ -30,12 +30,6 @@ export interface KvLayer {
   numStreamingHeads: number;
 }
 
-/** One page copy: physical page `src` -> `dst` (kvcache's PageCopy). */
-export interface KvPageCopy {
-  src: number;
-  dst: number;
-}
-
 export interface KvStorageOptions {
   /** Retrieval / streaming heads per layer; default every head a retrieval head. */
   headPlan?: HeadPlan;
@@ -43,8 +37,6 @@ export interface KvStorageOptions {
   numStreamingPages?: number;
 }
 
-/** Pages staged per round of copyPages (the staging buffer holds this many pages of one layer's K or V). */
-const STAGING_PAGES = 64;
 /** Size of the placeholder buffer of a pool with no heads in a layer. */
 const EMPTY_BYTES = 16;
 
@@ -82,11 +74,10 @@ export class KvStorage {
   readonly streamingBytesPerPage: number;
   /** Pages of the streaming pool (0 when no head streams). */
   readonly numStreamingPages: number;
-  private staging: GPUBuffer | null = null;
 
   constructor(
-    private readonly gpu: Gpu,
-    private readonly config: ModelConfig,
+    gpu: Gpu,
+    config: ModelConfig,
     readonly numPages: number,
     readonly pageSize: number,
     opts: KvStorageOptions = {},
@@ -179,71 +170,9 @@ export class KvStorage {
     return Math.max(1, Math.min(byBudget, byBinding));
   }
 
-  /**
-   * Encodes copies of whole main-pool pages (K and V of every layer) for copy-on-write and fork: physical page
-   * `src` -> `dst`. A buffer cannot be copied onto itself, so each round stages up to STAGING_PAGES source pages in a
-   * scratch buffer and then writes them to their destinations. Destinations must be distinct and no destination may
-   * be a source in the same call (the manager's copies always go to freshly allocated pages).
-   */
-  copyPages(encoder: GPUCommandEncoder, copies: readonly KvPageCopy[]): void {
-    this.copy(encoder, copies, 'main');
-  }
-
-  /** The same for streaming-pool pages (StreamingPool.fork gives the copies; ring pages are never shared). */
-  copyStreamingPages(encoder: GPUCommandEncoder, copies: readonly KvPageCopy[]): void {
-    this.copy(encoder, copies, 'streaming');
-  }
-
-  private copy(encoder: GPUCommandEncoder, copies: readonly KvPageCopy[], pool: 'main' | 'streaming'): void {
-    if (copies.length === 0) return;
-    const numPages = pool === 'main' ? this.numPages : this.numStreamingPages;
-    const dsts = new Set<number>();
-    for (const c of copies) {
-      for (const p of [c.src, c.dst]) {
-        if (!Number.isInteger(p) || p < 0 || p >= numPages) {
-          throw new SiftError('INTERNAL', `copyPages (${pool}): page ${p} outside [0, ${numPages})`);
-        }
-      }
-      if (dsts.has(c.dst)) throw new SiftError('INTERNAL', `copyPages: page ${c.dst} is the destination twice`);
-      dsts.add(c.dst);
-    }
-    for (const c of copies) {
-      if (dsts.has(c.src))
-        throw new SiftError('INTERNAL', `copyPages: page ${c.src} is both a source and a destination`);
-    }
-    const heads = (l: KvLayer) => (pool === 'main' ? l.numRetrievalHeads : l.numStreamingHeads);
-    const maxHeads = Math.max(...this.layers.map(heads));
-    if (maxHeads === 0) return;
-    // the staging buffer holds perRound whole pages of the widest layer; longer lists take several rounds
-    const perRound = STAGING_PAGES;
-    const stagingBytes = perRound * cachePageBytes(this.pageSize, maxHeads, this.config.headDim);
-    if (!this.staging || this.staging.size < stagingBytes) {
-      this.staging?.destroy();
-      this.staging = this.gpu.createBuffer('kv.copy-staging', stagingBytes);
-    }
-    const staging = this.staging;
-    for (let r0 = 0; r0 < copies.length; r0 += perRound) {
-      const round = copies.slice(r0, r0 + perRound);
-      for (const layer of this.layers) {
-        const n = heads(layer);
-        if (n === 0) continue;
-        const pb = cachePageBytes(this.pageSize, n, this.config.headDim);
-        const bufs = pool === 'main' ? [layer.k, layer.v] : [layer.sk, layer.sv];
-        for (const buf of bufs) {
-          for (let i = 0; i < round.length; i++)
-            encoder.copyBufferToBuffer(buf, round[i].src * pb, staging, i * pb, pb);
-          for (let i = 0; i < round.length; i++)
-            encoder.copyBufferToBuffer(staging, i * pb, buf, round[i].dst * pb, pb);
-        }
-      }
-    }
-  }
-
   destroy(): void {
     for (const l of this.layers) {
       for (const b of [l.k, l.v, l.sk, l.sv]) b.destroy();
     }
-    this.staging?.destroy();
-    this.staging = null;
   }
 }

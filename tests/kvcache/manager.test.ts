@@ -1,4 +1,4 @@
-/** Deterministic tests of KvCacheManager: validation, prefix reuse, LRU eviction, fork + copy-on-write, exhaustion. */
+/** Deterministic tests of KvCacheManager: validation, prefix reuse, LRU eviction, exhaustion. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
@@ -56,7 +56,6 @@ test('unknown sequences, double free and over-commit throw INTERNAL', () => {
     () => m.numTokens('x'),
     () => m.appendSlots('x', 1),
     () => m.commitTokens('x', [1]),
-    () => m.fork('x', 'y'),
     () => m.free('x'),
     () => m.streamingTable('x'),
   ]) {
@@ -160,62 +159,6 @@ test('a hit on an evictable page is not also counted as a free page', () => {
   assert.equal(JSON.stringify([m.snapshot(), m.stats()]), before);
 });
 
-test('fork shares pages; the first append to a shared partial page reports its copy', () => {
-  const m = new KvCacheManager({ numPages: 8, pageSize: 4 });
-  admit(m, 'src', range(6)); // pages p0 (full), p1 (2 of 4 tokens)
-  assert.deepEqual(m.appendSlots('src', 1), { copies: [], newPages: [] }); // src reserves slot 6 in p1
-  const [p0, p1] = m.blockTable('src');
-  assert.deepEqual(m.fork('src', 'dst'), { streamingCopies: [] });
-  assert.deepEqual(m.blockTable('dst'), [p0, p1]);
-  assert.equal(m.numTokens('dst'), 6);
-  assert.deepEqual(m.snapshot().refcounts.slice(0, 2), [2, 2]);
-  // Writing into the shared page without appendSlots is refused.
-  throwsCode(() => m.commitTokens('src', [6]), 'INTERNAL', /shared page/);
-  const r = m.appendSlots('dst', 3); // 6 + 3 = 9 tokens: copy of p1, plus one new page
-  assert.ok(r);
-  assert.equal(r.copies.length, 1);
-  const copy = r.copies[0];
-  assert.equal(copy.src, p1);
-  assert.deepEqual(m.blockTable('dst'), [p0, copy.dst, r.newPages[1]]);
-  assert.deepEqual(r.newPages[0], copy.dst);
-  assert.deepEqual(m.blockTable('src'), [p0, p1], 'the source keeps its pages');
-  // p1 now belongs to src alone: no copy.
-  assert.deepEqual(m.appendSlots('src', 1)?.copies, []);
-  m.commitTokens('src', [60]);
-  m.commitTokens('dst', [70, 71, 72]);
-  assert.deepEqual(m.snapshot().refcounts.slice(0, 2), [2, 1]);
-  // Forking mid-page shares the partial page; forking at a page boundary needs no copy.
-  m.fork('dst', 'dst1');
-  assert.equal(m.appendSlots('dst1', 0)?.copies.length, 1, 'committed 9: page 2 holds 1 token and is shared');
-  m.free('dst1');
-  assert.equal(m.appendSlots('dst', 3)?.copies.length, 0);
-  m.commitTokens('dst', [73, 74, 75]);
-  m.fork('dst', 'dst2');
-  const r2 = m.appendSlots('dst2', 1);
-  assert.equal(r2?.copies.length, 0);
-  assert.equal(r2?.newPages.length, 1);
-  m.free('src');
-  m.free('dst');
-  m.free('dst2');
-  assert.equal(m.stats().pagesUsed, 0);
-});
-
-test('appendSlots(0) after a fork gives the source a private copy of the shared partial page', () => {
-  const m = new KvCacheManager({ numPages: 8, pageSize: 4 });
-  assert.ok(m.allocate('a', [1, 2, 3, 4, 5])); // p0 full, p1 1 token
-  m.commitTokens('a', [1, 2, 3, 4, 5]);
-  m.fork('a', 'b');
-  const [, p1] = m.blockTable('a');
-  const r = m.appendSlots('a', 0);
-  assert.equal(r?.copies.length, 1);
-  assert.equal(r?.copies[0].src, p1);
-  assert.deepEqual(m.blockTable('b')[1], p1);
-  m.commitTokens('a', []);
-  assert.deepEqual(m.appendSlots('b', 0)?.copies, []);
-  m.free('a');
-  m.free('b');
-});
-
 test('pool exhaustion returns null and changes nothing', () => {
   const m = new KvCacheManager({ numPages: 4, pageSize: 4 });
   assert.ok(m.canAllocate(16));
@@ -228,7 +171,7 @@ test('pool exhaustion returns null and changes nothing', () => {
   assert.equal(m.appendSlots('a', 7), null, '10 + 7 tokens need 5 pages');
   assert.equal(JSON.stringify([m.snapshot(), m.stats()]), before);
   throwsCode(() => m.blockTable('b'), 'INTERNAL');
-  assert.deepEqual(m.appendSlots('a', 6)?.copies, []);
+  assert.deepEqual(m.appendSlots('a', 6)?.newPages.length, 1);
   assert.equal(m.blockTable('a').length, 4);
   assert.equal(m.stats().usage, 1);
   m.free('a');
@@ -247,16 +190,10 @@ test('stats report bytes per page and the streaming pool', () => {
   assert.ok(!m.canAllocate(1), 'streaming pool full');
   const before = JSON.stringify([m.snapshot(), m.stats()]);
   assert.equal(m.allocate(4, [1]), null);
-  assert.equal(m.fork(1, 5), null);
   assert.equal(JSON.stringify([m.snapshot(), m.stats()]), before);
   m.free(3);
-  const f = m.fork(1, 5);
-  assert.equal(f?.streamingCopies.length, 7);
-  assert.deepEqual(
-    f?.streamingCopies.map((c) => c.src),
-    [...m.streamingTable(1).sinkPages, ...m.streamingTable(1).ringPages],
-  );
-  assert.equal(m.streamingTable(5).numTokens, 100);
+  assert.ok(m.allocate(5, range(30)));
+  assert.equal(m.streamingTable(5).numTokens, 30);
   for (const id of [1, 2, 5]) m.free(id);
   assert.equal(m.stats().streaming?.pagesUsed, 0);
 });

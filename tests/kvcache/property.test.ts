@@ -1,7 +1,7 @@
 /**
- * Property tests of KvCacheManager: random sequences of allocate / appendSlots / commitTokens / fork / free / evict
- * over small pools, with a shadow "GPU" (the token id written in every slot) so a page overwritten while another
- * sequence still reads it, a wrong prefix hit or a missed copy-on-write shows up as wrong content.
+ * Property tests of KvCacheManager: random sequences of allocate / appendSlots / commitTokens / free / evict over
+ * small pools, with a shadow "GPU" (the token id written in every slot) so a page overwritten while another
+ * sequence still reads it (a prefix-cache page) or a wrong prefix hit shows up as wrong content.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -9,18 +9,17 @@ import fc from 'fast-check';
 import { pageHashes } from '../../kvcache/block-hash.js';
 import { type KvCacheConfig, streamingPagesPerSequence } from '../../kvcache/config.js';
 import { KvCacheManager } from '../../kvcache/manager.js';
-import type { PageCopy, SeqId } from '../../kvcache/types.js';
+import type { SeqId } from '../../kvcache/types.js';
 
 const POISON = -1; // content of a slot nobody wrote since the page was handed out
 
 /** What the random runs exercised, summed over all runs (checked so the property cannot pass vacuously). */
-const coverage = { allocs: 0, allocNull: 0, prefixHits: 0, cowCopies: 0, appendNull: 0, forks: 0, evictedByTake: 0 };
+const coverage = { allocs: 0, allocNull: 0, prefixHits: 0, appendNull: 0, evictedByTake: 0 };
 
 type Op =
   | { kind: 'alloc'; doc: number; prefix: number; suffix: number[]; prefill: boolean }
   | { kind: 'append'; sel: number; n: number }
   | { kind: 'commit'; sel: number; n: number; toks: number[] }
-  | { kind: 'fork'; sel: number }
   | { kind: 'free'; sel: number }
   | { kind: 'evict'; n: number };
 
@@ -57,7 +56,6 @@ function opArb(alphabet: number): fc.Arbitrary<Op> {
         toks: fc.array(tok(alphabet), { minLength: 24, maxLength: 24 }),
       }),
     },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('fork' as const), sel: fc.nat() }) },
     { weight: 3, arbitrary: fc.record({ kind: fc.constant('free' as const), sel: fc.nat() }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('evict' as const), n: fc.integer({ min: 1, max: 4 }) }) },
   );
@@ -124,10 +122,6 @@ class Harness {
     for (const p of pages) this.gpu[p].fill(POISON);
   }
 
-  private applyCopies(copies: readonly PageCopy[]): void {
-    for (const c of copies) this.gpu[c.dst] = this.gpu[c.src].slice();
-  }
-
   private record(tokens: number[]): void {
     const n = Math.floor(tokens.length / this.ps);
     pageHashes(tokens, this.ps, n).forEach((k, i) => {
@@ -135,19 +129,10 @@ class Harness {
     });
   }
 
-  /** The engine's forward pass: appendSlots(0) for copy-on-write, write up to `n` tokens, commit them. */
+  /** The engine's forward pass: write up to `n` reserved tokens, commit them. */
   commit(id: SeqId, n: number, toks: number[]): void {
     const { mgr, ps } = this;
     const s = this.seqs.get(id)!;
-    const before = this.state();
-    const r = mgr.appendSlots(id, 0);
-    if (!r) {
-      assert.equal(this.state(), before, 'a null appendSlots(0) changed nothing');
-      return;
-    }
-    coverage.cowCopies += r.copies.length;
-    this.poison(r.newPages);
-    this.applyCopies(r.copies);
     const k = Math.min(n, s.reserved - s.tokens.length);
     if (k === 0) return;
     const ids = [...s.pending.splice(0, k)];
@@ -216,10 +201,7 @@ class Harness {
           assert.equal(this.state(), before, 'a null appendSlots changed nothing');
           return;
         }
-        assert.ok(r.copies.length <= 1);
-        coverage.cowCopies += r.copies.length;
         this.poison(r.newPages);
-        this.applyCopies(r.copies);
         const s = this.seqs.get(id)!;
         s.reserved += op.n;
         assert.equal(mgr.blockTable(id).length, Math.ceil(s.reserved / ps));
@@ -228,22 +210,6 @@ class Harness {
       case 'commit': {
         const id = this.live(op.sel);
         if (id !== undefined) this.commit(id, op.n, op.toks);
-        return;
-      }
-      case 'fork': {
-        const src = this.live(op.sel);
-        if (src === undefined) return;
-        const before = this.state();
-        const dst = this.nextId++;
-        const r = mgr.fork(src, dst);
-        if (!r) {
-          assert.ok(mgr.streaming, 'fork fails only for want of streaming pages');
-          assert.equal(this.state(), before, 'a null fork changed nothing');
-          return;
-        }
-        coverage.forks++;
-        const s = this.seqs.get(src)!;
-        this.seqs.set(dst, { tokens: s.tokens.slice(), reserved: s.tokens.length, pending: s.pending.slice() });
         return;
       }
       case 'free': {
@@ -338,7 +304,7 @@ class Harness {
   }
 }
 
-test('random allocate/append/commit/fork/free/evict keep the pool invariants', () => {
+test('random allocate/append/commit/free/evict keep the pool invariants', () => {
   fc.assert(
     fc.property(scenarioArb, ({ s, docs, ops }) => {
       const cfg: KvCacheConfig = { numPages: s.numPages, pageSize: s.pageSize, logicalPageSize: s.pageSize };
