@@ -28,7 +28,6 @@ export const ERRORS = {
   UNAUTHORIZED: { status: 401, type: 'invalid_request_error' },
   NOT_FOUND: { status: 404, type: 'invalid_request_error' },
   BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },
-  TIMEOUT: { status: 504, type: 'server_error' },
   INTERNAL: { status: 500, type: 'server_error' },
 } as const satisfies Record<string, ErrorSpec>;
 

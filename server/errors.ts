@@ -16,7 +16,6 @@ export const RETRY_AFTER_S = 1;
 const PUBLIC_5XX: Partial<Record<ErrorCode, string>> = {
   NOT_READY: 'the model is still loading; retry shortly',
   DEVICE_LOST: 'the engine is unavailable (GPU device lost)',
-  TIMEOUT: 'the request timed out',
 };
 
 /** OpenAI's `code` for a SiftError code: lowercase, with OpenAI's names where they exist. */
