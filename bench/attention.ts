@@ -13,11 +13,12 @@
  * `prefillSample` K only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output).
  */
 import { SiftError } from '../config/errors.js';
+import { tokensAttended } from '../model/attention/budget.js';
+import { SparseDecodeAttention } from '../model/attention/sparse-decode.js';
 import { AttentionKernel } from '../shaders/attention.js';
 import { BlockSparsePrefill, HeadMode, planPrefillBlocks } from '../shaders/block_sparse_attention.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../shaders/page_digest.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
-import { SparseDecodeAttention } from '../shaders/sparse_decode.js';
 import { f32ToF16 } from '../util/dtype.js';
 import { Rng } from '../util/rng.js';
 import { mapStat, mdTable, type Stat, stat } from './stats.js';
@@ -122,14 +123,6 @@ function randomCache(gpu: Gpu, label: string, words: number, seed: number): GPUB
     gpu.write(buf, n === blockWords ? block : block.subarray(0, n), off * 4);
   }
   return buf;
-}
-
-/** KV tokens a sparse step reads (whole pages; as SparseDecodeAttention keeps them, newest page included). */
-export function sparseTokens(ctx: number, budget: number, pageSize: number): number {
-  if (ctx <= budget) return ctx;
-  const pages = Math.ceil(ctx / pageSize);
-  const keep = Math.min(pages, Math.max(2, Math.floor(budget / pageSize)));
-  return (keep - 1) * pageSize + (ctx - (pages - 1) * pageSize);
 }
 
 /** topBlocks keeping about `share` of the causal (query block, key block) pairs of an L-token prompt. */
@@ -272,7 +265,7 @@ async function benchDecode(gpu: Gpu, shape: AttentionShape, o: AttentionBenchOpt
     for (const ctx of contexts) {
       const pos = ctx - 1;
       gpu.write(posBuf, new Uint32Array([pos]));
-      const row = (budget: number) => [{ seqId: 0, blockRow: 0, position: pos, slot: 0, tokenBudget: budget }];
+      const row = (budget: number) => [{ seqId: 0, blockRow: 0, position: pos, tokenBudget: budget }];
       const layer =
         (att: SparseDecodeAttention, selection: typeof selEvery) => (pass: GPUComputePassEncoder, a: UniformArena) =>
           att.encodeLayer(pass, a, { q, kCache, vCache, blockTable, digests, selection, out, scale });
@@ -320,7 +313,7 @@ async function benchDecode(gpu: Gpu, shape: AttentionShape, o: AttentionBenchOpt
       const tAttn = await timeRepeats(gpu, o.repeat, target, 1, layer(reuse, selReuse), prepReuse(o.budget));
       const sel = Math.max(0, tEvery.ms.median - tAttn.ms.median);
       const amort = (x: number) => x + sel / o.reuse;
-      const tokens = sparseTokens(ctx, o.budget, ps);
+      const tokens = tokensAttended(ctx, o.budget, ps);
       const dBytes = digestBytes(Math.ceil(ctx / ps), ps, L, numKvHeads, headDim);
       const bytes = {
         dense: ctx * bytesPerToken * 2,

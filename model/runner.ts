@@ -11,6 +11,7 @@ import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
 import { streamingPagesPerSequence } from '../kvcache/config.js';
 import { Gpu } from '../shaders/runtime.js';
+import { tokensAttended } from './attention/budget.js';
 import { ForwardPass } from './forward.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
@@ -43,15 +44,9 @@ export class Engine {
     return mode === 'dense' ? Number.POSITIVE_INFINITY : (req?.tokenBudget ?? this.attention.tokenBudget);
   }
 
-  /** KV tokens one decode step reads per retrieval head at context length `ctx` with `budget` (whole pages). */
+  /** KV tokens one decode step reads per retrieval head at context length `ctx` with `budget` (the budget rule). */
   tokensAttended(ctx: number, budget: number): number {
-    if (ctx <= budget) return ctx;
-    const ps = this.kv.pageSize;
-    const pages = Math.ceil(ctx / ps);
-    const keep = Math.min(pages, Math.max(2, Math.floor(budget / ps)));
-    // the newest page is partly filled: count its real tokens
-    const newest = ctx - (pages - 1) * ps;
-    return (keep - 1) * ps + newest;
+    return tokensAttended(ctx, budget, this.kv.pageSize);
   }
 
   static async load(

@@ -37,7 +37,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> digests: array<u32>;          // (numPages, lpp, nKvHeads, 2, HW) f16 pairs
 //#endif
 @group(0) @binding(2) var<storage, read> blockTable: array<u32>;       // (numSeqs, maxPagesPerSeq) physical pages
-@group(0) @binding(3) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, tokenBudget)
+@group(0) @binding(3) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, pages kept)
 @group(0) @binding(4) var<storage, read> selectRows: array<u32>;       // (numSelect) rows that reselect this step
 @group(0) @binding(5) var<storage, read_write> keys: array<u32>;       // (numSelect, nKvHeads, keyStride) score keys
 @group(0) @binding(6) var<uniform> p: Params;
@@ -115,8 +115,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //#endif
 
   let P = min((len + p.pageSize - 1u) / p.pageSize, p.keyStride);
-  var K = min(clamp(row.w / p.pageSize, 2u, p.maxSelected), P);
-  if (len <= row.w) { K = min(P, p.maxSelected); }
+  let K = min(row.w, min(P, p.maxSelected)); // pages kept (the host's budget rule)
   let i = wid.y * WG + lid;
   if (K >= P || i >= P) { return; } // dense rows are not scored
   let dst = (s * p.nKvHeads + kvh) * p.keyStride + i;

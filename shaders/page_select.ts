@@ -1,9 +1,9 @@
 /**
  * Hierarchical page selection wrapper (Quest scores on LServe's logical pages, top-k on the GPU).
  * For each reselecting decode row r (selectRows) and KV head h: score every page of the row's sequence from the
- * digests and the row's query heads, keep K = min(P, clamp(tokenBudget / pageSize, 2, maxSelected)) pages (K = P when len <= tokenBudget) (page 0
- * and the newest page always, the rest by score, ties to the lower index; K >= P keeps all: dense), and write the
- * kept page indices (block-table columns, ascending) to selected[slot, h, 0..K) and K to counts[slot, h].
+ * digests and the row's query heads, keep the row's K pages (rows[r].w, from the budget rule in
+ * model/attention/budget.ts; page 0 and the newest page always, the rest by score, ties to the lower index; K >= P
+ * keeps all: dense), and write the kept page indices (block-table columns, ascending) to selected[slot, h, 0..K) and K to counts[slot, h].
  *
  * Two passes: page_score (one thread per (row, KV head, page) over many workgroups: Quest bounds from the f16
  * digests, written as order-preserving u32 keys to the `scores` scratch) and page_select (one workgroup per (row,
@@ -16,20 +16,18 @@
  * sum the group folds into one pass over the digest: sum_g max(q_g k_min, q_g k_max) summed over channels equals
  * sum_d (Qp[d] k_max[d] + Qn[d] k_min[d]) with Qp / Qn the sums of the group's positive / negative query parts.
  *
- * Head range (retrieval heads, engine/kv-storage.ts): numKvHeads is the KV heads of this layer's cache and
+ * Head range (retrieval heads, model/kv-storage.ts): numKvHeads is the KV heads of this layer's cache and
  * digests (r_l) and of the selection layout; the query heads processed are [qHeadOffset, qHeadOffset + numHeads) of
  * q rows of qRowHeads heads (defaults 0 and numHeads).
  *
  * Limits: one workgroup keeps all of a row's page keys in workgroup memory: at most MAX_SELECT_PAGES (4096)
- * pages per sequence = 262144 tokens at pageSize 64 (asserted by SparseDecodeAttention from host positions; the
+ * pages per sequence = 262144 tokens at pageSize 64 (asserted by model/attention/sparse-decode.ts from host positions; the
  * kernels clamp P to it).
  */
 import { SiftError } from '../config/errors.js';
 import { headRange } from './attention.js';
 import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
 import { check, requireBytes, requireInts } from './sparse_common.js';
-
-export { DEFAULT_RESELECT_INTERVAL, SelectionSchedule } from './selection_schedule.js';
 
 /** Most pages per sequence the one-workgroup top-k holds (u32 keys in 16 KiB of workgroup memory). */
 export const MAX_SELECT_PAGES = 4096;
@@ -51,7 +49,7 @@ export interface PageSelectArgs {
   q: Binding; // (numRows, qRowHeads, headDim) f32 decode queries (after RoPE; scale does not change the ranking)
   digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs (page_digest)
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each page column
-  rows: Binding; // (numRows, 4) u32 (blockRow, position of the query token, selection slot, tokenBudget)
+  rows: Binding; // (numRows, 4) u32 (blockRow, position of the query token, selection slot, pages kept K >= 1)
   selectRows: Binding; // (numSelect) u32 indices of the rows that reselect this step
   selected: Binding; // (numSlots, numKvHeads, maxSelected) u32 page indices, written for the reselecting rows' slots
   counts: Binding; // (numSlots, numKvHeads) u32 pages kept
@@ -63,7 +61,7 @@ export interface PageSelectArgs {
   pageSize: number;
   logicalPageSize: number;
   maxPagesPerSeq: number;
-  maxSelected: number; // >= 2, >= the largest tokenBudget / pageSize of the rows
+  maxSelected: number; // >= 2, >= the largest K of the reselecting rows
   /** At least the pages P of every reselecting row; sizes the score grid. Default selectKeyStride(maxPagesPerSeq). */
   maxPages?: number;
   /** First query head of the q rows processed. Default 0. */

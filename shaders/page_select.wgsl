@@ -1,8 +1,8 @@
 // Page selection, pass 2 (top-k): one workgroup per (reselecting decode row, KV head) over the page score keys
 // page_score.wgsl wrote (pass 1). Row r = selectRows[wid.x] has len = position + 1 tokens in P = ceil(len / pageSize)
-// pages. K = min(P, clamp(tokenBudget / pageSize, 2, maxSelected)), or min(P, maxSelected) when len <= tokenBudget;
-// page 0 (sink) and page P - 1 (newest, holds the current token) are always kept (pass 1 gave them the largest key),
-// the rest by score, ties to the lower index. K >= P keeps every page (dense) without reading keys. Output:
+// pages and keeps K = rows[r].w pages (the host's budget rule, model/attention/budget.ts; clamped to P and
+// maxSelected here only to stay in bounds); page 0 (sink) and page P - 1 (newest, holds the current token) are
+// always kept (pass 1 gave them the largest key), the rest by score, ties to the lower index. K >= P keeps every page (dense) without reading keys. Output:
 // selected[slot, h, 0..K) ascending page indices (block-table columns), counts[slot, h] = K.
 // Top-k: the keys are copied to workgroup memory (MAX_PAGES of them); an MSB-first radix select finds the K-th
 // largest key in 32 counting rounds, then a prefix sum over threads' contiguous chunks breaks ties by index and
@@ -23,7 +23,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> keysIn: array<u32>;           // (numSelect, nKvHeads, keyStride) page_score
-@group(0) @binding(1) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, tokenBudget)
+@group(0) @binding(1) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, pages kept)
 @group(0) @binding(2) var<storage, read> selectRows: array<u32>;       // (numSelect) rows that reselect this step
 @group(0) @binding(3) var<storage, read_write> selected: array<u32>;   // (numSlots, nKvHeads, maxSelected) page indices
 @group(0) @binding(4) var<storage, read_write> counts: array<u32>;     // (numSlots, nKvHeads) pages kept
@@ -41,8 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let len = row.y + 1u;
   let slot = row.z;
   let P = min((len + p.pageSize - 1u) / p.pageSize, p.keyStride);
-  var K = min(clamp(row.w / p.pageSize, 2u, p.maxSelected), P);
-  if (len <= row.w) { K = min(P, p.maxSelected); } // the context fits the budget: dense
+  let K = min(row.w, min(P, p.maxSelected));
   let dense = K >= P;
 
   let kb = (wid.x * p.nKvHeads + kvh) * p.keyStride;

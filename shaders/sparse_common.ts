@@ -34,5 +34,5 @@ export function check(kernel: string, ok: boolean, what: string): void {
   if (!ok) throw new SiftError('INTERNAL', `${kernel}: ${what}`);
 }
 
-/** Bytes of one decode row of the `rows` buffer: (blockRow, position, slot, tokenBudget) u32. */
+/** Words of one decode row of the `rows` buffer: (blockRow, position, slot, pages kept) u32. */
 export const DECODE_ROW_WORDS = 4;

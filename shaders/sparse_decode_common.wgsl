@@ -1,5 +1,5 @@
 // Shared by sparse_decode.wgsl and sparse_decode_lanes.wgsl: parameters, bindings and the page list of top-k
-// decode attention. Decode row r (rows[r] = (blockRow, position, slot, tokenBudget)) and query head h (KV head
+// decode attention. Decode row r (rows[r] = (blockRow, position, slot, pages kept)) and query head h (KV head
 // kvh = h / group) attend to the pages selected[slot, kvh, 0..counts) (ascending block-table columns) plus the
 // newest page position / pageSize when the list does not end with it (a selection reused from an earlier step),
 // keys j <= position only. Split `split` (grid y) takes list entries [split * pagesPerSplit, +pagesPerSplit) and
@@ -24,7 +24,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;       // (numSeqs, maxPagesPerSeq) physical pages
-@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, tokenBudget)
+@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, pages kept)
 @group(0) @binding(5) var<storage, read> selected: array<u32>;         // (numSlots, nKvHeads, maxSelected) page indices
 @group(0) @binding(6) var<storage, read> counts: array<u32>;           // (numSlots, nKvHeads)
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;   // (numRows, nHeads, numSplits, 2 + HD) m, l, acc

@@ -1,7 +1,7 @@
 /**
  * Unified sparse attention of one step, layer by layer (LServe-style), for the forward pass.
  *
- * After the head permutation (engine/model/head-permutation.ts) layer l has r_l retrieval KV heads [0, r_l) in the
+ * After the head permutation (model/head-permutation.ts) layer l has r_l retrieval KV heads [0, r_l) in the
  * main paged pool and s_l streaming KV heads [r_l, nKv) in the streaming pool's rings; query heads follow their KV
  * head (group g = nHeads / nKv). Per layer, given q/k/v of this step's T tokens after RoPE:
  *   streaming heads (s_l > 0): streaming attention (sink + local, in-chunk keys from the fresh k/v rows, older ones
@@ -21,9 +21,9 @@ import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Gpu, UniformArena } from '../../shaders/runtime.js';
-import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from '../../shaders/sparse_decode.js';
 import { freshStartRows, StreamingAttentionKernel } from '../../shaders/streaming_attention.js';
 import type { KvStorage } from '../kv-storage.js';
+import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from './sparse-decode.js';
 
 export interface LayerAttentionOptions {
   maxBatchTokens: number;
@@ -67,7 +67,7 @@ interface StepPlan {
 }
 
 interface SparseLayer {
-  digests: GPUBuffer; // (numPages, pageSize / logicalPageSize, nKv, 2, headDim) f32
+  digests: GPUBuffer; // (numPages, pageSize / logicalPageSize, nKv, 2, headDim) f16 (min, max) in u32 pairs
   selection: LayerSelection;
 }
 
@@ -81,8 +81,6 @@ export class LayerAttention {
   private readonly stream: StreamingAttentionKernel | null = null;
   private readonly streamWrite: KvWriteStreamingKernel | null = null;
   private readonly bufs: Record<string, GPUBuffer> = {};
-  private readonly slots = new Map<string | number, number>();
-  private readonly freeSlots: number[] = [];
   private plan: StepPlan | null = null;
   readonly hasStreamingHeads: boolean;
   /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
@@ -132,7 +130,6 @@ export class LayerAttention {
       }
       // every new token touches at most one logical page; each sequence adds at most one partial page at each end
       this.bufs.digestEntries = gpu.createBuffer('digest.entries', 3 * (T + 2 * opts.maxSeqs) * 4); // (E, 3) u32
-      for (let i = opts.maxSeqs - 1; i >= 0; i--) this.freeSlots.push(i);
     }
     if (opts.blockSparsePrefill) {
       this.prefill = new BlockSparsePrefill(gpu, { topBlocks: opts.blockSparsePrefill.topBlocks });
@@ -154,7 +151,6 @@ export class LayerAttention {
           seqId: d.seqId,
           blockRow: s.tokenSeq[i],
           position: s.positions[i],
-          slot: this.slotOf(d.seqId),
           tokenBudget: d.tokenBudget,
         });
       }
@@ -335,29 +331,13 @@ export class LayerAttention {
 
   /** After the step was encoded: sequences that prefilled reselect pages on their next decode step. */
   finishStep(prefillSeqIds: readonly (string | number)[] | undefined): void {
-    for (const id of prefillSeqIds ?? []) this.sparse?.schedule.onPrefill(id);
+    for (const id of prefillSeqIds ?? []) this.sparse?.onPrefill(id);
     this.plan = null;
-  }
-
-  /** The stable selection slot of a decoding sequence (allocated on first use). */
-  private slotOf(seqId: string | number): number {
-    let s = this.slots.get(seqId);
-    if (s === undefined) {
-      s = this.freeSlots.pop();
-      if (s === undefined)
-        throw new SiftError('INTERNAL', `more than ${this.opts.maxSeqs} sequences hold a sparse selection slot`);
-      this.slots.set(seqId, s);
-    }
-    return s;
   }
 
   /** Forgets a finished (or preempted) sequence's selection state. */
   release(seqId: string | number): void {
-    const s = this.slots.get(seqId);
-    if (s === undefined) return;
-    this.slots.delete(seqId);
-    this.freeSlots.push(s);
-    this.sparse?.schedule.forget(seqId);
+    this.sparse?.release(seqId);
   }
 
   /** Grows a per-step scratch buffer to at least `bytes`. */

@@ -1,9 +1,9 @@
 /**
  * Reference hierarchical page selection: Quest's bound per logical page and query head from the digests, the
  * group's bounds combined (sum or max), a page's score = max over its logical pages holding tokens < len, then
- * page 0 and the newest page plus the best others up to K = min(P, clamp(budget / pageSize, 2, maxSelected))
- * (K = P when the context fits the budget),
- * ties to the lower index. Walks the block table page by page; math in f64.
+ * page 0 and the newest page plus the best others up to the row's K pages (given, as the kernel gets it: the budget
+ * rule of model/attention/budget.ts; K >= P keeps every page), ties to the lower index. Walks the block table page
+ * by page; math in f64.
  */
 import { type DigestShape, digestOffset } from './page_digest.js';
 
@@ -16,7 +16,8 @@ export interface SelectShape extends DigestShape {
 export interface SelectRow {
   blockRow: number;
   position: number;
-  tokenBudget: number;
+  /** Pages the row keeps (the budget rule's K). */
+  pagesKept: number;
 }
 
 /** Scores of pages 0..P-1 of row r (query row index r of q) for KV head kvh. */
@@ -57,12 +58,9 @@ export function pageScoresRef(
   return scores;
 }
 
-/** Pages kept for a row: K of them, ascending. */
+/** Pages selected for a row: its K, at most its P pages and the selection row length. */
 export function keptCount(s: SelectShape, row: SelectRow): number {
-  const P = Math.ceil((row.position + 1) / s.pageSize);
-  if (row.position + 1 <= row.tokenBudget) return Math.min(P, s.maxSelected); // the context fits: dense
-  const k = Math.min(Math.max(Math.floor(row.tokenBudget / s.pageSize), 2), s.maxSelected);
-  return Math.min(P, k);
+  return Math.min(row.pagesKept, Math.ceil((row.position + 1) / s.pageSize), s.maxSelected);
 }
 
 /** The selection for given page scores: forced pages 0 and P-1, then by score (ties: lower index). */

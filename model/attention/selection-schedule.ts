@@ -4,7 +4,7 @@
  * the context changed), then every `interval` decode steps (default 4): steps 0, R, 2R, ... after a prefill.
  * Plain bookkeeping keyed by any sequence id; no GPU, no KV cache.
  */
-import { SiftError } from '../config/errors.js';
+import { SiftError } from '../../config/errors.js';
 
 export const DEFAULT_RESELECT_INTERVAL = 4;
 

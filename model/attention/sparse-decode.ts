@@ -1,0 +1,299 @@
+/**
+ * Sparse decode attention of one layer for a batch of decode rows (Quest / LServe decode), the stateful part above
+ * the kernels: which rows reselect their pages this step (SelectionSchedule: after every prefill, then every
+ * `reselectInterval` decode steps), how many pages each row keeps (the one budget rule, ./budget.ts), the per-step
+ * `rows` / `selectRows` uploads and the split plan; then per layer page_select (shaders/page_select.ts) for the
+ * reselecting rows and top-k attention (shaders/sparse_decode.ts) for all of them.
+ */
+import { SiftError } from '../../config/errors.js';
+import { type GqaCombine, MAX_SELECT_PAGES, PageSelectKernel, selectScoresBytes } from '../../shaders/page_select.js';
+import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
+import { check, requireInts } from '../../shaders/sparse_common.js';
+import { partialsBytes, SparseDecodeKernel, type SparseDecodeVariant } from '../../shaders/sparse_decode.js';
+import { pagesKept } from './budget.js';
+import { SelectionSchedule } from './selection-schedule.js';
+
+/** One decode row of a step. */
+export interface SparseDecodeRow {
+  /** Stable sequence id: the selection schedule's key. */
+  seqId: string | number;
+  /** Row of this sequence in the step's block table. */
+  blockRow: number;
+  /** Position of the query token (the sequence holds position + 1 tokens, this one's K/V already written). */
+  position: number;
+  /** Token budget; >= the context (e.g. Infinity) means dense. */
+  tokenBudget: number;
+}
+
+export interface SparseDecodeConfig {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  /** Tokens per logical page (digest granularity); default 16. */
+  logicalPageSize?: number;
+  maxPagesPerSeq: number;
+  /** Most decode rows in one step. */
+  maxRows: number;
+  /** Selection slots: the most sequences that hold a selection at once (decoding and not yet released). */
+  numSlots: number;
+  /** Selection row length: the most pages a row keeps; default min(maxPagesPerSeq, 4096) (dense always fits). */
+  maxSelected?: number;
+  /** Decode steps a selection is reused for; default 4. */
+  reselectInterval?: number;
+  variant?: SparseDecodeVariant;
+  combine?: GqaCombine;
+  splitTokens?: number;
+}
+
+/** One layer's selections, kept across decode steps (reused between reselections); row `slot` per sequence. */
+export interface LayerSelection {
+  selected: GPUBuffer; // (numSlots, numKvHeads, maxSelected) u32
+  counts: GPUBuffer; // (numSlots, numKvHeads) u32
+}
+
+export interface SparseLayerArgs {
+  q: Binding; // (numRows, numHeads, headDim) f32 this step's decode queries, after RoPE
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, this step's K/V written
+  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
+  blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
+  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 of this layer, up to date
+  selection: LayerSelection; // this layer's
+  out: Binding; // (numRows, numHeads, headDim) f32; heads past the layer's range untouched
+  scale: number;
+  /**
+   * r_l: KV heads of this layer's main pool (kCache / vCache / digests), its retrieval heads [0, r_l) after the head
+   * permutation; the layer's query heads [0, r_l * group) are processed, the rest of out is untouched. Default
+   * cfg.numKvHeads (all heads). 0 encodes nothing. The digests and the selection use the r_l-head layout, a prefix
+   * of the buffers sized for cfg.numKvHeads.
+   */
+  numKvHeads?: number;
+}
+
+interface StepPlan {
+  numRows: number;
+  numSelect: number;
+  numSplits: number;
+  pagesPerSplit: number;
+  maxSelectPages: number; // most pages of a reselecting row (sizes the score grid)
+}
+
+/**
+ * Sparse decode attention of a decode batch, layer by layer. Per step: `prepareStep(rows)` once (gives each
+ * sequence its selection slot, decides which rows reselect through `schedule`, computes each row's pages kept by the
+ * budget rule, uploads the rows and selectRows buffers, sizes the splits), then `encodeLayer` for every layer, in
+ * one or more passes submitted after prepareStep.
+ *
+ * The caller provides, per layer: `digests` (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16
+ * (digestBytes) kept current by PageDigestKernel after each kv_write (prefill and decode); a `LayerSelection` from
+ * `createLayerSelection()` kept across steps; q/out (numRows, numHeads, headDim) f32. This class owns the per-step
+ * `rows` (maxRows, 4) u32 and `selectRows` (maxRows) u32 buffers and the partials scratch (maxRows, numHeads,
+ * maxSplits, 2 + headDim) f32, shared by all layers (dispatches in a pass run in order), and the per-sequence state:
+ * the selection slot and the reselection schedule. Call `onPrefill(seqId)` after every prefill chunk of a sequence
+ * and `release(seqId)` when it ends or is preempted; a slot handed to a new sequence is reselected on its first
+ * decode step because that follows its prefill.
+ */
+export class SparseDecodeAttention {
+  readonly schedule: SelectionSchedule<string | number>;
+  readonly attention: SparseDecodeKernel;
+  readonly select: PageSelectKernel;
+  readonly maxSelected: number;
+  readonly logicalPageSize: number;
+  readonly maxSplits: number;
+  private readonly rowsBuf: GPUBuffer; // (maxRows, 4) u32
+  private readonly selectRowsBuf: GPUBuffer; // (maxRows) u32
+  private readonly partials: GPUBuffer; // (maxRows, numHeads, maxSplits, 2 + headDim) f32
+  private readonly scores: GPUBuffer; // (maxRows, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32 page keys
+  private readonly slots = new Map<string | number, number>();
+  private readonly freeSlots: number[] = [];
+  private plan: StepPlan | null = null;
+
+  constructor(
+    private readonly gpu: Gpu,
+    readonly cfg: SparseDecodeConfig,
+  ) {
+    const K = 'SparseDecodeAttention';
+    this.logicalPageSize = cfg.logicalPageSize ?? 16;
+    this.maxSelected = cfg.maxSelected ?? Math.min(cfg.maxPagesPerSeq, MAX_SELECT_PAGES);
+    requireInts(
+      K,
+      {
+        numHeads: cfg.numHeads,
+        numKvHeads: cfg.numKvHeads,
+        headDim: cfg.headDim,
+        pageSize: cfg.pageSize,
+        logicalPageSize: this.logicalPageSize,
+        maxPagesPerSeq: cfg.maxPagesPerSeq,
+        maxRows: cfg.maxRows,
+        numSlots: cfg.numSlots,
+      },
+      {
+        numHeads: 1,
+        numKvHeads: 1,
+        headDim: 2,
+        pageSize: 1,
+        logicalPageSize: 1,
+        maxPagesPerSeq: 1,
+        maxRows: 1,
+        numSlots: 1,
+      },
+    );
+    check(
+      K,
+      this.maxSelected >= 2 && this.maxSelected <= MAX_SELECT_PAGES,
+      `maxSelected ${this.maxSelected} not in 2..${MAX_SELECT_PAGES}`,
+    );
+    check(K, cfg.pageSize % this.logicalPageSize === 0, `logicalPageSize ${this.logicalPageSize} must divide pageSize`);
+    check(K, cfg.numHeads % cfg.numKvHeads === 0, `numHeads ${cfg.numHeads} not a multiple of ${cfg.numKvHeads}`);
+    this.schedule = new SelectionSchedule(cfg.reselectInterval);
+    this.attention = new SparseDecodeKernel(gpu, { variant: cfg.variant, splitTokens: cfg.splitTokens });
+    this.select = new PageSelectKernel(gpu, { combine: cfg.combine });
+    this.maxSplits = this.attention.splitPlan(this.maxSelected + 1, cfg.pageSize).numSplits;
+    this.rowsBuf = gpu.createBuffer('sparse-rows', cfg.maxRows * 16);
+    this.selectRowsBuf = gpu.createBuffer('sparse-select-rows', cfg.maxRows * 4);
+    this.partials = gpu.createBuffer(
+      'sparse-partials',
+      partialsBytes(cfg.maxRows, cfg.numHeads, this.maxSplits, cfg.headDim),
+    );
+    this.scores = gpu.createBuffer(
+      'sparse-page-scores',
+      selectScoresBytes(cfg.maxRows, cfg.numKvHeads, cfg.maxPagesPerSeq),
+    );
+    for (let i = cfg.numSlots - 1; i >= 0; i--) this.freeSlots.push(i);
+  }
+
+  /** The selection slot of `seqId`, stable from its first decode step until release (allocated on first use). */
+  slotOf(seqId: string | number): number {
+    let s = this.slots.get(seqId);
+    if (s === undefined) {
+      s = this.freeSlots.pop();
+      if (s === undefined) {
+        throw new SiftError('INTERNAL', `more than ${this.cfg.numSlots} sequences hold a sparse selection slot`);
+      }
+      this.slots.set(seqId, s);
+    }
+    return s;
+  }
+
+  /** A prefill chunk of `seqId` ran: the digests and the context changed, so its next decode step reselects. */
+  onPrefill(seqId: string | number): void {
+    this.schedule.onPrefill(seqId);
+  }
+
+  /** Forgets a finished (or preempted) sequence: its slot goes back to the free list, its schedule is dropped. */
+  release(seqId: string | number): void {
+    this.schedule.forget(seqId);
+    const s = this.slots.get(seqId);
+    if (s === undefined) return;
+    this.slots.delete(seqId);
+    this.freeSlots.push(s);
+  }
+
+  /** A layer's selection buffers (zeroed: count 0 means only the newest page until the first reselection). */
+  createLayerSelection(): LayerSelection {
+    const { numSlots, numKvHeads } = this.cfg;
+    return {
+      selected: this.gpu.createBuffer('sparse-selected', numSlots * numKvHeads * this.maxSelected * 4),
+      counts: this.gpu.createBuffer('sparse-counts', numSlots * numKvHeads * 4),
+    };
+  }
+
+  /** Plans one decode step; returns which rows reselect. Call once per step, before encoding its layers. */
+  prepareStep(rows: SparseDecodeRow[]): boolean[] {
+    const K = 'SparseDecodeAttention.prepareStep';
+    const { pageSize, maxRows, maxPagesPerSeq } = this.cfg;
+    check(K, rows.length <= maxRows, `${rows.length} rows > maxRows ${maxRows}`);
+    const data = new Uint32Array(rows.length * 4);
+    const sel: number[] = [];
+    const reselect: boolean[] = [];
+    let maxList = 1;
+    let maxSelectPages = 1;
+    rows.forEach((r, i) => {
+      requireInts(K, { blockRow: r.blockRow, position: r.position });
+      const P = Math.floor(r.position / pageSize) + 1;
+      check(
+        K,
+        P <= maxPagesPerSeq && P <= MAX_SELECT_PAGES,
+        `row ${i}: ${P} pages > ${Math.min(maxPagesPerSeq, MAX_SELECT_PAGES)}`,
+      );
+      check(K, r.tokenBudget >= 0, `row ${i}: tokenBudget ${r.tokenBudget}`);
+      const keep = pagesKept(r.position + 1, r.tokenBudget, pageSize);
+      check(K, keep <= this.maxSelected, `row ${i}: keeps ${keep} pages > maxSelected ${this.maxSelected}`);
+      data.set([r.blockRow, r.position, this.slotOf(r.seqId), keep], 4 * i);
+      const again = this.schedule.step(r.seqId);
+      reselect.push(again);
+      if (again) {
+        sel.push(i);
+        maxSelectPages = Math.max(maxSelectPages, P);
+      }
+      maxList = Math.max(maxList, Math.min(P, keep + 1));
+    });
+    if (rows.length) this.gpu.write(this.rowsBuf, data);
+    if (sel.length) this.gpu.write(this.selectRowsBuf, Uint32Array.from(sel));
+    const { numSplits, pagesPerSplit } = this.attention.splitPlan(maxList, pageSize);
+    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, pagesPerSplit, maxSelectPages };
+    return reselect;
+  }
+
+  /** [page selection for the reselecting rows] + sparse attention of one layer, for the prepared step. */
+  encodeLayer(pass: GPUComputePassEncoder, arena: UniformArena, a: SparseLayerArgs): void {
+    const plan = this.plan;
+    if (!plan) throw new SiftError('INTERNAL', 'SparseDecodeAttention.encodeLayer before prepareStep');
+    const c = this.cfg;
+    const numKvHeads = a.numKvHeads ?? c.numKvHeads;
+    requireInts('SparseDecodeAttention.encodeLayer', { numKvHeads });
+    check(
+      'SparseDecodeAttention.encodeLayer',
+      numKvHeads <= c.numKvHeads,
+      `numKvHeads ${numKvHeads} > ${c.numKvHeads}`,
+    );
+    if (numKvHeads === 0 || plan.numRows === 0) return; // no retrieval heads in this layer
+    const shape = {
+      numHeads: numKvHeads * (c.numHeads / c.numKvHeads),
+      numKvHeads,
+      qHeadOffset: 0,
+      qRowHeads: c.numHeads,
+      headDim: c.headDim,
+      pageSize: c.pageSize,
+      maxPagesPerSeq: c.maxPagesPerSeq,
+      maxSelected: this.maxSelected,
+    };
+    this.select.encode(pass, arena, {
+      q: a.q,
+      digests: a.digests,
+      blockTable: a.blockTable,
+      rows: this.rowsBuf,
+      selectRows: this.selectRowsBuf,
+      selected: a.selection.selected,
+      counts: a.selection.counts,
+      scores: this.scores,
+      numSelect: plan.numSelect,
+      maxPages: plan.maxSelectPages,
+      logicalPageSize: this.logicalPageSize,
+      ...shape,
+    });
+    this.attention.encode(pass, arena, {
+      q: a.q,
+      kCache: a.kCache,
+      vCache: a.vCache,
+      blockTable: a.blockTable,
+      rows: this.rowsBuf,
+      selected: a.selection.selected,
+      counts: a.selection.counts,
+      partials: this.partials,
+      out: a.out,
+      numRows: plan.numRows,
+      numSplits: plan.numSplits,
+      pagesPerSplit: plan.pagesPerSplit,
+      scale: a.scale,
+      ...shape,
+    });
+  }
+
+  destroy(): void {
+    this.rowsBuf.destroy();
+    this.selectRowsBuf.destroy();
+    this.partials.destroy();
+    this.scores.destroy();
+  }
+}
