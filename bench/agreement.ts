@@ -11,7 +11,8 @@
  */
 import { SiftError } from '../config/errors.js';
 import { argmax, Sampler } from '../engine/sampler.js';
-import type { Engine } from '../model/runner.js';
+import { tokensAttended } from '../model/attention/budget.js';
+import type { ModelRunner } from '../model/runner.js';
 import { Rng } from '../util/rng.js';
 import { decodeBatch, disjointTable, prefillSeq, tableRow } from './model-steps.js';
 import { type Agreement, agreement, mdTable, poolAgreement } from './stats.js';
@@ -38,7 +39,7 @@ export interface AgreementResult {
  * tokens each; a story ends at BOS/EOS. Returns the token ids without the leading BOS.
  */
 export async function sampleStories(
-  engine: Engine,
+  engine: ModelRunner,
   n: number,
   maxTokens: number,
   seed: number,
@@ -66,7 +67,7 @@ export async function sampleStories(
       return t;
     });
   }
-  for (const id of ids) engine.forwardPass.release(id);
+  for (const id of ids) engine.release(id);
   return stories.filter((s) => s.length > 0);
 }
 
@@ -103,7 +104,7 @@ export function textDocuments(ids: readonly number[], length: number, docs: numb
 let runId = 0;
 
 export async function runAgreement(
-  engine: Engine,
+  engine: ModelRunner,
   o: AgreementOptions,
   docsFor: (length: number) => number[][],
   source: string,
@@ -132,7 +133,7 @@ export async function runAgreement(
         ref.push(logits.slice(0, vocab));
         tok = argmax(logits);
       }
-      engine.forwardPass.release(idD);
+      engine.release(idD);
       for (const budget of o.budgets) {
         o.onProgress?.(`agreement L=${L} doc ${d + 1}/${docs.length}: budget ${budget}`);
         // The prefix K/V (positions < L) and its digests are the dense prefill's: decode steps only write positions
@@ -143,7 +144,7 @@ export async function runAgreement(
           const lg = await decodeBatch(engine, [id], [feed[s]], [L + s], table, budget);
           got.push(lg.slice(0, vocab));
         }
-        engine.forwardPass.release(id);
+        engine.release(id);
         per.get(budget)!.push(agreement(ref, got));
       }
     }
@@ -152,7 +153,7 @@ export async function runAgreement(
       rows.push({
         length: L,
         budget,
-        tokensAttended: engine.tokensAttended(L + 1, budget),
+        tokensAttended: tokensAttended(L + 1, budget, ps),
         pooled: poolAgreement(perDoc),
         perDoc,
       });

@@ -10,7 +10,8 @@
  */
 import { SiftError } from '../config/errors.js';
 import { argmax } from '../engine/sampler.js';
-import type { Engine } from '../model/runner.js';
+import { tokensAttended } from '../model/attention/budget.js';
+import type { ModelRunner } from '../model/runner.js';
 import { decodeBatch, prefillSeq, pseudoTokens } from './model-steps.js';
 import { mapStat, mdTable, type Stat, stat } from './stats.js';
 
@@ -45,7 +46,7 @@ export interface DecodeBenchResult {
 
 let runId = 0;
 
-export async function runDecodeBench(engine: Engine, o: DecodeBenchOptions): Promise<DecodeBenchResult> {
+export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions): Promise<DecodeBenchResult> {
   const ps = engine.kv.pageSize;
   const contexts = [...o.contexts].sort((a, b) => a - b);
   const maxCtx = contexts[contexts.length - 1];
@@ -73,7 +74,7 @@ export async function runDecodeBench(engine: Engine, o: DecodeBenchOptions): Pro
   const t0 = performance.now();
   let logits = await prefillSeq(engine, 'bench-fill', pseudoTokens(tiled ? realPages * ps : maxCtx, vocab, 3), table);
   const prefillMs = performance.now() - t0;
-  engine.forwardPass.release('bench-fill');
+  engine.release('bench-fill');
   const rows: DecodeBenchResult['rows'] = [];
   for (const ctx of contexts) {
     const ms: Record<'dense' | 'sparse', number[]> = { dense: [], sparse: [] };
@@ -87,13 +88,13 @@ export async function runDecodeBench(engine: Engine, o: DecodeBenchOptions): Pro
           logits = await decodeBatch(engine, [id], [argmax(logits)], [ctx + s], table, budget);
         if (r > 0) ms[mode].push((performance.now() - t) / o.steps);
       }
-      engine.forwardPass.release(id);
+      engine.release(id);
     }
     const dense = stat(ms.dense);
     const sparse = stat(ms.sparse);
     rows.push({
       context: ctx,
-      tokensAttended: { dense: ctx + 1, sparse: engine.tokensAttended(ctx + 1, o.budget) },
+      tokensAttended: { dense: ctx + 1, sparse: tokensAttended(ctx + 1, o.budget, ps) },
       msPerStep: { dense, sparse },
       tokensPerS: { dense: mapStat(dense, (t) => 1000 / t), sparse: mapStat(sparse, (t) => 1000 / t) },
       speedup: dense.median / sparse.median,
@@ -101,7 +102,7 @@ export async function runDecodeBench(engine: Engine, o: DecodeBenchOptions): Pro
   }
   const trained = engine.config.maxPositionEmbeddings;
   const notes = [
-    `one sequence; ${o.steps} decode steps per repeat (logits read back each step), ${o.repeat} repeats after a warm-up; the sparse selection is recomputed every ${engine.attention.reuseInterval} steps, so its cost is amortized as in serving`,
+    `one sequence; ${o.steps} decode steps per repeat (logits read back each step), ${o.repeat} repeats after a warm-up; the sparse selection is recomputed every ${engine.attentionConfig.reuseInterval} steps, so its cost is amortized as in serving`,
     `KV filled by one real prefill of ${tiled ? `${realPages * ps} tokens, block table repeating those pages up to each context (tiled)` : `${maxCtx} pseudo-random tokens`}; each context decodes at positions context..context+${o.steps - 1}`,
   ];
   if (maxCtx > trained) {
@@ -112,7 +113,7 @@ export async function runDecodeBench(engine: Engine, o: DecodeBenchOptions): Pro
   return {
     suite: 'decode',
     budget: o.budget,
-    reuse: engine.attention.reuseInterval,
+    reuse: engine.attentionConfig.reuseInterval,
     steps: o.steps,
     repeat: o.repeat,
     trainedContext: trained,

@@ -6,7 +6,7 @@
  */
 import { SiftError } from '../config/errors.js';
 import { argmax } from '../engine/sampler.js';
-import type { Engine } from '../model/runner.js';
+import type { ModelRunner } from '../model/runner.js';
 import { decodeBatch, disjointTable, prefillSeq, pseudoTokens, tableRow } from './model-steps.js';
 import { mapStat, mdTable, type Stat, stat } from './stats.js';
 
@@ -31,7 +31,7 @@ export interface ForwardBenchResult {
 
 let runId = 0;
 
-export async function runForwardBench(engine: Engine, o: ForwardBenchOptions): Promise<ForwardBenchResult> {
+export async function runForwardBench(engine: ModelRunner, o: ForwardBenchOptions): Promise<ForwardBenchResult> {
   const vocab = engine.config.vocabSize;
   const ps = engine.kv.pageSize;
   const maxLen = Math.min(engine.maxContext, engine.kv.numPages * ps);
@@ -52,7 +52,7 @@ export async function runForwardBench(engine: Engine, o: ForwardBenchOptions): P
       await prefillSeq(engine, 'bench-prefill', ids, one);
       if (r > 0) times.push(performance.now() - t0);
     }
-    engine.forwardPass.release('bench-prefill');
+    engine.release('bench-prefill');
     const ms = stat(times);
     prefill.push({ promptLen: len, ms, tokensPerS: mapStat(ms, (t) => (len / t) * 1000) });
   }
@@ -71,7 +71,7 @@ export async function runForwardBench(engine: Engine, o: ForwardBenchOptions): P
         logits = await decodeBatch(engine, [id], [argmax(logits)], [ctx + s], one, budget);
       if (r > 0) per.push((performance.now() - t0) / o.decodeTokens);
     }
-    engine.forwardPass.release(id);
+    engine.release(id);
     const ms = stat(per);
     decode.push({ context: ctx, steps: o.decodeTokens, msPerToken: ms, tokensPerS: mapStat(ms, (t) => 1000 / t) });
   }
@@ -108,7 +108,7 @@ export async function runForwardBench(engine: Engine, o: ForwardBenchOptions): P
         }
         if (r > 0) per.push((performance.now() - t0) / o.decodeTokens);
       }
-      for (const id of ids) engine.forwardPass.release(id);
+      for (const id of ids) engine.release(id);
       const ms = stat(per);
       batch.push({
         batch: B,

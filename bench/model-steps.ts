@@ -1,13 +1,15 @@
 /**
- * Model-level steps the bench suites drive through ForwardPass's public API: prefill one sequence into its own
- * block-table row (in chunks of maxBatchTokens) and decode one token for each of B sequences in one forward call.
- * Sequence ids are the bench's own, so every sequence gets its own sparse-selection slot and schedule.
+ * Model-level steps the bench suites drive through ModelRunner: prefill one sequence into its own block-table
+ * row (in chunks of maxBatchTokens) and decode one token for each of B sequences in one step. Both go through the
+ * runner's batch builder like the engine core's steps. Sequence ids are the bench's own, so every sequence gets its
+ * own sparse-selection slot and schedule.
  */
 import { SiftError } from '../config/errors.js';
-import type { Engine } from '../model/runner.js';
+import type { DecodeEntry } from '../model/executor.js';
+import type { ModelRunner } from '../model/runner.js';
 
 /** A block table of `rows` rows of maxPagesPerSeq columns with disjoint pages: `pagesPerRow` pages each. */
-export function disjointTable(engine: Engine, rows: number, pagesPerRow: number): Uint32Array {
+export function disjointTable(engine: ModelRunner, rows: number, pagesPerRow: number): Uint32Array {
   const M = engine.forwardPass.maxPagesPerSeq;
   if (pagesPerRow > M) {
     throw new SiftError(
@@ -27,42 +29,44 @@ export function disjointTable(engine: Engine, rows: number, pagesPerRow: number)
 }
 
 /** Row `row` of a block table. */
-export function tableRow(engine: Engine, table: Uint32Array, row: number): Uint32Array {
+export function tableRow(engine: ModelRunner, table: Uint32Array, row: number): Uint32Array {
   const M = engine.forwardPass.maxPagesPerSeq;
   return table.subarray(row * M, (row + 1) * M);
 }
 
 /** Prefills `ids` at positions start.. into the sequence with block-table row `rowTable`; the last token's logits. */
 export async function prefillSeq(
-  engine: Engine,
+  engine: ModelRunner,
   seqId: string | number,
   ids: readonly number[],
   rowTable: Uint32Array,
   start = 0,
 ): Promise<Float32Array> {
   if (ids.length === 0) throw new SiftError('INTERNAL', 'prefillSeq: no tokens');
-  return engine.prefill(ids, rowTable, start, seqId);
+  return engine.prefill(seqId, ids, rowTable, start);
 }
 
-/** One decode step of B sequences (row i of `table` holds seqIds[i]) in one forward call; logits (B, vocab). */
-export function decodeBatch(
-  engine: Engine,
+/** One decode step of B sequences (row i of `table` holds seqIds[i]) in one step; logits (B, vocab). */
+export async function decodeBatch(
+  engine: ModelRunner,
   seqIds: readonly (string | number)[],
   tokens: readonly number[],
   positions: readonly number[],
   table: Uint32Array,
   tokenBudget: number,
 ): Promise<Float32Array> {
-  const B = seqIds.length;
-  return engine.forwardPass.forward({
-    tokens,
-    positions,
-    tokenSeq: Uint32Array.from({ length: B }, (_, i) => i),
-    blockTable: table,
-    numSeqs: B,
-    logitRows: Array.from({ length: B }, (_, i) => i),
-    decode: seqIds.map((seqId) => ({ seqId, tokenBudget })),
-  });
+  const entries = seqIds.map(
+    (seqId, i): DecodeEntry => ({
+      kind: 'decode',
+      seqId,
+      start: positions[i],
+      tokens: [tokens[i]],
+      pages: tableRow(engine, table, i),
+      sample: true,
+      tokenBudget,
+    }),
+  );
+  return (await engine.execute({ entries })).logits;
 }
 
 /** Deterministic pseudo-random token ids in [3, vocab). */

@@ -17,7 +17,7 @@ import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
-import { Engine } from '../model/runner.js';
+import { ModelRunner } from '../model/runner.js';
 import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
@@ -212,7 +212,7 @@ async function modelSuite(
   const cfg = engineConfigFrom(values);
   const attentionCfg = attentionConfigFrom(values, cfg.pageSize);
   progress.update(`loading ${label} ...`);
-  const engine = await Engine.load(dir, cfg, { attention: attentionCfg });
+  const engine = await ModelRunner.load(dir, cfg, { attention: attentionCfg });
   try {
     const meta = startMeta(engine.gpu.caps);
     const c = engine.config;

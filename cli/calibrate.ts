@@ -1,7 +1,7 @@
 /**
  * `sift calibrate --model M --text FILE --out heads.tsv [--sink 128 --local 256 --max-tokens N --window N]`:
  * scores every (layer, KV head) by the mean share of its attention mass outside sink + local over the text
- * (engine/calibration.ts) and writes the head-pattern TSV that engine/head-plan.ts reads (higher = retrieval).
+ * (model/calibration.ts) and writes the head-pattern TSV that model/head-plan.ts reads (higher = retrieval).
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -14,7 +14,7 @@ import { SiftError } from '../config/errors.js';
 import { intFlag } from '../config/flags.js';
 import { calibrateHeads, formatHeadPattern } from '../model/calibration.js';
 import { KvStorage } from '../model/kv-storage.js';
-import { Engine } from '../model/runner.js';
+import { ModelRunner } from '../model/runner.js';
 import type { Gpu } from '../shaders/runtime.js';
 import {
   DEFAULT_LOCAL_TOKENS as DEFAULT_STREAMING_LOCAL,
@@ -72,7 +72,7 @@ export async function calibrateToFile(r: CalibrateRun): Promise<number[][]> {
     },
   });
   const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
-  const engine = await Engine.load(r.dir, cfg, { gpu: r.gpu, attention });
+  const engine = await ModelRunner.load(r.dir, cfg, { gpu: r.gpu, attention });
   try {
     const acc = await calibrateHeads(engine, r.ids, {
       sinkTokens: r.sinkTokens,

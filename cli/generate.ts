@@ -5,9 +5,9 @@ import { resolveModel } from '../checkpoint/pull.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
 import type { GenerationEvent } from '../engine/client.js';
-import { EngineLoop } from '../engine/core.js';
+import { EngineCore } from '../engine/core.js';
 import type { SamplingParams } from '../engine/sampler.js';
-import { Engine } from '../model/runner.js';
+import { ModelRunner } from '../model/runner.js';
 import { loadText, type TextSide } from '../text/text.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
 
@@ -100,7 +100,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const loadBar = progressLine();
-  const engine = await Engine.load(dir, cfg, {
+  const engine = await ModelRunner.load(dir, cfg, {
     attention,
     onProgress: (p) =>
       loadBar.update(
@@ -108,8 +108,8 @@ export async function main(argv: string[]): Promise<number> {
       ),
   });
   loadBar.done();
-  // One request through the same engine loop the server uses (paged KV, sparse attention, streaming heads).
-  const loop = EngineLoop.create(engine);
+  // One request through the same engine core the server uses (paged KV, sparse attention, streaming heads).
+  const loop = EngineCore.create(engine);
   try {
     const stops = (values.stop as string[] | undefined) ?? [];
     const decoder = text?.streamDecoder(promptIds);

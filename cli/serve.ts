@@ -1,6 +1,6 @@
 /**
  * `sift serve`: the OpenAI-compatible HTTP/SSE server. It listens first, so GET /health answers 503 while the
- * model is fetched (on first use), uploaded and wrapped in the engine loop, and 200 from then on.
+ * model is fetched (on first use), uploaded and wrapped in the engine core, and 200 from then on.
  */
 import path from 'node:path';
 import { pino } from 'pino';
@@ -10,8 +10,8 @@ import { resolveModel } from '../checkpoint/pull.js';
 import { SiftError } from '../config/errors.js';
 import { describeSection, toFlagName } from '../config/schema.js';
 import { SERVER_SPEC, type ServerConfig, serverConfig } from '../config/server.js';
-import { EngineLoop } from '../engine/core.js';
-import { Engine } from '../model/runner.js';
+import { EngineCore } from '../engine/core.js';
+import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
 import { listen, onSignals } from '../server/server.js';
 import { loadText } from '../text/text.js';
@@ -71,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
   const modelName = servedName(cfg);
 
   const app = await buildApp({ engine: null, text: null, config: cfg, logger: log, modelName });
-  let loop: EngineLoop | null = null;
+  let loop: EngineCore | null = null;
   onSignals(app, { engine: () => loop, graceMs: cfg.shutdownGraceMs });
   const { url } = await listen(app, { host: cfg.host, port: cfg.port });
   log.info({ url, model: modelName, auth: cfg.apiKeys !== '' }, `listening on ${url}; loading ${cfg.model}`);
@@ -96,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
     let lastUpload = 0;
-    const engine = await Engine.load(dir, engineCfg, {
+    const engine = await ModelRunner.load(dir, engineCfg, {
       attention,
       onProgress: (p) => {
         if (performance.now() - lastUpload < 2000 && p.tensorsDone < p.tensorsTotal) return;
@@ -107,7 +107,7 @@ export async function main(argv: string[]): Promise<number> {
         );
       },
     });
-    loop = EngineLoop.create(engine, { modelName, maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30 });
+    loop = EngineCore.create(engine, { modelName, maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30 });
     app.sift.state.ready(loop, text);
     log.info(
       {

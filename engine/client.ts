@@ -5,7 +5,7 @@
  */
 import type { SamplingParams } from './sampler.js';
 
-/** sift's own per-request attention knob (design.md: `attention: {mode, token_budget}`). */
+/** sift's own per-request attention knob (the API's extra body field `attention: {mode, token_budget}`). */
 export interface AttentionRequest {
   mode: 'dense' | 'sparse';
   /** KV tokens a sparse decode step may attend to (retrieval heads). */

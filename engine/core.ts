@@ -1,21 +1,25 @@
 /**
- * The engine loop: continuous batching over one Engine, as the server's EngineClient.
+ * The engine core: continuous batching over one ModelExecutor (model/executor.ts), as the server's EngineClient.
  *
- * An async task runs `step()` while there is work and sleeps until a submit when idle. One step is vLLM's engine
- * core step: schedule() (engine/scheduler.ts: {sequence -> new tokens} within maxBatchTokens / maxSeqs, admission
- * by free KV pages, recompute preemption) -> execute (ONE ForwardPass.forward over every scheduled token, logits
- * only for the sequences that sample) -> update (commit the written tokens to the KV cache manager, sample per
- * request, emit events, finish and free).
+ * An async task runs `step()` while there is work and sleeps until a submit when idle. A step is vLLM's engine core
+ * step, three named calls:
+ *   schedule()                      the scheduler (engine/scheduler.ts): {sequence -> new tokens} within
+ *                                   maxBatchTokens / maxSeqs, each entry a decode or a prefill chunk, admission by
+ *                                   free KV pages, recompute preemption (preempted sequences' executor state released)
+ *   execute(prepareInputs(output))  the executor runs every scheduled token in one step and returns the sampling
+ *                                   entries' logits (engine/prepare-inputs.ts builds its typed input)
+ *   update(output, result)          commit the written tokens to the KV cache manager, sample per request, account
+ *                                   usage, emit events, finish and free
  *
- * A GPU device loss ends every live request with finish reason 'error' and makes later submits throw DEVICE_LOST;
- * any other failure of a step ends the live requests with 'error' and the loop goes on.
+ * A lost device (the executor's DEVICE_LOST) ends every live request with finish reason 'error' and makes later
+ * submits throw DEVICE_LOST; any other failure of a step ends the requests of that step with 'error' and the core
+ * goes on.
  */
-import path from 'node:path';
 import { isSiftError, SiftError } from '../config/errors.js';
 import { KvCacheManager } from '../kvcache/index.js';
-import type { Engine } from '../model/runner.js';
-import { SKIP_SLOT } from '../shaders/kv_write_streaming.js';
+import type { ExecuteOutput, ModelExecutor } from '../model/executor.js';
 import type {
+  AttentionRequest,
   AttentionUsage,
   EngineClient,
   EngineStats,
@@ -23,70 +27,44 @@ import type {
   GenerationRequest,
   RequestHandle,
 } from './client.js';
+import { prepareInputs } from './prepare-inputs.js';
 import { LiveRequest } from './request.js';
 import { Sampler, tokenLogprobs } from './sampler.js';
-import { type ScheduleOutput, Scheduler } from './scheduler.js';
-
-/**
- * How decode attends, for usage and stats. Dense reads the whole context; the sparse issue plugs its page selection
- * in here (and in the forward pass) without touching the loop.
- */
-export interface DecodeAttention {
-  /** The mode a request is served with. */
-  mode(req: GenerationRequest): AttentionUsage['mode'];
-  /** KV tokens one decode step reads (per retrieval head) at context length `contextLen`. */
-  tokensAttended(contextLen: number, req: GenerationRequest): number;
-}
-
-export const DENSE_ATTENTION: DecodeAttention = Object.freeze({
-  mode: () => 'dense' as const,
-  tokensAttended: (contextLen: number) => contextLen,
-});
-
-/** The engine's sparse attention: per-request mode and token budget over its attention config. */
-export function engineAttention(engine: Engine): DecodeAttention {
-  return {
-    mode: (req) => req.attention?.mode ?? (engine.attention.mode as 'dense' | 'sparse'),
-    tokensAttended: (ctx, req) => engine.tokensAttended(ctx, engine.tokenBudget(req.attention)),
-  };
-}
+import { type ScheduledSeq, type ScheduleOutput, Scheduler, type SeqState } from './scheduler.js';
 
 /** What one step ran (for tests and tracing). */
 export interface StepRecord {
   step: number;
   numTokens: number;
-  entries: { requestId: string; start: number; numTokens: number; decode: boolean }[];
+  entries: { requestId: string; start: number; numTokens: number; kind: ScheduledSeq['kind'] }[];
   preempted: string[];
 }
 
-export interface EngineLoopOptions {
-  /** Model name as served; default the model directory's name. */
+export interface EngineCoreOptions {
+  /** Model name as served; default the executor's (the model directory's name). */
   modelName?: string;
   /** Most requests waiting for admission; submit beyond it throws QUEUE_FULL. Default 256. */
   maxWaiting?: number;
   /** Reuse KV pages of earlier prompts. Default true. */
   enablePrefixCache?: boolean;
-  /** KV pages the manager hands out (<= the engine's KV storage pages); default all of them. */
+  /** KV pages the manager hands out (<= the executor's KV storage pages); default all of them. */
   numPages?: number;
-  /** Decode attention accounting; default dense. */
-  attention?: DecodeAttention;
   /** Called with every step's schedule before it runs. */
   onStep?: (rec: StepRecord) => void;
 }
 
 const PROMPT_PARAM = 'prompt';
 
-export class EngineLoop implements EngineClient {
+export class EngineCore implements EngineClient {
   readonly modelName: string;
   readonly maxContext: number;
   readonly kv: KvCacheManager;
   readonly scheduler: Scheduler;
   private readonly live = new Map<number, LiveRequest>();
   private readonly liveIds = new Set<string>();
-  private readonly attention: DecodeAttention;
   private accepting = true;
   private stopped = false;
-  private deadError: SiftError | null = null;
+  private deadError: Error | null = null;
   private wake: (() => void) | null = null;
   private task: Promise<void> = Promise.resolve();
   private shutdownPromise: Promise<void> | null = null;
@@ -96,54 +74,54 @@ export class EngineLoop implements EngineClient {
   private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0 };
 
   private constructor(
-    readonly engine: Engine,
-    private readonly opts: EngineLoopOptions,
+    readonly executor: ModelExecutor,
+    private readonly opts: EngineCoreOptions,
   ) {
-    const storagePages = engine.kv.numPages;
+    const lim = executor.limits;
+    const storagePages = lim.kv.numPages;
     const numPages = opts.numPages ?? storagePages;
     if (!Number.isInteger(numPages) || numPages < 1 || numPages > storagePages) {
-      throw new SiftError('CONFIG_INVALID', `engine loop: numPages must be in [1, ${storagePages}], got ${numPages}`);
+      throw new SiftError('CONFIG_INVALID', `engine core: numPages must be in [1, ${storagePages}], got ${numPages}`);
     }
-    const pageSize = engine.kv.pageSize;
+    const pageSize = lim.kv.pageSize;
     // Streaming heads keep their sink + ring pages in a second pool; their prefill cannot be skipped, so the prefix
     // cache is off for such models (kvcache rejects the combination).
-    const streaming = engine.forwardPass.attention.hasStreamingHeads;
+    const streaming = lim.streaming;
     this.kv = new KvCacheManager({
       numPages,
       pageSize,
-      logicalPageSize: engine.attention.logicalPageSize,
+      logicalPageSize: lim.kv.logicalPageSize,
       enablePrefixCache: streaming ? false : (opts.enablePrefixCache ?? true),
-      bytesPerPage: engine.kv.bytesPerPage,
+      bytesPerPage: lim.kv.bytesPerPage,
       streaming: streaming
         ? {
-            numPages: engine.kv.numStreamingPages,
+            numPages: streaming.numPages,
             pageSize,
-            sinkTokens: engine.attention.sink,
-            localTokens: engine.attention.local,
+            sinkTokens: streaming.sinkTokens,
+            localTokens: streaming.localTokens,
           }
         : undefined,
     });
-    const fwd = engine.forwardPass;
     this.scheduler = new Scheduler(this.kv, {
-      maxBatchTokens: fwd.maxBatchTokens,
-      maxSeqs: Math.min(fwd.maxSeqs, fwd.maxLogitRows),
+      maxBatchTokens: lim.maxBatchTokens,
+      maxSeqs: lim.maxSeqs,
       maxWaiting: opts.maxWaiting ?? 256,
     });
-    this.modelName = opts.modelName ?? path.basename(engine.modelDir);
-    this.maxContext = engine.maxContext;
-    this.attention = opts.attention ?? engineAttention(engine);
+    this.modelName = opts.modelName ?? executor.modelName;
+    this.maxContext = lim.maxContext;
   }
 
-  /** Wraps a loaded engine and starts the loop task. The loop owns the engine from here on (shutdown destroys it). */
-  static create(engine: Engine, opts: EngineLoopOptions = {}): EngineLoop {
-    const loop = new EngineLoop(engine, opts);
-    loop.task = loop.run();
-    return loop;
+  /** Wraps an executor and starts the core's task. The core owns the executor from here on (shutdown destroys it). */
+  static create(executor: ModelExecutor, opts: EngineCoreOptions = {}): EngineCore {
+    const core = new EngineCore(executor, opts);
+    core.task = core.run();
+    return core;
   }
 
   submit(req: GenerationRequest): RequestHandle {
     if (this.deadError) throw new SiftError('DEVICE_LOST', this.deadError.message);
-    if (this.engine.gpu.lostReason !== null) throw this.engine.gpu.lostError();
+    const lost = this.executor.lostError();
+    if (lost) throw lost;
     if (!this.accepting) throw new SiftError('NOT_READY', 'the engine is shutting down');
     const prompt = req.promptIds;
     if (typeof req.id !== 'string' || this.liveIds.has(req.id)) {
@@ -152,7 +130,7 @@ export class EngineLoop implements EngineClient {
     if (!Array.isArray(prompt) || prompt.length === 0) {
       throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: PROMPT_PARAM });
     }
-    const V = this.engine.config.vocabSize;
+    const V = this.executor.limits.vocabSize;
     for (const id of prompt) {
       if (!Number.isInteger(id) || id < 0 || id >= V) {
         throw new SiftError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${V})`, {
@@ -206,6 +184,8 @@ export class EngineLoop implements EngineClient {
 
   stats(): EngineStats {
     const s = this.kv.stats();
+    const x = this.executor.stats();
+    const decodes = x.selectionReselects + x.selectionReuses;
     return {
       running: this.scheduler.running.length,
       waiting: this.scheduler.waiting.length,
@@ -219,8 +199,8 @@ export class EngineLoop implements EngineClient {
       promptTokens: this.totals.promptTokens,
       generationTokens: this.totals.generationTokens,
       attendedShare: this.totals.dense > 0 ? this.totals.attended / this.totals.dense : 1,
-      selectionReuseShare: this.selectionReuseShare(),
-      streamingHeadShare: this.engine.streamingHeadShare,
+      selectionReuseShare: decodes > 0 ? x.selectionReuses / decodes : 0,
+      streamingHeadShare: x.streamingHeadShare,
     };
   }
 
@@ -239,11 +219,24 @@ export class EngineLoop implements EngineClient {
     this.stopped = true;
     this.notify();
     await this.task;
-    this.engine.destroy();
+    this.executor.destroy();
   }
 
   /** One engine step; resolves with the number of tokens it ran (0: nothing was schedulable). */
   async step(): Promise<number> {
+    const out = this.schedule();
+    if (out.scheduled.length === 0) {
+      this.current = null;
+      return 0;
+    }
+    const result = await this.executor.execute(prepareInputs(out, this.kv, (seq) => this.tokenBudgetOf(seq)));
+    this.update(out, result);
+    this.current = null;
+    return out.numTokens;
+  }
+
+  /** The scheduler's step plus the core's bookkeeping of it: admissions, preempted sequences, the step record. */
+  private schedule(): ScheduleOutput {
     this.current = null;
     const out = this.scheduler.schedule();
     this.current = out;
@@ -254,100 +247,46 @@ export class EngineLoop implements EngineClient {
         r.cachedTokens = seq.numCached;
       }
     }
-    if (out.scheduled.length === 0) {
-      this.current = null;
-      return 0;
+    // a preempted sequence is recomputed from its tokens: its page selection starts over too
+    for (const s of out.preempted) this.executor.release(s.seqId);
+    if (out.scheduled.length > 0) {
+      this.steps++;
+      this.opts.onStep?.(this.record(out));
     }
-    this.steps++;
-    this.opts.onStep?.(this.record(out));
-
-    const fwd = this.engine.forwardPass;
-    const M = fwd.maxPagesPerSeq;
-    const n = out.numTokens;
-    const tokens = new Uint32Array(n);
-    const positions = new Uint32Array(n);
-    const tokenSeq = new Uint32Array(n);
-    const blockTable = new Uint32Array(out.scheduled.length * M); // (numSeqs, maxPagesPerSeq)
-    const logitRows: number[] = [];
-    let t = 0;
-    out.scheduled.forEach((e, row) => {
-      blockTable.set(this.kv.blockTable(e.seq.seqId), row * M);
-      for (let i = 0; i < e.numTokens; i++, t++) {
-        tokens[t] = e.seq.tokens[e.start + i];
-        positions[t] = e.start + i;
-        tokenSeq[t] = row;
-      }
-      if (e.sample) logitRows.push(t - 1);
-    });
-    // The scheduler puts single-token entries (decodes) first: they go through page selection within the
-    // request's token budget; sequences prefilling several tokens reselect on their next decode step.
-    const decode: { seqId: string | number; tokenBudget: number }[] = [];
-    for (const e of out.scheduled) {
-      if (e.numTokens !== 1) break;
-      decode.push({
-        seqId: e.seq.seqId,
-        tokenBudget: this.engine.tokenBudget(this.live.get(e.seq.seqId)?.req.attention),
-      });
-    }
-    const prefillSeqIds = out.scheduled.filter((e) => e.numTokens > 1).map((e) => e.seq.seqId);
-    for (const s of out.preempted) fwd.release(s.seqId);
-    const batch = {
-      tokens,
-      positions,
-      tokenSeq,
-      blockTable,
-      numSeqs: out.scheduled.length,
-      logitRows,
-      decode,
-      prefillSeqIds,
-      streaming: fwd.attention.hasStreamingHeads ? this.streamingInputs(out, positions) : undefined,
-    };
-    let logits: Float32Array;
-    if (logitRows.length > 0) {
-      logits = await fwd.forward(batch);
-    } else {
-      // only prefill chunks that sample nothing: no logits to read, but wait for the GPU (pacing, device loss)
-      fwd.encode(batch);
-      await this.engine.gpu.sync();
-      logits = new Float32Array(0);
-    }
-    this.update(out, logits);
-    this.current = null;
-    return n;
+    return out;
   }
 
-  private update(out: ScheduleOutput, logits: Float32Array): void {
-    const V = this.engine.config.vocabSize;
+  private update(out: ScheduleOutput, result: ExecuteOutput): void {
+    const V = this.executor.limits.vocabSize;
     let row = 0;
-    for (const e of out.scheduled) {
-      const rowLogits = e.sample ? logits.subarray(row * V, (row + 1) * V) : null;
+    out.scheduled.forEach((e, i) => {
+      const rowLogits = e.sample ? result.logits.subarray(row * V, (row + 1) * V) : null;
       if (e.sample) row++;
       const r = this.live.get(e.seq.seqId);
-      if (!r || r.finished) continue; // cancelled or timed out while the step ran: its pages are already free
+      if (!r || r.finished) return; // cancelled or timed out while the step ran: its pages are already free
       this.scheduler.commit(e);
       const seq = e.seq;
       if (!rowLogits) {
         if (r.output.length === 0 && seq.numComputed < seq.promptLen) {
           r.emit({ type: 'progress', promptTokensDone: seq.numComputed, promptTokens: seq.promptLen });
         }
-        continue;
+        return;
       }
       if (!r.promptCounted) {
         r.promptCounted = true;
         this.totals.promptTokens += seq.promptLen;
       }
-      if (e.numTokens === 1 && e.start >= seq.promptLen) {
-        const ctx = e.start + 1; // positions 0..start
-        const attended = this.attention.tokensAttended(ctx, r.req);
+      if (e.kind === 'decode') {
+        const attended = result.tokensAttended[i]; // decode entries come first: entry i is decode entry i
         r.decodeSteps++;
         r.attendedSum += attended;
         this.totals.attended += attended;
-        this.totals.dense += ctx;
+        this.totals.dense += e.start + 1; // a dense step reads positions 0..start
       }
       const id = r.sampler.sample(rowLogits);
       if (r.stop.has(id)) {
         this.finish(r, 'stop');
-        continue;
+        return;
       }
       r.sampler.accept(id);
       r.output.push(id);
@@ -361,7 +300,7 @@ export class EngineLoop implements EngineClient {
         r.emit({ type: 'token', id });
       }
       if (seq.tokens.length >= r.maxLen) this.finish(r, 'length');
-    }
+    });
   }
 
   private record(out: ScheduleOutput): StepRecord {
@@ -373,40 +312,22 @@ export class EngineLoop implements EngineClient {
         requestId: idOf(e.seq.seqId),
         start: e.start,
         numTokens: e.numTokens,
-        decode: e.numTokens === 1 && e.start >= e.seq.promptLen,
+        kind: e.kind,
       })),
       preempted: out.preempted.map((s) => idOf(s.seqId)),
     };
   }
 
-  /** Share of sparse decode steps (per sequence) that reused a page selection. */
-  private selectionReuseShare(): number {
-    const st = this.engine.forwardPass.attention.sparse?.schedule.stats();
-    if (!st || st.reselects + st.reuses === 0) return 0;
-    return st.reuses / (st.reselects + st.reuses);
+  /** The attention mode a request is served with: its own, else the executor's default. */
+  private modeOf(req: GenerationRequest): AttentionUsage['mode'] {
+    return req.attention?.mode ?? this.executor.attention.mode;
   }
 
-  /**
-   * Streaming tables (sink pages then ring pages per scheduled row) and each token's ring slot, or SKIP_SLOT for a
-   * token the ring recycles before this step's chunk ends (residency judged at the chunk end, not at the whole
-   * reserved prompt).
-   */
-  private streamingInputs(out: ScheduleOutput, positions: Uint32Array): { table: Uint32Array; slots: Uint32Array } {
-    const pool = this.kv.streaming!;
-    const rowLen = pool.numSinkPages + pool.numRingPages;
-    const table = new Uint32Array(out.scheduled.length * rowLen);
-    const slots = new Uint32Array(positions.length);
-    let t = 0;
-    out.scheduled.forEach((e, row) => {
-      const st = this.kv.streamingTable(e.seq.seqId);
-      table.set(st.sinkPages, row * rowLen);
-      table.set(st.ringPages, row * rowLen + pool.numSinkPages);
-      const end = e.start + e.numTokens;
-      for (let i = 0; i < e.numTokens; i++, t++) {
-        slots[t] = this.kv.slotFor(e.seq.seqId, positions[t], end)?.slot ?? SKIP_SLOT;
-      }
-    });
-    return { table, slots };
+  /** A decoding sequence's token budget: Infinity (every page) in dense mode, else its request's or the default. */
+  private tokenBudgetOf(seq: SeqState): number {
+    const a: AttentionRequest | undefined = this.live.get(seq.seqId)?.req.attention;
+    const mode = a?.mode ?? this.executor.attention.mode;
+    return mode === 'dense' ? Number.POSITIVE_INFINITY : (a?.tokenBudget ?? this.executor.attention.tokenBudget);
   }
 
   /** Ends `r`: frees its pages at once and sends 'done'. */
@@ -419,8 +340,8 @@ export class EngineLoop implements EngineClient {
     }
     this.live.delete(r.seq.seqId);
     this.liveIds.delete(r.id);
-    this.engine.forwardPass.release(r.seq.seqId);
-    r.end(reason, this.attention.mode(r.req), error);
+    this.executor.release(r.seq.seqId);
+    r.end(reason, this.modeOf(r.req), error);
     this.notify();
   }
 
@@ -451,24 +372,19 @@ export class EngineLoop implements EngineClient {
       try {
         ran = await this.step();
       } catch (e) {
-        await this.onStepError(e);
+        this.onStepError(e);
       }
       // Nothing fitted (cannot happen with an idle pool, kept as a guard): wait for a change, do not spin.
       if (ran === 0 && this.scheduler.hasWork && !this.stopped) await this.idle(5);
     }
   }
 
-  private async onStepError(e: unknown): Promise<void> {
-    const gpu = this.engine.gpu;
-    if (!isSiftError(e) && gpu.lostReason === null) {
-      // A dead device can fail a read (mapAsync) before its `lost` promise settles: give it a moment to.
-      await Promise.race([gpu.device.lost.catch(() => {}), new Promise((r) => setTimeout(r, 100).unref())]);
-      await new Promise((r) => setImmediate(r));
-    }
-    const lost = isSiftError(e, 'DEVICE_LOST') || gpu.lostReason !== null;
+  private onStepError(e: unknown): void {
+    const lostError = this.executor.lostError();
+    const lost = isSiftError(e, 'DEVICE_LOST') || lostError !== null;
     const err = e instanceof Error ? e : new SiftError('INTERNAL', `engine step failed: ${String(e)}`);
     if (lost) {
-      this.deadError = isSiftError(e, 'DEVICE_LOST') ? e : this.engine.gpu.lostError();
+      this.deadError = isSiftError(e, 'DEVICE_LOST') ? e : lostError;
       this.accepting = false;
     }
     // A lost device ends everyone; any other failure ends the requests of the failed step (or everyone when the

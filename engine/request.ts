@@ -1,6 +1,6 @@
 /**
- * One live request inside the engine loop: its scheduler state, sampler, limits, timings and the event queue its
- * handle's async iterator drains. The loop writes; the server reads (single consumer).
+ * One live request inside the engine core: its scheduler state, sampler, limits, timings and the event queue its
+ * handle's async iterator drains. The core writes; the server reads (single consumer).
  */
 import type { AttentionUsage, FinishReason, GenerationEvent, GenerationRequest, RequestHandle } from './client.js';
 import type { Sampler } from './sampler.js';

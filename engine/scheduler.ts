@@ -3,13 +3,14 @@
  *
  * As in vLLM's v1 engine core there is no prefill or decode phase: every sequence has `tokens` (prompt + output so
  * far) of which `numComputed` have their K/V in the cache, and a step gives each scheduled sequence
- * `numTokens = min(tokens.length - numComputed, budget left)` new tokens. A decode is the case of one token left; a
- * prefill chunk is any other. `schedule()` returns {sequence -> numTokens} within `maxBatchTokens` tokens and
- * `maxSeqs` sequences; the engine runs them in one forward pass, then calls `commit` for each.
+ * `numTokens = min(tokens.length - numComputed, budget left)` new tokens. `schedule()` returns {sequence ->
+ * numTokens} within `maxBatchTokens` tokens and `maxSeqs` sequences; the engine runs them in one step, then calls
+ * `commit` for each. The scheduler also decides, once, each entry's kind (see model/executor.ts): a DECODE is the one
+ * token left of a sequence whose prompt is computed (its newest sampled token); every other entry is a PREFILL chunk
+ * (prompt tokens, or prompt + output recomputed after a preemption), whatever its length.
  *
  * Policy, in order, per step:
- *  1. Running sequences, decodes first (those with one token left), then the ones mid-prefill, each in admission
- *     order: a decode never waits behind a long prefill, and a prefill chunk gets what the decodes left of the
+ *  1. Running sequences, decodes first, then the others (mid-prefill or recomputing), each in admission order: a decode never waits behind a long prefill, and a prefill chunk gets what the decodes left of the
  *     budget. Slots beyond those reserved come from `appendSlots`; when it returns null the NEWEST running sequence
  *     is preempted (pages freed, put back at the FRONT of the waiting queue to be recomputed from its tokens, vLLM's
  *     recompute preemption), repeatedly, down to the sequence being scheduled itself.
@@ -19,6 +20,7 @@
  */
 import { SiftError } from '../config/errors.js';
 import type { KvCacheManager } from '../kvcache/index.js';
+import type { StepEntry } from '../model/executor.js';
 
 /** One sequence as the scheduler sees it. The engine owns `tokens` and appends each sampled token to it. */
 export interface SeqState {
@@ -38,6 +40,8 @@ export interface SeqState {
 
 export interface ScheduledSeq {
   seq: SeqState;
+  /** Decided here, once: one new token past the prompt (decode) or a chunk of prompt / recomputed tokens. */
+  kind: StepEntry['kind'];
   /** First position computed this step (== seq.numComputed when scheduled). */
   start: number;
   numTokens: number;
@@ -46,7 +50,7 @@ export interface ScheduledSeq {
 }
 
 export interface ScheduleOutput {
-  /** Sequences of this step, in the order of their rows in the forward pass. */
+  /** Sequences of this step, in the order of their rows in the step: every decode before every prefill. */
   scheduled: ScheduledSeq[];
   numTokens: number;
   /** Sequences preempted this step (now at the front of the waiting queue). */
@@ -118,10 +122,7 @@ export class Scheduler {
     const admitted: SeqState[] = [];
 
     // 1. running: decodes first, then prefill chunks, each in admission order.
-    const order = [
-      ...this.running.filter((s) => s.tokens.length - s.numComputed === 1),
-      ...this.running.filter((s) => s.tokens.length - s.numComputed > 1),
-    ];
+    const order = [...this.running.filter(isDecode), ...this.running.filter((s) => !isDecode(s))];
     for (const seq of order) {
       if (budget === 0) break;
       if (seq.status !== 'running') continue; // preempted earlier in this loop
@@ -146,7 +147,13 @@ export class Scheduler {
         }
       }
       if (!ok) continue;
-      scheduled.push({ seq, start: seq.numComputed, numTokens: n, sample: n === left });
+      scheduled.push({
+        seq,
+        kind: isDecode(seq) ? 'decode' : 'prefill',
+        start: seq.numComputed,
+        numTokens: n,
+        sample: n === left,
+      });
       budget -= n;
     }
 
@@ -164,7 +171,7 @@ export class Scheduler {
         admitted.push(seq);
         const left = seq.tokens.length - seq.numComputed;
         const n = Math.min(left, budget);
-        scheduled.push({ seq, start: seq.numComputed, numTokens: n, sample: n === left });
+        scheduled.push({ seq, kind: 'prefill', start: seq.numComputed, numTokens: n, sample: n === left });
         budget -= n;
       }
     }
@@ -203,4 +210,9 @@ export class Scheduler {
     this.preemptions++;
     this.waiting.unshift(seq);
   }
+}
+
+/** A decode: the one token left of a sequence whose prompt is computed (the token it sampled last). */
+function isDecode(seq: SeqState): boolean {
+  return seq.numComputed >= seq.promptLen && seq.tokens.length - seq.numComputed === 1;
 }

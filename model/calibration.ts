@@ -3,7 +3,7 @@
  * (layer, KV head) by the mean share of its attention mass that falls outside the streaming window (sink + local),
  * over every query token whose causal context reaches past that window (GQA: mean over the group's query heads).
  * A head that keeps almost all its mass in the sink and the recent window loses little by streaming; higher score =
- * retrieval head (DuoAttention's convention), so the output TSV feeds engine/head-plan.ts directly.
+ * retrieval head (DuoAttention's convention), so the output TSV feeds model/head-plan.ts directly.
  *
  * The dense pass is the engine's own forward pass (no logits), with one attention_mass dispatch per layer tapped in
  * after the layer's attention. Text is taken in windows of `windowTokens` tokens (a fresh sequence each), prefilled
@@ -11,7 +11,8 @@
  */
 import { SiftError } from '../config/errors.js';
 import { AttentionMassKernel } from '../shaders/attention_mass.js';
-import type { Engine } from './runner.js';
+import { buildForwardBatch } from './batch.js';
+import type { ModelRunner } from './runner.js';
 
 /** Per (layer, query head) sums of the outside-window mass over qualifying tokens; scores per KV head. */
 export class HeadMassAccumulator {
@@ -86,7 +87,7 @@ export interface CalibrationOptions {
  * layer's attention. The engine must hold every head as a retrieval head in its original order (no head pattern).
  */
 export async function calibrateHeads(
-  engine: Engine,
+  engine: ModelRunner,
   ids: readonly number[],
   opts: CalibrationOptions,
 ): Promise<HeadMassAccumulator> {
@@ -107,8 +108,7 @@ export async function calibrateHeads(
   }
   const acc = new HeadMassAccumulator(c.numLayers, c.numHeads, c.numKvHeads, opts.sinkTokens, opts.localTokens);
   const chunk = fwd.maxBatchTokens;
-  const table = new Uint32Array(fwd.maxPagesPerSeq);
-  for (let i = 0; i < pages; i++) table[i] = i;
+  const table = Array.from({ length: pages }, (_, i) => i); // the window's block table: pages 0..pages-1
   const mass = new AttentionMassKernel(gpu);
   const massBytes = chunk * c.numHeads * 4; // (T, heads) f32 per layer
   const align = gpu.caps.minStorageBufferOffsetAlignment;
@@ -122,27 +122,29 @@ export async function calibrateHeads(
       for (let s = 0; s < window.length; s += chunk) {
         const part = window.slice(s, s + chunk);
         const T = part.length;
-        const positions = Uint32Array.from(part, (_, i) => s + i);
-        fwd.encode(
-          { tokens: part, positions, tokenSeq: new Uint32Array(T), blockTable: table, numSeqs: 1, logitRows: [] },
-          (pass, arena, li, b) =>
-            mass.encode(pass, arena, {
-              q: b.q,
-              kCache: b.kCache,
-              blockTable: b.blockTable,
-              tokenSeq: b.tokenSeq,
-              positions: b.positions,
-              mass: { buffer: massBuf, offset: li * massStride, size: massBytes },
-              T: b.T,
-              numHeads: c.numHeads,
-              numKvHeads: c.numKvHeads,
-              headDim: c.headDim,
-              pageSize,
-              maxPagesPerSeq: fwd.maxPagesPerSeq,
-              scale,
-              sinkTokens: opts.sinkTokens,
-              localTokens: opts.localTokens,
-            }),
+        const batch = buildForwardBatch(
+          [{ kind: 'prefill', seqId: 'calibration', start: s, tokens: part, pages: table, sample: false }],
+          { maxPagesPerSeq: fwd.maxPagesPerSeq },
+        );
+        const positions = batch.positions;
+        fwd.encode(batch, (pass, arena, li, b) =>
+          mass.encode(pass, arena, {
+            q: b.q,
+            kCache: b.kCache,
+            blockTable: b.blockTable,
+            tokenSeq: b.tokenSeq,
+            positions: b.positions,
+            mass: { buffer: massBuf, offset: li * massStride, size: massBytes },
+            T: b.T,
+            numHeads: c.numHeads,
+            numKvHeads: c.numKvHeads,
+            headDim: c.headDim,
+            pageSize,
+            maxPagesPerSeq: fwd.maxPagesPerSeq,
+            scale,
+            sinkTokens: opts.sinkTokens,
+            localTokens: opts.localTokens,
+          }),
         );
         if (positions[T - 1] >= opts.sinkTokens + opts.localTokens) {
           const all = await gpu.readF32(massBuf, (c.numLayers * massStride) / 4);

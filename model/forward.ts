@@ -17,34 +17,36 @@ import { RopeKernel, ropeInvFreq } from '../shaders/rope.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
 import { SwiGluKernel } from '../shaders/swiglu.js';
 import { LayerAttention, type LayerAttentionOptions } from './attention/layer-attention.js';
+import type { SeqId } from './executor.js';
 import type { KvStorage } from './kv-storage.js';
 import type { ModelWeights } from './weights.js';
 
-/** One step's work: new tokens of several sequences, flattened. */
+/** A block-table row's sequence and kind (see model/executor.ts). */
+export type BatchRow = { kind: 'decode'; seqId: SeqId; tokenBudget: number } | { kind: 'prefill'; seqId: SeqId };
+
+/** One step's work: new tokens of several sequences, flattened (model/batch.ts builds it from a step's entries). */
 export interface ForwardBatch {
   /** (T) token ids. */
-  tokens: ArrayLike<number>;
+  tokens: Uint32Array;
   /** (T) absolute position of each token in its sequence. */
-  positions: ArrayLike<number>;
+  positions: Uint32Array;
   /** (T) row of the block table each token belongs to. */
-  tokenSeq: ArrayLike<number>;
+  tokenSeq: Uint32Array;
   /** (numSeqs, maxPagesPerSeq) physical page of each logical page. */
   blockTable: Uint32Array;
   numSeqs: number;
-  /** Indices into tokens whose logits are returned, in order. */
-  logitRows: ArrayLike<number>;
+  /** (R) indices into tokens whose logits are returned, in order. */
+  logitRows: Uint32Array;
   /**
-   * Decode rows for sparse attention: token i (i < decode.length) is the single new token of its sequence and its
-   * attention goes through page selection within `tokenBudget` (dense when the context fits). The scheduler puts
-   * decode tokens first. Needs ForwardOptions.sparse.
+   * (numSeqs) per block-table row: its sequence and kind. Decode rows come first and hold exactly one token each,
+   * token i of decode row i (asserted by encode); their attention goes through page selection within `tokenBudget`
+   * (needs ForwardOptions.attention.sparse). Prefill rows' sequences reselect pages on their next decode step.
    */
-  decode?: readonly { seqId: string | number; tokenBudget: number }[];
-  /** Sequences that prefilled more than one token in this batch: their page selection is recomputed next decode. */
-  prefillSeqIds?: readonly (string | number)[];
+  rows: readonly BatchRow[];
   /**
    * Streaming heads (required when the model has any): per block-table row its streaming table (sink pages then
    * ring pages, (numSeqs, sinkPages + ringPages) u32), and per token the streaming-pool slot it is written to
-   * (page * pageSize + offset) or 0xFFFFFFFF when the ring does not keep it.
+   * (page * pageSize + offset) or SKIP_SLOT (0xFFFFFFFF) when the ring does not keep it.
    */
   streaming?: { table: Uint32Array; slots: Uint32Array };
 }
@@ -145,7 +147,7 @@ export class ForwardPass {
   }
 
   /** Forgets a finished (or preempted) sequence's attention state (its sparse selection slot). */
-  release(seqId: string | number): void {
+  release(seqId: SeqId): void {
     this.attention.release(seqId);
   }
 
@@ -174,6 +176,7 @@ export class ForwardPass {
         `forward: block table has ${batch.blockTable.length} entries, want ${batch.numSeqs}x${this.maxPagesPerSeq}`,
       );
     }
+    checkBatchRows(batch);
     for (let i = 0; i < T; i++) {
       if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocabSize) {
         throw new SiftError(
@@ -184,10 +187,10 @@ export class ForwardPass {
     }
     const g = this.gpu;
     this.attention.prepare({ ...batch, maxPagesPerSeq: this.maxPagesPerSeq });
-    g.write(this.b.ids, Uint32Array.from(batch.tokens));
-    g.write(this.b.pos, Uint32Array.from(batch.positions));
-    g.write(this.b.seq, Uint32Array.from(batch.tokenSeq));
-    g.write(this.b.rows, Uint32Array.from(batch.logitRows));
+    g.write(this.b.ids, batch.tokens);
+    g.write(this.b.pos, batch.positions);
+    g.write(this.b.seq, batch.tokenSeq);
+    g.write(this.b.rows, batch.logitRows);
     g.write(this.b.table, batch.blockTable);
 
     const b = this.b;
@@ -245,7 +248,7 @@ export class ForwardPass {
       });
       k.matmul.encode(pass, a, { x: b.lastn, w: this.w.lmHead, out: b.logits, T: R });
     }, a);
-    this.attention.finishStep(batch.prefillSeqIds);
+    this.attention.finishStep(batch.rows);
     return R;
   }
 
@@ -254,5 +257,30 @@ export class ForwardPass {
     this.attention.destroy();
     this.invFreq.destroy();
     this.arena.destroy();
+  }
+}
+
+/**
+ * The invariants the attention relies on: one row per sequence of the block table; decode rows first, decode row i
+ * holding exactly one token, token i; every other token in a prefill row.
+ */
+export function checkBatchRows(batch: ForwardBatch): void {
+  if (batch.rows.length !== batch.numSeqs) {
+    throw new SiftError('INTERNAL', `forward: ${batch.rows.length} rows described for ${batch.numSeqs} sequences`);
+  }
+  let D = 0;
+  while (D < batch.rows.length && batch.rows[D].kind === 'decode') D++;
+  for (let r = D; r < batch.rows.length; r++) {
+    if (batch.rows[r].kind === 'decode')
+      throw new SiftError('INTERNAL', `forward: decode row ${r} after a prefill row`);
+  }
+  if (D > batch.tokens.length)
+    throw new SiftError('INTERNAL', `forward: ${D} decode rows but ${batch.tokens.length} tokens`);
+  for (let t = 0; t < batch.tokenSeq.length; t++) {
+    const r = batch.tokenSeq[t];
+    if (r >= batch.numSeqs) throw new SiftError('INTERNAL', `forward: token ${t} in row ${r} of ${batch.numSeqs}`);
+    if (t < D !== r < D || (t < D && r !== t)) {
+      throw new SiftError('INTERNAL', `forward: token ${t} (row ${r}) breaks "decode row i holds exactly token i"`);
+    }
   }
 }

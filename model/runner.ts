@@ -1,23 +1,46 @@
 /**
- * The engine: a model loaded on the GPU with its KV cache, and the two named phases of generation,
- * `prefill` (the prompt, in chunks of maxBatchTokens) and `decodeOneToken`, for benchmarks and tests that drive
- * one sequence by hand. Generation (the server, `sift generate`) runs through the engine loop (engine/loop.ts),
- * which drives ForwardPass with many sequences at once.
+ * ModelRunner: the model on the GPU, as the engine core's ModelExecutor (model/executor.ts). It owns the weights,
+ * the KV storage, the forward pass and the per-sequence attention state (sparse page selections); `execute` runs one
+ * scheduled step: its entries are flattened by the one batch builder (model/batch.ts), run through ONE
+ * ForwardPass call, and the sampling entries' logits are read back.
+ *
+ * Two named phases drive one sequence by hand for benchmarks and tests, through the same builder: `prefill` (a
+ * prompt, in chunks of maxBatchTokens) and `decodeOneToken`. Generation (the server, `sift generate`) runs through
+ * the engine core (engine/core.ts), which drives `execute` with many sequences at once.
  */
 
+import path from 'node:path';
 import { type Checkpoint, openCheckpoint } from '../checkpoint/checkpoint.js';
 import type { ModelConfig } from '../checkpoint/config.js';
 import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
-import { streamingPagesPerSequence } from '../kvcache/config.js';
+import { isSiftError } from '../config/errors.js';
+import { streamingPagesPerSequence } from '../kvcache/index.js';
 import { Gpu } from '../shaders/runtime.js';
 import { tokensAttended } from './attention/budget.js';
+import { buildForwardBatch } from './batch.js';
+import type {
+  AttentionDefaults,
+  DecodeEntry,
+  ExecuteInput,
+  ExecuteOutput,
+  ExecutorLimits,
+  ExecutorStats,
+  ModelExecutor,
+  PrefillEntry,
+  SeqId,
+  StepEntry,
+} from './executor.js';
 import { ForwardPass } from './forward.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
 import { destroyModel, type ModelWeights, type UploadProgress, uploadModel } from './weights.js';
 
-export class Engine {
+export class ModelRunner implements ModelExecutor {
+  readonly modelName: string;
+  readonly limits: ExecutorLimits;
+  readonly attention: AttentionDefaults;
+
   private constructor(
     readonly gpu: Gpu,
     readonly modelDir: string,
@@ -27,9 +50,30 @@ export class Engine {
     readonly forwardPass: ForwardPass,
     readonly maxContext: number,
     private readonly ownsGpu: boolean,
-    /** Sparse-attention defaults (requests may override mode and token budget). */
-    readonly attention: AttentionConfig,
-  ) {}
+    /** Sparse-attention config the model was loaded with (requests may override mode and token budget). */
+    readonly attentionConfig: AttentionConfig,
+  ) {
+    this.modelName = path.basename(modelDir);
+    const fwd = forwardPass;
+    const streaming = fwd.attention.hasStreamingHeads;
+    this.limits = {
+      maxBatchTokens: fwd.maxBatchTokens,
+      maxSeqs: Math.min(fwd.maxSeqs, fwd.maxLogitRows),
+      maxPagesPerSeq: fwd.maxPagesPerSeq,
+      maxContext,
+      vocabSize: config.vocabSize,
+      kv: {
+        numPages: kv.numPages,
+        pageSize: kv.pageSize,
+        logicalPageSize: attentionConfig.logicalPageSize,
+        bytesPerPage: kv.bytesPerPage,
+      },
+      streaming: streaming
+        ? { numPages: kv.numStreamingPages, sinkTokens: attentionConfig.sink, localTokens: attentionConfig.local }
+        : null,
+    };
+    this.attention = { mode: attentionConfig.mode as 'dense' | 'sparse', tokenBudget: attentionConfig.tokenBudget };
+  }
 
   /** Share of (layer, KV head) pairs that are streaming heads (0 without a head pattern). */
   get streamingHeadShare(): number {
@@ -38,15 +82,10 @@ export class Engine {
     return streaming / (layers.length * this.config.numKvHeads);
   }
 
-  /** Decode token budget of a request: dense mode (or a budget that covers the context) reads every page. */
+  /** Decode token budget of a request: dense mode reads every page (Infinity); else its budget or the default. */
   tokenBudget(req?: { mode?: 'dense' | 'sparse'; tokenBudget?: number }): number {
     const mode = req?.mode ?? this.attention.mode;
     return mode === 'dense' ? Number.POSITIVE_INFINITY : (req?.tokenBudget ?? this.attention.tokenBudget);
-  }
-
-  /** KV tokens one decode step reads per retrieval head at context length `ctx` with `budget` (the budget rule). */
-  tokensAttended(ctx: number, budget: number): number {
-    return tokensAttended(ctx, budget, this.kv.pageSize);
   }
 
   static async load(
@@ -58,7 +97,7 @@ export class Engine {
       maxLogitRows?: number;
       attention?: AttentionConfig;
     } = {},
-  ): Promise<Engine> {
+  ): Promise<ModelRunner> {
     const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
     const ckpt: Checkpoint = openCheckpoint(modelDir);
     const gpu = opts.gpu ?? (await Gpu.create({ adapter: cfg.adapter || undefined }));
@@ -97,93 +136,95 @@ export class Engine {
           streaming,
         },
       });
-      const engine = new Engine(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
-      await engine.warmUp();
-      return engine;
+      const runner = new ModelRunner(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
+      await runner.warmUp();
+      return runner;
     } finally {
       ckpt.close();
     }
   }
 
-  /**
-   * Compiles the step's pipelines before the first request (a cold WGSL compile costs 0.1-6 s on lavapipe) by
-   * running a two-token prefill and one decode step on page 0 of a pool that holds no sequence yet.
-   */
-  private async warmUp(): Promise<void> {
+  /** Runs one scheduled step (ModelExecutor.execute). */
+  async execute(input: ExecuteInput): Promise<ExecuteOutput> {
     const fwd = this.forwardPass;
-    const table = new Uint32Array(fwd.maxPagesPerSeq);
-    const streaming = (n: number) =>
-      fwd.attention.hasStreamingHeads
-        ? { table: new Uint32Array(fwd.attention.streamingRowLength), slots: new Uint32Array(n).fill(0xffffffff) }
-        : undefined;
-    const seqId = '__warmup__';
-    await fwd.forward({
-      tokens: [0, 0],
-      positions: [0, 1],
-      tokenSeq: [0, 0],
-      blockTable: table,
-      numSeqs: 1,
-      logitRows: [1],
-      prefillSeqIds: [seqId],
-      streaming: streaming(2),
-    });
-    await fwd.forward({
-      tokens: [0],
-      positions: [2],
-      tokenSeq: [0],
-      blockTable: table,
-      numSeqs: 1,
-      logitRows: [0],
-      decode: [{ seqId, tokenBudget: this.attention.tokenBudget }],
-      streaming: streaming(1),
-    });
-    fwd.release(seqId);
+    const batch = this.batch(input.entries);
+    let logits: Float32Array;
+    try {
+      if (batch.logitRows.length > 0) {
+        logits = await fwd.forward(batch);
+      } else {
+        // only prefill chunks that sample nothing: no logits to read, but wait for the GPU (pacing, device loss)
+        fwd.encode(batch);
+        await this.gpu.sync();
+        logits = new Float32Array(0);
+      }
+    } catch (e) {
+      throw await this.deviceError(e);
+    }
+    const ps = this.kv.pageSize;
+    const attended: number[] = [];
+    for (const e of input.entries) {
+      if (e.kind !== 'decode') break;
+      attended.push(tokensAttended(e.start + 1, e.tokenBudget, ps));
+    }
+    return { logits, tokensAttended: attended };
+  }
+
+  release(seqId: SeqId): void {
+    this.forwardPass.release(seqId);
+  }
+
+  stats(): ExecutorStats {
+    const st = this.forwardPass.attention.sparse?.schedule.stats() ?? { reselects: 0, reuses: 0 };
+    return {
+      selectionReselects: st.reselects,
+      selectionReuses: st.reuses,
+      streamingHeadShare: this.streamingHeadShare,
+    };
+  }
+
+  lostError(): Error | null {
+    return this.gpu.lostReason === null ? null : this.gpu.lostError();
   }
 
   /**
-   * Prefills `ids` at positions start.. of sequence `seqId` whose block-table row is `table`, in chunks of
-   * maxBatchTokens; returns the last token's logits.
+   * Prefills `ids` at positions start.. of sequence `seqId` whose block table is `pages`, in chunks of
+   * maxBatchTokens (submitted back to back; only the last chunk is waited for); returns the last token's logits.
    */
-  async prefill(
-    ids: readonly number[],
-    table: Uint32Array,
-    start = 0,
-    seqId: string | number = 0,
-  ): Promise<Float32Array> {
+  async prefill(seqId: SeqId, ids: readonly number[], pages: ArrayLike<number>, start = 0): Promise<Float32Array> {
     const chunk = this.forwardPass.maxBatchTokens;
     let logits: Float32Array | null = null;
     for (let s = 0; s < ids.length; s += chunk) {
-      const part = ids.slice(s, s + chunk);
       const last = s + chunk >= ids.length;
-      const batch = {
-        tokens: part,
-        positions: part.map((_, i) => start + s + i),
-        tokenSeq: new Uint32Array(part.length),
-        blockTable: table,
-        numSeqs: 1,
-        logitRows: last ? [part.length - 1] : [],
-        prefillSeqIds: [seqId],
+      const entry: PrefillEntry = {
+        kind: 'prefill',
+        seqId,
+        start: start + s,
+        tokens: ids.slice(s, s + chunk),
+        pages,
+        sample: last,
       };
+      const batch = this.batch([entry]);
       if (last) logits = await this.forwardPass.forward(batch);
       else this.forwardPass.encode(batch);
     }
-    return logits as Float32Array;
+    if (!logits) throw new Error('prefill: no tokens');
+    return logits;
   }
 
   /**
-   * Runs one token at position `pos` of the sequence in block-table row 0 (sequence id 0); returns its logits.
+   * Runs one decode token `id` at position `pos` of sequence `seqId` (block table `pages`); returns its logits.
    * Attention reads the pages selected within `tokenBudget` (Infinity = all pages, i.e. dense).
    */
-  decodeOneToken(id: number, pos: number, table: Uint32Array, tokenBudget = this.tokenBudget()): Promise<Float32Array> {
-    return this.forwardPass.forward({
-      tokens: [id],
-      positions: [pos],
-      tokenSeq: [0],
-      blockTable: table,
-      numSeqs: 1,
-      logitRows: [0],
-      decode: [{ seqId: 0, tokenBudget }],
-    });
+  decodeOneToken(
+    id: number,
+    pos: number,
+    pages: ArrayLike<number>,
+    tokenBudget = this.tokenBudget(),
+    seqId: SeqId = 0,
+  ): Promise<Float32Array> {
+    const entry: DecodeEntry = { kind: 'decode', seqId, start: pos, tokens: [id], pages, sample: true, tokenBudget };
+    return this.forwardPass.forward(this.batch([entry]));
   }
 
   destroy(): void {
@@ -191,5 +232,57 @@ export class Engine {
     this.kv.destroy();
     destroyModel(this.weights);
     if (this.ownsGpu) this.gpu.destroy();
+  }
+
+  private batch(entries: readonly StepEntry[]) {
+    const fwd = this.forwardPass;
+    return buildForwardBatch(entries, {
+      maxPagesPerSeq: fwd.maxPagesPerSeq,
+      streamingRowLength: fwd.attention.streamingRowLength,
+    });
+  }
+
+  /**
+   * Compiles the step's pipelines before the first request (a cold WGSL compile costs 0.1-6 s on lavapipe) by
+   * running a two-token prefill and one decode step on page 0 of a pool that holds no sequence yet.
+   */
+  private async warmUp(): Promise<void> {
+    const seqId = '__warmup__';
+    const pages = [0];
+    const streaming = (n: number) => {
+      const len = this.forwardPass.attention.streamingRowLength;
+      if (len === 0) return undefined;
+      return { sinkPages: new Uint32Array(len), ringPages: [], slots: new Array<null>(n).fill(null) };
+    };
+    await this.execute({
+      entries: [{ kind: 'prefill', seqId, start: 0, tokens: [0, 0], pages, sample: true, streaming: streaming(2) }],
+    });
+    await this.execute({
+      entries: [
+        {
+          kind: 'decode',
+          seqId,
+          start: 2,
+          tokens: [0],
+          pages,
+          sample: true,
+          tokenBudget: this.attention.tokenBudget,
+          streaming: streaming(1),
+        },
+      ],
+    });
+    this.release(seqId);
+  }
+
+  /** A failed step's error, as DEVICE_LOST when the device is gone (it may report the loss a moment late). */
+  private async deviceError(e: unknown): Promise<unknown> {
+    const gpu = this.gpu;
+    if (!isSiftError(e) && gpu.lostReason === null) {
+      // A dead device can fail a read (mapAsync) before its `lost` promise settles: give it a moment to.
+      await Promise.race([gpu.device.lost.catch(() => {}), new Promise((r) => setTimeout(r, 100).unref())]);
+      await new Promise((r) => setImmediate(r));
+    }
+    if (isSiftError(e, 'DEVICE_LOST') || gpu.lostReason === null) return e;
+    return gpu.lostError();
   }
 }

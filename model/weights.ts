@@ -40,7 +40,7 @@ export interface ModelWeights {
   /** Bytes of GPU memory the weights occupy. */
   bytes: number;
   /**
-   * The head plan the attention weights were permuted for (engine/model/head-permutation.ts): in layer l, KV heads
+   * The head plan the attention weights were permuted for (model/head-permutation.ts): in layer l, KV heads
    * [0, r_l) are its retrieval heads and [r_l, nKv) its streaming heads. Null: original head order.
    */
   headPlan: HeadPlan | null;

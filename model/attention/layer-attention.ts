@@ -9,8 +9,9 @@
  *     otherwise overwrite keys its own earlier tokens still need);
  *   retrieval heads (r_l > 0): kv_write into the main pool, page digests of the touched logical pages, then
  *     prefill tokens [D, T): dense causal attention or block-sparse (MInference-style) attention,
- *     decode rows [0, D): top-k page attention within each request's token budget (dense when the context fits).
- * The scheduler puts single-token (decode) entries first, so decode rows are tokens [0, D).
+ *     decode rows [0, D): top-k page attention within each entry's token budget (dense when the context fits).
+ * The batch's rows say which rows decode; decode rows come first with one token each (ForwardPass asserts it), so
+ * decode rows are tokens [0, D).
  */
 
 import type { ModelConfig } from '../../checkpoint/config.js';
@@ -22,6 +23,8 @@ import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Gpu, UniformArena } from '../../shaders/runtime.js';
 import { freshStartRows, StreamingAttentionKernel } from '../../shaders/streaming_attention.js';
+import type { SeqId } from '../executor.js';
+import type { BatchRow } from '../forward.js';
 import type { KvStorage } from '../kv-storage.js';
 import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from './sparse-decode.js';
 
@@ -37,14 +40,13 @@ export interface LayerAttentionOptions {
   streaming?: { sinkTokens: number; localTokens: number; sinkPages: number; ringPages: number };
 }
 
-/** What the forward pass hands over per step besides the shared buffers. */
+/** What the forward pass hands over per step besides the shared buffers (ForwardBatch's fields). */
 export interface AttentionStepInput {
-  tokenSeq: ArrayLike<number>;
-  positions: ArrayLike<number>;
+  tokenSeq: Uint32Array;
+  positions: Uint32Array;
   blockTable: Uint32Array;
   maxPagesPerSeq: number;
-  decode?: readonly { seqId: string | number; tokenBudget: number }[];
-  prefillSeqIds?: readonly (string | number)[];
+  rows: readonly BatchRow[];
   streaming?: { table: Uint32Array; slots: Uint32Array };
 }
 
@@ -139,22 +141,18 @@ export class LayerAttention {
   /** Uploads the step's attention inputs (sparse rows, digest entries, block plans, streaming tables). */
   prepare(s: AttentionStepInput): void {
     const T = s.tokenSeq.length;
-    const D = s.decode?.length ?? 0;
+    const decode: SparseDecodeRow[] = [];
+    for (const [i, r] of s.rows.entries()) {
+      if (r.kind !== 'decode') break;
+      // decode row i holds token i (ForwardPass checked)
+      decode.push({ seqId: r.seqId, blockRow: i, position: s.positions[i], tokenBudget: r.tokenBudget });
+    }
+    const D = decode.length;
     if (D > 0 && !this.sparse)
       throw new SiftError('INTERNAL', 'forward: decode rows given but sparse attention is not enabled');
     let numDigestEntries = 0;
     if (this.sparse) {
-      const rows: SparseDecodeRow[] = [];
-      for (let i = 0; i < D; i++) {
-        const d = s.decode![i];
-        rows.push({
-          seqId: d.seqId,
-          blockRow: s.tokenSeq[i],
-          position: s.positions[i],
-          tokenBudget: d.tokenBudget,
-        });
-      }
-      if (D > 0) this.sparse.prepareStep(rows);
+      if (D > 0) this.sparse.prepareStep(decode);
       const entries = digestEntries(spans(s), this.kv.pageSize, this.sparse.logicalPageSize);
       numDigestEntries = entries.length / 3;
       if (numDigestEntries) this.gpu.write(this.bufs.digestEntries, entries);
@@ -163,8 +161,8 @@ export class LayerAttention {
     if (this.prefill && D < T) {
       // plan the prefill tokens [D, T) only; their q/out rows start at D
       blockPlan = planPrefillBlocks(
-        Array.from(s.tokenSeq).slice(D),
-        Array.from(s.positions).slice(D),
+        Array.from(s.tokenSeq.subarray(D)),
+        Array.from(s.positions.subarray(D)),
         this.prefill.blockSize,
       );
       for (let i = 0; i < blockPlan.numQBlocks; i++) blockPlan.qBlocks[i * 5 + 1] += D;
@@ -330,13 +328,13 @@ export class LayerAttention {
   }
 
   /** After the step was encoded: sequences that prefilled reselect pages on their next decode step. */
-  finishStep(prefillSeqIds: readonly (string | number)[] | undefined): void {
-    for (const id of prefillSeqIds ?? []) this.sparse?.onPrefill(id);
+  finishStep(rows: readonly BatchRow[]): void {
+    for (const r of rows) if (r.kind === 'prefill') this.sparse?.onPrefill(r.seqId);
     this.plan = null;
   }
 
   /** Forgets a finished (or preempted) sequence's selection state. */
-  release(seqId: string | number): void {
+  release(seqId: SeqId): void {
     this.sparse?.release(seqId);
   }
 

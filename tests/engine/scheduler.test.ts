@@ -107,7 +107,7 @@ test('out of pages during decode: the newest sequence is preempted to the front 
   const b = s.newSeq(range(4, 50));
   const maxLen = new Map([
     [a, 10],
-    [b, 10],
+    [b, 11],
   ]);
   s.add(a);
   s.add(b);
@@ -137,11 +137,15 @@ test('out of pages during decode: the newest sequence is preempted to the front 
   assert.equal(s.preemptions, 1);
   // run to the end: b comes back, recomputes its 7 tokens as a prefill and finishes
   const bTokensBefore = b.tokens.slice();
+  const bKinds: string[] = [];
   for (let step = 10; step < 40 && s.hasWork; step++) {
     const out = fakeStep(s, step, maxLen);
     const eb = out.scheduled.find((e) => e.seq === b);
+    if (eb) bKinds.push(eb.kind);
     if (eb && out.admitted.includes(b)) assert.equal(eb.numTokens, 9, 'recompute prefill of prompt + output');
   }
+  // the recompute covers prompt AND output tokens: a prefill; the token it samples then decodes as usual
+  assert.deepEqual(bKinds, ['prefill', 'decode']);
   assert.equal(a.status, 'finished');
   assert.equal(b.status, 'finished');
   assert.deepEqual(b.tokens.slice(0, 9), bTokensBefore);
@@ -205,4 +209,32 @@ test('finish frees pages at once, mid-prefill or waiting', () => {
   // a chunk committed after its sequence finished is ignored
   s.commit(out.scheduled[0]);
   assert.equal(kv.stats().pagesUsed, 0);
+});
+
+test("each entry's kind is decided once: decode = the one token past the prompt; chunks, remainders, recomputes prefill", () => {
+  // prompt 9 in chunks of 8 leaves a 1-token remainder that is still prompt: a prefill
+  const { s } = setup(64, { maxBatchTokens: 8, prefix: false });
+  const a = s.newSeq(range(9));
+  s.add(a);
+  const maxLen = new Map([[a, 12]]);
+  const kinds = (out: ScheduleOutput) => out.scheduled.map((e) => [e.kind, e.numTokens, e.sample]);
+  assert.deepEqual(kinds(fakeStep(s, 0, maxLen)), [['prefill', 8, false]]);
+  assert.deepEqual(kinds(fakeStep(s, 1, maxLen)), [['prefill', 1, true]], 'the last prompt token: a prefill');
+  assert.deepEqual(kinds(fakeStep(s, 2, maxLen)), [['decode', 1, true]], 'the sampled token: a decode');
+  // decodes come first, before a prefill of an older sequence admitted earlier
+  const b = s.newSeq(range(20, 100));
+  s.add(b);
+  maxLen.set(b, 22);
+  const out = fakeStep(s, 3, maxLen);
+  assert.deepEqual(
+    out.scheduled.map((e) => [e.seq === a ? 'a' : 'b', e.kind]),
+    [
+      ['a', 'decode'],
+      ['b', 'prefill'],
+    ],
+  );
+  // a 1-token prompt's first step is a prefill that samples
+  const fresh = setup(64).s;
+  fresh.add(fresh.newSeq([5]));
+  assert.deepEqual(kinds(fresh.schedule()), [['prefill', 1, true]]);
 });

@@ -11,7 +11,8 @@ import { after, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
-import { Engine } from '../../model/runner.js';
+import type { ForwardBatch } from '../../model/forward.js';
+import { ModelRunner } from '../../model/runner.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
@@ -24,6 +25,26 @@ const KV_F16 = { kvF16: true };
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'sift-forward-'));
 after(() => rmSync(root, { recursive: true, force: true }));
+
+/** A batch whose rows are all prefill rows (plain causal attention), logits for any rows asked. */
+function prefillBatch(b: {
+  tokens: ArrayLike<number>;
+  positions: ArrayLike<number>;
+  tokenSeq: ArrayLike<number>;
+  blockTable: Uint32Array;
+  numSeqs: number;
+  logitRows: ArrayLike<number>;
+}): ForwardBatch {
+  return {
+    tokens: Uint32Array.from(b.tokens),
+    positions: Uint32Array.from(b.positions),
+    tokenSeq: Uint32Array.from(b.tokenSeq),
+    blockTable: b.blockTable,
+    numSeqs: b.numSeqs,
+    logitRows: Uint32Array.from(b.logitRows),
+    rows: Array.from({ length: b.numSeqs }, (_, r) => ({ kind: 'prefill' as const, seqId: `row${r}` })),
+  };
+}
 
 function tableFor(pages: number[], maxPagesPerSeq: number): Uint32Array {
   const t = new Uint32Array(maxPagesPerSeq);
@@ -39,7 +60,7 @@ for (const variant of SYNTHETIC_VARIANTS) {
     const cfg = engineConfig({
       flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
     });
-    const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
+    const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32 });
     const ckpt = openCheckpoint(dir);
     try {
       const rng = new Rng(variant.seed);
@@ -48,14 +69,16 @@ for (const variant of SYNTHETIC_VARIANTS) {
       // 1. prefill of one sequence, logits of every token; pages deliberately non-contiguous
       const prompt = Array.from({ length: 21 }, () => rng.int(0, V - 1));
       const table = tableFor([5, 2], fwd.maxPagesPerSeq);
-      const got = await fwd.forward({
-        tokens: prompt,
-        positions: prompt.map((_, i) => i),
-        tokenSeq: prompt.map(() => 0),
-        blockTable: table,
-        numSeqs: 1,
-        logitRows: prompt.map((_, i) => i),
-      });
+      const got = await fwd.forward(
+        prefillBatch({
+          tokens: prompt,
+          positions: prompt.map((_, i) => i),
+          tokenSeq: prompt.map(() => 0),
+          blockTable: table,
+          numSeqs: 1,
+          logitRows: prompt.map((_, i) => i),
+        }),
+      );
       assertNoGpuErrors(gpu);
       assertClose(got, referenceForward(ckpt, prompt, KV_F16), TOL, `${variant.name} prefill logits`);
 
@@ -82,7 +105,7 @@ test('one batched call serves several sequences (prefill and decode mixed) throu
   const dir = path.join(root, `batch-${variant.name}`);
   writeSyntheticCheckpoint(dir, variant);
   const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 64, maxSeqs: 4, maxContext: 128 } });
-  const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
+  const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32 });
   const ckpt = openCheckpoint(dir);
   try {
     const rng = new Rng(99);
@@ -112,14 +135,16 @@ test('one batched call serves several sequences (prefill and decode mixed) throu
     // write the histories first, one sequence per call
     for (let s = 0; s < 3; s++) {
       if (!hist[s].length) continue;
-      await fwd.forward({
-        tokens: hist[s],
-        positions: hist[s].map((_, i) => i),
-        tokenSeq: hist[s].map(() => s),
-        blockTable,
-        numSeqs: 3,
-        logitRows: [0],
-      });
+      await fwd.forward(
+        prefillBatch({
+          tokens: hist[s],
+          positions: hist[s].map((_, i) => i),
+          tokenSeq: hist[s].map(() => s),
+          blockTable,
+          numSeqs: 3,
+          logitRows: [0],
+        }),
+      );
     }
     const tokens: number[] = [];
     const positions: number[] = [];
@@ -133,7 +158,9 @@ test('one batched call serves several sequences (prefill and decode mixed) throu
       });
       lastRow.push(tokens.length - 1);
     }
-    const got = await fwd.forward({ tokens, positions, tokenSeq, blockTable, numSeqs: 3, logitRows: lastRow });
+    const got = await fwd.forward(
+      prefillBatch({ tokens, positions, tokenSeq, blockTable, numSeqs: 3, logitRows: lastRow }),
+    );
     assertNoGpuErrors(gpu);
     for (let s = 0; s < 3; s++) {
       const all = referenceForward(ckpt, [...hist[s], ...fresh[s]], KV_F16);
@@ -152,13 +179,13 @@ test('chunked prefill (prompt longer than maxBatchTokens) gives the same last lo
   const dir = path.join(root, `chunk-${variant.name}`);
   writeSyntheticCheckpoint(dir, variant);
   const cfg = engineConfig({ flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 7, maxSeqs: 1, maxContext: 128 } });
-  const engine = await Engine.load(dir, cfg, { gpu, maxLogitRows: 32 });
+  const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32 });
   const ckpt = openCheckpoint(dir);
   try {
     const rng = new Rng(5);
     const prompt = Array.from({ length: 30 }, () => rng.int(0, engine.config.vocabSize - 1));
     const table = tableFor([2, 0], engine.forwardPass.maxPagesPerSeq);
-    const got = await engine.prefill(prompt, table);
+    const got = await engine.prefill(0, prompt, table);
     const all = referenceForward(ckpt, prompt, KV_F16);
     assertClose(got, all.subarray(all.length - engine.config.vocabSize), TOL, 'chunked prefill');
   } finally {

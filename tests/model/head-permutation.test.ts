@@ -92,12 +92,13 @@ for (const name of [
       try {
         logits.push(
           await fwd.forward({
-            tokens: prompt,
-            positions: prompt.map((_, i) => i),
-            tokenSeq: prompt.map(() => 0),
+            tokens: Uint32Array.from(prompt),
+            positions: Uint32Array.from(prompt, (_, i) => i),
+            tokenSeq: new Uint32Array(prompt.length),
             blockTable: Uint32Array.from([2, 0, 3, 1]),
             numSeqs: 1,
-            logitRows: prompt.map((_, i) => i),
+            logitRows: Uint32Array.from(prompt, (_, i) => i),
+            rows: [{ kind: 'prefill', seqId: 0 }],
           }),
         );
       } finally {

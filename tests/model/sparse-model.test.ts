@@ -1,5 +1,5 @@
 /**
- * Unified sparse attention end to end through the engine loop: a head pattern makes some KV heads streaming heads
+ * Unified sparse attention end to end through the engine core: a head pattern makes some KV heads streaming heads
  * (sink + local window, their K/V in the streaming pool's rings), the rest retrieval heads; block-sparse prefill
  * with every block kept equals dense prefill; greedy tokens equal the reference forward pass with the same mask.
  */
@@ -12,11 +12,11 @@ import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { attentionConfig } from '../../config/attention.js';
 import { engineConfig } from '../../config/engine.js';
-import { EngineLoop } from '../../engine/core.js';
+import { EngineCore } from '../../engine/core.js';
 import { argmax } from '../../engine/sampler.js';
 import { loadHeadPlan } from '../../model/head-plan.js';
-import { Engine } from '../../model/runner.js';
-import { collect, greedy } from '../engine/loop-helpers.js';
+import { ModelRunner } from '../../model/runner.js';
+import { collect, greedy } from '../engine/core-helpers.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
 import { referenceForward } from '../reference/forward.js';
@@ -79,9 +79,9 @@ for (const variant of [
       const cfg = engineConfig({
         flags: { pageSize: PAGE, kvCacheMib: 2, maxBatchTokens: 40, maxSeqs: 4, maxContext: 256 },
       });
-      const engine = await Engine.load(dir, cfg, { gpu, attention });
+      const engine = await ModelRunner.load(dir, cfg, { gpu, attention });
       assert.ok(engine.forwardPass.attention.hasStreamingHeads, 'the pattern made some heads streaming heads');
-      const loop = EngineLoop.create(engine);
+      const loop = EngineCore.create(engine);
       const ckpt = openCheckpoint(dir);
       try {
         const plan = loadHeadPlan(pattern, ckpt.config, { streamingFraction: 0.5 });
@@ -117,11 +117,11 @@ test('per-request attention: sparse decode reads only the budget, dense reads th
   const cfg = engineConfig({
     flags: { pageSize: PAGE, kvCacheMib: 2, maxBatchTokens: 64, maxSeqs: 4, maxContext: 256 },
   });
-  const engine = await Engine.load(dir, cfg, {
+  const engine = await ModelRunner.load(dir, cfg, {
     gpu,
     attention: attentionConfig({ flags: { tokenBudget: '64' } }, PAGE),
   });
-  const loop = EngineLoop.create(engine);
+  const loop = EngineCore.create(engine);
   try {
     const rng = new Rng(3);
     const prompt = Array.from({ length: 100 }, () => rng.int(3, engine.config.vocabSize - 1));

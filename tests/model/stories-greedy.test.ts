@@ -1,16 +1,16 @@
 /**
  * End to end on the default model (karpathy's stories15M, imported from llama2.c): greedy decoding from BOS on the
- * GPU, through the engine loop, produces exactly the reference forward pass's tokens, and the text is llama2.c's own story.
+ * GPU, through the engine core, produces exactly the reference forward pass's tokens, and the text is llama2.c's own story.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { engineConfig } from '../../config/engine.js';
-import { EngineLoop } from '../../engine/core.js';
+import { EngineCore } from '../../engine/core.js';
 import { argmax } from '../../engine/sampler.js';
-import { Engine } from '../../model/runner.js';
+import { ModelRunner } from '../../model/runner.js';
 import { loadText } from '../../text/text.js';
-import { collect, greedy } from '../engine/loop-helpers.js';
+import { collect, greedy } from '../engine/core-helpers.js';
 import { testGpu } from '../helpers/gpu.js';
 import { storiesDir } from '../helpers/stories.js';
 import { ReferenceModel } from '../reference/forward.js';
@@ -20,7 +20,7 @@ const N = 64;
 test("stories15M: GPU greedy tokens equal the reference forward pass, and the story is llama2.c's", async () => {
   const dir = await storiesDir();
   const gpu = await testGpu();
-  const loop = EngineLoop.create(await Engine.load(dir, engineConfig(), { gpu }));
+  const loop = EngineCore.create(await ModelRunner.load(dir, engineConfig(), { gpu }));
   const text = loadText(dir);
   try {
     const prompt = await text.encodePrompt('');

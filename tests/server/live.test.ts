@@ -1,5 +1,5 @@
 /**
- * The server on a real port with the real default model (stories15M) and the real engine loop, driven by the
+ * The server on a real port with the real default model (stories15M) and the real engine core, driven by the
  * official `openai` client and by raw node:http (SSE framing byte for byte). Short max_tokens keep it quick.
  */
 import assert from 'node:assert/strict';
@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
 import { engineConfig } from '../../config/engine.js';
-import { EngineLoop } from '../../engine/core.js';
-import { Engine } from '../../model/runner.js';
+import { EngineCore } from '../../engine/core.js';
+import { ModelRunner } from '../../model/runner.js';
 import { buildApp } from '../../server/app.js';
 import { listen } from '../../server/server.js';
 import { loadText, type TextSide } from '../../text/text.js';
@@ -22,10 +22,10 @@ const KEY = 'sk-live-test';
 interface Served {
   app: FastifyInstance;
   url: string;
-  loop: EngineLoop;
+  loop: EngineCore;
 }
 
-async function serve(loop: EngineLoop, text: TextSide, flags: Parameters<typeof cfg>[0] = {}): Promise<Served> {
+async function serve(loop: EngineCore, text: TextSide, flags: Parameters<typeof cfg>[0] = {}): Promise<Served> {
   const app = await buildApp({ engine: loop, text, config: cfg({ apiKeys: KEY, ...flags }), modelName: MODEL });
   const { url } = await listen(app, { host: '127.0.0.1', port: 0 });
   return { app, url, loop };
@@ -79,7 +79,7 @@ function streamThenDisconnect(url: string, body: unknown): Promise<void> {
   });
 }
 
-async function waitIdle(loop: EngineLoop, timeoutMs = 20000): Promise<void> {
+async function waitIdle(loop: EngineCore, timeoutMs = 20000): Promise<void> {
   const t0 = Date.now();
   while (Date.now() - t0 < timeoutMs) {
     const s = loop.stats();
@@ -93,13 +93,13 @@ describe('live server, stories15M', () => {
   let text: TextSide;
   let main: Served;
   let client: OpenAI;
-  const engines: EngineLoop[] = [];
+  const engines: EngineCore[] = [];
 
   before(async () => {
     const dir = await storiesDir();
     text = loadText(dir);
-    const engine = await Engine.load(dir, engineConfig());
-    const loop = EngineLoop.create(engine, { modelName: MODEL });
+    const engine = await ModelRunner.load(dir, engineConfig());
+    const loop = EngineCore.create(engine, { modelName: MODEL });
     engines.push(loop);
     main = await serve(loop, text);
     client = new OpenAI({ baseURL: `${main.url}/v1`, apiKey: KEY, maxRetries: 0, timeout: 60000 });
@@ -355,8 +355,8 @@ describe('live server, stories15M', () => {
     const dir = await storiesDir();
     // A second engine on the same GPU device, its loop limited to 3 pages of 64 tokens: each request grows past
     // 64 tokens (52 prompt + 16 generated = 2 pages), so the three cannot all run at once.
-    const engine = await Engine.load(dir, engineConfig(), { gpu: main.loop.engine.gpu });
-    const small = EngineLoop.create(engine, { modelName: MODEL, numPages: 3, enablePrefixCache: false });
+    const engine = await ModelRunner.load(dir, engineConfig(), { gpu: (main.loop.executor as ModelRunner).gpu });
+    const small = EngineCore.create(engine, { modelName: MODEL, numPages: 3, enablePrefixCache: false });
     engines.push(small);
     const srv = await serve(small, text);
     try {

@@ -1,14 +1,14 @@
 /**
- * The engine loop on the GPU with a tiny synthetic model: continuous batching gives every request exactly the
+ * The engine core on the GPU with a tiny synthetic model: continuous batching gives every request exactly the
  * tokens it gets alone (and the reference model's greedy tokens), through preemption, prefix-cache hits, chunked
  * prefill interleaved with decode, cancellation and seeded sampling.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
-import type { EngineLoop, StepRecord } from '../../engine/core.js';
+import type { EngineCore, StepRecord } from '../../engine/core.js';
 import { ReferenceModel } from '../reference/forward.js';
-import { checkpointDir, collect, greedy, makeLoop, Rng, randomPrompt } from './loop-helpers.js';
+import { checkpointDir, collect, greedy, makeGpuCore, Rng, randomPrompt } from './core-helpers.js';
 
 let dir = '';
 let cleanup = () => {};
@@ -17,15 +17,15 @@ before(() => {
 });
 after(() => cleanup());
 
-/** Tokens of each request served alone, one after the other, on a fresh loop with the prefix cache off. */
-async function alone(reqs: Parameters<EngineLoop['submit']>[0][]): Promise<number[][]> {
-  const loop = await makeLoop(dir, {}, { enablePrefixCache: false });
+/** Tokens of each request served alone, one after the other, on a fresh core with the prefix cache off. */
+async function alone(reqs: Parameters<EngineCore['submit']>[0][]): Promise<number[][]> {
+  const core = await makeGpuCore(dir, {}, { enablePrefixCache: false });
   try {
     const out: number[][] = [];
-    for (const r of reqs) out.push((await collect(loop.submit({ ...r, id: `${r.id}-alone` }))).tokens);
+    for (const r of reqs) out.push((await collect(core.submit({ ...r, id: `${r.id}-alone` }))).tokens);
     return out;
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 }
 
@@ -54,14 +54,14 @@ test('8 concurrent greedy requests of different prompt lengths equal each reques
   const lens = [1, 5, 17, 33, 9, 64, 2, 40];
   const reqs = lens.map((n, i) => greedy(`r${i}`, randomPrompt(rng, n), 6 + i));
   const want = await alone(reqs);
-  // the GPU loop agrees with the f64 reference on a couple of them
+  // the GPU core agrees with the f64 reference on a couple of them
   for (const i of [0, 3])
     assert.deepEqual(want[i], referenceGreedy(reqs[i].promptIds, reqs[i].maxTokens), `reference ${i}`);
 
   const steps: StepRecord[] = [];
-  const loop = await makeLoop(dir, { maxBatchTokens: 48 }, { onStep: (s) => steps.push(s) });
+  const core = await makeGpuCore(dir, { maxBatchTokens: 48 }, { onStep: (s) => steps.push(s) });
   try {
-    const got = await Promise.all(reqs.map((r) => collect(loop.submit(r))));
+    const got = await Promise.all(reqs.map((r) => collect(core.submit(r))));
     got.forEach((g, i) => {
       assert.deepEqual(g.tokens, want[i], `request ${i} (prompt ${lens[i]})`);
       assert.equal(g.done.finishReason, 'length');
@@ -76,7 +76,7 @@ test('8 concurrent greedy requests of different prompt lengths equal each reques
       'requests shared steps',
     );
     assert.ok(steps.every((s) => s.numTokens <= 48));
-    const st = loop.stats();
+    const st = core.stats();
     assert.equal(st.kvPagesUsed, 0);
     assert.equal(st.running + st.waiting, 0);
     assert.equal(
@@ -89,7 +89,7 @@ test('8 concurrent greedy requests of different prompt lengths equal each reques
     );
     assert.equal(st.attendedShare, 1);
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 });
 
@@ -98,24 +98,24 @@ test('a KV pool too small for the load preempts and still gives every request it
   const reqs = Array.from({ length: 6 }, (_, i) => greedy(`p${i}`, randomPrompt(rng, 10 + 3 * i), 24));
   const want = await alone(reqs);
   // each sequence grows to 34..49 tokens (3..4 pages of 16); 8 pages hold two or three at once
-  const loop = await makeLoop(dir, {}, { numPages: 8 });
+  const core = await makeGpuCore(dir, {}, { numPages: 8 });
   try {
-    const got = await Promise.all(reqs.map((r) => collect(loop.submit(r))));
+    const got = await Promise.all(reqs.map((r) => collect(core.submit(r))));
     for (const [i, g] of got.entries()) assert.deepEqual(g.tokens, want[i], `request ${i}`);
-    const st = loop.stats();
+    const st = core.stats();
     assert.ok(st.preemptions > 0, 'the load needed preemption');
     assert.equal(st.kvPagesUsed, 0);
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 });
 
 test('cancelling half of 20 streaming requests mid-stream returns every page', async () => {
   const rng = new Rng(13);
-  const loop = await makeLoop(dir);
+  const core = await makeGpuCore(dir);
   try {
     const runs = Array.from({ length: 20 }, (_, i) => {
-      const h = loop.submit(greedy(`c${i}`, randomPrompt(rng, 5 + i), 30));
+      const h = core.submit(greedy(`c${i}`, randomPrompt(rng, 5 + i), 30));
       let n = 0;
       return collect(h, (ev) => {
         if (ev.type === 'token' && ++n === 3 && i % 2 === 0) h.cancel();
@@ -131,27 +131,27 @@ test('cancelling half of 20 streaming requests mid-stream returns every page', a
         assert.equal(g.tokens.length, 30);
       }
     });
-    const st = loop.stats();
+    const st = core.stats();
     assert.equal(st.kvPagesUsed, 0, 'pages in use back at the idle baseline');
     assert.equal(st.running + st.waiting, 0);
     // cancel at once, before the first step, and mid-prefill of a long prompt
-    const early = loop.submit(greedy('early', randomPrompt(rng, 200), 5));
+    const early = core.submit(greedy('early', randomPrompt(rng, 200), 5));
     early.cancel();
     assert.equal((await collect(early)).done.finishReason, 'cancelled');
-    assert.equal(loop.stats().kvPagesUsed, 0);
-    const mid = loop.submit(greedy('mid', randomPrompt(rng, 200), 5));
+    assert.equal(core.stats().kvPagesUsed, 0);
+    const mid = core.submit(greedy('mid', randomPrompt(rng, 200), 5));
     let usedBefore = -1;
     const m = await collect(mid, (ev) => {
       if (ev.type !== 'progress' || usedBefore >= 0) return;
-      usedBefore = loop.stats().kvPagesUsed;
+      usedBefore = core.stats().kvPagesUsed;
       mid.cancel();
-      assert.equal(loop.stats().kvPagesUsed, 0, 'pages freed at once');
+      assert.equal(core.stats().kvPagesUsed, 0, 'pages freed at once');
     });
     assert.ok(usedBefore >= Math.ceil(200 / 16), 'the whole prompt had its pages');
     assert.equal(m.done.finishReason, 'cancelled');
     assert.equal(m.tokens.length, 0);
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 });
 
@@ -159,7 +159,7 @@ test('a repeated prompt reuses its cached pages, skips their prefill, and gives 
   const rng = new Rng(14);
   const prompt = randomPrompt(rng, 40); // pages of 16: 32 tokens cacheable
   const req = (id: string) => greedy(id, prompt, 8, { topLogprobs: 2 });
-  const cold = await makeLoop(dir, {}, { enablePrefixCache: false });
+  const cold = await makeGpuCore(dir, {}, { enablePrefixCache: false });
   let want: Awaited<ReturnType<typeof collect>>;
   try {
     want = await collect(cold.submit(req('cold')));
@@ -167,17 +167,17 @@ test('a repeated prompt reuses its cached pages, skips their prefill, and gives 
     await cold.shutdown(0);
   }
   const steps: StepRecord[] = [];
-  const loop = await makeLoop(dir, {}, { onStep: (s) => steps.push(s) });
+  const core = await makeGpuCore(dir, {}, { onStep: (s) => steps.push(s) });
   try {
-    const first = await collect(loop.submit(req('first')));
+    const first = await collect(core.submit(req('first')));
     assert.equal(first.done.usage.cachedTokens, 0);
-    const second = await collect(loop.submit(req('second')));
+    const second = await collect(core.submit(req('second')));
     assert.equal(second.done.usage.cachedTokens, 32);
     const prefill = steps
       .find((s) => s.entries.some((e) => e.requestId === 'second'))
       ?.entries.find((e) => e.requestId === 'second');
     assert.deepEqual([prefill?.start, prefill?.numTokens], [32, 8], 'prefill starts after the cached pages');
-    const st = loop.stats();
+    const st = core.stats();
     assert.equal(st.prefixHits, 32);
     assert.equal(st.prefixQueries, 80);
     assert.ok(st.kvPagesCached > 0);
@@ -191,7 +191,7 @@ test('a repeated prompt reuses its cached pages, skips their prefill, and gives 
       assert.ok(ev?.type === 'token' && ev.topLogprobs?.length === 2 && ev.topLogprobs[0].id === ev.id);
     }
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 });
 
@@ -199,17 +199,21 @@ test('a long prompt is prefilled in chunks while another request keeps decoding 
   const rng = new Rng(15);
   const steps: StepRecord[] = [];
   const B = 16;
-  const loop = await makeLoop(dir, { maxBatchTokens: B }, { onStep: (s) => steps.push(s), enablePrefixCache: false });
+  const core = await makeGpuCore(
+    dir,
+    { maxBatchTokens: B },
+    { onStep: (s) => steps.push(s), enablePrefixCache: false },
+  );
   try {
     // alone first: its steps are prefill chunks that sample nothing, then the last chunk samples
     const longPrompt = randomPrompt(rng, 120);
-    const solo = await collect(loop.submit(greedy('long-solo', longPrompt, 3)));
+    const solo = await collect(core.submit(greedy('long-solo', longPrompt, 3)));
     assert.equal(steps.length, Math.ceil(120 / B) + 2);
     steps.length = 0;
-    const dec = loop.submit(greedy('dec', randomPrompt(rng, 4), 40));
+    const dec = core.submit(greedy('dec', randomPrompt(rng, 4), 40));
     let longRun: Promise<Awaited<ReturnType<typeof collect>>> | null = null;
     const decRun = collect(dec, (ev) => {
-      if (ev.type === 'token' && !longRun) longRun = collect(loop.submit(greedy('long', longPrompt, 3)));
+      if (ev.type === 'token' && !longRun) longRun = collect(core.submit(greedy('long', longPrompt, 3)));
     });
     const d = await decRun;
     assert.ok(longRun);
@@ -218,7 +222,7 @@ test('a long prompt is prefilled in chunks while another request keeps decoding 
     assert.deepEqual(l.tokens, solo.tokens, 'interleaving does not change the tokens');
     const progress = l.events.filter((e) => e.type === 'progress');
     assert.ok(progress.length >= 7, `progress per chunk (${progress.length})`);
-    const longSteps = steps.filter((s) => s.entries.some((e) => e.requestId === 'long' && !e.decode));
+    const longSteps = steps.filter((s) => s.entries.some((e) => e.requestId === 'long' && e.kind === 'prefill'));
     assert.ok(longSteps.length >= 8, 'the prompt took several chunks');
     for (const s of steps) assert.ok(s.numTokens <= B, `step ${s.step}: ${s.numTokens} tokens`);
     for (const s of longSteps) {
@@ -228,7 +232,7 @@ test('a long prompt is prefilled in chunks while another request keeps decoding 
       }
     }
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 });
 
@@ -241,16 +245,16 @@ test('seeded sampling gives the same tokens alone and in a batch', async () => {
       presencePenalty: 0.5,
       frequencyPenalty: 0.3,
     });
-  const loop = await makeLoop(dir);
+  const core = await makeGpuCore(dir);
   try {
-    const a = await collect(loop.submit(sampled('solo', 42)));
-    const others = Array.from({ length: 5 }, (_, i) => loop.submit(sampled(`o${i}`, 100 + i)));
-    const b = loop.submit(sampled('batched', 42));
+    const a = await collect(core.submit(sampled('solo', 42)));
+    const others = Array.from({ length: 5 }, (_, i) => core.submit(sampled(`o${i}`, 100 + i)));
+    const b = core.submit(sampled('batched', 42));
     const [bb] = await Promise.all([collect(b), ...others.map((h) => collect(h))]);
     assert.deepEqual(bb.tokens, a.tokens);
-    const c = await collect(loop.submit(sampled('other-seed', 43)));
+    const c = await collect(core.submit(sampled('other-seed', 43)));
     assert.notDeepEqual(c.tokens, a.tokens);
   } finally {
-    await loop.shutdown(0);
+    await core.shutdown(0);
   }
 });

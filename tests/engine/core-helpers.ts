@@ -1,12 +1,12 @@
-/** Shared setup of the engine-loop tests: a tiny synthetic checkpoint, engines on the test GPU, event collection. */
+/** Shared setup of the engine-core tests: a tiny synthetic checkpoint, engine cores on the test GPU, event collection. */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
 import type { GenerationEvent, GenerationRequest, RequestHandle } from '../../engine/client.js';
-import { EngineLoop, type EngineLoopOptions } from '../../engine/core.js';
-import { Engine } from '../../model/runner.js';
+import { EngineCore, type EngineCoreOptions } from '../../engine/core.js';
+import { ModelRunner } from '../../model/runner.js';
 import type { Gpu } from '../../shaders/runtime.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
@@ -15,33 +15,41 @@ import { Rng } from '../helpers/rng.js';
 export const VARIANT = SYNTHETIC_VARIANTS[0];
 
 export function checkpointDir(): { dir: string; cleanup: () => void } {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'sift-loop-'));
+  const root = mkdtempSync(path.join(os.tmpdir(), 'sift-core-'));
   const dir = path.join(root, VARIANT.name);
   writeSyntheticCheckpoint(dir, VARIANT);
   return { dir, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 
-export interface LoopSetup {
+export interface CoreSetup {
   maxBatchTokens?: number;
   maxSeqs?: number;
   pageSize?: number;
   maxContext?: number;
-  gpu?: Gpu;
+  /** KV storage size, as --kv-cache-mib. Default 1. */
+  kvCacheMib?: number;
 }
 
-export async function makeLoop(dir: string, s: LoopSetup = {}, opts: EngineLoopOptions = {}): Promise<EngineLoop> {
-  const gpu = s.gpu ?? (await testGpu());
-  const cfg = engineConfig({
+function setupConfig(s: CoreSetup) {
+  return engineConfig({
     flags: {
       pageSize: s.pageSize ?? 16,
-      kvCacheMib: 1,
+      kvCacheMib: s.kvCacheMib ?? 1,
       maxBatchTokens: s.maxBatchTokens ?? 64,
       maxSeqs: s.maxSeqs ?? 16,
       maxContext: s.maxContext ?? 256,
     },
   });
-  const engine = await Engine.load(dir, cfg, { gpu });
-  return EngineLoop.create(engine, opts);
+}
+
+/** An engine core over the GPU executor on the test GPU (or `gpu`). */
+export async function makeGpuCore(
+  dir: string,
+  s: CoreSetup & { gpu?: Gpu } = {},
+  opts: EngineCoreOptions = {},
+): Promise<EngineCore> {
+  const gpu = s.gpu ?? (await testGpu());
+  return EngineCore.create(await ModelRunner.load(dir, setupConfig(s), { gpu }), opts);
 }
 
 export function greedy(

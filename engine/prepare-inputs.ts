@@ -1,0 +1,45 @@
+/**
+ * prepareInputs: the schedule of one step -> the executor's typed input (model/executor.ts). Per scheduled sequence,
+ * in the schedule's row order (decodes first): its kind as the scheduler decided it, the new tokens and their first
+ * position, its block table from the KV cache manager, whether it samples, a decode's token budget, and with
+ * streaming heads its sink + ring pages and each new token's ring slot.
+ */
+import type { KvCacheManager } from '../kvcache/index.js';
+import type { ExecuteInput, StepEntry, StreamingEntry } from '../model/executor.js';
+import type { ScheduleOutput, SeqState } from './scheduler.js';
+
+/**
+ * `tokenBudgetOf` gives a decoding sequence's token budget (its request's attention: Infinity for dense mode).
+ * Streaming slots are judged at the end of the chunk being written (StreamingPool.slotFor with upTo = chunk end): a
+ * token the ring recycles before then gets null, so a chunk longer than the ring never overwrites keys its own
+ * earlier tokens still need.
+ */
+export function prepareInputs(
+  out: ScheduleOutput,
+  kv: KvCacheManager,
+  tokenBudgetOf: (seq: SeqState) => number,
+): ExecuteInput {
+  const entries = out.scheduled.map((e): StepEntry => {
+    const seqId = e.seq.seqId;
+    const end = e.start + e.numTokens;
+    const base = {
+      seqId,
+      start: e.start,
+      tokens: e.seq.tokens.slice(e.start, end),
+      pages: kv.blockTable(seqId),
+      sample: e.sample,
+      streaming: kv.streaming ? streamingEntry(kv, seqId, e.start, end) : undefined,
+    };
+    return e.kind === 'decode'
+      ? { ...base, kind: 'decode', tokenBudget: tokenBudgetOf(e.seq) }
+      : { ...base, kind: 'prefill' };
+  });
+  return { entries };
+}
+
+function streamingEntry(kv: KvCacheManager, seqId: number, start: number, end: number): StreamingEntry {
+  const st = kv.streamingTable(seqId);
+  const slots: (number | null)[] = [];
+  for (let pos = start; pos < end; pos++) slots.push(kv.slotFor(seqId, pos, end)?.slot ?? null);
+  return { sinkPages: st.sinkPages, ringPages: st.ringPages, slots };
+}

@@ -1,0 +1,123 @@
+/**
+ * The seam between the engine core (engine/) and the model: a ModelExecutor runs one scheduled step over its own
+ * KV storage and per-sequence attention state and hands back what the core samples from. The GPU implementation
+ * is model/runner.ts (ModelRunner); tests run the core on a CPU executor built on the reference forward pass.
+ *
+ * Types only (no WebGPU, no values): engine/ imports nothing else from model/.
+ *
+ * A step's input says per entry, once, what kind of work it is, as the scheduler decided it:
+ *   decode  one new token of a sequence past its prompt; its attention goes through page selection within the
+ *           entry's token budget (every page when the context fits); it always samples;
+ *   prefill a chunk of prompt tokens, or of prompt + output tokens recomputed after a preemption; dense or
+ *           block-sparse attention; samples only when it reaches the end of the sequence's tokens.
+ * Entries are in block-table row order with every decode entry before every prefill entry (the forward pass
+ * asserts it).
+ */
+
+/** A sequence's id, as the scheduler, the KV cache manager and the executor know it. */
+export type SeqId = string | number;
+
+/** Streaming heads' part of an entry (models with streaming heads only). */
+export interface StreamingEntry {
+  /** Sink pages of the sequence in the streaming pool (kvcache StreamingTable.sinkPages). */
+  sinkPages: ArrayLike<number>;
+  /** Ring pages of the sequence in the streaming pool, in ring order. */
+  ringPages: ArrayLike<number>;
+  /**
+   * (n) per new token, the flat streaming-pool slot (page * pageSize + offset) its K/V is written to, or null when
+   * the ring recycles that position before the chunk ends (kvcache's StreamingPool.slotFor).
+   */
+  slots: ArrayLike<number | null>;
+}
+
+interface EntryBase {
+  seqId: SeqId;
+  /** Position of the first new token (the K/V of positions [0, start) is in the cache). */
+  start: number;
+  /** (n) new token ids, at positions start .. start + n - 1. */
+  tokens: ArrayLike<number>;
+  /** Block table of the sequence: the physical page of each logical page, covering positions < start + n. */
+  pages: ArrayLike<number>;
+  /** Return the logits of the last new token (the next token is sampled from them). */
+  sample: boolean;
+  streaming?: StreamingEntry;
+}
+
+/** One new token of a sequence past its prompt, attending through page selection within `tokenBudget`. */
+export interface DecodeEntry extends EntryBase {
+  kind: 'decode';
+  /** KV tokens the step may attend to per retrieval head; Infinity (or >= the context) = every page. */
+  tokenBudget: number;
+}
+
+/** A chunk of prompt (or recomputed) tokens. */
+export interface PrefillEntry extends EntryBase {
+  kind: 'prefill';
+}
+
+export type StepEntry = DecodeEntry | PrefillEntry;
+
+/** One step's work, as prepareInputs (engine/prepare-inputs.ts) builds it from the schedule. */
+export interface ExecuteInput {
+  /** Scheduled sequences in block-table row order: every decode entry first. */
+  entries: readonly StepEntry[];
+}
+
+/** What one step returns. Grows as the executor takes on more of the step (e.g. sampling on the device). */
+export interface ExecuteOutput {
+  /** (R, vocabSize) f32: the logits of each entry that samples, in entry order. */
+  logits: Float32Array;
+  /** Per decode entry, in entry order: KV tokens its attention read per retrieval head. */
+  tokensAttended: readonly number[];
+}
+
+/** Sizes the engine core schedules within. */
+export interface ExecutorLimits {
+  /** Most new tokens in one step. */
+  maxBatchTokens: number;
+  /** Most entries in one step (each may sample). */
+  maxSeqs: number;
+  /** Block-table row length: the most pages one sequence may hold. */
+  maxPagesPerSeq: number;
+  /** Most tokens (prompt + output) per sequence. */
+  maxContext: number;
+  vocabSize: number;
+  /** The paged KV pool (the executor's storage; the core's KV cache manager hands out its pages). */
+  kv: { numPages: number; pageSize: number; logicalPageSize: number; bytesPerPage: number };
+  /** The streaming heads' pool (sink + ring pages per sequence), or null when no KV head streams. */
+  streaming: { numPages: number; sinkTokens: number; localTokens: number } | null;
+}
+
+/** The attention a request gets when it does not ask (config `attention.mode` / `attention.tokenBudget`). */
+export interface AttentionDefaults {
+  mode: 'dense' | 'sparse';
+  tokenBudget: number;
+}
+
+/** Figures the core reports as metrics. */
+export interface ExecutorStats {
+  /** Sparse decode steps (per sequence) that recomputed / reused their page selection, since start. */
+  selectionReselects: number;
+  selectionReuses: number;
+  /** Share of the model's (layer, KV head) pairs that are streaming heads. */
+  streamingHeadShare: number;
+}
+
+export interface ModelExecutor {
+  /** The model's name as served (its directory name). */
+  readonly modelName: string;
+  readonly limits: ExecutorLimits;
+  readonly attention: AttentionDefaults;
+  /**
+   * Runs one step: writes the entries' K/V through their block tables and returns the sampling entries' logits.
+   * Rejects with SiftError DEVICE_LOST when the device is gone.
+   */
+  execute(input: ExecuteInput): Promise<ExecuteOutput>;
+  /** Forgets a finished or preempted sequence's per-sequence state (its page selection). */
+  release(seqId: SeqId): void;
+  stats(): ExecutorStats;
+  /** The error that ended the device, or null while it works. */
+  lostError(): Error | null;
+  /** Frees everything (device buffers, the device when the executor owns it). */
+  destroy(): void;
+}

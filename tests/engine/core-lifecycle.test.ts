@@ -1,0 +1,106 @@
+/**
+ * The engine core's edges on the GPU: submit-time errors (context length, vocabulary, queue bound), the context cap
+ * on completions, stop ids, timeouts, shutdown with and without grace, and a lost GPU device.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { isSiftError } from '../../config/errors.js';
+import { Gpu } from '../../shaders/runtime.js';
+import { checkpointDir, collect, greedy, makeGpuCore, Rng, randomPrompt } from './core-helpers.js';
+
+let dir = '';
+let cleanup = () => {};
+before(() => {
+  ({ dir, cleanup } = checkpointDir());
+});
+after(() => cleanup());
+
+const code = (c: Parameters<typeof isSiftError>[1]) => (e: unknown) => isSiftError(e, c);
+
+test('submit rejects what cannot be served: context length, vocabulary, arguments, a full queue', async () => {
+  const rng = new Rng(21);
+  const core = await makeGpuCore(dir, { maxContext: 64 }, { maxWaiting: 2 });
+  try {
+    assert.equal(core.maxContext, 64);
+    assert.throws(() => core.submit(greedy('a', randomPrompt(rng, 64), 4)), code('CONTEXT_LENGTH_EXCEEDED'));
+    assert.throws(() => core.submit(greedy('b', [5, 256, 7], 4)), code('INVALID_ARGUMENT'));
+    assert.throws(() => core.submit(greedy('c', [5, -1], 4)), code('INVALID_ARGUMENT'));
+    assert.throws(() => core.submit(greedy('d', [], 4)), code('INVALID_ARGUMENT'));
+    assert.throws(() => core.submit(greedy('e', [5], 0)), code('INVALID_ARGUMENT'));
+    assert.throws(() => core.submit(greedy('f', [5], 4, { presencePenalty: 3 })), code('INVALID_ARGUMENT'));
+    assert.throws(() => core.submit(greedy('g', [5], 4, { topLogprobs: 21 })), code('INVALID_ARGUMENT'));
+    // the queue bound: submits in one tick all wait (the core has not stepped yet)
+    const hs = [core.submit(greedy('q1', [5, 6], 2)), core.submit(greedy('q2', [5, 7], 2))];
+    assert.throws(() => core.submit(greedy('q3', [5, 8], 2)), code('QUEUE_FULL'));
+    assert.throws(() => core.submit(greedy('q1', [5, 8], 2)), code('INVALID_ARGUMENT'), 'duplicate live id');
+    for (const h of hs) assert.equal((await collect(h)).done.finishReason, 'length');
+  } finally {
+    await core.shutdown(0);
+  }
+});
+
+test('completions are capped at the context limit; stop ids end a request without being emitted', async () => {
+  const rng = new Rng(22);
+  const core = await makeGpuCore(dir, { maxContext: 64 });
+  try {
+    const capped = await collect(core.submit(greedy('cap', randomPrompt(rng, 60), 50)));
+    assert.equal(capped.tokens.length, 4);
+    assert.equal(capped.done.finishReason, 'length');
+    const prompt = randomPrompt(rng, 9);
+    const free = await collect(core.submit(greedy('free', prompt, 8)));
+    const stopAt = free.tokens[3];
+    const first = free.tokens.indexOf(stopAt);
+    const stopped = await collect(core.submit(greedy('stop', prompt, 8, { stopIds: [stopAt] })));
+    assert.equal(stopped.done.finishReason, 'stop');
+    assert.deepEqual(stopped.tokens, free.tokens.slice(0, first));
+    assert.equal(stopped.done.usage.completionTokens, first);
+  } finally {
+    await core.shutdown(0);
+  }
+});
+
+test('a request past its timeout ends with finish reason timeout and frees its pages', async () => {
+  const rng = new Rng(23);
+  const core = await makeGpuCore(dir);
+  try {
+    const slow = core.submit(greedy('slow', randomPrompt(rng, 8), 200, { timeoutMs: 30 }));
+    const g = await collect(slow);
+    assert.equal(g.done.finishReason, 'timeout');
+    assert.ok(g.tokens.length < 200);
+    assert.ok(g.done.timings.durationMs >= 30);
+    assert.equal(core.stats().kvPagesUsed, 0);
+  } finally {
+    await core.shutdown(0);
+  }
+});
+
+test('shutdown lets running requests finish within the grace, cancels the rest, then refuses submits', async () => {
+  const rng = new Rng(24);
+  const core = await makeGpuCore(dir);
+  const short = core.submit(greedy('short', randomPrompt(rng, 4), 3));
+  const long = core.submit(greedy('long', randomPrompt(rng, 4), 240));
+  const runs = Promise.all([collect(short), collect(long)]);
+  await core.shutdown(40);
+  const [s, l] = await runs;
+  assert.equal(s.done.finishReason, 'length');
+  assert.equal(l.done.finishReason, 'cancelled');
+  assert.throws(() => core.submit(greedy('late', [5], 2)), code('NOT_READY'));
+});
+
+test('a lost GPU device ends live requests with an error and later submits throw DEVICE_LOST', async () => {
+  const rng = new Rng(25);
+  const gpu = await Gpu.create();
+  const core = await makeGpuCore(dir, { gpu });
+  try {
+    const h = core.submit(greedy('doomed', randomPrompt(rng, 8), 200));
+    let n = 0;
+    const g = await collect(h, (ev) => {
+      if (ev.type === 'token' && ++n === 2) gpu.device.destroy();
+    });
+    assert.equal(g.done.finishReason, 'error');
+    assert.ok(isSiftError(g.done.error, 'DEVICE_LOST'), String(g.done.error));
+    assert.throws(() => core.submit(greedy('after', [5], 2)), code('DEVICE_LOST'));
+  } finally {
+    await core.shutdown(0);
+  }
+});
