@@ -1,13 +1,19 @@
-/** Shared setup of the engine-core tests: a tiny synthetic checkpoint, engine cores on the test GPU, event collection. */
+/**
+ * Shared setup of the engine-core tests: a tiny synthetic checkpoint, engine cores over the CPU executor (the
+ * reference forward pass, no GPU) or the GPU executor (ModelRunner on the test GPU), event collection.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { loadModelConfig } from '../../checkpoint/config.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
 import type { GenerationEvent, GenerationRequest, RequestHandle } from '../../engine/client.js';
 import { EngineCore, type EngineCoreOptions } from '../../engine/core.js';
+import { KvStorage } from '../../model/kv-storage.js';
 import { ModelRunner } from '../../model/runner.js';
 import type { Gpu } from '../../shaders/runtime.js';
+import { CpuExecutor } from '../helpers/cpu-executor.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
 
@@ -28,6 +34,8 @@ export interface CoreSetup {
   maxContext?: number;
   /** KV storage size, as --kv-cache-mib. Default 1. */
   kvCacheMib?: number;
+  /** CPU executor only: extra time per step (CpuExecutorOptions.stepDelayMs). */
+  stepDelayMs?: number;
 }
 
 function setupConfig(s: CoreSetup) {
@@ -40,6 +48,25 @@ function setupConfig(s: CoreSetup) {
       maxContext: s.maxContext ?? 256,
     },
   });
+}
+
+/** The CPU executor sized as ModelRunner.load sizes the GPU one for the same flags (f16 K/V pages in kvCacheMib). */
+export function cpuExecutor(dir: string, s: CoreSetup = {}): CpuExecutor {
+  const cfg = setupConfig(s);
+  const bytesPerPage = KvStorage.bytesPerTokenOf(loadModelConfig(dir)) * cfg.pageSize;
+  return new CpuExecutor(dir, {
+    pageSize: cfg.pageSize,
+    numPages: Math.max(1, Math.floor((cfg.kvCacheMib * 2 ** 20) / bytesPerPage)),
+    maxBatchTokens: cfg.maxBatchTokens,
+    maxSeqs: cfg.maxSeqs,
+    maxContext: cfg.maxContext ?? 256,
+    stepDelayMs: s.stepDelayMs,
+  });
+}
+
+/** An engine core over the CPU executor (no GPU). */
+export function makeCore(dir: string, s: CoreSetup = {}, opts: EngineCoreOptions = {}): EngineCore {
+  return EngineCore.create(cpuExecutor(dir, s), opts);
 }
 
 /** An engine core over the GPU executor on the test GPU (or `gpu`). */

@@ -1,12 +1,12 @@
 /**
- * The engine core's edges on the GPU: submit-time errors (context length, vocabulary, queue bound), the context cap
- * on completions, stop ids, timeouts, shutdown with and without grace, and a lost GPU device.
+ * The engine core's edges, over the CPU executor (no GPU): submit-time errors (context length, vocabulary, queue
+ * bound), the context cap on completions, stop ids, timeouts, shutdown with and without grace. A lost GPU device:
+ * tests/engine/core-gpu.test.ts.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
-import { Gpu } from '../../shaders/runtime.js';
-import { checkpointDir, collect, greedy, makeGpuCore, Rng, randomPrompt } from './core-helpers.js';
+import { checkpointDir, collect, greedy, makeCore, Rng, randomPrompt } from './core-helpers.js';
 
 let dir = '';
 let cleanup = () => {};
@@ -19,7 +19,7 @@ const code = (c: Parameters<typeof isSiftError>[1]) => (e: unknown) => isSiftErr
 
 test('submit rejects what cannot be served: context length, vocabulary, arguments, a full queue', async () => {
   const rng = new Rng(21);
-  const core = await makeGpuCore(dir, { maxContext: 64 }, { maxWaiting: 2 });
+  const core = makeCore(dir, { maxContext: 64 }, { maxWaiting: 2 });
   try {
     assert.equal(core.maxContext, 64);
     assert.throws(() => core.submit(greedy('a', randomPrompt(rng, 64), 4)), code('CONTEXT_LENGTH_EXCEEDED'));
@@ -41,7 +41,7 @@ test('submit rejects what cannot be served: context length, vocabulary, argument
 
 test('completions are capped at the context limit; stop ids end a request without being emitted', async () => {
   const rng = new Rng(22);
-  const core = await makeGpuCore(dir, { maxContext: 64 });
+  const core = makeCore(dir, { maxContext: 64 });
   try {
     const capped = await collect(core.submit(greedy('cap', randomPrompt(rng, 60), 50)));
     assert.equal(capped.tokens.length, 4);
@@ -61,7 +61,7 @@ test('completions are capped at the context limit; stop ids end a request withou
 
 test('a request past its timeout ends with finish reason timeout and frees its pages', async () => {
   const rng = new Rng(23);
-  const core = await makeGpuCore(dir);
+  const core = makeCore(dir, { stepDelayMs: 1 }); // 200 steps take >= 200 ms: the timeout comes first
   try {
     const slow = core.submit(greedy('slow', randomPrompt(rng, 8), 200, { timeoutMs: 30 }));
     const g = await collect(slow);
@@ -76,7 +76,7 @@ test('a request past its timeout ends with finish reason timeout and frees its p
 
 test('shutdown lets running requests finish within the grace, cancels the rest, then refuses submits', async () => {
   const rng = new Rng(24);
-  const core = await makeGpuCore(dir);
+  const core = makeCore(dir, { stepDelayMs: 1 }); // 240 steps take >= 240 ms, past the grace; 3 steps fit in it
   const short = core.submit(greedy('short', randomPrompt(rng, 4), 3));
   const long = core.submit(greedy('long', randomPrompt(rng, 4), 240));
   const runs = Promise.all([collect(short), collect(long)]);
@@ -85,22 +85,4 @@ test('shutdown lets running requests finish within the grace, cancels the rest, 
   assert.equal(s.done.finishReason, 'length');
   assert.equal(l.done.finishReason, 'cancelled');
   assert.throws(() => core.submit(greedy('late', [5], 2)), code('NOT_READY'));
-});
-
-test('a lost GPU device ends live requests with an error and later submits throw DEVICE_LOST', async () => {
-  const rng = new Rng(25);
-  const gpu = await Gpu.create();
-  const core = await makeGpuCore(dir, { gpu });
-  try {
-    const h = core.submit(greedy('doomed', randomPrompt(rng, 8), 200));
-    let n = 0;
-    const g = await collect(h, (ev) => {
-      if (ev.type === 'token' && ++n === 2) gpu.device.destroy();
-    });
-    assert.equal(g.done.finishReason, 'error');
-    assert.ok(isSiftError(g.done.error, 'DEVICE_LOST'), String(g.done.error));
-    assert.throws(() => core.submit(greedy('after', [5], 2)), code('DEVICE_LOST'));
-  } finally {
-    await core.shutdown(0);
-  }
 });

@@ -1,14 +1,15 @@
 /**
- * The engine core on the GPU with a tiny synthetic model: continuous batching gives every request exactly the
- * tokens it gets alone (and the reference model's greedy tokens), through preemption, prefix-cache hits, chunked
- * prefill interleaved with decode, cancellation and seeded sampling.
+ * The engine core over the CPU executor (the reference forward pass, no GPU) with a tiny synthetic model:
+ * continuous batching gives every request exactly the tokens it gets alone (and the reference model's greedy
+ * tokens), through preemption, prefix-cache hits, chunked prefill interleaved with decode, cancellation and seeded
+ * sampling. tests/engine/core-gpu.test.ts holds the CPU executor equal to the GPU one.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import type { EngineCore, StepRecord } from '../../engine/core.js';
 import { ReferenceModel } from '../reference/forward.js';
-import { checkpointDir, collect, greedy, makeGpuCore, Rng, randomPrompt } from './core-helpers.js';
+import { checkpointDir, collect, greedy, makeCore, Rng, randomPrompt } from './core-helpers.js';
 
 let dir = '';
 let cleanup = () => {};
@@ -19,7 +20,7 @@ after(() => cleanup());
 
 /** Tokens of each request served alone, one after the other, on a fresh core with the prefix cache off. */
 async function alone(reqs: Parameters<EngineCore['submit']>[0][]): Promise<number[][]> {
-  const core = await makeGpuCore(dir, {}, { enablePrefixCache: false });
+  const core = makeCore(dir, {}, { enablePrefixCache: false });
   try {
     const out: number[][] = [];
     for (const r of reqs) out.push((await collect(core.submit({ ...r, id: `${r.id}-alone` }))).tokens);
@@ -32,7 +33,7 @@ async function alone(reqs: Parameters<EngineCore['submit']>[0][]): Promise<numbe
 function referenceGreedy(prompt: number[], n: number): number[] {
   const ckpt = openCheckpoint(dir);
   try {
-    const ref = new ReferenceModel(ckpt);
+    const ref = new ReferenceModel(ckpt, { kvF16: true }); // the executor's K/V are f16, as on the GPU
     const V = ref.config.vocabSize;
     const last = (all: Float32Array) => all.subarray(all.length - V); // forward returns every new token's row
     let logits = last(ref.forward(prompt));
@@ -54,12 +55,12 @@ test('8 concurrent greedy requests of different prompt lengths equal each reques
   const lens = [1, 5, 17, 33, 9, 64, 2, 40];
   const reqs = lens.map((n, i) => greedy(`r${i}`, randomPrompt(rng, n), 6 + i));
   const want = await alone(reqs);
-  // the GPU core agrees with the f64 reference on a couple of them
+  // the paged executor agrees exactly with the contiguous reference on a couple of them
   for (const i of [0, 3])
     assert.deepEqual(want[i], referenceGreedy(reqs[i].promptIds, reqs[i].maxTokens), `reference ${i}`);
 
   const steps: StepRecord[] = [];
-  const core = await makeGpuCore(dir, { maxBatchTokens: 48 }, { onStep: (s) => steps.push(s) });
+  const core = makeCore(dir, { maxBatchTokens: 48 }, { onStep: (s) => steps.push(s) });
   try {
     const got = await Promise.all(reqs.map((r) => collect(core.submit(r))));
     got.forEach((g, i) => {
@@ -98,7 +99,7 @@ test('a KV pool too small for the load preempts and still gives every request it
   const reqs = Array.from({ length: 6 }, (_, i) => greedy(`p${i}`, randomPrompt(rng, 10 + 3 * i), 24));
   const want = await alone(reqs);
   // each sequence grows to 34..49 tokens (3..4 pages of 16); 8 pages hold two or three at once
-  const core = await makeGpuCore(dir, {}, { numPages: 8 });
+  const core = makeCore(dir, {}, { numPages: 8 });
   try {
     const got = await Promise.all(reqs.map((r) => collect(core.submit(r))));
     for (const [i, g] of got.entries()) assert.deepEqual(g.tokens, want[i], `request ${i}`);
@@ -112,7 +113,7 @@ test('a KV pool too small for the load preempts and still gives every request it
 
 test('cancelling half of 20 streaming requests mid-stream returns every page', async () => {
   const rng = new Rng(13);
-  const core = await makeGpuCore(dir);
+  const core = makeCore(dir);
   try {
     const runs = Array.from({ length: 20 }, (_, i) => {
       const h = core.submit(greedy(`c${i}`, randomPrompt(rng, 5 + i), 30));
@@ -159,7 +160,7 @@ test('a repeated prompt reuses its cached pages, skips their prefill, and gives 
   const rng = new Rng(14);
   const prompt = randomPrompt(rng, 40); // pages of 16: 32 tokens cacheable
   const req = (id: string) => greedy(id, prompt, 8, { topLogprobs: 2 });
-  const cold = await makeGpuCore(dir, {}, { enablePrefixCache: false });
+  const cold = makeCore(dir, {}, { enablePrefixCache: false });
   let want: Awaited<ReturnType<typeof collect>>;
   try {
     want = await collect(cold.submit(req('cold')));
@@ -167,7 +168,7 @@ test('a repeated prompt reuses its cached pages, skips their prefill, and gives 
     await cold.shutdown(0);
   }
   const steps: StepRecord[] = [];
-  const core = await makeGpuCore(dir, {}, { onStep: (s) => steps.push(s) });
+  const core = makeCore(dir, {}, { onStep: (s) => steps.push(s) });
   try {
     const first = await collect(core.submit(req('first')));
     assert.equal(first.done.usage.cachedTokens, 0);
@@ -199,11 +200,7 @@ test('a long prompt is prefilled in chunks while another request keeps decoding 
   const rng = new Rng(15);
   const steps: StepRecord[] = [];
   const B = 16;
-  const core = await makeGpuCore(
-    dir,
-    { maxBatchTokens: B },
-    { onStep: (s) => steps.push(s), enablePrefixCache: false },
-  );
+  const core = makeCore(dir, { maxBatchTokens: B }, { onStep: (s) => steps.push(s), enablePrefixCache: false });
   try {
     // alone first: its steps are prefill chunks that sample nothing, then the last chunk samples
     const longPrompt = randomPrompt(rng, 120);
@@ -245,7 +242,7 @@ test('seeded sampling gives the same tokens alone and in a batch', async () => {
       presencePenalty: 0.5,
       frequencyPenalty: 0.3,
     });
-  const core = await makeGpuCore(dir);
+  const core = makeCore(dir);
   try {
     const a = await collect(core.submit(sampled('solo', 42)));
     const others = Array.from({ length: 5 }, (_, i) => core.submit(sampled(`o${i}`, 100 + i)));

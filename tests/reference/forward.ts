@@ -6,11 +6,13 @@
  *              causal softmax(q k^T / sqrt(d)) v per head, query head j reading kv head floor(j / (heads/kvHeads));
  *              x += o_proj(attn);  h = RMSNorm(x) * w_post;  x += down(silu(gate(h)) * up(h))
  *   logits = lm_head(RMSNorm(x) * w_final)
- * Mistral's sliding window is not applied (sift records it only). Two code paths share the small helpers:
+ * Mistral's sliding window is not applied (sift records it only). Three code paths share the small helpers:
  * `referenceForward` runs a whole sequence layer by layer with an explicit causal mask; `ReferenceModel` runs token
- * by token against its own KV cache. Tests hold them equal.
+ * by token against its own KV cache; `PagedReferenceModel` runs batches of several sequences over a shared paged KV
+ * cache through block tables (the CPU executor of the engine-core tests, tests/helpers/cpu-executor.ts). Tests hold
+ * them equal.
  * Option `kvF16`: keys (after RoPE) and values are rounded to f16 (nearest even) before attention reads them, as
- * sift's f16 KV cache stores them; the rest stays f64. Tests of the GPU forward pass use it.
+ * sift's f16 KV cache stores them; the rest stays f64. Tests of the GPU forward pass and the CPU executor use it.
  */
 import type { Checkpoint } from '../../checkpoint/checkpoint.js';
 import { layerTensorNames } from '../../checkpoint/checkpoint.js';
@@ -333,6 +335,110 @@ export class ReferenceModel {
       });
       logitsInto(w, x, logits, n);
     });
+    return logits;
+  }
+}
+
+// ---- paged (a batch of sequences over a shared page pool) ---------------------------------------------------
+
+/**
+ * A reference model over a paged KV cache, as the engine sees one: K/V live in `numPages` physical pages of
+ * `pageSize` slots shared by every sequence, and each call runs a batch of new tokens of several sequences, each
+ * token reading and writing its sequence's positions through that sequence's block table. Tokens run one at a time
+ * in batch order, each written before it attends (positions 0..pos), so a sequence's new tokens see its earlier
+ * ones. Reading a slot no token has written throws: a block table that points at the wrong page, or a prefix hit on
+ * a page nobody filled, fails loudly instead of attending to garbage. The arithmetic is ReferenceModel's, in the
+ * same order, so one sequence run here equals it bit for bit.
+ */
+export class PagedReferenceModel {
+  readonly weights: ReferenceWeights;
+  /** Per layer, per flat slot (page * pageSize + offset): k and v (kvHeads*headDim), already roped. */
+  private readonly kCache: (Float64Array | undefined)[][];
+  private readonly vCache: (Float64Array | undefined)[][];
+
+  constructor(
+    source: Checkpoint | ReferenceWeights,
+    readonly numPages: number,
+    readonly pageSize: number,
+    private readonly opts: ReferenceOptions = {},
+  ) {
+    this.weights = 'layers' in source ? source : loadReferenceWeights(source);
+    const slots = numPages * pageSize;
+    this.kCache = this.weights.layers.map(() => new Array<Float64Array | undefined>(slots));
+    this.vCache = this.weights.layers.map(() => new Array<Float64Array | undefined>(slots));
+  }
+
+  get config(): ModelConfig {
+    return this.weights.config;
+  }
+
+  /**
+   * Runs `tokens` (T) at `positions` (T) of the sequences whose block tables are `tables[tokenSeq[t]]`; returns the
+   * logits (R, vocab) of the tokens listed in `logitRows`, in order.
+   */
+  forward(
+    tokens: ArrayLike<number>,
+    positions: ArrayLike<number>,
+    tokenSeq: ArrayLike<number>,
+    tables: readonly ArrayLike<number>[],
+    logitRows: ArrayLike<number>,
+  ): Float32Array {
+    const w = this.weights;
+    const c = w.config;
+    const d = c.headDim;
+    const ps = this.pageSize;
+    const group = c.numHeads / c.numKvHeads;
+    const scale = 1 / Math.sqrt(d);
+    const want = new Map<number, number>();
+    for (let i = 0; i < logitRows.length; i++) want.set(logitRows[i], i);
+    const logits = new Float32Array(logitRows.length * c.vocabSize);
+    const slotOf = (table: ArrayLike<number>, pos: number): number => {
+      const lp = Math.floor(pos / ps);
+      if (lp >= table.length) throw new RangeError(`position ${pos} is past the block table (${table.length} pages)`);
+      const page = table[lp];
+      if (!Number.isInteger(page) || page < 0 || page >= this.numPages) throw new RangeError(`page ${page}`);
+      return page * ps + (pos % ps);
+    };
+    for (let t = 0; t < tokens.length; t++) {
+      const table = tables[tokenSeq[t]];
+      const pos = positions[t];
+      const x = embedRow(w, tokens[t]);
+      w.layers.forEach((l, li) => {
+        const { q, k, v } = qkv(w, l, x, pos, this.opts.kvF16);
+        const keys = this.kCache[li];
+        const values = this.vCache[li];
+        const own = slotOf(table, pos);
+        keys[own] = k;
+        values[own] = v;
+        const slots = Array.from({ length: pos + 1 }, (_, s) => slotOf(table, s));
+        for (const [s, slot] of slots.entries()) {
+          if (!keys[slot]) throw new RangeError(`token ${t} (position ${pos}) reads position ${s}, never written`);
+        }
+        const attn = new Float64Array(c.numHeads * d); // (heads*headDim)
+        const p = new Float64Array(pos + 1); // (pos+1)
+        for (let j = 0; j < c.numHeads; j++) {
+          const kvh = Math.floor(j / group);
+          let max = Number.NEGATIVE_INFINITY;
+          for (let s = 0; s <= pos; s++) {
+            const key = keys[slots[s]] as Float64Array;
+            let dot = 0;
+            for (let i = 0; i < d; i++) dot += q[j * d + i] * key[kvh * d + i];
+            p[s] = dot * scale;
+            max = Math.max(max, p[s]);
+          }
+          let sum = 0;
+          for (let s = 0; s <= pos; s++) sum += p[s] = Math.exp(p[s] - max);
+          for (let s = 0; s <= pos; s++) {
+            const value = values[slots[s]] as Float64Array;
+            const prob = p[s] / sum;
+            for (let i = 0; i < d; i++) attn[j * d + i] += prob * value[kvh * d + i];
+          }
+        }
+        attnOutAndMlp(w, l, x, attn);
+      });
+      const row = want.get(t);
+      if (row !== undefined) logitsInto(w, x, logits, row);
+    }
     return logits;
   }
 }

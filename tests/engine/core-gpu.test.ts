@@ -1,0 +1,91 @@
+/**
+ * The engine core over the GPU executor (ModelRunner): the CPU executor the other engine-core tests run on is a
+ * faithful stand-in (same greedy tokens, same usage, through batching, chunked prefill, prefix-cache hits and
+ * preemption on a small synthetic checkpoint), and a lost GPU device ends live requests with an error.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { isSiftError } from '../../config/errors.js';
+import type { EngineCore, StepRecord } from '../../engine/core.js';
+import { Gpu } from '../../shaders/runtime.js';
+import {
+  type Collected,
+  type CoreSetup,
+  checkpointDir,
+  collect,
+  greedy,
+  makeCore,
+  makeGpuCore,
+  Rng,
+  randomPrompt,
+} from './core-helpers.js';
+
+let dir = '';
+let cleanup = () => {};
+before(() => {
+  ({ dir, cleanup } = checkpointDir());
+});
+after(() => cleanup());
+
+/** Submits `reqs` all at once (then a repeat of the third, for prefix-cache hits) and collects every request. */
+async function serveAll(core: EngineCore, reqs: ReturnType<typeof greedy>[]): Promise<Collected[]> {
+  try {
+    const got = await Promise.all(reqs.map((r) => collect(core.submit(r))));
+    got.push(await collect(core.submit({ ...reqs[2], id: 'repeat' })));
+    assert.equal(core.stats().kvPagesUsed, 0);
+    return got;
+  } finally {
+    await core.shutdown(0);
+  }
+}
+
+test('the CPU executor gives the GPU executor greedy tokens and usage: batching, chunks, prefix hits, preemption', async () => {
+  const rng = new Rng(31);
+  const lens = [1, 7, 40, 33, 90, 17];
+  const reqs = lens.map((n, i) => greedy(`r${i}`, randomPrompt(rng, n), 10 + 3 * i));
+  // chunks of 32 tokens; 14 pages of 16 tokens for prompts + completions of up to 115 tokens: some wait, some are
+  // preempted and recomputed
+  const setup: CoreSetup = { maxBatchTokens: 32 };
+  const opts = { numPages: 14 };
+  const stepsGpu: StepRecord[] = [];
+  const stepsCpu: StepRecord[] = [];
+  const gpu = await serveAll(await makeGpuCore(dir, setup, { ...opts, onStep: (s) => stepsGpu.push(s) }), reqs);
+  const cpu = await serveAll(makeCore(dir, setup, { ...opts, onStep: (s) => stepsCpu.push(s) }), reqs);
+  for (const [i, g] of gpu.entries()) {
+    const c = cpu[i];
+    assert.deepEqual(c.tokens, g.tokens, `request ${i}: CPU tokens == GPU tokens`);
+    assert.equal(c.done.finishReason, g.done.finishReason);
+    assert.deepEqual(c.done.usage, g.done.usage, `request ${i} usage`);
+    assert.equal(c.done.attention.meanTokensAttended, g.done.attention.meanTokensAttended);
+  }
+  assert.ok(gpu[gpu.length - 1].done.usage.cachedTokens > 0, 'the repeated prompt reused cached pages');
+  assert.deepEqual(stepsCpu, stepsGpu, 'the same schedule, step by step');
+  assert.ok(
+    stepsGpu.some((s) => s.preempted.length > 0),
+    'the load preempted',
+  );
+  assert.ok(
+    stepsGpu.some((s) => s.entries.some((e) => e.kind === 'decode') && s.entries.some((e) => e.kind === 'prefill')),
+  );
+});
+
+test('a lost GPU device ends live requests with an error and later submits throw DEVICE_LOST', async () => {
+  const rng = new Rng(25);
+  const gpu = await Gpu.create();
+  const core = await makeGpuCore(dir, { gpu });
+  try {
+    const h = core.submit(greedy('doomed', randomPrompt(rng, 8), 200));
+    let n = 0;
+    const g = await collect(h, (ev) => {
+      if (ev.type === 'token' && ++n === 2) gpu.device.destroy();
+    });
+    assert.equal(g.done.finishReason, 'error');
+    assert.ok(isSiftError(g.done.error, 'DEVICE_LOST'), String(g.done.error));
+    assert.throws(
+      () => core.submit(greedy('after', [5], 2)),
+      (e: unknown) => isSiftError(e, 'DEVICE_LOST'),
+    );
+  } finally {
+    await core.shutdown(0);
+  }
+});
