@@ -111,10 +111,8 @@ export async function main(argv: string[]): Promise<number> {
   // One request through the same engine core the server uses (paged KV, sparse attention, streaming heads).
   const loop = EngineCore.create(engine);
   try {
-    const stops = (values.stop as string[] | undefined) ?? [];
-    const decoder = text?.streamDecoder(promptIds);
-    let produced = '';
-    let stoppedByString = false;
+    // The same TextStream as the server's: detokenize, cut at the first stop string, hold back what could begin one.
+    const stream = text?.stream(promptIds, (values.stop as string[] | undefined) ?? []);
     const outputIds: number[] = [];
     const h = loop.submit({
       id: 'generate',
@@ -129,34 +127,23 @@ export async function main(argv: string[]): Promise<number> {
         done = ev;
         break;
       }
-      if (ev.type !== 'token' || stoppedByString) continue;
+      if (ev.type !== 'token' || stream?.stopped) continue;
       outputIds.push(ev.id);
-      if (!decoder) {
+      if (!stream) {
         if (!json) process.stdout.write(`${ev.id} `);
         continue;
       }
-      const piece = decoder.push(ev.id);
-      const before = produced.length;
-      produced += piece;
-      const hit = firstStop(produced, stops, before);
-      if (hit !== -1) {
-        if (!json) process.stdout.write(produced.slice(before, hit));
-        produced = produced.slice(0, hit);
-        stoppedByString = true;
-        h.cancel();
-        continue;
-      }
-      if (!json) process.stdout.write(piece);
+      const d = stream.push(ev.id);
+      if (!json) process.stdout.write(d.text);
+      if (stream.stopped) h.cancel();
     }
     if (!done) throw new SiftError('INTERNAL', 'generation ended without a result');
     if (done.error) throw done.error;
-    let finish: string = done.finishReason;
-    if (stoppedByString) finish = 'stop';
-    else if (decoder) {
-      const tail = decoder.flush();
-      produced += tail;
-      if (!json) process.stdout.write(tail);
+    if (stream) {
+      const rest = stream.finish();
+      if (!json) process.stdout.write(rest.text);
     }
+    const finish: string = stream?.stopped ? 'stop' : done.finishReason;
     const ttft = done.timings.ttftMs ?? done.timings.durationMs;
     const prefillMs = ttft - done.timings.queuedMs;
     const decodeMs = done.timings.durationMs - ttft;
@@ -173,7 +160,7 @@ export async function main(argv: string[]): Promise<number> {
           model: dir,
           prompt_ids: promptIds,
           output_ids: outputIds,
-          text: decoder ? produced : null,
+          text: stream ? stream.text : null,
           finish_reason: finish,
           attention: { mode: att.mode, mean_tokens_attended: round(att.meanTokensAttended) },
           timings: {
@@ -199,14 +186,3 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
-
-/** Index of the earliest stop string that ends at or after `from` in `s`, or -1. */
-function firstStop(s: string, stops: string[], from: number): number {
-  let best = -1;
-  for (const st of stops) {
-    if (!st) continue;
-    const i = s.indexOf(st, Math.max(0, from - st.length + 1));
-    if (i !== -1 && (best === -1 || i < best)) best = i;
-  }
-  return best;
-}

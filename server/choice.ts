@@ -1,9 +1,8 @@
 /**
- * One choice of a generation request: a submitted engine request plus its text side. Token ids are
- * detokenized as they arrive; stop strings are matched on the text (the stop string is not included, the engine
- * request is cancelled, finish reason "stop"); while stop strings are set, the last (longest stop - 1) characters
- * are held back so no part of a stop string is ever streamed. Yields text deltas with the logprobs of the tokens
- * whose text they carry, then one finish.
+ * One choice of a generation request: a submitted engine request read through a TextStream (text/stream.ts), which
+ * detokenizes, matches stop strings and holds back what could begin one. A matched stop string cancels the engine
+ * request and finishes the choice with "stop". Yields text deltas with the logprobs of the tokens whose text they
+ * carry, then one finish.
  */
 import { isSiftError, SiftError } from '../config/errors.js';
 import type {
@@ -14,6 +13,7 @@ import type {
   RequestUsage,
   TokenLogprob,
 } from '../engine/client.js';
+import type { TextDelta, TextStream } from '../text/stream.js';
 import type { TextSide } from '../text/text.js';
 import type { FinishReasonWire } from './protocol.js';
 
@@ -46,26 +46,12 @@ export interface ChoiceResult {
   e2eMs: number;
 }
 
-/** The token's text as OpenAI reports it in logprobs. */
-export function tokenString(text: TextSide, id: number): string {
-  const tok = text.tokenizer;
-  const piece = tok.idToToken(id);
-  if (piece === null) return '';
-  const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
-  if (byte) return String.fromCharCode(Number.parseInt(byte[1], 16));
-  if (piece.includes('\u2581')) return piece.replace(/\u2581/g, ' ');
-  return tok.decode([id], { skipSpecial: false });
-}
-
 export class Choice {
   readonly index: number;
-  private readonly decoder;
-  private readonly holdBack: number;
-  private produced = '';
-  private emitted = 0;
+  private readonly stream: TextStream;
+  /** The sampled tokens' logprob data, in push order (only when logprobs were asked for). */
+  private readonly sampled: Array<{ id: number; logprob: number; top: TokenLogprob[] }> = [];
   private readonly tokens: TokenInfo[] = [];
-  private released = 0;
-  private stopped = false;
   private firstTokenAt: number | null = null;
   result: ChoiceResult | null = null;
 
@@ -74,13 +60,12 @@ export class Choice {
     readonly req: GenerationRequest,
     index: number,
     private readonly text: TextSide,
-    private readonly stops: readonly string[],
+    stops: readonly string[],
     private readonly startedAt: number,
     private readonly wantLogprobs: boolean,
   ) {
     this.index = index;
-    this.decoder = text.streamDecoder(req.promptIds);
-    this.holdBack = stops.reduce((m, s) => Math.max(m, s.length), 0) - 1;
+    this.stream = text.stream(req.promptIds, stops);
   }
 
   /** Runs the choice to its end. `onProgress` sees prefill progress (for keep-alives). */
@@ -92,23 +77,24 @@ export class Choice {
       }
       if (ev.type === 'token') {
         this.firstTokenAt ??= performance.now();
-        if (this.stopped) continue;
-        this.push(ev.id, ev.logprob, ev.topLogprobs);
-        const d = this.take(false);
+        if (this.stream.stopped) continue;
+        if (this.wantLogprobs) this.sampled.push({ id: ev.id, logprob: ev.logprob ?? 0, top: ev.topLogprobs ?? [] });
+        const d = this.delta(this.stream.push(ev.id));
+        // A stop string matched: the text is complete, the engine need not go on.
+        if (this.stream.stopped) this.handle.cancel();
         if (d) yield d;
         continue;
       }
       // done
-      if (!this.stopped && ev.finishReason !== 'error') this.append(this.decoder.flush());
-      const d = this.take(true);
-      if (d) yield d;
       if (ev.finishReason === 'error') {
         const err = ev.error;
         throw isSiftError(err) ? err : new SiftError('INTERNAL', err?.message ?? 'generation failed', { cause: err });
       }
-      const reason: FinishReasonWire = this.stopped || ev.finishReason === 'stop' ? 'stop' : 'length';
+      const d = this.delta(this.stream.finish());
+      if (d) yield d;
+      const reason: FinishReasonWire = this.stream.stopped || ev.finishReason === 'stop' ? 'stop' : 'length';
       this.result = {
-        text: this.produced,
+        text: this.stream.text,
         tokens: this.tokens,
         finishReason: reason,
         engineFinish: ev.finishReason,
@@ -123,50 +109,25 @@ export class Choice {
     throw new SiftError('INTERNAL', 'the engine ended a request without a done event');
   }
 
-  private push(id: number, logprob: number | undefined, top: TokenLogprob[] | undefined): void {
-    const offset = this.produced.length;
+  /** The update for a TextStream delta, with the logprob entries of the tokens it completes. */
+  private delta(d: TextDelta): ChoiceUpdate | null {
+    if (!d.text && !d.tokens) return null;
+    const out: TokenInfo[] = [];
     if (this.wantLogprobs) {
-      this.tokens.push({
-        id,
-        token: tokenString(this.text, id),
-        logprob: logprob ?? 0,
-        top: (top ?? []).map((t) => ({ token: tokenString(this.text, t.id), logprob: t.logprob })),
-        offset,
-      });
+      const tok = this.text.tokenizer;
+      const offsets = this.stream.tokenOffsets;
+      for (let i = this.tokens.length; i < this.tokens.length + d.tokens; i++) {
+        const t = this.sampled[i];
+        out.push({
+          id: t.id,
+          token: tok.tokenText(t.id),
+          logprob: t.logprob,
+          top: t.top.map((a) => ({ token: tok.tokenText(a.id), logprob: a.logprob })),
+          offset: offsets[i],
+        });
+      }
+      this.tokens.push(...out);
     }
-    this.append(this.decoder.push(id));
-  }
-
-  private append(piece: string): void {
-    if (!piece || this.stopped) return;
-    const before = this.produced.length;
-    this.produced += piece;
-    let hit = -1;
-    for (const s of this.stops) {
-      if (!s) continue;
-      const i = this.produced.indexOf(s, Math.max(0, before - s.length + 1));
-      if (i !== -1 && (hit === -1 || i < hit)) hit = i;
-    }
-    if (hit !== -1) {
-      this.produced = this.produced.slice(0, hit);
-      this.stopped = true;
-      this.handle.cancel();
-      // Tokens whose text starts at or after the stop string are not part of the answer.
-      while (this.tokens.length > this.released && this.tokens[this.tokens.length - 1].offset >= hit) this.tokens.pop();
-    }
-  }
-
-  /** The text (and tokens) that may be sent now; everything on `final` or after a stop. */
-  private take(final: boolean): ChoiceUpdate | null {
-    const all = final || this.stopped;
-    const end = all ? this.produced.length : Math.max(this.emitted, this.produced.length - Math.max(0, this.holdBack));
-    const text = this.produced.slice(this.emitted, end);
-    this.emitted = end;
-    let upto = this.released;
-    while (upto < this.tokens.length && (all || this.tokens[upto].offset < end)) upto++;
-    const tokens = this.tokens.slice(this.released, upto);
-    this.released = upto;
-    if (!text && !tokens.length) return null;
-    return { type: 'delta', text, tokens };
+    return { type: 'delta', text: d.text, tokens: out };
   }
 }

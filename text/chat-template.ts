@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { SiftError } from '../config/errors.js';
+import { readModelJson, tokenContent } from './model-files.js';
 
 export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool'] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
@@ -113,32 +114,6 @@ export interface ChatTemplateOptions {
   eosToken?: string | null;
   unkToken?: string | null;
   padToken?: string | null;
-  /** Ids that end generation. */
-  stopIds?: readonly number[];
-}
-
-/** Token strings of tokenizer_config.json entries (a string or an AddedToken-like {content}). */
-function tokenString(v: unknown): string | null {
-  if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') {
-    return (v as { content: string }).content;
-  }
-  return null;
-}
-
-function readJsonIfAny(file: string): Record<string, unknown> {
-  if (!fs.existsSync(file)) return {};
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new SiftError('CHECKPOINT_INVALID', `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-}
-
-function ids(v: unknown): number[] {
-  if (typeof v === 'number' && Number.isInteger(v)) return [v];
-  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number' && Number.isInteger(x));
-  return [];
 }
 
 export class ChatTemplate {
@@ -146,8 +121,6 @@ export class ChatTemplate {
   readonly source: string;
   /** False when the model has no chat template and the fallback is used. */
   readonly isModelTemplate: boolean;
-  /** Every id that ends generation: eos ids of config.json and generation_config.json, and tokenizer_config's eos. */
-  readonly stopIds: readonly number[];
   private readonly template: Template;
   private readonly specials: Record<string, string>;
 
@@ -165,38 +138,29 @@ export class ChatTemplate {
       unk_token: opts.unkToken ?? '',
       pad_token: opts.padToken ?? '',
     };
-    this.stopIds = [...new Set(opts.stopIds ?? [])];
   }
 
   /**
-   * Reads a model directory's template (tokenizer_config.json `chat_template`: a string, or a list of named
-   * templates of which "default" is used) and stop ids. `tokenToId` maps tokenizer_config's eos_token to an id.
+   * Reads a model directory's template: tokenizer_config.json `chat_template` (a string, or a list of named
+   * templates of which "default" is used), else chat_template.jinja beside it (newer transformers save it there);
+   * none selects the fallback. The special-token strings come from tokenizer_config.json.
    */
-  static load(dir: string, tokenToId?: (token: string) => number | null): ChatTemplate {
-    const tc = readJsonIfAny(path.join(dir, 'tokenizer_config.json'));
-    const cfg = readJsonIfAny(path.join(dir, 'config.json'));
-    const gen = readJsonIfAny(path.join(dir, 'generation_config.json'));
+  static load(dir: string): ChatTemplate {
+    const tc = readModelJson(dir, 'tokenizer_config.json');
     let template: string | null = null;
     if (typeof tc.chat_template === 'string') template = tc.chat_template;
     else if (Array.isArray(tc.chat_template)) {
       const named = tc.chat_template as { name?: string; template?: string }[];
       template = named.find((t) => t.name === 'default')?.template ?? null;
     }
-    const jinjaFile = path.join(dir, 'chat_template.jinja'); // newer transformers save it beside the config
+    const jinjaFile = path.join(dir, 'chat_template.jinja');
     if (template === null && fs.existsSync(jinjaFile)) template = fs.readFileSync(jinjaFile, 'utf8');
-    const eosToken = tokenString(tc.eos_token);
-    const stop = [...ids(gen.eos_token_id), ...ids(cfg.eos_token_id)];
-    if (eosToken !== null && tokenToId) {
-      const id = tokenToId(eosToken);
-      if (id !== null) stop.push(id);
-    }
     return new ChatTemplate({
       template,
-      bosToken: tokenString(tc.bos_token),
-      eosToken,
-      unkToken: tokenString(tc.unk_token),
-      padToken: tokenString(tc.pad_token),
-      stopIds: stop,
+      bosToken: tokenContent(tc.bos_token),
+      eosToken: tokenContent(tc.eos_token),
+      unkToken: tokenContent(tc.unk_token),
+      padToken: tokenContent(tc.pad_token),
     });
   }
 

@@ -1,46 +1,54 @@
 /**
- * The text side of a model directory in one object: tokenizer, chat template and stop ids.
- * Plain prompts get BOS; chat prompts are rendered by the template (which writes its own BOS).
+ * The text side of a model directory in one object: its tokenizer, its chat template and the ids that end
+ * generation. Plain prompts get BOS; chat prompts are rendered by the template (which writes its own BOS). A
+ * TextStream per completion turns the generated ids back into text.
  */
-import type { ChatMessage } from './chat-template.js';
-import { ChatTemplate, validateMessages } from './chat-template.js';
-import { type StreamDecoder, Tokenizer } from './tokenizer.js';
+import { ChatTemplate } from './chat-template.js';
+import { idList, readModelJson, tokenContent } from './model-files.js';
+import { TextStream } from './stream.js';
+import { Tokenizer } from './tokenizer.js';
 
 export class TextSide {
-  private constructor(
+  constructor(
     readonly tokenizer: Tokenizer,
     readonly chat: ChatTemplate,
+    /** Every id that ends generation (never empty when the tokenizer has an EOS). */
+    readonly stopIds: readonly number[],
   ) {}
-
-  static load(dir: string): TextSide {
-    const tokenizer = Tokenizer.load(dir);
-    return new TextSide(
-      tokenizer,
-      ChatTemplate.load(dir, (t) => tokenizer.tokenToId(t)),
-    );
-  }
-
-  /** Every id that ends generation. */
-  get stopIds(): readonly number[] {
-    return this.chat.stopIds.length ? this.chat.stopIds : this.tokenizer.eosId === null ? [] : [this.tokenizer.eosId];
-  }
 
   encodePrompt(text: string): Promise<number[]> {
     return this.tokenizer.encode(text, { addBos: true });
   }
 
-  /** Renders `messages` (validated; errors name the field) with the chat template and encodes the result. */
+  /** Renders `messages` (validated; errors name the field, e.g. messages[1].role) and encodes the result. */
   encodeChat(messages: unknown, addGenerationPrompt = true): Promise<number[]> {
-    const msgs = validateMessages(messages) as ChatMessage[];
-    return this.tokenizer.encode(this.chat.render(msgs, { addGenerationPrompt }), { addBos: false });
+    return this.tokenizer.encode(this.chat.render(messages, { addGenerationPrompt }), { addBos: false });
   }
 
-  /** A streaming detokenizer that continues after `promptIds` (so the first word keeps its leading space). */
-  streamDecoder(promptIds: number[] = []): StreamDecoder {
-    return this.tokenizer.createStreamDecoder({ context: promptIds });
+  /** A TextStream for one completion of `promptIds`, cut at the first of `stop`. */
+  stream(promptIds: readonly number[], stop: readonly string[] = []): TextStream {
+    return new TextStream(this.tokenizer, { context: promptIds, stop });
   }
 }
 
+/**
+ * Ids that end generation: the eos ids of generation_config.json and config.json and tokenizer_config.json's
+ * eos_token; if none of them names one, the tokenizer's EOS.
+ */
+export function stopIdsOf(dir: string, tokenizer: Tokenizer): number[] {
+  const ids = [
+    ...idList(readModelJson(dir, 'generation_config.json').eos_token_id),
+    ...idList(readModelJson(dir, 'config.json').eos_token_id),
+  ];
+  const eos = tokenContent(readModelJson(dir, 'tokenizer_config.json').eos_token);
+  const eosId = eos === null ? null : tokenizer.tokenToId(eos);
+  if (eosId !== null) ids.push(eosId);
+  if (!ids.length && tokenizer.eosId !== null) ids.push(tokenizer.eosId);
+  return [...new Set(ids)];
+}
+
+/** Loads the text side of a model directory (tokenizer.json, tokenizer_config.json, the configs' eos ids). */
 export function loadText(dir: string): TextSide {
-  return TextSide.load(dir);
+  const tokenizer = Tokenizer.load(dir);
+  return new TextSide(tokenizer, ChatTemplate.load(dir), stopIdsOf(dir, tokenizer));
 }

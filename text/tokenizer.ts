@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
 import { SiftError } from '../config/errors.js';
+import { idList, readModelJson, tokenContent } from './model-files.js';
 
 const REPLACEMENT = '\uFFFD';
 
@@ -34,30 +35,6 @@ export interface StreamDecoderOptions {
   context?: readonly number[];
   /** As in DecodeOptions. Default true. */
   skipSpecial?: boolean;
-}
-
-/** Token id for a special-token entry of tokenizer_config.json (a string or an AddedToken-like object). */
-function tokenContent(v: unknown): string | null {
-  if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') {
-    return (v as { content: string }).content;
-  }
-  return null;
-}
-
-function readJson(file: string): Record<string, unknown> | null {
-  if (!fs.existsSync(file)) return null;
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new SiftError('CHECKPOINT_INVALID', `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-}
-
-function firstId(v: unknown): number | null {
-  if (typeof v === 'number') return v;
-  if (Array.isArray(v) && typeof v[0] === 'number') return v[0];
-  return null;
 }
 
 export class Tokenizer {
@@ -96,18 +73,18 @@ export class Tokenizer {
     } catch (e) {
       throw new SiftError('CHECKPOINT_INVALID', `${file}: cannot load (${(e as Error).message})`, { cause: e });
     }
-    const json = readJson(file) ?? {};
+    const json = readModelJson(dir, 'tokenizer.json');
     const special = new Set<number>();
     for (const t of (json.added_tokens as { id: number; special?: boolean }[] | undefined) ?? []) {
       if (t.special) special.add(t.id);
     }
-    const tc = readJson(path.join(dir, 'tokenizer_config.json')) ?? {};
-    const cfg = readJson(path.join(dir, 'config.json')) ?? {};
+    const tc = readModelJson(dir, 'tokenizer_config.json');
+    const cfg = readModelJson(dir, 'config.json');
     const pick = (token: unknown, fallbackId: unknown) => {
       const content = tokenContent(token);
       const id = content === null ? null : hf.tokenToId(content);
       if (content !== null && id !== null && id !== undefined) return { id, token: content };
-      const fid = firstId(fallbackId);
+      const fid = idList(fallbackId)[0] ?? null;
       return { id: fid, token: fid === null ? null : hf.idToToken(fid) };
     };
     return new Tokenizer(hf, special, pick(tc.bos_token, cfg.bos_token_id), pick(tc.eos_token, cfg.eos_token_id));
@@ -134,6 +111,20 @@ export class Tokenizer {
 
   tokenToId(token: string): number | null {
     return this.hf.tokenToId(token) ?? null;
+  }
+
+  /**
+   * The text of one token on its own, as logprobs show it: a byte piece ("<0x0A>") as that byte's character, a
+   * SentencePiece piece with "▁" as spaces (the leading space kept), anything else as the decoder writes it; ''
+   * for an id outside the vocabulary.
+   */
+  tokenText(id: number): string {
+    const piece = this.idToToken(id);
+    if (piece === null) return '';
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byte) return String.fromCharCode(Number.parseInt(byte[1], 16));
+    if (piece.includes('\u2581')) return piece.replace(/\u2581/g, ' ');
+    return this.decode([id], { skipSpecial: false });
   }
 
   /** Text of `ids` (what the tokenizer.json decoder makes of them; SentencePiece's leading space is dropped). */

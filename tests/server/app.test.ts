@@ -16,12 +16,12 @@ const chat = (extra: Record<string, unknown> = {}) => ({
 async function greedyText(k: number, fake: FakeEngine): Promise<string> {
   const text = await storiesText();
   const ids = await text.tokenizer.encode(STORY, { addBos: false });
-  const d = text.streamDecoder(fake.submitted[0].promptIds);
+  const d = text.stream(fake.submitted[0].promptIds);
   return (
     ids
       .slice(0, k)
-      .map((id) => d.push(id))
-      .join('') + d.flush()
+      .map((id) => d.push(id).text)
+      .join('') + d.finish().text
   );
 }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
 import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, validateMessages } from '../../text/chat-template.js';
-import { Tokenizer } from '../../text/tokenizer.js';
+import { loadText } from '../../text/text.js';
 import { storiesDir } from '../helpers/stories.js';
 
 // Written for this test in the shape of Llama-3-Instruct's and ChatML's (Qwen) templates.
@@ -79,13 +79,13 @@ describe('chat templates', () => {
   });
 
   test('stories15M: no template -> fallback, stop ids from the configs, prompt encodes like a plain prompt', async () => {
-    const dir = await storiesDir();
-    const tk = Tokenizer.load(dir);
-    const t = ChatTemplate.load(dir, (s) => tk.tokenToId(s));
+    const side = loadText(await storiesDir());
+    const t = side.chat;
     assert.equal(t.isModelTemplate, false);
-    assert.deepEqual(t.stopIds, [2]);
+    assert.deepEqual(side.stopIds, [2]);
     const text = t.render([{ role: 'user', content: 'Once upon a time' }]);
-    assert.deepEqual(await tk.encode(text, { addBos: false }), [1, 9038, 2501, 263, 931]);
+    assert.deepEqual(await side.tokenizer.encode(text, { addBos: false }), [1, 9038, 2501, 263, 931]);
+    assert.deepEqual(await side.encodeChat([{ role: 'user', content: 'Once upon a time' }]), [1, 9038, 2501, 263, 931]);
   });
 
   test('message validation names the field', () => {

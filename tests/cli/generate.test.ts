@@ -1,0 +1,76 @@
+/**
+ * `sift generate` as a process, on a tiny synthetic model whose tokenizer is 26 single letters (no download): the
+ * text printed to the terminal and the `text` of --json are the same, with and without stop strings. A stop
+ * string that spans two tokens must not leak its first character to the terminal (the first token's text is held
+ * back until the next one shows whether the stop string follows).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
+import { LETTERS, scratchDir, writeTextSide } from '../helpers/tiny-text.js';
+
+const run = promisify(execFile);
+const CLI = path.resolve('dist/cli/main.js');
+
+/** A random-init model over the letters vocab; untied embeddings, so greedy decoding does not repeat its input. */
+function lettersModel(): string {
+  const dir = scratchDir('letters-model');
+  const vocab = writeTextSide(dir, [...LETTERS], false);
+  writeSyntheticCheckpoint(dir, {
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'untied',
+    hidden: 32,
+    layers: 1,
+    heads: 2,
+    kvHeads: 2,
+    intermediate: 64,
+    vocab,
+    maxPositions: 256,
+    seed: 4,
+  });
+  return dir;
+}
+
+test('sift generate: --stop cuts the terminal text and --json text alike, across a token boundary', async () => {
+  const dir = lettersModel();
+  const generate = async (...extra: string[]) =>
+    (
+      await run(process.execPath, [
+        CLI,
+        'generate',
+        '--model',
+        dir,
+        '--prompt-ids',
+        '1',
+        '--temperature',
+        '0',
+        '--max-tokens',
+        '24',
+        ...extra,
+      ])
+    ).stdout;
+  const full = JSON.parse(await generate('--json')) as { text: string; output_ids: number[] };
+  const text = full.text;
+  assert.ok(/^[a-z]{6,}$/.test(text), `the model should write at least 6 letters, wrote ${JSON.stringify(text)}`);
+  assert.equal(await generate(), `${text}\n`, 'terminal text = --json text');
+  // A two-letter stop string that first occurs at k >= 1: the letters of tokens k and k+1.
+  let k = 1;
+  while (k + 2 <= text.length && text.indexOf(text.slice(k, k + 2)) !== k) k++;
+  assert.ok(k + 2 <= text.length, `no two-letter string first occurs past the start of ${text}`);
+  const stop = text.slice(k, k + 2);
+  const want = text.slice(0, k);
+  assert.equal(await generate('--stop', stop), `${want}\n`, `terminal text with --stop ${stop}`);
+  const cut = JSON.parse(await generate('--json', '--stop', stop)) as { text: string; finish_reason: string };
+  assert.equal(cut.text, want);
+  assert.equal(cut.finish_reason, 'stop');
+  // The earliest of several stop strings wins; one that never appears changes nothing.
+  const stops = ['zzzz', text.slice(k + 1, k + 4), stop];
+  const earliest = Math.min(...stops.map((s) => (text.includes(s) ? text.indexOf(s) : text.length)));
+  assert.equal(await generate(...stops.flatMap((s) => ['--stop', s])), `${text.slice(0, earliest)}\n`);
+  assert.equal(await generate('--stop', 'zzzz'), `${text}\n`);
+});
