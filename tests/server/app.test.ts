@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FakeEngine, STORY } from './fake-engine.js';
-import { cfg, lastEvent, parseSse, storiesText, streamedText, testApp } from './helpers.js';
+import { cfg, lastEvent, parseSse, streamedText, testApp, testText } from './helpers.js';
 
 const chat = (extra: Record<string, unknown> = {}) => ({
   model: 'fake-model',
@@ -14,7 +14,7 @@ const chat = (extra: Record<string, unknown> = {}) => ({
 
 /** The fake's greedy text for `k` tokens after the prompt of the first request the fake saw. */
 async function greedyText(k: number, fake: FakeEngine): Promise<string> {
-  const text = await storiesText();
+  const text = await testText();
   const ids = await text.tokenizer.encode(STORY, { addBos: false });
   const d = text.stream(fake.submitted[0].promptIds);
   return (
@@ -26,7 +26,7 @@ async function greedyText(k: number, fake: FakeEngine): Promise<string> {
 }
 
 test('chat completion: OpenAI shape, usage with cached tokens and attention, x-request-id', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const fake = await FakeEngine.story(text);
   const app = await testApp(t, fake);
   const r = await app.inject({
@@ -67,13 +67,13 @@ test('chat completion: OpenAI shape, usage with cached tokens and attention, x-r
 });
 
 test('generated request ids are UUIDs; bad X-Request-Id values are replaced', async (t) => {
-  const app = await testApp(t, await FakeEngine.story(await storiesText()));
+  const app = await testApp(t, await FakeEngine.story(await testText()));
   const r = await app.inject({ method: 'GET', url: '/health', headers: { 'x-request-id': 'bad id\twith spaces' } });
   assert.match(String(r.headers['x-request-id']), /^[0-9a-f-]{36}$/);
 });
 
 test('request fields reach the engine: max_completion_tokens, top_p, top_k, penalties, timeout', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake, { config: cfg({ requestTimeoutMs: 60000 }) });
   const r = await app.inject({
     method: 'POST',
@@ -101,7 +101,7 @@ test('request fields reach the engine: max_completion_tokens, top_p, top_k, pena
 });
 
 test('max_tokens defaults to the rest of the context', async (t) => {
-  const fake = await FakeEngine.story(await storiesText(), { maxContext: 40 });
+  const fake = await FakeEngine.story(await testText(), { maxContext: 40 });
   const app = await testApp(t, fake);
   const r = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ max_tokens: undefined }) });
   assert.equal(r.statusCode, 200, r.body);
@@ -111,7 +111,7 @@ test('max_tokens defaults to the rest of the context', async (t) => {
 });
 
 test('n > 1: independent requests with seeds seed, seed+1, ...; choices indexed', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   const r = await app.inject({
     method: 'POST',
@@ -141,7 +141,7 @@ test('n > 1: independent requests with seeds seed, seed+1, ...; choices indexed'
 });
 
 test('stop strings: matched on text, not included, request cancelled, finish_reason stop', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ max_tokens: 1 }) });
   const full = await greedyText(30, fake);
@@ -168,7 +168,7 @@ test('stop strings: matched on text, not included, request cancelled, finish_rea
 });
 
 test('a stop id from the engine gives finish_reason stop', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const fake = await FakeEngine.story(text);
   fake.opts.script.splice(5, 0, text.stopIds[0]);
   const app = await testApp(t, fake);
@@ -178,7 +178,7 @@ test('a stop id from the engine gives finish_reason stop', async (t) => {
 });
 
 test('streaming chat: role chunk, content deltas, finish chunk, usage chunk, [DONE]', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   const r = await app.inject({
     method: 'POST',
@@ -217,7 +217,7 @@ test('streaming chat: role chunk, content deltas, finish chunk, usage chunk, [DO
 });
 
 test('streaming with stop strings never sends part of the stop string', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   const r = await app.inject({
     method: 'POST',
@@ -231,7 +231,7 @@ test('streaming with stop strings never sends part of the stop string', async (t
 });
 
 test('streaming n > 1: every choice gets its role chunk, deltas and finish', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   const r = await app.inject({
     method: 'POST',
@@ -256,7 +256,7 @@ test('streaming n > 1: every choice gets its role chunk, deltas and finish', asy
 });
 
 test('chat logprobs: content entries with token, logprob, bytes and top_logprobs', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   const r = await app.inject({
     method: 'POST',
@@ -279,7 +279,7 @@ test('chat logprobs: content entries with token, logprob, bytes and top_logprobs
 });
 
 test('completions: prompt string, list of strings, token ids, list of token-id lists; logprobs shape', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const fake = await FakeEngine.story(text);
   const app = await testApp(t, fake);
   const post = (payload: Record<string, unknown>) =>
@@ -307,13 +307,13 @@ test('completions: prompt string, list of strings, token ids, list of token-id l
     (await text.encodePrompt('a')).length + (await text.encodePrompt('b c')).length,
   );
 
-  await post({ prompt: [1, 9038, 2501] });
-  assert.deepEqual(fake.submitted.at(-1)?.promptIds, [1, 9038, 2501]);
+  await post({ prompt: [1, 300, 301] });
+  assert.deepEqual(fake.submitted.at(-1)?.promptIds, [1, 300, 301]);
   const lists = (
     await post({
       prompt: [
-        [1, 9038],
-        [1, 2501, 263],
+        [1, 300],
+        [1, 301, 302],
       ],
     })
   ).json();
@@ -321,8 +321,8 @@ test('completions: prompt string, list of strings, token ids, list of token-id l
   assert.deepEqual(
     fake.submitted.slice(-2).map((q) => q.promptIds),
     [
-      [1, 9038],
-      [1, 2501, 263],
+      [1, 300],
+      [1, 301, 302],
     ],
   );
 
@@ -339,7 +339,7 @@ test('completions: prompt string, list of strings, token ids, list of token-id l
 });
 
 test('streaming completions: text chunks, finish chunk, usage, [DONE]', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   const r = await app.inject({
     method: 'POST',
@@ -366,7 +366,7 @@ test('streaming completions: text chunks, finish chunk, usage, [DONE]', async (t
 });
 
 test('keep-alive comments while the engine is prefilling', async (t) => {
-  const fake = await FakeEngine.story(await storiesText(), { prefillMs: 120, progressMs: 10 });
+  const fake = await FakeEngine.story(await testText(), { prefillMs: 120, progressMs: 10 });
   const app = await testApp(t, fake, { config: cfg({ keepAliveMs: 5 }) });
   const r = await app.inject({
     method: 'POST',
@@ -380,7 +380,7 @@ test('keep-alive comments while the engine is prefilling', async (t) => {
 });
 
 test('engine timeout: what was generated, finish_reason length', async (t) => {
-  const fake = await FakeEngine.story(await storiesText(), { tokenMs: 5 });
+  const fake = await FakeEngine.story(await testText(), { tokenMs: 5 });
   const app = await testApp(t, fake, { config: cfg({ requestTimeoutMs: 30 }) });
   const r = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ max_tokens: 200 }) });
   assert.equal(r.statusCode, 200);
@@ -390,7 +390,7 @@ test('engine timeout: what was generated, finish_reason length', async (t) => {
 });
 
 test('GET /v1/models and /health once ready; 503 while the model loads', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const app = await testApp(t, null, { text: null });
   const h = await app.inject({ method: 'GET', url: '/health' });
   assert.equal(h.statusCode, 503);
@@ -424,7 +424,7 @@ test('GET /v1/models and /health once ready; 503 while the model loads', async (
 });
 
 test('GET /metrics: sift: names, per-request figures and engine stats', async (t) => {
-  const fake = await FakeEngine.story(await storiesText());
+  const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ attention: { mode: 'sparse' } }) });
   await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ stop: 'little', max_tokens: 30 }) });

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { SiftError } from '../../config/errors.js';
 import { FakeEngine } from './fake-engine.js';
-import { cfg, parseSse, storiesText, testApp } from './helpers.js';
+import { cfg, parseSse, testApp, testText } from './helpers.js';
 
 const chat = (extra: Record<string, unknown> = {}) => ({
   model: 'fake-model',
@@ -35,7 +35,7 @@ function assertError(
 const invalid = (param: string) => ({ type: 'invalid_request_error', code: 'invalid_argument', param });
 
 test('400: schema violations name the field', async (t) => {
-  const app = await testApp(t, await FakeEngine.story(await storiesText()));
+  const app = await testApp(t, await FakeEngine.story(await testText()));
   const post = (payload: unknown, url = '/v1/chat/completions') =>
     app.inject({ method: 'POST', url, payload: payload as Record<string, unknown> });
   const e = assertError(await post(chat({ temperature: 5 })), 400, invalid('temperature'));
@@ -91,7 +91,7 @@ test('400: schema violations name the field', async (t) => {
 });
 
 test('400 context_length_exceeded: prompt too long, or prompt + max_tokens over the limit', async (t) => {
-  const fake = await FakeEngine.story(await storiesText(), { maxContext: 32 });
+  const fake = await FakeEngine.story(await testText(), { maxContext: 32 });
   const app = await testApp(t, fake);
   const long = 'once upon a time '.repeat(20);
   const e = assertError(
@@ -130,7 +130,7 @@ test('400 context_length_exceeded: prompt too long, or prompt + max_tokens over 
 });
 
 test('404: unknown model (model_not_found) and unknown route', async (t) => {
-  const app = await testApp(t, await FakeEngine.story(await storiesText()));
+  const app = await testApp(t, await FakeEngine.story(await testText()));
   const e = assertError(
     await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ model: 'gpt-4' }) }),
     404,
@@ -157,7 +157,7 @@ test('404: unknown model (model_not_found) and unknown route', async (t) => {
 });
 
 test('413: body too large', async (t) => {
-  const app = await testApp(t, await FakeEngine.story(await storiesText()), { config: cfg({ maxBodyBytes: 2048 }) });
+  const app = await testApp(t, await FakeEngine.story(await testText()), { config: cfg({ maxBodyBytes: 2048 }) });
   const r = await app.inject({
     method: 'POST',
     url: '/v1/chat/completions',
@@ -167,7 +167,7 @@ test('413: body too large', async (t) => {
 });
 
 test('401: missing or wrong API key; /health and /metrics stay open', async (t) => {
-  const app = await testApp(t, await FakeEngine.story(await storiesText()), { config: cfg({ apiKeys: 'k1, k2' }) });
+  const app = await testApp(t, await FakeEngine.story(await testText()), { config: cfg({ apiKeys: 'k1, k2' }) });
   const url = '/v1/chat/completions';
   const missing = assertError(await app.inject({ method: 'POST', url, payload: chat() }), 401, {
     type: 'invalid_request_error',
@@ -197,7 +197,7 @@ test('401: missing or wrong API key; /health and /metrics stay open', async (t) 
 });
 
 test('429 with Retry-After: the engine queue is full, or the server waiting limit is reached', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const app = await testApp(
     t,
     await FakeEngine.story(text, { submitError: new SiftError('QUEUE_FULL', 'queue full') }),
@@ -219,7 +219,7 @@ test('429 with Retry-After: the engine queue is full, or the server waiting limi
 });
 
 test('503 after device loss: non-stream 503, stream error event then [DONE], /health 503', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const lost = new SiftError('DEVICE_LOST', 'GPU device lost: VK_ERROR_DEVICE_LOST at /secret/driver/path');
   const fake = await FakeEngine.story(text, { failAfter: { tokens: 2, error: lost } });
   const app = await testApp(t, fake);
@@ -256,7 +256,7 @@ test('503 after device loss: non-stream 503, stream error event then [DONE], /he
 });
 
 test('5xx bodies hide internals: unexpected errors are "internal server error"', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const app = await testApp(
     t,
     await FakeEngine.story(text, { submitError: new Error('TypeError at /work/main/engine/secret.ts:42') }),

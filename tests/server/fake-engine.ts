@@ -14,13 +14,15 @@ import type {
   RequestHandle,
 } from '../../engine/client.js';
 import type { TextSide } from '../../text/text.js';
+import { STORY } from '../helpers/tiny-text.js';
 
-export const STORY =
-  'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she saw a big, red ball in the sky.';
+export { STORY };
 
 export interface FakeOptions {
   modelName?: string;
   maxContext?: number;
+  /** Token ids are in [0, vocabSize); default 32000 (story(): the text side's vocabulary). */
+  vocabSize?: number;
   /** Token ids the fake emits in order (wrapping around). */
   script: number[];
   /** Delay before the first token (a "prefill"), with a progress event every progressMs meanwhile. */
@@ -43,6 +45,7 @@ const sleep = (ms: number) => new Promise<void>((r) => (ms > 0 ? setTimeout(r, m
 export class FakeEngine implements EngineClient {
   readonly modelName: string;
   readonly maxContext: number;
+  readonly vocabSize: number;
   readonly submitted: GenerationRequest[] = [];
   readonly cancelled = new Set<string>();
   private readonly live = new Map<string, number>();
@@ -54,11 +57,12 @@ export class FakeEngine implements EngineClient {
   constructor(readonly opts: FakeOptions) {
     this.modelName = opts.modelName ?? 'fake-model';
     this.maxContext = opts.maxContext ?? 256;
+    this.vocabSize = opts.vocabSize ?? 32000;
   }
 
   static async story(text: TextSide, opts: Partial<FakeOptions> = {}): Promise<FakeEngine> {
     const script = await text.tokenizer.encode(STORY, { addBos: false });
-    return new FakeEngine({ script, ...opts });
+    return new FakeEngine({ script, vocabSize: text.tokenizer.vocabSize, ...opts });
   }
 
   /** The ids a request with these parameters produces (before stop ids / limits). */
@@ -122,7 +126,7 @@ export class FakeEngine implements EngineClient {
         if (req.topLogprobs !== undefined) {
           ev.logprob = -0.25 * (n % 4);
           ev.topLogprobs = Array.from({ length: req.topLogprobs }, (_, k) => ({
-            id: k === 0 ? id : (id + k) % 32000,
+            id: k === 0 ? id : (id + k) % self.vocabSize,
             logprob: -0.25 * (n % 4) - k,
           }));
         }

@@ -1,16 +1,18 @@
-/** Shared pieces of the server tests: the stories15M text side, app construction, SSE parsing. */
+/**
+ * Shared pieces of the server tests: a small text side written by the test helpers (no model download), app
+ * construction, SSE parsing.
+ */
 import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { type ServerConfig, serverConfig } from '../../config/server.js';
 import type { EngineClient } from '../../engine/client.js';
 import { buildApp } from '../../server/app.js';
-import { loadText, type TextSide } from '../../text/text.js';
-import { storiesDir } from '../helpers/stories.js';
+import type { TextSide } from '../../text/text.js';
+import { storyText } from '../helpers/tiny-text.js';
 
-let text: Promise<TextSide> | undefined;
-export function storiesText(): Promise<TextSide> {
-  text ??= storiesDir().then(loadText);
-  return text;
+/** The text side the fake engine's tests use: the story vocab of tests/helpers/tiny-text.ts. */
+export async function testText(): Promise<TextSide> {
+  return storyText();
 }
 
 /** Server config from defaults plus `flags` (as the CLI would give them). */
@@ -25,7 +27,7 @@ export async function testApp(
 ): Promise<FastifyInstance> {
   const app = await buildApp({
     engine,
-    text: opts.text === undefined ? await storiesText() : opts.text,
+    text: opts.text === undefined ? await testText() : opts.text,
     config: opts.config ?? cfg(),
   });
   t.after(() => app.close());

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { buildApp } from '../../server/app.js';
 import { listen, shutdown } from '../../server/server.js';
 import { FakeEngine } from './fake-engine.js';
-import { cfg, lastEvent, parseSse, storiesText } from './helpers.js';
+import { cfg, lastEvent, parseSse, testText } from './helpers.js';
 
 function post(url: string, body: unknown): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -27,7 +27,7 @@ function post(url: string, body: unknown): Promise<{ status: number; body: strin
 }
 
 test('/health over HTTP: 503 while loading, 200 once the engine is installed', async (t) => {
-  const text = await storiesText();
+  const text = await testText();
   const app = await buildApp({ engine: null, text: null, config: cfg() });
   t.after(() => app.close());
   const { url, port } = await listen(app, { host: '127.0.0.1', port: 0 });
@@ -39,7 +39,7 @@ test('/health over HTTP: 503 while loading, 200 once the engine is installed', a
 });
 
 test('shutdown: in-flight streams finish within the grace period; new connections are refused', async () => {
-  const text = await storiesText();
+  const text = await testText();
   const fake = await FakeEngine.story(text, { tokenMs: 10 });
   const app = await buildApp({ engine: fake, text, config: cfg() });
   const { url } = await listen(app, { host: '127.0.0.1', port: 0 });
@@ -56,7 +56,7 @@ test('shutdown: in-flight streams finish within the grace period; new connection
 });
 
 test('shutdown: past the grace period the engine cancels what is left and streams still end cleanly', async () => {
-  const text = await storiesText();
+  const text = await testText();
   const fake = await FakeEngine.story(text, { tokenMs: 20 });
   const app = await buildApp({ engine: fake, text, config: cfg() });
   const { url } = await listen(app, { host: '127.0.0.1', port: 0 });
