@@ -18,7 +18,8 @@ const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TE
   --chat TEXT           a user message, rendered with the model's chat template
   --system TEXT         a system message for --chat
   --prompt-ids LIST     comma-separated token ids (no tokenizer involved)
-  --max-tokens N        tokens to generate (default 256)
+  --max-tokens N        tokens to generate (default 256, or the rest of the context if that is less);
+                        a prompt plus N over the context limit is an error
   --temperature T       0 = greedy (default 1.0)
   --top-p P             nucleus sampling (default 0.9)
   --top-k K             keep the K most likely tokens, 0 = off (default 0)
@@ -62,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
     topK: intFlag(values['top-k'], 'top-k', 0),
     seed: values.seed === undefined ? null : intFlag(values.seed, 'seed', 0),
   };
-  const maxTokens = intFlag(values['max-tokens'], 'max-tokens', 256, 1);
+  const askedTokens = values['max-tokens'] === undefined ? null : intFlag(values['max-tokens'], 'max-tokens', 256, 1);
   const json = Boolean(values.json);
   const progress = progressLine();
   const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
@@ -111,6 +112,7 @@ export async function main(argv: string[]): Promise<number> {
   // One request through the same engine core the server uses (paged KV, sparse attention, streaming heads).
   const loop = EngineCore.create(engine);
   try {
+    const maxTokens = askedTokens ?? Math.max(1, Math.min(256, loop.maxContext - promptIds.length));
     // The same TextStream as the server's: detokenize, cut at the first stop string, hold back what could begin one.
     const stream = text?.stream(promptIds, (values.stop as string[] | undefined) ?? []);
     const outputIds: number[] = [];

@@ -70,7 +70,14 @@ export async function main(argv: string[]): Promise<number> {
   const log = pino({ level: cfg.logLevel, base: { pid: process.pid } });
   const modelName = servedName(cfg);
 
-  const app = await buildApp({ engine: null, text: null, config: cfg, logger: log, modelName });
+  const app = await buildApp({
+    engine: null,
+    text: null,
+    config: cfg,
+    logger: log,
+    modelName,
+    attentionMode: attention.mode as 'dense' | 'sparse',
+  });
   let loop: EngineCore | null = null;
   onSignals(app, { engine: () => loop, graceMs: cfg.shutdownGraceMs });
   const { url } = await listen(app, { host: cfg.host, port: cfg.port });

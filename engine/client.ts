@@ -1,8 +1,10 @@
 /**
  * The engine as the server sees it: submit a request of token ids, read its events as an async iterator,
- * cancel it. Text (tokenizing, chat templates, stop strings, detokenizing) stays on the server side; the engine
- * deals in token ids, sampling, KV pages and the GPU.
+ * cancel it. Text (tokenizing, chat templates, stop strings, detokenizing) stays with the caller; the engine
+ * deals in token ids, sampling, KV pages and the GPU. checkRequest is the one place a request's ids and lengths
+ * are checked, in the engine's own words (GenerationRequest field names); callers map those to their own.
  */
+import { SiftError } from '../config/errors.js';
 import type { SamplingParams } from './sampler.js';
 
 /** sift's own per-request attention knob (the API's extra body field `attention: {mode, token_budget}`). */
@@ -100,11 +102,73 @@ export interface EngineClient {
   /** Context limit in tokens (prompt + completion). */
   readonly maxContext: number;
   /**
-   * Queues a request. Throws SiftError synchronously: CONTEXT_LENGTH_EXCEEDED, INVALID_ARGUMENT,
-   * QUEUE_FULL (429), DEVICE_LOST / NOT_READY (503).
+   * Queues a request. Throws SiftError synchronously: what checkRequest throws (CONTEXT_LENGTH_EXCEEDED,
+   * INVALID_ARGUMENT, `param` a GenerationRequest field), QUEUE_FULL (429), DEVICE_LOST / NOT_READY (503).
    */
   submit(req: GenerationRequest): RequestHandle;
   stats(): EngineStats;
   /** Stops admitting; waits up to graceMs for running requests, then cancels the rest; releases the GPU. */
   shutdown(graceMs: number): Promise<void>;
+}
+
+/** What a request is checked against. */
+export interface RequestLimits {
+  /** Context limit in tokens (prompt + completion). */
+  maxContext: number;
+  /** Token ids are in [0, vocabSize). */
+  vocabSize: number;
+}
+
+/**
+ * The checks of EngineClient.submit, before anything is queued. SiftError.param names the GenerationRequest field
+ * at fault: 'promptIds', 'promptIds[i]' (a token id outside the vocabulary), 'maxTokens', 'topLogprobs',
+ * 'timeoutMs'. The prompt and the completion must fit the context together; CONTEXT_LENGTH_EXCEEDED names
+ * 'promptIds' when the prompt alone leaves no room for one token, else 'maxTokens'. Messages are plain English
+ * without field names, fit to show to whoever sent the request.
+ */
+export function checkRequest(req: GenerationRequest, limits: RequestLimits): void {
+  const prompt = req.promptIds;
+  if (!Array.isArray(prompt) || prompt.length === 0) {
+    throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: 'promptIds' });
+  }
+  const V = limits.vocabSize;
+  for (let i = 0; i < prompt.length; i++) {
+    const id = prompt[i];
+    if (!Number.isInteger(id) || id < 0 || id >= V) {
+      throw new SiftError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${V})`, {
+        param: `promptIds[${i}]`,
+      });
+    }
+  }
+  if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) {
+    throw new SiftError('INVALID_ARGUMENT', `at least one token must be allowed (got ${req.maxTokens})`, {
+      param: 'maxTokens',
+    });
+  }
+  const limit = limits.maxContext;
+  if (prompt.length + 1 > limit) {
+    throw new SiftError(
+      'CONTEXT_LENGTH_EXCEEDED',
+      `this model's maximum context length is ${limit} tokens; the request has ${prompt.length} prompt tokens and leaves no room to generate`,
+      { param: 'promptIds' },
+    );
+  }
+  if (prompt.length + req.maxTokens > limit) {
+    throw new SiftError(
+      'CONTEXT_LENGTH_EXCEEDED',
+      `this model's maximum context length is ${limit} tokens; the request has ${prompt.length} prompt tokens and asks for ${req.maxTokens} completion tokens`,
+      { param: 'maxTokens' },
+    );
+  }
+  const top = req.topLogprobs;
+  if (top !== undefined && (!Number.isInteger(top) || top < 0 || top > 20)) {
+    throw new SiftError('INVALID_ARGUMENT', `logprob alternatives must be an integer in [0, 20] (got ${top})`, {
+      param: 'topLogprobs',
+    });
+  }
+  if (req.timeoutMs !== undefined && !(req.timeoutMs >= 0)) {
+    throw new SiftError('INVALID_ARGUMENT', `the timeout must be >= 0 ms (got ${req.timeoutMs})`, {
+      param: 'timeoutMs',
+    });
+  }
 }

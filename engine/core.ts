@@ -18,14 +18,15 @@
 import { isSiftError, SiftError } from '../config/errors.js';
 import { KvCacheManager } from '../kvcache/index.js';
 import type { ExecuteOutput, ModelExecutor } from '../model/executor.js';
-import type {
-  AttentionRequest,
-  AttentionUsage,
-  EngineClient,
-  EngineStats,
-  FinishReason,
-  GenerationRequest,
-  RequestHandle,
+import {
+  type AttentionRequest,
+  type AttentionUsage,
+  checkRequest,
+  type EngineClient,
+  type EngineStats,
+  type FinishReason,
+  type GenerationRequest,
+  type RequestHandle,
 } from './client.js';
 import { prepareInputs } from './prepare-inputs.js';
 import { LiveRequest } from './request.js';
@@ -52,8 +53,6 @@ export interface EngineCoreOptions {
   /** Called with every step's schedule before it runs. */
   onStep?: (rec: StepRecord) => void;
 }
-
-const PROMPT_PARAM = 'prompt';
 
 export class EngineCore implements EngineClient {
   readonly modelName: string;
@@ -123,46 +122,17 @@ export class EngineCore implements EngineClient {
     const lost = this.executor.lostError();
     if (lost) throw lost;
     if (!this.accepting) throw new SiftError('NOT_READY', 'the engine is shutting down');
-    const prompt = req.promptIds;
     if (typeof req.id !== 'string' || this.liveIds.has(req.id)) {
       throw new SiftError('INVALID_ARGUMENT', `request id ${String(req.id)} is already in use`);
     }
-    if (!Array.isArray(prompt) || prompt.length === 0) {
-      throw new SiftError('INVALID_ARGUMENT', 'the prompt has no tokens', { param: PROMPT_PARAM });
-    }
-    const V = this.executor.limits.vocabSize;
-    for (const id of prompt) {
-      if (!Number.isInteger(id) || id < 0 || id >= V) {
-        throw new SiftError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${V})`, {
-          param: PROMPT_PARAM,
-        });
-      }
-    }
-    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) {
-      throw new SiftError('INVALID_ARGUMENT', 'max_tokens must be an integer >= 1', { param: 'max_tokens' });
-    }
-    if (prompt.length + 1 > this.maxContext) {
-      throw new SiftError(
-        'CONTEXT_LENGTH_EXCEEDED',
-        `the prompt has ${prompt.length} tokens; with at least one completion token that exceeds this model's context limit of ${this.maxContext} tokens`,
-        { param: 'messages' },
-      );
-    }
+    checkRequest(req, { maxContext: this.maxContext, vocabSize: this.executor.limits.vocabSize });
+    const prompt = req.promptIds;
     const poolTokens = this.kv.config.numPages * this.kv.pageSize;
     if (prompt.length + 1 > poolTokens) {
       throw new SiftError(
         'KV_POOL_EXHAUSTED',
         `the prompt needs ${prompt.length + 1} KV slots; the cache holds ${poolTokens} (raise --kv-cache-mib)`,
       );
-    }
-    if (
-      req.topLogprobs !== undefined &&
-      (!Number.isInteger(req.topLogprobs) || req.topLogprobs < 0 || req.topLogprobs > 20)
-    ) {
-      throw new SiftError('INVALID_ARGUMENT', 'top_logprobs must be an integer in [0, 20]', { param: 'top_logprobs' });
-    }
-    if (req.timeoutMs !== undefined && !(req.timeoutMs >= 0)) {
-      throw new SiftError('INVALID_ARGUMENT', 'timeout must be >= 0 ms', { param: 'timeout' });
     }
     const sampler = new Sampler(req.sampling, {
       presencePenalty: req.presencePenalty ?? 0,

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
+import { attentionConfig } from '../config/attention.js';
 import { apiKeyList, type ServerConfig, serverConfig } from '../config/server.js';
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
@@ -15,6 +16,7 @@ import { EngineState } from './engine-state.js';
 import './context.js';
 import errors from './errors.js';
 import { ServerMetrics } from './metrics.js';
+import type { AttentionMode } from './plan.js';
 import { definePlugin } from './plugin.js';
 import chat from './routes/chat.js';
 import completions from './routes/completions.js';
@@ -35,6 +37,8 @@ export interface AppOptions {
   logger?: Logger;
   /** Name clients pass as `model`; default config.servedModelName, else the engine's modelName. */
   modelName?: string;
+  /** The engine's attention mode for requests that do not choose one; default the attention config's default. */
+  attentionMode?: AttentionMode;
 }
 
 const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
@@ -57,10 +61,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
   const state = new EngineState(opts.engine, opts.text, opts.modelName || config.servedModelName || null);
   const metrics = new ServerMetrics(() => state.engine?.stats() ?? null);
+  const attentionMode = opts.attentionMode ?? (attentionConfig().mode as AttentionMode);
 
   const context = definePlugin(
     async (instance: FastifyInstance) => {
-      instance.decorate('sift', { state, metrics, config });
+      instance.decorate('sift', { state, metrics, config, attentionMode });
       instance.addHook('onRequest', async (request, reply) => {
         reply.header('x-request-id', request.id);
       });

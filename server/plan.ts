@@ -1,30 +1,31 @@
 /**
- * From a validated request body to engine requests: model check, context-length check, max_tokens default,
- * sampling parameters, stop strings, n choices per prompt (seeded choices get seed, seed+1, ...).
+ * From a validated request body and its prompts to engine requests: the max_tokens default (the rest of the
+ * context), sampling parameters, stop strings, n choices per prompt (seeded choices get seed, seed+1, ...). What
+ * the engine can check (prompt and completion within the context, token ids in the vocabulary) it checks at
+ * submit; params.ts names the body field at fault.
  */
-import { SiftError } from '../config/errors.js';
 import type { EngineClient, GenerationRequest } from '../engine/client.js';
+import type { Prompt, WireNames } from './params.js';
 import type { CommonParams } from './protocol.js';
+
+export type AttentionMode = 'dense' | 'sparse';
 
 export interface Plan {
   /** One engine request per choice, in choice-index order. */
   requests: GenerationRequest[];
+  /** The request's prompts. */
+  prompts: Prompt[];
   /** Choice index -> index of its prompt (usage counts each prompt once). */
   promptOf: number[];
+  /** The body fields the engine requests were built from (for error params). */
+  names: WireNames;
   stops: string[];
   /** Logprob alternatives per token; null = no logprobs. */
   topLogprobs: number | null;
   stream: boolean;
   includeUsage: boolean;
-  attentionMode: 'dense' | 'sparse';
-}
-
-export function checkModel(requested: string, served: string): void {
-  if (requested !== served) {
-    throw new SiftError('MODEL_NOT_FOUND', `the model "${requested}" does not exist; this server serves "${served}"`, {
-      param: 'model',
-    });
-  }
+  /** The mode the request asked for, else the engine's configured default. */
+  attentionMode: AttentionMode;
 }
 
 export function stopList(stop: CommonParams['stop']): string[] {
@@ -35,48 +36,36 @@ export function stopList(stop: CommonParams['stop']): string[] {
 
 let seq = 0;
 
-/**
- * Builds the engine requests. `prompts` are token-id lists (one per prompt); `promptParam` names the body field
- * in context errors; `maxTokens` is the requested limit (null = the rest of the context).
- */
-export function plan(
-  body: CommonParams,
-  opts: {
-    engine: EngineClient;
-    requestId: string;
-    prompts: number[][];
-    promptParam: string;
-    maxTokens: number | null | undefined;
-    topLogprobs: number | null;
-    stopIds: readonly number[];
-    timeoutMs: number;
-  },
-): Plan {
-  const limit = opts.engine.maxContext;
+export interface PlanInput {
+  engine: EngineClient;
+  /** The HTTP request id; engine request ids extend it. */
+  requestId: string;
+  prompts: Prompt[];
+  names: WireNames;
+  /** The requested completion limit; null = the rest of the context. */
+  maxTokens: number | null | undefined;
+  topLogprobs: number | null;
+  stopIds: readonly number[];
+  timeoutMs: number;
+  /** The engine's attention mode when the body does not choose one (from the attention config). */
+  defaultAttention: AttentionMode;
+}
+
+export function plan(body: CommonParams, opts: PlanInput): Plan {
   const n = body.n ?? 1;
   const requests: GenerationRequest[] = [];
   const promptOf: number[] = [];
   const attention = body.attention
     ? { mode: body.attention.mode, tokenBudget: body.attention.token_budget }
     : undefined;
-  opts.prompts.forEach((promptIds, p) => {
-    if (promptIds.length === 0)
-      throw new SiftError('INVALID_ARGUMENT', `${opts.promptParam} has no tokens`, { param: opts.promptParam });
-    const asked = opts.maxTokens ?? null;
-    if (promptIds.length >= limit || (asked !== null && promptIds.length + asked > limit)) {
-      throw new SiftError(
-        'CONTEXT_LENGTH_EXCEEDED',
-        `this model's maximum context length is ${limit} tokens; the request has ${promptIds.length} prompt tokens` +
-          (asked === null ? ' and leaves no room to generate' : ` and asks for ${asked} completion tokens`),
-        { param: asked !== null && promptIds.length < limit ? 'max_tokens' : opts.promptParam },
-      );
-    }
-    const maxTokens = asked ?? limit - promptIds.length;
+  opts.prompts.forEach((prompt, p) => {
+    // The rest of the context; at least one token, so a prompt that fills the context is the engine's to reject.
+    const maxTokens = opts.maxTokens ?? Math.max(1, opts.engine.maxContext - prompt.ids.length);
     for (let j = 0; j < n; j++) {
       const seed = body.seed === undefined || body.seed === null ? null : body.seed + j;
       requests.push({
         id: `${opts.requestId}#${++seq}`,
-        promptIds,
+        promptIds: prompt.ids,
         maxTokens,
         sampling: {
           temperature: body.temperature ?? 1,
@@ -96,11 +85,13 @@ export function plan(
   });
   return {
     requests,
+    prompts: opts.prompts,
     promptOf,
+    names: opts.names,
     stops: stopList(body.stop),
     topLogprobs: opts.topLogprobs,
     stream: body.stream === true,
     includeUsage: body.stream === true && body.stream_options?.include_usage === true,
-    attentionMode: body.attention?.mode ?? 'dense',
+    attentionMode: body.attention?.mode ?? opts.defaultAttention,
   };
 }

@@ -1,16 +1,18 @@
 /**
  * Runs a planned generation request and answers it, streaming or not, in a route's wire format: submits one
- * engine request per choice, cancels them all at once if the client goes away, maps engine errors (a lost GPU
- * -> 503, or an SSE error event mid-stream), observes metrics and logs one summary line per request.
+ * engine request per choice (all or none: a rejected submit cancels the ones before it, and its error names the
+ * body field, see params.ts), cancels them all at once if the client goes away, reports engine failures (a lost
+ * GPU -> 503, or an SSE error event mid-stream), observes metrics and logs one summary line per request.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { isSiftError, SiftError } from '../config/errors.js';
+import { isSiftError } from '../config/errors.js';
 import type { RequestHandle } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import { Choice, type ChoiceResult, type TokenInfo } from './choice.js';
 import type { EngineState } from './engine-state.js';
 import { mapError } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
+import { inWireWords } from './params.js';
 import type { Plan } from './plan.js';
 import type { FinishReasonWire, Usage } from './protocol.js';
 import { SseWriter } from './sse.js';
@@ -37,7 +39,6 @@ export interface RespondContext {
   modelName: string;
   /** Response id, e.g. "chatcmpl-...". */
   id: string;
-  maxWaiting: number;
   keepAliveMs: number;
   /** performance.now() when the request arrived. */
   startedAt: number;
@@ -45,16 +46,13 @@ export interface RespondContext {
 
 function submitAll(ctx: RespondContext, plan: Plan): RequestHandle[] {
   const { engine } = ctx.state.require();
-  if (ctx.maxWaiting > 0 && engine.stats().waiting >= ctx.maxWaiting) {
-    throw new SiftError('QUEUE_FULL', `too many requests waiting (${ctx.maxWaiting}); retry later`);
-  }
   const handles: RequestHandle[] = [];
   try {
     for (const r of plan.requests) handles.push(engine.submit(r));
   } catch (e) {
     for (const h of handles) h.cancel();
     if (isSiftError(e, 'DEVICE_LOST')) ctx.state.markLost(e);
-    throw e;
+    throw inWireWords(e, plan.names, plan.prompts[plan.promptOf[handles.length]]);
   }
   return handles;
 }

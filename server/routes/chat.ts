@@ -1,13 +1,9 @@
 /** POST /v1/chat/completions: messages rendered with the model's chat template; OpenAI's chat shapes. */
-import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
-import '../context.js';
 import type { TokenInfo } from '../choice.js';
-import { checkModel, plan } from '../plan.js';
-import { definePlugin } from '../plugin.js';
 import type { ChatCompletionRequest, ChatLogprobs, ChatTopLogprob } from '../protocol.js';
-import { respond, type WireFormat } from '../respond.js';
+import type { WireFormat } from '../respond.js';
 import { chatCompletionBody } from '../schemas.js';
+import { generationRoute } from './generation.js';
 
 const utf8 = (s: string) => [...Buffer.from(s, 'utf8')];
 const top = (t: { token: string; logprob: number }): ChatTopLogprob => ({
@@ -40,51 +36,23 @@ const CHAT_FORMAT: WireFormat = {
   }),
 };
 
-async function chatRoute(app: FastifyInstance): Promise<void> {
-  app.post<{ Body: ChatCompletionRequest }>(
-    '/v1/chat/completions',
-    { schema: { body: chatCompletionBody } },
-    async (request, reply) => {
-      const startedAt = performance.now();
-      const { state, metrics, config } = app.sift;
-      const { engine, text, modelName } = state.require();
-      const body = request.body;
-      checkModel(body.model, modelName);
-      const promptIds = await text.encodeChat(body.messages);
-      const wantLogprobs = body.logprobs === true;
-      const p = plan(body, {
-        engine,
-        requestId: request.id,
-        prompts: [promptIds],
-        promptParam: 'messages',
-        maxTokens: body.max_completion_tokens ?? body.max_tokens,
-        topLogprobs: wantLogprobs ? (body.top_logprobs ?? 0) : null,
-        stopIds: text.stopIds,
-        timeoutMs: config.requestTimeoutMs,
-      });
-      await respond(
-        {
-          request,
-          reply,
-          state,
-          metrics,
-          text,
-          modelName,
-          id: `chatcmpl-${randomUUID().replace(/-/g, '')}`,
-          maxWaiting: config.maxWaiting,
-          keepAliveMs: config.keepAliveMs,
-          startedAt,
-        },
-        p,
-        CHAT_FORMAT,
-      );
-      return reply;
-    },
-  );
-}
-
-export default definePlugin(chatRoute, {
+export default generationRoute<ChatCompletionRequest>({
   name: 'sift-route-chat',
-  dependencies: ['sift-errors', 'sift-context'],
-  encapsulate: true,
+  url: '/v1/chat/completions',
+  body: chatCompletionBody,
+  idPrefix: 'chatcmpl',
+  format: CHAT_FORMAT,
+  async input(body, text) {
+    const newName = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null;
+    return {
+      prompts: [{ ids: await text.encodeChat(body.messages), idsParam: null }],
+      names: {
+        prompt: 'messages',
+        maxTokens: newName ? 'max_completion_tokens' : 'max_tokens',
+        topLogprobs: 'top_logprobs',
+      },
+      maxTokens: body.max_completion_tokens ?? body.max_tokens,
+      topLogprobs: body.logprobs === true ? (body.top_logprobs ?? 0) : null,
+    };
+  },
 });

@@ -74,3 +74,17 @@ test('sift generate: --stop cuts the terminal text and --json text alike, across
   assert.equal(await generate(...stops.flatMap((s) => ['--stop', s])), `${text.slice(0, earliest)}\n`);
   assert.equal(await generate('--stop', 'zzzz'), `${text}\n`);
 });
+
+test('sift generate: the default length stops at the context limit; an explicit one past it is an error', async () => {
+  const dir = lettersModel();
+  const prompt = ['1', ...Array.from({ length: 249 }, (_, i) => String(3 + (i % 26)))].join(',');
+  const args = [CLI, 'generate', '--model', dir, '--prompt-ids', prompt, '--temperature', '0', '--json'];
+  const out = JSON.parse((await run(process.execPath, args)).stdout) as { output_ids: number[]; finish_reason: string };
+  assert.equal(out.output_ids.length, 256 - 250, 'the rest of the 256-token context');
+  assert.equal(out.finish_reason, 'length');
+  await assert.rejects(run(process.execPath, [...args, '--max-tokens', '7']), (e: { stderr: string; code: number }) => {
+    assert.notEqual(e.code, 0);
+    assert.match(e.stderr, /CONTEXT_LENGTH_EXCEEDED.*maximum context length is 256 tokens.*250 prompt tokens/);
+    return true;
+  });
+});

@@ -15,20 +15,25 @@ before(() => {
 });
 after(() => cleanup());
 
-const code = (c: Parameters<typeof isSiftError>[1]) => (e: unknown) => isSiftError(e, c);
+const code =
+  (c: Parameters<typeof isSiftError>[1], param?: string) =>
+  (e: unknown): boolean =>
+    isSiftError(e, c) && (param === undefined || e.param === param);
 
 test('submit rejects what cannot be served: context length, vocabulary, arguments, a full queue', async () => {
   const rng = new Rng(21);
   const core = makeCore(dir, { maxContext: 64 }, { maxWaiting: 2 });
   try {
     assert.equal(core.maxContext, 64);
-    assert.throws(() => core.submit(greedy('a', randomPrompt(rng, 64), 4)), code('CONTEXT_LENGTH_EXCEEDED'));
-    assert.throws(() => core.submit(greedy('b', [5, 256, 7], 4)), code('INVALID_ARGUMENT'));
-    assert.throws(() => core.submit(greedy('c', [5, -1], 4)), code('INVALID_ARGUMENT'));
-    assert.throws(() => core.submit(greedy('d', [], 4)), code('INVALID_ARGUMENT'));
-    assert.throws(() => core.submit(greedy('e', [5], 0)), code('INVALID_ARGUMENT'));
+    const ctx = 'CONTEXT_LENGTH_EXCEEDED';
+    assert.throws(() => core.submit(greedy('a', randomPrompt(rng, 64), 4)), code(ctx, 'promptIds'));
+    assert.throws(() => core.submit(greedy('a2', randomPrompt(rng, 60), 5)), code(ctx, 'maxTokens'));
+    assert.throws(() => core.submit(greedy('b', [5, 256, 7], 4)), code('INVALID_ARGUMENT', 'promptIds[1]'));
+    assert.throws(() => core.submit(greedy('c', [5, -1], 4)), code('INVALID_ARGUMENT', 'promptIds[1]'));
+    assert.throws(() => core.submit(greedy('d', [], 4)), code('INVALID_ARGUMENT', 'promptIds'));
+    assert.throws(() => core.submit(greedy('e', [5], 0)), code('INVALID_ARGUMENT', 'maxTokens'));
     assert.throws(() => core.submit(greedy('f', [5], 4, { presencePenalty: 3 })), code('INVALID_ARGUMENT'));
-    assert.throws(() => core.submit(greedy('g', [5], 4, { topLogprobs: 21 })), code('INVALID_ARGUMENT'));
+    assert.throws(() => core.submit(greedy('g', [5], 4, { topLogprobs: 21 })), code('INVALID_ARGUMENT', 'topLogprobs'));
     // the queue bound: submits in one tick all wait (the core has not stepped yet)
     const hs = [core.submit(greedy('q1', [5, 6], 2)), core.submit(greedy('q2', [5, 7], 2))];
     assert.throws(() => core.submit(greedy('q3', [5, 8], 2)), code('QUEUE_FULL'));
@@ -39,13 +44,13 @@ test('submit rejects what cannot be served: context length, vocabulary, argument
   }
 });
 
-test('completions are capped at the context limit; stop ids end a request without being emitted', async () => {
+test('a completion may fill the context to its last position; stop ids end a request unemitted', async () => {
   const rng = new Rng(22);
   const core = makeCore(dir, { maxContext: 64 });
   try {
-    const capped = await collect(core.submit(greedy('cap', randomPrompt(rng, 60), 50)));
-    assert.equal(capped.tokens.length, 4);
-    assert.equal(capped.done.finishReason, 'length');
+    const full = await collect(core.submit(greedy('full', randomPrompt(rng, 60), 4)));
+    assert.equal(full.tokens.length, 4);
+    assert.equal(full.done.finishReason, 'length');
     const prompt = randomPrompt(rng, 9);
     const free = await collect(core.submit(greedy('free', prompt, 8)));
     const stopAt = free.tokens[3];

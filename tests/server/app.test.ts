@@ -1,6 +1,10 @@
 /** The OpenAI shapes of every route, through app.inject against the deterministic fake engine. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { attentionConfig } from '../../config/attention.js';
+import { buildApp } from '../../server/app.js';
+import { storyText } from '../helpers/tiny-text.js';
 import { FakeEngine, STORY } from './fake-engine.js';
 import { cfg, lastEvent, parseSse, streamedText, testApp, testText } from './helpers.js';
 
@@ -427,7 +431,11 @@ test('GET /metrics: sift: names, per-request figures and engine stats', async (t
   const fake = await FakeEngine.story(await testText());
   const app = await testApp(t, fake);
   await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ attention: { mode: 'sparse' } }) });
-  await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ stop: 'little', max_tokens: 30 }) });
+  await app.inject({
+    method: 'POST',
+    url: '/v1/chat/completions',
+    payload: chat({ stop: 'little', max_tokens: 30, attention: { mode: 'dense' } }),
+  });
   const r = await app.inject({ method: 'GET', url: '/metrics' });
   assert.equal(r.statusCode, 200);
   assert.match(String(r.headers['content-type']), /^text\/plain/);
@@ -459,4 +467,31 @@ test('GET /metrics: sift: names, per-request figures and engine stats', async (t
   assert.match(body, /sift:e2e_request_latency_seconds_count 2/);
   assert.match(body, new RegExp(`sift:generation_tokens_total ${fake.stats().generationTokens}\\b`));
   assert.match(body, /sift:num_requests_running 0/);
+});
+
+test('one default attention mode: the attention config decides it, for usage and for failed requests alike', async (t) => {
+  const configured = attentionConfig().mode as 'dense' | 'sparse';
+  const other = configured === 'sparse' ? 'dense' : 'sparse';
+  /** One request that succeeds, then one the engine fails after a token (the server never sees its mode). */
+  const modes = async (app: FastifyInstance, engineMode?: 'dense' | 'sparse') => {
+    const text = storyText();
+    app.sift.state.ready(await FakeEngine.story(text, { attentionMode: engineMode }), text);
+    const ok = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat() });
+    const boom = { tokens: 1, error: new Error('boom') };
+    app.sift.state.ready(await FakeEngine.story(text, { attentionMode: engineMode, failAfter: boom }), text);
+    const failed = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat() });
+    assert.equal(failed.statusCode, 500);
+    const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    const count = (m: string) =>
+      Number(new RegExp(`attention_mode_requests_total\\{mode="${m}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
+    return { usage: ok.json().usage.attention.mode, counted: { dense: count('dense'), sparse: count('sparse') } };
+  };
+  const byDefault = await modes(await testApp(t, null));
+  assert.equal(byDefault.usage, configured);
+  assert.deepEqual(byDefault.counted, { [configured]: 2, [other]: 0 });
+  const app = await buildApp({ engine: null, text: null, config: cfg(), attentionMode: other });
+  t.after(() => app.close());
+  const chosen = await modes(app, other);
+  assert.equal(chosen.usage, other);
+  assert.deepEqual(chosen.counted, { [other]: 2, [configured]: 0 });
 });

@@ -126,7 +126,37 @@ test('400 context_length_exceeded: prompt too long, or prompt + max_tokens over 
       param: 'prompt',
     },
   );
+  // The param is the body field the client used for the limit.
+  const ctx = (param: string) => ({ type: 'invalid_request_error', code: 'context_length_exceeded', param });
+  const post = (payload: Record<string, unknown>) =>
+    app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat(payload) });
+  assertError(await post({ max_tokens: 31, max_completion_tokens: 40 }), 400, ctx('max_completion_tokens'));
+  assertError(await post({ max_tokens: 40 }), 400, ctx('max_tokens'));
+  // A prompt that leaves no room is the prompt's fault whatever max_tokens says.
+  assertError(await post({ messages: [{ role: 'user', content: long }], max_tokens: 40 }), 400, ctx('messages'));
   assert.equal(fake.submitted.length, 0);
+});
+
+test('400 for token ids outside the vocabulary names the id in the body', async (t) => {
+  const text = await testText();
+  const fake = await FakeEngine.story(text);
+  const app = await testApp(t, fake);
+  const V = text.tokenizer.vocabSize;
+  const post = (prompt: unknown) =>
+    app.inject({ method: 'POST', url: '/v1/completions', payload: { model: 'fake-model', prompt, max_tokens: 2 } });
+  const e = assertError(await post([1, 5, V]), 400, invalid('prompt[2]'));
+  assert.match(e.message, new RegExp(`token id ${V} is outside the vocabulary`));
+  assertError(
+    await post([
+      [1, 5],
+      [1, V + 7, 6],
+    ]),
+    400,
+    invalid('prompt[1][1]'),
+  );
+  assert.equal(fake.submitted.length, 1, 'the first prompt was admitted, then cancelled with the request');
+  assert.deepEqual([...fake.cancelled], [fake.submitted[0].id]);
+  assert.equal((await post([1, V - 1])).statusCode, 200);
 });
 
 test('404: unknown model (model_not_found) and unknown route', async (t) => {
@@ -196,7 +226,7 @@ test('401: missing or wrong API key; /health and /metrics stay open', async (t) 
   assert.equal((await app.inject({ method: 'GET', url: '/metrics' })).statusCode, 200);
 });
 
-test('429 with Retry-After: the engine queue is full, or the server waiting limit is reached', async (t) => {
+test('429 with Retry-After when the engine queue is full; a request is admitted whole or not at all', async (t) => {
   const text = await testText();
   const app = await testApp(
     t,
@@ -208,14 +238,24 @@ test('429 with Retry-After: the engine queue is full, or the server waiting limi
   const rs = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ stream: true }) });
   assertError(rs, 429, { type: 'rate_limit_error', code: 'rate_limit_exceeded' });
 
-  const app2 = await testApp(t, await FakeEngine.story(text, { waiting: 4 }), { config: cfg({ maxWaiting: 4 }) });
+  // n = 3 where the engine takes 2: the two admitted choices are cancelled and the client gets 429.
+  const fake = await FakeEngine.story(text, { maxLive: 2 });
+  const app2 = await testApp(t, fake);
   const r2 = await app2.inject({
     method: 'POST',
     url: '/v1/completions',
-    payload: { model: 'fake-model', prompt: 'x' },
+    payload: { model: 'fake-model', prompt: 'x', n: 3 },
   });
   assertError(r2, 429, { type: 'rate_limit_error', code: 'rate_limit_exceeded' });
   assert.equal(r2.headers['retry-after'], '1');
+  assert.equal(fake.submitted.length, 2);
+  assert.deepEqual([...fake.cancelled].sort(), fake.submitted.map((q) => q.id).sort());
+  const ok = await app2.inject({
+    method: 'POST',
+    url: '/v1/completions',
+    payload: { model: 'fake-model', prompt: 'x', n: 2 },
+  });
+  assert.equal(ok.statusCode, 200, 'the cancelled choices left the queue');
 });
 
 test('503 after device loss: non-stream 503, stream error event then [DONE], /health 503', async (t) => {

@@ -1,17 +1,20 @@
 /**
  * A deterministic EngineClient for server tests (no GPU): it "generates" a fixed script of token ids. Greedy
  * requests start at the script's beginning, a seeded request at an offset derived from its seed (same seed,
- * same tokens), an unseeded sampled one at a random offset. It keeps KV-page accounting like the real loop
- * (pages held while a request lives), honours cancel and timeouts at once, and can be told to fail.
+ * same tokens), an unseeded sampled one at a random offset. Like the real engine it checks requests with
+ * checkRequest (engine/client.ts) and bounds how many may wait (QUEUE_FULL), keeps KV-page accounting (pages
+ * held while a request lives), honours cancel and timeouts at once, and can be told to fail.
  */
+import { attentionConfig } from '../../config/attention.js';
 import { SiftError } from '../../config/errors.js';
-import type {
-  EngineClient,
-  EngineStats,
-  FinishReason,
-  GenerationEvent,
-  GenerationRequest,
-  RequestHandle,
+import {
+  checkRequest,
+  type EngineClient,
+  type EngineStats,
+  type FinishReason,
+  type GenerationEvent,
+  type GenerationRequest,
+  type RequestHandle,
 } from '../../engine/client.js';
 import type { TextSide } from '../../text/text.js';
 import { STORY } from '../helpers/tiny-text.js';
@@ -21,6 +24,8 @@ export { STORY };
 export interface FakeOptions {
   modelName?: string;
   maxContext?: number;
+  /** Mode of requests that do not choose one; default the attention config's default, as the real engine. */
+  attentionMode?: 'dense' | 'sparse';
   /** Token ids are in [0, vocabSize); default 32000 (story(): the text side's vocabulary). */
   vocabSize?: number;
   /** Token ids the fake emits in order (wrapping around). */
@@ -34,8 +39,8 @@ export interface FakeOptions {
   submitError?: Error;
   /** After this many tokens, finish with 'error' (and this error). */
   failAfter?: { tokens: number; error: Error };
-  /** Reported by stats().waiting (to test the server's own queue limit). */
-  waiting?: number;
+  /** Requests that may be live at once; one more is QUEUE_FULL (the real engine bounds its waiting queue). */
+  maxLive?: number;
   kvPagesTotal?: number;
   pageSize?: number;
 }
@@ -75,7 +80,10 @@ export class FakeEngine implements EngineClient {
   submit(req: GenerationRequest): RequestHandle {
     if (this.opts.submitError) throw this.opts.submitError;
     if (!this.accepting) throw new SiftError('NOT_READY', 'shutting down');
-    if (req.promptIds.length + 1 > this.maxContext) throw new SiftError('CONTEXT_LENGTH_EXCEEDED', 'prompt too long');
+    checkRequest(req, { maxContext: this.maxContext, vocabSize: this.vocabSize });
+    if (this.opts.maxLive !== undefined && this.live.size >= this.opts.maxLive) {
+      throw new SiftError('QUEUE_FULL', `the engine queue is full (${this.opts.maxLive} requests); retry later`);
+    }
     this.submitted.push(req);
     let cancelled = false;
     const self = this;
@@ -96,7 +104,10 @@ export class FakeEngine implements EngineClient {
           type: 'done',
           finishReason,
           usage: { promptTokens: req.promptIds.length, completionTokens: n, cachedTokens: 0 },
-          attention: { mode: req.attention?.mode ?? 'dense', meanTokensAttended: req.promptIds.length + n / 2 },
+          attention: {
+            mode: req.attention?.mode ?? self.opts.attentionMode ?? (attentionConfig().mode as 'dense' | 'sparse'),
+            meanTokensAttended: req.promptIds.length + n / 2,
+          },
           timings: { queuedMs: 0, ttftMs: ttft, durationMs: performance.now() - t0 },
           ...(error ? { error } : {}),
         };
@@ -135,9 +146,11 @@ export class FakeEngine implements EngineClient {
       }
     }
     const events = run();
+    // As in the real engine, a cancelled request leaves at once (its pages and its queue place are free).
     const cancel = () => {
       if (!cancelled) this.cancelled.add(req.id);
       cancelled = true;
+      this.live.delete(req.id);
     };
     this.cancels.set(req.id, cancel);
     return { id: req.id, cancel, [Symbol.asyncIterator]: () => events };
@@ -149,7 +162,7 @@ export class FakeEngine implements EngineClient {
     const total = this.opts.kvPagesTotal ?? 1024;
     return {
       running: this.live.size,
-      waiting: this.opts.waiting ?? 0,
+      waiting: 0,
       kvPagesTotal: total,
       kvPagesUsed: used,
       kvPagesCached: 0,

@@ -1,0 +1,85 @@
+/**
+ * The generation route factory. Chat and completions differ only in their body schema, in how the body becomes
+ * prompts and limits (and which body fields those came from), and in the shape of a choice on the wire; the path
+ * of a request is the same: model check -> prompts -> plan (engine requests) -> submit and respond.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import '../context.js';
+import { SiftError } from '../../config/errors.js';
+import type { TextSide } from '../../text/text.js';
+import type { Prompt, WireNames } from '../params.js';
+import { plan } from '../plan.js';
+import { definePlugin } from '../plugin.js';
+import type { CommonParams } from '../protocol.js';
+import { respond, type WireFormat } from '../respond.js';
+
+/** What a route reads from its body besides the common fields. */
+export interface GenerationInput {
+  prompts: Prompt[];
+  /** The body fields the prompt and limits came from, for error params. */
+  names: WireNames;
+  /** The requested completion limit; null/undefined = the rest of the context. */
+  maxTokens: number | null | undefined;
+  /** Logprob alternatives per token; null = no logprobs. */
+  topLogprobs: number | null;
+}
+
+export interface GenerationRouteSpec<B extends CommonParams> {
+  /** Plugin name. */
+  name: string;
+  url: string;
+  /** JSON schema of the body (schemas.ts); fastify validates before the handler runs. */
+  body: Record<string, unknown>;
+  /** Response id prefix: "chatcmpl" or "cmpl". */
+  idPrefix: string;
+  input(body: B, text: TextSide): Promise<GenerationInput>;
+  format: WireFormat;
+}
+
+function checkModel(requested: string, served: string): void {
+  if (requested !== served) {
+    throw new SiftError('MODEL_NOT_FOUND', `the model "${requested}" does not exist; this server serves "${served}"`, {
+      param: 'model',
+    });
+  }
+}
+
+/** A POST route for `spec`, as a fastify plugin. */
+export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpec<B>): FastifyPluginAsync {
+  async function route(app: FastifyInstance): Promise<void> {
+    app.post(spec.url, { schema: { body: spec.body } }, async (request, reply) => {
+      const startedAt = performance.now();
+      const { state, metrics, config, attentionMode } = app.sift;
+      const { engine, text, modelName } = state.require();
+      const body = request.body as B; // validated against spec.body
+      checkModel(body.model, modelName);
+      const input = await spec.input(body, text);
+      const planned = plan(body, {
+        engine,
+        requestId: request.id,
+        ...input,
+        stopIds: text.stopIds,
+        timeoutMs: config.requestTimeoutMs,
+        defaultAttention: attentionMode,
+      });
+      await respond(
+        {
+          request,
+          reply,
+          state,
+          metrics,
+          text,
+          modelName,
+          id: `${spec.idPrefix}-${randomUUID().replace(/-/g, '')}`,
+          keepAliveMs: config.keepAliveMs,
+          startedAt,
+        },
+        planned,
+        spec.format,
+      );
+      return reply;
+    });
+  }
+  return definePlugin(route, { name: spec.name, dependencies: ['sift-errors', 'sift-context'], encapsulate: true });
+}
