@@ -16,7 +16,10 @@ export interface AttentionParams {
 export interface CommonParams {
   /** Must equal the served model's name (GET /v1/models), else 404 model_not_found. */
   model: string;
-  /** Most tokens to generate; default: the rest of the context. */
+  /**
+   * Most tokens to generate; prompt + max_tokens over the context limit is 400 context_length_exceeded. Default:
+   * the rest of the context for chat, 16 for completions (OpenAI's defaults).
+   */
   max_tokens?: number | null;
   /** 0 = greedy; in [0, 2]. Default 1. */
   temperature?: number | null;
