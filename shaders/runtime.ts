@@ -3,11 +3,10 @@
  * Creates the device through Dawn's Node bindings (npm `webgpu`), picks the adapter, requests the limits and
  * features the kernels use, and offers buffers, read-back, a pipeline cache, WGSL loading and a uniform arena.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
 import { create, globals } from 'webgpu';
 import { SiftError } from '../config/errors.js';
 import { projectRoot } from '../config/paths.js';
+import { checkOverrides, type Defines, preprocessWgsl } from './lib/wgsl.js';
 
 export { projectRoot };
 
@@ -53,45 +52,11 @@ const UNIFORM = 0x40;
 export const BufferUsage = { STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM } as const;
 
 /**
- * Reads shaders/<name>.wgsl and applies a tiny preprocessor:
- * `//#include other` inlines shaders/other.wgsl; `//#if NAME`, `//#else`, `//#endif` keep lines when defines[NAME]
- * is truthy; `$NAME` tokens are replaced by defines[NAME]. `enable f16;` is emitted when defines.F16 is set.
+ * Reads shaders/<name>.wgsl through the preprocessor (shaders/lib/wgsl.ts: includes, //#if, $NAME defines, `enable
+ * f16;` when defines.F16). SIFT_DUMP_WGSL=1 prints every generated shader.
  */
-export function loadWgsl(name: string, defines: Record<string, string | number | boolean> = {}): string {
-  const seen = new Set<string>();
-  const read = (n: string): string => {
-    if (seen.has(n)) return '';
-    seen.add(n);
-    const file = path.join(projectRoot(), 'shaders', `${n}.wgsl`);
-    if (!existsSync(file)) throw new SiftError('INTERNAL', `missing shader source ${file}`);
-    return readFileSync(file, 'utf8');
-  };
-  const expand = (src: string): string[] => {
-    const out: string[] = [];
-    const stack: boolean[] = [];
-    const active = () => stack.every((x) => x);
-    for (const line of src.split('\n')) {
-      const t = line.trim();
-      let m: RegExpMatchArray | null;
-      if ((m = t.match(/^\/\/#if\s+(!?)(\w+)$/))) {
-        const v = Boolean(defines[m[2]]);
-        stack.push(m[1] ? !v : v);
-      } else if (t === '//#else') {
-        stack[stack.length - 1] = !stack[stack.length - 1];
-      } else if (t === '//#endif') {
-        stack.pop();
-      } else if ((m = t.match(/^\/\/#include\s+(\S+)$/))) {
-        if (active()) out.push(...expand(read(m[1])));
-      } else if (active()) {
-        out.push(line.replace(/\$([A-Z_][A-Z0-9_]*)/g, (all, k: string) => (k in defines ? String(defines[k]) : all)));
-      }
-    }
-    if (stack.length) throw new SiftError('INTERNAL', `unbalanced //#if in shader ${name}`);
-    return out;
-  };
-  const body = expand(read(name)).join('\n');
-  const head = defines.F16 ? 'enable f16;\n' : '';
-  const code = head + body;
+export function loadWgsl(name: string, defines: Defines = {}): string {
+  const code = preprocessWgsl(name, defines);
   if (process.env.SIFT_DUMP_WGSL) {
     process.stderr.write(`// ---- ${name} ${JSON.stringify(defines)}\n${code}\n`);
   }
@@ -351,12 +316,12 @@ export class Gpu {
   }
 
   /**
-   * A compute pipeline for shaders/<name>.wgsl with `defines` (preprocessor) and `constants` (WGSL overrides),
-   * cached under a key like `matvec|{"W":"f16"}|{"WG":64}`.
+   * A compute pipeline for shaders/<name>.wgsl with `defines` (preprocessor) and `constants` (WGSL overrides, each
+   * must be declared), cached under a key like `matvec|{"W":"f16"}|{"WG":64}`.
    */
   pipeline(
     name: string,
-    defines: Record<string, string | number | boolean> = {},
+    defines: Defines = {},
     constants: Record<string, number> = {},
     entryPoint = 'main',
   ): GPUComputePipeline {
@@ -365,6 +330,7 @@ export class Gpu {
     let p = this.pipelines.get(key);
     if (!p) {
       const code = loadWgsl(name, defines);
+      checkOverrides(name, code, constants);
       const module = this.device.createShaderModule({ label: name, code });
       p = this.device.createComputePipeline({
         label: key,

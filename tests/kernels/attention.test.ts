@@ -1,6 +1,8 @@
 /**
  * Paged causal attention against the token-by-token reference. Both variants run on every case, so this covers
- * shaders/attention.wgsl (workgroup), shaders/attention_lanes.wgsl (lanes) and their shared attention_common.wgsl.
+ * shaders/attention.wgsl (workgroup, lib/tile.wgsl), shaders/attention_lanes.wgsl (lanes, lib/lanes_acc.wgsl and
+ * lib/lanes.wgsl), the online softmax both share (lib/softmax.wgsl), their attention_common.wgsl, and the grid
+ * and cache addressing includes (lib/token_head.wgsl, lib/grid.wgsl, lib/block_table.wgsl, lib/paged.wgsl).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';

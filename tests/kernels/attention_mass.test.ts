@@ -1,5 +1,5 @@
 /**
- * attention_mass (calibration): the share of dense causal softmax mass outside sink + local, against the
+ * attention_mass (calibration, shaders/attention_mass.wgsl on lib/lanes.wgsl): the share of dense causal softmax mass outside sink + local, against the
  * table-walking reference on a mixed paged batch (NaN in every unowned slot); and a planted strongly local head
  * (its queries align with the keys of the recent window) that scores lowest through HeadMassAccumulator, writes a
  * TSV the head-plan parser loads, and is chosen as the streaming head.

@@ -1,3 +1,4 @@
+/** Block selection for block-sparse prefill (shaders/block_select.wgsl, both entry variants) against the reference. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BlockSelectKernel, blockListStride, planPrefillBlocks } from '../../shaders/block_select.js';

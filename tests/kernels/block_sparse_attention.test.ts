@@ -1,3 +1,7 @@
+/**
+ * Block-sparse prefill attention (shaders/block_sparse_attention.wgsl, lanes layout: lib/lanes_acc.wgsl over
+ * lib/lanes.wgsl and lib/softmax.wgsl, keys through lib/block_table.wgsl) against the dense and Lambda references.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {

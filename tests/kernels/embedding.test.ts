@@ -1,3 +1,4 @@
+/** Embedding gather (shaders/embedding.wgsl) against the reference. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EmbeddingKernel } from '../../shaders/embedding.js';

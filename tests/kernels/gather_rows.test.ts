@@ -1,3 +1,4 @@
+/** Row gather (shaders/gather_rows.wgsl) against the reference. */
 import { test } from 'node:test';
 import { GatherRowsKernel } from '../../shaders/gather_rows.js';
 import { UniformArena } from '../../shaders/runtime.js';

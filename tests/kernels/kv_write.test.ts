@@ -1,3 +1,4 @@
+/** Paged KV write (shaders/kv_write.wgsl) against the reference, bit for bit. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KvWriteKernel } from '../../shaders/kv_write.js';

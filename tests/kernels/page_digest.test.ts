@@ -1,3 +1,4 @@
+/** Page digests (shaders/page_digest.wgsl, cache addressing through lib/paged.wgsl) against the reference. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';

@@ -1,3 +1,4 @@
+/** Residual add (shaders/residual_add.wgsl, 2-D grids through lib/grid.wgsl) against the reference. */
 import { test } from 'node:test';
 import { ResidualAddKernel } from '../../shaders/residual_add.js';
 import { UniformArena } from '../../shaders/runtime.js';

@@ -1,3 +1,4 @@
+/** RMSNorm (shaders/rmsnorm.wgsl) against the reference. */
 import { test } from 'node:test';
 import { RmsNormKernel } from '../../shaders/rmsnorm.js';
 import { UniformArena } from '../../shaders/runtime.js';

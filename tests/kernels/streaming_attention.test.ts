@@ -1,5 +1,6 @@
 /**
- * Streaming-head attention (sink + local) and the streaming-pool KV write, driven step by step through
+ * Streaming-head attention (shaders/streaming_attention.wgsl) and the streaming-pool KV write
+ * (shaders/kv_write_streaming.wgsl), driven step by step through
  * KvCacheManager's streaming pool like the engine will: each step reserves the sequences' new tokens, runs streaming
  * attention (fresh keys from the activations, older keys from the ring), then writes the resident tokens' K/V at
  * StreamingPool.slotFor slots. Every step is checked against the table-walking reference and (with f16-exact

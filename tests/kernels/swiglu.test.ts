@@ -1,3 +1,4 @@
+/** SwiGLU (shaders/swiglu.wgsl, both variants) against the reference. */
 import { test } from 'node:test';
 import { UniformArena } from '../../shaders/runtime.js';
 import { SwiGluKernel } from '../../shaders/swiglu.js';
