@@ -17,17 +17,27 @@
  * Scratch: kPool (numKBlocks, numKvHeads, headDim) f32; blockList (numQBlocks, numHeads, listStride) u32.
  */
 import { SiftError } from '../config/errors.js';
-import { grid2d } from './grid.js';
-import { type Binding, type BufferRange, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { PAGED_HEADS, pagedHeads } from './lib/attention.js';
+import { check, MAX_KV_HEADS, requireBytes, requireHeads, requireInts } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 /** u32 words per qBlocks entry. */
 export const QBLOCK_WORDS = 5;
 /** u32 words per kBlocks entry. */
 export const KBLOCK_WORDS = 2;
-/** Most KV heads the per-head mode table (a uniform array) holds. */
-export const MAX_KV_HEADS = 64;
-/** Largest head dim the kernels are specialised for. */
-export const MAX_HEAD_DIM = 256;
+/** struct Params of block_select.wgsl (both entry variants). */
+const PARAMS = defineParams('block_select', {
+  ...PAGED_HEADS,
+  blockSize: 'u32',
+  count: 'u32',
+  topBlocks: 'u32',
+  localBlocks: 'u32',
+  listStride: 'u32',
+  qRowHeads: 'u32',
+  modes: 'array<vec4<u32>, 16>',
+});
 
 /** Per-KV-head attention kind for prefill. */
 export const HeadMode = { dense: 0, sparse: 1, lambda: 2 } as const;
@@ -114,48 +124,14 @@ export function blockListStride(plan: PrefillBlockPlan, topBlocks: number, local
   return 1 + Math.min(plan.maxQBlock + 1, topBlocks + localBlocks + 2);
 }
 
-export function bindingBytes(b: Binding): number {
-  if ('mapState' in b) return b.size;
-  return b.size ?? b.buffer.size - ((b as BufferRange).offset ?? 0);
-}
-
-/** Shape checks shared by the selection and the attention. */
-export function checkHeads(kernel: string, a: { numHeads: number; numKvHeads: number; headDim: number }): void {
-  if (
-    !Number.isInteger(a.numHeads) ||
-    !Number.isInteger(a.numKvHeads) ||
-    a.numKvHeads < 1 ||
-    a.numKvHeads > MAX_KV_HEADS ||
-    a.numHeads % a.numKvHeads !== 0 ||
-    !Number.isInteger(a.headDim) ||
-    a.headDim < 2 ||
-    a.headDim % 2 !== 0 ||
-    a.headDim > MAX_HEAD_DIM
-  ) {
-    throw new SiftError(
-      'INTERNAL',
-      `${kernel}: bad heads numHeads=${a.numHeads} numKvHeads=${a.numKvHeads} (1..${MAX_KV_HEADS}, divides numHeads) ` +
-        `headDim=${a.headDim} (even, <= ${MAX_HEAD_DIM})`,
-    );
-  }
-}
-
-export function checkAtLeast(kernel: string, name: string, b: Binding, bytes: number): void {
-  if (bindingBytes(b) < bytes) {
-    throw new SiftError('INTERNAL', `${kernel}: ${name} holds ${bindingBytes(b)} bytes, needs ${bytes}`);
-  }
-}
-
-/** The per-KV-head mode table as u32 words for a uniform array<vec4<u32>, 16>. */
-export function modeWords(
-  kernel: string,
-  headModes: readonly number[],
-  numKvHeads: number,
-): [kind: 'u32', v: number][] {
-  if (headModes.length !== numKvHeads || !headModes.every((m) => m === 0 || m === 1 || m === 2)) {
-    throw new SiftError('INTERNAL', `${kernel}: headModes ${JSON.stringify(headModes)} must be ${numKvHeads} of 0/1/2`);
-  }
-  return Array.from({ length: 4 * 16 }, (_, i): ['u32', number] => ['u32', headModes[i] ?? 0]);
+/** The per-KV-head mode table as the 64 u32 words of a uniform array<vec4<u32>, 16> (unused heads 0). */
+export function modeWords(kernel: string, headModes: readonly number[], numKvHeads: number): number[] {
+  check(
+    kernel,
+    headModes.length === numKvHeads && headModes.every((m) => m === 0 || m === 1 || m === 2),
+    `headModes ${JSON.stringify(headModes)} must be ${numKvHeads} of 0/1/2`,
+  );
+  return Array.from({ length: 4 * 16 }, (_, i) => headModes[i] ?? 0);
 }
 
 export interface BlockSelectArgs {
@@ -193,55 +169,66 @@ export class BlockSelectKernel {
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: BlockSelectArgs): void {
     const K = 'block_select';
-    checkHeads(K, a);
+    requireHeads(K, a, MAX_KV_HEADS);
     const { plan } = a;
-    const ints = [a.pageSize, a.maxPagesPerSeq, a.topBlocks, a.localBlocks];
-    if (!ints.every((x) => Number.isInteger(x) && x >= 0) || a.pageSize < 1) {
-      throw new SiftError('INTERNAL', `${K}: bad ${JSON.stringify({ ...a, plan: undefined, q: undefined })}`);
-    }
+    requireInts(
+      K,
+      { pageSize: a.pageSize, maxPagesPerSeq: a.maxPagesPerSeq, topBlocks: a.topBlocks, localBlocks: a.localBlocks },
+      { pageSize: 1 },
+    );
     const listStride = blockListStride(plan, a.topBlocks, a.localBlocks);
     const maxKb = Math.max(256, Math.ceil((plan.maxQBlock + 1) / 256) * 256);
-    if (maxKb > this.maxKeyBlocks(a.headDim)) {
-      throw new SiftError(
-        'INTERNAL',
-        `${K}: query block ${plan.maxQBlock} beyond the ${this.maxKeyBlocks(a.headDim)} key blocks workgroup memory holds`,
-      );
-    }
-    const hw = a.headDim / 2;
-    checkAtLeast(K, 'kCache', a.kCache, a.pageSize * a.numKvHeads * hw * 4);
-    checkAtLeast(K, 'q', a.q, plan.T * a.numHeads * a.headDim * 4);
-    checkAtLeast(K, 'qBlocks', a.qBlocks, plan.numQBlocks * QBLOCK_WORDS * 4);
-    checkAtLeast(K, 'kBlocks', a.kBlocks, plan.numKBlocks * KBLOCK_WORDS * 4);
-    checkAtLeast(K, 'kPool', a.kPool, plan.numKBlocks * a.numKvHeads * a.headDim * 4);
-    checkAtLeast(K, 'blockList', a.blockList, plan.numQBlocks * a.numHeads * listStride * 4);
+    check(
+      K,
+      maxKb <= this.maxKeyBlocks(a.headDim),
+      `query block ${plan.maxQBlock} beyond the ${this.maxKeyBlocks(a.headDim)} key blocks workgroup memory holds`,
+    );
+    const hd = a.headDim;
+    requireBytes(
+      K,
+      'kCache',
+      a.kCache,
+      a.pageSize * a.numKvHeads * hd * 2,
+      `a page of (${a.pageSize}, ${a.numKvHeads}, ${hd}) f16`,
+    );
+    requireBytes(K, 'q', a.q, plan.T * a.numHeads * hd * 4, `(${plan.T}, ${a.numHeads}, ${hd}) f32`);
+    requireBytes(K, 'qBlocks', a.qBlocks, plan.numQBlocks * QBLOCK_WORDS * 4, `(${plan.numQBlocks}, 5) u32`);
+    requireBytes(K, 'kBlocks', a.kBlocks, plan.numKBlocks * KBLOCK_WORDS * 4, `(${plan.numKBlocks}, 2) u32`);
+    requireBytes(
+      K,
+      'kPool',
+      a.kPool,
+      plan.numKBlocks * a.numKvHeads * hd * 4,
+      `(${plan.numKBlocks}, ${a.numKvHeads}, ${hd}) f32`,
+    );
+    requireBytes(
+      K,
+      'blockList',
+      a.blockList,
+      plan.numQBlocks * a.numHeads * listStride * 4,
+      `(${plan.numQBlocks}, ${a.numHeads}, ${listStride}) u32`,
+    );
     const modes = modeWords(K, a.headModes, a.numKvHeads);
     const params = (count: number) =>
-      arena.alloc(
-        uniforms([
-          ['u32', a.numHeads],
-          ['u32', a.numKvHeads],
-          ['u32', a.numHeads / a.numKvHeads],
-          ['u32', a.pageSize],
-          ['u32', a.maxPagesPerSeq],
-          ['u32', plan.blockSize],
-          ['u32', count],
-          ['u32', a.topBlocks],
-          ['u32', a.localBlocks],
-          ['u32', listStride],
-          ['u32', a.qRowHeads ?? a.numHeads],
-          ['u32', 0],
-          ...modes,
-        ]),
-      );
+      arena.params(PARAMS, {
+        ...pagedHeads(a),
+        blockSize: plan.blockSize,
+        count,
+        topBlocks: a.topBlocks,
+        localBlocks: a.localBlocks,
+        listStride,
+        qRowHeads: a.qRowHeads ?? a.numHeads,
+        modes,
+      });
     // Lists are only read for sparse heads: a layer without one needs no selection at all.
     if (!a.headModes.some((m) => m === HeadMode.sparse)) return;
     if (plan.numKBlocks > 0) {
       const [x, y] = grid2d(this.gpu, plan.numKBlocks * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);
-      const pipe = this.gpu.pipeline('block_select', { HD: a.headDim, POOL_K: true });
+      const pipe = this.gpu.pipeline('block_select', { HD: hd, POOL_K: true }, {}, PARAMS);
       this.gpu.dispatch(pass, pipe, [a.kCache, a.blockTable, a.kBlocks, a.kPool, params(plan.numKBlocks)], x, y);
     }
     const [x, y] = grid2d(this.gpu, plan.numQBlocks * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
-    const pipe = this.gpu.pipeline('block_select', { HD: a.headDim, MAXKB: maxKb });
+    const pipe = this.gpu.pipeline('block_select', { HD: hd, MAXKB: maxKb }, {}, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.q, a.qBlocks, a.kPool, a.blockList, params(plan.numQBlocks)], x, y);
   }
 }

@@ -15,21 +15,35 @@ import { SiftError } from '../config/errors.js';
 import {
   BlockSelectKernel,
   blockListStride,
-  checkAtLeast,
-  checkHeads,
   HeadMode,
   modeWords,
   type PrefillBlockPlan,
   QBLOCK_WORDS,
 } from './block_select.js';
-import { grid2d } from './grid.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import { MAX_KV_HEADS, requireBytes, requireInts, requireU32 } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 export { HeadMode, type PrefillBlockPlan, planPrefillBlocks } from './block_select.js';
 
 const LANES = 8;
 
-export interface BlockSparseAttentionArgs {
+/** struct Params of block_sparse_attention.wgsl. */
+const PARAMS = defineParams('block_sparse_attention', {
+  ...PAGED_HEADS,
+  blockSize: 'u32',
+  numQBlocks: 'u32',
+  listStride: 'u32',
+  sink: 'u32',
+  local: 'u32',
+  scale: 'f32',
+  qRowHeads: 'u32',
+  modes: 'array<vec4<u32>, 16>',
+});
+
+export interface BlockSparseAttentionArgs extends AttentionShape {
   /** Query heads per q/out row when the heads used are a prefix of the row (default numHeads). */
   qRowHeads?: number;
   q: Binding; // (T, numHeads, headDim) f32, after RoPE
@@ -40,12 +54,7 @@ export interface BlockSparseAttentionArgs {
   blockList: Binding; // (numQBlocks, numHeads, listStride) u32 from block_select (read for sparse heads only)
   out: Binding; // (T, numHeads, headDim) f32, must not alias q
   plan: PrefillBlockPlan;
-  numHeads: number;
-  numKvHeads: number; // divides numHeads, <= 64
-  headDim: number; // even, <= 256
-  pageSize: number;
-  maxPagesPerSeq: number;
-  scale: number; // softmax scale, usually 1 / sqrt(headDim)
+  // numKvHeads <= MAX_KV_HEADS (64): the mode table is a uniform array
   headModes: readonly number[]; // (numKvHeads) HeadMode per KV head
   listStride: number; // blockListStride(plan, topBlocks, localBlocks); any value >= 1 when no head is sparse
   sink: number; // Lambda: sink tokens
@@ -61,47 +70,41 @@ export class BlockSparseAttentionKernel {
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: BlockSparseAttentionArgs): void {
     const K = 'block_sparse_attention';
-    checkHeads(K, a);
     const { plan } = a;
-    const ints = [a.pageSize, a.maxPagesPerSeq, a.listStride, a.sink, a.local];
-    if (!ints.every((x) => Number.isInteger(x) && x >= 0) || a.pageSize < 1 || a.local < 1 || a.listStride < 1) {
-      throw new SiftError(
-        'INTERNAL',
-        `${K}: bad pageSize=${a.pageSize} maxPagesPerSeq=${a.maxPagesPerSeq} listStride=${a.listStride} ` +
-          `sink=${a.sink} local=${a.local} (local >= 1)`,
+    requireInts(
+      K,
+      { maxPagesPerSeq: a.maxPagesPerSeq, listStride: a.listStride, sink: a.sink, local: a.local },
+      { listStride: 1, local: 1 },
+    );
+    requireAttention(K, a, a.kCache, a.vCache, MAX_KV_HEADS);
+    const qRowHeads = a.qRowHeads ?? a.numHeads;
+    requireRows(K, 'q', a.q, plan.T, qRowHeads, a.headDim);
+    requireRows(K, 'out', a.out, plan.T, qRowHeads, a.headDim);
+    requireBytes(K, 'qBlocks', a.qBlocks, plan.numQBlocks * QBLOCK_WORDS * 4, `(${plan.numQBlocks}, 5) u32`);
+    if (a.headModes.some((m) => m === HeadMode.sparse)) {
+      requireBytes(
+        K,
+        'blockList',
+        a.blockList,
+        plan.numQBlocks * a.numHeads * a.listStride * 4,
+        `(${plan.numQBlocks}, ${a.numHeads}, ${a.listStride}) u32`,
       );
     }
-    if (!Number.isFinite(a.scale)) throw new SiftError('INTERNAL', `${K}: scale ${a.scale}`);
-    const rowBytes = a.pageSize * a.numKvHeads * a.headDim * 2;
-    checkAtLeast(K, 'kCache', a.kCache, rowBytes);
-    checkAtLeast(K, 'vCache', a.vCache, rowBytes);
-    checkAtLeast(K, 'q', a.q, plan.T * a.numHeads * a.headDim * 4);
-    checkAtLeast(K, 'out', a.out, plan.T * a.numHeads * a.headDim * 4);
-    checkAtLeast(K, 'qBlocks', a.qBlocks, plan.numQBlocks * QBLOCK_WORDS * 4);
-    if (a.headModes.some((m) => m === HeadMode.sparse)) {
-      checkAtLeast(K, 'blockList', a.blockList, plan.numQBlocks * a.numHeads * a.listStride * 4);
-    }
     const count = plan.numQBlocks * plan.blockSize * a.numHeads;
-    if (count >= 2 ** 32) throw new SiftError('INTERNAL', `${K}: ${count} work items`);
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.numHeads],
-        ['u32', a.numKvHeads],
-        ['u32', a.numHeads / a.numKvHeads],
-        ['u32', a.pageSize],
-        ['u32', a.maxPagesPerSeq],
-        ['u32', plan.blockSize],
-        ['u32', plan.numQBlocks],
-        ['u32', a.listStride],
-        ['u32', a.sink],
-        ['u32', a.local],
-        ['f32', a.scale],
-        ['u32', a.qRowHeads ?? a.numHeads],
-        ...modeWords(K, a.headModes, a.numKvHeads),
-      ]),
-    );
+    requireU32(K, 'work items', count);
+    const u = arena.params(PARAMS, {
+      ...pagedHeads(a),
+      blockSize: plan.blockSize,
+      numQBlocks: plan.numQBlocks,
+      listStride: a.listStride,
+      sink: a.sink,
+      local: a.local,
+      scale: a.scale,
+      qRowHeads,
+      modes: modeWords(K, a.headModes, a.numKvHeads),
+    });
     const [x, y] = grid2d(this.gpu, count, 1, this.opts.maxWorkgroupsPerDim);
-    const pipe = this.gpu.pipeline('block_sparse_attention', { HD: a.headDim, LANES });
+    const pipe = this.gpu.pipeline('block_sparse_attention', { HD: a.headDim, LANES }, {}, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.q, a.kCache, a.vCache, a.blockTable, a.qBlocks, a.blockList, a.out, u], x, y);
   }
 }
@@ -122,7 +125,7 @@ export interface BlockSparseConfig {
   local?: number;
 }
 
-export interface PrefillLayerArgs {
+export interface PrefillLayerArgs extends AttentionShape {
   /** Query heads per q/out row when the heads used are a prefix of the row (default numHeads). */
   qRowHeads?: number;
   q: Binding; // (T, numHeads, headDim) f32 after RoPE
@@ -135,12 +138,6 @@ export interface PrefillLayerArgs {
   blockList: Binding; // scratch, scratchBytes().blockList bytes (reusable across layers)
   out: Binding; // (T, numHeads, headDim) f32
   plan: PrefillBlockPlan; // planPrefillBlocks(tokenSeq, positions, blockSize)
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  pageSize: number;
-  maxPagesPerSeq: number;
-  scale: number;
   headModes: readonly number[]; // (numKvHeads) HeadMode of this layer's KV heads
 }
 

@@ -2,10 +2,22 @@
  * Embedding gather: ids (T) u32, table (vocab, hidden) GpuWeight -> out (T, hidden) f32. Ids >= vocab give zeros
  * (never an out-of-bounds read). One dispatch per table chunk; see shaders/embedding.wgsl.
  */
-import { SiftError } from '../config/errors.js';
-import { assertBindingBytes, assertWeightLayout } from './matmul.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { requireBytes, requireInts } from './lib/checks.js';
+import { defineParams } from './lib/params.js';
+import { assertWeightLayout } from './matmul.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 import type { GpuWeight } from './tensor.js';
+
+/** struct Params of embedding.wgsl. */
+const PARAMS = defineParams('embedding', {
+  T: 'u32',
+  hidden: 'u32',
+  rowStride: 'u32',
+  firstRow: 'u32',
+  chunkRows: 'u32',
+  vocab: 'u32',
+  zeroFill: 'u32',
+});
 
 export interface EmbeddingArgs {
   ids: Binding; // (T) u32 token ids
@@ -21,28 +33,27 @@ export class EmbeddingKernel {
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: EmbeddingArgs): void {
     const { table, T } = a;
     assertWeightLayout('embedding', table);
-    if (!Number.isInteger(T) || T < 0) throw new SiftError('INTERNAL', `embedding: bad token count T=${T}`);
+    requireInts('embedding', { T });
     if (T === 0) return;
-    assertBindingBytes('embedding', 'ids', a.ids, T * 4);
-    assertBindingBytes('embedding', 'out', a.out, T * table.cols * 4);
+    requireBytes('embedding', 'ids', a.ids, T * 4, `(${T}) u32`);
+    requireBytes('embedding', 'out', a.out, T * table.cols * 4, `(${T}, ${table.cols}) f32`);
     const pipeline = this.gpu.pipeline(
       'embedding',
       { F32: table.dtype === 'f32', BF16: table.dtype === 'bf16' },
       { WG: EmbeddingKernel.WG },
+      PARAMS,
     );
     const nx = Math.min(T, this.gpu.caps.maxComputeWorkgroupsPerDimension);
     table.chunks.forEach((c, i) => {
-      const u = arena.alloc(
-        uniforms([
-          ['u32', T],
-          ['u32', table.cols],
-          ['u32', table.rowStride],
-          ['u32', c.firstRow],
-          ['u32', c.rows],
-          ['u32', table.rows],
-          ['u32', i === 0 ? 1 : 0],
-        ]),
-      );
+      const u = arena.params(PARAMS, {
+        T,
+        hidden: table.cols,
+        rowStride: table.rowStride,
+        firstRow: c.firstRow,
+        chunkRows: c.rows,
+        vocab: table.rows,
+        zeroFill: i === 0 ? 1 : 0,
+      });
       this.gpu.dispatch(pass, pipeline, [a.ids, c.buffer, a.out, u], nx, Math.ceil(T / nx));
     });
   }

@@ -4,17 +4,34 @@
  * the low half, 2j+1 in the high half) at page blockTable[tokenSeq[t], positions[t] / pageSize], slot
  * positions[t] % pageSize. Runs before attention in the same step, so prefill tokens see each other.
  *
- * Head range (two pools, engine/kv-storage.ts): with `kvHeadOffset` / `kvRowHeads` the k/v rows hold kvRowHeads heads
+ * Head range (two pools, model/kv-storage.ts): with `kvHeadOffset` / `kvRowHeads` the k/v rows hold kvRowHeads heads
  * and the cache receives heads [kvHeadOffset, kvHeadOffset + numKvHeads) of them. Defaults: offset 0, all heads.
  *
  * The KV cache is f16 packed in u32 words on every adapter (the H100 through Dawn has no shader-f16): one format,
  * one tested code path. headDim must be even.
  */
-import { SiftError } from '../config/errors.js';
-import { grid2d } from './grid.js';
-import { type Binding, type BufferRange, type Gpu, type UniformArena, uniforms } from './runtime.js';
+
+import { requireRows } from './lib/attention.js';
+import { kvHeadRange, requireBytes, requireInts, requireU32 } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { requireCache } from './lib/paged.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
+
+export { cachePageBytes, cachePages, KV_BYTES_PER_ELEMENT } from './lib/paged.js';
 
 const WG = 256;
+
+/** struct Params of kv_write.wgsl. */
+const PARAMS = defineParams('kv_write', {
+  tokens: 'u32',
+  rowWords: 'u32',
+  pageSize: 'u32',
+  maxPagesPerSeq: 'u32',
+  numPages: 'u32',
+  srcRowWords: 'u32',
+  srcWordOffset: 'u32',
+});
 
 export interface KvWriteArgs {
   k: Binding; // (T, kvRowHeads, headDim) f32, after RoPE
@@ -35,68 +52,6 @@ export interface KvWriteArgs {
   kvRowHeads?: number;
 }
 
-/** Checks a source head range of k/v rows; returns [srcRowWords, srcWordOffset] in f32 pairs. */
-export function kvSourceRange(
-  kernel: string,
-  numKvHeads: number,
-  headDim: number,
-  kvHeadOffset = 0,
-  kvRowHeads = kvHeadOffset + numKvHeads,
-): [srcRowWords: number, srcWordOffset: number] {
-  if (
-    !Number.isInteger(kvHeadOffset) ||
-    kvHeadOffset < 0 ||
-    !Number.isInteger(kvRowHeads) ||
-    kvHeadOffset + numKvHeads > kvRowHeads
-  ) {
-    throw new SiftError(
-      'INTERNAL',
-      `${kernel}: KV head range [${kvHeadOffset}, ${kvHeadOffset + numKvHeads}) does not fit rows of ${kvRowHeads} heads`,
-    );
-  }
-  return [(kvRowHeads * headDim) / 2, (kvHeadOffset * headDim) / 2];
-}
-
-/** Bytes a binding covers. */
-export function bindingBytes(b: Binding): number {
-  if ('mapState' in b) return b.size;
-  return b.size ?? b.buffer.size - ((b as BufferRange).offset ?? 0);
-}
-
-/** Bytes of one KV cache element: f16. */
-export const KV_BYTES_PER_ELEMENT = 2;
-
-/** Bytes one page of one layer's K (or V) cache takes: (pageSize, numKvHeads, headDim) f16. */
-export function cachePageBytes(pageSize: number, numKvHeads: number, headDim: number): number {
-  return KV_BYTES_PER_ELEMENT * pageSize * numKvHeads * headDim;
-}
-
-/** Whole pages held by a cache binding of this layout (a buffer may be padded to 16 bytes). */
-export function cachePages(cache: Binding, pageSize: number, numKvHeads: number, headDim: number): number {
-  return Math.floor(bindingBytes(cache) / cachePageBytes(pageSize, numKvHeads, headDim));
-}
-
-/** Shape checks shared by kv_write and attention. */
-export function checkPagedShape(
-  kernel: string,
-  a: { T: number; numKvHeads: number; headDim: number; pageSize: number; maxPagesPerSeq: number },
-): void {
-  const ints = [a.T, a.numKvHeads, a.headDim, a.pageSize, a.maxPagesPerSeq];
-  if (
-    !ints.every((x) => Number.isInteger(x) && x >= 0) ||
-    a.numKvHeads < 1 ||
-    a.headDim < 2 ||
-    a.headDim % 2 !== 0 ||
-    a.pageSize < 1
-  ) {
-    throw new SiftError(
-      'INTERNAL',
-      `${kernel}: bad shape (headDim must be even: the cache packs f16 pairs) T=${a.T} numKvHeads=${a.numKvHeads} headDim=${a.headDim} pageSize=${a.pageSize} ` +
-        `maxPagesPerSeq=${a.maxPagesPerSeq}`,
-    );
-  }
-}
-
 export class KvWriteKernel {
   private readonly pipeline: GPUComputePipeline;
   /** `maxWorkgroupsPerDim` (tests only) caps the grid's x dimension to exercise the 2-D layout. */
@@ -104,41 +59,29 @@ export class KvWriteKernel {
     private readonly gpu: Gpu,
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
   ) {
-    this.pipeline = gpu.pipeline('kv_write', {}, { WG });
+    this.pipeline = gpu.pipeline('kv_write', {}, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: KvWriteArgs): void {
-    checkPagedShape('kv_write', a);
+    const K = 'kv_write';
+    requireInts(K, { T: a.T, maxPagesPerSeq: a.maxPagesPerSeq });
+    const numPages = requireCache(K, a, a.kCache, a.vCache);
+    const src = kvHeadRange(K, a.numKvHeads, a.headDim, a.kvHeadOffset, a.kvRowHeads);
     const rowWords = (a.numKvHeads * a.headDim) / 2; // u32 words per token row
-    const numPages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
-    if (numPages < 1 || cachePages(a.vCache, a.pageSize, a.numKvHeads, a.headDim) !== numPages) {
-      throw new SiftError(
-        'INTERNAL',
-        `kv_write: caches of ${bindingBytes(a.kCache)} / ${bindingBytes(a.vCache)} bytes do not hold the same whole pages of ` +
-          `(${a.pageSize}, ${a.numKvHeads}, ${a.headDim}) f16`,
-      );
-    }
-    const [srcRowWords, srcWordOffset] = kvSourceRange(
-      'kv_write',
-      a.numKvHeads,
-      a.headDim,
-      a.kvHeadOffset,
-      a.kvRowHeads,
-    );
-    if (a.T * srcRowWords >= 2 ** 32 || numPages * a.pageSize * rowWords >= 2 ** 32) {
-      throw new SiftError('INTERNAL', 'kv_write: shapes exceed u32 indexing');
-    }
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.T],
-        ['u32', rowWords],
-        ['u32', a.pageSize],
-        ['u32', a.maxPagesPerSeq],
-        ['u32', numPages],
-        ['u32', srcRowWords],
-        ['u32', srcWordOffset],
-      ]),
-    );
+    requireU32(K, 'k/v pairs', a.T * src.rowPairs);
+    requireRows(K, 'k', a.k, a.T, src.kvRowHeads, a.headDim);
+    requireRows(K, 'v', a.v, a.T, src.kvRowHeads, a.headDim);
+    requireBytes(K, 'tokenSeq', a.tokenSeq, a.T * 4, `(${a.T}) u32`);
+    requireBytes(K, 'positions', a.positions, a.T * 4, `(${a.T}) u32`);
+    const u = arena.params(PARAMS, {
+      tokens: a.T,
+      rowWords,
+      pageSize: a.pageSize,
+      maxPagesPerSeq: a.maxPagesPerSeq,
+      numPages,
+      srcRowWords: src.rowPairs,
+      srcWordOffset: src.firstPair,
+    });
     const [x, y] = grid2d(this.gpu, a.T * rowWords, WG, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,

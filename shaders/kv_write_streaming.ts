@@ -8,13 +8,24 @@
  * Order in a step (shaders/streaming_attention.ts): streaming attention first (it reads this chunk's keys from the
  * activations), then this write, so a chunk longer than the ring never overwrites keys its own tokens still need.
  */
-import { SiftError } from '../config/errors.js';
-import { grid2d } from './grid.js';
-import { cachePages, checkPagedShape, kvSourceRange } from './kv_write.js';
+
+import { requireRows } from './lib/attention.js';
+import { kvHeadRange, requireBytes, requireInts, requireU32 } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { requireCache } from './lib/paged.js';
+import { defineParams } from './lib/params.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
-import { uniforms } from './runtime.js';
 
 const WG = 256;
+
+/** struct Params of kv_write_streaming.wgsl. */
+const PARAMS = defineParams('kv_write_streaming', {
+  tokens: 'u32',
+  rowWords: 'u32',
+  numSlots: 'u32',
+  srcRowWords: 'u32',
+  srcWordOffset: 'u32',
+});
 
 /** slots[t] value that skips token t. */
 export const SKIP_SLOT = 0xffffffff;
@@ -41,35 +52,26 @@ export class KvWriteStreamingKernel {
     private readonly gpu: Gpu,
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
   ) {
-    this.pipeline = gpu.pipeline('kv_write_streaming', {}, { WG });
+    this.pipeline = gpu.pipeline('kv_write_streaming', {}, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: KvWriteStreamingArgs): void {
-    checkPagedShape('kv_write_streaming', { ...a, maxPagesPerSeq: 0 });
+    const K = 'kv_write_streaming';
+    requireInts(K, { T: a.T });
+    const numPages = requireCache(K, a, a.kCache, a.vCache);
+    const src = kvHeadRange(K, a.numKvHeads, a.headDim, a.kvHeadOffset, a.kvRowHeads);
     const rowWords = (a.numKvHeads * a.headDim) / 2;
-    const numPages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
-    if (numPages < 1 || cachePages(a.vCache, a.pageSize, a.numKvHeads, a.headDim) !== numPages) {
-      throw new SiftError('INTERNAL', 'kv_write_streaming: K and V caches must hold the same whole pages (at least 1)');
-    }
-    const [srcRowWords, srcWordOffset] = kvSourceRange(
-      'kv_write_streaming',
-      a.numKvHeads,
-      a.headDim,
-      a.kvHeadOffset,
-      a.kvRowHeads,
-    );
-    if (a.T * srcRowWords >= 2 ** 32 || numPages * a.pageSize * rowWords >= 2 ** 32) {
-      throw new SiftError('INTERNAL', 'kv_write_streaming: shapes exceed u32 indexing');
-    }
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.T],
-        ['u32', rowWords],
-        ['u32', numPages * a.pageSize],
-        ['u32', srcRowWords],
-        ['u32', srcWordOffset],
-      ]),
-    );
+    requireU32(K, 'k/v pairs', a.T * src.rowPairs);
+    requireRows(K, 'k', a.k, a.T, src.kvRowHeads, a.headDim);
+    requireRows(K, 'v', a.v, a.T, src.kvRowHeads, a.headDim);
+    requireBytes(K, 'slots', a.slots, a.T * 4, `(${a.T}) u32`);
+    const u = arena.params(PARAMS, {
+      tokens: a.T,
+      rowWords,
+      numSlots: numPages * a.pageSize,
+      srcRowWords: src.rowPairs,
+      srcWordOffset: src.firstPair,
+    });
     const [x, y] = grid2d(this.gpu, a.T * rowWords, WG, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(pass, this.pipeline, [a.k, a.v, a.kCache, a.vCache, a.slots, u], x, y);
   }

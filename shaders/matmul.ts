@@ -9,8 +9,21 @@
  *    reduction. Needed on real GPUs to read weights at the memory-copy rate.
  */
 import { SiftError } from '../config/errors.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { requireBytes, requireInts } from './lib/checks.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 import type { GpuWeight } from './tensor.js';
+
+/** struct Params of matmul_common.wgsl (both variants). */
+const PARAMS = defineParams('matmul', {
+  rows: 'u32',
+  cols: 'u32',
+  strideV: 'u32',
+  T: 'u32',
+  rowOffset: 'u32',
+  outStride: 'u32',
+  hasBias: 'u32',
+});
 
 export type MatmulVariant = 'thread' | 'workgroup';
 
@@ -29,21 +42,6 @@ export interface MatmulArgs {
   bias?: Binding; // (rows) f32
   out: Binding; // (T, rows) f32
   T: number;
-}
-
-/** The byte size a binding covers, or undefined where it cannot be told (a whole GPUBuffer is known). */
-export function bindingBytes(b: Binding): number | undefined {
-  if ('mapState' in b) return b.size;
-  if (b.size !== undefined) return b.size;
-  return b.buffer.size - (b.offset ?? 0);
-}
-
-/** Throws INTERNAL when a binding is smaller than `bytes`. */
-export function assertBindingBytes(kernel: string, name: string, b: Binding, bytes: number): void {
-  const have = bindingBytes(b);
-  if (have !== undefined && have < bytes) {
-    throw new SiftError('INTERNAL', `${kernel}: binding ${name} holds ${have} bytes, needs ${bytes}`);
-  }
 }
 
 /** Throws INTERNAL unless the chunks of `w` cover its rows in order and rowStride is cols rounded up to 8. */
@@ -105,38 +103,39 @@ export class MatmulKernel {
     };
     if (this.variant === 'thread') {
       const wg = MatmulKernel.THREAD_WG;
-      return { pipeline: this.gpu.pipeline('matmul', defines, { WG: wg }), wg };
+      return { pipeline: this.gpu.pipeline('matmul', defines, { WG: wg }, PARAMS), wg };
     }
     // Enough invocations to cover a row's 8-element blocks once, within [32, 256].
     const wg = Math.min(256, this.gpu.caps.maxComputeInvocationsPerWorkgroup, Math.max(32, nextPow2(w.rowStride / 8)));
-    return { pipeline: this.gpu.pipeline('matmul_wg', { ...defines, WG: wg, SUBGROUPS: this.subgroups }), wg };
+    return {
+      pipeline: this.gpu.pipeline('matmul_wg', { ...defines, WG: wg, SUBGROUPS: this.subgroups }, {}, PARAMS),
+      wg,
+    };
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: MatmulArgs): void {
     const { w, T } = a;
     assertWeightLayout('matmul', w);
-    if (!Number.isInteger(T) || T < 0) throw new SiftError('INTERNAL', `matmul: bad token count T=${T}`);
+    requireInts('matmul', { T });
     if (T === 0) return;
-    assertBindingBytes('matmul', 'x', a.x, T * w.cols * 4);
-    assertBindingBytes('matmul', 'out', a.out, T * w.rows * 4);
-    if (a.bias) assertBindingBytes('matmul', 'bias', a.bias, w.rows * 4);
+    requireBytes('matmul', 'x', a.x, T * w.cols * 4, `(${T}, ${w.cols}) f32`);
+    requireBytes('matmul', 'out', a.out, T * w.rows * 4, `(${T}, ${w.rows}) f32`);
+    if (a.bias) requireBytes('matmul', 'bias', a.bias, w.rows * 4, `(${w.rows}) f32`);
     const tt = T === 1 ? 1 : Math.min(this.tokenTile, T);
     const tiles = Math.ceil(T / tt);
     const { pipeline } = this.pipelineFor(w, tt);
     const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8;
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     for (const c of w.chunks) {
-      const u = arena.alloc(
-        uniforms([
-          ['u32', c.rows],
-          ['u32', w.cols],
-          ['u32', strideV],
-          ['u32', T],
-          ['u32', c.firstRow],
-          ['u32', w.rows],
-          ['u32', a.bias ? 1 : 0],
-        ]),
-      );
+      const u = arena.params(PARAMS, {
+        rows: c.rows,
+        cols: w.cols,
+        strideV,
+        T,
+        rowOffset: c.firstRow,
+        outStride: w.rows,
+        hasBias: a.bias ? 1 : 0,
+      });
       const bindings: Binding[] = [a.x, c.buffer, a.out, u, a.bias ?? this.noBias];
       if (this.variant === 'thread') {
         this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(c.rows / MatmulKernel.THREAD_WG), tiles);

@@ -19,12 +19,23 @@
  * (+inf, -inf) before the first token of a page, and would fold in stale values of a recycled page. Recomputing
  * reads at most logicalPageSize keys per (entry, channel), is deterministic, idempotent, and exact by construction.
  */
-import { grid2d } from './grid.js';
+import { check, requireBytes, requireInts } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { requireCache } from './lib/paged.js';
+import { defineParams } from './lib/params.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
-import { uniforms } from './runtime.js';
-import { bindingBytes, check, requireBytes, requireInts } from './sparse_common.js';
 
 const WG = 64;
+
+/** struct Params of page_digest.wgsl. */
+const PARAMS = defineParams('page_digest', {
+  numEntries: 'u32',
+  nKvHeads: 'u32',
+  pageSize: 'u32',
+  logicalPageSize: 'u32',
+  lpp: 'u32',
+  numPages: 'u32',
+});
 
 export interface PageDigestArgs {
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
@@ -104,15 +115,12 @@ export class PageDigestKernel {
       { headDim: 2, pageSize: 1, logicalPageSize: 1 },
     );
     if (a.numKvHeads === 0) return; // a layer without retrieval heads: no main-pool keys
-    check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 pairs)`);
     check(
       K,
       a.pageSize % a.logicalPageSize === 0,
       `logicalPageSize ${a.logicalPageSize} must divide pageSize ${a.pageSize}`,
     );
-    const pageBytes = a.pageSize * a.numKvHeads * a.headDim * 2;
-    const numPages = Math.floor(bindingBytes(a.kCache) / pageBytes);
-    check(K, numPages >= 1 && numPages * pageBytes < 2 ** 32, `kCache holds ${numPages} pages of ${pageBytes} bytes`);
+    const numPages = requireCache(K, a, a.kCache);
     const lpp = a.pageSize / a.logicalPageSize;
     requireBytes(
       K,
@@ -124,18 +132,16 @@ export class PageDigestKernel {
     requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
     if (a.numEntries === 0) return;
     const HW = a.headDim / 2;
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.numEntries],
-        ['u32', a.numKvHeads],
-        ['u32', a.pageSize],
-        ['u32', a.logicalPageSize],
-        ['u32', lpp],
-        ['u32', numPages],
-      ]),
-    );
+    const u = arena.params(PARAMS, {
+      numEntries: a.numEntries,
+      nKvHeads: a.numKvHeads,
+      pageSize: a.pageSize,
+      logicalPageSize: a.logicalPageSize,
+      lpp,
+      numPages,
+    });
     const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
-    const pipe = this.gpu.pipeline('page_digest', { HW }, { WG });
+    const pipe = this.gpu.pipeline('page_digest', { HW }, { WG }, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.kCache, a.entries, a.digests, u], x, y);
   }
 }

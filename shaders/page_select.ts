@@ -25,13 +25,37 @@
  * kernels clamp P to it).
  */
 import { SiftError } from '../config/errors.js';
-import { headRange } from './attention.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
-import { check, requireBytes, requireInts } from './sparse_common.js';
+import { check, headRange, requireBytes, requireInts } from './lib/checks.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 /** Most pages per sequence the one-workgroup top-k holds (u32 keys in 16 KiB of workgroup memory). */
 export const MAX_SELECT_PAGES = 4096;
 const WG = 64;
+
+/** struct Params of page_score.wgsl. */
+const SCORE_PARAMS = defineParams('page_score', {
+  numSelect: 'u32',
+  qRowHeads: 'u32',
+  qHeadOffset: 'u32',
+  nKvHeads: 'u32',
+  group: 'u32',
+  pageSize: 'u32',
+  logicalPageSize: 'u32',
+  lpp: 'u32',
+  maxPagesPerSeq: 'u32',
+  maxSelected: 'u32',
+  keyStride: 'u32',
+});
+
+/** struct Params of page_select.wgsl. */
+const SELECT_PARAMS = defineParams('page_select', {
+  numSelect: 'u32',
+  nKvHeads: 'u32',
+  pageSize: 'u32',
+  maxSelected: 'u32',
+  keyStride: 'u32',
+});
 
 export type GqaCombine = 'sum' | 'max';
 
@@ -136,22 +160,19 @@ export class PageSelectKernel {
     const maxPages = Math.min(a.maxPages ?? keyStride, keyStride);
     requireInts(K, { maxPages }, { maxPages: 1 });
     const HW = a.headDim / 2;
-    const us = arena.alloc(
-      uniforms([
-        ['u32', a.numSelect],
-        ['u32', r.qRowHeads],
-        ['u32', r.qHeadOffset],
-        ['u32', a.numKvHeads],
-        ['u32', a.numHeads / a.numKvHeads],
-        ['u32', a.pageSize],
-        ['u32', a.logicalPageSize],
-        ['u32', lpp],
-        ['u32', a.maxPagesPerSeq],
-        ['u32', a.maxSelected],
-        ['u32', keyStride],
-        ['u32', 0],
-      ]),
-    );
+    const us = arena.params(SCORE_PARAMS, {
+      numSelect: a.numSelect,
+      qRowHeads: r.qRowHeads,
+      qHeadOffset: r.qHeadOffset,
+      nKvHeads: a.numKvHeads,
+      group: a.numHeads / a.numKvHeads,
+      pageSize: a.pageSize,
+      logicalPageSize: a.logicalPageSize,
+      lpp,
+      maxPagesPerSeq: a.maxPagesPerSeq,
+      maxSelected: a.maxSelected,
+      keyStride,
+    });
     const tiles = Math.ceil(maxPages / WG);
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     if (a.numSelect * a.numKvHeads > maxDim) {
@@ -162,26 +183,26 @@ export class PageSelectKernel {
     }
     this.gpu.dispatch(
       pass,
-      this.gpu.pipeline('page_score', { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max' }, { WG }),
+      this.gpu.pipeline(
+        'page_score',
+        { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max' },
+        { WG },
+        SCORE_PARAMS,
+      ),
       [a.q, a.digests, a.blockTable, a.rows, a.selectRows, a.scores, us],
       a.numSelect * a.numKvHeads,
       tiles,
     );
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.numSelect],
-        ['u32', a.numKvHeads],
-        ['u32', a.pageSize],
-        ['u32', a.maxSelected],
-        ['u32', keyStride],
-        ['u32', 0],
-        ['u32', 0],
-        ['u32', 0],
-      ]),
-    );
+    const u = arena.params(SELECT_PARAMS, {
+      numSelect: a.numSelect,
+      nKvHeads: a.numKvHeads,
+      pageSize: a.pageSize,
+      maxSelected: a.maxSelected,
+      keyStride,
+    });
     this.gpu.dispatch(
       pass,
-      this.gpu.pipeline('page_select', { MAX_PAGES: MAX_SELECT_PAGES }, { WG }),
+      this.gpu.pipeline('page_select', { MAX_PAGES: MAX_SELECT_PAGES }, { WG }, SELECT_PARAMS),
       [a.scores, a.rows, a.selectRows, a.selected, a.counts, u],
       a.numSelect,
       a.numKvHeads,

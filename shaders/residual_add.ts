@@ -1,9 +1,13 @@
 /** Residual add kernel wrapper: a (n) f32 += b (n) f32, in place. */
-import { SiftError } from '../config/errors.js';
-import { grid2d } from './grid.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { requireBytes, requireInts, requireU32 } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 256;
+
+/** struct Params of residual_add.wgsl. */
+const PARAMS = defineParams('residual_add', { n: 'u32' });
 
 export interface ResidualAddArgs {
   a: Binding; // (n) f32, read and written
@@ -18,14 +22,16 @@ export class ResidualAddKernel {
     private readonly gpu: Gpu,
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
   ) {
-    this.pipeline = gpu.pipeline('residual_add', {}, { WG });
+    this.pipeline = gpu.pipeline('residual_add', {}, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: ResidualAddArgs): void {
-    if (!Number.isInteger(a.n) || a.n < 0 || a.n >= 2 ** 32) {
-      throw new SiftError('INTERNAL', `residual_add: bad length n=${a.n}`);
-    }
-    const u = arena.alloc(uniforms([['u32', a.n]]));
+    const K = 'residual_add';
+    requireInts(K, { n: a.n });
+    requireU32(K, 'n', a.n);
+    requireBytes(K, 'a', a.a, a.n * 4, `(${a.n}) f32`);
+    requireBytes(K, 'b', a.b, a.n * 4, `(${a.n}) f32`);
+    const u = arena.params(PARAMS, { n: a.n });
     const [x, y] = grid2d(this.gpu, a.n, WG, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(pass, this.pipeline, [a.a, a.b, u], x, y);
   }

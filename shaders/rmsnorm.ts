@@ -1,6 +1,10 @@
 /** RMSNorm kernel wrapper: x (T, n) f32, weight (n) f32 -> out (T, n) f32. */
-import { SiftError } from '../config/errors.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { requireBytes, requireFinite, requireInts } from './lib/checks.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
+
+/** struct Params of rmsnorm.wgsl. */
+const PARAMS = defineParams('rmsnorm', { rows: 'u32', n: 'u32', eps: 'f32' });
 
 export interface RmsNormArgs {
   x: Binding; // (T, n) f32
@@ -14,18 +18,17 @@ export interface RmsNormArgs {
 export class RmsNormKernel {
   private readonly pipeline: GPUComputePipeline;
   constructor(private readonly gpu: Gpu) {
-    this.pipeline = gpu.pipeline('rmsnorm', {}, { WG: 64 });
+    this.pipeline = gpu.pipeline('rmsnorm', {}, { WG: 64 }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: RmsNormArgs): void {
-    if (a.n < 1 || a.rows < 0) throw new SiftError('INTERNAL', `rmsnorm: bad shape rows=${a.rows} n=${a.n}`);
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.rows],
-        ['u32', a.n],
-        ['f32', a.eps],
-      ]),
-    );
+    const K = 'rmsnorm';
+    requireInts(K, { rows: a.rows, n: a.n }, { n: 1 });
+    requireFinite(K, 'eps', a.eps);
+    requireBytes(K, 'x', a.x, a.rows * a.n * 4, `(${a.rows}, ${a.n}) f32`);
+    requireBytes(K, 'weight', a.weight, a.n * 4, `(${a.n}) f32`);
+    requireBytes(K, 'out', a.out, a.rows * a.n * 4, `(${a.rows}, ${a.n}) f32`);
+    const u = arena.params(PARAMS, { rows: a.rows, n: a.n, eps: a.eps });
     this.gpu.dispatch(pass, this.pipeline, [a.x, a.weight, a.out, u], a.rows);
   }
 }

@@ -4,10 +4,16 @@
  * of HF transformers' rope types none / linear / llama3.
  */
 import { SiftError } from '../config/errors.js';
-import { grid2d } from './grid.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { requireRows } from './lib/attention.js';
+import { requireBytes, requireHeadDim, requireInts, requireU32 } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
+
+/** struct Params of rope.wgsl. */
+const PARAMS = defineParams('rope', { tokens: 'u32', nHeads: 'u32', nKvHeads: 'u32', half: 'u32' });
 
 /** HF `rope_scaling` kinds sift supports. */
 export type RopeScaling =
@@ -81,33 +87,20 @@ export class RopeKernel {
     private readonly gpu: Gpu,
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
   ) {
-    this.pipeline = gpu.pipeline('rope', {}, { WG });
+    this.pipeline = gpu.pipeline('rope', {}, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: RopeArgs): void {
-    const ints = [a.tokens, a.nHeads, a.nKvHeads, a.headDim];
-    if (
-      !ints.every((v) => Number.isInteger(v) && v >= 0) ||
-      a.headDim < 2 ||
-      a.headDim % 2 !== 0 ||
-      a.nHeads < 1 ||
-      a.nKvHeads < 1
-    ) {
-      throw new SiftError(
-        'INTERNAL',
-        `rope: bad shape tokens=${a.tokens} nHeads=${a.nHeads} nKvHeads=${a.nKvHeads} headDim=${a.headDim}`,
-      );
-    }
+    const K = 'rope';
+    requireInts(K, { tokens: a.tokens, nHeads: a.nHeads, nKvHeads: a.nKvHeads }, { nHeads: 1, nKvHeads: 1 });
+    requireHeadDim(K, a.headDim);
     const count = a.tokens * (a.nHeads + a.nKvHeads) * (a.headDim / 2);
-    if (count >= 2 ** 32) throw new SiftError('INTERNAL', `rope: ${count} work items exceed u32 indexing`);
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.tokens],
-        ['u32', a.nHeads],
-        ['u32', a.nKvHeads],
-        ['u32', a.headDim / 2],
-      ]),
-    );
+    requireU32(K, 'work items', count);
+    requireRows(K, 'q', a.q, a.tokens, a.nHeads, a.headDim);
+    requireRows(K, 'k', a.k, a.tokens, a.nKvHeads, a.headDim);
+    requireBytes(K, 'positions', a.positions, a.tokens * 4, `(${a.tokens}) u32`);
+    requireBytes(K, 'invFreq', a.invFreq, a.headDim * 2, `(${a.headDim / 2}) f32`);
+    const u = arena.params(PARAMS, { tokens: a.tokens, nHeads: a.nHeads, nKvHeads: a.nKvHeads, half: a.headDim / 2 });
     const [x, y] = grid2d(this.gpu, count, WG, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(pass, this.pipeline, [a.q, a.k, a.positions, a.invFreq, u], x, y);
   }

@@ -6,6 +6,7 @@
 import { create, globals } from 'webgpu';
 import { SiftError } from '../config/errors.js';
 import { projectRoot } from '../config/paths.js';
+import { type ParamFields, type ParamsSpec, type ParamValues, parseParamsStruct } from './lib/params.js';
 import { checkOverrides, type Defines, preprocessWgsl } from './lib/wgsl.js';
 
 export { projectRoot };
@@ -68,6 +69,14 @@ export interface UniformSlot {
   buffer: GPUBuffer;
   offset: number;
   size: number;
+  /** The declaration the slot was packed by (arena.params); Gpu.dispatch checks it against the pipeline's. */
+  params?: ParamsSpec;
+}
+
+interface ArenaChunk {
+  buffer: GPUBuffer;
+  data: Uint8Array;
+  view: DataView; // over data
 }
 
 /**
@@ -75,7 +84,7 @@ export interface UniformSlot {
  * large buffers; `flush()` writes them all with one writeBuffer per chunk before submit; `reset()` starts over.
  */
 export class UniformArena {
-  private chunks: { buffer: GPUBuffer; data: Uint8Array }[] = [];
+  private chunks: ArenaChunk[] = [];
   private chunk = 0;
   private used = 0;
   constructor(
@@ -83,8 +92,22 @@ export class UniformArena {
     private readonly chunkSize = 64 * 1024,
   ) {}
 
+  /** A slot holding a kernel's uniforms packed by name from `values` (see shaders/lib/params.ts). */
+  params<F extends ParamFields>(spec: ParamsSpec<F>, values: ParamValues<F>): UniformSlot {
+    const { chunk, offset } = this.reserve(spec.bytes);
+    spec.write(chunk.view, offset, values);
+    return { buffer: chunk.buffer, offset, size: spec.bytes, params: spec as unknown as ParamsSpec };
+  }
+
+  /** A slot holding raw bytes. */
   alloc(values: ArrayBufferView): UniformSlot {
     const size = Math.max(16, Math.ceil(values.byteLength / 16) * 16);
+    const { chunk, offset } = this.reserve(size);
+    chunk.data.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), offset);
+    return { buffer: chunk.buffer, offset, size };
+  }
+
+  private reserve(size: number): { chunk: ArenaChunk; offset: number } {
     const align = this.gpu.caps.minUniformBufferOffsetAlignment;
     let off = Math.ceil(this.used / align) * align;
     if (off + size > this.chunkSize) {
@@ -92,19 +115,19 @@ export class UniformArena {
       off = 0;
     }
     while (this.chunks.length <= this.chunk) {
+      const data = new Uint8Array(this.chunkSize);
       this.chunks.push({
         buffer: this.gpu.device.createBuffer({
           label: 'uniform-arena',
           size: this.chunkSize,
           usage: UNIFORM | COPY_DST,
         }),
-        data: new Uint8Array(this.chunkSize),
+        data,
+        view: new DataView(data.buffer),
       });
     }
-    const c = this.chunks[this.chunk];
-    c.data.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), off);
     this.used = off + size;
-    return { buffer: c.buffer, offset: off, size };
+    return { chunk: this.chunks[this.chunk], offset: off };
   }
 
   flush(): void {
@@ -138,13 +161,23 @@ function toResource(b: Binding): GPUBufferBinding {
   return { buffer: b as GPUBuffer };
 }
 
+/** A cached pipeline with its preprocessed source and the uniform declarations checked against it. */
+interface PipelineEntry {
+  pipeline: GPUComputePipeline;
+  code: string;
+  /** null: the shader declares no struct Params. */
+  params: Set<ParamsSpec> | null;
+}
+
 export class Gpu {
   readonly device: GPUDevice;
   readonly caps: GpuCaps;
   /** Set once the device is lost; every later call throws DEVICE_LOST. */
   lostReason: string | null = null;
   private readonly lostPromise: Promise<never>;
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines = new Map<string, PipelineEntry>();
+  /** Pipelines whose shader declares struct Params -> the uniform declarations checked against it. */
+  private readonly pipelineParams = new WeakMap<GPUComputePipeline, Set<ParamsSpec>>();
   private uncaptured: string[] = [];
   /** Dawn's instance and adapter must stay reachable: if they are garbage-collected, Dawn aborts the process. */
   // biome-ignore lint/correctness/noUnusedPrivateClassMembers: held only to keep Dawn's objects alive
@@ -317,29 +350,75 @@ export class Gpu {
 
   /**
    * A compute pipeline for shaders/<name>.wgsl with `defines` (preprocessor) and `constants` (WGSL overrides, each
-   * must be declared), cached under a key like `matvec|{"W":"f16"}|{"WG":64}`.
+   * must be declared), cached under a key like `matvec|{"W":"f16"}|{"WG":64}`. A shader that declares `struct Params`
+   * needs `params`, the wrapper's declaration of it, which is checked against the struct once per pipeline (field
+   * names, order, types: shaders/lib/params.ts).
    */
   pipeline(
     name: string,
     defines: Defines = {},
     constants: Record<string, number> = {},
-    entryPoint = 'main',
+    params?: ParamsSpec,
   ): GPUComputePipeline {
     this.checkLost();
-    const key = `${name}|${entryPoint}|${JSON.stringify(defines)}|${JSON.stringify(constants)}`;
-    let p = this.pipelines.get(key);
-    if (!p) {
-      const code = loadWgsl(name, defines);
-      checkOverrides(name, code, constants);
-      const module = this.device.createShaderModule({ label: name, code });
-      p = this.device.createComputePipeline({
-        label: key,
-        layout: 'auto',
-        compute: { module, entryPoint, constants },
-      });
-      this.pipelines.set(key, p);
+    const key = `${name}|${JSON.stringify(defines)}|${JSON.stringify(constants)}`;
+    let e = this.pipelines.get(key);
+    if (!e) {
+      e = this.compile(name, key, loadWgsl(name, defines), constants, params);
+      this.pipelines.set(key, e);
+    } else this.checkParams(e, name, params);
+    return e.pipeline;
+  }
+
+  /**
+   * A pipeline from preprocessed WGSL (`label` names it in errors), with the same checks as `pipeline` but not
+   * cached: for probe shaders in tests.
+   */
+  pipelineFromCode(
+    label: string,
+    code: string,
+    constants: Record<string, number> = {},
+    params?: ParamsSpec,
+  ): GPUComputePipeline {
+    this.checkLost();
+    return this.compile(label, label, code, constants, params).pipeline;
+  }
+
+  private compile(
+    name: string,
+    key: string,
+    code: string,
+    constants: Record<string, number>,
+    params: ParamsSpec | undefined,
+  ): PipelineEntry {
+    checkOverrides(name, code, constants);
+    const checked = parseParamsStruct(code) ? new Set<ParamsSpec>() : null;
+    this.checkParams({ code, params: checked }, name, params); // before compiling: a mismatch fails at creation
+    const module = this.device.createShaderModule({ label: name, code });
+    const pipeline = this.device.createComputePipeline({
+      label: key,
+      layout: 'auto',
+      compute: { module, entryPoint: 'main', constants },
+    });
+    if (checked) this.pipelineParams.set(pipeline, checked);
+    return { pipeline, code, params: checked };
+  }
+
+  /** Checks `params` against the shader's struct Params once per (pipeline, declaration). */
+  private checkParams(e: Omit<PipelineEntry, 'pipeline'>, name: string, params: ParamsSpec | undefined): void {
+    if (!e.params) {
+      if (params) throw new SiftError('INTERNAL', `${params.kernel}: ${name}.wgsl declares no struct Params`);
+      return;
     }
-    return p;
+    if (!params) {
+      throw new SiftError(
+        'INTERNAL',
+        `${name}.wgsl declares struct Params: its wrapper must pass the declaration it packs uniforms with (defineParams)`,
+      );
+    }
+    if (e.params.has(params)) return;
+    params.check(name, e.code);
+    e.params.add(params);
   }
 
   /** Bind group 0 of `pipeline` from bindings in @binding order. */
@@ -367,6 +446,17 @@ export class Gpu {
         `dispatch ${x}x${y}x${z} exceeds maxComputeWorkgroupsPerDimension ${max} (${pipeline.label})`,
       );
     }
+    const checked = this.pipelineParams.get(pipeline);
+    if (checked) {
+      const slot = bindings.find((b): b is UniformSlot => 'params' in b && b.params !== undefined);
+      if (!slot?.params || !checked.has(slot.params)) {
+        throw new SiftError(
+          'INTERNAL',
+          `dispatch of ${pipeline.label}: its uniforms must be packed by a declaration checked against its struct ` +
+            `Params (got ${slot?.params ? `${slot.params.kernel}'s` : 'none'})`,
+        );
+      }
+    }
     if (x === 0 || y === 0 || z === 0) return;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.bindGroup(pipeline, bindings));
@@ -388,17 +478,4 @@ export class Gpu {
     this.pipelines.clear();
     this.device.destroy();
   }
-}
-
-/** Packs values into a uniform block: u32 for integers listed in `u32`, f32 for the rest, in order. */
-export function uniforms(fields: [kind: 'u32' | 'i32' | 'f32', value: number][]): Uint8Array {
-  const n = Math.max(4, Math.ceil(fields.length / 4) * 4);
-  const buf = new ArrayBuffer(n * 4);
-  const dv = new DataView(buf);
-  fields.forEach(([k, v], i) => {
-    if (k === 'u32') dv.setUint32(i * 4, v >>> 0, true);
-    else if (k === 'i32') dv.setInt32(i * 4, v | 0, true);
-    else dv.setFloat32(i * 4, v, true);
-  });
-  return new Uint8Array(buf);
 }

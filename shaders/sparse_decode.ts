@@ -15,21 +15,41 @@
  * the key loop; default where gpu.caps.isCpu) and 'workgroup' (GPUs: 64 threads share each key tile).
  * Which pages a row keeps and when it reselects is decided above the kernels (model/attention/sparse-decode.ts).
  */
-import { SiftError } from '../config/errors.js';
-import { headRange } from './attention.js';
-import { grid2d } from './grid.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
-import { bindingBytes, check, requireBytes, requireInts } from './sparse_common.js';
+import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import { check, defaultVariant, headRange, type LayoutVariant, requireBytes, requireInts } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
-export type SparseDecodeVariant = 'workgroup' | 'lanes';
+export type SparseDecodeVariant = LayoutVariant;
 
 const WG = 64;
 const LANES = 8;
 const REDUCE_WG = 64;
-/** Largest head dim the kernels are specialised for. */
-export const SPARSE_MAX_HEAD_DIM = 256;
 
-export interface SparseDecodeArgs {
+/** struct Params of sparse_decode_common.wgsl. */
+const PARAMS = defineParams('sparse_decode', {
+  numRows: 'u32',
+  ...PAGED_HEADS,
+  maxSelected: 'u32',
+  numSplits: 'u32',
+  pagesPerSplit: 'u32',
+  scale: 'f32',
+  qRowHeads: 'u32',
+  qHeadOffset: 'u32',
+});
+
+/** struct Params of sparse_decode_reduce.wgsl. */
+const REDUCE_PARAMS = defineParams('sparse_decode_reduce', {
+  count: 'u32',
+  headDim: 'u32',
+  numSplits: 'u32',
+  nHeads: 'u32',
+  qRowHeads: 'u32',
+  qHeadOffset: 'u32',
+});
+
+export interface SparseDecodeArgs extends AttentionShape {
   q: Binding; // (numRows, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
@@ -40,15 +60,9 @@ export interface SparseDecodeArgs {
   partials: Binding; // scratch (numRows, numHeads, numSplits, 2 + headDim) f32: partialsBytes()
   out: Binding; // (numRows, qRowHeads, headDim) f32, must not alias q; heads outside the range untouched
   numRows: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number; // even, <= 256
-  pageSize: number;
-  maxPagesPerSeq: number;
   maxSelected: number;
   numSplits: number; // splitPlan()
   pagesPerSplit: number;
-  scale: number; // softmax scale, usually 1 / sqrt(headDim)
   /** First query head of the q/out rows processed. Default 0. */
   qHeadOffset?: number;
   /** Query heads per q/out row (>= qHeadOffset + numHeads). Default numHeads. */
@@ -74,7 +88,7 @@ export class SparseDecodeKernel {
     private readonly gpu: Gpu,
     opts: SparseDecodeOptions = {},
   ) {
-    this.variant = opts.variant ?? (gpu.caps.isCpu ? 'lanes' : 'workgroup');
+    this.variant = defaultVariant(gpu.caps, opts.variant);
     this.splitTokens = opts.splitTokens ?? (gpu.caps.isCpu ? 512 : 128);
     requireInts('sparse_decode', { splitTokens: this.splitTokens }, { splitTokens: 1 });
   }
@@ -87,8 +101,8 @@ export class SparseDecodeKernel {
 
   private pipeline(headDim: number): GPUComputePipeline {
     const HW = headDim / 2;
-    if (this.variant === 'lanes') return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES });
-    return this.gpu.pipeline('sparse_decode', { HW, DPW: Math.ceil(HW / WG) }, { WG });
+    if (this.variant === 'lanes') return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES }, {}, PARAMS);
+    return this.gpu.pipeline('sparse_decode', { HW, DPW: Math.ceil(HW / WG) }, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: SparseDecodeArgs): void {
@@ -97,42 +111,18 @@ export class SparseDecodeKernel {
       K,
       {
         numRows: a.numRows,
-        numHeads: a.numHeads,
-        numKvHeads: a.numKvHeads,
-        headDim: a.headDim,
-        pageSize: a.pageSize,
         maxPagesPerSeq: a.maxPagesPerSeq,
         maxSelected: a.maxSelected,
         numSplits: a.numSplits,
         pagesPerSplit: a.pagesPerSplit,
       },
-      {
-        numHeads: 1,
-        numKvHeads: 1,
-        headDim: 2,
-        pageSize: 1,
-        maxPagesPerSeq: 1,
-        maxSelected: 1,
-        numSplits: 1,
-        pagesPerSplit: 1,
-      },
+      { maxPagesPerSeq: 1, maxSelected: 1, numSplits: 1, pagesPerSplit: 1 },
     );
-    check(K, a.numHeads % a.numKvHeads === 0, `numHeads ${a.numHeads} not a multiple of numKvHeads ${a.numKvHeads}`);
-    check(
-      K,
-      a.headDim % 2 === 0 && a.headDim <= SPARSE_MAX_HEAD_DIM,
-      `headDim ${a.headDim} must be even and <= ${SPARSE_MAX_HEAD_DIM}`,
-    );
-    check(K, Number.isFinite(a.scale), `scale ${a.scale}`);
-    const pageBytes = a.pageSize * a.numKvHeads * a.headDim * 2;
-    const numPages = Math.floor(bindingBytes(a.kCache) / pageBytes);
-    check(K, numPages >= 1 && numPages * pageBytes < 2 ** 32, `kCache holds ${numPages} pages`);
-    check(K, Math.floor(bindingBytes(a.vCache) / pageBytes) === numPages, 'kCache and vCache differ in pages');
+    requireAttention(K, a, a.kCache, a.vCache);
     const hd = a.headDim;
-    const hr = headRange(K, a.numHeads, a.qHeadOffset, a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads);
-    const qBytes = a.numRows * hr.qRowHeads * hd * 4;
-    requireBytes(K, 'q', a.q, qBytes, `(${a.numRows}, ${hr.qRowHeads}, ${hd}) f32`);
-    requireBytes(K, 'out', a.out, qBytes, `(${a.numRows}, ${hr.qRowHeads}, ${hd}) f32`);
+    const hr = headRange(K, a.numHeads, a.qHeadOffset, a.qRowHeads);
+    requireRows(K, 'q', a.q, a.numRows, hr.qRowHeads, hd);
+    requireRows(K, 'out', a.out, a.numRows, hr.qRowHeads, hd);
     requireBytes(K, 'rows', a.rows, a.numRows * 16, `(${a.numRows}, 4) u32`);
     requireBytes(
       K,
@@ -151,25 +141,17 @@ export class SparseDecodeKernel {
     if (a.numRows === 0) return;
     const rh = a.numRows * a.numHeads;
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
-    if (rh > maxDim || a.numSplits > maxDim) {
-      throw new SiftError('INTERNAL', `sparse_decode: grid ${rh}x${a.numSplits} exceeds ${maxDim} per dimension`);
-    }
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.numRows],
-        ['u32', a.numHeads],
-        ['u32', a.numKvHeads],
-        ['u32', a.numHeads / a.numKvHeads],
-        ['u32', a.pageSize],
-        ['u32', a.maxPagesPerSeq],
-        ['u32', a.maxSelected],
-        ['u32', a.numSplits],
-        ['u32', a.pagesPerSplit],
-        ['f32', a.scale],
-        ['u32', hr.qRowHeads],
-        ['u32', hr.qHeadOffset],
-      ]),
-    );
+    check(K, rh <= maxDim && a.numSplits <= maxDim, `grid ${rh}x${a.numSplits} exceeds ${maxDim} per dimension`);
+    const u = arena.params(PARAMS, {
+      numRows: a.numRows,
+      ...pagedHeads(a),
+      maxSelected: a.maxSelected,
+      numSplits: a.numSplits,
+      pagesPerSplit: a.pagesPerSplit,
+      scale: a.scale,
+      qRowHeads: hr.qRowHeads,
+      qHeadOffset: hr.qHeadOffset,
+    });
     this.gpu.dispatch(
       pass,
       this.pipeline(hd),
@@ -177,25 +159,16 @@ export class SparseDecodeKernel {
       rh,
       a.numSplits,
     );
-    const ur = arena.alloc(
-      uniforms([
-        ['u32', rh * hd],
-        ['u32', hd],
-        ['u32', a.numSplits],
-        ['u32', a.numHeads],
-        ['u32', hr.qRowHeads],
-        ['u32', hr.qHeadOffset],
-        ['u32', 0],
-        ['u32', 0],
-      ]),
-    );
+    const ur = arena.params(REDUCE_PARAMS, {
+      count: rh * hd,
+      headDim: hd,
+      numSplits: a.numSplits,
+      nHeads: a.numHeads,
+      qRowHeads: hr.qRowHeads,
+      qHeadOffset: hr.qHeadOffset,
+    });
     const [x, y] = grid2d(this.gpu, rh * hd, REDUCE_WG);
-    this.gpu.dispatch(
-      pass,
-      this.gpu.pipeline('sparse_decode_reduce', {}, { WG: REDUCE_WG }),
-      [a.partials, a.out, ur],
-      x,
-      y,
-    );
+    const reduce = this.gpu.pipeline('sparse_decode_reduce', {}, { WG: REDUCE_WG }, REDUCE_PARAMS);
+    this.gpu.dispatch(pass, reduce, [a.partials, a.out, ur], x, y);
   }
 }

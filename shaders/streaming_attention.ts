@@ -21,12 +21,29 @@
  * merged once at the end; 'lanes' (8, CPU adapters) and 'workgroup' (32 lanes up to headDim 128, else 16; GPUs).
  */
 import { SiftError } from '../config/errors.js';
-import { headRange, MAX_HEAD_DIM } from './attention.js';
-import { grid2d } from './grid.js';
-import { cachePages, checkPagedShape, kvSourceRange } from './kv_write.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { HEADS, heads, requireAttention, requireRows } from './lib/attention.js';
+import { check, defaultVariant, headRange, kvHeadRange, type LayoutVariant, requireInts } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
-export type StreamingAttentionVariant = 'workgroup' | 'lanes';
+export type StreamingAttentionVariant = LayoutVariant;
+
+/** struct Params of streaming_attention.wgsl. */
+const PARAMS = defineParams('streaming_attention', {
+  tokens: 'u32',
+  ...HEADS,
+  pageSize: 'u32',
+  sink: 'u32',
+  local: 'u32',
+  sinkPages: 'u32',
+  ringPages: 'u32',
+  scale: 'f32',
+  qHeadOffset: 'u32',
+  qRowHeads: 'u32',
+  kvHeadOffset: 'u32',
+  kvRowHeads: 'u32',
+});
 
 /** Sink and local window defaults (LServe decode). */
 export const DEFAULT_SINK_TOKENS = 128;
@@ -72,7 +89,7 @@ export class StreamingAttentionKernel {
     private readonly gpu: Gpu,
     private readonly opts: StreamingAttentionOptions = {},
   ) {
-    this.variant = opts.variant ?? (gpu.caps.isCpu ? 'lanes' : 'workgroup');
+    this.variant = defaultVariant(gpu.caps, opts.variant);
   }
 
   private lanes(headDim: number): number {
@@ -81,56 +98,40 @@ export class StreamingAttentionKernel {
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: StreamingAttentionArgs): void {
-    checkPagedShape('streaming_attention', { ...a, maxPagesPerSeq: a.sinkPages + a.ringPages });
-    const ints = [a.sinkTokens, a.localTokens, a.sinkPages, a.ringPages, a.numHeads];
-    if (
-      !ints.every((x) => Number.isInteger(x) && x >= 0) ||
-      a.localTokens < 1 ||
-      a.ringPages < 1 ||
-      a.sinkPages * a.pageSize < a.sinkTokens ||
-      a.numHeads < 1 ||
-      a.numHeads % a.numKvHeads !== 0 ||
-      a.headDim > MAX_HEAD_DIM ||
-      !Number.isFinite(a.scale)
-    ) {
-      throw new SiftError(
-        'INTERNAL',
-        `streaming_attention: bad shape numHeads=${a.numHeads} numKvHeads=${a.numKvHeads} headDim=${a.headDim} ` +
-          `sink=${a.sinkTokens} local=${a.localTokens} sinkPages=${a.sinkPages} ringPages=${a.ringPages} page=${a.pageSize}`,
-      );
-    }
-    const pages = cachePages(a.kCache, a.pageSize, a.numKvHeads, a.headDim);
-    if (pages < 1 || (pages * a.pageSize * a.numKvHeads * a.headDim) / 2 >= 2 ** 32) {
-      throw new SiftError('INTERNAL', `streaming_attention: cache holds ${pages} pages; need 1 to u32-indexable`);
-    }
-    const r = headRange(
+    const K = 'streaming_attention';
+    requireInts(
+      K,
+      { T: a.T, sinkTokens: a.sinkTokens, localTokens: a.localTokens, sinkPages: a.sinkPages, ringPages: a.ringPages },
+      { localTokens: 1, ringPages: 1 },
+    );
+    requireAttention(K, a, a.kCache, a.vCache);
+    check(K, a.sinkPages * a.pageSize >= a.sinkTokens, `${a.sinkPages} sink pages do not hold ${a.sinkTokens} tokens`);
+    const r = headRange(K, a.numHeads, a.qHeadOffset, a.qRowHeads);
+    const kv = kvHeadRange(K, a.numKvHeads, a.headDim, a.kvHeadOffset, a.kvRowHeads);
+    requireRows(K, 'q', a.q, a.T, r.qRowHeads, a.headDim);
+    requireRows(K, 'out', a.out, a.T, r.qRowHeads, a.headDim);
+    requireRows(K, 'kFresh', a.kFresh, a.T, kv.kvRowHeads, a.headDim);
+    requireRows(K, 'vFresh', a.vFresh, a.T, kv.kvRowHeads, a.headDim);
+    const u = arena.params(PARAMS, {
+      tokens: a.T,
+      ...heads(a),
+      pageSize: a.pageSize,
+      sink: a.sinkTokens,
+      local: a.localTokens,
+      sinkPages: a.sinkPages,
+      ringPages: a.ringPages,
+      scale: a.scale,
+      qHeadOffset: r.qHeadOffset,
+      qRowHeads: r.qRowHeads,
+      kvHeadOffset: kv.kvHeadOffset,
+      kvRowHeads: kv.kvRowHeads,
+    });
+    const pipeline = this.gpu.pipeline(
       'streaming_attention',
-      a.numHeads,
-      a.qHeadOffset,
-      a.qRowHeads ?? (a.qHeadOffset ?? 0) + a.numHeads,
+      { HD: a.headDim, LANES: this.lanes(a.headDim) },
+      {},
+      PARAMS,
     );
-    const kvHeadOffset = a.kvHeadOffset ?? 0;
-    const kvRowHeads = a.kvRowHeads ?? kvHeadOffset + a.numKvHeads;
-    kvSourceRange('streaming_attention', a.numKvHeads, a.headDim, kvHeadOffset, kvRowHeads);
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.T],
-        ['u32', a.numHeads],
-        ['u32', a.numKvHeads],
-        ['u32', a.numHeads / a.numKvHeads],
-        ['u32', a.pageSize],
-        ['u32', a.sinkTokens],
-        ['u32', a.localTokens],
-        ['u32', a.sinkPages],
-        ['u32', a.ringPages],
-        ['f32', a.scale],
-        ['u32', r.qHeadOffset],
-        ['u32', r.qRowHeads],
-        ['u32', kvHeadOffset],
-        ['u32', kvRowHeads],
-      ]),
-    );
-    const pipeline = this.gpu.pipeline('streaming_attention', { HD: a.headDim, LANES: this.lanes(a.headDim) });
     const [x, y] = grid2d(this.gpu, a.T * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,

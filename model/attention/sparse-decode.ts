@@ -6,9 +6,9 @@
  * reselecting rows and top-k attention (shaders/sparse_decode.ts) for all of them.
  */
 import { SiftError } from '../../config/errors.js';
+import { check, requireInts } from '../../shaders/lib/checks.js';
 import { type GqaCombine, MAX_SELECT_PAGES, PageSelectKernel, selectScoresBytes } from '../../shaders/page_select.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
-import { check, requireInts } from '../../shaders/sparse_common.js';
 import { partialsBytes, SparseDecodeKernel, type SparseDecodeVariant } from '../../shaders/sparse_decode.js';
 import { pagesKept } from './budget.js';
 import { SelectionSchedule } from './selection-schedule.js';
