@@ -5,7 +5,8 @@
 // The k/v activation rows hold srcRowWords pairs (kvRowHeads heads); the cache holds heads
 // [kvHeadOffset, kvHeadOffset + nKvHeads) of them (srcWordOffset = kvHeadOffset * headDim/2). Default: all heads.
 // pack2x16float rounds each f32 to f16 (element 2w in the low half). One thread per (t, w) on a 2-D grid of
-// workgroups (shaders/grid.ts). Pages past numPages are skipped.
+// workgroups (shaders/lib/grid.ts). Pages past numPages are skipped.
+//#include lib/grid
 
 override WG: u32 = 256;
 
@@ -30,12 +31,8 @@ struct Params {
 @group(0) @binding(7) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
   if (idx >= p.tokens * p.rowWords) { return; }
   let t = idx / p.rowWords;
   let w = idx - t * p.rowWords;

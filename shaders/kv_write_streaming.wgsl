@@ -5,6 +5,7 @@
 // slots[t] = 0xFFFFFFFF (or any slot past the cache) skips the token: the ring already recycled its position
 // (a prefill chunk longer than the ring). The k/v rows hold srcRowWords pairs; the cache holds heads
 // [kvHeadOffset, kvHeadOffset + nKvHeads) of them. One thread per (t, w) on a 2-D grid of workgroups.
+//#include lib/grid
 
 override WG: u32 = 256;
 
@@ -27,12 +28,8 @@ struct Params {
 @group(0) @binding(5) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
   if (idx >= p.tokens * p.rowWords) { return; }
   let t = idx / p.rowWords;
   let w = idx - t * p.rowWords;

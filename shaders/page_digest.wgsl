@@ -9,6 +9,8 @@
 // float conversion and so no rounding (and no flush of subnormals): the digest bounds every key exactly, and the
 // Quest score computed from it is an upper bound of q . k for every key of the page as the attention kernel reads it.
 // One thread per (entry, head, pair) on a 2-D grid of workgroups; entries on pages past numPages are skipped.
+//#include lib/grid
+//#include lib/paged
 
 override WG: u32 = 64;
 const HW: u32 = $HW; // headDim / 2: packed f16 pairs per key
@@ -42,12 +44,8 @@ fn fromKeys(k: vec2<u32>) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
   if (idx >= p.numEntries * p.nKvHeads * HW) { return; }
   let e = idx / (p.nKvHeads * HW);
   let hw = idx - e * p.nKvHeads * HW; // h * HW + w
@@ -60,11 +58,11 @@ fn main(
   var mn = 0u;
   var mx = 0u;
   if (n > 0u) {
-    let first = page * p.pageSize + l * p.logicalPageSize; // first token slot of the logical page
-    var kmn = orderKeys(kCache[first * p.nKvHeads * HW + hw]);
+    let first = l * p.logicalPageSize; // first slot of the logical page in its physical page
+    var kmn = orderKeys(kCache[slotWord(page, first, h) + w]);
     var kmx = kmn;
     for (var t = 1u; t < n; t++) {
-      let k = orderKeys(kCache[(first + t) * p.nKvHeads * HW + hw]);
+      let k = orderKeys(kCache[slotWord(page, first + t, h) + w]);
       kmn = min(kmn, k);
       kmx = max(kmx, k);
     }

@@ -1,5 +1,6 @@
 // Residual add in place: a[i] += b[i] for i < n.
-// One thread per element on a 2-D grid of workgroups (see shaders/grid.ts).
+// One thread per element on a 2-D grid of workgroups (see shaders/lib/grid.ts).
+//#include lib/grid
 
 override WG: u32 = 256;
 
@@ -15,12 +16,8 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let i = threadIndex(grid, lid, WG);
   if (i >= p.n) { return; }
   a[i] = a[i] + b[i];
 }

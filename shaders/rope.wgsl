@@ -11,6 +11,7 @@
 // Cody-Waite constant (the first three parts have 6 significant bits, so k * part is exact for |k| < 2^18), and the
 // reduced terms are summed and reduced once more. The angle is then within ~1e-6 rad of pos * invFreq computed
 // exactly, for positions < 2^24 and |angle| < 2^18 * 2*pi (~1.6e6 rad). See tests/kernels/rope.test.ts.
+//#include lib/grid
 
 override WG: u32 = 64;
 
@@ -51,12 +52,8 @@ fn angle(pos: u32, w: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
   let heads = p.nHeads + p.nKvHeads;
   if (idx >= p.tokens * heads * p.half) { return; }
   let i = idx % p.half;

@@ -1,6 +1,7 @@
 // SwiGLU: out[t, i] = silu(gate[t, i]) * up[t, i], silu(x) = x / (1 + exp(-x)).
 // Gate and up come either as two (T, I) buffers or, with FUSED, as one (T, 2I) buffer whose row t is
 // [gate[t, 0..I) | up[t, 0..I)] (a fused gate_up projection writes that). One thread per output element.
+//#include lib/grid
 
 override WG: u32 = 256;
 
@@ -23,12 +24,8 @@ struct Params {
 //#endif
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
   if (idx >= p.rows * p.n) { return; }
 //#if FUSED
   let t = idx / p.n;
