@@ -1,12 +1,14 @@
-// Shared by attention.wgsl and attention_lanes.wgsl: parameters, bindings and block-table addressing of
-// paged causal attention. Query token t (sequence tokenSeq[t], position positions[t]) attends to keys 0..pos of
-// its sequence, read through the block table; query head h uses KV head h / group (GQA).
+// Shared by attention.wgsl and attention_lanes.wgsl: parameters, bindings and the query of paged causal attention.
+// Query token t (sequence tokenSeq[t], position positions[t]) attends to keys 0..pos of its sequence, read through
+// the block table; query head h uses KV head h / group (GQA).
 // Head range: the kernel processes query heads [qHeadOffset, qHeadOffset + nHeads) of q/out rows that hold qRowHeads
-// heads each (retrieval heads come first after the head permutation, engine/model/head-permutation.ts); local head
-// h reads KV head h / group of a cache that holds nKvHeads heads. Defaults: offset 0, qRowHeads = nHeads.
+// heads each (retrieval heads come first after the head permutation, model/head-permutation.ts); local head h reads
+// KV head h / group of a cache that holds nKvHeads heads. Defaults: offset 0, qRowHeads = nHeads.
 // The caches hold f16 packed in pairs into u32 words (element 2i in the low half, 2i+1 in the high half; see
 // shaders/kv_write.ts): kernels read them with unpack2x16float and do all math in f32. q and out are f32, bound as
 // vec2 pairs (HD is even).
+//#include lib/token_head
+//#include lib/block_table
 
 struct Params {
   tokens: u32,          // query tokens processed: [firstToken, firstToken + tokens)
@@ -19,8 +21,6 @@ struct Params {
   qHeadOffset: u32,     // first query head of q/out rows processed
   qRowHeads: u32,       // query heads per q/out row (row stride in heads)
   firstToken: u32,      // first query token processed (tokens before it are left alone: e.g. sparse decode rows)
-  _p1: u32,
-  _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs
@@ -34,15 +34,19 @@ struct Params {
 
 const HD: u32 = $HD;          // head dim (pipelines are specialised per head dim), even
 const HW: u32 = HD / 2u;      // words (f16 pairs) per cached head vector
-const NEG_BIG: f32 = -3.0e38; // "minus infinity" that keeps exp() and max() finite
 
-// Word offset of key/value j of sequence row `seq`, KV head kvh, in the caches.
-fn kvOffset(seq: u32, j: u32, kvh: u32) -> u32 {
-  let page = blockTable[seq * p.maxPagesPerSeq + j / p.pageSize];
-  return ((page * p.pageSize + j % p.pageSize) * p.nKvHeads + kvh) * HW;
+// The query of one workgroup's (token, head) (lib/token_head.wgsl), from token firstToken on.
+struct Query {
+  valid: bool,  // false past the last (token, head): the workgroup returns
+  seq: u32,     // block-table row
+  kvh: u32,     // KV head
+  qo: u32,      // first pair of (t, h) in q and out
+  nKeys: u32,   // keys 0..position
 }
 
-// Word offset of (token t, local query head h) in q and out.
-fn qOffset(t: u32, h: u32) -> u32 {
-  return (t * p.qRowHeads + p.qHeadOffset + h) * HW;
+fn queryOf(grid: Grid) -> Query {
+  let th = tokenHeadOf(grid, p.firstToken);
+  if (!th.valid) { return Query(false, 0u, 0u, 0u, 0u); }
+  let qo = (th.t * p.qRowHeads + p.qHeadOffset + th.h) * HW;
+  return Query(true, tokenSeq[th.t], th.kvh, qo, positions[th.t] + 1u);
 }

@@ -8,6 +8,7 @@
 //   the `topBlocks` best-scoring remaining blocks (ties: lower block first). Writes the kept blocks in ascending
 //   order: blockList[(qb, h), 0] = count, then the block indices. Heads whose KV head is not in mode 1 (sparse)
 //   get count 0 and cost nothing.
+//#include lib/grid
 
 struct Params {
   nHeads: u32,          // query heads
@@ -30,6 +31,7 @@ const HW: u32 = HD / 2u;   // u32 words per cached key row (f16 pairs)
 const WG: u32 = 64u;
 
 //#if POOL_K
+//#include lib/block_table
 @group(0) @binding(0) var<storage, read> kCache: array<u32>;          // (numPages, pageSize, nKvHeads, HD/2) f16 pairs
 @group(0) @binding(1) var<storage, read> blockTable: array<u32>;      // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(2) var<storage, read> kBlocks: array<u32>;         // (numKBlocks, 2): [block-table row, key block c]
@@ -37,12 +39,8 @@ const WG: u32 = 64u;
 @group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = wid.y * nwg.x + wid.x; // kb * nKvHeads + kvh
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = workgroupIndex(grid); // kb * nKvHeads + kvh
   if (idx >= p.count * p.nKvHeads) { return; }
   let kb = idx / p.nKvHeads;
   let kvh = idx - kb * p.nKvHeads;
@@ -51,10 +49,7 @@ fn main(
   let inv = 1.0 / f32(p.blockSize);
   for (var w = lid; w < HW; w += WG) {
     var s = vec2<f32>(0.0);
-    for (var j = j0; j < j0 + p.blockSize; j++) {
-      let page = blockTable[seq * p.maxPagesPerSeq + j / p.pageSize];
-      s += unpack2x16float(kCache[((page * p.pageSize + j % p.pageSize) * p.nKvHeads + kvh) * HW + w]);
-    }
+    for (var j = j0; j < j0 + p.blockSize; j++) { s += unpack2x16float(kCache[kvWord(seq, j, kvh) + w]); }
     kPool[idx * HD + 2u * w] = s.x * inv;
     kPool[idx * HD + 2u * w + 1u] = s.y * inv;
   }
@@ -73,12 +68,8 @@ var<workgroup> scores: array<f32, MAXKB>;  // pooled score of each causal key bl
 var<workgroup> keep: array<u32, MAXKB>;    // 1 if block c (<= b) is kept
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = wid.y * nwg.x + wid.x; // qb * nHeads + h
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = workgroupIndex(grid); // qb * nHeads + h
   if (idx >= p.count * p.nHeads) { return; }
   let qb = idx / p.nHeads;
   let h = idx - qb * p.nHeads;

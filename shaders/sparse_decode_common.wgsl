@@ -4,6 +4,7 @@
 // newest page position / pageSize when the list does not end with it (a selection reused from an earlier step),
 // keys j <= position only. Split `split` (grid y) takes list entries [split * pagesPerSplit, +pagesPerSplit) and
 // writes its partial softmax (running max m, sum l, unnormalised acc) for sparse_decode_reduce.
+//#include lib/block_table
 
 struct Params {
   numRows: u32,         // decode rows
@@ -32,7 +33,6 @@ struct Params {
 
 const HW: u32 = $HW;          // headDim / 2
 const HD: u32 = 2u * HW;
-const NEG_BIG: f32 = -3.0e38; // "minus infinity" that keeps exp() and max() finite
 
 // The page list of one (row, KV head): selection base, selected count, newest page, list length.
 struct PageList {
@@ -53,15 +53,42 @@ fn pageList(slot: u32, kvh: u32, pos: u32) -> PageList {
 }
 
 // Page index (block-table column) of list entry i.
-fn pageAt(pl: PageList, i: u32) -> u32 {
+fn listPage(pl: PageList, i: u32) -> u32 {
   if (i < pl.cnt) { return selected[pl.base + i]; }
   return pl.newest;
 }
 
-// Word offset of slot o of page column lp of block-table row blockRow, KV head kvh.
-fn kvOffset(blockRow: u32, lp: u32, o: u32, kvh: u32) -> u32 {
-  let page = blockTable[blockRow * p.maxPagesPerSeq + lp];
-  return ((page * p.pageSize + o) * p.nKvHeads + kvh) * HW;
+// One workgroup's work: (decode row, local query head, split) and the split's key slots.
+struct Split {
+  r: u32,       // decode row
+  h: u32,       // local query head
+  kvh: u32,     // KV head
+  row: vec4<u32>, // rows[r]: (blockRow, position, slot, pages kept)
+  pl: PageList,
+  i0: u32,      // first list entry of the split
+  nSlots: u32,  // key slots of the split: its pages times pageSize (slots past the position are masked)
+  pb: u32,      // first word of the split's partial
+}
+
+fn splitOf(wid: vec3<u32>) -> Split {
+  let rh = wid.x; // r * nHeads + h
+  let r = rh / p.nHeads;
+  let h = rh - r * p.nHeads;
+  let kvh = h / p.group;
+  let row = rows[r];
+  let pl = pageList(row.z, kvh, row.y);
+  let i0 = min(wid.y * p.pagesPerSplit, pl.len);
+  let nSlots = (min(i0 + p.pagesPerSplit, pl.len) - i0) * p.pageSize;
+  return Split(r, h, kvh, row, pl, i0, nSlots, (rh * p.numSplits + wid.y) * (2u + HD));
+}
+
+// Word offset in the caches of key slot t of the split, or MASKED_KEY past the causal limit (the query's position).
+fn slotOf(sp: Split, t: u32) -> u32 {
+  let e = t / p.pageSize;
+  let o = t - e * p.pageSize;
+  let lp = listPage(sp.pl, sp.i0 + e);
+  if (lp * p.pageSize + o > sp.row.y) { return MASKED_KEY; }
+  return slotWord(blockPage(sp.row.x, lp), o, sp.kvh);
 }
 
 // First f32 pair of local query head h of row r in q.
@@ -69,6 +96,8 @@ fn qBase(r: u32, h: u32) -> u32 {
   return (r * p.qRowHeads + p.qHeadOffset + h) * HW;
 }
 
-fn partialBase(rh: u32, split: u32) -> u32 {
-  return (rh * p.numSplits + split) * (2u + HD);
+// Writes the split's partial: m, l, then the (unnormalised) accumulator pair w = acc.
+fn writePartialAcc(sp: Split, w: u32, acc: vec2<f32>) {
+  partials[sp.pb + 2u + 2u * w] = acc.x;
+  partials[sp.pb + 3u + 2u * w] = acc.y;
 }

@@ -1,7 +1,10 @@
 // Flash-decoding reduce: out[r, h, d] = sum_s acc_s[d] * exp(m_s - M) / sum_s l_s * exp(m_s - M), M = max_s m_s,
-// over the numSplits partials of (r, h) written by sparse_decode(_lanes). Empty splits (m = -big, l = 0) add 0.
+// over the numSplits partials of (r, h) written by sparse_decode(_lanes), merged as lib/softmax.wgsl says: an empty
+// split (m = NEG_BIG, l = 0, acc = 0) adds nothing, and a row whose splits are all empty gives 0.
 // One thread per (r, h, d) on a 2-D grid of workgroups. Local head h of row r is written to out row head
 // qHeadOffset + h of rows of qRowHeads heads; the other heads of out are untouched.
+//#include lib/grid
+//#include lib/softmax
 
 override WG: u32 = 64;
 
@@ -21,28 +24,24 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let idx = (wid.y * nwg.x + wid.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
   if (idx >= p.count) { return; }
   let rh = idx / p.headDim;
   let d = idx - rh * p.headDim;
   let stride = 2u + p.headDim;
   let b = rh * p.numSplits * stride;
-  var mx = -3.0e38;
+  var mx = NEG_BIG;
   for (var s = 0u; s < p.numSplits; s++) { mx = max(mx, partials[b + s * stride]); }
   var l = 0.0;
   var o = 0.0;
   for (var s = 0u; s < p.numSplits; s++) {
     let sb = b + s * stride;
-    let w = exp(partials[sb] - mx);
+    let w = softmaxWeight(partials[sb], mx);
     l += partials[sb + 1u] * w;
     o += partials[sb + 2u + d] * w;
   }
   let r = rh / p.nHeads;
   let h = rh - r * p.nHeads;
-  out[(r * p.qRowHeads + p.qHeadOffset + h) * p.headDim + d] = o / l;
+  out[(r * p.qRowHeads + p.qHeadOffset + h) * p.headDim + d] = o * softmaxInv(l);
 }

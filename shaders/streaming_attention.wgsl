@@ -9,14 +9,16 @@
 // so this kernel runs BEFORE the chunk's K/V is written into the ring (shaders/kv_write_streaming.ts).
 // Head ranges: q/out rows hold qRowHeads heads, of which [qHeadOffset, qHeadOffset + nHeads) are processed; fresh
 // k/v rows hold kvRowHeads heads, the cache's head kvh is row head kvHeadOffset + kvh.
-// LANES invocations per (token, head): lane i takes keys i, i + LANES, ... of the key list with its own running
-// max, sum and f32 accumulator (no barrier in the key loop), merged once at the end. LANES = 8 suits lavapipe;
-// 16-32 suits GPUs (shaders/streaming_attention.ts picks).
+// Lanes layout (lib/lanes_acc.wgsl): LANES invocations per (token, head); lane i takes keys i, i + LANES, ... of the
+// key list into its own running softmax and f32 accumulator (no barrier in the key loop), merged once at the end.
+// LANES = 8 suits lavapipe; 16-32 suits GPUs (shaders/streaming_attention.ts picks).
+//#include lib/token_head
+//#include lib/paged
+//#include lib/lanes_acc
 
 const HD: u32 = $HD;          // head dim, even
 const HW: u32 = HD / 2u;      // f16 pairs / f32 pairs per head vector
 const LANES: u32 = $LANES;
-const NEG_BIG: f32 = -3.0e38;
 
 struct Params {
   tokens: u32,         // T
@@ -33,8 +35,6 @@ struct Params {
   qRowHeads: u32,      // query heads per q/out row
   kvHeadOffset: u32,   // fresh k/v row head of cache head 0
   kvRowHeads: u32,     // heads per fresh k/v row
-  _p0: u32,
-  _p1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;        // (T, qRowHeads, HW) f32 pairs, after RoPE
@@ -49,37 +49,28 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> out: array<vec2<f32>>; // (T, qRowHeads, HW) f32 pairs
 @group(0) @binding(10) var<uniform> p: Params;
 
-var<workgroup> laneMax: array<f32, LANES>;
-var<workgroup> laneSum: array<f32, LANES>;
-var<workgroup> laneAcc: array<vec2<f32>, LANES * HW>; // (LANES, HW) pairs
-
 // Word offset of cached position j of stream-table row seq, cache head kvh.
-fn cacheOffset(seq: u32, j: u32, kvh: u32) -> u32 {
+fn cacheWord(seq: u32, j: u32, kvh: u32) -> u32 {
   let row = seq * (p.sinkPages + p.ringPages);
-  var page: u32;
-  var slot: u32;
-  if (j < p.sink) {
-    page = streamTable[row + j / p.pageSize];
-    slot = j % p.pageSize;
-  } else {
-    let r = j - p.sink;
-    page = streamTable[row + p.sinkPages + (r / p.pageSize) % p.ringPages];
-    slot = r % p.pageSize;
-  }
-  return ((page * p.pageSize + slot) * p.nKvHeads + kvh) * HW;
+  if (j < p.sink) { return slotWord(streamTable[row + j / p.pageSize], j % p.pageSize, kvh); }
+  let r = j - p.sink;
+  return slotWord(streamTable[row + p.sinkPages + (r / p.pageSize) % p.ringPages], r % p.pageSize, kvh);
+}
+
+// Folds the fresh (f32, this batch's) key and value at pair offset b into this lane's softmax.
+fn foldFresh(b: u32) {
+  var s2 = vec2<f32>(0.0);
+  for (var w = 0u; w < HW; w++) { s2 += qv[w] * kFresh[b + w]; }
+  st = softmaxFold(st, s2.x + s2.y);
+  for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * st.alpha + st.p * vFresh[b + w]; }
 }
 
 @compute @workgroup_size(LANES)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let th = wid.y * nwg.x + wid.x; // t * nHeads + h (local head)
-  if (th >= p.tokens * p.nHeads) { return; }
-  let t = th / p.nHeads;
-  let h = th - t * p.nHeads;
-  let kvh = h / p.group;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let th = tokenHeadOf(grid, 0u);
+  if (!th.valid) { return; }
+  let t = th.t;
+  let kvh = th.kvh;
   let seq = tokenSeq[t];
   let pos = positions[t];
   let fs = freshStart[t];
@@ -91,53 +82,20 @@ fn main(
   var nLocal = 0u;
   if (pos + 1u > localStart) { nLocal = pos + 1u - localStart; }
   let nKeys = nSink + nLocal;
-  let qo = (t * p.qRowHeads + p.qHeadOffset + h) * HW;
+  let qo = (t * p.qRowHeads + p.qHeadOffset + th.h) * HW;
   let freshHead = p.kvHeadOffset + kvh;
 
-  var qv: array<vec2<f32>, HW>;
-  for (var w = 0u; w < HW; w++) { qv[w] = q[qo + w] * p.scale; }
-  var acc: array<vec2<f32>, HW>;
-  var m = NEG_BIG;
-  var l = 0.0;
+  loadQuery(qo, p.scale);
   for (var i = lid; i < nKeys; i += LANES) {
     var j = i;
     if (i >= nSink) { j = localStart + (i - nSink); }
-    var s2 = vec2<f32>(0.0);
     if (j >= firstNew) {
-      let b = ((fs + (j - firstNew)) * p.kvRowHeads + freshHead) * HW;
-      for (var w = 0u; w < HW; w++) { s2 += qv[w] * kFresh[b + w]; }
-      let s = s2.x + s2.y;
-      let mNew = max(m, s);
-      let alpha = exp(m - mNew);
-      let pr = exp(s - mNew);
-      l = l * alpha + pr;
-      for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * alpha + pr * vFresh[b + w]; }
-      m = mNew;
+      foldFresh(((fs + (j - firstNew)) * p.kvRowHeads + freshHead) * HW);
     } else {
-      let b = cacheOffset(seq, j, kvh);
-      for (var w = 0u; w < HW; w++) { s2 += qv[w] * unpack2x16float(kCache[b + w]); }
-      let s = s2.x + s2.y;
-      let mNew = max(m, s);
-      let alpha = exp(m - mNew);
-      let pr = exp(s - mNew);
-      l = l * alpha + pr;
-      for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * alpha + pr * unpack2x16float(vCache[b + w]); }
-      m = mNew;
+      foldCached(cacheWord(seq, j, kvh));
     }
   }
-  laneMax[lid] = m;
-  laneSum[lid] = l;
-  for (var w = 0u; w < HW; w++) { laneAcc[lid * HW + w] = acc[w]; }
-  workgroupBarrier();
-
-  var gm = NEG_BIG;
-  for (var i = 0u; i < LANES; i++) { gm = max(gm, laneMax[i]); }
-  var gl = 0.0;
-  for (var i = 0u; i < LANES; i++) { gl += laneSum[i] * exp(laneMax[i] - gm); }
-  let inv = 1.0 / gl;
-  for (var w = lid; w < HW; w += LANES) {
-    var o = vec2<f32>(0.0);
-    for (var i = 0u; i < LANES; i++) { o += laneAcc[i * HW + w] * exp(laneMax[i] - gm); }
-    out[qo + w] = o * inv;
-  }
+  let g = mergeLanesAcc(lid);
+  let norm = softmaxInv(g.l);
+  for (var w = lid; w < HW; w += LANES) { out[qo + w] = mergedAcc(g, w) * norm; }
 }
