@@ -361,14 +361,18 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
       },
     );
     let stderr = '';
+    // Interrupt 1.5 s after the first level reports progress (the SIGINT handler is in place by then): a fixed delay
+    // from spawn is not enough on a loaded machine, where node's start-up alone can take longer.
+    let timer: NodeJS.Timeout | null = null;
     child.stderr.on('data', (b: Buffer) => {
       stderr += b.toString();
+      if (!timer && stderr.includes('[1/2] short')) timer = setTimeout(() => child.kill('SIGINT'), 1500);
     });
-    setTimeout(() => child.kill('SIGINT'), 1500);
     const t0 = Date.now();
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     assert.equal(code, 130, stderr);
-    assert.ok(Date.now() - t0 < 8000);
+    assert.ok(timer !== null, 'the run never reported its start');
+    assert.ok(Date.now() - t0 < 30_000, 'Ctrl-C did not stop a 2 x 30 s run early');
     const report = JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8')) as Report;
     const why = `${stderr}\n${JSON.stringify(report.levels.map((l) => [l.requests, l.errorsByKind, l.errorExamples]))}`;
     assert.equal(report.interrupted, true, why);
