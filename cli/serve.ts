@@ -9,7 +9,7 @@ import { knownModel } from '../checkpoint/models.js';
 import { resolveModel } from '../checkpoint/pull.js';
 import { SiftError } from '../config/errors.js';
 import { describeSection, toFlagName } from '../config/schema.js';
-import { SERVER_SPEC, type ServerConfig, serverConfig } from '../config/server.js';
+import { replicaIdOf, SERVER_SPEC, type ServerConfig, serverConfig } from '../config/server.js';
 import { EngineCore } from '../engine/core.js';
 import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
@@ -81,7 +81,10 @@ export async function main(argv: string[]): Promise<number> {
   let loop: EngineCore | null = null;
   onSignals(app, { engine: () => loop, graceMs: cfg.shutdownGraceMs });
   const { url } = await listen(app, { host: cfg.host, port: cfg.port });
-  log.info({ url, model: modelName, auth: cfg.apiKeys !== '' }, `listening on ${url}; loading ${cfg.model}`);
+  log.info(
+    { url, model: modelName, replica: replicaIdOf(cfg), auth: cfg.apiKeys !== '' },
+    `listening on ${url}; loading ${cfg.model}`,
+  );
 
   try {
     const t0 = performance.now();

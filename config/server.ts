@@ -4,6 +4,8 @@
  * The context limit is the engine's (`--max-context`, config/engine.ts): serve warns when it exceeds the
  * model's trained length.
  */
+import os from 'node:os';
+import { SiftError } from './errors.js';
 import { resolveSection, type SectionSpec, type SectionValues } from './schema.js';
 
 export const SERVER_SPEC = {
@@ -63,6 +65,11 @@ export const SERVER_SPEC = {
     max: 600_000,
     doc: 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled',
   },
+  replicaId: {
+    kind: 'string',
+    default: '',
+    doc: 'name of this replica, sent as X-Sift-Replica on every response so clients and balancers see which replica answered (empty = the hostname)',
+  },
   logLevel: {
     kind: 'string',
     default: 'info',
@@ -83,4 +90,20 @@ export function apiKeyList(cfg: Pick<ServerConfig, 'apiKeys'>): string[] {
     .split(',')
     .map((k) => k.trim())
     .filter((k) => k !== '');
+}
+
+/** Characters a replica id may use: visible ASCII, as an HTTP header value carries it unchanged. */
+const REPLICA_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** The replica id: --replica-id, else the hostname. Throws CONFIG_INVALID when it cannot be a header value. */
+export function replicaIdOf(cfg: Pick<ServerConfig, 'replicaId'>, hostname: () => string = os.hostname): string {
+  const id = cfg.replicaId || hostname();
+  if (!REPLICA_ID.test(id)) {
+    throw new SiftError(
+      'CONFIG_INVALID',
+      `--replica-id must be 1-128 visible ASCII characters without spaces (got ${JSON.stringify(id)})`,
+      { param: 'replicaId' },
+    );
+  }
+  return id;
 }

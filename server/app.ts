@@ -8,7 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { attentionConfig } from '../config/attention.js';
-import { apiKeyList, type ServerConfig, serverConfig } from '../config/server.js';
+import { apiKeyList, replicaIdOf, type ServerConfig, serverConfig } from '../config/server.js';
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import auth from './auth.js';
@@ -18,6 +18,7 @@ import errors from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import type { AttentionMode } from './plan.js';
 import { definePlugin } from './plugin.js';
+import replica from './replica.js';
 import chat from './routes/chat.js';
 import completions from './routes/completions.js';
 import health from './routes/health.js';
@@ -81,6 +82,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   await app.register(errors);
   await app.register(context);
+  await app.register(replica, { replicaId: replicaIdOf(config) });
   await app.register(auth, { apiKeys: apiKeyList(config) });
   await app.register(health);
   await app.register(metricsRoute);
