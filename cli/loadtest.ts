@@ -11,10 +11,12 @@ import { calibrate } from '../loadtest/calibrate.js';
 import { type LevelPlan, type LevelResult, runLevel } from '../loadtest/level.js';
 import { runRateLevel } from '../loadtest/rate.js';
 import {
+  hasReplicas,
   hostInfo,
   type LoadtestConfig,
   markdownTable,
   type Report,
+  replicaTable,
   summaryTable,
   writeReports,
 } from '../loadtest/report.js';
@@ -26,6 +28,7 @@ import {
   requestFor,
   SCENARIOS,
   type Scenario,
+  SESSION_REPLY,
   type WorkloadOptions,
 } from '../loadtest/workload.js';
 import { parse, progressLine } from './common.js';
@@ -36,6 +39,8 @@ Puts streaming chat completions on an OpenAI-compatible server at fixed concurre
 inter-token latency, end-to-end latency (p50/p90/p99, mean), output tokens/s (per stream and aggregate),
 requests/s and errors by kind. Every response is checked to be a complete, well-formed stream.
 Writes report.json and report.html (self-contained, open it in any browser) into --out.
+Behind a balancer over sift replicas, responses are also counted by replica (the X-Sift-Replica header), with
+the prefix-cache hit rate each replica gave (usage.prompt_tokens_details.cached_tokens).
 
   --url BASE             server to load, e.g. http://127.0.0.1:8000 (default: start \`sift serve\` on a free port
                          with the default model, wait for GET /health, stop it afterwards)
@@ -48,9 +53,16 @@ Writes report.json and report.html (self-contained, open it in any browser) into
                            mixed  short and long alternately
                            rate   the short request driven by autocannon over fixed connections:
                                   requests/s and e2e latency only (no per-token timing)
+                           sessions        multi-turn conversations, each turn resending the conversation so
+                                  far (--turns, --turn-tokens, max_tokens --max-tokens), with an X-Session-Id
+                                  header naming the conversation (what a balancer routes on)
+                           sessions-nokey  the same conversations without the header
   --prompt-lens LIST     prompt lengths in tokens for long/mixed (default 64,128,200; clamped so that
                          prompt + --long-max-tokens fits the server's context when it reports it)
-  --max-tokens N         max_tokens of short requests (default 64)
+  --max-tokens N         max_tokens of short requests and session turns (default 64)
+  --turns N              turns per conversation in the sessions scenarios (default 4)
+  --turn-tokens N        tokens per user message in the sessions scenarios (default 40; clamped so that the
+                         last turn fits the server's context when it reports it)
   --long-max-tokens N    max_tokens of long requests (default 32)
   --attention LIST       dense,sparse: run every level once per mode with the extra body field
                          attention: {mode} (default dense,sparse when the target is sift, else none;
@@ -98,6 +110,8 @@ export async function main(argv: string[]): Promise<number> {
     'prompt-lens': { type: 'string' },
     'max-tokens': { type: 'string' },
     'long-max-tokens': { type: 'string' },
+    turns: { type: 'string' },
+    'turn-tokens': { type: 'string' },
     attention: { type: 'string' },
     'max-requests': { type: 'string' },
     timeout: { type: 'string' },
@@ -130,6 +144,9 @@ export async function main(argv: string[]): Promise<number> {
     attention: [],
     maxRequests: values['max-requests'] === undefined ? null : intFlag(values['max-requests'], 'max-requests', 0, 1),
     timeoutS,
+    turns: intFlag(values.turns, 'turns', 4, 1),
+    turnTokens: 0,
+    turnTokensRequested: intFlag(values['turn-tokens'], 'turn-tokens', 40, 1),
   };
   if (config.scenarios.length === 0)
     throw new SiftError('INVALID_ARGUMENT', '--scenarios is empty', { param: 'scenarios' });
@@ -226,10 +243,13 @@ export async function main(argv: string[]): Promise<number> {
       promptLens: config.promptLens,
       attention,
       calibration,
+      turns: config.turns,
+      turnTokens: config.turnTokens,
     });
 
     let calibration: Calibration = { overhead: 0, perWord: 1, measured: false };
-    if (config.scenarios.some((s) => s === 'long' || s === 'mixed')) {
+    const sessions = config.scenarios.some((s) => s.startsWith('sessions'));
+    if (sessions || config.scenarios.some((s) => s === 'long' || s === 'mixed')) {
       progress.update('calibrating prompt length (2 one-token requests) ...');
       const c = new SseClient({ baseUrl: target.baseUrl, concurrency: 1, apiKey, timeoutMs: timeoutS * 1000 });
       try {
@@ -239,6 +259,25 @@ export async function main(argv: string[]): Promise<number> {
       }
       report.calibration = calibration;
       if (!calibration.measured) warn('the server sent no usage: prompt lengths are estimates (1.35 tokens/word)');
+    }
+    config.turnTokens = config.turnTokensRequested;
+    if (sessions && target.contextLength !== null) {
+      // The last turn: template overhead + turns user messages + (turns - 1) replies (+ a little role markup
+      // each), then max_tokens.
+      const reply = Math.ceil(SESSION_REPLY.split(' ').length * calibration.perWord) + 8;
+      const room = target.contextLength - config.maxTokens - calibration.overhead - (config.turns - 1) * reply;
+      const fit = Math.floor(room / config.turns);
+      if (fit < 8) {
+        throw new SiftError(
+          'INVALID_ARGUMENT',
+          `${config.turns} turns with max_tokens ${config.maxTokens} do not fit the context of ${target.contextLength}; lower --turns or --max-tokens`,
+          { param: 'turns' },
+        );
+      }
+      if (fit < config.turnTokens) {
+        warn(`--turn-tokens ${config.turnTokens} clamped to ${fit} so that the last turn fits the context`);
+        config.turnTokens = fit;
+      }
     }
 
     const plans: { scenario: Scenario; attention: AttentionMode | null; concurrency: number }[] = [];
@@ -253,7 +292,7 @@ export async function main(argv: string[]): Promise<number> {
         ...p,
         durationMs: durationS * 1000,
         maxRequests: config.maxRequests,
-        makeRequest: (n) => requestFor(p.scenario, w, n, (i + 1) * 1_000_000),
+        makeRequest: (n, slot) => requestFor(p.scenario, w, n, (i + 1) * 1_000_000, slot),
       };
       const name = `[${i + 1}/${plans.length}] ${p.scenario}${p.attention ? ` ${p.attention}` : ''} c=${p.concurrency}`;
       const onProgress = (s: { elapsedMs: number; done: number; errors: number; inFlight: number }) =>
@@ -294,8 +333,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     report.interrupted = stop.signal.aborted;
     writeReports(outDir, report);
+    const byReplica = hasReplicas(report.levels)
+      ? `\n\nby replica:\n${markdownTable(replicaTable(report.levels))}`
+      : '';
     process.stdout.write(
-      `${markdownTable(summaryTable(report.levels))}\n\nreports: ${files.json}\n         ${files.html}\n`,
+      `${markdownTable(summaryTable(report.levels))}${byReplica}\n\nreports: ${files.json}\n         ${files.html}\n`,
     );
     if (report.interrupted) return 130;
     return report.levels.some((l) => l.requests.ok > 0) ? 0 : 1;
@@ -312,6 +354,10 @@ function levelLine(name: string, l: LevelResult): string {
     .join(', ');
   return (
     `${name}: ${l.requests.ok} ok, ${l.requests.errors} errors${errs ? ` (${errs})` : ''}, ${l.requestsPerS.toFixed(2)} req/s, ` +
-    `${l.outputTokensPerS.toFixed(1)} out tok/s, TTFT p50 ${f(l.ttftMs.p50)} ms, ITL p50 ${f(l.itlMs.p50, 1)} ms, e2e p50 ${f(l.e2eMs.p50)} ms`
+    `${l.outputTokensPerS.toFixed(1)} out tok/s, TTFT p50 ${f(l.ttftMs.p50)} ms, ITL p50 ${f(l.itlMs.p50, 1)} ms, e2e p50 ${f(l.e2eMs.p50)} ms` +
+    (l.prefixCache.hitRate === null ? '' : `, prompt cached ${(100 * l.prefixCache.hitRate).toFixed(1)}%`) +
+    (l.byReplica.some((r) => r.replica !== null)
+      ? `, by replica ${l.byReplica.map((r) => `${r.replica ?? '(none)'} ${r.ok}`).join(' ')}`
+      : '')
   );
 }

@@ -13,10 +13,13 @@
  *   requestsPerS      successful requests / level wall time
  * Output tokens are usage.completion_tokens (the server's count), else the number of content deltas.
  * The wall time runs from the level's start to the end of its last request.
+ *   prefixCache   over successful requests whose usage reports prompt_tokens_details.cached_tokens: prompt tokens,
+ *                 cached tokens, and their ratio (the prefix-cache hit rate the clients saw)
+ *   byReplica     responses counted by their X-Sift-Replica header (which replica behind a balancer answered)
  */
 import type { RequestOutcome, RequestSpec, SseClient } from './sse-client.js';
 import { type Summary, summarize } from './stats.js';
-import type { AttentionMode, Scenario } from './workload.js';
+import type { AttentionMode, Scenario, StreamSlot } from './workload.js';
 
 export interface LevelProgress {
   elapsedMs: number;
@@ -33,6 +36,27 @@ export interface PromptLenFigures {
   promptTokens: number | null;
   ttftMs: Summary;
   e2eMs: Summary;
+}
+
+/** The responses one replica gave in a level. */
+export interface ReplicaFigures {
+  /** X-Sift-Replica of the responses, or null for those without one (including failed connections). */
+  replica: string | null;
+  ok: number;
+  errors: number;
+  /** Over the successful requests with usage: prompt tokens, and those the prefix cache supplied (null when no
+   *  response reported cached tokens). */
+  promptTokens: number;
+  cachedTokens: number | null;
+}
+
+export interface PrefixCacheFigures {
+  /** Successful requests whose usage reported cached tokens. */
+  requests: number;
+  promptTokens: number;
+  cachedTokens: number;
+  /** cachedTokens / promptTokens; null when no request reported cached tokens. */
+  hitRate: number | null;
 }
 
 export interface LevelResult {
@@ -61,6 +85,9 @@ export interface LevelResult {
   finishReasons: Record<string, number>;
   /** Long-prompt requests grouped by target prompt length. */
   byPromptLen: PromptLenFigures[];
+  prefixCache: PrefixCacheFigures;
+  /** Sorted by replica id (responses without the header last). */
+  byReplica: ReplicaFigures[];
   interrupted: boolean;
 }
 
@@ -70,7 +97,8 @@ export interface LevelPlan {
   concurrency: number;
   durationMs: number;
   maxRequests: number | null;
-  makeRequest: (i: number) => RequestSpec;
+  /** The i-th request of the level, the slot.seq-th of closed-loop stream slot.stream. */
+  makeRequest: (i: number, slot: StreamSlot) => RequestSpec;
 }
 
 export async function runLevel(
@@ -88,9 +116,9 @@ export async function runLevel(
     !opts.signal?.aborted && performance.now() < deadline && (plan.maxRequests === null || issued < plan.maxRequests);
   const tick = () => opts.onProgress?.({ elapsedMs: performance.now() - t0, done: outcomes.length, errors, inFlight });
   const ticker = setInterval(tick, 250);
-  const stream = async () => {
-    while (more()) {
-      const spec = plan.makeRequest(issued++);
+  const stream = async (_: unknown, streamIndex: number) => {
+    for (let seq = 0; more(); seq++) {
+      const spec = plan.makeRequest(issued++, { stream: streamIndex, seq });
       inFlight++;
       const o = await client.send(spec, opts.signal);
       inFlight--;
@@ -144,6 +172,9 @@ export function levelFigures(
       e2eMs: summarize(g.map((o) => o.e2eMs)),
     };
   });
+  const withCached = ok.filter((o) => o.usage && o.usage.cachedTokens !== null);
+  const promptTotal = withCached.reduce((a, o) => a + o.usage!.promptTokens, 0);
+  const cachedTotal = withCached.reduce((a, o) => a + (o.usage!.cachedTokens as number), 0);
   const perS = (x: number) => (wallS > 0 ? x / wallS : 0);
   return {
     scenario: plan.scenario,
@@ -178,6 +209,37 @@ export function levelFigures(
     streamTokensPerS: summarize(ok.filter((o) => o.e2eMs > 0).map((o) => o.outputTokens / (o.e2eMs / 1000))),
     finishReasons,
     byPromptLen,
+    prefixCache: {
+      requests: withCached.length,
+      promptTokens: promptTotal,
+      cachedTokens: cachedTotal,
+      hitRate: promptTotal > 0 ? cachedTotal / promptTotal : null,
+    },
+    byReplica: replicaFigures(outcomes),
     interrupted,
   };
+}
+
+/** Responses by X-Sift-Replica (aborted requests left out). */
+export function replicaFigures(outcomes: RequestOutcome[]): ReplicaFigures[] {
+  const by = new Map<string | null, ReplicaFigures>();
+  for (const o of outcomes) {
+    if (o.aborted) continue;
+    let f = by.get(o.replica);
+    if (!f) {
+      f = { replica: o.replica, ok: 0, errors: 0, promptTokens: 0, cachedTokens: null };
+      by.set(o.replica, f);
+    }
+    if (o.error) {
+      f.errors++;
+      continue;
+    }
+    f.ok++;
+    f.promptTokens += o.usage?.promptTokens ?? 0;
+    const c = o.usage?.cachedTokens ?? null;
+    if (c !== null) f.cachedTokens = (f.cachedTokens ?? 0) + c;
+  }
+  return [...by.values()].sort((a, b) =>
+    a.replica === null ? 1 : b.replica === null ? -1 : a.replica.localeCompare(b.replica, 'en', { numeric: true }),
+  );
 }

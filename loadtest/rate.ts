@@ -8,15 +8,19 @@
 import autocannon from 'autocannon';
 import { type LevelPlan, type LevelProgress, type LevelResult, levelFigures } from './level.js';
 import { SseCompletionReader } from './sse.js';
-import { httpError, type RequestOutcome } from './sse-client.js';
+import { httpError, REPLICA_HEADER, type RequestOutcome, replicaOf } from './sse-client.js';
 
 export async function runRateLevel(
   baseUrl: string,
   plan: LevelPlan,
   opts: { apiKey?: string; timeoutMs: number; signal?: AbortSignal; onProgress?: (p: LevelProgress) => void },
 ): Promise<LevelResult> {
-  const spec = plan.makeRequest(0);
-  const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' };
+  const spec = plan.makeRequest(0, { stream: 0, seq: 0 });
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: 'text/event-stream',
+    ...spec.headers,
+  };
   if (opts.apiKey) headers.authorization = `Bearer ${opts.apiKey}`;
   const base = baseUrl.replace(/\/+$/, '');
   const outcomes: RequestOutcome[] = [];
@@ -37,11 +41,15 @@ export async function runRateLevel(
     usage: null,
     finishReason: null,
     staleSocketRetry: false,
+    replica: null,
   });
   let pending: RequestOutcome | null = null;
-  const onResponse = (status: number, body: string) => {
+  const onResponse = (status: number, body: string, _context: unknown, resHeaders: Record<string, string>) => {
     const o = blank(performance.now());
     o.status = status;
+    // autocannon keeps the header names' case as sent.
+    const name = Object.keys(resHeaders ?? {}).find((k) => k.toLowerCase() === REPLICA_HEADER);
+    o.replica = name === undefined ? null : replicaOf(resHeaders[name]);
     if (status !== 200) {
       Object.assign(o, httpError(status, body));
     } else {

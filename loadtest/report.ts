@@ -24,6 +24,10 @@ export interface LoadtestConfig {
   attention: string[];
   maxRequests: number | null;
   timeoutS: number;
+  /** Sessions scenarios: turns per conversation and tokens per user message (after clamping to the context). */
+  turns: number;
+  turnTokens: number;
+  turnTokensRequested: number;
 }
 
 export interface Report {
@@ -89,6 +93,7 @@ export function summaryTable(levels: LevelResult[]): string[][] {
     'e2e ms p50/p90/p99',
     'tok/s per stream (mean)',
     'out tok (mean)',
+    'prompt tok cached %',
   ];
   return [
     head,
@@ -106,8 +111,43 @@ export function summaryTable(levels: LevelResult[]): string[][] {
       pct(l.e2eMs),
       f(l.streamTokensPerS.mean),
       f(l.outputTokens.mean),
+      l.prefixCache.hitRate === null ? '–' : f(l.prefixCache.hitRate * 100),
     ]),
   ];
+}
+
+/** Whether any response named its replica (X-Sift-Replica): the target is a balancer over sift replicas. */
+export const hasReplicas = (levels: LevelResult[]) => levels.some((l) => l.byReplica.some((r) => r.replica !== null));
+
+/** One row per level and replica: how the balancer spread the requests, and the prefix-cache hits on each. */
+export function replicaTable(levels: LevelResult[]): string[][] {
+  const head = [
+    'scenario',
+    'attention',
+    'conc.',
+    'replica',
+    'ok',
+    'errors',
+    'share of ok %',
+    'prompt tok',
+    'cached tok',
+    'cached %',
+  ];
+  const rows = levels.flatMap((l) =>
+    l.byReplica.map((r) => [
+      l.scenario,
+      l.attention ?? 'default',
+      String(l.concurrency),
+      r.replica ?? '(no header)',
+      String(r.ok),
+      String(r.errors),
+      f(l.requests.ok > 0 ? (100 * r.ok) / l.requests.ok : null),
+      String(r.promptTokens),
+      r.cachedTokens === null ? '–' : String(r.cachedTokens),
+      f(r.promptTokens > 0 && r.cachedTokens !== null ? (100 * r.cachedTokens) / r.promptTokens : null),
+    ]),
+  );
+  return [head, ...rows];
 }
 
 export function markdownTable(rows: string[][]): string {
@@ -345,7 +385,8 @@ export function renderHtml(r: Report): string {
         `${r.config.api} API, ${r.config.durationS} s per level, concurrency ${r.config.concurrency.join(',')}, scenarios ${r.config.scenarios.join(',')}, ` +
           `max_tokens ${r.config.maxTokens} (long: ${r.config.longMaxTokens}), prompt lengths ${r.config.promptLens.join(',')}` +
           `${r.config.maxRequests !== null ? `, at most ${r.config.maxRequests} requests per level` : ''}, request timeout ${r.config.timeoutS} s, ` +
-          `attention ${r.config.attention.length ? r.config.attention.join(',') : 'server default'}`,
+          `attention ${r.config.attention.length ? r.config.attention.join(',') : 'server default'}` +
+          `${r.config.scenarios.some((s) => s.startsWith('sessions')) ? `, sessions of ${r.config.turns} turns with user messages of ${r.config.turnTokens} tokens` : ''}`,
       ),
     ],
     [
@@ -374,6 +415,11 @@ ${throughputCharts(r)}
 <h2>TTFT vs prompt length</h2>
 ${promptLenCharts(r)}
 ${denseSparseCharts(r)}
+${
+  hasReplicas(r.levels)
+    ? `<h2>Responses by replica</h2><p class="note">Counted by the <code>X-Sift-Replica</code> response header: which replica behind the balancer answered. Cached: prompt tokens the replica's prefix cache supplied (<code>usage.prompt_tokens_details.cached_tokens</code>).</p>${htmlTable(replicaTable(r.levels), [0, 1, 3])}`
+    : ''
+}
 <h2>Errors</h2>
 ${errorTable(r)}
 <h2>Definitions</h2>
@@ -386,6 +432,7 @@ ${errorTable(r)}
 <dt>out tok/s</dt><dd>output tokens of all successful requests / level wall time (start → last request's end)</dd>
 <dt>req/s</dt><dd>successful requests / level wall time</dd>
 <dt>percentiles</dt><dd>linear interpolation between closest ranks, over successful requests</dd>
+<dt>prompt tok cached %</dt><dd>Σ <code>usage.prompt_tokens_details.cached_tokens</code> / Σ <code>usage.prompt_tokens</code> over successful requests (the prefix-cache hit rate); – when the server reports no cached tokens</dd>
 <dt>errors</dt><dd>http_&lt;status&gt;, context_length_exceeded, connection, timeout, stream_error (an error object inside the stream), malformed (bad JSON, no role, no finish_reason, no usage chunk, no <code>[DONE]</code>, data after it, wrong content type)</dd>
 </dl>
 </body></html>

@@ -23,7 +23,12 @@ export interface RequestSpec {
   /** Which part of the workload it belongs to ('short', 'long'), and the prompt length aimed at (tokens). */
   kind: string;
   promptLen: number | null;
+  /** Extra request headers, e.g. X-Session-Id (the routing key a balancer hashes). */
+  headers?: Record<string, string>;
 }
+
+/** Response header naming the replica that answered (sift's --replica-id; see server/replica.ts). */
+export const REPLICA_HEADER = 'x-sift-replica';
 
 /** What one request gave. Times are ms on performance.now()'s clock. */
 export interface RequestOutcome {
@@ -50,6 +55,8 @@ export interface RequestOutcome {
   usage: StreamUsage | null;
   finishReason: string | null;
   staleSocketRetry: boolean;
+  /** X-Sift-Replica of the response: which replica behind a balancer answered; null when there was none. */
+  replica: string | null;
 }
 
 export interface ClientOptions {
@@ -99,6 +106,7 @@ export class SseClient {
       'content-length': payload.length,
     };
     if (this.opts.apiKey) headers.authorization = `Bearer ${this.opts.apiKey}`;
+    Object.assign(headers, spec.headers);
     const basePath = this.base.pathname.replace(/\/+$/, '');
     const base: Omit<RequestOutcome, 'end' | 'e2eMs'> = {
       kind: spec.kind,
@@ -115,6 +123,7 @@ export class SseClient {
       usage: null,
       finishReason: null,
       staleSocketRetry: false,
+      replica: null,
     };
 
     return new Promise((resolve) => {
@@ -161,6 +170,7 @@ export class SseClient {
       req.on('response', (res) => {
         gotResponse = true;
         const status = res.statusCode ?? 0;
+        base.replica = replicaOf(res.headers[REPLICA_HEADER]);
         res.setEncoding('utf8');
         if (status !== 200) {
           let text = '';
@@ -212,6 +222,12 @@ export class SseClient {
       req.end(payload);
     });
   }
+}
+
+/** The replica header's value, or null when absent or empty. */
+export function replicaOf(h: string | string[] | undefined): string | null {
+  const v = Array.isArray(h) ? h[0] : h;
+  return typeof v === 'string' && v !== '' ? v : null;
 }
 
 const strip = ({ retryable: _, ...o }: RequestOutcome & { retryable: boolean }): RequestOutcome => o;

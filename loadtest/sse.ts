@@ -16,6 +16,8 @@ export type Api = 'chat' | 'completions';
 export interface StreamUsage {
   promptTokens: number;
   completionTokens: number;
+  /** usage.prompt_tokens_details.cached_tokens: prompt tokens the server's prefix cache supplied; null if absent. */
+  cachedTokens: number | null;
 }
 
 export interface StreamVerdict {
@@ -155,7 +157,13 @@ export class SseCompletionReader {
       if (typeof u.prompt_tokens !== 'number' || typeof u.completion_tokens !== 'number') {
         this.fail(`usage without numeric prompt_tokens/completion_tokens: ${clip(JSON.stringify(o.usage))}`);
       } else {
-        this.usage = { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens };
+        const details = u.prompt_tokens_details as Record<string, unknown> | null | undefined;
+        const cached = details?.cached_tokens;
+        this.usage = {
+          promptTokens: u.prompt_tokens,
+          completionTokens: u.completion_tokens,
+          cachedTokens: typeof cached === 'number' ? cached : null,
+        };
       }
     }
     let content = '';

@@ -3,6 +3,8 @@
  * once, the first content token `prefillMs` (+ `prefillMsPerToken` per prompt token) after the request, then one token
  * every `tokenMs`, then a finish chunk, the usage chunk and `data: [DONE]`. Prompt tokens = 5 + words of the prompt.
  * `behave(i)` picks what request i (0-based, in arrival order) gets: a good stream or one of the failures.
+ * With `replica` it names itself in X-Sift-Replica as a sift replica does; with `prefixCache` it reports
+ * usage.prompt_tokens_details.cached_tokens = the longest word prefix the prompt shares with an earlier one.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -18,20 +20,25 @@ export interface FakeOptions {
   /** false: enforce `context` but do not report it in /v1/models (default true). */
   reportContext?: boolean;
   behave?: (i: number) => Behaviour;
+  replica?: string;
+  prefixCache?: boolean;
 }
 
 export interface FakeServer {
   url: string;
   /** Bodies of the completion requests received, in order. */
   bodies: Record<string, unknown>[];
+  /** Their headers. */
+  headers: http.IncomingHttpHeaders[];
   close(): Promise<void>;
 }
 
-const promptTokensOf = (body: Record<string, unknown>): number => {
+const promptWordsOf = (body: Record<string, unknown>): string[] => {
   const msgs = body.messages as { content: string }[] | undefined;
   const text = msgs ? msgs.map((m) => m.content).join(' ') : String(body.prompt ?? '');
-  return 5 + text.split(/\s+/).filter(Boolean).length;
+  return text.split(/\s+/).filter(Boolean);
 };
+const promptTokensOf = (body: Record<string, unknown>): number => 5 + promptWordsOf(body).length;
 
 export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
   const prefillMs = o.prefillMs ?? 30;
@@ -40,6 +47,9 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
   const context = o.context === undefined ? 256 : o.context;
   const behave = o.behave ?? (() => 'ok');
   const bodies: Record<string, unknown>[] = [];
+  const headers: http.IncomingHttpHeaders[] = [];
+  const seen: string[][] = [];
+  const named = o.replica ? { 'x-sift-replica': o.replica } : {};
   const served = new WeakSet<object>();
   let n = 0;
 
@@ -70,11 +80,22 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
       const body = JSON.parse(raw) as Record<string, unknown>;
       const what = behave(n++);
       bodies.push(body);
+      headers.push(req.headers);
+      let cached = 0;
+      if (o.prefixCache) {
+        const words = promptWordsOf(body);
+        for (const w of seen) {
+          let c = 0;
+          while (c < w.length && c < words.length && w[c] === words[c]) c++;
+          cached = Math.max(cached, c);
+        }
+        seen.push(words);
+      }
       const chat = req.url === '/v1/chat/completions';
       const maxTokens = Number(body.max_tokens ?? 16);
       const promptTokens = promptTokensOf(body);
       const error = (status: number, message: string, code: string | null) =>
-        res.writeHead(status, { 'content-type': 'application/json' }).end(
+        res.writeHead(status, { 'content-type': 'application/json', ...named }).end(
           JSON.stringify({
             error: { message, type: status === 429 ? 'rate_limit_error' : 'server_error', param: null, code },
           }),
@@ -92,9 +113,9 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
           'context_length_exceeded',
         );
       }
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...named });
       const id = `cmpl-${n}`;
-      const chunk = (choice: Record<string, unknown> | null, usage?: Record<string, number>) => {
+      const chunk = (choice: Record<string, unknown> | null, usage?: Record<string, unknown>) => {
         const c: Record<string, unknown> = {
           id,
           object: chat ? 'chat.completion.chunk' : 'text_completion',
@@ -130,6 +151,7 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
             prompt_tokens: promptTokens,
             completion_tokens: maxTokens,
             total_tokens: promptTokens + maxTokens,
+            ...(o.prefixCache ? { prompt_tokens_details: { cached_tokens: Math.min(cached, promptTokens - 1) } } : {}),
           }),
         );
         if (what !== 'no-done') res.write('data: [DONE]\n\n');
@@ -143,6 +165,7 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
   return {
     url: `http://127.0.0.1:${port}`,
     bodies,
+    headers,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();

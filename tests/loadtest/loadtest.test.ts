@@ -82,7 +82,7 @@ describe('SSE completion reader', () => {
         assert.equal(v.malformed, null, `${pieces} pieces`);
         assert.equal(v.contentTimes.length, 2);
         assert.equal(v.finishReason, 'stop');
-        assert.deepEqual(v.usage, { promptTokens: 7, completionTokens: 2 });
+        assert.deepEqual(v.usage, { promptTokens: 7, completionTokens: 2, cachedTokens: null });
         assert.notEqual(v.doneTime, null);
       }
     }
@@ -308,6 +308,108 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
     assert.ok(html.includes('Dense vs sparse attention'));
   });
 
+  test('sessions: each stream runs whole conversations turn by turn, keyed or not; counts by replica and cached tokens', async (t) => {
+    const fake = await startFake({ prefillMs: 2, tokenMs: 1, replica: 'fake-a', prefixCache: true, context: 512 });
+    t.after(() => fake.close());
+    const { code, report, html } = await loadtest(fake.url, [
+      '--duration',
+      '30',
+      '--max-requests',
+      '12',
+      '--concurrency',
+      '2',
+      '--scenarios',
+      'sessions,sessions-nokey',
+      '--turns',
+      '3',
+      '--turn-tokens',
+      '12',
+      '--max-tokens',
+      '3',
+    ]);
+    assert.equal(code, 0);
+    assert.equal(report.config.turns, 3);
+    assert.equal(report.config.turnTokens, 12);
+    // The calibration requests come first (2), then 12 per level.
+    const bodies = fake.bodies.slice(2);
+    const headers = fake.headers.slice(2);
+    assert.equal(bodies.length, 24);
+    const users = (b: Record<string, unknown>) =>
+      (b.messages as { role: string; content: string }[]).filter((m) => m.role === 'user').map((m) => m.content);
+    for (const [li, l] of report.levels.entries()) {
+      const keyed = l.scenario === 'sessions';
+      assert.equal(l.requests.ok, 12, JSON.stringify(l.errorExamples));
+      assert.deepEqual(l.byReplica, [
+        {
+          replica: 'fake-a',
+          ok: 12,
+          errors: 0,
+          promptTokens: l.prefixCache.promptTokens,
+          cachedTokens: l.prefixCache.cachedTokens,
+        },
+      ]);
+      // Group the level's requests by conversation (the first user message names it).
+      const mine = bodies.slice(li * 12, li * 12 + 12);
+      const convs = new Map<string, number[]>();
+      mine.forEach((b, i) => {
+        const first = users(b)[0];
+        assert.match(first, /^Conversation \d+: /);
+        convs.set(first, [...(convs.get(first) ?? []), i]);
+      });
+      assert.equal(convs.size, 4, '2 streams x 2 conversations of 3 turns');
+      for (const idx of convs.values()) {
+        assert.deepEqual(
+          idx.map((i) => users(mine[i]).length),
+          [1, 2, 3],
+          'turns in order',
+        );
+        for (let k = 1; k < idx.length; k++) {
+          const prev = mine[idx[k - 1]].messages as unknown[];
+          const cur = mine[idx[k]].messages as unknown[];
+          assert.deepEqual(cur.slice(0, prev.length), prev, 'a turn resends the conversation so far');
+        }
+        const ids = idx.map((i) => headers[li * 12 + i]['x-session-id']);
+        if (keyed) {
+          assert.match(String(ids[0]), /^conversation-\d+$/);
+          assert.ok(
+            ids.every((x) => x === ids[0]),
+            'one key per conversation',
+          );
+        } else assert.deepEqual(ids, [undefined, undefined, undefined]);
+      }
+      // The fake reports the longest word prefix shared with any earlier prompt as cached: every later turn
+      // hits at least its previous turn's words, and the level's rate is the ratio of the sums.
+      assert.ok(l.prefixCache.requests === 12 && l.prefixCache.cachedTokens > 0);
+      assert.equal(l.prefixCache.hitRate, l.prefixCache.cachedTokens / l.prefixCache.promptTokens);
+    }
+    assert.match(html, /Responses by replica/);
+    assert.match(html, /fake-a/);
+  });
+
+  test('the rate scenario counts responses by replica too', async (t) => {
+    const fake = await startFake({ prefillMs: 1, tokenMs: 1, replica: 'fake-b' });
+    t.after(() => fake.close());
+    const { report } = await loadtest(fake.url, [
+      '--duration',
+      '10',
+      '--max-requests',
+      '5',
+      '--concurrency',
+      '1',
+      '--scenarios',
+      'rate',
+      '--max-tokens',
+      '2',
+    ]);
+    const l = report.levels[0];
+    assert.equal(l.requests.ok, 5);
+    assert.deepEqual(
+      l.byReplica.map((r) => [r.replica, r.ok]),
+      [['fake-b', 5]],
+    );
+    assert.equal(l.prefixCache.hitRate, null, 'no cached_tokens reported');
+  });
+
   test('a reused socket the server closed is retried once on a new connection, not counted as an error', async (t) => {
     const fake = await startFake({ prefillMs: 1, tokenMs: 1, behave: (i) => (i === 1 ? 'drop-reused' : 'ok') });
     t.after(() => fake.close());
@@ -321,6 +423,8 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
       promptLens: [],
       attention: null,
       calibration: { overhead: 0, perWord: 1, measured: true },
+      turns: 1,
+      turnTokens: 8,
     };
     const l = await runLevel(client, {
       scenario: 'short',
