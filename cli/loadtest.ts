@@ -20,6 +20,7 @@ import {
   summaryTable,
   writeReports,
 } from '../loadtest/report.js';
+import { SESSION_REPLY, SessionPool } from '../loadtest/sessions.js';
 import { SseClient } from '../loadtest/sse-client.js';
 import { normalizeBaseUrl, probeTarget, type SpawnedServer, spawnSift, type TargetInfo } from '../loadtest/target.js';
 import {
@@ -28,7 +29,6 @@ import {
   requestFor,
   SCENARIOS,
   type Scenario,
-  SESSION_REPLY,
   type WorkloadOptions,
 } from '../loadtest/workload.js';
 import { parse, progressLine } from './common.js';
@@ -55,7 +55,9 @@ the prefix-cache hit rate each replica gave (usage.prompt_tokens_details.cached_
                                   requests/s and e2e latency only (no per-token timing)
                            sessions        multi-turn conversations, each turn resending the conversation so
                                   far (--turns, --turn-tokens, max_tokens --max-tokens), with an X-Session-Id
-                                  header naming the conversation (what a balancer routes on)
+                                  header naming the conversation (what a balancer routes on); each request
+                                  sends the next turn of a random conversation not in flight, so a
+                                  conversation's turns come from different streams at no fixed rhythm
                            sessions-nokey  the same conversations without the header
   --prompt-lens LIST     prompt lengths in tokens for long/mixed (default 64,128,200; clamped so that
                          prompt + --long-max-tokens fits the server's context when it reports it)
@@ -63,6 +65,7 @@ the prefix-cache hit rate each replica gave (usage.prompt_tokens_details.cached_
   --turns N              turns per conversation in the sessions scenarios (default 4)
   --turn-tokens N        tokens per user message in the sessions scenarios (default 40; clamped so that the
                          last turn fits the server's context when it reports it)
+  --conversations N      conversations kept going in the sessions scenarios (default 2 x the concurrency)
   --long-max-tokens N    max_tokens of long requests (default 32)
   --attention LIST       dense,sparse: run every level once per mode with the extra body field
                          attention: {mode} (default dense,sparse when the target is sift, else none;
@@ -112,6 +115,7 @@ export async function main(argv: string[]): Promise<number> {
     'long-max-tokens': { type: 'string' },
     turns: { type: 'string' },
     'turn-tokens': { type: 'string' },
+    conversations: { type: 'string' },
     attention: { type: 'string' },
     'max-requests': { type: 'string' },
     timeout: { type: 'string' },
@@ -147,6 +151,7 @@ export async function main(argv: string[]): Promise<number> {
     turns: intFlag(values.turns, 'turns', 4, 1),
     turnTokens: 0,
     turnTokensRequested: intFlag(values['turn-tokens'], 'turn-tokens', 40, 1),
+    conversations: values.conversations === undefined ? null : intFlag(values.conversations, 'conversations', 0, 1),
   };
   if (config.scenarios.length === 0)
     throw new SiftError('INVALID_ARGUMENT', '--scenarios is empty', { param: 'scenarios' });
@@ -235,7 +240,7 @@ export async function main(argv: string[]): Promise<number> {
     const modes: (AttentionMode | null)[] = config.attention.length
       ? config.attention.map((m) => m as AttentionMode)
       : [null];
-    const workload = (attention: AttentionMode | null, calibration: Calibration): WorkloadOptions => ({
+    const workload = (attention: AttentionMode | null, calibration: Calibration, concurrency = 1): WorkloadOptions => ({
       api,
       model: target.model,
       maxTokens: config.maxTokens,
@@ -245,6 +250,7 @@ export async function main(argv: string[]): Promise<number> {
       calibration,
       turns: config.turns,
       turnTokens: config.turnTokens,
+      conversations: config.conversations ?? 2 * concurrency,
     });
 
     let calibration: Calibration = { overhead: 0, perWord: 1, measured: false };
@@ -287,12 +293,17 @@ export async function main(argv: string[]): Promise<number> {
     const files = { json: path.join(outDir, 'report.json'), html: path.join(outDir, 'report.html') };
     for (const [i, p] of plans.entries()) {
       if (stop.signal.aborted) break;
-      const w = workload(p.attention, calibration);
+      const w = workload(p.attention, calibration, p.concurrency);
+      const seedBase = (i + 1) * 1_000_000;
+      const sessions = p.scenario.startsWith('sessions')
+        ? new SessionPool(w, p.scenario === 'sessions', seedBase)
+        : null;
       const plan: LevelPlan = {
         ...p,
         durationMs: durationS * 1000,
         maxRequests: config.maxRequests,
-        makeRequest: (n, slot) => requestFor(p.scenario, w, n, (i + 1) * 1_000_000, slot),
+        makeRequest: (n) => sessions?.next() ?? requestFor(p.scenario, w, n, seedBase),
+        onOutcome: sessions ? (spec) => sessions.done(spec) : undefined,
       };
       const name = `[${i + 1}/${plans.length}] ${p.scenario}${p.attention ? ` ${p.attention}` : ''} c=${p.concurrency}`;
       const onProgress = (s: { elapsedMs: number; done: number; errors: number; inFlight: number }) =>

@@ -19,7 +19,7 @@
  */
 import type { RequestOutcome, RequestSpec, SseClient } from './sse-client.js';
 import { type Summary, summarize } from './stats.js';
-import type { AttentionMode, Scenario, StreamSlot } from './workload.js';
+import type { AttentionMode, Scenario } from './workload.js';
 
 export interface LevelProgress {
   elapsedMs: number;
@@ -97,8 +97,9 @@ export interface LevelPlan {
   concurrency: number;
   durationMs: number;
   maxRequests: number | null;
-  /** The i-th request of the level, the slot.seq-th of closed-loop stream slot.stream. */
-  makeRequest: (i: number, slot: StreamSlot) => RequestSpec;
+  makeRequest: (i: number) => RequestSpec;
+  /** Told each request's outcome as it ends (before the stream sends its next request). */
+  onOutcome?: (spec: RequestSpec, outcome: RequestOutcome) => void;
 }
 
 export async function runLevel(
@@ -116,18 +117,19 @@ export async function runLevel(
     !opts.signal?.aborted && performance.now() < deadline && (plan.maxRequests === null || issued < plan.maxRequests);
   const tick = () => opts.onProgress?.({ elapsedMs: performance.now() - t0, done: outcomes.length, errors, inFlight });
   const ticker = setInterval(tick, 250);
-  const stream = async (_: unknown, streamIndex: number) => {
-    for (let seq = 0; more(); seq++) {
-      const spec = plan.makeRequest(issued++, { stream: streamIndex, seq });
+  const stream = async () => {
+    while (more()) {
+      const spec = plan.makeRequest(issued++);
       inFlight++;
       const o = await client.send(spec, opts.signal);
       inFlight--;
       outcomes.push(o);
       if (o.error) errors++;
+      plan.onOutcome?.(spec, o);
     }
   };
   try {
-    await Promise.all(Array.from({ length: plan.concurrency }, stream));
+    await Promise.all(Array.from({ length: plan.concurrency }, () => stream()));
   } finally {
     clearInterval(ticker);
     tick();

@@ -15,7 +15,7 @@ export async function runRateLevel(
   plan: LevelPlan,
   opts: { apiKey?: string; timeoutMs: number; signal?: AbortSignal; onProgress?: (p: LevelProgress) => void },
 ): Promise<LevelResult> {
-  const spec = plan.makeRequest(0, { stream: 0, seq: 0 });
+  const spec = plan.makeRequest(0);
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     accept: 'text/event-stream',

@@ -28,6 +28,8 @@ export interface LoadtestConfig {
   turns: number;
   turnTokens: number;
   turnTokensRequested: number;
+  /** Conversations kept going per level; null = twice the level's concurrency. */
+  conversations: number | null;
 }
 
 export interface Report {

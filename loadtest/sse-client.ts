@@ -25,6 +25,8 @@ export interface RequestSpec {
   promptLen: number | null;
   /** Extra request headers, e.g. X-Session-Id (the routing key a balancer hashes). */
   headers?: Record<string, string>;
+  /** Sessions scenarios: which conversation and turn (0-based) the request is. */
+  conversation?: { id: number; turn: number };
 }
 
 /** Response header naming the replica that answered (sift's --replica-id; see server/replica.ts). */

@@ -4,10 +4,10 @@
  *   long   - prompts of --prompt-lens tokens (a sweep, cycled request by request), max_tokens = --long-max-tokens;
  *   mixed  - short and long requests alternately;
  *   rate   - the short request driven by autocannon over fixed connections (requests/s, end-to-end latency);
- *   sessions       - multi-turn conversations: each stream runs conversations of --turns turns, one after the
- *                    other; turn t sends the whole conversation so far (t + 1 user messages of about --turn-tokens
- *                    tokens, with a fixed assistant reply between them), max_tokens = --max-tokens, and an
- *                    X-Session-Id header naming the conversation (the key a balancer routes on);
+ *   sessions       - multi-turn conversations of --turns turns (loadtest/sessions.ts): turn t sends the whole
+ *                    conversation so far (t + 1 user messages of about --turn-tokens tokens, with a fixed
+ *                    assistant reply between them), max_tokens = --max-tokens, and an X-Session-Id header naming
+ *                    the conversation (the key a balancer routes on);
  *   sessions-nokey - the same conversations without the header.
  * Every prompt starts with words unique to its request (sessions: to its conversation), so a server's prefix
  * cache cannot skip a prefill except for the conversation's own earlier turns.
@@ -30,7 +30,7 @@ const ADJS = ['big', 'small', 'red', 'happy', 'shiny', 'soft', 'green', 'little'
 const VERBS = ['saw', 'found', 'liked', 'wanted', 'took', 'made', 'had', 'gave', 'shared', 'lost'];
 
 /** mulberry32: a small seeded PRNG, enough to vary prompts reproducibly. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -86,12 +86,8 @@ export interface WorkloadOptions {
   turns: number;
   /** Tokens of each user message (sessions scenarios; already clamped to the context). */
   turnTokens: number;
-}
-
-/** Which request of a level: the i-th overall, and the seq-th of closed-loop stream `stream`. */
-export interface StreamSlot {
-  stream: number;
-  seq: number;
+  /** Conversations in flight (sessions scenarios; loadtest/sessions.ts). */
+  conversations: number;
 }
 
 function body(o: WorkloadOptions, prompt: string, maxTokens: number): Record<string, unknown> {
@@ -134,67 +130,14 @@ export function longRequest(o: WorkloadOptions, seed: number, promptLen: number)
   };
 }
 
-/** The assistant's turn between two user messages of a session (the same every time: the requests stay
- *  independent of what the server answered, and the conversation's prefix stays the same across turns). */
-export const SESSION_REPLY = 'That is a lovely story. What happened next?';
-
-/**
- * Turn `turn` (0-based) of conversation `conversation` (a seed): the conversation so far, ending with a new user
- * message. Each user message is about `o.turnTokens` tokens; the first starts with the conversation's number.
- * Turn t's prompt begins with turn t-1's prompt, so a replica that served turn t-1 has its pages cached.
- */
-export function sessionRequest(o: WorkloadOptions, conversation: number, turn: number, keyed: boolean): RequestSpec {
-  const words = Math.max(3, Math.round(o.turnTokens / o.calibration.perWord));
-  const users = Array.from({ length: turn + 1 }, (_, k) =>
-    k === 0
-      ? `Conversation ${conversation}: ${storyWords(Math.max(1, words - 2), conversation * 64 + k)}`
-      : storyWords(words, conversation * 64 + k),
-  );
-  const b: Record<string, unknown> = {
-    model: o.model,
-    max_tokens: o.maxTokens,
-    stream: true,
-    stream_options: { include_usage: true },
-  };
-  if (o.api === 'chat') {
-    b.messages = users.flatMap((content, k) => [
-      ...(k > 0 ? [{ role: 'assistant', content: SESSION_REPLY }] : []),
-      { role: 'user', content },
-    ]);
-  } else {
-    b.prompt = users.join(`\n${SESSION_REPLY}\n`);
-  }
-  if (o.attention) b.attention = { mode: o.attention };
-  return {
-    path: pathOf(o.api),
-    body: b,
-    api: o.api,
-    expectUsage: true,
-    kind: `turn ${turn + 1}`,
-    promptLen: null,
-    ...(keyed ? { headers: { 'x-session-id': `conversation-${conversation}` } } : {}),
-  };
-}
-
-/**
- * The i-th request of a scenario ('rate' uses the short request). Sessions: stream s runs its own conversations,
- * turn by turn (its seq-th request is turn seq % turns of its (seq / turns)-th conversation).
- */
-export function requestFor(
-  scenario: Scenario,
-  o: WorkloadOptions,
-  i: number,
-  seedBase: number,
-  slot: StreamSlot = { stream: 0, seq: i },
-): RequestSpec {
+/** The i-th request of a scenario ('rate' uses the short request; the sessions scenarios use a SessionPool). */
+export function requestFor(scenario: Scenario, o: WorkloadOptions, i: number, seedBase: number): RequestSpec {
   const seed = seedBase + i;
   const lens = o.promptLens;
   switch (scenario) {
     case 'sessions':
-    case 'sessions-nokey': {
-      const conversation = seedBase + slot.stream * 100_003 + Math.floor(slot.seq / o.turns);
-      return sessionRequest(o, conversation, slot.seq % o.turns, scenario === 'sessions');
-    }
+    case 'sessions-nokey':
+      throw new Error(`requestFor: the ${scenario} scenario takes its requests from a SessionPool`);
     case 'short':
     case 'rate':
       return shortRequest(o, seed);

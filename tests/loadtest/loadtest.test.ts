@@ -308,7 +308,7 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
     assert.ok(html.includes('Dense vs sparse attention'));
   });
 
-  test('sessions: each stream runs whole conversations turn by turn, keyed or not; counts by replica and cached tokens', async (t) => {
+  test('sessions: conversations turn by turn, interleaved, keyed or not; counts by replica and cached tokens', async (t) => {
     const fake = await startFake({ prefillMs: 2, tokenMs: 1, replica: 'fake-a', prefixCache: true, context: 512 });
     t.after(() => fake.close());
     const { code, report, html } = await loadtest(fake.url, [
@@ -356,13 +356,16 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
         assert.match(first, /^Conversation \d+: /);
         convs.set(first, [...(convs.get(first) ?? []), i]);
       });
-      assert.equal(convs.size, 4, '2 streams x 2 conversations of 3 turns');
+      assert.ok(convs.size >= 4, `at least the 2 x concurrency conversations started (${convs.size})`);
+      const distinctKeys = new Set<unknown>();
       for (const idx of convs.values()) {
+        // Turns in order, never more than --turns, each resending the conversation so far.
         assert.deepEqual(
           idx.map((i) => users(mine[i]).length),
-          [1, 2, 3],
+          idx.map((_, k) => k + 1),
           'turns in order',
         );
+        assert.ok(idx.length <= 3);
         for (let k = 1; k < idx.length; k++) {
           const prev = mine[idx[k - 1]].messages as unknown[];
           const cur = mine[idx[k]].messages as unknown[];
@@ -375,8 +378,14 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
             ids.every((x) => x === ids[0]),
             'one key per conversation',
           );
-        } else assert.deepEqual(ids, [undefined, undefined, undefined]);
+          distinctKeys.add(ids[0]);
+        } else assert.ok(ids.every((x) => x === undefined));
       }
+      if (keyed) assert.equal(distinctKeys.size, convs.size, 'a key per conversation');
+      assert.ok(
+        [...convs.values()].some((idx) => idx.length > 1),
+        'some conversation had a second turn',
+      );
       // The fake reports the longest word prefix shared with any earlier prompt as cached: every later turn
       // hits at least its previous turn's words, and the level's rate is the ratio of the sums.
       assert.ok(l.prefixCache.requests === 12 && l.prefixCache.cachedTokens > 0);
@@ -425,6 +434,7 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
       calibration: { overhead: 0, perWord: 1, measured: true },
       turns: 1,
       turnTokens: 8,
+      conversations: 1,
     };
     const l = await runLevel(client, {
       scenario: 'short',
