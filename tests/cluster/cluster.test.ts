@@ -7,7 +7,7 @@
  *     to the next replica for requests that have not started (connection refused, 503 while loading);
  *   - `sift loadtest` through nginx: multi-turn sessions with and without X-Session-Id in one run, its report
  *     counting responses by replica, and the prefix-cache hit rate of both, checked against the replicas' own
- *     sift:prefix_cache_* counters (with the key every second turn hits; without it, 1 in 3 do);
+ *     sift:prefix_cache_* counters (with the key every second turn hits; without it, about 1 in N do);
  *   - drain: SIGTERM to a replica under streaming load: its streams finish, new requests go to the others,
  *     0 failed requests, exit 0;
  *   - crash: kill -9 of a replica fails exactly the streams it was serving, each with a connection error and no
@@ -59,10 +59,12 @@ const SERVE_ARGS = [
 /**
  * The sessions measurement: `sift loadtest` arguments (besides --url and --out). Two-turn conversations, 24 in
  * flight, the second turn resending the first: with the session key it finds the first turn's pages on its
- * replica; without it, only when least_conn happens to pick the same replica (1 in 3). Requests per level:
+ * replica; without it, only when least_conn happens to pick the same replica (1 in N). Requests per level:
  * SIFT_CLUSTER_SESSION_REQUESTS (default 90; more narrows the measurement).
  */
 const SESSION_REQUESTS = Number(process.env.SIFT_CLUSTER_SESSION_REQUESTS ?? 90);
+/** Replicas r1..rN (SIFT_CLUSTER_REPLICAS, default 3, at least 3: the drain takes r1 and the crash r2). */
+const IDS = Array.from({ length: Math.max(3, Number(process.env.SIFT_CLUSTER_REPLICAS ?? 3)) }, (_, i) => `r${i + 1}`);
 const SESSIONS_ARGS = [
   '--scenarios',
   'sessions,sessions-nokey',
@@ -91,8 +93,8 @@ const extras: { close(): Promise<unknown> }[] = [];
 let keepTmp = false;
 
 /** A test of the suite; on failure the replicas' and nginx's logs are kept (their folder is printed). */
-function check(name: string, fn: () => Promise<void>): void {
-  test(name, { timeout: 180_000 }, async () => {
+function check(name: string, fn: () => Promise<void>, timeoutMs = 180_000): void {
+  test(name, { timeout: timeoutMs }, async () => {
     try {
       await fn();
     } catch (e) {
@@ -137,13 +139,15 @@ async function running(r: Replica): Promise<number> {
   return metricValue(await replicaMetrics(nginx as Nginx, r), 'sift:num_requests_running');
 }
 
-describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeout: 420_000 }, () => {
+describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', {
+  timeout: 300_000 + 2 * SESSION_REQUESTS * 3000,
+}, () => {
   before(
     async () => {
       nginxBinary(); // fails at once, with the remedy, when nginx is missing
       await storiesDir(); // pulled once, before three replicas look for it
       try {
-        replicas = await startReplicas(['r1', 'r2', 'r3'], tmp, SERVE_ARGS, 120_000);
+        replicas = await startReplicas(IDS, tmp, SERVE_ARGS, 120_000);
         nginx = await startNginx(replicas, tmp);
       } catch (e) {
         keepTmp = true;
@@ -189,7 +193,7 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
           why(all),
         );
         for (let i = 0; i < sessions.length; i++) {
-          assert.ok(first[i].replica && ['r1', 'r2', 'r3'].includes(first[i].replica as string), `${first[i].replica}`);
+          assert.ok(IDS.includes(first[i].replica as string), `${first[i].replica}`);
           assert.equal(second[i].replica, first[i].replica, `session ${i}: turn 2 on the replica of turn 1`);
           assert.equal(third[i].replica, first[i].replica, `session ${i}: turn 3 on the replica of turn 1`);
           assert.equal(first[i].usage?.cachedTokens, 0, `session ${i}: turn 1 starts cold`);
@@ -234,7 +238,7 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
     }
     const h = await fetchText(`${ngx.url}/health`);
     assert.equal(h.status, 200);
-    assert.ok(['r1', 'r2', 'r3'].includes(String(h.headers['x-sift-replica'])));
+    assert.ok(IDS.includes(String(h.headers['x-sift-replica'])));
   });
 
   check(
@@ -303,10 +307,10 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
       }
       assert.deepEqual(
         anon.byReplica.map((r) => r.replica),
-        ['r1', 'r2', 'r3'],
+        IDS,
       );
       assert.match(html, /Responses by replica/);
-      for (const id of ['r1', 'r2', 'r3']) assert.ok(html.includes(`>${id}<`), id);
+      for (const id of IDS) assert.ok(html.includes(`>${id}<`), id);
 
       // The replicas' own counters agree with what the clients were told (usage.cached_tokens).
       const delta = (name: string) =>
@@ -334,7 +338,7 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
       );
       if (process.env.SIFT_CLUSTER_RESULTS) writeResults(process.env.SIFT_CLUSTER_RESULTS, report, ratio);
       // With the key every second turn finds its first turn's pages; without it, only when least_conn picks the
-      // first turn's replica again: 1 in 3, so the ratio is about 3 (the replica count). The bound here fails when
+      // first turn's replica again: 1 in N, so the ratio is about N (the replica count). The bound here fails when
       // affinity is lost (ratio about 1) and leaves room for the sampling spread of a short run (90 requests per
       // level); bench/results/CLUSTER.md has a longer measurement.
       assert.ok(rate(keyed) > 0.15, `keyed hit rate ${rate(keyed)}`);
@@ -343,6 +347,8 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
         `hit rate with the session key ${rate(keyed)} vs without ${rate(anon)}: ${ratio.toFixed(2)}x`,
       );
     },
+    // A deadline, not a duration: 3 s per request, several times what one takes on this busy 2-core machine.
+    60_000 + 2 * SESSION_REQUESTS * 3000,
   );
 
   check(
@@ -404,7 +410,9 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
 
   check('crash: kill -9 fails only the streams of the killed replica, each with a clean error', async () => {
     const ngx = nginx as Nginx;
-    const [victim, survivor] = [byId('r2'), byId('r3')];
+    // r1 was drained; r2 dies; the others survive.
+    const victim = byId('r2');
+    const survivors = replicas.filter((r) => r.id !== 'r1' && r.id !== 'r2');
     const client = new SseClient({ baseUrl: ngx.url, concurrency: 4, timeoutMs: 120_000 });
     try {
       const ends: number[] = [];
@@ -415,9 +423,13 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
         }),
       );
       await waitFor(
-        'both replicas to run streams',
+        'the victim and a survivor to run streams',
         60_000,
-        async () => ((await running(victim)) >= 1 && (await running(survivor)) >= 1 ? true : undefined),
+        async () => {
+          if ((await running(victim)) < 1) return undefined;
+          for (const r of survivors) if ((await running(r)) >= 1) return true;
+          return undefined;
+        },
         50,
       );
       const killAt = performance.now();
@@ -435,17 +447,20 @@ describe('sift replicas behind nginx (shipped deploy/nginx/sift.conf)', { timeou
           assert.match(o.errorDetail ?? '', /mid-stream|before data: \[DONE\]/);
           assert.ok(ends[i] - killAt < 5000, `failed ${ends[i] - killAt} ms after the kill`);
         } else {
-          assert.equal(o.replica, 'r3');
+          assert.ok(
+            survivors.some((r) => r.id === o.replica),
+            `${o.replica}`,
+          );
           assert.equal(o.error, null);
           assert.equal(o.outputTokens, 64, 'the other replica’s streams run to the end');
         }
       }
-      // New requests are served by the survivor.
+      // New requests are served by the survivors.
       const next = await Promise.all(
         Array.from({ length: 3 }, (_, i) => client.send(chatSpec(`After ${i}: ${words(i, 6)}`, 2))),
       );
       assert.ok(
-        next.every((o) => !o.error && o.replica === 'r3'),
+        next.every((o) => !o.error && survivors.some((r) => r.id === o.replica)),
         why(next),
       );
     } finally {
@@ -469,10 +484,11 @@ function writeResults(file: string, report: Report, ratio: number): void {
   });
   const out = {
     what: 'prefix-cache hit rate of repeated-session traffic through nginx (deploy/nginx/sift.conf), with and without X-Session-Id, in one run',
-    command: 'SIFT_CLUSTER_RESULTS=bench/results/cluster-affinity-lavapipe.json npm run test:cluster',
+    command: `SIFT_CLUSTER_SESSION_REQUESTS=${SESSION_REQUESTS} SIFT_CLUSTER_RESULTS=${file} npm run test:cluster`,
     date: report.date,
     host: report.host,
-    replicas: 3,
+    replicas: IDS.length,
+    loadAverageAtEnd: os.loadavg(),
     serveArgs: SERVE_ARGS,
     loadtestArgs: SESSIONS_ARGS,
     turnTokens: report.config.turnTokens,

@@ -226,7 +226,11 @@ http {
 }
 `,
   );
-  const args = ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')];
+  const args = ['-p', dir, '-c', path.join(dir, 'nginx.conf')];
+  // -e (nginx >= 1.19.5) keeps even the start-up messages out of the system's error log.
+  const v = /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(spawnSync(bin, ['-v'], { encoding: 'utf8' }).stderr ?? '');
+  if (v && Number(v[1]) * 1e6 + Number(v[2]) * 1e3 + Number(v[3]) >= 1_019_005)
+    args.push('-e', path.join(dir, 'error.log'));
   const t = spawnSync(bin, ['-t', ...args], { encoding: 'utf8', timeout: 10_000 });
   if (t.status !== 0) throw new Error(`nginx -t rejects the configuration:\n${t.stderr}`);
   const proc = new Proc('nginx', spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }), path.join(dir, 'nginx.out'));
