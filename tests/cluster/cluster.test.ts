@@ -484,7 +484,7 @@ function writeResults(file: string, report: Report, ratio: number): void {
   });
   const out = {
     what: 'prefix-cache hit rate of repeated-session traffic through nginx (deploy/nginx/sift.conf), with and without X-Session-Id, in one run',
-    command: `SIFT_CLUSTER_SESSION_REQUESTS=${SESSION_REQUESTS} SIFT_CLUSTER_RESULTS=${file} npm run test:cluster`,
+    command: `${IDS.length === 3 ? '' : `SIFT_CLUSTER_REPLICAS=${IDS.length} `}SIFT_CLUSTER_SESSION_REQUESTS=${SESSION_REQUESTS} SIFT_CLUSTER_RESULTS=${file} npm run test:cluster`,
     date: report.date,
     host: report.host,
     replicas: IDS.length,
