@@ -55,7 +55,7 @@ block-sparse with ~1/8 of the blocks, Lambda), with achieved bandwidth.
   --reuse N               decode steps a selection is reused for (default 4)
   --peak-gbps X           memory bandwidth peak for the share-of-peak column (default 2970 on an H100, else none)
 ${OUT_HELP} (default 5)
-  --adapter NAME          WebGPU adapter by (part of) its name`,
+  --adapter NAME          WebGPU adapter by (part of) its name (env SIFT_ENGINE_ADAPTER)`,
   decode: `usage: sift bench decode [--model NAME|DIR | --synthetic PRESET] [options]
 
 Model decode step time, dense (budget Infinity) vs sparse (--budget), at several contexts; the KV cache is filled by
@@ -141,7 +141,7 @@ export async function main(argv: string[]): Promise<number> {
               seed: listDef,
               ...engineOptionDefs(),
             };
-  const { values } = parse(rest, defs);
+  const { values } = parse(rest, defs, `bench ${suite}`);
   if (values.help) {
     process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp()}\n`}`);
     return 0;
@@ -156,7 +156,7 @@ type Progress = ReturnType<typeof progressLine>;
 const listOrNone = (v: unknown, name: string, def: number[]) => (String(v) === 'none' ? [] : intList(v, name, def));
 
 async function attention(values: Record<string, unknown>, progress: Progress): Promise<number> {
-  const gpu = await Gpu.create({ adapter: (values.adapter as string | undefined) || undefined });
+  const gpu = await Gpu.create({ adapter: engineConfigFrom({ adapter: values.adapter }).adapter });
   try {
     const meta = startMeta(gpu.caps);
     const isH100 = `${gpu.caps.adapterName} ${gpu.caps.description}`.toLowerCase().includes('h100');

@@ -95,16 +95,20 @@ export async function calibrateToFile(r: CalibrateRun): Promise<number[][]> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    model: { type: 'string' },
-    text: { type: 'string' },
-    out: { type: 'string' },
-    sink: { type: 'string' },
-    local: { type: 'string' },
-    'max-tokens': { type: 'string' },
-    window: { type: 'string' },
-    chunk: { type: 'string' },
-  });
+  const { values } = parse(
+    argv,
+    {
+      model: { type: 'string' },
+      text: { type: 'string' },
+      out: { type: 'string' },
+      sink: { type: 'string' },
+      local: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      window: { type: 'string' },
+      chunk: { type: 'string' },
+    },
+    'calibrate',
+  );
   if (values.help) {
     process.stdout.write(`${HELP}\n`);
     return 0;

@@ -4,12 +4,9 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../config/attention.js';
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
-import { describeSection, toFlagName } from '../config/schema.js';
+import { describeSection, flagOf, type SectionSpec } from '../config/schema.js';
 
 type OptionDefs = NonNullable<ParseArgsConfig['options']>;
-
-/** Flag of an attention field: `--attention dense|sparse` for the mode, else the kebab-case name. */
-const attentionFlag = (k: string) => (k === 'mode' ? 'attention' : toFlagName(k));
 
 /**
  * parseArgs definitions for every engine field (--max-batch-tokens, --kv-cache-mib, ...), every attention field
@@ -17,68 +14,154 @@ const attentionFlag = (k: string) => (k === 'mode' ? 'attention' : toFlagName(k)
  */
 export function engineOptionDefs(): OptionDefs {
   const defs: OptionDefs = { config: { type: 'string' } };
-  for (const k of Object.keys(ENGINE_SPEC)) defs[toFlagName(k)] = { type: 'string' };
-  for (const k of Object.keys(ATTENTION_SPEC)) defs[attentionFlag(k)] = { type: 'string' };
+  for (const [k, f] of Object.entries(ENGINE_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
+  for (const [k, f] of Object.entries(ATTENTION_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
   return defs;
+}
+
+/** The flags of a section's fields, keyed by field name (what resolveSection takes as `flags`). */
+export function flagValues(spec: SectionSpec, values: Record<string, unknown>): Record<string, unknown> {
+  const flags: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(spec)) flags[k] = values[flagOf(k, f)];
+  return flags;
 }
 
 /** Attention config from defaults < config file ("attention" section) < SIFT_ATTENTION_* env < flags. */
 export function attentionConfigFrom(values: Record<string, unknown>, pageSize: number): AttentionConfig {
-  const file = readConfigFile(values.config as string | undefined);
-  const flags: Record<string, unknown> = {};
-  for (const k of Object.keys(ATTENTION_SPEC)) flags[k] = values[attentionFlag(k)];
+  const { sections, fileName } = readConfigFile(values.config as string | undefined);
   return attentionConfig(
-    { file: file.attention as Record<string, unknown> | undefined, env: process.env, flags },
+    { file: sections.attention, fileName, env: process.env, flags: flagValues(ATTENTION_SPEC, values) },
     pageSize,
   );
 }
 
-/** Reads a JSON config file: { "engine": {...}, "server": {...}, ... }. */
-export function readConfigFile(path: string | undefined): Record<string, Record<string, unknown>> {
+/** The sections a config file may have, each one concern's fields (config/engine.ts, attention.ts, server.ts). */
+export const CONFIG_SECTIONS = ['engine', 'attention', 'server'] as const;
+export type ConfigSection = (typeof CONFIG_SECTIONS)[number];
+
+/**
+ * Reads the JSON config file (--config FILE, else env SIFT_CONFIG): { "engine": {...}, "attention": {...},
+ * "server": {...} }. An unknown section is an error, as an unknown key inside one is (resolveSection).
+ */
+export function readConfigFile(path: string | undefined): {
+  sections: Partial<Record<ConfigSection, Record<string, unknown>>>;
+  fileName?: string;
+} {
   const file = path ?? process.env.SIFT_CONFIG;
-  if (!file) return {};
+  if (!file) return { sections: {} };
   let raw: string;
   try {
     raw = readFileSync(file, 'utf8');
   } catch (e) {
     throw new SiftError('CONFIG_INVALID', `cannot read config file ${file}: ${(e as Error).message}`);
   }
+  let v: unknown;
   try {
-    const v = JSON.parse(raw);
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('top level must be an object');
-    return v;
+    v = JSON.parse(raw);
   } catch (e) {
     throw new SiftError('CONFIG_INVALID', `config file ${file} is not valid JSON: ${(e as Error).message}`);
   }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new SiftError('CONFIG_INVALID', `config file ${file}: the top level must be an object of sections`);
+  }
+  const sections: Partial<Record<ConfigSection, Record<string, unknown>>> = {};
+  for (const [k, s] of Object.entries(v)) {
+    if (!(CONFIG_SECTIONS as readonly string[]).includes(k)) {
+      throw new SiftError(
+        'CONFIG_INVALID',
+        `config file ${file}: unknown section "${k}" (sections: ${CONFIG_SECTIONS.join(', ')})`,
+      );
+    }
+    if (typeof s !== 'object' || s === null || Array.isArray(s)) {
+      throw new SiftError('CONFIG_INVALID', `config file ${file}: section "${k}" must be an object of settings`);
+    }
+    sections[k as ConfigSection] = s as Record<string, unknown>;
+  }
+  return { sections, fileName: file };
 }
 
 /** Engine config from defaults < config file < SIFT_ENGINE_* env < flags. */
 export function engineConfigFrom(values: Record<string, unknown>): EngineConfig {
-  const file = readConfigFile(values.config as string | undefined);
-  const flags: Record<string, unknown> = {};
-  for (const k of Object.keys(ENGINE_SPEC)) flags[k] = values[toFlagName(k)];
-  return engineConfig({ file: file.engine as Record<string, unknown> | undefined, env: process.env, flags });
+  const { sections, fileName } = readConfigFile(values.config as string | undefined);
+  return engineConfig({ file: sections.engine, fileName, env: process.env, flags: flagValues(ENGINE_SPEC, values) });
 }
 
 export function engineHelp(): string {
   return [
+    'configuration: defaults < --config FILE (JSON, sections "engine", "attention", "server"; or env SIFT_CONFIG)',
+    '               < environment (SIFT_<SECTION>_<FIELD>) < flags',
+    '',
     'engine options (also in a --config JSON file under "engine", or env):',
     ...describeSection('ENGINE', ENGINE_SPEC),
     '',
     'attention options (also in a --config JSON file under "attention", or env):',
-    ...describeSection('ATTENTION', ATTENTION_SPEC, attentionFlag),
+    ...describeSection('ATTENTION', ATTENTION_SPEC),
   ].join('\n');
 }
 
-/** parseArgs with strict checking; `--help` handled by the caller. */
-export function parse(argv: string[], options: OptionDefs): { values: Record<string, unknown>; positionals: string[] } {
-  const r = parseArgs({
-    args: argv,
-    options: { ...options, help: { type: 'boolean', short: 'h' } },
-    strict: true,
-    allowPositionals: true,
-  });
+/** A value that parseArgs would take for an option of its own: a negative number such as -1 or -0.5. */
+const NEGATIVE_NUMBER = /^-(\d|\.\d)/;
+
+/**
+ * parseArgs with strict checking; `--help` handled by the caller. `command` names the command in messages
+ * ("generate", "bench forward"); `maxPositionals` is how many bare arguments it takes (default none).
+ *
+ * A string option's value may be a negative number (`--temperature -1`): it is passed as `--temperature=-1`, so the
+ * range check of the option reports it instead of parseArgs taking "-1" for an option. Every parse failure is a
+ * SiftError INVALID_ARGUMENT whose message names the option and points at --help.
+ */
+export function parse(
+  argv: string[],
+  options: OptionDefs,
+  command: string,
+  maxPositionals = 0,
+): { values: Record<string, unknown>; positionals: string[] } {
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const name = a.startsWith('--') && !a.includes('=') ? a.slice(2) : null;
+    const next = argv[i + 1];
+    if (name && options[name]?.type === 'string' && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else {
+      args.push(a);
+    }
+  }
+  const help = `see sift ${command} --help`;
+  let r: ReturnType<typeof parseArgs>;
+  try {
+    r = parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+      allowPositionals: true,
+    });
+  } catch (e) {
+    throw new SiftError('INVALID_ARGUMENT', `${parseArgsProblem(e as NodeJS.ErrnoException)} (${help})`);
+  }
+  if (!r.values.help && r.positionals.length > maxPositionals) {
+    throw new SiftError('INVALID_ARGUMENT', `unexpected argument "${r.positionals[maxPositionals]}" (${help})`);
+  }
   return { values: r.values as Record<string, unknown>, positionals: r.positionals };
+}
+
+/** parseArgs' error in one short clause: "unknown option --foo", "--max-tokens needs a value", ... */
+function parseArgsProblem(e: NodeJS.ErrnoException): string {
+  const msg = String(e.message ?? e).split('\n')[0];
+  const opt = /'(-{1,2}[^' ]+)/.exec(msg)?.[1] ?? null;
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return opt ? `unknown option ${opt}` : msg;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      if (opt && /argument missing/.test(msg)) return `${opt} needs a value`;
+      if (opt && /does not take an argument/.test(msg)) return `${opt} takes no value`;
+      if (opt && /ambiguous/.test(msg))
+        return `${opt} needs a value (write ${opt}=VALUE for a value that begins with "-")`;
+      return msg;
+    default:
+      return msg;
+  }
 }
 
 /** Progress on stderr that rewrites one line on a terminal, and prints sparse lines otherwise. */

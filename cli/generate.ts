@@ -6,7 +6,7 @@ import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
 import type { GenerationEvent } from '../engine/client.js';
 import { EngineCore } from '../engine/core.js';
-import type { SamplingParams } from '../engine/sampler.js';
+import { type SamplingParams, validateSampling } from '../engine/sampler.js';
 import { ModelRunner } from '../model/runner.js';
 import { loadText, type TextSide } from '../text/text.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
@@ -29,21 +29,25 @@ const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TE
 `;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    model: { type: 'string' },
-    prompt: { type: 'string' },
-    chat: { type: 'string' },
-    system: { type: 'string' },
-    'prompt-ids': { type: 'string' },
-    'max-tokens': { type: 'string' },
-    temperature: { type: 'string' },
-    'top-p': { type: 'string' },
-    'top-k': { type: 'string' },
-    seed: { type: 'string' },
-    stop: { type: 'string', multiple: true },
-    json: { type: 'boolean' },
-    ...engineOptionDefs(),
-  });
+  const { values } = parse(
+    argv,
+    {
+      model: { type: 'string' },
+      prompt: { type: 'string' },
+      chat: { type: 'string' },
+      system: { type: 'string' },
+      'prompt-ids': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      seed: { type: 'string' },
+      stop: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+      ...engineOptionDefs(),
+    },
+    'generate',
+  );
   if (values.help) {
     process.stdout.write(`${HELP}\n${engineHelp()}\n`);
     return 0;
@@ -63,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
     topK: intFlag(values['top-k'], 'top-k', 0),
     seed: values.seed === undefined ? null : intFlag(values.seed, 'seed', 0),
   };
+  checkSampling(sampling);
   const askedTokens = values['max-tokens'] === undefined ? null : intFlag(values['max-tokens'], 'max-tokens', 256, 1);
   const json = Boolean(values.json);
   const progress = progressLine();
@@ -185,6 +190,20 @@ export async function main(argv: string[]): Promise<number> {
     await loop.shutdown(0);
   }
   return 0;
+}
+
+/** The sampler's own range checks (engine/sampler.ts), before anything loads, naming the flag. */
+function checkSampling(s: SamplingParams): void {
+  try {
+    validateSampling(s);
+  } catch (e) {
+    if (!(e instanceof SiftError) || e.param === null) throw e;
+    const flag = `--${e.param.replace(/_/g, '-')}`;
+    const got = { temperature: s.temperature, top_p: s.topP, top_k: s.topK, seed: s.seed }[e.param];
+    throw new SiftError('INVALID_ARGUMENT', `${flag}${e.message.slice(e.param.length)} (got ${got})`, {
+      param: e.param,
+    });
+  }
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;

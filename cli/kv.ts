@@ -28,17 +28,21 @@ KV-cache bytes per token (f16 K and V) and per sequence, dense vs with streaming
 `;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    model: { type: 'string' },
-    shape: { type: 'string' },
-    'streaming-fraction': { type: 'string' },
-    sink: { type: 'string' },
-    local: { type: 'string' },
-    'page-size': { type: 'string' },
-    'logical-page-size': { type: 'string' },
-    contexts: { type: 'string' },
-    json: { type: 'boolean' },
-  });
+  const { values } = parse(
+    argv,
+    {
+      model: { type: 'string' },
+      shape: { type: 'string' },
+      'streaming-fraction': { type: 'string' },
+      sink: { type: 'string' },
+      local: { type: 'string' },
+      'page-size': { type: 'string' },
+      'logical-page-size': { type: 'string' },
+      contexts: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    'kv',
+  );
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
@@ -60,7 +64,10 @@ export async function main(argv: string[]): Promise<number> {
     name = dir;
     shape = { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headDim: c.headDim, gqa: c.numHeads > c.numKvHeads };
   }
-  const fraction = numFlag(values['streaming-fraction'], 'streaming-fraction', shape.gqa ? 0.5 : 0.25);
+  const fraction = numFlag(values['streaming-fraction'], 'streaming-fraction', shape.gqa ? 0.5 : 0.25, {
+    min: 0,
+    max: 1,
+  });
   const sink = intFlag(values.sink, 'sink', 128);
   const local = intFlag(values.local, 'local', 256, 1);
   const pageSize = intFlag(values['page-size'], 'page-size', 64, 1);

@@ -104,25 +104,29 @@ function namesOf<T extends string>(v: unknown, name: string, known: readonly T[]
 const stamp = () => new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    url: { type: 'string' },
-    model: { type: 'string' },
-    duration: { type: 'string' },
-    concurrency: { type: 'string' },
-    scenarios: { type: 'string' },
-    'prompt-lens': { type: 'string' },
-    'max-tokens': { type: 'string' },
-    'long-max-tokens': { type: 'string' },
-    turns: { type: 'string' },
-    'turn-tokens': { type: 'string' },
-    conversations: { type: 'string' },
-    attention: { type: 'string' },
-    'max-requests': { type: 'string' },
-    timeout: { type: 'string' },
-    api: { type: 'string' },
-    'api-key': { type: 'string' },
-    out: { type: 'string' },
-  });
+  const { values } = parse(
+    argv,
+    {
+      url: { type: 'string' },
+      model: { type: 'string' },
+      duration: { type: 'string' },
+      concurrency: { type: 'string' },
+      scenarios: { type: 'string' },
+      'prompt-lens': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      'long-max-tokens': { type: 'string' },
+      turns: { type: 'string' },
+      'turn-tokens': { type: 'string' },
+      conversations: { type: 'string' },
+      attention: { type: 'string' },
+      'max-requests': { type: 'string' },
+      timeout: { type: 'string' },
+      api: { type: 'string' },
+      'api-key': { type: 'string' },
+      out: { type: 'string' },
+    },
+    'loadtest',
+  );
   if (values.help) {
     process.stdout.write(HELP);
     return 0;

@@ -1,12 +1,19 @@
 /**
- * The `sift` command line: sift <command> [options]. Each command lives in engine/cli/ or server/;
+ * The `sift` command line: sift <command> [options]. Each command lives in its own file here;
  * this file only dispatches and turns errors into one clear line and an exit code.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { unknownEnvWarnings } from '../config/env.js';
 import { SiftError } from '../config/errors.js';
+import { projectRoot } from '../config/paths.js';
 
 const COMMANDS: Record<
   string,
-  { summary: string; load: () => Promise<{ main: (argv: string[]) => Promise<number> }> }
+  {
+    summary: string;
+    load: () => Promise<{ main: (argv: string[]) => Promise<number> }>;
+  }
 > = {
   serve: {
     summary: 'serve the OpenAI-compatible HTTP/SSE API (chat, completions, models, health, metrics)',
@@ -50,9 +57,16 @@ export function usage(): string {
     'commands:',
     ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`),
     '',
-    'Run `sift <command> --help` for the options of one command.',
+    'Run `sift <command> --help` for the options of one command; `sift --version` prints the version.',
+    'Exit status: 0 done, 1 failed, 2 wrong command line or config (one line on stderr says what).',
   ];
   return lines.join('\n');
+}
+
+/** The version in package.json. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(path.join(projectRoot(), 'package.json'), 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -61,13 +75,40 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${usage()}\n`);
     return cmd ? 0 : 2;
   }
-  const entry = COMMANDS[cmd];
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(`sift ${version()}\n`);
+    return 0;
+  }
+  const entry = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!entry) {
-    process.stderr.write(`sift: unknown command "${cmd}"\n\n${usage()}\n`);
+    process.stderr.write(
+      `sift: unknown command "${cmd}" (commands: ${Object.keys(COMMANDS).join(', ')}; see sift --help)\n`,
+    );
     return 2;
   }
+  // A SIFT_* variable nothing reads is almost always a typo: say so (once: not again in the filtered child).
+  for (const w of unknownEnvWarnings(process.env)) process.stderr.write(`sift: warning: ${w}\n`);
   const mod = await entry.load();
   return mod.main(rest);
+}
+
+/** Codes that mean the command line (or the config it names) is wrong: exit status 2, as for usage errors. */
+const USAGE_CODES = new Set(['INVALID_ARGUMENT', 'CONFIG_INVALID']);
+
+/**
+ * Every failure ends as ONE line on stderr and a non-zero exit status: 2 for a wrong command line or config, 1 for
+ * anything else. An unexpected error (a bug) shows its message only; SIFT_DEBUG=1 prints its stack as well.
+ */
+function report(err: unknown): number {
+  const oneLine = (s: string) => s.replace(/\s*\n\s*/g, '; ').trim();
+  if (err instanceof SiftError) {
+    process.stderr.write(`sift: error [${err.code}]: ${oneLine(err.message)}\n`);
+    return USAGE_CODES.has(err.code) ? 2 : 1;
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`sift: unexpected error: ${oneLine(msg)} (a bug in sift; SIFT_DEBUG=1 shows where)\n`);
+  if (process.env.SIFT_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  return 1;
 }
 
 main(process.argv.slice(2)).then(
@@ -75,17 +116,6 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof SiftError) {
-      process.stderr.write(`sift: error [${err.code}]: ${err.message}\n`);
-    } else if (err instanceof Error && (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-      process.stderr.write(`sift: ${err.message}\n`);
-      process.exitCode = 2;
-      return;
-    } else {
-      process.stderr.write(
-        `sift: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-      );
-    }
-    process.exitCode = 1;
+    process.exitCode = report(err);
   },
 );

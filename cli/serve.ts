@@ -8,18 +8,20 @@ import { loadModelConfig } from '../checkpoint/config.js';
 import { knownModel } from '../checkpoint/models.js';
 import { resolveModel } from '../checkpoint/pull.js';
 import { SiftError } from '../config/errors.js';
-import { describeSection, toFlagName } from '../config/schema.js';
+import { describeSection, flagOf } from '../config/schema.js';
 import { replicaIdOf, SERVER_SPEC, type ServerConfig, serverConfig } from '../config/server.js';
 import { EngineCore } from '../engine/core.js';
 import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
 import { listen, onSignals } from '../server/server.js';
+import { Gpu } from '../shaders/runtime.js';
 import { loadText } from '../text/text.js';
 import {
   attentionConfigFrom,
   engineConfigFrom,
   engineHelp,
   engineOptionDefs,
+  flagValues,
   parse,
   readConfigFile,
 } from './common.js';
@@ -29,8 +31,7 @@ const HELP = `usage: sift serve [--model NAME|DIR] [--host H] [--port P] [--api-
 Serves the OpenAI API (POST /v1/chat/completions, POST /v1/completions, GET /v1/models) plus GET /health and
 GET /metrics. /health answers 503 until the model is loaded.
 
-  --api-key K            accept "Authorization: Bearer K" (repeatable; also --api-keys K1,K2 or SIFT_SERVER_API_KEYS)
-  --max-context N        context limit in tokens; above the model's trained length it is allowed with a warning
+  --api-key K              accept "Authorization: Bearer K" (repeatable; also --api-keys K1,K2 or SIFT_SERVER_API_KEYS)
 
 server options (also in a --config JSON file under "server", or env):
 ${describeSection('SERVER', SERVER_SPEC).join('\n')}
@@ -38,12 +39,11 @@ ${describeSection('SERVER', SERVER_SPEC).join('\n')}
 
 /** Server config from defaults < config file < SIFT_SERVER_* env < flags (repeated --api-key joins the list). */
 export function serverConfigFrom(values: Record<string, unknown>): ServerConfig {
-  const file = readConfigFile(values.config as string | undefined);
-  const flags: Record<string, unknown> = {};
-  for (const k of Object.keys(SERVER_SPEC)) flags[k] = values[toFlagName(k)];
+  const { sections, fileName } = readConfigFile(values.config as string | undefined);
+  const flags = flagValues(SERVER_SPEC, values);
   const keys = values['api-key'] as string[] | undefined;
   if (keys?.length) flags.apiKeys = [...keys, ...(flags.apiKeys ? [String(flags.apiKeys)] : [])].join(',');
-  return serverConfig({ file: file.server as Record<string, unknown> | undefined, env: process.env, flags });
+  return serverConfig({ file: sections.server, fileName, env: process.env, flags });
 }
 
 /** The name clients pass as `model`: --served-model-name, else a known model's name, else the directory's name. */
@@ -53,20 +53,49 @@ export function servedName(cfg: ServerConfig): string {
   return path.basename(path.resolve(cfg.model));
 }
 
+/** Why the server could not listen, in one line that says what to do (unknown failures pass through). */
+export function listenError(e: unknown, cfg: Pick<ServerConfig, 'host' | 'port'>): unknown {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  const at = `${cfg.host}:${cfg.port}`;
+  const fail = (msg: string) => new SiftError('LISTEN_FAILED', msg, { cause: e });
+  switch (code) {
+    case 'EADDRINUSE':
+      return fail(
+        `port ${cfg.port} on ${cfg.host} is already in use: stop what listens there, or pass --port N (--port 0 picks a free port)`,
+      );
+    case 'EACCES':
+      return fail(
+        `no permission to listen on ${at}: ports below 1024 need privileges; pass --port 8000 or another port >= 1024`,
+      );
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_FAIL':
+      return fail(
+        `--host "${cfg.host}" does not resolve to an address: pass an IP address of this machine (127.0.0.1, or 0.0.0.0 for every interface) or a resolvable name`,
+      );
+    case 'EADDRNOTAVAIL':
+      return fail(
+        `--host "${cfg.host}" is not an address of this machine: pass one of its addresses (127.0.0.1, or 0.0.0.0 for every interface)`,
+      );
+    default:
+      return e;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const defs = engineOptionDefs();
-  for (const k of Object.keys(SERVER_SPEC)) defs[toFlagName(k)] = { type: 'string' };
+  for (const [k, f] of Object.entries(SERVER_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
   defs['api-key'] = { type: 'string', multiple: true };
-  const { values, positionals } = parse(argv, defs);
+  const { values } = parse(argv, defs, 'serve');
   if (values.help) {
     process.stdout.write(`${HELP}\n${engineHelp()}\n`);
     return 0;
   }
-  if (positionals.length)
-    throw new SiftError('INVALID_ARGUMENT', `unexpected argument "${positionals[0]}" (see sift serve --help)`);
   const cfg = serverConfigFrom(values);
   const engineCfg = engineConfigFrom(values);
   const attention = attentionConfigFrom(values, engineCfg.pageSize);
+  // The adapter is checked before anything listens: a wrong --adapter fails at once, naming the ones there are.
+  const gpu = await Gpu.create({ adapter: engineCfg.adapter });
   const log = pino({ level: cfg.logLevel, base: { pid: process.pid } });
   const modelName = servedName(cfg);
 
@@ -80,7 +109,14 @@ export async function main(argv: string[]): Promise<number> {
   });
   let loop: EngineCore | null = null;
   onSignals(app, { engine: () => loop, graceMs: cfg.shutdownGraceMs });
-  const { url } = await listen(app, { host: cfg.host, port: cfg.port });
+  let url: string;
+  try {
+    ({ url } = await listen(app, { host: cfg.host, port: cfg.port }));
+  } catch (e) {
+    await app.close();
+    gpu.destroy();
+    throw listenError(e, cfg);
+  }
   log.info(
     { url, model: modelName, replica: replicaIdOf(cfg), auth: cfg.apiKeys !== '' },
     `listening on ${url}; loading ${cfg.model}`,
@@ -107,6 +143,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     let lastUpload = 0;
     const engine = await ModelRunner.load(dir, engineCfg, {
+      gpu,
       attention,
       onProgress: (p) => {
         if (performance.now() - lastUpload < 2000 && p.tensorsDone < p.tensorsTotal) return;
@@ -130,8 +167,11 @@ export async function main(argv: string[]): Promise<number> {
       'model ready',
     );
   } catch (err) {
-    log.fatal({ err }, 'could not load the model');
+    // sift's own errors are the user's to fix and carry their remedy: log the message, not a stack
+    if (err instanceof SiftError) log.fatal({ code: err.code }, `could not load the model: ${err.message}`);
+    else log.fatal({ err }, 'could not load the model');
     await app.close();
+    gpu.destroy();
     throw err;
   }
   // The server now runs until a signal; onSignals exits the process.

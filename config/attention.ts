@@ -5,21 +5,30 @@
  * Requests may override `mode` and `tokenBudget` (API field `attention: {mode, token_budget}`).
  */
 import { SiftError } from './errors.js';
-import { resolveSection, type SectionSpec, type SectionValues } from './schema.js';
+import { resolveSection, type SectionLayers, type SectionSpec, type SectionValues, sourceOf } from './schema.js';
+
+/**
+ * The one token-budget rule's lower bound (model/attention/budget.ts applies the rule): a sparse decode step keeps
+ * whole pages, always the sink page (page 0) and the newest page, so a budget below two pages could not be kept.
+ * The flag, the config file, the environment and a request's attention.token_budget are all held to it.
+ */
+export const MIN_PAGES_KEPT = 2;
 
 export const ATTENTION_SPEC = {
   mode: {
     kind: 'string',
     default: 'sparse',
     choices: ['dense', 'sparse'],
+    flag: 'attention',
     doc: 'decode attention of retrieval heads: sparse = top pages within the token budget (dense when the context fits)',
   },
   tokenBudget: {
     kind: 'int',
     default: 4096,
-    min: 64,
+    min: MIN_PAGES_KEPT,
     max: 1 << 24,
-    doc: 'KV tokens a sparse decode step attends to per retrieval head (whole pages, incl. the sink and newest page)',
+    rangeText: `at least ${MIN_PAGES_KEPT} pages: ${MIN_PAGES_KEPT} x --page-size, ${MIN_PAGES_KEPT * 64} tokens with 64-token pages`,
+    doc: 'KV tokens a sparse decode step attends to per retrieval head, in whole pages (the sink page and the newest page always; per request: attention.token_budget)',
   },
   logicalPageSize: {
     kind: 'int',
@@ -40,14 +49,16 @@ export const ATTENTION_SPEC = {
   headPattern: {
     kind: 'string',
     default: '',
-    doc: 'head-pattern TSV (layers x KV heads, higher = retrieval; DuoAttention format or `sift calibrate` output); empty = all heads retrieval',
+    defaultText: 'none, every head a retrieval head',
+    doc: 'head-pattern TSV (layers x KV heads, higher = retrieval; DuoAttention format or `sift calibrate` output); with streaming heads the prefix cache is off (a cached prefix would skip writing their rings)',
   },
   streamingFraction: {
     kind: 'optional-number',
     default: null,
     min: 0,
     max: 1,
-    doc: 'share of KV heads that stream when a head pattern is given (default as LServe: 0.5 for GQA, 0.25 for MHA)',
+    defaultText: "LServe's, 0.5 for GQA models and 0.25 for MHA",
+    doc: 'share of the (layer, KV head) pairs that stream when a head pattern is given (1 = every head streams, as StreamingLLM)',
   },
   prefillMode: {
     kind: 'string',
@@ -66,19 +77,35 @@ export const ATTENTION_SPEC = {
 
 export type AttentionConfig = SectionValues<typeof ATTENTION_SPEC>;
 
-export function attentionConfig(layers: Parameters<typeof resolveSection>[2] = {}, pageSize = 64): AttentionConfig {
+/**
+ * Resolves the section and checks what involves the page size. Messages name the flags; a config file or the
+ * environment sets the same fields (attention.logicalPageSize, SIFT_ATTENTION_TOKEN_BUDGET, ...).
+ */
+export function attentionConfig(layers: SectionLayers = {}, pageSize = 64): AttentionConfig {
   const c = resolveSection('ATTENTION', ATTENTION_SPEC, layers);
+  const where = (key: string) => sourceOf('ATTENTION', ATTENTION_SPEC, layers, key);
   if (pageSize % c.logicalPageSize !== 0) {
     throw new SiftError(
       'CONFIG_INVALID',
-      `attention.logicalPageSize (${c.logicalPageSize}) must divide the page size (${pageSize})`,
+      `${where('logicalPageSize')} ${c.logicalPageSize} must divide the page size (--page-size ${pageSize})`,
+      { param: 'logicalPageSize' },
     );
   }
-  if (c.tokenBudget < 2 * pageSize) {
-    throw new SiftError(
-      'CONFIG_INVALID',
-      `attention.tokenBudget (${c.tokenBudget}) must hold at least two pages (${2 * pageSize} tokens): the sink page and the newest page`,
-    );
-  }
+  const problem = tokenBudgetProblem(c.tokenBudget, pageSize);
+  if (problem) throw new SiftError('CONFIG_INVALID', `${where('tokenBudget')} ${problem}`, { param: 'tokenBudget' });
   return c;
+}
+
+/** The smallest token budget at `pageSize` tokens per page. */
+export function minTokenBudget(pageSize: number): number {
+  return MIN_PAGES_KEPT * pageSize;
+}
+
+/** Why `budget` breaks the rule ("must be at least ... (got 64)"), or null when it holds. */
+export function tokenBudgetProblem(budget: number, pageSize: number): string | null {
+  if (Number.isInteger(budget) && budget >= minTokenBudget(pageSize)) return null;
+  return (
+    `must be an integer of at least ${minTokenBudget(pageSize)} tokens: ${MIN_PAGES_KEPT} pages of ${pageSize}, ` +
+    `the sink page and the newest page (got ${budget})`
+  );
 }

@@ -1,5 +1,5 @@
 /** Engine configuration: batching, KV cache sizing, GPU choice. */
-import { resolveSection, type SectionSpec, type SectionValues } from './schema.js';
+import { resolveSection, type SectionLayers, type SectionSpec, type SectionValues } from './schema.js';
 
 export const ENGINE_SPEC = {
   maxBatchTokens: {
@@ -23,13 +23,19 @@ export const ENGINE_SPEC = {
     default: null,
     min: 1,
     max: 1 << 24,
-    doc: "context limit in tokens (default: the model's max_position_embeddings)",
+    defaultText: "the model's max_position_embeddings",
+    doc: "context limit in tokens (prompt + completion); above the model's trained length it is allowed with a warning",
   },
-  adapter: { kind: 'string', default: '', doc: 'WebGPU adapter to use, by (part of) its name; empty = default' },
+  adapter: {
+    kind: 'string',
+    default: '',
+    defaultText: 'the adapter Dawn picks',
+    doc: 'WebGPU adapter to use, by (part of) its name (`sift gpu` shows the one in use)',
+  },
 } as const satisfies SectionSpec;
 
 export type EngineConfig = SectionValues<typeof ENGINE_SPEC>;
 
-export function engineConfig(layers: Parameters<typeof resolveSection>[2] = {}): EngineConfig {
+export function engineConfig(layers: SectionLayers = {}): EngineConfig {
   return resolveSection('ENGINE', ENGINE_SPEC, layers);
 }

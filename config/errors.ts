@@ -25,6 +25,7 @@ export const ERRORS = {
   KV_POOL_EXHAUSTED: { status: 503, type: 'server_error' },
   QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   NOT_READY: { status: 503, type: 'server_error' },
+  LISTEN_FAILED: { status: 500, type: 'server_error' },
   UNAUTHORIZED: { status: 401, type: 'invalid_request_error' },
   NOT_FOUND: { status: 404, type: 'invalid_request_error' },
   BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },

@@ -6,7 +6,7 @@
  */
 import os from 'node:os';
 import { SiftError } from './errors.js';
-import { resolveSection, type SectionSpec, type SectionValues } from './schema.js';
+import { resolveSection, type SectionLayers, type SectionSpec, type SectionValues } from './schema.js';
 
 export const SERVER_SPEC = {
   host: {
@@ -23,12 +23,14 @@ export const SERVER_SPEC = {
   servedModelName: {
     kind: 'string',
     default: '',
-    doc: 'name clients pass as `model` (default: the model name, or the directory name for a path)',
+    defaultText: 'the model name, or the directory name for a path',
+    doc: 'name clients pass as `model`',
   },
   apiKeys: {
     kind: 'string',
     default: '',
-    doc: 'comma-separated API keys accepted as "Authorization: Bearer KEY"; empty = no authentication',
+    defaultText: 'none, no authentication',
+    doc: 'comma-separated API keys accepted as "Authorization: Bearer KEY" (also --api-key KEY, repeatable)',
   },
   maxBodyBytes: {
     kind: 'int',
@@ -80,7 +82,7 @@ export const SERVER_SPEC = {
 
 export type ServerConfig = SectionValues<typeof SERVER_SPEC>;
 
-export function serverConfig(layers: Parameters<typeof resolveSection>[2] = {}): ServerConfig {
+export function serverConfig(layers: SectionLayers = {}): ServerConfig {
   return resolveSection('SERVER', SERVER_SPEC, layers);
 }
 

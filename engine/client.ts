@@ -4,6 +4,7 @@
  * deals in token ids, sampling, KV pages and the GPU. checkRequest is the one place a request's ids and lengths
  * are checked, in the engine's own words (GenerationRequest field names); callers map those to their own.
  */
+import { tokenBudgetProblem } from '../config/attention.js';
 import { SiftError } from '../config/errors.js';
 import type { SamplingParams } from './sampler.js';
 
@@ -117,12 +118,14 @@ export interface RequestLimits {
   maxContext: number;
   /** Token ids are in [0, vocabSize). */
   vocabSize: number;
+  /** Tokens per KV page: a request's token budget holds at least MIN_PAGES_KEPT pages (config/attention.ts). */
+  pageSize: number;
 }
 
 /**
  * The checks of EngineClient.submit, before anything is queued. SiftError.param names the GenerationRequest field
  * at fault: 'promptIds', 'promptIds[i]' (a token id outside the vocabulary), 'maxTokens', 'topLogprobs',
- * 'timeoutMs'. The prompt and the completion must fit the context together; CONTEXT_LENGTH_EXCEEDED names
+ * 'timeoutMs', 'attention.tokenBudget'. The prompt and the completion must fit the context together; CONTEXT_LENGTH_EXCEEDED names
  * 'promptIds' when the prompt alone leaves no room for one token, else 'maxTokens'. Messages are plain English
  * without field names, fit to show to whoever sent the request.
  */
@@ -165,6 +168,13 @@ export function checkRequest(req: GenerationRequest, limits: RequestLimits): voi
     throw new SiftError('INVALID_ARGUMENT', `logprob alternatives must be an integer in [0, 20] (got ${top})`, {
       param: 'topLogprobs',
     });
+  }
+  const budget = req.attention?.tokenBudget;
+  if (budget !== undefined) {
+    const problem = tokenBudgetProblem(budget, limits.pageSize);
+    if (problem) {
+      throw new SiftError('INVALID_ARGUMENT', `the token budget ${problem}`, { param: 'attention.tokenBudget' });
+    }
   }
   if (req.timeoutMs !== undefined && !(req.timeoutMs >= 0)) {
     throw new SiftError('INVALID_ARGUMENT', `the timeout must be >= 0 ms (got ${req.timeoutMs})`, {

@@ -125,7 +125,8 @@ export class EngineCore implements EngineClient {
     if (typeof req.id !== 'string' || this.liveIds.has(req.id)) {
       throw new SiftError('INVALID_ARGUMENT', `request id ${String(req.id)} is already in use`);
     }
-    checkRequest(req, { maxContext: this.maxContext, vocabSize: this.executor.limits.vocabSize });
+    const lim = this.executor.limits;
+    checkRequest(req, { maxContext: this.maxContext, vocabSize: lim.vocabSize, pageSize: lim.kv.pageSize });
     const prompt = req.promptIds;
     const poolTokens = this.kv.config.numPages * this.kv.pageSize;
     if (prompt.length + 1 > poolTokens) {

@@ -14,7 +14,7 @@ export { projectRoot };
 Object.assign(globalThis, globals);
 
 export interface GpuOptions {
-  /** Choose an adapter whose name contains this (case-insensitive); also env SIFT_ADAPTER. */
+  /** Choose an adapter whose name contains this (case-insensitive); empty = Dawn's default. */
   adapter?: string;
   /** Dawn backend, e.g. "vulkan"; default Dawn's choice. Also env SIFT_GPU_BACKEND. */
   backend?: string;
@@ -201,13 +201,22 @@ export class Gpu {
 
   /** Creates the GPU device, failing with a message that names the fix when no adapter exists. */
   static async create(opts: GpuOptions = {}): Promise<Gpu> {
-    const want = opts.adapter ?? process.env.SIFT_ADAPTER;
+    const want = opts.adapter || undefined;
     const backend = opts.backend ?? process.env.SIFT_GPU_BACKEND;
     const flags: string[] = [];
     if (backend) flags.push(`backend=${backend}`);
     if (want) flags.push(`adapter=${want}`);
     const gpu = create(flags);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    let adapter: GPUAdapter | null;
+    try {
+      adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    } catch (e) {
+      // Dawn throws "no suitable backends found\nAvailable adapters: ..." when adapter=NAME matches nothing
+      const listed = parseAdapterList(String((e as Error).message));
+      if (want) throw adapterNotFound(want, listed ?? (await listAdapters(backend)));
+      throw new SiftError('NO_ADAPTER', `WebGPU could not open an adapter: ${(e as Error).message}`, { cause: e });
+    }
+    if (!adapter && want) throw adapterNotFound(want, await listAdapters(backend));
     if (!adapter) {
       throw new SiftError(
         'NO_ADAPTER',
@@ -217,9 +226,13 @@ export class Gpu {
       );
     }
     const info = adapter.info;
-    const name = `${info.device || ''} ${info.description || ''}`.trim();
+    // Dawn's adapter.info.device is the driver's name folded to [a-z0-9-] ("llvmpipe-llvm-15-0-6-256-bits-"); the
+    // name Dawn lists adapters under ("llvmpipe (LLVM 15.0.6, 256 bits)") is the one people recognise.
+    const listed = (await listAdapters(backend)).find((a) => foldAdapterName(a.name) === info.device);
+    const displayName = listed?.name ?? (info.device || info.description || 'unknown');
+    const name = `${displayName} ${info.device || ''} ${info.description || ''}`.trim();
     if (want && !name.toLowerCase().includes(want.toLowerCase())) {
-      throw new SiftError('ADAPTER_NOT_FOUND', `no WebGPU adapter named like "${want}" (found "${name}")`);
+      throw adapterNotFound(want, [{ name: displayName, backend: backend ?? '' }]);
     }
     const features: GPUFeatureName[] = [];
     const has = (f: string) => adapter.features.has(f);
@@ -240,7 +253,7 @@ export class Gpu {
     const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits, label: 'sift' });
     const lname = name.toLowerCase();
     const caps: GpuCaps = {
-      adapterName: info.device || info.description || 'unknown',
+      adapterName: displayName,
       description: info.description || '',
       vendor: info.vendor || '',
       shaderF16,
@@ -478,4 +491,52 @@ export class Gpu {
     this.pipelines.clear();
     this.device.destroy();
   }
+}
+
+/** A WebGPU adapter as Dawn lists it. */
+export interface AdapterListing {
+  /** The driver's device name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  name: string;
+  /** Dawn backend, e.g. "vulkan". */
+  backend: string;
+}
+
+/** How Dawn folds a device name into adapter.info.device: lowercase, each run of other characters one "-". */
+export function foldAdapterName(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, '-');
+}
+
+/** The adapters in Dawn's "Available adapters:" listing, or null when `message` holds none. */
+export function parseAdapterList(message: string): AdapterListing[] | null {
+  const at = message.indexOf('Available adapters:');
+  if (at < 0) return null;
+  const out: AdapterListing[] = [];
+  for (const m of message.slice(at).matchAll(/backend:\s*'([^']*)',\s*name:\s*'([^']*)'/g)) {
+    out.push({ backend: m[1], name: m[2] });
+  }
+  return out;
+}
+
+/**
+ * Every adapter Dawn can open (on `backend`, if given), by asking for one whose name cannot match: Dawn then lists
+ * the adapters in its error. Costs a few tens of ms; an empty list when Dawn lists none.
+ */
+export async function listAdapters(backend?: string): Promise<AdapterListing[]> {
+  const flags = ['adapter=\u0001no adapter has this name'];
+  if (backend) flags.unshift(`backend=${backend}`);
+  try {
+    await create(flags).requestAdapter();
+  } catch (e) {
+    return parseAdapterList(String((e as Error).message)) ?? [];
+  }
+  return [];
+}
+
+function adapterNotFound(want: string, available: AdapterListing[]): SiftError {
+  const names = available.map((a) => `"${a.name}"${a.backend ? ` (${a.backend})` : ''}`);
+  return new SiftError(
+    'ADAPTER_NOT_FOUND',
+    `no WebGPU adapter matches "${want}"; available: ${names.length ? names.join(', ') : 'none'}. ` +
+      'Pass part of one of these names to --adapter (env SIFT_ENGINE_ADAPTER), or leave it empty for the default.',
+  );
 }

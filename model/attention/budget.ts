@@ -5,11 +5,14 @@
  * P = ceil(contextLen / pageSize) pages reads, per retrieval head:
  *   - every page when the context fits the token budget (contextLen <= tokenBudget: dense);
  *   - else K = min(P, max(2, floor(tokenBudget / pageSize))) pages: the sink page (page 0), the newest page (the one
- *     holding the new token) and the K - 2 best-scoring others. Two is the floor because the sink and the newest
- *     page are always kept, whatever the budget.
+ *     holding the new token) and the K - 2 best-scoring others. Two (MIN_PAGES_KEPT, config/attention.ts) is the
+ *     floor because the sink and the newest page are always kept; the config, the flag and a request's
+ *     attention.token_budget are held to at least that many pages' worth of tokens (tokenBudgetProblem), so the
+ *     floor only guards callers that bypass them (benchmarks).
  * The selection (model/attention/sparse-decode.ts) hands K to the page_select kernel; usage accounting reports
  * tokensAttended(); nothing else recomputes the rule.
  */
+import { MIN_PAGES_KEPT } from '../../config/attention.js';
 import { SiftError } from '../../config/errors.js';
 
 function checkArgs(contextLen: number, tokenBudget: number, pageSize: number): void {
@@ -24,7 +27,7 @@ export function pagesKept(contextLen: number, tokenBudget: number, pageSize: num
   checkArgs(contextLen, tokenBudget, pageSize);
   const P = Math.ceil(contextLen / pageSize);
   if (contextLen <= tokenBudget) return P;
-  return Math.min(P, Math.max(2, Math.floor(tokenBudget / pageSize)));
+  return Math.min(P, Math.max(MIN_PAGES_KEPT, Math.floor(tokenBudget / pageSize)));
 }
 
 /**

@@ -63,7 +63,7 @@ function serveConfigOf(container: Obj): ServerConfig {
   const defs = engineOptionDefs();
   for (const k of Object.keys(SERVER_SPEC)) defs[toFlagName(k)] = { type: 'string' };
   defs['api-key'] = { type: 'string', multiple: true };
-  const { values, positionals } = parse(args.slice(1), defs);
+  const { values, positionals } = parse(args.slice(1), defs, 'serve');
   assert.deepEqual(positionals, []);
   const saved = { ...process.env };
   try {

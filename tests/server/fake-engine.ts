@@ -80,7 +80,7 @@ export class FakeEngine implements EngineClient {
   submit(req: GenerationRequest): RequestHandle {
     if (this.opts.submitError) throw this.opts.submitError;
     if (!this.accepting) throw new SiftError('NOT_READY', 'shutting down');
-    checkRequest(req, { maxContext: this.maxContext, vocabSize: this.vocabSize });
+    checkRequest(req, { maxContext: this.maxContext, vocabSize: this.vocabSize, pageSize: 64 });
     if (this.opts.maxLive !== undefined && this.live.size >= this.opts.maxLive) {
       throw new SiftError('QUEUE_FULL', `the engine queue is full (${this.opts.maxLive} requests); retry later`);
     }
