@@ -5,6 +5,7 @@ import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../config
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
 import { describeSection, flagOf, type SectionSpec } from '../config/schema.js';
+import { stderrIsTTY } from './stderr-filter.js';
 
 type OptionDefs = NonNullable<ParseArgsConfig['options']>;
 
@@ -166,7 +167,7 @@ function parseArgsProblem(e: NodeJS.ErrnoException): string {
 
 /** Progress on stderr that rewrites one line on a terminal, and prints sparse lines otherwise. */
 export function progressLine(): { update: (s: string) => void; done: (s?: string) => void } {
-  const tty = process.stderr.isTTY;
+  const tty = stderrIsTTY();
   let last = 0;
   return {
     update(s) {

@@ -4,22 +4,28 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { unknownEnvWarnings } from '../config/env.js';
 import { SiftError } from '../config/errors.js';
 import { projectRoot } from '../config/paths.js';
+import { runFiltered, runHere, watchParent } from './stderr-filter.js';
 
 const COMMANDS: Record<
   string,
   {
     summary: string;
+    /** Opens a WebGPU adapter (Dawn then prints its warnings: the command runs behind the stderr filter). */
+    gpu?: boolean;
     load: () => Promise<{ main: (argv: string[]) => Promise<number> }>;
   }
 > = {
   serve: {
+    gpu: true,
     summary: 'serve the OpenAI-compatible HTTP/SSE API (chat, completions, models, health, metrics)',
     load: () => import('./serve.js'),
   },
   generate: {
+    gpu: true,
     summary: 'generate tokens from a prompt (text, chat or token ids)',
     load: () => import('./generate.js'),
   },
@@ -28,11 +34,13 @@ const COMMANDS: Record<
     load: () => import('./pull.js'),
   },
   bench: {
+    gpu: true,
     summary:
       'benchmarks: forward (prefill/decode tok/s, batches), attention (kernels dense vs sparse), decode, agreement',
     load: () => import('./bench.js'),
   },
   calibrate: {
+    gpu: true,
     summary: 'score streaming vs retrieval heads over a text (attention mass outside sink+local) -> heads.tsv',
     load: () => import('./calibrate.js'),
   },
@@ -41,6 +49,7 @@ const COMMANDS: Record<
     load: () => import('./kv.js'),
   },
   gpu: {
+    gpu: true,
     summary: 'show the WebGPU adapter sift would use and what it can do',
     load: () => import('./gpu.js'),
   },
@@ -87,7 +96,14 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   // A SIFT_* variable nothing reads is almost always a typo: say so (once: not again in the filtered child).
-  for (const w of unknownEnvWarnings(process.env)) process.stderr.write(`sift: warning: ${w}\n`);
+  if (!runHere() || process.env.SIFT_STDERR_FILTER === 'off') {
+    for (const w of unknownEnvWarnings(process.env)) process.stderr.write(`sift: warning: ${w}\n`);
+  }
+  // Commands that open a GPU run in a child whose stderr drops Dawn's two native warnings (stderr-filter.ts).
+  if (entry.gpu && !rest.includes('--help') && !rest.includes('-h') && !runHere()) {
+    return runFiltered(fileURLToPath(import.meta.url), argv);
+  }
+  watchParent();
   const mod = await entry.load();
   return mod.main(rest);
 }

@@ -138,6 +138,10 @@ test('sift serve: 200 once loaded, answers, and exits 0 on SIGTERM after finishi
     assert.equal(await exited, 0);
     assert.match(out, /"msg":"shutdown complete"/);
     assert.match(out, /"msg":"request done"/);
+    // the log is JSON lines only: Dawn's two native warnings are filtered out of the process's stderr
+    for (const line of out.split('\n').filter((l) => l.trim() !== '')) {
+      assert.doesNotThrow(() => JSON.parse(line), `a log line that is not JSON: ${line}`);
+    }
   } finally {
     child.kill('SIGKILL');
   }

@@ -1,0 +1,119 @@
+/**
+ * Dawn's two native "maxDynamic... artificially reduced" warnings never reach the user: the filter drops exactly
+ * those lines wherever the chunks of the child's stderr split, and forwards everything else as it arrives. The
+ * commands that open a GPU run behind it; signals reach the command once; the adapter is named as Dawn lists it.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { test } from 'node:test';
+import { DAWN_LIMIT_WARNING, DawnWarningFilter } from '../../cli/stderr-filter.js';
+import { foldAdapterName, listAdapters, parseAdapterList } from '../../shaders/runtime.js';
+import { Rng } from '../helpers/rng.js';
+import { CLI, linesOf, runCli } from './run.js';
+
+const W1 =
+  'Warning: maxDynamicUniformBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dynamic offset allocation limit.';
+const W2 =
+  'Warning: maxDynamicStorageBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dynamic offset allocation limit.';
+
+test('the filter drops exactly the two warning lines, however the text is split into chunks', () => {
+  const kept = [
+    'sift: error [X]: something\n',
+    '\r\x1b[Kloading 3/57 tensors',
+    '\r\x1b[K\n',
+    'Warning: maxDynamicUniformBuffersPerPipelineLayout reduced (another text)\n',
+    `${W1} and more\n`,
+    'Warning: something else\n',
+    'Warning: maxDynamic\n',
+  ];
+  const input = [
+    kept[0],
+    `${W1}\n`,
+    kept[1],
+    kept[2],
+    `${W2}\r\n`,
+    kept[3],
+    kept[4],
+    `${W2}\n`,
+    kept[5],
+    kept[6],
+    'tail',
+  ];
+  const text = input.join('');
+  const want = `${kept.join('')}tail`;
+  const rng = new Rng(7);
+  for (let trial = 0; trial < 300; trial++) {
+    const f = new DawnWarningFilter();
+    let out = '';
+    let at = 0;
+    while (at < text.length) {
+      const n = trial < text.length ? (at === 0 ? trial + 1 : text.length) : rng.int(1, 40);
+      out += f.push(text.slice(at, at + n));
+      at += n;
+    }
+    out += f.end();
+    assert.equal(out, want, `trial ${trial}`);
+  }
+  assert.ok(DAWN_LIMIT_WARNING.test(W1) && DAWN_LIMIT_WARNING.test(W2));
+  // what cannot be a warning is forwarded at once, without waiting for its newline (progress lines)
+  assert.equal(new DawnWarningFilter().push('\r\x1b[Kloading'), '\r\x1b[Kloading');
+  assert.equal(new DawnWarningFilter().push('Warning: maxDyn'), '', 'a possible warning is held');
+});
+
+test('commands that open a GPU print no Dawn warning; unfiltered, Dawn does print them', async () => {
+  const filtered = await runCli(['gpu', '--json']);
+  assert.equal(filtered.code, 0, filtered.stderr);
+  assert.equal(filtered.stderr, '');
+  const caps = JSON.parse(filtered.stdout) as { adapterName: string };
+  const raw = await runCli(['gpu', '--json'], { env: { SIFT_STDERR_FILTER: 'off' } });
+  assert.equal(raw.code, 0, raw.stderr);
+  assert.ok(
+    linesOf(raw.stderr).length > 0 && linesOf(raw.stderr).every((l) => DAWN_LIMIT_WARNING.test(l)),
+    `Dawn's warnings, which the filter removes:\n${raw.stderr}`,
+  );
+  // the adapter is named as Dawn lists it ("llvmpipe (LLVM 15.0.6, 256 bits)"), not in its folded form
+  const listed = await listAdapters();
+  assert.ok(listed.length > 0, 'Dawn lists the adapters');
+  assert.ok(
+    listed.some((a) => a.name === caps.adapterName),
+    `${caps.adapterName} in ${JSON.stringify(listed)}`,
+  );
+  assert.notEqual(caps.adapterName, foldAdapterName(caps.adapterName));
+});
+
+test("Dawn's adapter listing parses; names fold as Dawn folds them", () => {
+  const msg =
+    "no suitable backends found\nAvailable adapters:\n * backend: 'vulkan', name: 'llvmpipe (LLVM 15.0.6, 256 bits)'\n * backend: 'vulkan', name: 'NVIDIA H100 80GB HBM3'";
+  assert.deepEqual(parseAdapterList(msg), [
+    { backend: 'vulkan', name: 'llvmpipe (LLVM 15.0.6, 256 bits)' },
+    { backend: 'vulkan', name: 'NVIDIA H100 80GB HBM3' },
+  ]);
+  assert.equal(parseAdapterList('some other error'), null);
+  assert.equal(foldAdapterName('llvmpipe (LLVM 15.0.6, 256 bits)'), 'llvmpipe-llvm-15-0-6-256-bits-');
+});
+
+test('sift serve behind the filter: one Ctrl-C (SIGINT) is one signal, a graceful shutdown, exit 0', async () => {
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => {
+    out += b.toString('utf8');
+  });
+  child.stderr.on('data', (b: Buffer) => {
+    out += b.toString('utf8');
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  try {
+    const t0 = Date.now();
+    while (!out.includes('"model ready"')) {
+      assert.ok(Date.now() - t0 < 120_000, `no "model ready" in time:\n${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGINT');
+    assert.equal(await exited, 0, out);
+    assert.match(out, /"signal":"SIGINT".*shutting down/);
+    assert.match(out, /"msg":"shutdown complete"/);
+    assert.doesNotMatch(out, /second signal/);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
