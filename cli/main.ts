@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { unknownEnvWarnings } from '../config/env.js';
 import { SiftError } from '../config/errors.js';
 import { projectRoot } from '../config/paths.js';
-import { runFiltered, runHere, watchParent } from './stderr-filter.js';
+import { isFilteredChild, runFiltered, runHere, watchParent } from './stderr-filter.js';
 
 const COMMANDS: Record<
   string,
@@ -96,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   // A SIFT_* variable nothing reads is almost always a typo: say so (once: not again in the filtered child).
-  if (!runHere() || process.env.SIFT_STDERR_FILTER === 'off') {
+  if (!isFilteredChild()) {
     for (const w of unknownEnvWarnings(process.env)) process.stderr.write(`sift: warning: ${w}\n`);
   }
   // Commands that open a GPU run in a child whose stderr drops Dawn's two native warnings (stderr-filter.ts).

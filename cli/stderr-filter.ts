@@ -66,6 +66,11 @@ export class DawnWarningFilter {
 /** The env variable that marks the child (and tells it whether the parent's stderr is a terminal), or turns the filter off. */
 export const FILTER_ENV = 'SIFT_STDERR_FILTER';
 
+/** True in the child that runFiltered started. */
+export function isFilteredChild(): boolean {
+  return process.env[FILTER_ENV] === 'child' || process.env[FILTER_ENV] === 'child-tty';
+}
+
 /** True in the filtered child, or when the user turned the filter off: run the command here. */
 export function runHere(): boolean {
   const v = process.env[FILTER_ENV];
@@ -79,7 +84,7 @@ export function stderrIsTTY(): boolean {
 
 /** In the filtered child: stop (SIGTERM, so `serve` shuts down gracefully) when the parent is gone. */
 export function watchParent(): void {
-  if (!process.env[FILTER_ENV]?.startsWith('child') || !process.channel) return;
+  if (!isFilteredChild() || !process.channel) return;
   process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
   process.channel.unref();
 }
