@@ -13,8 +13,10 @@ import { ATTENTION_SHAPES, attentionTables, parseShape, runAttentionBench } from
 import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/common.js';
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
+import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
+import type { EngineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
 import { ModelRunner } from '../model/runner.js';
@@ -27,21 +29,42 @@ type Suite = (typeof SUITES)[number];
 
 const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
   --synthetic PRESET      instead, a random-init checkpoint of a preset shape: ${Object.keys(SYNTHETIC_PRESETS).join(', ')}
-                          (written once under $TMPDIR/sift-synthetic/)`;
-const OUT_HELP = `  --repeat N              timed repeats after one warm-up
+                          (written once under $TMPDIR/sift-synthetic/)
+  (retrieval heads only: this suite takes no --head-pattern, see sift bench --help)`;
+/** --repeat, --json and --out, with the suite's default number of repeats. */
+const outHelp = (repeat: number) => `  --repeat N              timed repeats after one warm-up (default ${repeat})
   --json                  print the JSON result instead of the table
   --out FILE              also write the JSON result to FILE`;
+
+/** One line per suite, for `sift bench --help`. */
+const SUMMARY: Record<Suite, string> = {
+  forward: 'forward-pass prefill and decode tokens/s of a model, one sequence and batched (the default suite)',
+  attention: 'kernel-level decode and prefill attention of one layer, dense vs sparse, with achieved bandwidth',
+  decode: 'whole decode step time of a model, dense vs sparse, at long contexts',
+  agreement: 'sparse vs dense quality on a model: greedy-token agreement and KL over long documents',
+};
+
+const OVERVIEW = `usage: sift bench [SUITE] [options]
+
+Benchmarks with a warm-up, repeats, medians and spreads; each prints a markdown table (date, adapter, machine, load
+average, the command line) and writes its JSON with --out. Suites:
+${SUITES.map((s) => `  ${s.padEnd(10)} ${SUMMARY[s]}`).join('\n')}
+
+Run \`sift bench SUITE --help\` for a suite's options. The model suites (forward, decode, agreement) drive the
+forward pass directly, without the engine's streaming rings: they measure retrieval heads only and take no
+--head-pattern (use \`sift generate\` or \`sift serve\` for streaming heads).`;
 
 const HELP: Record<Suite, string> = {
   forward: `usage: sift bench [forward] [--model NAME|DIR | --synthetic PRESET] [options]
 
 Forward pass: prefill tokens/s, decode tokens/s of one sequence, and batched decode (B sequences, one forward call).
 ${MODEL_HELP}
-  --prompt-len LIST       prompt lengths for prefill (default 128,512)
+  --prompt-len LIST       prompt lengths for prefill (default 128,512, each capped at the context the model and
+                          the KV cache hold: 128,256 on stories15M)
   --decode-tokens N       decode steps per repeat (default 32)
   --context LIST          context lengths at which decode is measured (default 16)
   --batch LIST            batch sizes for batched decode, e.g. 1,4,16 (default none)
-${OUT_HELP} (default 3)`,
+${outHelp(3)}`,
   attention: `usage: sift bench attention [options]
 
 Kernel-level attention time of one layer on random f16 K/V: decode (dense kernel, the sparse kernel with an infinite
@@ -54,7 +77,7 @@ block-sparse with ~1/8 of the blocks, Lambda), with achieved bandwidth.
   --budget N              sparse token budget (default 1024)
   --reuse N               decode steps a selection is reused for (default 4)
   --peak-gbps X           memory bandwidth peak for the share-of-peak column (default 2970 on an H100, else none)
-${OUT_HELP} (default 5)
+${outHelp(5)}
   --adapter NAME          WebGPU adapter by (part of) its name (env SIFT_ENGINE_ADAPTER)`,
   decode: `usage: sift bench decode [--model NAME|DIR | --synthetic PRESET] [options]
 
@@ -65,7 +88,7 @@ ${MODEL_HELP}
   --budget N              sparse token budget (default 1024)
   --steps N               decode steps per repeat (default 8)
   --fill-tokens N         prefill only N tokens and repeat their pages in the block table up to each context
-${OUT_HELP} (default 3)`,
+${outHelp(3)}`,
   agreement: `usage: sift bench agreement [--model NAME|DIR] [options]
 
 Sparse vs dense decode quality: per document a dense prefill and greedy dense decode, then the same steps with sparse
@@ -78,12 +101,17 @@ ${MODEL_HELP}
   --text FILE             documents are windows of this text (default: stories the model samples from BOS)
   --stories N             stories sampled for the pool (default 16)
   --seed N                seed of the story sampling and document order (default 1)
-  --json / --out FILE     as for the other suites`,
+  --json                  print the JSON result instead of the table
+  --out FILE              also write the JSON result to FILE`,
 };
 
 const listDef = { type: 'string' } as const;
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 1 && (argv[0] === '--help' || argv[0] === '-h')) {
+    process.stdout.write(`${OVERVIEW}\n`);
+    return 0;
+  }
   const first = argv[0];
   let suite: Suite = 'forward';
   let rest = argv;
@@ -117,7 +145,7 @@ export async function main(argv: string[]): Promise<number> {
             'decode-tokens': listDef,
             context: listDef,
             batch: listDef,
-            ...engineOptionDefs(),
+            ...engineOptionDefs({ streaming: false }),
           }
         : suite === 'decode'
           ? {
@@ -127,7 +155,7 @@ export async function main(argv: string[]): Promise<number> {
               budget: listDef,
               steps: listDef,
               'fill-tokens': listDef,
-              ...engineOptionDefs(),
+              ...engineOptionDefs({ streaming: false }),
             }
           : {
               ...common,
@@ -139,11 +167,11 @@ export async function main(argv: string[]): Promise<number> {
               text: listDef,
               stories: listDef,
               seed: listDef,
-              ...engineOptionDefs(),
+              ...engineOptionDefs({ streaming: false }),
             };
   const { values } = parse(rest, defs, `bench ${suite}`);
   if (values.help) {
-    process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp()}\n`}`);
+    process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp({ streaming: false })}\n`}`);
     return 0;
   }
   const progress = progressLine();
@@ -190,6 +218,42 @@ function kvBytesPerToken(dir: string): number {
   return c.num_hidden_layers * (c.num_key_value_heads ?? c.num_attention_heads) * headDim * 2 * 2;
 }
 
+/** Prompt lengths the forward suite measures when none are given, each capped at what the model holds. */
+const FORWARD_PROMPT_LENS = [128, 512];
+
+/**
+ * The forward suite's lengths, checked against the tokens the model and the KV cache hold before the model loads:
+ * the defaults are capped to fit (128,256 on a 256-token model); a length given that does not fit is an error that
+ * says how to make room.
+ */
+export function forwardPlan(dir: string, cfg: EngineConfig, values: Record<string, unknown>) {
+  const trained = loadModelConfig(dir).maxPositionEmbeddings;
+  const context = cfg.maxContext ?? trained;
+  const poolTokens = Math.floor((cfg.kvCacheMib * 2 ** 20) / (kvBytesPerToken(dir) * cfg.pageSize)) * cfg.pageSize;
+  const fit = Math.min(context, poolTokens);
+  const why =
+    fit === context
+      ? `the ${context}-token context (${cfg.maxContext === null ? "the model's max_position_embeddings; --max-context raises it" : '--max-context'})`
+      : `the ${fit} tokens the KV cache holds (--kv-cache-mib raises it)`;
+  const decodeTokens = intFlag(values['decode-tokens'], 'decode-tokens', 32, 1);
+  const promptLens =
+    values['prompt-len'] === undefined
+      ? [...new Set(FORWARD_PROMPT_LENS.map((p) => Math.min(p, fit)))]
+      : intList(values['prompt-len'], 'prompt-len', FORWARD_PROMPT_LENS);
+  for (const p of promptLens) {
+    if (p > fit) throw new SiftError('INVALID_ARGUMENT', `--prompt-len ${p} exceeds ${why}`, { param: 'prompt-len' });
+  }
+  const contexts = intList(values.context, 'context', [16]);
+  for (const c of contexts) {
+    if (c + decodeTokens > fit) {
+      throw new SiftError('INVALID_ARGUMENT', `--context ${c} + --decode-tokens ${decodeTokens} exceeds ${why}`, {
+        param: 'context',
+      });
+    }
+  }
+  return { promptLens, contexts, decodeTokens };
+}
+
 async function modelSuite(
   suite: Exclude<Suite, 'attention'>,
   values: Record<string, unknown>,
@@ -210,7 +274,8 @@ async function modelSuite(
     );
   }
   const cfg = engineConfigFrom(values);
-  const attentionCfg = attentionConfigFrom(values, cfg.pageSize);
+  const attentionCfg = attentionConfigFrom(values, cfg.pageSize, { streaming: false, command: `bench ${suite}` });
+  const forward = suite === 'forward' ? forwardPlan(dir, cfg, values) : null;
   progress.update(`loading ${label} ...`);
   const engine = await ModelRunner.load(dir, cfg, { attention: attentionCfg });
   try {
@@ -234,9 +299,9 @@ async function modelSuite(
     let table: string;
     if (suite === 'forward') {
       const r = await runForwardBench(engine, {
-        promptLens: intList(values['prompt-len'], 'prompt-len', [128, 512]),
-        contexts: intList(values.context, 'context', [16]),
-        decodeTokens: intFlag(values['decode-tokens'], 'decode-tokens', 32, 1),
+        promptLens: forward?.promptLens ?? [],
+        contexts: forward?.contexts ?? [],
+        decodeTokens: forward?.decodeTokens ?? 32,
         repeat: intFlag(values.repeat, 'repeat', 3, 1),
         batches: values.batch === undefined ? [] : intList(values.batch, 'batch', []),
         onProgress: progress.update,

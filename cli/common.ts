@@ -4,7 +4,7 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../config/attention.js';
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
-import { describeSection, flagOf, type SectionSpec } from '../config/schema.js';
+import { describeSection, flagOf, type SectionSpec, sourceOf } from '../config/schema.js';
 import { stderrIsTTY } from './stderr-filter.js';
 
 type OptionDefs = NonNullable<ParseArgsConfig['options']>;
@@ -13,11 +13,24 @@ type OptionDefs = NonNullable<ParseArgsConfig['options']>;
  * parseArgs definitions for every engine field (--max-batch-tokens, --kv-cache-mib, ...), every attention field
  * (--attention, --token-budget, --head-pattern, ...) plus --config.
  */
-export function engineOptionDefs(): OptionDefs {
+export function engineOptionDefs(opts: AttentionOffer = {}): OptionDefs {
   const defs: OptionDefs = { config: { type: 'string' } };
   for (const [k, f] of Object.entries(ENGINE_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
-  for (const [k, f] of Object.entries(ATTENTION_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
+  for (const [k, f] of Object.entries(offeredAttention(opts))) defs[flagOf(k, f)] = { type: 'string' };
   return defs;
+}
+
+/** Which attention options a command offers: `streaming: false` leaves out the streaming-head fields. */
+export interface AttentionOffer {
+  streaming?: boolean;
+}
+
+/** The streaming-head fields of the attention section. */
+export const STREAMING_FIELDS: readonly string[] = ['headPattern', 'streamingFraction', 'sink', 'local'];
+
+function offeredAttention(opts: AttentionOffer): SectionSpec {
+  if (opts.streaming !== false) return ATTENTION_SPEC;
+  return Object.fromEntries(Object.entries(ATTENTION_SPEC).filter(([k]) => !STREAMING_FIELDS.includes(k)));
 }
 
 /** The flags of a section's fields, keyed by field name (what resolveSection takes as `flags`). */
@@ -27,13 +40,27 @@ export function flagValues(spec: SectionSpec, values: Record<string, unknown>): 
   return flags;
 }
 
-/** Attention config from defaults < config file ("attention" section) < SIFT_ATTENTION_* env < flags. */
-export function attentionConfigFrom(values: Record<string, unknown>, pageSize: number): AttentionConfig {
+/**
+ * Attention config from defaults < config file ("attention" section) < SIFT_ATTENTION_* env < flags. A command that
+ * does not offer the streaming-head fields (`streaming: false`) refuses a head pattern set through the config file
+ * or the environment, naming where it was set, rather than failing inside the forward pass.
+ */
+export function attentionConfigFrom(
+  values: Record<string, unknown>,
+  pageSize: number,
+  opts: AttentionOffer & { command?: string } = {},
+): AttentionConfig {
   const { sections, fileName } = readConfigFile(values.config as string | undefined);
-  return attentionConfig(
-    { file: sections.attention, fileName, env: process.env, flags: flagValues(ATTENTION_SPEC, values) },
-    pageSize,
-  );
+  const layers = { file: sections.attention, fileName, env: process.env, flags: flagValues(ATTENTION_SPEC, values) };
+  const c = attentionConfig(layers, pageSize);
+  if (opts.streaming === false && c.headPattern !== '') {
+    throw new SiftError(
+      'CONFIG_INVALID',
+      `${sourceOf('ATTENTION', ATTENTION_SPEC, layers, 'headPattern')} sets a head pattern, but sift ${opts.command ?? 'this command'} ` +
+        'measures retrieval heads only (no streaming rings); unset it, or use sift generate / sift serve for streaming heads',
+    );
+  }
+  return c;
 }
 
 /** The sections a config file may have, each one concern's fields (config/engine.ts, attention.ts, server.ts). */
@@ -87,7 +114,7 @@ export function engineConfigFrom(values: Record<string, unknown>): EngineConfig 
   return engineConfig({ file: sections.engine, fileName, env: process.env, flags: flagValues(ENGINE_SPEC, values) });
 }
 
-export function engineHelp(): string {
+export function engineHelp(opts: AttentionOffer = {}): string {
   return [
     'configuration: defaults < --config FILE (JSON, sections "engine", "attention", "server"; or env SIFT_CONFIG)',
     '               < environment (SIFT_<SECTION>_<FIELD>) < flags',
@@ -96,7 +123,7 @@ export function engineHelp(): string {
     ...describeSection('ENGINE', ENGINE_SPEC),
     '',
     'attention options (also in a --config JSON file under "attention", or env):',
-    ...describeSection('ATTENTION', ATTENTION_SPEC),
+    ...describeSection('ATTENTION', offeredAttention(opts)),
   ].join('\n');
 }
 
