@@ -118,7 +118,8 @@ export function resolveKvCacheConfig(cfg: KvCacheConfig): ResolvedKvCacheConfig 
     throw invalid('enablePrefixCache cannot be combined with streaming heads (the streaming ring is not cached)');
   }
   let bytesPerPage: number | null = null;
-  if (cfg.bytesPerPage !== undefined) bytesPerPage = checkInt('bytesPerPage', cfg.bytesPerPage, 1);
+  // 0 when every head is a streaming head: the paged pool then only numbers pages (its K/V live in the rings)
+  if (cfg.bytesPerPage !== undefined) bytesPerPage = checkInt('bytesPerPage', cfg.bytesPerPage, 0);
   return Object.freeze({ numPages, pageSize, logicalPageSize, enablePrefixCache, bytesPerPage, streaming });
 }
 

@@ -35,6 +35,11 @@ export interface KvStorageOptions {
   headPlan?: HeadPlan;
   /** Pages of the streaming pool (kvcache StreamingPoolConfig.numPages); required >= 1 when any head streams. */
   numStreamingPages?: number;
+  /**
+   * Main-pool pages when every head streams (pagesFor): the pool then stores nothing, but the block tables still
+   * number their pages, so it needs as many as the running sequences can hold (maxSeqs x pages per sequence).
+   */
+  pagesWhenAllStreaming?: number;
 }
 
 /** Size of the placeholder buffer of a pool with no heads in a layer. */
@@ -149,7 +154,7 @@ export class KvStorage {
 
   /**
    * Main-pool pages that fit in `mib` MiB for this model and page size after `numStreamingPages` streaming pages,
-   * capped so one layer buffer fits a binding.
+   * capped so one layer buffer fits a binding (`pagesWhenAllStreaming` when no head is a retrieval head).
    */
   static pagesFor(gpu: Gpu, config: ModelConfig, pageSize: number, mib: number, opts: KvStorageOptions = {}): number {
     checkHeadDim(config);
@@ -164,6 +169,8 @@ export class KvStorage {
       );
     const budget = mib * 1024 * 1024 - (opts.numStreamingPages ?? 0) * sPerPage;
     const maxR = Math.max(...counts.retrieval);
+    // every head streams (StreamingLLM): main-pool pages cost nothing, they only number the block tables' entries
+    if (maxR === 0) return Math.max(1, opts.pagesWhenAllStreaming ?? 1);
     const byBudget = perPage > 0 ? Math.floor(budget / perPage) : Number.POSITIVE_INFINITY;
     const byBinding =
       maxR > 0 ? Math.floor(gpu.caps.maxStorageBufferBindingSize / cachePageBytes(pageSize, maxR, config.headDim)) : 1;

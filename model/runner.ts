@@ -120,10 +120,10 @@ export class ModelRunner implements ModelExecutor {
         : 0;
       const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
-      const kvOpts = { headPlan, numStreamingPages };
+      const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
+      const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
       const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib, kvOpts);
       const kv = new KvStorage(gpu, c, pages, cfg.pageSize, kvOpts);
-      const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const fwd = new ForwardPass(gpu, weights, kv, {
         maxBatchTokens: cfg.maxBatchTokens,
         maxSeqs: cfg.maxSeqs,

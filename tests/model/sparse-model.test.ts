@@ -50,10 +50,15 @@ for (const variant of [
   SYNTHETIC_VARIANTS.find((v) => v.kvHeads < v.heads)!,
   SYNTHETIC_VARIANTS.find((v) => v.kvHeads === v.heads && v.heads >= 4)!,
 ]) {
-  for (const prefillMode of ['dense', 'block-sparse'] as const) {
-    test(`streaming heads + ${prefillMode} prefill equal the masked reference: ${variant.name}`, async () => {
+  // fraction 1: every head streams (StreamingLLM); the main pool then stores nothing but still numbers pages
+  for (const [prefillMode, fraction] of [
+    ['dense', 0.5],
+    ['block-sparse', 0.5],
+    ['dense', 1],
+  ] as const) {
+    test(`streaming heads (fraction ${fraction}) + ${prefillMode} prefill equal the masked reference: ${variant.name}`, async () => {
       const gpu = await testGpu();
-      const dir = path.join(root, `${variant.name}-${prefillMode}`);
+      const dir = path.join(root, `${variant.name}-${prefillMode}-${fraction}`);
       writeSyntheticCheckpoint(dir, variant);
       const rng = new Rng(variant.seed + 17);
       // a head pattern: random scores per (layer, kv head); half the heads stream (lowest scores)
@@ -67,7 +72,7 @@ for (const variant of [
         {
           flags: {
             headPattern: pattern,
-            streamingFraction: '0.5',
+            streamingFraction: String(fraction),
             sink: String(SINK),
             local: String(LOCAL),
             prefillMode,
@@ -84,8 +89,12 @@ for (const variant of [
       const loop = EngineCore.create(engine);
       const ckpt = openCheckpoint(dir);
       try {
-        const plan = loadHeadPlan(pattern, ckpt.config, { streamingFraction: 0.5 });
-        assert.ok(plan.streaming.some((l) => l.length > 0) && plan.retrieval.some((l) => l.length > 0));
+        const plan = loadHeadPlan(pattern, ckpt.config, { streamingFraction: fraction });
+        assert.ok(plan.streaming.some((l) => l.length > 0));
+        assert.equal(
+          plan.retrieval.every((l) => l.length === 0),
+          fraction === 1,
+        );
         const streaming = { heads: plan.streaming, sink: SINK, local: LOCAL };
         // prompts longer than sink + local and than one prefill chunk (40): the rings recycle during prefill
         const prompts = [90, 61].map((n) => Array.from({ length: n }, () => rng.int(3, ckpt.config.vocabSize - 1)));
@@ -100,7 +109,9 @@ for (const variant of [
         const streamingPairs = plan.streaming.reduce((n, l) => n + l.length, 0);
         assert.equal(es.streamingHeadShare, streamingPairs / (variant.layers * variant.kvHeads));
         // 6 tokens each: the first decode step after prefill reselects, later ones reuse until the 4th
-        assert.ok(es.selectionReuseShare > 0 && es.selectionReuseShare < 1, `reuse share ${es.selectionReuseShare}`);
+        if (fraction < 1)
+          assert.ok(es.selectionReuseShare > 0 && es.selectionReuseShare < 1, `reuse share ${es.selectionReuseShare}`);
+        else assert.equal(engine.kv.bytesPerPage, 0, 'no retrieval head: the main pool stores nothing');
       } finally {
         ckpt.close();
         await loop.shutdown(1000);
