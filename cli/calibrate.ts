@@ -23,6 +23,9 @@ import {
 import { loadText } from '../text/text.js';
 import { parse, progressLine } from './common.js';
 
+/** Windows at least this long get LServe's sink 128 + local 256; smaller ones a window scaled to them. */
+const WIDE_WINDOW = 4 * (DEFAULT_STREAMING_SINK + DEFAULT_STREAMING_LOCAL);
+
 const HELP = `usage: sift calibrate [--model NAME|DIR] --text FILE --out FILE [options]
 
 Scores each (layer, KV head) by the mean share of attention mass outside the streaming window (sink + local) over
@@ -31,11 +34,48 @@ the text, and writes a head-pattern TSV (one line per layer, one score per KV he
   --model NAME|DIR   a known model name (default ${DEFAULT_MODEL}) or an HF directory
   --text FILE        text to run (UTF-8); long texts are taken in windows of the model's context
   --out FILE         where to write the TSV
-  --sink N           sink tokens (default ${DEFAULT_STREAMING_SINK})
-  --local N          local window tokens (default ${DEFAULT_STREAMING_LOCAL})
+  --sink N           sink tokens (default ${DEFAULT_STREAMING_SINK}, as LServe, when the window holds at least
+                     ${WIDE_WINDOW} tokens; else window / 64, at least 4: 4 on a 256-token model)
+  --local N          local window tokens (default ${DEFAULT_STREAMING_LOCAL}, or window / 8 on a smaller window: 32)
   --max-tokens N     use at most N tokens of the text (default all)
   --window N         tokens per window (default and maximum: the model's context length)
+Only tokens past sink + local are scored, so sink + local must be smaller than the window and than the text;
+both are checked before the model loads. Use the same --sink/--local with serve or generate.
   --chunk N          tokens per forward chunk (default 64)`;
+
+/**
+ * The streaming window to score against, fitted to the calibration window `win` when not given, and checked: only
+ * tokens past sink + local are scored, so sink + local must leave room in the window and in the text.
+ */
+export function calibrationWindow(
+  win: number,
+  textTokens: number,
+  given: { sink?: number; local?: number },
+): { sink: number; local: number } {
+  const wide = win >= WIDE_WINDOW;
+  const sink = given.sink ?? (wide ? DEFAULT_STREAMING_SINK : Math.max(4, Math.floor(win / 64)));
+  const local = given.local ?? (wide ? DEFAULT_STREAMING_LOCAL : Math.max(16, Math.floor(win / 8)));
+  const fix = (n: number) => {
+    const s = Math.max(1, Math.floor(n / 64));
+    const l = Math.max(1, Math.floor(n / 8));
+    return `--sink and --local with sink + local < ${n}${s + l < n ? ` (e.g. --sink ${s} --local ${l})` : ''}`;
+  };
+  if (sink + local >= win) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `sink ${sink} + local ${local} fill the ${win}-token window (the model's context, or --window): no token lies past them to score; pass ${fix(win)}`,
+      { param: 'sink' },
+    );
+  }
+  if (sink + local >= textTokens) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `the text has ${textTokens} tokens, none past sink ${sink} + local ${local} to score: use a longer --text, or ${fix(textTokens)}`,
+      { param: 'text' },
+    );
+  }
+  return { sink, local };
+}
 
 export interface CalibrateRun {
   /** Model directory (HF layout). */
@@ -117,8 +157,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`sift calibrate: --text and --out are required\n\n${HELP}\n`);
     return 2;
   }
-  const sinkTokens = intFlag(values.sink, 'sink', DEFAULT_STREAMING_SINK, 0);
-  const localTokens = intFlag(values.local, 'local', DEFAULT_STREAMING_LOCAL, 1);
+  const givenSink = values.sink === undefined ? undefined : intFlag(values.sink, 'sink', 0, 0);
+  const givenLocal = values.local === undefined ? undefined : intFlag(values.local, 'local', 0, 1);
+  const givenWindow = values.window === undefined ? undefined : intFlag(values.window, 'window', 0, 1);
+  const chunkTokens = values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1);
   const maxTokens =
     values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
   const progress = progressLine();
@@ -135,14 +177,29 @@ export async function main(argv: string[]): Promise<number> {
     throw new SiftError('INVALID_ARGUMENT', `cannot read --text ${file}: ${(e as Error).message}`, { param: 'text' });
   }
   const ids = (await loadText(dir).encodePrompt(text)).slice(0, maxTokens);
+  // everything that needs no model is checked before it loads (~7 s on the default model)
+  const ctx = loadModelConfig(dir).maxPositionEmbeddings;
+  const win = givenWindow ?? ctx;
+  if (win > ctx) {
+    throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
+  }
+  const { sink: sinkTokens, local: localTokens } = calibrationWindow(win, ids.length, {
+    sink: givenSink,
+    local: givenLocal,
+  });
+  if (givenSink === undefined || givenLocal === undefined) {
+    progress.done(
+      `sift calibrate: window of ${win} tokens, scoring attention outside sink ${sinkTokens} + local ${localTokens}`,
+    );
+  }
   const scores = await calibrateToFile({
     dir,
     ids,
     out: String(values.out),
     sinkTokens,
     localTokens,
-    windowTokens: values.window === undefined ? undefined : intFlag(values.window, 'window', 0, 1),
-    chunkTokens: values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1),
+    windowTokens: win,
+    chunkTokens,
     source: path.basename(file),
     onProgress: (d, t) => progress.update(`calibrate: ${d}/${t} tokens`),
   });
