@@ -25,7 +25,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
 import { buildTokenizerJson, parseLlama2cTokenizer } from './llama2c-tokenizer.js';
-import { writeModelDirAtomically } from './model-dir.js';
+import { readMarker, writeModelDirAtomically } from './model-dir.js';
+import { KNOWN_MODELS, type KnownModel } from './models.js';
 import { type TensorToWrite, writeSafetensors } from './safetensors.js';
 
 export const LLAMA2C_HEADER_BYTES = 28;
@@ -249,6 +250,21 @@ function writeJson(file: string, obj: unknown): void {
   fs.writeFileSync(file, `${JSON.stringify(obj, null, 2)}\n`);
 }
 
+/** llama2.c's BOS id, which also ends a generated sequence there (a story ends where the next one would begin). */
+export const LLAMA2C_BOS = 1;
+
+/**
+ * Stop ids a model directory needs beyond its generation_config.json: [BOS] for a directory sift imported from a
+ * llama2.c checkpoint (llama2.c stops at BOS). Imports since the marker records `format` also write BOS into
+ * generation_config.json; earlier ones are recognised by their marker's checksum in the registry of known models.
+ */
+export function llama2cStopIds(dir: string, registry: Readonly<Record<string, KnownModel>> = KNOWN_MODELS): number[] {
+  const m = readMarker(dir);
+  if (m === null) return [];
+  const known = Object.values(registry).some((k) => k.format === 'llama2c' && k.source.sha256 === m.sha256);
+  return m.format === 'llama2c' || known ? [LLAMA2C_BOS] : [];
+}
+
 /** Imports a llama2.c v0 checkpoint + tokenizer.bin into an HF directory at `opts.dest`, atomically. */
 export async function importLlama2c(opts: ImportLlama2cOptions): Promise<ImportResult> {
   const ckpt = load(opts.checkpoint);
@@ -260,7 +276,7 @@ export async function importLlama2c(opts: ImportLlama2cOptions): Promise<ImportR
   const dest = path.resolve(opts.dest);
   await writeModelDirAtomically(
     dest,
-    { name: opts.name ?? path.basename(dest), sha256, source: opts.source ?? ckpt.label },
+    { name: opts.name ?? path.basename(dest), sha256, source: opts.source ?? ckpt.label, format: 'llama2c' },
     (tmp) => {
       writeJson(path.join(tmp, 'config.json'), hfConfig(config));
       writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, {
@@ -280,10 +296,11 @@ export async function importLlama2c(opts: ImportLlama2cOptions): Promise<ImportR
         legacy: true,
         model_max_length: config.seqLen,
       });
+      // llama2.c ends a sequence where the model writes BOS (run.c: "the BOS (=1) token delimits sequences")
       writeJson(path.join(tmp, 'generation_config.json'), {
         _from_model_config: true,
-        bos_token_id: 1,
-        eos_token_id: 2,
+        bos_token_id: LLAMA2C_BOS,
+        eos_token_id: [2, LLAMA2C_BOS],
       });
     },
     { keepComplete: opts.keepComplete },

@@ -1,5 +1,6 @@
 /** `sift generate`: run one prompt through the engine and stream the result to the terminal. */
-
+import path from 'node:path';
+import { llama2cStopIds } from '../checkpoint/llama2c.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { resolveModel } from '../checkpoint/pull.js';
 import { SiftError } from '../config/errors.js';
@@ -8,18 +9,29 @@ import type { GenerationEvent } from '../engine/client.js';
 import { EngineCore } from '../engine/core.js';
 import { type SamplingParams, validateSampling } from '../engine/sampler.js';
 import { ModelRunner } from '../model/runner.js';
-import { loadText, type TextSide } from '../text/text.js';
-import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
+import type { TextSide } from '../text/text.js';
+import {
+  attentionConfigFrom,
+  engineConfigFrom,
+  engineHelp,
+  engineOptionDefs,
+  loadModelText,
+  parse,
+  progressLine,
+} from './common.js';
 
 const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3) [options]
 
   --model NAME|DIR      a known model name (default ${DEFAULT_MODEL}, fetched on first use) or an HF directory
   --prompt TEXT         plain-text prompt (BOS is added); "" means BOS only
-  --chat TEXT           a user message, rendered with the model's chat template
-  --system TEXT         a system message for --chat
+  --chat TEXT           a user message, rendered with the model's chat template (a model without one, such as
+                        stories15M, gets BOS + the message text, and a note on stderr says so)
+  --system TEXT         a system message for --chat (dropped by the fallback of a model without a template)
   --prompt-ids LIST     comma-separated token ids (no tokenizer involved)
-  --max-tokens N        tokens to generate (default 256, or the rest of the context if that is less);
-                        a prompt plus N over the context limit is an error
+  --max-tokens N        tokens to generate (default 256, or the rest of the context if that is less: it then
+                        stops at the context limit and says so); a prompt plus N over the limit is an error.
+                        Generation also ends at the model's stop ids (stories15M: at the end of the story,
+                        where llama2.c stops)
   --temperature T       0 = greedy (default 1.0)
   --top-p P             nucleus sampling (default 0.9)
   --top-k K             keep the K most likely tokens, 0 = off (default 0)
@@ -90,12 +102,19 @@ export async function main(argv: string[]): Promise<number> {
         return n;
       });
     try {
-      text = loadText(dir);
+      text = loadModelText(dir);
     } catch {
       text = null; // token ids need no tokenizer; text output is then omitted
     }
   } else {
-    text = loadText(dir);
+    text = loadModelText(dir);
+    if (values.chat !== undefined && !text.chat.isModelTemplate) {
+      // base models (stories15M) have no chat template: say what the fallback makes of the conversation
+      process.stderr.write(
+        `sift generate: ${path.basename(dir)} has no chat template; --chat falls back to BOS + the message text` +
+          `${values.system !== undefined ? ' (--system is dropped: the fallback keeps user messages only)' : ''}\n`,
+      );
+    }
     promptIds =
       values.chat !== undefined
         ? await text.encodeChat([
@@ -126,7 +145,7 @@ export async function main(argv: string[]): Promise<number> {
       promptIds,
       maxTokens,
       sampling,
-      stopIds: text?.stopIds ?? engine.config.eosTokenIds,
+      stopIds: text?.stopIds ?? [...engine.config.eosTokenIds, ...llama2cStopIds(dir)],
     });
     let done: Extract<GenerationEvent, { type: 'done' }> | null = null;
     for await (const ev of h) {
@@ -151,6 +170,15 @@ export async function main(argv: string[]): Promise<number> {
       if (!json) process.stdout.write(rest.text);
     }
     const finish: string = stream?.stopped ? 'stop' : done.finishReason;
+    const atContextLimit = finish === 'length' && promptIds.length + outputIds.length >= loop.maxContext;
+    if (atContextLimit) {
+      // the server refuses a max_tokens that does not fit; here the default stops at the limit, so say so
+      process.stderr.write(
+        `sift generate: stopped at the context limit of ${loop.maxContext} tokens (${promptIds.length} prompt + ` +
+          `${outputIds.length} generated); --max-context N allows more (past the model's trained ` +
+          `${engine.config.maxPositionEmbeddings} tokens, quality is not guaranteed)\n`,
+      );
+    }
     const ttft = done.timings.ttftMs ?? done.timings.durationMs;
     const prefillMs = ttft - done.timings.queuedMs;
     const decodeMs = done.timings.durationMs - ttft;
@@ -169,6 +197,7 @@ export async function main(argv: string[]): Promise<number> {
           output_ids: outputIds,
           text: stream ? stream.text : null,
           finish_reason: finish,
+          max_context: loop.maxContext,
           attention: { mode: att.mode, mean_tokens_attended: round(att.meanTokensAttended) },
           timings: {
             prefill_ms: round(t.prefillMs),

@@ -15,13 +15,13 @@ import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
 import { listen, onSignals } from '../server/server.js';
 import { Gpu } from '../shaders/runtime.js';
-import { loadText } from '../text/text.js';
 import {
   attentionConfigFrom,
   engineConfigFrom,
   engineHelp,
   engineOptionDefs,
   flagValues,
+  loadModelText,
   parse,
   readConfigFile,
 } from './common.js';
@@ -133,7 +133,12 @@ export async function main(argv: string[]): Promise<number> {
         log.info({ phase: p.phase }, p.message);
       },
     });
-    const text = loadText(dir);
+    const text = loadModelText(dir);
+    if (!text.chat.isModelTemplate) {
+      log.warn(
+        'the model has no chat template: /v1/chat/completions renders BOS + the user messages joined by newlines (system and assistant messages are dropped)',
+      );
+    }
     const trained = loadModelConfig(dir).maxPositionEmbeddings;
     if (engineCfg.maxContext !== null && engineCfg.maxContext > trained) {
       log.warn(

@@ -47,8 +47,12 @@ export function stopIdsOf(dir: string, tokenizer: Tokenizer): number[] {
   return [...new Set(ids)];
 }
 
-/** Loads the text side of a model directory (tokenizer.json, tokenizer_config.json, the configs' eos ids). */
-export function loadText(dir: string): TextSide {
+/**
+ * Loads the text side of a model directory (tokenizer.json, tokenizer_config.json, the configs' eos ids);
+ * `extraStopIds` are ids that also end generation (the caller knows them from elsewhere, e.g. llama2.c's BOS).
+ */
+export function loadText(dir: string, opts: { extraStopIds?: readonly number[] } = {}): TextSide {
   const tokenizer = Tokenizer.load(dir);
-  return new TextSide(tokenizer, ChatTemplate.load(dir), stopIdsOf(dir, tokenizer));
+  const stopIds = [...new Set([...stopIdsOf(dir, tokenizer), ...(opts.extraStopIds ?? [])])];
+  return new TextSide(tokenizer, ChatTemplate.load(dir), stopIds);
 }

@@ -4,11 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
-import { importLlama2c, permuteRopeRows } from '../../checkpoint/llama2c.js';
+import { importLlama2c, llama2cStopIds, permuteRopeRows } from '../../checkpoint/llama2c.js';
 import { parseLlama2cTokenizer } from '../../checkpoint/llama2c-tokenizer.js';
 import { MARKER_FILE, readMarker, writeModelDirAtomically } from '../../checkpoint/model-dir.js';
+import { KNOWN_MODELS } from '../../checkpoint/models.js';
 import { openSafetensorsDir } from '../../checkpoint/safetensors.js';
 import { isSiftError } from '../../config/errors.js';
+import { loadText } from '../../text/text.js';
 import { Tokenizer } from '../../text/tokenizer.js';
 import { Rng } from '../helpers/rng.js';
 import { type SynthShape, spEncode, synthCheckpoint, synthTokenizer, TINY } from './synth-llama2c.js';
@@ -124,6 +126,12 @@ describe('llama2.c importer', () => {
         assert.ok(fs.existsSync(path.join(dest, f)), f);
       }
       assert.equal(readMarker(dest)?.sha256, r.sha256);
+      // llama2.c ends a sequence at BOS: the import says so in generation_config.json and in its marker
+      assert.equal(readMarker(dest)?.format, 'llama2c');
+      const gen = JSON.parse(fs.readFileSync(path.join(dest, 'generation_config.json'), 'utf8'));
+      assert.deepEqual(gen.eos_token_id, [2, 1]);
+      assert.deepEqual(llama2cStopIds(dest), [1]);
+      assert.deepEqual(loadText(dest).stopIds.slice().sort(), [1, 2]);
       const cfg = JSON.parse(fs.readFileSync(path.join(dest, 'config.json'), 'utf8'));
       assert.equal(cfg.architectures[0], 'LlamaForCausalLM');
       assert.equal(cfg.tie_word_embeddings, shared);
@@ -272,4 +280,20 @@ describe('llama2.c importer', () => {
       ['atomic-model'],
     );
   });
+});
+
+test('llama2cStopIds: BOS for a llama2.c import (marker format, or a known llama2.c checksum); nothing else', () => {
+  const dir = (name: string, marker: object | null) => {
+    const d = path.join(tmp, `stops-${name}`);
+    fs.mkdirSync(d, { recursive: true });
+    if (marker) fs.writeFileSync(path.join(d, MARKER_FILE), JSON.stringify(marker));
+    return d;
+  };
+  const base = { name: 'm', source: 'x', createdAt: 'now' };
+  assert.deepEqual(llama2cStopIds(dir('fmt', { ...base, sha256: 'aa', format: 'llama2c' })), [1]);
+  // an import made before the marker recorded its format: known by the registry's checksum
+  const known = KNOWN_MODELS.stories15M.source.sha256;
+  assert.deepEqual(llama2cStopIds(dir('old', { ...base, sha256: known })), [1]);
+  assert.deepEqual(llama2cStopIds(dir('other', { ...base, sha256: 'bb' })), []);
+  assert.deepEqual(llama2cStopIds(dir('none', null)), []);
 });

@@ -9,7 +9,12 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { llama2cStopIds } from '../../checkpoint/llama2c.js';
+import { modelPath } from '../../checkpoint/models.js';
 import { writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
+import { engineConfig } from '../../config/engine.js';
+import { argmax } from '../../engine/sampler.js';
+import { ModelRunner } from '../../model/runner.js';
 import { LETTERS, scratchDir, writeTextSide } from '../helpers/tiny-text.js';
 
 const run = promisify(execFile);
@@ -78,12 +83,54 @@ test('sift generate: the default length stops at the context limit; an explicit 
   const dir = lettersModel();
   const prompt = ['1', ...Array.from({ length: 249 }, (_, i) => String(3 + (i % 26)))].join(',');
   const args = [CLI, 'generate', '--model', dir, '--prompt-ids', prompt, '--temperature', '0', '--json'];
-  const out = JSON.parse((await run(process.execPath, args)).stdout) as { output_ids: number[]; finish_reason: string };
+  const res = await run(process.execPath, args);
+  const out = JSON.parse(res.stdout) as { output_ids: number[]; finish_reason: string; max_context: number };
   assert.equal(out.output_ids.length, 256 - 250, 'the rest of the 256-token context');
   assert.equal(out.finish_reason, 'length');
+  assert.equal(out.max_context, 256);
+  // it says why it stopped, and how to allow more
+  assert.match(
+    res.stderr,
+    /stopped at the context limit of 256 tokens \(250 prompt \+ 6 generated\); --max-context N allows more/,
+  );
   await assert.rejects(run(process.execPath, [...args, '--max-tokens', '7']), (e: { stderr: string; code: number }) => {
     assert.notEqual(e.code, 0);
     assert.match(e.stderr, /CONTEXT_LENGTH_EXCEEDED.*maximum context length is 256 tokens.*250 prompt tokens/);
     return true;
   });
+});
+
+test('sift generate --chat on a model without a chat template says it falls back, and what it drops', async () => {
+  const dir = lettersModel();
+  const args = [CLI, 'generate', '--model', dir, '--chat', 'abc', '--system', 'xyz', '--max-tokens', '2'];
+  const { stderr } = await run(process.execPath, args);
+  assert.match(stderr, /has no chat template; --chat falls back to BOS \+ the message text \(--system is dropped/);
+});
+
+test('stories15M stops where llama2.c stops: at the BOS that would begin the next story', async () => {
+  const args = [CLI, 'generate', '--prompt', '', '--temperature', '0', '--json'];
+  const out = JSON.parse((await run(process.execPath, args)).stdout) as {
+    output_ids: number[];
+    finish_reason: string;
+    text: string;
+  };
+  assert.equal(out.finish_reason, 'stop', 'ended by a stop id, not the length limit');
+  assert.ok(out.output_ids.length < 255, `${out.output_ids.length} tokens`);
+  assert.ok(!out.output_ids.includes(1) && !out.output_ids.includes(2));
+  assert.match(out.text, /^Once upon a time, there was a little girl named Lily\./);
+  // the token the model chose next, the one that ended the story, is BOS (id 1): check on the GPU
+  const dir = modelPath('stories15M');
+  const runner = await ModelRunner.load(dir, engineConfig({ flags: { maxSeqs: 1 } }));
+  try {
+    const ids = [1, ...out.output_ids];
+    const logits = await runner.prefill(
+      'bos-check',
+      ids,
+      Array.from({ length: 4 }, (_, i) => i),
+    );
+    assert.equal(argmax(logits.subarray(logits.length - runner.config.vocabSize)), 1);
+  } finally {
+    runner.destroy();
+  }
+  assert.deepEqual(llama2cStopIds(dir), [1], 'the converted stories15M directory is known as a llama2.c import');
 });
