@@ -37,7 +37,7 @@ const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TE
   --top-k K             keep the K most likely tokens, 0 = off (default 0)
   --seed N              seed of the sampler (same seed, same tokens)
   --stop TEXT           stop when TEXT appears (repeatable)
-  --json                print one JSON object (prompt_ids, output_ids, text, finish_reason, timings)
+  --json                print one JSON object (prompt_ids, output_ids, text, finish_reason, attention, timings)
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -198,7 +198,14 @@ export async function main(argv: string[]): Promise<number> {
           text: stream ? stream.text : null,
           finish_reason: finish,
           max_context: loop.maxContext,
-          attention: { mode: att.mode, mean_tokens_attended: round(att.meanTokensAttended) },
+          attention: {
+            mode: att.mode,
+            requested_mode: att.requestedMode,
+            mean_tokens_attended: round(att.meanTokensAttended),
+            mean_context_tokens: round(att.meanContextTokens),
+            prefill_key_blocks_skipped_share:
+              att.prefillKeyBlocksSkippedShare === null ? null : round(att.prefillKeyBlocksSkippedShare),
+          },
           timings: {
             prefill_ms: round(t.prefillMs),
             decode_ms: round(t.decodeMs),
@@ -210,8 +217,11 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       process.stdout.write('\n');
       process.stderr.write(
-        `[${promptIds.length} prompt tokens, ${outputIds.length} generated, finish: ${finish}, attention ${att.mode} ` +
-          `(${att.meanTokensAttended.toFixed(0)} KV tokens/step)] prefill ${t.prefillTokensPerS.toFixed(1)} tok/s, ` +
+        `[${promptIds.length} prompt tokens, ${outputIds.length} generated, finish: ${finish}, attention ${att.mode}` +
+          `${att.mode === att.requestedMode ? '' : ` (${att.requestedMode} asked; every head read every token)`}: ` +
+          `${att.meanTokensAttended.toFixed(0)} of ${att.meanContextTokens.toFixed(0)} KV tokens/step` +
+          `${att.prefillKeyBlocksSkippedShare === null ? '' : `, prefill skipped ${(att.prefillKeyBlocksSkippedShare * 100).toFixed(0)}% of key blocks`}` +
+          `] prefill ${t.prefillTokensPerS.toFixed(1)} tok/s, ` +
           `decode ${t.decodeTokensPerS.toFixed(1)} tok/s (${engine.gpu.caps.adapterName})\n`,
       );
     }

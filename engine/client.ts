@@ -48,10 +48,24 @@ export interface RequestUsage {
   cachedTokens: number;
 }
 
+/** How a request's attention ran, as its kernels ran it. */
 export interface AttentionUsage {
+  /**
+   * Decode attention as it ran: 'sparse' when at least one decode step read fewer KV tokens than its context (page
+   * selection left pages out, or a streaming head kept only its window), else 'dense': every head read every token,
+   * also when the request asked for sparse but its context fit the token budget.
+   */
   mode: 'dense' | 'sparse';
-  /** Mean KV tokens attended per decode step (per retrieval head), over this request's decode steps. */
+  /** The mode the request asked for, else the configured default. */
+  requestedMode: 'dense' | 'sparse';
+  /** Decode steps (tokens sampled after the first). */
+  decodeSteps: number;
+  /** Mean KV tokens read per decode step and (layer, KV head), streaming heads included; 0 without decode steps. */
   meanTokensAttended: number;
+  /** Mean context of those steps: what dense attention reads. */
+  meanContextTokens: number;
+  /** Share of the causal key blocks block-sparse prefill skipped over this prompt; null when prefill was dense. */
+  prefillKeyBlocksSkippedShare: number | null;
 }
 
 export type GenerationEvent =
@@ -89,8 +103,15 @@ export interface EngineStats {
   /** Totals since start, for metrics. */
   promptTokens: number;
   generationTokens: number;
-  /** Share of the KV tokens dense attention would have read that decode actually read (1 when all dense). */
+  /**
+   * Share of the KV tokens dense attention would have read that decode read, over every (layer, KV head) pair,
+   * streaming heads included, as the kernels read them (1 when all dense).
+   */
   attendedShare: number;
+  /** Share of the causal key blocks block-sparse prefill skipped (0 when every prefill was dense). */
+  prefillKeyBlocksSkippedShare: number;
+  /** Whether the prefix cache is on (off for models with streaming heads: a cached prefix would skip their rings). */
+  prefixCacheEnabled: boolean;
   /** Share of sparse decode steps (per sequence) that reused an earlier page selection instead of reselecting. */
   selectionReuseShare: number;
   /** Share of the model's (layer, KV head) pairs that are streaming heads (sink + local window). */

@@ -70,7 +70,7 @@ export class EngineCore implements EngineClient {
   private steps = 0;
   /** The schedule being executed (null outside execute/update). */
   private current: ScheduleOutput | null = null;
-  private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0 };
+  private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0, blocksTotal: 0, blocksKept: 0 };
 
   private constructor(
     readonly executor: ModelExecutor,
@@ -170,6 +170,9 @@ export class EngineCore implements EngineClient {
       promptTokens: this.totals.promptTokens,
       generationTokens: this.totals.generationTokens,
       attendedShare: this.totals.dense > 0 ? this.totals.attended / this.totals.dense : 1,
+      prefillKeyBlocksSkippedShare:
+        this.totals.blocksTotal > 0 ? 1 - this.totals.blocksKept / this.totals.blocksTotal : 0,
+      prefixCacheEnabled: this.kv.config.enablePrefixCache,
       selectionReuseShare: decodes > 0 ? x.selectionReuses / decodes : 0,
       streamingHeadShare: x.streamingHeadShare,
     };
@@ -230,6 +233,7 @@ export class EngineCore implements EngineClient {
   private update(out: ScheduleOutput, result: ExecuteOutput): void {
     const V = this.executor.limits.vocabSize;
     let row = 0;
+    const numDecode = out.scheduled.filter((e) => e.kind === 'decode').length;
     out.scheduled.forEach((e, i) => {
       const rowLogits = e.sample ? result.logits.subarray(row * V, (row + 1) * V) : null;
       if (e.sample) row++;
@@ -237,6 +241,15 @@ export class EngineCore implements EngineClient {
       if (!r || r.finished) return; // cancelled or timed out while the step ran: its pages are already free
       this.scheduler.commit(e);
       const seq = e.seq;
+      if (e.kind === 'prefill') {
+        const b = result.prefillKeyBlocks[i - numDecode]; // prefill entries follow the decode entries
+        if (b) {
+          r.prefillBlocksTotal += b.total;
+          r.prefillBlocksKept += b.kept;
+          this.totals.blocksTotal += b.total;
+          this.totals.blocksKept += b.kept;
+        }
+      }
       if (!rowLogits) {
         if (r.output.length === 0 && seq.numComputed < seq.promptLen) {
           r.emit({ type: 'progress', promptTokensDone: seq.numComputed, promptTokens: seq.promptLen });
@@ -249,10 +262,13 @@ export class EngineCore implements EngineClient {
       }
       if (e.kind === 'decode') {
         const attended = result.tokensAttended[i]; // decode entries come first: entry i is decode entry i
+        const context = e.start + 1; // a dense step reads positions 0..start
         r.decodeSteps++;
         r.attendedSum += attended;
+        r.denseSum += context;
+        if (attended < context) r.sparseSteps++;
         this.totals.attended += attended;
-        this.totals.dense += e.start + 1; // a dense step reads positions 0..start
+        this.totals.dense += context;
       }
       const id = r.sampler.sample(rowLogits);
       if (r.stop.has(id)) {

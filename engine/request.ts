@@ -17,10 +17,14 @@ export class LiveRequest implements RequestHandle {
   firstTokenAt: number | null = null;
   /** Prompt tokens served from the prefix cache at the first admission. */
   cachedTokens = 0;
-  /** Sum over decode steps of the KV tokens attended, and the number of decode steps. */
+  /** Sums over decode steps of the KV tokens read and of the context, the steps, and those that read less. */
   attendedSum = 0;
   denseSum = 0;
   decodeSteps = 0;
+  sparseSteps = 0;
+  /** Causal key blocks of block-sparse prefill over the prompt, and those kept. */
+  prefillBlocksTotal = 0;
+  prefillBlocksKept = 0;
   promptCounted = false;
   timer: NodeJS.Timeout | null = null;
   finishReason: FinishReason | null = null;
@@ -55,7 +59,7 @@ export class LiveRequest implements RequestHandle {
   }
 
   /** Ends the request with its 'done' event (once). */
-  end(reason: FinishReason, attention: AttentionUsage['mode'], error?: Error): void {
+  end(reason: FinishReason, requestedMode: AttentionUsage['mode'], error?: Error): void {
     if (this.finished) return;
     this.finishReason = reason;
     if (this.timer) clearTimeout(this.timer);
@@ -70,8 +74,13 @@ export class LiveRequest implements RequestHandle {
         cachedTokens: this.cachedTokens,
       },
       attention: {
-        mode: attention,
+        mode: this.sparseSteps > 0 ? 'sparse' : 'dense',
+        requestedMode,
+        decodeSteps: this.decodeSteps,
         meanTokensAttended: this.decodeSteps > 0 ? this.attendedSum / this.decodeSteps : 0,
+        meanContextTokens: this.decodeSteps > 0 ? this.denseSum / this.decodeSteps : 0,
+        prefillKeyBlocksSkippedShare:
+          this.prefillBlocksTotal > 0 ? 1 - this.prefillBlocksKept / this.prefillBlocksTotal : null,
       },
       timings: {
         queuedMs: (this.admittedAt ?? now) - this.submittedAt,

@@ -67,8 +67,17 @@ export interface ExecuteInput {
 export interface ExecuteOutput {
   /** (R, vocabSize) f32: the logits of each entry that samples, in entry order. */
   logits: Float32Array;
-  /** Per decode entry, in entry order: KV tokens its attention read per retrieval head. */
+  /**
+   * Per decode entry, in entry order: the KV tokens its attention read, as the kernels read them, averaged over the
+   * model's (layer, KV head) pairs, streaming heads included. Equal to the context (start + 1) when every head read
+   * every token (dense, or a selection that kept every page and no streaming head past its window).
+   */
   tokensAttended: readonly number[];
+  /**
+   * Per prefill entry, in entry order: the causal key blocks of its query blocks in block-sparse prefill of retrieval
+   * heads, and how many of them the block lists kept; { kept: 0, total: 0 } when its prefill was dense.
+   */
+  prefillKeyBlocks: readonly { kept: number; total: number }[];
 }
 
 /** Sizes the engine core schedules within. */

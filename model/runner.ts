@@ -17,7 +17,6 @@ import type { EngineConfig } from '../config/engine.js';
 import { isSiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/index.js';
 import { Gpu } from '../shaders/runtime.js';
-import { tokensAttended } from './attention/budget.js';
 import { buildForwardBatch } from './batch.js';
 import type {
   AttentionDefaults,
@@ -161,13 +160,9 @@ export class ModelRunner implements ModelExecutor {
     } catch (e) {
       throw await this.deviceError(e);
     }
-    const ps = this.kv.pageSize;
-    const attended: number[] = [];
-    for (const e of input.entries) {
-      if (e.kind !== 'decode') break;
-      attended.push(tokensAttended(e.start + 1, e.tokenBudget, ps));
-    }
-    return { logits, tokensAttended: attended };
+    // what the kernels read, per entry (decode entries first, as the batch rows)
+    const { decodeTokens, prefillKeyBlocks } = fwd.attention.lastReport;
+    return { logits, tokensAttended: decodeTokens, prefillKeyBlocks };
   }
 
   release(seqId: SeqId): void {

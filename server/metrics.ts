@@ -59,7 +59,7 @@ export class ServerMetrics {
     });
     this.attentionMode = new Counter({
       name: 'sift:attention_mode_requests_total',
-      help: 'Requests by attention mode.',
+      help: 'Requests by the decode attention that ran (sparse: some step read fewer KV tokens than its context).',
       labelNames: ['mode'],
       registers: r,
     });
@@ -79,13 +79,23 @@ export class ServerMetrics {
     gauge('sift:kv_cache_usage_perc', 'KV cache usage (fraction of pages in use, 0..1).', (s) => s.kvUsage);
     gauge(
       'sift:attention_kv_attended_share',
-      'Share of the KV tokens dense attention would read that decode read.',
+      'Share of the KV tokens dense attention would read that decode read, over all (layer, KV head) pairs incl. streaming heads.',
       (s) => s.attendedShare,
     );
     gauge(
       'sift:attention_selection_reuse_share',
       'Share of sparse decode steps that reused a page selection (reselected every reuse interval and after prefill).',
       (s) => s.selectionReuseShare,
+    );
+    gauge(
+      'sift:attention_prefill_key_blocks_skipped_share',
+      'Share of the causal key blocks block-sparse prefill skipped (0 when every prefill was dense).',
+      (s) => s.prefillKeyBlocksSkippedShare,
+    );
+    gauge(
+      'sift:prefix_cache_enabled',
+      'Whether the prefix cache is on (1) or off (0: a model with streaming heads, whose rings a cached prefix would skip).',
+      (s) => (s.prefixCacheEnabled ? 1 : 0),
     );
     gauge(
       'sift:attention_streaming_head_share',

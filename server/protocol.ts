@@ -74,9 +74,20 @@ export interface CompletionRequest extends CommonParams {
 export type FinishReasonWire = 'stop' | 'length';
 
 export interface AttentionUsageWire {
+  /**
+   * Decode attention as it ran: "sparse" when some decode step read fewer KV tokens than its context (page selection
+   * or streaming heads), "dense" when every head read every token (also when sparse was asked for and the context
+   * fit the token budget).
+   */
   mode: 'dense' | 'sparse';
-  /** Mean KV tokens attended per decode step (per retrieval head). */
+  /** The mode the request asked for (its `attention.mode`, else the server's default). */
+  requested_mode: 'dense' | 'sparse';
+  /** Mean KV tokens read per decode step and (layer, KV head), streaming heads included, as the kernels read them. */
   mean_tokens_attended: number;
+  /** Mean context of the decode steps: what dense attention reads. */
+  mean_context_tokens: number;
+  /** Share of the causal key blocks block-sparse prefill skipped; null when prefill was dense. */
+  prefill_key_blocks_skipped_share: number | null;
 }
 
 export interface Usage {
@@ -84,7 +95,7 @@ export interface Usage {
   completion_tokens: number;
   total_tokens: number;
   prompt_tokens_details: { /** Prompt tokens served from the prefix cache. */ cached_tokens: number };
-  /** sift: how attention was computed (token-weighted over the request's choices). */
+  /** sift: how attention ran (over all the request's choices, decode figures weighted by decode steps). */
   attention: AttentionUsageWire;
 }
 

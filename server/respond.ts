@@ -61,24 +61,39 @@ function usageOf(plan: Plan, results: ChoiceResult[]): Usage {
   let prompt = 0;
   let cached = 0;
   let completion = 0;
+  let steps = 0;
   let attended = 0;
+  let context = 0;
+  const skipped: number[] = [];
   const counted = new Set<number>();
   results.forEach((r, i) => {
     completion += r.usage.completionTokens;
-    attended += r.attention.meanTokensAttended * r.usage.completionTokens;
+    const a = r.attention;
+    steps += a.decodeSteps;
+    attended += a.meanTokensAttended * a.decodeSteps;
+    context += a.meanContextTokens * a.decodeSteps;
+    if (a.prefillKeyBlocksSkippedShare !== null) skipped.push(a.prefillKeyBlocksSkippedShare);
     if (counted.has(plan.promptOf[i])) return;
     counted.add(plan.promptOf[i]);
     prompt += r.usage.promptTokens;
     cached += r.usage.cachedTokens;
   });
-  const mode = results[0]?.attention.mode ?? plan.attentionMode;
-  const mean = completion > 0 ? attended / completion : (results[0]?.attention.meanTokensAttended ?? 0);
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  const attention = {
+    mode: results.some((r) => r.attention.mode === 'sparse') ? ('sparse' as const) : ('dense' as const),
+    requested_mode: plan.attentionMode,
+    mean_tokens_attended: steps > 0 ? r2(attended / steps) : 0,
+    mean_context_tokens: steps > 0 ? r2(context / steps) : 0,
+    prefill_key_blocks_skipped_share: skipped.length
+      ? Math.round((skipped.reduce((x, y) => x + y, 0) / skipped.length) * 10000) / 10000
+      : null,
+  };
   return {
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: prompt + completion,
     prompt_tokens_details: { cached_tokens: cached },
-    attention: { mode, mean_tokens_attended: Math.round(mean * 100) / 100 },
+    attention,
   };
 }
 

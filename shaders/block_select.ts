@@ -119,6 +119,15 @@ export function planPrefillBlocks(
   };
 }
 
+/**
+ * Key blocks a (query block, head) list keeps for query block `b` (block index of its positions): the causal blocks
+ * 0..b when they are few, else the sink block, the diagonal, `localBlocks` before it and the `topBlocks` best others;
+ * the kernel writes this count as the list's first word. Block-sparse prefill skips the other b + 1 - kept blocks.
+ */
+export function keptKeyBlocks(b: number, topBlocks: number, localBlocks: number): number {
+  return Math.min(b + 1, topBlocks + localBlocks + 2);
+}
+
 /** u32 words per (query block, head) list: a count, then at most sink + top + local + diagonal blocks. */
 export function blockListStride(plan: PrefillBlockPlan, topBlocks: number, localBlocks: number): number {
   return 1 + Math.min(plan.maxQBlock + 1, topBlocks + localBlocks + 2);

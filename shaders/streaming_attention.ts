@@ -49,6 +49,15 @@ const PARAMS = defineParams('streaming_attention', {
 export const DEFAULT_SINK_TOKENS = 128;
 export const DEFAULT_LOCAL_TOKENS = 256;
 
+/**
+ * Keys a streaming head's query at position `pos` reads: [0, min(sink, pos + 1)) U [max(sink, pos + 1 - local), pos]
+ * (the kernel's mask, above), i.e. the whole context while it fits sink + local, then sink + local keys.
+ */
+export function streamingKeysRead(pos: number, sink: number, local: number): number {
+  const ctx = pos + 1;
+  return Math.min(sink, ctx) + Math.max(0, ctx - Math.max(sink, ctx - local));
+}
+
 export interface StreamingAttentionArgs {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's keys after RoPE

@@ -17,12 +17,12 @@
 import type { ModelConfig } from '../../checkpoint/config.js';
 import { SiftError } from '../../config/errors.js';
 import { AttentionKernel, KvWriteKernel } from '../../shaders/attention.js';
-import { HeadMode, planPrefillBlocks } from '../../shaders/block_select.js';
+import { HeadMode, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
 import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Gpu, UniformArena } from '../../shaders/runtime.js';
-import { freshStartRows, StreamingAttentionKernel } from '../../shaders/streaming_attention.js';
+import { freshStartRows, StreamingAttentionKernel, streamingKeysRead } from '../../shaders/streaming_attention.js';
 import type { SeqId } from '../executor.js';
 import type { BatchRow } from '../forward.js';
 import type { KvStorage } from '../kv-storage.js';
@@ -73,6 +73,17 @@ interface SparseLayer {
   selection: LayerSelection;
 }
 
+/**
+ * What a step's attention read, as its kernels read it (for usage and metrics):
+ * per decode row, the mean KV tokens per (layer, KV head), streaming heads included; per prefill row, the causal key
+ * blocks of its block-sparse retrieval heads' query blocks and how many of them the block lists kept (0 and 0 for
+ * dense prefill).
+ */
+export interface StepAttentionReport {
+  decodeTokens: number[];
+  prefillKeyBlocks: { kept: number; total: number }[];
+}
+
 export class LayerAttention {
   readonly sparse: SparseDecodeAttention | null = null;
   private readonly dense: AttentionKernel;
@@ -84,6 +95,8 @@ export class LayerAttention {
   private readonly streamWrite: KvWriteStreamingKernel | null = null;
   private readonly bufs: Record<string, GPUBuffer> = {};
   private plan: StepPlan | null = null;
+  /** What the last prepared step's attention reads (see StepAttentionReport). */
+  lastReport: StepAttentionReport = { decodeTokens: [], prefillKeyBlocks: [] };
   readonly hasStreamingHeads: boolean;
   /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
   readonly streamingRowLength: number;
@@ -184,6 +197,42 @@ export class LayerAttention {
       this.gpu.write(this.bufs.freshStart, freshStartRows(s.tokenSeq, s.positions));
     }
     this.plan = { T, D, numDigestEntries, blockPlan };
+    this.lastReport = this.report(s, D);
+  }
+
+  /** What the step's kernels read: retrieval heads as the page lists have it, streaming heads by their mask. */
+  private report(s: AttentionStepInput, D: number): StepAttentionReport {
+    const layers = this.kv.layers;
+    const R = layers.reduce((n, l) => n + l.numRetrievalHeads, 0);
+    const S = layers.reduce((n, l) => n + l.numStreamingHeads, 0);
+    const w = this.opts.streaming;
+    const decodeTokens = Array.from({ length: D }, (_, i) => {
+      const ret = this.sparse?.lastTokensRead[i] ?? s.positions[i] + 1;
+      const str = S > 0 && w ? streamingKeysRead(s.positions[i], w.sinkTokens, w.localTokens) : 0;
+      return (R * ret + S * str) / (R + S);
+    });
+    // prefill rows follow the decode rows, one block-table row each; tokens [D, T) are theirs
+    const lo = new Map<number, number>();
+    const hi = new Map<number, number>();
+    for (let t = D; t < s.tokenSeq.length; t++) {
+      const r = s.tokenSeq[t];
+      lo.set(r, Math.min(lo.get(r) ?? s.positions[t], s.positions[t]));
+      hi.set(r, Math.max(hi.get(r) ?? s.positions[t], s.positions[t]));
+    }
+    const prefillKeyBlocks = s.rows.slice(D).map((_, j) => {
+      const row = D + j;
+      const p = this.prefill;
+      if (!p || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
+      let kept = 0;
+      let total = 0;
+      const bs = p.blockSize;
+      for (let b = Math.floor((lo.get(row) ?? 0) / bs); b <= Math.floor((hi.get(row) ?? 0) / bs); b++) {
+        total += b + 1;
+        kept += keptKeyBlocks(b, p.topBlocks, p.localBlocks);
+      }
+      return { kept, total };
+    });
+    return { decodeTokens, prefillKeyBlocks };
   }
 
   /** Encodes layer `li`'s attention: K/V written to the caches, out (T, nHeads, headDim) filled. */

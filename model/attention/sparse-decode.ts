@@ -105,6 +105,14 @@ export class SparseDecodeAttention {
   private readonly partials: GPUBuffer; // (maxRows, numHeads, maxSplits, 2 + headDim) f32
   private readonly scores: GPUBuffer; // (maxRows, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32 page keys
   private readonly slots = new Map<string | number, number>();
+  /** Per sequence, the pages its current selection holds and the newest page when it was made. */
+  private readonly selections = new Map<string | number, { count: number; newestPage: number }>();
+  /**
+   * Per row of the last prepared step, the KV tokens each retrieval head reads: the selection's pages (whole, but
+   * the newest page up to the query) plus the newest page when a reused selection does not hold it, as the kernel's
+   * page list has them (sparse_decode_common.wgsl pageList).
+   */
+  lastTokensRead: number[] = [];
   private readonly freeSlots: number[] = [];
   private plan: StepPlan | null = null;
 
@@ -183,6 +191,7 @@ export class SparseDecodeAttention {
   /** Forgets a finished (or preempted) sequence: its slot goes back to the free list, its schedule is dropped. */
   release(seqId: string | number): void {
     this.schedule.forget(seqId);
+    this.selections.delete(seqId);
     const s = this.slots.get(seqId);
     if (s === undefined) return;
     this.slots.delete(seqId);
@@ -206,6 +215,7 @@ export class SparseDecodeAttention {
     const data = new Uint32Array(rows.length * 4);
     const sel: number[] = [];
     const reselect: boolean[] = [];
+    const read: number[] = [];
     let maxList = 1;
     let maxSelectPages = 1;
     rows.forEach((r, i) => {
@@ -225,13 +235,23 @@ export class SparseDecodeAttention {
       if (again) {
         sel.push(i);
         maxSelectPages = Math.max(maxSelectPages, P);
+        this.selections.set(r.seqId, { count: Math.min(keep, P), newestPage: P - 1 }); // page_select keeps min(K, P)
       }
+      // the kernel's page list: the selection, plus the newest page when the selection predates it
+      const s = this.selections.get(r.seqId) ?? { count: 0, newestPage: -1 };
+      const newestTokens = r.position + 1 - (P - 1) * pageSize;
+      read.push(
+        s.count > 0 && s.newestPage >= P - 1
+          ? (s.count - 1) * pageSize + newestTokens
+          : s.count * pageSize + newestTokens,
+      );
       maxList = Math.max(maxList, Math.min(P, keep + 1));
     });
     if (rows.length) this.gpu.write(this.rowsBuf, data);
     if (sel.length) this.gpu.write(this.selectRowsBuf, Uint32Array.from(sel));
     const { numSplits, pagesPerSplit } = this.attention.splitPlan(maxList, pageSize);
     this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, pagesPerSplit, maxSelectPages };
+    this.lastTokensRead = read;
     return reselect;
   }
 

@@ -68,8 +68,11 @@ test('8 concurrent greedy requests of different prompt lengths equal each reques
       assert.equal(g.done.finishReason, 'length');
       assert.equal(g.done.usage.promptTokens, lens[i]);
       assert.equal(g.done.usage.completionTokens, reqs[i].maxTokens);
-      assert.equal(g.done.attention.mode, 'sparse'); // the default mode; these contexts fit the budget, so every page is read
+      // sparse is the default mode, but these contexts fit the budget: every page is read, so it ran dense
+      assert.equal(g.done.attention.requestedMode, 'sparse');
+      assert.equal(g.done.attention.mode, 'dense');
       assert.ok(g.done.attention.meanTokensAttended > lens[i], 'decode attends the whole context');
+      assert.equal(g.done.attention.meanTokensAttended, g.done.attention.meanContextTokens);
       assert.ok(g.done.timings.ttftMs !== null && g.done.timings.durationMs >= g.done.timings.ttftMs);
     });
     assert.ok(

@@ -124,7 +124,9 @@ export class CpuExecutor implements ModelExecutor {
       logitRows,
     );
     this.steps++;
-    return { logits, tokensAttended: attended };
+    // dense prefill: no key block skipped
+    const prefillKeyBlocks = entries.filter((e) => e.kind === 'prefill').map(() => ({ kept: 0, total: 0 }));
+    return { logits, tokensAttended: attended, prefillKeyBlocks };
   }
 
   release(seqId: SeqId): void {

@@ -1,7 +1,7 @@
 /** Block selection for block-sparse prefill (shaders/block_select.wgsl, both entry variants) against the reference. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BlockSelectKernel, blockListStride, planPrefillBlocks } from '../../shaders/block_select.js';
+import { BlockSelectKernel, blockListStride, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
 import { UniformArena } from '../../shaders/runtime.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { makePrefillCache, type PrefillCacheOptions, type PrefillSeq } from '../helpers/prefill-cache.js';
@@ -98,6 +98,8 @@ async function runCase(c: Case): Promise<number> {
         continue;
       }
       assert.ok(n < listStride, `${what}: count ${n} overflows stride ${listStride}`);
+      // usage reports the kernel's count through keptKeyBlocks (the skipped share of block-sparse prefill)
+      assert.equal(n, keptKeyBlocks(b, c.topBlocks, c.localBlocks), `${what}: kept ${n}`);
       assert.ok(list.includes(0) && list.includes(b), `${what}: sink/diagonal missing from ${list}`);
       for (let c2 = Math.max(0, b - c.localBlocks); c2 <= b; c2++) assert.ok(list.includes(c2), `${what}: local`);
       assert.deepEqual(

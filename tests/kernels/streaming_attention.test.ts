@@ -17,13 +17,19 @@ import {
   freshStartRows,
   StreamingAttentionKernel,
   type StreamingAttentionVariant,
+  streamingKeysRead,
 } from '../../shaders/streaming_attention.js';
 import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { F16_NAN } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
-import { denseMaskedRef, kvWriteStreamingRef, streamingAttentionRef } from '../reference/streaming_attention.js';
+import {
+  denseMaskedRef,
+  kvWriteStreamingRef,
+  streamingAttentionRef,
+  streamingKeys,
+} from '../reference/streaming_attention.js';
 
 const TOL = { atol: 2e-5, rtol: 1e-4 };
 const VARIANTS: StreamingAttentionVariant[] = ['lanes', 'workgroup'];
@@ -317,4 +323,21 @@ test('freshStartRows: first row of each sequence; rejects non-contiguous rows', 
   assert.deepEqual([...freshStartRows([0, 0, 1, 2, 2, 2], [5, 6, 0, 9, 10, 11])], [0, 0, 2, 3, 3, 3]);
   assert.throws(() => freshStartRows([0, 1, 0], [0, 0, 1]), /contiguous/);
   assert.throws(() => freshStartRows([0, 0], [3, 5]), /contiguous/);
+});
+
+test('streamingKeysRead counts the keys of the kernel mask (the reference key list), for usage', () => {
+  for (const [sink, local] of [
+    [0, 1],
+    [4, 32],
+    [128, 256],
+    [16, 5],
+  ]) {
+    for (let pos = 0; pos < 600; pos += pos < 40 ? 1 : 37) {
+      assert.equal(
+        streamingKeysRead(pos, sink, local),
+        streamingKeys(pos, sink, local).length,
+        `${sink}+${local} @${pos}`,
+      );
+    }
+  }
 });

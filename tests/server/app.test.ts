@@ -60,7 +60,13 @@ test('chat completion: OpenAI shape, usage with cached tokens and attention, x-r
     completion_tokens: 8,
     total_tokens: prompt + 8,
     prompt_tokens_details: { cached_tokens: 0 },
-    attention: { mode: 'sparse', mean_tokens_attended: prompt + 4 },
+    attention: {
+      mode: 'sparse',
+      requested_mode: 'sparse',
+      mean_tokens_attended: prompt + 4,
+      mean_context_tokens: prompt + 4,
+      prefill_key_blocks_skipped_share: null,
+    },
   });
   const req = fake.submitted[0];
   assert.deepEqual(req.attention, { mode: 'sparse', tokenBudget: 128 });
@@ -456,6 +462,8 @@ test('GET /metrics: sift: names, per-request figures and engine stats', async (t
     'attention_kv_attended_share',
     'attention_selection_reuse_share',
     'attention_streaming_head_share',
+    'attention_prefill_key_blocks_skipped_share',
+    'prefix_cache_enabled',
     'attention_mode_requests_total',
   ]) {
     assert.ok(body.includes(`# TYPE sift:${name} `), `missing sift:${name}`);

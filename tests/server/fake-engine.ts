@@ -95,6 +95,8 @@ export class FakeEngine implements EngineClient {
       let off = self.startOffset(req);
       let n = 0;
       let ttft: number | null = null;
+      const requested =
+        req.attention?.mode ?? self.opts.attentionMode ?? (attentionConfig().mode as 'dense' | 'sparse');
       const done = (finishReason: FinishReason, error?: Error): GenerationEvent => {
         self.live.delete(req.id);
         self.cancels.delete(req.id);
@@ -105,8 +107,12 @@ export class FakeEngine implements EngineClient {
           finishReason,
           usage: { promptTokens: req.promptIds.length, completionTokens: n, cachedTokens: 0 },
           attention: {
-            mode: req.attention?.mode ?? self.opts.attentionMode ?? (attentionConfig().mode as 'dense' | 'sparse'),
+            mode: requested,
+            requestedMode: requested,
+            decodeSteps: Math.max(0, n - 1),
             meanTokensAttended: req.promptIds.length + n / 2,
+            meanContextTokens: req.promptIds.length + n / 2,
+            prefillKeyBlocksSkippedShare: null,
           },
           timings: { queuedMs: 0, ttftMs: ttft, durationMs: performance.now() - t0 },
           ...(error ? { error } : {}),
@@ -173,6 +179,8 @@ export class FakeEngine implements EngineClient {
       promptTokens: this.totals.prompt,
       generationTokens: this.totals.generated,
       attendedShare: 1,
+      prefillKeyBlocksSkippedShare: 0,
+      prefixCacheEnabled: true,
       selectionReuseShare: 0,
       streamingHeadShare: 0,
     };

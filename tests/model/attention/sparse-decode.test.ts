@@ -383,19 +383,27 @@ test('SparseDecodeAttention over decode steps: reselects every 4 steps and after
     const cnt = await gpu.readU32(selection.counts);
     const got = await gpu.readF32(out, q.length);
     assertNoGpuErrors(gpu);
+    const pageList = (r: number, kvh: number) => {
+      const sb = sd.slotOf(rows[r].seqId) * numKvHeads + kvh;
+      const l = Array.from(sel.subarray(sb * 16, sb * 16 + cnt[sb]));
+      assert.equal(l.length, pagesKept(rows[r].position + 1, budgets[r], pageSize));
+      const newest = Math.floor(rows[r].position / pageSize);
+      return l.includes(newest) ? l : [...l, newest];
+    };
+    // usage counts what the kernel read: the tokens (up to the query) of the pages on its list, every KV head alike
+    rows.forEach((row, r) => {
+      for (let kvh = 0; kvh < numKvHeads; kvh++) {
+        const read = pageList(r, kvh).reduce((n, p) => n + Math.min(pageSize, row.position + 1 - p * pageSize), 0);
+        assert.equal(sd.lastTokensRead[r], read, `step ${step} row ${r} head ${kvh}: tokens read`);
+      }
+    });
     const want = sparseDecodeRef(
       q,
       cache.k,
       cache.v,
       cache.blockTable,
       rows,
-      (r, kvh) => {
-        const sb = sd.slotOf(rows[r].seqId) * numKvHeads + kvh;
-        const l = Array.from(sel.subarray(sb * 16, sb * 16 + cnt[sb]));
-        assert.equal(l.length, pagesKept(rows[r].position + 1, budgets[r], pageSize));
-        const newest = Math.floor(rows[r].position / pageSize);
-        return l.includes(newest) ? l : [...l, newest];
-      },
+      pageList,
       { numHeads, numKvHeads, headDim, pageSize, maxPagesPerSeq: cache.maxPagesPerSeq },
       0.125,
     );
