@@ -160,7 +160,26 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     loop = EngineCore.create(engine, { modelName, maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30 });
-    app.sift.state.ready(loop, text);
+    const stats = loop.stats();
+    app.sift.state.ready(loop, text, {
+      adapter: engine.gpu.caps.adapterName,
+      attention: {
+        mode: attention.mode as 'dense' | 'sparse',
+        token_budget: attention.tokenBudget,
+        page_size: engineCfg.pageSize,
+        prefill_mode: attention.prefillMode as 'dense' | 'block-sparse',
+        streaming_head_share: stats.streamingHeadShare,
+        sink: attention.sink,
+        local: attention.local,
+      },
+      prefix_cache: stats.prefixCacheEnabled,
+    });
+    if (!stats.prefixCacheEnabled) {
+      log.warn(
+        { streamingHeadShare: stats.streamingHeadShare },
+        'the model has streaming heads: the prefix cache is off (a cached prefix would skip writing their rings)',
+      );
+    }
     log.info(
       {
         model: modelName,

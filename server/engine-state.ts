@@ -6,6 +6,7 @@
 import { SiftError } from '../config/errors.js';
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
+import type { ServerSettings } from './protocol.js';
 
 export class EngineState {
   private lostError: Error | null = null;
@@ -17,10 +18,14 @@ export class EngineState {
     private servedName: string | null = null,
   ) {}
 
-  /** Installs the loaded engine (and its text side, if not given at build time). */
-  ready(engine: EngineClient, text?: TextSide): void {
+  /** How the model is served (GET /v1/models shows it), once ready. */
+  settings: ServerSettings | null = null;
+
+  /** Installs the loaded engine (and its text side, if not given at build time, and how it is served). */
+  ready(engine: EngineClient, text?: TextSide, settings?: ServerSettings): void {
     this.engineRef = engine;
     if (text) this.textRef = text;
+    if (settings) this.settings = settings;
   }
 
   get engine(): EngineClient | null {

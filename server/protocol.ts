@@ -191,6 +191,28 @@ export interface ModelCard {
   owned_by: 'sift';
   /** Context limit in tokens (vLLM's field). */
   max_model_len: number;
+  /** sift: how the model is served (the attention settings, the adapter), once loaded; load tests record it. */
+  sift?: ServerSettings;
+}
+
+/** How sift serves its model: what a benchmark report needs to say what ran. */
+export interface ServerSettings {
+  /** The WebGPU adapter, as Dawn lists it. */
+  adapter: string;
+  attention: {
+    /** Default decode attention of retrieval heads (a request may choose its own). */
+    mode: 'dense' | 'sparse';
+    token_budget: number;
+    page_size: number;
+    prefill_mode: 'dense' | 'block-sparse';
+    /** Share of (layer, KV head) pairs that are streaming heads (0 without a head pattern). */
+    streaming_head_share: number;
+    /** Streaming heads' sink and local window (tokens); meaningful when streaming_head_share > 0. */
+    sink: number;
+    local: number;
+  };
+  /** Whether the prefix cache is on (off with streaming heads). */
+  prefix_cache: boolean;
 }
 
 export interface ModelList {

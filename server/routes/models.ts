@@ -8,9 +8,19 @@ async function modelsRoute(app: FastifyInstance): Promise<void> {
   const created = Math.floor(Date.now() / 1000);
   app.get('/v1/models', async (): Promise<ModelList> => {
     const { engine, modelName } = app.sift.state.require();
+    const settings = app.sift.state.settings;
     return {
       object: 'list',
-      data: [{ id: modelName, object: 'model', created, owned_by: 'sift', max_model_len: engine.maxContext }],
+      data: [
+        {
+          id: modelName,
+          object: 'model',
+          created,
+          owned_by: 'sift',
+          max_model_len: engine.maxContext,
+          ...(settings ? { sift: settings } : {}),
+        },
+      ],
     };
   });
 }

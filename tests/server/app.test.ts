@@ -418,7 +418,20 @@ test('GET /v1/models and /health once ready; 503 while the model loads', async (
     },
   });
 
-  app.sift.state.ready(await FakeEngine.story(text, { maxContext: 256 }), text);
+  const settings = {
+    adapter: 'llvmpipe (LLVM 15.0.6, 256 bits)',
+    attention: {
+      mode: 'sparse' as const,
+      token_budget: 4096,
+      page_size: 64,
+      prefill_mode: 'dense' as const,
+      streaming_head_share: 0,
+      sink: 128,
+      local: 256,
+    },
+    prefix_cache: true,
+  };
+  app.sift.state.ready(await FakeEngine.story(text, { maxContext: 256 }), text, settings);
   const ok = await app.inject({ method: 'GET', url: '/health' });
   assert.equal(ok.statusCode, 200);
   assert.deepEqual(ok.json(), { status: 'ok', model: 'fake-model' });
@@ -431,6 +444,8 @@ test('GET /v1/models and /health once ready; 503 while the model loads', async (
   assert.equal(list.data[0].object, 'model');
   assert.equal(list.data[0].owned_by, 'sift');
   assert.equal(list.data[0].max_model_len, 256);
+  // how the model is served, for load-test reports
+  assert.deepEqual(list.data[0].sift, settings);
 });
 
 test('GET /metrics: sift: names, per-request figures and engine stats', async (t) => {
