@@ -58,7 +58,16 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     // fastify's own two lines per request are off: respond.ts logs one summary line per generation request.
     logController: new LogController({ requestIdLogLabel: 'reqId', disableRequestLogging: true }),
     bodyLimit: config.maxBodyBytes,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    // verbose: a validation error carries the value and its schema, so messages can name them (errors.ts)
+    ajv: {
+      customOptions: {
+        coerceTypes: false,
+        removeAdditional: false,
+        useDefaults: false,
+        allErrors: false,
+        verbose: true,
+      },
+    },
   });
   const state = new EngineState(opts.engine, opts.text, opts.modelName || config.servedModelName || null);
   const metrics = new ServerMetrics(() => state.engine?.stats() ?? null);

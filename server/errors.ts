@@ -46,6 +46,9 @@ interface AjvError {
   keyword: string;
   message?: string;
   params: Record<string, unknown>;
+  /** With ajv's `verbose` (app.ts): the value at fault and the schema holding the failed keyword. */
+  data?: unknown;
+  parentSchema?: { properties?: Record<string, unknown> };
 }
 
 function fromValidation(errs: AjvError[]): SiftError {
@@ -55,10 +58,25 @@ function fromValidation(errs: AjvError[]): SiftError {
     const param = jsonPathToParam(e.instancePath, String(e.params.missingProperty));
     return new SiftError('INVALID_ARGUMENT', `${param} is required`, { param });
   }
+  if (e.keyword === 'additionalProperties') {
+    // ajv says "must NOT have additional properties": name the field that is not known, and those that are
+    const key = String(e.params.additionalProperty);
+    const param = jsonPathToParam(e.instancePath, key);
+    const known = Object.keys(e.parentSchema?.properties ?? {});
+    return new SiftError(
+      'INVALID_ARGUMENT',
+      `${param} is not a known field${known.length ? ` (known: ${known.join(', ')})` : ''}`,
+      { param },
+    );
+  }
   const param = jsonPathToParam(e.instancePath) || 'body';
-  let msg = `${param} ${e.message ?? 'is invalid'}`;
-  if (e.keyword === 'enum' && Array.isArray(e.params.allowedValues)) msg += `: ${e.params.allowedValues.join(', ')}`;
-  return new SiftError('INVALID_ARGUMENT', msg, { param });
+  if (e.keyword === 'enum' && Array.isArray(e.params.allowedValues)) {
+    const got = e.data === undefined ? '' : ` (got ${JSON.stringify(e.data)})`;
+    return new SiftError('INVALID_ARGUMENT', `${param} must be one of ${e.params.allowedValues.join(', ')}${got}`, {
+      param,
+    });
+  }
+  return new SiftError('INVALID_ARGUMENT', `${param} ${e.message ?? 'is invalid'}`, { param });
 }
 
 /** Maps any thrown value to the status and body the client sees. */

@@ -46,7 +46,24 @@ test('400: schema violations name the field', async (t) => {
   assertError(await post(chat({ n: 1.5 })), 400, invalid('n'));
   assertError(await post(chat({ stop: ['a', 'b', 'c', 'd', 'e'] })), 400, invalid('stop'));
   assertError(await post(chat({ top_logprobs: 21 })), 400, invalid('top_logprobs'));
-  assertError(await post(chat({ attention: { mode: 'fancy' } })), 400, invalid('attention.mode'));
+  const mode = assertError(await post(chat({ attention: { mode: 'fancy' } })), 400, invalid('attention.mode'));
+  assert.equal(mode.message, 'attention.mode must be one of dense, sparse (got "fancy")');
+  // a typo in sift's own field names the key and the known ones (not ajv's "must NOT have additional properties")
+  const typo = assertError(
+    await post(chat({ attention: { mode: 'sparse', token_budgt: 1024 } })),
+    400,
+    invalid('attention.token_budgt'),
+  );
+  assert.equal(typo.message, 'attention.token_budgt is not a known field (known: mode, token_budget)');
+  // the one token-budget rule: at least two pages (the sink page and the newest page), as for the flag
+  for (const budget of [10, 64, 127]) {
+    const b = assertError(
+      await post(chat({ attention: { mode: 'sparse', token_budget: budget } })),
+      400,
+      invalid('attention.token_budget'),
+    );
+    assert.match(b.message, new RegExp(`at least 128 tokens: 2 pages of 64.*\\(got ${budget}\\)`));
+  }
   assertError(
     await post(chat({ attention: { mode: 'sparse', token_budget: 0 } })),
     400,
