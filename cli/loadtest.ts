@@ -15,6 +15,7 @@ import {
   hostInfo,
   type LoadtestConfig,
   markdownTable,
+  PERCENTILE_NOTE,
   type Report,
   replicaTable,
   summaryTable,
@@ -352,7 +353,7 @@ export async function main(argv: string[]): Promise<number> {
       ? `\n\nby replica:\n${markdownTable(replicaTable(report.levels))}`
       : '';
     process.stdout.write(
-      `${markdownTable(summaryTable(report.levels))}${byReplica}\n\nreports: ${files.json}\n         ${files.html}\n`,
+      `${markdownTable(summaryTable(report.levels))}${byReplica}\n\n${PERCENTILE_NOTE}\n\nreports: ${files.json}\n         ${files.html}\n`,
     );
     if (report.interrupted) return 130;
     return report.levels.some((l) => l.requests.ok > 0) ? 0 : 1;

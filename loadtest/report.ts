@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LevelResult } from './level.js';
-import type { Summary } from './stats.js';
+import { MIN_SAMPLES, type Summary, shownPercentile } from './stats.js';
 import { barChart, esc, fmtNum, lineChart, PALETTE, type Series } from './svg.js';
 import type { TargetInfo } from './target.js';
 import type { Calibration, Scenario } from './workload.js';
@@ -77,7 +77,16 @@ export function writeReports(dir: string, r: Report): { json: string; html: stri
 const f = (v: number | null | undefined, digits = 1) =>
   v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits);
 const levelName = (l: LevelResult) => `${l.scenario}${l.attention ? ` ${l.attention}` : ''}`;
-const pct = (s: Summary) => `${f(s.p50)} / ${f(s.p90)} / ${f(s.p99)}`;
+/** p50 / p90 / p99, each shown only from enough samples (stats.ts MIN_SAMPLES), with n when some are left out. */
+const pct = (s: Summary) => {
+  const cut = s.n > 0 && s.n < MIN_SAMPLES.p99;
+  return `${f(shownPercentile(s, 'p50'))} / ${f(shownPercentile(s, 'p90'))} / ${f(shownPercentile(s, 'p99'))}${cut ? ` (n=${s.n})` : ''}`;
+};
+
+/** Says which percentiles a report leaves out for want of samples. */
+export const PERCENTILE_NOTE =
+  `p90 is shown from ${MIN_SAMPLES.p90} samples and p99 from ${MIN_SAMPLES.p99} on ("–" below that, with the ` +
+  'sample count n): from fewer they are the largest values, not percentiles. report.json keeps every figure.';
 
 /** One row per level: the figures people compare. */
 export function summaryTable(levels: LevelResult[]): string[][] {
@@ -210,7 +219,9 @@ function perScenarioCharts(r: Report): string {
           name: `${m ? `${m} ` : ''}${p}`,
           color: ['#1f77b4', '#ff7f0e', '#d62728'][pi],
           dashed: m !== null && MODE_DASH[m] === true,
-          points: ls.filter((l) => l.attention === m).map((l) => ({ x: l.concurrency, y: pick(l)[p] })),
+          points: ls
+            .filter((l) => l.attention === m)
+            .map((l) => ({ x: l.concurrency, y: shownPercentile(pick(l), p) })),
         })),
       );
     const charts: string[] = [];
@@ -284,7 +295,7 @@ function promptLenCharts(r: Report): string {
       name: `${levelName(l)} c=${l.concurrency}`,
       color: color(`${l.scenario} c=${l.concurrency}`),
       dashed: l.attention === 'sparse',
-      points: l.byPromptLen.map((g) => ({ x: g.promptTokens ?? g.promptLen, y: g.ttftMs[p] })),
+      points: l.byPromptLen.map((g) => ({ x: g.promptTokens ?? g.promptLen, y: shownPercentile(g.ttftMs, p) })),
     }));
   const rows = [
     [
@@ -409,6 +420,7 @@ export function renderHtml(r: Report): string {
 ${notes.map((n) => `<p class="warn">${esc(n)}</p>`).join('')}
 <h2>Summary</h2>
 ${htmlTable(summaryTable(r.levels))}
+<p class="note">${esc(PERCENTILE_NOTE)}</p>
 <h2>Latency percentiles vs concurrency</h2>
 <p class="note">p50 blue, p90 orange, p99 red${r.config.attention.includes('sparse') ? '; solid: dense (or server default), dashed: sparse' : ''}. Concurrency on a log scale.</p>
 ${perScenarioCharts(r)}
@@ -433,7 +445,7 @@ ${errorTable(r)}
 <dt>output tokens</dt><dd><code>usage.completion_tokens</code> of the final usage chunk (content chunks when absent)</dd>
 <dt>out tok/s</dt><dd>output tokens of all successful requests / level wall time (start → last request's end)</dd>
 <dt>req/s</dt><dd>successful requests / level wall time</dd>
-<dt>percentiles</dt><dd>linear interpolation between closest ranks, over successful requests</dd>
+<dt>percentiles</dt><dd>linear interpolation between closest ranks, over successful requests; p90 from ${MIN_SAMPLES.p90} samples on, p99 from ${MIN_SAMPLES.p99} on</dd>
 <dt>prompt tok cached %</dt><dd>Σ <code>usage.prompt_tokens_details.cached_tokens</code> / Σ <code>usage.prompt_tokens</code> over successful requests (the prefix-cache hit rate); – when the server reports no cached tokens</dd>
 <dt>errors</dt><dd>http_&lt;status&gt;, context_length_exceeded, connection, timeout, stream_error (an error object inside the stream), malformed (bad JSON, no role, no finish_reason, no usage chunk, no <code>[DONE]</code>, data after it, wrong content type)</dd>
 </dl>

@@ -48,3 +48,14 @@ export function summarize(xs: readonly number[]): Summary {
     p99: percentileSorted(s, 99),
   };
 }
+
+/**
+ * The fewest samples a percentile is shown from: below 10 samples p90 is just the second-largest value or an
+ * interpolation towards the largest, below 100 p99 is the largest; the reports leave those out (report.json keeps them).
+ */
+export const MIN_SAMPLES = { p50: 1, p90: 10, p99: 100 } as const;
+
+/** The percentile of a summary when it has enough samples to mean something (MIN_SAMPLES), else null. */
+export function shownPercentile(s: Summary, p: keyof typeof MIN_SAMPLES): number | null {
+  return s.n >= MIN_SAMPLES[p] ? s[p] : null;
+}

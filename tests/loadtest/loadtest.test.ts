@@ -6,10 +6,10 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { main } from '../../cli/loadtest.js';
-import { runLevel } from '../../loadtest/level.js';
-import type { Report } from '../../loadtest/report.js';
+import { levelFigures, runLevel } from '../../loadtest/level.js';
+import { PERCENTILE_NOTE, type Report, summaryTable } from '../../loadtest/report.js';
 import { SseCompletionReader } from '../../loadtest/sse.js';
-import { SseClient } from '../../loadtest/sse-client.js';
+import { type RequestOutcome, SseClient } from '../../loadtest/sse-client.js';
 import { percentile, summarize } from '../../loadtest/stats.js';
 import { shortRequest } from '../../loadtest/workload.js';
 import { type Behaviour, startFake } from './fake-openai.js';
@@ -50,6 +50,48 @@ describe('percentiles', () => {
       { n: 4, mean: 25, min: 10, max: 40, p50: 25, p90: 37, p99: 39.7 },
     );
     assert.equal(summarize([]).p50, null);
+  });
+});
+
+describe('report percentiles and their sample counts', () => {
+  const outcome = (i: number): RequestOutcome => ({
+    kind: 'short',
+    promptLen: null,
+    start: i,
+    end: i + 100,
+    error: null,
+    errorDetail: null,
+    aborted: false,
+    status: 200,
+    ttftMs: 10 + i,
+    itlMs: [5, 6],
+    e2eMs: 100 + i,
+    outputTokens: 3,
+    contentDeltas: 3,
+    usage: null,
+    finishReason: 'length',
+    staleSocketRetry: false,
+    replica: null,
+  });
+  const plan = { scenario: 'short' as const, attention: null, concurrency: 1, durationMs: 1000, maxRequests: null };
+  const row = (n: number) => {
+    const t = summaryTable([
+      levelFigures(
+        plan,
+        Array.from({ length: n }, (_, i) => outcome(i)),
+        1,
+        false,
+      ),
+    ]);
+    return Object.fromEntries(t[0].map((h, i) => [h, t[1][i]]));
+  };
+
+  test('p90 and p99 are left out below 10 and 100 samples, and the sample count is shown', () => {
+    assert.equal(row(4)['TTFT ms p50/p90/p99'], '11.5 / – / – (n=4)');
+    assert.equal(row(4)['e2e ms p50/p90/p99'], '101.5 / – / – (n=4)');
+    assert.match(row(20)['TTFT ms p50/p90/p99'], /^\d+\.\d \/ \d+\.\d \/ – \(n=20\)$/);
+    assert.match(row(120)['TTFT ms p50/p90/p99'], /^\d+\.\d \/ \d+\.\d \/ \d+\.\d$/);
+    assert.match(PERCENTILE_NOTE, /p90 is shown from 10 samples and p99 from 100/);
   });
 });
 
@@ -306,6 +348,10 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
     assert.deepEqual([...modes].sort(), ['dense', 'sparse']);
     assert.ok(report.notes.some((n) => /does not say it is sift/.test(n)));
     assert.ok(html.includes('Dense vs sparse attention'));
+    assert.ok(
+      html.includes(PERCENTILE_NOTE.replace(/"/g, '&quot;')),
+      'the report says which percentiles it leaves out',
+    );
   });
 
   test('sessions: conversations turn by turn, interleaved, keyed or not; counts by replica and cached tokens', async (t) => {
