@@ -11,6 +11,7 @@ import { calibrate } from '../loadtest/calibrate.js';
 import { type LevelPlan, type LevelResult, runLevel } from '../loadtest/level.js';
 import { runRateLevel } from '../loadtest/rate.js';
 import {
+  denseSparseNote,
   hasReplicas,
   hostInfo,
   type LoadtestConfig,
@@ -18,6 +19,7 @@ import {
   PERCENTILE_NOTE,
   type Report,
   replicaTable,
+  sparseRanDense,
   summaryTable,
   writeReports,
 } from '../loadtest/report.js';
@@ -348,6 +350,10 @@ export async function main(argv: string[]): Promise<number> {
       writeReports(outDir, report);
     }
     report.interrupted = stop.signal.aborted;
+    if (config.attention.includes('dense') && config.attention.includes('sparse')) {
+      const same = sparseRanDense(report.levels);
+      if (same !== false) warn(denseSparseNote(report.levels));
+    }
     writeReports(outDir, report);
     const byReplica = hasReplicas(report.levels)
       ? `\n\nby replica:\n${markdownTable(replicaTable(report.levels))}`

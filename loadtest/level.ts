@@ -83,6 +83,11 @@ export interface LevelResult {
   e2eMs: Summary;
   streamTokensPerS: Summary;
   finishReasons: Record<string, number>;
+  /**
+   * Successful requests by the decode attention the server says ran (sift's usage.attention.mode), e.g.
+   * { dense: 12 } for sparse requests whose contexts fit the token budget; empty when the server does not say.
+   */
+  attentionRan: Record<string, number>;
   /** Long-prompt requests grouped by target prompt length. */
   byPromptLen: PromptLenFigures[];
   prefixCache: PrefixCacheFigures;
@@ -159,6 +164,8 @@ export function levelFigures(
   }
   const finishReasons: Record<string, number> = {};
   for (const o of ok) count(finishReasons, o.finishReason ?? 'none');
+  const attentionRan: Record<string, number> = {};
+  for (const o of ok) if (o.usage?.attentionRan) count(attentionRan, o.usage.attentionRan);
   const tokensTotal = ok.reduce((s, o) => s + o.outputTokens, 0);
   const lens = [...new Set(ok.filter((o) => o.promptLen !== null).map((o) => o.promptLen as number))].sort(
     (a, b) => a - b,
@@ -210,6 +217,7 @@ export function levelFigures(
     e2eMs: summarize(ok.map((o) => o.e2eMs)),
     streamTokensPerS: summarize(ok.filter((o) => o.e2eMs > 0).map((o) => o.outputTokens / (o.e2eMs / 1000))),
     finishReasons,
+    attentionRan,
     byPromptLen,
     prefixCache: {
       requests: withCached.length,

@@ -331,9 +331,45 @@ function promptLenCharts(r: Report): string {
   )}</div>${htmlTable(rows)}`;
 }
 
+/**
+ * Whether the sparse levels did the dense levels' work: every request of every sparse level reports (sift's
+ * usage.attention.mode) that decode ran dense, as when the contexts fit the token budget. null when the server did
+ * not say.
+ */
+export function sparseRanDense(levels: LevelResult[]): boolean | null {
+  const sparse = levels.filter((l) => l.attention === 'sparse' && l.requests.ok > 0);
+  const reported = sparse.filter((l) => Object.keys(l.attentionRan ?? {}).length > 0);
+  if (sparse.length === 0 || reported.length < sparse.length) return null;
+  return reported.every((l) => !l.attentionRan.sparse);
+}
+
+/** The note on the dense vs sparse levels: what ran, and whether a comparison means anything. */
+export function denseSparseNote(levels: LevelResult[]): string {
+  const same = sparseRanDense(levels);
+  if (same === true) {
+    return (
+      'Every request of the sparse levels ran dense decode attention (usage.attention.mode: their contexts fit the ' +
+      'token budget), so dense and sparse did identical work: differences between them are noise, and no ' +
+      'comparison is drawn. Longer prompts, or a smaller token budget, make sparse attention select pages.'
+    );
+  }
+  if (same === null) return 'The server did not report which attention ran (usage.attention.mode).';
+  const ran = levels
+    .filter((l) => l.attention === 'sparse')
+    .map(
+      (l) =>
+        `${l.scenario} c=${l.concurrency}: ${Object.entries(l.attentionRan)
+          .map(([m, n]) => `${n} ${m}`)
+          .join(', ')}`,
+    );
+  return `Decode attention that ran in the sparse levels (requests): ${ran.join('; ')}.`;
+}
+
 function denseSparseCharts(r: Report): string {
   const modes = [...new Set(r.levels.map((l) => l.attention))];
   if (!(modes.includes('dense') && modes.includes('sparse'))) return '';
+  const note = `<p class="note">The same scenarios with <code>attention: {mode}</code> in every request body. ${esc(denseSparseNote(r.levels))}</p>`;
+  if (sparseRanDense(r.levels) === true) return `<h2>Dense vs sparse attention</h2>${note}`;
   const groups = [...new Set(r.levels.map((l) => `${l.scenario} c=${l.concurrency}`))];
   const find = (g: string, m: string) =>
     r.levels.find((l) => `${l.scenario} c=${l.concurrency}` === g && l.attention === m);
@@ -350,7 +386,7 @@ function denseSparseCharts(r: Report): string {
         }),
       })),
     });
-  return `<h2>Dense vs sparse attention</h2><p class="note">The same scenarios with <code>attention: {mode}</code> in every request body.</p><div class="charts">${[
+  return `<h2>Dense vs sparse attention</h2>${note}<div class="charts">${[
     chart('TTFT p50: dense vs sparse', 'ms', (l) => l.ttftMs.p50),
     chart('Inter-token latency p50: dense vs sparse', 'ms', (l) => l.itlMs.p50),
     chart('End-to-end latency p50: dense vs sparse', 'ms', (l) => l.e2eMs.p50),

@@ -18,6 +18,8 @@ export interface StreamUsage {
   completionTokens: number;
   /** usage.prompt_tokens_details.cached_tokens: prompt tokens the server's prefix cache supplied; null if absent. */
   cachedTokens: number | null;
+  /** sift's usage.attention.mode: the decode attention that ran ("dense" or "sparse"); null from other servers. */
+  attentionRan: string | null;
 }
 
 export interface StreamVerdict {
@@ -158,11 +160,13 @@ export class SseCompletionReader {
         this.fail(`usage without numeric prompt_tokens/completion_tokens: ${clip(JSON.stringify(o.usage))}`);
       } else {
         const details = u.prompt_tokens_details as Record<string, unknown> | null | undefined;
+        const att = u.attention as { mode?: unknown } | undefined;
         const cached = details?.cached_tokens;
         this.usage = {
           promptTokens: u.prompt_tokens,
           completionTokens: u.completion_tokens,
           cachedTokens: typeof cached === 'number' ? cached : null,
+          attentionRan: typeof att?.mode === 'string' ? att.mode : null,
         };
       }
     }

@@ -22,6 +22,10 @@ export interface FakeOptions {
   behave?: (i: number) => Behaviour;
   replica?: string;
   prefixCache?: boolean;
+  /** As sift: usage.attention.mode, the attention that ran, for a request body; undefined = no attention usage. */
+  attentionRan?: (body: Record<string, unknown>) => string;
+  /** As sift: the `sift` object of the model in /v1/models (how it serves). */
+  siftSettings?: Record<string, unknown>;
 }
 
 export interface FakeServer {
@@ -63,6 +67,7 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
     if (req.method === 'GET' && req.url === '/v1/models') {
       const model: Record<string, unknown> = { id: 'fake-model', object: 'model', created: 0, owned_by: 'fake' };
       if (context !== null && o.reportContext !== false) model.max_model_len = context;
+      if (o.siftSettings) model.sift = o.siftSettings;
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [model] }));
       return;
     }
@@ -146,14 +151,14 @@ export async function startFake(o: FakeOptions = {}): Promise<FakeServer> {
           return;
         }
         res.write(chunk(delta(null, 'length')));
-        res.write(
-          chunk(null, {
-            prompt_tokens: promptTokens,
-            completion_tokens: maxTokens,
-            total_tokens: promptTokens + maxTokens,
-            ...(o.prefixCache ? { prompt_tokens_details: { cached_tokens: Math.min(cached, promptTokens - 1) } } : {}),
-          }),
-        );
+        const usage: Record<string, unknown> = {
+          prompt_tokens: promptTokens,
+          completion_tokens: maxTokens,
+          total_tokens: promptTokens + maxTokens,
+          ...(o.prefixCache ? { prompt_tokens_details: { cached_tokens: Math.min(cached, promptTokens - 1) } } : {}),
+        };
+        if (o.attentionRan) usage.attention = { mode: o.attentionRan(body) };
+        res.write(chunk(null, usage as Record<string, number>));
         if (what !== 'no-done') res.write('data: [DONE]\n\n');
         res.end();
       };

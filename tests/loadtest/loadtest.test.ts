@@ -124,7 +124,7 @@ describe('SSE completion reader', () => {
         assert.equal(v.malformed, null, `${pieces} pieces`);
         assert.equal(v.contentTimes.length, 2);
         assert.equal(v.finishReason, 'stop');
-        assert.deepEqual(v.usage, { promptTokens: 7, completionTokens: 2, cachedTokens: null });
+        assert.deepEqual(v.usage, { promptTokens: 7, completionTokens: 2, cachedTokens: null, attentionRan: null });
         assert.notEqual(v.doneTime, null);
       }
     }
@@ -463,6 +463,29 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
       [['fake-b', 5]],
     );
     assert.equal(l.prefixCache.hitRate, null, 'no cached_tokens reported');
+  });
+
+  test('dense vs sparse: no comparison when the sparse requests ran dense; what ran is said either way', async (t) => {
+    const args = ['--duration', '0.3', '--concurrency', '1', '--scenarios', 'short', '--max-tokens', '4'];
+    // a sift whose contexts fit the budget: every request reports dense decode, whatever it asked for
+    const same = await startFake({ prefillMs: 5, tokenMs: 2, attentionRan: () => 'dense' });
+    t.after(() => same.close());
+    const a = await loadtest(same.url, [...args, '--attention', 'dense,sparse']);
+    assert.deepEqual(a.report.levels.find((l) => l.attention === 'sparse')?.attentionRan.sparse, undefined);
+    assert.ok((a.report.levels.find((l) => l.attention === 'sparse')?.attentionRan.dense ?? 0) > 0);
+    assert.ok(a.html.includes('did identical work'), 'the report says the work was identical');
+    assert.ok(!a.html.includes('TTFT p50: dense vs sparse'), 'and draws no comparison');
+    assert.ok(a.report.notes.some((n) => /identical work/.test(n)));
+    // a sift that did select pages: the comparison is drawn, and says what ran
+    const diff = await startFake({
+      prefillMs: 5,
+      tokenMs: 2,
+      attentionRan: (b) => (b.attention as { mode: string }).mode,
+    });
+    t.after(() => diff.close());
+    const b = await loadtest(diff.url, [...args, '--attention', 'dense,sparse']);
+    assert.ok(b.html.includes('TTFT p50: dense vs sparse'));
+    assert.match(b.html, /Decode attention that ran in the sparse levels \(requests\): short c=1: \d+ sparse/);
   });
 
   test('a reused socket the server closed is retried once on a new connection, not counted as an error', async (t) => {
