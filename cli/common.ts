@@ -1,12 +1,10 @@
 /** Shared pieces of the CLI commands: engine options from ENGINE_SPEC, config file loading, help text. */
 import { readFileSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { llama2cStopIds } from '../checkpoint/llama2c.js';
 import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../config/attention.js';
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
 import { describeSection, flagOf, type SectionSpec, sourceOf } from '../config/schema.js';
-import { loadText, type TextSide } from '../text/text.js';
 import { stderrIsTTY } from './stderr-filter.js';
 
 type OptionDefs = NonNullable<ParseArgsConfig['options']>;
@@ -63,11 +61,6 @@ export function attentionConfigFrom(
     );
   }
   return c;
-}
-
-/** The text side of a model directory, with the stop ids its origin adds (llama2.c models end at BOS). */
-export function loadModelText(dir: string): TextSide {
-  return loadText(dir, { extraStopIds: llama2cStopIds(dir) });
 }
 
 /** The sections a config file may have, each one concern's fields (config/engine.ts, attention.ts, server.ts). */

@@ -10,15 +10,8 @@ import { EngineCore } from '../engine/core.js';
 import { type SamplingParams, validateSampling } from '../engine/sampler.js';
 import { ModelRunner } from '../model/runner.js';
 import type { TextSide } from '../text/text.js';
-import {
-  attentionConfigFrom,
-  engineConfigFrom,
-  engineHelp,
-  engineOptionDefs,
-  loadModelText,
-  parse,
-  progressLine,
-} from './common.js';
+import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
+import { loadModelText } from './model-text.js';
 
 const HELP = `usage: sift generate [--model NAME|DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3) [options]
 

@@ -21,10 +21,10 @@ import {
   engineHelp,
   engineOptionDefs,
   flagValues,
-  loadModelText,
   parse,
   readConfigFile,
 } from './common.js';
+import { loadModelText } from './model-text.js';
 
 const HELP = `usage: sift serve [--model NAME|DIR] [--host H] [--port P] [--api-key K ...] [--config FILE] [engine options]
 
