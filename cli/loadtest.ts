@@ -19,6 +19,8 @@ import {
   PERCENTILE_NOTE,
   type Report,
   replicaTable,
+  settingsAdapter,
+  settingsAttention,
   sparseRanDense,
   summaryTable,
   writeReports,
@@ -197,6 +199,11 @@ export async function main(argv: string[]): Promise<number> {
       });
       progress.done(`sift serve is up at ${server.baseUrl}`);
       target = await probeTarget(server.baseUrl, { apiKey, model: values.model as string | undefined, spawned: true });
+    }
+    if (target.settings) {
+      progress.done(
+        `sift loadtest: server adapter ${settingsAdapter(target.settings)}; attention ${settingsAttention(target.settings)}`,
+      );
     }
     const notes: string[] = [];
     const warn = (s: string) => {

@@ -413,6 +413,29 @@ function errorTable(r: Report): string {
   return rows.length > 1 ? htmlTable(rows, [0, 1, 3, 5]) + note : `<p>No errors.</p>${note}`;
 }
 
+/** The adapter the server reports (sift: the WebGPU adapter), or "not reported". */
+export function settingsAdapter(s: Record<string, unknown> | null | undefined): string {
+  return typeof s?.adapter === 'string' ? s.adapter : 'not reported';
+}
+
+/** The server's attention defaults in one line, e.g. "sparse, token budget 4096, pages of 64, dense prefill, ...". */
+export function settingsAttention(s: Record<string, unknown> | null | undefined): string {
+  const a = s?.attention as Record<string, unknown> | undefined;
+  if (!a || typeof a !== 'object') return 'not reported';
+  const share = Number(a.streaming_head_share ?? 0);
+  const parts = [
+    `default mode ${a.mode}`,
+    `token budget ${a.token_budget}`,
+    `pages of ${a.page_size} tokens`,
+    `${a.prefill_mode} prefill`,
+    share > 0
+      ? `${Math.round(share * 100)}% streaming heads (sink ${a.sink} + local ${a.local})`
+      : 'no streaming heads',
+  ];
+  if (typeof s?.prefix_cache === 'boolean') parts.push(`prefix cache ${s.prefix_cache ? 'on' : 'off'}`);
+  return parts.join(', ');
+}
+
 export function renderHtml(r: Report): string {
   const t = r.target;
   const meta: [string, string][] = [
@@ -420,6 +443,8 @@ export function renderHtml(r: Report): string {
     ['model', esc(t.model)],
     ['server', `${esc(t.serverKind)}${t.serverHeader ? ` (Server: ${esc(t.serverHeader)})` : ''}`],
     ['context', t.contextLength === null ? 'not reported' : `${t.contextLength} tokens`],
+    ['adapter', esc(settingsAdapter(t.settings))],
+    ['server attention', esc(settingsAttention(t.settings))],
     ['date', esc(r.date)],
     [
       'host',

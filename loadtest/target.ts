@@ -24,6 +24,11 @@ export interface TargetInfo {
   contextLength: number | null;
   /** Whether this run started the server. */
   spawned: boolean;
+  /**
+   * How the server says it serves the model (sift's `sift` object in GET /v1/models: adapter, attention defaults,
+   * prefix cache), as it said it; null when it does not say.
+   */
+  settings: Record<string, unknown> | null;
 }
 
 interface Reply {
@@ -126,6 +131,10 @@ export async function probeTarget(
   const serverHeader = typeof models.headers.server === 'string' ? models.headers.server : null;
   const ownedBy = typeof entry?.owned_by === 'string' ? entry.owned_by : null;
   const isSift = opts.spawned === true || ownedBy === 'sift' || /\bsift\b/i.test(serverHeader ?? '');
+  const settings =
+    typeof entry?.sift === 'object' && entry.sift !== null && !Array.isArray(entry.sift)
+      ? (entry.sift as Record<string, unknown>)
+      : null;
   return {
     baseUrl,
     model,
@@ -135,6 +144,7 @@ export async function probeTarget(
     serverHeader,
     contextLength,
     spawned: opts.spawned === true,
+    settings,
   };
 }
 

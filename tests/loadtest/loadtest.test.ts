@@ -468,9 +468,30 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
   test('dense vs sparse: no comparison when the sparse requests ran dense; what ran is said either way', async (t) => {
     const args = ['--duration', '0.3', '--concurrency', '1', '--scenarios', 'short', '--max-tokens', '4'];
     // a sift whose contexts fit the budget: every request reports dense decode, whatever it asked for
-    const same = await startFake({ prefillMs: 5, tokenMs: 2, attentionRan: () => 'dense' });
+    const siftSettings = {
+      adapter: 'llvmpipe (LLVM 15.0.6, 256 bits)',
+      attention: {
+        mode: 'sparse',
+        token_budget: 4096,
+        page_size: 64,
+        prefill_mode: 'dense',
+        streaming_head_share: 0.25,
+        sink: 4,
+        local: 32,
+      },
+      prefix_cache: false,
+    };
+    const same = await startFake({ prefillMs: 5, tokenMs: 2, attentionRan: () => 'dense', siftSettings });
     t.after(() => same.close());
     const a = await loadtest(same.url, [...args, '--attention', 'dense,sparse']);
+    // the server's attention settings and adapter are recorded with the run
+    assert.deepEqual(a.report.target.settings, siftSettings);
+    assert.ok(a.html.includes('llvmpipe (LLVM 15.0.6, 256 bits)'));
+    assert.ok(
+      a.html.includes(
+        'default mode sparse, token budget 4096, pages of 64 tokens, dense prefill, 25% streaming heads (sink 4 + local 32), prefix cache off',
+      ),
+    );
     assert.deepEqual(a.report.levels.find((l) => l.attention === 'sparse')?.attentionRan.sparse, undefined);
     assert.ok((a.report.levels.find((l) => l.attention === 'sparse')?.attentionRan.dense ?? 0) > 0);
     assert.ok(a.html.includes('did identical work'), 'the report says the work was identical');
@@ -484,6 +505,8 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
     });
     t.after(() => diff.close());
     const b = await loadtest(diff.url, [...args, '--attention', 'dense,sparse']);
+    assert.equal(b.report.target.settings, null);
+    assert.match(b.html, /<td>server attention<\/td><td>not reported<\/td>/);
     assert.ok(b.html.includes('TTFT p50: dense vs sparse'));
     assert.match(b.html, /Decode attention that ran in the sparse levels \(requests\): short c=1: \d+ sparse/);
   });
