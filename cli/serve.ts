@@ -7,10 +7,12 @@ import { pino } from 'pino';
 import { loadModelConfig } from '../checkpoint/config.js';
 import { knownModel } from '../checkpoint/models.js';
 import { resolveModel } from '../checkpoint/pull.js';
-import { SiftError } from '../config/errors.js';
+import type { AttentionConfig } from '../config/attention.js';
+import { isSiftError, SiftError } from '../config/errors.js';
 import { describeSection, flagOf } from '../config/schema.js';
 import { replicaIdOf, SERVER_SPEC, type ServerConfig, serverConfig } from '../config/server.js';
 import { EngineCore } from '../engine/core.js';
+import { loadHeadPlan } from '../model/head-plan.js';
 import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
 import { listen, onSignals } from '../server/server.js';
@@ -82,6 +84,26 @@ export function listenError(e: unknown, cfg: Pick<ServerConfig, 'host' | 'port'>
   }
 }
 
+/**
+ * What needs no model weights is checked before listening, so a mistake fails at once in one line: the model's
+ * name or path (a known model that is not pulled yet is fetched after listening), and a head pattern against the
+ * model's shape.
+ */
+async function preflight(cfg: ServerConfig, attention: AttentionConfig): Promise<void> {
+  let dir: string;
+  try {
+    dir = await resolveModel(cfg.model, { autoPull: false });
+  } catch (e) {
+    if (isSiftError(e, 'MODEL_NOT_FOUND') && knownModel(cfg.model)) return; // pulled after listening
+    throw e;
+  }
+  if (attention.headPattern) {
+    loadHeadPlan(attention.headPattern, loadModelConfig(dir), {
+      streamingFraction: attention.streamingFraction ?? undefined,
+    });
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const defs = engineOptionDefs();
   for (const [k, f] of Object.entries(SERVER_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
@@ -94,6 +116,7 @@ export async function main(argv: string[]): Promise<number> {
   const cfg = serverConfigFrom(values);
   const engineCfg = engineConfigFrom(values);
   const attention = attentionConfigFrom(values, engineCfg.pageSize);
+  await preflight(cfg, attention);
   // The adapter is checked before anything listens: a wrong --adapter fails at once, naming the ones there are.
   const gpu = await Gpu.create({ adapter: engineCfg.adapter });
   const log = pino({ level: cfg.logLevel, base: { pid: process.pid } });

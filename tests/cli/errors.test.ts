@@ -97,16 +97,34 @@ test('serve: a port in use, a host that does not resolve, an adapter that matche
   }
   const host = await runCli(['serve', '--port', '0', '--host', 'no-such-host.invalid']);
   assertOneLineError(host, /--host "no-such-host\.invalid" does not resolve to an address: pass an IP address/, 'host');
-  // the adapter is checked before anything listens; the message lists the adapters there are
-  for (const [args, env] of [
-    [['serve', '--port', '0', '--adapter', 'no-such-gpu'], {}],
-    [['gpu'], { SIFT_ENGINE_ADAPTER: 'no-such-gpu' }],
-    [['generate', '--prompt', 'x', '--adapter', 'no-such-gpu'], {}],
-  ] as [string[], NodeJS.ProcessEnv][]) {
+  // the adapter, the model and the head pattern are checked before anything listens; the adapter's message lists
+  // the adapters there are
+  const badPattern = tmp('heads.tsv');
+  writeFileSync(badPattern, '1 2 3\n');
+  const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [
+      ['serve', '--port', '0', '--adapter', 'no-such-gpu'],
+      {},
+      /no WebGPU adapter matches "no-such-gpu"; available: "[^"]+"/,
+    ],
+    [['gpu'], { SIFT_ENGINE_ADAPTER: 'no-such-gpu' }, /no WebGPU adapter matches "no-such-gpu"; available: "[^"]+"/],
+    [
+      ['generate', '--prompt', 'x', '--adapter', 'no-such-gpu'],
+      {},
+      /no WebGPU adapter matches "no-such-gpu"; available: "[^"]+"/,
+    ],
+    [['serve', '--port', '0', '--model', 'storie15M'], {}, /unknown model "storie15M": known models are stories15M/],
+    [
+      ['serve', '--port', '0', '--head-pattern', badPattern],
+      {},
+      /heads\.tsv:1: layer 0 has 3 scores; the model has 6 KV heads/,
+    ],
+  ];
+  await pooled(cases, 2, async ([args, env, want]) => {
     const r = await runCli(args, { env });
-    assertOneLineError(r, /no WebGPU adapter matches "no-such-gpu"; available: "[^"]+"/, args.join(' '));
-    assert.doesNotMatch(r.stdout, /listening/, 'serve checked the adapter before it listened');
-  }
+    assertOneLineError(r, want, args.join(' '));
+    assert.doesNotMatch(r.stdout, /listening/, 'serve checked it before it listened');
+  });
 });
 
 test('--version and --help', async () => {
