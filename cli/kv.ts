@@ -20,6 +20,8 @@ const SHAPES: Record<string, { numLayers: number; numKvHeads: number; headDim: n
 const HELP = `usage: sift kv [--model NAME|DIR | --shape ${Object.keys(SHAPES).join('|')}] [options]
 
 KV-cache bytes per token (f16 K and V) and per sequence, dense vs with streaming heads.
+  --model NAME|DIR        a known model name (default ${DEFAULT_MODEL}, fetched on first use) or an HF directory
+  --shape NAME            instead, a model shape without a checkpoint: ${Object.keys(SHAPES).join(', ')}
   --streaming-fraction F  share of (layer, KV head) pairs that stream (default 0.5 GQA / 0.25 MHA as LServe)
   --sink N --local N      streaming window (default 128 + 256)
   --page-size N           tokens per page (default 64); --logical-page-size N digests (default 16)
