@@ -55,23 +55,27 @@ export function shellWords(line: string): string[] {
   return words;
 }
 
-/** The command lines of the README's ```sh blocks (continuation lines joined). */
-function shLines(): string[] {
-  const out: string[] = [];
-  for (const m of README.matchAll(/```sh\n([\s\S]*?)```/g)) {
-    out.push(
-      ...m[1]
-        .replace(/\\\n\s*/g, ' ')
-        .split('\n')
-        .filter((l) => l.trim() !== ''),
-    );
-  }
-  return out;
+/** Marks a ```sh block that a test machine cannot run; the comment says why. */
+const NOT_RUN = /<!-- readme-test: not run \(([^)]+)\) -->\n$/;
+
+/** The command lines of the README's ```sh blocks (continuation lines joined); `notRun` says which to leave out. */
+function shBlocks(): { lines: string[]; notRun: string | null }[] {
+  return [...README.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => ({
+    lines: m[1]
+      .replace(/\\\n\s*/g, ' ')
+      .split('\n')
+      .filter((l) => l.trim() !== ''),
+    notRun: NOT_RUN.exec(README.slice(0, m.index))?.[1] ?? null,
+  }));
 }
 
-const examples = shLines()
-  .map(shellWords)
-  .filter((w) => w[0] === 'node' && w[1] === 'bin/sift.js')
+const shLines = () => shBlocks().flatMap((b) => b.lines);
+
+const isSift = (w: string[]) => w[0] === 'node' && w[1] === 'bin/sift.js';
+const examples = shBlocks()
+  .filter((b) => b.notRun === null)
+  .flatMap((b) => b.lines.map(shellWords))
+  .filter(isSift)
   .map((w) => w.slice(2));
 
 interface Run {
@@ -188,8 +192,14 @@ test('shellWords splits as a shell would', () => {
   ]);
 });
 
-test('every sh example of the README runs on the default model (serve and loadtest bounded)', async () => {
+test('every sh example of the README runs on the default model (serve and loadtest bounded)', async (t) => {
   assert.ok(examples.length >= 6, `examples found: ${examples.length}`);
+  // nothing is left out silently: a block not run says why, and the test says which
+  for (const b of shBlocks().filter((x) => x.notRun !== null)) {
+    const cmds = b.lines.map(shellWords).filter(isSift);
+    assert.ok(cmds.length > 0, `a block marked not run holds no sift command: ${b.lines.join(' | ')}`);
+    t.diagnostic(`not run (${b.notRun}): ${cmds.map((w) => w.slice(2).join(' ')).join(' | ')}`);
+  }
   fs.writeFileSync(path.join(cwd, 'story.txt'), STORY);
   let serve: Awaited<ReturnType<typeof startServe>> | null = null;
   try {
