@@ -21,6 +21,10 @@ export const OTHER_ENV: Readonly<Record<string, string>> = Object.freeze({
   SIFT_TEST_FILE_TIMEOUT_S: 'tests: seconds one test file may run (default 420)',
   SIFT_TEST_VERBOSE: 'tests: print kernel comparison details',
   SIFT_SKIP_LAVAPIPE: '1 = scripts/ensure-webgpu.sh installs no lavapipe',
+  SIFT_SKIP_NGINX: '1 = scripts/ensure-nginx.sh installs no nginx',
+  SIFT_CLUSTER_REPLICAS: 'cluster test: sift replicas behind nginx (default 3)',
+  SIFT_CLUSTER_SESSION_REQUESTS: 'cluster test: requests of the affinity measurement (default 90)',
+  SIFT_CLUSTER_RESULTS: 'cluster test: write the affinity measurement as JSON to this file',
 });
 
 /** Variables sift no longer reads, with what replaced them. */
