@@ -122,6 +122,12 @@ function report(err: unknown): number {
     return USAGE_CODES.has(err.code) ? 2 : 1;
   }
   const msg = err instanceof Error ? err.message : String(err);
+  const sys = (err as NodeJS.ErrnoException | null)?.code;
+  if (typeof sys === 'string' && /^E[A-Z]+$/.test(sys)) {
+    // the system refused something (a file that cannot be written, ...): its message says what
+    process.stderr.write(`sift: error [${sys}]: ${oneLine(msg)}\n`);
+    return 1;
+  }
   process.stderr.write(`sift: unexpected error: ${oneLine(msg)} (a bug in sift; SIFT_DEBUG=1 shows where)\n`);
   if (process.env.SIFT_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
   return 1;
