@@ -9,8 +9,9 @@
  *
  * The child runs in its own session (it does not get the terminal's Ctrl-C directly): the parent forwards each
  * SIGINT / SIGTERM / SIGHUP it receives exactly once, so `sift serve`'s "a second signal exits at once" still means
- * a second Ctrl-C. If the parent dies without forwarding (SIGKILL), the child sees its IPC channel close and
- * stops itself with SIGTERM. SIFT_STDERR_FILTER=off runs the command in-process, unfiltered.
+ * a second Ctrl-C. If the parent dies without forwarding (kill -9), the child sees its IPC channel close and kills
+ * itself at once with SIGKILL, so `kill -9 PID` ends the command as it did without the filter (a server's streams
+ * break at once; nothing lingers). SIFT_STDERR_FILTER=off runs the command in-process, unfiltered.
  */
 import { spawn } from 'node:child_process';
 
@@ -82,10 +83,13 @@ export function stderrIsTTY(): boolean {
   return process.stderr.isTTY === true || process.env[FILTER_ENV] === 'child-tty';
 }
 
-/** In the filtered child: stop (SIGTERM, so `serve` shuts down gracefully) when the parent is gone. */
+/**
+ * In the filtered child: die with the parent. The parent forwards every signal it can catch, so a parent gone
+ * without a word was killed (kill -9): the child ends the same way, at once.
+ */
 export function watchParent(): void {
   if (!isFilteredChild() || !process.channel) return;
-  process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+  process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'));
   process.channel.unref();
 }
 

@@ -4,7 +4,7 @@
  * commands that open a GPU run behind it; signals reach the command once; the adapter is named as Dawn lists it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { DAWN_LIMIT_WARNING, DawnWarningFilter } from '../../cli/stderr-filter.js';
 import { foldAdapterName, listAdapters, parseAdapterList } from '../../shaders/runtime.js';
@@ -115,5 +115,56 @@ test('sift serve behind the filter: one Ctrl-C (SIGINT) is one signal, a gracefu
     assert.doesNotMatch(out, /second signal/);
   } finally {
     child.kill('SIGKILL');
+  }
+});
+
+test('kill -9 of sift ends the command behind the filter at once, as it did without one', async () => {
+  // a GPU command that runs for minutes: the filter runs it in a child of the process the user started
+  const parent = spawn(
+    process.execPath,
+    [
+      CLI,
+      'bench',
+      'attention',
+      '--shape',
+      'stories15M',
+      '--contexts',
+      '65536',
+      '--prefill-contexts',
+      'none',
+      '--repeat',
+      '1000',
+    ],
+    { stdio: 'ignore' },
+  );
+  try {
+    let child = 0;
+    const t0 = Date.now();
+    while (child === 0) {
+      assert.ok(Date.now() - t0 < 60_000, 'the filtered child started');
+      await new Promise((r) => setTimeout(r, 100));
+      let kids = '';
+      try {
+        kids = execFileSync('pgrep', ['-P', String(parent.pid)], { encoding: 'utf8' });
+      } catch {
+        // pgrep exits 1 while there is no child yet
+      }
+      child = Number(kids.trim().split('\n')[0] || 0);
+    }
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    assert.ok(alive(child));
+    parent.kill('SIGKILL');
+    const t1 = Date.now();
+    while (alive(child) && Date.now() - t1 < 5000) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(!alive(child), 'the child outlived the killed parent');
+  } finally {
+    parent.kill('SIGKILL');
   }
 });
