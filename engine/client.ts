@@ -6,7 +6,26 @@
  */
 import { tokenBudgetProblem } from '../config/attention.js';
 import { SiftError } from '../config/errors.js';
+import { checkLogitsParams, type TokenMask } from './logits.js';
 import type { SamplingParams } from './sampler.js';
+
+/**
+ * A per-request constraint on the generated tokens (a grammar: JSON, a JSON schema, a tool call), applied on every
+ * sampling step: the engine asks it for the tokens allowed next, samples among them, and tells it the token chosen.
+ * The request's stop ids end it as usual; a constraint allows them only where its output is complete.
+ */
+export interface TokenConstraint {
+  /**
+   * The tokens allowed next, given how many more tokens the request may generate (counting this one), so that a
+   * constraint can close its output in time (it then allows one token per step). Called once per sampling step,
+   * before the step's logits exist (it may run while the model computes them).
+   */
+  nextMask(remaining: number): Promise<TokenMask>;
+  /** Advances past the chosen token (one the last mask allowed, or a stop id). */
+  accept(id: number): void;
+  /** Frees what the constraint holds; called once when the request ends. */
+  dispose(): void;
+}
 
 /** sift's own per-request attention knob (the API's extra body field `attention: {mode, token_budget}`). */
 export interface AttentionRequest {
@@ -29,6 +48,14 @@ export interface GenerationRequest {
   frequencyPenalty?: number;
   /** Return the chosen token's logprob and this many top alternatives (0..20); undefined = no logprobs. */
   topLogprobs?: number;
+  /** Token id -> bias in [-100, 100] added to its logit before sampling (OpenAI logit_bias). */
+  logitBias?: ReadonlyMap<number, number>;
+  /** HF / vLLM repetition penalty over prompt and output tokens, in (0, 10]; 1 = off. */
+  repetitionPenalty?: number;
+  /** Drop tokens less likely than minP times the most likely one, in [0, 1]; 0 = off. */
+  minP?: number;
+  /** Constrains the output (a grammar); the request takes the host sampling path. */
+  constraint?: TokenConstraint;
   attention?: AttentionRequest;
   /** Give up (finish reason 'timeout') this many ms after submission; undefined = no limit. */
   timeoutMs?: number;
@@ -89,6 +116,22 @@ export interface RequestHandle extends AsyncIterable<GenerationEvent> {
   cancel(): void;
 }
 
+/**
+ * Whether a request's sampling needs the step's logits row on the host (engine/logits.ts, logprobs), rather than
+ * only a token id from a device sampler.
+ */
+export function needsLogits(req: GenerationRequest): boolean {
+  return (
+    req.topLogprobs !== undefined ||
+    req.constraint !== undefined ||
+    (req.logitBias !== undefined && req.logitBias.size > 0) ||
+    (req.repetitionPenalty !== undefined && req.repetitionPenalty !== 1) ||
+    (req.minP !== undefined && req.minP > 0) ||
+    (req.presencePenalty ?? 0) !== 0 ||
+    (req.frequencyPenalty ?? 0) !== 0
+  );
+}
+
 export interface EngineStats {
   running: number;
   waiting: number;
@@ -146,7 +189,8 @@ export interface RequestLimits {
 /**
  * The checks of EngineClient.submit, before anything is queued. SiftError.param names the GenerationRequest field
  * at fault: 'promptIds', 'promptIds[i]' (a token id outside the vocabulary), 'maxTokens', 'topLogprobs',
- * 'timeoutMs', 'attention.tokenBudget'. The prompt and the completion must fit the context together; CONTEXT_LENGTH_EXCEEDED names
+ * 'timeoutMs', 'attention.tokenBudget', 'logitBias[id]', 'repetitionPenalty', 'minP'. The prompt and the completion
+ * must fit the context together; CONTEXT_LENGTH_EXCEEDED names
  * 'promptIds' when the prompt alone leaves no room for one token, else 'maxTokens'. Messages are plain English
  * without field names, fit to show to whoever sent the request.
  */
@@ -197,6 +241,7 @@ export function checkRequest(req: GenerationRequest, limits: RequestLimits): voi
       throw new SiftError('INVALID_ARGUMENT', `the token budget ${problem}`, { param: 'attention.tokenBudget' });
     }
   }
+  checkLogitsParams(req, V);
   if (req.timeoutMs !== undefined && !(req.timeoutMs >= 0)) {
     throw new SiftError('INVALID_ARGUMENT', `the timeout must be >= 0 ms (got ${req.timeoutMs})`, {
       param: 'timeoutMs',

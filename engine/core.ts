@@ -7,9 +7,10 @@
  *                                   maxBatchTokens / maxSeqs, each entry a decode or a prefill chunk, admission by
  *                                   free KV pages, recompute preemption (preempted sequences' executor state released)
  *   execute(prepareInputs(output))  the executor runs every scheduled token in one step and returns the sampling
- *                                   entries' logits (engine/prepare-inputs.ts builds its typed input)
- *   update(output, result)          commit the written tokens to the KV cache manager, sample per request, account
- *                                   usage, emit events, finish and free
+ *                                   entries' logits (engine/prepare-inputs.ts builds its typed input); meanwhile
+ *                                   the host computes the token masks of constrained requests (their grammars)
+ *   update(output, result)          commit the written tokens to the KV cache manager, sample per request (within
+ *                                   its mask), account usage, emit events, finish and free
  *
  * A lost device (the executor's DEVICE_LOST) ends every live request with finish reason 'error' and makes later
  * submits throw DEVICE_LOST; any other failure of a step ends the requests of that step with 'error' and the core
@@ -26,8 +27,10 @@ import {
   type EngineStats,
   type FinishReason,
   type GenerationRequest,
+  needsLogits,
   type RequestHandle,
 } from './client.js';
+import type { TokenMask } from './logits.js';
 import { prepareInputs } from './prepare-inputs.js';
 import { LiveRequest } from './request.js';
 import { Sampler, tokenLogprobs } from './sampler.js';
@@ -135,10 +138,12 @@ export class EngineCore implements EngineClient {
         `the prompt needs ${prompt.length + 1} KV slots; the cache holds ${poolTokens} (raise --kv-cache-mib)`,
       );
     }
-    const sampler = new Sampler(req.sampling, {
-      presencePenalty: req.presencePenalty ?? 0,
-      frequencyPenalty: req.frequencyPenalty ?? 0,
-    });
+    const sampler = new Sampler(
+      req.sampling,
+      { presencePenalty: req.presencePenalty ?? 0, frequencyPenalty: req.frequencyPenalty ?? 0 },
+      { logitBias: req.logitBias, repetitionPenalty: req.repetitionPenalty, minP: req.minP },
+      prompt,
+    );
     const seq = this.scheduler.newSeq([...prompt]);
     const maxLen = Math.min(prompt.length + req.maxTokens, this.maxContext, poolTokens);
     const r = new LiveRequest(req, seq, sampler, maxLen, (x) => this.finish(x, 'cancelled'));
@@ -203,8 +208,13 @@ export class EngineCore implements EngineClient {
       this.current = null;
       return 0;
     }
-    const result = await this.executor.execute(prepareInputs(out, this.kv, (seq) => this.tokenBudgetOf(seq)));
-    this.update(out, result);
+    const input = prepareInputs(out, this.kv, {
+      tokenBudgetOf: (seq) => this.tokenBudgetOf(seq),
+      needsLogits: (seq) => this.needsLogitsOf(seq),
+    });
+    // The masks of constrained requests are computed on the host while the executor runs the step.
+    const [result, masks] = await Promise.all([this.executor.execute(input), this.constraintMasks(out)]);
+    this.update(out, result, masks);
     this.current = null;
     return out.numTokens;
   }
@@ -230,7 +240,22 @@ export class EngineCore implements EngineClient {
     return out;
   }
 
-  private update(out: ScheduleOutput, result: ExecuteOutput): void {
+  /** seqId -> the allowed next tokens of each sampling entry whose request has a constraint. */
+  private async constraintMasks(out: ScheduleOutput): Promise<Map<number, TokenMask>> {
+    const masks = new Map<number, TokenMask>();
+    const pending: Promise<void>[] = [];
+    for (const e of out.scheduled) {
+      const r = this.live.get(e.seq.seqId);
+      const c = r?.req.constraint;
+      if (!e.sample || !r || !c) continue;
+      const remaining = r.maxLen - e.seq.tokens.length;
+      pending.push(c.nextMask(remaining).then((m) => void masks.set(e.seq.seqId, m)));
+    }
+    await Promise.all(pending);
+    return masks;
+  }
+
+  private update(out: ScheduleOutput, result: ExecuteOutput, masks: ReadonlyMap<number, TokenMask>): void {
     const V = this.executor.limits.vocabSize;
     let row = 0;
     const numDecode = out.scheduled.filter((e) => e.kind === 'decode').length;
@@ -270,12 +295,13 @@ export class EngineCore implements EngineClient {
         this.totals.attended += attended;
         this.totals.dense += context;
       }
-      const id = r.sampler.sample(rowLogits);
+      const id = r.sampler.sample(rowLogits, masks.get(seq.seqId));
       if (r.stop.has(id)) {
         this.finish(r, 'stop');
         return;
       }
       r.sampler.accept(id);
+      r.req.constraint?.accept(id);
       r.output.push(id);
       seq.tokens.push(id);
       this.totals.generationTokens++;
@@ -310,6 +336,12 @@ export class EngineCore implements EngineClient {
     return req.attention?.mode ?? this.executor.attention.mode;
   }
 
+  /** Whether a sequence's request samples on the host from its logits row (client.ts needsLogits). */
+  private needsLogitsOf(seq: SeqState): boolean {
+    const r = this.live.get(seq.seqId);
+    return r !== undefined && needsLogits(r.req);
+  }
+
   /** A decoding sequence's token budget: Infinity (every page) in dense mode, else its request's or the default. */
   private tokenBudgetOf(seq: SeqState): number {
     const a: AttentionRequest | undefined = this.live.get(seq.seqId)?.req.attention;
@@ -328,6 +360,7 @@ export class EngineCore implements EngineClient {
     this.live.delete(r.seq.seqId);
     this.liveIds.delete(r.id);
     this.executor.release(r.seq.seqId);
+    r.req.constraint?.dispose();
     r.end(reason, this.modeOf(r.req), error);
     this.notify();
   }

@@ -1,24 +1,28 @@
 /**
  * prepareInputs: the schedule of one step -> the executor's typed input (model/executor.ts). Per scheduled sequence,
  * in the schedule's row order (decodes first): its kind as the scheduler decided it, the new tokens and their first
- * position, its block table from the KV cache manager, whether it samples, a decode's token budget, and with
+ * position, its block table from the KV cache manager, whether it samples (and whether on the host, from the
+ * logits row), a decode's token budget, and with
  * streaming heads its sink + ring pages and each new token's ring slot.
  */
 import type { KvCacheManager } from '../kvcache/index.js';
 import type { ExecuteInput, StepEntry, StreamingEntry } from '../model/executor.js';
 import type { ScheduleOutput, SeqState } from './scheduler.js';
 
+/** What prepareInputs asks the core about a scheduled sequence's request. */
+export interface EntryPolicy {
+  /** A decoding sequence's token budget (its request's attention: Infinity for dense mode). */
+  tokenBudgetOf(seq: SeqState): number;
+  /** Whether the request samples on the host from the logits row (engine/client.ts needsLogits). */
+  needsLogits(seq: SeqState): boolean;
+}
+
 /**
- * `tokenBudgetOf` gives a decoding sequence's token budget (its request's attention: Infinity for dense mode).
  * Streaming slots are judged at the end of the chunk being written (StreamingPool.slotFor with upTo = chunk end): a
  * token the ring recycles before then gets null, so a chunk longer than the ring never overwrites keys its own
  * earlier tokens still need.
  */
-export function prepareInputs(
-  out: ScheduleOutput,
-  kv: KvCacheManager,
-  tokenBudgetOf: (seq: SeqState) => number,
-): ExecuteInput {
+export function prepareInputs(out: ScheduleOutput, kv: KvCacheManager, policy: EntryPolicy): ExecuteInput {
   const entries = out.scheduled.map((e): StepEntry => {
     const seqId = e.seq.seqId;
     const end = e.start + e.numTokens;
@@ -28,10 +32,11 @@ export function prepareInputs(
       tokens: e.seq.tokens.slice(e.start, end),
       pages: kv.blockTable(seqId),
       sample: e.sample,
+      needsLogits: e.sample && policy.needsLogits(e.seq),
       streaming: kv.streaming ? streamingEntry(kv, seqId, e.start, end) : undefined,
     };
     return e.kind === 'decode'
-      ? { ...base, kind: 'decode', tokenBudget: tokenBudgetOf(e.seq) }
+      ? { ...base, kind: 'decode', tokenBudget: policy.tokenBudgetOf(e.seq) }
       : { ...base, kind: 'prefill' };
   });
   return { entries };

@@ -1,11 +1,20 @@
 /**
- * Token sampling from one row of logits: greedy, temperature, top-k, top-p, seeded, with OpenAI presence /
- * frequency penalties over the tokens generated so far, and logprobs (log-softmax of the raw logits).
+ * Token sampling from one row of logits: greedy, temperature, min_p, top-k, top-p, seeded, after the logits
+ * processors (logits.ts: logit_bias, repetition penalty, then OpenAI presence / frequency penalties over the tokens
+ * generated so far, then a constraint's token mask), and logprobs (log-softmax of the raw logits).
  * Runs on the host over the logits row the forward pass reads back (vocab floats per sequence per step).
  * Same seed and same logits -> same tokens: each request owns its Sampler, so its random stream does not depend on
  * what else shares the batch.
  */
 import { SiftError } from '../config/errors.js';
+import {
+  applyLogitBias,
+  applyMask,
+  applyMinP,
+  applyRepetitionPenalty,
+  type LogitsParams,
+  type TokenMask,
+} from './logits.js';
 
 export interface SamplingParams {
   /** 0 = greedy (argmax). */
@@ -181,10 +190,16 @@ export class Sampler {
   readonly penalties: PenaltyParams;
   /** Generated token id -> times generated (see `accept`). */
   readonly counts = new Map<number, number>();
+  /** Prompt and generated token ids (for the repetition penalty; empty when it is off). */
+  private readonly seen = new Set<number>();
+  private readonly logits: LogitsParams;
 
+  /** `prompt`: the prompt's ids, which the repetition penalty counts as seen. */
   constructor(
     readonly params: SamplingParams,
     penalties: Partial<PenaltyParams> = {},
+    logits: LogitsParams = {},
+    prompt: readonly number[] = [],
   ) {
     validateSampling(params);
     this.penalties = {
@@ -192,23 +207,50 @@ export class Sampler {
       frequencyPenalty: penalties.frequencyPenalty ?? 0,
     };
     validatePenalties(this.penalties);
+    this.logits = logits;
+    if (this.repetition) for (const id of prompt) this.seen.add(id);
     this.rng = new SeededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
+  }
+
+  private get repetition(): boolean {
+    return this.logits.repetitionPenalty !== undefined && this.logits.repetitionPenalty !== 1;
   }
 
   /** Records a generated token for the penalties. */
   accept(id: number): void {
     this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+    if (this.repetition) this.seen.add(id);
   }
 
-  /** Samples from `logits` after the penalties (when any is nonzero and tokens were accepted). */
-  sample(rawLogits: ArrayLike<number>): number {
+  /** The row after the logits processors (logits.ts), or `raw` itself when none applies. */
+  processed(raw: ArrayLike<number>, mask?: TokenMask): ArrayLike<number> {
     const pen = this.penalties;
-    const logits =
-      this.counts.size > 0 && (pen.presencePenalty !== 0 || pen.frequencyPenalty !== 0)
-        ? applyPenalties(rawLogits, this.counts, pen)
-        : rawLogits;
+    const bias = this.logits.logitBias;
+    const penalize = this.counts.size > 0 && (pen.presencePenalty !== 0 || pen.frequencyPenalty !== 0);
+    if (!penalize && !mask && !this.repetition && !(bias && bias.size > 0)) return raw;
+    const row = Float32Array.from(raw);
+    if (bias) applyLogitBias(row, bias);
+    if (this.repetition) applyRepetitionPenalty(row, this.seen, this.logits.repetitionPenalty as number);
+    if (penalize) {
+      for (const [id, n] of this.counts) {
+        if (n > 0 && id >= 0 && id < row.length) row[id] -= n * pen.frequencyPenalty + pen.presencePenalty;
+      }
+    }
+    if (mask) applyMask(row, mask);
+    return row;
+  }
+
+  /**
+   * Samples from `rawLogits` after the logits processors; `mask` (a constraint's allowed tokens) leaves only the
+   * tokens it allows. Draws exactly one random number per call, so a seeded request's stream does not depend on
+   * how many tokens a mask allowed.
+   */
+  sample(rawLogits: ArrayLike<number>, mask?: TokenMask): number {
+    const logits = this.processed(rawLogits, mask);
     const p = this.params;
+    const u = this.rng.next();
     if (p.temperature === 0) return argmax(logits);
+    const minP = this.logits.minP ?? 0;
     const k = p.topK > 0 ? Math.min(p.topK, logits.length) : p.topP < 1 ? logits.length : 0;
     let ids: number[] | null = null;
     let probs: Float64Array;
@@ -220,6 +262,7 @@ export class Sampler {
       let z = 0;
       for (let i = 0; i < ids.length; i++) z += probs[i] = Math.exp((logits[ids[i]] - m) * invT);
       for (let i = 0; i < ids.length; i++) probs[i] /= z;
+      applyMinP(probs, minP);
       if (p.topP < 1) {
         let cum = 0;
         let keep = ids.length;
@@ -243,8 +286,8 @@ export class Sampler {
       let z = 0;
       for (let i = 0; i < logits.length; i++) z += probs[i] = Math.exp((logits[i] - m) * invT);
       for (let i = 0; i < logits.length; i++) probs[i] /= z;
+      applyMinP(probs, minP);
     }
-    const u = this.rng.next();
     let cum = 0;
     for (let i = 0; i < probs.length; i++) {
       cum += probs[i];

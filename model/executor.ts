@@ -40,6 +40,11 @@ interface EntryBase {
   pages: ArrayLike<number>;
   /** Return the logits of the last new token (the next token is sampled from them). */
   sample: boolean;
+  /**
+   * The request samples on the host from this entry's logits row (logit_bias, min_p, repetition penalty, a
+   * grammar's token mask, logprobs), so a device sampler must hand the row back for it. Only with `sample`.
+   */
+  needsLogits?: boolean;
   streaming?: StreamingEntry;
 }
 
