@@ -11,18 +11,23 @@ import type { SamplingParams } from './sampler.js';
 
 /**
  * A per-request constraint on the generated tokens (a grammar: JSON, a JSON schema, a tool call), applied on every
- * sampling step: the engine asks it for the tokens allowed next, samples among them, and tells it the token chosen.
- * The request's stop ids end it as usual; a constraint allows them only where its output is complete.
+ * sampling step: the engine asks it for the tokens allowed next, samples among them, and hands it the token sampled.
+ * The request's stop ids end it as usual; a constraint allows them only where its output is complete, and makes
+ * sure it is complete before the request's token limit.
  */
 export interface TokenConstraint {
   /**
-   * The tokens allowed next, given how many more tokens the request may generate (counting this one), so that a
-   * constraint can close its output in time (it then allows one token per step). Called once per sampling step,
-   * before the step's logits exist (it may run while the model computes them).
+   * The tokens allowed next, given how many more tokens the request may generate (counting this one). Called once
+   * per sampling step, before the step's logits exist (it runs while the model computes them).
    */
   nextMask(remaining: number): Promise<TokenMask>;
-  /** Advances past the chosen token (one the last mask allowed, or a stop id). */
-  accept(id: number): void;
+  /**
+   * Takes the sampled token `id` (one the last mask allowed, or a stop id; `remaining` counts it) and returns the
+   * token the request generates: `id`, or, when taking `id` would leave no way to complete the output within the
+   * tokens left after it, a token of the constraint's own that begins closing the output (a stop id ends the
+   * request). The constraint advances past the returned token unless it is a stop id.
+   */
+  take(id: number, remaining: number): Promise<number>;
   /** Frees what the constraint holds; called once when the request ends. */
   dispose(): void;
 }

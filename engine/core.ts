@@ -214,7 +214,7 @@ export class EngineCore implements EngineClient {
     });
     // The masks of constrained requests are computed on the host while the executor runs the step.
     const [result, masks] = await Promise.all([this.executor.execute(input), this.constraintMasks(out)]);
-    this.update(out, result, masks);
+    this.update(out, result, await this.sampleConstrained(out, result, masks));
     this.current = null;
     return out.numTokens;
   }
@@ -255,7 +255,30 @@ export class EngineCore implements EngineClient {
     return masks;
   }
 
-  private update(out: ScheduleOutput, result: ExecuteOutput, masks: ReadonlyMap<number, TokenMask>): void {
+  /** seqId -> the token of each constrained request: sampled within its mask, then as its constraint takes it. */
+  private async sampleConstrained(
+    out: ScheduleOutput,
+    result: ExecuteOutput,
+    masks: ReadonlyMap<number, TokenMask>,
+  ): Promise<Map<number, number>> {
+    const V = this.executor.limits.vocabSize;
+    const chosen = new Map<number, number>();
+    let row = 0;
+    for (const e of out.scheduled) {
+      if (!e.sample) continue;
+      const rowLogits = result.logits.subarray(row * V, (row + 1) * V);
+      row++;
+      const r = this.live.get(e.seq.seqId);
+      const mask = masks.get(e.seq.seqId);
+      if (!r || r.finished || !r.req.constraint || !mask) continue;
+      const sampled = r.sampler.sample(rowLogits, mask);
+      chosen.set(e.seq.seqId, await r.req.constraint.take(sampled, r.maxLen - e.seq.tokens.length));
+    }
+    return chosen;
+  }
+
+  /** `chosen`: the tokens of constrained requests (sampleConstrained); the rest are sampled here. */
+  private update(out: ScheduleOutput, result: ExecuteOutput, chosen: ReadonlyMap<number, number>): void {
     const V = this.executor.limits.vocabSize;
     let row = 0;
     const numDecode = out.scheduled.filter((e) => e.kind === 'decode').length;
@@ -295,13 +318,12 @@ export class EngineCore implements EngineClient {
         this.totals.attended += attended;
         this.totals.dense += context;
       }
-      const id = r.sampler.sample(rowLogits, masks.get(seq.seqId));
+      const id = chosen.get(seq.seqId) ?? r.sampler.sample(rowLogits);
       if (r.stop.has(id)) {
         this.finish(r, 'stop');
         return;
       }
       r.sampler.accept(id);
-      r.req.constraint?.accept(id);
       r.output.push(id);
       seq.tokens.push(id);
       this.totals.generationTokens++;

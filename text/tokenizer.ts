@@ -45,6 +45,8 @@ export class Tokenizer {
   readonly bosToken: string | null;
   readonly eosToken: string | null;
   readonly vocabSize: number;
+  /** tokenizer.json's `decoder` (its type tells byte-level from byte-fallback vocabularies), or null. */
+  readonly decoderJson: unknown;
   private readonly hf: HfTokenizer;
   private readonly pieces: (string | null)[] = [];
 
@@ -53,7 +55,9 @@ export class Tokenizer {
     specialIds: Set<number>,
     bos: { id: number | null; token: string | null },
     eos: { id: number | null; token: string | null },
+    decoderJson: unknown = null,
   ) {
+    this.decoderJson = decoderJson;
     this.hf = hf;
     this.specialIds = specialIds;
     this.bosId = bos.id;
@@ -87,7 +91,13 @@ export class Tokenizer {
       const fid = idList(fallbackId)[0] ?? null;
       return { id: fid, token: fid === null ? null : hf.idToToken(fid) };
     };
-    return new Tokenizer(hf, special, pick(tc.bos_token, cfg.bos_token_id), pick(tc.eos_token, cfg.eos_token_id));
+    return new Tokenizer(
+      hf,
+      special,
+      pick(tc.bos_token, cfg.bos_token_id),
+      pick(tc.eos_token, cfg.eos_token_id),
+      json.decoder ?? null,
+    );
   }
 
   /** Token ids of `text` (no EOS is ever added). */

@@ -34,8 +34,9 @@ class SetConstraint implements TokenConstraint {
     for (const id of remaining <= 1 ? [this.closer] : this.allowed) m[id >> 5] |= 1 << (id & 31);
     return m;
   }
-  accept(id: number): void {
-    this.accepted.push(id);
+  async take(id: number): Promise<number> {
+    if (id !== this.closer) this.accepted.push(id);
+    return id;
   }
   dispose(): void {
     this.disposed++;
