@@ -102,7 +102,7 @@ function walk(s: unknown, path: string, depth: number, root: Json, out: string[]
   }
   if (s.anyOf !== undefined) {
     if (!Array.isArray(s.anyOf) || s.anyOf.length === 0) out.push(`${at(path, 'anyOf')}: must be a non-empty array`);
-    else s.anyOf.forEach((x, i) => walk(x, `${at(path, 'anyOf')}[${i}]`, depth + 1, root, out));
+    else for (const [i, x] of s.anyOf.entries()) walk(x, `${at(path, 'anyOf')}[${i}]`, depth + 1, root, out);
   }
   if (s.$ref !== undefined) {
     const ref = s.$ref;
@@ -137,7 +137,8 @@ function walk(s: unknown, path: string, depth: number, root: Json, out: string[]
   if (s.items !== undefined && typeof s.items !== 'boolean') walk(s.items, at(path, 'items'), depth + 1, root, out);
   if (s.prefixItems !== undefined) {
     if (!Array.isArray(s.prefixItems)) out.push(`${at(path, 'prefixItems')}: must be an array`);
-    else s.prefixItems.forEach((x, i) => walk(x, `${at(path, 'prefixItems')}[${i}]`, depth + 1, root, out));
+    else
+      for (const [i, x] of s.prefixItems.entries()) walk(x, `${at(path, 'prefixItems')}[${i}]`, depth + 1, root, out);
   }
 }
 
