@@ -32,6 +32,11 @@ export const SERVER_SPEC = {
     defaultText: 'none, no authentication',
     doc: 'comma-separated API keys accepted as "Authorization: Bearer KEY" (also --api-key KEY, repeatable)',
   },
+  allowedOrigins: {
+    kind: 'string',
+    default: '',
+    doc: 'comma-separated origins allowed to call the API from a browser (CORS), "*" for any; empty = CORS off',
+  },
   maxBodyBytes: {
     kind: 'int',
     default: 8 * 1024 * 1024,
@@ -84,6 +89,14 @@ export type ServerConfig = SectionValues<typeof SERVER_SPEC>;
 
 export function serverConfig(layers: SectionLayers = {}): ServerConfig {
   return resolveSection('SERVER', SERVER_SPEC, layers);
+}
+
+/** The configured CORS origins as a list (empty = CORS off; ["*"] = any origin). */
+export function allowedOriginList(cfg: Pick<ServerConfig, 'allowedOrigins'>): string[] {
+  return cfg.allowedOrigins
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o !== '');
 }
 
 /** The configured API keys as a list (empty = authentication off). */

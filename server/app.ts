@@ -8,12 +8,13 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { attentionConfig } from '../config/attention.js';
-import { apiKeyList, replicaIdOf, type ServerConfig, serverConfig } from '../config/server.js';
+import { allowedOriginList, apiKeyList, replicaIdOf, type ServerConfig, serverConfig } from '../config/server.js';
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import auth from './auth.js';
 import { EngineState } from './engine-state.js';
 import './context.js';
+import cors from './cors.js';
 import errors from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import type { AttentionMode } from './plan.js';
@@ -24,6 +25,7 @@ import completions from './routes/completions.js';
 import health from './routes/health.js';
 import metricsRoute from './routes/metrics.js';
 import models from './routes/models.js';
+import tokenize from './routes/tokenize.js';
 
 export type { SiftContext } from './context.js';
 
@@ -92,11 +94,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(errors);
   await app.register(context);
   await app.register(replica, { replicaId: replicaIdOf(config) });
+  await app.register(cors, { origins: allowedOriginList(config) });
   await app.register(auth, { apiKeys: apiKeyList(config) });
   await app.register(health);
   await app.register(metricsRoute);
   await app.register(models);
   await app.register(chat);
   await app.register(completions);
+  await app.register(tokenize);
   return app as unknown as FastifyInstance;
 }

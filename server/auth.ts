@@ -1,5 +1,6 @@
 /**
- * Optional API keys: with keys configured, every route except /health and /metrics needs
+ * Optional API keys: with keys configured, every route except /health, /metrics, the chat page (/) and CORS
+ * preflights needs
  * `Authorization: Bearer <key>`; otherwise 401 in OpenAI's shape (code invalid_api_key). Keys are compared as
  * SHA-256 digests in constant time.
  */
@@ -8,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { SiftError } from '../config/errors.js';
 import { definePlugin } from './plugin.js';
 
-const OPEN_ROUTES = new Set(['/health', '/metrics']);
+const OPEN_ROUTES = new Set(['/health', '/metrics', '/']);
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -16,7 +17,8 @@ async function authPlugin(app: FastifyInstance, opts: { apiKeys?: readonly strin
   const keys = (opts.apiKeys ?? []).map(digest);
   if (!keys.length) return;
   app.addHook('onRequest', async (request) => {
-    if (OPEN_ROUTES.has(request.url.split('?')[0])) return;
+    // CORS preflights carry no credentials by design (server/cors.ts answers them)
+    if (request.method === 'OPTIONS' || OPEN_ROUTES.has(request.url.split('?')[0])) return;
     const h = request.headers.authorization;
     const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
     if (!m) throw new SiftError('UNAUTHORIZED', 'missing API key: send "Authorization: Bearer <key>"');

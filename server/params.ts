@@ -34,6 +34,8 @@ const SAME_EVERYWHERE: Record<string, string> = {
   'sampling.seed': 'seed',
   presencePenalty: 'presence_penalty',
   frequencyPenalty: 'frequency_penalty',
+  minP: 'min_p',
+  repetitionPenalty: 'repetition_penalty',
   'attention.mode': 'attention.mode',
   'attention.tokenBudget': 'attention.token_budget',
 };
@@ -46,6 +48,8 @@ export function wireParam(param: string | null, names: WireNames, prompt: Prompt
   if (id) return prompt.idsParam === null ? names.prompt : `${prompt.idsParam}[${id[1]}]`;
   if (param === 'maxTokens') return names.maxTokens;
   if (param === 'topLogprobs') return names.topLogprobs;
+  const bias = /^logitBias\[(\d+)\]$/.exec(param);
+  if (bias) return `logit_bias.${bias[1]}`;
   return SAME_EVERYWHERE[param] ?? null;
 }
 

@@ -1,9 +1,11 @@
 /**
  * From a validated request body and its prompts to engine requests: the max_tokens default (the rest of the
- * context), sampling parameters, stop strings, n choices per prompt (seeded choices get seed, seed+1, ...). What
+ * context), sampling parameters (logit_bias, min_p, repetition_penalty too), stop strings, n choices per prompt
+ * (seeded choices get seed, seed+1, ...). What
  * the engine can check (prompt and completion within the context, token ids in the vocabulary) it checks at
  * submit; params.ts names the body field at fault.
  */
+import { SiftError } from '../config/errors.js';
 import type { EngineClient, GenerationRequest } from '../engine/client.js';
 import type { Prompt, WireNames } from './params.js';
 import type { CommonParams } from './protocol.js';
@@ -36,6 +38,21 @@ export function stopList(stop: CommonParams['stop']): string[] {
 
 let seq = 0;
 
+/** OpenAI's logit_bias (token ids as string keys) as the engine's map; undefined when empty. */
+export function logitBiasOf(bias: CommonParams['logit_bias']): Map<number, number> | undefined {
+  if (bias === undefined || bias === null) return undefined;
+  const out = new Map<number, number>();
+  for (const [k, v] of Object.entries(bias)) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(k)) {
+      throw new SiftError('INVALID_ARGUMENT', `logit_bias keys are token ids; got ${JSON.stringify(k)}`, {
+        param: 'logit_bias',
+      });
+    }
+    out.set(Number(k), v);
+  }
+  return out.size > 0 ? out : undefined;
+}
+
 export interface PlanInput {
   engine: EngineClient;
   /** The HTTP request id; engine request ids extend it. */
@@ -58,6 +75,7 @@ export function plan(body: CommonParams, opts: PlanInput): Plan {
   const attention = body.attention
     ? { mode: body.attention.mode, tokenBudget: body.attention.token_budget }
     : undefined;
+  const logitBias = logitBiasOf(body.logit_bias);
   opts.prompts.forEach((prompt, p) => {
     // The rest of the context; at least one token, so a prompt that fills the context is the engine's to reject.
     const maxTokens = opts.maxTokens ?? Math.max(1, opts.engine.maxContext - prompt.ids.length);
@@ -77,6 +95,9 @@ export function plan(body: CommonParams, opts: PlanInput): Plan {
         presencePenalty: body.presence_penalty ?? undefined,
         frequencyPenalty: body.frequency_penalty ?? undefined,
         topLogprobs: opts.topLogprobs ?? undefined,
+        logitBias,
+        minP: body.min_p ?? undefined,
+        repetitionPenalty: body.repetition_penalty ?? undefined,
         attention,
         timeoutMs: opts.timeoutMs > 0 ? opts.timeoutMs : undefined,
       });

@@ -45,12 +45,48 @@ export interface CommonParams {
   user?: string;
   /** sift: attention mode and token budget for this request. */
   attention?: AttentionParams;
+  /** Token id (as a string key) -> bias in [-100, 100] added to its logit; -100 bans, +100 all but forces. */
+  logit_bias?: Record<string, number> | null;
+  /** Drop tokens less likely than min_p times the most likely one, in [0, 1] (vLLM / llama.cpp). */
+  min_p?: number | null;
+  /** > 1 makes tokens of the prompt and output so far less likely (HF / vLLM), in (0, 10]. */
+  repetition_penalty?: number | null;
+  /** Constrain the output: any JSON object, or JSON that a schema accepts (always parses and validates). */
+  response_format?: ResponseFormat | null;
+}
+
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | {
+      type: 'json_schema';
+      json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null };
+    };
+
+/** A function the model may call (OpenAI `tools[i]`). */
+export interface ToolParam {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null };
+}
+
+export type ToolChoice = 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+
+/** A tool call of an assistant message: `arguments` is a JSON text. */
+export interface ToolCall {
+  /** "call_" + 24 characters. */
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
 }
 
 export interface ChatMessageParam {
   role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   content: string | Array<{ type: 'text'; text: string }> | null;
   name?: string;
+  /** tool messages: the call they answer. */
+  tool_call_id?: string;
+  /** assistant messages: the calls they made. */
+  tool_calls?: ToolCall[] | null;
 }
 
 export interface ChatCompletionRequest extends CommonParams {
@@ -61,6 +97,12 @@ export interface ChatCompletionRequest extends CommonParams {
   logprobs?: boolean | null;
   /** With logprobs: this many most likely alternatives per position (0..20). */
   top_logprobs?: number | null;
+  /** Functions the model may call; they reach the chat template as `tools`. */
+  tools?: ToolParam[] | null;
+  /** none / auto (default with tools) / required / one named function; required and named are constrained. */
+  tool_choice?: ToolChoice | null;
+  /** With tool_choice required: allow more than one call (default true). */
+  parallel_tool_calls?: boolean | null;
 }
 
 export interface CompletionRequest extends CommonParams {
@@ -71,7 +113,7 @@ export interface CompletionRequest extends CommonParams {
 }
 
 /** Why a choice ended, in OpenAI's words. */
-export type FinishReasonWire = 'stop' | 'length';
+export type FinishReasonWire = 'stop' | 'length' | 'tool_calls';
 
 export interface AttentionUsageWire {
   /**
@@ -132,7 +174,7 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: number;
-    message: { role: 'assistant'; content: string };
+    message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] };
     logprobs: ChatLogprobs | null;
     finish_reason: FinishReasonWire;
   }>;
@@ -146,7 +188,16 @@ export interface ChatCompletionChunk {
   model: string;
   choices: Array<{
     index: number;
-    delta: { role?: 'assistant'; content?: string };
+    delta: {
+      role?: 'assistant';
+      content?: string;
+      tool_calls?: Array<{
+        index: number;
+        id?: string;
+        type?: 'function';
+        function: { name?: string; arguments: string };
+      }>;
+    };
     logprobs: ChatLogprobs | null;
     finish_reason: FinishReasonWire | null;
   }>;

@@ -24,8 +24,10 @@ export interface WireFormat {
   chunkObject: string;
   /** Choice object of the first chunk of each choice, or null (completions send none). */
   startChoice(index: number): unknown | null;
-  deltaChoice(index: number, text: string, tokens: TokenInfo[] | null): unknown;
-  finishChoice(index: number, reason: FinishReasonWire): unknown;
+  /** Choice object of a text delta, or null to send nothing now (text held, e.g. a tool call in the making). */
+  deltaChoice(index: number, text: string, tokens: TokenInfo[] | null): unknown | null;
+  /** Choice objects of the last chunks of a choice (what was held, then the finish reason). */
+  finishChoice(index: number, reason: FinishReasonWire): unknown[];
   /** Choice object of a non-streamed answer. */
   fullChoice(index: number, result: ChoiceResult, tokens: TokenInfo[] | null): unknown;
 }
@@ -51,6 +53,8 @@ function submitAll(ctx: RespondContext, plan: Plan): RequestHandle[] {
     for (const r of plan.requests) handles.push(engine.submit(r));
   } catch (e) {
     for (const h of handles) h.cancel();
+    // constraints the engine never took (it disposes those of requests it admitted)
+    for (const r of plan.requests.slice(handles.length)) r.constraint?.dispose();
     if (isSiftError(e, 'DEVICE_LOST')) ctx.state.markLost(e);
     throw inWireWords(e, plan.names, plan.prompts[plan.promptOf[handles.length]]);
   }
@@ -210,8 +214,10 @@ export async function respond(ctx: RespondContext, plan: Plan, fmt: WireFormat):
       try {
         for await (const u of c.updates(() => sse.keepAlive())) {
           if (gone || failure) continue;
-          if (u.type === 'delta') sse.data(chunk(fmt.deltaChoice(c.index, u.text, lp(u.tokens))));
-          else sse.data(chunk(fmt.finishChoice(c.index, u.reason)));
+          if (u.type === 'delta') {
+            const d = fmt.deltaChoice(c.index, u.text, lp(u.tokens));
+            if (d !== null) sse.data(chunk(d));
+          } else for (const f of fmt.finishChoice(c.index, u.reason)) sse.data(chunk(f));
         }
       } catch (e) {
         failure ??= e;

@@ -1,5 +1,5 @@
 /**
- * JSON schemas of the two POST bodies. fastify compiles them (ajv, no type coercion) before the handler runs;
+ * JSON schemas of the POST bodies. fastify compiles them (ajv, no type coercion) before the handler runs;
  * a failure becomes a 400 whose `param` names the field (`temperature`, `messages[0].role`), see errors.ts.
  * Optional OpenAI fields also accept null, as OpenAI does.
  */
@@ -25,6 +25,26 @@ const common = {
     properties: { include_usage: nullable({ type: 'boolean' }) },
   }),
   user: { type: 'string' },
+  logit_bias: nullable({ type: 'object', additionalProperties: { type: 'number', minimum: -100, maximum: 100 } }),
+  min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
+  repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }),
+  response_format: nullable({
+    type: 'object',
+    required: ['type'],
+    properties: {
+      type: { type: 'string', enum: ['text', 'json_object', 'json_schema'] },
+      json_schema: {
+        type: 'object',
+        required: ['name'],
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 64 },
+          description: { type: 'string' },
+          schema: { type: 'object' },
+          strict: nullable({ type: 'boolean' }),
+        },
+      },
+    },
+  }),
   attention: {
     type: 'object',
     required: ['mode'],
@@ -42,6 +62,40 @@ const textPart = {
   properties: { type: { type: 'string' }, text: { type: 'string' } },
 } as const;
 
+/** A function tool (OpenAI `tools[i]`). */
+const tool = {
+  type: 'object',
+  required: ['type', 'function'],
+  properties: {
+    type: { type: 'string', enum: ['function'] },
+    function: {
+      type: 'object',
+      required: ['name'],
+      properties: {
+        name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
+        description: { type: 'string' },
+        parameters: { type: 'object' },
+        strict: nullable({ type: 'boolean' }),
+      },
+    },
+  },
+} as const;
+
+/** A tool call of an earlier assistant message. */
+const toolCall = {
+  type: 'object',
+  required: ['function'],
+  properties: {
+    id: { type: 'string' },
+    type: { type: 'string', enum: ['function'] },
+    function: {
+      type: 'object',
+      required: ['name', 'arguments'],
+      properties: { name: { type: 'string' }, arguments: { type: 'string' } },
+    },
+  },
+} as const;
+
 export const chatCompletionBody = {
   type: 'object',
   required: ['model', 'messages'],
@@ -57,9 +111,26 @@ export const chatCompletionBody = {
           role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
           content: { anyOf: [{ type: 'string' }, { type: 'array', items: textPart }, { type: 'null' }] },
           name: { type: 'string' },
+          tool_call_id: { type: 'string' },
+          tool_calls: nullable({ type: 'array', items: toolCall }),
         },
       },
     },
+    tools: nullable({ type: 'array', maxItems: 128, items: tool }),
+    tool_choice: nullable({
+      anyOf: [
+        { type: 'string', enum: ['none', 'auto', 'required'] },
+        {
+          type: 'object',
+          required: ['type', 'function'],
+          properties: {
+            type: { type: 'string', enum: ['function'] },
+            function: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } },
+          },
+        },
+      ],
+    }),
+    parallel_tool_calls: nullable({ type: 'boolean' }),
     max_completion_tokens: nullable({ type: 'integer', minimum: 1 }),
     logprobs: nullable({ type: 'boolean' }),
     top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
@@ -83,4 +154,24 @@ export const completionBody = {
     },
     logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
   },
+} as const;
+
+/** POST /tokenize (llama-server's shape). */
+export const tokenizeBody = {
+  type: 'object',
+  required: ['content'],
+  properties: {
+    content: { type: 'string' },
+    /** Prepend BOS as a plain prompt gets it. Default false. */
+    add_special: { type: 'boolean' },
+    /** Return {id, piece} objects instead of bare ids. Default false. */
+    with_pieces: { type: 'boolean' },
+  },
+} as const;
+
+/** POST /detokenize (llama-server's shape). */
+export const detokenizeBody = {
+  type: 'object',
+  required: ['tokens'],
+  properties: { tokens: { type: 'array', items: { type: 'integer', minimum: 0 } } },
 } as const;

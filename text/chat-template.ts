@@ -13,7 +13,7 @@ import { Template } from '@huggingface/jinja';
 import { SiftError } from '../config/errors.js';
 import { readModelJson, tokenContent } from './model-files.js';
 
-export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool'] as const;
+export const CHAT_ROLES = ['system', 'developer', 'user', 'assistant', 'tool'] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
 
 /** An OpenAI text content part. */
@@ -105,6 +105,11 @@ export function validateMessages(messages: unknown): TemplateMessage[] {
 export interface RenderOptions {
   /** Append the assistant turn's opening so the model answers. Default true. */
   addGenerationPrompt?: boolean;
+  /**
+   * Function tools the model may call, as OpenAI sends them ({type: "function", function: {name, description,
+   * parameters}}); templates that support tools render them (HF's `tools` variable). Default none.
+   */
+  tools?: readonly unknown[];
 }
 
 export interface ChatTemplateOptions {
@@ -121,12 +126,15 @@ export class ChatTemplate {
   readonly source: string;
   /** False when the model has no chat template and the fallback is used. */
   readonly isModelTemplate: boolean;
+  /** Whether the template knows the `developer` role; if not, developer messages render as `system`. */
+  readonly hasDeveloperRole: boolean;
   private readonly template: Template;
   private readonly specials: Record<string, string>;
 
   constructor(opts: ChatTemplateOptions = {}) {
     this.isModelTemplate = typeof opts.template === 'string' && opts.template.length > 0;
     this.source = this.isModelTemplate ? (opts.template as string) : FALLBACK_CHAT_TEMPLATE;
+    this.hasDeveloperRole = this.source.includes('developer');
     try {
       this.template = new Template(this.source);
     } catch (e) {
@@ -165,17 +173,21 @@ export class ChatTemplate {
   }
 
   /**
-   * Renders validated or raw messages to prompt text. Anything the template throws, including its
+   * Renders validated or raw messages to prompt text; `developer` messages become `system` ones when the template
+   * has no developer role (OpenAI's newer name for the system prompt). Anything the template throws, including its
    * raise_exception('...') (@huggingface/jinja's built-in, which throws an Error with that message), is
    * INVALID_ARGUMENT on `messages`: as in transformers, templates use it to reject conversations they cannot
    * express (e.g. roles that do not alternate).
    */
   render(messages: unknown, opts: RenderOptions = {}): string {
-    const msgs = validateMessages(messages);
+    const msgs = validateMessages(messages).map((m) =>
+      m.role === 'developer' && !this.hasDeveloperRole ? { ...m, role: 'system' as const } : m,
+    );
     try {
       return this.template.render({
         messages: msgs,
         add_generation_prompt: opts.addGenerationPrompt ?? true,
+        ...(opts.tools && opts.tools.length > 0 ? { tools: opts.tools } : {}),
         ...this.specials,
       });
     } catch (e) {

@@ -3,12 +3,15 @@
  * generation. Plain prompts get BOS; chat prompts are rendered by the template (which writes its own BOS). A
  * TextStream per completion turns the generated ids back into text.
  */
-import { ChatTemplate } from './chat-template.js';
+import { ChatTemplate, type RenderOptions } from './chat-template.js';
+import { Grammars } from './grammar.js';
 import { idList, readModelJson, tokenContent } from './model-files.js';
 import { TextStream } from './stream.js';
 import { Tokenizer } from './tokenizer.js';
 
 export class TextSide {
+  private grammarSet: Grammars | null = null;
+
   constructor(
     readonly tokenizer: Tokenizer,
     readonly chat: ChatTemplate,
@@ -20,9 +23,18 @@ export class TextSide {
     return this.tokenizer.encode(text, { addBos: true });
   }
 
-  /** Renders `messages` (validated; errors name the field, e.g. messages[1].role) and encodes the result. */
-  encodeChat(messages: unknown, addGenerationPrompt = true): Promise<number[]> {
-    return this.tokenizer.encode(this.chat.render(messages, { addGenerationPrompt }), { addBos: false });
+  /**
+   * Renders `messages` (validated; errors name the field, e.g. messages[1].role) with the template options (tools)
+   * and encodes the result.
+   */
+  encodeChat(messages: unknown, opts: RenderOptions = {}): Promise<number[]> {
+    return this.tokenizer.encode(this.chat.render(messages, opts), { addBos: false });
+  }
+
+  /** Constrained JSON output over this vocabulary (built on first use: xgrammar prepares the vocabulary once). */
+  get grammars(): Grammars {
+    this.grammarSet ??= new Grammars(this.tokenizer, this.stopIds);
+    return this.grammarSet;
   }
 
   /** A TextStream for one completion of `promptIds`, cut at the first of `stop`. */

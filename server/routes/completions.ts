@@ -32,7 +32,7 @@ const COMPLETION_FORMAT: WireFormat = {
   chunkObject: 'text_completion',
   startChoice: () => null,
   deltaChoice: (index, text, tokens) => ({ index, text, logprobs: completionLogprobs(tokens, 0), finish_reason: null }),
-  finishChoice: (index, reason) => ({ index, text: '', logprobs: null, finish_reason: reason }),
+  finishChoice: (index, reason) => [{ index, text: '', logprobs: null, finish_reason: reason }],
   fullChoice: (index, r, tokens) => ({
     index,
     text: r.text,
@@ -52,6 +52,7 @@ export default generationRoute<CompletionRequest>({
       prompts: await completionPrompts(text, body.prompt),
       names: { prompt: 'prompt', maxTokens: 'max_tokens', topLogprobs: 'logprobs' },
       maxTokens: body.max_tokens ?? 16,
+      explicitMaxTokens: true,
       topLogprobs: body.logprobs === undefined || body.logprobs === null ? null : body.logprobs,
     };
   },

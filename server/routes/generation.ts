@@ -1,7 +1,9 @@
 /**
  * The generation route factory. Chat and completions differ only in their body schema, in how the body becomes
  * prompts and limits (and which body fields those came from), and in the shape of a choice on the wire; the path
- * of a request is the same: model check -> prompts -> plan (engine requests) -> submit and respond.
+ * of a request is the same: model check -> prompts -> plan (engine requests) -> output constraints
+ * (response_format, forced tool calls) -> submit and respond. Body fields the schema does not know are accepted
+ * and named in one warning line per request (as vLLM does), so a client's newer field is never silently lost.
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
@@ -13,6 +15,7 @@ import { plan } from '../plan.js';
 import { definePlugin } from '../plugin.js';
 import type { CommonParams } from '../protocol.js';
 import { respond, type WireFormat } from '../respond.js';
+import { attachConstraints, type OutputSpec, responseFormatSpec } from '../structured.js';
 
 /** What a route reads from its body besides the common fields. */
 export interface GenerationInput {
@@ -21,8 +24,14 @@ export interface GenerationInput {
   names: WireNames;
   /** The requested completion limit; null/undefined = the rest of the context. */
   maxTokens: number | null | undefined;
+  /** Whether the client set the limit (else it is the route's default). */
+  explicitMaxTokens: boolean;
   /** Logprob alternatives per token; null = no logprobs. */
   topLogprobs: number | null;
+  /** The grammar the output must follow when the route decides it (a forced tool call); else response_format's. */
+  output?: OutputSpec | null;
+  /** The wire format of this request's choices, when it differs from the route's (tool calls). */
+  format?: WireFormat;
 }
 
 export interface GenerationRouteSpec<B extends CommonParams> {
@@ -54,7 +63,13 @@ export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpe
       const { engine, text, modelName } = state.require();
       const body = request.body as B; // validated against spec.body
       checkModel(body.model, modelName);
+      const known = (spec.body as { properties?: Record<string, unknown> }).properties ?? {};
+      const unknown = Object.keys(body).filter((k) => !(k in known));
+      if (unknown.length > 0) {
+        request.log.warn({ fields: unknown }, `ignoring unknown request fields: ${unknown.join(', ')}`);
+      }
       const input = await spec.input(body, text);
+      const output = input.output === undefined ? responseFormatSpec(body.response_format) : input.output;
       const planned = plan(body, {
         engine,
         requestId: request.id,
@@ -63,6 +78,7 @@ export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpe
         timeoutMs: config.requestTimeoutMs,
         defaultAttention: attentionMode,
       });
+      if (output) await attachConstraints(planned, output, text, input.explicitMaxTokens);
       await respond(
         {
           request,
@@ -76,7 +92,7 @@ export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpe
           startedAt,
         },
         planned,
-        spec.format,
+        input.format ?? spec.format,
       );
       return reply;
     });

@@ -1,7 +1,8 @@
 /**
  * A deterministic EngineClient for server tests (no GPU): it "generates" a fixed script of token ids. Greedy
  * requests start at the script's beginning, a seeded request at an offset derived from its seed (same seed,
- * same tokens), an unseeded sampled one at a random offset. Like the real engine it checks requests with
+ * same tokens), an unseeded sampled one at a random offset; a constrained request gets the script's token where
+ * its mask allows it, else the lowest allowed id. Like the real engine it checks requests with
  * checkRequest (engine/client.ts) and bounds how many may wait (QUEUE_FULL), keeps KV-page accounting (pages
  * held while a request lives), honours cancel and timeouts at once, and can be told to fail.
  */
@@ -98,6 +99,7 @@ export class FakeEngine implements EngineClient {
       const requested =
         req.attention?.mode ?? self.opts.attentionMode ?? (attentionConfig().mode as 'dense' | 'sparse');
       const done = (finishReason: FinishReason, error?: Error): GenerationEvent => {
+        req.constraint?.dispose();
         self.live.delete(req.id);
         self.cancels.delete(req.id);
         self.totals.prompt += req.promptIds.length;
@@ -134,7 +136,15 @@ export class FakeEngine implements EngineClient {
         if (self.opts.failAfter && n >= self.opts.failAfter.tokens)
           return yield done('error', self.opts.failAfter.error);
         if (n >= req.maxTokens || req.promptIds.length + n >= self.maxContext) return yield done('length');
-        const id = script[off++ % script.length];
+        let id = script[off++ % script.length];
+        if (req.constraint) {
+          // as the engine: sample within the mask (here: the script's token if allowed, else the lowest allowed id)
+          const remaining = Math.min(req.maxTokens - n, self.maxContext - req.promptIds.length - n);
+          const mask = await req.constraint.nextMask(remaining);
+          const ok = (t: number) => ((mask[t >> 5] >>> (t & 31)) & 1) === 1;
+          if (!ok(id)) id = [...Array(self.vocabSize).keys()].find(ok) ?? id;
+          id = await req.constraint.take(id, remaining);
+        }
         if (req.stopIds.includes(id)) return yield done('stop');
         n++;
         ttft ??= performance.now() - t0;

@@ -124,3 +124,27 @@ describe('chat templates', () => {
     assert.equal(ok[2].tool_call_id, 'c1');
   });
 });
+
+test('developer messages render as system where the template has no developer role; tools reach the template', () => {
+  const plain = new ChatTemplate({
+    template: '{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}',
+  });
+  assert.equal(plain.hasDeveloperRole, false);
+  const msgs = [
+    { role: 'developer', content: 'Be brief.' },
+    { role: 'user', content: 'Hi' },
+  ];
+  assert.equal(plain.render(msgs, { addGenerationPrompt: false }), '<system>Be brief.<user>Hi');
+  const dev = new ChatTemplate({
+    template:
+      "{% for m in messages %}{% if m.role == 'developer' %}[dev]{% else %}<{{ m.role }}>{% endif %}{{ m.content }}{% endfor %}",
+  });
+  assert.equal(dev.hasDeveloperRole, true);
+  assert.equal(dev.render(msgs, { addGenerationPrompt: false }), '[dev]Be brief.<user>Hi');
+  const withTools = new ChatTemplate({
+    template: '{% if tools %}{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}{{ messages[0].content }}',
+  });
+  const tool = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } };
+  assert.equal(withTools.render([{ role: 'user', content: 'x' }], { tools: [tool] }), 'get_weather;x');
+  assert.equal(withTools.render([{ role: 'user', content: 'x' }]), 'x');
+});
