@@ -142,7 +142,8 @@ test('developer messages render as system where the template has no developer ro
   assert.equal(dev.hasDeveloperRole, true);
   assert.equal(dev.render(msgs, { addGenerationPrompt: false }), '[dev]Be brief.<user>Hi');
   const withTools = new ChatTemplate({
-    template: '{% if tools %}{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}{{ messages[0].content }}',
+    template:
+      '{% if tools %}{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}{{ messages[0].content }}',
   });
   const tool = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } };
   assert.equal(withTools.render([{ role: 'user', content: 'x' }], { tools: [tool] }), 'get_weather;x');
