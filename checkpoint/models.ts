@@ -1,7 +1,11 @@
 /**
  * Models sift knows by name, and the models folder they are fetched and converted into.
- * The folder is env SIFT_MODELS_DIR, else `<project root>/models`; a known model lives in `<folder>/<name>`.
+ * The folder is env SIFT_MODELS_DIR, else `<project root>/models` in a git checkout, else (an installed package,
+ * e.g. `npm install -g`, whose folder may not be writable) `$XDG_CACHE_HOME/sift/models` or
+ * `~/.cache/sift/models`; a known model lives in `<folder>/<name>`.
  */
+import { existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../config/paths.js';
 import { readMarker } from './model-dir.js';
@@ -60,9 +64,16 @@ export function knownModelNames(): string[] {
   return Object.keys(KNOWN_MODELS);
 }
 
-/** The models folder: `dir` if given, else env SIFT_MODELS_DIR, else `<project root>/models`. */
+/** The models folder: `dir` if given, else env SIFT_MODELS_DIR, else the default (see the top of this file). */
 export function modelsDir(dir?: string): string {
-  return path.resolve(dir ?? process.env.SIFT_MODELS_DIR ?? path.join(projectRoot(), 'models'));
+  return path.resolve(dir ?? process.env.SIFT_MODELS_DIR ?? defaultModelsDir());
+}
+
+function defaultModelsDir(): string {
+  const root = projectRoot();
+  if (existsSync(path.join(root, '.git'))) return path.join(root, 'models');
+  const cache = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(cache, 'sift', 'models');
 }
 
 /** Where known model `name` lives (whether or not it has been pulled). */
