@@ -26,6 +26,7 @@ import health from './routes/health.js';
 import metricsRoute from './routes/metrics.js';
 import models from './routes/models.js';
 import tokenize from './routes/tokenize.js';
+import ui from './routes/ui.js';
 
 export type { SiftContext } from './context.js';
 
@@ -102,5 +103,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(chat);
   await app.register(completions);
   await app.register(tokenize);
+  await app.register(ui);
   return app as unknown as FastifyInstance;
 }
