@@ -3,8 +3,9 @@
 // own process with a wall-clock limit, so that a hung GPU call fails its file instead of hanging the whole run.
 // Usage: node scripts/run-tests.mjs [filter...]   (filters match test file paths as substrings)
 // Env: SIFT_TEST_FILE_TIMEOUT_S  seconds one file may run (default 420); a file past it is killed and counted failed.
+// A test file may raise its own limit with a line `// run-tests: timeout SECONDS` in its TypeScript source.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -42,8 +43,16 @@ if (!chosen.length) {
   process.exit(1);
 }
 
+/** The file's own limit (`// run-tests: timeout N` in its source), else the global one. */
+function limitOf(file) {
+  const src = path.join(root, path.relative(path.join(root, 'dist'), file)).replace(/\.js$/, '.ts');
+  const m = /^\/\/ run-tests: timeout (\d+)$/m.exec(readFileSync(src, 'utf8'));
+  return m ? Math.max(limitS, Number(m[1])) : limitS;
+}
+
 /** Runs one file; resolves with its exit status and the pass/fail counts its reporter printed. */
 function runFile(file) {
+  const fileLimitS = limitOf(file);
   return new Promise((resolve) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, ['--test', '--test-reporter=spec', file], {
@@ -59,7 +68,7 @@ function runFile(file) {
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, limitS * 1000);
+    }, fileLimitS * 1000);
     child.on('close', (code) => {
       clearTimeout(timer);
       const count = (k) => Number(out.match(new RegExp(`^ℹ ${k} (\\d+)`, 'm'))?.[1] ?? 0);
@@ -67,6 +76,7 @@ function runFile(file) {
         file: path.relative(root, file),
         code: timedOut ? null : code,
         timedOut,
+        limitS: fileLimitS,
         pass: count('pass'),
         fail: count('fail'),
         seconds: (performance.now() - t0) / 1000,
@@ -89,7 +99,7 @@ for (const r of [...results].sort((a, b) => b.seconds - a.seconds).slice(0, 5)) 
 }
 for (const r of bad) {
   console.log(
-    `  FAILED: ${r.file}${r.timedOut ? ` (killed after the ${limitS} s per-file limit)` : ` (exit ${r.code})`}`,
+    `  FAILED: ${r.file}${r.timedOut ? ` (killed after the ${r.limitS} s per-file limit)` : ` (exit ${r.code})`}`,
   );
 }
 process.exit(bad.length ? 1 : 0);

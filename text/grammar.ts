@@ -192,7 +192,7 @@ export class JsonConstraint {
   readonly accepted: number[] = [];
 
   constructor(
-    private readonly matcher: XgGrammarMatcher,
+    readonly matcher: XgGrammarMatcher,
     private readonly tokenizer: Tokenizer,
     private readonly stopIds: readonly number[],
     private readonly closers: ReadonlyMap<string, number>,
@@ -354,9 +354,14 @@ export class JsonConstraint {
     let n = 0;
     try {
       for (; n <= limit; n++) {
-        const id = this.closingToken(await this.mask());
-        if (this.stopIds.includes(id)) return n + 1;
-        if (!this.matcher.acceptToken(id)) break;
+        if (this.stopAllowed()) return n + 1;
+        // probe the closing walk's candidates with acceptToken (no full mask); a full mask only when none fits
+        let id = this.probeClosing();
+        if (id === null) {
+          id = this.closingToken(await this.mask());
+          if (this.stopIds.includes(id)) return n + 1;
+          if (!this.matcher.acceptToken(id)) break;
+        }
         this.track(id);
       }
       return limit + 1;
@@ -364,5 +369,35 @@ export class JsonConstraint {
       if (n > 0) this.matcher.rollBack(n);
       this.st = saved;
     }
+  }
+
+  /** Whether a stop id may come next (accepted and rolled back). */
+  private stopAllowed(): boolean {
+    for (const s of this.stopIds) {
+      if (this.matcher.acceptToken(s)) {
+        this.matcher.rollBack(1);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * The closing walk's next token found by trying its candidates in order with acceptToken (which leaves the
+   * matcher unchanged when it refuses); the accepted id, or null when no candidate fits (or a UTF-8 sequence is
+   * open, which only byte pieces may continue).
+   */
+  private probeClosing(): number | null {
+    if (this.st.need > 0) return null;
+    const forced = this.matcher.findJumpForwardString();
+    for (let len = Math.min(forced.length, this.texts.maxLen); len > 0; len--) {
+      const id = this.texts.ids.get(forced.slice(0, len));
+      if (id !== undefined && id < this.vocabSize && this.matcher.acceptToken(id)) return id;
+    }
+    for (const ch of this.st.inString ? CLOSE_INSIDE : CLOSE_OUTSIDE) {
+      const id = this.closers.get(ch);
+      if (id !== undefined && this.matcher.acceptToken(id)) return id;
+    }
+    return null;
   }
 }
