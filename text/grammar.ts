@@ -192,7 +192,7 @@ export class JsonConstraint {
   readonly accepted: number[] = [];
 
   constructor(
-    readonly matcher: XgGrammarMatcher,
+    private readonly matcher: XgGrammarMatcher,
     private readonly tokenizer: Tokenizer,
     private readonly stopIds: readonly number[],
     private readonly closers: ReadonlyMap<string, number>,
@@ -226,11 +226,6 @@ export class JsonConstraint {
     this.minTokens = await this.walkLength(4096);
     this.estimate = this.minTokens;
     this.reviewFrom = Math.max(REVIEW_FROM, 4 * this.minTokens + WINDOW);
-  }
-
-  /** True once the closing walk has taken over (the output was cut short to end in time). */
-  get closedEarly(): boolean {
-    return this.closing;
   }
 
   async nextMask(_remaining: number): Promise<Int32Array> {
