@@ -11,7 +11,8 @@ import { SERVER_SPEC } from './server.js';
 /** The variables outside the config sections, with what they do (README "Other environment" lists them). */
 export const OTHER_ENV: Readonly<Record<string, string>> = Object.freeze({
   SIFT_CONFIG: 'JSON config file, as --config FILE',
-  SIFT_MODELS_DIR: "the models folder (default: the sift project's models/ folder)",
+  SIFT_MODELS_DIR: "the models folder (default: a checkout's models/ folder, ~/.cache/sift/models when installed)",
+  SIFT_NODE_VERSION: 'the Node version the setup installs when the machine has Node older than 22 (default 24.21.0)',
   SIFT_GPU_BACKEND: 'Dawn backend to open, e.g. vulkan (default: Dawn chooses)',
   SIFT_DISABLE_F16: '1 = use packed 16-bit words even where the adapter has shader-f16',
   SIFT_DUMP_WGSL: '1 = print every generated shader to stderr',
@@ -20,8 +21,10 @@ export const OTHER_ENV: Readonly<Record<string, string>> = Object.freeze({
   SIFT_STDERR_FILTER: "off = show Dawn's two adapter warnings (sift also sets it in the child it runs)",
   SIFT_TEST_FILE_TIMEOUT_S: 'tests: seconds one test file may run (default 420)',
   SIFT_TEST_VERBOSE: 'tests: print kernel comparison details',
+  SIFT_WRITE_RESULTS: '1 = the structured-output target and chat page tests write their results to bench/results',
   SIFT_SKIP_LAVAPIPE: '1 = scripts/ensure-webgpu.sh installs no lavapipe',
   SIFT_SKIP_NGINX: '1 = scripts/ensure-nginx.sh installs no nginx',
+  SIFT_SKIP_BROWSER: '1 = the setup installs no Chromium (the chat page test then fails, never skips)',
   SIFT_CLUSTER_REPLICAS: 'cluster test: sift replicas behind nginx (default 3)',
   SIFT_CLUSTER_SESSION_REQUESTS: 'cluster test: requests of the affinity measurement (default 90)',
   SIFT_CLUSTER_RESULTS: 'cluster test: write the affinity measurement as JSON to this file',

@@ -2,7 +2,7 @@
  * The chat page at / in a real browser: Debian's headless Chromium (installed by scripts/setup.sh) driven by
  * playwright-core. The test serves the real default model (stories15M) with an API key, opens the page, enters the
  * key and the settings, sends a message, and checks that the reply streamed in (several updates of the reply text
- * before the end) and that the usage line with the server's figures appeared. A screenshot goes to
+ * before the end) and that the usage line with the server's figures appeared. With SIFT_WRITE_RESULTS=1 a screenshot goes to
  * bench/results/chat-page.png. Chromium's outbound connections are refused on these machines, so it runs with
  * networking extras off and a fresh profile.
  */
@@ -92,7 +92,7 @@ test('chat page: a message streams a reply and shows the usage line (with --api-
     assert.deepEqual(errors, []);
     const out = path.join(projectRoot(), 'bench', 'results');
     mkdirSync(out, { recursive: true });
-    await page.screenshot({ path: path.join(out, 'chat-page.png') });
+    if (process.env.SIFT_WRITE_RESULTS === '1') await page.screenshot({ path: path.join(out, 'chat-page.png') });
   } finally {
     await browser.close();
     rmSync(profile, { recursive: true, force: true });

@@ -134,11 +134,15 @@ export async function post(sift: LiveSift, body: Schema): Promise<ChatResult> {
   return b;
 }
 
-/** Writes bench/results/<name>.json with the command that produced it. */
+/**
+ * Writes bench/results/<name>.json with the command that produced it, when SIFT_WRITE_RESULTS=1 (a plain test run
+ * leaves the tree as it was).
+ */
 export function writeResult(name: string, file: string, result: Record<string, unknown>): void {
+  if (process.env.SIFT_WRITE_RESULTS !== '1') return;
   const out = path.join(projectRoot(), 'bench', 'results');
   mkdirSync(out, { recursive: true });
-  const command = `node scripts/run-tests.mjs tests/clients/${file}`;
+  const command = `SIFT_WRITE_RESULTS=1 node scripts/run-tests.mjs tests/clients/${file}`;
   writeFileSync(
     path.join(out, `${name}.json`),
     `${JSON.stringify({ date: new Date().toISOString(), command, max_tokens: MAX_TOKENS, ...result }, null, 2)}\n`,
