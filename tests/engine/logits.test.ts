@@ -108,7 +108,7 @@ test('checkRequest names logit_bias ids, repetition penalty and min_p; needsLogi
     sampling: { temperature: 1, topK: 0, topP: 1, seed: 1 },
     stopIds: [],
   };
-  const lim = { maxContext: 64, vocabSize: 50 };
+  const lim = { maxContext: 64, vocabSize: 50, pageSize: 16 };
   checkRequest({ ...base, logitBias: new Map([[3, -100]]), repetitionPenalty: 1.2, minP: 0.1 }, lim);
   const err = (r: Partial<GenerationRequest>) => {
     try {
