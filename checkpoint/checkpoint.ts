@@ -5,9 +5,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
-import { decodeToF32 } from '../util/dtype.js';
+import { decodeToF32, type WeightDType } from '../util/dtype.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
-import { openSafetensorsDir, type TensorInfo } from './safetensors.js';
+import { ggufCheckpoint, readLink } from './gguf-import.js';
+import type { QuantFormat, QuantizedMatrix } from './quant.js';
+import { openSafetensorsDir } from './safetensors.js';
 
 export const EMBED_NAME = 'model.embed_tokens.weight';
 export const LM_HEAD_NAME = 'lm_head.weight';
@@ -68,6 +70,17 @@ export function checkpointLayout(config: ModelConfig): TensorSpec[] {
   return out;
 }
 
+/**
+ * How a tensor is stored: a dense dtype (read() gives its raw bytes), or one of sift's quantized layouts
+ * (checkpoint/quant.ts; readQuantized() gives it), as GGUF's block formats repack into.
+ */
+export type StoredDType = WeightDType | QuantFormat;
+
+export interface CheckpointTensorInfo {
+  dtype: StoredDType;
+  shape: readonly number[];
+}
+
 export interface Checkpoint {
   readonly dir: string;
   readonly config: ModelConfig;
@@ -78,10 +91,12 @@ export interface Checkpoint {
   /** The tensor to use as the output projection (vocab, hidden): lm_head, or embed_tokens when tied. */
   readonly lmHeadName: string;
   has(name: string): boolean;
-  info(name: string): TensorInfo;
-  /** Raw little-endian bytes of the tensor's dtype, read from disk now. */
+  info(name: string): CheckpointTensorInfo;
+  /** Raw little-endian bytes of a dense tensor's dtype, read from disk now (INTERNAL for a quantized one). */
   read(name: string): Uint8Array;
-  /** The tensor decoded to f32. */
+  /** A quantized tensor in sift's layout, as a (rows, cols) matrix (INTERNAL for a dense one). */
+  readQuantized(name: string): QuantizedMatrix;
+  /** The tensor decoded to f32 (a quantized one dequantized exactly as the kernels do). */
   readF32(name: string): Float32Array;
   close(): void;
 }
@@ -91,7 +106,8 @@ function fmtShape(shape: readonly number[]): string {
 }
 
 /**
- * Opens an HF directory: config.json (+ generation_config.json), model.safetensors or a sharded index.
+ * Opens an HF directory: config.json (+ generation_config.json), model.safetensors or a sharded index, or the
+ * weights of the GGUF file a GGUF model directory points at (checkpoint/gguf-import.ts).
  * Validates every tensor of checkpointLayout (present, loadable dtype, expected shape) before returning.
  */
 export function openCheckpoint(dir: string): Checkpoint {
@@ -107,6 +123,26 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw new SiftError('CHECKPOINT_INVALID', `${abs}: no config.json (not a Hugging Face model directory)`);
   }
   const config = loadModelConfig(abs);
+  if (readLink(abs)) {
+    const g = ggufCheckpoint(abs, config);
+    try {
+      for (const spec of checkpointLayout(config)) {
+        if (!g.has(spec.name)) throw new SiftError('CHECKPOINT_INVALID', `${abs}: tensor ${spec.name} missing`);
+        const info = g.info(spec.name); // throws CHECKPOINT_UNSUPPORTED naming the tensor and its ggml type
+        const ok = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
+        if (!ok) {
+          throw new SiftError(
+            'CHECKPOINT_INVALID',
+            `${abs}: tensor ${spec.name} has shape ${fmtShape(info.shape)}, expected ${fmtShape(spec.shape)}`,
+          );
+        }
+      }
+      return g;
+    } catch (e) {
+      g.close();
+      throw e;
+    }
+  }
   const st = openSafetensorsDir(abs);
   try {
     const where = (name: string) => st.fileOf(name)?.path ?? st.source;
@@ -149,6 +185,9 @@ export function openCheckpoint(dir: string): Checkpoint {
       has: (name) => st.has(name),
       info: (name) => st.info(name),
       read: (name) => st.read(name),
+      readQuantized: (name) => {
+        throw new SiftError('INTERNAL', `${st.source}: tensor ${name} is ${st.info(name).dtype}, not quantized`);
+      },
       readF32: (name) => decodeToF32(st.read(name), st.info(name).dtype),
       close: () => st.close(),
     };

@@ -28,6 +28,35 @@ export type RopeScaling =
       readonly lowFreqFactor: number;
       readonly highFreqFactor: number;
       readonly originalMaxPositionEmbeddings: number;
+    }
+  /**
+   * YaRN (Qwen2.5 long-context, ...): inverse frequencies interpolated by `factor` below the correction range set by
+   * betaFast / betaSlow rotations over `originalMaxPositionEmbeddings`, kept above it, a linear ramp between; cos and
+   * sin scaled by `attentionFactor` (HF's default 0.1 ln(factor) + 1, or mscale / mscale_all_dim, resolved here).
+   */
+  | {
+      readonly type: 'yarn';
+      readonly factor: number;
+      readonly originalMaxPositionEmbeddings: number;
+      readonly betaFast: number;
+      readonly betaSlow: number;
+      readonly attentionFactor: number;
+      /** Round the correction range outward to whole dimensions (HF's default). */
+      readonly truncate: boolean;
+    }
+  /** Dynamic NTK: the RoPE base grows with the sequence length past maxPositionEmbeddings. */
+  | { readonly type: 'dynamic'; readonly factor: number }
+  /**
+   * LongRoPE (Phi-3/3.5 long context): each inverse frequency divided by its own factor, the long factors when the
+   * served context exceeds originalMaxPositionEmbeddings, else the short ones; cos and sin scaled by
+   * `attentionFactor` (resolved here: given, else sqrt(1 + ln(s) / ln(original)) with s = max / original).
+   */
+  | {
+      readonly type: 'longrope';
+      readonly shortFactor: readonly number[];
+      readonly longFactor: readonly number[];
+      readonly originalMaxPositionEmbeddings: number;
+      readonly attentionFactor: number;
     };
 
 export interface ModelConfig {
@@ -124,12 +153,31 @@ function architectureOf(file: string, cfg: Json): Architecture {
   );
 }
 
-function ropeScalingOf(file: string, raw: unknown): RopeScaling {
+function optNumber(file: string, raw: Json, key: string, fallback: number): number {
+  const v = raw[key];
+  return v === undefined || v === null ? fallback : posNumber(file, v, `rope_scaling.${key}`);
+}
+
+function factorList(file: string, raw: Json, key: string, half: number): number[] {
+  const v = raw[key];
+  if (!Array.isArray(v) || v.length !== half || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)) {
+    throw invalid(file, `rope_scaling.${key} must be a list of ${half} positive numbers (head_dim / 2)`);
+  }
+  return [...v] as number[];
+}
+
+/** HF's YaRN mscale: 1 for s <= 1, else 0.1 * m * ln(s) + 1. */
+function yarnMscale(s: number, m = 1): number {
+  return s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1;
+}
+
+function ropeScalingOf(file: string, raw: unknown, cfg: Json, headDim: number, maxPositions: number): RopeScaling {
   if (raw === undefined || raw === null) return { type: 'none' };
   if (!isObject(raw)) throw invalid(file, `rope_scaling (${JSON.stringify(raw)}) must be an object or null`);
   const kind = raw.rope_type ?? raw.type;
   if (kind === undefined || kind === null || kind === 'default' || kind === 'none') return { type: 'none' };
   if (kind === 'linear') return { type: 'linear', factor: posNumber(file, raw.factor, 'rope_scaling.factor') };
+  if (kind === 'dynamic') return { type: 'dynamic', factor: posNumber(file, raw.factor, 'rope_scaling.factor') };
   if (kind === 'llama3') {
     const s = {
       type: 'llama3' as const,
@@ -146,9 +194,62 @@ function ropeScalingOf(file: string, raw: unknown): RopeScaling {
     }
     return s;
   }
+  if (kind === 'yarn') {
+    const factor = posNumber(file, raw.factor, 'rope_scaling.factor');
+    const original = posInt(file, raw, 'original_max_position_embeddings', maxPositions);
+    const betaFast = optNumber(file, raw, 'beta_fast', 32);
+    const betaSlow = optNumber(file, raw, 'beta_slow', 1);
+    if (betaFast < betaSlow) {
+      throw invalid(file, `rope_scaling.beta_fast (${betaFast}) must be at least beta_slow (${betaSlow})`);
+    }
+    let attentionFactor: number;
+    if (raw.attention_factor !== undefined && raw.attention_factor !== null) {
+      attentionFactor = posNumber(file, raw.attention_factor, 'rope_scaling.attention_factor');
+    } else if (raw.mscale && raw.mscale_all_dim) {
+      const m = posNumber(file, raw.mscale, 'rope_scaling.mscale');
+      const all = posNumber(file, raw.mscale_all_dim, 'rope_scaling.mscale_all_dim');
+      attentionFactor = yarnMscale(factor, m) / yarnMscale(factor, all);
+    } else attentionFactor = yarnMscale(factor);
+    const truncate = raw.truncate ?? true;
+    if (typeof truncate !== 'boolean') throw invalid(file, 'rope_scaling.truncate must be a boolean');
+    return {
+      type: 'yarn',
+      factor,
+      originalMaxPositionEmbeddings: original,
+      betaFast,
+      betaSlow,
+      attentionFactor,
+      truncate,
+    };
+  }
+  if (kind === 'longrope') {
+    const half = headDim / 2;
+    // Phi-3 keeps original_max_position_embeddings beside rope_scaling; others put it inside.
+    const original =
+      raw.original_max_position_embeddings !== undefined
+        ? posInt(file, raw, 'original_max_position_embeddings')
+        : posInt(file, cfg, 'original_max_position_embeddings', maxPositions);
+    let attentionFactor: number;
+    if (raw.attention_factor !== undefined && raw.attention_factor !== null) {
+      attentionFactor = posNumber(file, raw.attention_factor, 'rope_scaling.attention_factor');
+    } else {
+      const s =
+        cfg.original_max_position_embeddings !== undefined || raw.factor === undefined
+          ? maxPositions / original
+          : posNumber(file, raw.factor, 'rope_scaling.factor');
+      attentionFactor = s <= 1 ? 1 : Math.sqrt(1 + Math.log(s) / Math.log(original));
+    }
+    return {
+      type: 'longrope',
+      shortFactor: Object.freeze(factorList(file, raw, 'short_factor', half)),
+      longFactor: Object.freeze(factorList(file, raw, 'long_factor', half)),
+      originalMaxPositionEmbeddings: original,
+      attentionFactor,
+    };
+  }
   throw new SiftError(
     'CHECKPOINT_UNSUPPORTED',
-    `${file}: rope_scaling type ${JSON.stringify(kind)} not supported; supported: default, linear, llama3`,
+    `${file}: rope_scaling type ${JSON.stringify(kind)} not supported; supported: default, linear, llama3, yarn, dynamic, longrope`,
   );
 }
 
@@ -184,8 +285,8 @@ export function parseModelConfig(json: unknown, file = 'config.json', generation
   const vocabSize = posInt(file, cfg, 'vocab_size');
   const rmsNormEps = posNumber(file, cfg.rms_norm_eps ?? 1e-6, 'rms_norm_eps');
   const ropeTheta = posNumber(file, cfg.rope_theta ?? 10000, 'rope_theta');
-  const ropeScaling = ropeScalingOf(file, cfg.rope_scaling);
   const maxPositionEmbeddings = posInt(file, cfg, 'max_position_embeddings', DEFAULT_MAX_POSITIONS[architecture]);
+  const ropeScaling = ropeScalingOf(file, cfg.rope_scaling, cfg, headDim, maxPositionEmbeddings);
 
   const tie = cfg.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') throw invalid(file, `tie_word_embeddings (${JSON.stringify(tie)}) must be a boolean`);

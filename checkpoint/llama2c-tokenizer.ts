@@ -118,17 +118,31 @@ export function firstOrdinaryId(v: Llama2cVocab): number {
 /** Merge list ranked by SentencePiece's rule (see the file comment): [left, right] pairs, highest priority first. */
 export function deriveMerges(v: Llama2cVocab): [string, string][] {
   const first = firstOrdinaryId(v);
-  const ordinary = new Map<string, number>();
-  for (let id = first; id < v.pieces.length; id++) ordinary.set(v.pieces[id], id);
+  return sentencePieceMerges(v.pieces, v.scores, (id) => id >= first);
+}
+
+/**
+ * The BPE merge list equivalent to a SentencePiece BPE vocabulary: every split of an ordinary piece into two ordinary
+ * pieces, ranked by the score of the piece made (then its id, then the parts' ids). `ordinary(id)` says which ids
+ * take part (not control, unknown, byte or user-defined pieces).
+ */
+export function sentencePieceMerges(
+  pieces: readonly string[],
+  scores: ArrayLike<number>,
+  ordinary: (id: number) => boolean,
+): [string, string][] {
+  const byPiece = new Map<string, number>();
+  for (let id = 0; id < pieces.length; id++) if (ordinary(id)) byPiece.set(pieces[id], id);
   const found: { l: string; r: string; score: number; id: number; lid: number; rid: number }[] = [];
-  for (let id = first; id < v.pieces.length; id++) {
-    const chars = Array.from(v.pieces[id]); // split on code points, never inside a surrogate pair
+  for (let id = 0; id < pieces.length; id++) {
+    if (!ordinary(id)) continue;
+    const chars = Array.from(pieces[id]); // split on code points, never inside a surrogate pair
     for (let k = 1; k < chars.length; k++) {
       const l = chars.slice(0, k).join('');
       const r = chars.slice(k).join('');
-      const lid = ordinary.get(l);
-      const rid = ordinary.get(r);
-      if (lid !== undefined && rid !== undefined) found.push({ l, r, score: v.scores[id], id, lid, rid });
+      const lid = byPiece.get(l);
+      const rid = byPiece.get(r);
+      if (lid !== undefined && rid !== undefined) found.push({ l, r, score: scores[id], id, lid, rid });
     }
   }
   found.sort((a, b) => b.score - a.score || a.id - b.id || a.lid - b.lid || a.rid - b.rid);

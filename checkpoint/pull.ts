@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { SiftError } from '../config/errors.js';
+import { prepareGgufModel } from './gguf-import.js';
 import { importLlama2c } from './llama2c.js';
 import { isPulled, KNOWN_MODELS, type KnownModel, modelPath, modelsDir } from './models.js';
 
@@ -352,8 +353,9 @@ function looksLikePath(s: string): boolean {
 }
 
 /**
- * The HF directory for `--model`: a known name (pulled on first use when autoPull) or a path to an existing
- * directory (used as is). Anything else is MODEL_NOT_FOUND listing the known names.
+ * The HF directory for `--model`: a known name (pulled on first use when autoPull), a path to an existing
+ * directory (used as is), or a path to a .gguf file (its converted model directory, checkpoint/gguf-import.ts).
+ * Anything else is MODEL_NOT_FOUND listing the known names.
  */
 export async function resolveModel(nameOrPath: string, opts: ResolveOptions = {}): Promise<string> {
   if (typeof nameOrPath !== 'string' || nameOrPath === '') {
@@ -369,6 +371,9 @@ export async function resolveModel(nameOrPath: string, opts: ResolveOptions = {}
     );
   }
   const dir = path.resolve(nameOrPath);
+  if (/\.gguf$/i.test(nameOrPath) && fs.existsSync(dir) && fs.statSync(dir).isFile()) {
+    return prepareGgufModel(dir, { modelsDir: opts.modelsDir });
+  }
   if (fs.existsSync(dir) && fs.statSync(dir).isDirectory()) {
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
       throw new SiftError('MODEL_NOT_FOUND', `${dir} is not an HF model directory (no config.json)`);

@@ -7,13 +7,14 @@
  * -> o projection -> h += ; RMSNorm -> gate/up -> SwiGLU -> down -> h += . Then final norm on the gathered rows
  * and lm_head. All of it is WGSL; one command buffer per call.
  */
+import { ropeFrequencies } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
 import { MatmulKernel } from '../shaders/matmul.js';
 import { ResidualAddKernel } from '../shaders/residual_add.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
-import { RopeKernel, ropeInvFreq } from '../shaders/rope.js';
+import { RopeKernel } from '../shaders/rope.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
 import { SwiGluKernel } from '../shaders/swiglu.js';
 import { LayerAttention, type LayerAttentionOptions } from './attention/layer-attention.js';
@@ -137,7 +138,9 @@ export class ForwardPass {
     f('seq', T); // (T) u32
     f('rows', this.maxLogitRows); // (R) u32
     f('table', this.maxSeqs * this.maxPagesPerSeq); // (numSeqs, maxPagesPerSeq) u32
-    this.invFreq = gpu.upload('rope.invFreq', ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling));
+    // Sequence-length-dependent scalings (dynamic, longrope) are fixed for the longest sequence the block table holds.
+    const rope = ropeFrequencies(c, this.maxPagesPerSeq * kv.pageSize);
+    this.invFreq = gpu.upload('rope.invFreq', Float32Array.from(rope.invFreq));
     this.attention = new LayerAttention(gpu, c, kv, {
       maxBatchTokens: T,
       maxSeqs: this.maxSeqs,

@@ -79,9 +79,16 @@ export function uploadModel(
     if (info.shape.length !== 2) {
       throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: tensor ${name} has shape [${info.shape}], expected 2-D`);
     }
+    const dtype = info.dtype;
+    if (dtype === 'q8' || dtype === 'q4') {
+      throw new SiftError(
+        'CHECKPOINT_UNSUPPORTED',
+        `${ckpt.dir}: tensor ${name} is quantized (${dtype}); the GPU forward pass does not read quantized weights yet`,
+      );
+    }
     const raw = ckpt.read(name);
     const data = perm ? permuteTensor(name, raw, info.shape[0], perm) : raw;
-    const w = uploadWeight(gpu, name, info.dtype, info.shape[0], info.shape[1], data, opts.maxChunkBytes);
+    const w = uploadWeight(gpu, name, dtype, info.shape[0], info.shape[1], data, opts.maxChunkBytes);
     tick(data.byteLength);
     return w;
   };

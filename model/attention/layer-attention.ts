@@ -15,6 +15,7 @@
  */
 
 import type { ModelConfig } from '../../checkpoint/config.js';
+import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
 import { AttentionKernel, KvWriteKernel } from '../../shaders/attention.js';
 import { HeadMode, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
@@ -245,7 +246,7 @@ export class LayerAttention {
     const r = kv.numRetrievalHeads;
     const s = kv.numStreamingHeads;
     const g = c.numHeads / c.numKvHeads;
-    const scale = 1 / Math.sqrt(c.headDim);
+    const scale = attentionSoftmaxScale(c); // 1/sqrt(headDim), times yarn's / longrope's attention factor squared
     const pageSize = this.kv.pageSize;
     if (s > 0) {
       const w = this.opts.streaming!;

@@ -1,0 +1,236 @@
+/**
+ * sift's two quantized weight layouts, host side (plain TS, no WebGPU): how a quantized matrix is stored, how it
+ * is made from f32 weights (round-to-nearest, `--quantize int8|q4`), how it decodes back to f32, and how its rows
+ * are permuted. shaders/ uploads the same arrays and dequantizes them inside the matmul kernels.
+ *
+ * A (rows, cols) matrix is cut, row by row, into groups of `group` consecutive columns (the last group of a row may
+ * be shorter when group does not divide cols). Every group has its own scale (and, for q4, its own min):
+ *   q8: w = scale[r, g] * q,        q an int8 in [-127, 127] (ggml Q6_K's 6-bit values in [-32, 31] fit too)
+ *   q4: w = scale[r, g] * q + min[r, g], q a u4 in [0, 15]
+ * so ggml's block formats map onto them exactly (checkpoint/ggml.ts): Q8_0 is q8 with group 32, Q6_K q8 with group
+ * 16 and scale d * sc, Q4_0 q4 with group 32 and min -8d, Q4_K q4 with group 32, scale d * sc and min -dmin * m.
+ *
+ * Values are packed 8 per block into u32 words, rows padded with zero values to `rowStride` (cols rounded up to 8):
+ *   q8: two words per block of 8; word k holds elements 4k..4k+3, element 4k+j in byte j (two's complement) —
+ *       the byte order of WGSL's unpack4xI8;
+ *   q4: one word per block of 8; byte j holds element j in its low nibble and element j + 4 in its high nibble, so
+ *       unpack4xU8(w & 0x0f0f0f0f) gives elements 0..3 and unpack4xU8((w >> 4) & 0x0f0f0f0f) elements 4..7.
+ * Scales and mins are (rows, groupsPerRow) f32; `scaleF16` says every one of them is exactly an f16 value, so the
+ * GPU may store them as f16 without changing a single weight.
+ */
+import { SiftError } from '../config/errors.js';
+import { f16ToF32, f32ToF16 } from '../util/dtype.js';
+
+export type QuantFormat = 'q8' | 'q4';
+
+export interface QuantizedMatrix {
+  format: QuantFormat;
+  rows: number;
+  cols: number;
+  /** Columns per scale group (the last group of a row may be shorter). */
+  group: number;
+  /** cols rounded up to a multiple of 8. */
+  rowStride: number;
+  /** (rows, rowStride / 4) words (q8) or (rows, rowStride / 8) words (q4), packed as the file comment says. */
+  values: Uint32Array;
+  /** (rows, groupsPerRow(cols, group)). */
+  scales: Float32Array;
+  /** (rows, groupsPerRow(cols, group)); q4 only. */
+  mins: Float32Array | null;
+  /** Every scale and min is exactly representable as f16. */
+  scaleF16: boolean;
+}
+
+export const QUANT_ROW_ALIGN = 8;
+
+export function groupsPerRow(cols: number, group: number): number {
+  return Math.ceil(cols / group);
+}
+
+/** u32 words per stored row of `format`. */
+export function wordsPerRow(format: QuantFormat, cols: number): number {
+  const stride = Math.ceil(cols / QUANT_ROW_ALIGN) * QUANT_ROW_ALIGN;
+  return format === 'q8' ? stride / 4 : stride / 8;
+}
+
+/** Bytes the matrix occupies on the GPU: values plus scales (and mins), at f16 or f32 per `scaleF16`. */
+export function quantizedBytes(q: QuantizedMatrix): number {
+  const perScale = q.scaleF16 ? 2 : 4;
+  const groups = q.rows * groupsPerRow(q.cols, q.group);
+  return q.values.byteLength + groups * perScale * (q.mins ? 2 : 1);
+}
+
+/** An empty matrix of `format` (all values zero) for writers to fill. */
+export function allocQuantized(format: QuantFormat, rows: number, cols: number, group: number): QuantizedMatrix {
+  if (!(Number.isInteger(rows) && rows > 0 && Number.isInteger(cols) && cols > 0)) {
+    throw new SiftError('INTERNAL', `quantized matrix: bad shape (${rows}, ${cols})`);
+  }
+  if (!(Number.isInteger(group) && group > 0 && group % QUANT_ROW_ALIGN === 0) && group !== cols) {
+    throw new SiftError('INTERNAL', `quantized matrix: group ${group} must be a multiple of 8 or the row length`);
+  }
+  const g = rows * groupsPerRow(cols, group);
+  return {
+    format,
+    rows,
+    cols,
+    group,
+    rowStride: Math.ceil(cols / QUANT_ROW_ALIGN) * QUANT_ROW_ALIGN,
+    values: new Uint32Array(rows * wordsPerRow(format, cols)),
+    scales: new Float32Array(g),
+    mins: format === 'q4' ? new Float32Array(g) : null,
+    scaleF16: false,
+  };
+}
+
+/** Sets the integer value of element (r, c): q8 in [-128, 127], q4 in [0, 15]. */
+export function setQuantValue(m: QuantizedMatrix, r: number, c: number, q: number): void {
+  const wpr = wordsPerRow(m.format, m.cols);
+  if (m.format === 'q8') {
+    const w = r * wpr + (c >> 2);
+    const shift = (c & 3) * 8;
+    m.values[w] = (m.values[w] & ~(0xff << shift)) | ((q & 0xff) << shift);
+  } else {
+    const w = r * wpr + (c >> 3);
+    const k = c & 7;
+    const shift = (k & 3) * 8 + (k >= 4 ? 4 : 0);
+    m.values[w] = (m.values[w] & ~(0xf << shift)) | ((q & 0xf) << shift);
+  }
+}
+
+/** The integer value of element (r, c). */
+export function quantValue(m: QuantizedMatrix, r: number, c: number): number {
+  const wpr = wordsPerRow(m.format, m.cols);
+  if (m.format === 'q8') {
+    const byte = (m.values[r * wpr + (c >> 2)] >>> ((c & 3) * 8)) & 0xff;
+    return byte >= 128 ? byte - 256 : byte;
+  }
+  const k = c & 7;
+  return (m.values[r * wpr + (c >> 3)] >>> ((k & 3) * 8 + (k >= 4 ? 4 : 0))) & 0xf;
+}
+
+/** Sets scaleF16 from the scales and mins now stored. */
+export function markScaleF16(m: QuantizedMatrix): QuantizedMatrix {
+  const exact = (a: Float32Array) => a.every((v) => f16ToF32(f32ToF16(v)) === v);
+  m.scaleF16 = exact(m.scales) && (m.mins === null || exact(m.mins));
+  return m;
+}
+
+/** Decodes to f32 (rows, cols): each weight computed as the kernels do, in f32 (scale * q, then + min). */
+export function dequantize(m: QuantizedMatrix): Float32Array {
+  const out = new Float32Array(m.rows * m.cols);
+  const gpr = groupsPerRow(m.cols, m.group);
+  const f = new Float32Array(1);
+  for (let r = 0; r < m.rows; r++) {
+    for (let c = 0; c < m.cols; c++) {
+      const g = r * gpr + Math.floor(c / m.group);
+      f[0] = m.scales[g] * quantValue(m, r, c);
+      if (m.mins) f[0] += m.mins[g];
+      out[r * m.cols + c] = f[0];
+    }
+  }
+  return out;
+}
+
+/** The matrix with its rows reordered: row i of the result is row `order[i]` of `m`. */
+export function permuteQuantizedRows(m: QuantizedMatrix, order: ArrayLike<number>): QuantizedMatrix {
+  if (order.length !== m.rows) {
+    throw new SiftError('INTERNAL', `permuteQuantizedRows: ${order.length} rows in the order, matrix has ${m.rows}`);
+  }
+  const wpr = wordsPerRow(m.format, m.cols);
+  const gpr = groupsPerRow(m.cols, m.group);
+  const out: QuantizedMatrix = {
+    ...m,
+    values: new Uint32Array(m.values.length),
+    scales: new Float32Array(m.scales.length),
+    mins: m.mins ? new Float32Array(m.mins.length) : null,
+  };
+  for (let i = 0; i < m.rows; i++) {
+    const src = order[i];
+    out.values.set(m.values.subarray(src * wpr, (src + 1) * wpr), i * wpr);
+    out.scales.set(m.scales.subarray(src * gpr, (src + 1) * gpr), i * gpr);
+    out.mins?.set((m.mins as Float32Array).subarray(src * gpr, (src + 1) * gpr), i * gpr);
+  }
+  return out;
+}
+
+// ---- round-to-nearest quantizers (--quantize) ------------------------------------------------------------------
+
+const f32 = new Float32Array(1);
+function toF32(v: number): number {
+  f32[0] = v;
+  return f32[0];
+}
+
+/**
+ * int8 per output channel, symmetric round-to-nearest: scale = max|w| / 127 per row (one group of `cols`), q =
+ * round(w / scale). Scales stay f32 (one per row: a negligible share of the bytes).
+ */
+export function quantizeInt8(w: Float32Array, rows: number, cols: number): QuantizedMatrix {
+  checkShape(w, rows, cols);
+  const m = allocQuantized('q8', rows, cols, cols);
+  for (let r = 0; r < rows; r++) {
+    let amax = 0;
+    for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
+    const scale = toF32(amax / 127);
+    m.scales[r] = scale;
+    if (scale === 0) continue;
+    for (let c = 0; c < cols; c++) {
+      const q = Math.max(-127, Math.min(127, Math.round(w[r * cols + c] / scale)));
+      setQuantValue(m, r, c, q);
+    }
+  }
+  return markScaleF16(m);
+}
+
+/**
+ * 4-bit group-wise, asymmetric round-to-nearest: per group of `group` columns, min = the group's smallest weight
+ * and scale = (max - min) / 15, both rounded to f16 first (so the GPU stores them as f16 exactly), then
+ * q = clamp(round((w - min) / scale), 0, 15).
+ */
+export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: number): QuantizedMatrix {
+  checkShape(w, rows, cols);
+  if (!(Number.isInteger(group) && group >= 8 && group % 8 === 0)) {
+    throw new SiftError('INVALID_ARGUMENT', `q4 group size ${group} must be a positive multiple of 8`);
+  }
+  const m = allocQuantized('q4', rows, cols, group);
+  const gpr = groupsPerRow(cols, group);
+  const mins = m.mins as Float32Array;
+  const h = (v: number) => f16ToF32(f32ToF16(v));
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < gpr; g++) {
+      const c0 = g * group;
+      const c1 = Math.min(cols, c0 + group);
+      let lo = Number.POSITIVE_INFINITY;
+      let hi = Number.NEGATIVE_INFINITY;
+      for (let c = c0; c < c1; c++) {
+        lo = Math.min(lo, w[r * cols + c]);
+        hi = Math.max(hi, w[r * cols + c]);
+      }
+      const min = h(lo);
+      // Round the scale up where f16 rounding would shrink the range below the group's max.
+      let scale = h((hi - min) / 15);
+      if (scale * 15 + min < hi) scale = h(scale * (1 + 2 ** -10));
+      mins[r * gpr + g] = min;
+      m.scales[r * gpr + g] = scale;
+      for (let c = c0; c < c1; c++) {
+        const q = scale === 0 ? 0 : Math.max(0, Math.min(15, Math.round((w[r * cols + c] - min) / scale)));
+        setQuantValue(m, r, c, q);
+      }
+    }
+  }
+  return markScaleF16(m);
+}
+
+function checkShape(w: Float32Array, rows: number, cols: number): void {
+  if (w.length !== rows * cols) {
+    throw new SiftError('INTERNAL', `quantize: ${w.length} values for a (${rows}, ${cols}) matrix`);
+  }
+  for (let i = 0; i < w.length; i++) {
+    if (!Number.isFinite(w[i])) {
+      throw new SiftError(
+        'CHECKPOINT_INVALID',
+        `quantize: weight ${i} (row ${Math.floor(i / cols)}) is ${w[i]}; cannot quantize non-finite weights`,
+      );
+    }
+  }
+}
