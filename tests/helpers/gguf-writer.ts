@@ -79,7 +79,10 @@ class Bytes {
     this.push(b);
   }
   scalar(type: string, v: number | boolean | string): void {
-    if (type === 'string') return this.str(v as string);
+    if (type === 'string') {
+      this.str(v as string);
+      return;
+    }
     const n = v as number;
     const size: Record<string, number> = { u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4 };
     const b = Buffer.alloc(size[type] ?? 8);
