@@ -7,6 +7,7 @@ import path from 'node:path';
 import { SiftError } from '../config/errors.js';
 import { decodeToF32, type WeightDType } from '../util/dtype.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
+import { ggufTensorName } from './gguf-config.js';
 import { ggufCheckpoint, readLink } from './gguf-import.js';
 import type { QuantFormat, QuantizedMatrix } from './quant.js';
 import { openSafetensorsDir } from './safetensors.js';
@@ -127,7 +128,13 @@ export function openCheckpoint(dir: string): Checkpoint {
     const g = ggufCheckpoint(abs, config);
     try {
       for (const spec of checkpointLayout(config)) {
-        if (!g.has(spec.name)) throw new SiftError('CHECKPOINT_INVALID', `${abs}: tensor ${spec.name} missing`);
+        if (!g.has(spec.name)) {
+          const link = readLink(abs);
+          throw new SiftError(
+            'CHECKPOINT_INVALID',
+            `${link?.file ?? abs}: tensor ${ggufTensorName(spec.name)} missing (sift's ${spec.name})`,
+          );
+        }
         const info = g.info(spec.name); // throws CHECKPOINT_UNSUPPORTED naming the tensor and its ggml type
         const ok = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
         if (!ok) {

@@ -91,9 +91,9 @@ test('rope scaling: type and rope_type keys; default / null -> none; linear; lla
     originalMaxPositionEmbeddings: 8192,
   });
   throwsNaming(
-    () => parseModelConfig({ ...base, rope_scaling: { type: 'yarn', factor: 4 } }),
+    () => parseModelConfig({ ...base, rope_scaling: { type: 'mrope', factor: 4 } }),
     'CHECKPOINT_UNSUPPORTED',
-    ['config.json', 'rope_scaling', 'yarn'],
+    ['config.json', 'rope_scaling', 'mrope'],
   );
   throwsNaming(() => parseModelConfig({ ...base, rope_scaling: { type: 'linear' } }), 'CHECKPOINT_INVALID', [
     'rope_scaling.factor',
@@ -102,6 +102,63 @@ test('rope scaling: type and rope_type keys; default / null -> none; linear; lla
   throwsNaming(() => parseModelConfig({ ...base, rope_scaling: noOrig }), 'CHECKPOINT_INVALID', [
     'original_max_position_embeddings',
   ]);
+});
+
+test('rope scaling yarn, dynamic, longrope: HF defaults resolved (beta 32/1, attention factors)', () => {
+  // Qwen2.5 long context: yarn factor 4 over 32768.
+  const yarn = parseModelConfig({
+    ...base,
+    max_position_embeddings: 32768,
+    rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 32768 },
+  }).ropeScaling;
+  assert.deepEqual(yarn, {
+    type: 'yarn',
+    factor: 4,
+    originalMaxPositionEmbeddings: 32768,
+    betaFast: 32,
+    betaSlow: 1,
+    attentionFactor: 0.1 * Math.log(4) + 1,
+    truncate: true,
+  });
+  const ds = parseModelConfig({
+    ...base,
+    rope_scaling: { rope_type: 'yarn', factor: 40, mscale: 1, mscale_all_dim: 0.5, beta_fast: 16, truncate: false },
+  }).ropeScaling;
+  assert.ok(ds.type === 'yarn' && ds.betaFast === 16 && !ds.truncate);
+  assert.ok(
+    Math.abs(
+      (ds as { attentionFactor: number }).attentionFactor - (0.1 * Math.log(40) + 1) / (0.05 * Math.log(40) + 1),
+    ) < 1e-12,
+  );
+  assert.deepEqual(parseModelConfig({ ...base, rope_scaling: { type: 'dynamic', factor: 2 } }).ropeScaling, {
+    type: 'dynamic',
+    factor: 2,
+  });
+  // Phi-3 128k: original_max_position_embeddings beside rope_scaling, short/long factors of head_dim / 2.
+  const half = 4; // base: head_dim 8
+  const phi = parseModelConfig({
+    ...base,
+    max_position_embeddings: 131072,
+    original_max_position_embeddings: 4096,
+    rope_scaling: { type: 'longrope', short_factor: [1, 1, 1.5, 2], long_factor: [1, 2, 4, 8] },
+  }).ropeScaling;
+  assert.ok(phi.type === 'longrope');
+  assert.equal(phi.originalMaxPositionEmbeddings, 4096);
+  assert.ok(Math.abs(phi.attentionFactor - Math.sqrt(1 + Math.log(32) / Math.log(4096))) < 1e-12);
+  throwsNaming(
+    () =>
+      parseModelConfig({
+        ...base,
+        rope_scaling: { type: 'longrope', short_factor: [1], long_factor: new Array(half).fill(1) },
+      }),
+    'CHECKPOINT_INVALID',
+    ['rope_scaling.short_factor', String(half)],
+  );
+  throwsNaming(
+    () => parseModelConfig({ ...base, rope_scaling: { type: 'yarn', factor: 4, beta_fast: 1, beta_slow: 2 } }),
+    'CHECKPOINT_INVALID',
+    ['beta_fast'],
+  );
 });
 
 test('eos: number or list, merged with generation_config.json', () => {

@@ -57,20 +57,36 @@ export interface ReferenceWeights {
   finalNorm: Float32Array; // (hidden)
   lmHead: Float32Array; // (vocab, hidden)
   invFreq: Float64Array; // (headDim/2)
+  /** cos/sin scale of RoPE (ropeCosSinScale). */
+  ropeScale: number;
 }
 
 /**
  * RoPE inverse frequencies (headDim/2) as HF transformers computes them:
  *   base: inv[i] = theta^(-2i/d);  linear: inv[i] / factor;
  *   llama3: wavelength w = 2π / inv[i]; w > orig/low: inv/factor; w < orig/high: inv; between: a ramp
- *   s = (orig/w - low) / (high - low), (1 - s) inv/factor + s inv.
- * Neither scaling changes the attention magnitude (HF's attention_factor is 1 for both).
+ *   s = (orig/w - low) / (high - low), (1 - s) inv/factor + s inv;
+ *   dynamic: theta' = theta ((factor L / maxPos) - (factor - 1))^(d / (d - 2)), L = max(contextLength, maxPos);
+ *   yarn: correction dims lo/hi where a frequency turns beta_fast / beta_slow times over the original context
+ *   (floored / ceiled when truncating, clamped to [0, d-1]); ramp r_i = clamp((i - lo) / (hi - lo), 0, 1);
+ *   inv[i] = r_i inv[i] / factor + (1 - r_i) inv[i];
+ *   longrope: inv[i] / long_factor[i] when contextLength > original, else / short_factor[i].
+ * `contextLength` is the served context (sift fixes the sequence-length-dependent types for it).
  */
-export function ropeInvFreq(config: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float64Array {
-  const half = config.headDim / 2;
-  const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
+export function ropeInvFreq(
+  config: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling' | 'maxPositionEmbeddings'>,
+  contextLength = config.maxPositionEmbeddings,
+): Float64Array {
+  const d = config.headDim;
+  const half = d / 2;
   const rs = config.ropeScaling;
+  let theta = config.ropeTheta;
+  if (rs.type === 'dynamic') {
+    const L = Math.max(contextLength, config.maxPositionEmbeddings);
+    theta = theta * ((rs.factor * L) / config.maxPositionEmbeddings - (rs.factor - 1)) ** (d / (d - 2));
+  }
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / theta ** ((2 * i) / d);
   if (rs.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] /= rs.factor;
   } else if (rs.type === 'llama3') {
@@ -85,17 +101,51 @@ export function ropeInvFreq(config: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 
         inv[i] = ((1 - s) * inv[i]) / rs.factor + s * inv[i];
       }
     }
+  } else if (rs.type === 'yarn') {
+    const dimFor = (turns: number) =>
+      (d * Math.log(rs.originalMaxPositionEmbeddings / (turns * 2 * Math.PI))) / (2 * Math.log(theta));
+    let lo = dimFor(rs.betaFast);
+    let hi = dimFor(rs.betaSlow);
+    if (rs.truncate) [lo, hi] = [Math.floor(lo), Math.ceil(hi)];
+    lo = Math.max(lo, 0);
+    hi = Math.min(hi, d - 1);
+    if (hi === lo) hi += 0.001;
+    for (let i = 0; i < half; i++) {
+      const r = Math.min(1, Math.max(0, (i - lo) / (hi - lo)));
+      const extrapolated = inv[i];
+      const interpolated = inv[i] / rs.factor;
+      inv[i] = interpolated * r + extrapolated * (1 - r);
+    }
+  } else if (rs.type === 'longrope') {
+    const f = contextLength > rs.originalMaxPositionEmbeddings ? rs.longFactor : rs.shortFactor;
+    for (let i = 0; i < half; i++) inv[i] = 1 / (f[i] * theta ** ((2 * i) / d));
   }
   return inv;
 }
 
-/** Rotates one head vector x (headDim) in place at `pos`, rotate_half order: pair (i, i + d/2). */
-export function applyRope(x: Float64Array, offset: number, headDim: number, pos: number, invFreq: Float64Array): void {
+/** HF's post-processing scale of cos and sin: yarn's and longrope's attention factor, else 1. */
+export function ropeCosSinScale(config: Pick<ModelConfig, 'ropeScaling'>): number {
+  const rs = config.ropeScaling;
+  return rs.type === 'yarn' || rs.type === 'longrope' ? rs.attentionFactor : 1;
+}
+
+/**
+ * Rotates one head vector x (headDim) in place at `pos`, rotate_half order: pair (i, i + d/2); cos and sin scaled by
+ * `scale` (HF's attention factor; 1 for most scalings).
+ */
+export function applyRope(
+  x: Float64Array,
+  offset: number,
+  headDim: number,
+  pos: number,
+  invFreq: Float64Array,
+  scale = 1,
+): void {
   const half = headDim / 2;
   for (let i = 0; i < half; i++) {
     const a = pos * invFreq[i];
-    const c = Math.cos(a);
-    const s = Math.sin(a);
+    const c = Math.cos(a) * scale;
+    const s = Math.sin(a) * scale;
     const x0 = x[offset + i];
     const x1 = x[offset + i + half];
     x[offset + i] = x0 * c - x1 * s;
@@ -104,7 +154,7 @@ export function applyRope(x: Float64Array, offset: number, headDim: number, pos:
 }
 
 /** Decodes every tensor the forward pass needs (reads each once). */
-export function loadReferenceWeights(ckpt: Checkpoint): ReferenceWeights {
+export function loadReferenceWeights(ckpt: Checkpoint, contextLength?: number): ReferenceWeights {
   const c = ckpt.config;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
@@ -126,7 +176,15 @@ export function loadReferenceWeights(ckpt: Checkpoint): ReferenceWeights {
   }
   const embed = ckpt.readF32(ckpt.embeddingName);
   const lmHead = ckpt.lmHeadName === ckpt.embeddingName ? embed : ckpt.readF32(ckpt.lmHeadName);
-  return { config: c, embed, layers, finalNorm: ckpt.readF32('model.norm.weight'), lmHead, invFreq: ropeInvFreq(c) };
+  return {
+    config: c,
+    embed,
+    layers,
+    finalNorm: ckpt.readF32('model.norm.weight'),
+    lmHead,
+    invFreq: ropeInvFreq(c, contextLength),
+    ropeScale: ropeCosSinScale(c),
+  };
 }
 
 // ---- small pure helpers ---------------------------------------------------------------------------------------
@@ -176,8 +234,8 @@ function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number,
   const q = matvec(l.q, h, qDim, c.hiddenSize, l.qBias);
   const k = matvec(l.k, h, kvDim, c.hiddenSize, l.kBias);
   const v = matvec(l.v, h, kvDim, c.hiddenSize, l.vBias);
-  for (let j = 0; j < c.numHeads; j++) applyRope(q, j * c.headDim, c.headDim, pos, w.invFreq);
-  for (let j = 0; j < c.numKvHeads; j++) applyRope(k, j * c.headDim, c.headDim, pos, w.invFreq);
+  for (let j = 0; j < c.numHeads; j++) applyRope(q, j * c.headDim, c.headDim, pos, w.invFreq, w.ropeScale);
+  for (let j = 0; j < c.numKvHeads; j++) applyRope(k, j * c.headDim, c.headDim, pos, w.invFreq, w.ropeScale);
   if (kvF16) {
     roundToF16(k);
     roundToF16(v);
