@@ -88,6 +88,25 @@ export function syntheticConfigJson(o: SyntheticOptions): Record<string, unknown
       high_freq_factor: rs.highFreqFactor,
       original_max_position_embeddings: rs.originalMaxPositionEmbeddings,
     };
+  } else if (rs.type === 'yarn') {
+    cfg.rope_scaling = {
+      rope_type: 'yarn',
+      factor: rs.factor,
+      original_max_position_embeddings: rs.originalMaxPositionEmbeddings,
+      beta_fast: rs.betaFast,
+      beta_slow: rs.betaSlow,
+      attention_factor: rs.attentionFactor,
+      truncate: rs.truncate,
+    };
+  } else if (rs.type === 'dynamic') cfg.rope_scaling = { type: 'dynamic', factor: rs.factor };
+  else if (rs.type === 'longrope') {
+    cfg.rope_scaling = {
+      type: 'longrope',
+      short_factor: [...rs.shortFactor],
+      long_factor: [...rs.longFactor],
+      attention_factor: rs.attentionFactor,
+    };
+    cfg.original_max_position_embeddings = rs.originalMaxPositionEmbeddings;
   } else cfg.rope_scaling = null;
   return cfg;
 }
@@ -383,6 +402,68 @@ export const SYNTHETIC_VARIANTS: readonly SyntheticVariant[] = Object.freeze([
     intermediate: 112,
     vocab: 160,
     seed: 304,
+  },
+  {
+    name: 'qwen2-f32-gqa-yarn',
+    architecture: 'Qwen2ForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'untied',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    intermediate: 96,
+    vocab: 128,
+    ropeTheta: 1000000,
+    ropeScaling: {
+      type: 'yarn',
+      factor: 4,
+      originalMaxPositionEmbeddings: 32,
+      betaFast: 32,
+      betaSlow: 1,
+      attentionFactor: 1.3,
+      truncate: true,
+    },
+    seed: 305,
+  },
+  {
+    name: 'llama-f16-longrope',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 1,
+    intermediate: 96,
+    vocab: 128,
+    maxPositions: 512,
+    ropeScaling: {
+      type: 'longrope',
+      shortFactor: [1, 1, 1.1, 1.3, 1.6, 2, 2.5, 3],
+      longFactor: [1, 1.5, 2, 3, 5, 8, 12, 16],
+      originalMaxPositionEmbeddings: 64,
+      attentionFactor: 1.15,
+    },
+    seed: 206,
+  },
+  {
+    name: 'llama-bf16-dynamic-ntk',
+    architecture: 'LlamaForCausalLM',
+    dtype: 'bf16',
+    sharded: false,
+    tie: 'untied',
+    hidden: 48,
+    layers: 2,
+    heads: 2,
+    kvHeads: 2,
+    intermediate: 80,
+    vocab: 100,
+    maxPositions: 128,
+    ropeScaling: { type: 'dynamic', factor: 3 },
+    seed: 207,
   },
 ]);
 

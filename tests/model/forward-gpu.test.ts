@@ -20,8 +20,11 @@ import { ReferenceModel, referenceForward } from '../reference/forward.js';
 
 /** GPU f32 accumulation vs the f64 reference over the same (decoded) weights, both with an f16 KV cache. */
 const TOL = { atol: 2e-3, rtol: 2e-3 };
-/** The GPU's KV cache is f16: the reference rounds its K and V the same way (the tolerance stays f32's). */
-const KV_F16 = { kvF16: true };
+/**
+ * The GPU's KV cache is f16: the reference rounds its K and V the same way (the tolerance stays f32's). The context
+ * length that fixes dynamic / longrope scaling is the block table's reach (maxContext 256 below).
+ */
+const KV_F16 = { kvF16: true, contextLength: 256 };
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'sift-forward-'));
 after(() => rmSync(root, { recursive: true, force: true }));

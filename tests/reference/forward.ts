@@ -20,6 +20,11 @@ import type { ModelConfig } from '../../checkpoint/config.js';
 import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 
 export interface ReferenceOptions {
+  /**
+   * The served context length that fixes dynamic and longrope scaling (as the GPU forward pass fixes them for its
+   * block table's reach); default the model's max_position_embeddings.
+   */
+  contextLength?: number;
   /** Round K (after RoPE) and V to f16 as the GPU's KV cache stores them. Default false (f64 K/V). */
   kvF16?: boolean;
   /**
@@ -235,11 +240,14 @@ function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number,
   const k = matvec(l.k, h, kvDim, c.hiddenSize, l.kBias);
   const v = matvec(l.v, h, kvDim, c.hiddenSize, l.vBias);
   for (let j = 0; j < c.numHeads; j++) applyRope(q, j * c.headDim, c.headDim, pos, w.invFreq, w.ropeScale);
-  for (let j = 0; j < c.numKvHeads; j++) applyRope(k, j * c.headDim, c.headDim, pos, w.invFreq, w.ropeScale);
+  // K is rotated without the attention factor, rounded (kvF16) as sift's cache stores it, then scaled: the same
+  // value as HF's scaled rotation, with the storage rounding of sift's unscaled keys.
+  for (let j = 0; j < c.numKvHeads; j++) applyRope(k, j * c.headDim, c.headDim, pos, w.invFreq);
   if (kvF16) {
     roundToF16(k);
     roundToF16(v);
   }
+  if (w.ropeScale !== 1) for (let i = 0; i < k.length; i++) k[i] *= w.ropeScale;
   return { q, k, v };
 }
 
@@ -271,7 +279,7 @@ export function referenceForward(
   tokenIds: readonly number[],
   opts: ReferenceOptions = {},
 ): Float32Array {
-  const w = 'layers' in ckpt ? ckpt : loadReferenceWeights(ckpt);
+  const w = 'layers' in ckpt ? ckpt : loadReferenceWeights(ckpt, opts.contextLength);
   const c = w.config;
   const T = tokenIds.length;
   const d = c.headDim;
@@ -336,7 +344,7 @@ export class ReferenceModel {
     source: Checkpoint | ReferenceWeights,
     private readonly opts: ReferenceOptions = {},
   ) {
-    this.weights = 'layers' in source ? source : loadReferenceWeights(source);
+    this.weights = 'layers' in source ? source : loadReferenceWeights(source, opts.contextLength);
     this.kCache = this.weights.layers.map(() => []);
     this.vCache = this.weights.layers.map(() => []);
   }
@@ -420,7 +428,7 @@ export class PagedReferenceModel {
     readonly pageSize: number,
     private readonly opts: ReferenceOptions = {},
   ) {
-    this.weights = 'layers' in source ? source : loadReferenceWeights(source);
+    this.weights = 'layers' in source ? source : loadReferenceWeights(source, opts.contextLength);
     const slots = numPages * pageSize;
     this.kCache = this.weights.layers.map(() => new Array<Float64Array | undefined>(slots));
     this.vCache = this.weights.layers.map(() => new Array<Float64Array | undefined>(slots));
