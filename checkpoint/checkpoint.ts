@@ -6,10 +6,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
 import { decodeToF32, type WeightDType } from '../util/dtype.js';
+import type { QuantFormat, QuantizedMatrix } from '../util/quant.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
 import { ggufTensorName } from './gguf-config.js';
 import { ggufCheckpoint, readLink } from './gguf-import.js';
-import type { QuantFormat, QuantizedMatrix } from './quant.js';
 import { openSafetensorsDir } from './safetensors.js';
 
 export const EMBED_NAME = 'model.embed_tokens.weight';

@@ -22,7 +22,7 @@
  */
 import { SiftError } from '../config/errors.js';
 import { f16ToF32 } from '../util/dtype.js';
-import { allocQuantized, markScaleF16, type QuantizedMatrix, setQuantValue } from './quant.js';
+import { allocQuantized, markScaleF16, type QuantizedMatrix, setQuantValue } from '../util/quant.js';
 
 /** ggml_type ids sift reads, as the GGUF specification numbers them. */
 export const GGML_TYPE = {

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
 import { decodeToF32, type WeightDType } from '../util/dtype.js';
+import { dequantize, permuteQuantizedRows, type QuantizedMatrix } from '../util/quant.js';
 import { type Checkpoint, type CheckpointTensorInfo, openCheckpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { isGgmlQuantized, repackGgml } from './ggml.js';
@@ -21,7 +22,6 @@ import { ggufModelDescription, ggufTensorName, hfTensorName } from './gguf-confi
 import { ggufTokenizerFiles } from './gguf-tokenizer.js';
 import { writeModelDirAtomically } from './model-dir.js';
 import { modelsDir } from './models.js';
-import { dequantize, permuteQuantizedRows, type QuantizedMatrix } from './quant.js';
 
 export const GGUF_LINK_FILE = 'gguf.json';
 

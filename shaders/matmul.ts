@@ -23,6 +23,8 @@ const PARAMS = defineParams('matmul', {
   rowOffset: 'u32',
   outStride: 'u32',
   hasBias: 'u32',
+  groupBlocks: 'u32',
+  groupsPerRow: 'u32',
 });
 
 export type MatmulVariant = 'thread' | 'workgroup';
@@ -34,6 +36,8 @@ export interface MatmulOptions {
   subgroups?: boolean;
   /** Tokens per tile when T > 1; default 4 ('thread') or 8 ('workgroup'). */
   tokenTile?: number;
+  /** Unpack q8/q4 weights with WGSL's packed 4x8 built-ins; default where the device has them. */
+  packed4x8?: boolean;
 }
 
 export interface MatmulArgs {
@@ -62,6 +66,10 @@ export function assertWeightLayout(kernel: string, w: GpuWeight): void {
   if (next !== w.rows) {
     throw new SiftError('INTERNAL', `${kernel}: weight ${w.name} chunks cover ${next} of ${w.rows} rows`);
   }
+  const quantized = w.dtype === 'q8' || w.dtype === 'q4';
+  if (quantized !== (w.quant !== undefined) || (quantized && w.chunks.some((c) => !c.scales))) {
+    throw new SiftError('INTERNAL', `${kernel}: weight ${w.name} (${w.dtype}) has inconsistent scale groups`);
+  }
 }
 
 function nextPow2(n: number): number {
@@ -73,6 +81,8 @@ export class MatmulKernel {
   /** Whether the 'workgroup' variant reduces with subgroupAdd. */
   readonly subgroups: boolean;
   readonly tokenTile: number;
+  /** Whether q8/q4 weights are unpacked with unpack4xI8 / unpack4xU8 (else shifts). */
+  readonly packed4x8: boolean;
   /** Invocations per workgroup of the 'thread' variant (rows per workgroup). */
   private static readonly THREAD_WG = 64;
   /** Bound in place of an absent bias (one pipeline serves both; a uniform says which). */
@@ -89,6 +99,10 @@ export class MatmulKernel {
       throw new SiftError('INTERNAL', 'matmul: subgroups requested but the device has none');
     }
     this.tokenTile = opts.tokenTile ?? (this.variant === 'thread' ? 4 : 8);
+    this.packed4x8 = opts.packed4x8 ?? gpu.caps.packed4x8;
+    if (this.packed4x8 && !gpu.caps.packed4x8) {
+      throw new SiftError('INTERNAL', 'matmul: packed 4x8 built-ins requested but the device has none');
+    }
     if (!Number.isInteger(this.tokenTile) || this.tokenTile < 1 || this.tokenTile > 32) {
       throw new SiftError('INTERNAL', `matmul: token tile ${this.tokenTile} outside [1, 32]`);
     }
@@ -98,6 +112,10 @@ export class MatmulKernel {
     const defines = {
       F32: w.dtype === 'f32',
       BF16: w.dtype === 'bf16',
+      Q8: w.dtype === 'q8',
+      Q4: w.dtype === 'q4',
+      SCALE_F16: w.quant?.scaleF16 ?? false,
+      PACKED4X8: this.packed4x8,
       XV4: w.cols % 4 === 0,
       TT: tt,
     };
@@ -124,7 +142,7 @@ export class MatmulKernel {
     const tt = T === 1 ? 1 : Math.min(this.tokenTile, T);
     const tiles = Math.ceil(T / tt);
     const { pipeline } = this.pipelineFor(w, tt);
-    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8;
+    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8; // vec4 words, or q8/q4 blocks of 8
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     for (const c of w.chunks) {
       const u = arena.params(PARAMS, {
@@ -135,8 +153,14 @@ export class MatmulKernel {
         rowOffset: c.firstRow,
         outStride: w.rows,
         hasBias: a.bias ? 1 : 0,
+        groupBlocks: w.quant?.groupBlocks ?? 1,
+        groupsPerRow: w.quant?.groupsPerRow ?? 1,
       });
       const bindings: Binding[] = [a.x, c.buffer, a.out, u, a.bias ?? this.noBias];
+      if (w.quant) {
+        if (!c.scales) throw new SiftError('INTERNAL', `matmul: quantized weight ${w.name} has a chunk without scales`);
+        bindings.push(c.scales);
+      }
       if (this.variant === 'thread') {
         this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(c.rows / MatmulKernel.THREAD_WG), tiles);
       } else {

@@ -1,6 +1,9 @@
 // Shared by matmul.wgsl and matmul_wg.wgsl: bindings, parameters and 8-element block loads for
 // out[t, r] = sum_c x[t, c] * W[r, c] (+ bias[r]), one dispatch per weight row chunk.
-// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | neither (f16 pairs); XV4 when cols % 4 == 0 (x read as vec4).
+// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | Q8 (int8 + group scales) | Q4 (u4 + group scales and mins) |
+// none of them (f16 pairs); SCALE_F16 (Q8/Q4: scales stored as f16); PACKED4X8 (lib/dequant); XV4 when
+// cols % 4 == 0 (x read as vec4).
+//#include lib/dequant
 
 struct Params {
   rows: u32,       // rows in this weight chunk
@@ -10,7 +13,11 @@ struct Params {
   rowOffset: u32,  // the chunk's first row within the whole matrix
   outStride: u32,  // rows of the whole matrix (out row length)
   hasBias: u32,    // 1: add bias[row]; 0: the bias binding is a placeholder
-  _pad: u32,
+  groupBlocks: u32,   // Q8/Q4: 8-element blocks per scale group (a group of a whole row: its block count)
+  groupsPerRow: u32,  // Q8/Q4: scale groups per row
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 
 //#if XV4
@@ -21,20 +28,55 @@ struct Params {
 //#if F32
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;      // (chunkRows, rowStride / 4) f32, zero-padded rows
 //#else
+//#if Q8
+@group(0) @binding(1) var<storage, read> w: array<vec2<u32>>;      // (chunkRows, rowStride / 8) blocks of 8 int8
+//#else
+//#if Q4
+@group(0) @binding(1) var<storage, read> w: array<u32>;            // (chunkRows, rowStride / 8) blocks of 8 u4
+//#else
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;      // (chunkRows, rowStride / 8) packed 16-bit pairs
+//#endif
+//#endif
 //#endif
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;    // (T, outStride) f32; a chunk writes its rows' columns
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;         // (outStride) f32, or a placeholder
-
-// Eight consecutive elements of a row (or of x), as two vec4.
-struct Block8 {
-  lo: vec4<f32>,
-  hi: vec4<f32>,
-}
+//#if Q8
+//#if SCALE_F16
+@group(0) @binding(5) var<storage, read> scales: array<u32>;       // (chunkRows, groupsPerRow) f16, two to a word
+//#else
+@group(0) @binding(5) var<storage, read> scales: array<f32>;       // (chunkRows, groupsPerRow) f32
+//#endif
+//#endif
+//#if Q4
+//#if SCALE_F16
+@group(0) @binding(5) var<storage, read> scales: array<u32>;       // (chunkRows, groupsPerRow) f16 (scale, min) pairs
+//#else
+@group(0) @binding(5) var<storage, read> scales: array<vec2<f32>>; // (chunkRows, groupsPerRow) f32 (scale, min)
+//#endif
+//#endif
 
 // W[row, 8 * blk .. 8 * blk + 8) of this chunk, converted to f32 (padding columns are stored zeros).
 fn wBlock(row: u32, blk: u32) -> Block8 {
+//#if Q8
+  let g = row * p.groupsPerRow + blk / p.groupBlocks;
+//#if SCALE_F16
+  let scale = unpack2x16float(scales[g / 2u])[g & 1u];
+//#else
+  let scale = scales[g];
+//#endif
+  let q = w[row * p.strideV + blk];
+  return dequantQ8(q.x, q.y, scale);
+//#else
+//#if Q4
+  let g = row * p.groupsPerRow + blk / p.groupBlocks;
+//#if SCALE_F16
+  let sm = unpack2x16float(scales[g]);
+//#else
+  let sm = scales[g];
+//#endif
+  return dequantQ4(w[row * p.strideV + blk], sm.x, sm.y);
+//#else
 //#if F32
   let i = row * p.strideV + blk * 2u;
   return Block8(w[i], w[i + 1u]);
@@ -49,6 +91,8 @@ fn wBlock(row: u32, blk: u32) -> Block8 {
     vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
     vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)),
   );
+//#endif
+//#endif
 //#endif
 //#endif
 }

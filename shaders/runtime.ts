@@ -42,6 +42,8 @@ export interface GpuCaps {
   minStorageBufferOffsetAlignment: number;
   /** True for CPU rasterisers (lavapipe/llvmpipe, SwiftShader): kernels pick one-thread-per-row variants there. */
   isCpu: boolean;
+  /** WGSL language feature packed_4x8_integer_dot_product (unpack4xI8, unpack4xU8, dot4I8Packed). */
+  packed4x8: boolean;
 }
 
 const STORAGE = 0x80; // GPUBufferUsage.STORAGE
@@ -270,6 +272,10 @@ export class Gpu {
       minUniformBufferOffsetAlignment: device.limits.minUniformBufferOffsetAlignment,
       minStorageBufferOffsetAlignment: device.limits.minStorageBufferOffsetAlignment,
       isCpu: /llvmpipe|lavapipe|swiftshader|cpu/.test(lname),
+      packed4x8:
+        (gpu as { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures?.has(
+          'packed_4x8_integer_dot_product',
+        ) ?? false,
     };
     return new Gpu(device, caps, [gpu, adapter]);
   }

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { GGML_QUANTIZED, type GgmlQuantName, repackGgml } from '../../checkpoint/ggml.js';
 import { GgufFile } from '../../checkpoint/gguf.js';
+import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 import {
   dequantize,
   permuteQuantizedRows,
@@ -14,8 +15,7 @@ import {
   quantizeInt8,
   quantizeQ4,
   quantValue,
-} from '../../checkpoint/quant.js';
-import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
+} from '../../util/quant.js';
 import { Rng } from '../../util/rng.js';
 import { encodeGgml } from '../helpers/gguf-writer.js';
 import { refDequantize } from '../reference/ggml.js';

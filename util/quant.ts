@@ -1,5 +1,5 @@
 /**
- * sift's two quantized weight layouts, host side (plain TS, no WebGPU): how a quantized matrix is stored, how it
+ * sift's two quantized weight layouts, host side (plain TS, no WebGPU, no imports): how a quantized matrix is stored, how it
  * is made from f32 weights (round-to-nearest, `--quantize int8|q4`), how it decodes back to f32, and how its rows
  * are permuted. shaders/ uploads the same arrays and dequantizes them inside the matmul kernels.
  *
@@ -18,8 +18,7 @@
  * Scales and mins are (rows, groupsPerRow) f32; `scaleF16` says every one of them is exactly an f16 value, so the
  * GPU may store them as f16 without changing a single weight.
  */
-import { SiftError } from '../config/errors.js';
-import { f16ToF32, f32ToF16 } from '../util/dtype.js';
+import { f16ToF32, f32ToF16 } from './dtype.js';
 
 export type QuantFormat = 'q8' | 'q4';
 
@@ -63,10 +62,10 @@ export function quantizedBytes(q: QuantizedMatrix): number {
 /** An empty matrix of `format` (all values zero) for writers to fill. */
 export function allocQuantized(format: QuantFormat, rows: number, cols: number, group: number): QuantizedMatrix {
   if (!(Number.isInteger(rows) && rows > 0 && Number.isInteger(cols) && cols > 0)) {
-    throw new SiftError('INTERNAL', `quantized matrix: bad shape (${rows}, ${cols})`);
+    throw new RangeError(`quantized matrix: bad shape (${rows}, ${cols})`);
   }
   if (!(Number.isInteger(group) && group > 0 && group % QUANT_ROW_ALIGN === 0) && group !== cols) {
-    throw new SiftError('INTERNAL', `quantized matrix: group ${group} must be a multiple of 8 or the row length`);
+    throw new RangeError(`quantized matrix: group ${group} must be a multiple of 8 or the row length`);
   }
   const g = rows * groupsPerRow(cols, group);
   return {
@@ -134,7 +133,7 @@ export function dequantize(m: QuantizedMatrix): Float32Array {
 /** The matrix with its rows reordered: row i of the result is row `order[i]` of `m`. */
 export function permuteQuantizedRows(m: QuantizedMatrix, order: ArrayLike<number>): QuantizedMatrix {
   if (order.length !== m.rows) {
-    throw new SiftError('INTERNAL', `permuteQuantizedRows: ${order.length} rows in the order, matrix has ${m.rows}`);
+    throw new RangeError(`permuteQuantizedRows: ${order.length} rows in the order, matrix has ${m.rows}`);
   }
   const wpr = wordsPerRow(m.format, m.cols);
   const gpr = groupsPerRow(m.cols, m.group);
@@ -149,6 +148,51 @@ export function permuteQuantizedRows(m: QuantizedMatrix, order: ArrayLike<number
     out.values.set(m.values.subarray(src * wpr, (src + 1) * wpr), i * wpr);
     out.scales.set(m.scales.subarray(src * gpr, (src + 1) * gpr), i * gpr);
     out.mins?.set((m.mins as Float32Array).subarray(src * gpr, (src + 1) * gpr), i * gpr);
+  }
+  return out;
+}
+
+/**
+ * Whether column blocks of `blockCols` can move as whole units: whole blocks of 8 values, and no scale group straddling
+ * two blocks (groups inside blocks, or one group for the whole row).
+ */
+export function canPermuteColumnBlocks(m: QuantizedMatrix, blockCols: number): boolean {
+  const oneGroup = m.group >= m.cols;
+  return blockCols % QUANT_ROW_ALIGN === 0 && (oneGroup || blockCols % m.group === 0);
+}
+
+/** The matrix with column blocks of `blockCols` reordered: block i of the result is block `order[i]` of `m`. */
+export function permuteQuantizedColumnBlocks(
+  m: QuantizedMatrix,
+  blockCols: number,
+  order: ArrayLike<number>,
+): QuantizedMatrix {
+  if (blockCols * order.length !== m.cols || !canPermuteColumnBlocks(m, blockCols)) {
+    throw new RangeError(
+      `permuteQuantizedColumnBlocks: blocks of ${blockCols} columns (x${order.length}) do not fit a (${m.rows}, ${m.cols}) matrix with groups of ${m.group}`,
+    );
+  }
+  const wpr = wordsPerRow(m.format, m.cols);
+  const wordsPerBlock = m.format === 'q8' ? blockCols / 4 : blockCols / 8;
+  const gpr = groupsPerRow(m.cols, m.group);
+  const groupsPerBlock = m.group >= m.cols ? 0 : blockCols / m.group;
+  const out: QuantizedMatrix = {
+    ...m,
+    values: new Uint32Array(m.values.length),
+    scales: Float32Array.from(m.scales),
+    mins: m.mins ? Float32Array.from(m.mins) : null,
+  };
+  for (let r = 0; r < m.rows; r++) {
+    for (let i = 0; i < order.length; i++) {
+      const src = r * wpr + order[i] * wordsPerBlock;
+      out.values.set(m.values.subarray(src, src + wordsPerBlock), r * wpr + i * wordsPerBlock);
+      if (groupsPerBlock > 0) {
+        const gs = r * gpr + order[i] * groupsPerBlock;
+        const gd = r * gpr + i * groupsPerBlock;
+        out.scales.set(m.scales.subarray(gs, gs + groupsPerBlock), gd);
+        out.mins?.set((m.mins as Float32Array).subarray(gs, gs + groupsPerBlock), gd);
+      }
+    }
   }
   return out;
 }
@@ -190,7 +234,7 @@ export function quantizeInt8(w: Float32Array, rows: number, cols: number): Quant
 export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: number): QuantizedMatrix {
   checkShape(w, rows, cols);
   if (!(Number.isInteger(group) && group >= 8 && group % 8 === 0)) {
-    throw new SiftError('INVALID_ARGUMENT', `q4 group size ${group} must be a positive multiple of 8`);
+    throw new RangeError(`q4 group size ${group} must be a positive multiple of 8`);
   }
   const m = allocQuantized('q4', rows, cols, group);
   const gpr = groupsPerRow(cols, group);
@@ -222,15 +266,13 @@ export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: n
 }
 
 function checkShape(w: Float32Array, rows: number, cols: number): void {
-  if (w.length !== rows * cols) {
-    throw new SiftError('INTERNAL', `quantize: ${w.length} values for a (${rows}, ${cols}) matrix`);
-  }
-  for (let i = 0; i < w.length; i++) {
-    if (!Number.isFinite(w[i])) {
-      throw new SiftError(
-        'CHECKPOINT_INVALID',
-        `quantize: weight ${i} (row ${Math.floor(i / cols)}) is ${w[i]}; cannot quantize non-finite weights`,
-      );
-    }
-  }
+  if (w.length !== rows * cols) throw new RangeError(`quantize: ${w.length} values for a (${rows}, ${cols}) matrix`);
+  const bad = firstNonFinite(w);
+  if (bad >= 0) throw new RangeError(`quantize: weight ${bad} is ${w[bad]}; non-finite weights cannot be quantized`);
+}
+
+/** Index of the first NaN or infinite value, or -1 (callers name the tensor in their own error). */
+export function firstNonFinite(w: Float32Array): number {
+  for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) return i;
+  return -1;
 }
