@@ -1,6 +1,7 @@
 /**
  * Embedding gather: ids (T) u32, table (vocab, hidden) GpuWeight -> out (T, hidden) f32. Ids >= vocab give zeros
- * (never an out-of-bounds read). One dispatch per table chunk; see shaders/embedding.wgsl.
+ * (never an out-of-bounds read). Any weight dtype, q8 / q4 included. One dispatch per table chunk; see
+ * shaders/embedding.wgsl.
  */
 import { requireBytes, requireInts } from './lib/checks.js';
 import { defineParams } from './lib/params.js';
@@ -17,6 +18,8 @@ const PARAMS = defineParams('embedding', {
   chunkRows: 'u32',
   vocab: 'u32',
   zeroFill: 'u32',
+  groupBlocks: 'u32',
+  groupsPerRow: 'u32',
 });
 
 export interface EmbeddingArgs {
@@ -37,9 +40,18 @@ export class EmbeddingKernel {
     if (T === 0) return;
     requireBytes('embedding', 'ids', a.ids, T * 4, `(${T}) u32`);
     requireBytes('embedding', 'out', a.out, T * table.cols * 4, `(${T}, ${table.cols}) f32`);
+    const quant = table.quant;
     const pipeline = this.gpu.pipeline(
       'embedding',
-      { F32: table.dtype === 'f32', BF16: table.dtype === 'bf16' },
+      {
+        F32: table.dtype === 'f32',
+        BF16: table.dtype === 'bf16',
+        Q8: table.dtype === 'q8',
+        Q4: table.dtype === 'q4',
+        QUANT: quant !== undefined,
+        SCALE_F16: quant?.scaleF16 ?? false,
+        PACKED4X8: this.gpu.caps.packed4x8,
+      },
       { WG: EmbeddingKernel.WG },
       PARAMS,
     );
@@ -53,8 +65,12 @@ export class EmbeddingKernel {
         chunkRows: c.rows,
         vocab: table.rows,
         zeroFill: i === 0 ? 1 : 0,
+        groupBlocks: quant?.groupBlocks ?? 1,
+        groupsPerRow: quant?.groupsPerRow ?? 1,
       });
-      this.gpu.dispatch(pass, pipeline, [a.ids, c.buffer, a.out, u], nx, Math.ceil(T / nx));
+      const bindings: Binding[] = [a.ids, c.buffer, a.out, u];
+      if (c.scales) bindings.push(c.scales);
+      this.gpu.dispatch(pass, pipeline, bindings, nx, Math.ceil(T / nx));
     });
   }
 }
