@@ -32,6 +32,22 @@ export const ENGINE_SPEC = {
     defaultText: 'the adapter Dawn picks',
     doc: 'WebGPU adapter to use, by (part of) its name (`sift gpu` shows the one in use)',
   },
+  quantize: {
+    kind: 'string',
+    default: 'none',
+    choices: ['none', 'int8', 'q4'],
+    doc:
+      'quantize F32/F16/BF16 weights at load, round to nearest (no calibration): int8 per output channel, or q4 ' +
+      '(4 bits, a scale and min per group of --quantize-group columns); kept quantized on the GPU. GGUF files ' +
+      'keep their own quantization',
+  },
+  quantizeGroup: {
+    kind: 'int',
+    default: 32,
+    min: 8,
+    max: 65536,
+    doc: 'columns per q4 scale group (a multiple of 8)',
+  },
 } as const satisfies SectionSpec;
 
 export type EngineConfig = SectionValues<typeof ENGINE_SPEC>;

@@ -14,6 +14,12 @@
  * Pure TS over the raw little-endian tensor bytes (any dtype: rows and head blocks move as whole byte ranges).
  */
 import { SiftError } from '../config/errors.js';
+import {
+  canPermuteColumnBlocks,
+  permuteQuantizedColumnBlocks,
+  permuteQuantizedRows,
+  type QuantizedMatrix,
+} from '../util/quant.js';
 import { checkHeadPlan, type HeadPlan } from './head-plan.js';
 
 export interface LayerHeadPermutation {
@@ -134,5 +140,43 @@ export function permuteTensor(
       return permuteRowBlocks(data, p.kvOrder);
     case 'o':
       return permuteColumnBlocks(data, rows, p.qOrder);
+  }
+}
+
+/**
+ * permuteTensor for a quantized matrix (util/quant.ts): q/k/v rows move by head with their scale groups; o_proj's
+ * column blocks (one per query head, headDim wide) move whole when no scale group straddles two heads.
+ */
+export function permuteQuantizedTensor(
+  name: string,
+  m: QuantizedMatrix,
+  perm: readonly LayerHeadPermutation[],
+): QuantizedMatrix {
+  const what = attentionTensorKind(name);
+  if (!what) return m;
+  const p = perm[what.layer];
+  if (!p) throw new SiftError('INTERNAL', `head permutation has no layer ${what.layer} (tensor ${name})`);
+  const rowsByHead = (order: readonly number[]) => {
+    const per = m.rows / order.length;
+    return order.flatMap((h) => Array.from({ length: per }, (_, i) => h * per + i));
+  };
+  switch (what.kind) {
+    case 'q':
+      return permuteQuantizedRows(m, rowsByHead(p.qOrder));
+    case 'k':
+    case 'v':
+      return permuteQuantizedRows(m, rowsByHead(p.kvOrder));
+    case 'o': {
+      const headCols = m.cols / p.qOrder.length;
+      if (!canPermuteColumnBlocks(m, headCols)) {
+        throw new SiftError(
+          'CHECKPOINT_UNSUPPORTED',
+          `tensor ${name}: scale groups of ${m.group} columns straddle heads of ${headCols}; a head pattern cannot reorder it`,
+        );
+      }
+      return permuteQuantizedColumnBlocks(m, headCols, p.qOrder);
+    }
+    default:
+      throw new SiftError('INTERNAL', `tensor ${name}: a quantized ${what.kind} vector`);
   }
 }

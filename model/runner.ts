@@ -14,7 +14,7 @@ import { type Checkpoint, openCheckpoint } from '../checkpoint/checkpoint.js';
 import type { ModelConfig } from '../checkpoint/config.js';
 import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
-import { isSiftError } from '../config/errors.js';
+import { isSiftError, SiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/index.js';
 import { Gpu } from '../shaders/runtime.js';
 import { buildForwardBatch } from './batch.js';
@@ -33,7 +33,7 @@ import type {
 import { ForwardPass } from './forward.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
-import { destroyModel, type ModelWeights, type UploadProgress, uploadModel } from './weights.js';
+import { destroyModel, type ModelWeights, type QuantizeOption, type UploadProgress, uploadModel } from './weights.js';
 
 export class ModelRunner implements ModelExecutor {
   readonly modelName: string;
@@ -117,7 +117,7 @@ export class ModelRunner implements ModelExecutor {
       const numStreamingPages = streaming
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
-      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan });
+      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
@@ -280,4 +280,16 @@ export class ModelRunner implements ModelExecutor {
     if (isSiftError(e, 'DEVICE_LOST') || gpu.lostReason === null) return e;
     return gpu.lostError();
   }
+}
+
+/** The upload's quantization from --quantize / --quantize-group (INVALID_ARGUMENT naming the flag). */
+export function quantizeOption(cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup'>): QuantizeOption | undefined {
+  if (cfg.quantize === 'none') return undefined;
+  if (cfg.quantize === 'int8') return { format: 'int8' };
+  if (cfg.quantizeGroup % 8 !== 0) {
+    throw new SiftError('INVALID_ARGUMENT', `quantizeGroup (${cfg.quantizeGroup}) must be a multiple of 8`, {
+      param: 'quantizeGroup',
+    });
+  }
+  return { format: 'q4', group: cfg.quantizeGroup };
 }

@@ -1,19 +1,26 @@
 /**
  * Uploads a checkpoint's tensors to the GPU in the layout of shaders/tensor.ts: 2-D weights in their file dtype
- * (16-bit as packed pairs), split under the binding limit; norm weights and biases as f32.
+ * (16-bit as packed pairs) or quantized (a GGUF's q8/q4 blocks as they are, or an F32/F16/BF16 matrix quantized
+ * now by `quantize`, round to nearest), split under the binding limit; norm weights and biases as f32.
  */
 
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { ModelConfig } from '../checkpoint/config.js';
 import { SiftError } from '../config/errors.js';
 import type { Gpu } from '../shaders/runtime.js';
-import { destroyWeight, type GpuWeight, uploadWeight } from '../shaders/tensor.js';
+import { destroyWeight, type GpuWeight, uploadQuantized, uploadWeight } from '../shaders/tensor.js';
+import { firstNonFinite, type QuantizedMatrix, quantizedBytes, quantizeInt8, quantizeQ4 } from '../util/quant.js';
 import {
   headPermutation,
   isIdentityPermutation,
   type LayerHeadPermutation,
+  permuteQuantizedTensor,
   permuteTensor,
 } from './head-permutation.js';
+
+/** `--quantize`: int8 per output channel, or 4-bit with a scale and min per group of `group` columns. */
+export type QuantizeOption = { format: 'int8' } | { format: 'q4'; group: number };
+
 import type { HeadPlan } from './head-plan.js';
 
 export interface LayerWeights {
@@ -60,6 +67,8 @@ export function uploadModel(
     maxChunkBytes?: number;
     /** Reorder each layer's heads: retrieval heads first, then streaming heads (see head-permutation.ts). */
     headPlan?: HeadPlan;
+    /** Quantize every F32/F16/BF16 matrix at load (already quantized GGUF tensors stay as they are). */
+    quantize?: QuantizeOption;
   } = {},
 ): ModelWeights {
   const c = ckpt.config;
@@ -80,12 +89,28 @@ export function uploadModel(
       throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: tensor ${name} has shape [${info.shape}], expected 2-D`);
     }
     const dtype = info.dtype;
-    if (dtype === 'q8' || dtype === 'q4') {
-      throw new SiftError(
-        'CHECKPOINT_UNSUPPORTED',
-        `${ckpt.dir}: tensor ${name} is quantized (${dtype}); the GPU forward pass does not read quantized weights yet`,
-      );
+    let q: QuantizedMatrix | null = null;
+    if (dtype === 'q8' || dtype === 'q4') q = ckpt.readQuantized(name);
+    else if (opts.quantize) {
+      const f = ckpt.readF32(name);
+      const bad = firstNonFinite(f);
+      if (bad >= 0) {
+        throw new SiftError(
+          'CHECKPOINT_INVALID',
+          `${ckpt.dir}: tensor ${name} holds ${f[bad]} at ${bad}; cannot quantize`,
+        );
+      }
+      const [rows, cols] = info.shape;
+      q =
+        opts.quantize.format === 'int8' ? quantizeInt8(f, rows, cols) : quantizeQ4(f, rows, cols, opts.quantize.group);
     }
+    if (q) {
+      const m = perm ? permuteQuantizedTensor(name, q, perm) : q;
+      const w = uploadQuantized(gpu, name, m, opts.maxChunkBytes);
+      tick(quantizedBytes(m));
+      return w;
+    }
+    if (dtype === 'q8' || dtype === 'q4') throw new SiftError('INTERNAL', `tensor ${name}: ${dtype} not read`);
     const raw = ckpt.read(name);
     const data = perm ? permuteTensor(name, raw, info.shape[0], perm) : raw;
     const w = uploadWeight(gpu, name, dtype, info.shape[0], info.shape[1], data, opts.maxChunkBytes);
