@@ -399,3 +399,34 @@ export function sentencePieceKeys(pieces: readonly string[], byteFallback: boole
     'tokenizer.ggml.unknown_token_id': kv.u32(0),
   };
 }
+
+/**
+ * tokenizer.ggml.* keys equivalent to an HF SentencePiece-BPE tokenizer.json (as sift's llama2.c importer writes
+ * them): tokens by id, types (unknown, control, byte, normal) and scores that rank each piece by the first merge
+ * that makes it, which is the order the merges were derived in.
+ */
+export function sentencePieceKeysFromTokenizerJson(json: {
+  model: { vocab: Record<string, number>; merges: (string | [string, string])[] };
+  added_tokens?: { id: number; content: string }[];
+}): Record<string, GgufKv> {
+  const n = Object.keys(json.model.vocab).length;
+  const tokens = new Array<string>(n);
+  for (const [piece, id] of Object.entries(json.model.vocab)) tokens[id] = piece;
+  const rank = new Map<string, number>();
+  json.model.merges.forEach((m, i) => {
+    const [l, r] = typeof m === 'string' ? m.split(' ') : m;
+    if (!rank.has(l + r)) rank.set(l + r, i);
+  });
+  const control = new Set((json.added_tokens ?? []).map((t) => t.id));
+  const types = tokens.map((t, id) => (t === '<unk>' ? 2 : control.has(id) ? 3 : /^<0x[0-9A-F]{2}>$/.test(t) ? 6 : 1));
+  const scores = tokens.map((t) => -(rank.get(t) ?? n + 1));
+  return {
+    'tokenizer.ggml.model': kv.str('llama'),
+    'tokenizer.ggml.tokens': kv.strs(tokens),
+    'tokenizer.ggml.scores': kv.f32s(scores),
+    'tokenizer.ggml.token_type': kv.i32s(types),
+    'tokenizer.ggml.bos_token_id': kv.u32(tokens.indexOf('<s>')),
+    'tokenizer.ggml.eos_token_id': kv.u32(tokens.indexOf('</s>')),
+    'tokenizer.ggml.unknown_token_id': kv.u32(tokens.indexOf('<unk>')),
+  };
+}
