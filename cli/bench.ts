@@ -5,6 +5,7 @@
  *   attention  kernel-level decode and prefill attention time, dense vs sparse, one layer, achieved bandwidth
  *   decode     model-level decode step time dense vs sparse at several contexts
  *   agreement  sparse vs dense greedy-token agreement and KL on a real model over long inputs
+ *   quant      weight formats (F32, BF16, int8, q4, GGUF files): bytes per decode step, decode tokens/s, agreement
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/commo
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
 import { loadModelConfig } from '../checkpoint/config.js';
+import { quantTable, runQuantBench } from '../bench/quant.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
 import type { EngineConfig } from '../config/engine.js';
@@ -24,7 +26,7 @@ import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
 
-const SUITES = ['forward', 'attention', 'decode', 'agreement'] as const;
+const SUITES = ['forward', 'attention', 'decode', 'agreement', 'quant'] as const;
 type Suite = (typeof SUITES)[number];
 
 const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
@@ -103,6 +105,18 @@ ${MODEL_HELP}
   --seed N                seed of the story sampling and document order (default 1)
   --json                  print the JSON result instead of the table
   --out FILE              also write the JSON result to FILE`,
+  quant: `usage: sift bench quant [--model NAME|DIR] [options]
+
+Weight formats of one model side by side: weights and weight bytes per decode step, decode tokens/s (one sequence,
+short context), and agreement with the unquantized model (teacher-forced: share of equal greedy tokens, mean and max
+KL per position) over its greedy continuation of BOS and stories it samples.
+${MODEL_HELP}
+  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N), or .gguf files of the
+                          same model (default f32,bf16,int8,q4g32,q4g64,q4g128)
+  --sequences N           teacher-forced sequences (default 4)
+  --length N              positions per sequence (default 255, capped by the model's context)
+  --steps N               decode steps per speed repeat (default 32)
+${outHelp(3)}`,
 };
 
 const listDef = { type: 'string' } as const;
@@ -157,18 +171,28 @@ export async function main(argv: string[]): Promise<number> {
               'fill-tokens': listDef,
               ...engineOptionDefs({ streaming: false }),
             }
-          : {
-              ...common,
-              ...model,
-              budgets: listDef,
-              lengths: listDef,
-              docs: listDef,
-              steps: listDef,
-              text: listDef,
-              stories: listDef,
-              seed: listDef,
-              ...engineOptionDefs({ streaming: false }),
-            };
+          : suite === 'quant'
+            ? {
+                ...common,
+                ...model,
+                formats: listDef,
+                sequences: listDef,
+                length: listDef,
+                steps: listDef,
+                ...engineOptionDefs({ streaming: false }),
+              }
+            : {
+                ...common,
+                ...model,
+                budgets: listDef,
+                lengths: listDef,
+                docs: listDef,
+                steps: listDef,
+                text: listDef,
+                stories: listDef,
+                seed: listDef,
+                ...engineOptionDefs({ streaming: false }),
+              };
   const { values } = parse(rest, defs, `bench ${suite}`);
   if (values.help) {
     process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp({ streaming: false })}\n`}`);
@@ -176,6 +200,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const progress = progressLine();
   if (suite === 'attention') return attention(values, progress);
+  if (suite === 'quant') return quant(values, progress);
   return modelSuite(suite, values, progress);
 }
 
@@ -254,8 +279,38 @@ export function forwardPlan(dir: string, cfg: EngineConfig, values: Record<strin
   return { promptLens, contexts, decodeTokens };
 }
 
+async function quant(values: Record<string, unknown>, progress: Progress): Promise<number> {
+  const { dir, label } = await modelDirFor(values, progress.update);
+  values['kv-cache-mib'] ??= '64';
+  const cfg = engineConfigFrom(values);
+  const formats = String(values.formats ?? 'f32,bf16,int8,q4g32,q4g64,q4g128')
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean);
+  if (formats[0] !== 'f32') formats.unshift('f32');
+  const probe = await Gpu.create({ adapter: cfg.adapter || undefined });
+  const meta = startMeta(probe.caps);
+  probe.destroy();
+  const r = await runQuantBench(dir, cfg, {
+    formats,
+    sequences: intFlag(values.sequences, 'sequences', 4, 1),
+    length: intFlag(values.length, 'length', 255, 2),
+    steps: intFlag(values.steps, 'steps', 32, 1),
+    repeat: intFlag(values.repeat, 'repeat', 3, 1),
+    onProgress: progress.update,
+  });
+  progress.done();
+  const m = meta.finish();
+  emit(
+    { ...m, model: label, config: cfg, ...r },
+    [...metaLines(m), `model ${label}`, '', quantTable(r)].join('\n'),
+    values,
+  );
+  return 0;
+}
+
 async function modelSuite(
-  suite: Exclude<Suite, 'attention'>,
+  suite: Exclude<Suite, 'attention' | 'quant'>,
   values: Record<string, unknown>,
   progress: Progress,
 ): Promise<number> {

@@ -8,7 +8,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { ModelConfig } from '../checkpoint/config.js';
 import { SiftError } from '../config/errors.js';
 import type { Gpu } from '../shaders/runtime.js';
-import { destroyWeight, type GpuWeight, uploadQuantized, uploadWeight } from '../shaders/tensor.js';
+import { destroyWeight, type GpuWeight, uploadQuantized, uploadWeight, weightBytes } from '../shaders/tensor.js';
 import { firstNonFinite, type QuantizedMatrix, quantizedBytes, quantizeInt8, quantizeQ4 } from '../util/quant.js';
 import {
   headPermutation,
@@ -160,4 +160,18 @@ export function destroyModel(w: ModelWeights): void {
     for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) destroyWeight(m);
     for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias]) b?.destroy();
   }
+}
+
+/**
+ * Weight bytes one decode step reads from GPU memory: every layer's matrices, norms and biases, the final norm and
+ * lm_head in full, and one row of the embedding table.
+ */
+export function decodeStepWeightBytes(w: ModelWeights): number {
+  let n = 0;
+  for (const l of w.layers) {
+    for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) n += weightBytes(m);
+    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias]) n += b?.size ?? 0;
+  }
+  n += w.finalNorm.size + weightBytes(w.lmHead);
+  return n + Math.ceil(weightBytes(w.embed) / w.embed.rows);
 }

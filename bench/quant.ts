@@ -1,0 +1,235 @@
+/**
+ * `sift bench quant`: weight formats side by side on one model: the unquantized model (F32 as stored), its BF16
+ * twin, --quantize int8 and q4 (one row per q4 group size), and any GGUF files of the same model. Per format:
+ *   - weight bytes on the GPU and weight bytes one decode step reads (decodeStepWeightBytes);
+ *   - decode tokens/s of one sequence at a short context (dense attention), median of `repeat` runs of `steps`;
+ *   - agreement with the unquantized model: teacher-forced over the same sequences (the unquantized model's own
+ *     greedy continuation from BOS, then stories it samples), the share of positions whose greedy token equals the
+ *     unquantized one and the mean / max KL(unquantized || format) of the next-token distributions (on the host).
+ * The reference runs in lockstep with each format on the same GPU, so no logits are stored.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { resolveModel } from '../checkpoint/pull.js';
+import { writeSafetensors } from '../checkpoint/safetensors.js';
+import type { EngineConfig } from '../config/engine.js';
+import { argmax } from '../engine/sampler.js';
+import { ModelRunner } from '../model/runner.js';
+import { decodeStepWeightBytes } from '../model/weights.js';
+import type { Gpu } from '../shaders/runtime.js';
+import { encodeFromF32 } from '../util/dtype.js';
+import { sampleStories } from './agreement.js';
+import { decodeBatch, disjointTable, prefillSeq, pseudoTokens, tableRow } from './model-steps.js';
+import { type Agreement, agreement, mdTable, poolAgreement, type Stat, stat } from './stats.js';
+
+export interface QuantBenchOptions {
+  /** 'f32' (the model as stored), 'bf16', 'int8', 'q4g<N>', or a path to a .gguf file of the same model. */
+  formats: string[];
+  /** Teacher-forced sequences: the greedy one plus sampled stories. */
+  sequences: number;
+  /** Positions compared per sequence. */
+  length: number;
+  steps: number;
+  repeat: number;
+  onProgress?: (msg: string) => void;
+}
+
+export interface QuantRow {
+  format: string;
+  weightBytes: number;
+  decodeStepBytes: number;
+  /** Reference decode-step bytes / this format's. */
+  bytesReduction: number;
+  tokensPerS: Stat;
+  agreement: Agreement | null;
+}
+
+export interface QuantBenchResult {
+  suite: 'quant';
+  reference: string;
+  sequences: number;
+  length: number;
+  steps: number;
+  repeat: number;
+  rows: QuantRow[];
+  notes: string[];
+}
+
+/** A BF16 copy of an HF directory's weights (side files copied), written once under $TMPDIR. */
+function bf16Twin(dir: string): string {
+  const out = path.join(os.tmpdir(), 'sift-bf16', path.basename(dir));
+  if (fs.existsSync(path.join(out, 'model.safetensors'))) return out;
+  fs.mkdirSync(out, { recursive: true });
+  for (const f of fs.readdirSync(dir)) if (f.endsWith('.json')) fs.copyFileSync(path.join(dir, f), path.join(out, f));
+  const ck = openCheckpoint(dir);
+  try {
+    const tensors = ck.tensorNames.map((name) => ({
+      name,
+      dtype: 'bf16' as const,
+      shape: ck.info(name).shape,
+      data: encodeFromF32(ck.readF32(name), 'bf16'),
+    }));
+    writeSafetensors(path.join(out, 'model.safetensors'), tensors);
+  } finally {
+    ck.close();
+  }
+  return out;
+}
+
+async function loadFormat(dir: string, format: string, cfg: EngineConfig, gpu: Gpu): Promise<ModelRunner> {
+  if (format.endsWith('.gguf')) return ModelRunner.load(await resolveModel(format), cfg, { gpu });
+  if (format === 'f32') return ModelRunner.load(dir, cfg, { gpu });
+  if (format === 'bf16') return ModelRunner.load(bf16Twin(dir), cfg, { gpu });
+  if (format === 'int8') return ModelRunner.load(dir, { ...cfg, quantize: 'int8' }, { gpu });
+  const g = /^q4g(\d+)$/.exec(format);
+  if (g) return ModelRunner.load(dir, { ...cfg, quantize: 'q4', quantizeGroup: Number(g[1]) }, { gpu });
+  throw new Error(`unknown format ${format} (f32, bf16, int8, q4g<N>, or a .gguf file)`);
+}
+
+/** Median decode tokens/s of one sequence after a 16-token prefill, dense attention. */
+async function decodeSpeed(engine: ModelRunner, steps: number, repeat: number): Promise<Stat> {
+  const ps = engine.kv.pageSize;
+  const table = disjointTable(engine, 1, Math.ceil((16 + steps + 1) / ps));
+  const row = tableRow(engine, table, 0);
+  const tps: number[] = [];
+  for (let r = 0; r <= repeat; r++) {
+    const id = `quant-speed-${r}`;
+    let logits = await prefillSeq(engine, id, pseudoTokens(16, engine.config.vocabSize, r), row);
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) {
+      logits = await decodeBatch(engine, [id], [argmax(logits)], [16 + i], table, Number.POSITIVE_INFINITY);
+    }
+    if (r > 0) tps.push((steps * 1000) / (performance.now() - t0)); // run 0 warms up
+    engine.release(id);
+  }
+  return stat(tps);
+}
+
+export async function runQuantBench(dir: string, cfg: EngineConfig, o: QuantBenchOptions): Promise<QuantBenchResult> {
+  const ref = await ModelRunner.load(dir, cfg);
+  const gpu = ref.gpu;
+  try {
+    // Sequences: the reference's greedy continuation of BOS, then sampled stories (BOS first).
+    o.onProgress?.('reference: greedy sequence');
+    const L = Math.min(o.length, ref.maxContext - 1, ref.config.maxPositionEmbeddings - 1);
+    const ps = ref.kv.pageSize;
+    const greedyTable = disjointTable(ref, 1, Math.ceil((L + 1) / ps));
+    const greedySeq = [1];
+    for (let i = 0; i < L; i++) {
+      const lg = await decodeBatch(ref, ['quant-greedy'], [greedySeq[i]], [i], greedyTable, Number.POSITIVE_INFINITY);
+      greedySeq.push(argmax(lg));
+    }
+    ref.release('quant-greedy');
+    const stories =
+      o.sequences > 1 ? await sampleStories(ref, o.sequences - 1, L, 4242, o.onProgress) : ([] as number[][]);
+    const seqs = [greedySeq.slice(0, L), ...stories.map((s) => [1, ...s].slice(0, L))].filter((s) => s.length > 1);
+    const n = seqs.length;
+    const table = disjointTable(ref, n, Math.ceil((L + 1) / ps));
+    const rows: QuantRow[] = [];
+    let refBytes = 0;
+    for (const format of o.formats) {
+      o.onProgress?.(`${format}: loading`);
+      const eng = format === 'f32' ? ref : await loadFormat(dir, format, cfg, gpu);
+      try {
+        if (eng.config.vocabSize !== ref.config.vocabSize)
+          throw new Error(`${format}: vocab differs from the reference`);
+        const stepBytes = decodeStepWeightBytes(eng.weights);
+        if (format === 'f32') refBytes = stepBytes;
+        o.onProgress?.(`${format}: decode speed`);
+        const tokensPerS = await decodeSpeed(eng, o.steps, o.repeat);
+        let agree: Agreement | null = null;
+        if (eng !== ref) {
+          const per: Agreement[] = [];
+          const ids = seqs.map((_, s) => `quant-${s}`);
+          const maxLen = Math.max(...seqs.map((s) => s.length));
+          for (let pos = 0; pos < maxLen; pos++) {
+            if (pos % 32 === 0) o.onProgress?.(`${format}: agreement, position ${pos}/${maxLen}`);
+            const live = seqs.map((s, i) => i).filter((i) => pos < seqs[i].length);
+            // Rows of live sequences only; a sequence that ended keeps its pages but gets no more steps.
+            const t = new Uint32Array(live.length * ref.forwardPass.maxPagesPerSeq);
+            live.forEach((s, r) => t.set(tableRow(ref, table, s), r * ref.forwardPass.maxPagesPerSeq));
+            const tok = live.map((s) => seqs[s][pos]);
+            const at = live.map(() => pos);
+            const sid = live.map((s) => ids[s]);
+            const a = await decodeBatch(ref, sid, tok, at, t, Number.POSITIVE_INFINITY);
+            const b = await decodeBatch(eng, sid, tok, at, t, Number.POSITIVE_INFINITY);
+            const V = ref.config.vocabSize;
+            for (let r = 0; r < live.length; r++) {
+              per.push(agreement([a.subarray(r * V, (r + 1) * V)], [b.subarray(r * V, (r + 1) * V)]));
+            }
+          }
+          for (const id of ids) {
+            ref.release(id);
+            eng.release(id);
+          }
+          agree = poolAgreement(per);
+        }
+        rows.push({
+          format,
+          weightBytes: eng.weights.bytes,
+          decodeStepBytes: stepBytes,
+          bytesReduction: 0,
+          tokensPerS,
+          agreement: agree,
+        });
+      } finally {
+        if (eng !== ref) eng.destroy();
+      }
+    }
+    for (const r of rows) r.bytesReduction = refBytes > 0 ? refBytes / r.decodeStepBytes : 0;
+    return {
+      suite: 'quant',
+      reference: 'f32',
+      sequences: n,
+      length: L,
+      steps: o.steps,
+      repeat: o.repeat,
+      rows,
+      notes: [
+        `agreement: ${n} sequences of up to ${L} positions, teacher-forced on the reference's tokens (sequence 0: its greedy continuation of BOS; the rest: stories it samples at temperature 1, top-p 0.95); dense attention`,
+        'decode tokens/s: one sequence after a 16-token prefill, dense attention, median of the repeats after one warm-up',
+        'decode-step bytes: all layer matrices, norms and biases, lm_head, and one embedding row, as stored on the GPU',
+      ],
+    };
+  } finally {
+    ref.destroy();
+  }
+}
+
+export function quantTable(r: QuantBenchResult): string {
+  const mib = (b: number) => (b / 2 ** 20).toFixed(2);
+  const bf16 = r.rows.find((x) => x.format === 'bf16');
+  return [
+    mdTable(
+      [
+        'format',
+        'weights (MiB)',
+        'bytes / decode step (MiB)',
+        'vs F32',
+        bf16 ? 'vs BF16' : '',
+        'decode tok/s',
+        'greedy match',
+        'mean KL',
+        'max KL',
+      ].filter(Boolean),
+      r.rows.map(
+        (x) =>
+          [
+            path.basename(x.format),
+            mib(x.weightBytes),
+            mib(x.decodeStepBytes),
+            `${x.bytesReduction.toFixed(2)}x less`,
+            bf16 ? `${(bf16.decodeStepBytes / x.decodeStepBytes).toFixed(2)}x less` : null,
+            `${x.tokensPerS.median.toFixed(1)} (${x.tokensPerS.min.toFixed(1)}-${x.tokensPerS.max.toFixed(1)})`,
+            x.agreement ? `${(x.agreement.tokenMatch * 100).toFixed(1)}% of ${x.agreement.steps}` : 'reference',
+            x.agreement ? x.agreement.meanKl.toExponential(2) : '',
+            x.agreement ? x.agreement.maxKl.toExponential(2) : '',
+          ].filter((c) => c !== null) as string[],
+      ),
+    ),
+    '',
+    ...r.notes.map((n) => `- ${n}`),
+  ].join('\n');
+}
