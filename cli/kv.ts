@@ -7,19 +7,32 @@
 import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { resolveModel } from '../checkpoint/pull.js';
+import { GGUF_FILE_BITS, modelWeightBytes, WEIGHT_FORMATS, type WeightShape } from '../checkpoint/weight-bytes.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
 import { bytesPerPage, type KvShape, kvBytesPerSequence, kvBytesPerToken } from '../kvcache/bytes.js';
 import { parse } from './common.js';
 
-/** Attention shapes without a checkpoint. */
-const SHAPES: Record<string, { numLayers: number; numKvHeads: number; headDim: number }> = {
-  'llama3-8b': { numLayers: 32, numKvHeads: 8, headDim: 128 },
+/** Model shapes without a checkpoint. */
+const SHAPES: Record<string, WeightShape> = {
+  'llama3-8b': {
+    numLayers: 32,
+    numHeads: 32,
+    numKvHeads: 8,
+    headDim: 128,
+    hiddenSize: 4096,
+    intermediateSize: 14336,
+    vocabSize: 128256,
+    tieWordEmbeddings: false,
+    attentionBias: false,
+  },
 };
 
 const HELP = `usage: sift kv [--model NAME|DIR | --shape ${Object.keys(SHAPES).join('|')}] [options]
 
-KV-cache bytes per token (f16 K and V) and per sequence, dense vs with streaming heads.
+KV-cache bytes per token (f16 K and V) and per sequence, dense vs with streaming heads; then the model's weight
+memory in each format (F32, BF16, --quantize int8 / q4, GGUF Q8_0 / Q4_K / Q6_K as sift stores them) with the KV
+cache of one sequence of the largest context.
   --model NAME|DIR        a known model name (default ${DEFAULT_MODEL}, fetched on first use) or an HF directory
   --shape NAME            instead, a model shape without a checkpoint: ${Object.keys(SHAPES).join(', ')}
   --streaming-fraction F  share of (layer, KV head) pairs that stream (default 0.5 GQA / 0.25 MHA as LServe)
@@ -51,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   let name: string;
   let shape: { numLayers: number; numKvHeads: number; headDim: number; gqa: boolean };
+  let model: WeightShape;
   if (values.shape !== undefined) {
     const s = SHAPES[String(values.shape)];
     if (!s)
@@ -59,12 +73,14 @@ export async function main(argv: string[]): Promise<number> {
         `unknown --shape ${values.shape} (known: ${Object.keys(SHAPES).join(', ')})`,
       );
     name = String(values.shape);
-    shape = { ...s, gqa: true };
+    shape = { numLayers: s.numLayers, numKvHeads: s.numKvHeads, headDim: s.headDim, gqa: s.numHeads > s.numKvHeads };
+    model = s;
   } else {
     const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, { autoPull: true });
     const c = loadModelConfig(dir);
     name = dir;
     shape = { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headDim: c.headDim, gqa: c.numHeads > c.numKvHeads };
+    model = c;
   }
   const fraction = numFlag(values['streaming-fraction'], 'streaming-fraction', shape.gqa ? 0.5 : 0.25, {
     min: 0,
@@ -97,6 +113,7 @@ export async function main(argv: string[]): Promise<number> {
       dense: kvBytesPerSequence(dense, n, { pageSize, logicalPageSize }),
       withStreamingHeads: kvBytesPerSequence(mixed, n, { pageSize, logicalPageSize, streaming }),
     })),
+    weights: WEIGHT_FORMATS.map((format) => ({ format, ...modelWeightBytes(model, format) })),
   };
   if (values.json) {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -115,6 +132,21 @@ export async function main(argv: string[]): Promise<number> {
         `| one sequence of ${p.tokens} tokens (MiB) | ${mib(p.dense)} | ${mib(p.withStreamingHeads)} (${(p.dense / p.withStreamingHeads).toFixed(2)}x less) |`,
     ),
   ];
+  const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+  const longest = result.perSequence[result.perSequence.length - 1];
+  const bf16 = modelWeightBytes(model, 'bf16').perDecodeStep;
+  lines.push(
+    '',
+    `Weights (GiB; norms and biases f32; decode step = all layers + lm_head + one embedding row):`,
+    '',
+    `| format | weights | read per decode step | vs BF16 | + KV of one ${longest.tokens}-token sequence (dense) |`,
+    '|---|---|---|---|---|',
+    ...result.weights.map((w) => {
+      const file = GGUF_FILE_BITS[w.format];
+      const label = file ? `GGUF ${w.format} (${file} bits/weight in the file)` : w.format;
+      return `| ${label} | ${gib(w.total)} | ${gib(w.perDecodeStep)} | ${(bf16 / w.perDecodeStep).toFixed(2)}x less | ${gib(w.total + longest.dense)} |`;
+    }),
+  );
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }

@@ -10,6 +10,8 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
+import { modelWeightBytes } from '../../checkpoint/weight-bytes.js';
+import { isSiftError } from '../../config/errors.js';
 import { ForwardPass } from '../../model/forward.js';
 import {
   headPermutation,
@@ -112,3 +114,53 @@ for (const name of [
     assertClose(logits[1], logits[0], { atol: 1e-4, rtol: 1e-4 }, `${name} permuted vs original logits`);
   });
 }
+
+test('quantized weights (int8, q4 groups of 8) permute with their scales; logits equal; bytes as weight-bytes.ts says', async () => {
+  const name = 'llama-f16-gqa4-sharded-llama3rope';
+  const variant = SYNTHETIC_VARIANTS.find((v) => v.name === name)!;
+  const gpu = await testGpu();
+  const dir = path.join(root, `quant-${name}`);
+  writeSyntheticCheckpoint(dir, variant);
+  const ckpt = openCheckpoint(dir);
+  const c = ckpt.config;
+  const rng = new Rng(variant.seed + 1);
+  const plan = randomPlan(rng, c.numLayers, c.numKvHeads);
+  const prompt = Array.from({ length: 13 }, () => rng.int(0, c.vocabSize - 1));
+  for (const quantize of [{ format: 'int8' }, { format: 'q4', group: 8 }] as const) {
+    const logits: Float32Array[] = [];
+    for (const headPlan of [undefined, plan]) {
+      const w = uploadModel(gpu, ckpt, { headPlan, quantize });
+      if (quantize.format === 'int8') assert.equal(w.bytes, modelWeightBytes(c, 'int8').total, 'int8 bytes');
+      const kv = new KvStorage(gpu, c, 4, 16);
+      const fwd = new ForwardPass(gpu, w, kv, { maxBatchTokens: 32, maxSeqs: 1, maxPagesPerSeq: 4, maxLogitRows: 32 });
+      try {
+        logits.push(
+          await fwd.forward({
+            tokens: Uint32Array.from(prompt),
+            positions: Uint32Array.from(prompt, (_, i) => i),
+            tokenSeq: new Uint32Array(prompt.length),
+            blockTable: Uint32Array.from([2, 0, 3, 1]),
+            numSeqs: 1,
+            logitRows: Uint32Array.from(prompt, (_, i) => i),
+            rows: [{ kind: 'prefill', seqId: 0 }],
+          }),
+        );
+      } finally {
+        fwd.destroy();
+        kv.destroy();
+        destroyModel(w);
+      }
+    }
+    assertClose(logits[1], logits[0], { atol: 1e-4, rtol: 1e-4 }, `${quantize.format} permuted vs original logits`);
+  }
+  const q4 = uploadModel(gpu, ckpt, { quantize: { format: 'q4', group: 32 } });
+  assert.equal(q4.bytes, modelWeightBytes(c, 'q4g32').total, 'q4 g32 bytes');
+  destroyModel(q4);
+  // Groups of 32 straddle this model's 8-wide heads: o_proj cannot be reordered by head.
+  assert.throws(
+    () => uploadModel(gpu, ckpt, { headPlan: plan, quantize: { format: 'q4', group: 32 } }),
+    (e: unknown) => isSiftError(e, 'CHECKPOINT_UNSUPPORTED') && e.message.includes('o_proj'),
+  );
+  ckpt.close();
+  assertNoGpuErrors(gpu);
+});
