@@ -6,7 +6,7 @@
  *   - agreement with the unquantized model: teacher-forced over the same sequences (the unquantized model's own
  *     greedy continuation from BOS, then stories it samples), the share of positions whose greedy token equals the
  *     unquantized one and the mean / max KL(unquantized || format) of the next-token distributions (on the host).
- * The reference runs in lockstep with each format on the same GPU, so no logits are stored.
+ * Each sequence runs as one prefill with the logits of every position, on the reference and on each format.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,12 +15,12 @@ import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { resolveModel } from '../checkpoint/pull.js';
 import { writeSafetensors } from '../checkpoint/safetensors.js';
 import type { EngineConfig } from '../config/engine.js';
-import { argmax } from '../engine/sampler.js';
+import { argmax, Sampler } from '../engine/sampler.js';
+import type { ForwardBatch } from '../model/forward.js';
 import { ModelRunner } from '../model/runner.js';
 import { decodeStepWeightBytes } from '../model/weights.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { encodeFromF32 } from '../util/dtype.js';
-import { sampleStories } from './agreement.js';
 import { decodeBatch, disjointTable, prefillSeq, pseudoTokens, tableRow } from './model-steps.js';
 import { type Agreement, agreement, mdTable, poolAgreement, type Stat, stat } from './stats.js';
 
@@ -79,12 +79,13 @@ function bf16Twin(dir: string): string {
 }
 
 async function loadFormat(dir: string, format: string, cfg: EngineConfig, gpu: Gpu): Promise<ModelRunner> {
-  if (format.endsWith('.gguf')) return ModelRunner.load(await resolveModel(format), cfg, { gpu });
-  if (format === 'f32') return ModelRunner.load(dir, cfg, { gpu });
-  if (format === 'bf16') return ModelRunner.load(bf16Twin(dir), cfg, { gpu });
-  if (format === 'int8') return ModelRunner.load(dir, { ...cfg, quantize: 'int8' }, { gpu });
+  const opts = { gpu, maxLogitRows: cfg.maxBatchTokens };
+  if (format.endsWith('.gguf')) return ModelRunner.load(await resolveModel(format), cfg, opts);
+  if (format === 'f32') return ModelRunner.load(dir, cfg, opts);
+  if (format === 'bf16') return ModelRunner.load(bf16Twin(dir), cfg, opts);
+  if (format === 'int8') return ModelRunner.load(dir, { ...cfg, quantize: 'int8' }, opts);
   const g = /^q4g(\d+)$/.exec(format);
-  if (g) return ModelRunner.load(dir, { ...cfg, quantize: 'q4', quantizeGroup: Number(g[1]) }, { gpu });
+  if (g) return ModelRunner.load(dir, { ...cfg, quantize: 'q4', quantizeGroup: Number(g[1]) }, opts);
   throw new Error(`unknown format ${format} (f32, bf16, int8, q4g<N>, or a .gguf file)`);
 }
 
@@ -107,62 +108,75 @@ async function decodeSpeed(engine: ModelRunner, steps: number, repeat: number): 
   return stat(tps);
 }
 
+/** Logits (T, vocab) of every position of `ids` run as one prefill into block-table row `rowTable`. */
+async function allLogits(engine: ModelRunner, seqId: string, ids: readonly number[], rowTable: Uint32Array) {
+  const T = ids.length;
+  const batch: ForwardBatch = {
+    tokens: Uint32Array.from(ids),
+    positions: Uint32Array.from(ids, (_, i) => i),
+    tokenSeq: new Uint32Array(T),
+    blockTable: rowTable,
+    numSeqs: 1,
+    logitRows: Uint32Array.from(ids, (_, i) => i),
+    rows: [{ kind: 'prefill', seqId }],
+  };
+  const logits = await engine.forwardPass.forward(batch);
+  engine.release(seqId);
+  return logits;
+}
+
 export async function runQuantBench(dir: string, cfg: EngineConfig, o: QuantBenchOptions): Promise<QuantBenchResult> {
-  const ref = await ModelRunner.load(dir, cfg);
+  const ref = await ModelRunner.load(dir, cfg, { maxLogitRows: cfg.maxBatchTokens });
   const gpu = ref.gpu;
   try {
-    // Sequences: the reference's greedy continuation of BOS, then sampled stories (BOS first).
-    o.onProgress?.('reference: greedy sequence');
-    const L = Math.min(o.length, ref.maxContext - 1, ref.config.maxPositionEmbeddings - 1);
+    // Sequences, decoded together: 0 is the reference's greedy continuation of BOS, the others stories it samples.
+    const L = Math.min(o.length, ref.maxContext, ref.config.maxPositionEmbeddings, cfg.maxBatchTokens);
+    const n = o.sequences;
     const ps = ref.kv.pageSize;
-    const greedyTable = disjointTable(ref, 1, Math.ceil((L + 1) / ps));
-    const greedySeq = [1];
-    for (let i = 0; i < L; i++) {
-      const lg = await decodeBatch(ref, ['quant-greedy'], [greedySeq[i]], [i], greedyTable, Number.POSITIVE_INFINITY);
-      greedySeq.push(argmax(lg));
+    const table = disjointTable(ref, n, Math.ceil(L / ps));
+    const ids = Array.from({ length: n }, (_, s) => `quant-seq-${s}`);
+    const samplers = ids.map((_, s) => new Sampler({ temperature: 1, topK: 0, topP: 0.95, seed: 4242 + s }));
+    const seqs = ids.map(() => [1]);
+    const V = ref.config.vocabSize;
+    for (let pos = 0; pos + 1 < L; pos++) {
+      if (pos % 16 === 0) o.onProgress?.(`reference: ${n} sequences, token ${pos}/${L}`);
+      const lg = await decodeBatch(
+        ref,
+        ids,
+        seqs.map((q) => q[pos]),
+        ids.map(() => pos),
+        table,
+        Number.POSITIVE_INFINITY,
+      );
+      seqs.forEach((q, s) => {
+        const row = lg.subarray(s * V, (s + 1) * V);
+        q.push(s === 0 ? argmax(row) : samplers[s].sample(row));
+      });
     }
-    ref.release('quant-greedy');
-    const stories =
-      o.sequences > 1 ? await sampleStories(ref, o.sequences - 1, L, 4242, o.onProgress) : ([] as number[][]);
-    const seqs = [greedySeq.slice(0, L), ...stories.map((s) => [1, ...s].slice(0, L))].filter((s) => s.length > 1);
-    const n = seqs.length;
-    const table = disjointTable(ref, n, Math.ceil((L + 1) / ps));
+    for (const id of ids) ref.release(id);
+    const refLogits: Float32Array[] = [];
+    for (let s = 0; s < n; s++) refLogits.push(await allLogits(ref, ids[s], seqs[s], tableRow(ref, table, s)));
     const rows: QuantRow[] = [];
     let refBytes = 0;
     for (const format of o.formats) {
       o.onProgress?.(`${format}: loading`);
       const eng = format === 'f32' ? ref : await loadFormat(dir, format, cfg, gpu);
       try {
-        if (eng.config.vocabSize !== ref.config.vocabSize)
-          throw new Error(`${format}: vocab differs from the reference`);
+        if (eng.config.vocabSize !== V) throw new Error(`${format}: vocab differs from the reference`);
         const stepBytes = decodeStepWeightBytes(eng.weights);
         if (format === 'f32') refBytes = stepBytes;
         o.onProgress?.(`${format}: decode speed`);
         const tokensPerS = await decodeSpeed(eng, o.steps, o.repeat);
         let agree: Agreement | null = null;
         if (eng !== ref) {
+          o.onProgress?.(`${format}: agreement`);
           const per: Agreement[] = [];
-          const ids = seqs.map((_, s) => `quant-${s}`);
-          const maxLen = Math.max(...seqs.map((s) => s.length));
-          for (let pos = 0; pos < maxLen; pos++) {
-            if (pos % 32 === 0) o.onProgress?.(`${format}: agreement, position ${pos}/${maxLen}`);
-            const live = seqs.map((s, i) => i).filter((i) => pos < seqs[i].length);
-            // Rows of live sequences only; a sequence that ended keeps its pages but gets no more steps.
-            const t = new Uint32Array(live.length * ref.forwardPass.maxPagesPerSeq);
-            live.forEach((s, r) => t.set(tableRow(ref, table, s), r * ref.forwardPass.maxPagesPerSeq));
-            const tok = live.map((s) => seqs[s][pos]);
-            const at = live.map(() => pos);
-            const sid = live.map((s) => ids[s]);
-            const a = await decodeBatch(ref, sid, tok, at, t, Number.POSITIVE_INFINITY);
-            const b = await decodeBatch(eng, sid, tok, at, t, Number.POSITIVE_INFINITY);
-            const V = ref.config.vocabSize;
-            for (let r = 0; r < live.length; r++) {
-              per.push(agreement([a.subarray(r * V, (r + 1) * V)], [b.subarray(r * V, (r + 1) * V)]));
+          for (let s = 0; s < n; s++) {
+            const b = await allLogits(eng, ids[s], seqs[s], tableRow(ref, table, s));
+            const a = refLogits[s];
+            for (let t = 0; t < seqs[s].length; t++) {
+              per.push(agreement([a.subarray(t * V, (t + 1) * V)], [b.subarray(t * V, (t + 1) * V)]));
             }
-          }
-          for (const id of ids) {
-            ref.release(id);
-            eng.release(id);
           }
           agree = poolAgreement(per);
         }
@@ -188,7 +202,7 @@ export async function runQuantBench(dir: string, cfg: EngineConfig, o: QuantBenc
       repeat: o.repeat,
       rows,
       notes: [
-        `agreement: ${n} sequences of up to ${L} positions, teacher-forced on the reference's tokens (sequence 0: its greedy continuation of BOS; the rest: stories it samples at temperature 1, top-p 0.95); dense attention`,
+        `agreement: ${n} sequences of ${L} positions (BOS included), teacher-forced on the reference's tokens (sequence 0: its greedy continuation of BOS; the rest: stories it samples at temperature 1, top-p 0.95, seeds 4242..); each run as one prefill, every position compared`,
         'decode tokens/s: one sequence after a 16-token prefill, dense attention, median of the repeats after one warm-up',
         'decode-step bytes: all layer matrices, norms and biases, lm_head, and one embedding row, as stored on the GPU',
       ],
