@@ -22,7 +22,7 @@
  */
 import { SiftError } from '../config/errors.js';
 import { f16ToF32 } from '../util/dtype.js';
-import { allocQuantized, markScaleF16, type QuantizedMatrix, setQuantValue } from '../util/quant.js';
+import { allocQuantized, markScaleF16, type QuantizedMatrix } from '../util/quant.js';
 
 /** ggml_type ids sift reads, as the GGUF specification numbers them. */
 export const GGML_TYPE = {
@@ -133,16 +133,26 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
     f[0] = a * b;
     return f[0];
   };
+  // Values are written straight into the layout: q8 bytes are the int8 values in order (little-endian words), and
+  // a q4 word's bytes hold values k (low nibble) and k + 4 (high nibble) of its block of 8, so the nibbles of four
+  // consecutive ggml bytes A and the next four B become one word: (A & 0x0f0f0f0f) | (B & 0x0f0f0f0f) << 4 for low
+  // nibbles, ((A >>> 4) & 0x0f0f0f0f) | (B & 0xf0f0f0f0) for high nibbles.
+  const u32at = (o: number) => (bytes[o] | (bytes[o + 1] << 8) | (bytes[o + 2] << 16) | (bytes[o + 3] << 24)) >>> 0;
+  const lowWord = (o: number) => ((u32at(o) & 0x0f0f0f0f) | ((u32at(o + 4) & 0x0f0f0f0f) << 4)) >>> 0;
+  const highWord = (o: number) => (((u32at(o) >>> 4) & 0x0f0f0f0f) | (u32at(o + 4) & 0xf0f0f0f0)) >>> 0;
   let m: QuantizedMatrix;
   switch (type) {
     case 'Q8_0': {
       m = allocQuantized('q8', rows, cols, 32);
+      const out = new Uint8Array(m.values.buffer);
+      const rowOut = (m.values.length * 4) / rows;
       const gpr = cols / 32;
       for (let r = 0; r < rows; r++) {
         for (let g = 0; g < gpr; g++) {
           const o = r * rowBytes + g * 34;
           m.scales[r * gpr + g] = half(o);
-          for (let i = 0; i < 32; i++) setQuantValue(m, r, g * 32 + i, (bytes[o + 2 + i] << 24) >> 24);
+          const at = r * rowOut + g * 32;
+          for (let i = 0; i < 32; i++) out[at + i] = bytes[o + 2 + i];
         }
       }
       break;
@@ -150,6 +160,7 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
     case 'Q4_0': {
       m = allocQuantized('q4', rows, cols, 32);
       const mins = m.mins as Float32Array;
+      const wpr = m.values.length / rows;
       const gpr = cols / 32;
       for (let r = 0; r < rows; r++) {
         for (let g = 0; g < gpr; g++) {
@@ -157,11 +168,11 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
           const d = half(o);
           m.scales[r * gpr + g] = d;
           mins[r * gpr + g] = prod(-8, d);
-          for (let i = 0; i < 16; i++) {
-            const q = bytes[o + 2 + i];
-            setQuantValue(m, r, g * 32 + i, q & 0xf);
-            setQuantValue(m, r, g * 32 + i + 16, q >> 4);
-          }
+          const w = r * wpr + g * 4;
+          m.values[w] = lowWord(o + 2); // values 0..7: low nibbles of qs[0..7]
+          m.values[w + 1] = lowWord(o + 10); // values 8..15
+          m.values[w + 2] = highWord(o + 2); // values 16..23: high nibbles of qs[0..7]
+          m.values[w + 3] = highWord(o + 10); // values 24..31
         }
       }
       break;
@@ -169,6 +180,7 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
     case 'Q4_K': {
       m = allocQuantized('q4', rows, cols, 32);
       const mins = m.mins as Float32Array;
+      const wpr = m.values.length / rows;
       const gpr = cols / 32;
       for (let r = 0; r < rows; r++) {
         for (let blk = 0; blk < cols / 256; blk++) {
@@ -180,12 +192,10 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
             const g = r * gpr + blk * 8 + j;
             m.scales[g] = prod(d, sc);
             mins[g] = -prod(dmin, mn);
+            // Sub-block j: the low (j even) or high (j odd) nibbles of qs[32 (j >> 1) .. + 32).
             const qs = o + 16 + (j >> 1) * 32;
-            const high = (j & 1) === 1;
-            for (let l = 0; l < 32; l++) {
-              const q = bytes[qs + l];
-              setQuantValue(m, r, blk * 256 + j * 32 + l, high ? q >> 4 : q & 0xf);
-            }
+            const w = r * wpr + (blk * 8 + j) * 4;
+            for (let k = 0; k < 4; k++) m.values[w + k] = (j & 1) === 0 ? lowWord(qs + 8 * k) : highWord(qs + 8 * k);
           }
         }
       }
@@ -193,6 +203,8 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
     }
     case 'Q6_K': {
       m = allocQuantized('q8', rows, cols, 16);
+      const out = new Uint8Array(m.values.buffer);
+      const rowOut = (m.values.length * 4) / rows;
       const gpr = cols / 16;
       for (let r = 0; r < rows; r++) {
         for (let blk = 0; blk < cols / 256; blk++) {
@@ -202,13 +214,16 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
           for (let h = 0; h < 2; h++) {
             const ql = o + h * 64;
             const qh = o + 128 + h * 32;
-            const base = blk * 256 + h * 128;
+            const base = r * rowOut + blk * 256 + h * 128;
             for (let l = 0; l < 32; l++) {
               const hb = bytes[qh + l];
-              setQuantValue(m, r, base + l, ((bytes[ql + l] & 0xf) | ((hb & 3) << 4)) - 32);
-              setQuantValue(m, r, base + l + 32, ((bytes[ql + l + 32] & 0xf) | (((hb >> 2) & 3) << 4)) - 32);
-              setQuantValue(m, r, base + l + 64, ((bytes[ql + l] >> 4) | (((hb >> 4) & 3) << 4)) - 32);
-              setQuantValue(m, r, base + l + 96, ((bytes[ql + l + 32] >> 4) | (((hb >> 6) & 3) << 4)) - 32);
+              const a = bytes[ql + l];
+              const b = bytes[ql + l + 32];
+              // (6-bit value - 32) as an int8 byte
+              out[base + l] = ((a & 0xf) | ((hb & 3) << 4)) - 32;
+              out[base + l + 32] = ((b & 0xf) | (((hb >> 2) & 3) << 4)) - 32;
+              out[base + l + 64] = ((a >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+              out[base + l + 96] = ((b >> 4) | (((hb >> 6) & 3) << 4)) - 32;
             }
           }
         }
