@@ -209,12 +209,17 @@ function ropeScalingOf(g: GgufFile, arch: string): Record<string, unknown> | nul
       factor: g.number(k('rope.scaling.factor')),
       original_max_position_embeddings: g.count(k('rope.scaling.original_context_length')),
     };
-    const opt: [string, string][] = [
+    for (const [key, hf] of [
       ['rope.scaling.yarn_beta_fast', 'beta_fast'],
       ['rope.scaling.yarn_beta_slow', 'beta_slow'],
-      ['rope.scaling.attn_factor', 'attention_factor'],
-    ];
-    for (const [key, hf] of opt) if (g.metadata.has(k(key))) out[hf] = g.number(k(key));
+    ]) {
+      if (g.metadata.has(k(key))) out[hf] = g.number(k(key));
+    }
+    // llama.cpp multiplies YaRN's own attention factor (0.1 ln(factor) + 1) by rope.scaling.attn_factor.
+    if (g.metadata.has(k('rope.scaling.attn_factor'))) {
+      const f = out.factor as number;
+      out.attention_factor = g.number(k('rope.scaling.attn_factor')) * (f <= 1 ? 1 : 0.1 * Math.log(f) + 1);
+    }
     return out;
   }
   throw new SiftError(

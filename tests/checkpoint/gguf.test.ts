@@ -339,3 +339,45 @@ test('a converted GGUF directory is reused, and refused once its file changes', 
   );
   assert.notEqual(await prepareGgufModel(t.file, { modelsDir: models }), a);
 });
+
+test('rope scaling from GGUF: rope.scaling.* keys (linear, yarn) and a rope_freqs.weight tensor (Llama 3.1)', async () => {
+  const models = scratchDir('models');
+  const t = twin({ layers: 1 }, () => 'F32');
+  const cfgOf = async (name: string, meta: Record<string, GgufKv>, extra: typeof t.tensors = []) => {
+    const file = path.join(scratchDir('rope'), name);
+    writeGguf(file, { ...t.metadata, ...meta }, [...t.tensors, ...extra]);
+    const ck = openCheckpoint(await prepareGgufModel(file, { modelsDir: models }));
+    ck.close();
+    return ck.config;
+  };
+  const yarn = await cfgOf('yarn.gguf', {
+    'llama.rope.scaling.type': kv.str('yarn'),
+    'llama.rope.scaling.factor': kv.f32(4),
+    'llama.rope.scaling.original_context_length': kv.u32(512),
+  });
+  assert.deepEqual(yarn.ropeScaling, {
+    type: 'yarn',
+    factor: 4,
+    originalMaxPositionEmbeddings: 512,
+    betaFast: 32,
+    betaSlow: 1,
+    attentionFactor: 0.1 * Math.log(4) + 1,
+    truncate: true,
+  });
+  const linear = await cfgOf('linear.gguf', { 'llama.rope.scale_linear': kv.f32(2) });
+  assert.deepEqual(linear.ropeScaling, { type: 'linear', factor: 2 });
+  const half = 64 / 2;
+  const factors = Float32Array.from({ length: half }, (_, i) => 1 + i / 4);
+  const freqs = await cfgOf('freqs.gguf', {}, [
+    { name: 'rope_freqs.weight', type: 'F32', dims: [half], data: new Uint8Array(factors.buffer) },
+  ]);
+  assert.ok(freqs.ropeScaling.type === 'longrope');
+  assert.deepEqual(freqs.ropeScaling.shortFactor, Array.from(factors));
+  assert.deepEqual(freqs.ropeScaling.longFactor, Array.from(factors));
+  assert.equal(freqs.ropeScaling.attentionFactor, 1);
+  await rejects(
+    cfgOf('su.gguf', { 'llama.rope.scaling.type': kv.str('su') }),
+    'CHECKPOINT_UNSUPPORTED',
+    ['llama.rope.scaling.type', 'su'],
+  );
+});
