@@ -132,12 +132,14 @@ export async function main(argv: string[]): Promise<number> {
         `| one sequence of ${p.tokens} tokens (MiB) | ${mib(p.dense)} | ${mib(p.withStreamingHeads)} (${(p.dense / p.withStreamingHeads).toFixed(2)}x less) |`,
     ),
   ];
-  const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+  const big = modelWeightBytes(model, 'bf16').total >= 2 ** 30;
+  const unit = big ? 'GiB' : 'MiB';
+  const gib = (b: number) => (b / 2 ** (big ? 30 : 20)).toFixed(2);
   const longest = result.perSequence[result.perSequence.length - 1];
   const bf16 = modelWeightBytes(model, 'bf16').perDecodeStep;
   lines.push(
     '',
-    `Weights (GiB; norms and biases f32; decode step = all layers + lm_head + one embedding row):`,
+    `Weights (${unit}; norms and biases f32; decode step = all layers + lm_head + one embedding row):`,
     '',
     `| format | weights | read per decode step | vs BF16 | + KV of one ${longest.tokens}-token sequence (dense) |`,
     '|---|---|---|---|---|',

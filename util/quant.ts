@@ -227,11 +227,13 @@ export function quantizeInt8(w: Float32Array, rows: number, cols: number): Quant
 }
 
 /**
- * 4-bit group-wise, asymmetric round-to-nearest: per group of `group` columns, min = the group's smallest weight
- * and scale = (max - min) / 15, both rounded to f16 first (so the GPU stores them as f16 exactly), then
- * q = clamp(round((w - min) / scale), 0, 15).
+ * 4-bit group-wise, asymmetric, round to nearest: per group of `group` columns a scale and a min (both f16 values, so
+ * the GPU stores them exactly) and q = clamp(round((w - min) / scale), 0, 15). The range starts at the group's
+ * [min, max]; then, as ggml's k-quants do, the scale and min are refit by least squares to the rounded values and the
+ * values rounded again, kept only while the group's squared error falls (at most `refits` times). No calibration
+ * data: every weight counts the same.
  */
-export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: number): QuantizedMatrix {
+export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: number, refits = 4): QuantizedMatrix {
   checkShape(w, rows, cols);
   if (!(Number.isInteger(group) && group >= 8 && group % 8 === 0)) {
     throw new RangeError(`q4 group size ${group} must be a positive multiple of 8`);
@@ -240,26 +242,62 @@ export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: n
   const gpr = groupsPerRow(cols, group);
   const mins = m.mins as Float32Array;
   const h = (v: number) => f16ToF32(f32ToF16(v));
+  const q = new Uint8Array(group);
+  const qBest = new Uint8Array(group);
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < gpr; g++) {
       const c0 = g * group;
-      const c1 = Math.min(cols, c0 + group);
+      const n = Math.min(cols, c0 + group) - c0;
+      const x = w.subarray(r * cols + c0, r * cols + c0 + n);
       let lo = Number.POSITIVE_INFINITY;
       let hi = Number.NEGATIVE_INFINITY;
-      for (let c = c0; c < c1; c++) {
-        lo = Math.min(lo, w[r * cols + c]);
-        hi = Math.max(hi, w[r * cols + c]);
+      for (let i = 0; i < n; i++) {
+        lo = Math.min(lo, x[i]);
+        hi = Math.max(hi, x[i]);
       }
-      const min = h(lo);
+      let min = h(lo);
       // Round the scale up where f16 rounding would shrink the range below the group's max.
       let scale = h((hi - min) / 15);
       if (scale * 15 + min < hi) scale = h(scale * (1 + 2 ** -10));
+      /** Rounds into q; returns the squared error of (scale, min). */
+      const roundAll = (s: number, mn: number): number => {
+        let e = 0;
+        for (let i = 0; i < n; i++) {
+          const v = s === 0 ? 0 : Math.max(0, Math.min(15, Math.round((x[i] - mn) / s)));
+          q[i] = v;
+          e += (s * v + mn - x[i]) ** 2;
+        }
+        return e;
+      };
+      let best = roundAll(scale, min);
+      qBest.set(q.subarray(0, n));
+      for (let it = 0; it < refits && scale > 0; it++) {
+        // Least squares of x ~ s q + mn over the current q.
+        let sq = 0;
+        let sqq = 0;
+        let sx = 0;
+        let sqx = 0;
+        for (let i = 0; i < n; i++) {
+          sq += qBest[i];
+          sqq += qBest[i] * qBest[i];
+          sx += x[i];
+          sqx += qBest[i] * x[i];
+        }
+        const den = n * sqq - sq * sq;
+        if (den <= 0) break;
+        const s2 = h((n * sqx - sq * sx) / den);
+        const m2 = h((sx - s2 * sq) / n);
+        if (!(s2 > 0)) break;
+        const e = roundAll(s2, m2);
+        if (!(e < best)) break;
+        best = e;
+        scale = s2;
+        min = m2;
+        qBest.set(q.subarray(0, n));
+      }
       mins[r * gpr + g] = min;
       m.scales[r * gpr + g] = scale;
-      for (let c = c0; c < c1; c++) {
-        const q = scale === 0 ? 0 : Math.max(0, Math.min(15, Math.round((w[r * cols + c] - min) / scale)));
-        setQuantValue(m, r, c, q);
-      }
+      for (let i = 0; i < n; i++) setQuantValue(m, r, c0 + i, qBest[i]);
     }
   }
   return markScaleF16(m);

@@ -122,7 +122,7 @@ test('int8 per-channel quantizer: per-row scale max|w|/127, |error| <= scale/2, 
   }
 });
 
-test('q4 group quantizer: f16 scale and min per group (last group may be short), |error| <= scale/2', () => {
+test('q4 group quantizer: f16 scale and min per group (last group may be short); min/max range within half a step, refits only lower the error', () => {
   const rng = new Rng(4);
   for (const [rows, cols, group] of [
     [2, 32, 32],
@@ -132,26 +132,33 @@ test('q4 group quantizer: f16 scale and min per group (last group may be short),
   ]) {
     const w = rng.normalArray(rows * cols, 0.2);
     for (let c = 0; c < 16; c++) w[c] = 0.05; // a constant stretch
-    const m = quantizeQ4(w, rows, cols, group);
-    assert.equal(m.scaleF16, true, 'scales and mins are f16 values');
+    const plain = quantizeQ4(w, rows, cols, group, 0);
+    const refit = quantizeQ4(w, rows, cols, group);
     const gpr = Math.ceil(cols / group);
-    assert.equal(m.scales.length, rows * gpr);
-    const d = dequantize(m);
+    for (const m of [plain, refit]) {
+      assert.equal(m.scaleF16, true, 'scales and mins are f16 values');
+      assert.equal(m.scales.length, rows * gpr);
+      // 4 bits per value plus two f16 per group
+      assert.equal(quantizedBytes(m), rows * Math.ceil(cols / 8) * 4 + rows * gpr * 4);
+    }
+    const dp = dequantize(plain);
+    const dr = dequantize(refit);
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) {
-        const g = r * gpr + Math.floor(c / group);
-        const s = m.scales[g];
-        assert.equal(f16ToF32(f32ToF16(s)), s);
-        // within half a step, plus the f16 rounding of the min
-        const tol = s / 2 + Math.abs(m.mins![g]) * 2 ** -11 + 1e-7;
-        assert.ok(
-          Math.abs(d[r * cols + c] - w[r * cols + c]) <= tol,
-          `(${r}, ${c}): ${d[r * cols + c]} vs ${w[r * cols + c]}`,
-        );
+      for (let g = 0; g < gpr; g++) {
+        let ep = 0;
+        let er = 0;
+        for (let c = g * group; c < Math.min(cols, (g + 1) * group); c++) {
+          const i = r * cols + c;
+          const s = plain.scales[r * gpr + g];
+          // within half a step, plus the f16 rounding of the min
+          const tol = s / 2 + Math.abs(plain.mins![r * gpr + g]) * 2 ** -11 + 1e-7;
+          assert.ok(Math.abs(dp[i] - w[i]) <= tol, `(${r}, ${c}): ${dp[i]} vs ${w[i]}`);
+          ep += (dp[i] - w[i]) ** 2;
+          er += (dr[i] - w[i]) ** 2;
+        }
+        assert.ok(er <= ep * (1 + 1e-6) + 1e-12, `group (${r}, ${g}): refit error ${er} > min/max error ${ep}`);
       }
     }
-    // 4 bits per value plus two f16 per group
-    assert.equal(quantizedBytes(m), rows * Math.ceil(cols / 8) * 4 + rows * gpr * 4);
   }
 });
 

@@ -375,9 +375,8 @@ test('rope scaling from GGUF: rope.scaling.* keys (linear, yarn) and a rope_freq
   assert.deepEqual(freqs.ropeScaling.shortFactor, Array.from(factors));
   assert.deepEqual(freqs.ropeScaling.longFactor, Array.from(factors));
   assert.equal(freqs.ropeScaling.attentionFactor, 1);
-  await rejects(
-    cfgOf('su.gguf', { 'llama.rope.scaling.type': kv.str('su') }),
-    'CHECKPOINT_UNSUPPORTED',
-    ['llama.rope.scaling.type', 'su'],
-  );
+  await rejects(cfgOf('su.gguf', { 'llama.rope.scaling.type': kv.str('su') }), 'CHECKPOINT_UNSUPPORTED', [
+    'llama.rope.scaling.type',
+    'su',
+  ]);
 });
