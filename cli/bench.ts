@@ -111,7 +111,8 @@ Weight formats of one model side by side: weights and weight bytes per decode st
 short context), and agreement with the unquantized model (teacher-forced: share of equal greedy tokens, mean and max
 KL per position) over its greedy continuation of BOS and stories it samples.
 ${MODEL_HELP}
-  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N), or .gguf files of the
+  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N; q4g<N>e8: embedding and
+                          lm_head int8), or .gguf files of the
                           same model (default f32,bf16,int8,q4g32,q4g64,q4g128)
   --sequences N           teacher-forced sequences (default 4)
   --length N              positions per sequence (default 255, capped by the model's context)

@@ -48,6 +48,12 @@ export const ENGINE_SPEC = {
     max: 65536,
     doc: 'columns per q4 scale group (a multiple of 8)',
   },
+  quantizeEmbedding: {
+    kind: 'string',
+    default: 'same',
+    choices: ['same', 'int8'],
+    doc: 'with --quantize q4: the token embedding and lm_head in q4 too (same) or in int8, as llama.cpp keeps its output layer wider',
+  },
 } as const satisfies SectionSpec;
 
 export type EngineConfig = SectionValues<typeof ENGINE_SPEC>;

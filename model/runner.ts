@@ -283,7 +283,9 @@ export class ModelRunner implements ModelExecutor {
 }
 
 /** The upload's quantization from --quantize / --quantize-group (INVALID_ARGUMENT naming the flag). */
-export function quantizeOption(cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup'>): QuantizeOption | undefined {
+export function quantizeOption(
+  cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup' | 'quantizeEmbedding'>,
+): QuantizeOption | undefined {
   if (cfg.quantize === 'none') return undefined;
   if (cfg.quantize === 'int8') return { format: 'int8' };
   if (cfg.quantizeGroup % 8 !== 0) {
@@ -291,5 +293,5 @@ export function quantizeOption(cfg: Pick<EngineConfig, 'quantize' | 'quantizeGro
       param: 'quantizeGroup',
     });
   }
-  return { format: 'q4', group: cfg.quantizeGroup };
+  return { format: 'q4', group: cfg.quantizeGroup, embeddingInt8: cfg.quantizeEmbedding === 'int8' };
 }

@@ -19,7 +19,14 @@ import {
 } from './head-permutation.js';
 
 /** `--quantize`: int8 per output channel, or 4-bit with a scale and min per group of `group` columns. */
-export type QuantizeOption = { format: 'int8' } | { format: 'q4'; group: number };
+export type QuantizeOption =
+  | { format: 'int8' }
+  | {
+      format: 'q4';
+      group: number;
+      /** Keep the token embedding and lm_head at int8 (llama.cpp's _M mixes keep the output layer wider). */
+      embeddingInt8?: boolean;
+    };
 
 import type { HeadPlan } from './head-plan.js';
 
