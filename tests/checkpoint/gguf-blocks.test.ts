@@ -7,7 +7,6 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { GGML_QUANTIZED, type GgmlQuantName, repackGgml } from '../../checkpoint/ggml.js';
 import { GgufFile } from '../../checkpoint/gguf.js';
-import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
 import {
   dequantize,
   permuteQuantizedRows,
