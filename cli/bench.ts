@@ -44,6 +44,7 @@ const SUMMARY: Record<Suite, string> = {
   attention: 'kernel-level decode and prefill attention of one layer, dense vs sparse, with achieved bandwidth',
   decode: 'whole decode step time of a model, dense vs sparse, at long contexts',
   agreement: 'sparse vs dense quality on a model: greedy-token agreement and KL over long documents',
+  quant: 'weight formats of one model side by side: bytes per decode step, decode tokens/s, agreement with F32',
 };
 
 const OVERVIEW = `usage: sift bench [SUITE] [options]
