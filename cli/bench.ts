@@ -14,8 +14,8 @@ import { ATTENTION_SHAPES, attentionTables, parseShape, runAttentionBench } from
 import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/common.js';
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
-import { loadModelConfig } from '../checkpoint/config.js';
 import { quantTable, runQuantBench } from '../bench/quant.js';
+import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
 import type { EngineConfig } from '../config/engine.js';
