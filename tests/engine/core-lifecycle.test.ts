@@ -81,11 +81,12 @@ test('a request past its timeout ends with finish reason timeout and frees its p
 
 test('shutdown lets running requests finish within the grace, cancels the rest, then refuses submits', async () => {
   const rng = new Rng(24);
-  const core = makeCore(dir, { stepDelayMs: 1 }); // 240 steps take >= 240 ms, past the grace; 3 steps fit in it
+  // 240 steps take >= 9.6 s, far past the grace; 3 steps fit in it even on a loaded machine
+  const core = makeCore(dir, { stepDelayMs: 40 });
   const short = core.submit(greedy('short', randomPrompt(rng, 4), 3));
   const long = core.submit(greedy('long', randomPrompt(rng, 4), 240));
   const runs = Promise.all([collect(short), collect(long)]);
-  await core.shutdown(40);
+  await core.shutdown(2000);
   const [s, l] = await runs;
   assert.equal(s.done.finishReason, 'length');
   assert.equal(l.done.finishReason, 'cancelled');
