@@ -167,11 +167,13 @@ describe('sift loadtest against a fake OpenAI server (10 ms per token)', () => {
     for (const l of report.levels) {
       assert.equal(l.requests.errors, 0, JSON.stringify(l.errorsByKind));
       assert.ok(l.requests.ok >= l.concurrency * 2, `${l.requests.ok} requests at c=${l.concurrency}`);
-      // The fake's first token comes 30 ms after the request, then one every 10 ms, 20 tokens in all.
-      assert.ok(l.ttftMs.p50! >= 29 && l.ttftMs.p50! < 50, `TTFT p50 ${l.ttftMs.p50}`);
-      assert.ok(l.itlMs.p50! >= 8 && l.itlMs.p50! < 14, `ITL p50 ${l.itlMs.p50}`);
-      assert.ok(l.tpotMs.mean! >= 9 && l.tpotMs.mean! < 15, `TPOT ${l.tpotMs.mean}`);
-      assert.ok(l.e2eMs.p50! >= 29 + 19 * 10 && l.e2eMs.p50! < 320, `e2e p50 ${l.e2eMs.p50}`);
+      // The fake's first token comes 30 ms after the request, then one every 10 ms, 20 tokens in all. The lower
+      // bounds are exact; the upper ones leave room for a loaded machine's timers while still telling TTFT, ITL and
+      // e2e apart (a TTFT that counted the whole stream would be >= 220 ms, an ITL that counted TTFT >= 30 ms).
+      assert.ok(l.ttftMs.p50! >= 29 && l.ttftMs.p50! < 150, `TTFT p50 ${l.ttftMs.p50}`);
+      assert.ok(l.itlMs.p50! >= 8 && l.itlMs.p50! < 28, `ITL p50 ${l.itlMs.p50}`);
+      assert.ok(l.tpotMs.mean! >= 9 && l.tpotMs.mean! < 28, `TPOT ${l.tpotMs.mean}`);
+      assert.ok(l.e2eMs.p50! >= 29 + 19 * 10 && l.e2eMs.p50! < 700, `e2e p50 ${l.e2eMs.p50}`);
       assert.equal(l.outputTokens.min, 20);
       assert.equal(l.outputTokens.max, 20);
       assert.equal(l.outputTokensTotal, 20 * l.requests.ok);
