@@ -83,13 +83,16 @@ export async function modelDirFor(
   onProgress: (msg: string) => void,
 ): Promise<{ dir: string; label: string }> {
   if (values.synthetic !== undefined) {
-    const preset = SYNTHETIC_PRESETS[String(values.synthetic)];
-    if (!preset) {
+    const named = SYNTHETIC_PRESETS[String(values.synthetic)];
+    if (!named) {
       throw new SiftError(
         'INVALID_ARGUMENT',
         `unknown --synthetic preset "${values.synthetic}" (known: ${Object.keys(SYNTHETIC_PRESETS).join(', ')})`,
       );
     }
+    // --layers N: the preset cut (or grown) to N layers, written under its own name
+    const layers = values.layers === undefined ? named.layers : intFlag(values.layers, 'layers', named.layers, 1);
+    const preset = layers === named.layers ? named : { ...named, name: `${named.name}-${layers}l`, layers };
     const dir = path.join(os.tmpdir(), 'sift-synthetic', preset.name);
     if (!existsSync(path.join(dir, 'config.json'))) {
       onProgress(`writing synthetic checkpoint ${preset.name} ...`);

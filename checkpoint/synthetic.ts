@@ -507,8 +507,45 @@ export const LLAMA3_ATTN_SHAPE: SyntheticVariant = Object.freeze({
   seed: 8,
 });
 
+/**
+ * Llama-3-8B's layout where the host cost of a decode step is decided: 32 layers, 32 q / 8 KV heads of 128, vocab
+ * 128256, bf16, 128k positions; but a residual stream of 64 and an MLP of 128, so the kernels cost almost nothing
+ * and a step measures dispatches, uploads, read-back and sampling (~76 MB). The default of `sift bench step`.
+ */
+export const LLAMA3_8B_NARROW_SHAPE: SyntheticVariant = Object.freeze({
+  name: 'llama3-8b-narrow',
+  architecture: 'LlamaForCausalLM',
+  dtype: 'bf16',
+  sharded: false,
+  tie: 'untied',
+  hidden: 64,
+  layers: 32,
+  heads: 32,
+  kvHeads: 8,
+  headDim: 128,
+  intermediate: 128,
+  vocab: 128256,
+  ropeTheta: 500000,
+  maxPositions: 131072,
+  seed: 9,
+});
+
+/**
+ * Llama-3-8B at its real widths (hidden 4096, MLP 14336, vocab 128256, bf16): ~16 GB at 32 layers, so for a GPU
+ * machine; `sift bench step --layers 4` writes a 4-layer cut (~2.8 GB).
+ */
+export const LLAMA3_8B_SHAPE: SyntheticVariant = Object.freeze({
+  ...LLAMA3_8B_NARROW_SHAPE,
+  name: 'llama3-8b',
+  sharded: true,
+  hidden: 4096,
+  intermediate: 14336,
+});
+
 /** Named shapes for `sift bench --synthetic NAME`. */
 export const SYNTHETIC_PRESETS: Readonly<Record<string, SyntheticVariant>> = Object.freeze({
   'small-real': SMALL_REAL_SHAPE,
   'llama3-attn': LLAMA3_ATTN_SHAPE,
+  'llama3-8b-narrow': LLAMA3_8B_NARROW_SHAPE,
+  'llama3-8b': LLAMA3_8B_SHAPE,
 });

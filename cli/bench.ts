@@ -5,7 +5,7 @@
  *   attention  kernel-level decode and prefill attention time, dense vs sparse, one layer, achieved bandwidth
  *   decode     model-level decode step time dense vs sparse at several contexts
  *   agreement  sparse vs dense greedy-token agreement and KL on a real model over long inputs
- *   quant      weight formats (F32, BF16, int8, q4, GGUF files): bytes per decode step, decode tokens/s, agreement
+ *   step       host cost of a steady-state decode step (dispatches, bind groups, uploads, read-back, sampling)
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -14,8 +14,7 @@ import { ATTENTION_SHAPES, attentionTables, parseShape, runAttentionBench } from
 import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/common.js';
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
-import { quantTable, runQuantBench } from '../bench/quant.js';
-import { loadModelConfig } from '../checkpoint/config.js';
+import { runStepBench, STEP_SAMPLINGS, stepTable } from '../bench/step.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
 import type { EngineConfig } from '../config/engine.js';
@@ -26,7 +25,7 @@ import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
 
-const SUITES = ['forward', 'attention', 'decode', 'agreement', 'quant'] as const;
+const SUITES = ['forward', 'attention', 'decode', 'agreement', 'step'] as const;
 type Suite = (typeof SUITES)[number];
 
 const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
@@ -104,21 +103,24 @@ ${MODEL_HELP}
   --text FILE             documents are windows of this text (default: stories the model samples from BOS)
   --stories N             stories sampled for the pool (default 16)
   --seed N                seed of the story sampling and document order (default 1)
-  --json                  print the JSON result instead of the table
-  --out FILE              also write the JSON result to FILE`,
-  quant: `usage: sift bench quant [--model NAME|DIR] [options]
+  --json / --out FILE     as for the other suites`,
+  step: `usage: sift bench step [--preset NAME | --model NAME|DIR] [options]
 
-Weight formats of one model side by side: weights and weight bytes per decode step, decode tokens/s (one sequence,
-short context), and agreement with the unquantized model (teacher-forced: share of equal greedy tokens, mean and max
-KL per position) over its greedy continuation of BOS and stories it samples.
-${MODEL_HELP}
-  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N; q4g<N>e8: embedding and
-                          lm_head int8), or .gguf files of the
-                          same model (default f32,bf16,int8,q4g32,q4g64,q4g128)
-  --sequences N           teacher-forced sequences (default 4)
-  --length N              positions per sequence (default 255, capped by the model's context)
-  --steps N               decode steps per speed repeat (default 32)
-${outHelp(3)}`,
+The host cost of one steady-state decode step, as the engine runs it: dispatches, bind groups created, writeBuffer
+calls and bytes, submits, bytes read back, pipelines compiled after warm-up, host encode / sampling / step time
+(medians), and a predicted H100 step time (dispatches x 7.5 us + bytes moved / 3 TB/s).
+  --preset NAME           a synthetic shape (default llama3-8b-narrow: Llama-3-8B's 32 layers, heads and vocab at
+                          narrow widths; llama3-8b: the real widths, for a GPU); known: ${Object.keys(SYNTHETIC_PRESETS).join(', ')}
+  --model NAME|DIR        instead, a real model (e.g. stories15M)
+  --layers N              cut (or grow) a synthetic preset to N layers
+  --contexts LIST         context lengths (default 1024,4096)
+  --batch LIST            sequences decoding together (default 1)
+  --sampling LIST         ${Object.keys(STEP_SAMPLINGS).join(', ')} (default greedy,top-p)
+  --budget N|dense        sparse token budget of the decode steps (default the attention config's, 4096)
+  --steps N               timed steps per configuration (default 16)
+  --warmup N              untimed steps first (default 4)
+  --fill-pages N          real KV pages the block tables tile (default 16)
+  --json / --out FILE     as for the other suites`,
 };
 
 const listDef = { type: 'string' } as const;
@@ -141,47 +143,53 @@ export async function main(argv: string[]): Promise<number> {
   const common = { json: { type: 'boolean' }, out: listDef, repeat: listDef } as const;
   const model = { model: listDef, synthetic: listDef } as const;
   const defs =
-    suite === 'attention'
+    suite === 'step'
       ? {
-          ...common,
-          shape: listDef,
+          json: common.json,
+          out: listDef,
+          model: listDef,
+          preset: listDef,
+          layers: listDef,
           contexts: listDef,
-          'prefill-contexts': listDef,
-          'prefill-sample': listDef,
+          batch: listDef,
+          sampling: listDef,
           budget: listDef,
-          reuse: listDef,
-          'peak-gbps': listDef,
-          adapter: listDef,
+          steps: listDef,
+          warmup: listDef,
+          'fill-pages': listDef,
+          ...engineOptionDefs(),
         }
-      : suite === 'forward'
+      : suite === 'attention'
         ? {
             ...common,
-            ...model,
-            'prompt-len': listDef,
-            'decode-tokens': listDef,
-            context: listDef,
-            batch: listDef,
-            ...engineOptionDefs({ streaming: false }),
+            shape: listDef,
+            contexts: listDef,
+            'prefill-contexts': listDef,
+            'prefill-sample': listDef,
+            budget: listDef,
+            reuse: listDef,
+            'peak-gbps': listDef,
+            adapter: listDef,
           }
-        : suite === 'decode'
+        : suite === 'forward'
           ? {
               ...common,
               ...model,
-              contexts: listDef,
-              budget: listDef,
-              steps: listDef,
-              'fill-tokens': listDef,
-              ...engineOptionDefs({ streaming: false }),
+              'prompt-len': listDef,
+              'decode-tokens': listDef,
+              context: listDef,
+              batch: listDef,
+              ...engineOptionDefs(),
             }
-          : suite === 'quant'
+          : suite === 'decode'
             ? {
                 ...common,
                 ...model,
-                formats: listDef,
-                sequences: listDef,
-                length: listDef,
+                contexts: listDef,
+                budget: listDef,
                 steps: listDef,
-                ...engineOptionDefs({ streaming: false }),
+                'fill-tokens': listDef,
+                ...engineOptionDefs(),
               }
             : {
                 ...common,
@@ -193,16 +201,19 @@ export async function main(argv: string[]): Promise<number> {
                 text: listDef,
                 stories: listDef,
                 seed: listDef,
-                ...engineOptionDefs({ streaming: false }),
+                ...engineOptionDefs(),
               };
-  const { values } = parse(rest, defs, `bench ${suite}`);
+  const { values } = parse(rest, defs);
   if (values.help) {
     process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp({ streaming: false })}\n`}`);
     return 0;
   }
   const progress = progressLine();
   if (suite === 'attention') return attention(values, progress);
-  if (suite === 'quant') return quant(values, progress);
+  if (suite === 'step') {
+    if (values.model === undefined) values.synthetic = values.preset ?? 'llama3-8b-narrow';
+    else if (values.preset !== undefined) throw new SiftError('INVALID_ARGUMENT', 'give --preset or --model, not both');
+  }
   return modelSuite(suite, values, progress);
 }
 
@@ -322,6 +333,28 @@ async function modelSuite(
   let longest = 0;
   if (suite === 'decode') longest = Math.max(...intList(values.contexts, 'contexts', [1024, 4096, 16384])) + steps;
   if (suite === 'agreement') longest = Math.max(...intList(values.lengths, 'lengths', [2048, 4096])) + steps;
+  const stepOpts =
+    suite === 'step'
+      ? {
+          contexts: intList(values.contexts, 'contexts', [1024, 4096]),
+          batches: intList(values.batch, 'batch', [1]),
+          samplings: String(values.sampling ?? 'greedy,top-p')
+            .split(',')
+            .map((x) => x.trim()),
+          steps: intFlag(values.steps, 'steps', 16, 1),
+          warmup: intFlag(values.warmup, 'warmup', 4, 1),
+          fillPages: intFlag(values['fill-pages'], 'fill-pages', 16, 1),
+        }
+      : null;
+  if (stepOpts) {
+    const ctx = Math.ceil((Math.max(...stepOpts.contexts) + stepOpts.warmup + stepOpts.steps + 65) / 64) * 64;
+    values['max-context'] ??= String(ctx);
+    values['max-seqs'] ??= String(Math.max(...stepOpts.batches));
+    const pageSize = values['page-size'] === undefined ? 64 : Number(values['page-size']);
+    values['kv-cache-mib'] ??= String(
+      Math.ceil((stepOpts.fillPages * pageSize * kvBytesPerToken(dir) * 1.1) / 2 ** 20) + 8,
+    );
+  }
   if (longest > 0) {
     const ctx = Math.ceil((longest + 64) / 64) * 64;
     values['max-context'] ??= String(ctx);
@@ -354,7 +387,22 @@ async function modelSuite(
     const modelLine = `model ${label} (hidden ${c.hiddenSize}, ${c.numLayers} layers, ${c.numHeads} q / ${c.numKvHeads} kv heads x ${c.headDim}, vocab ${c.vocabSize})`;
     let result: object;
     let table: string;
-    if (suite === 'forward') {
+    if (stepOpts) {
+      const budget = String(values.budget ?? '');
+      const r = await runStepBench(engine, {
+        ...stepOpts,
+        preset: label.replace(/^synthetic:/, ''),
+        budget:
+          values.budget === undefined
+            ? engine.attention.tokenBudget
+            : budget === 'dense'
+              ? Number.POSITIVE_INFINITY
+              : intFlag(values.budget, 'budget', 4096, 64),
+        onProgress: progress.update,
+      });
+      result = r;
+      table = stepTable(r);
+    } else if (suite === 'forward') {
       const r = await runForwardBench(engine, {
         promptLens: forward?.promptLens ?? [],
         contexts: forward?.contexts ?? [],

@@ -92,6 +92,8 @@ export class ForwardPass {
   private readonly invFreq: GPUBuffer;
   /** Attention of every layer: dense, sparse decode, block-sparse prefill, streaming heads. */
   readonly attention: LayerAttention;
+  /** Host time of the latest encode() (checks, uploads, encoding, submit), ms: `sift bench step` reports it. */
+  lastEncodeMs = 0;
 
   constructor(
     private readonly gpu: Gpu,
@@ -162,6 +164,7 @@ export class ForwardPass {
 
   /** Encodes and submits the batch without reading back (benchmarks); returns the logit row count. */
   encode(batch: ForwardBatch, tap?: LayerTap): number {
+    const t0 = performance.now();
     const c = this.w.config;
     const T = batch.tokens.length;
     const R = batch.logitRows.length;
@@ -252,6 +255,7 @@ export class ForwardPass {
       k.matmul.encode(pass, a, { x: b.lastn, w: this.w.lmHead, out: b.logits, T: R });
     }, a);
     this.attention.finishStep(batch.rows);
+    this.lastEncodeMs = performance.now() - t0;
     return R;
   }
 

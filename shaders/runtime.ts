@@ -55,6 +55,48 @@ const UNIFORM = 0x40;
 export const BufferUsage = { STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM } as const;
 
 /**
+ * What the host asked of the device, counted by the runtime itself (always on: a few integer increments). The
+ * benchmarks (`sift bench step`) and the tests read the same counters: snapshot with `gpu.counters()` and subtract
+ * (`countersDelta`).
+ */
+export interface GpuCounters {
+  /** Compute dispatches encoded (direct and indirect, recorded steps replayed included). */
+  dispatches: number;
+  /** device.createBindGroup calls. */
+  bindGroups: number;
+  /** queue.writeBuffer calls and the bytes they wrote. */
+  writeBufferCalls: number;
+  writeBufferBytes: number;
+  /** queue.submit calls. */
+  submits: number;
+  /** Bytes copied back to the host (mapAsync of staging buffers) and the number of such reads. */
+  readbacks: number;
+  readbackBytes: number;
+  /** Compute pipelines created (cache misses of Gpu.pipeline). */
+  pipelines: number;
+}
+
+export function zeroCounters(): GpuCounters {
+  return {
+    dispatches: 0,
+    bindGroups: 0,
+    writeBufferCalls: 0,
+    writeBufferBytes: 0,
+    submits: 0,
+    readbacks: 0,
+    readbackBytes: 0,
+    pipelines: 0,
+  };
+}
+
+/** b - a, field by field. */
+export function countersDelta(a: GpuCounters, b: GpuCounters): GpuCounters {
+  const out = zeroCounters();
+  for (const k of Object.keys(out) as (keyof GpuCounters)[]) out[k] = b[k] - a[k];
+  return out;
+}
+
+/**
  * Reads shaders/<name>.wgsl through the preprocessor (shaders/lib/wgsl.ts: includes, //#if, $NAME defines, `enable
  * f16;` when defines.F16). SIFT_DUMP_WGSL=1 prints every generated shader.
  */
@@ -135,7 +177,7 @@ export class UniformArena {
   flush(): void {
     for (let i = 0; i <= this.chunk && i < this.chunks.length; i++) {
       const len = i < this.chunk ? this.chunkSize : this.used;
-      if (len > 0) this.gpu.device.queue.writeBuffer(this.chunks[i].buffer, 0, this.chunks[i].data, 0, len);
+      if (len > 0) this.gpu.writeRaw(this.chunks[i].buffer, 0, this.chunks[i].data, 0, len);
     }
   }
 
@@ -180,6 +222,9 @@ export class Gpu {
   private readonly pipelines = new Map<string, PipelineEntry>();
   /** Pipelines whose shader declares struct Params -> the uniform declarations checked against it. */
   private readonly pipelineParams = new WeakMap<GPUComputePipeline, Set<ParamsSpec>>();
+  private readonly count: GpuCounters = zeroCounters();
+  /** Keys of the pipelines created after `markWarm()` (none is expected in serving). */
+  private coldPipelines: string[] | null = null;
   private uncaptured: string[] = [];
   /** Dawn's instance and adapter must stay reachable: if they are garbage-collected, Dawn aborts the process. */
   // biome-ignore lint/correctness/noUnusedPrivateClassMembers: held only to keep Dawn's objects alive
@@ -301,6 +346,24 @@ export class Gpu {
     return e;
   }
 
+  /** A snapshot of the runtime's counters (see GpuCounters). */
+  counters(): GpuCounters {
+    return { ...this.count };
+  }
+
+  /**
+   * Marks the end of warm-up: from here on every pipeline created is listed by `pipelinesAfterWarm()` (a pipeline
+   * compiled while serving costs 0.1-6 s on lavapipe and stalls every running request).
+   */
+  markWarm(): void {
+    this.coldPipelines = [];
+  }
+
+  /** Keys of the pipelines created since `markWarm()` (empty when warm-up covered everything). */
+  pipelinesAfterWarm(): readonly string[] {
+    return this.coldPipelines ?? [];
+  }
+
   createBuffer(label: string, size: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
     this.checkLost();
     const padded = Math.max(16, Math.ceil(size / 16) * 16);
@@ -324,12 +387,26 @@ export class Gpu {
     this.checkLost();
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (bytes.byteLength % 4 === 0) {
-      this.device.queue.writeBuffer(buf, offset, bytes);
+      this.writeRaw(buf, offset, bytes, 0, bytes.byteLength);
     } else {
       const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       padded.set(bytes);
-      this.device.queue.writeBuffer(buf, offset, padded);
+      this.writeRaw(buf, offset, padded, 0, padded.byteLength);
     }
+  }
+
+  /** queue.writeBuffer of `size` bytes of `data` from `dataOffset` (both multiples of 4), counted. */
+  writeRaw(buf: GPUBuffer, offset: number, data: Uint8Array, dataOffset: number, size: number): void {
+    this.count.writeBufferCalls++;
+    this.count.writeBufferBytes += size;
+    this.device.queue.writeBuffer(buf, offset, data, dataOffset, size);
+  }
+
+  /** queue.submit, counted. */
+  submit(buffers: GPUCommandBuffer[]): void {
+    this.checkLost();
+    this.count.submits++;
+    this.device.queue.submit(buffers);
   }
 
   /** Copies `size` bytes from `buf` back to the host. */
@@ -342,7 +419,9 @@ export class Gpu {
     });
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(buf, offset, staging, 0, Math.ceil(size / 4) * 4);
-    this.device.queue.submit([enc.finish()]);
+    this.submit([enc.finish()]);
+    this.count.readbacks++;
+    this.count.readbackBytes += Math.ceil(size / 4) * 4;
     try {
       await this.raceLost(staging.mapAsync(MAP_READ));
       return staging.getMappedRange().slice(0, size);
@@ -385,6 +464,8 @@ export class Gpu {
     if (!e) {
       e = this.compile(name, key, loadWgsl(name, defines), constants, params);
       this.pipelines.set(key, e);
+      this.count.pipelines++;
+      this.coldPipelines?.push(key);
     } else this.checkParams(e, name, params);
     return e.pipeline;
   }
@@ -442,6 +523,7 @@ export class Gpu {
 
   /** Bind group 0 of `pipeline` from bindings in @binding order. */
   bindGroup(pipeline: GPUComputePipeline, bindings: Binding[], label?: string): GPUBindGroup {
+    this.count.bindGroups++;
     return this.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
@@ -477,6 +559,7 @@ export class Gpu {
       }
     }
     if (x === 0 || y === 0 || z === 0) return;
+    this.count.dispatches++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.bindGroup(pipeline, bindings));
     pass.dispatchWorkgroups(x, y, z);
@@ -490,7 +573,7 @@ export class Gpu {
     fn(pass);
     pass.end();
     arena?.flush();
-    this.device.queue.submit([enc.finish()]);
+    this.submit([enc.finish()]);
   }
 
   destroy(): void {

@@ -1,0 +1,292 @@
+/**
+ * `sift bench step`: the cost of one steady-state decode step as the engine runs it (ModelRunner.execute with B
+ * decode entries, then sampling), counted on the host: dispatches, bind groups created, writeBuffer calls and
+ * bytes, submits, bytes read back, pipelines compiled after warm-up (the runtime's own counters,
+ * shaders/runtime.ts), host encode time, sampling time and the whole step's wall time; plus a predicted H100 step
+ * time from a stated model: dispatches x 7.5 us + bytes moved / 3 TB/s (../shared/gpu/README.md: 7.5 us per
+ * dispatch inside one pass, matvec at 2.96 TB/s).
+ *
+ * The KV cache is not filled: every sequence's block table tiles `fillPages` real pages up to its context (the
+ * step reads as many KV bytes as at that context; the values are whatever the pages hold). Timing, not quality.
+ * Each configuration decodes `warmup` steps first (the first one selects pages), then `steps` timed steps; with
+ * steps a multiple of the reuse interval the page selection is amortized as in serving.
+ */
+import { SiftError } from '../config/errors.js';
+import { Sampler, type SamplingParams } from '../engine/sampler.js';
+import { tokensAttended } from '../model/attention/budget.js';
+import type { DecodeEntry } from '../model/executor.js';
+import type { ModelRunner } from '../model/runner.js';
+import { countersDelta, type GpuCounters } from '../shaders/runtime.js';
+import { pseudoTokens } from './model-steps.js';
+import { mdTable, stat } from './stats.js';
+
+/** Sampling settings a configuration runs with. */
+export const STEP_SAMPLINGS: Readonly<Record<string, Omit<SamplingParams, 'seed'>>> = Object.freeze({
+  greedy: { temperature: 0, topK: 0, topP: 1 },
+  'top-p': { temperature: 1, topK: 0, topP: 0.9 },
+  'top-k': { temperature: 1, topK: 40, topP: 1 },
+});
+
+/** The cost model behind predictedH100Ms. */
+export const H100_MODEL = Object.freeze({ usPerDispatch: 7.5, bytesPerS: 3e12 });
+
+export interface StepBenchOptions {
+  /** Label of the model (preset name or model name). */
+  preset: string;
+  contexts: number[];
+  batches: number[];
+  samplings: string[];
+  /** Timed decode steps per configuration. */
+  steps: number;
+  /** Untimed decode steps before them (the first selects pages). */
+  warmup: number;
+  /** Real KV pages the block tables tile. */
+  fillPages: number;
+  /** Sparse token budget of the decode entries (Infinity = dense). */
+  budget: number;
+  onProgress?: (msg: string) => void;
+}
+
+export interface StepBenchRow {
+  preset: string;
+  layers: number;
+  hidden: number;
+  vocab: number;
+  context: number;
+  batch: number;
+  sampling: string;
+  budget: number | null;
+  /** Medians over the timed steps (per step). */
+  dispatchesPerStep: number;
+  /** The most dispatches of any timed step (a step that reselects pages). */
+  dispatchesMaxPerStep: number;
+  /** Mean over the timed steps: what a reuse interval costs per step. */
+  dispatchesMeanPerStep: number;
+  bindGroupsCreatedPerStep: number;
+  writeBufferCallsPerStep: number;
+  writeBufferBytesPerStep: number;
+  submitsPerStep: number;
+  readbacksPerStep: number;
+  readbackBytesPerStep: number;
+  /** Pipelines compiled during the timed steps (none is expected after warm-up). */
+  pipelinesCreatedAfterWarmup: number;
+  /** Host time of ForwardPass.encode (checks, uploads, encoding, submit), median ms. */
+  hostEncodeMs: number;
+  /** Host time spent sampling the step's rows, median ms. */
+  sampleMs: number;
+  /** Wall time of the whole step (execute + sampling), median ms; min and max. */
+  stepMs: number;
+  stepMsMin: number;
+  stepMsMax: number;
+  tokensPerS: number;
+  /** Bytes a step moves through device memory in the cost model (weights, KV attended, digests, logits). */
+  bytesMovedPerStep: number;
+  /** dispatchesMeanPerStep x 7.5 us + bytesMovedPerStep / 3 TB/s. */
+  predictedH100Ms: number;
+}
+
+export interface StepBenchResult {
+  suite: 'step';
+  preset: string;
+  steps: number;
+  warmup: number;
+  fillPages: number;
+  reuse: number;
+  model: string;
+  rows: StepBenchRow[];
+  notes: string[];
+}
+
+let runId = 0;
+
+/** Bytes a decode step of `batch` sequences at `context` moves in the cost model. */
+export function stepBytes(engine: ModelRunner, context: number, batch: number, budget: number): number {
+  const c = engine.config;
+  const w = engine.weights;
+  const bpe = (name: { dtype: string }) => (name.dtype === 'f32' ? 4 : 2);
+  let weights = 0;
+  for (const L of w.layers) {
+    for (const m of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) weights += m.rows * m.cols * bpe(m);
+  }
+  weights += w.lmHead.rows * w.lmHead.cols * bpe(w.lmHead);
+  weights += batch * c.hiddenSize * bpe(w.embed); // embedding rows
+  const ps = engine.kv.pageSize;
+  const retrievalHeads = engine.kv.layers.reduce((n, l) => n + l.numRetrievalHeads, 0); // over all layers
+  const kv = batch * retrievalHeads * tokensAttended(context + 1, budget, ps) * c.headDim * 2 * 2;
+  // page scoring reads every logical page's (min, max) digest on a reselecting step (1 in `reuse`)
+  const reuse = engine.attentionConfig.reuseInterval;
+  const logical = Math.ceil((context + 1) / engine.attentionConfig.logicalPageSize);
+  const sparse = context + 1 > budget;
+  const digests = sparse ? (batch * retrievalHeads * logical * 2 * c.headDim * 2) / reuse : 0;
+  const logits = batch * c.vocabSize * 4 * 2; // written by lm_head, read by the sampler
+  return weights + kv + digests + logits;
+}
+
+export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Promise<StepBenchResult> {
+  const ps = engine.kv.pageSize;
+  const M = engine.forwardPass.maxPagesPerSeq;
+  const c = engine.config;
+  for (const s of o.samplings) {
+    if (!STEP_SAMPLINGS[s]) {
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `unknown --sampling "${s}" (known: ${Object.keys(STEP_SAMPLINGS).join(', ')})`,
+      );
+    }
+  }
+  if (o.fillPages > engine.kv.numPages) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `--fill-pages ${o.fillPages} > the KV cache's ${engine.kv.numPages} pages (raise --kv-cache-mib)`,
+    );
+  }
+  const rows: StepBenchRow[] = [];
+  const gpu = engine.gpu;
+  for (const context of o.contexts) {
+    const need = context + o.warmup + o.steps + 1;
+    if (need > engine.maxContext || Math.ceil(need / ps) > M) {
+      throw new SiftError('INVALID_ARGUMENT', `context ${context} + steps exceeds --max-context ${engine.maxContext}`);
+    }
+    // every sequence's block table tiles the same real pages up to its context
+    const pages = Uint32Array.from({ length: Math.ceil(need / ps) }, (_, j) => j % o.fillPages);
+    for (const batch of o.batches) {
+      if (batch > engine.limits.maxSeqs) {
+        throw new SiftError('INVALID_ARGUMENT', `--batch ${batch} > --max-seqs ${engine.limits.maxSeqs}`);
+      }
+      for (const sampling of o.samplings) {
+        const params = STEP_SAMPLINGS[sampling];
+        const ids = Array.from({ length: batch }, () => `bench-step-${runId++}`);
+        const samplers = ids.map((_, i) => new Sampler({ ...params, seed: 1000 + i }));
+        let tokens = pseudoTokens(batch, c.vocabSize, context);
+        const per: { counts: GpuCounters; encode: number; sample: number; step: number; pipelines: number }[] = [];
+        for (let s = 0; s < o.warmup + o.steps; s++) {
+          const timed = s >= o.warmup;
+          o.onProgress?.(
+            `step @${context} x${batch} ${sampling}: ${timed ? `step ${s - o.warmup + 1}/${o.steps}` : 'warm-up'}`,
+          );
+          const entries = ids.map(
+            (seqId, i): DecodeEntry => ({
+              kind: 'decode',
+              seqId,
+              start: context + s,
+              tokens: [tokens[i]],
+              pages,
+              sample: true,
+              tokenBudget: o.budget,
+            }),
+          );
+          const before = gpu.counters();
+          const t0 = performance.now();
+          const { logits } = await engine.execute({ entries });
+          const t1 = performance.now();
+          const V = c.vocabSize;
+          tokens = samplers.map((sm, i) => sm.sample(logits.subarray(i * V, (i + 1) * V)));
+          const t2 = performance.now();
+          const counts = countersDelta(before, gpu.counters());
+          if (timed) {
+            per.push({
+              counts,
+              encode: engine.forwardPass.lastEncodeMs,
+              sample: t2 - t1,
+              step: t2 - t0,
+              pipelines: counts.pipelines,
+            });
+          }
+        }
+        for (const id of ids) engine.release(id);
+        const med = (f: (x: (typeof per)[number]) => number) => stat(per.map(f)).median;
+        const dispatches = per.map((x) => x.counts.dispatches);
+        const mean = dispatches.reduce((a, b) => a + b, 0) / dispatches.length;
+        const step = stat(per.map((x) => x.step));
+        const bytes = stepBytes(engine, context, batch, o.budget);
+        rows.push({
+          preset: o.preset,
+          layers: c.numLayers,
+          hidden: c.hiddenSize,
+          vocab: c.vocabSize,
+          context,
+          batch,
+          sampling,
+          budget: Number.isFinite(o.budget) ? o.budget : null,
+          dispatchesPerStep: med((x) => x.counts.dispatches),
+          dispatchesMaxPerStep: Math.max(...dispatches),
+          dispatchesMeanPerStep: mean,
+          bindGroupsCreatedPerStep: med((x) => x.counts.bindGroups),
+          writeBufferCallsPerStep: med((x) => x.counts.writeBufferCalls),
+          writeBufferBytesPerStep: med((x) => x.counts.writeBufferBytes),
+          submitsPerStep: med((x) => x.counts.submits),
+          readbacksPerStep: med((x) => x.counts.readbacks),
+          readbackBytesPerStep: med((x) => x.counts.readbackBytes),
+          pipelinesCreatedAfterWarmup: per.reduce((n, x) => n + x.pipelines, 0),
+          hostEncodeMs: med((x) => x.encode),
+          sampleMs: med((x) => x.sample),
+          stepMs: step.median,
+          stepMsMin: step.min,
+          stepMsMax: step.max,
+          tokensPerS: (batch * 1000) / step.median,
+          bytesMovedPerStep: bytes,
+          predictedH100Ms: (mean * H100_MODEL.usPerDispatch) / 1000 + (bytes / H100_MODEL.bytesPerS) * 1000,
+        });
+      }
+    }
+  }
+  return {
+    suite: 'step',
+    preset: o.preset,
+    steps: o.steps,
+    warmup: o.warmup,
+    fillPages: o.fillPages,
+    reuse: engine.attentionConfig.reuseInterval,
+    model: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} q / ${c.numKvHeads} kv heads x ${c.headDim}, MLP ${c.intermediateSize}, vocab ${c.vocabSize}`,
+    rows,
+    notes: [
+      `${o.steps} timed decode steps per configuration after ${o.warmup} warm-up steps; counts and times are medians per step; "max" is the step that reselects pages (every ${engine.attentionConfig.reuseInterval} steps)`,
+      `KV cache not filled: each block table tiles ${o.fillPages} real pages up to its context (timing, not quality)`,
+      `predicted H100 ms = mean dispatches per step x ${H100_MODEL.usPerDispatch} us + bytes moved / 3 TB/s (weights once per step, the KV tokens attended, page digests on reselecting steps amortized, logits written and read)`,
+    ],
+  };
+}
+
+const f = (x: number, d = 1) => x.toFixed(d);
+const kb = (x: number) => (x >= 1024 ? `${f(x / 1024)} KB` : `${x} B`);
+
+export function stepTable(r: StepBenchResult): string {
+  return [
+    `decode step, ${r.preset} (${r.model})`,
+    '',
+    mdTable(
+      [
+        'context',
+        'batch',
+        'sampling',
+        'dispatches (max)',
+        'bind groups',
+        'writeBuffer calls / bytes',
+        'submits',
+        'read back',
+        'host encode ms',
+        'sample ms',
+        'step ms',
+        'tok/s',
+        'predicted H100 ms',
+      ],
+      r.rows.map((x) => [
+        x.context,
+        x.batch,
+        x.sampling,
+        `${x.dispatchesPerStep} (${x.dispatchesMaxPerStep})`,
+        x.bindGroupsCreatedPerStep,
+        `${x.writeBufferCallsPerStep} / ${kb(x.writeBufferBytesPerStep)}`,
+        x.submitsPerStep,
+        kb(x.readbackBytesPerStep),
+        f(x.hostEncodeMs, 2),
+        f(x.sampleMs, 2),
+        `${f(x.stepMs)} (${f(x.stepMsMin)}..${f(x.stepMsMax)})`,
+        f(x.tokensPerS),
+        f(x.predictedH100Ms, 2),
+      ]),
+    ),
+    '',
+    ...r.notes.map((n) => `- ${n}`),
+  ].join('\n');
+}
