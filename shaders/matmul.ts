@@ -3,6 +3,10 @@
  * f32 or packed f16/bf16 pairs, split into row chunks (one dispatch per chunk, each writing its rows of out).
  * T = 1 is the decode matvec; T > 1 tiles tokens so every weight element is read once per tile of tokens.
  *
+ * Fusions for the decode path (shaders/matmul_common.wgsl), each optional: `norm` folds an RMSNorm in front (x is
+ * the raw residual stream), `glu` a SwiGLU behind (the weight interleaves gate and up rows), `accumulate` a residual
+ * add behind (out += x @ W^T).
+ *
  * Two strategies, picked per adapter (override with `variant`):
  *  - 'thread' (shaders/matmul.wgsl): one invocation per (row, token tile). Fastest on CPU adapters (lavapipe).
  *  - 'workgroup' (shaders/matmul_wg.wgsl): one workgroup per (row, token tile) with a subgroup / workgroup
@@ -23,8 +27,7 @@ const PARAMS = defineParams('matmul', {
   rowOffset: 'u32',
   outStride: 'u32',
   hasBias: 'u32',
-  groupBlocks: 'u32',
-  groupsPerRow: 'u32',
+  eps: 'f32',
 });
 
 export type MatmulVariant = 'thread' | 'workgroup';
@@ -42,11 +45,20 @@ export interface MatmulOptions {
 
 export interface MatmulArgs {
   x: Binding; // (T, cols) f32; must not alias out
-  w: GpuWeight; // (rows, cols)
+  w: GpuWeight; // (rows, cols); with glu (2I, cols) rows interleaved gate_0, up_0, gate_1, ...
   bias?: Binding; // (rows) f32
-  out: Binding; // (T, rows) f32
+  out: Binding; // (T, rows) f32; with glu (T, rows / 2)
   T: number;
+  /** RMSNorm folded in front: out = (rmsnorm(x) * weight) @ W^T; weight (cols) f32. */
+  norm?: { weight: Binding; eps: number };
+  /** SwiGLU behind: out[t, i] = silu(gate_i . x_t) * (up_i . x_t) over the interleaved rows (no bias). */
+  glu?: boolean;
+  /** Residual add behind: out += result. */
+  accumulate?: boolean;
 }
+
+/** Workgroup memory the 'workgroup' variant may use for its partial sums (the WebGPU default limit). */
+const WG_PARTIAL_BYTES = 16384;
 
 /** Throws INTERNAL unless the chunks of `w` cover its rows in order and rowStride is cols rounded up to 8. */
 export function assertWeightLayout(kernel: string, w: GpuWeight): void {
@@ -108,7 +120,23 @@ export class MatmulKernel {
     }
   }
 
-  private pipelineFor(w: GpuWeight, tt: number): { pipeline: GPUComputePipeline; wg: number } {
+  /** Workgroup size of the 'workgroup' variant for `w`: enough invocations to cover a row's 8-element blocks. */
+  private workgroupSize(w: GpuWeight): number {
+    return Math.min(256, this.gpu.caps.maxComputeInvocationsPerWorkgroup, Math.max(32, nextPow2(w.rowStride / 8)));
+  }
+
+  /** Tokens per tile for T tokens: 1 for a matvec; the 'workgroup' variant keeps its partial sums in 16 KiB. */
+  tokenTileFor(w: GpuWeight, T: number, accumulators: number): number {
+    if (T === 1) return 1;
+    let tt = Math.min(this.tokenTile, T);
+    if (this.variant === 'workgroup') {
+      const wg = this.workgroupSize(w);
+      tt = Math.max(1, Math.min(tt, Math.floor(WG_PARTIAL_BYTES / (4 * accumulators * wg))));
+    }
+    return tt;
+  }
+
+  private pipelineFor(w: GpuWeight, tt: number, f: { norm: boolean; glu: boolean; acc: boolean }): GPUComputePipeline {
     const defines = {
       F32: w.dtype === 'f32',
       BF16: w.dtype === 'bf16',
@@ -118,17 +146,13 @@ export class MatmulKernel {
       PACKED4X8: this.packed4x8,
       XV4: w.cols % 4 === 0,
       TT: tt,
+      NORM: f.norm,
+      GLU: f.glu,
+      ACC: f.acc,
     };
-    if (this.variant === 'thread') {
-      const wg = MatmulKernel.THREAD_WG;
-      return { pipeline: this.gpu.pipeline('matmul', defines, { WG: wg }, PARAMS), wg };
-    }
-    // Enough invocations to cover a row's 8-element blocks once, within [32, 256].
-    const wg = Math.min(256, this.gpu.caps.maxComputeInvocationsPerWorkgroup, Math.max(32, nextPow2(w.rowStride / 8)));
-    return {
-      pipeline: this.gpu.pipeline('matmul_wg', { ...defines, WG: wg, SUBGROUPS: this.subgroups }, {}, PARAMS),
-      wg,
-    };
+    if (this.variant === 'thread') return this.gpu.pipeline('matmul', defines, { WG: MatmulKernel.THREAD_WG }, PARAMS);
+    const wg = this.workgroupSize(w);
+    return this.gpu.pipeline('matmul_wg', { ...defines, WG: wg, SUBGROUPS: this.subgroups }, {}, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: MatmulArgs): void {
@@ -136,36 +160,45 @@ export class MatmulKernel {
     assertWeightLayout('matmul', w);
     requireInts('matmul', { T });
     if (T === 0) return;
+    const glu = a.glu === true;
+    // GLU: output row i reads weight rows 2i and 2i + 1, so every chunk starts on an even row and holds pairs
+    const per = glu ? 2 : 1;
+    if (glu && (a.bias || w.rows % 2 !== 0 || w.chunks.some((c) => c.firstRow % 2 !== 0 || c.rows % 2 !== 0))) {
+      throw new SiftError('INTERNAL', `matmul: glu needs a bias-free weight of whole gate/up row pairs (${w.name})`);
+    }
+    const outRows = w.rows / per;
     requireBytes('matmul', 'x', a.x, T * w.cols * 4, `(${T}, ${w.cols}) f32`);
-    requireBytes('matmul', 'out', a.out, T * w.rows * 4, `(${T}, ${w.rows}) f32`);
+    requireBytes('matmul', 'out', a.out, T * outRows * 4, `(${T}, ${outRows}) f32`);
     if (a.bias) requireBytes('matmul', 'bias', a.bias, w.rows * 4, `(${w.rows}) f32`);
-    const tt = T === 1 ? 1 : Math.min(this.tokenTile, T);
+    if (a.norm) {
+      requireBytes('matmul', 'norm weight', a.norm.weight, w.cols * 4, `(${w.cols}) f32`);
+      if (!(a.norm.eps >= 0)) throw new SiftError('INTERNAL', `matmul: bad RMSNorm eps ${a.norm.eps}`);
+    }
+    const flags = { norm: a.norm !== undefined, glu, acc: a.accumulate === true };
+    const tt = this.tokenTileFor(w, T, 1 + Number(flags.norm) + Number(glu));
     const tiles = Math.ceil(T / tt);
-    const { pipeline } = this.pipelineFor(w, tt);
-    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8; // vec4 words, or q8/q4 blocks of 8
+    const pipeline = this.pipelineFor(w, tt, flags);
+    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8;
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     for (const c of w.chunks) {
+      const rows = c.rows / per;
       const u = arena.params(PARAMS, {
-        rows: c.rows,
+        rows,
         cols: w.cols,
         strideV,
         T,
-        rowOffset: c.firstRow,
-        outStride: w.rows,
+        rowOffset: c.firstRow / per,
+        outStride: outRows,
         hasBias: a.bias ? 1 : 0,
-        groupBlocks: w.quant?.groupBlocks ?? 1,
-        groupsPerRow: w.quant?.groupsPerRow ?? 1,
+        eps: a.norm?.eps ?? 0,
       });
       const bindings: Binding[] = [a.x, c.buffer, a.out, u, a.bias ?? this.noBias];
-      if (w.quant) {
-        if (!c.scales) throw new SiftError('INTERNAL', `matmul: quantized weight ${w.name} has a chunk without scales`);
-        bindings.push(c.scales);
-      }
+      if (a.norm) bindings.push(a.norm.weight);
       if (this.variant === 'thread') {
-        this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(c.rows / MatmulKernel.THREAD_WG), tiles);
+        this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(rows / MatmulKernel.THREAD_WG), tiles);
       } else {
-        const nx = Math.min(c.rows, maxDim);
-        this.gpu.dispatch(pass, pipeline, bindings, nx, Math.ceil(c.rows / nx), tiles);
+        const nx = Math.min(rows, maxDim);
+        this.gpu.dispatch(pass, pipeline, bindings, nx, Math.ceil(rows / nx), tiles);
       }
     }
   }

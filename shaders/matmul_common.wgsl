@@ -1,9 +1,13 @@
 // Shared by matmul.wgsl and matmul_wg.wgsl: bindings, parameters and 8-element block loads for
 // out[t, r] = sum_c x[t, c] * W[r, c] (+ bias[r]), one dispatch per weight row chunk.
-// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | Q8 (int8 + group scales) | Q4 (u4 + group scales and mins) |
-// none of them (f16 pairs); SCALE_F16 (Q8/Q4: scales stored as f16); PACKED4X8 (lib/dequant); XV4 when
-// cols % 4 == 0 (x read as vec4).
-//#include lib/dequant
+// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | neither (f16 pairs); XV4 when cols % 4 == 0 (x read as vec4).
+// Fusions (decode path, model/forward.ts), each optional:
+//   NORM  RMSNorm folded in front: x is the raw residual stream, the kernel multiplies it by normW and scales each
+//         token's dot products by 1 / sqrt(mean_c x[t, c]^2 + eps) (the sum of squares is taken alongside the dot
+//         products, so no normed copy of x is written);
+//   GLU   SwiGLU behind: the weight interleaves gate and up by rows (row 2i = gate_i, 2i + 1 = up_i) and output row i
+//         is silu(gate_i . x) * (up_i . x); `rows`, `rowOffset` and `outStride` count output rows;
+//   ACC   a residual add behind: out[t, r] += result (out is the residual stream, never aliased by x).
 
 struct Params {
   rows: u32,       // rows in this weight chunk
@@ -13,11 +17,7 @@ struct Params {
   rowOffset: u32,  // the chunk's first row within the whole matrix
   outStride: u32,  // rows of the whole matrix (out row length)
   hasBias: u32,    // 1: add bias[row]; 0: the bias binding is a placeholder
-  groupBlocks: u32,   // Q8/Q4: 8-element blocks per scale group (a group of a whole row: its block count)
-  groupsPerRow: u32,  // Q8/Q4: scale groups per row
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
+  eps: f32,        // NORM: RMSNorm epsilon
 }
 
 //#if XV4
@@ -41,20 +41,36 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;    // (T, outStride) f32; a chunk writes its rows' columns
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;         // (outStride) f32, or a placeholder
-//#if Q8
-//#if SCALE_F16
-@group(0) @binding(5) var<storage, read> scales: array<u32>;       // (chunkRows, groupsPerRow) f16, two to a word
+//#if NORM
+//#if XV4
+@group(0) @binding(5) var<storage, read> normW: array<vec4<f32>>;  // (cols / 4) RMSNorm weight
 //#else
-@group(0) @binding(5) var<storage, read> scales: array<f32>;       // (chunkRows, groupsPerRow) f32
+@group(0) @binding(5) var<storage, read> normW: array<f32>;        // (cols) RMSNorm weight
 //#endif
 //#endif
-//#if Q4
-//#if SCALE_F16
-@group(0) @binding(5) var<storage, read> scales: array<u32>;       // (chunkRows, groupsPerRow) f16 (scale, min) pairs
+
+// Accumulators per token: the dot product, then the up row's (GLU), then the sum of squares of x (NORM).
+//#if GLU
+const GLU_ACC: u32 = 1u;
 //#else
-@group(0) @binding(5) var<storage, read> scales: array<vec2<f32>>; // (chunkRows, groupsPerRow) f32 (scale, min)
+const GLU_ACC: u32 = 0u;
 //#endif
+//#if NORM
+const NORM_ACC: u32 = 1u;
+//#else
+const NORM_ACC: u32 = 0u;
 //#endif
+const NACC: u32 = 1u + GLU_ACC + NORM_ACC;
+const ACC_UP: u32 = 1u;             // index of the up accumulator (GLU)
+const ACC_SS: u32 = 1u + GLU_ACC;   // index of the sum of squares (NORM)
+// Weight rows per output row.
+const WROWS: u32 = 1u + GLU_ACC;
+
+// Eight consecutive elements of a row (or of x), as two vec4.
+struct Block8 {
+  lo: vec4<f32>,
+  hi: vec4<f32>,
+}
 
 // W[row, 8 * blk .. 8 * blk + 8) of this chunk, converted to f32 (padding columns are stored zeros).
 fn wBlock(row: u32, blk: u32) -> Block8 {
@@ -126,10 +142,58 @@ fn dot8(a: Block8, b: Block8) -> f32 {
   return dot(a.lo, b.lo) + dot(a.hi, b.hi);
 }
 
-// Writes out[t, rowOffset + r] (adding the bias).
+fn mul8(a: Block8, b: Block8) -> Block8 {
+  return Block8(a.lo * b.lo, a.hi * b.hi);
+}
+
+//#if NORM
+// normW[8 * blk .. 8 * blk + 8) for a full block.
+fn gBlock(blk: u32) -> Block8 {
+//#if XV4
+  return Block8(normW[blk * 2u], normW[blk * 2u + 1u]);
+//#else
+  let i = blk * 8u;
+  return Block8(
+    vec4<f32>(normW[i], normW[i + 1u], normW[i + 2u], normW[i + 3u]),
+    vec4<f32>(normW[i + 4u], normW[i + 5u], normW[i + 6u], normW[i + 7u]),
+  );
+//#endif
+}
+
+fn gAt(c: u32) -> f32 {
+//#if XV4
+  return normW[c / 4u][c % 4u];
+//#else
+  return normW[c];
+//#endif
+}
+//#endif
+
+// The output of output row r for token t from its accumulators: the RMSNorm scale, SwiGLU.
+fn finish(dotv: f32, up: f32, ss: f32) -> f32 {
+  var v = dotv;
+  var u = up;
+//#if NORM
+  let inv = inverseSqrt(ss / f32(p.cols) + p.eps);
+  v *= inv;
+  u *= inv;
+//#endif
+//#if GLU
+  // exp(-v) overflows to +inf for v < -88: v / inf = -0, the right limit.
+  v = v / (1.0 + exp(-v)) * u;
+//#endif
+  return v;
+}
+
+// Writes out[t, rowOffset + r] (adding the bias; ACC: adding to what out holds).
 fn store(t: u32, r: u32, v: f32) {
   let row = p.rowOffset + r;
   var b = 0.0;
   if (p.hasBias != 0u) { b = bias[row]; }
-  out[t * p.outStride + row] = v + b;
+  let i = t * p.outStride + row;
+//#if ACC
+  out[i] = out[i] + v + b;
+//#else
+  out[i] = v + b;
+//#endif
 }

@@ -68,6 +68,8 @@ export function uploadWeight(
   cols: number,
   bytes: Uint8Array,
   maxChunkBytes = gpu.caps.maxStorageBufferBindingSize,
+  /** Every chunk holds a multiple of this many rows (2 for interleaved gate/up pairs). */
+  rowMultiple = 1,
 ): GpuWeight {
   const bpe = bytesPerElement(dtype);
   if (bytes.byteLength !== rows * cols * bpe) {
@@ -78,11 +80,11 @@ export function uploadWeight(
   }
   const rowStride = Math.ceil(cols / ROW_ALIGN) * ROW_ALIGN;
   const rowBytes = rowStride * bpe;
-  const rowsPerChunk = Math.floor(maxChunkBytes / rowBytes);
+  const rowsPerChunk = Math.floor(maxChunkBytes / rowBytes / rowMultiple) * rowMultiple;
   if (rowsPerChunk < 1) {
     throw new SiftError(
       'GPU_LIMIT',
-      `tensor ${name}: one row (${rowBytes} bytes) exceeds the binding limit ${maxChunkBytes}`,
+      `tensor ${name}: ${rowMultiple} row(s) of ${rowBytes} bytes exceed the binding limit ${maxChunkBytes}`,
     );
   }
   const chunks: WeightChunk[] = [];
