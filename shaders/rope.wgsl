@@ -28,28 +28,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> invFreq: array<f32>;    // (headDim / 2) rad per position
 @group(0) @binding(4) var<uniform> p: Params;
 
-const INV_2PI: f32 = 0.15915493667125702;
-// 2*pi = P1 + P2 + P3 + P4 to ~2.5e-13; P1..P3 carry 6 significant bits each.
-const P1: f32 = 6.25;
-const P2: f32 = 0.0322265625;
-const P3: f32 = 0.000946044921875;
-const P4: f32 = 1.2699757462542038e-05;
-
-// x - 2*pi*round(x / 2*pi), for x exact in f32.
-fn reduce2pi(x: f32) -> f32 {
-  let n = round(x * INV_2PI);
-  return (((x - n * P1) - n * P2) - n * P3) - n * P4;
-}
-
-// pos * w reduced to about [-pi, pi], computed as described above.
-fn angle(pos: u32, w: f32) -> f32 {
-  let wHi = bitcast<f32>(bitcast<u32>(w) & 0xfffff000u);
-  let wLo = w - wHi;
-  let pHi = f32(pos & 0x00fff000u);
-  let pLo = f32(pos & 0x00000fffu);
-  let s = reduce2pi(pHi * wHi) + reduce2pi(pHi * wLo) + reduce2pi(pLo * wHi) + reduce2pi(pLo * wLo);
-  return reduce2pi(s);
-}
+//#include rope_angle
 
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {

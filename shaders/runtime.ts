@@ -521,21 +521,21 @@ export class Gpu {
     e.params.add(params);
   }
 
-  /** Bind group 0 of `pipeline` from bindings in @binding order. */
-  bindGroup(pipeline: GPUComputePipeline, bindings: Binding[], label?: string): GPUBindGroup {
+  /** Bind group 0 of `pipeline` from bindings in @binding order; null = a binding number the shader leaves out. */
+  bindGroup(pipeline: GPUComputePipeline, bindings: readonly (Binding | null)[], label?: string): GPUBindGroup {
     this.count.bindGroups++;
-    return this.device.createBindGroup({
-      label,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: bindings.map((b, i) => ({ binding: i, resource: toResource(b) })),
+    const entries: GPUBindGroupEntry[] = [];
+    bindings.forEach((b, i) => {
+      if (b) entries.push({ binding: i, resource: toResource(b) });
     });
+    return this.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
   }
 
   /** Encodes one dispatch into `pass`. */
   dispatch(
     pass: GPUComputePassEncoder,
     pipeline: GPUComputePipeline,
-    bindings: Binding[],
+    bindings: readonly (Binding | null)[],
     x: number,
     y = 1,
     z = 1,
