@@ -18,7 +18,7 @@
  */
 import { isSiftError, SiftError } from '../config/errors.js';
 import { KvCacheManager } from '../kvcache/index.js';
-import type { ExecuteOutput, ModelExecutor } from '../model/executor.js';
+import type { ExecuteInput, ExecuteOutput, ModelExecutor, SampleSpec } from '../model/executor.js';
 import {
   type AttentionRequest,
   type AttentionUsage,
@@ -33,7 +33,7 @@ import {
 import type { TokenMask } from './logits.js';
 import { prepareInputs } from './prepare-inputs.js';
 import { LiveRequest } from './request.js';
-import { Sampler, tokenLogprobs } from './sampler.js';
+import { Sampler, sampleLogits, tokenLogprobs } from './sampler.js';
 import { type ScheduledSeq, type ScheduleOutput, Scheduler, type SeqState } from './scheduler.js';
 
 /** What one step ran (for tests and tracing). */
@@ -208,13 +208,14 @@ export class EngineCore implements EngineClient {
       this.current = null;
       return 0;
     }
-    const input = prepareInputs(out, this.kv, {
-      tokenBudgetOf: (seq) => this.tokenBudgetOf(seq),
-      needsLogits: (seq) => this.needsLogitsOf(seq),
-    });
-    // The masks of constrained requests are computed on the host while the executor runs the step.
-    const [result, masks] = await Promise.all([this.executor.execute(input), this.constraintMasks(out)]);
-    this.update(out, result, await this.sampleConstrained(out, result, masks));
+    const input = prepareInputs(
+      out,
+      this.kv,
+      (seq) => this.tokenBudgetOf(seq),
+      (seq) => this.samplingOf(seq),
+    );
+    const result = await this.executor.execute(input);
+    this.update(out, input, result);
     this.current = null;
     return out.numTokens;
   }
@@ -240,65 +241,17 @@ export class EngineCore implements EngineClient {
     return out;
   }
 
-  /** seqId -> the allowed next tokens of each sampling entry whose request has a constraint. */
-  private async constraintMasks(out: ScheduleOutput): Promise<Map<number, TokenMask>> {
-    const masks = new Map<number, TokenMask>();
-    const pending: Promise<void>[] = [];
-    for (const e of out.scheduled) {
-      const r = this.live.get(e.seq.seqId);
-      const c = r?.req.constraint;
-      if (!e.sample || !r || !c) continue;
-      const remaining = r.maxLen - e.seq.tokens.length;
-      pending.push(c.nextMask(remaining).then((m) => void masks.set(e.seq.seqId, m)));
-    }
-    await Promise.all(pending);
-    return masks;
-  }
-
-  /** seqId -> the token of each constrained request: sampled within its mask, then as its constraint takes it. */
-  private async sampleConstrained(
-    out: ScheduleOutput,
-    result: ExecuteOutput,
-    masks: ReadonlyMap<number, TokenMask>,
-  ): Promise<Map<number, number>> {
-    const V = this.executor.limits.vocabSize;
-    const chosen = new Map<number, number>();
-    let row = 0;
-    for (const e of out.scheduled) {
-      if (!e.sample) continue;
-      const rowLogits = result.logits.subarray(row * V, (row + 1) * V);
-      row++;
-      const r = this.live.get(e.seq.seqId);
-      const mask = masks.get(e.seq.seqId);
-      if (!r || r.finished || !r.req.constraint || !mask) continue;
-      const sampled = r.sampler.sample(rowLogits, mask);
-      chosen.set(e.seq.seqId, await r.req.constraint.take(sampled, r.maxLen - e.seq.tokens.length));
-    }
-    return chosen;
-  }
-
-  /** `chosen`: the tokens of constrained requests (sampleConstrained); the rest are sampled here. */
-  private update(out: ScheduleOutput, result: ExecuteOutput, chosen: ReadonlyMap<number, number>): void {
+  private update(out: ScheduleOutput, input: ExecuteInput, result: ExecuteOutput): void {
     const V = this.executor.limits.vocabSize;
     let row = 0;
     const numDecode = out.scheduled.filter((e) => e.kind === 'decode').length;
     out.scheduled.forEach((e, i) => {
-      const rowLogits = e.sample ? result.logits.subarray(row * V, (row + 1) * V) : null;
-      if (e.sample) row++;
+      const sampleRow = e.sample ? row++ : -1;
       const r = this.live.get(e.seq.seqId);
       if (!r || r.finished) return; // cancelled or timed out while the step ran: its pages are already free
       this.scheduler.commit(e);
       const seq = e.seq;
-      if (e.kind === 'prefill') {
-        const b = result.prefillKeyBlocks[i - numDecode]; // prefill entries follow the decode entries
-        if (b) {
-          r.prefillBlocksTotal += b.total;
-          r.prefillBlocksKept += b.kept;
-          this.totals.blocksTotal += b.total;
-          this.totals.blocksKept += b.kept;
-        }
-      }
-      if (!rowLogits) {
+      if (sampleRow < 0) {
         if (r.output.length === 0 && seq.numComputed < seq.promptLen) {
           r.emit({ type: 'progress', promptTokensDone: seq.numComputed, promptTokens: seq.promptLen });
         }
@@ -318,7 +271,15 @@ export class EngineCore implements EngineClient {
         this.totals.attended += attended;
         this.totals.dense += context;
       }
-      const id = chosen.get(seq.seqId) ?? r.sampler.sample(rowLogits);
+      const lr = result.logitsRow[sampleRow];
+      const rowLogits = lr >= 0 ? result.logits.subarray(lr * V, (lr + 1) * V) : null;
+      let id = result.tokens[sampleRow];
+      if (id < 0) {
+        // the executor left this row to the host (a host-side rule): the same rule, on the raw logits
+        const spec = input.entries[i].sampling;
+        if (!rowLogits || !spec) throw new SiftError('INTERNAL', `step ${this.steps}: row ${sampleRow} has no token`);
+        id = sampleLogits(rowLogits, spec);
+      }
       if (r.stop.has(id)) {
         this.finish(r, 'stop');
         return;
@@ -329,6 +290,7 @@ export class EngineCore implements EngineClient {
       this.totals.generationTokens++;
       r.firstTokenAt ??= performance.now();
       if (r.req.topLogprobs !== undefined) {
+        if (!rowLogits) throw new SiftError('INTERNAL', `step ${this.steps}: logprobs asked but no logits returned`);
         const lp = tokenLogprobs(rowLogits, id, r.req.topLogprobs);
         r.emit({ type: 'token', id, logprob: lp.logprob, topLogprobs: lp.top });
       } else {
@@ -358,10 +320,13 @@ export class EngineCore implements EngineClient {
     return req.attention?.mode ?? this.executor.attention.mode;
   }
 
-  /** Whether a sequence's request samples on the host from its logits row (client.ts needsLogits). */
-  private needsLogitsOf(seq: SeqState): boolean {
+  /** A sampling entry's spec this step: its sampler's draw and bias; logits back when the request wants logprobs. */
+  private samplingOf(seq: SeqState): SampleSpec {
     const r = this.live.get(seq.seqId);
-    return r !== undefined && needsLogits(r.req);
+    if (!r) throw new SiftError('INTERNAL', `sequence ${seq.seqId} is scheduled but not live`);
+    const spec = r.sampler.nextStep();
+    if (r.req.topLogprobs !== undefined) spec.returnLogits = true;
+    return spec;
   }
 
   /** A decoding sequence's token budget: Infinity (every page) in dense mode, else its request's or the default. */

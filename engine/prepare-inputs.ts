@@ -6,7 +6,7 @@
  * streaming heads its sink + ring pages and each new token's ring slot.
  */
 import type { KvCacheManager } from '../kvcache/index.js';
-import type { ExecuteInput, StepEntry, StreamingEntry } from '../model/executor.js';
+import type { ExecuteInput, SampleSpec, StepEntry, StreamingEntry } from '../model/executor.js';
 import type { ScheduleOutput, SeqState } from './scheduler.js';
 
 /** What prepareInputs asks the core about a scheduled sequence's request. */
@@ -18,11 +18,18 @@ export interface EntryPolicy {
 }
 
 /**
+ * `tokenBudgetOf` gives a decoding sequence's token budget (its request's attention: Infinity for dense mode);
+ * `samplingOf` a sampling entry's SampleSpec for this step (its request's sampler draws the step's uniform number).
  * Streaming slots are judged at the end of the chunk being written (StreamingPool.slotFor with upTo = chunk end): a
  * token the ring recycles before then gets null, so a chunk longer than the ring never overwrites keys its own
  * earlier tokens still need.
  */
-export function prepareInputs(out: ScheduleOutput, kv: KvCacheManager, policy: EntryPolicy): ExecuteInput {
+export function prepareInputs(
+  out: ScheduleOutput,
+  kv: KvCacheManager,
+  tokenBudgetOf: (seq: SeqState) => number,
+  samplingOf: (seq: SeqState) => SampleSpec,
+): ExecuteInput {
   const entries = out.scheduled.map((e): StepEntry => {
     const seqId = e.seq.seqId;
     const end = e.start + e.numTokens;
@@ -32,7 +39,7 @@ export function prepareInputs(out: ScheduleOutput, kv: KvCacheManager, policy: E
       tokens: e.seq.tokens.slice(e.start, end),
       pages: kv.blockTable(seqId),
       sample: e.sample,
-      needsLogits: e.sample && policy.needsLogits(e.seq),
+      sampling: e.sample ? samplingOf(e.seq) : undefined,
       streaming: kv.streaming ? streamingEntry(kv, seqId, e.start, end) : undefined,
     };
     return e.kind === 'decode'

@@ -1,20 +1,19 @@
 /**
- * Token sampling from one row of logits: greedy, temperature, min_p, top-k, top-p, seeded, after the logits
- * processors (logits.ts: logit_bias, repetition penalty, then OpenAI presence / frequency penalties over the tokens
- * generated so far, then a constraint's token mask), and logprobs (log-softmax of the raw logits).
- * Runs on the host over the logits row the forward pass reads back (vocab floats per sequence per step).
- * Same seed and same logits -> same tokens: each request owns its Sampler, so its random stream does not depend on
- * what else shares the batch.
+ * Token sampling: greedy, temperature, top-k, top-p, seeded, with OpenAI presence / frequency penalties over the
+ * tokens generated so far, and logprobs (log-softmax of the raw logits).
+ *
+ * Each request owns a Sampler: per step it draws the step's uniform number from the request's seeded stream and
+ * turns its penalties into a sparse logit bias (`nextStep`, a SampleSpec of model/executor.ts). The executor samples
+ * on the device with that spec (shaders/sample.wgsl); `sampleLogits` is the same rule on the host, for requests
+ * that need host-side logits and as the device's reference. Same seed and same logits -> same tokens, whatever
+ * else shares the batch, on either side (up to the f32 rounding of the device at a cumulative-weight boundary).
+ *
+ * The host rule costs O(vocab) plus a sort of the tokens that can matter: with top-k / top-p the tokens are first
+ * bucketed by (max - logit) / temperature in quarter-nat buckets (no exp needed for top-k), and only the buckets up
+ * to the one where the kept set must end are sorted (top_p 0.9 at vocab 128256: ~1-2 ms instead of a 65 ms sort).
  */
 import { SiftError } from '../config/errors.js';
-import {
-  applyLogitBias,
-  applyMask,
-  applyMinP,
-  applyRepetitionPenalty,
-  type LogitsParams,
-  type TokenMask,
-} from './logits.js';
+import type { LogitBias, SampleSpec } from '../model/executor.js';
 
 export interface SamplingParams {
   /** 0 = greedy (argmax). */
@@ -143,22 +142,6 @@ export function validatePenalties(p: PenaltyParams): void {
   }
 }
 
-/**
- * OpenAI's penalties: logit[t] -= count[t] * frequency + (count[t] > 0) * presence, over the counts of the tokens
- * generated so far (not the prompt). Returns a new row; `logits` is left as it was.
- */
-export function applyPenalties(
-  logits: ArrayLike<number>,
-  counts: ReadonlyMap<number, number>,
-  p: PenaltyParams,
-): Float32Array {
-  const out = Float32Array.from(logits);
-  for (const [id, n] of counts) {
-    if (n > 0 && id >= 0 && id < out.length) out[id] -= n * p.frequencyPenalty + p.presencePenalty;
-  }
-  return out;
-}
-
 /** One token's log-probability. */
 export interface Logprob {
   id: number;
@@ -182,6 +165,268 @@ export function tokenLogprobs(
   const top =
     topN > 0 ? topKIndices(logits, Math.min(topN, logits.length)).map((id) => ({ id, logprob: logits[id] - lse })) : [];
   return { logprob: logits[chosen] - lse, top };
+}
+
+/** Scratch of sampleLogits, grown to the vocabulary once (the host path allocates nothing per step after that). */
+const scratch = {
+  f: new Float32Array(0),
+  bits: new Uint32Array(0), // the bits of f
+  keys: new Uint32Array(0),
+  w: new Float64Array(0),
+  hiMass: new Float64Array(65536),
+  hiCount: new Float64Array(65536),
+  loMass: new Float64Array(65536),
+  loCount: new Float64Array(65536),
+};
+
+/** Order-preserving u32 key of an f32's bits: unsigned order = float order (NaN lowest). */
+function orderKey(bits: number): number {
+  if ((bits & 0x7fffffff) > 0x7f800000) return 0;
+  return (bits & 0x80000000 ? ~bits : bits | 0x80000000) >>> 0;
+}
+
+const oneBits = new Uint32Array(1);
+const oneF32 = new Float32Array(oneBits.buffer);
+
+/** The f32 value of an order key. */
+function keyValue(key: number): number {
+  oneBits[0] = key & 0x80000000 ? key & 0x7fffffff : ~key;
+  return oneF32[0];
+}
+
+/**
+ * The tokens a search runs over: every key above `key`, and of the tokens at `key` only the first `ties` in id
+ * order (a top-k or top-p cut inside a run of equal logits). null: every token.
+ */
+type Floor = { key: number; ties: number } | null;
+
+/** Where a cumulative sum in (key desc, id asc) order crosses its target: the key, the sum above it, the tie rank. */
+interface Crossing {
+  key: number;
+  /** Sum of the tokens above `key`. */
+  above: number;
+  /** 1-based rank among the tokens at `key` (id order) of the token where the sum crosses. */
+  rank: number;
+  /** Weight of one token at `key`. */
+  tieW: number;
+}
+
+/**
+ * Radix search over the order keys, 16 bits at a time (two passes): the first position in (key desc, id asc) order
+ * whose inclusive cumulative weight (`w`, or 1 per token when null) exceeds `target` (strict) or reaches it. Past
+ * the end (rounding), the last token of the set.
+ */
+function search(
+  V: number,
+  w: Float64Array | null,
+  floor: Floor,
+  target: number,
+  strict: boolean,
+  weightOf: (key: number) => number,
+): Crossing {
+  const { keys, hiMass, hiCount, loMass, loCount } = scratch;
+  const cross = (x: number) => (strict ? x > target : x >= target);
+  const fk = floor ? floor.key : 0;
+  const fw = floor ? floor.ties * (w ? weightOf(floor.key) : 1) : 0;
+  hiMass.fill(0);
+  hiCount.fill(0);
+  for (let i = 0; i < V; i++) {
+    const k = keys[i];
+    if (floor && k <= fk) continue; // the floor's ties are added as a whole below
+    const h = k >>> 16;
+    hiMass[h] += w ? w[i] : 1;
+    hiCount[h]++;
+  }
+  if (floor) {
+    hiMass[fk >>> 16] += fw;
+    hiCount[fk >>> 16] += floor.ties;
+  }
+  let acc = 0;
+  let H = -1;
+  let lowest = -1;
+  for (let h = 65535; h >= 0; h--) {
+    if (hiCount[h] === 0) continue;
+    lowest = h;
+    if (cross(acc + hiMass[h])) {
+      H = h;
+      break;
+    }
+    acc += hiMass[h];
+  }
+  const pastEnd = H < 0;
+  if (pastEnd) {
+    H = lowest;
+    acc -= hiMass[H];
+  }
+  loMass.fill(0);
+  loCount.fill(0);
+  for (let i = 0; i < V; i++) {
+    const k = keys[i];
+    if (k >>> 16 !== H || (floor && k <= fk)) continue;
+    const l = k & 0xffff;
+    loMass[l] += w ? w[i] : 1;
+    loCount[l]++;
+  }
+  if (floor && fk >>> 16 === H) {
+    loMass[fk & 0xffff] += fw;
+    loCount[fk & 0xffff] += floor.ties;
+  }
+  let L = -1;
+  let lowL = -1;
+  for (let l = 65535; l >= 0; l--) {
+    if (loCount[l] === 0) continue;
+    lowL = l;
+    if (!pastEnd && cross(acc + loMass[l])) {
+      L = l;
+      break;
+    }
+    acc += loMass[l];
+  }
+  if (L < 0) {
+    L = lowL;
+    acc -= loMass[L];
+  }
+  const key = ((H << 16) | L) >>> 0;
+  const ties = loCount[L];
+  const tieW = w ? weightOf(key) : 1;
+  let rank = ties;
+  if (!pastEnd && L >= 0 && tieW > 0) {
+    const x = (target - acc) / tieW;
+    rank = strict ? Math.floor(x) + 1 : Math.ceil(x);
+    rank = Math.min(ties, Math.max(1, rank));
+  }
+  return { key, above: acc, rank, tieW };
+}
+
+/** The id of the rank-th (1-based) token with order key `key`, in id order. */
+function nthWithKey(V: number, key: number, rank: number): number {
+  const keys = scratch.keys;
+  let seen = 0;
+  let last = -1;
+  for (let i = 0; i < V; i++) {
+    if (keys[i] !== key) continue;
+    last = i;
+    if (++seen === rank) return i;
+  }
+  return last;
+}
+
+/** Vocabularies up to this size sort the whole row (cheaper than the radix searches' 64K-bin histograms). */
+const SORT_BELOW = 2048;
+
+/** The top-k / top-p rule by a full sort (small vocabularies). */
+function sampleSorted(
+  f: Float32Array,
+  spec: Omit<SampleSpec, 'returnLogits' | 'onHost'>,
+  m: number,
+  k: number,
+): number {
+  const V = f.length;
+  const invT = 1 / spec.temperature;
+  let ids = Array.from({ length: V }, (_, i) => i).sort((x, y) => f[y] - f[x] || x - y);
+  if (k > 0) ids = ids.slice(0, k);
+  const w = ids.map((i) => Math.exp((f[i] - m) * invT) || 0);
+  let z = 0;
+  if (k > 0) for (const x of w) z += x;
+  else for (let i = 0; i < V; i++) z += Math.exp((f[i] - m) * invT) || 0;
+  let keep = ids.length;
+  if (spec.topP < 1) {
+    let cum = 0;
+    for (let i = 0; i < ids.length; i++) {
+      cum += w[i];
+      if (cum >= spec.topP * z) {
+        keep = i + 1;
+        break;
+      }
+    }
+    z = 0;
+    for (let i = 0; i < keep; i++) z += w[i];
+  }
+  const target = spec.u * z;
+  let cum = 0;
+  for (let i = 0; i < keep; i++) {
+    cum += w[i];
+    if (target < cum) return ids[i];
+  }
+  for (let i = keep - 1; i >= 0; i--) if (w[i] > 0) return ids[i];
+  return ids[0];
+}
+
+/** The step's logits row with the bias added (a copy), or the row itself without one. */
+function withBias(logits: ArrayLike<number>, bias: LogitBias | undefined): ArrayLike<number> {
+  if (!bias || bias.ids.length === 0) return logits;
+  const out = Float32Array.from(logits);
+  for (let i = 0; i < bias.ids.length; i++) {
+    const id = bias.ids[i];
+    if (id >= 0 && id < out.length) out[id] += bias.deltas[i];
+  }
+  return out;
+}
+
+/**
+ * Samples one token from a raw logits row by the rule of SampleSpec (model/executor.ts), in f64: the host path and
+ * the reference of the device sampler, which runs the same searches (shaders/sample.wgsl). Returns a token id.
+ *
+ * Without top-k / top-p: one cumulative pass in id order. With them, no sort: the order (logit desc, id asc) is
+ * that of the logits' order-preserving u32 keys, and each cut is a radix search for the position where a
+ * cumulative count or weight crosses a target (two passes of 16-bit histograms): top-k by count (k), top-p by
+ * weight within the top-k set (topP of its weight), the token by weight within the kept set (u of its weight).
+ */
+export function sampleLogits(raw: ArrayLike<number>, spec: Omit<SampleSpec, 'returnLogits' | 'onHost'>): number {
+  const logits = withBias(raw, spec.bias);
+  if (spec.temperature === 0) return argmax(logits);
+  const V = logits.length;
+  const invT = 1 / spec.temperature;
+  if (scratch.f.length < V) {
+    scratch.f = new Float32Array(V);
+    scratch.bits = new Uint32Array(scratch.f.buffer);
+    scratch.keys = new Uint32Array(V);
+    scratch.w = new Float64Array(V);
+  }
+  const { f, bits, keys, w } = scratch;
+  let m = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < V; i++) {
+    f[i] = logits[i];
+    if (f[i] > m) m = f[i];
+  }
+  const weight = (x: number) => Math.exp((x - m) * invT) || 0; // NaN logits weigh nothing
+  const k = spec.topK > 0 ? Math.min(spec.topK, V) : 0;
+  if (k === 0 && spec.topP >= 1) {
+    // every token, in id order
+    let z = 0;
+    for (let i = 0; i < V; i++) z += w[i] = weight(f[i]);
+    const target = spec.u * z;
+    let cum = 0;
+    for (let i = 0; i < V; i++) {
+      cum += w[i];
+      if (target < cum) return i;
+    }
+    for (let i = V - 1; i >= 0; i--) if (w[i] > 0) return i; // rounding: the last token with weight
+    return argmax(logits);
+  }
+  if (V <= SORT_BELOW) return sampleSorted(f.subarray(0, V), spec, m, k);
+  for (let i = 0; i < V; i++) keys[i] = orderKey(bits[i]);
+  const weightOf = (key: number) => weight(keyValue(key));
+  let floor: Floor = null;
+  let z = 0;
+  if (k > 0 && k < V) {
+    const c = search(V, null, null, k, false, weightOf);
+    floor = { key: c.key, ties: c.rank };
+    for (let i = 0; i < V; i++) {
+      w[i] = keys[i] > c.key ? weight(f[i]) : 0;
+      z += w[i];
+    }
+    z += c.rank * weightOf(c.key);
+  } else {
+    for (let i = 0; i < V; i++) z += w[i] = weight(f[i]);
+  }
+  if (spec.topP < 1) {
+    const c = search(V, w, floor, spec.topP * z, false, weightOf);
+    floor = { key: c.key, ties: c.rank };
+    z = c.above + c.rank * c.tieW;
+  }
+  const c = search(V, w, floor, spec.u * z, true, weightOf);
+  return nthWithKey(V, c.key, c.rank);
 }
 
 /** The sampler of one request: owns its random stream and the counts of the tokens it generated. */
@@ -222,79 +467,37 @@ export class Sampler {
     if (this.repetition) this.seen.add(id);
   }
 
-  /** The row after the logits processors (logits.ts), or `raw` itself when none applies. */
-  processed(raw: ArrayLike<number>, mask?: TokenMask): ArrayLike<number> {
+  /** The penalties as a sparse logit bias over the tokens generated so far (undefined when none applies). */
+  bias(): LogitBias | undefined {
     const pen = this.penalties;
-    const bias = this.logits.logitBias;
-    const penalize = this.counts.size > 0 && (pen.presencePenalty !== 0 || pen.frequencyPenalty !== 0);
-    if (!penalize && !mask && !this.repetition && !(bias && bias.size > 0)) return raw;
-    const row = Float32Array.from(raw);
-    if (bias) applyLogitBias(row, bias);
-    if (this.repetition) applyRepetitionPenalty(row, this.seen, this.logits.repetitionPenalty as number);
-    if (penalize) {
-      for (const [id, n] of this.counts) {
-        if (n > 0 && id >= 0 && id < row.length) row[id] -= n * pen.frequencyPenalty + pen.presencePenalty;
-      }
+    if (this.counts.size === 0 || (pen.presencePenalty === 0 && pen.frequencyPenalty === 0)) return undefined;
+    const ids = new Uint32Array(this.counts.size);
+    const deltas = new Float32Array(this.counts.size);
+    let i = 0;
+    for (const [id, n] of this.counts) {
+      ids[i] = id;
+      deltas[i++] = -(n * pen.frequencyPenalty + (n > 0 ? pen.presencePenalty : 0));
     }
-    if (mask) applyMask(row, mask);
-    return row;
+    return { ids, deltas };
   }
 
   /**
-   * Samples from `rawLogits` after the logits processors; `mask` (a constraint's allowed tokens) leaves only the
-   * tokens it allows. Draws exactly one random number per call, so a seeded request's stream does not depend on
-   * how many tokens a mask allowed.
+   * This step's sampling: the parameters, one uniform draw from the request's stream (none for greedy, so the
+   * stream advances once per sampled token exactly as before) and the penalties' bias.
    */
-  sample(rawLogits: ArrayLike<number>, mask?: TokenMask): number {
-    const logits = this.processed(rawLogits, mask);
+  nextStep(): SampleSpec {
     const p = this.params;
-    const u = this.rng.next();
-    if (p.temperature === 0) return argmax(logits);
-    const minP = this.logits.minP ?? 0;
-    const k = p.topK > 0 ? Math.min(p.topK, logits.length) : p.topP < 1 ? logits.length : 0;
-    let ids: number[] | null = null;
-    let probs: Float64Array;
-    const invT = 1 / p.temperature;
-    if (k > 0) {
-      ids = topKIndices(logits, k);
-      const m = logits[ids[0]];
-      probs = new Float64Array(ids.length);
-      let z = 0;
-      for (let i = 0; i < ids.length; i++) z += probs[i] = Math.exp((logits[ids[i]] - m) * invT);
-      for (let i = 0; i < ids.length; i++) probs[i] /= z;
-      applyMinP(probs, minP);
-      if (p.topP < 1) {
-        let cum = 0;
-        let keep = ids.length;
-        for (let i = 0; i < ids.length; i++) {
-          cum += probs[i];
-          if (cum >= p.topP) {
-            keep = i + 1;
-            break;
-          }
-        }
-        ids = ids.slice(0, keep);
-        probs = probs.slice(0, keep);
-        let z2 = 0;
-        for (const q of probs) z2 += q;
-        for (let i = 0; i < probs.length; i++) probs[i] /= z2;
-      }
-    } else {
-      let m = -Infinity;
-      for (let i = 0; i < logits.length; i++) if (logits[i] > m) m = logits[i];
-      probs = new Float64Array(logits.length);
-      let z = 0;
-      for (let i = 0; i < logits.length; i++) z += probs[i] = Math.exp((logits[i] - m) * invT);
-      for (let i = 0; i < logits.length; i++) probs[i] /= z;
-      applyMinP(probs, minP);
-    }
-    let cum = 0;
-    for (let i = 0; i < probs.length; i++) {
-      cum += probs[i];
-      if (u < cum) return ids ? ids[i] : i;
-    }
-    // rounding: the last token with nonzero probability
-    for (let i = probs.length - 1; i >= 0; i--) if (probs[i] > 0) return ids ? ids[i] : i;
-    return ids ? ids[0] : argmax(logits);
+    return {
+      temperature: p.temperature,
+      topK: p.topK,
+      topP: p.topP,
+      u: p.temperature === 0 ? 0 : this.rng.next(),
+      bias: this.bias(),
+    };
+  }
+
+  /** Samples from `logits` on the host (this step's spec drawn here). */
+  sample(rawLogits: ArrayLike<number>): number {
+    return sampleLogits(rawLogits, this.nextStep());
   }
 }

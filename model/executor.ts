@@ -30,6 +30,41 @@ export interface StreamingEntry {
   slots: ArrayLike<number | null>;
 }
 
+/**
+ * Additive logit bias of one step, sparse (token id -> delta): OpenAI's presence / frequency penalties today, a
+ * request's logit_bias later. Ids are distinct.
+ */
+export interface LogitBias {
+  ids: ArrayLike<number>;
+  deltas: ArrayLike<number>;
+}
+
+/**
+ * How one sampling entry picks its next token this step. The rule, the same on the host (engine/sampler.ts
+ * sampleLogits, the reference) and on the device (shaders/sample.wgsl): logits l = raw + bias; temperature 0 takes
+ * the argmax (lowest id on ties); else weights w = exp((l - max l) / temperature), the kept set is every token
+ * when topK = 0 and topP = 1, else the first min(topK, V) tokens in the order (l descending, id ascending), cut to
+ * the shortest prefix whose weight reaches topP of theirs; the token is the first of the kept set, in id order
+ * without top-k / top-p and in that order with them, whose cumulative weight exceeds u times the kept set's weight.
+ */
+export interface SampleSpec {
+  temperature: number;
+  /** 0 = off. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+  /** The step's uniform draw in [0, 1) from the request's seeded stream (unused when temperature is 0). */
+  u: number;
+  bias?: LogitBias;
+  /** Also return the raw logits row (logprobs are computed from it on the host). */
+  returnLogits?: boolean;
+  /**
+   * Sample on the host: the executor returns the raw logits row and token -1 (for rules the device does not run,
+   * e.g. a grammar's token mask).
+   */
+  onHost?: boolean;
+}
+
 interface EntryBase {
   seqId: SeqId;
   /** Position of the first new token (the K/V of positions [0, start) is in the cache). */
@@ -38,13 +73,13 @@ interface EntryBase {
   tokens: ArrayLike<number>;
   /** Block table of the sequence: the physical page of each logical page, covering positions < start + n. */
   pages: ArrayLike<number>;
-  /** Return the logits of the last new token (the next token is sampled from them). */
+  /** The last new token's logits give the next token. */
   sample: boolean;
   /**
-   * The request samples on the host from this entry's logits row (logit_bias, min_p, repetition penalty, a
-   * grammar's token mask, logprobs), so a device sampler must hand the row back for it. Only with `sample`.
+   * With `sample`: how the executor samples the token. Absent: the executor returns the logits row and token -1
+   * (the caller samples; benchmarks and calibration read the logits).
    */
-  needsLogits?: boolean;
+  sampling?: SampleSpec;
   streaming?: StreamingEntry;
 }
 
@@ -68,15 +103,18 @@ export interface ExecuteInput {
   entries: readonly StepEntry[];
 }
 
-/** What one step returns. Grows as the executor takes on more of the step (e.g. sampling on the device). */
+/** What one step returns. */
 export interface ExecuteOutput {
-  /** (R, vocabSize) f32: the logits of each entry that samples, in entry order. */
-  logits: Float32Array;
   /**
-   * Per decode entry, in entry order: the KV tokens its attention read, as the kernels read them, averaged over the
-   * model's (layer, KV head) pairs, streaming heads included. Equal to the context (start + 1) when every head read
-   * every token (dense, or a selection that kept every page and no streaming head past its window).
+   * (R) per entry that samples, in entry order: the token the executor sampled, or -1 where it returned the logits
+   * for the caller to sample (no `sampling`, or `sampling.onHost`).
    */
+  tokens: Int32Array;
+  /** (L, vocabSize) f32: the raw logits rows returned (see `logitsRow`), in entry order. */
+  logits: Float32Array;
+  /** (R) per entry that samples: its row of `logits`, or -1 when none was returned. */
+  logitsRow: Int32Array;
+  /** Per decode entry, in entry order: KV tokens its attention read per retrieval head. */
   tokensAttended: readonly number[];
   /**
    * Per prefill entry, in entry order: the causal key blocks of its query blocks in block-sparse prefill of retrieval

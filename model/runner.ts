@@ -160,9 +160,19 @@ export class ModelRunner implements ModelExecutor {
     } catch (e) {
       throw await this.deviceError(e);
     }
-    // what the kernels read, per entry (decode entries first, as the batch rows)
-    const { decodeTokens, prefillKeyBlocks } = fwd.attention.lastReport;
-    return { logits, tokensAttended: decodeTokens, prefillKeyBlocks };
+    const ps = this.kv.pageSize;
+    const attended: number[] = [];
+    for (const e of input.entries) {
+      if (e.kind !== 'decode') break;
+      attended.push(tokensAttended(e.start + 1, e.tokenBudget, ps));
+    }
+    const R = input.entries.filter((e) => e.sample).length;
+    return {
+      tokens: new Int32Array(R).fill(-1),
+      logits,
+      logitsRow: Int32Array.from({ length: R }, (_, i) => i),
+      tokensAttended: attended,
+    };
   }
 
   release(seqId: SeqId): void {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { applyPenalties, argmax, Sampler, tokenLogprobs } from '../../engine/sampler.js';
+import { argmax, Sampler, sampleLogits, tokenLogprobs } from '../../engine/sampler.js';
+import type { SampleSpec } from '../../model/executor.js';
 import { Rng } from '../helpers/rng.js';
+import { sampleRef } from '../reference/sampler.js';
 
 const logitsOf = (probs: number[]) => probs.map((p) => Math.log(p));
 
@@ -64,13 +66,14 @@ test('invalid parameters are rejected naming the field', () => {
 
 test('presence and frequency penalties lower the logits of generated tokens (OpenAI formula)', () => {
   const logits = [2, 1.9, 0, -1];
-  const counts = new Map([
-    [0, 3],
-    [2, 1],
-  ]);
-  const out = applyPenalties(logits, counts, { presencePenalty: 0.5, frequencyPenalty: 0.1 });
-  assert.deepEqual(Array.from(out), [2 - 0.3 - 0.5, 1.9, 0 - 0.1 - 0.5, -1].map(Math.fround));
-  assert.deepEqual(logits, [2, 1.9, 0, -1], 'the input row is untouched');
+  const pen = new Sampler(
+    { temperature: 0, topK: 0, topP: 1, seed: 1 },
+    { presencePenalty: 0.5, frequencyPenalty: 0.1 },
+  );
+  for (const id of [0, 0, 2, 0]) pen.accept(id);
+  const bias = pen.bias();
+  assert.deepEqual(Array.from(bias?.ids ?? []), [0, 2]);
+  assert.deepEqual(Array.from(bias?.deltas ?? []), [-0.3 - 0.5, -0.1 - 0.5].map(Math.fround));
   // greedy with a presence penalty moves off a repeated token; without it, it stays
   const s = new Sampler({ temperature: 0, topK: 0, topP: 1, seed: 1 }, { presencePenalty: 0.2 });
   assert.equal(s.sample(logits), 0);
@@ -99,4 +102,76 @@ test('logprobs are the log-softmax of the raw logits, top alternatives most like
   );
   assert.ok(Math.abs(top[0].logprob - Math.log(0.6)) < 1e-12);
   assert.deepEqual(tokenLogprobs([1, 2], 0, 0).top, []);
+});
+
+/**
+ * Whether `got` is what the reference gives with the draw or the top-p threshold moved by 1e-9: the two sum
+ * weights in different orders, so a draw (or a top-p cut) that sits on a cumulative-weight boundary may fall either
+ * way; such draws must stay rare.
+ */
+export function atBoundary(logits: ArrayLike<number>, spec: SampleSpec, got: number, eps = 1e-9): boolean {
+  const moved = [
+    { ...spec, u: Math.max(0, spec.u - eps) },
+    { ...spec, u: Math.min(1 - 1e-12, spec.u + eps) },
+    { ...spec, topP: spec.topP - eps },
+    { ...spec, topP: Math.min(1, spec.topP + eps) },
+  ];
+  return moved.some((s) => sampleRef(logits, s) === got);
+}
+
+/** sampleLogits against the full-sort reference: the same token for the same draw but at boundaries. */
+test('sampleLogits equals the full-sort reference (temperature, top-k, top-p, bias) without sorting the vocabulary', () => {
+  const rng = new Rng(77);
+  let boundary = 0;
+  let n = 0;
+  for (const V of [1, 2, 7, 300, 5000, 32000]) {
+    for (let trial = 0; trial < (V > 1000 ? 12 : 40); trial++) {
+      const scale = rng.pick([0.1, 1, 3, 10]);
+      const logits = rng.normalArray(V, scale);
+      if (trial % 5 === 0) for (let i = 0; i < V; i += 3) logits[i] = logits[0]; // many ties
+      if (trial % 7 === 0) logits.fill(1.5); // flat: every bucket in one
+      const spec: SampleSpec = {
+        temperature: rng.pick([0, 0.3, 0.7, 1, 1.5]),
+        topK: rng.pick([0, 0, 1, 2, 40, V + 3]),
+        topP: rng.pick([1, 1, 0.9, 0.5, 0.999, 0.01]),
+        u: rng.next(),
+      };
+      if (trial % 3 === 0) {
+        const ids = new Uint32Array(Math.min(V, 5)).map(() => rng.int(0, V - 1));
+        const uniq = [...new Set(ids)];
+        spec.bias = { ids: uniq, deltas: Float32Array.from(uniq, () => rng.normal() * 2) };
+      }
+      const got = sampleLogits(logits, spec);
+      const want = sampleRef(logits, spec);
+      n++;
+      if (got !== want) {
+        const near = atBoundary(logits, spec, got);
+        assert.ok(near, `V=${V} ${JSON.stringify({ ...spec, bias: undefined })}: got ${got}, reference ${want}`);
+        boundary++;
+      }
+    }
+  }
+  assert.ok(boundary <= n / 100, `${boundary} of ${n} draws at a boundary`);
+});
+
+test('the step spec: one draw per sampled token (none for greedy), penalties as a sparse bias', () => {
+  const s = new Sampler(
+    { temperature: 1, topK: 0, topP: 1, seed: 3 },
+    { presencePenalty: 0.5, frequencyPenalty: 0.25 },
+  );
+  const t = new Sampler({ temperature: 1, topK: 0, topP: 1, seed: 3 });
+  const a = s.nextStep();
+  assert.equal(a.bias, undefined);
+  assert.equal(a.u, t.nextStep().u);
+  s.accept(4);
+  s.accept(4);
+  s.accept(9);
+  const b = s.nextStep();
+  assert.equal(b.u, t.nextStep().u, 'the stream advances once per step whatever the penalties');
+  assert.deepEqual(Array.from(b.bias?.ids ?? []), [4, 9]);
+  assert.deepEqual(Array.from(b.bias?.deltas ?? []), [-1, -0.75]);
+  const g = new Sampler({ temperature: 0, topK: 0, topP: 1, seed: 3 });
+  assert.equal(g.nextStep().u, 0);
+  // a greedy request's draws do not move: the next sampled request of the same seed starts where it would have
+  assert.equal(new Sampler({ temperature: 0.5, topK: 0, topP: 1, seed: 3 }).nextStep().u, a.u);
 });

@@ -3,13 +3,15 @@
  * PagedReferenceModel): the engine core's scheduler, KV bookkeeping, sampling and request lifecycle run against it
  * without a WebGPU adapter. It keeps its own paged KV cache (f16-rounded K/V by default, as the GPU stores them),
  * checks the step invariants the GPU forward pass relies on (decode entries first, one token each, always
- * sampling; block tables covering every position), and attends densely: a decode entry whose token budget does
+ * sampling; block tables covering every position), samples with the host rule (engine/sampler.ts sampleLogits, the
+ * device sampler's reference), and attends densely: a decode entry whose token budget does
  * not cover its context is refused, since a dense stand-in would silently differ from the GPU's page selection there.
  * tests/engine/core-gpu.test.ts holds its greedy tokens equal to the GPU executor's.
  */
 import path from 'node:path';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SiftError } from '../../config/errors.js';
+import { sampleLogits } from '../../engine/sampler.js';
 import type {
   AttentionDefaults,
   ExecuteInput,
@@ -17,6 +19,7 @@ import type {
   ExecutorLimits,
   ExecutorStats,
   ModelExecutor,
+  SampleSpec,
   SeqId,
 } from '../../model/executor.js';
 import { PagedReferenceModel } from '../reference/forward.js';
@@ -124,9 +127,30 @@ export class CpuExecutor implements ModelExecutor {
       logitRows,
     );
     this.steps++;
-    // dense prefill: no key block skipped
-    const prefillKeyBlocks = entries.filter((e) => e.kind === 'prefill').map(() => ({ kept: 0, total: 0 }));
-    return { logits, tokensAttended: attended, prefillKeyBlocks };
+    return sampleRows(
+      entries.filter((e) => e.sample).map((e) => e.sampling),
+      logits,
+      lim.vocabSize,
+    );
+    function sampleRows(specs: (SampleSpec | undefined)[], all: Float32Array, V: number): ExecuteOutput {
+      // the executor's sampling, on the host rule (engine/sampler.ts): tokens for rows with a spec, logits for the rest
+      const tokens = new Int32Array(specs.length).fill(-1);
+      const logitsRow = new Int32Array(specs.length).fill(-1);
+      const kept: number[] = [];
+      specs.forEach((s, r) => {
+        const row = all.subarray(r * V, (r + 1) * V);
+        if (s && !s.onHost) tokens[r] = sampleLogits(row, s);
+        if (!s || s.onHost || s.returnLogits) {
+          logitsRow[r] = kept.length;
+          kept.push(r);
+        }
+      });
+      const logits = new Float32Array(kept.length * V);
+      kept.forEach((r, i) => {
+        logits.set(all.subarray(r * V, (r + 1) * V), i * V);
+      });
+      return { tokens, logits, logitsRow, tokensAttended: attended };
+    }
   }
 
   release(seqId: SeqId): void {
