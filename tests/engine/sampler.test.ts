@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { argmax, Sampler, sampleLogits, tokenLogprobs } from '../../engine/sampler.js';
 import type { SampleSpec } from '../../model/executor.js';
 import { Rng } from '../helpers/rng.js';
-import { sampleRef } from '../reference/sampler.js';
+import { atBoundary, sampleRef } from '../reference/sampler.js';
 
 const logitsOf = (probs: number[]) => probs.map((p) => Math.log(p));
 
@@ -103,21 +103,6 @@ test('logprobs are the log-softmax of the raw logits, top alternatives most like
   assert.ok(Math.abs(top[0].logprob - Math.log(0.6)) < 1e-12);
   assert.deepEqual(tokenLogprobs([1, 2], 0, 0).top, []);
 });
-
-/**
- * Whether `got` is what the reference gives with the draw or the top-p threshold moved by 1e-9: the two sum
- * weights in different orders, so a draw (or a top-p cut) that sits on a cumulative-weight boundary may fall either
- * way; such draws must stay rare.
- */
-export function atBoundary(logits: ArrayLike<number>, spec: SampleSpec, got: number, eps = 1e-9): boolean {
-  const moved = [
-    { ...spec, u: Math.max(0, spec.u - eps) },
-    { ...spec, u: Math.min(1 - 1e-12, spec.u + eps) },
-    { ...spec, topP: spec.topP - eps },
-    { ...spec, topP: Math.min(1, spec.topP + eps) },
-  ];
-  return moved.some((s) => sampleRef(logits, s) === got);
-}
 
 /** sampleLogits against the full-sort reference: the same token for the same draw but at boundaries. */
 test('sampleLogits equals the full-sort reference (temperature, top-k, top-p, bias) without sorting the vocabulary', () => {

@@ -52,3 +52,18 @@ export function sampleRef(raw: ArrayLike<number>, spec: Omit<SampleSpec, 'return
   }
   return ids[ids.length - 1];
 }
+
+/**
+ * Whether `got` is what the reference gives with the draw or the top-p threshold moved by `eps`: a sampler that sums
+ * the weights in another order (the host's radix searches, 1e-9) or in f32 (the device, ~1e-5) may put a draw or a
+ * top-p cut that sits on a cumulative-weight boundary on either side; such draws must stay rare.
+ */
+export function atBoundary(logits: ArrayLike<number>, spec: SampleSpec, got: number, eps = 1e-9): boolean {
+  const moved = [
+    { ...spec, u: Math.max(0, spec.u - eps) },
+    { ...spec, u: Math.min(1 - 1e-12, spec.u + eps) },
+    { ...spec, topP: spec.topP - eps },
+    { ...spec, topP: Math.min(1, spec.topP + eps) },
+  ];
+  return moved.some((s) => sampleRef(logits, s) === got);
+}
