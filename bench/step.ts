@@ -12,11 +12,12 @@
  * steps a multiple of the reuse interval the page selection is amortized as in serving.
  */
 import { SiftError } from '../config/errors.js';
-import { Sampler, type SamplingParams } from '../engine/sampler.js';
+import { Sampler, type SamplingParams, sampleLogits } from '../engine/sampler.js';
 import { tokensAttended } from '../model/attention/budget.js';
 import type { DecodeEntry } from '../model/executor.js';
 import type { ModelRunner } from '../model/runner.js';
-import { countersDelta, type GpuCounters } from '../shaders/runtime.js';
+import { countersDelta, type GpuCounters, UniformArena } from '../shaders/runtime.js';
+import { packRowSpecs, SAMPLE_SPEC_WORDS, SampleKernel } from '../shaders/sample.js';
 import { pseudoTokens } from './model-steps.js';
 import { mdTable, stat } from './stats.js';
 
@@ -56,6 +57,8 @@ export interface StepBenchRow {
   batch: number;
   sampling: string;
   budget: number | null;
+  /** 'graph' (decode steps replayed) or 'per-step' (the old path). */
+  path: string;
   /** Medians over the timed steps (per step). */
   dispatchesPerStep: number;
   /** The most dispatches of any timed step (a step that reselects pages). */
@@ -72,8 +75,12 @@ export interface StepBenchRow {
   pipelinesCreatedAfterWarmup: number;
   /** Host time of ForwardPass.encode (checks, uploads, encoding, submit), median ms. */
   hostEncodeMs: number;
-  /** Host time spent sampling the step's rows, median ms. */
+  /** Host time spent sampling the step's rows (specs; host sampling of rows the device left), median ms. */
   sampleMs: number;
+  /** The device sampler alone on `batch` rows of this vocabulary (one dispatch, synced), median ms. */
+  deviceSamplerMs: number;
+  /** The host rule (engine/sampler.ts sampleLogits) on one row of this vocabulary, median ms. */
+  hostSamplerMs: number;
   /** Wall time of the whole step (execute + sampling), median ms; min and max. */
   stepMs: number;
   stepMsMin: number;
@@ -106,7 +113,7 @@ export function stepBytes(engine: ModelRunner, context: number, batch: number, b
   const bpe = (name: { dtype: string }) => (name.dtype === 'f32' ? 4 : 2);
   let weights = 0;
   for (const L of w.layers) {
-    for (const m of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) weights += m.rows * m.cols * bpe(m);
+    for (const m of [L.qkv, L.o, L.gateUp, L.down]) weights += m.rows * m.cols * bpe(m);
   }
   weights += w.lmHead.rows * w.lmHead.cols * bpe(w.lmHead);
   weights += batch * c.hiddenSize * bpe(w.embed); // embedding rows
@@ -177,17 +184,27 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           );
           const before = gpu.counters();
           const t0 = performance.now();
-          const { logits } = await engine.execute({ entries });
+          const specs = samplers.map((sm) => sm.nextStep());
+          entries.forEach((e, i) => {
+            e.sampling = specs[i];
+          });
+          let hostSample = performance.now() - t0;
+          const out = await engine.execute({ entries });
           const t1 = performance.now();
           const V = c.vocabSize;
-          tokens = samplers.map((sm, i) => sm.sample(logits.subarray(i * V, (i + 1) * V)));
+          tokens = specs.map((spec, i) => {
+            if (out.tokens[i] >= 0) return out.tokens[i];
+            const r = out.logitsRow[i];
+            return sampleLogits(out.logits.subarray(r * V, (r + 1) * V), spec); // rows the device left to the host
+          });
           const t2 = performance.now();
+          hostSample += t2 - t1;
           const counts = countersDelta(before, gpu.counters());
           if (timed) {
             per.push({
               counts,
               encode: engine.forwardPass.lastEncodeMs,
-              sample: t2 - t1,
+              sample: hostSample,
               step: t2 - t0,
               pipelines: counts.pipelines,
             });
@@ -199,6 +216,7 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
         const mean = dispatches.reduce((a, b) => a + b, 0) / dispatches.length;
         const step = stat(per.map((x) => x.step));
         const bytes = stepBytes(engine, context, batch, o.budget);
+        const samplers_ = await samplerTimes(engine, batch, params);
         rows.push({
           preset: o.preset,
           layers: c.numLayers,
@@ -208,6 +226,7 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           batch,
           sampling,
           budget: Number.isFinite(o.budget) ? o.budget : null,
+          path: engine.forwardPass.stepPath,
           dispatchesPerStep: med((x) => x.counts.dispatches),
           dispatchesMaxPerStep: Math.max(...dispatches),
           dispatchesMeanPerStep: mean,
@@ -220,6 +239,8 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           pipelinesCreatedAfterWarmup: per.reduce((n, x) => n + x.pipelines, 0),
           hostEncodeMs: med((x) => x.encode),
           sampleMs: med((x) => x.sample),
+          deviceSamplerMs: samplers_.device,
+          hostSamplerMs: samplers_.host,
           stepMs: step.median,
           stepMsMin: step.min,
           stepMsMax: step.max,
@@ -243,8 +264,56 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
       `${o.steps} timed decode steps per configuration after ${o.warmup} warm-up steps; counts and times are medians per step; "max" is the step that reselects pages (every ${engine.attentionConfig.reuseInterval} steps)`,
       `KV cache not filled: each block table tiles ${o.fillPages} real pages up to its context (timing, not quality)`,
       `predicted H100 ms = mean dispatches per step x ${H100_MODEL.usPerDispatch} us + bytes moved / 3 TB/s (weights once per step, the KV tokens attended, page digests on reselecting steps amortized, logits written and read)`,
+      '"sampler alone": the device sampler on `batch` random rows of the vocabulary (one dispatch, synced) and the host rule (engine/sampler.ts) on one row, at this configuration\'s sampling',
     ],
   };
+}
+
+/** The device sampler alone on `rows` random rows of the model's vocabulary, and the host rule on one (medians). */
+async function samplerTimes(
+  engine: ModelRunner,
+  rows: number,
+  params: Omit<SamplingParams, 'seed'>,
+): Promise<{ device: number; host: number }> {
+  const gpu = engine.gpu;
+  const V = engine.config.vocabSize;
+  let seed = 12345;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 4294967296;
+  };
+  const logits = Float32Array.from({ length: rows * V }, () => (rnd() + rnd() + rnd() - 1.5) * 4);
+  const specs = Array.from({ length: rows }, () => ({ ...params, u: rnd() }));
+  const packed = new Uint32Array(rows * SAMPLE_SPEC_WORDS);
+  packRowSpecs(specs, packed, new Uint32Array(2));
+  const bufs = {
+    logits: gpu.upload('bench.logits', logits),
+    specs: gpu.upload('bench.specs', packed),
+    bias: gpu.createBuffer('bench.bias', 16),
+    tokens: gpu.createBuffer('bench.tokens', rows * 4),
+    keys: gpu.createBuffer('bench.keys', rows * V * 4),
+    weights: gpu.createBuffer('bench.weights', rows * V * 4),
+  };
+  const kernel = new SampleKernel(gpu);
+  const arena = new UniformArena(gpu);
+  const device: number[] = [];
+  const host: number[] = [];
+  try {
+    for (let i = 0; i < 6; i++) {
+      const t0 = performance.now();
+      arena.reset();
+      gpu.run((pass) => kernel.encode(pass, arena, { ...bufs, rows, vocab: V }), arena);
+      await gpu.sync();
+      if (i > 0) device.push(performance.now() - t0);
+      const t1 = performance.now();
+      sampleLogits(logits.subarray(0, V), specs[0]);
+      if (i > 0) host.push(performance.now() - t1);
+    }
+  } finally {
+    for (const b of Object.values(bufs)) b.destroy();
+    arena.destroy();
+  }
+  return { device: stat(device).median, host: stat(host).median };
 }
 
 const f = (x: number, d = 1) => x.toFixed(d);
@@ -252,7 +321,7 @@ const kb = (x: number) => (x >= 1024 ? `${f(x / 1024)} KB` : `${x} B`);
 
 export function stepTable(r: StepBenchResult): string {
   return [
-    `decode step, ${r.preset} (${r.model})`,
+    `decode step, ${r.preset} (${r.model}), path ${r.rows[0]?.path ?? ''}`,
     '',
     mdTable(
       [
@@ -265,7 +334,8 @@ export function stepTable(r: StepBenchResult): string {
         'submits',
         'read back',
         'host encode ms',
-        'sample ms',
+        'sample ms (host)',
+        'sampler alone: device / host ms',
         'step ms',
         'tok/s',
         'predicted H100 ms',
@@ -281,6 +351,7 @@ export function stepTable(r: StepBenchResult): string {
         kb(x.readbackBytesPerStep),
         f(x.hostEncodeMs, 2),
         f(x.sampleMs, 2),
+        `${f(x.deviceSamplerMs, 2)} / ${f(x.hostSamplerMs, 2)}`,
         `${f(x.stepMs)} (${f(x.stepMsMin)}..${f(x.stepMsMax)})`,
         f(x.tokensPerS),
         f(x.predictedH100Ms, 2),

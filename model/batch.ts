@@ -18,8 +18,8 @@ export interface BatchShape {
 /**
  * Flattens `entries` (row r = entry r): tokens, positions start.., the row of each token, the block table
  * (numSeqs, maxPagesPerSeq) with each entry's pages (unused columns 0), the last token of each sampling entry as a
- * logit row, and the streaming tables and slots (SKIP_SLOT for a token the ring does not keep) when the entries
- * carry them.
+ * logit row with its sampling spec (null: return its logits), and the streaming tables and slots (SKIP_SLOT for a
+ * token the ring does not keep) when the entries carry them.
  */
 export function buildForwardBatch(entries: readonly StepEntry[], shape: BatchShape): ForwardBatch {
   const M = shape.maxPagesPerSeq;
@@ -71,6 +71,7 @@ export function buildForwardBatch(entries: readonly StepEntry[], shape: BatchSha
         ? { kind: 'decode', seqId: e.seqId, tokenBudget: e.tokenBudget }
         : { kind: 'prefill', seqId: e.seqId },
     ),
+    sampling: entries.filter((e) => e.sample).map((e) => e.sampling ?? null),
     streaming,
   };
 }

@@ -1,25 +1,38 @@
 /**
  * The batched forward pass: one call runs the new tokens of many sequences (flattened, with per-token sequence
  * row and position) through every layer, writing their K/V into the paged cache through the block table, and
- * returns logits for the requested rows only (typically the last new token of each sequence).
+ * samples or returns logits for the requested rows only (typically the last new token of each sequence).
  *
- * Per layer: h (T, hidden) -> RMSNorm -> q/k/v projections (+bias) -> RoPE -> KV write -> paged causal attention
- * -> o projection -> h += ; RMSNorm -> gate/up -> SwiGLU -> down -> h += . Then final norm on the gathered rows
- * and lm_head. All of it is WGSL; one command buffer per call.
+ * Two paths, one set of weights (model/weights.ts: q/k/v stacked, gate/up interleaved):
+ * - decode (every row a decode, one token each): per layer 7 dispatches, 9 on a step that reselects pages:
+ *     qkv = rmsnorm(h) @ Wqkv (norm folded into the matmul) -> rope_kv_write (RoPE, KV write, the decode tokens'
+ *     page digests) -> [page_score, page_select] -> sparse_decode + reduce -> h += attn @ Wo
+ *     -> act = swiglu(rmsnorm(h) @ Wgate_up) -> h += act @ Wdown
+ *   then logits = rmsnorm(h) @ Wlm_head and the sampler. The dispatches are captured once per batch size (model/
+ *   decode-graph.ts) and replayed: a step writes its inputs (one writeBuffer, plus the block table's changed span),
+ *   replays, copies the sampled token ids (4 bytes a sequence) back, and creates nothing.
+ * - prefill (any step with prompt tokens, or a layer tap): per layer rmsnorm -> qkv -> rope_kv_write -> attention
+ *   (digests of the prefill tokens' pages, dense or block-sparse causal attention, sparse decode for decode rows)
+ *   -> o (+= h) -> rmsnorm -> gate_up (swiglu) -> down (+= h); then the logit rows gathered, lm_head with the final
+ *   norm folded in, the sampler. Encoded per step (bind groups per dispatch; prefill is device-bound).
+ * The old per-step path (model/forward-legacy.ts, stepPath 'per-step') is kept for the before/after comparison.
  */
 import { ropeFrequencies } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
 import { MatmulKernel } from '../shaders/matmul.js';
-import { ResidualAddKernel } from '../shaders/residual_add.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
-import { RopeKernel } from '../shaders/rope.js';
-import { type Gpu, UniformArena } from '../shaders/runtime.js';
-import { SwiGluKernel } from '../shaders/swiglu.js';
+import { ropeInvFreq } from '../shaders/rope.js';
+import { RopeKvWriteKernel } from '../shaders/rope_kv_write.js';
+import { type Binding, type Gpu, StagingRing, UniformArena } from '../shaders/runtime.js';
+import { packRowSpecs, SAMPLE_SPEC_WORDS, SampleKernel, sampleScratchBytes } from '../shaders/sample.js';
 import { LayerAttention, type LayerAttentionOptions } from './attention/layer-attention.js';
-import type { SeqId } from './executor.js';
+import { DecodeGraphs } from './decode-graph.js';
+import type { SampleSpec, SeqId } from './executor.js';
+import { LegacyForward } from './forward-legacy.js';
 import type { KvStorage } from './kv-storage.js';
+import { MirroredBuffer, StepInputs } from './step-inputs.js';
 import type { ModelWeights } from './weights.js';
 
 /** A block-table row's sequence and kind (see model/executor.ts). */
@@ -36,7 +49,7 @@ export interface ForwardBatch {
   /** (numSeqs, maxPagesPerSeq) physical page of each logical page. */
   blockTable: Uint32Array;
   numSeqs: number;
-  /** (R) indices into tokens whose logits are returned, in order. */
+  /** (R) indices into tokens whose logits are returned or sampled, in order. */
   logitRows: Uint32Array;
   /**
    * (numSeqs) per block-table row: its sequence and kind. Decode rows come first and hold exactly one token each,
@@ -45,11 +58,26 @@ export interface ForwardBatch {
    */
   rows: readonly BatchRow[];
   /**
+   * (R) per logit row: how to sample it on the device (SampleSpec), or null to return its logits. Absent: every
+   * row's logits are returned.
+   */
+  sampling?: readonly (SampleSpec | null)[];
+  /**
    * Streaming heads (required when the model has any): per block-table row its streaming table (sink pages then
    * ring pages, (numSeqs, sinkPages + ringPages) u32), and per token the streaming-pool slot it is written to
    * (page * pageSize + offset) or SKIP_SLOT (0xFFFFFFFF) when the ring does not keep it.
    */
   streaming?: { table: Uint32Array; slots: Uint32Array };
+}
+
+/** What a step hands back: per logit row a sampled token (-1: not sampled) and the logits rows returned. */
+export interface StepOutputs {
+  /** (R) the device's token, or -1 where the row's logits are returned instead (or as well). */
+  tokens: Int32Array;
+  /** (L, vocab) the logits rows returned, in row order. */
+  logits: Float32Array;
+  /** (R) each row's row of `logits`, or -1. */
+  logitsRow: Int32Array;
 }
 
 /**
@@ -60,8 +88,15 @@ export type LayerTap = (
   pass: GPUComputePassEncoder,
   arena: UniformArena,
   layer: number,
-  b: { q: GPUBuffer; kCache: GPUBuffer; blockTable: GPUBuffer; tokenSeq: GPUBuffer; positions: GPUBuffer; T: number },
+  b: { q: Binding; kCache: GPUBuffer; blockTable: Binding; tokenSeq: Binding; positions: Binding; T: number },
 ) => void;
+
+/** Kernel variants: 'cpu' = one invocation per row / lanes (lavapipe's fastest), 'gpu' = workgroup reductions. */
+export interface KernelChoice {
+  variant: 'cpu' | 'gpu';
+  /** 'gpu': reduce with subgroups where the device has them (default true). */
+  subgroups?: boolean;
+}
 
 export interface ForwardOptions {
   maxBatchTokens: number;
@@ -71,29 +106,45 @@ export interface ForwardOptions {
   maxLogitRows?: number;
   /** Sparse attention: page digests + sparse decode, block-sparse prefill, streaming heads' window. */
   attention?: Pick<LayerAttentionOptions, 'sparse' | 'blockSparsePrefill' | 'streaming'>;
+  /** Kernel variants; default per adapter (gpu.caps.isCpu: 'cpu'). Tests run both on lavapipe. */
+  kernels?: KernelChoice;
+  /** 'graph' (default): decode steps replay a captured pass; 'per-step': the old path (model/forward-legacy.ts). */
+  stepPath?: 'graph' | 'per-step';
 }
+
+/** Bias entries the step inputs hold per logit row; a row with more is sampled on the host. */
+const BIAS_ENTRIES_PER_ROW = 256;
 
 export class ForwardPass {
   readonly maxBatchTokens: number;
   readonly maxSeqs: number;
   readonly maxPagesPerSeq: number;
   readonly maxLogitRows: number;
+  readonly stepPath: 'graph' | 'per-step';
+  /** Attention of every layer: dense, sparse decode, block-sparse prefill, streaming heads. */
+  readonly attention: LayerAttention;
+  /** The step's inputs, one buffer (see model/step-inputs.ts). */
+  readonly inputs: StepInputs;
+  /** (maxSeqs, maxPagesPerSeq) u32 block table, uploaded by its changes. */
+  readonly table: MirroredBuffer;
+  /** Host time of the latest step's encoding (checks, uploads, encoding, submit), ms: `sift bench step` reports it. */
+  lastEncodeMs = 0;
   private readonly arena: UniformArena;
   private readonly k: {
     embed: EmbeddingKernel;
     norm: RmsNormKernel;
     matmul: MatmulKernel;
-    rope: RopeKernel;
-    add: ResidualAddKernel;
-    swiglu: SwiGluKernel;
+    ropeKv: RopeKvWriteKernel;
     gather: GatherRowsKernel;
+    sample: SampleKernel;
   };
   private readonly b: Record<string, GPUBuffer> = {};
   private readonly invFreq: GPUBuffer;
-  /** Attention of every layer: dense, sparse decode, block-sparse prefill, streaming heads. */
-  readonly attention: LayerAttention;
-  /** Host time of the latest encode() (checks, uploads, encoding, submit), ms: `sift bench step` reports it. */
-  lastEncodeMs = 0;
+  /** (max(T, R)) u32 0, 1, 2, ...: the token rows of a decode step, its logit rows and fresh-token starts. */
+  private readonly identity: GPUBuffer;
+  private readonly graphs: DecodeGraphs | null;
+  private readonly legacy: LegacyForward | null;
+  private readonly staging: { tokens: StagingRing; logits: StagingRing };
 
   constructor(
     private readonly gpu: Gpu,
@@ -106,49 +157,85 @@ export class ForwardPass {
     this.maxSeqs = opts.maxSeqs;
     this.maxPagesPerSeq = opts.maxPagesPerSeq;
     this.maxLogitRows = opts.maxLogitRows ?? opts.maxSeqs;
+    this.stepPath = opts.stepPath ?? 'graph';
+    const gpuKernels = (opts.kernels?.variant ?? (gpu.caps.isCpu ? 'cpu' : 'gpu')) === 'gpu';
     this.arena = new UniformArena(gpu);
     this.k = {
       embed: new EmbeddingKernel(gpu),
       norm: new RmsNormKernel(gpu),
-      matmul: new MatmulKernel(gpu),
-      rope: new RopeKernel(gpu),
-      add: new ResidualAddKernel(gpu),
-      swiglu: new SwiGluKernel(gpu),
+      matmul: new MatmulKernel(gpu, {
+        variant: gpuKernels ? 'workgroup' : 'thread',
+        subgroups: gpuKernels ? (opts.kernels?.subgroups ?? true) && gpu.caps.subgroups : undefined,
+      }),
+      ropeKv: new RopeKvWriteKernel(gpu),
       gather: new GatherRowsKernel(gpu),
+      sample: new SampleKernel(gpu),
     };
     const T = this.maxBatchTokens;
-    const qDim = c.numHeads * c.headDim;
+    const R = this.maxLogitRows;
+    const qkvDim = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
     const kvDim = c.numKvHeads * c.headDim;
-    const f = (name: string, elems: number) => {
-      this.b[name] = gpu.createBuffer(`act.${name}`, elems * 4);
+    const f = (name: string, bytes: number) => {
+      this.b[name] = gpu.createBuffer(`act.${name}`, bytes);
     };
-    f('h', T * c.hiddenSize); // (T, hidden) residual stream
-    f('xn', T * c.hiddenSize); // (T, hidden) normed
-    f('q', T * qDim); // (T, heads, headDim)
-    f('k', T * kvDim); // (T, kvHeads, headDim)
-    f('v', T * kvDim); // (T, kvHeads, headDim)
-    f('attn', T * qDim); // (T, heads, headDim)
-    f('proj', T * c.hiddenSize); // (T, hidden) o_proj / down_proj output
-    f('gate', T * c.intermediateSize); // (T, inter)
-    f('up', T * c.intermediateSize); // (T, inter)
-    f('act', T * c.intermediateSize); // (T, inter)
-    f('last', this.maxLogitRows * c.hiddenSize); // (R, hidden) gathered rows
-    f('lastn', this.maxLogitRows * c.hiddenSize); // (R, hidden)
-    f('logits', this.maxLogitRows * c.vocabSize); // (R, vocab)
-    f('ids', T); // (T) u32
-    f('pos', T); // (T) u32
-    f('seq', T); // (T) u32
-    f('rows', this.maxLogitRows); // (R) u32
-    f('table', this.maxSeqs * this.maxPagesPerSeq); // (numSeqs, maxPagesPerSeq) u32
-    // Sequence-length-dependent scalings (dynamic, longrope) are fixed for the longest sequence the block table holds.
-    const rope = ropeFrequencies(c, this.maxPagesPerSeq * kv.pageSize);
-    this.invFreq = gpu.upload('rope.invFreq', Float32Array.from(rope.invFreq));
-    this.attention = new LayerAttention(gpu, c, kv, {
+    f('h', T * c.hiddenSize * 4); // (T, hidden) residual stream
+    f('xn', T * c.hiddenSize * 4); // (T, hidden) normed (prefill path)
+    f('qkv', T * qkvDim * 4); // (T, heads + 2 kvHeads, headDim) fused projection
+    f('q', T * c.numHeads * c.headDim * 4); // (T, heads, headDim) after RoPE
+    f('attn', T * c.numHeads * c.headDim * 4); // (T, heads, headDim)
+    f('act', T * c.intermediateSize * 4); // (T, inter) swiglu output
+    f('last', R * c.hiddenSize * 4); // (R, hidden) gathered logit rows (prefill path)
+    f('logits', R * c.vocabSize * 4); // (R, vocab)
+    f('tokens', R * 4); // (R) u32 sampled tokens
+    f('sampleKeys', sampleScratchBytes(R, c.vocabSize)); // (R, vocab) u32 sampler scratch
+    f('sampleWeights', sampleScratchBytes(R, c.vocabSize)); // (R, vocab) f32 sampler scratch
+    const streaming = kv.layers.some((l) => l.numStreamingHeads > 0);
+    if (streaming || this.stepPath === 'per-step') {
+      f('k', T * kvDim * 4); // (T, kvHeads, headDim) RoPE(k) f32 for the streaming heads
+      f('v', T * kvDim * 4); // (T, kvHeads, headDim)
+    }
+    this.invFreq = gpu.upload('rope.invFreq', ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling));
+    this.identity = gpu.upload(
+      'identity',
+      Uint32Array.from({ length: Math.max(T, R) }, (_, i) => i),
+    );
+    const attnOpts: LayerAttentionOptions = {
       maxBatchTokens: T,
       maxSeqs: this.maxSeqs,
       maxPagesPerSeq: this.maxPagesPerSeq,
       ...opts.attention,
-    });
+      variant: gpuKernels ? 'workgroup' : 'lanes',
+    };
+    // decode regions first (a decode step's upload is their span), the prefill path's after
+    const D = Math.min(this.maxSeqs, R);
+    this.inputs = new StepInputs(gpu, [
+      ['dTokens', D],
+      ['dPositions', D],
+      ...LayerAttention.inputRegions(c, kv, attnOpts),
+      ['specs', R * SAMPLE_SPEC_WORDS],
+      ['bias', R * BIAS_ENTRIES_PER_ROW * 2],
+      ['ids', T],
+      ['pos', T],
+      ['seq', T],
+      ['logitRows', R],
+      ...LayerAttention.prefillInputRegions(kv, attnOpts),
+    ]);
+    this.table = new MirroredBuffer(gpu, 'block-table', this.maxSeqs * this.maxPagesPerSeq);
+    this.attention = new LayerAttention(gpu, c, kv, attnOpts, this.inputs);
+    this.graphs =
+      this.stepPath === 'graph'
+        ? new DecodeGraphs(
+            gpu,
+            D,
+            (pass, a, n, reselect) => this.encodeDecode(pass, a, n, reselect),
+            !!opts.attention?.sparse,
+          )
+        : null;
+    this.legacy =
+      this.stepPath === 'per-step'
+        ? new LegacyForward(gpu, w, kv, this.attention, this.b, this.invFreq, this.k.matmul)
+        : null;
+    this.staging = { tokens: new StagingRing(gpu, 'readback.tokens'), logits: new StagingRing(gpu, 'readback.logits') };
   }
 
   /** Forgets a finished (or preempted) sequence's attention state (its sparse selection slot). */
@@ -156,15 +243,126 @@ export class ForwardPass {
     this.attention.release(seqId);
   }
 
-  /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows. */
-  async forward(batch: ForwardBatch, tap?: LayerTap): Promise<Float32Array> {
-    const R = this.encode(batch, tap);
-    return this.gpu.readF32(this.b.logits, R * this.w.config.vocabSize);
+  /** Captures every decode batch size's step (warm-up; compiles every decode pipeline). */
+  captureDecodeSteps(): void {
+    this.graphs?.captureAll();
   }
 
-  /** Encodes and submits the batch without reading back (benchmarks); returns the logit row count. */
+  /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows (no row sampled). */
+  async forward(batch: ForwardBatch, tap?: LayerTap): Promise<Float32Array> {
+    const out = await this.step({ ...batch, sampling: undefined }, tap);
+    return out.logits;
+  }
+
+  /** Runs the batch: samples the rows with a spec on the device, returns the logits of the others (and asked). */
+  step(batch: ForwardBatch, tap?: LayerTap): Promise<StepOutputs> {
+    return this.submit(batch, tap, true) as Promise<StepOutputs>;
+  }
+
+  /** Encodes and submits the batch without reading back (prefill chunks, benchmarks); returns the logit row count. */
   encode(batch: ForwardBatch, tap?: LayerTap): number {
+    this.submit(batch, tap, false);
+    return batch.logitRows.length;
+  }
+
+  private submit(batch: ForwardBatch, tap: LayerTap | undefined, readback: boolean): Promise<StepOutputs> | null {
     const t0 = performance.now();
+    const c = this.w.config;
+    const V = c.vocabSize;
+    const T = batch.tokens.length;
+    const R = batch.logitRows.length;
+    this.check(batch);
+    const D = decodeRowCount(batch);
+    // a decode-only step whose logit rows are its tokens in order replays its captured pass
+    const graph =
+      this.graphs !== null &&
+      !tap &&
+      D === batch.numSeqs &&
+      D === T &&
+      R === D &&
+      batch.logitRows.every((r, i) => r === i);
+    // sampling: which rows the device samples, which return logits
+    const specs = batch.sampling ?? new Array<SampleSpec | null>(R).fill(null);
+    if (specs.length !== R) throw new SiftError('INTERNAL', `forward: ${specs.length} sampling specs for ${R} rows`);
+    const onDevice: (SampleSpec | null)[] = [];
+    const wantLogits: number[] = [];
+    let biasLeft = this.inputs.capacity('bias') / 2;
+    specs.forEach((s, r) => {
+      const n = s?.bias?.ids.length ?? 0;
+      const device = s !== null && !s.onHost && n <= biasLeft && !this.legacy;
+      if (device) biasLeft -= n;
+      onDevice.push(device ? s : null);
+      if (!device || s?.returnLogits) wantLogits.push(r);
+    });
+    const sample = onDevice.some((s) => s !== null);
+    if (sample || graph) {
+      const words = this.inputs.words('specs', R * SAMPLE_SPEC_WORDS);
+      const used = packRowSpecs(onDevice, words, this.inputs.view('bias'));
+      this.inputs.mark('bias', used); // upload only the entries used
+    }
+    let reselect = false;
+    const attnStep = { ...batch, maxPagesPerSeq: this.maxPagesPerSeq };
+    if (graph) {
+      this.inputs.words('dTokens', D).set(batch.tokens);
+      this.inputs.words('dPositions', D).set(batch.positions);
+      reselect = this.attention.prepareDecode(attnStep).reselect;
+    } else {
+      this.inputs.words('ids', T).set(batch.tokens);
+      this.inputs.words('pos', T).set(batch.positions);
+      this.inputs.words('seq', T).set(batch.tokenSeq);
+      this.inputs.words('logitRows', R).set(batch.logitRows);
+      this.attention.prepare(attnStep, this.legacy !== null);
+    }
+    this.table.update(batch.blockTable);
+    this.inputs.flush();
+    const g = this.gpu;
+    const enc = g.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const a = this.arena;
+    a.reset();
+    if (graph) {
+      g.replay(pass, this.graphs!.get(D, reselect));
+    } else if (this.legacy) {
+      this.legacy.encode(pass, a, batch, this.inputs, this.table.buffer, tap);
+    } else {
+      this.encodePrefill(pass, a, T, R, D, sample, tap);
+    }
+    pass.end();
+    let readTokens: (() => Promise<ArrayBuffer>) | null = null;
+    let readLogits: (() => Promise<ArrayBuffer>) | null = null;
+    if (readback && sample) readTokens = this.staging.tokens.copy(enc, this.b.tokens, [{ offset: 0, size: R * 4 }]);
+    if (readback && wantLogits.length > 0) {
+      const rowBytes = V * 4;
+      const parts =
+        wantLogits.length === R
+          ? [{ offset: 0, size: R * rowBytes }]
+          : wantLogits.map((r) => ({ offset: r * rowBytes, size: rowBytes }));
+      readLogits = this.staging.logits.copy(enc, this.b.logits, parts);
+    }
+    if (!graph) a.flush();
+    g.submit([enc.finish()]);
+    this.attention.finishStep(batch.rows);
+    this.lastEncodeMs = performance.now() - t0;
+    if (!readback) return null;
+    return (async () => {
+      const tokens = new Int32Array(R).fill(-1);
+      const logitsRow = new Int32Array(R).fill(-1);
+      const [tb, lb] = await Promise.all([readTokens?.(), readLogits?.()]);
+      if (tb) {
+        const ids = new Uint32Array(tb);
+        onDevice.forEach((s, r) => {
+          if (s) tokens[r] = ids[r];
+        });
+      }
+      wantLogits.forEach((r, i) => {
+        logitsRow[r] = i;
+      });
+      return { tokens, logits: lb ? new Float32Array(lb) : new Float32Array(0), logitsRow };
+    })();
+  }
+
+  /** The batch invariants the kernels rely on (see checkBatchRows) and the sizes this pass holds. */
+  private check(batch: ForwardBatch): void {
     const c = this.w.config;
     const T = batch.tokens.length;
     const R = batch.logitRows.length;
@@ -184,87 +382,188 @@ export class ForwardPass {
     }
     checkBatchRows(batch);
     for (let i = 0; i < T; i++) {
-      if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocabSize) {
+      if (batch.tokens[i] >= c.vocabSize) {
         throw new SiftError(
           'INVALID_ARGUMENT',
           `token id ${batch.tokens[i]} is outside the vocabulary [0, ${c.vocabSize})`,
         );
       }
     }
-    const g = this.gpu;
-    this.attention.prepare({ ...batch, maxPagesPerSeq: this.maxPagesPerSeq });
-    g.write(this.b.ids, batch.tokens);
-    g.write(this.b.pos, batch.positions);
-    g.write(this.b.seq, batch.tokenSeq);
-    g.write(this.b.rows, batch.logitRows);
-    g.write(this.b.table, batch.blockTable);
+  }
 
+  /** RoPE + KV write (+ the first numDecode tokens' page digests) of layer `li` for T tokens. */
+  private encodeRopeKv(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    T: number,
+    numDecode: number,
+    seq: Binding,
+    pos: Binding,
+  ): void {
+    const c = this.w.config;
+    const layer = this.kv.layers[li];
+    const digests = this.attention.digests(li);
+    const sparse = this.attention.sparse;
+    this.k.ropeKv.encode(pass, a, {
+      qkv: this.b.qkv,
+      q: this.b.q,
+      kCache: layer.k,
+      vCache: layer.v,
+      blockTable: this.table.buffer,
+      tokenSeq: seq,
+      positions: pos,
+      invFreq: this.invFreq,
+      T,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      pageSize: this.kv.pageSize,
+      maxPagesPerSeq: this.maxPagesPerSeq,
+      cacheHeads: layer.numRetrievalHeads,
+      digest:
+        digests && sparse && layer.numRetrievalHeads > 0
+          ? { digests, logicalPageSize: sparse.logicalPageSize, numDecode }
+          : undefined,
+      fresh: this.b.k ? { k: this.b.k, v: this.b.v } : undefined,
+    });
+  }
+
+  /** The decode path: a decode-only step of D rows, every varying size read from the step's inputs (captured). */
+  private encodeDecode(pass: GPUComputePassEncoder, a: UniformArena, D: number, reselect: boolean): void {
+    const c = this.w.config;
     const b = this.b;
     const k = this.k;
-    const a = this.arena;
-    const hidden = c.hiddenSize;
-    a.reset();
-    g.run((pass) => {
-      k.embed.encode(pass, a, { ids: b.ids, table: this.w.embed, out: b.h, T });
-      for (let li = 0; li < c.numLayers; li++) {
-        const L = this.w.layers[li];
-        const kv = this.kv.layers[li];
-        k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps: c.rmsNormEps });
-        k.matmul.encode(pass, a, { x: b.xn, w: L.q, bias: L.qBias ?? undefined, out: b.q, T });
-        k.matmul.encode(pass, a, { x: b.xn, w: L.k, bias: L.kBias ?? undefined, out: b.k, T });
-        k.matmul.encode(pass, a, { x: b.xn, w: L.v, bias: L.vBias ?? undefined, out: b.v, T });
-        k.rope.encode(pass, a, {
-          q: b.q,
-          k: b.k,
-          positions: b.pos,
-          invFreq: this.invFreq,
-          tokens: T,
-          nHeads: c.numHeads,
-          nKvHeads: c.numKvHeads,
-          headDim: c.headDim,
-        });
-        this.attention.encodeLayer(pass, a, li, {
-          q: b.q,
-          k: b.k,
-          v: b.v,
-          out: b.attn,
-          table: b.table,
-          seq: b.seq,
-          pos: b.pos,
-        });
-        tap?.(pass, a, li, { q: b.q, kCache: kv.k, blockTable: b.table, tokenSeq: b.seq, positions: b.pos, T });
-        k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.proj, T });
-        k.add.encode(pass, a, { a: b.h, b: b.proj, n: T * hidden });
-        k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps: c.rmsNormEps });
-        k.matmul.encode(pass, a, { x: b.xn, w: L.gate, out: b.gate, T });
-        k.matmul.encode(pass, a, { x: b.xn, w: L.up, out: b.up, T });
-        k.swiglu.encode(pass, a, { gate: b.gate, up: b.up, out: b.act, rows: T, n: c.intermediateSize });
-        k.matmul.encode(pass, a, { x: b.act, w: L.down, out: b.proj, T });
-        k.add.encode(pass, a, { a: b.h, b: b.proj, n: T * hidden });
-      }
-      if (R === 0) return; // a prefill chunk whose logits nobody needs
-      k.gather.encode(pass, a, { x: b.h, rowIds: b.rows, out: b.last, rows: R, n: hidden, srcRows: T });
-      k.norm.encode(pass, a, {
-        x: b.last,
-        weight: this.w.finalNorm,
-        out: b.lastn,
-        rows: R,
-        n: hidden,
-        eps: c.rmsNormEps,
+    const eps = c.rmsNormEps;
+    const ids = this.inputs.binding('dTokens');
+    const pos = this.inputs.binding('dPositions');
+    const seq: Binding = { buffer: this.identity, size: D * 4 }; // decode row i holds token i
+    k.embed.encode(pass, a, { ids, table: this.w.embed, out: b.h, T: D });
+    for (let li = 0; li < c.numLayers; li++) {
+      const L = this.w.layers[li];
+      k.matmul.encode(pass, a, {
+        x: b.h,
+        w: L.qkv,
+        bias: L.qkvBias ?? undefined,
+        out: b.qkv,
+        T: D,
+        norm: { weight: L.attnNorm, eps },
       });
-      k.matmul.encode(pass, a, { x: b.lastn, w: this.w.lmHead, out: b.logits, T: R });
-    }, a);
-    this.attention.finishStep(batch.rows);
-    this.lastEncodeMs = performance.now() - t0;
-    return R;
+      this.encodeRopeKv(pass, a, li, D, D, seq, pos);
+      this.attention.encodeDecodeLayer(
+        pass,
+        a,
+        li,
+        { q: b.q, k: b.k ?? null, v: b.v ?? null, out: b.attn, table: this.table.buffer, seq, pos },
+        D,
+        reselect,
+        this.identity,
+      );
+      k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.h, T: D, accumulate: true });
+      k.matmul.encode(pass, a, { x: b.h, w: L.gateUp, out: b.act, T: D, norm: { weight: L.mlpNorm, eps }, glu: true });
+      k.matmul.encode(pass, a, { x: b.act, w: L.down, out: b.h, T: D, accumulate: true });
+    }
+    k.matmul.encode(pass, a, {
+      x: b.h,
+      w: this.w.lmHead,
+      out: b.logits,
+      T: D,
+      norm: { weight: this.w.finalNorm, eps },
+    });
+    this.encodeSample(pass, a, D);
+  }
+
+  /** The prefill path: any step (T tokens, the first D of them decode rows, R logit rows), encoded for this step. */
+  private encodePrefill(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    T: number,
+    R: number,
+    D: number,
+    sample: boolean,
+    tap?: LayerTap,
+  ): void {
+    const c = this.w.config;
+    const b = this.b;
+    const k = this.k;
+    const eps = c.rmsNormEps;
+    const hidden = c.hiddenSize;
+    const seq = this.inputs.binding('seq');
+    const pos = this.inputs.binding('pos');
+    k.embed.encode(pass, a, { ids: this.inputs.binding('ids'), table: this.w.embed, out: b.h, T });
+    for (let li = 0; li < c.numLayers; li++) {
+      const L = this.w.layers[li];
+      k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps });
+      k.matmul.encode(pass, a, { x: b.xn, w: L.qkv, bias: L.qkvBias ?? undefined, out: b.qkv, T });
+      this.encodeRopeKv(pass, a, li, T, D, seq, pos);
+      const table = this.table.buffer;
+      this.attention.encodeLayer(pass, a, li, {
+        q: b.q,
+        k: b.k ?? null,
+        v: b.v ?? null,
+        out: b.attn,
+        table,
+        seq,
+        pos,
+      });
+      tap?.(pass, a, li, { q: b.q, kCache: this.kv.layers[li].k, blockTable: table, tokenSeq: seq, positions: pos, T });
+      k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.h, T, accumulate: true });
+      k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps });
+      k.matmul.encode(pass, a, { x: b.xn, w: L.gateUp, out: b.act, T, glu: true });
+      k.matmul.encode(pass, a, { x: b.act, w: L.down, out: b.h, T, accumulate: true });
+    }
+    if (R === 0) return; // a prefill chunk whose logits nobody needs
+    k.gather.encode(pass, a, {
+      x: b.h,
+      rowIds: this.inputs.binding('logitRows'),
+      out: b.last,
+      rows: R,
+      n: hidden,
+      srcRows: T,
+    });
+    k.matmul.encode(pass, a, {
+      x: b.last,
+      w: this.w.lmHead,
+      out: b.logits,
+      T: R,
+      norm: { weight: this.w.finalNorm, eps },
+    });
+    if (sample) this.encodeSample(pass, a, R);
+  }
+
+  private encodeSample(pass: GPUComputePassEncoder, a: UniformArena, R: number): void {
+    this.k.sample.encode(pass, a, {
+      logits: this.b.logits,
+      specs: this.inputs.binding('specs'),
+      bias: this.inputs.binding('bias'),
+      tokens: this.b.tokens,
+      keys: this.b.sampleKeys,
+      weights: this.b.sampleWeights,
+      rows: R,
+      vocab: this.w.config.vocabSize,
+    });
   }
 
   destroy(): void {
+    this.graphs?.clear();
+    this.legacy?.destroy();
     for (const buf of Object.values(this.b)) buf.destroy();
     this.attention.destroy();
     this.invFreq.destroy();
+    this.identity.destroy();
+    this.inputs.destroy();
+    this.table.destroy();
     this.arena.destroy();
+    this.staging.tokens.destroy();
+    this.staging.logits.destroy();
   }
+}
+
+/** Decode rows at the front of the batch (each holds exactly its one token, checked by checkBatchRows). */
+function decodeRowCount(batch: ForwardBatch): number {
+  let D = 0;
+  while (D < batch.rows.length && batch.rows[D].kind === 'decode') D++;
+  return D;
 }
 
 /**
@@ -275,8 +574,7 @@ export function checkBatchRows(batch: ForwardBatch): void {
   if (batch.rows.length !== batch.numSeqs) {
     throw new SiftError('INTERNAL', `forward: ${batch.rows.length} rows described for ${batch.numSeqs} sequences`);
   }
-  let D = 0;
-  while (D < batch.rows.length && batch.rows[D].kind === 'decode') D++;
+  const D = decodeRowCount(batch);
   for (let r = D; r < batch.rows.length; r++) {
     if (batch.rows[r].kind === 'decode')
       throw new SiftError('INTERNAL', `forward: decode row ${r} after a prefill row`);

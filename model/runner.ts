@@ -30,7 +30,7 @@ import type {
   SeqId,
   StepEntry,
 } from './executor.js';
-import { ForwardPass } from './forward.js';
+import { ForwardPass, type KernelChoice } from './forward.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
 import { destroyModel, type ModelWeights, type QuantizeOption, type UploadProgress, uploadModel } from './weights.js';
@@ -95,6 +95,10 @@ export class ModelRunner implements ModelExecutor {
       onProgress?: (p: UploadProgress) => void;
       maxLogitRows?: number;
       attention?: AttentionConfig;
+      /** Kernel variants (default per adapter); tests run the GPU variants on lavapipe too. */
+      kernels?: KernelChoice;
+      /** 'per-step': the old forward path, for the before/after comparison (model/forward-legacy.ts). */
+      stepPath?: 'graph' | 'per-step';
     } = {},
   ): Promise<ModelRunner> {
     const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
@@ -117,7 +121,11 @@ export class ModelRunner implements ModelExecutor {
       const numStreamingPages = streaming
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
-      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
+      const weights = uploadModel(gpu, ckpt, {
+        onProgress: opts.onProgress,
+        headPlan,
+        legacy: opts.stepPath === 'per-step',
+      });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
@@ -134,6 +142,8 @@ export class ModelRunner implements ModelExecutor {
             attention.prefillMode === 'block-sparse' ? { topBlocks: attention.prefillTopBlocks } : undefined,
           streaming,
         },
+        kernels: opts.kernels,
+        stepPath: opts.stepPath,
       });
       const runner = new ModelRunner(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
       await runner.warmUp();
@@ -143,19 +153,22 @@ export class ModelRunner implements ModelExecutor {
     }
   }
 
-  /** Runs one scheduled step (ModelExecutor.execute). */
+  /**
+   * Runs one scheduled step (ModelExecutor.execute): the sampling entries with a spec are sampled on the device and
+   * come back as token ids; logits come back only for the entries that ask for them (or have no spec).
+   */
   async execute(input: ExecuteInput): Promise<ExecuteOutput> {
     const fwd = this.forwardPass;
     const batch = this.batch(input.entries);
-    let logits: Float32Array;
+    let out: { tokens: Int32Array; logits: Float32Array; logitsRow: Int32Array };
     try {
       if (batch.logitRows.length > 0) {
-        logits = await fwd.forward(batch);
+        out = await fwd.step(batch);
       } else {
         // only prefill chunks that sample nothing: no logits to read, but wait for the GPU (pacing, device loss)
         fwd.encode(batch);
         await this.gpu.sync();
-        logits = new Float32Array(0);
+        out = { tokens: new Int32Array(0), logits: new Float32Array(0), logitsRow: new Int32Array(0) };
       }
     } catch (e) {
       throw await this.deviceError(e);
@@ -166,13 +179,7 @@ export class ModelRunner implements ModelExecutor {
       if (e.kind !== 'decode') break;
       attended.push(tokensAttended(e.start + 1, e.tokenBudget, ps));
     }
-    const R = input.entries.filter((e) => e.sample).length;
-    return {
-      tokens: new Int32Array(R).fill(-1),
-      logits,
-      logitsRow: Int32Array.from({ length: R }, (_, i) => i),
-      tokensAttended: attended,
-    };
+    return { ...out, tokensAttended: attended };
   }
 
   release(seqId: SeqId): void {
@@ -248,35 +255,60 @@ export class ModelRunner implements ModelExecutor {
   }
 
   /**
-   * Compiles the step's pipelines before the first request (a cold WGSL compile costs 0.1-6 s on lavapipe) by
-   * running a two-token prefill and one decode step on page 0 of a pool that holds no sequence yet.
+   * Compiles every pipeline a step can need before the first request (a cold WGSL compile costs 0.1-6 s on lavapipe
+   * and would stall every running request): captures the decode step of every batch size (with and without page
+   * selection, sampling included), then runs prefill-path steps covering every token tile of the matmuls (1 .. 10
+   * tokens, 1 .. 8 logit rows) with decode rows beside prefill chunks, on page 0 of a pool that holds no sequence
+   * yet. Then marks the device warm: a pipeline created later is reported by gpu.pipelinesAfterWarm().
    */
   private async warmUp(): Promise<void> {
-    const seqId = '__warmup__';
-    const pages = [0];
+    const fwd = this.forwardPass;
+    fwd.captureDecodeSteps();
+    const pages = new Array(Math.min(fwd.maxPagesPerSeq, Math.ceil(16 / this.kv.pageSize))).fill(0);
+    const cap = pages.length * this.kv.pageSize; // positions the warm-up block table covers
     const streaming = (n: number) => {
-      const len = this.forwardPass.attention.streamingRowLength;
+      const len = fwd.attention.streamingRowLength;
       if (len === 0) return undefined;
       return { sinkPages: new Uint32Array(len), ringPages: [], slots: new Array<null>(n).fill(null) };
     };
-    await this.execute({
-      entries: [{ kind: 'prefill', seqId, start: 0, tokens: [0, 0], pages, sample: true, streaming: streaming(2) }],
-    });
-    await this.execute({
-      entries: [
-        {
-          kind: 'decode',
-          seqId,
-          start: 2,
-          tokens: [0],
-          pages,
-          sample: true,
-          tokenBudget: this.attention.tokenBudget,
-          streaming: streaming(1),
-        },
-      ],
-    });
-    this.release(seqId);
+    const sampling = { temperature: 1, topK: 40, topP: 0.9, u: 0.5 };
+    const ids: string[] = [];
+    const prefill = (i: number, n: number, withSpec: boolean): PrefillEntry => {
+      ids.push(`__warmup_${i}__`);
+      return {
+        kind: 'prefill',
+        seqId: `__warmup_${i}__`,
+        start: 0,
+        tokens: new Array(n).fill(0),
+        pages,
+        sample: true,
+        sampling: withSpec ? sampling : undefined,
+        streaming: streaming(n),
+      };
+    };
+    const decode: DecodeEntry = {
+      kind: 'decode',
+      seqId: '__warmup_d__',
+      start: 1,
+      tokens: [0],
+      pages,
+      sample: true,
+      tokenBudget: this.attention.tokenBudget,
+      sampling,
+      streaming: streaming(1),
+    };
+    const rows = Math.min(8, fwd.maxSeqs, fwd.maxLogitRows);
+    // 1 .. rows logit rows of one token each
+    for (let m = 1; m <= rows && m <= fwd.maxBatchTokens; m++) {
+      await this.execute({ entries: Array.from({ length: m }, (_, i) => prefill(i, 1, i % 2 === 0)) });
+    }
+    // a decode row beside prefill chunks of 1 .. 9 tokens: T = 2 .. 10
+    for (let n = 1; n <= 9 && n + 1 <= fwd.maxBatchTokens && n < cap && fwd.maxSeqs > 1; n++) {
+      await this.execute({ entries: [decode, prefill(100 + n, n, n % 2 === 1)] });
+    }
+    await this.execute({ entries: [{ ...decode, start: 2 }] });
+    for (const id of new Set([...ids, '__warmup_d__'])) this.release(id);
+    this.gpu.markWarm();
   }
 
   /** A failed step's error, as DEVICE_LOST when the device is gone (it may report the loss a moment late). */

@@ -1,7 +1,11 @@
 /**
  * Uploads a checkpoint's tensors to the GPU in the layout of shaders/tensor.ts: 2-D weights in their file dtype
- * (16-bit as packed pairs) or quantized (a GGUF's q8/q4 blocks as they are, or an F32/F16/BF16 matrix quantized
- * now by `quantize`, round to nearest), split under the binding limit; norm weights and biases as f32.
+ * (16-bit as packed pairs), split under the binding limit; norm weights and biases as f32.
+ *
+ * Fused for the forward pass's fewer, fatter kernels: q_proj, k_proj and v_proj are one matrix (their rows
+ * stacked: q, then k, then v; the biases likewise), gate_proj and up_proj one matrix with their rows interleaved
+ * (row 2i = gate_i, 2i + 1 = up_i, so the SwiGLU matmul reads a pair of adjacent rows per output; chunks never split
+ * a pair).
  */
 
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -32,17 +36,24 @@ import type { HeadPlan } from './head-plan.js';
 
 export interface LayerWeights {
   attnNorm: GPUBuffer; // (hidden) f32
+  qkv: GpuWeight; // ((heads + 2 kvHeads) * headDim, hidden): q_proj, k_proj, v_proj rows stacked
+  qkvBias: GPUBuffer | null; // ((heads + 2 kvHeads) * headDim) f32
+  o: GpuWeight; // (hidden, heads*headDim)
+  mlpNorm: GPUBuffer; // (hidden) f32
+  gateUp: GpuWeight; // (2 * intermediate, hidden): gate_proj / up_proj rows interleaved
+  down: GpuWeight; // (hidden, intermediate)
+}
+
+/** The separate projections of the old per-step forward pass (model/forward-legacy.ts), uploaded on request. */
+export interface LegacyLayerWeights {
   q: GpuWeight; // (heads*headDim, hidden)
   k: GpuWeight; // (kvHeads*headDim, hidden)
   v: GpuWeight; // (kvHeads*headDim, hidden)
-  qBias: GPUBuffer | null; // (heads*headDim) f32
-  kBias: GPUBuffer | null; // (kvHeads*headDim) f32
-  vBias: GPUBuffer | null; // (kvHeads*headDim) f32
-  o: GpuWeight; // (hidden, heads*headDim)
-  mlpNorm: GPUBuffer; // (hidden) f32
+  qBias: GPUBuffer | null;
+  kBias: GPUBuffer | null;
+  vBias: GPUBuffer | null;
   gate: GpuWeight; // (intermediate, hidden)
   up: GpuWeight; // (intermediate, hidden)
-  down: GpuWeight; // (hidden, intermediate)
 }
 
 export interface ModelWeights {
@@ -58,6 +69,8 @@ export interface ModelWeights {
    * [0, r_l) are its retrieval heads and [r_l, nKv) its streaming heads. Null: original head order.
    */
   headPlan: HeadPlan | null;
+  /** The old path's separate projections (only with uploadModel's `legacy`). */
+  legacy: LegacyLayerWeights[] | null;
 }
 
 export interface UploadProgress {
@@ -74,15 +87,17 @@ export function uploadModel(
     maxChunkBytes?: number;
     /** Reorder each layer's heads: retrieval heads first, then streaming heads (see head-permutation.ts). */
     headPlan?: HeadPlan;
-    /** Quantize every F32/F16/BF16 matrix at load (already quantized GGUF tensors stay as they are). */
-    quantize?: QuantizeOption;
+    /** Also upload the separate q/k/v/gate/up projections of the old per-step path (for its comparison). */
+    legacy?: boolean;
   } = {},
 ): ModelWeights {
   const c = ckpt.config;
   let perm: LayerHeadPermutation[] | null = opts.headPlan ? headPermutation(opts.headPlan, c) : null;
   if (perm && isIdentityPermutation(perm)) perm = null;
   const L = c.numLayers;
-  const total = 3 + L * (c.attentionBias ? 12 : 9) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
+  const perLayer = c.attentionBias ? 12 : 9;
+  const legacyPerLayer = opts.legacy ? (c.attentionBias ? 8 : 5) : 0;
+  const total = 3 + L * (perLayer + legacyPerLayer) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
   let done = 0;
   let bytes = 0;
   const tick = (n: number) => {
@@ -90,7 +105,8 @@ export function uploadModel(
     bytes += n;
     opts.onProgress?.({ tensorsDone: done, tensorsTotal: total, bytesDone: bytes });
   };
-  const matrix = (name: string): GpuWeight => {
+  /** A 2-D tensor's bytes in its file dtype, heads permuted; its shape and dtype. */
+  const rawMatrix = (name: string) => {
     const info = ckpt.info(name);
     if (info.shape.length !== 2) {
       throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: tensor ${name} has shape [${info.shape}], expected 2-D`);
@@ -120,43 +136,121 @@ export function uploadModel(
     if (dtype === 'q8' || dtype === 'q4') throw new SiftError('INTERNAL', `tensor ${name}: ${dtype} not read`);
     const raw = ckpt.read(name);
     const data = perm ? permuteTensor(name, raw, info.shape[0], perm) : raw;
-    const w = uploadWeight(gpu, name, dtype, info.shape[0], info.shape[1], data, opts.maxChunkBytes);
-    tick(data.byteLength);
+    return { data, rows: info.shape[0], cols: info.shape[1], dtype: info.dtype };
+  };
+  const matrix = (name: string): GpuWeight => {
+    const m = rawMatrix(name);
+    const w = uploadWeight(gpu, name, m.dtype, m.rows, m.cols, m.data, opts.maxChunkBytes);
+    tick(m.data.byteLength);
     return w;
   };
-  const vector = (name: string): GPUBuffer => {
+  /** Row-stacked matrices (q, k, v) as one weight. */
+  const stacked = (label: string, names: string[]): GpuWeight => {
+    const ms = names.map(rawMatrix);
+    const { cols, dtype } = ms[0];
+    if (ms.some((m) => m.cols !== cols || m.dtype !== dtype)) {
+      throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: ${names.join(', ')} differ in columns or dtype`);
+    }
+    const data = new Uint8Array(ms.reduce((n, m) => n + m.data.byteLength, 0));
+    let o = 0;
+    for (const m of ms) {
+      data.set(m.data, o);
+      o += m.data.byteLength;
+      tick(m.data.byteLength);
+    }
+    const rows = ms.reduce((n, m) => n + m.rows, 0);
+    return uploadWeight(gpu, label, dtype, rows, cols, data, opts.maxChunkBytes);
+  };
+  /** gate_proj and up_proj interleaved by rows (2i = gate_i, 2i + 1 = up_i), chunks holding whole pairs. */
+  const interleaved = (label: string, gateName: string, upName: string): GpuWeight => {
+    const g = rawMatrix(gateName);
+    const u = rawMatrix(upName);
+    if (g.rows !== u.rows || g.cols !== u.cols || g.dtype !== u.dtype) {
+      throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: ${gateName} and ${upName} differ in shape or dtype`);
+    }
+    const rowBytes = g.data.byteLength / g.rows;
+    const data = new Uint8Array(2 * g.data.byteLength);
+    for (let r = 0; r < g.rows; r++) {
+      data.set(g.data.subarray(r * rowBytes, (r + 1) * rowBytes), 2 * r * rowBytes);
+      data.set(u.data.subarray(r * rowBytes, (r + 1) * rowBytes), (2 * r + 1) * rowBytes);
+    }
+    tick(g.data.byteLength);
+    tick(u.data.byteLength);
+    return uploadWeight(gpu, label, g.dtype, 2 * g.rows, g.cols, data, opts.maxChunkBytes, 2);
+  };
+  const rawVector = (name: string): Float32Array => {
     const raw = ckpt.readF32(name);
-    const data = perm
+    return perm
       ? new Float32Array(
           permuteTensor(name, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), 1, perm).buffer,
         )
       : raw;
+  };
+  const vector = (name: string): GPUBuffer => {
+    const data = rawVector(name);
     const b = gpu.upload(name, data);
     tick(data.byteLength);
     return b;
   };
+  const stackedVector = (label: string, names: string[]): GPUBuffer => {
+    const vs = names.map(rawVector);
+    const data = new Float32Array(vs.reduce((n, v) => n + v.length, 0));
+    let o = 0;
+    for (const v of vs) {
+      data.set(v, o);
+      o += v.length;
+      tick(v.byteLength);
+    }
+    return gpu.upload(label, data);
+  };
   const embed = matrix(ckpt.embeddingName);
   const layers: LayerWeights[] = [];
+  const legacy: LegacyLayerWeights[] = [];
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}.`;
+    const qkv = ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`);
     layers.push({
       attnNorm: vector(`${p}input_layernorm.weight`),
-      q: matrix(`${p}self_attn.q_proj.weight`),
-      k: matrix(`${p}self_attn.k_proj.weight`),
-      v: matrix(`${p}self_attn.v_proj.weight`),
-      qBias: c.attentionBias ? vector(`${p}self_attn.q_proj.bias`) : null,
-      kBias: c.attentionBias ? vector(`${p}self_attn.k_proj.bias`) : null,
-      vBias: c.attentionBias ? vector(`${p}self_attn.v_proj.bias`) : null,
+      qkv: stacked(
+        `${p}self_attn.qkv_proj.weight`,
+        qkv.map((n) => `${n}.weight`),
+      ),
+      qkvBias: c.attentionBias
+        ? stackedVector(
+            `${p}self_attn.qkv_proj.bias`,
+            qkv.map((n) => `${n}.bias`),
+          )
+        : null,
       o: matrix(`${p}self_attn.o_proj.weight`),
       mlpNorm: vector(`${p}post_attention_layernorm.weight`),
-      gate: matrix(`${p}mlp.gate_proj.weight`),
-      up: matrix(`${p}mlp.up_proj.weight`),
+      gateUp: interleaved(`${p}mlp.gate_up_proj.weight`, `${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`),
       down: matrix(`${p}mlp.down_proj.weight`),
     });
+    if (opts.legacy) {
+      legacy.push({
+        q: matrix(`${p}self_attn.q_proj.weight`),
+        k: matrix(`${p}self_attn.k_proj.weight`),
+        v: matrix(`${p}self_attn.v_proj.weight`),
+        qBias: c.attentionBias ? vector(`${p}self_attn.q_proj.bias`) : null,
+        kBias: c.attentionBias ? vector(`${p}self_attn.k_proj.bias`) : null,
+        vBias: c.attentionBias ? vector(`${p}self_attn.v_proj.bias`) : null,
+        gate: matrix(`${p}mlp.gate_proj.weight`),
+        up: matrix(`${p}mlp.up_proj.weight`),
+      });
+    }
   }
   const finalNorm = vector('model.norm.weight');
   const lmHead = ckpt.lmHeadName === ckpt.embeddingName ? embed : matrix(ckpt.lmHeadName);
-  return { config: c, embed, layers, finalNorm, lmHead, bytes, headPlan: opts.headPlan ?? null };
+  return {
+    config: c,
+    embed,
+    layers,
+    finalNorm,
+    lmHead,
+    bytes,
+    headPlan: opts.headPlan ?? null,
+    legacy: opts.legacy ? legacy : null,
+  };
 }
 
 export function destroyModel(w: ModelWeights): void {
@@ -164,8 +258,12 @@ export function destroyModel(w: ModelWeights): void {
   if (w.lmHead !== w.embed) destroyWeight(w.lmHead);
   w.finalNorm.destroy();
   for (const l of w.layers) {
-    for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) destroyWeight(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias]) b?.destroy();
+    for (const m of [l.qkv, l.o, l.gateUp, l.down]) destroyWeight(m);
+    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias]) b?.destroy();
+  }
+  for (const l of w.legacy ?? []) {
+    for (const m of [l.q, l.k, l.v, l.gate, l.up]) destroyWeight(m);
+    for (const b of [l.qBias, l.kBias, l.vBias]) b?.destroy();
   }
 }
 

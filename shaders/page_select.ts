@@ -92,6 +92,17 @@ export interface PageSelectArgs {
   qHeadOffset?: number;
   /** Query heads per q row (>= qHeadOffset + numHeads). Default numHeads. */
   qRowHeads?: number;
+  /**
+   * The grids from the step's buffer (a captured step): page_score's (numSelect * numKvHeads, page tiles of 64, 1)
+   * at byte `score` of `buffer`, page_select's (numSelect, numKvHeads, 1) at byte `select`. numSelect and maxPages
+   * are then only bounds (the scratch must hold the largest step).
+   */
+  indirect?: { buffer: GPUBuffer; score: number; select: number };
+}
+
+/** Page tiles of page_score's grid for `pages` pages (its y dimension). */
+export function scoreTiles(pages: number): number {
+  return Math.ceil(pages / WG);
 }
 
 export interface PageSelectOptions {
@@ -142,7 +153,7 @@ export class PageSelectKernel {
       `(numSlots, ${a.numKvHeads}, ${a.maxSelected}) u32`,
     );
     requireBytes(K, 'counts', a.counts, a.numKvHeads * 4, `(numSlots, ${a.numKvHeads}) u32`);
-    if (a.numSelect === 0) return;
+    if (a.numSelect === 0 && !a.indirect) return;
     if (a.numSelect > this.gpu.caps.maxComputeWorkgroupsPerDimension) {
       throw new SiftError('INTERNAL', `page_select: ${a.numSelect} rows exceed the grid limit`);
     }
@@ -181,18 +192,16 @@ export class PageSelectKernel {
         `page_select: ${a.numSelect}x${a.numKvHeads} (row, head) pairs exceed the grid limit`,
       );
     }
-    this.gpu.dispatch(
-      pass,
-      this.gpu.pipeline(
-        'page_score',
-        { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max' },
-        { WG },
-        SCORE_PARAMS,
-      ),
-      [a.q, a.digests, a.blockTable, a.rows, a.selectRows, a.scores, us],
-      a.numSelect * a.numKvHeads,
-      tiles,
+    const ind = a.indirect;
+    const score = this.gpu.pipeline(
+      'page_score',
+      { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max' },
+      { WG },
+      SCORE_PARAMS,
     );
+    const scoreBindings = [a.q, a.digests, a.blockTable, a.rows, a.selectRows, a.scores, us];
+    if (ind) this.gpu.dispatchIndirect(pass, score, scoreBindings, ind.buffer, ind.score);
+    else this.gpu.dispatch(pass, score, scoreBindings, a.numSelect * a.numKvHeads, tiles);
     const u = arena.params(SELECT_PARAMS, {
       numSelect: a.numSelect,
       nKvHeads: a.numKvHeads,
@@ -200,12 +209,9 @@ export class PageSelectKernel {
       maxSelected: a.maxSelected,
       keyStride,
     });
-    this.gpu.dispatch(
-      pass,
-      this.gpu.pipeline('page_select', { MAX_PAGES: MAX_SELECT_PAGES }, { WG }, SELECT_PARAMS),
-      [a.scores, a.rows, a.selectRows, a.selected, a.counts, u],
-      a.numSelect,
-      a.numKvHeads,
-    );
+    const select = this.gpu.pipeline('page_select', { MAX_PAGES: MAX_SELECT_PAGES }, { WG }, SELECT_PARAMS);
+    const selectBindings = [a.scores, a.rows, a.selectRows, a.selected, a.counts, u];
+    if (ind) this.gpu.dispatchIndirect(pass, select, selectBindings, ind.buffer, ind.select);
+    else this.gpu.dispatch(pass, select, selectBindings, a.numSelect, a.numKvHeads);
   }
 }

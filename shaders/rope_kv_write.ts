@@ -11,12 +11,29 @@
  * `invFreq` comes from ropeInvFreq (shaders/rope.ts). headDim must be even.
  */
 import { SiftError } from '../config/errors.js';
-import { grid2d } from './grid.js';
-import { bindingBytes, cachePages } from './kv_write.js';
+import { bindingBytes } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { cachePages } from './lib/paged.js';
+import { defineParams } from './lib/params.js';
 import { digestBytes } from './page_digest.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
+
+/** struct Params of rope_kv_write.wgsl. */
+const PARAMS = defineParams('rope_kv_write', {
+  tokens: 'u32',
+  nHeads: 'u32',
+  nKvHeads: 'u32',
+  half: 'u32',
+  nCache: 'u32',
+  pageSize: 'u32',
+  maxPagesPerSeq: 'u32',
+  numPages: 'u32',
+  numDecode: 'u32',
+  logicalPageSize: 'u32',
+  lpp: 'u32',
+});
 
 export interface RopeKvWriteArgs {
   qkv: Binding; // (T, numHeads + 2 numKvHeads, headDim) f32, the fused projection's output
@@ -114,23 +131,20 @@ export class RopeKvWriteKernel {
     const items = a.T * (a.numHeads + a.numKvHeads) * HW;
     if (items >= 2 ** 32 || a.T * rowHeads * a.headDim >= 2 ** 32)
       throw new SiftError('INTERNAL', `${K}: shapes exceed u32 indexing`);
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.T],
-        ['u32', a.numHeads],
-        ['u32', a.numKvHeads],
-        ['u32', HW],
-        ['u32', cacheHeads],
-        ['u32', a.pageSize],
-        ['u32', a.maxPagesPerSeq],
-        ['u32', numPages],
-        ['u32', d?.numDecode ?? 0],
-        ['u32', d?.logicalPageSize ?? 1],
-        ['u32', lpp],
-        ['u32', 0],
-      ]),
-    );
-    const pipeline = this.gpu.pipeline('rope_kv_write', { DIGEST: !!d, FRESH: !!a.fresh }, { WG });
+    const u = arena.params(PARAMS, {
+      tokens: a.T,
+      nHeads: a.numHeads,
+      nKvHeads: a.numKvHeads,
+      half: HW,
+      nCache: cacheHeads,
+      pageSize: a.pageSize,
+      maxPagesPerSeq: a.maxPagesPerSeq,
+      numPages,
+      numDecode: d?.numDecode ?? 0,
+      logicalPageSize: d?.logicalPageSize ?? 1,
+      lpp,
+    });
+    const pipeline = this.gpu.pipeline('rope_kv_write', { DIGEST: !!d, FRESH: !!a.fresh }, { WG }, PARAMS);
     const [x, y] = grid2d(this.gpu, items, WG, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,

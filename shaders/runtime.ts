@@ -51,8 +51,9 @@ const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
 const MAP_READ = 0x01;
 const UNIFORM = 0x40;
+const INDIRECT = 0x100;
 
-export const BufferUsage = { STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM } as const;
+export const BufferUsage = { STORAGE, COPY_SRC, COPY_DST, MAP_READ, UNIFORM, INDIRECT } as const;
 
 /**
  * What the host asked of the device, counted by the runtime itself (always on: a few integer increments). The
@@ -213,6 +214,119 @@ interface PipelineEntry {
   params: Set<ParamsSpec> | null;
 }
 
+/** One dispatch of a captured pass: replayed with the same pipeline, bind group and grid (or indirect arguments). */
+interface CapturedDispatch {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  x: number;
+  y: number;
+  z: number;
+  /** Indirect dispatch: the grid is read from this buffer at `offset` when the pass runs. */
+  indirect: GPUBuffer | null;
+  offset: number;
+}
+
+/**
+ * A compute pass recorded once and replayed every step, like a CUDA graph captured once: pipelines, bind groups and
+ * uniform values are built at capture; a replay only issues setPipeline / setBindGroup / dispatch calls. Whatever
+ * varies per step must come from buffers the step writes (inputs, indirect dispatch arguments).
+ */
+export class CapturedPass {
+  constructor(
+    readonly dispatches: readonly CapturedDispatch[],
+    /** The uniform slots the captured dispatches bind (written once, at capture). */
+    private readonly uniforms: UniformArena,
+  ) {}
+
+  destroy(): void {
+    this.uniforms.destroy();
+  }
+}
+
+/** Stands in for a compute pass encoder while a pass is captured: records instead of encoding. */
+class CaptureEncoder {
+  readonly dispatches: CapturedDispatch[] = [];
+  private pipeline: GPUComputePipeline | null = null;
+  private bindGroup: GPUBindGroup | null = null;
+
+  setPipeline(p: GPUComputePipeline): void {
+    this.pipeline = p;
+  }
+
+  setBindGroup(index: number, bg: GPUBindGroup): void {
+    if (index !== 0) throw new SiftError('INTERNAL', 'capture: kernels bind group 0 only');
+    this.bindGroup = bg;
+  }
+
+  dispatchWorkgroups(x: number, y = 1, z = 1): void {
+    this.push(x, y, z, null, 0);
+  }
+
+  dispatchWorkgroupsIndirect(buffer: GPUBuffer, offset: number): void {
+    this.push(0, 0, 0, buffer, offset);
+  }
+
+  private push(x: number, y: number, z: number, indirect: GPUBuffer | null, offset: number): void {
+    if (!this.pipeline || !this.bindGroup)
+      throw new SiftError('INTERNAL', 'capture: dispatch before pipeline/bind group');
+    this.dispatches.push({ pipeline: this.pipeline, bindGroup: this.bindGroup, x, y, z, indirect, offset });
+  }
+}
+
+/**
+ * Read-back through a ring of persistent MAP_READ staging buffers (none created per step): `copy` encodes a copy
+ * into the next staging buffer (grown when too small) and returns its reader, to await after the submit. A ring of
+ * three lets a step be encoded while the read of the one before it is still pending.
+ */
+export class StagingRing {
+  private readonly slots: { buffer: GPUBuffer | null; busy: boolean }[];
+  private next = 0;
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly label: string,
+    size = 3,
+  ) {
+    this.slots = Array.from({ length: size }, () => ({ buffer: null, busy: false }));
+  }
+
+  /** Copies the byte ranges `parts` of `src` (multiples of 4), packed in order, into the next staging buffer. */
+  copy(
+    enc: GPUCommandEncoder,
+    src: GPUBuffer,
+    parts: readonly { offset: number; size: number }[],
+  ): () => Promise<ArrayBuffer> {
+    const slot = this.slots[this.next];
+    this.next = (this.next + 1) % this.slots.length;
+    if (slot.busy) throw new SiftError('INTERNAL', `${this.label}: staging buffer reused before its read finished`);
+    const size = parts.reduce((n, p) => n + p.size, 0);
+    const bytes = Math.ceil(size / 4) * 4;
+    if (!slot.buffer || slot.buffer.size < bytes) {
+      slot.buffer?.destroy();
+      slot.buffer = this.gpu.device.createBuffer({
+        label: this.label,
+        size: Math.max(256, bytes),
+        usage: MAP_READ | COPY_DST,
+      });
+    }
+    const buf = slot.buffer;
+    let at = 0;
+    for (const p of parts) {
+      enc.copyBufferToBuffer(src, p.offset, buf, at, p.size);
+      at += p.size;
+    }
+    slot.busy = true;
+    return () =>
+      this.gpu.mapRead(buf, bytes, size).finally(() => {
+        slot.busy = false;
+      });
+  }
+
+  destroy(): void {
+    for (const s of this.slots) s.buffer?.destroy();
+  }
+}
+
 export class Gpu {
   readonly device: GPUDevice;
   readonly caps: GpuCaps;
@@ -223,6 +337,8 @@ export class Gpu {
   /** Pipelines whose shader declares struct Params -> the uniform declarations checked against it. */
   private readonly pipelineParams = new WeakMap<GPUComputePipeline, Set<ParamsSpec>>();
   private readonly count: GpuCounters = zeroCounters();
+  /** Buffers of indirect dispatch arguments the host also holds (see registerHostArgs). */
+  private readonly hostArgs = new Map<GPUBuffer, (byteOffset: number) => readonly [number, number, number]>();
   /** Keys of the pipelines created after `markWarm()` (none is expected in serving). */
   private coldPipelines: string[] | null = null;
   private uncaptured: string[] = [];
@@ -409,6 +525,19 @@ export class Gpu {
     this.device.queue.submit(buffers);
   }
 
+  /** Maps a staging buffer (after the submit that filled it) and copies `size` bytes out, counted. */
+  async mapRead(staging: GPUBuffer, bytes: number, size: number): Promise<ArrayBuffer> {
+    this.count.readbacks++;
+    this.count.readbackBytes += bytes;
+    // The host waits here: it needs the bytes (sampled tokens, logits) to decide what the next step runs.
+    await this.raceLost(staging.mapAsync(MAP_READ, 0, bytes));
+    try {
+      return staging.getMappedRange(0, bytes).slice(0, size);
+    } finally {
+      if (this.lostReason === null) staging.unmap();
+    }
+  }
+
   /** Copies `size` bytes from `buf` back to the host. */
   async read(buf: GPUBuffer, offset = 0, size = buf.size - offset): Promise<ArrayBuffer> {
     this.checkLost();
@@ -547,22 +676,100 @@ export class Gpu {
         `dispatch ${x}x${y}x${z} exceeds maxComputeWorkgroupsPerDimension ${max} (${pipeline.label})`,
       );
     }
-    const checked = this.pipelineParams.get(pipeline);
-    if (checked) {
-      const slot = bindings.find((b): b is UniformSlot => 'params' in b && b.params !== undefined);
-      if (!slot?.params || !checked.has(slot.params)) {
-        throw new SiftError(
-          'INTERNAL',
-          `dispatch of ${pipeline.label}: its uniforms must be packed by a declaration checked against its struct ` +
-            `Params (got ${slot?.params ? `${slot.params.kernel}'s` : 'none'})`,
-        );
-      }
-    }
+    this.checkUniforms(pipeline, bindings);
     if (x === 0 || y === 0 || z === 0) return;
-    this.count.dispatches++;
+    if (!(pass instanceof CaptureEncoder)) this.count.dispatches++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.bindGroup(pipeline, bindings));
     pass.dispatchWorkgroups(x, y, z);
+  }
+
+  /** Throws unless the dispatch's uniform slot was packed by a declaration checked against the pipeline's Params. */
+  private checkUniforms(pipeline: GPUComputePipeline, bindings: readonly (Binding | null)[]): void {
+    const checked = this.pipelineParams.get(pipeline);
+    if (!checked) return;
+    const slot = bindings.find((b): b is UniformSlot => b !== null && 'params' in b && b.params !== undefined);
+    if (!slot?.params || !checked.has(slot.params)) {
+      throw new SiftError(
+        'INTERNAL',
+        `dispatch of ${pipeline.label}: its uniforms must be packed by a declaration checked against its struct ` +
+          `Params (got ${slot?.params ? `${slot.params.kernel}'s` : 'none'})`,
+      );
+    }
+  }
+
+  /**
+   * Declares that the host writes the indirect dispatch arguments in `buffer` and can read them back (`read`: the
+   * grid at a byte offset, as the step wrote it). Dispatches "indirect" from such a buffer are encoded as direct
+   * dispatches of the host's grid: Dawn validates every indirect dispatch with extra work of its own (100-400 us of
+   * host time each, measured on lavapipe), while the kernels still read counts from the same buffer on the device.
+   */
+  registerHostArgs(buffer: GPUBuffer, read: (byteOffset: number) => readonly [number, number, number]): void {
+    this.hostArgs.set(buffer, read);
+  }
+
+  unregisterHostArgs(buffer: GPUBuffer): void {
+    this.hostArgs.delete(buffer);
+  }
+
+  /**
+   * Encodes one dispatch whose grid is the 3 u32 at byte `offset` of `args` when the pass runs (when captured: at
+   * each replay), directly from the host's copy for buffers registered with registerHostArgs.
+   */
+  dispatchIndirect(
+    pass: GPUComputePassEncoder,
+    pipeline: GPUComputePipeline,
+    bindings: readonly (Binding | null)[],
+    args: GPUBuffer,
+    offset: number,
+  ): void {
+    this.checkUniforms(pipeline, bindings);
+    const capturing = pass instanceof CaptureEncoder;
+    const read = capturing ? undefined : this.hostArgs.get(args);
+    const grid = read?.(offset);
+    if (grid && (grid[0] === 0 || grid[1] === 0 || grid[2] === 0)) return;
+    if (!capturing) this.count.dispatches++;
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, this.bindGroup(pipeline, bindings));
+    if (grid) pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+    else pass.dispatchWorkgroupsIndirect(args, offset);
+  }
+
+  /**
+   * Records the dispatches `fn` encodes (through the kernel wrappers, as into a real pass) with their own uniform
+   * arena, written once: the returned pass replays them.
+   */
+  capture(fn: (pass: GPUComputePassEncoder, arena: UniformArena) => void): CapturedPass {
+    this.checkLost();
+    const arena = new UniformArena(this);
+    const rec = new CaptureEncoder();
+    fn(rec as unknown as GPUComputePassEncoder, arena);
+    arena.flush();
+    return new CapturedPass(rec.dispatches, arena);
+  }
+
+  /**
+   * Replays a captured pass into `pass`: no bind group, pipeline or uniform is created or written. Indirect grids
+   * from host-registered buffers are read from the host's copy (see registerHostArgs); empty grids are skipped.
+   */
+  replay(pass: GPUComputePassEncoder, captured: CapturedPass): void {
+    let last: GPUComputePipeline | null = null;
+    let n = 0;
+    for (const d of captured.dispatches) {
+      let x = d.x;
+      let y = d.y;
+      let z = d.z;
+      const read = d.indirect ? this.hostArgs.get(d.indirect) : undefined;
+      if (d.indirect && read) [x, y, z] = read(d.offset);
+      if (!(d.indirect && !read) && (x === 0 || y === 0 || z === 0)) continue;
+      if (d.pipeline !== last) pass.setPipeline(d.pipeline);
+      last = d.pipeline;
+      pass.setBindGroup(0, d.bindGroup);
+      if (d.indirect && !read) pass.dispatchWorkgroupsIndirect(d.indirect, d.offset);
+      else pass.dispatchWorkgroups(x, y, z);
+      n++;
+    }
+    this.count.dispatches += n;
   }
 
   /** Runs `fn` inside one compute pass and submits it (uniform arena flushed first). */

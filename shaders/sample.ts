@@ -8,9 +8,13 @@
  * enabled (0: leave the row to the host), 0. Bias entries are (token id, f32 bits of the delta) u32 pairs.
  */
 import { SiftError } from '../config/errors.js';
-import { type Binding, type Gpu, type UniformArena, uniforms } from './runtime.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
+
+/** struct Params of sample.wgsl. */
+const PARAMS = defineParams('sample', { rows: 'u32', vocab: 'u32' });
 
 /** Words of one row's spec. */
 export const SAMPLE_SPEC_WORDS = 8;
@@ -79,7 +83,7 @@ export function sampleScratchBytes(rows: number, vocab: number): number {
 export class SampleKernel {
   private readonly pipeline: GPUComputePipeline;
   constructor(private readonly gpu: Gpu) {
-    this.pipeline = gpu.pipeline('sample', { WG });
+    this.pipeline = gpu.pipeline('sample', { WG }, {}, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: SampleArgs): void {
@@ -93,12 +97,7 @@ export class SampleKernel {
       throw new SiftError('INTERNAL', `sample: bad shape rows=${a.rows} vocab=${a.vocab}`);
     }
     if (a.rows === 0) return;
-    const u = arena.alloc(
-      uniforms([
-        ['u32', a.rows],
-        ['u32', a.vocab],
-      ]),
-    );
+    const u = arena.params(PARAMS, { rows: a.rows, vocab: a.vocab });
     this.gpu.dispatch(pass, this.pipeline, [a.logits, a.specs, a.bias, a.tokens, a.keys, a.weights, u], a.rows);
   }
 }

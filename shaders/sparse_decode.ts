@@ -47,6 +47,7 @@ const REDUCE_PARAMS = defineParams('sparse_decode_reduce', {
   nHeads: 'u32',
   qRowHeads: 'u32',
   qHeadOffset: 'u32',
+  splitsWord: 'u32',
 });
 
 export interface SparseDecodeArgs extends AttentionShape {
@@ -61,12 +62,17 @@ export interface SparseDecodeArgs extends AttentionShape {
   out: Binding; // (numRows, qRowHeads, headDim) f32, must not alias q; heads outside the range untouched
   numRows: number;
   maxSelected: number;
-  numSplits: number; // splitPlan()
+  numSplits: number; // splitPlan(); with `indirect` the partials' stride (the most splits a step may use)
   pagesPerSplit: number;
   /** First query head of the q/out rows processed. Default 0. */
   qHeadOffset?: number;
   /** Query heads per q/out row (>= qHeadOffset + numHeads). Default numHeads. */
   qRowHeads?: number;
+  /**
+   * The grid from the step's buffer (a captured step): dispatch arguments (numRows * numHeads, splits, 1) u32 at
+   * byte `offset` of `buffer`, which the reduce also reads (word `offset / 4 + 1`) for the split count.
+   */
+  indirect?: { buffer: GPUBuffer; offset: number };
 }
 
 export interface SparseDecodeOptions {
@@ -142,6 +148,12 @@ export class SparseDecodeKernel {
     const rh = a.numRows * a.numHeads;
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     check(K, rh <= maxDim && a.numSplits <= maxDim, `grid ${rh}x${a.numSplits} exceeds ${maxDim} per dimension`);
+    const ind = a.indirect;
+    check(
+      K,
+      !ind || (ind.offset % 4 === 0 && ind.offset + 12 <= ind.buffer.size),
+      `indirect arguments at byte ${ind?.offset} of ${ind?.buffer.size}`,
+    );
     const u = arena.params(PARAMS, {
       numRows: a.numRows,
       ...pagedHeads(a),
@@ -152,13 +164,9 @@ export class SparseDecodeKernel {
       qRowHeads: hr.qRowHeads,
       qHeadOffset: hr.qHeadOffset,
     });
-    this.gpu.dispatch(
-      pass,
-      this.pipeline(hd),
-      [a.q, a.kCache, a.vCache, a.blockTable, a.rows, a.selected, a.counts, a.partials, u],
-      rh,
-      a.numSplits,
-    );
+    const bindings = [a.q, a.kCache, a.vCache, a.blockTable, a.rows, a.selected, a.counts, a.partials, u];
+    if (ind) this.gpu.dispatchIndirect(pass, this.pipeline(hd), bindings, ind.buffer, ind.offset);
+    else this.gpu.dispatch(pass, this.pipeline(hd), bindings, rh, a.numSplits);
     const ur = arena.params(REDUCE_PARAMS, {
       count: rh * hd,
       headDim: hd,
@@ -166,9 +174,10 @@ export class SparseDecodeKernel {
       nHeads: a.numHeads,
       qRowHeads: hr.qRowHeads,
       qHeadOffset: hr.qHeadOffset,
+      splitsWord: ind ? ind.offset / 4 + 1 : 0,
     });
     const [x, y] = grid2d(this.gpu, rh * hd, REDUCE_WG);
-    const reduce = this.gpu.pipeline('sparse_decode_reduce', {}, { WG: REDUCE_WG }, REDUCE_PARAMS);
-    this.gpu.dispatch(pass, reduce, [a.partials, a.out, ur], x, y);
+    const reduce = this.gpu.pipeline('sparse_decode_reduce', { SPLITS_ARG: !!ind }, { WG: REDUCE_WG }, REDUCE_PARAMS);
+    this.gpu.dispatch(pass, reduce, ind ? [a.partials, a.out, ur, ind.buffer] : [a.partials, a.out, ur], x, y);
   }
 }

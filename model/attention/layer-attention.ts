@@ -7,26 +7,36 @@
  *   streaming heads (s_l > 0): streaming attention (sink + local, in-chunk keys from the fresh k/v rows, older ones
  *     from the ring), THEN kv_write_streaming of the tokens that stay resident (a chunk longer than the ring would
  *     otherwise overwrite keys its own earlier tokens still need);
- *   retrieval heads (r_l > 0): kv_write into the main pool, page digests of the touched logical pages, then
- *     prefill tokens [D, T): dense causal attention or block-sparse (MInference-style) attention,
- *     decode rows [0, D): top-k page attention within each entry's token budget (dense when the context fits).
+ *   retrieval heads (r_l > 0): their K/V are in the main pool already (the forward pass's rope_kv_write, which also
+ *     recomputes the digests of the decode tokens' logical pages), then page digests of the logical pages the
+ *     prefill tokens touched, prefill tokens [D, T): dense causal attention or block-sparse (MInference-style)
+ *     attention, decode rows [0, D): top-k page attention within each entry's token budget (dense when the context
+ *     fits).
  * The batch's rows say which rows decode; decode rows come first with one token each (ForwardPass asserts it), so
  * decode rows are tokens [0, D).
+ *
+ * Per-step data goes into the forward pass's StepInputs (regions from `inputRegions`), uploaded with the rest of the
+ * step. A decode-only step (`prepareDecode` + `encodeDecodeLayer`) reads every size that varies per step from those
+ * inputs, so its dispatches are captured once per batch size and replayed (model/decode-graph.ts).
+ * `legacy` (the old per-step forward pass, model/forward-legacy.ts, kept for comparison) writes K/V here with kv_write
+ * and recomputes the digests of every token's logical page.
  */
 
 import type { ModelConfig } from '../../checkpoint/config.js';
 import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
-import { AttentionKernel, KvWriteKernel } from '../../shaders/attention.js';
-import { HeadMode, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
+import { AttentionKernel, type AttentionVariant, KvWriteKernel } from '../../shaders/attention.js';
+import { HeadMode, planPrefillBlocks } from '../../shaders/block_select.js';
 import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
-import type { Gpu, UniformArena } from '../../shaders/runtime.js';
-import { freshStartRows, StreamingAttentionKernel, streamingKeysRead } from '../../shaders/streaming_attention.js';
+import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
+import type { SparseDecodeVariant } from '../../shaders/sparse_decode.js';
+import { freshStartRows, StreamingAttentionKernel } from '../../shaders/streaming_attention.js';
 import type { SeqId } from '../executor.js';
 import type { BatchRow } from '../forward.js';
 import type { KvStorage } from '../kv-storage.js';
+import type { StepInputs } from '../step-inputs.js';
 import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from './sparse-decode.js';
 
 export interface LayerAttentionOptions {
@@ -39,6 +49,8 @@ export interface LayerAttentionOptions {
   blockSparsePrefill?: { topBlocks: number };
   /** Streaming heads' window; required when any layer has streaming heads. */
   streaming?: { sinkTokens: number; localTokens: number; sinkPages: number; ringPages: number };
+  /** Kernel variants (default per adapter: 'lanes' on CPU adapters, 'workgroup' on GPUs). */
+  variant?: AttentionVariant & SparseDecodeVariant;
 }
 
 /** What the forward pass hands over per step besides the shared buffers (ForwardBatch's fields). */
@@ -53,13 +65,13 @@ export interface AttentionStepInput {
 
 /** The step's shared buffers, as the forward pass owns them. */
 export interface AttentionBuffers {
-  q: GPUBuffer; // (T, nHeads, headDim) f32 after RoPE
-  k: GPUBuffer; // (T, nKv, headDim) f32 after RoPE
-  v: GPUBuffer; // (T, nKv, headDim) f32
-  out: GPUBuffer; // (T, nHeads, headDim) f32
-  table: GPUBuffer; // (numSeqs, maxPagesPerSeq) u32
-  seq: GPUBuffer; // (T) u32
-  pos: GPUBuffer; // (T) u32
+  q: Binding; // (T, nHeads, headDim) f32 after RoPE
+  k: Binding | null; // (T, nKv, headDim) f32 after RoPE (streaming heads, legacy); null otherwise
+  v: Binding | null; // (T, nKv, headDim) f32
+  out: Binding; // (T, nHeads, headDim) f32
+  table: Binding; // (numSeqs, maxPagesPerSeq) u32
+  seq: Binding; // (T) u32
+  pos: Binding; // (T) u32
 }
 
 interface StepPlan {
@@ -67,6 +79,7 @@ interface StepPlan {
   D: number;
   numDigestEntries: number;
   blockPlan: ReturnType<typeof planPrefillBlocks> | null;
+  legacy: boolean;
 }
 
 interface SparseLayer {
@@ -102,15 +115,36 @@ export class LayerAttention {
   /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
   readonly streamingRowLength: number;
 
+  /** The StepInputs regions this class writes (the forward pass lays them out with its own). */
+  static inputRegions(c: ModelConfig, kv: KvStorage, opts: LayerAttentionOptions): [string, number][] {
+    const out: [string, number][] = [];
+    if (opts.sparse) out.push(...SparseDecodeAttention.inputRegions(opts.maxSeqs, c.numKvHeads));
+    if (kv.layers.some((l) => l.numStreamingHeads > 0) && opts.streaming) {
+      const rowLen = opts.streaming.sinkPages + opts.streaming.ringPages;
+      out.push(['streamTable', opts.maxSeqs * rowLen], ['streamSlots', opts.maxBatchTokens]);
+    }
+    return out;
+  }
+
+  /** Regions of the prefill path only (after the decode step's regions in the layout). */
+  static prefillInputRegions(kv: KvStorage, opts: LayerAttentionOptions): [string, number][] {
+    const T = opts.maxBatchTokens;
+    const out: [string, number][] = [];
+    // every new token touches at most one logical page; each sequence adds at most one partial page at each end
+    if (opts.sparse) out.push(['digestEntries', 3 * (T + 2 * opts.maxSeqs)]);
+    if (kv.layers.some((l) => l.numStreamingHeads > 0)) out.push(['freshStart', T]);
+    return out;
+  }
+
   constructor(
     private readonly gpu: Gpu,
     private readonly c: ModelConfig,
     private readonly kv: KvStorage,
     private readonly opts: LayerAttentionOptions,
+    private readonly inputs: StepInputs,
   ) {
-    this.dense = new AttentionKernel(gpu);
+    this.dense = new AttentionKernel(gpu, { variant: opts.variant });
     this.kvWrite = new KvWriteKernel(gpu);
-    const T = opts.maxBatchTokens;
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
     this.streamingRowLength =
       this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
@@ -118,24 +152,25 @@ export class LayerAttention {
       if (!opts.streaming) throw new SiftError('INTERNAL', 'LayerAttention: streaming heads need the streaming window');
       this.stream = new StreamingAttentionKernel(gpu);
       this.streamWrite = new KvWriteStreamingKernel(gpu);
-      const rowLen = opts.streaming.sinkPages + opts.streaming.ringPages;
-      this.bufs.streamTable = gpu.createBuffer('stream.table', opts.maxSeqs * rowLen * 4); // (numSeqs, sink+ring) u32
-      this.bufs.streamSlots = gpu.createBuffer('stream.slots', T * 4); // (T) u32
-      this.bufs.freshStart = gpu.createBuffer('stream.freshStart', T * 4); // (T) u32
     }
     if (opts.sparse) {
       const L = opts.sparse.logicalPageSize;
-      this.sparse = new SparseDecodeAttention(gpu, {
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        headDim: c.headDim,
-        pageSize: kv.pageSize,
-        logicalPageSize: L,
-        maxPagesPerSeq: opts.maxPagesPerSeq,
-        maxRows: opts.maxSeqs,
-        numSlots: opts.maxSeqs,
-        reselectInterval: opts.sparse.reuseInterval,
-      });
+      this.sparse = new SparseDecodeAttention(
+        gpu,
+        {
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: c.headDim,
+          pageSize: kv.pageSize,
+          logicalPageSize: L,
+          maxPagesPerSeq: opts.maxPagesPerSeq,
+          maxRows: opts.maxSeqs,
+          numSlots: opts.maxSeqs,
+          reselectInterval: opts.sparse.reuseInterval,
+          variant: opts.variant,
+        },
+        inputs,
+      );
       this.digest = new PageDigestKernel(gpu);
       const dBytes = digestBytes(kv.numPages, kv.pageSize, L, c.numKvHeads, c.headDim);
       for (let i = 0; i < c.numLayers; i++) {
@@ -144,32 +179,62 @@ export class LayerAttention {
           selection: this.sparse.createLayerSelection(),
         });
       }
-      // every new token touches at most one logical page; each sequence adds at most one partial page at each end
-      this.bufs.digestEntries = gpu.createBuffer('digest.entries', 3 * (T + 2 * opts.maxSeqs) * 4); // (E, 3) u32
     }
     if (opts.blockSparsePrefill) {
       this.prefill = new BlockSparsePrefill(gpu, { topBlocks: opts.blockSparsePrefill.topBlocks });
     }
   }
 
-  /** Uploads the step's attention inputs (sparse rows, digest entries, block plans, streaming tables). */
-  prepare(s: AttentionStepInput): void {
-    const T = s.tokenSeq.length;
+  /** The step's sparse decode rows: decode row i is token i (ForwardPass checked). */
+  private decodeRows(s: AttentionStepInput): SparseDecodeRow[] {
     const decode: SparseDecodeRow[] = [];
     for (const [i, r] of s.rows.entries()) {
       if (r.kind !== 'decode') break;
-      // decode row i holds token i (ForwardPass checked)
       decode.push({ seqId: r.seqId, blockRow: i, position: s.positions[i], tokenBudget: r.tokenBudget });
     }
-    const D = decode.length;
-    if (D > 0 && !this.sparse)
+    if (decode.length > 0 && !this.sparse) {
       throw new SiftError('INTERNAL', 'forward: decode rows given but sparse attention is not enabled');
+    }
+    return decode;
+  }
+
+  /** Streaming tables and the tokens' ring slots into the step's inputs (models with streaming heads). */
+  private prepareStreaming(s: AttentionStepInput): void {
+    if (!this.hasStreamingHeads) return;
+    if (!s.streaming) {
+      throw new SiftError('INTERNAL', 'forward: the model has streaming heads but the batch has no streaming table');
+    }
+    this.inputs.words('streamTable', s.streaming.table.length).set(s.streaming.table);
+    this.inputs.words('streamSlots', s.streaming.slots.length).set(s.streaming.slots);
+  }
+
+  /**
+   * Writes a decode-only step's attention inputs (sparse rows, page-selection schedule, grids, streaming tables);
+   * returns whether any row reselects its pages (the captured step with page selection runs then).
+   */
+  prepareDecode(s: AttentionStepInput): { reselect: boolean } {
+    const decode = this.decodeRows(s);
+    if (decode.length !== s.tokenSeq.length) throw new SiftError('INTERNAL', 'forward: not a decode-only step');
+    this.prepareStreaming(s);
+    this.plan = null;
+    if (!this.sparse) return { reselect: false };
+    return { reselect: this.sparse.prepareStep(decode).some((x) => x) };
+  }
+
+  /**
+   * Writes any step's attention inputs for the prefill path: sparse rows of its decode rows, digest entries of the
+   * prefill tokens' logical pages (every token's with `legacy`), block plans, streaming tables.
+   */
+  prepare(s: AttentionStepInput, legacy = false): void {
+    const T = s.tokenSeq.length;
+    const decode = this.decodeRows(s);
+    const D = decode.length;
     let numDigestEntries = 0;
     if (this.sparse) {
       if (D > 0) this.sparse.prepareStep(decode);
-      const entries = digestEntries(spans(s), this.kv.pageSize, this.sparse.logicalPageSize);
+      const entries = digestEntries(spans(s, legacy ? 0 : D), this.kv.pageSize, this.sparse.logicalPageSize);
       numDigestEntries = entries.length / 3;
-      if (numDigestEntries) this.gpu.write(this.bufs.digestEntries, entries);
+      this.inputs.words('digestEntries', entries.length).set(entries);
     }
     let blockPlan: StepPlan['blockPlan'] = null;
     if (this.prefill && D < T) {
@@ -190,53 +255,124 @@ export class LayerAttention {
       this.ensure('kPool', sb.kPool);
       this.ensure('blockList', sb.blockList);
     }
-    if (this.hasStreamingHeads) {
-      if (!s.streaming)
-        throw new SiftError('INTERNAL', 'forward: the model has streaming heads but the batch has no streaming table');
-      this.gpu.write(this.bufs.streamTable, s.streaming.table);
-      this.gpu.write(this.bufs.streamSlots, s.streaming.slots);
-      this.gpu.write(this.bufs.freshStart, freshStartRows(s.tokenSeq, s.positions));
-    }
-    this.plan = { T, D, numDigestEntries, blockPlan };
-    this.lastReport = this.report(s, D);
+    this.prepareStreaming(s);
+    if (this.hasStreamingHeads) this.inputs.words('freshStart', T).set(freshStartRows(s.tokenSeq, s.positions));
+    this.plan = { T, D, numDigestEntries, blockPlan, legacy };
   }
 
-  /** What the step's kernels read: retrieval heads as the page lists have it, streaming heads by their mask. */
-  private report(s: AttentionStepInput, D: number): StepAttentionReport {
-    const layers = this.kv.layers;
-    const R = layers.reduce((n, l) => n + l.numRetrievalHeads, 0);
-    const S = layers.reduce((n, l) => n + l.numStreamingHeads, 0);
-    const w = this.opts.streaming;
-    const decodeTokens = Array.from({ length: D }, (_, i) => {
-      const ret = this.sparse?.lastTokensRead[i] ?? s.positions[i] + 1;
-      const str = S > 0 && w ? streamingKeysRead(s.positions[i], w.sinkTokens, w.localTokens) : 0;
-      return (R * ret + S * str) / (R + S);
+  /** Streaming heads of layer `li` for T tokens: attention over sink + ring + fresh keys, then the ring write. */
+  private encodeStreaming(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    b: AttentionBuffers,
+    T: number,
+    freshStart: Binding,
+  ): void {
+    const c = this.c;
+    const kv = this.kv.layers[li];
+    const r = kv.numRetrievalHeads;
+    const s = kv.numStreamingHeads;
+    if (s === 0) return;
+    if (!b.k || !b.v) throw new SiftError('INTERNAL', 'LayerAttention: streaming heads need the fresh k/v rows');
+    const g = c.numHeads / c.numKvHeads;
+    const w = this.opts.streaming!;
+    const pageSize = this.kv.pageSize;
+    const streamTable = this.inputs.binding('streamTable');
+    this.stream!.encode(pass, a, {
+      q: b.q,
+      kFresh: b.k,
+      vFresh: b.v,
+      kCache: kv.sk,
+      vCache: kv.sv,
+      streamTable,
+      tokenSeq: b.seq,
+      positions: b.pos,
+      freshStart,
+      out: b.out,
+      T,
+      numHeads: s * g,
+      numKvHeads: s,
+      headDim: c.headDim,
+      pageSize,
+      sinkTokens: w.sinkTokens,
+      localTokens: w.localTokens,
+      sinkPages: w.sinkPages,
+      ringPages: w.ringPages,
+      scale: 1 / Math.sqrt(c.headDim),
+      qHeadOffset: r * g,
+      qRowHeads: c.numHeads,
+      kvHeadOffset: r,
+      kvRowHeads: c.numKvHeads,
     });
-    // prefill rows follow the decode rows, one block-table row each; tokens [D, T) are theirs
-    const lo = new Map<number, number>();
-    const hi = new Map<number, number>();
-    for (let t = D; t < s.tokenSeq.length; t++) {
-      const r = s.tokenSeq[t];
-      lo.set(r, Math.min(lo.get(r) ?? s.positions[t], s.positions[t]));
-      hi.set(r, Math.max(hi.get(r) ?? s.positions[t], s.positions[t]));
-    }
-    const prefillKeyBlocks = s.rows.slice(D).map((_, j) => {
-      const row = D + j;
-      const p = this.prefill;
-      if (!p || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
-      let kept = 0;
-      let total = 0;
-      const bs = p.blockSize;
-      for (let b = Math.floor((lo.get(row) ?? 0) / bs); b <= Math.floor((hi.get(row) ?? 0) / bs); b++) {
-        total += b + 1;
-        kept += keptKeyBlocks(b, p.topBlocks, p.localBlocks);
-      }
-      return { kept, total };
+    this.streamWrite!.encode(pass, a, {
+      k: b.k,
+      v: b.v,
+      kCache: kv.sk,
+      vCache: kv.sv,
+      slots: this.inputs.binding('streamSlots'),
+      T,
+      numKvHeads: s,
+      headDim: c.headDim,
+      pageSize,
+      kvHeadOffset: r,
+      kvRowHeads: c.numKvHeads,
     });
-    return { decodeTokens, prefillKeyBlocks };
   }
 
-  /** Encodes layer `li`'s attention: K/V written to the caches, out (T, nHeads, headDim) filled. */
+  /** The sparse decode attention of layer `li`'s retrieval heads for `D` decode rows. */
+  private encodeSparse(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    b: AttentionBuffers,
+    D: number,
+    reselect: boolean,
+  ): void {
+    const kv = this.kv.layers[li];
+    this.sparse!.encodeFor(
+      pass,
+      a,
+      {
+        numKvHeads: kv.numRetrievalHeads,
+        q: b.q,
+        kCache: kv.k,
+        vCache: kv.v,
+        blockTable: b.table,
+        digests: this.sparseLayers[li].digests,
+        selection: this.sparseLayers[li].selection,
+        out: b.out,
+        scale: 1 / Math.sqrt(this.c.headDim),
+      },
+      D,
+      reselect,
+    );
+  }
+
+  /**
+   * Layer `li`'s attention in a decode-only step of D rows (their K/V and digests written by rope_kv_write): every
+   * binding is fixed and every varying size comes from the step's inputs, so the encoding can be captured once.
+   * `freshStart` is the identity (each decode row starts its own sequence's new tokens).
+   */
+  encodeDecodeLayer(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    b: AttentionBuffers,
+    D: number,
+    reselect: boolean,
+    identity: Binding,
+  ): void {
+    this.encodeStreaming(pass, a, li, b, D, identity);
+    if (this.kv.layers[li].numRetrievalHeads > 0) this.encodeSparse(pass, a, li, b, D, reselect);
+  }
+
+  /** The layer's digests buffer (rope_kv_write recomputes the decode tokens' logical pages in it), or null. */
+  digests(li: number): GPUBuffer | null {
+    return this.sparseLayers[li]?.digests ?? null;
+  }
+
+  /** Encodes layer `li`'s attention for the prepared step: out (T, nHeads, headDim) filled. */
   encodeLayer(pass: GPUComputePassEncoder, a: UniformArena, li: number, b: AttentionBuffers): void {
     const plan = this.plan;
     if (!plan) throw new SiftError('INTERNAL', 'LayerAttention.encodeLayer before prepare');
@@ -244,73 +380,34 @@ export class LayerAttention {
     const c = this.c;
     const kv = this.kv.layers[li];
     const r = kv.numRetrievalHeads;
-    const s = kv.numStreamingHeads;
     const g = c.numHeads / c.numKvHeads;
     const scale = attentionSoftmaxScale(c); // 1/sqrt(headDim), times yarn's / longrope's attention factor squared
     const pageSize = this.kv.pageSize;
-    if (s > 0) {
-      const w = this.opts.streaming!;
-      this.stream!.encode(pass, a, {
-        q: b.q,
-        kFresh: b.k,
-        vFresh: b.v,
-        kCache: kv.sk,
-        vCache: kv.sv,
-        streamTable: this.bufs.streamTable,
-        tokenSeq: b.seq,
-        positions: b.pos,
-        freshStart: this.bufs.freshStart,
-        out: b.out,
-        T,
-        numHeads: s * g,
-        numKvHeads: s,
-        headDim: c.headDim,
-        pageSize,
-        sinkTokens: w.sinkTokens,
-        localTokens: w.localTokens,
-        sinkPages: w.sinkPages,
-        ringPages: w.ringPages,
-        scale,
-        qHeadOffset: r * g,
-        qRowHeads: c.numHeads,
-        kvHeadOffset: r,
-        kvRowHeads: c.numKvHeads,
-      });
-      this.streamWrite!.encode(pass, a, {
+    if (this.hasStreamingHeads) this.encodeStreaming(pass, a, li, b, T, this.inputs.binding('freshStart'));
+    if (r === 0) return;
+    const M = this.opts.maxPagesPerSeq;
+    if (plan.legacy) {
+      if (!b.k || !b.v) throw new SiftError('INTERNAL', 'LayerAttention: the legacy path writes k/v here');
+      this.kvWrite.encode(pass, a, {
         k: b.k,
         v: b.v,
-        kCache: kv.sk,
-        vCache: kv.sv,
-        slots: this.bufs.streamSlots,
+        kCache: kv.k,
+        vCache: kv.v,
+        blockTable: b.table,
+        tokenSeq: b.seq,
+        positions: b.pos,
         T,
-        numKvHeads: s,
+        numKvHeads: r,
         headDim: c.headDim,
         pageSize,
-        kvHeadOffset: r,
+        maxPagesPerSeq: M,
         kvRowHeads: c.numKvHeads,
       });
     }
-    if (r === 0) return;
-    const M = this.opts.maxPagesPerSeq;
-    this.kvWrite.encode(pass, a, {
-      k: b.k,
-      v: b.v,
-      kCache: kv.k,
-      vCache: kv.v,
-      blockTable: b.table,
-      tokenSeq: b.seq,
-      positions: b.pos,
-      T,
-      numKvHeads: r,
-      headDim: c.headDim,
-      pageSize,
-      maxPagesPerSeq: M,
-      kvRowHeads: c.numKvHeads,
-    });
     if (plan.numDigestEntries) {
       this.digest!.encode(pass, a, {
         kCache: kv.k,
-        entries: this.bufs.digestEntries,
+        entries: this.inputs.binding('digestEntries'),
         digests: this.sparseLayers[li].digests,
         numEntries: plan.numDigestEntries,
         numKvHeads: r,
@@ -362,19 +459,7 @@ export class LayerAttention {
         });
       }
     }
-    if (D > 0) {
-      this.sparse!.encodeLayer(pass, a, {
-        numKvHeads: r,
-        q: b.q,
-        kCache: kv.k,
-        vCache: kv.v,
-        blockTable: b.table,
-        digests: this.sparseLayers[li].digests,
-        selection: this.sparseLayers[li].selection,
-        out: b.out,
-        scale,
-      });
-    }
+    if (D > 0) this.encodeSparse(pass, a, li, b, D, this.sparse!.step.reselect);
   }
 
   /** After the step was encoded: sequences that prefilled reselect pages on their next decode step. */
@@ -407,12 +492,12 @@ export class LayerAttention {
   }
 }
 
-/** Per block-table row, the span of positions [start, end) this step writes, with the row's pages. */
-function spans(s: AttentionStepInput): { pages: ArrayLike<number>; start: number; end: number }[] {
+/** Per block-table row, the span of positions [start, end) this step writes from token `from` on, with its pages. */
+function spans(s: AttentionStepInput, from: number): { pages: ArrayLike<number>; start: number; end: number }[] {
   const M = s.maxPagesPerSeq;
   const lo = new Map<number, number>();
   const hi = new Map<number, number>();
-  for (let i = 0; i < s.tokenSeq.length; i++) {
+  for (let i = from; i < s.tokenSeq.length; i++) {
     const r = s.tokenSeq[i];
     const p = s.positions[i];
     lo.set(r, Math.min(lo.get(r) ?? p, p));

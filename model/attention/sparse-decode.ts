@@ -2,16 +2,28 @@
  * Sparse decode attention of one layer for a batch of decode rows (Quest / LServe decode), the stateful part above
  * the kernels: which rows reselect their pages this step (SelectionSchedule: after every prefill, then every
  * `reselectInterval` decode steps), how many pages each row keeps (the one budget rule, ./budget.ts), the per-step
- * `rows` / `selectRows` uploads and the split plan; then per layer page_select (shaders/page_select.ts) for the
- * reselecting rows and top-k attention (shaders/sparse_decode.ts) for all of them.
+ * rows, reselecting rows and grids (indirect dispatch arguments) written to the step's inputs; then per layer
+ * page_select (shaders/page_select.ts) for the reselecting rows and top-k attention (shaders/sparse_decode.ts) for
+ * all of them. Every size that varies with the context (pages scored, splits) is read by the kernels from those
+ * arguments, so a decode step's dispatches can be captured once and replayed (model/decode-graph.ts).
  */
 import { SiftError } from '../../config/errors.js';
 import { check, requireInts } from '../../shaders/lib/checks.js';
-import { type GqaCombine, MAX_SELECT_PAGES, PageSelectKernel, selectScoresBytes } from '../../shaders/page_select.js';
+import {
+  type GqaCombine,
+  MAX_SELECT_PAGES,
+  PageSelectKernel,
+  scoreTiles,
+  selectScoresBytes,
+} from '../../shaders/page_select.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 import { partialsBytes, SparseDecodeKernel, type SparseDecodeVariant } from '../../shaders/sparse_decode.js';
+import { StepInputs } from '../step-inputs.js';
 import { pagesKept } from './budget.js';
 import { SelectionSchedule } from './selection-schedule.js';
+
+/** Words of dispatch arguments per retrieval-head count r: page_score, page_select, sparse_decode (3 each). */
+const ARG_WORDS = 9;
 
 /** One decode row of a step. */
 export interface SparseDecodeRow {
@@ -74,21 +86,22 @@ interface StepPlan {
   numRows: number;
   numSelect: number;
   numSplits: number;
-  pagesPerSplit: number;
   maxSelectPages: number; // most pages of a reselecting row (sizes the score grid)
 }
 
 /**
  * Sparse decode attention of a decode batch, layer by layer. Per step: `prepareStep(rows)` once (gives each
  * sequence its selection slot, decides which rows reselect through `schedule`, computes each row's pages kept by the
- * budget rule, uploads the rows and selectRows buffers, sizes the splits), then `encodeLayer` for every layer, in
- * one or more passes submitted after prepareStep.
+ * budget rule, writes the rows, the reselecting rows and the grids of every retrieval-head count into the step's
+ * inputs), then `encodeLayer` for every layer, in one or more passes submitted after prepareStep. The inputs are
+ * the forward pass's shared StepInputs (regions from `inputRegions`, uploaded with the rest of the step) or, when
+ * none is given, this object's own (uploaded by prepareStep).
  *
  * The caller provides, per layer: `digests` (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16
  * (digestBytes) kept current by PageDigestKernel after each kv_write (prefill and decode); a `LayerSelection` from
- * `createLayerSelection()` kept across steps; q/out (numRows, numHeads, headDim) f32. This class owns the per-step
- * `rows` (maxRows, 4) u32 and `selectRows` (maxRows) u32 buffers and the partials scratch (maxRows, numHeads,
- * maxSplits, 2 + headDim) f32, shared by all layers (dispatches in a pass run in order), and the per-sequence state:
+ * `createLayerSelection()` kept across steps; q/out (numRows, numHeads, headDim) f32. This class owns the partials
+ * scratch (maxRows, numHeads, maxSplits, 2 + headDim) f32 and the page-score scratch, shared by all layers
+ * (dispatches in a pass run in order), and the per-sequence state:
  * the selection slot and the reselection schedule. Call `onPrefill(seqId)` after every prefill chunk of a sequence
  * and `release(seqId)` when it ends or is preempted; a slot handed to a new sequence is reselected on its first
  * decode step because that follows its prefill.
@@ -100,8 +113,10 @@ export class SparseDecodeAttention {
   readonly maxSelected: number;
   readonly logicalPageSize: number;
   readonly maxSplits: number;
-  private readonly rowsBuf: GPUBuffer; // (maxRows, 4) u32
-  private readonly selectRowsBuf: GPUBuffer; // (maxRows) u32
+  readonly pagesPerSplit: number;
+  /** The step's rows (maxRows, 4), reselecting rows (maxRows) and grids: shared with the forward pass or own. */
+  private readonly inputs: StepInputs;
+  private readonly ownsInputs: boolean;
   private readonly partials: GPUBuffer; // (maxRows, numHeads, maxSplits, 2 + headDim) f32
   private readonly scores: GPUBuffer; // (maxRows, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32 page keys
   private readonly slots = new Map<string | number, number>();
@@ -116,9 +131,19 @@ export class SparseDecodeAttention {
   private readonly freeSlots: number[] = [];
   private plan: StepPlan | null = null;
 
+  /** The step-input regions this class writes: sparseRows, selectRows, sparseArgs. */
+  static inputRegions(maxRows: number, numKvHeads: number): [string, number][] {
+    return [
+      ['sparseRows', maxRows * 4],
+      ['selectRows', maxRows],
+      ['sparseArgs', numKvHeads * ARG_WORDS],
+    ];
+  }
+
   constructor(
     private readonly gpu: Gpu,
     readonly cfg: SparseDecodeConfig,
+    inputs?: StepInputs,
   ) {
     const K = 'SparseDecodeAttention';
     this.logicalPageSize = cfg.logicalPageSize ?? 16;
@@ -156,9 +181,11 @@ export class SparseDecodeAttention {
     this.schedule = new SelectionSchedule(cfg.reselectInterval);
     this.attention = new SparseDecodeKernel(gpu, { variant: cfg.variant, splitTokens: cfg.splitTokens });
     this.select = new PageSelectKernel(gpu, { combine: cfg.combine });
-    this.maxSplits = this.attention.splitPlan(this.maxSelected + 1, cfg.pageSize).numSplits;
-    this.rowsBuf = gpu.createBuffer('sparse-rows', cfg.maxRows * 16);
-    this.selectRowsBuf = gpu.createBuffer('sparse-select-rows', cfg.maxRows * 4);
+    const split = this.attention.splitPlan(this.maxSelected + 1, cfg.pageSize);
+    this.maxSplits = split.numSplits;
+    this.pagesPerSplit = split.pagesPerSplit;
+    this.ownsInputs = !inputs;
+    this.inputs = inputs ?? new StepInputs(gpu, SparseDecodeAttention.inputRegions(cfg.maxRows, cfg.numKvHeads));
     this.partials = gpu.createBuffer(
       'sparse-partials',
       partialsBytes(cfg.maxRows, cfg.numHeads, this.maxSplits, cfg.headDim),
@@ -207,12 +234,15 @@ export class SparseDecodeAttention {
     };
   }
 
-  /** Plans one decode step; returns which rows reselect. Call once per step, before encoding its layers. */
+  /**
+   * Plans one decode step and writes its rows, reselecting rows and grids into the step's inputs (uploading them
+   * when this object owns them); returns which rows reselect. Call once per step, before encoding its layers.
+   */
   prepareStep(rows: SparseDecodeRow[]): boolean[] {
     const K = 'SparseDecodeAttention.prepareStep';
-    const { pageSize, maxRows, maxPagesPerSeq } = this.cfg;
+    const { pageSize, maxRows, maxPagesPerSeq, numKvHeads } = this.cfg;
     check(K, rows.length <= maxRows, `${rows.length} rows > maxRows ${maxRows}`);
-    const data = new Uint32Array(rows.length * 4);
+    const data = this.inputs.words('sparseRows', rows.length * 4);
     const sel: number[] = [];
     const reselect: boolean[] = [];
     const read: number[] = [];
@@ -229,7 +259,10 @@ export class SparseDecodeAttention {
       check(K, r.tokenBudget >= 0, `row ${i}: tokenBudget ${r.tokenBudget}`);
       const keep = pagesKept(r.position + 1, r.tokenBudget, pageSize);
       check(K, keep <= this.maxSelected, `row ${i}: keeps ${keep} pages > maxSelected ${this.maxSelected}`);
-      data.set([r.blockRow, r.position, this.slotOf(r.seqId), keep], 4 * i);
+      data[4 * i] = r.blockRow;
+      data[4 * i + 1] = r.position;
+      data[4 * i + 2] = this.slotOf(r.seqId);
+      data[4 * i + 3] = keep;
       const again = this.schedule.step(r.seqId);
       reselect.push(again);
       if (again) {
@@ -247,27 +280,53 @@ export class SparseDecodeAttention {
       );
       maxList = Math.max(maxList, Math.min(P, keep + 1));
     });
-    if (rows.length) this.gpu.write(this.rowsBuf, data);
-    if (sel.length) this.gpu.write(this.selectRowsBuf, Uint32Array.from(sel));
-    const { numSplits, pagesPerSplit } = this.attention.splitPlan(maxList, pageSize);
-    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, pagesPerSplit, maxSelectPages };
-    this.lastTokensRead = read;
+    this.inputs.words('selectRows', sel.length).set(sel);
+    const numSplits = Math.max(1, Math.ceil(maxList / this.pagesPerSplit));
+    // the grids of every retrieval-head count r: page_score, page_select, sparse_decode
+    const g = this.cfg.numHeads / numKvHeads;
+    const args = this.inputs.words('sparseArgs', numKvHeads * ARG_WORDS);
+    const tiles = scoreTiles(maxSelectPages);
+    for (let r = 1; r <= numKvHeads; r++) {
+      args.set([sel.length * r, tiles, 1, sel.length, r, 1, rows.length * r * g, numSplits, 1], (r - 1) * ARG_WORDS);
+    }
+    if (this.ownsInputs) this.inputs.flush();
+    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, maxSelectPages };
     return reselect;
+  }
+
+  /** The prepared step's shape: decode rows, and whether any reselects (page selection runs this step). */
+  get step(): { numRows: number; reselect: boolean } {
+    const plan = this.plan;
+    if (!plan) throw new SiftError('INTERNAL', 'SparseDecodeAttention: no step prepared');
+    return { numRows: plan.numRows, reselect: plan.numSelect > 0 };
   }
 
   /** [page selection for the reselecting rows] + sparse attention of one layer, for the prepared step. */
   encodeLayer(pass: GPUComputePassEncoder, arena: UniformArena, a: SparseLayerArgs): void {
-    const plan = this.plan;
-    if (!plan) throw new SiftError('INTERNAL', 'SparseDecodeAttention.encodeLayer before prepareStep');
+    const { numRows, reselect } = this.step;
+    this.encodeFor(pass, arena, a, numRows, reselect);
+  }
+
+  /**
+   * [page selection] + sparse attention of one layer for `numRows` decode rows, every size that varies per step read
+   * from the step's inputs (so a capture replays for any step of that many rows, reselecting or not as given).
+   */
+  encodeFor(
+    pass: GPUComputePassEncoder,
+    arena: UniformArena,
+    a: SparseLayerArgs,
+    numRows: number,
+    reselect: boolean,
+  ): void {
     const c = this.cfg;
     const numKvHeads = a.numKvHeads ?? c.numKvHeads;
-    requireInts('SparseDecodeAttention.encodeLayer', { numKvHeads });
+    requireInts('SparseDecodeAttention.encodeLayer', { numKvHeads, numRows });
     check(
       'SparseDecodeAttention.encodeLayer',
-      numKvHeads <= c.numKvHeads,
-      `numKvHeads ${numKvHeads} > ${c.numKvHeads}`,
+      numKvHeads <= c.numKvHeads && numRows <= c.maxRows,
+      `numKvHeads ${numKvHeads} > ${c.numKvHeads} or ${numRows} rows > ${c.maxRows}`,
     );
-    if (numKvHeads === 0 || plan.numRows === 0) return; // no retrieval heads in this layer
+    if (numKvHeads === 0 || numRows === 0) return; // no retrieval heads in this layer
     const shape = {
       numHeads: numKvHeads * (c.numHeads / c.numKvHeads),
       numKvHeads,
@@ -278,41 +337,46 @@ export class SparseDecodeAttention {
       maxPagesPerSeq: c.maxPagesPerSeq,
       maxSelected: this.maxSelected,
     };
-    this.select.encode(pass, arena, {
-      q: a.q,
-      digests: a.digests,
-      blockTable: a.blockTable,
-      rows: this.rowsBuf,
-      selectRows: this.selectRowsBuf,
-      selected: a.selection.selected,
-      counts: a.selection.counts,
-      scores: this.scores,
-      numSelect: plan.numSelect,
-      maxPages: plan.maxSelectPages,
-      logicalPageSize: this.logicalPageSize,
-      ...shape,
-    });
+    const inputs = this.inputs;
+    const argBase = inputs.byteOffset('sparseArgs', (numKvHeads - 1) * ARG_WORDS);
+    const rows = inputs.binding('sparseRows');
+    if (reselect) {
+      this.select.encode(pass, arena, {
+        q: a.q,
+        digests: a.digests,
+        blockTable: a.blockTable,
+        rows,
+        selectRows: inputs.binding('selectRows'),
+        selected: a.selection.selected,
+        counts: a.selection.counts,
+        scores: this.scores,
+        numSelect: numRows,
+        logicalPageSize: this.logicalPageSize,
+        indirect: { buffer: inputs.buffer, score: argBase, select: argBase + 12 },
+        ...shape,
+      });
+    }
     this.attention.encode(pass, arena, {
       q: a.q,
       kCache: a.kCache,
       vCache: a.vCache,
       blockTable: a.blockTable,
-      rows: this.rowsBuf,
+      rows,
       selected: a.selection.selected,
       counts: a.selection.counts,
       partials: this.partials,
       out: a.out,
-      numRows: plan.numRows,
-      numSplits: plan.numSplits,
-      pagesPerSplit: plan.pagesPerSplit,
+      numRows,
+      numSplits: this.maxSplits,
+      pagesPerSplit: this.pagesPerSplit,
       scale: a.scale,
+      indirect: { buffer: inputs.buffer, offset: argBase + 24 },
       ...shape,
     });
   }
 
   destroy(): void {
-    this.rowsBuf.destroy();
-    this.selectRowsBuf.destroy();
+    if (this.ownsInputs) this.inputs.destroy();
     this.partials.destroy();
     this.scores.destroy();
   }
