@@ -259,11 +259,13 @@ export class ModelRunner implements ModelExecutor {
    * and would stall every running request): captures the decode step of every batch size (with and without page
    * selection, sampling included), then runs prefill-path steps covering every token tile of the matmuls (1 .. 10
    * tokens, 1 .. 8 logit rows) with decode rows beside prefill chunks, on page 0 of a pool that holds no sequence
-   * yet. Then marks the device warm: a pipeline created later is reported by gpu.pipelinesAfterWarm().
+   * yet, and compiles the pipelines that depend on the context length (block-sparse prefill's selection). Then marks
+   * the device warm: a pipeline created later is reported by gpu.pipelinesAfterWarm().
    */
   private async warmUp(): Promise<void> {
     const fwd = this.forwardPass;
     fwd.captureDecodeSteps();
+    fwd.attention.compileContextPipelines();
     const pages = new Array(Math.min(fwd.maxPagesPerSeq, Math.ceil(16 / this.kv.pageSize))).fill(0);
     const cap = pages.length * this.kv.pageSize; // positions the warm-up block table covers
     const streaming = (n: number) => {

@@ -171,6 +171,18 @@ export class BlockSelectKernel {
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
   ) {}
 
+  /**
+   * Compiles every pipeline a prefill of up to `maxContext` tokens can use (warm-up): the key pooling and one
+   * selection pipeline per 256 key blocks of workgroup memory up to the largest query block.
+   */
+  compileFor(maxContext: number, headDim: number, blockSize = 64): void {
+    this.gpu.pipeline('block_select', { HD: headDim, POOL_K: true });
+    const top = Math.min(this.maxKeyBlocks(headDim), Math.ceil(Math.ceil(maxContext / blockSize) / 256) * 256);
+    for (let maxKb = 256; maxKb <= Math.max(256, top); maxKb += 256) {
+      this.gpu.pipeline('block_select', { HD: headDim, MAXKB: maxKb });
+    }
+  }
+
   /** Largest query block index + 1 the selection can handle on this device for a head dim. */
   maxKeyBlocks(headDim: number): number {
     return Math.floor((this.gpu.caps.maxComputeWorkgroupStorageSize - 4 * headDim) / 8 / 256) * 256;

@@ -173,6 +173,10 @@ export class BlockSparsePrefill {
     this.select = new BlockSelectKernel(gpu);
     this.attention = new BlockSparseAttentionKernel(gpu);
   }
+  /** Compiles every pipeline a prefill of up to `maxContext` tokens can use (warm-up; see BlockSelectKernel). */
+  compileFor(maxContext: number, headDim: number): void {
+    this.select.compileFor(maxContext, headDim, this.blockSize);
+  }
 
   /** u32 words per (query block, head) block list for this plan. */
   listStride(plan: PrefillBlockPlan): number {

@@ -367,6 +367,14 @@ export class LayerAttention {
     if (this.kv.layers[li].numRetrievalHeads > 0) this.encodeSparse(pass, a, li, b, D, reselect);
   }
 
+  /**
+   * Compiles the pipelines whose variant depends on the context rather than on a step's shape (warm-up): block-sparse
+   * prefill's key-block selection up to the longest sequence.
+   */
+  compileContextPipelines(): void {
+    this.prefill?.compileFor(this.opts.maxPagesPerSeq * this.kv.pageSize, this.c.headDim);
+  }
+
   /** The layer's digests buffer (rope_kv_write recomputes the decode tokens' logical pages in it), or null. */
   digests(li: number): GPUBuffer | null {
     return this.sparseLayers[li]?.digests ?? null;

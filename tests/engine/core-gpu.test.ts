@@ -1,24 +1,19 @@
 /**
  * The engine core over the GPU executor (ModelRunner): the CPU executor the other engine-core tests run on is a
  * faithful stand-in (same greedy tokens, same usage, through batching, chunked prefill, prefix-cache hits and
- * preemption on a small synthetic checkpoint), and a lost GPU device ends live requests with an error.
+ * preemption on a small synthetic checkpoint; the GPU kernel variants: core-gpu-kernels.test.ts); the device
+ * sampler gives the host rule's tokens for seeded
+ * temperature / top-k / top-p sampling with penalties and logprobs; and a lost GPU device ends live requests with an
+ * error.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { isSiftError } from '../../config/errors.js';
-import type { EngineCore, StepRecord } from '../../engine/core.js';
+import type { GenerationRequest } from '../../engine/client.js';
+import type { EngineCore } from '../../engine/core.js';
 import { Gpu } from '../../shaders/runtime.js';
-import {
-  type Collected,
-  type CoreSetup,
-  checkpointDir,
-  collect,
-  greedy,
-  makeCore,
-  makeGpuCore,
-  Rng,
-  randomPrompt,
-} from './core-helpers.js';
+import { checkpointDir, collect, greedy, makeCore, makeGpuCore, Rng, randomPrompt } from './core-helpers.js';
+import { checkStandIn } from './stand-in.js';
 
 let dir = '';
 let cleanup = () => {};
@@ -27,46 +22,40 @@ before(() => {
 });
 after(() => cleanup());
 
-/** Submits `reqs` all at once (then a repeat of the third, for prefix-cache hits) and collects every request. */
-async function serveAll(core: EngineCore, reqs: ReturnType<typeof greedy>[]): Promise<Collected[]> {
-  try {
-    const got = await Promise.all(reqs.map((r) => collect(core.submit(r))));
-    got.push(await collect(core.submit({ ...reqs[2], id: 'repeat' })));
-    assert.equal(core.stats().kvPagesUsed, 0);
-    return got;
-  } finally {
-    await core.shutdown(0);
-  }
-}
-
 test('the CPU executor gives the GPU executor greedy tokens and usage: batching, chunks, prefix hits, preemption', async () => {
-  const rng = new Rng(31);
-  const lens = [1, 7, 40, 33, 90, 17];
-  const reqs = lens.map((n, i) => greedy(`r${i}`, randomPrompt(rng, n), 10 + 3 * i));
-  // chunks of 32 tokens; 14 pages of 16 tokens for prompts + completions of up to 115 tokens: some wait, some are
-  // preempted and recomputed
-  const setup: CoreSetup = { maxBatchTokens: 32 };
-  const opts = { numPages: 14 };
-  const stepsGpu: StepRecord[] = [];
-  const stepsCpu: StepRecord[] = [];
-  const gpu = await serveAll(await makeGpuCore(dir, setup, { ...opts, onStep: (s) => stepsGpu.push(s) }), reqs);
-  const cpu = await serveAll(makeCore(dir, setup, { ...opts, onStep: (s) => stepsCpu.push(s) }), reqs);
+  await checkStandIn(dir);
+});
+
+test('seeded sampling on the device gives the host rule tokens: temperature, top-k, top-p, penalties, logprobs', async () => {
+  const rng = new Rng(44);
+  const sampled = (id: string, seed: number, s: Partial<GenerationRequest['sampling']>, extra = {}) =>
+    greedy(id, randomPrompt(rng, 5 + seed), 12, {
+      sampling: { temperature: 1, topK: 0, topP: 1, seed, ...s },
+      ...extra,
+    });
+  const reqs = [
+    sampled('temperature', 1, { temperature: 0.8 }),
+    sampled('top-k', 2, { topK: 5 }),
+    sampled('top-p', 3, { topP: 0.9 }),
+    sampled('both', 4, { topK: 20, topP: 0.7, temperature: 1.3 }),
+    sampled('penalties', 5, { topP: 0.95 }, { presencePenalty: 1.5, frequencyPenalty: 0.5 }),
+    sampled('logprobs', 6, { temperature: 0.7 }, { topLogprobs: 2 }),
+  ];
+  const run = async (core: EngineCore) => {
+    try {
+      return await Promise.all(reqs.map((r) => collect(core.submit(r))));
+    } finally {
+      await core.shutdown(0);
+    }
+  };
+  const gpu = await run(await makeGpuCore(dir));
+  const cpu = await run(makeCore(dir));
   for (const [i, g] of gpu.entries()) {
-    const c = cpu[i];
-    assert.deepEqual(c.tokens, g.tokens, `request ${i}: CPU tokens == GPU tokens`);
-    assert.equal(c.done.finishReason, g.done.finishReason);
-    assert.deepEqual(c.done.usage, g.done.usage, `request ${i} usage`);
-    assert.equal(c.done.attention.meanTokensAttended, g.done.attention.meanTokensAttended);
+    assert.deepEqual(g.tokens, cpu[i].tokens, `${reqs[i].id}: device tokens == host tokens`);
+    assert.equal(g.tokens.length, 12);
   }
-  assert.ok(gpu[gpu.length - 1].done.usage.cachedTokens > 0, 'the repeated prompt reused cached pages');
-  assert.deepEqual(stepsCpu, stepsGpu, 'the same schedule, step by step');
-  assert.ok(
-    stepsGpu.some((s) => s.preempted.length > 0),
-    'the load preempted',
-  );
-  assert.ok(
-    stepsGpu.some((s) => s.entries.some((e) => e.kind === 'decode') && s.entries.some((e) => e.kind === 'prefill')),
-  );
+  const lp = gpu[5].events.filter((e) => e.type === 'token');
+  assert.ok(lp.every((e) => e.type === 'token' && e.logprob !== undefined && e.topLogprobs?.length === 2));
 });
 
 test('a lost GPU device ends live requests with an error and later submits throw DEVICE_LOST', async () => {

@@ -10,6 +10,7 @@ import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/s
 import { engineConfig } from '../../config/engine.js';
 import type { GenerationEvent, GenerationRequest, RequestHandle } from '../../engine/client.js';
 import { EngineCore, type EngineCoreOptions } from '../../engine/core.js';
+import type { KernelChoice } from '../../model/forward.js';
 import { KvStorage } from '../../model/kv-storage.js';
 import { ModelRunner } from '../../model/runner.js';
 import type { Gpu } from '../../shaders/runtime.js';
@@ -36,6 +37,8 @@ export interface CoreSetup {
   kvCacheMib?: number;
   /** CPU executor only: extra time per step (CpuExecutorOptions.stepDelayMs). */
   stepDelayMs?: number;
+  /** GPU executor only: kernel variants (default per adapter). */
+  kernels?: KernelChoice;
 }
 
 function setupConfig(s: CoreSetup) {
@@ -76,7 +79,7 @@ export async function makeGpuCore(
   opts: EngineCoreOptions = {},
 ): Promise<EngineCore> {
   const gpu = s.gpu ?? (await testGpu());
-  return EngineCore.create(await ModelRunner.load(dir, setupConfig(s), { gpu }), opts);
+  return EngineCore.create(await ModelRunner.load(dir, setupConfig(s), { gpu, kernels: s.kernels }), opts);
 }
 
 export function greedy(

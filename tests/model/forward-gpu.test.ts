@@ -11,94 +11,19 @@ import { after, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
-import type { ForwardBatch } from '../../model/forward.js';
 import { ModelRunner } from '../../model/runner.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
-import { ReferenceModel, referenceForward } from '../reference/forward.js';
-
-/** GPU f32 accumulation vs the f64 reference over the same (decoded) weights, both with an f16 KV cache. */
-const TOL = { atol: 2e-3, rtol: 2e-3 };
-/**
- * The GPU's KV cache is f16: the reference rounds its K and V the same way (the tolerance stays f32's). The context
- * length that fixes dynamic / longrope scaling is the block table's reach (maxContext 256 below).
- */
-const KV_F16 = { kvF16: true, contextLength: 256 };
+import { referenceForward } from '../reference/forward.js';
+import { checkVariant, KV_F16, prefillBatch, TOL, tableFor } from './forward-check.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'sift-forward-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-/** A batch whose rows are all prefill rows (plain causal attention), logits for any rows asked. */
-function prefillBatch(b: {
-  tokens: ArrayLike<number>;
-  positions: ArrayLike<number>;
-  tokenSeq: ArrayLike<number>;
-  blockTable: Uint32Array;
-  numSeqs: number;
-  logitRows: ArrayLike<number>;
-}): ForwardBatch {
-  return {
-    tokens: Uint32Array.from(b.tokens),
-    positions: Uint32Array.from(b.positions),
-    tokenSeq: Uint32Array.from(b.tokenSeq),
-    blockTable: b.blockTable,
-    numSeqs: b.numSeqs,
-    logitRows: Uint32Array.from(b.logitRows),
-    rows: Array.from({ length: b.numSeqs }, (_, r) => ({ kind: 'prefill' as const, seqId: `row${r}` })),
-  };
-}
-
-function tableFor(pages: number[], maxPagesPerSeq: number): Uint32Array {
-  const t = new Uint32Array(maxPagesPerSeq);
-  t.set(pages);
-  return t;
-}
-
 for (const variant of SYNTHETIC_VARIANTS) {
   test(`forward pass equals the reference: ${variant.name}`, async () => {
-    const gpu = await testGpu();
-    const dir = path.join(root, variant.name);
-    writeSyntheticCheckpoint(dir, variant);
-    const cfg = engineConfig({
-      flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
-    });
-    const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32 });
-    const ckpt = openCheckpoint(dir);
-    try {
-      const rng = new Rng(variant.seed);
-      const V = engine.config.vocabSize;
-      const fwd = engine.forwardPass;
-      // 1. prefill of one sequence, logits of every token; pages deliberately non-contiguous
-      const prompt = Array.from({ length: 21 }, () => rng.int(0, V - 1));
-      const table = tableFor([5, 2], fwd.maxPagesPerSeq);
-      const got = await fwd.forward(
-        prefillBatch({
-          tokens: prompt,
-          positions: prompt.map((_, i) => i),
-          tokenSeq: prompt.map(() => 0),
-          blockTable: table,
-          numSeqs: 1,
-          logitRows: prompt.map((_, i) => i),
-        }),
-      );
-      assertNoGpuErrors(gpu);
-      assertClose(got, referenceForward(ckpt, prompt, KV_F16), TOL, `${variant.name} prefill logits`);
-
-      // 2. decode 4 tokens one at a time after that prompt
-      const ref = new ReferenceModel(ckpt, KV_F16);
-      ref.forward(prompt);
-      for (let s = 0; s < 4; s++) {
-        const id = rng.int(0, V - 1);
-        const pos = prompt.length + s;
-        const g = await engine.decodeOneToken(id, pos, table);
-        const w = ref.forward([id]);
-        assertClose(g, w, TOL, `${variant.name} decode step ${s}`);
-      }
-    } finally {
-      ckpt.close();
-      engine.destroy();
-    }
+    await checkVariant(path.join(root, variant.name), variant);
   });
 }
 
