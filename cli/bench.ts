@@ -121,6 +121,7 @@ calls and bytes, submits, bytes read back, pipelines compiled after warm-up, hos
   --warmup N              untimed steps first (default 4)
   --fill-pages N          real KV pages the block tables tile (default 16)
   --path graph|per-step   the decode path: steps replayed from a capture (default) or the old per-step encoding
+  --sequential            run steps one after the other (default: chained as the engine core runs them)
   --json / --out FILE     as for the other suites`,
 };
 
@@ -159,6 +160,7 @@ export async function main(argv: string[]): Promise<number> {
           warmup: listDef,
           'fill-pages': listDef,
           path: listDef,
+          sequential: { type: 'boolean' } as const,
           ...engineOptionDefs(),
         }
       : suite === 'attention'
@@ -398,6 +400,7 @@ async function modelSuite(
       const r = await runStepBench(engine, {
         ...stepOpts,
         preset: label.replace(/^synthetic:/, ''),
+        overlap: !values.sequential,
         budget:
           values.budget === undefined
             ? engine.attention.tokenBudget

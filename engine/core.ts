@@ -12,9 +12,18 @@
  *   update(output, result)          commit the written tokens to the KV cache manager, sample per request (within
  *                                   its mask), account usage, emit events, finish and free
  *
+ * The host does not wait idle in front of the device: while a step runs, the core schedules the next one as if
+ * every sequence continued with the token being sampled (a placeholder, PENDING_TOKEN) and hands it to the executor,
+ * whose decode entries take those tokens where they were sampled (on the GPU: chained steps, model/executor.ts).
+ * Then it waits for the running step's tokens: that wait is the one it cannot avoid, since the tokens decide what
+ * is emitted, what stops, what is scheduled after. A sequence that stopped on the token it was waiting for has its
+ * entry in the next step ignored (its pages are freed; the KV written there is never read). Steps chain only when
+ * every sampled row is sampled by the executor and needs nothing of the token but the token itself (no penalties,
+ * no host-side rule): otherwise the next step is scheduled after the update, as before.
+ *
  * A lost device (the executor's DEVICE_LOST) ends every live request with finish reason 'error' and makes later
- * submits throw DEVICE_LOST; any other failure of a step ends the requests of that step with 'error' and the core
- * goes on.
+ * submits throw DEVICE_LOST; any other failure of a step ends the requests of that step (and of the step chained on
+ * it) with 'error' and the core goes on.
  */
 import { isSiftError, SiftError } from '../config/errors.js';
 import { KvCacheManager } from '../kvcache/index.js';
@@ -30,13 +39,21 @@ import {
   needsLogits,
   type RequestHandle,
 } from './client.js';
-import type { TokenMask } from './logits.js';
-import { prepareInputs } from './prepare-inputs.js';
+import { PENDING_TOKEN, prepareInputs } from './prepare-inputs.js';
 import { LiveRequest } from './request.js';
 import { Sampler, sampleLogits, tokenLogprobs } from './sampler.js';
 import { type ScheduledSeq, type ScheduleOutput, Scheduler, type SeqState } from './scheduler.js';
 
 /** What one step ran (for tests and tracing). */
+/** A step handed to the executor whose result the core has not processed yet. */
+interface Launched {
+  out: ScheduleOutput;
+  input: ExecuteInput;
+  result: Promise<ExecuteOutput>;
+  /** Sequence id -> index in its tokens of the placeholder this step's sampled token fills (the next step chained). */
+  pending: Map<number, number>;
+}
+
 export interface StepRecord {
   step: number;
   numTokens: number;
@@ -55,6 +72,11 @@ export interface EngineCoreOptions {
   numPages?: number;
   /** Called with every step's schedule before it runs. */
   onStep?: (rec: StepRecord) => void;
+  /**
+   * Schedule and hand over the next step while one runs, chaining on its sampled tokens (when the executor
+   * samples them itself: ExecutorLimits.chainsSteps). Default true.
+   */
+  overlap?: boolean;
 }
 
 export class EngineCore implements EngineClient {
@@ -71,9 +93,7 @@ export class EngineCore implements EngineClient {
   private task: Promise<void> = Promise.resolve();
   private shutdownPromise: Promise<void> | null = null;
   private steps = 0;
-  /** The schedule being executed (null outside execute/update). */
-  private current: ScheduleOutput | null = null;
-  private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0, blocksTotal: 0, blocksKept: 0 };
+  private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0 };
 
   private constructor(
     readonly executor: ModelExecutor,
@@ -201,30 +221,56 @@ export class EngineCore implements EngineClient {
     this.executor.destroy();
   }
 
-  /** One engine step; resolves with the number of tokens it ran (0: nothing was schedulable). */
-  async step(): Promise<number> {
-    const out = this.schedule();
-    if (out.scheduled.length === 0) {
-      this.current = null;
-      return 0;
-    }
+  /** Prepares a scheduled step's input and hands it to the executor (not awaited); null when nothing was scheduled. */
+  private launch(out: ScheduleOutput, chainedRow?: (seq: SeqState) => number | undefined): Launched | null {
+    if (out.scheduled.length === 0) return null;
     const input = prepareInputs(
       out,
       this.kv,
       (seq) => this.tokenBudgetOf(seq),
       (seq) => this.samplingOf(seq),
+      chainedRow,
     );
-    const result = await this.executor.execute(input);
-    this.update(out, input, result);
-    this.current = null;
-    return out.numTokens;
+    const result = this.executor.execute(input);
+    result.catch(() => {}); // observed where the step is awaited
+    return { out, input, result, pending: new Map() };
+  }
+
+  /**
+   * While `step` runs: commits its written tokens, appends a placeholder for the token it samples to every
+   * sequence that continues past it, schedules the next step on them and hands it to the executor, chained on the
+   * running step's tokens. Null when the step cannot chain (a row sampled on the host or with penalties, which need
+   * the token first; an executor that does not sample) or nothing continues.
+   */
+  private chain(step: Launched): Launched | null {
+    if (this.opts.overlap === false || !this.executor.limits.chainsSteps) return null;
+    const entries = step.input.entries;
+    for (const e of entries) {
+      if (e.sample && (!e.sampling || e.sampling.onHost || e.sampling.bias)) return null;
+    }
+    for (const e of step.out.scheduled) {
+      const r = this.live.get(e.seq.seqId);
+      if (r && !r.finished) this.scheduler.commit(e); // the step's input tokens are known: commit them now
+    }
+    const rows = new Map<number, number>();
+    let row = 0;
+    for (const e of step.out.scheduled) {
+      if (!e.sample) continue;
+      const sampleRow = row++;
+      const r = this.live.get(e.seq.seqId);
+      const seq = e.seq;
+      if (!r || r.finished || seq.status !== 'running' || seq.tokens.length + 1 >= r.maxLen) continue; // ends on it
+      step.pending.set(seq.seqId, seq.tokens.length);
+      rows.set(seq.seqId, sampleRow);
+      seq.tokens.push(PENDING_TOKEN);
+    }
+    if (step.pending.size === 0) return null;
+    return this.launch(this.schedule(), (seq) => rows.get(seq.seqId));
   }
 
   /** The scheduler's step plus the core's bookkeeping of it: admissions, preempted sequences, the step record. */
   private schedule(): ScheduleOutput {
-    this.current = null;
     const out = this.scheduler.schedule();
-    this.current = out;
     for (const seq of out.admitted) {
       const r = this.live.get(seq.seqId);
       if (r && r.admittedAt === null) {
@@ -241,7 +287,8 @@ export class EngineCore implements EngineClient {
     return out;
   }
 
-  private update(out: ScheduleOutput, input: ExecuteInput, result: ExecuteOutput): void {
+  private update(step: Launched, result: ExecuteOutput): void {
+    const { out, input, pending } = step;
     const V = this.executor.limits.vocabSize;
     let row = 0;
     const numDecode = out.scheduled.filter((e) => e.kind === 'decode').length;
@@ -280,13 +327,16 @@ export class EngineCore implements EngineClient {
         if (!rowLogits || !spec) throw new SiftError('INTERNAL', `step ${this.steps}: row ${sampleRow} has no token`);
         id = sampleLogits(rowLogits, spec);
       }
+      const at = pending.get(seq.seqId);
       if (r.stop.has(id)) {
+        if (at !== undefined) seq.tokens.splice(at, 1); // the placeholder of a token that is not kept
         this.finish(r, 'stop');
         return;
       }
       r.sampler.accept(id);
       r.output.push(id);
-      seq.tokens.push(id);
+      if (at !== undefined) seq.tokens[at] = id;
+      else seq.tokens.push(id);
       this.totals.generationTokens++;
       r.firstTokenAt ??= performance.now();
       if (r.req.topLogprobs !== undefined) {
@@ -370,23 +420,51 @@ export class EngineCore implements EngineClient {
   }
 
   private async run(): Promise<void> {
+    let step: Launched | null = null;
     while (!this.stopped) {
-      if (!this.scheduler.hasWork) {
-        await this.idle(0);
-        continue;
+      if (!step) {
+        if (!this.scheduler.hasWork) {
+          await this.idle(0);
+          continue;
+        }
+        try {
+          step = this.launch(this.schedule());
+        } catch (e) {
+          this.onStepError(e, null);
+        }
+        // Nothing fitted (cannot happen with an idle pool, kept as a guard): wait for a change, do not spin.
+        if (!step) {
+          if (this.scheduler.hasWork && !this.stopped) await this.idle(5);
+          continue;
+        }
       }
-      let ran = 0;
+      // While the device runs `step`, the next one is scheduled and handed over, chained on its tokens.
+      let next: Launched | null = null;
       try {
-        ran = await this.step();
+        next = this.chain(step);
       } catch (e) {
-        this.onStepError(e);
+        this.onStepError(e, null); // the schedule failed: the KV bookkeeping may be inconsistent (ends everyone)
       }
-      // Nothing fitted (cannot happen with an idle pool, kept as a guard): wait for a change, do not spin.
-      if (ran === 0 && this.scheduler.hasWork && !this.stopped) await this.idle(5);
+      try {
+        // The wait the host cannot avoid: the step's tokens decide what is emitted, stops and runs after it.
+        const result = await step.result;
+        this.update(step, result);
+      } catch (e) {
+        this.onStepError(e, step);
+        if (next) {
+          // the chained step ran on this one's tokens: it fails with it
+          await next.result.catch(() => {});
+          this.onStepError(e, next);
+          next = null;
+        }
+      }
+      step = next;
     }
+    if (step) await step.result.catch(() => {});
   }
 
-  private onStepError(e: unknown): void {
+  /** Ends the requests of a failed `step` (everyone when the device is lost or no step is known). */
+  private onStepError(e: unknown, step: Launched | null): void {
     const lostError = this.executor.lostError();
     const lost = isSiftError(e, 'DEVICE_LOST') || lostError !== null;
     const err = e instanceof Error ? e : new SiftError('INTERNAL', `engine step failed: ${String(e)}`);
@@ -397,10 +475,7 @@ export class EngineCore implements EngineClient {
     // A lost device ends everyone; any other failure ends the requests of the failed step (or everyone when the
     // schedule itself failed, since the KV bookkeeping may then be inconsistent).
     const victims =
-      lost || !this.current
-        ? [...this.live.values()]
-        : this.current.scheduled.flatMap((x) => this.live.get(x.seq.seqId) ?? []);
-    this.current = null;
+      lost || !step ? [...this.live.values()] : step.out.scheduled.flatMap((x) => this.live.get(x.seq.seqId) ?? []);
     for (const r of victims) this.finish(r, 'error', lost ? (this.deadError ?? err) : err);
   }
 }

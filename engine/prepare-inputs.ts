@@ -5,6 +5,8 @@
  * logits row), a decode's token budget, and with
  * streaming heads its sink + ring pages and each new token's ring slot.
  */
+
+import { SiftError } from '../config/errors.js';
 import type { KvCacheManager } from '../kvcache/index.js';
 import type { ExecuteInput, SampleSpec, StepEntry, StreamingEntry } from '../model/executor.js';
 import type { ScheduleOutput, SeqState } from './scheduler.js';
@@ -19,7 +21,9 @@ export interface EntryPolicy {
 
 /**
  * `tokenBudgetOf` gives a decoding sequence's token budget (its request's attention: Infinity for dense mode);
- * `samplingOf` a sampling entry's SampleSpec for this step (its request's sampler draws the step's uniform number).
+ * `samplingOf` a sampling entry's SampleSpec for this step (its request's sampler draws the step's uniform number);
+ * `chainedRow` the previous step's sampling row of a sequence whose newest token is still PENDING_TOKEN (the step
+ * was scheduled before that token came back: its decode entry chains on it, model/executor.ts DecodeEntry.chained).
  * Streaming slots are judged at the end of the chunk being written (StreamingPool.slotFor with upTo = chunk end): a
  * token the ring recycles before then gets null, so a chunk longer than the ring never overwrites keys its own
  * earlier tokens still need.
@@ -29,21 +33,35 @@ export function prepareInputs(
   kv: KvCacheManager,
   tokenBudgetOf: (seq: SeqState) => number,
   samplingOf: (seq: SeqState) => SampleSpec,
+  chainedRow: (seq: SeqState) => number | undefined = () => undefined,
 ): ExecuteInput {
   const entries = out.scheduled.map((e): StepEntry => {
     const seqId = e.seq.seqId;
     const end = e.start + e.numTokens;
+    const tokens = e.seq.tokens.slice(e.start, end);
+    let chained: { row: number } | undefined;
+    if (tokens.includes(PENDING_TOKEN)) {
+      const row = chainedRow(e.seq);
+      if (e.kind !== 'decode' || tokens.length !== 1 || row === undefined) {
+        throw new SiftError(
+          'INTERNAL',
+          `sequence ${seqId}: a token not yet sampled is scheduled outside a chained decode`,
+        );
+      }
+      chained = { row };
+      tokens[0] = 0; // placeholder: the executor takes the token where it was sampled
+    }
     const base = {
       seqId,
       start: e.start,
-      tokens: e.seq.tokens.slice(e.start, end),
+      tokens,
       pages: kv.blockTable(seqId),
       sample: e.sample,
       sampling: e.sample ? samplingOf(e.seq) : undefined,
       streaming: kv.streaming ? streamingEntry(kv, seqId, e.start, end) : undefined,
     };
     return e.kind === 'decode'
-      ? { ...base, kind: 'decode', tokenBudget: policy.tokenBudgetOf(e.seq) }
+      ? { ...base, kind: 'decode', tokenBudget: tokenBudgetOf(e.seq), ...(chained ? { chained } : {}) }
       : { ...base, kind: 'prefill' };
   });
   return { entries };
@@ -55,3 +73,6 @@ function streamingEntry(kv: KvCacheManager, seqId: number, start: number, end: n
   for (let pos = start; pos < end; pos++) slots.push(kv.slotFor(seqId, pos, end)?.slot ?? null);
   return { sinkPages: st.sinkPages, ringPages: st.ringPages, slots };
 }
+
+/** A sequence's newest token while the step that samples it still runs (the next step was scheduled meanwhile). */
+export const PENDING_TOKEN = -1;

@@ -72,6 +72,16 @@ export function buildForwardBatch(entries: readonly StepEntry[], shape: BatchSha
         : { kind: 'prefill', seqId: e.seqId },
     ),
     sampling: entries.filter((e) => e.sample).map((e) => e.sampling ?? null),
+    chained: chainedTokens(entries),
     streaming,
   };
+}
+
+/** The decode entries whose token is the previous step's sampled one: (token index = row, source row) pairs. */
+function chainedTokens(entries: readonly StepEntry[]): { token: number; row: number }[] | undefined {
+  const out: { token: number; row: number }[] = [];
+  entries.forEach((e, i) => {
+    if (e.kind === 'decode' && e.chained) out.push({ token: i, row: e.chained.row }); // decode entry i holds token i
+  });
+  return out.length ? out : undefined;
 }

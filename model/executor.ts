@@ -88,6 +88,12 @@ export interface DecodeEntry extends EntryBase {
   kind: 'decode';
   /** KV tokens the step may attend to per retrieval head; Infinity (or >= the context) = every page. */
   tokenBudget: number;
+  /**
+   * The token is the one the executor sampled for sampling row `row` of the PREVIOUS execute call, which the
+   * caller has not seen yet (`tokens[0]` is a placeholder): the step was scheduled while that one ran, and the
+   * executor takes the token where it is (on the device). That row must have been sampled by the executor.
+   */
+  chained?: { row: number };
 }
 
 /** A chunk of prompt (or recomputed) tokens. */
@@ -138,6 +144,11 @@ export interface ExecutorLimits {
   kv: { numPages: number; pageSize: number; logicalPageSize: number; bytesPerPage: number };
   /** The streaming heads' pool (sink + ring pages per sequence), or null when no KV head streams. */
   streaming: { numPages: number; sinkTokens: number; localTokens: number } | null;
+  /**
+   * The executor samples SampleSpec rows itself (without `onHost` or a bias), so a decode step may chain on the
+   * previous step's tokens before they are read back (DecodeEntry.chained).
+   */
+  chainsSteps: boolean;
 }
 
 /** The attention a request gets when it does not ask (config `attention.mode` / `attention.tokenBudget`). */
@@ -161,8 +172,10 @@ export interface ModelExecutor {
   readonly limits: ExecutorLimits;
   readonly attention: AttentionDefaults;
   /**
-   * Runs one step: writes the entries' K/V through their block tables and returns the sampling entries' logits.
-   * Rejects with SiftError DEVICE_LOST when the device is gone.
+   * Runs one step: writes the entries' K/V through their block tables and returns the sampling entries' tokens
+   * and logits. Rejects with SiftError DEVICE_LOST when the device is gone. Calls are executed in call order, and
+   * a call may be made before the previous one's result is awaited (its decode entries then chain on the previous
+   * step's sampled tokens: DecodeEntry.chained).
    */
   execute(input: ExecuteInput): Promise<ExecuteOutput>;
   /** Forgets a finished or preempted sequence's per-sequence state (its page selection). */

@@ -63,6 +63,11 @@ export interface ForwardBatch {
    */
   sampling?: readonly (SampleSpec | null)[];
   /**
+   * Tokens whose id is the one the previous step sampled for its logit row `row` (still on the device: copied into
+   * this step's inputs by the step itself); their entry in `tokens` is a placeholder.
+   */
+  chained?: readonly { token: number; row: number }[];
+  /**
    * Streaming heads (required when the model has any): per block-table row its streaming table (sink pages then
    * ring pages, (numSeqs, sinkPages + ringPages) u32), and per token the streaming-pool slot it is written to
    * (page * pageSize + offset) or SKIP_SLOT (0xFFFFFFFF) when the ring does not keep it.
@@ -129,6 +134,8 @@ export class ForwardPass {
   readonly table: MirroredBuffer;
   /** Host time of the latest step's encoding (checks, uploads, encoding, submit), ms: `sift bench step` reports it. */
   lastEncodeMs = 0;
+  /** Which logit rows the latest step sampled on the device (a chained step may take their tokens). */
+  private sampledRows: boolean[] = [];
   private readonly arena: UniformArena;
   private readonly k: {
     embed: EmbeddingKernel;
@@ -317,6 +324,7 @@ export class ForwardPass {
     this.inputs.flush();
     const g = this.gpu;
     const enc = g.device.createCommandEncoder();
+    if (batch.chained) this.copyChained(enc, batch.chained, graph ? 'dTokens' : 'ids');
     const pass = enc.beginComputePass();
     const a = this.arena;
     a.reset();
@@ -342,6 +350,7 @@ export class ForwardPass {
     if (!graph) a.flush();
     g.submit([enc.finish()]);
     this.attention.finishStep(batch.rows);
+    this.sampledRows = onDevice.map((x) => x !== null);
     this.lastEncodeMs = performance.now() - t0;
     if (!readback) return null;
     return (async () => {
@@ -359,6 +368,30 @@ export class ForwardPass {
       });
       return { tokens, logits: lb ? new Float32Array(lb) : new Float32Array(0), logitsRow };
     })();
+  }
+
+  /**
+   * Copies the previous step's sampled tokens into this step's token slots, on the device, before the pass (runs of
+   * consecutive rows in one copy). The step inputs' upload (queue order: before this submit) held placeholders.
+   */
+  private copyChained(enc: GPUCommandEncoder, chained: readonly { token: number; row: number }[], region: string): void {
+    for (let i = 0; i < chained.length; ) {
+      const { token, row } = chained[i];
+      if (!this.sampledRows[row]) {
+        throw new SiftError('INTERNAL', `forward: token ${token} chains on row ${row}, which the last step did not sample`);
+      }
+      let n = 1;
+      while (
+        i + n < chained.length &&
+        chained[i + n].token === token + n &&
+        chained[i + n].row === row + n &&
+        this.sampledRows[row + n]
+      ) {
+        n++;
+      }
+      enc.copyBufferToBuffer(this.b.tokens, row * 4, this.inputs.buffer, this.inputs.byteOffset(region, token), n * 4);
+      i += n;
+    }
   }
 
   /** The batch invariants the kernels rely on (see checkBatchRows) and the sizes this pass holds. */

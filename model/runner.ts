@@ -70,6 +70,7 @@ export class ModelRunner implements ModelExecutor {
       streaming: streaming
         ? { numPages: kv.numStreamingPages, sinkTokens: attentionConfig.sink, localTokens: attentionConfig.local }
         : null,
+      chainsSteps: fwd.stepPath === 'graph',
     };
     this.attention = { mode: attentionConfig.mode as 'dense' | 'sparse', tokenBudget: attentionConfig.tokenBudget };
   }

@@ -70,6 +70,12 @@ fn keyValue(k: u32) -> f32 {
   return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
 }
 
+// l[i]: the biased copy in the scratch when the row has a bias, else the logits themselves.
+fn logitAt(i: u32, biased: bool) -> f32 {
+  if (biased) { return weights[i]; }
+  return logits[i];
+}
+
 fn crosses(x: f32, goal: f32, strict: bool) -> bool {
   return select(x >= goal, x > goal, strict);
 }
@@ -210,21 +216,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let V = p.vocab;
   let base = row * V;
 
-  // l = logits + bias into the scratch; then max and argmax (lowest id on ties; NaN never wins)
-  for (var i = lid; i < V; i += WG) { weights[base + i] = logits[base + i]; }
-  storageBarrier();
-  workgroupBarrier();
-  for (var b = lid; b < sp.biasCount; b += WG) {
-    let e = bias[sp.biasOffset + b];
-    if (e.x < V) { weights[base + e.x] += bitcast<f32>(e.y); }
+  // l = logits + bias (into the scratch, only when there is a bias); then max and argmax (lowest id on ties; NaN
+  // never wins)
+  let biased = sp.biasCount > 0u;
+  if (biased) {
+    for (var i = lid; i < V; i += WG) { weights[base + i] = logits[base + i]; }
+    storageBarrier();
+    workgroupBarrier();
+    for (var b = lid; b < sp.biasCount; b += WG) {
+      let e = bias[sp.biasOffset + b];
+      if (e.x < V) { weights[base + e.x] += bitcast<f32>(e.y); }
+    }
+    storageBarrier();
+    workgroupBarrier();
   }
-  storageBarrier();
-  workgroupBarrier();
   const NONE: u32 = 0xffffffffu;
   var best = 0.0;
   var bestId = NONE;
   for (var i = lid; i < V; i += WG) {
-    let v = weights[base + i];
+    let v = logitAt(base + i, biased);
     if (v == v && (bestId == NONE || v > best)) {
       best = v;
       bestId = i;
@@ -255,7 +265,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let invT = 1.0 / sp.temperature;
   // keys and weights
   for (var i = lid; i < V; i += WG) {
-    let l = weights[base + i];
+    let l = logitAt(base + i, biased);
     keys[base + i] = orderKey(l);
     var w = exp((l - m) * invT);
     if (!(w >= 0.0)) { w = 0.0; } // NaN logits weigh nothing

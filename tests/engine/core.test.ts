@@ -258,3 +258,62 @@ test('seeded sampling gives the same tokens alone and in a batch', async () => {
     await core.shutdown(0);
   }
 });
+
+test('steps chain on tokens not yet read back: the same tokens, stops and lengths as without overlap', async () => {
+  const rng = new Rng(71);
+  const lens = [3, 12, 30, 7, 50, 1];
+  const reqs = lens.map((n, i) => {
+    const r = greedy(`c${i}`, randomPrompt(rng, n), 5 + 4 * i);
+    if (i % 2) r.sampling = { temperature: 0.9, topK: 0, topP: 0.9, seed: 100 + i };
+    if (i === 4) r.presencePenalty = 0.5; // penalties need the token before the next step: no chain for it
+    return r;
+  });
+  // stop ids that the requests do hit, from a first run
+  const plain = makeCore(dir, { maxSeqs: 4 }, { overlap: false });
+  const first = await Promise.all(reqs.map((r) => collect(plain.submit(r))));
+  await plain.shutdown(0);
+  reqs.forEach((r, i) => {
+    const t = first[i].tokens;
+    if (i % 3 !== 2 && t.length > 3) r.stopIds = [t[Math.floor(t.length / 2)]];
+  });
+  const run = async (overlap: boolean) => {
+    const core = makeCore(dir, { maxSeqs: 4 }, { overlap });
+    const exec = core.executor;
+    const execute = exec.execute.bind(exec);
+    const stats = { calls: 0, chained: 0, overlapping: 0 };
+    let inFlight = 0;
+    exec.execute = async (input) => {
+      stats.calls++;
+      if (input.entries.some((e) => e.kind === 'decode' && e.chained)) stats.chained++;
+      if (inFlight > 0) stats.overlapping++;
+      inFlight++;
+      try {
+        return await execute(input);
+      } finally {
+        inFlight--;
+      }
+    };
+    try {
+      return {
+        got: await Promise.all(reqs.map((r) => collect(core.submit(r)))),
+        stats,
+        pages: core.stats().kvPagesUsed,
+      };
+    } finally {
+      await core.shutdown(0);
+    }
+  };
+  const off = await run(false);
+  const on = await run(true);
+  for (const [i, g] of on.got.entries()) {
+    assert.deepEqual(g.tokens, off.got[i].tokens, `request ${i}: tokens`);
+    assert.equal(g.done.finishReason, off.got[i].done.finishReason, `request ${i}: finish reason`);
+    assert.deepEqual(g.done.usage, off.got[i].done.usage, `request ${i}: usage`);
+  }
+  assert.ok(on.got.some((g) => g.done.finishReason === 'stop') && on.got.some((g) => g.done.finishReason === 'length'));
+  assert.equal(off.stats.chained, 0);
+  assert.equal(off.stats.overlapping, 0);
+  assert.ok(on.stats.chained > on.stats.calls / 3, `${on.stats.chained} of ${on.stats.calls} steps chained`);
+  assert.ok(on.stats.overlapping >= on.stats.chained, 'a chained step is handed over while the one before runs');
+  assert.equal(on.pages, 0);
+});

@@ -74,10 +74,14 @@ export class CpuExecutor implements ModelExecutor {
         bytesPerPage: 2 * c.numLayers * c.numKvHeads * c.headDim * 2 * o.pageSize, // K and V, f16
       },
       streaming: null,
+      chainsSteps: true,
     };
     this.attention = o.attention ?? { mode: 'sparse', tokenBudget: 4096 };
     this.stepDelayMs = o.stepDelayMs ?? 0;
   }
+
+  /** The latest step's sampled tokens (a chained step takes its decode tokens from here). */
+  private lastTokens: ArrayLike<number> = new Int32Array(0);
 
   async execute(input: ExecuteInput): Promise<ExecuteOutput> {
     // a device step is a round trip: yield so timers and cancellations run between steps, as they do on the GPU
@@ -110,7 +114,14 @@ export class CpuExecutor implements ModelExecutor {
       if (e.streaming) fail('streaming heads are not modelled');
       if (Math.ceil((e.start + n) / lim.kv.pageSize) > e.pages.length) fail(`entry ${row}: block table too short`);
       for (let i = 0; i < n; i++) {
-        const id = e.tokens[i];
+        let id = e.tokens[i];
+        if (e.kind === 'decode' && e.chained) {
+          // the previous step's sampled token, which the caller has not seen yet (a chained step)
+          const prev = this.lastTokens[e.chained.row];
+          if (prev === undefined || prev < 0)
+            fail(`entry ${row} chains on row ${e.chained.row}, not sampled last step`);
+          id = prev;
+        }
         if (!Number.isInteger(id) || id < 0 || id >= lim.vocabSize) fail(`token id ${id} outside the vocabulary`);
         tokens.push(id);
         positions.push(e.start + i);
@@ -127,7 +138,7 @@ export class CpuExecutor implements ModelExecutor {
       logitRows,
     );
     this.steps++;
-    return sampleRows(
+    const result = sampleRows(
       entries.filter((e) => e.sample).map((e) => e.sampling),
       logits,
       lim.vocabSize,
@@ -151,6 +162,8 @@ export class CpuExecutor implements ModelExecutor {
       });
       return { tokens, logits, logitsRow, tokensAttended: attended };
     }
+    this.lastTokens = result.tokens;
+    return result;
   }
 
   release(seqId: SeqId): void {
