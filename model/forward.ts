@@ -374,11 +374,18 @@ export class ForwardPass {
    * Copies the previous step's sampled tokens into this step's token slots, on the device, before the pass (runs of
    * consecutive rows in one copy). The step inputs' upload (queue order: before this submit) held placeholders.
    */
-  private copyChained(enc: GPUCommandEncoder, chained: readonly { token: number; row: number }[], region: string): void {
+  private copyChained(
+    enc: GPUCommandEncoder,
+    chained: readonly { token: number; row: number }[],
+    region: string,
+  ): void {
     for (let i = 0; i < chained.length; ) {
       const { token, row } = chained[i];
       if (!this.sampledRows[row]) {
-        throw new SiftError('INTERNAL', `forward: token ${token} chains on row ${row}, which the last step did not sample`);
+        throw new SiftError(
+          'INTERNAL',
+          `forward: token ${token} chains on row ${row}, which the last step did not sample`,
+        );
       }
       let n = 1;
       while (

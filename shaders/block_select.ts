@@ -176,10 +176,10 @@ export class BlockSelectKernel {
    * selection pipeline per 256 key blocks of workgroup memory up to the largest query block.
    */
   compileFor(maxContext: number, headDim: number, blockSize = 64): void {
-    this.gpu.pipeline('block_select', { HD: headDim, POOL_K: true });
+    this.gpu.pipeline('block_select', { HD: headDim, POOL_K: true }, {}, PARAMS);
     const top = Math.min(this.maxKeyBlocks(headDim), Math.ceil(Math.ceil(maxContext / blockSize) / 256) * 256);
     for (let maxKb = 256; maxKb <= Math.max(256, top); maxKb += 256) {
-      this.gpu.pipeline('block_select', { HD: headDim, MAXKB: maxKb });
+      this.gpu.pipeline('block_select', { HD: headDim, MAXKB: maxKb }, {}, PARAMS);
     }
   }
 

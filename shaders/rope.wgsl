@@ -28,7 +28,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> invFreq: array<f32>;    // (headDim / 2) rad per position
 @group(0) @binding(4) var<uniform> p: Params;
 
-//#include rope_angle
+//#include lib/rope_angle
 
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {

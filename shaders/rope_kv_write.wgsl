@@ -12,7 +12,7 @@
 // Work items: T * H * HW for q (one per rotation pair (i, i + half), HW = half = headDim / 2) then T * KV * HW for
 // k/v (one per packed f16 word w: elements 2w and 2w + 1, each rotated with its own partner), on a 2-D grid of
 // workgroups (shaders/grid.ts).
-//#include rope_angle
+//#include lib/rope_angle
 
 override WG: u32 = 64;
 

@@ -1,5 +1,6 @@
 /**
- * rope_kv_write (RoPE + paged KV write + the decode tokens' page digests in one dispatch) against the references of
+ * shaders/rope_kv_write.wgsl (RoPE, with the angle of shaders/lib/rope_angle.wgsl, + paged KV write + the decode
+ * tokens' page digests in one dispatch) against the references of
  * the steps it fuses: ropeRef for q and k, kvWriteRef for the caches through shuffled block tables (slots nobody
  * writes keep their NaN), digestRef for the logical pages of the decode tokens (over the cache as written), and the
  * f32 rows of RoPE(k) and v (`fresh`). Odd head dims, a head range (cacheHeads < numKvHeads), decode rows before

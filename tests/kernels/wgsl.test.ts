@@ -113,6 +113,8 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['residual_add', {}],
   ['rmsnorm', {}],
   ['rope', {}],
+  ['rope_kv_write', { DIGEST: true, FRESH: true }],
+  ['sample', { WG: 64 }],
   ['sparse_decode', { HW: 32, DPW: 1 }],
   ['sparse_decode_lanes', { HW: 32, LANES: 8 }],
   ['sparse_decode_reduce', {}],
