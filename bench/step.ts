@@ -83,8 +83,15 @@ export interface StepBenchRow {
   deviceSamplerMs: number;
   /** The host rule (engine/sampler.ts sampleLogits) on one row of this vocabulary, median ms. */
   hostSamplerMs: number;
+  /** The host rule's CPU time (the process's, nothing else running in it meanwhile), median ms. */
+  hostSamplerCpuMs: number;
   /** Host encode time, the fastest step (the least disturbed by other work on a shared machine), ms. */
   hostEncodeMsMin: number;
+  /**
+   * CPU time of the process during the encode, median ms: what the host's work costs regardless of other processes
+   * (sequential steps; chained, lavapipe's threads running the previous step in this process add theirs).
+   */
+  hostEncodeCpuMs: number;
   /** Wall time per step in a run of steps (chained: the interval between tokens), median ms; min and max. */
   stepMs: number;
   stepMsMin: number;
@@ -169,7 +176,14 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
         const ids = Array.from({ length: batch }, () => `bench-step-${runId++}`);
         const samplers = ids.map((_, i) => new Sampler({ ...params, seed: 1000 + i }));
         const tokens = pseudoTokens(batch, c.vocabSize, context);
-        const per: { counts: GpuCounters; encode: number; sample: number; step: number; pipelines: number }[] = [];
+        const per: {
+          counts: GpuCounters;
+          encode: number;
+          encodeCpu: number;
+          sample: number;
+          step: number;
+          pipelines: number;
+        }[] = [];
         // As the engine core runs them: with device sampling the next step is handed over (chained on the running
         // step's tokens) before the running one's tokens are read back; otherwise one after the other.
         const chain = o.overlap !== false && engine.limits.chainsSteps;
@@ -190,7 +204,8 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           );
           const result = engine.execute({ entries });
           result.catch(() => {});
-          return { specs, result, encode: engine.forwardPass.lastEncodeMs };
+          const fp = engine.forwardPass;
+          return { specs, result, encode: fp.lastEncodeMs, encodeCpu: fp.lastEncodeCpuMs };
         };
         let before = gpu.counters();
         let t0 = performance.now();
@@ -201,7 +216,8 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
             `step @${context} x${batch} ${sampling}: ${timed ? `step ${s - o.warmup + 1}/${o.steps}` : 'warm-up'}`,
           );
           const last = s + 1 === o.warmup + o.steps;
-          const next = chain && !last ? launch(s + 1) : null;
+          // chained, each step's window holds the next step's hand-over (the last one's too: it runs untimed)
+          const next = chain ? launch(s + 1) : null;
           const out = await running.result; // the step's tokens
           const t1 = performance.now();
           const V = c.vocabSize;
@@ -218,6 +234,7 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
             per.push({
               counts,
               encode: (next ?? running).encode,
+              encodeCpu: (next ?? running).encodeCpu,
               sample: t2 - t1,
               step: t2 - t0,
               pipelines: counts.pipelines,
@@ -226,6 +243,7 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           before = gpu.counters();
           t0 = t2;
           if (!last) running = next ?? launch(s + 1);
+          else if (next) await next.result;
         }
         for (const id of ids) engine.release(id);
         const med = (f: (x: (typeof per)[number]) => number) => stat(per.map(f)).median;
@@ -256,9 +274,11 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           pipelinesCreatedAfterWarmup: per.reduce((n, x) => n + x.pipelines, 0),
           hostEncodeMs: med((x) => x.encode),
           hostEncodeMsMin: Math.min(...per.map((x) => x.encode)),
+          hostEncodeCpuMs: med((x) => x.encodeCpu),
           sampleMs: med((x) => x.sample),
           deviceSamplerMs: samplers_.device,
           hostSamplerMs: samplers_.host,
+          hostSamplerCpuMs: samplers_.hostCpu,
           stepMs: step.median,
           stepMsMin: step.min,
           stepMsMax: step.max,
@@ -285,7 +305,8 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
         : 'steps one after the other: encode, submit, wait, read back, sample on the host',
       `KV cache not filled: each block table tiles ${o.fillPages} real pages up to its context (timing, not quality)`,
       `predicted H100 ms = mean dispatches per step x ${H100_MODEL.usPerDispatch} us + bytes moved / 3 TB/s (weights once per step, the KV tokens attended, page digests on reselecting steps amortized, logits written and read)`,
-      '"sampler alone": the device sampler on `batch` random rows of the vocabulary (one dispatch, synced) and the host rule (engine/sampler.ts) on one row, at this configuration\'s sampling',
+      "host encode: wall time of ForwardPass.submit (checks, the one upload, replay or encoding, submit), median and fastest; CPU ms: the process's CPU time over it, the host's own work when steps run one after the other (chained, lavapipe's threads running the previous step in this process add theirs)",
+      '"sampler alone": the device sampler on `batch` random rows of the vocabulary (one dispatch, synced) and the host rule (engine/sampler.ts) on one row, at this configuration\'s sampling (wall ms, and the process\'s CPU ms over it)',
     ],
   };
 }
@@ -295,7 +316,7 @@ async function samplerTimes(
   engine: ModelRunner,
   rows: number,
   params: Omit<SamplingParams, 'seed'>,
-): Promise<{ device: number; host: number }> {
+): Promise<{ device: number; host: number; hostCpu: number }> {
   const gpu = engine.gpu;
   const V = engine.config.vocabSize;
   let seed = 12345;
@@ -319,6 +340,7 @@ async function samplerTimes(
   const arena = new UniformArena(gpu);
   const device: number[] = [];
   const host: number[] = [];
+  const hostCpu: number[] = [];
   try {
     for (let i = 0; i < 6; i++) {
       const t0 = performance.now();
@@ -327,14 +349,17 @@ async function samplerTimes(
       await gpu.sync();
       if (i > 0) device.push(performance.now() - t0);
       const t1 = performance.now();
+      const cpu0 = process.cpuUsage();
       sampleLogits(logits.subarray(0, V), specs[0]);
+      const cpu = process.cpuUsage(cpu0);
       if (i > 0) host.push(performance.now() - t1);
+      if (i > 0) hostCpu.push((cpu.user + cpu.system) / 1000);
     }
   } finally {
     for (const b of Object.values(bufs)) b.destroy();
     arena.destroy();
   }
-  return { device: stat(device).median, host: stat(host).median };
+  return { device: stat(device).median, host: stat(host).median, hostCpu: stat(hostCpu).median };
 }
 
 const f = (x: number, d = 1) => x.toFixed(d);
@@ -354,7 +379,7 @@ export function stepTable(r: StepBenchResult): string {
         'writeBuffer calls / bytes',
         'submits',
         'read back',
-        'host encode ms (min)',
+        'host encode ms (min) / CPU ms',
         'sample ms (host)',
         'sampler alone: device / host ms',
         'step ms',
@@ -370,9 +395,9 @@ export function stepTable(r: StepBenchResult): string {
         `${x.writeBufferCallsPerStep} / ${kb(x.writeBufferBytesPerStep)}`,
         x.submitsPerStep,
         kb(x.readbackBytesPerStep),
-        `${f(x.hostEncodeMs, 2)} (${f(x.hostEncodeMsMin, 2)})`,
+        `${f(x.hostEncodeMs, 2)} (${f(x.hostEncodeMsMin, 2)}) / ${x.hostEncodeCpuMs === undefined ? '-' : f(x.hostEncodeCpuMs, 2)}`,
         f(x.sampleMs, 2),
-        `${f(x.deviceSamplerMs, 2)} / ${f(x.hostSamplerMs, 2)}`,
+        `${f(x.deviceSamplerMs, 2)} / ${f(x.hostSamplerMs, 2)} (CPU ${x.hostSamplerCpuMs === undefined ? '-' : f(x.hostSamplerCpuMs, 2)})`,
         `${f(x.stepMs)} (${f(x.stepMsMin)}..${f(x.stepMsMax)})`,
         f(x.tokensPerS),
         f(x.predictedH100Ms, 2),

@@ -134,6 +134,11 @@ export class ForwardPass {
   readonly table: MirroredBuffer;
   /** Host time of the latest step's encoding (checks, uploads, encoding, submit), ms: `sift bench step` reports it. */
   lastEncodeMs = 0;
+  /**
+   * CPU time of the process over that encoding, ms: the host's own work when the device is idle (on lavapipe the
+   * device's threads are in this process, so a step running meanwhile adds its time).
+   */
+  lastEncodeCpuMs = 0;
   /** Which logit rows the latest step sampled on the device (a chained step may take their tokens). */
   private sampledRows: boolean[] = [];
   private readonly arena: UniformArena;
@@ -274,6 +279,7 @@ export class ForwardPass {
 
   private submit(batch: ForwardBatch, tap: LayerTap | undefined, readback: boolean): Promise<StepOutputs> | null {
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const c = this.w.config;
     const V = c.vocabSize;
     const T = batch.tokens.length;
@@ -352,6 +358,8 @@ export class ForwardPass {
     this.attention.finishStep(batch.rows);
     this.sampledRows = onDevice.map((x) => x !== null);
     this.lastEncodeMs = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    this.lastEncodeCpuMs = (cpu.user + cpu.system) / 1000;
     if (!readback) return null;
     return (async () => {
       const tokens = new Int32Array(R).fill(-1);
