@@ -59,8 +59,6 @@ export interface StepBenchRow {
   batch: number;
   sampling: string;
   budget: number | null;
-  /** 'graph' (decode steps replayed) or 'per-step' (the old path). */
-  path: string;
   /** Medians over the timed steps (per step). */
   dispatchesPerStep: number;
   /** The most dispatches of any timed step (a step that reselects pages). */
@@ -261,7 +259,6 @@ export async function runStepBench(engine: ModelRunner, o: StepBenchOptions): Pr
           batch,
           sampling,
           budget: Number.isFinite(o.budget) ? o.budget : null,
-          path: engine.forwardPass.stepPath,
           dispatchesPerStep: med((x) => x.counts.dispatches),
           dispatchesMaxPerStep: Math.max(...dispatches),
           dispatchesMeanPerStep: mean,
@@ -367,7 +364,7 @@ const kb = (x: number) => (x >= 1024 ? `${f(x / 1024)} KB` : `${x} B`);
 
 export function stepTable(r: StepBenchResult): string {
   return [
-    `decode step, ${r.preset} (${r.model}), path ${r.rows[0]?.path ?? ''}`,
+    `decode step, ${r.preset} (${r.model})`,
     '',
     mdTable(
       [

@@ -120,7 +120,6 @@ calls and bytes, submits, bytes read back, pipelines compiled after warm-up, hos
   --steps N               timed steps per configuration (default 16)
   --warmup N              untimed steps first (default 4)
   --fill-pages N          real KV pages the block tables tile (default 16)
-  --path graph|per-step   the decode path: steps replayed from a capture (default) or the old per-step encoding
   --sequential            run steps one after the other (default: chained as the engine core runs them)
   --json / --out FILE     as for the other suites`,
 };
@@ -159,7 +158,6 @@ export async function main(argv: string[]): Promise<number> {
           steps: listDef,
           warmup: listDef,
           'fill-pages': listDef,
-          path: listDef,
           sequential: { type: 'boolean' } as const,
           ...engineOptionDefs(),
         }
@@ -371,11 +369,7 @@ async function modelSuite(
   const attentionCfg = attentionConfigFrom(values, cfg.pageSize, { streaming: false, command: `bench ${suite}` });
   const forward = suite === 'forward' ? forwardPlan(dir, cfg, values) : null;
   progress.update(`loading ${label} ...`);
-  const path = String(values.path ?? 'graph');
-  if (path !== 'graph' && path !== 'per-step') {
-    throw new SiftError('INVALID_ARGUMENT', `--path must be graph or per-step, got ${path}`, { param: 'path' });
-  }
-  const engine = await ModelRunner.load(dir, cfg, { attention: attentionCfg, stepPath: path });
+  const engine = await ModelRunner.load(dir, cfg, { attention: attentionCfg });
   try {
     const meta = startMeta(engine.gpu.caps);
     const c = engine.config;

@@ -15,7 +15,6 @@
  *   (digests of the prefill tokens' pages, dense or block-sparse causal attention, sparse decode for decode rows)
  *   -> o (+= h) -> rmsnorm -> gate_up (swiglu) -> down (+= h); then the logit rows gathered, lm_head with the final
  *   norm folded in, the sampler. Encoded per step (bind groups per dispatch; prefill is device-bound).
- * The old per-step path (model/forward-legacy.ts, stepPath 'per-step') is kept for the before/after comparison.
  */
 import { ropeFrequencies } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
@@ -30,7 +29,6 @@ import { packRowSpecs, SAMPLE_SPEC_WORDS, SampleKernel, sampleScratchBytes } fro
 import { LayerAttention, type LayerAttentionOptions } from './attention/layer-attention.js';
 import { DecodeGraphs } from './decode-graph.js';
 import type { SampleSpec, SeqId } from './executor.js';
-import { LegacyForward } from './forward-legacy.js';
 import type { KvStorage } from './kv-storage.js';
 import { MirroredBuffer, StepInputs } from './step-inputs.js';
 import type { ModelWeights } from './weights.js';
@@ -113,8 +111,6 @@ export interface ForwardOptions {
   attention?: Pick<LayerAttentionOptions, 'sparse' | 'blockSparsePrefill' | 'streaming'>;
   /** Kernel variants; default per adapter (gpu.caps.isCpu: 'cpu'). Tests run both on lavapipe. */
   kernels?: KernelChoice;
-  /** 'graph' (default): decode steps replay a captured pass; 'per-step': the old path (model/forward-legacy.ts). */
-  stepPath?: 'graph' | 'per-step';
 }
 
 /** Bias entries the step inputs hold per logit row; a row with more is sampled on the host. */
@@ -125,7 +121,6 @@ export class ForwardPass {
   readonly maxSeqs: number;
   readonly maxPagesPerSeq: number;
   readonly maxLogitRows: number;
-  readonly stepPath: 'graph' | 'per-step';
   /** Attention of every layer: dense, sparse decode, block-sparse prefill, streaming heads. */
   readonly attention: LayerAttention;
   /** The step's inputs, one buffer (see model/step-inputs.ts). */
@@ -154,8 +149,7 @@ export class ForwardPass {
   private readonly invFreq: GPUBuffer;
   /** (max(T, R)) u32 0, 1, 2, ...: the token rows of a decode step, its logit rows and fresh-token starts. */
   private readonly identity: GPUBuffer;
-  private readonly graphs: DecodeGraphs | null;
-  private readonly legacy: LegacyForward | null;
+  private readonly graphs: DecodeGraphs;
   private readonly staging: { tokens: StagingRing; logits: StagingRing };
 
   constructor(
@@ -169,7 +163,6 @@ export class ForwardPass {
     this.maxSeqs = opts.maxSeqs;
     this.maxPagesPerSeq = opts.maxPagesPerSeq;
     this.maxLogitRows = opts.maxLogitRows ?? opts.maxSeqs;
-    this.stepPath = opts.stepPath ?? 'graph';
     const gpuKernels = (opts.kernels?.variant ?? (gpu.caps.isCpu ? 'cpu' : 'gpu')) === 'gpu';
     this.arena = new UniformArena(gpu);
     this.k = {
@@ -202,7 +195,7 @@ export class ForwardPass {
     f('sampleKeys', sampleScratchBytes(R, c.vocabSize)); // (R, vocab) u32 sampler scratch
     f('sampleWeights', sampleScratchBytes(R, c.vocabSize)); // (R, vocab) f32 sampler scratch
     const streaming = kv.layers.some((l) => l.numStreamingHeads > 0);
-    if (streaming || this.stepPath === 'per-step') {
+    if (streaming) {
       f('k', T * kvDim * 4); // (T, kvHeads, headDim) RoPE(k) f32 for the streaming heads
       f('v', T * kvDim * 4); // (T, kvHeads, headDim)
     }
@@ -234,19 +227,12 @@ export class ForwardPass {
     ]);
     this.table = new MirroredBuffer(gpu, 'block-table', this.maxSeqs * this.maxPagesPerSeq);
     this.attention = new LayerAttention(gpu, c, kv, attnOpts, this.inputs);
-    this.graphs =
-      this.stepPath === 'graph'
-        ? new DecodeGraphs(
-            gpu,
-            D,
-            (pass, a, n, reselect) => this.encodeDecode(pass, a, n, reselect),
-            !!opts.attention?.sparse,
-          )
-        : null;
-    this.legacy =
-      this.stepPath === 'per-step'
-        ? new LegacyForward(gpu, w, kv, this.attention, this.b, this.invFreq, this.k.matmul)
-        : null;
+    this.graphs = new DecodeGraphs(
+      gpu,
+      D,
+      (pass, a, n, reselect) => this.encodeDecode(pass, a, n, reselect),
+      !!opts.attention?.sparse,
+    );
     this.staging = { tokens: new StagingRing(gpu, 'readback.tokens'), logits: new StagingRing(gpu, 'readback.logits') };
   }
 
@@ -257,7 +243,7 @@ export class ForwardPass {
 
   /** Captures every decode batch size's step (warm-up; compiles every decode pipeline). */
   captureDecodeSteps(): void {
-    this.graphs?.captureAll();
+    this.graphs.captureAll();
   }
 
   /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows (no row sampled). */
@@ -287,13 +273,7 @@ export class ForwardPass {
     this.check(batch);
     const D = decodeRowCount(batch);
     // a decode-only step whose logit rows are its tokens in order replays its captured pass
-    const graph =
-      this.graphs !== null &&
-      !tap &&
-      D === batch.numSeqs &&
-      D === T &&
-      R === D &&
-      batch.logitRows.every((r, i) => r === i);
+    const graph = !tap && D === batch.numSeqs && D === T && R === D && batch.logitRows.every((r, i) => r === i);
     // sampling: which rows the device samples, which return logits
     const specs = batch.sampling ?? new Array<SampleSpec | null>(R).fill(null);
     if (specs.length !== R) throw new SiftError('INTERNAL', `forward: ${specs.length} sampling specs for ${R} rows`);
@@ -302,7 +282,7 @@ export class ForwardPass {
     let biasLeft = this.inputs.capacity('bias') / 2;
     specs.forEach((s, r) => {
       const n = s?.bias?.ids.length ?? 0;
-      const device = s !== null && !s.onHost && n <= biasLeft && !this.legacy;
+      const device = s !== null && !s.onHost && n <= biasLeft;
       if (device) biasLeft -= n;
       onDevice.push(device ? s : null);
       if (!device || s?.returnLogits) wantLogits.push(r);
@@ -324,7 +304,7 @@ export class ForwardPass {
       this.inputs.words('pos', T).set(batch.positions);
       this.inputs.words('seq', T).set(batch.tokenSeq);
       this.inputs.words('logitRows', R).set(batch.logitRows);
-      this.attention.prepare(attnStep, this.legacy !== null);
+      this.attention.prepare(attnStep);
     }
     this.table.update(batch.blockTable);
     this.inputs.flush();
@@ -335,9 +315,7 @@ export class ForwardPass {
     const a = this.arena;
     a.reset();
     if (graph) {
-      g.replay(pass, this.graphs!.get(D, reselect));
-    } else if (this.legacy) {
-      this.legacy.encode(pass, a, batch, this.inputs, this.table.buffer, tap);
+      g.replay(pass, this.graphs.get(D, reselect));
     } else {
       this.encodePrefill(pass, a, T, R, D, sample, tap);
     }
@@ -593,8 +571,7 @@ export class ForwardPass {
   }
 
   destroy(): void {
-    this.graphs?.clear();
-    this.legacy?.destroy();
+    this.graphs.clear();
     for (const buf of Object.values(this.b)) buf.destroy();
     this.attention.destroy();
     this.invFreq.destroy();

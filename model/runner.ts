@@ -70,7 +70,7 @@ export class ModelRunner implements ModelExecutor {
       streaming: streaming
         ? { numPages: kv.numStreamingPages, sinkTokens: attentionConfig.sink, localTokens: attentionConfig.local }
         : null,
-      chainsSteps: fwd.stepPath === 'graph',
+      chainsSteps: true,
     };
     this.attention = { mode: attentionConfig.mode as 'dense' | 'sparse', tokenBudget: attentionConfig.tokenBudget };
   }
@@ -98,8 +98,6 @@ export class ModelRunner implements ModelExecutor {
       attention?: AttentionConfig;
       /** Kernel variants (default per adapter); tests run the GPU variants on lavapipe too. */
       kernels?: KernelChoice;
-      /** 'per-step': the old forward path, for the before/after comparison (model/forward-legacy.ts). */
-      stepPath?: 'graph' | 'per-step';
     } = {},
   ): Promise<ModelRunner> {
     const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
@@ -122,11 +120,7 @@ export class ModelRunner implements ModelExecutor {
       const numStreamingPages = streaming
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
-      const weights = uploadModel(gpu, ckpt, {
-        onProgress: opts.onProgress,
-        headPlan,
-        legacy: opts.stepPath === 'per-step',
-      });
+      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
@@ -144,7 +138,6 @@ export class ModelRunner implements ModelExecutor {
           streaming,
         },
         kernels: opts.kernels,
-        stepPath: opts.stepPath,
       });
       const runner = new ModelRunner(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
       await runner.warmUp();

@@ -44,18 +44,6 @@ export interface LayerWeights {
   down: GpuWeight; // (hidden, intermediate)
 }
 
-/** The separate projections of the old per-step forward pass (model/forward-legacy.ts), uploaded on request. */
-export interface LegacyLayerWeights {
-  q: GpuWeight; // (heads*headDim, hidden)
-  k: GpuWeight; // (kvHeads*headDim, hidden)
-  v: GpuWeight; // (kvHeads*headDim, hidden)
-  qBias: GPUBuffer | null;
-  kBias: GPUBuffer | null;
-  vBias: GPUBuffer | null;
-  gate: GpuWeight; // (intermediate, hidden)
-  up: GpuWeight; // (intermediate, hidden)
-}
-
 export interface ModelWeights {
   config: ModelConfig;
   embed: GpuWeight; // (vocab, hidden)
@@ -69,8 +57,6 @@ export interface ModelWeights {
    * [0, r_l) are its retrieval heads and [r_l, nKv) its streaming heads. Null: original head order.
    */
   headPlan: HeadPlan | null;
-  /** The old path's separate projections (only with uploadModel's `legacy`). */
-  legacy: LegacyLayerWeights[] | null;
 }
 
 export interface UploadProgress {
@@ -87,8 +73,6 @@ export function uploadModel(
     maxChunkBytes?: number;
     /** Reorder each layer's heads: retrieval heads first, then streaming heads (see head-permutation.ts). */
     headPlan?: HeadPlan;
-    /** Also upload the separate q/k/v/gate/up projections of the old per-step path (for its comparison). */
-    legacy?: boolean;
   } = {},
 ): ModelWeights {
   const c = ckpt.config;
@@ -96,8 +80,7 @@ export function uploadModel(
   if (perm && isIdentityPermutation(perm)) perm = null;
   const L = c.numLayers;
   const perLayer = c.attentionBias ? 12 : 9;
-  const legacyPerLayer = opts.legacy ? (c.attentionBias ? 8 : 5) : 0;
-  const total = 3 + L * (perLayer + legacyPerLayer) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
+  const total = 3 + L * perLayer + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
   let done = 0;
   let bytes = 0;
   const tick = (n: number) => {
@@ -205,7 +188,6 @@ export function uploadModel(
   };
   const embed = matrix(ckpt.embeddingName);
   const layers: LayerWeights[] = [];
-  const legacy: LegacyLayerWeights[] = [];
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}.`;
     const qkv = ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`);
@@ -226,18 +208,6 @@ export function uploadModel(
       gateUp: interleaved(`${p}mlp.gate_up_proj.weight`, `${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`),
       down: matrix(`${p}mlp.down_proj.weight`),
     });
-    if (opts.legacy) {
-      legacy.push({
-        q: matrix(`${p}self_attn.q_proj.weight`),
-        k: matrix(`${p}self_attn.k_proj.weight`),
-        v: matrix(`${p}self_attn.v_proj.weight`),
-        qBias: c.attentionBias ? vector(`${p}self_attn.q_proj.bias`) : null,
-        kBias: c.attentionBias ? vector(`${p}self_attn.k_proj.bias`) : null,
-        vBias: c.attentionBias ? vector(`${p}self_attn.v_proj.bias`) : null,
-        gate: matrix(`${p}mlp.gate_proj.weight`),
-        up: matrix(`${p}mlp.up_proj.weight`),
-      });
-    }
   }
   const finalNorm = vector('model.norm.weight');
   const lmHead = ckpt.lmHeadName === ckpt.embeddingName ? embed : matrix(ckpt.lmHeadName);
@@ -249,7 +219,6 @@ export function uploadModel(
     lmHead,
     bytes,
     headPlan: opts.headPlan ?? null,
-    legacy: opts.legacy ? legacy : null,
   };
 }
 
@@ -260,10 +229,6 @@ export function destroyModel(w: ModelWeights): void {
   for (const l of w.layers) {
     for (const m of [l.qkv, l.o, l.gateUp, l.down]) destroyWeight(m);
     for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias]) b?.destroy();
-  }
-  for (const l of w.legacy ?? []) {
-    for (const m of [l.q, l.k, l.v, l.gate, l.up]) destroyWeight(m);
-    for (const b of [l.qBias, l.kBias, l.vBias]) b?.destroy();
   }
 }
 

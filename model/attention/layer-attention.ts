@@ -18,14 +18,12 @@
  * Per-step data goes into the forward pass's StepInputs (regions from `inputRegions`), uploaded with the rest of the
  * step. A decode-only step (`prepareDecode` + `encodeDecodeLayer`) reads every size that varies per step from those
  * inputs, so its dispatches are captured once per batch size and replayed (model/decode-graph.ts).
- * `legacy` (the old per-step forward pass, model/forward-legacy.ts, kept for comparison) writes K/V here with kv_write
- * and recomputes the digests of every token's logical page.
  */
 
 import type { ModelConfig } from '../../checkpoint/config.js';
 import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
-import { AttentionKernel, type AttentionVariant, KvWriteKernel } from '../../shaders/attention.js';
+import { AttentionKernel, type AttentionVariant } from '../../shaders/attention.js';
 import { HeadMode, planPrefillBlocks } from '../../shaders/block_select.js';
 import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
@@ -66,7 +64,7 @@ export interface AttentionStepInput {
 /** The step's shared buffers, as the forward pass owns them. */
 export interface AttentionBuffers {
   q: Binding; // (T, nHeads, headDim) f32 after RoPE
-  k: Binding | null; // (T, nKv, headDim) f32 after RoPE (streaming heads, legacy); null otherwise
+  k: Binding | null; // (T, nKv, headDim) f32 after RoPE (streaming heads); null otherwise
   v: Binding | null; // (T, nKv, headDim) f32
   out: Binding; // (T, nHeads, headDim) f32
   table: Binding; // (numSeqs, maxPagesPerSeq) u32
@@ -79,7 +77,6 @@ interface StepPlan {
   D: number;
   numDigestEntries: number;
   blockPlan: ReturnType<typeof planPrefillBlocks> | null;
-  legacy: boolean;
 }
 
 interface SparseLayer {
@@ -101,7 +98,6 @@ export interface StepAttentionReport {
 export class LayerAttention {
   readonly sparse: SparseDecodeAttention | null = null;
   private readonly dense: AttentionKernel;
-  private readonly kvWrite: KvWriteKernel;
   private readonly digest: PageDigestKernel | null = null;
   private readonly sparseLayers: SparseLayer[] = [];
   private readonly prefill: BlockSparsePrefill | null = null;
@@ -144,7 +140,6 @@ export class LayerAttention {
     private readonly inputs: StepInputs,
   ) {
     this.dense = new AttentionKernel(gpu, { variant: opts.variant });
-    this.kvWrite = new KvWriteKernel(gpu);
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
     this.streamingRowLength =
       this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
@@ -223,16 +218,16 @@ export class LayerAttention {
 
   /**
    * Writes any step's attention inputs for the prefill path: sparse rows of its decode rows, digest entries of the
-   * prefill tokens' logical pages (every token's with `legacy`), block plans, streaming tables.
+   * prefill tokens' logical pages, block plans, streaming tables.
    */
-  prepare(s: AttentionStepInput, legacy = false): void {
+  prepare(s: AttentionStepInput): void {
     const T = s.tokenSeq.length;
     const decode = this.decodeRows(s);
     const D = decode.length;
     let numDigestEntries = 0;
     if (this.sparse) {
       if (D > 0) this.sparse.prepareStep(decode);
-      const entries = digestEntries(spans(s, legacy ? 0 : D), this.kv.pageSize, this.sparse.logicalPageSize);
+      const entries = digestEntries(spans(s, D), this.kv.pageSize, this.sparse.logicalPageSize);
       numDigestEntries = entries.length / 3;
       this.inputs.words('digestEntries', entries.length).set(entries);
     }
@@ -257,7 +252,7 @@ export class LayerAttention {
     }
     this.prepareStreaming(s);
     if (this.hasStreamingHeads) this.inputs.words('freshStart', T).set(freshStartRows(s.tokenSeq, s.positions));
-    this.plan = { T, D, numDigestEntries, blockPlan, legacy };
+    this.plan = { T, D, numDigestEntries, blockPlan };
   }
 
   /** Streaming heads of layer `li` for T tokens: attention over sink + ring + fresh keys, then the ring write. */
@@ -394,24 +389,6 @@ export class LayerAttention {
     if (this.hasStreamingHeads) this.encodeStreaming(pass, a, li, b, T, this.inputs.binding('freshStart'));
     if (r === 0) return;
     const M = this.opts.maxPagesPerSeq;
-    if (plan.legacy) {
-      if (!b.k || !b.v) throw new SiftError('INTERNAL', 'LayerAttention: the legacy path writes k/v here');
-      this.kvWrite.encode(pass, a, {
-        k: b.k,
-        v: b.v,
-        kCache: kv.k,
-        vCache: kv.v,
-        blockTable: b.table,
-        tokenSeq: b.seq,
-        positions: b.pos,
-        T,
-        numKvHeads: r,
-        headDim: c.headDim,
-        pageSize,
-        maxPagesPerSeq: M,
-        kvRowHeads: c.numKvHeads,
-      });
-    }
     if (plan.numDigestEntries) {
       this.digest!.encode(pass, a, {
         kCache: kv.k,
