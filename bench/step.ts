@@ -16,8 +16,10 @@ import { Sampler, type SamplingParams, sampleLogits } from '../engine/sampler.js
 import { tokensAttended } from '../model/attention/budget.js';
 import type { DecodeEntry } from '../model/executor.js';
 import type { ModelRunner } from '../model/runner.js';
+import { decodeStepWeightBytes } from '../model/weights.js';
 import { countersDelta, type GpuCounters, UniformArena } from '../shaders/runtime.js';
 import { packRowSpecs, SAMPLE_SPEC_WORDS, SampleKernel } from '../shaders/sample.js';
+import { weightBytes } from '../shaders/tensor.js';
 import { pseudoTokens } from './model-steps.js';
 import { mdTable, stat } from './stats.js';
 
@@ -119,13 +121,8 @@ let runId = 0;
 export function stepBytes(engine: ModelRunner, context: number, batch: number, budget: number): number {
   const c = engine.config;
   const w = engine.weights;
-  const bpe = (name: { dtype: string }) => (name.dtype === 'f32' ? 4 : 2);
-  let weights = 0;
-  for (const L of w.layers) {
-    for (const m of [L.qkv, L.o, L.gateUp, L.down]) weights += m.rows * m.cols * bpe(m);
-  }
-  weights += w.lmHead.rows * w.lmHead.cols * bpe(w.lmHead);
-  weights += batch * c.hiddenSize * bpe(w.embed); // embedding rows
+  // every matrix once (in its format, quantized ones with their scales), one embedding row per sequence
+  const weights = decodeStepWeightBytes(w) + (batch - 1) * Math.ceil(weightBytes(w.embed) / w.embed.rows);
   const ps = engine.kv.pageSize;
   const retrievalHeads = engine.kv.layers.reduce((n, l) => n + l.numRetrievalHeads, 0); // over all layers
   const kv = batch * retrievalHeads * tokensAttended(context + 1, budget, ps) * c.headDim * 2 * 2;

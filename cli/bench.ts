@@ -5,6 +5,7 @@
  *   attention  kernel-level decode and prefill attention time, dense vs sparse, one layer, achieved bandwidth
  *   decode     model-level decode step time dense vs sparse at several contexts
  *   agreement  sparse vs dense greedy-token agreement and KL on a real model over long inputs
+ *   quant      weight formats (F32, BF16, int8, q4, GGUF files): bytes per decode step, decode tokens/s, agreement
  *   step       host cost of a steady-state decode step (dispatches, bind groups, uploads, read-back, sampling)
  */
 import { readFileSync } from 'node:fs';
@@ -14,7 +15,9 @@ import { ATTENTION_SHAPES, attentionTables, parseShape, runAttentionBench } from
 import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/common.js';
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
+import { quantTable, runQuantBench } from '../bench/quant.js';
 import { runStepBench, STEP_SAMPLINGS, stepTable } from '../bench/step.js';
+import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SYNTHETIC_PRESETS } from '../checkpoint/synthetic.js';
 import type { EngineConfig } from '../config/engine.js';
@@ -25,7 +28,7 @@ import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
 
-const SUITES = ['forward', 'attention', 'decode', 'agreement', 'step'] as const;
+const SUITES = ['forward', 'attention', 'decode', 'agreement', 'quant', 'step'] as const;
 type Suite = (typeof SUITES)[number];
 
 const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
@@ -44,6 +47,7 @@ const SUMMARY: Record<Suite, string> = {
   decode: 'whole decode step time of a model, dense vs sparse, at long contexts',
   agreement: 'sparse vs dense quality on a model: greedy-token agreement and KL over long documents',
   quant: 'weight formats of one model side by side: bytes per decode step, decode tokens/s, agreement with F32',
+  step: 'what one steady-state decode step asks of the host and the device, with a predicted H100 step time',
 };
 
 const OVERVIEW = `usage: sift bench [SUITE] [options]
@@ -103,12 +107,27 @@ ${MODEL_HELP}
   --text FILE             documents are windows of this text (default: stories the model samples from BOS)
   --stories N             stories sampled for the pool (default 16)
   --seed N                seed of the story sampling and document order (default 1)
-  --json / --out FILE     as for the other suites`,
+  --json                  print the JSON result instead of the table
+  --out FILE              also write the JSON result to FILE`,
+  quant: `usage: sift bench quant [--model NAME|DIR] [options]
+
+Weight formats of one model side by side: weights and weight bytes per decode step, decode tokens/s (one sequence,
+short context), and agreement with the unquantized model (teacher-forced: share of equal greedy tokens, mean and max
+KL per position) over its greedy continuation of BOS and stories it samples.
+${MODEL_HELP}
+  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N; q4g<N>e8: embedding and
+                          lm_head int8), or .gguf files of the
+                          same model (default f32,bf16,int8,q4g32,q4g64,q4g128)
+  --sequences N           teacher-forced sequences (default 4)
+  --length N              positions per sequence (default 255, capped by the model's context)
+  --steps N               decode steps per speed repeat (default 32)
+${outHelp(3)}`,
   step: `usage: sift bench step [--preset NAME | --model NAME|DIR] [options]
 
 The host cost of one steady-state decode step, as the engine runs it: dispatches, bind groups created, writeBuffer
 calls and bytes, submits, bytes read back, pipelines compiled after warm-up, host encode / sampling / step time
-(medians), and a predicted H100 step time (dispatches x 7.5 us + bytes moved / 3 TB/s).
+(medians, and the CPU time of the encode and of the host sampler), and a predicted H100 step time (dispatches x
+7.5 us + bytes moved / 3 TB/s).
   --preset NAME           a synthetic shape (default llama3-8b-narrow: Llama-3-8B's 32 layers, heads and vocab at
                           narrow widths; llama3-8b: the real widths, for a GPU); known: ${Object.keys(SYNTHETIC_PRESETS).join(', ')}
   --model NAME|DIR        instead, a real model (e.g. stories15M)
@@ -121,7 +140,8 @@ calls and bytes, submits, bytes read back, pipelines compiled after warm-up, hos
   --warmup N              untimed steps first (default 4)
   --fill-pages N          real KV pages the block tables tile (default 16)
   --sequential            run steps one after the other (default: chained as the engine core runs them)
-  --json / --out FILE     as for the other suites`,
+  --json                  print the JSON result instead of the table
+  --out FILE              also write the JSON result to FILE`,
 };
 
 const listDef = { type: 'string' } as const;
@@ -159,7 +179,7 @@ export async function main(argv: string[]): Promise<number> {
           warmup: listDef,
           'fill-pages': listDef,
           sequential: { type: 'boolean' } as const,
-          ...engineOptionDefs(),
+          ...engineOptionDefs({ streaming: false }),
         }
       : suite === 'attention'
         ? {
@@ -181,7 +201,7 @@ export async function main(argv: string[]): Promise<number> {
               'decode-tokens': listDef,
               context: listDef,
               batch: listDef,
-              ...engineOptionDefs(),
+              ...engineOptionDefs({ streaming: false }),
             }
           : suite === 'decode'
             ? {
@@ -191,27 +211,38 @@ export async function main(argv: string[]): Promise<number> {
                 budget: listDef,
                 steps: listDef,
                 'fill-tokens': listDef,
-                ...engineOptionDefs(),
+                ...engineOptionDefs({ streaming: false }),
               }
-            : {
-                ...common,
-                ...model,
-                budgets: listDef,
-                lengths: listDef,
-                docs: listDef,
-                steps: listDef,
-                text: listDef,
-                stories: listDef,
-                seed: listDef,
-                ...engineOptionDefs(),
-              };
-  const { values } = parse(rest, defs);
+            : suite === 'quant'
+              ? {
+                  ...common,
+                  ...model,
+                  formats: listDef,
+                  sequences: listDef,
+                  length: listDef,
+                  steps: listDef,
+                  ...engineOptionDefs({ streaming: false }),
+                }
+              : {
+                  ...common,
+                  ...model,
+                  budgets: listDef,
+                  lengths: listDef,
+                  docs: listDef,
+                  steps: listDef,
+                  text: listDef,
+                  stories: listDef,
+                  seed: listDef,
+                  ...engineOptionDefs({ streaming: false }),
+                };
+  const { values } = parse(rest, defs, `bench ${suite}`);
   if (values.help) {
     process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp({ streaming: false })}\n`}`);
     return 0;
   }
   const progress = progressLine();
   if (suite === 'attention') return attention(values, progress);
+  if (suite === 'quant') return quant(values, progress);
   if (suite === 'step') {
     if (values.model === undefined) values.synthetic = values.preset ?? 'llama3-8b-narrow';
     else if (values.preset !== undefined) throw new SiftError('INVALID_ARGUMENT', 'give --preset or --model, not both');

@@ -122,18 +122,16 @@ export interface RequestHandle extends AsyncIterable<GenerationEvent> {
 }
 
 /**
- * Whether a request's sampling needs the step's logits row on the host (engine/logits.ts, logprobs), rather than
- * only a token id from a device sampler.
+ * Whether a request needs each step's logits row on the host (engine/logits.ts, logprobs) rather than only a token id
+ * from the device sampler: logprobs, a constraint's mask, a repetition penalty, min_p. logit_bias and the presence /
+ * frequency penalties are an additive sparse bias the device sampler applies (engine/sampler.ts Sampler.bias).
  */
 export function needsLogits(req: GenerationRequest): boolean {
   return (
     req.topLogprobs !== undefined ||
     req.constraint !== undefined ||
-    (req.logitBias !== undefined && req.logitBias.size > 0) ||
     (req.repetitionPenalty !== undefined && req.repetitionPenalty !== 1) ||
-    (req.minP !== undefined && req.minP > 0) ||
-    (req.presencePenalty ?? 0) !== 0 ||
-    (req.frequencyPenalty ?? 0) !== 0
+    (req.minP !== undefined && req.minP > 0)
   );
 }
 

@@ -36,12 +36,12 @@ import {
   type EngineStats,
   type FinishReason,
   type GenerationRequest,
-  needsLogits,
   type RequestHandle,
 } from './client.js';
+import type { TokenMask } from './logits.js';
 import { PENDING_TOKEN, prepareInputs } from './prepare-inputs.js';
 import { LiveRequest } from './request.js';
-import { Sampler, sampleLogits, tokenLogprobs } from './sampler.js';
+import { Sampler, tokenLogprobs } from './sampler.js';
 import { type ScheduledSeq, type ScheduleOutput, Scheduler, type SeqState } from './scheduler.js';
 
 /** What one step ran (for tests and tracing). */
@@ -52,6 +52,8 @@ interface Launched {
   result: Promise<ExecuteOutput>;
   /** Sequence id -> index in its tokens of the placeholder this step's sampled token fills (the next step chained). */
   pending: Map<number, number>;
+  /** Sequence id -> the allowed next tokens of each constrained request, computed on the host while the step runs. */
+  masks: Promise<Map<number, TokenMask>>;
 }
 
 export interface StepRecord {
@@ -93,7 +95,7 @@ export class EngineCore implements EngineClient {
   private task: Promise<void> = Promise.resolve();
   private shutdownPromise: Promise<void> | null = null;
   private steps = 0;
-  private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0 };
+  private totals = { promptTokens: 0, generationTokens: 0, attended: 0, dense: 0, blocksTotal: 0, blocksKept: 0 };
 
   private constructor(
     readonly executor: ModelExecutor,
@@ -224,16 +226,17 @@ export class EngineCore implements EngineClient {
   /** Prepares a scheduled step's input and hands it to the executor (not awaited); null when nothing was scheduled. */
   private launch(out: ScheduleOutput, chainedRow?: (seq: SeqState) => number | undefined): Launched | null {
     if (out.scheduled.length === 0) return null;
-    const input = prepareInputs(
-      out,
-      this.kv,
-      (seq) => this.tokenBudgetOf(seq),
-      (seq) => this.samplingOf(seq),
+    const input = prepareInputs(out, this.kv, {
+      tokenBudgetOf: (seq) => this.tokenBudgetOf(seq),
+      samplingOf: (seq) => this.samplingOf(seq),
       chainedRow,
-    );
+    });
     const result = this.executor.execute(input);
     result.catch(() => {}); // observed where the step is awaited
-    return { out, input, result, pending: new Map() };
+    // the masks of constrained requests are computed on the host while the executor runs the step
+    const masks = this.constraintMasks(out);
+    masks.catch(() => {});
+    return { out, input, result, pending: new Map(), masks };
   }
 
   /**
@@ -287,7 +290,50 @@ export class EngineCore implements EngineClient {
     return out;
   }
 
-  private update(step: Launched, result: ExecuteOutput): void {
+  /** seqId -> the allowed next tokens of each sampling entry whose request has a constraint. */
+  private async constraintMasks(out: ScheduleOutput): Promise<Map<number, TokenMask>> {
+    const masks = new Map<number, TokenMask>();
+    const pending: Promise<void>[] = [];
+    for (const e of out.scheduled) {
+      const r = this.live.get(e.seq.seqId);
+      const c = r?.req.constraint;
+      if (!e.sample || !r || !c) continue;
+      const remaining = r.maxLen - e.seq.tokens.length;
+      pending.push(c.nextMask(remaining).then((m) => void masks.set(e.seq.seqId, m)));
+    }
+    await Promise.all(pending);
+    return masks;
+  }
+
+  /**
+   * seqId -> the token of each constrained request: sampled on the host within its mask with the step's draw, then
+   * as its constraint takes it.
+   */
+  private async sampleConstrained(
+    step: Launched,
+    result: ExecuteOutput,
+    masks: ReadonlyMap<number, TokenMask>,
+  ): Promise<Map<number, number>> {
+    const V = this.executor.limits.vocabSize;
+    const chosen = new Map<number, number>();
+    let row = 0;
+    for (const [i, e] of step.out.scheduled.entries()) {
+      if (!e.sample) continue;
+      const sampleRow = row++;
+      const r = this.live.get(e.seq.seqId);
+      const mask = masks.get(e.seq.seqId);
+      if (!r || r.finished || !r.req.constraint || !mask) continue;
+      const lr = result.logitsRow[sampleRow];
+      const spec = step.input.entries[i].sampling;
+      if (lr < 0 || !spec) throw new SiftError('INTERNAL', `step ${this.steps}: a constrained row has no logits`);
+      const sampled = r.sampler.sampleWith(result.logits.subarray(lr * V, (lr + 1) * V), spec, mask);
+      chosen.set(e.seq.seqId, await r.req.constraint.take(sampled, r.maxLen - e.seq.tokens.length));
+    }
+    return chosen;
+  }
+
+  /** `chosen`: the tokens of constrained requests (sampleConstrained); the rest come from the device or the host. */
+  private update(step: Launched, result: ExecuteOutput, chosen: ReadonlyMap<number, number>): void {
     const { out, input, pending } = step;
     const V = this.executor.limits.vocabSize;
     let row = 0;
@@ -298,6 +344,15 @@ export class EngineCore implements EngineClient {
       if (!r || r.finished) return; // cancelled or timed out while the step ran: its pages are already free
       this.scheduler.commit(e);
       const seq = e.seq;
+      if (e.kind === 'prefill') {
+        const b = result.prefillKeyBlocks[i - numDecode]; // prefill entries follow the decode entries
+        if (b) {
+          r.prefillBlocksTotal += b.total;
+          r.prefillBlocksKept += b.kept;
+          this.totals.blocksTotal += b.total;
+          this.totals.blocksKept += b.kept;
+        }
+      }
       if (sampleRow < 0) {
         if (r.output.length === 0 && seq.numComputed < seq.promptLen) {
           r.emit({ type: 'progress', promptTokensDone: seq.numComputed, promptTokens: seq.promptLen });
@@ -320,12 +375,12 @@ export class EngineCore implements EngineClient {
       }
       const lr = result.logitsRow[sampleRow];
       const rowLogits = lr >= 0 ? result.logits.subarray(lr * V, (lr + 1) * V) : null;
-      let id = result.tokens[sampleRow];
+      let id = chosen.get(seq.seqId) ?? result.tokens[sampleRow];
       if (id < 0) {
-        // the executor left this row to the host (a host-side rule): the same rule, on the raw logits
+        // the executor left this row to the host (a host-side rule): the same rule and draw, on the raw logits
         const spec = input.entries[i].sampling;
         if (!rowLogits || !spec) throw new SiftError('INTERNAL', `step ${this.steps}: row ${sampleRow} has no token`);
-        id = sampleLogits(rowLogits, spec);
+        id = r.sampler.sampleWith(rowLogits, spec);
       }
       const at = pending.get(seq.seqId);
       if (r.stop.has(id)) {
@@ -375,6 +430,7 @@ export class EngineCore implements EngineClient {
     const r = this.live.get(seq.seqId);
     if (!r) throw new SiftError('INTERNAL', `sequence ${seq.seqId} is scheduled but not live`);
     const spec = r.sampler.nextStep();
+    if (r.req.constraint) spec.onHost = true; // its mask is applied on the host (sampleConstrained)
     if (r.req.topLogprobs !== undefined) spec.returnLogits = true;
     return spec;
   }
@@ -447,8 +503,8 @@ export class EngineCore implements EngineClient {
       }
       try {
         // The wait the host cannot avoid: the step's tokens decide what is emitted, stops and runs after it.
-        const result = await step.result;
-        this.update(step, result);
+        const [result, masks] = await Promise.all([step.result, step.masks]);
+        this.update(step, result, await this.sampleConstrained(step, result, masks));
       } catch (e) {
         this.onStepError(e, step);
         if (next) {

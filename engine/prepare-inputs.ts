@@ -15,33 +15,29 @@ import type { ScheduleOutput, SeqState } from './scheduler.js';
 export interface EntryPolicy {
   /** A decoding sequence's token budget (its request's attention: Infinity for dense mode). */
   tokenBudgetOf(seq: SeqState): number;
-  /** Whether the request samples on the host from the logits row (engine/client.ts needsLogits). */
-  needsLogits(seq: SeqState): boolean;
+  /** A sampling entry's SampleSpec for this step (its request's sampler draws the step's uniform number). */
+  samplingOf(seq: SeqState): SampleSpec;
+  /**
+   * The previous step's sampling row of a sequence whose newest token is still PENDING_TOKEN (the step was
+   * scheduled before that token came back: its decode entry chains on it, model/executor.ts DecodeEntry.chained).
+   */
+  chainedRow?(seq: SeqState): number | undefined;
 }
 
 /**
- * `tokenBudgetOf` gives a decoding sequence's token budget (its request's attention: Infinity for dense mode);
- * `samplingOf` a sampling entry's SampleSpec for this step (its request's sampler draws the step's uniform number);
- * `chainedRow` the previous step's sampling row of a sequence whose newest token is still PENDING_TOKEN (the step
- * was scheduled before that token came back: its decode entry chains on it, model/executor.ts DecodeEntry.chained).
+ * An entry needs its logits row back (`needsLogits`) when its spec samples on the host or returns the row (logprobs).
  * Streaming slots are judged at the end of the chunk being written (StreamingPool.slotFor with upTo = chunk end): a
  * token the ring recycles before then gets null, so a chunk longer than the ring never overwrites keys its own
  * earlier tokens still need.
  */
-export function prepareInputs(
-  out: ScheduleOutput,
-  kv: KvCacheManager,
-  tokenBudgetOf: (seq: SeqState) => number,
-  samplingOf: (seq: SeqState) => SampleSpec,
-  chainedRow: (seq: SeqState) => number | undefined = () => undefined,
-): ExecuteInput {
+export function prepareInputs(out: ScheduleOutput, kv: KvCacheManager, policy: EntryPolicy): ExecuteInput {
   const entries = out.scheduled.map((e): StepEntry => {
     const seqId = e.seq.seqId;
     const end = e.start + e.numTokens;
     const tokens = e.seq.tokens.slice(e.start, end);
     let chained: { row: number } | undefined;
     if (tokens.includes(PENDING_TOKEN)) {
-      const row = chainedRow(e.seq);
+      const row = policy.chainedRow?.(e.seq);
       if (e.kind !== 'decode' || tokens.length !== 1 || row === undefined) {
         throw new SiftError(
           'INTERNAL',
@@ -51,17 +47,19 @@ export function prepareInputs(
       chained = { row };
       tokens[0] = 0; // placeholder: the executor takes the token where it was sampled
     }
+    const sampling = e.sample ? policy.samplingOf(e.seq) : undefined;
     const base = {
       seqId,
       start: e.start,
       tokens,
       pages: kv.blockTable(seqId),
       sample: e.sample,
-      sampling: e.sample ? samplingOf(e.seq) : undefined,
+      sampling,
+      needsLogits: sampling !== undefined && (sampling.onHost === true || sampling.returnLogits === true),
       streaming: kv.streaming ? streamingEntry(kv, seqId, e.start, end) : undefined,
     };
     return e.kind === 'decode'
-      ? { ...base, kind: 'decode', tokenBudget: tokenBudgetOf(e.seq), ...(chained ? { chained } : {}) }
+      ? { ...base, kind: 'decode', tokenBudget: policy.tokenBudgetOf(e.seq), ...(chained ? { chained } : {}) }
       : { ...base, kind: 'prefill' };
   });
   return { entries };

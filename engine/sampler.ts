@@ -1,19 +1,22 @@
 /**
- * Token sampling: greedy, temperature, top-k, top-p, seeded, with OpenAI presence / frequency penalties over the
- * tokens generated so far, and logprobs (log-softmax of the raw logits).
+ * Token sampling: greedy, temperature, min_p, top-k, top-p, seeded, after the logits processors (logits.ts:
+ * logit_bias, repetition penalty, OpenAI presence / frequency penalties over the tokens generated so far, a
+ * constraint's token mask), and logprobs (log-softmax of the raw logits).
  *
  * Each request owns a Sampler: per step it draws the step's uniform number from the request's seeded stream and
- * turns its penalties into a sparse logit bias (`nextStep`, a SampleSpec of model/executor.ts). The executor samples
- * on the device with that spec (shaders/sample.wgsl); `sampleLogits` is the same rule on the host, for requests
- * that need host-side logits and as the device's reference. Same seed and same logits -> same tokens, whatever
+ * turns logit_bias and its penalties into one sparse logit bias (`nextStep`, a SampleSpec of model/executor.ts). The
+ * executor samples on the device with that spec (shaders/sample.wgsl); `sampleLogits` is the same rule on the host,
+ * for requests that need host-side logits (a repetition penalty, min_p, a constraint's mask: `sampleWith` applies
+ * them to the row first) and as the device's reference. Same seed and same logits -> same tokens, whatever
  * else shares the batch, on either side (up to the f32 rounding of the device at a cumulative-weight boundary).
  *
- * The host rule costs O(vocab) plus a sort of the tokens that can matter: with top-k / top-p the tokens are first
- * bucketed by (max - logit) / temperature in quarter-nat buckets (no exp needed for top-k), and only the buckets up
- * to the one where the kept set must end are sorted (top_p 0.9 at vocab 128256: ~1-2 ms instead of a 65 ms sort).
+ * The host rule costs O(vocab) and sorts nothing above 2048 tokens: the order (logit desc, id asc) is that of the
+ * logits' order-preserving u32 keys, and each cut (top-k, top-p, the draw) is a radix search over 16-bit histograms
+ * (a full sort of 128256 logits took 65 ms; `sift bench step` reports this rule's time at the model's vocabulary).
  */
 import { SiftError } from '../config/errors.js';
 import type { LogitBias, SampleSpec } from '../model/executor.js';
+import { applyLogitBias, applyMask, applyRepetitionPenalty, type LogitsParams, type TokenMask } from './logits.js';
 
 export interface SamplingParams {
   /** 0 = greedy (argmax). */
@@ -461,43 +464,107 @@ export class Sampler {
     return this.logits.repetitionPenalty !== undefined && this.logits.repetitionPenalty !== 1;
   }
 
+  /**
+   * Whether this request's rule needs the logits row on the host: a repetition penalty (it scales logits by their
+   * sign) or min_p. logit_bias and the presence / frequency penalties are a sparse additive bias the device applies.
+   */
+  get hostOnly(): boolean {
+    return this.repetition || (this.logits.minP ?? 0) > 0;
+  }
+
   /** Records a generated token for the penalties. */
   accept(id: number): void {
     this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
     if (this.repetition) this.seen.add(id);
   }
 
-  /** The penalties as a sparse logit bias over the tokens generated so far (undefined when none applies). */
+  /**
+   * logit_bias and the penalties over the tokens generated so far as one sparse logit bias (distinct ids; undefined
+   * when none applies).
+   */
   bias(): LogitBias | undefined {
     const pen = this.penalties;
-    if (this.counts.size === 0 || (pen.presencePenalty === 0 && pen.frequencyPenalty === 0)) return undefined;
-    const ids = new Uint32Array(this.counts.size);
-    const deltas = new Float32Array(this.counts.size);
+    const penalize = this.counts.size > 0 && (pen.presencePenalty !== 0 || pen.frequencyPenalty !== 0);
+    const lb = this.logits.logitBias;
+    if (!penalize && !(lb && lb.size > 0)) return undefined;
+    const delta = new Map<number, number>(lb ?? []);
+    if (penalize) {
+      for (const [id, n] of this.counts) {
+        if (n > 0) delta.set(id, (delta.get(id) ?? 0) - (n * pen.frequencyPenalty + pen.presencePenalty));
+      }
+    }
+    const ids = new Uint32Array(delta.size);
+    const deltas = new Float32Array(delta.size);
     let i = 0;
-    for (const [id, n] of this.counts) {
+    for (const [id, d] of delta) {
       ids[i] = id;
-      deltas[i++] = -(n * pen.frequencyPenalty + (n > 0 ? pen.presencePenalty : 0));
+      deltas[i++] = d;
     }
     return { ids, deltas };
   }
 
   /**
    * This step's sampling: the parameters, one uniform draw from the request's stream (none for greedy, so the
-   * stream advances once per sampled token exactly as before) and the penalties' bias.
+   * stream advances once per sampled token), the bias, and whether the host must sample it (hostOnly).
    */
   nextStep(): SampleSpec {
     const p = this.params;
-    return {
+    const spec: SampleSpec = {
       temperature: p.temperature,
       topK: p.topK,
       topP: p.topP,
       u: p.temperature === 0 ? 0 : this.rng.next(),
       bias: this.bias(),
     };
+    if (this.hostOnly) spec.onHost = true;
+    return spec;
   }
 
-  /** Samples from `logits` on the host (this step's spec drawn here). */
-  sample(rawLogits: ArrayLike<number>): number {
-    return sampleLogits(rawLogits, this.nextStep());
+  /**
+   * The row after the logits processors (logits.ts), in vLLM's order: logit_bias, repetition penalty, presence /
+   * frequency penalties, a constraint's mask; then min_p as a floor under the logits (a token whose weight is below
+   * minP times the largest is left out: -Infinity). `raw` itself when none applies.
+   */
+  processed(raw: ArrayLike<number>, mask?: TokenMask): ArrayLike<number> {
+    const pen = this.penalties;
+    const bias = this.logits.logitBias;
+    const penalize = this.counts.size > 0 && (pen.presencePenalty !== 0 || pen.frequencyPenalty !== 0);
+    const minP = this.params.temperature > 0 ? (this.logits.minP ?? 0) : 0;
+    if (!penalize && !mask && !this.repetition && !(bias && bias.size > 0) && minP <= 0) return raw;
+    const row = Float32Array.from(raw);
+    if (bias) applyLogitBias(row, bias);
+    if (this.repetition) applyRepetitionPenalty(row, this.seen, this.logits.repetitionPenalty as number);
+    if (penalize) {
+      for (const [id, n] of this.counts) {
+        if (n > 0 && id >= 0 && id < row.length) row[id] -= n * pen.frequencyPenalty + pen.presencePenalty;
+      }
+    }
+    if (mask) applyMask(row, mask);
+    if (minP > 0) {
+      let m = Number.NEGATIVE_INFINITY;
+      for (const x of row) if (x > m) m = x;
+      // weight exp((x - m) / T) >= minP * exp(0)  <=>  x >= m + T ln(minP)
+      const cut = m + this.params.temperature * Math.log(minP);
+      for (let i = 0; i < row.length; i++) if (row[i] < cut) row[i] = Number.NEGATIVE_INFINITY;
+    }
+    return row;
+  }
+
+  /**
+   * Samples this step's token on the host with the step's spec (its draw): the device's rule on the raw row when no
+   * host-only rule or mask applies, else the same rule over the processed row.
+   */
+  sampleWith(raw: ArrayLike<number>, spec: SampleSpec, mask?: TokenMask): number {
+    if (!mask && !this.hostOnly) return sampleLogits(raw, spec);
+    return sampleLogits(this.processed(raw, mask), { ...spec, bias: undefined });
+  }
+
+  /**
+   * Samples from `rawLogits` after the logits processors; `mask` (a constraint's allowed tokens) leaves only the
+   * tokens it allows. Draws one random number per call (none for greedy), so a seeded request's stream does not
+   * depend on how many tokens a mask allowed.
+   */
+  sample(rawLogits: ArrayLike<number>, mask?: TokenMask): number {
+    return this.sampleWith(rawLogits, this.nextStep(), mask);
   }
 }

@@ -31,8 +31,8 @@ export interface StreamingEntry {
 }
 
 /**
- * Additive logit bias of one step, sparse (token id -> delta): OpenAI's presence / frequency penalties today, a
- * request's logit_bias later. Ids are distinct.
+ * Additive logit bias of one step, sparse (token id -> delta): a request's logit_bias plus OpenAI's presence /
+ * frequency penalties. Ids are distinct.
  */
 export interface LogitBias {
   ids: ArrayLike<number>;
@@ -80,6 +80,11 @@ interface EntryBase {
    * (the caller samples; benchmarks and calibration read the logits).
    */
   sampling?: SampleSpec;
+  /**
+   * The caller needs this entry's logits row (= sampling.onHost or sampling.returnLogits: a host-side rule such as a
+   * grammar's token mask, a repetition penalty or min_p, or logprobs). Only with `sample`.
+   */
+  needsLogits?: boolean;
   streaming?: StreamingEntry;
 }
 

@@ -22,7 +22,6 @@ import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
 import { MatmulKernel } from '../shaders/matmul.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
-import { ropeInvFreq } from '../shaders/rope.js';
 import { RopeKvWriteKernel } from '../shaders/rope_kv_write.js';
 import { type Binding, type Gpu, StagingRing, UniformArena } from '../shaders/runtime.js';
 import { packRowSpecs, SAMPLE_SPEC_WORDS, SampleKernel, sampleScratchBytes } from '../shaders/sample.js';
@@ -199,7 +198,9 @@ export class ForwardPass {
       f('k', T * kvDim * 4); // (T, kvHeads, headDim) RoPE(k) f32 for the streaming heads
       f('v', T * kvDim * 4); // (T, kvHeads, headDim)
     }
-    this.invFreq = gpu.upload('rope.invFreq', ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling));
+    // Sequence-length-dependent scalings (dynamic, longrope) are fixed for the longest sequence the block table holds.
+    const rope = ropeFrequencies(c, this.maxPagesPerSeq * kv.pageSize);
+    this.invFreq = gpu.upload('rope.invFreq', Float32Array.from(rope.invFreq));
     this.identity = gpu.upload(
       'identity',
       Uint32Array.from({ length: Math.max(T, R) }, (_, i) => i),
@@ -455,6 +456,29 @@ export class ForwardPass {
     });
   }
 
+  /** qkv (T, heads + 2 kvHeads, headDim) = x @ Wqkv^T (+ bias): one matmul, or one per part of a mixed-format layer. */
+  private encodeQkv(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    x: Binding,
+    T: number,
+    norm?: { weight: Binding; eps: number },
+  ): void {
+    const L = this.w.layers[li];
+    const bias = L.qkvBias ?? undefined;
+    if (L.qkv.length === 1) {
+      this.k.matmul.encode(pass, a, { x, w: L.qkv[0], bias, out: this.b.qkv, T, norm });
+      return;
+    }
+    const rows = L.qkv.reduce((n, w) => n + w.rows, 0);
+    let rowOffset = 0;
+    for (const w of L.qkv) {
+      this.k.matmul.encode(pass, a, { x, w, bias, out: this.b.qkv, T, norm, into: { rowOffset, rows } });
+      rowOffset += w.rows;
+    }
+  }
+
   /** The decode path: a decode-only step of D rows, every varying size read from the step's inputs (captured). */
   private encodeDecode(pass: GPUComputePassEncoder, a: UniformArena, D: number, reselect: boolean): void {
     const c = this.w.config;
@@ -467,14 +491,7 @@ export class ForwardPass {
     k.embed.encode(pass, a, { ids, table: this.w.embed, out: b.h, T: D });
     for (let li = 0; li < c.numLayers; li++) {
       const L = this.w.layers[li];
-      k.matmul.encode(pass, a, {
-        x: b.h,
-        w: L.qkv,
-        bias: L.qkvBias ?? undefined,
-        out: b.qkv,
-        T: D,
-        norm: { weight: L.attnNorm, eps },
-      });
+      this.encodeQkv(pass, a, li, b.h, D, { weight: L.attnNorm, eps });
       this.encodeRopeKv(pass, a, li, D, D, seq, pos);
       this.attention.encodeDecodeLayer(
         pass,
@@ -520,7 +537,7 @@ export class ForwardPass {
     for (let li = 0; li < c.numLayers; li++) {
       const L = this.w.layers[li];
       k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps });
-      k.matmul.encode(pass, a, { x: b.xn, w: L.qkv, bias: L.qkvBias ?? undefined, out: b.qkv, T });
+      this.encodeQkv(pass, a, li, b.xn, T);
       this.encodeRopeKv(pass, a, li, T, D, seq, pos);
       const table = this.table.buffer;
       this.attention.encodeLayer(pass, a, li, {

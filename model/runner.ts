@@ -120,7 +120,7 @@ export class ModelRunner implements ModelExecutor {
       const numStreamingPages = streaming
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
-      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan });
+      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
       const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
@@ -155,25 +155,26 @@ export class ModelRunner implements ModelExecutor {
     const fwd = this.forwardPass;
     const batch = this.batch(input.entries);
     let out: { tokens: Int32Array; logits: Float32Array; logitsRow: Int32Array };
+    // what this step's kernels read (LayerAttention.lastReport), taken at submission: a step chained on this one is
+    // prepared before this one's tokens come back
+    let report: typeof fwd.attention.lastReport;
     try {
       if (batch.logitRows.length > 0) {
-        out = await fwd.step(batch);
+        const pending = fwd.step(batch);
+        report = fwd.attention.lastReport;
+        out = await pending;
       } else {
         // only prefill chunks that sample nothing: no logits to read, but wait for the GPU (pacing, device loss)
         fwd.encode(batch);
+        report = fwd.attention.lastReport;
         await this.gpu.sync();
         out = { tokens: new Int32Array(0), logits: new Float32Array(0), logitsRow: new Int32Array(0) };
       }
     } catch (e) {
       throw await this.deviceError(e);
     }
-    const ps = this.kv.pageSize;
-    const attended: number[] = [];
-    for (const e of input.entries) {
-      if (e.kind !== 'decode') break;
-      attended.push(tokensAttended(e.start + 1, e.tokenBudget, ps));
-    }
-    return { ...out, tokensAttended: attended };
+    // per entry, decode entries first (as the batch rows)
+    return { ...out, tokensAttended: report.decodeTokens, prefillKeyBlocks: report.prefillKeyBlocks };
   }
 
   release(seqId: SeqId): void {

@@ -1,11 +1,15 @@
 /**
  * Uploads a checkpoint's tensors to the GPU in the layout of shaders/tensor.ts: 2-D weights in their file dtype
- * (16-bit as packed pairs), split under the binding limit; norm weights and biases as f32.
+ * (16-bit as packed pairs) or quantized (a GGUF's q8/q4 blocks as they are, or an F32/F16/BF16 matrix quantized
+ * now by `quantize`, round to nearest), split under the binding limit; norm weights and biases as f32.
  *
  * Fused for the forward pass's fewer, fatter kernels: q_proj, k_proj and v_proj are one matrix (their rows
  * stacked: q, then k, then v; the biases likewise), gate_proj and up_proj one matrix with their rows interleaved
  * (row 2i = gate_i, 2i + 1 = up_i, so the SwiGLU matmul reads a pair of adjacent rows per output; chunks never split
- * a pair).
+ * a pair). Quantized matrices fuse as they are (rows, scales and mins moved together) when they share a format and
+ * group size. A file that mixes formats within a layer (GGUF Q4_K_M keeps v_proj in Q6_K = q8 beside q4 q/k) keeps
+ * its q/k/v as consecutive parts of one format each (one matmul per part into the stacked output); gate and up in
+ * different formats are decoded to f32 (exact, at 4 bytes a weight: no known mix does this).
  */
 
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -13,7 +17,16 @@ import type { ModelConfig } from '../checkpoint/config.js';
 import { SiftError } from '../config/errors.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { destroyWeight, type GpuWeight, uploadQuantized, uploadWeight, weightBytes } from '../shaders/tensor.js';
-import { firstNonFinite, type QuantizedMatrix, quantizedBytes, quantizeInt8, quantizeQ4 } from '../util/quant.js';
+import { decodeToF32, type WeightDType } from '../util/dtype.js';
+import {
+  dequantize,
+  firstNonFinite,
+  permuteQuantizedRows,
+  type QuantizedMatrix,
+  quantizedBytes,
+  quantizeInt8,
+  quantizeQ4,
+} from '../util/quant.js';
 import {
   headPermutation,
   isIdentityPermutation,
@@ -21,6 +34,7 @@ import {
   permuteQuantizedTensor,
   permuteTensor,
 } from './head-permutation.js';
+import type { HeadPlan } from './head-plan.js';
 
 /** `--quantize`: int8 per output channel, or 4-bit with a scale and min per group of `group` columns. */
 export type QuantizeOption =
@@ -32,11 +46,13 @@ export type QuantizeOption =
       embeddingInt8?: boolean;
     };
 
-import type { HeadPlan } from './head-plan.js';
-
 export interface LayerWeights {
   attnNorm: GPUBuffer; // (hidden) f32
-  qkv: GpuWeight; // ((heads + 2 kvHeads) * headDim, hidden): q_proj, k_proj, v_proj rows stacked
+  /**
+   * ((heads + 2 kvHeads) * headDim, hidden): q_proj, k_proj, v_proj rows stacked; one weight, or (formats mixed
+   * within the layer) consecutive parts of one format each, in row order.
+   */
+  qkv: GpuWeight[];
   qkvBias: GPUBuffer | null; // ((heads + 2 kvHeads) * headDim) f32
   o: GpuWeight; // (hidden, heads*headDim)
   mlpNorm: GPUBuffer; // (hidden) f32
@@ -65,6 +81,77 @@ export interface UploadProgress {
   bytesDone: number;
 }
 
+/** A 2-D tensor read for upload: its file bytes (heads permuted), or its quantized blocks. */
+type HostMatrix =
+  | { kind: 'raw'; data: Uint8Array; rows: number; cols: number; dtype: WeightDType }
+  | { kind: 'quant'; m: QuantizedMatrix };
+
+const hostBytes = (h: HostMatrix) => (h.kind === 'raw' ? h.data.byteLength : quantizedBytes(h.m));
+const hostRows = (h: HostMatrix) => (h.kind === 'raw' ? h.rows : h.m.rows);
+const hostCols = (h: HostMatrix) => (h.kind === 'raw' ? h.cols : h.m.cols);
+
+/** Whether two matrices can be stacked or interleaved into one weight: same dtype (same format and group). */
+function sameLayout(a: HostMatrix, b: HostMatrix): boolean {
+  if (a.kind === 'raw' && b.kind === 'raw') return a.dtype === b.dtype && a.cols === b.cols;
+  if (a.kind === 'quant' && b.kind === 'quant') {
+    return a.m.format === b.m.format && a.m.group === b.m.group && a.m.cols === b.m.cols;
+  }
+  return false;
+}
+
+/** Row-stacks matrices of one layout (sameLayout). */
+function stackHost(ms: HostMatrix[]): HostMatrix {
+  if (ms.length === 1) return ms[0];
+  const first = ms[0];
+  if (first.kind === 'raw') {
+    const raws = ms as Extract<HostMatrix, { kind: 'raw' }>[];
+    const data = new Uint8Array(raws.reduce((n, m) => n + m.data.byteLength, 0));
+    let o = 0;
+    for (const m of raws) {
+      data.set(m.data, o);
+      o += m.data.byteLength;
+    }
+    return { ...first, data, rows: raws.reduce((n, m) => n + m.rows, 0) };
+  }
+  const qs = (ms as Extract<HostMatrix, { kind: 'quant' }>[]).map((h) => h.m);
+  const cat = <A extends Uint32Array | Float32Array>(parts: A[], make: (n: number) => A): A => {
+    const out = make(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  };
+  const m: QuantizedMatrix = {
+    ...qs[0],
+    rows: qs.reduce((n, q) => n + q.rows, 0),
+    values: cat(
+      qs.map((q) => q.values),
+      (n) => new Uint32Array(n),
+    ),
+    scales: cat(
+      qs.map((q) => q.scales),
+      (n) => new Float32Array(n),
+    ),
+    mins: qs[0].mins
+      ? cat(
+          qs.map((q) => q.mins as Float32Array),
+          (n) => new Float32Array(n),
+        )
+      : null,
+    scaleF16: qs.every((q) => q.scaleF16),
+  };
+  return { kind: 'quant', m };
+}
+
+/** A matrix decoded to f32 (quantized ones as the kernels decode them). */
+function toF32(h: HostMatrix): HostMatrix {
+  const f = h.kind === 'quant' ? dequantize(h.m) : decodeToF32(h.data, h.dtype);
+  const data = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+  return { kind: 'raw', data, rows: hostRows(h), cols: hostCols(h), dtype: 'f32' };
+}
+
 export function uploadModel(
   gpu: Gpu,
   ckpt: Checkpoint,
@@ -73,6 +160,8 @@ export function uploadModel(
     maxChunkBytes?: number;
     /** Reorder each layer's heads: retrieval heads first, then streaming heads (see head-permutation.ts). */
     headPlan?: HeadPlan;
+    /** Quantize every F32/F16/BF16 matrix at load (already quantized GGUF tensors stay as they are). */
+    quantize?: QuantizeOption;
   } = {},
 ): ModelWeights {
   const c = ckpt.config;
@@ -88,8 +177,8 @@ export function uploadModel(
     bytes += n;
     opts.onProgress?.({ tensorsDone: done, tensorsTotal: total, bytesDone: bytes });
   };
-  /** A 2-D tensor's bytes in its file dtype, heads permuted; its shape and dtype. */
-  const rawMatrix = (name: string) => {
+  /** A 2-D tensor as it goes to the GPU: quantized (a GGUF's blocks, or `quantize`) or its file bytes; heads permuted. */
+  const hostMatrix = (name: string): HostMatrix => {
     const info = ckpt.info(name);
     if (info.shape.length !== 2) {
       throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: tensor ${name} has shape [${info.shape}], expected 2-D`);
@@ -110,56 +199,76 @@ export function uploadModel(
       q =
         opts.quantize.format === 'int8' ? quantizeInt8(f, rows, cols) : quantizeQ4(f, rows, cols, opts.quantize.group);
     }
-    if (q) {
-      const m = perm ? permuteQuantizedTensor(name, q, perm) : q;
-      const w = uploadQuantized(gpu, name, m, opts.maxChunkBytes);
-      tick(quantizedBytes(m));
-      return w;
-    }
+    if (q) return { kind: 'quant', m: perm ? permuteQuantizedTensor(name, q, perm) : q };
     if (dtype === 'q8' || dtype === 'q4') throw new SiftError('INTERNAL', `tensor ${name}: ${dtype} not read`);
     const raw = ckpt.read(name);
     const data = perm ? permuteTensor(name, raw, info.shape[0], perm) : raw;
-    return { data, rows: info.shape[0], cols: info.shape[1], dtype: info.dtype };
+    return { kind: 'raw', data, rows: info.shape[0], cols: info.shape[1], dtype };
+  };
+  const upload = (label: string, h: HostMatrix, rowMultiple = 1): GpuWeight => {
+    if (h.kind === 'quant') {
+      if (rowMultiple !== 1 && h.m.rows % rowMultiple !== 0) {
+        throw new SiftError('INTERNAL', `${label}: ${h.m.rows} rows are not whole groups of ${rowMultiple}`);
+      }
+      return uploadQuantized(gpu, label, h.m, opts.maxChunkBytes, rowMultiple);
+    }
+    return uploadWeight(gpu, label, h.dtype, h.rows, h.cols, h.data, opts.maxChunkBytes, rowMultiple);
   };
   const matrix = (name: string): GpuWeight => {
-    const m = rawMatrix(name);
-    const w = uploadWeight(gpu, name, m.dtype, m.rows, m.cols, m.data, opts.maxChunkBytes);
-    tick(m.data.byteLength);
+    const h = hostMatrix(name);
+    const w = upload(name, h);
+    tick(hostBytes(h));
     return w;
   };
-  /** Row-stacked matrices (q, k, v) as one weight. */
-  const stacked = (label: string, names: string[]): GpuWeight => {
-    const ms = names.map(rawMatrix);
-    const { cols, dtype } = ms[0];
-    if (ms.some((m) => m.cols !== cols || m.dtype !== dtype)) {
-      throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: ${names.join(', ')} differ in columns or dtype`);
+  /** Row-stacked matrices (q, k, v): one weight, or one per run of consecutive matrices of one layout. */
+  const stacked = (label: string, names: string[]): GpuWeight[] => {
+    const ms = names.map(hostMatrix);
+    const cols = hostCols(ms[0]);
+    if (ms.some((m) => hostCols(m) !== cols)) {
+      throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: ${names.join(', ')} differ in columns`);
     }
-    const data = new Uint8Array(ms.reduce((n, m) => n + m.data.byteLength, 0));
-    let o = 0;
+    for (const m of ms) tick(hostBytes(m));
+    const runs: HostMatrix[][] = [];
     for (const m of ms) {
-      data.set(m.data, o);
-      o += m.data.byteLength;
-      tick(m.data.byteLength);
+      const run = runs[runs.length - 1];
+      if (run && sameLayout(run[0], m)) run.push(m);
+      else runs.push([m]);
     }
-    const rows = ms.reduce((n, m) => n + m.rows, 0);
-    return uploadWeight(gpu, label, dtype, rows, cols, data, opts.maxChunkBytes);
+    return runs.map((run, i) => upload(runs.length === 1 ? label : `${label}#${i}`, stackHost(run)));
   };
   /** gate_proj and up_proj interleaved by rows (2i = gate_i, 2i + 1 = up_i), chunks holding whole pairs. */
   const interleaved = (label: string, gateName: string, upName: string): GpuWeight => {
-    const g = rawMatrix(gateName);
-    const u = rawMatrix(upName);
-    if (g.rows !== u.rows || g.cols !== u.cols || g.dtype !== u.dtype) {
-      throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: ${gateName} and ${upName} differ in shape or dtype`);
+    let g = hostMatrix(gateName);
+    let u = hostMatrix(upName);
+    tick(hostBytes(g));
+    tick(hostBytes(u));
+    const rows = hostRows(g);
+    if (rows !== hostRows(u) || hostCols(g) !== hostCols(u)) {
+      throw new SiftError('CHECKPOINT_INVALID', `${ckpt.dir}: ${gateName} and ${upName} differ in shape`);
     }
-    const rowBytes = g.data.byteLength / g.rows;
-    const data = new Uint8Array(2 * g.data.byteLength);
-    for (let r = 0; r < g.rows; r++) {
-      data.set(g.data.subarray(r * rowBytes, (r + 1) * rowBytes), 2 * r * rowBytes);
-      data.set(u.data.subarray(r * rowBytes, (r + 1) * rowBytes), (2 * r + 1) * rowBytes);
+    if (!sameLayout(g, u)) {
+      // one SwiGLU kernel reads both rows of a pair in one format: decode both to f32
+      g = toF32(g);
+      u = toF32(u);
     }
-    tick(g.data.byteLength);
-    tick(u.data.byteLength);
-    return uploadWeight(gpu, label, g.dtype, 2 * g.rows, g.cols, data, opts.maxChunkBytes, 2);
+    if (g.kind === 'quant' && u.kind === 'quant') {
+      const both = (stackHost([g, u]) as Extract<HostMatrix, { kind: 'quant' }>).m;
+      const order = new Uint32Array(2 * rows);
+      for (let r = 0; r < rows; r++) {
+        order[2 * r] = r;
+        order[2 * r + 1] = rows + r;
+      }
+      return upload(label, { kind: 'quant', m: permuteQuantizedRows(both, order) }, 2);
+    }
+    const gr = g as Extract<HostMatrix, { kind: 'raw' }>;
+    const ur = u as Extract<HostMatrix, { kind: 'raw' }>;
+    const rowBytes = gr.data.byteLength / rows;
+    const data = new Uint8Array(2 * gr.data.byteLength);
+    for (let r = 0; r < rows; r++) {
+      data.set(gr.data.subarray(r * rowBytes, (r + 1) * rowBytes), 2 * r * rowBytes);
+      data.set(ur.data.subarray(r * rowBytes, (r + 1) * rowBytes), (2 * r + 1) * rowBytes);
+    }
+    return upload(label, { ...gr, data, rows: 2 * rows }, 2);
   };
   const rawVector = (name: string): Float32Array => {
     const raw = ckpt.readF32(name);
@@ -227,7 +336,7 @@ export function destroyModel(w: ModelWeights): void {
   if (w.lmHead !== w.embed) destroyWeight(w.lmHead);
   w.finalNorm.destroy();
   for (const l of w.layers) {
-    for (const m of [l.qkv, l.o, l.gateUp, l.down]) destroyWeight(m);
+    for (const m of [...l.qkv, l.o, l.gateUp, l.down]) destroyWeight(m);
     for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias]) b?.destroy();
   }
 }
@@ -239,8 +348,8 @@ export function destroyModel(w: ModelWeights): void {
 export function decodeStepWeightBytes(w: ModelWeights): number {
   let n = 0;
   for (const l of w.layers) {
-    for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) n += weightBytes(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias]) n += b?.size ?? 0;
+    for (const m of [...l.qkv, l.o, l.gateUp, l.down]) n += weightBytes(m);
+    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias]) n += b?.size ?? 0;
   }
   n += w.finalNorm.size + weightBytes(w.lmHead);
   return n + Math.ceil(weightBytes(w.embed) / w.embed.rows);

@@ -1,6 +1,7 @@
 /**
  * Dense linear layer as HF's nn.Linear: out (T, rows) = x (T, cols) @ W^T (+ bias), W (rows, cols) a GpuWeight in
- * f32 or packed f16/bf16 pairs, split into row chunks (one dispatch per chunk, each writing its rows of out).
+ * f32, packed f16/bf16 pairs or q8/q4 blocks with group scales (dequantized in the kernel), split into row chunks (one
+ * dispatch per chunk, each writing its rows of out).
  * T = 1 is the decode matvec; T > 1 tiles tokens so every weight element is read once per tile of tokens.
  *
  * Fusions for the decode path (shaders/matmul_common.wgsl), each optional: `norm` folds an RMSNorm in front (x is
@@ -27,6 +28,8 @@ const PARAMS = defineParams('matmul', {
   rowOffset: 'u32',
   outStride: 'u32',
   hasBias: 'u32',
+  groupBlocks: 'u32',
+  groupsPerRow: 'u32',
   eps: 'f32',
 });
 
@@ -55,6 +58,11 @@ export interface MatmulArgs {
   glu?: boolean;
   /** Residual add behind: out += result. */
   accumulate?: boolean;
+  /**
+   * Write into columns [rowOffset, rowOffset + w.rows) of an out of `rows` columns per token (one part of a
+   * row-stacked weight whose parts differ in format); bias is then (rows) f32, indexed like out. Not with glu.
+   */
+  into?: { rowOffset: number; rows: number };
 }
 
 /** Workgroup memory the 'workgroup' variant may use for its partial sums (the WebGPU default limit). */
@@ -147,6 +155,7 @@ export class MatmulKernel {
       XV4: w.cols % 4 === 0,
       TT: tt,
       NORM: f.norm,
+      NORM_BINDING: w.quant ? 6 : 5,
       GLU: f.glu,
       ACC: f.acc,
     };
@@ -167,9 +176,19 @@ export class MatmulKernel {
       throw new SiftError('INTERNAL', `matmul: glu needs a bias-free weight of whole gate/up row pairs (${w.name})`);
     }
     const outRows = w.rows / per;
+    const into = a.into ?? { rowOffset: 0, rows: outRows };
+    if (
+      a.into &&
+      (glu || !Number.isInteger(into.rowOffset) || into.rowOffset < 0 || into.rowOffset + outRows > into.rows)
+    ) {
+      throw new SiftError(
+        'INTERNAL',
+        `matmul: ${w.name} does not fit columns [${into.rowOffset}, +${outRows}) of ${into.rows}`,
+      );
+    }
     requireBytes('matmul', 'x', a.x, T * w.cols * 4, `(${T}, ${w.cols}) f32`);
-    requireBytes('matmul', 'out', a.out, T * outRows * 4, `(${T}, ${outRows}) f32`);
-    if (a.bias) requireBytes('matmul', 'bias', a.bias, w.rows * 4, `(${w.rows}) f32`);
+    requireBytes('matmul', 'out', a.out, T * into.rows * 4, `(${T}, ${into.rows}) f32`);
+    if (a.bias) requireBytes('matmul', 'bias', a.bias, into.rows * 4, `(${into.rows}) f32`);
     if (a.norm) {
       requireBytes('matmul', 'norm weight', a.norm.weight, w.cols * 4, `(${w.cols}) f32`);
       if (!(a.norm.eps >= 0)) throw new SiftError('INTERNAL', `matmul: bad RMSNorm eps ${a.norm.eps}`);
@@ -178,7 +197,7 @@ export class MatmulKernel {
     const tt = this.tokenTileFor(w, T, 1 + Number(flags.norm) + Number(glu));
     const tiles = Math.ceil(T / tt);
     const pipeline = this.pipelineFor(w, tt, flags);
-    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8;
+    const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8; // vec4 words, or q8/q4 blocks of 8
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     for (const c of w.chunks) {
       const rows = c.rows / per;
@@ -187,12 +206,19 @@ export class MatmulKernel {
         cols: w.cols,
         strideV,
         T,
-        rowOffset: c.firstRow / per,
-        outStride: outRows,
+        rowOffset: into.rowOffset + c.firstRow / per,
+        outStride: into.rows,
         hasBias: a.bias ? 1 : 0,
+        groupBlocks: w.quant?.groupBlocks ?? 1,
+        groupsPerRow: w.quant?.groupsPerRow ?? 1,
         eps: a.norm?.eps ?? 0,
       });
+      // bindings 0-4, then a quantized weight's scales (5), then the RMSNorm weight (5 or 6: NORM_BINDING)
       const bindings: Binding[] = [a.x, c.buffer, a.out, u, a.bias ?? this.noBias];
+      if (w.quant) {
+        if (!c.scales) throw new SiftError('INTERNAL', `matmul: quantized weight ${w.name} has a chunk without scales`);
+        bindings.push(c.scales);
+      }
       if (a.norm) bindings.push(a.norm.weight);
       if (this.variant === 'thread') {
         this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(rows / MatmulKernel.THREAD_WG), tiles);

@@ -1,6 +1,8 @@
 // Shared by matmul.wgsl and matmul_wg.wgsl: bindings, parameters and 8-element block loads for
 // out[t, r] = sum_c x[t, c] * W[r, c] (+ bias[r]), one dispatch per weight row chunk.
-// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | neither (f16 pairs); XV4 when cols % 4 == 0 (x read as vec4).
+// Defines: F32 (f32 weights) | BF16 (bf16 pairs) | Q8 (int8 + group scales) | Q4 (u4 + group scales and mins) |
+// none of them (f16 pairs); SCALE_F16 (Q8/Q4: scales stored as f16); PACKED4X8 (lib/dequant); XV4 when
+// cols % 4 == 0 (x read as vec4).
 // Fusions (decode path, model/forward.ts), each optional:
 //   NORM  RMSNorm folded in front: x is the raw residual stream, the kernel multiplies it by normW and scales each
 //         token's dot products by 1 / sqrt(mean_c x[t, c]^2 + eps) (the sum of squares is taken alongside the dot
@@ -8,6 +10,7 @@
 //   GLU   SwiGLU behind: the weight interleaves gate and up by rows (row 2i = gate_i, 2i + 1 = up_i) and output row i
 //         is silu(gate_i . x) * (up_i . x); `rows`, `rowOffset` and `outStride` count output rows;
 //   ACC   a residual add behind: out[t, r] += result (out is the residual stream, never aliased by x).
+//#include lib/dequant
 
 struct Params {
   rows: u32,       // rows in this weight chunk
@@ -17,7 +20,11 @@ struct Params {
   rowOffset: u32,  // the chunk's first row within the whole matrix
   outStride: u32,  // rows of the whole matrix (out row length)
   hasBias: u32,    // 1: add bias[row]; 0: the bias binding is a placeholder
-  eps: f32,        // NORM: RMSNorm epsilon
+  groupBlocks: u32,   // Q8/Q4: 8-element blocks per scale group (a group of a whole row: its block count)
+  groupsPerRow: u32,  // Q8/Q4: scale groups per row
+  eps: f32,           // NORM: RMSNorm epsilon
+  _pad0: u32,
+  _pad1: u32,
 }
 
 //#if XV4
@@ -41,11 +48,26 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;    // (T, outStride) f32; a chunk writes its rows' columns
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;         // (outStride) f32, or a placeholder
+//#if Q8
+//#if SCALE_F16
+@group(0) @binding(5) var<storage, read> scales: array<u32>;       // (chunkRows, groupsPerRow) f16, two to a word
+//#else
+@group(0) @binding(5) var<storage, read> scales: array<f32>;       // (chunkRows, groupsPerRow) f32
+//#endif
+//#endif
+//#if Q4
+//#if SCALE_F16
+@group(0) @binding(5) var<storage, read> scales: array<u32>;       // (chunkRows, groupsPerRow) f16 (scale, min) pairs
+//#else
+@group(0) @binding(5) var<storage, read> scales: array<vec2<f32>>; // (chunkRows, groupsPerRow) f32 (scale, min)
+//#endif
+//#endif
+// NORM: binding 5, or 6 after a quantized weight's scales
 //#if NORM
 //#if XV4
-@group(0) @binding(5) var<storage, read> normW: array<vec4<f32>>;  // (cols / 4) RMSNorm weight
+@group(0) @binding($NORM_BINDING) var<storage, read> normW: array<vec4<f32>>;  // (cols / 4) RMSNorm weight
 //#else
-@group(0) @binding(5) var<storage, read> normW: array<f32>;        // (cols) RMSNorm weight
+@group(0) @binding($NORM_BINDING) var<storage, read> normW: array<f32>;        // (cols) RMSNorm weight
 //#endif
 //#endif
 
@@ -65,12 +87,6 @@ const ACC_UP: u32 = 1u;             // index of the up accumulator (GLU)
 const ACC_SS: u32 = 1u + GLU_ACC;   // index of the sum of squares (NORM)
 // Weight rows per output row.
 const WROWS: u32 = 1u + GLU_ACC;
-
-// Eight consecutive elements of a row (or of x), as two vec4.
-struct Block8 {
-  lo: vec4<f32>,
-  hi: vec4<f32>,
-}
 
 // W[row, 8 * blk .. 8 * blk + 8) of this chunk, converted to f32 (padding columns are stored zeros).
 fn wBlock(row: u32, blk: u32) -> Block8 {

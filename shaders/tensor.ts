@@ -114,6 +114,8 @@ export function uploadQuantized(
   name: string,
   m: QuantizedMatrix,
   maxChunkBytes = gpu.caps.maxStorageBufferBindingSize,
+  /** Every chunk holds a multiple of this many rows (2 for interleaved gate/up pairs). */
+  rowMultiple = 1,
 ): GpuWeight {
   const { rows, cols } = m;
   const wpr = wordsPerRow(m.format, cols);
@@ -122,11 +124,11 @@ export function uploadQuantized(
     throw new SiftError('INTERNAL', `tensor ${name}: scale groups of ${m.group} columns split 8-element blocks`);
   }
   const rowBytes = wpr * 4;
-  const rowsPerChunk = Math.floor(maxChunkBytes / rowBytes);
+  const rowsPerChunk = Math.floor(maxChunkBytes / rowBytes / rowMultiple) * rowMultiple;
   if (rowsPerChunk < 1) {
     throw new SiftError(
       'GPU_LIMIT',
-      `tensor ${name}: one row (${rowBytes} bytes) exceeds the binding limit ${maxChunkBytes}`,
+      `tensor ${name}: ${rowMultiple} row(s) of ${rowBytes} bytes exceed the binding limit ${maxChunkBytes}`,
     );
   }
   const chunks: WeightChunk[] = [];

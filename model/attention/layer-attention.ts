@@ -24,13 +24,13 @@ import type { ModelConfig } from '../../checkpoint/config.js';
 import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
 import { AttentionKernel, type AttentionVariant } from '../../shaders/attention.js';
-import { HeadMode, planPrefillBlocks } from '../../shaders/block_select.js';
+import { HeadMode, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
 import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 import type { SparseDecodeVariant } from '../../shaders/sparse_decode.js';
-import { freshStartRows, StreamingAttentionKernel } from '../../shaders/streaming_attention.js';
+import { freshStartRows, StreamingAttentionKernel, streamingKeysRead } from '../../shaders/streaming_attention.js';
 import type { SeqId } from '../executor.js';
 import type { BatchRow } from '../forward.js';
 import type { KvStorage } from '../kv-storage.js';
@@ -108,6 +108,8 @@ export class LayerAttention {
   /** What the last prepared step's attention reads (see StepAttentionReport). */
   lastReport: StepAttentionReport = { decodeTokens: [], prefillKeyBlocks: [] };
   readonly hasStreamingHeads: boolean;
+  /** Softmax scale of every attention kernel: 1/sqrt(headDim), times yarn's / longrope's attention factor squared. */
+  private readonly scale: number;
   /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
   readonly streamingRowLength: number;
 
@@ -141,6 +143,7 @@ export class LayerAttention {
   ) {
     this.dense = new AttentionKernel(gpu, { variant: opts.variant });
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
+    this.scale = attentionSoftmaxScale(c);
     this.streamingRowLength =
       this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
     if (this.hasStreamingHeads) {
@@ -212,8 +215,9 @@ export class LayerAttention {
     if (decode.length !== s.tokenSeq.length) throw new SiftError('INTERNAL', 'forward: not a decode-only step');
     this.prepareStreaming(s);
     this.plan = null;
-    if (!this.sparse) return { reselect: false };
-    return { reselect: this.sparse.prepareStep(decode).some((x) => x) };
+    const reselect = this.sparse ? this.sparse.prepareStep(decode).some((x) => x) : false;
+    this.lastReport = this.report(s, decode.length);
+    return { reselect };
   }
 
   /**
@@ -253,6 +257,42 @@ export class LayerAttention {
     this.prepareStreaming(s);
     if (this.hasStreamingHeads) this.inputs.words('freshStart', T).set(freshStartRows(s.tokenSeq, s.positions));
     this.plan = { T, D, numDigestEntries, blockPlan };
+    this.lastReport = this.report(s, D);
+  }
+
+  /** What the step's kernels read: retrieval heads as the page lists have it, streaming heads by their mask. */
+  private report(s: AttentionStepInput, D: number): StepAttentionReport {
+    const layers = this.kv.layers;
+    const R = layers.reduce((n, l) => n + l.numRetrievalHeads, 0);
+    const S = layers.reduce((n, l) => n + l.numStreamingHeads, 0);
+    const w = this.opts.streaming;
+    const decodeTokens = Array.from({ length: D }, (_, i) => {
+      const ret = this.sparse?.lastTokensRead[i] ?? s.positions[i] + 1;
+      const str = S > 0 && w ? streamingKeysRead(s.positions[i], w.sinkTokens, w.localTokens) : 0;
+      return (R * ret + S * str) / (R + S);
+    });
+    // prefill rows follow the decode rows, one block-table row each; tokens [D, T) are theirs
+    const lo = new Map<number, number>();
+    const hi = new Map<number, number>();
+    for (let t = D; t < s.tokenSeq.length; t++) {
+      const r = s.tokenSeq[t];
+      lo.set(r, Math.min(lo.get(r) ?? s.positions[t], s.positions[t]));
+      hi.set(r, Math.max(hi.get(r) ?? s.positions[t], s.positions[t]));
+    }
+    const prefillKeyBlocks = s.rows.slice(D).map((_, j) => {
+      const row = D + j;
+      const p = this.prefill;
+      if (!p || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
+      let kept = 0;
+      let total = 0;
+      const bs = p.blockSize;
+      for (let b = Math.floor((lo.get(row) ?? 0) / bs); b <= Math.floor((hi.get(row) ?? 0) / bs); b++) {
+        total += b + 1;
+        kept += keptKeyBlocks(b, p.topBlocks, p.localBlocks);
+      }
+      return { kept, total };
+    });
+    return { decodeTokens, prefillKeyBlocks };
   }
 
   /** Streaming heads of layer `li` for T tokens: attention over sink + ring + fresh keys, then the ring write. */
@@ -294,7 +334,7 @@ export class LayerAttention {
       localTokens: w.localTokens,
       sinkPages: w.sinkPages,
       ringPages: w.ringPages,
-      scale: 1 / Math.sqrt(c.headDim),
+      scale: this.scale,
       qHeadOffset: r * g,
       qRowHeads: c.numHeads,
       kvHeadOffset: r,
@@ -337,7 +377,7 @@ export class LayerAttention {
         digests: this.sparseLayers[li].digests,
         selection: this.sparseLayers[li].selection,
         out: b.out,
-        scale: 1 / Math.sqrt(this.c.headDim),
+        scale: this.scale,
       },
       D,
       reselect,
@@ -384,7 +424,7 @@ export class LayerAttention {
     const kv = this.kv.layers[li];
     const r = kv.numRetrievalHeads;
     const g = c.numHeads / c.numKvHeads;
-    const scale = attentionSoftmaxScale(c); // 1/sqrt(headDim), times yarn's / longrope's attention factor squared
+    const scale = this.scale;
     const pageSize = this.kv.pageSize;
     if (this.hasStreamingHeads) this.encodeStreaming(pass, a, li, b, T, this.inputs.binding('freshStart'));
     if (r === 0) return;

@@ -291,6 +291,7 @@ export class SparseDecodeAttention {
     }
     if (this.ownsInputs) this.inputs.flush();
     this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, maxSelectPages };
+    this.lastTokensRead = read;
     return reselect;
   }
 

@@ -1,8 +1,9 @@
 /**
  * Constrained and host-processed requests in the engine core, over the CPU executor (no GPU): a constraint's mask
  * holds on every sampled token (batched beside unconstrained requests, which are unchanged by it), it is told the
- * remaining budget and each chosen token, and disposed once; logit_bias reaches the sampler; entries of requests
- * that sample on the host are marked needsLogits for the executor.
+ * remaining budget and each chosen token, and disposed once; logit_bias reaches the sampler (as the step's sparse
+ * bias, which the executor samples with); entries of requests that sample on the host (min_p, a repetition
+ * penalty) are marked needsLogits for the executor, and their spec says so.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -75,14 +76,20 @@ test('a constraint masks every sampled token, sees the remaining budget, and lea
   }
 });
 
-test('logit_bias reaches the sampler; host-sampled entries are marked needsLogits', async () => {
+test("logit_bias reaches the sampler as the spec's bias; host-sampled entries are marked needsLogits", async () => {
   const rng = new Rng(32);
   const prompt = randomPrompt(rng, 9);
   const exec = cpuExecutor(dir);
   const marks: Array<[string | number, boolean | undefined]> = [];
+  const withBias: boolean[] = [];
   const run = exec.execute.bind(exec);
   exec.execute = (input: ExecuteInput) => {
-    for (const e of input.entries) if (e.sample) marks.push([e.seqId, e.needsLogits]);
+    for (const e of input.entries) {
+      if (!e.sample) continue;
+      marks.push([e.seqId, e.needsLogits]);
+      assert.equal(e.needsLogits, e.sampling?.onHost === true || e.sampling?.returnLogits === true);
+      withBias.push((e.sampling?.bias?.ids.length ?? 0) > 0);
+    }
     return run(input);
   };
   const core = EngineCore.create(exec);
@@ -90,13 +97,22 @@ test('logit_bias reaches the sampler; host-sampled entries are marked needsLogit
     const plain = await collect(core.submit(greedy('plain', prompt, 4)));
     const plainMarks = marks.splice(0);
     assert.ok(plainMarks.length === 4 && plainMarks.every(([, m]) => m === false));
+    assert.ok(withBias.splice(0).every((x) => !x));
     const banned = plain.tokens[0];
     const biased = await collect(core.submit(greedy('bias', prompt, 4, { logitBias: new Map([[banned, -100]]) })));
     assert.notEqual(biased.tokens[0], banned);
     assert.ok(!biased.tokens.includes(banned));
-    assert.ok(marks.length === 4 && marks.every(([, m]) => m === true));
+    // an additive bias: sampled by the executor with the spec's bias, no logits row needed
+    assert.ok(marks.splice(0).every(([, m]) => m === false));
+    assert.ok(withBias.length === 4 && withBias.splice(0).every((x) => x));
     const forced = await collect(core.submit(greedy('force', prompt, 3, { logitBias: new Map([[77, 100]]) })));
     assert.deepEqual(forced.tokens, [77, 77, 77]);
+    marks.splice(0);
+    // min_p and a repetition penalty are host rules: the row comes back, the host samples it
+    const sampled = { temperature: 1, topK: 0, topP: 1, seed: 7 };
+    await collect(core.submit({ ...greedy('minp', prompt, 3), sampling: sampled, minP: 0.2 }));
+    await collect(core.submit({ ...greedy('rep', prompt, 3), sampling: sampled, repetitionPenalty: 1.3 }));
+    assert.ok(marks.length === 6 && marks.every(([, m]) => m === true));
   } finally {
     await core.shutdown(0);
   }

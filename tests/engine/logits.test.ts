@@ -124,7 +124,10 @@ test('checkRequest names logit_bias ids, repetition penalty and min_p; needsLogi
   assert.equal(err({ minP: 1.5 }), 'minP');
   assert.equal(needsLogits(base), false);
   assert.equal(needsLogits({ ...base, minP: 0.1 }), true);
-  assert.equal(needsLogits({ ...base, logitBias: new Map([[1, 1]]) }), true);
+  assert.equal(needsLogits({ ...base, repetitionPenalty: 1.2 }), true);
+  // additive biases go to the device sampler with the step's spec (engine/sampler.ts Sampler.bias)
+  assert.equal(needsLogits({ ...base, logitBias: new Map([[1, 1]]) }), false);
+  assert.equal(needsLogits({ ...base, presencePenalty: 1, frequencyPenalty: 0.5 }), false);
   assert.equal(needsLogits({ ...base, repetitionPenalty: 1 }), false);
   assert.equal(needsLogits({ ...base, topLogprobs: 0 }), true);
 });

@@ -160,7 +160,9 @@ export class CpuExecutor implements ModelExecutor {
       kept.forEach((r, i) => {
         logits.set(all.subarray(r * V, (r + 1) * V), i * V);
       });
-      return { tokens, logits, logitsRow, tokensAttended: attended };
+      // dense prefill: no key block skipped
+      const prefillKeyBlocks = entries.filter((e) => e.kind === 'prefill').map(() => ({ kept: 0, total: 0 }));
+      return { tokens, logits, logitsRow, tokensAttended: attended, prefillKeyBlocks };
     }
     this.lastTokens = result.tokens;
     return result;

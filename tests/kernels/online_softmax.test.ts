@@ -237,6 +237,7 @@ test('split merge (sparse_decode_reduce.wgsl): empty splits add nothing, all-emp
     nHeads: 'u32',
     qRowHeads: 'u32',
     qHeadOffset: 'u32',
+    splitsWord: 'u32',
   });
   const NEG_BIG = Math.fround(-3.0e38);
   const hd = 4;
@@ -275,6 +276,7 @@ test('split merge (sparse_decode_reduce.wgsl): empty splits add nothing, all-emp
     nHeads: 1,
     qRowHeads: 1,
     qHeadOffset: 0,
+    splitsWord: 0, // unused without SPLITS_ARG: numSplits is the count
   });
   gpu.run((pass) => gpu.dispatch(pass, pipe, [f32Buffer(gpu, partials), out, u], 1), arena);
   const got = await gpu.readF32(out, numRows * hd);

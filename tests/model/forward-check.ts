@@ -3,7 +3,7 @@
  * the default kernel variants and of the GPU variants): prefill logits of every token through non-contiguous pages,
  * then decode steps one token at a time (the captured decode path).
  */
-import { openCheckpoint } from '../../checkpoint/checkpoint.js';
+import { type Checkpoint, openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { type SyntheticVariant, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
 import type { ForwardBatch, KernelChoice } from '../../model/forward.js';
@@ -15,8 +15,11 @@ import { ReferenceModel, referenceForward } from '../reference/forward.js';
 
 /** GPU f32 accumulation vs the f64 reference over the same (decoded) weights, both with an f16 KV cache. */
 export const TOL = { atol: 2e-3, rtol: 2e-3 };
-/** The GPU's KV cache is f16: the reference rounds its K and V the same way (the tolerance stays f32's). */
-export const KV_F16 = { kvF16: true };
+/**
+ * The GPU's KV cache is f16: the reference rounds its K and V the same way (the tolerance stays f32's). The context
+ * length that fixes dynamic / longrope scaling is the block table's reach (maxContext 256 in checkVariant).
+ */
+export const KV_F16 = { kvF16: true, contextLength: 256 };
 
 /** A batch whose rows are all prefill rows (plain causal attention), logits for any rows asked. */
 export function prefillBatch(b: {
@@ -46,16 +49,37 @@ export function tableFor(pages: number[], maxPagesPerSeq: number): Uint32Array {
 
 /** Prefill logits of every token, then 4 decode steps, against the reference, with the given kernel variants. */
 export async function checkVariant(dir: string, variant: SyntheticVariant, kernels?: KernelChoice): Promise<void> {
-  const gpu = await testGpu();
   writeSyntheticCheckpoint(dir, variant);
-  const cfg = engineConfig({
-    flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
-  });
-  const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32, kernels });
-  const ckpt = openCheckpoint(dir);
   const what = `${variant.name}${kernels ? ` (${kernels.variant} kernels${kernels.subgroups === false ? ', no subgroups' : ''})` : ''}`;
+  await checkForward(dir, { what, seed: variant.seed, kernels });
+}
+
+/**
+ * checkVariant's checks on the model in `dir` as loaded with `engine` flags (e.g. quantize), against the reference
+ * over `reference(ckpt)` (default: the checkpoint itself; a quantized load compares with its decoded weights).
+ */
+export async function checkForward(
+  dir: string,
+  o: {
+    what: string;
+    seed: number;
+    kernels?: KernelChoice;
+    engine?: Record<string, unknown>;
+    reference?: (ckpt: Checkpoint) => Checkpoint;
+    /** Further checks on the loaded runner (its weights' layout, say). */
+    inspect?: (runner: ModelRunner) => void;
+  },
+): Promise<void> {
+  const gpu = await testGpu();
+  const cfg = engineConfig({
+    flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256, ...o.engine },
+  });
+  const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32, kernels: o.kernels });
+  const opened = openCheckpoint(dir);
+  const ckpt = o.reference ? o.reference(opened) : opened;
+  const what = o.what;
   try {
-    const rng = new Rng(variant.seed);
+    const rng = new Rng(o.seed);
     const V = engine.config.vocabSize;
     const fwd = engine.forwardPass;
     // 1. prefill of one sequence, logits of every token; pages deliberately non-contiguous
@@ -84,8 +108,9 @@ export async function checkVariant(dir: string, variant: SyntheticVariant, kerne
       const w = ref.forward([id]);
       assertClose(g, w, TOL, `${what} decode step ${s}`);
     }
+    o.inspect?.(engine);
   } finally {
-    ckpt.close();
+    opened.close();
     engine.destroy();
   }
 }
