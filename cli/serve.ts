@@ -104,6 +104,25 @@ async function preflight(cfg: ServerConfig, attention: AttentionConfig): Promise
   }
 }
 
+/**
+ * What `sift serve` says at startup when the KV cache cannot hold one full-context sequence (null when it can):
+ * the most tokens a request may then have, and the --kv-cache-mib that would hold the whole context. Requests
+ * beyond the cache are refused with a 400 (engine/client.ts checkRequest), never cut short.
+ */
+export function kvCapacityNotice(loop: EngineCore, kvCacheMib: number): string | null {
+  if (loop.kvCacheTokens >= loop.maxContext) return null;
+  const { pageSize, bytesPerPage } = loop.kv.config;
+  const fix =
+    bytesPerPage === null
+      ? ''
+      : ` --kv-cache-mib ${Math.ceil((Math.ceil(loop.maxContext / pageSize) * bytesPerPage) / 2 ** 20)} holds the whole context.`;
+  return (
+    `the KV cache (--kv-cache-mib ${kvCacheMib}) holds ${loop.kvCacheTokens} tokens, less than one full-context ` +
+    `sequence of ${loop.maxContext}: requests may have at most ${loop.kvCacheTokens} tokens (prompt + max_tokens; ` +
+    `more is a 400).${fix}`
+  );
+}
+
 export async function main(argv: string[]): Promise<number> {
   const defs = engineOptionDefs();
   for (const [k, f] of Object.entries(SERVER_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
@@ -203,11 +222,14 @@ export async function main(argv: string[]): Promise<number> {
         'the model has streaming heads: the prefix cache is off (a cached prefix would skip writing their rings)',
       );
     }
+    const kvNotice = kvCapacityNotice(loop, engineCfg.kvCacheMib);
+    if (kvNotice) log.warn({ kvCacheTokens: loop.kvCacheTokens, maxContext: loop.maxContext }, kvNotice);
     log.info(
       {
         model: modelName,
         dir,
         maxContext: loop.maxContext,
+        kvCacheTokens: loop.kvCacheTokens,
         adapter: engine.gpu.caps.adapterName,
         loadMs: Math.round(performance.now() - t0),
       },

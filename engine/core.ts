@@ -60,6 +60,8 @@ export interface EngineCoreOptions {
 export class EngineCore implements EngineClient {
   readonly modelName: string;
   readonly maxContext: number;
+  readonly kvCacheTokens: number;
+  readonly maxWaiting: number;
   readonly kv: KvCacheManager;
   readonly scheduler: Scheduler;
   private readonly live = new Map<number, LiveRequest>();
@@ -104,13 +106,15 @@ export class EngineCore implements EngineClient {
           }
         : undefined,
     });
+    this.maxWaiting = opts.maxWaiting ?? 256;
     this.scheduler = new Scheduler(this.kv, {
       maxBatchTokens: lim.maxBatchTokens,
       maxSeqs: lim.maxSeqs,
-      maxWaiting: opts.maxWaiting ?? 256,
+      maxWaiting: this.maxWaiting,
     });
     this.modelName = opts.modelName ?? executor.modelName;
     this.maxContext = lim.maxContext;
+    this.kvCacheTokens = numPages * pageSize;
   }
 
   /** Wraps an executor and starts the core's task. The core owns the executor from here on (shutdown destroys it). */
@@ -124,20 +128,18 @@ export class EngineCore implements EngineClient {
     if (this.deadError) throw new SiftError('DEVICE_LOST', this.deadError.message);
     const lost = this.executor.lostError();
     if (lost) throw lost;
-    if (!this.accepting) throw new SiftError('NOT_READY', 'the engine is shutting down');
+    if (!this.accepting) throw new SiftError('SHUTTING_DOWN', 'the engine is shutting down');
     if (typeof req.id !== 'string' || this.liveIds.has(req.id)) {
       throw new SiftError('INVALID_ARGUMENT', `request id ${String(req.id)} is already in use`);
     }
     const lim = this.executor.limits;
-    checkRequest(req, { maxContext: this.maxContext, vocabSize: lim.vocabSize, pageSize: lim.kv.pageSize });
+    checkRequest(req, {
+      maxContext: this.maxContext,
+      kvCacheTokens: this.kvCacheTokens,
+      vocabSize: lim.vocabSize,
+      pageSize: lim.kv.pageSize,
+    });
     const prompt = req.promptIds;
-    const poolTokens = this.kv.config.numPages * this.kv.pageSize;
-    if (prompt.length + 1 > poolTokens) {
-      throw new SiftError(
-        'KV_POOL_EXHAUSTED',
-        `the prompt needs ${prompt.length + 1} KV slots; the cache holds ${poolTokens} (raise --kv-cache-mib)`,
-      );
-    }
     const sampler = new Sampler(
       req.sampling,
       { presencePenalty: req.presencePenalty ?? 0, frequencyPenalty: req.frequencyPenalty ?? 0 },
@@ -145,7 +147,9 @@ export class EngineCore implements EngineClient {
       prompt,
     );
     const seq = this.scheduler.newSeq([...prompt]);
-    const maxLen = Math.min(prompt.length + req.maxTokens, this.maxContext, poolTokens);
+    // checkRequest saw that prompt + maxTokens fits the context and the KV cache: only the request's own limit ends
+    // it with 'length'.
+    const maxLen = prompt.length + req.maxTokens;
     const r = new LiveRequest(req, seq, sampler, maxLen, (x) => this.finish(x, 'cancelled'));
     this.scheduler.add(seq); // throws QUEUE_FULL
     this.live.set(seq.seqId, r);
@@ -194,7 +198,7 @@ export class EngineCore implements EngineClient {
     while (this.live.size > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(10, Math.max(1, deadline - performance.now()))));
     }
-    for (const r of [...this.live.values()]) this.finish(r, 'cancelled');
+    for (const r of [...this.live.values()]) this.finish(r, 'shutdown');
     this.stopped = true;
     this.notify();
     await this.task;

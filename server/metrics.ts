@@ -14,7 +14,7 @@ const TPOT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15,
 
 /** What one finished request contributes. */
 export interface RequestObservation {
-  /** OpenAI finish reason as sent ("stop" | "length"), or "error". */
+  /** The finish reason as sent ("stop", "length", "timeout"), "abort" when the client went away, or "error". */
   finishReason: string;
   attentionMode: 'dense' | 'sparse';
   ttftMs: number | null;
