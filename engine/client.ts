@@ -213,6 +213,15 @@ export interface RequestLimits {
   pageSize: number;
 }
 
+/** What bounds a request's tokens, in words for its sender: the model's context, or (when smaller) the KV cache. */
+export function limitDescription(limits: Pick<RequestLimits, 'maxContext' | 'kvCacheTokens'>): string {
+  const context = limits.maxContext;
+  const kv = limits.kvCacheTokens ?? context;
+  return kv < context
+    ? `the KV cache of this server holds ${kv} tokens per request (less than the model's context of ${context})`
+    : `this model's maximum context length is ${context} tokens`;
+}
+
 /** The most tokens (prompt + completion) one request may hold: the context, or less when the KV cache is smaller. */
 export function sequenceLimit(limits: Pick<RequestLimits, 'maxContext' | 'kvCacheTokens'>): number {
   return Math.min(limits.maxContext, limits.kvCacheTokens ?? limits.maxContext);
@@ -245,14 +254,8 @@ export function checkRequest(req: GenerationRequest, limits: RequestLimits): voi
       param: 'maxTokens',
     });
   }
-  const context = limits.maxContext;
-  const kv = limits.kvCacheTokens ?? context;
-  const limit = Math.min(context, kv);
-  // What bounds the request: the model's context, or (when smaller) the KV cache.
-  const what =
-    kv < context
-      ? `the KV cache of this server holds ${kv} tokens per request (less than the model's context of ${context})`
-      : `this model's maximum context length is ${context} tokens`;
+  const limit = sequenceLimit(limits);
+  const what = limitDescription(limits);
   if (prompt.length + 1 > limit) {
     throw new SiftError(
       'CONTEXT_LENGTH_EXCEEDED',

@@ -9,6 +9,8 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { buildApp } from '../../server/app.js';
+import { loadText } from '../../text/text.js';
+import { STORY, storyTextDir } from '../helpers/tiny-text.js';
 import { FakeEngine } from './fake-engine.js';
 import { cfg, testApp, testText } from './helpers.js';
 
@@ -171,4 +173,55 @@ test('/health while the model loads: 503 with an OpenAI body, and no error-level
   assert.ok(lines.length > 0, 'the logger saw the requests');
   const loud = lines.filter((l) => (l.level as number) >= 40 || 'err' in l);
   assert.deepEqual(loud, []);
+});
+
+test('a 7.5 MB prompt is refused from its length before tokenizing: 400 naming the field', async (t) => {
+  const text = await testText();
+  const fake = await FakeEngine.story(text, { maxContext: 256 });
+  const app = await testApp(t, fake);
+  const calls: number[] = [];
+  const encode = text.tokenizer.encode.bind(text.tokenizer);
+  text.tokenizer.encode = (s, o) => {
+    calls.push(s.length);
+    return encode(s, o);
+  };
+  t.after(() => {
+    text.tokenizer.encode = encode;
+  });
+  const huge = 'Once upon a time, there was a little girl. '.repeat(175_000); // 7.5 MB
+  const chatR = await app.inject({
+    method: 'POST',
+    url: '/v1/chat/completions',
+    payload: chat({ messages: [{ role: 'user', content: huge }] }),
+  });
+  assert.equal(chatR.statusCode, 400);
+  assert.deepEqual([chatR.json().error.code, chatR.json().error.param], ['context_length_exceeded', 'messages']);
+  assert.match(chatR.json().error.message, /maximum context length is 256 tokens; the prompt has \d+ characters/);
+  for (const prompt of [huge, ['Hi', huge]]) {
+    const r = await app.inject({ method: 'POST', url: '/v1/completions', payload: { model: 'fake-model', prompt } });
+    assert.equal(r.statusCode, 400);
+    assert.deepEqual([r.json().error.code, r.json().error.param], ['context_length_exceeded', 'prompt']);
+  }
+  assert.deepEqual(
+    calls.filter((n) => n > 1000),
+    [],
+    'nothing big was tokenized',
+  );
+  assert.equal(fake.submitted.length, 0);
+});
+
+test('a big prompt that fits a long context is tokenized off the main thread, same ids as inline', async (t) => {
+  const text = loadText(storyTextDir());
+  t.after(() => text.close());
+  const inline = loadText(storyTextDir(), { worker: false });
+  const fake = await FakeEngine.story(text, { maxContext: 1 << 20 });
+  const app = await testApp(t, fake, { text });
+  const big = `${STORY} `.repeat(1000); // 140 k characters
+  const r = await app.inject({
+    method: 'POST',
+    url: '/v1/completions',
+    payload: { model: 'fake-model', prompt: big, max_tokens: 2 },
+  });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.deepEqual(fake.submitted[0].promptIds, await inline.encodePrompt(big));
 });
