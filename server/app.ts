@@ -13,6 +13,7 @@ import { allowedOriginList, apiKeyList, replicaIdOf, type ServerConfig, serverCo
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import auth from './auth.js';
+import body from './body.js';
 import { EngineState } from './engine-state.js';
 import './context.js';
 import cors from './cors.js';
@@ -112,6 +113,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   );
 
   await app.register(errors);
+  await app.register(body);
   await app.register(context);
   await app.register(replica, { replicaId: replicaIdOf(config) });
   await app.register(cors, { origins: allowedOriginList(config) });

@@ -33,12 +33,12 @@ export class TextSide {
 
   /** Encodes a plain prompt (with BOS). With `limit`, a text too long to fit is refused before tokenizing. */
   encodePrompt(text: string, limit?: PromptLimit): Promise<number[]> {
-    if (this.worker && text.length >= WORKER_MIN_CHARS) return this.worker.encodePrompt(text, limit);
     try {
-      this.checkLength(text, 'prompt', limit);
+      this.checkLength(text, 'prompt', limit); // before handing it over: a refusal costs no copy
     } catch (e) {
       return Promise.reject(e);
     }
+    if (this.worker && text.length >= WORKER_MIN_CHARS) return this.worker.encodePrompt(text);
     return this.tokenizer.encode(text, { addBos: true });
   }
 
