@@ -15,7 +15,7 @@ import { EngineCore } from '../engine/core.js';
 import { loadHeadPlan } from '../model/head-plan.js';
 import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
-import { listen, onSignals } from '../server/server.js';
+import { exitAfterFault, listen, onSignals } from '../server/server.js';
 import { Gpu } from '../shaders/runtime.js';
 import {
   attentionConfigFrom,
@@ -202,7 +202,12 @@ export async function main(argv: string[]): Promise<number> {
         );
       },
     });
-    loop = EngineCore.create(engine, { modelName, maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30 });
+    loop = EngineCore.create(engine, {
+      modelName,
+      maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30,
+      // a GPU fault: every request still running got an error; exit for the supervisor to restart us
+      onDeviceFault: (err) => void exitAfterFault(app, loop, err),
+    });
     const stats = loop.stats();
     app.sift.state.ready(loop, text, {
       adapter: engine.gpu.caps.adapterName,

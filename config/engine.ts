@@ -54,6 +54,13 @@ export const ENGINE_SPEC = {
     choices: ['same', 'int8'],
     doc: 'with --quantize q4: the token embedding and lm_head in q4 too (same) or in int8, as llama.cpp keeps its output layer wider',
   },
+  errorScopeInterval: {
+    kind: 'int',
+    default: 16,
+    min: 0,
+    max: 1 << 20,
+    doc: 'engine steps between WebGPU error-scope checks (validation, out of memory; 1 = every step, 0 = off); uncaptured errors are checked every step',
+  },
 } as const satisfies SectionSpec;
 
 export type EngineConfig = SectionValues<typeof ENGINE_SPEC>;

@@ -197,6 +197,11 @@ export interface EngineClient {
    */
   submit(req: GenerationRequest): RequestHandle;
   stats(): EngineStats;
+  /**
+   * The device fault (DEVICE_FAULT) or loss (DEVICE_LOST) that ended the engine, or null while it works. Once set,
+   * every submit throws it and the engine stays down: a server reports itself unhealthy.
+   */
+  deviceFault(): SiftError | null;
   /** Stops admitting; waits up to graceMs for running requests, then cancels the rest; releases the GPU. */
   shutdown(graceMs: number): Promise<void>;
 }

@@ -12,8 +12,9 @@
  *   update(output, result)          commit the written tokens to the KV cache manager, sample per request (within
  *                                   its mask), account usage, emit events, finish and free
  *
- * A lost device (the executor's DEVICE_LOST) ends every live request with finish reason 'error' and makes later
- * submits throw DEVICE_LOST; any other failure of a step ends the requests of that step with 'error' and the core
+ * A device fault (the executor's DEVICE_FAULT: WebGPU reported a validation or out-of-memory error during a step)
+ * or a lost device (DEVICE_LOST) ends every live request with finish reason 'error', makes later submits throw it,
+ * and calls onDeviceFault; any other failure of a step ends the requests of that step with 'error' and the core
  * goes on.
  */
 import { isSiftError, SiftError } from '../config/errors.js';
@@ -55,6 +56,12 @@ export interface EngineCoreOptions {
   numPages?: number;
   /** Called with every step's schedule before it runs. */
   onStep?: (rec: StepRecord) => void;
+  /**
+   * Called once when a device fault (DEVICE_FAULT: a WebGPU validation or out-of-memory error) or the loss of the
+   * device (DEVICE_LOST) ends the engine, after every live request was ended with it. `sift serve` exits then, for
+   * its supervisor to start a fresh process.
+   */
+  onDeviceFault?: (err: Error) => void;
 }
 
 export class EngineCore implements EngineClient {
@@ -68,6 +75,7 @@ export class EngineCore implements EngineClient {
   private readonly liveIds = new Set<string>();
   private accepting = true;
   private stopped = false;
+  /** The device fault (DEVICE_FAULT) or loss (DEVICE_LOST) that ended the engine. */
   private deadError: Error | null = null;
   private wake: (() => void) | null = null;
   private task: Promise<void> = Promise.resolve();
@@ -125,9 +133,8 @@ export class EngineCore implements EngineClient {
   }
 
   submit(req: GenerationRequest): RequestHandle {
-    if (this.deadError) throw new SiftError('DEVICE_LOST', this.deadError.message);
-    const lost = this.executor.lostError();
-    if (lost) throw lost;
+    const fault = this.deviceFault();
+    if (fault) throw new SiftError(fault.code, fault.message, { cause: fault });
     if (!this.accepting) throw new SiftError('SHUTTING_DOWN', 'the engine is shutting down');
     if (typeof req.id !== 'string' || this.liveIds.has(req.id)) {
       throw new SiftError('INVALID_ARGUMENT', `request id ${String(req.id)} is already in use`);
@@ -160,6 +167,12 @@ export class EngineCore implements EngineClient {
     }
     this.notify();
     return r;
+  }
+
+  deviceFault(): SiftError | null {
+    const e = this.deadError ?? this.executor.lostError();
+    if (e === null) return null;
+    return isSiftError(e) ? e : new SiftError('DEVICE_LOST', e.message, { cause: e });
   }
 
   stats(): EngineStats {
@@ -427,19 +440,23 @@ export class EngineCore implements EngineClient {
 
   private onStepError(e: unknown): void {
     const lostError = this.executor.lostError();
-    const lost = isSiftError(e, 'DEVICE_LOST') || lostError !== null;
+    const deviceError = isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT') ? e : null;
+    const fatal = deviceError ?? lostError;
     const err = e instanceof Error ? e : new SiftError('INTERNAL', `engine step failed: ${String(e)}`);
-    if (lost) {
-      this.deadError = isSiftError(e, 'DEVICE_LOST') ? e : lostError;
+    const first = fatal !== null && this.deadError === null;
+    if (fatal) {
+      this.deadError = fatal;
       this.accepting = false;
     }
-    // A lost device ends everyone; any other failure ends the requests of the failed step (or everyone when the
-    // schedule itself failed, since the KV bookkeeping may then be inconsistent).
+    // A device fault or a lost device ends everyone (nothing the GPU holds can be trusted any more); any other
+    // failure ends the requests of the failed step (or everyone when the schedule itself failed, since the KV
+    // bookkeeping may then be inconsistent).
     const victims =
-      lost || !this.current
+      fatal || !this.current
         ? [...this.live.values()]
         : this.current.scheduled.flatMap((x) => this.live.get(x.seq.seqId) ?? []);
     this.current = null;
-    for (const r of victims) this.finish(r, 'error', lost ? (this.deadError ?? err) : err);
+    for (const r of victims) this.finish(r, 'error', fatal ? (this.deadError ?? err) : err);
+    if (first && this.deadError) this.opts.onDeviceFault?.(this.deadError);
   }
 }

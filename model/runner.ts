@@ -16,6 +16,7 @@ import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
 import { isSiftError, SiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/index.js';
+import { FaultCheck } from '../shaders/faults.js';
 import { Gpu } from '../shaders/runtime.js';
 import { buildForwardBatch } from './batch.js';
 import type {
@@ -39,6 +40,8 @@ export class ModelRunner implements ModelExecutor {
   readonly modelName: string;
   readonly limits: ExecutorLimits;
   readonly attention: AttentionDefaults;
+  /** Checks every step for WebGPU validation / out-of-memory errors (shaders/faults.ts). */
+  readonly faults: FaultCheck;
 
   private constructor(
     readonly gpu: Gpu,
@@ -51,6 +54,7 @@ export class ModelRunner implements ModelExecutor {
     private readonly ownsGpu: boolean,
     /** Sparse-attention config the model was loaded with (requests may override mode and token budget). */
     readonly attentionConfig: AttentionConfig,
+    errorScopeInterval: number,
   ) {
     this.modelName = path.basename(modelDir);
     const fwd = forwardPass;
@@ -72,6 +76,7 @@ export class ModelRunner implements ModelExecutor {
         : null,
     };
     this.attention = { mode: attentionConfig.mode as 'dense' | 'sparse', tokenBudget: attentionConfig.tokenBudget };
+    this.faults = new FaultCheck(gpu, errorScopeInterval);
   }
 
   /** Share of (layer, KV head) pairs that are streaming heads (0 without a head pattern). */
@@ -135,7 +140,18 @@ export class ModelRunner implements ModelExecutor {
           streaming,
         },
       });
-      const runner = new ModelRunner(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
+      const runner = new ModelRunner(
+        gpu,
+        modelDir,
+        c,
+        weights,
+        kv,
+        fwd,
+        maxContext,
+        !opts.gpu,
+        attention,
+        cfg.errorScopeInterval,
+      );
       await runner.warmUp();
       return runner;
     } finally {
@@ -143,20 +159,19 @@ export class ModelRunner implements ModelExecutor {
     }
   }
 
-  /** Runs one scheduled step (ModelExecutor.execute). */
+  /** Runs one scheduled step (ModelExecutor.execute). WebGPU errors during it throw DEVICE_FAULT (FaultCheck). */
   async execute(input: ExecuteInput): Promise<ExecuteOutput> {
     const fwd = this.forwardPass;
     const batch = this.batch(input.entries);
     let logits: Float32Array;
     try {
-      if (batch.logitRows.length > 0) {
-        logits = await fwd.forward(batch);
-      } else {
+      logits = await this.faults.run(async () => {
+        if (batch.logitRows.length > 0) return fwd.forward(batch);
         // only prefill chunks that sample nothing: no logits to read, but wait for the GPU (pacing, device loss)
         fwd.encode(batch);
         await this.gpu.sync();
-        logits = new Float32Array(0);
-      }
+        return new Float32Array(0);
+      });
     } catch (e) {
       throw await this.deviceError(e);
     }
@@ -272,6 +287,7 @@ export class ModelRunner implements ModelExecutor {
   /** A failed step's error, as DEVICE_LOST when the device is gone (it may report the loss a moment late). */
   private async deviceError(e: unknown): Promise<unknown> {
     const gpu = this.gpu;
+    if (isSiftError(e, 'DEVICE_FAULT') && gpu.lostReason === null) return e;
     if (!isSiftError(e) && gpu.lostReason === null) {
       // A dead device can fail a read (mapAsync) before its `lost` promise settles: give it a moment to.
       await Promise.race([gpu.device.lost.catch(() => {}), new Promise((r) => setTimeout(r, 100).unref())]);

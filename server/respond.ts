@@ -65,7 +65,7 @@ function submitAll(ctx: RespondContext, plan: Plan): RequestHandle[] {
     for (const h of handles) h.cancel();
     // constraints the engine never took (it disposes those of requests it admitted)
     for (const r of plan.requests.slice(handles.length)) r.constraint?.dispose();
-    if (isSiftError(e, 'DEVICE_LOST')) ctx.state.markLost(e);
+    if (isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT')) ctx.state.markLost(e);
     throw inWireWords(e, plan.names, plan.prompts[plan.promptOf[handles.length]]);
   }
   return handles;
@@ -188,7 +188,7 @@ export async function respond(ctx: RespondContext, plan: Plan, fmt: WireFormat):
       );
     } catch (e) {
       for (const h of handles) h.cancel();
-      if (isSiftError(e, 'DEVICE_LOST')) ctx.state.markLost(e);
+      if (isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT')) ctx.state.markLost(e);
       finish(ctx, plan, choices, 'error');
       throw e;
     } finally {
@@ -237,7 +237,7 @@ export async function respond(ctx: RespondContext, plan: Plan, fmt: WireFormat):
   );
   res.off('close', onClose);
   if (failure) {
-    if (isSiftError(failure, 'DEVICE_LOST')) ctx.state.markLost(failure);
+    if (isSiftError(failure, 'DEVICE_LOST') || isSiftError(failure, 'DEVICE_FAULT')) ctx.state.markLost(failure);
     const m = mapError(failure);
     if (m.internal) ctx.request.log.error({ err: failure }, 'generation failed mid-stream');
     sse.data(m.body);

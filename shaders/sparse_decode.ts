@@ -94,8 +94,13 @@ export class SparseDecodeKernel {
   }
 
   /** Splits for page lists of at most `maxListLen` entries: whole pages, about `splitTokens` key slots each. */
-  splitPlan(maxListLen: number, pageSize: number): { numSplits: number; pagesPerSplit: number } {
-    const pagesPerSplit = Math.max(1, Math.floor(this.splitTokens / pageSize));
+  /**
+   * Splits of a page list of `maxListLen` pages: `splitTokens` keys per split, or more when `maxSplits` (what the
+   * partials scratch holds) would be exceeded.
+   */
+  splitPlan(maxListLen: number, pageSize: number, maxSplits = Infinity): { numSplits: number; pagesPerSplit: number } {
+    let pagesPerSplit = Math.max(1, Math.floor(this.splitTokens / pageSize));
+    if (Math.ceil(maxListLen / pagesPerSplit) > maxSplits) pagesPerSplit = Math.ceil(maxListLen / maxSplits);
     return { numSplits: Math.max(1, Math.ceil(maxListLen / pagesPerSplit)), pagesPerSplit };
   }
 

@@ -156,7 +156,18 @@ export class SparseDecodeAttention {
     this.schedule = new SelectionSchedule(cfg.reselectInterval);
     this.attention = new SparseDecodeKernel(gpu, { variant: cfg.variant, splitTokens: cfg.splitTokens });
     this.select = new PageSelectKernel(gpu, { combine: cfg.combine });
-    this.maxSplits = this.attention.splitPlan(this.maxSelected + 1, cfg.pageSize).numSplits;
+    // The partials scratch is bound whole: at most as many splits as fit maxStorageBufferBindingSize (e.g. 64 rows
+    // of 32 heads at 128k context would want 1025 splits, 1.09 GB); longer lists then get more pages per split.
+    const perSplit = partialsBytes(cfg.maxRows, cfg.numHeads, 1, cfg.headDim);
+    const fitSplits = Math.floor(gpu.caps.maxStorageBufferBindingSize / perSplit);
+    if (fitSplits < 1) {
+      throw new SiftError(
+        'GPU_LIMIT',
+        `sparse decode partials for ${cfg.maxRows} rows x ${cfg.numHeads} heads need ${perSplit} bytes per split; ` +
+          `the adapter binds at most ${gpu.caps.maxStorageBufferBindingSize} (maxStorageBufferBindingSize): lower --max-seqs`,
+      );
+    }
+    this.maxSplits = Math.min(this.attention.splitPlan(this.maxSelected + 1, cfg.pageSize).numSplits, fitSplits);
     this.rowsBuf = gpu.createBuffer('sparse-rows', cfg.maxRows * 16);
     this.selectRowsBuf = gpu.createBuffer('sparse-select-rows', cfg.maxRows * 4);
     this.partials = gpu.createBuffer(
@@ -249,7 +260,7 @@ export class SparseDecodeAttention {
     });
     if (rows.length) this.gpu.write(this.rowsBuf, data);
     if (sel.length) this.gpu.write(this.selectRowsBuf, Uint32Array.from(sel));
-    const { numSplits, pagesPerSplit } = this.attention.splitPlan(maxList, pageSize);
+    const { numSplits, pagesPerSplit } = this.attention.splitPlan(maxList, pageSize, this.maxSplits);
     this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, pagesPerSplit, maxSelectPages };
     this.lastTokensRead = read;
     return reselect;

@@ -36,6 +36,8 @@ export interface CoreSetup {
   kvCacheMib?: number;
   /** CPU executor only: extra time per step (CpuExecutorOptions.stepDelayMs). */
   stepDelayMs?: number;
+  /** GPU executor: steps between WebGPU error-scope checks; default 1 (every step, as tests should). */
+  errorScopeInterval?: number;
 }
 
 function setupConfig(s: CoreSetup) {
@@ -46,6 +48,7 @@ function setupConfig(s: CoreSetup) {
       maxBatchTokens: s.maxBatchTokens ?? 64,
       maxSeqs: s.maxSeqs ?? 16,
       maxContext: s.maxContext ?? 256,
+      errorScopeInterval: s.errorScopeInterval ?? 1,
     },
   });
 }

@@ -7,7 +7,7 @@
  * held while a request lives), honours cancel and timeouts at once, and can be told to fail.
  */
 import { attentionConfig } from '../../config/attention.js';
-import { SiftError } from '../../config/errors.js';
+import { isSiftError, SiftError } from '../../config/errors.js';
 import {
   checkRequest,
   type EngineClient,
@@ -61,6 +61,8 @@ export class FakeEngine implements EngineClient {
   private readonly live = new Map<string, number>();
   private totals = { prompt: 0, generated: 0 };
   shutdownCalls = 0;
+  /** A DEVICE_LOST / DEVICE_FAULT that failAfter delivered: the engine is down from then on, as the real one. */
+  private fault: SiftError | null = null;
   private accepting = true;
   private readonly cancels = new Map<string, () => void>();
 
@@ -84,8 +86,13 @@ export class FakeEngine implements EngineClient {
     return (Math.abs(s) * 7 + 3) % this.opts.script.length;
   }
 
+  deviceFault(): SiftError | null {
+    return this.fault;
+  }
+
   submit(req: GenerationRequest): RequestHandle {
     if (this.opts.submitError) throw this.opts.submitError;
+    if (this.fault) throw this.fault;
     if (!this.accepting) throw new SiftError('SHUTTING_DOWN', 'shutting down');
     checkRequest(req, {
       maxContext: this.maxContext,
@@ -144,8 +151,11 @@ export class FakeEngine implements EngineClient {
       for (;;) {
         if (cancelled !== null) return yield done(cancelled);
         if (req.timeoutMs !== undefined && performance.now() - t0 > req.timeoutMs) return yield done('timeout');
-        if (self.opts.failAfter && n >= self.opts.failAfter.tokens)
-          return yield done('error', self.opts.failAfter.error);
+        if (self.opts.failAfter && n >= self.opts.failAfter.tokens) {
+          const e = self.opts.failAfter.error;
+          if (isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT')) self.fault ??= e;
+          return yield done('error', e);
+        }
         if (n >= req.maxTokens || req.promptIds.length + n >= self.maxContext) return yield done('length');
         let id = script[off++ % script.length];
         if (req.constraint) {

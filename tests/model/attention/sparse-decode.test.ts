@@ -13,7 +13,7 @@ import { SparseDecodeAttention, type SparseDecodeRow } from '../../../model/atte
 import { AttentionKernel } from '../../../shaders/attention.js';
 import { digestBytes } from '../../../shaders/page_digest.js';
 import { UniformArena } from '../../../shaders/runtime.js';
-import type { SparseDecodeVariant } from '../../../shaders/sparse_decode.js';
+import { partialsBytes, type SparseDecodeVariant } from '../../../shaders/sparse_decode.js';
 import { assertClose } from '../../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../../helpers/gpu.js';
 import { Rng } from '../../helpers/rng.js';
@@ -55,6 +55,11 @@ interface DenseCase {
   group: number;
   pageSize: number;
   headDim: number;
+  /**
+   * Size the batch (maxRows) so that one split of the partials scratch takes about 2/3 of the adapter's
+   * maxStorageBufferBindingSize: the scratch then holds a single split, and every list is attended in one split.
+   */
+  fillBinding?: boolean;
 }
 
 /** Budget >= context: SparseDecodeAttention (selection keeps every page) equals dense attention. */
@@ -96,6 +101,8 @@ async function denseCase(c: DenseCase): Promise<void> {
   const scale = 1 / Math.sqrt(headDim);
   const arena = new UniformArena(gpu);
   const outs: GPUBuffer[] = [];
+  const perRowSplit = partialsBytes(1, numHeads, 1, headDim);
+  const maxRows = c.fillBinding ? Math.floor((gpu.caps.maxStorageBufferBindingSize * 2) / 3 / perRowSplit) : 8;
   const sparse = VARIANTS.map(
     (variant) =>
       new SparseDecodeAttention(gpu, {
@@ -104,7 +111,7 @@ async function denseCase(c: DenseCase): Promise<void> {
         headDim,
         pageSize,
         maxPagesPerSeq: cache.maxPagesPerSeq,
-        maxRows: 8,
+        maxRows,
         numSlots: 7,
         variant,
         splitTokens: variant === 'lanes' ? 256 : 64,
@@ -119,6 +126,13 @@ async function denseCase(c: DenseCase): Promise<void> {
     Uint32Array.from(rows, (r) => r.position),
   );
   for (const s of sparse) s.prepareStep(rows);
+  if (c.fillBinding) {
+    for (const s of sparse) assert.equal(s.maxSplits, 1, 'the scratch holds one split');
+    assert.ok(
+      sparse[0].attention.splitPlan(cache.maxPagesPerSeq, pageSize).numSplits > 1,
+      'uncapped, the longest list would take several splits',
+    );
+  }
   gpu.run((pass) => {
     for (const s of sparse) {
       const out = gpu.createBuffer('out', numRows * numHeads * headDim * 4);
@@ -189,6 +203,11 @@ test('budget >= context: sparse decode equals dense (reference and dense kernel)
       seed++;
     }
   }
+});
+
+test('the partials scratch never outgrows maxStorageBufferBindingSize: fewer, longer splits, same result', async () => {
+  await denseCase({ seed: 40, group: 8, pageSize: 16, headDim: 128, fillBinding: true });
+  await denseCase({ seed: 41, group: 4, pageSize: 32, headDim: 48, fillBinding: true });
 });
 
 /**
