@@ -180,12 +180,13 @@ export async function runSoak(
   let ok = 0;
   let cut = 0;
   let errors = 0;
-  // When to cut: a random moment within ~1.5x the typical request so far (queued, prefilling or streaming).
+  // When to cut: a random moment within the typical (median) request so far, so that nearly every chosen request is
+  // cut while queued, prefilling or streaming (one that ends first simply completes).
   const e2eSeen: number[] = [];
   const cutWindowMs = () => {
     if (e2eSeen.length < 5) return 5000;
     const s = [...e2eSeen].sort((a, b) => a - b);
-    return 1.5 * s[Math.floor(s.length / 2)];
+    return s[Math.floor(s.length / 2)];
   };
 
   const sleep = (ms: number) => new Promise((res) => setTimeout(res, Math.max(1, ms)));
@@ -308,7 +309,10 @@ export function soakTable(s: SoakResult): string {
   const rows: [string, string][] = [
     ['duration (after warm-up)', `${s.durationS} s (+ ${s.warmupS} s warm-up)`],
     ['concurrency', String(s.concurrency)],
-    ['requests started / ok / cut by client', `${s.requests.started} / ${s.requests.ok} / ${s.requests.cutByClient}`],
+    [
+      'requests started / ok / cut by client',
+      `${s.requests.started} / ${s.requests.ok} / ${s.requests.cutByClient} (${((100 * s.requests.cutByClient) / Math.max(1, s.requests.started)).toFixed(0)}% cut; ${(100 * s.disconnectShare).toFixed(0)}% chosen)`,
+    ],
     [
       'errors (requests not cut)',
       `${s.requests.errors}${s.requests.errors ? ` ${JSON.stringify(s.errorsByKind)}` : ''}`,
