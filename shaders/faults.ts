@@ -5,7 +5,7 @@
  * step's GPU work and throws DEVICE_FAULT when WebGPU reported such an error:
  *   - every step: the device's uncaptured errors (Gpu.takeErrors; costs nothing when there are none);
  *   - every `scopeInterval` steps: error scopes for 'validation' and 'out-of-memory' pushed around the step and
- *     popped after it (WebGPU's own attribution; their cost on lavapipe is in bench/results/error-scopes.md).
+ *     popped after it (WebGPU's own attribution; their cost on lavapipe is in bench/results/RELIABILITY.md).
  * 0 turns the scopes off (uncaptured errors are still checked); tests use 1.
  */
 import { SiftError } from '../config/errors.js';
