@@ -17,7 +17,7 @@ import { makePrefillCache, type PrefillSeq } from '../helpers/prefill-cache.js';
 import { Rng } from '../helpers/rng.js';
 import { attentionRef } from '../reference/attention.js';
 import { blockSelectRef } from '../reference/block_select.js';
-import { prefillAttentionRef } from '../reference/block_sparse_attention.js';
+import { prefillAttentionRef } from '../reference/prefill_attention.js';
 
 // f32 dot products of up to 256 terms and an f32 online softmax over up to ~1000 keys against f64, on identical
 // f16-decoded K/V: outputs are convex combinations of N(0, 1) values, errors a few 1e-7 typically.
