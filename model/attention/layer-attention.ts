@@ -17,9 +17,9 @@
 import type { ModelConfig } from '../../checkpoint/config.js';
 import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
-import { AttentionKernel, KvWriteKernel } from '../../shaders/attention.js';
-import { HeadMode, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
-import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
+import { KvWriteKernel } from '../../shaders/attention.js';
+import { type BlockSpan, blockDigestBytes } from '../../shaders/block_digest.js';
+import { HeadMode, keptKeyBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Gpu, UniformArena } from '../../shaders/runtime.js';
@@ -27,6 +27,7 @@ import { freshStartRows, StreamingAttentionKernel, streamingKeysRead } from '../
 import type { SeqId } from '../executor.js';
 import type { BatchRow } from '../forward.js';
 import type { KvStorage } from '../kv-storage.js';
+import { PrefillAttention, type PrefillPlan } from './prefill.js';
 import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from './sparse-decode.js';
 
 export interface LayerAttentionOptions {
@@ -66,7 +67,8 @@ interface StepPlan {
   T: number;
   D: number;
   numDigestEntries: number;
-  blockPlan: ReturnType<typeof planPrefillBlocks> | null;
+  numBlockDigestEntries: number;
+  prefillPlan: PrefillPlan | null;
 }
 
 interface SparseLayer {
@@ -87,11 +89,14 @@ export interface StepAttentionReport {
 
 export class LayerAttention {
   readonly sparse: SparseDecodeAttention | null = null;
-  private readonly dense: AttentionKernel;
   private readonly kvWrite: KvWriteKernel;
   private readonly digest: PageDigestKernel | null = null;
   private readonly sparseLayers: SparseLayer[] = [];
-  private readonly prefill: BlockSparsePrefill | null = null;
+  /** Prefill tokens of every layer: tiled attention; block selection and block digests when block-sparse. */
+  private readonly prefill: PrefillAttention;
+  private readonly blockSparse: boolean;
+  /** Per layer: (numPages * bpp, nKv, headDim) f32 key-block digests (block-sparse prefill only). */
+  private readonly blockDigests: GPUBuffer[] = [];
   private readonly stream: StreamingAttentionKernel | null = null;
   private readonly streamWrite: KvWriteStreamingKernel | null = null;
   private readonly bufs: Record<string, GPUBuffer> = {};
@@ -108,7 +113,6 @@ export class LayerAttention {
     private readonly kv: KvStorage,
     private readonly opts: LayerAttentionOptions,
   ) {
-    this.dense = new AttentionKernel(gpu);
     this.kvWrite = new KvWriteKernel(gpu);
     const T = opts.maxBatchTokens;
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
@@ -147,8 +151,13 @@ export class LayerAttention {
       // every new token touches at most one logical page; each sequence adds at most one partial page at each end
       this.bufs.digestEntries = gpu.createBuffer('digest.entries', 3 * (T + 2 * opts.maxSeqs) * 4); // (E, 3) u32
     }
-    if (opts.blockSparsePrefill) {
-      this.prefill = new BlockSparsePrefill(gpu, { topBlocks: opts.blockSparsePrefill.topBlocks });
+    this.blockSparse = opts.blockSparsePrefill !== undefined;
+    this.prefill = new PrefillAttention(gpu, { topBlocks: opts.blockSparsePrefill?.topBlocks });
+    if (this.blockSparse) {
+      const bytes = blockDigestBytes(kv.numPages, kv.pageSize, this.prefill.blockSize, c.numKvHeads, c.headDim);
+      for (let i = 0; i < c.numLayers; i++) this.blockDigests.push(gpu.createBuffer(`blockDigests.${i}`, bytes));
+      // every new token touches one key block; each sequence adds at most one partial block at each end
+      this.bufs.blockDigestEntries = gpu.createBuffer('blockDigest.entries', 3 * (T + 2 * opts.maxSeqs) * 4);
     }
   }
 
@@ -171,24 +180,24 @@ export class LayerAttention {
       numDigestEntries = entries.length / 3;
       if (numDigestEntries) this.gpu.write(this.bufs.digestEntries, entries);
     }
-    let blockPlan: StepPlan['blockPlan'] = null;
-    if (this.prefill && D < T) {
+    let prefillPlan: PrefillPlan | null = null;
+    let numBlockDigestEntries = 0;
+    if (this.blockSparse) {
+      const entries = this.prefill.digestEntries(blockSpans(s));
+      numBlockDigestEntries = entries.length / 3;
+      if (numBlockDigestEntries) this.gpu.write(this.bufs.blockDigestEntries, entries);
+    }
+    if (D < T) {
       // plan the prefill tokens [D, T) only; their q/out rows start at D
-      blockPlan = planPrefillBlocks(
-        Array.from(s.tokenSeq.subarray(D)),
-        Array.from(s.positions.subarray(D)),
-        this.prefill.blockSize,
-      );
-      for (let i = 0; i < blockPlan.numQBlocks; i++) blockPlan.qBlocks[i * 5 + 1] += D;
-      this.ensure('qBlocks', blockPlan.qBlocks.byteLength);
-      this.ensure('kBlocks', blockPlan.kBlocks.byteLength);
-      this.gpu.write(this.bufs.qBlocks, blockPlan.qBlocks);
-      if (blockPlan.kBlocks.length) this.gpu.write(this.bufs.kBlocks, blockPlan.kBlocks);
+      prefillPlan = this.prefill.plan(s.tokenSeq, s.positions, this.c.numHeads / this.c.numKvHeads, D);
+      const { qBlocks } = prefillPlan.blocks;
+      const { tiles } = prefillPlan.tiles;
+      this.ensure('qBlocks', qBlocks.byteLength);
+      this.ensure('tiles', tiles.byteLength);
+      this.gpu.write(this.bufs.qBlocks, qBlocks);
+      this.gpu.write(this.bufs.tiles, tiles);
       const r = Math.max(...this.kv.layers.map((l) => l.numRetrievalHeads));
-      const g = this.c.numHeads / this.c.numKvHeads;
-      const sb = this.prefill.scratchBytes(blockPlan, { numHeads: r * g, numKvHeads: r, headDim: this.c.headDim });
-      this.ensure('kPool', sb.kPool);
-      this.ensure('blockList', sb.blockList);
+      this.ensure('blockList', this.prefill.blockListBytes(prefillPlan, r));
     }
     if (this.hasStreamingHeads) {
       if (!s.streaming)
@@ -197,7 +206,7 @@ export class LayerAttention {
       this.gpu.write(this.bufs.streamSlots, s.streaming.slots);
       this.gpu.write(this.bufs.freshStart, freshStartRows(s.tokenSeq, s.positions));
     }
-    this.plan = { T, D, numDigestEntries, blockPlan };
+    this.plan = { T, D, numDigestEntries, numBlockDigestEntries, prefillPlan };
     this.lastReport = this.report(s, D);
   }
 
@@ -223,7 +232,7 @@ export class LayerAttention {
     const prefillKeyBlocks = s.rows.slice(D).map((_, j) => {
       const row = D + j;
       const p = this.prefill;
-      if (!p || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
+      if (!this.blockSparse || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
       let kept = 0;
       let total = 0;
       const bs = p.blockSize;
@@ -319,48 +328,40 @@ export class LayerAttention {
         logicalPageSize: this.sparse!.logicalPageSize,
       });
     }
-    if (D < T) {
-      if (plan.blockPlan) {
-        this.prefill!.encodeLayer(pass, a, {
-          q: b.q,
-          kCache: kv.k,
-          vCache: kv.v,
-          blockTable: b.table,
-          qBlocks: this.bufs.qBlocks,
-          kBlocks: this.bufs.kBlocks,
-          kPool: this.bufs.kPool,
-          blockList: this.bufs.blockList,
-          out: b.out,
-          plan: plan.blockPlan,
-          numHeads: r * g,
-          numKvHeads: r,
-          qRowHeads: c.numHeads,
-          headDim: c.headDim,
-          pageSize,
-          maxPagesPerSeq: M,
-          scale,
-          headModes: new Array(r).fill(HeadMode.sparse),
-        });
-      } else {
-        this.dense.encode(pass, a, {
-          q: b.q,
-          kCache: kv.k,
-          vCache: kv.v,
-          blockTable: b.table,
-          tokenSeq: b.seq,
-          positions: b.pos,
-          out: b.out,
-          T,
-          firstToken: D,
-          numHeads: r * g,
-          numKvHeads: r,
-          qRowHeads: c.numHeads,
-          headDim: c.headDim,
-          pageSize,
-          maxPagesPerSeq: M,
-          scale,
-        });
-      }
+    if (plan.numBlockDigestEntries) {
+      this.prefill.encodeDigests(pass, a, {
+        kCache: kv.k,
+        blockTable: b.table,
+        entries: this.bufs.blockDigestEntries,
+        digests: this.blockDigests[li],
+        numEntries: plan.numBlockDigestEntries,
+        numKvHeads: r,
+        headDim: c.headDim,
+        pageSize,
+        maxPagesPerSeq: M,
+      });
+    }
+    if (plan.prefillPlan) {
+      this.prefill.encodeLayer(pass, a, {
+        q: b.q,
+        kCache: kv.k,
+        vCache: kv.v,
+        blockTable: b.table,
+        qBlocks: this.bufs.qBlocks,
+        tiles: this.bufs.tiles,
+        digests: this.blockDigests[li] ?? this.bufs.qBlocks,
+        blockList: this.bufs.blockList,
+        out: b.out,
+        plan: plan.prefillPlan,
+        numHeads: r * g,
+        numKvHeads: r,
+        qRowHeads: c.numHeads,
+        headDim: c.headDim,
+        pageSize,
+        maxPagesPerSeq: M,
+        scale,
+        headModes: new Array(r).fill(this.blockSparse ? HeadMode.sparse : HeadMode.dense),
+      });
     }
     if (D > 0) {
       this.sparse!.encodeLayer(pass, a, {
@@ -398,6 +399,8 @@ export class LayerAttention {
 
   destroy(): void {
     for (const buf of Object.values(this.bufs)) buf.destroy();
+    for (const d of this.blockDigests) d.destroy();
+    this.prefill.destroy();
     for (const l of this.sparseLayers) {
       l.digests.destroy();
       l.selection.selected.destroy();
@@ -405,6 +408,19 @@ export class LayerAttention {
     }
     this.sparse?.destroy();
   }
+}
+
+/** Per block-table row, the span of positions [start, end) this step writes. */
+function blockSpans(s: AttentionStepInput): BlockSpan[] {
+  const lo = new Map<number, number>();
+  const hi = new Map<number, number>();
+  for (let i = 0; i < s.tokenSeq.length; i++) {
+    const r = s.tokenSeq[i];
+    const p = s.positions[i];
+    lo.set(r, Math.min(lo.get(r) ?? p, p));
+    hi.set(r, Math.max(hi.get(r) ?? p, p + 1));
+  }
+  return [...lo.keys()].map((row) => ({ row, start: lo.get(row)!, end: hi.get(row)! }));
 }
 
 /** Per block-table row, the span of positions [start, end) this step writes, with the row's pages. */

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { planPrefillBlocks } from '../../shaders/block_select.js';
+import { planPrefillBlocks, QBLOCK_WORDS } from '../../shaders/block_select.js';
 import type { LayoutVariant } from '../../shaders/lib/checks.js';
 import { PrefillAttentionKernel, planQueryTiles } from '../../shaders/prefill_attention.js';
 import { UniformArena } from '../../shaders/runtime.js';
@@ -58,12 +58,13 @@ async function runCase(c: Case): Promise<void> {
   const plan = planPrefillBlocks(cache.tokenSeq, cache.positions, blockSize);
   // Random block lists per (query block, KV head): causal blocks, always holding block 0 or the diagonal, so
   // every token sees a key; the diagonal is kept with probability 3/4.
-  const maxLen = 1 + Math.max(...Array.from({ length: plan.numQBlocks }, (_, i) => plan.qBlocks[i * 5 + 2])) + 1;
+  const maxLen =
+    1 + Math.max(...Array.from({ length: plan.numQBlocks }, (_, i) => plan.qBlocks[i * QBLOCK_WORDS + 2])) + 1;
   const listStride = 1 + Math.ceil(maxLen / blockSize) + 1;
   const lists = new Uint32Array(plan.numQBlocks * numKvHeads * listStride);
   const listOf = new Map<string, number[]>();
   for (let qb = 0; qb < plan.numQBlocks; qb++) {
-    const b = Math.floor(plan.qBlocks[qb * 5 + 2] / blockSize);
+    const b = Math.floor(plan.qBlocks[qb * QBLOCK_WORDS + 2] / blockSize);
     for (let kvh = 0; kvh < numKvHeads; kvh++) {
       const keep = Array.from({ length: b + 1 }, (_, i) => i).filter((i) =>
         i === b ? rng.next() < 0.75 : rng.next() < 0.4,
@@ -71,7 +72,7 @@ async function runCase(c: Case): Promise<void> {
       if (!keep.includes(0) && !keep.includes(b)) keep.unshift(rng.next() < 0.5 ? 0 : b);
       keep.sort((x, y) => x - y);
       lists.set([keep.length, ...keep], (qb * numKvHeads + kvh) * listStride);
-      listOf.set(`${plan.qBlocks[qb * 5]}:${b}:${kvh}`, keep);
+      listOf.set(`${plan.qBlocks[qb * QBLOCK_WORDS]}:${b}:${kvh}`, keep);
     }
   }
   const sink = c.sink ?? 4;
