@@ -7,6 +7,10 @@
  *  - 'thread' (shaders/matmul.wgsl): one invocation per (row, token tile). Fastest on CPU adapters (lavapipe).
  *  - 'workgroup' (shaders/matmul_wg.wgsl): one workgroup per (row, token tile) with a subgroup / workgroup
  *    reduction. Needed on real GPUs to read weights at the memory-copy rate.
+ * Prefill (T >= `tiledMinTokens`, default 64): the tiled GEMM (shaders/matmul_tiled.wgsl), every weight element
+ * read once per tile of 64 tokens, for every weight dtype (its blocks come through matmul_common's wBlock, q8 / q4
+ * dequantized in the kernel): on GPUs 64 x 64 tiles staged in workgroup memory with 4 x 4 register blocks per
+ * thread; on CPU adapters the SIMD lanes are 64 tokens sharing each broadcast weight block across 8 rows.
  */
 import { SiftError } from '../config/errors.js';
 import { requireBytes, requireInts } from './lib/checks.js';
@@ -38,6 +42,8 @@ export interface MatmulOptions {
   tokenTile?: number;
   /** Unpack q8/q4 weights with WGSL's packed 4x8 built-ins; default where the device has them. */
   packed4x8?: boolean;
+  /** Smallest T that takes the tiled GEMM (default 64; Infinity: never). */
+  tiledMinTokens?: number;
 }
 
 export interface MatmulArgs {
@@ -85,6 +91,11 @@ export class MatmulKernel {
   readonly packed4x8: boolean;
   /** Invocations per workgroup of the 'thread' variant (rows per workgroup). */
   private static readonly THREAD_WG = 64;
+  /** Tokens per tile of the tiled GEMM, rows per workgroup of its GPU layout, rows per invocation on CPUs. */
+  private static readonly TILE_TOKENS = 64;
+  private static readonly TILE_ROWS = 64;
+  private static readonly CPU_ROWS = 8;
+  readonly tiledMinTokens: number;
   /** Bound in place of an absent bias (one pipeline serves both; a uniform says which). */
   private readonly noBias: GPUBuffer;
 
@@ -106,10 +117,12 @@ export class MatmulKernel {
     if (!Number.isInteger(this.tokenTile) || this.tokenTile < 1 || this.tokenTile > 32) {
       throw new SiftError('INTERNAL', `matmul: token tile ${this.tokenTile} outside [1, 32]`);
     }
+    this.tiledMinTokens = opts.tiledMinTokens ?? MatmulKernel.TILE_TOKENS;
   }
 
-  private pipelineFor(w: GpuWeight, tt: number): { pipeline: GPUComputePipeline; wg: number } {
-    const defines = {
+  /** The weight dtype and x layout defines of matmul_common.wgsl. */
+  private dtypeDefines(w: GpuWeight) {
+    return {
       F32: w.dtype === 'f32',
       BF16: w.dtype === 'bf16',
       Q8: w.dtype === 'q8',
@@ -117,8 +130,21 @@ export class MatmulKernel {
       SCALE_F16: w.quant?.scaleF16 ?? false,
       PACKED4X8: this.packed4x8,
       XV4: w.cols % 4 === 0,
-      TT: tt,
     };
+  }
+
+  /** The tiled GEMM's pipeline and rows per workgroup (x of the grid). */
+  private tiledPipeline(w: GpuWeight): { pipeline: GPUComputePipeline; rowsPerWg: number } {
+    const shared = this.variant === 'workgroup';
+    const defines = { ...this.dtypeDefines(w), SHARED: shared, RB: MatmulKernel.CPU_ROWS };
+    return {
+      pipeline: this.gpu.pipeline('matmul_tiled', defines, {}, PARAMS),
+      rowsPerWg: shared ? MatmulKernel.TILE_ROWS : MatmulKernel.CPU_ROWS,
+    };
+  }
+
+  private pipelineFor(w: GpuWeight, tt: number): { pipeline: GPUComputePipeline; wg: number } {
+    const defines = { ...this.dtypeDefines(w), TT: tt };
     if (this.variant === 'thread') {
       const wg = MatmulKernel.THREAD_WG;
       return { pipeline: this.gpu.pipeline('matmul', defines, { WG: wg }, PARAMS), wg };
@@ -139,12 +165,9 @@ export class MatmulKernel {
     requireBytes('matmul', 'x', a.x, T * w.cols * 4, `(${T}, ${w.cols}) f32`);
     requireBytes('matmul', 'out', a.out, T * w.rows * 4, `(${T}, ${w.rows}) f32`);
     if (a.bias) requireBytes('matmul', 'bias', a.bias, w.rows * 4, `(${w.rows}) f32`);
-    const tt = T === 1 ? 1 : Math.min(this.tokenTile, T);
-    const tiles = Math.ceil(T / tt);
-    const { pipeline } = this.pipelineFor(w, tt);
     const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8; // vec4 words, or q8/q4 blocks of 8
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
-    for (const c of w.chunks) {
+    const bindingsOf = (c: GpuWeight['chunks'][number]): Binding[] => {
       const u = arena.params(PARAMS, {
         rows: c.rows,
         cols: w.cols,
@@ -161,6 +184,25 @@ export class MatmulKernel {
         if (!c.scales) throw new SiftError('INTERNAL', `matmul: quantized weight ${w.name} has a chunk without scales`);
         bindings.push(c.scales);
       }
+      return bindings;
+    };
+    if (T >= this.tiledMinTokens) {
+      const { pipeline, rowsPerWg } = this.tiledPipeline(w);
+      const tokenTiles = Math.ceil(T / MatmulKernel.TILE_TOKENS);
+      for (const c of w.chunks) {
+        const nx = Math.ceil(c.rows / rowsPerWg);
+        if (nx > maxDim || tokenTiles > maxDim) {
+          throw new SiftError('INTERNAL', `matmul: ${nx} x ${tokenTiles} workgroups exceed the grid limit ${maxDim}`);
+        }
+        this.gpu.dispatch(pass, pipeline, bindingsOf(c), nx, tokenTiles);
+      }
+      return;
+    }
+    const tt = T === 1 ? 1 : Math.min(this.tokenTile, T);
+    const tiles = Math.ceil(T / tt);
+    const { pipeline } = this.pipelineFor(w, tt);
+    for (const c of w.chunks) {
+      const bindings = bindingsOf(c);
       if (this.variant === 'thread') {
         this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(c.rows / MatmulKernel.THREAD_WG), tiles);
       } else {

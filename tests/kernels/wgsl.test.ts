@@ -105,6 +105,8 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['kv_write', {}],
   ['kv_write_streaming', {}],
   ['matmul', { F32: false, BF16: false, XV4: true, TT: 4 }],
+  ['matmul_tiled', { F32: true, BF16: false, XV4: true, SHARED: true, RB: 8 }],
+  ['matmul_tiled', { F32: false, BF16: true, XV4: false, SHARED: false, RB: 8 }],
   ['matmul_wg', { F32: true, BF16: false, XV4: false, TT: 8, WG: 64, SUBGROUPS: true }],
   ['page_digest', { HW: 32 }],
   ['page_score', { HW: 32, V4: true, COMBINE_MAX: false }],
