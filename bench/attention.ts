@@ -10,9 +10,9 @@
  *
  * Prefill (chunks of 512 query tokens over a context of L tokens, summed over the chunks), through the tiled prefill
  * attention (model/attention/prefill.ts): dense causal vs block-sparse (block digests of the chunk + selection
- * keeping about 1/8 of the causal key blocks + attention) vs Lambda (sink 128 + local 256); and the previous
- * per-(token, head) dense kernel (AttentionKernel) as the "legacy dense" column. With `prefillSample` K only K chunks
- * at evenly spread offsets are timed and the rest interpolated (said in the output).
+ * keeping about 1/8 of the causal key blocks + attention) vs Lambda (sink 128 + local 256). With `prefillSample` K
+ * only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output). The per-(token,
+ * head) kernel this replaced is compared in bench/results/PREFILL.md.
  */
 import { SiftError } from '../config/errors.js';
 import { tokensAttended } from '../model/attention/budget.js';
@@ -93,10 +93,10 @@ export interface PrefillRow {
   interpolated: boolean;
   topBlocks: number;
   keptShare: number;
-  ms: { legacyDense: Stat; dense: Stat; blockSparse: Stat; lambda: Stat };
+  ms: { dense: Stat; blockSparse: Stat; lambda: Stat };
   denseGflops: number;
-  /** legacy dense / tiled dense, and tiled dense / block-sparse and / Lambda. */
-  speedup: { tiledDense: number; blockSparse: number; lambda: number };
+  /** dense / block-sparse and dense / Lambda. */
+  speedup: { blockSparse: number; lambda: number };
   /** Bytes one layer's block selection reads for the first and the last chunk (digests + pooled queries). */
   selectionBytes: { firstChunk: number; lastChunk: number };
   /** Bytes of block digests a chunk writes (its own key blocks), the same for every chunk. */
@@ -402,10 +402,9 @@ async function benchPrefill(
   const nChunks = Math.ceil(ctx / CHUNK);
   const chosen = sampleChunks(nChunks, o.prefillSample);
   const arena = new UniformArena(gpu);
-  type Name = 'legacyDense' | 'dense' | 'blockSparse' | 'lambda';
-  const totals: Record<Name, number[]> = { legacyDense: [], dense: [], blockSparse: [], lambda: [] };
+  type Name = 'dense' | 'blockSparse' | 'lambda';
+  const totals: Record<Name, number[]> = { dense: [], blockSparse: [], lambda: [] };
   const prefill = new PrefillAttention(gpu, { topBlocks: top, blockSize: BS, sink: 128, local: 256 });
-  const legacy = new AttentionKernel(gpu);
   const group = numHeads / numKvHeads;
   const digests = gpu.createBuffer('bench.digests', blockDigestBytes(pages, ps, BS, numKvHeads, headDim));
   const shapeArgs = { numHeads, numKvHeads, headDim, pageSize: ps, maxPagesPerSeq: pages };
@@ -439,41 +438,23 @@ async function benchPrefill(
     }, arena);
     allBuf.destroy();
     for (const [name, mode] of [
-      ['legacyDense', HeadMode.dense],
       ['dense', HeadMode.dense],
       ['blockSparse', HeadMode.sparse],
       ['lambda', HeadMode.lambda],
     ] as const) {
       const runChunk = async (c: number): Promise<number> => {
-        const { start, n, positions, plan } = chunkOf(c);
+        const { start, n, plan } = chunkOf(c);
         const entries = prefill.digestEntries([{ row: 0, start, end: start + n }]);
         const bufs = {
           qBlocks: gpu.upload('qb', plan.blocks.qBlocks),
           tiles: gpu.upload('tiles', plan.tiles.tiles),
           blockList: gpu.createBuffer('bl', prefill.blockListBytes(plan, numKvHeads)),
           entries: gpu.upload('entries', entries),
-          tokenSeq: gpu.upload('seq', new Uint32Array(n)),
-          positions: gpu.upload('pos', positions),
         };
         await gpu.sync();
         arena.reset();
         const t0 = performance.now();
         gpu.run((pass) => {
-          if (name === 'legacyDense') {
-            legacy.encode(pass, arena, {
-              q,
-              kCache,
-              vCache,
-              blockTable,
-              tokenSeq: bufs.tokenSeq,
-              positions: bufs.positions,
-              out,
-              T: n,
-              scale: 1 / Math.sqrt(headDim),
-              ...shapeArgs,
-            });
-            return;
-          }
           if (mode === HeadMode.sparse) {
             prefill.encodeDigests(pass, arena, {
               kCache,
@@ -526,7 +507,6 @@ async function benchPrefill(
     for (const b of [kCache, vCache, blockTable, q, out, digests]) b.destroy();
   }
   const ms = {
-    legacyDense: stat(totals.legacyDense),
     dense: stat(totals.dense),
     blockSparse: stat(totals.blockSparse),
     lambda: stat(totals.lambda),
@@ -544,7 +524,6 @@ async function benchPrefill(
     ms,
     denseGflops: flops / (ms.dense.median * 1e6),
     speedup: {
-      tiledDense: ms.legacyDense.median / ms.dense.median,
       blockSparse: ms.dense.median / ms.blockSparse.median,
       lambda: ms.dense.median / ms.lambda.median,
     },
@@ -639,9 +618,7 @@ export function attentionTables(r: AttentionBenchResult): string {
           'shape',
           'context',
           'chunks timed',
-          'legacy dense (per token, head)',
-          'dense (tiled)',
-          'tiled / legacy',
+          'dense',
           'block-sparse (~1/8 blocks)',
           'Lambda (128+256)',
           'speedup bs / Lambda',
@@ -653,9 +630,7 @@ export function attentionTables(r: AttentionBenchResult): string {
           p.shape,
           p.context,
           p.interpolated ? `${p.timedChunks.length}/${p.chunks} (interpolated)` : `${p.chunks}/${p.chunks}`,
-          `${f(p.ms.legacyDense.median, 1)} (${range(p.ms.legacyDense, 1)})`,
           `${f(p.ms.dense.median, 1)} (${range(p.ms.dense, 1)})`,
-          `${f(p.speedup.tiledDense)}x`,
           `${f(p.ms.blockSparse.median, 1)} (${range(p.ms.blockSparse, 1)}) top ${p.topBlocks}, ${f(100 * p.keptShare, 1)}%`,
           `${f(p.ms.lambda.median, 1)} (${range(p.ms.lambda, 1)})`,
           `${f(p.speedup.blockSparse)}x / ${f(p.speedup.lambda)}x`,

@@ -2,8 +2,9 @@
 // Time to first token of long prompts through the HTTP API: starts `sift serve` (from this checkout, or from
 // --root DIR: another build of sift, e.g. a baseline commit) on a free port, waits for GET /health, sends one
 // streaming /v1/completions request per --lens entry whose prompt is token ids (seeded random ids; BOS first),
-// max_tokens 1, and takes the time from sending to the first SSE chunk that carries text. Prints one JSON line per
-// prompt and a summary line. Extra arguments after `--` go to `sift serve` (e.g. --prefill-mode block-sparse).
+// max_tokens 1, and takes the time from sending to the first SSE chunk that carries text. One untimed request of
+// --warmup tokens (default 600; 0: none) goes first, so that no timed prompt pays for compiling the pipelines of a
+// long prefill (seconds each on lavapipe). Prints one JSON line per prompt. Extra arguments after `--` go to `sift serve` (e.g. --prefill-mode block-sparse).
 //
 //   node scripts/ttft.mjs --lens 4096 --max-context 4160 [--root /tmp/sift-base] [-- --prefill-mode block-sparse]
 //
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     model: { type: 'string', default: 'stories15M' },
     seed: { type: 'string', default: '1' },
     label: { type: 'string', default: '' },
+    warmup: { type: 'string', default: '600' },
   },
 });
 const lens = values.lens.split(',').map(Number);
@@ -134,6 +136,8 @@ try {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return s;
   };
+  const warmup = Number(values.warmup);
+  if (warmup > 0) await timeFirstToken(port, [1, ...Array.from({ length: warmup - 1 }, () => 3 + (rand() % 31000))]);
   const rows = [];
   for (const n of lens) {
     const ids = [1, ...Array.from({ length: n - 1 }, () => 3 + (rand() % 31000))];
@@ -143,6 +147,7 @@ try {
       label: values.label,
       root: values.root,
       serve: serveExtra.join(' '),
+      warmupTokens: warmup,
       promptTokens: n,
       ttftS: +(r.ttftMs / 1000).toFixed(2),
       totalS: +(r.totalMs / 1000).toFixed(2),
