@@ -32,6 +32,7 @@ import type {
   StepEntry,
 } from './executor.js';
 import { ForwardPass } from './forward.js';
+import { assertGpuForward } from './gpu-support.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
 import { destroyModel, type ModelWeights, type QuantizeOption, type UploadProgress, uploadModel } from './weights.js';
@@ -107,6 +108,8 @@ export class ModelRunner implements ModelExecutor {
     const gpu = opts.gpu ?? (await Gpu.create({ adapter: cfg.adapter || undefined }));
     try {
       const c = ckpt.config;
+      const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
+      assertGpuForward(c, maxContext, ckpt.dir);
       const headPlan = attention.headPattern
         ? loadHeadPlan(attention.headPattern, c, { streamingFraction: attention.streamingFraction ?? undefined })
         : undefined;
@@ -123,7 +126,6 @@ export class ModelRunner implements ModelExecutor {
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
       const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
-      const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
       const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib, kvOpts);

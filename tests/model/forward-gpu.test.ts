@@ -4,6 +4,7 @@
  * rope scaling none / linear / llama3): prefill logits of every token, then decode steps, then several sequences
  * of different lengths in one batched call through a shuffled block table, and chunked prefill.
  */
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,7 +12,9 @@ import { after, test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
+import { isSiftError } from '../../config/errors.js';
 import type { ForwardBatch } from '../../model/forward.js';
+import { gpuForwardGap } from '../../model/gpu-support.js';
 import { ModelRunner } from '../../model/runner.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
@@ -63,6 +66,17 @@ for (const variant of SYNTHETIC_VARIANTS) {
     const cfg = engineConfig({
       flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256 },
     });
+    const ckConfig = openCheckpoint(dir);
+    const gap = gpuForwardGap(ckConfig.config, 256);
+    ckConfig.close();
+    if (gap) {
+      // Not on the GPU yet (model/gpu-support.ts): the load must refuse it by name rather than run without it.
+      await assert.rejects(ModelRunner.load(dir, cfg, { gpu }), (e: unknown) => {
+        assert.ok(isSiftError(e, 'CHECKPOINT_UNSUPPORTED') && e.message.includes(gap), String(e));
+        return true;
+      });
+      return;
+    }
     const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32 });
     const ckpt = openCheckpoint(dir);
     try {
