@@ -11,6 +11,7 @@ import { ropeFrequencies } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
+import { HeadRmsNormKernel } from '../shaders/head_rmsnorm.js';
 import { MatmulKernel } from '../shaders/matmul.js';
 import { ResidualAddKernel } from '../shaders/residual_add.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
@@ -87,6 +88,8 @@ export class ForwardPass {
     add: ResidualAddKernel;
     swiglu: SwiGluKernel;
     gather: GatherRowsKernel;
+    /** Qwen3's per-head q/k RMSNorm (null for models without it). */
+    headNorm: HeadRmsNormKernel | null;
   };
   private readonly b: Record<string, GPUBuffer> = {};
   private readonly invFreq: GPUBuffer;
@@ -113,6 +116,7 @@ export class ForwardPass {
       add: new ResidualAddKernel(gpu),
       swiglu: new SwiGluKernel(gpu),
       gather: new GatherRowsKernel(gpu),
+      headNorm: c.qkNorm ? new HeadRmsNormKernel(gpu) : null,
     };
     const T = this.maxBatchTokens;
     const qDim = c.numHeads * c.headDim;
@@ -210,6 +214,11 @@ export class ForwardPass {
         k.matmul.encode(pass, a, { x: b.xn, w: L.q, bias: L.qBias ?? undefined, out: b.q, T });
         k.matmul.encode(pass, a, { x: b.xn, w: L.k, bias: L.kBias ?? undefined, out: b.k, T });
         k.matmul.encode(pass, a, { x: b.xn, w: L.v, bias: L.vBias ?? undefined, out: b.v, T });
+        if (k.headNorm && L.qNorm && L.kNorm) {
+          const d = { tokens: T, firstHead: 0, headDim: c.headDim, eps: c.rmsNormEps };
+          k.headNorm.encode(pass, a, { x: b.q, weight: L.qNorm, rowHeads: c.numHeads, nHeads: c.numHeads, ...d });
+          k.headNorm.encode(pass, a, { x: b.k, weight: L.kNorm, rowHeads: c.numKvHeads, nHeads: c.numKvHeads, ...d });
+        }
         k.rope.encode(pass, a, {
           q: b.q,
           k: b.k,

@@ -2,7 +2,6 @@
  * What the GPU forward pass does not run yet, decided once at load: a model that needs it is refused with
  * CHECKPOINT_UNSUPPORTED naming the feature, never served with the feature silently dropped. The plain-TS reference
  * (tests/reference/forward.ts) implements all of them.
- *   - Qwen3's per-head q/k RMSNorm;
  *   - a sliding attention window shorter than the served context (a window at least as long as the context masks
  *     nothing, so such a model runs exactly).
  */
@@ -11,7 +10,6 @@ import { SiftError } from '../config/errors.js';
 
 /** Why the GPU forward pass cannot serve `config` at `maxContext` tokens, or null when it can. */
 export function gpuForwardGap(config: ModelConfig, maxContext: number): string | null {
-  if (config.qkNorm) return `${config.architecture}'s per-head q/k RMSNorm is not implemented on the GPU yet`;
   const windows = config.layerWindows.filter((w) => w > 0);
   if (windows.length > 0 && Math.min(...windows) < maxContext) {
     const w = Math.min(...windows);

@@ -24,9 +24,16 @@ export type QuantizeOption =
   | {
       format: 'q4';
       group: number;
-      /** Keep the token embedding and lm_head at int8 (llama.cpp's _M mixes keep the output layer wider). */
-      embeddingInt8?: boolean;
+      /**
+       * Matrices kept at int8 (llama.cpp's _M mixes keep such tensors wider): `embedding` = the token embedding and
+       * lm_head, `attn-v` = every layer's v_proj, `ffn-down` = every layer's down_proj.
+       */
+      int8?: readonly Int8Role[];
     };
+
+/** Roles of the matrices a q4 upload may keep at int8 (QuantizeOption.int8). */
+export const INT8_ROLES = ['embedding', 'attn-v', 'ffn-down'] as const;
+export type Int8Role = (typeof INT8_ROLES)[number];
 
 import type { HeadPlan } from './head-plan.js';
 
@@ -38,6 +45,8 @@ export interface LayerWeights {
   qBias: GPUBuffer | null; // (heads*headDim) f32
   kBias: GPUBuffer | null; // (kvHeads*headDim) f32
   vBias: GPUBuffer | null; // (kvHeads*headDim) f32
+  qNorm: GPUBuffer | null; // (headDim) f32, Qwen3's per-head q RMSNorm weight
+  kNorm: GPUBuffer | null; // (headDim) f32, Qwen3's per-head k RMSNorm weight
   o: GpuWeight; // (hidden, heads*headDim)
   mlpNorm: GPUBuffer; // (hidden) f32
   gate: GpuWeight; // (intermediate, hidden)
@@ -82,7 +91,8 @@ export function uploadModel(
   let perm: LayerHeadPermutation[] | null = opts.headPlan ? headPermutation(opts.headPlan, c) : null;
   if (perm && isIdentityPermutation(perm)) perm = null;
   const L = c.numLayers;
-  const total = 3 + L * (c.attentionBias ? 12 : 9) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
+  const total =
+    3 + L * (9 + (c.attentionBias ? 3 : 0) + (c.qkNorm ? 2 : 0)) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
   let done = 0;
   let bytes = 0;
   const tick = (n: number) => {
@@ -108,8 +118,19 @@ export function uploadModel(
         );
       }
       const [rows, cols] = info.shape;
+      const o = opts.quantize;
+      const role: Int8Role | null =
+        name === ckpt.embeddingName || name === ckpt.lmHeadName
+          ? 'embedding'
+          : name.endsWith('.self_attn.v_proj.weight')
+            ? 'attn-v'
+            : name.endsWith('.mlp.down_proj.weight')
+              ? 'ffn-down'
+              : null;
       q =
-        opts.quantize.format === 'int8' ? quantizeInt8(f, rows, cols) : quantizeQ4(f, rows, cols, opts.quantize.group);
+        o.format === 'int8' || (role !== null && o.int8?.includes(role))
+          ? quantizeInt8(f, rows, cols)
+          : quantizeQ4(f, rows, cols, o.group);
     }
     if (q) {
       const m = perm ? permuteQuantizedTensor(name, q, perm) : q;
@@ -147,6 +168,8 @@ export function uploadModel(
       qBias: c.attentionBias ? vector(`${p}self_attn.q_proj.bias`) : null,
       kBias: c.attentionBias ? vector(`${p}self_attn.k_proj.bias`) : null,
       vBias: c.attentionBias ? vector(`${p}self_attn.v_proj.bias`) : null,
+      qNorm: c.qkNorm ? vector(`${p}self_attn.q_norm.weight`) : null,
+      kNorm: c.qkNorm ? vector(`${p}self_attn.k_norm.weight`) : null,
       o: matrix(`${p}self_attn.o_proj.weight`),
       mlpNorm: vector(`${p}post_attention_layernorm.weight`),
       gate: matrix(`${p}mlp.gate_proj.weight`),
@@ -165,7 +188,7 @@ export function destroyModel(w: ModelWeights): void {
   w.finalNorm.destroy();
   for (const l of w.layers) {
     for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) destroyWeight(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias]) b?.destroy();
+    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]) b?.destroy();
   }
 }
 
@@ -177,7 +200,7 @@ export function decodeStepWeightBytes(w: ModelWeights): number {
   let n = 0;
   for (const l of w.layers) {
     for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) n += weightBytes(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias]) n += b?.size ?? 0;
+    for (const b of [l.attnNorm, l.mlpNorm, l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]) n += b?.size ?? 0;
   }
   n += w.finalNorm.size + weightBytes(w.lmHead);
   return n + Math.ceil(weightBytes(w.embed) / w.embed.rows);
