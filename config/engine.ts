@@ -48,11 +48,13 @@ export const ENGINE_SPEC = {
     max: 65536,
     doc: 'columns per q4 scale group (a multiple of 8)',
   },
-  quantizeEmbedding: {
+  quantizeInt8: {
     kind: 'string',
-    default: 'same',
-    choices: ['same', 'int8'],
-    doc: 'with --quantize q4: the token embedding and lm_head in q4 too (same) or in int8, as llama.cpp keeps its output layer wider',
+    default: '',
+    defaultText: 'none',
+    doc:
+      'with --quantize q4: matrices kept at int8, a comma list of embedding (token embedding and lm_head), attn-v ' +
+      "(every layer's v_proj), ffn-down (every layer's down_proj), as llama.cpp's _M mixes keep such tensors wider",
   },
   errorScopeInterval: {
     kind: 'int',

@@ -35,7 +35,15 @@ import { ForwardPass } from './forward.js';
 import { assertGpuForward } from './gpu-support.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
-import { destroyModel, type ModelWeights, type QuantizeOption, type UploadProgress, uploadModel } from './weights.js';
+import {
+  destroyModel,
+  INT8_ROLES,
+  type Int8Role,
+  type ModelWeights,
+  type QuantizeOption,
+  type UploadProgress,
+  uploadModel,
+} from './weights.js';
 
 export class ModelRunner implements ModelExecutor {
   readonly modelName: string;
@@ -302,7 +310,7 @@ export class ModelRunner implements ModelExecutor {
 
 /** The upload's quantization from --quantize / --quantize-group (INVALID_ARGUMENT naming the flag). */
 export function quantizeOption(
-  cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup' | 'quantizeEmbedding'>,
+  cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup' | 'quantizeInt8'>,
 ): QuantizeOption | undefined {
   if (cfg.quantize === 'none') return undefined;
   if (cfg.quantize === 'int8') return { format: 'int8' };
@@ -311,5 +319,18 @@ export function quantizeOption(
       param: 'quantizeGroup',
     });
   }
-  return { format: 'q4', group: cfg.quantizeGroup, embeddingInt8: cfg.quantizeEmbedding === 'int8' };
+  const int8 = cfg.quantizeInt8
+    .split(',')
+    .map((r) => r.trim())
+    .filter((r) => r !== '');
+  for (const r of int8) {
+    if (!(INT8_ROLES as readonly string[]).includes(r)) {
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `quantizeInt8: unknown matrix role ${JSON.stringify(r)}; roles: ${INT8_ROLES.join(', ')}`,
+        { param: 'quantizeInt8' },
+      );
+    }
+  }
+  return { format: 'q4', group: cfg.quantizeGroup, int8: int8 as Int8Role[] };
 }
