@@ -25,7 +25,10 @@ import { decodeBatch, disjointTable, prefillSeq, pseudoTokens, tableRow } from '
 import { type Agreement, agreement, mdTable, poolAgreement, type Stat, stat } from './stats.js';
 
 export interface QuantBenchOptions {
-  /** 'f32' (the model as stored), 'bf16', 'int8', 'q4g<N>' (+ 'e8': embedding / lm_head int8), or a .gguf file. */
+  /**
+   * 'f32' (the model as stored), 'bf16', 'int8', 'q4g<N>' (+ 'e8' / 'v8' / 'd8': embedding and lm_head / v_proj /
+   * down_proj at int8), or a .gguf file.
+   */
   formats: string[];
   /** Teacher-forced sequences: the greedy one plus sampled stories. */
   sequences: number;

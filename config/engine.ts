@@ -43,18 +43,18 @@ export const ENGINE_SPEC = {
   },
   quantizeGroup: {
     kind: 'int',
-    default: 32,
+    default: 64,
     min: 8,
     max: 65536,
     doc: 'columns per q4 scale group (a multiple of 8)',
   },
   quantizeInt8: {
     kind: 'string',
-    default: '',
-    defaultText: 'none',
+    default: 'attn-v,ffn-down',
     doc:
       'with --quantize q4: matrices kept at int8, a comma list of embedding (token embedding and lm_head), attn-v ' +
-      "(every layer's v_proj), ffn-down (every layer's down_proj), as llama.cpp's _M mixes keep such tensors wider",
+      "(every layer's v_proj), ffn-down (every layer's down_proj), or none; as llama.cpp's Q4_K_M keeps v and down " +
+      'wider (on stories15M the default mix agrees with F32 on 92% of greedy tokens, plain q4 on 88-90%)',
   },
   errorScopeInterval: {
     kind: 'int',

@@ -322,7 +322,7 @@ export function quantizeOption(
   const int8 = cfg.quantizeInt8
     .split(',')
     .map((r) => r.trim())
-    .filter((r) => r !== '');
+    .filter((r) => r !== '' && r !== 'none');
   for (const r of int8) {
     if (!(INT8_ROLES as readonly string[]).includes(r)) {
       throw new SiftError(
