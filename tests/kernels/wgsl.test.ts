@@ -102,6 +102,7 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['block_select', { HD: 64, MAXKB: 256 }],
   ['embedding', { F32: true }],
   ['gather_rows', {}],
+  ['head_rmsnorm', {}],
   ['kv_write', {}],
   ['kv_write_streaming', {}],
   ['matmul', { F32: false, BF16: false, XV4: true, TT: 4 }],
