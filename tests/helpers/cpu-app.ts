@@ -6,13 +6,12 @@
  */
 import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { type ServerConfig, serverConfig } from '../../config/server.js';
 import { EngineCore, type EngineCoreOptions } from '../../engine/core.js';
 import { buildApp } from '../../server/app.js';
 import { loadText, type TextSide } from '../../text/text.js';
 import { cpuExecutor } from '../engine/core-helpers.js';
-import { STORY, scratchDir, wordPieces, writeTextSide } from './tiny-text.js';
+import { STORY, scratchDir, wordPieces, writeTextSide, writeTinyLlama } from './tiny-text.js';
 
 export const CPU_MODEL = 'story-tiny';
 
@@ -20,20 +19,7 @@ export const CPU_MODEL = 'story-tiny';
 export function storyModelDir(): string {
   const dir = scratchDir(CPU_MODEL);
   const vocab = writeTextSide(dir, wordPieces(`${STORY} Tell me a story. Hello Hi x`), true);
-  writeSyntheticCheckpoint(dir, {
-    architecture: 'LlamaForCausalLM',
-    dtype: 'f32',
-    sharded: false,
-    tie: 'untied',
-    hidden: 32,
-    layers: 1,
-    heads: 2,
-    kvHeads: 2,
-    intermediate: 64,
-    vocab,
-    maxPositions: 256,
-    seed: 11,
-  });
+  writeTinyLlama(dir, vocab, 11);
   return dir;
 }
 
