@@ -8,15 +8,19 @@
  *   sparse-amort   the same with the selection amortized over the reuse interval (attention + selection / reuse).
  * Achieved bandwidth = bytes of K/V (and digests for a selection) the step must read / time, vs --peak-gbps.
  *
- * Prefill (chunks of 512 query tokens over a context of L tokens, summed over the chunks): dense vs block-sparse
- * (BlockSparsePrefill keeping about 1/8 of the causal key blocks) vs Lambda (sink 128 + local 256). With
- * `prefillSample` K only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output).
+ * Prefill (chunks of 512 query tokens over a context of L tokens, summed over the chunks), through the tiled prefill
+ * attention (model/attention/prefill.ts): dense causal vs block-sparse (block digests of the chunk + selection
+ * keeping about 1/8 of the causal key blocks + attention) vs Lambda (sink 128 + local 256). With `prefillSample` K
+ * only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output). The per-(token,
+ * head) kernel this replaced is compared in bench/results/PREFILL.md.
  */
 import { SiftError } from '../config/errors.js';
 import { tokensAttended } from '../model/attention/budget.js';
+import { HeadMode, PrefillAttention } from '../model/attention/prefill.js';
 import { SparseDecodeAttention } from '../model/attention/sparse-decode.js';
 import { AttentionKernel } from '../shaders/attention.js';
-import { BlockSparsePrefill, HeadMode, planPrefillBlocks } from '../shaders/block_sparse_attention.js';
+import { blockDigestBytes } from '../shaders/block_digest.js';
+import { type HeadModeValue, selectionBytes } from '../shaders/block_select.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../shaders/page_digest.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
 import { f32ToF16 } from '../util/dtype.js';
@@ -91,7 +95,12 @@ export interface PrefillRow {
   keptShare: number;
   ms: { dense: Stat; blockSparse: Stat; lambda: Stat };
   denseGflops: number;
+  /** dense / block-sparse and dense / Lambda. */
   speedup: { blockSparse: number; lambda: number };
+  /** Bytes one layer's block selection reads for the first and the last chunk (digests + pooled queries). */
+  selectionBytes: { firstChunk: number; lastChunk: number };
+  /** Bytes of block digests a chunk writes (its own key blocks), the same for every chunk. */
+  digestBytesPerChunk: number;
 }
 
 export interface AttentionBenchResult {
@@ -393,45 +402,83 @@ async function benchPrefill(
   const nChunks = Math.ceil(ctx / CHUNK);
   const chosen = sampleChunks(nChunks, o.prefillSample);
   const arena = new UniformArena(gpu);
-  const totals: Record<'dense' | 'blockSparse' | 'lambda', number[]> = { dense: [], blockSparse: [], lambda: [] };
+  type Name = 'dense' | 'blockSparse' | 'lambda';
+  const totals: Record<Name, number[]> = { dense: [], blockSparse: [], lambda: [] };
+  const prefill = new PrefillAttention(gpu, { topBlocks: top, blockSize: BS, sink: 128, local: 256 });
+  const group = numHeads / numKvHeads;
+  const digests = gpu.createBuffer('bench.digests', blockDigestBytes(pages, ps, BS, numKvHeads, headDim));
+  const shapeArgs = { numHeads, numKvHeads, headDim, pageSize: ps, maxPagesPerSeq: pages };
+  const chunkOf = (c: number) => {
+    const start = c * CHUNK;
+    const n = Math.min(CHUNK, ctx - start);
+    const positions = Uint32Array.from({ length: n }, (_, i) => start + i);
+    return { start, n, positions, plan: prefill.plan(new Uint32Array(n), positions, group) };
+  };
+  const selection = { firstChunk: 0, lastChunk: 0 };
+  for (const [key, c] of [
+    ['firstChunk', 0],
+    ['lastChunk', nChunks - 1],
+  ] as const) {
+    selection[key] = selectionBytes(chunkOf(c).plan.blocks, numHeads, numKvHeads, headDim);
+  }
+  const digestBytesPerChunk = (CHUNK / BS) * numKvHeads * headDim * 4;
   try {
+    // the digests of every block of the context, as earlier chunks would have left them (untimed)
+    const all = prefill.digestEntries([{ row: 0, start: 0, end: ctx }]);
+    const allBuf = gpu.upload('bench.allEntries', all);
+    gpu.run((pass) => {
+      prefill.encodeDigests(pass, arena, {
+        kCache,
+        blockTable,
+        entries: allBuf,
+        digests,
+        numEntries: all.length / 3,
+        ...shapeArgs,
+      });
+    }, arena);
+    allBuf.destroy();
     for (const [name, mode] of [
       ['dense', HeadMode.dense],
       ['blockSparse', HeadMode.sparse],
       ['lambda', HeadMode.lambda],
     ] as const) {
-      const prefill = new BlockSparsePrefill(gpu, { topBlocks: top, sink: 128, local: 256 });
       const runChunk = async (c: number): Promise<number> => {
-        const start = c * CHUNK;
-        const n = Math.min(CHUNK, ctx - start);
-        const positions = Uint32Array.from({ length: n }, (_, i) => start + i);
-        const plan = planPrefillBlocks(new Uint32Array(n), positions, BS);
-        const scratch = prefill.scratchBytes(plan, { numHeads, numKvHeads, headDim });
+        const { start, n, plan } = chunkOf(c);
+        const entries = prefill.digestEntries([{ row: 0, start, end: start + n }]);
         const bufs = {
-          qBlocks: gpu.upload('qb', plan.qBlocks),
-          kBlocks: gpu.upload('kb', plan.kBlocks.length ? plan.kBlocks : new Uint32Array(4)),
-          kPool: gpu.createBuffer('kPool', scratch.kPool),
-          blockList: gpu.createBuffer('bl', scratch.blockList),
+          qBlocks: gpu.upload('qb', plan.blocks.qBlocks),
+          tiles: gpu.upload('tiles', plan.tiles.tiles),
+          blockList: gpu.createBuffer('bl', prefill.blockListBytes(plan, numKvHeads)),
+          entries: gpu.upload('entries', entries),
         };
         await gpu.sync();
         arena.reset();
         const t0 = performance.now();
         gpu.run((pass) => {
+          if (mode === HeadMode.sparse) {
+            prefill.encodeDigests(pass, arena, {
+              kCache,
+              blockTable,
+              entries: bufs.entries,
+              digests,
+              numEntries: entries.length / 3,
+              ...shapeArgs,
+            });
+          }
           prefill.encodeLayer(pass, arena, {
             q,
             kCache,
             vCache,
             blockTable,
-            ...bufs,
+            qBlocks: bufs.qBlocks,
+            tiles: bufs.tiles,
+            digests,
+            blockList: bufs.blockList,
             out,
             plan,
-            numHeads,
-            numKvHeads,
-            headDim,
-            pageSize: ps,
-            maxPagesPerSeq: pages,
             scale: 1 / Math.sqrt(headDim),
-            headModes: Array(numKvHeads).fill(mode),
+            ...shapeArgs,
+            headModes: Array<HeadModeValue>(numKvHeads).fill(mode),
           });
         }, arena);
         await gpu.sync();
@@ -456,9 +503,14 @@ async function benchPrefill(
     if (errs.length) throw new SiftError('INTERNAL', `WebGPU errors during the benchmark: ${errs.join('; ')}`);
   } finally {
     arena.destroy();
-    for (const b of [kCache, vCache, blockTable, q, out]) b.destroy();
+    prefill.destroy();
+    for (const b of [kCache, vCache, blockTable, q, out, digests]) b.destroy();
   }
-  const ms = { dense: stat(totals.dense), blockSparse: stat(totals.blockSparse), lambda: stat(totals.lambda) };
+  const ms = {
+    dense: stat(totals.dense),
+    blockSparse: stat(totals.blockSparse),
+    lambda: stat(totals.lambda),
+  };
   const flops = 4 * numHeads * headDim * ((ctx * (ctx + 1)) / 2);
   return {
     shape: shape.name,
@@ -471,10 +523,14 @@ async function benchPrefill(
     keptShare: kept,
     ms,
     denseGflops: flops / (ms.dense.median * 1e6),
-    speedup: { blockSparse: ms.dense.median / ms.blockSparse.median, lambda: ms.dense.median / ms.lambda.median },
+    speedup: {
+      blockSparse: ms.dense.median / ms.blockSparse.median,
+      lambda: ms.dense.median / ms.lambda.median,
+    },
+    selectionBytes: selection,
+    digestBytesPerChunk,
   };
 }
-
 export async function runAttentionBench(gpu: Gpu, o: AttentionBenchOptions): Promise<AttentionBenchResult> {
   const decode: DecodeRow[] = [];
   const prefill: PrefillRow[] = [];
@@ -567,6 +623,8 @@ export function attentionTables(r: AttentionBenchResult): string {
           'Lambda (128+256)',
           'speedup bs / Lambda',
           'dense GFLOP/s',
+          'selection KB first / last chunk',
+          'digest KB written per chunk',
         ],
         r.prefill.map((p) => [
           p.shape,
@@ -577,6 +635,8 @@ export function attentionTables(r: AttentionBenchResult): string {
           `${f(p.ms.lambda.median, 1)} (${range(p.ms.lambda, 1)})`,
           `${f(p.speedup.blockSparse)}x / ${f(p.speedup.lambda)}x`,
           f(p.denseGflops, 1),
+          `${f(p.selectionBytes.firstChunk / 1024, 1)} / ${f(p.selectionBytes.lastChunk / 1024, 1)}`,
+          f(p.digestBytesPerChunk / 1024, 1),
         ]),
       ),
     );

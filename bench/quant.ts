@@ -25,7 +25,10 @@ import { decodeBatch, disjointTable, prefillSeq, pseudoTokens, tableRow } from '
 import { type Agreement, agreement, mdTable, poolAgreement, type Stat, stat } from './stats.js';
 
 export interface QuantBenchOptions {
-  /** 'f32' (the model as stored), 'bf16', 'int8', 'q4g<N>' (+ 'e8': embedding / lm_head int8), or a .gguf file. */
+  /**
+   * 'f32' (the model as stored), 'bf16', 'int8', 'q4g<N>' (+ 'e8' / 'v8' / 'd8': embedding and lm_head / v_proj /
+   * down_proj at int8), or a .gguf file.
+   */
   formats: string[];
   /** Teacher-forced sequences: the greedy one plus sampled stories. */
   sequences: number;
@@ -84,10 +87,11 @@ async function loadFormat(dir: string, format: string, cfg: EngineConfig, gpu: G
   if (format === 'f32') return ModelRunner.load(dir, cfg, opts);
   if (format === 'bf16') return ModelRunner.load(bf16Twin(dir), cfg, opts);
   if (format === 'int8') return ModelRunner.load(dir, { ...cfg, quantize: 'int8' }, opts);
-  const g = /^q4g(\d+)(e8)?$/.exec(format);
+  const g = /^q4g(\d+)((?:e8|v8|d8)*)$/.exec(format);
   if (g) {
-    const q4 = { quantize: 'q4', quantizeGroup: Number(g[1]), quantizeEmbedding: g[2] ? 'int8' : 'same' } as const;
-    return ModelRunner.load(dir, { ...cfg, ...q4 }, opts);
+    const roles: Record<string, string> = { e8: 'embedding', v8: 'attn-v', d8: 'ffn-down' };
+    const quantizeInt8 = (g[2].match(/../g) ?? []).map((t) => roles[t]).join(',');
+    return ModelRunner.load(dir, { ...cfg, quantize: 'q4', quantizeGroup: Number(g[1]), quantizeInt8 }, opts);
   }
   throw new Error(`unknown format ${format} (f32, bf16, int8, q4g<N>, or a .gguf file)`);
 }

@@ -8,6 +8,7 @@ import { SiftError } from '../config/errors.js';
 import { decodeToF32, type WeightDType } from '../util/dtype.js';
 import type { QuantFormat, QuantizedMatrix } from '../util/quant.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
+import { splitFusedTensors } from './fused.js';
 import { ggufTensorName } from './gguf-config.js';
 import { ggufCheckpoint, readLink } from './gguf-import.js';
 import { openSafetensorsDir } from './safetensors.js';
@@ -32,6 +33,8 @@ export function layerTensorNames(i: number) {
     qBias: `${p}.self_attn.q_proj.bias`,
     kBias: `${p}.self_attn.k_proj.bias`,
     vBias: `${p}.self_attn.v_proj.bias`,
+    qNorm: `${p}.self_attn.q_norm.weight`,
+    kNorm: `${p}.self_attn.k_norm.weight`,
     o: `${p}.self_attn.o_proj.weight`,
     postNorm: `${p}.post_attention_layernorm.weight`,
     gate: `${p}.mlp.gate_proj.weight`,
@@ -59,6 +62,10 @@ export function checkpointLayout(config: ModelConfig): TensorSpec[] {
       out.push({ name: n.qBias, shape: [qDim] });
       out.push({ name: n.kBias, shape: [kvDim] });
       out.push({ name: n.vBias, shape: [kvDim] });
+    }
+    if (config.qkNorm) {
+      out.push({ name: n.qNorm, shape: [headDim] });
+      out.push({ name: n.kNorm, shape: [headDim] });
     }
     out.push({ name: n.o, shape: [h, qDim] });
     out.push({ name: n.postNorm, shape: [h] });
@@ -150,8 +157,10 @@ export function openCheckpoint(dir: string): Checkpoint {
       throw e;
     }
   }
-  const st = openSafetensorsDir(abs);
+  const files = openSafetensorsDir(abs);
   try {
+    // Phi-3's fused qkv_proj / gate_up_proj are read as the q/k/v and gate/up they hold (checkpoint/fused.ts).
+    const st = splitFusedTensors(files, config);
     const where = (name: string) => st.fileOf(name)?.path ?? st.source;
     const missing = (name: string, extra = '') =>
       new SiftError('CHECKPOINT_INVALID', `${st.source}: tensor ${name} missing${extra}`);
@@ -171,7 +180,10 @@ export function openCheckpoint(dir: string): Checkpoint {
       t.name === EMBED_NAME ? { name: embeddingName, shape: t.shape } : t,
     );
     for (const spec of layout) {
-      if (!st.has(spec.name)) throw missing(spec.name);
+      if (!st.has(spec.name)) {
+        const stored = st.storedName(spec.name);
+        throw missing(stored, stored === spec.name ? '' : ` (holds ${spec.name})`);
+      }
       const info = st.info(spec.name); // throws CHECKPOINT_UNSUPPORTED for other dtypes
       const ok = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
       if (!ok) {
@@ -196,10 +208,10 @@ export function openCheckpoint(dir: string): Checkpoint {
         throw new SiftError('INTERNAL', `${st.source}: tensor ${name} is ${st.info(name).dtype}, not quantized`);
       },
       readF32: (name) => decodeToF32(st.read(name), st.info(name).dtype),
-      close: () => st.close(),
+      close: () => files.close(),
     };
   } catch (e) {
-    st.close();
+    files.close();
     throw e;
   }
 }

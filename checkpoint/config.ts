@@ -6,7 +6,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'] as const;
+export const SUPPORTED_ARCHITECTURES = [
+  'LlamaForCausalLM',
+  'MistralForCausalLM',
+  'Qwen2ForCausalLM',
+  'Qwen3ForCausalLM',
+  'Phi3ForCausalLM',
+] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** HF `model_type` of each architecture (used when `architectures` is absent, and by writers). */
@@ -14,6 +20,8 @@ export const MODEL_TYPE: Readonly<Record<Architecture, string>> = {
   LlamaForCausalLM: 'llama',
   MistralForCausalLM: 'mistral',
   Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
+  Phi3ForCausalLM: 'phi3',
 };
 
 /** RoPE frequency scaling, as HF transformers' rope_scaling (rope_type 'default' is 'none'). */
@@ -86,8 +94,16 @@ export interface ModelConfig {
   readonly bosTokenId: number | null;
   /** Every id that ends generation (config.json's, then generation_config.json's, deduplicated). */
   readonly eosTokenIds: readonly number[];
-  /** Mistral/Qwen2 sliding-window size, recorded only (sift attends with its own sparsity). */
+  /** Qwen3: q and k pass through an RMSNorm per head (weights q_norm / k_norm, (headDim)) before RoPE. */
+  readonly qkNorm: boolean;
+  /** The configured sliding-window size (Mistral, Phi-3, Qwen2/3 with use_sliding_window), or null. */
   readonly slidingWindow: number | null;
+  /**
+   * (numLayers) each layer's attention window: a query at position t attends to keys s with t - w < s <= t (HF's
+   * sliding_attention, w keys counting its own); 0 = full causal attention. Mistral and Phi-3 slide every layer;
+   * Qwen2/3 the layers from max_window_layers on; a config's layer_types overrides both.
+   */
+  readonly layerWindows: readonly number[];
 }
 
 /** HF's defaults for max_position_embeddings when a config omits it. */
@@ -95,6 +111,8 @@ const DEFAULT_MAX_POSITIONS: Readonly<Record<Architecture, number>> = {
   LlamaForCausalLM: 2048,
   MistralForCausalLM: 4096 * 32,
   Qwen2ForCausalLM: 32768,
+  Qwen3ForCausalLM: 32768,
+  Phi3ForCausalLM: 4096,
 };
 
 type Json = Record<string, unknown>;
@@ -222,7 +240,8 @@ function ropeScalingOf(file: string, raw: unknown, cfg: Json, headDim: number, m
       truncate,
     };
   }
-  if (kind === 'longrope') {
+  // Phi-3's first long-context configs called longrope "su" (HF reads both).
+  if (kind === 'longrope' || kind === 'su') {
     const half = headDim / 2;
     // Phi-3 keeps original_max_position_embeddings beside rope_scaling; others put it inside.
     const original =
@@ -251,6 +270,57 @@ function ropeScalingOf(file: string, raw: unknown, cfg: Json, headDim: number, m
     'CHECKPOINT_UNSUPPORTED',
     `${file}: rope_scaling type ${JSON.stringify(kind)} not supported; supported: default, linear, llama3, yarn, dynamic, longrope`,
   );
+}
+
+/**
+ * The sliding window as HF transformers applies it: `layer_types` when the config lists them; else Mistral and Phi-3
+ * slide every layer when sliding_window is set, Qwen2/3 the layers i >= max_window_layers (default 28) when
+ * use_sliding_window is true; Llama never.
+ */
+function slidingWindowsOf(
+  file: string,
+  cfg: Json,
+  architecture: Architecture,
+  numLayers: number,
+): { slidingWindow: number | null; layerWindows: number[] } {
+  const qwen = architecture === 'Qwen2ForCausalLM' || architecture === 'Qwen3ForCausalLM';
+  const enabled =
+    architecture === 'MistralForCausalLM' ||
+    architecture === 'Phi3ForCausalLM' ||
+    (qwen && cfg.use_sliding_window === true);
+  const hasSize = cfg.sliding_window !== undefined && cfg.sliding_window !== null;
+  const size = hasSize ? posInt(file, cfg, 'sliding_window') : null;
+  if (Array.isArray(cfg.layer_types)) {
+    const types = cfg.layer_types;
+    if (types.length !== numLayers) {
+      throw invalid(file, `layer_types lists ${types.length} layers; num_hidden_layers is ${numLayers}`);
+    }
+    const windows = types.map((t, i) => {
+      if (t === 'full_attention') return 0;
+      if (t !== 'sliding_attention') {
+        throw new SiftError(
+          'CHECKPOINT_UNSUPPORTED',
+          `${file}: layer_types[${i}] ${JSON.stringify(t)} not supported; supported: full_attention, sliding_attention`,
+        );
+      }
+      if (size === null) throw invalid(file, `layer_types[${i}] is sliding_attention but sliding_window is not set`);
+      return size;
+    });
+    return { slidingWindow: windows.some((w) => w > 0) ? size : null, layerWindows: windows };
+  }
+  if (!enabled || size === null) return { slidingWindow: null, layerWindows: new Array(numLayers).fill(0) };
+  if (!qwen) return { slidingWindow: size, layerWindows: new Array(numLayers).fill(size) };
+  const from = cfg.max_window_layers === undefined ? 28 : nonNegInt(file, cfg, 'max_window_layers');
+  const layerWindows = Array.from({ length: numLayers }, (_, i) => (i >= from ? size : 0));
+  return { slidingWindow: layerWindows.some((w) => w > 0) ? size : null, layerWindows };
+}
+
+function nonNegInt(file: string, cfg: Json, key: string): number {
+  const v = cfg[key];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw invalid(file, `${key} (${JSON.stringify(v)}) must be a non-negative integer`);
+  }
+  return v;
 }
 
 /**
@@ -293,6 +363,13 @@ export function parseModelConfig(json: unknown, file = 'config.json', generation
   const bias = cfg.attention_bias ?? false;
   if (typeof bias !== 'boolean') throw invalid(file, `attention_bias (${JSON.stringify(bias)}) must be a boolean`);
   const attentionBias = architecture === 'Qwen2ForCausalLM' || bias;
+  const partialRotary = cfg.partial_rotary_factor ?? 1;
+  if (partialRotary !== 1) {
+    throw new SiftError(
+      'CHECKPOINT_UNSUPPORTED',
+      `${file}: partial_rotary_factor ${JSON.stringify(partialRotary)}: partial rotary embeddings are not supported`,
+    );
+  }
 
   const bos = tokenIds(file, cfg.bos_token_id, 'bos_token_id');
   if (bos.length > 1) throw invalid(file, `bos_token_id (${JSON.stringify(cfg.bos_token_id)}) must be one token id`);
@@ -303,12 +380,7 @@ export function parseModelConfig(json: unknown, file = 'config.json', generation
     for (const id of tokenIds(genFile, generation.eos_token_id, 'eos_token_id')) if (!eos.includes(id)) eos.push(id);
   }
 
-  let slidingWindow: number | null = null;
-  const useWindow =
-    architecture === 'MistralForCausalLM' || (architecture === 'Qwen2ForCausalLM' && cfg.use_sliding_window === true);
-  if (useWindow && cfg.sliding_window !== undefined && cfg.sliding_window !== null) {
-    slidingWindow = posInt(file, cfg, 'sliding_window');
-  }
+  const { slidingWindow, layerWindows } = slidingWindowsOf(file, cfg, architecture, numLayers);
 
   return Object.freeze({
     architecture,
@@ -327,7 +399,9 @@ export function parseModelConfig(json: unknown, file = 'config.json', generation
     attentionBias,
     bosTokenId: bos.length ? bos[0] : null,
     eosTokenIds: Object.freeze(eos),
+    qkNorm: architecture === 'Qwen3ForCausalLM',
     slidingWindow,
+    layerWindows: Object.freeze(layerWindows),
   });
 }
 

@@ -22,6 +22,7 @@ export const GGUF_ARCHITECTURES: Readonly<Record<string, Architecture>> = {
   llama: 'LlamaForCausalLM',
   mistral: 'MistralForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
 };
 
 /**
@@ -48,6 +49,8 @@ export function ggufTensorName(hfName: string): string | null {
     'self_attn.q_proj.bias': 'attn_q.bias',
     'self_attn.k_proj.bias': 'attn_k.bias',
     'self_attn.v_proj.bias': 'attn_v.bias',
+    'self_attn.q_norm.weight': 'attn_q_norm.weight',
+    'self_attn.k_norm.weight': 'attn_k_norm.weight',
     'self_attn.o_proj.weight': 'attn_output.weight',
     'post_attention_layernorm.weight': 'ffn_norm.weight',
     'mlp.gate_proj.weight': 'ffn_gate.weight',
@@ -75,6 +78,8 @@ export function hfTensorName(ggufName: string): string | null {
     'self_attn.q_proj.bias',
     'self_attn.k_proj.bias',
     'self_attn.v_proj.bias',
+    'self_attn.q_norm.weight',
+    'self_attn.k_norm.weight',
     'self_attn.o_proj.weight',
     'post_attention_layernorm.weight',
     'mlp.gate_proj.weight',

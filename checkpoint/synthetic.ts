@@ -14,6 +14,7 @@ import { Rng } from '../util/rng.js';
 import { checkpointLayout, EMBED_NAME, LM_HEAD_NAME } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { type Architecture, MODEL_TYPE, type RopeScaling } from './config.js';
+import { fusedSlices } from './fused.js';
 import { INDEX_FILE, SINGLE_FILE, type TensorToWrite, writeSafetensors } from './safetensors.js';
 
 export interface SyntheticOptions {
@@ -36,6 +37,12 @@ export interface SyntheticOptions {
   maxPositions?: number;
   /** Std of q/k/v biases when the architecture has them (default 0.2; 0 writes zero biases). */
   biasStd?: number;
+  /**
+   * sliding_window written to config.json (Mistral, Phi-3; Qwen2/3 with use_sliding_window true and
+   * max_window_layers = `windowFromLayer`, default 0: every layer slides).
+   */
+  slidingWindow?: number;
+  windowFromLayer?: number;
   seed: number;
 }
 
@@ -75,8 +82,15 @@ export function syntheticConfigJson(o: SyntheticOptions): Record<string, unknown
     torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[o.dtype],
   };
   if (o.headDim !== undefined) cfg.head_dim = o.headDim;
-  if (o.architecture === 'LlamaForCausalLM') cfg.attention_bias = false;
-  if (o.architecture === 'MistralForCausalLM') cfg.sliding_window = null;
+  if (o.architecture === 'LlamaForCausalLM' || o.architecture === 'Qwen3ForCausalLM') cfg.attention_bias = false;
+  if (o.architecture === 'MistralForCausalLM' || o.architecture === 'Phi3ForCausalLM') {
+    cfg.sliding_window = o.slidingWindow ?? null;
+  }
+  if (o.architecture === 'Qwen2ForCausalLM' || o.architecture === 'Qwen3ForCausalLM') {
+    cfg.use_sliding_window = o.slidingWindow !== undefined;
+    cfg.sliding_window = o.slidingWindow ?? null;
+    cfg.max_window_layers = o.windowFromLayer ?? 0;
+  }
   const rs = o.ropeScaling ?? { type: 'none' };
   // Both spellings of the kind occur in the wild: older configs say `type`, newer `rope_type`.
   if (rs.type === 'linear') cfg.rope_scaling = { type: 'linear', factor: rs.factor };
@@ -130,9 +144,31 @@ function tensorValues(o: SyntheticOptions, name: string, shape: readonly number[
   return rng.normalArray(n, 1 / Math.sqrt(shape[shape.length - 1]));
 }
 
-/** The tensors a checkpoint of `o` stores, in file order (HF order: embeddings, layers, norm, lm_head). */
-function storedLayout(o: SyntheticOptions) {
-  const layout = checkpointLayout(configForLayout(o));
+interface StoredTensor {
+  name: string;
+  shape: readonly number[];
+  /** A fused tensor (Phi-3's qkv_proj, gate_up_proj): the split tensors whose rows it stacks, in order. */
+  parts?: { name: string; shape: readonly number[] }[];
+}
+
+/**
+ * The tensors a checkpoint of `o` stores, in file order (HF order: embeddings, layers, norm, lm_head). Phi-3 stores
+ * q/k/v as one qkv_proj and gate/up as one gate_up_proj (each part keeps its own random stream).
+ */
+function storedLayout(o: SyntheticOptions): StoredTensor[] {
+  const config = configForLayout(o);
+  const slices = fusedSlices(config);
+  const layout: StoredTensor[] = [];
+  for (const t of checkpointLayout(config)) {
+    const s = slices.get(t.name);
+    if (!s) layout.push(t);
+    else if (s.row0 === 0) {
+      const parts = [...slices]
+        .filter(([, x]) => x.stored === s.stored)
+        .map(([name, x]) => ({ name, shape: [x.rows, t.shape[1]] }));
+      layout.push({ name: s.stored, shape: [s.storedRows, t.shape[1]], parts });
+    }
+  }
   if (o.tie !== 'tied-lmhead') return layout;
   // tied-lmhead: the shared matrix is stored as lm_head only, after the final norm.
   const embed = layout.find((t) => t.name === EMBED_NAME)!;
@@ -158,7 +194,9 @@ function configForLayout(o: SyntheticOptions): ModelConfig {
     attentionBias: o.architecture === 'Qwen2ForCausalLM',
     bosTokenId: BOS,
     eosTokenIds: [EOS],
+    qkNorm: o.architecture === 'Qwen3ForCausalLM',
     slidingWindow: null,
+    layerWindows: new Array(o.layers).fill(0),
   };
 }
 
@@ -175,11 +213,22 @@ export function writeSyntheticCheckpoint(dir: string, o: SyntheticOptions): void
     `${JSON.stringify({ bos_token_id: BOS, eos_token_id: EOS }, null, 2)}\n`,
   );
   const layout = storedLayout(o);
-  const make = (t: { name: string; shape: readonly number[] }): TensorToWrite => ({
+  const values = (t: StoredTensor): Float32Array => {
+    if (!t.parts) return tensorValues(o, t.name, t.shape);
+    const out = new Float32Array(t.shape[0] * t.shape[1]);
+    let at = 0;
+    for (const p of t.parts) {
+      const v = tensorValues(o, p.name, p.shape);
+      out.set(v, at);
+      at += v.length;
+    }
+    return out;
+  };
+  const make = (t: StoredTensor): TensorToWrite => ({
     name: t.name,
     dtype: o.dtype,
     shape: t.shape,
-    data: encodeFromF32(tensorValues(o, t.name, t.shape), o.dtype),
+    data: encodeFromF32(values(t), o.dtype),
   });
   const metadata = { format: 'pt' };
   if (!o.sharded) {
@@ -464,6 +513,106 @@ export const SYNTHETIC_VARIANTS: readonly SyntheticVariant[] = Object.freeze([
     maxPositions: 128,
     ropeScaling: { type: 'dynamic', factor: 3 },
     seed: 207,
+  },
+  {
+    name: 'mistral-f16-gqa-window',
+    architecture: 'MistralForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'untied',
+    hidden: 48,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    intermediate: 96,
+    vocab: 128,
+    slidingWindow: 6,
+    seed: 208,
+  },
+  {
+    name: 'qwen3-f32-gqa-qknorm-tied',
+    architecture: 'Qwen3ForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 32,
+    intermediate: 96,
+    vocab: 128,
+    ropeTheta: 1000000,
+    seed: 401,
+  },
+  {
+    name: 'qwen3-bf16-window-from-layer1-sharded',
+    architecture: 'Qwen3ForCausalLM',
+    dtype: 'bf16',
+    sharded: true,
+    tie: 'untied',
+    hidden: 48,
+    layers: 3,
+    heads: 6,
+    kvHeads: 2,
+    headDim: 16,
+    intermediate: 80,
+    vocab: 150,
+    slidingWindow: 5,
+    windowFromLayer: 1,
+    seed: 402,
+  },
+  {
+    name: 'phi3-f16-fused-longrope',
+    architecture: 'Phi3ForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'untied',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    intermediate: 112,
+    vocab: 160,
+    maxPositions: 512,
+    ropeScaling: {
+      type: 'longrope',
+      shortFactor: [1, 1.05, 1.1, 1.2, 1.4, 1.7, 2, 2.4],
+      longFactor: [1, 1.3, 2, 3, 4.5, 7, 10, 14],
+      originalMaxPositionEmbeddings: 64,
+      attentionFactor: 1.19,
+    },
+    seed: 501,
+  },
+  {
+    name: 'phi3-f32-gqa-fused-sharded',
+    architecture: 'Phi3ForCausalLM',
+    dtype: 'f32',
+    sharded: true,
+    tie: 'untied',
+    hidden: 48,
+    layers: 3,
+    heads: 8,
+    kvHeads: 2,
+    headDim: 8,
+    intermediate: 72,
+    vocab: 140,
+    seed: 502,
+  },
+  {
+    name: 'phi3-bf16-window',
+    architecture: 'Phi3ForCausalLM',
+    dtype: 'bf16',
+    sharded: false,
+    tie: 'untied',
+    hidden: 32,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    intermediate: 64,
+    vocab: 100,
+    slidingWindow: 4,
+    seed: 503,
   },
 ]);
 

@@ -4,6 +4,7 @@
  *   f32 / bf16: 4 / 2 bytes per weight
  *   int8 (--quantize int8): 1 byte per weight + an f32 scale per output row
  *   q4 (--quantize q4, group g): half a byte per weight + an f16 scale and min per group
+ *   q4g64+int8 v,down (--quantize q4's default): q4g64 with every v_proj and down_proj at int8
  *   GGUF Q8_0: repacked as int8 + an f16 scale per 32 (8.5 bits, as in the file)
  *   GGUF Q4_K: repacked as u4 + an f32 scale and min per 32 (6 bits; 4.5 in the file)
  *   GGUF Q6_K: repacked as int8 + an f32 scale per 16 (10 bits; 6.56 in the file)
@@ -11,7 +12,17 @@
  */
 import type { ModelConfig } from './config.js';
 
-export const WEIGHT_FORMATS = ['f32', 'bf16', 'int8', 'q4g32', 'q4g128', 'Q8_0', 'Q4_K', 'Q6_K'] as const;
+export const WEIGHT_FORMATS = [
+  'f32',
+  'bf16',
+  'int8',
+  'q4g32',
+  'q4g128',
+  'q4g64+int8 v,down',
+  'Q8_0',
+  'Q4_K',
+  'Q6_K',
+] as const;
 export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
 
 /** Bits per weight the GGUF file itself spends on each ggml type (for comparison with the repacked layout). */
@@ -19,9 +30,11 @@ export const GGUF_FILE_BITS: Readonly<Partial<Record<WeightFormat, number>>> = {
 
 const ceil8 = (n: number) => Math.ceil(n / 8) * 8;
 
-/** GPU bytes of one (rows, cols) matrix in `format`. */
-export function matrixBytes(format: WeightFormat, rows: number, cols: number): number {
+/** GPU bytes of one (rows, cols) matrix in `format` (`int8Role`: a v_proj or down_proj, int8 in the q4 mix). */
+export function matrixBytes(format: WeightFormat, rows: number, cols: number, int8Role = false): number {
   switch (format) {
+    case 'q4g64+int8 v,down':
+      return int8Role ? matrixBytes('int8', rows, cols) : (rows * ceil8(cols)) / 2 + rows * Math.ceil(cols / 64) * 4;
     case 'f32':
       return rows * cols * 4;
     case 'bf16':
@@ -66,13 +79,14 @@ export function modelWeightBytes(c: WeightShape, format: WeightFormat): WeightBy
   const h = c.hiddenSize;
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
-  const m = (r: number, k: number) => matrixBytes(format, r, k);
+  const m = (r: number, k: number, int8Role = false) => matrixBytes(format, r, k, int8Role);
   const layer =
     m(q, h) +
-    2 * m(kv, h) +
+    m(kv, h) +
+    m(kv, h, true) +
     m(h, q) +
     2 * m(c.intermediateSize, h) +
-    m(h, c.intermediateSize) +
+    m(h, c.intermediateSize, true) +
     2 * h * 4 +
     (c.attentionBias ? (q + 2 * kv) * 4 : 0);
   const embed = m(c.vocabSize, h);

@@ -115,9 +115,10 @@ Weight formats of one model side by side: weights and weight bytes per decode st
 short context), and agreement with the unquantized model (teacher-forced: share of equal greedy tokens, mean and max
 KL per position) over its greedy continuation of BOS and stories it samples.
 ${MODEL_HELP}
-  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N; q4g<N>e8: embedding and
-                          lm_head int8), or .gguf files of the
-                          same model (default f32,bf16,int8,q4g32,q4g64,q4g128)
+  --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N, every matrix; suffixes keep
+                          matrices at int8: e8 embedding and lm_head, v8 v_proj, d8 down_proj; --quantize q4's
+                          default is q4g64v8d8), or .gguf files of the same model
+                          (default f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8)
   --sequences N           teacher-forced sequences (default 4)
   --length N              positions per sequence (default 255, capped by the model's context)
   --steps N               decode steps per speed repeat (default 32)
@@ -329,7 +330,7 @@ async function quant(values: Record<string, unknown>, progress: Progress): Promi
   const { dir, label } = await modelDirFor(values, progress.update);
   values['kv-cache-mib'] ??= '64';
   const cfg = engineConfigFrom(values);
-  const formats = String(values.formats ?? 'f32,bf16,int8,q4g32,q4g64,q4g128')
+  const formats = String(values.formats ?? 'f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8')
     .split(',')
     .map((f) => f.trim())
     .filter(Boolean);

@@ -5,7 +5,7 @@ import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { resolveModel } from '../checkpoint/pull.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
-import type { GenerationEvent } from '../engine/client.js';
+import { type GenerationEvent, sequenceLimit } from '../engine/client.js';
 import { EngineCore } from '../engine/core.js';
 import { type SamplingParams, validateSampling } from '../engine/sampler.js';
 import { ModelRunner } from '../model/runner.js';
@@ -129,7 +129,7 @@ export async function main(argv: string[]): Promise<number> {
   // One request through the same engine core the server uses (paged KV, sparse attention, streaming heads).
   const loop = EngineCore.create(engine);
   try {
-    const maxTokens = askedTokens ?? Math.max(1, Math.min(256, loop.maxContext - promptIds.length));
+    const maxTokens = askedTokens ?? Math.max(1, Math.min(256, sequenceLimit(loop) - promptIds.length));
     // The same TextStream as the server's: detokenize, cut at the first stop string, hold back what could begin one.
     const stream = text?.stream(promptIds, (values.stop as string[] | undefined) ?? []);
     const outputIds: number[] = [];

@@ -3,7 +3,7 @@
  * against a `sift serve` it starts itself; report.json and a self-contained report.html in --out.
  */
 import { setMaxListeners } from 'node:events';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
@@ -26,6 +26,7 @@ import {
   writeReports,
 } from '../loadtest/report.js';
 import { SESSION_REPLY, SessionPool } from '../loadtest/sessions.js';
+import { runSoak, type SoakPlan, soakTable } from '../loadtest/soak.js';
 import { SseClient } from '../loadtest/sse-client.js';
 import { normalizeBaseUrl, probeTarget, type SpawnedServer, spawnSift, type TargetInfo } from '../loadtest/target.js';
 import {
@@ -81,6 +82,16 @@ the prefix-cache hit rate each replica gave (usage.prompt_tokens_details.cached_
   --api-key KEY          sent as Authorization: Bearer KEY
   --out DIR              where the reports go (default loadtest-out/<timestamp>)
 
+Soak mode (a long run that checks what must stay at zero or flat):
+  --soak SECONDS         instead of the levels: mixed streaming traffic (chat and completions, short and
+                         --prompt-lens prompts, max_tokens 8..--max-tokens) at one --concurrency (default 16)
+                         for SECONDS after a warm-up; writes soak.json and soak.md; exits 1 unless every target
+                         is met: 0 errors on requests the client did not cut, 0 KV pages held once the server is
+                         idle (sift:kv_cache_pages_used), RSS at the end within 10% of its value after the warm-up
+  --disconnect SHARE     share of soak requests the client cuts at a random moment (default 0.3)
+  --warmup SECONDS       soak traffic before the measured part (default min(60, SECONDS / 10))
+  --seed N               soak request mix and cut times (default 1)
+
 Progress goes to stderr; Ctrl-C stops the run and still writes the reports (a second Ctrl-C quits at once).
 `;
 
@@ -129,6 +140,10 @@ export async function main(argv: string[]): Promise<number> {
       api: { type: 'string' },
       'api-key': { type: 'string' },
       out: { type: 'string' },
+      soak: { type: 'string' },
+      disconnect: { type: 'string' },
+      warmup: { type: 'string' },
+      seed: { type: 'string' },
     },
     'loadtest',
   );
@@ -269,7 +284,7 @@ export async function main(argv: string[]): Promise<number> {
 
     let calibration: Calibration = { overhead: 0, perWord: 1, measured: false };
     const sessions = config.scenarios.some((s) => s.startsWith('sessions'));
-    if (sessions || config.scenarios.some((s) => s === 'long' || s === 'mixed')) {
+    if (values.soak !== undefined || sessions || config.scenarios.some((s) => s === 'long' || s === 'mixed')) {
       progress.update('calibrating prompt length (2 one-token requests) ...');
       const c = new SseClient({ baseUrl: target.baseUrl, concurrency: 1, apiKey, timeoutMs: timeoutS * 1000 });
       try {
@@ -298,6 +313,12 @@ export async function main(argv: string[]): Promise<number> {
         warn(`--turn-tokens ${config.turnTokens} clamped to ${fit} so that the last turn fits the context`);
         config.turnTokens = fit;
       }
+    }
+
+    if (values.soak !== undefined) {
+      const soak = soakPlanFrom(values, config, target.contextLength);
+      const w = workload(modes[modes.length - 1], calibration);
+      return await soakMode({ ...soak, apiKey, outDir, target, workload: w, signal: stop.signal, progress, argv });
     }
 
     const plans: { scenario: Scenario; attention: AttentionMode | null; concurrency: number }[] = [];
@@ -389,4 +410,101 @@ function levelLine(name: string, l: LevelResult): string {
       ? `, by replica ${l.byReplica.map((r) => `${r.replica ?? '(none)'} ${r.ok}`).join(' ')}`
       : '')
   );
+}
+
+/** The soak plan from --soak, --warmup, --disconnect, --seed, --concurrency (one value), --prompt-lens, --max-tokens. */
+function soakPlanFrom(
+  values: Record<string, unknown>,
+  config: LoadtestConfig,
+  contextLength: number | null,
+): { plan: SoakPlan } {
+  const durationS = numFlag(values.soak, 'soak', 0);
+  if (!(durationS > 0)) throw new SiftError('INVALID_ARGUMENT', '--soak must be > 0 seconds', { param: 'soak' });
+  const disconnectShare = numFlag(values.disconnect, 'disconnect', 0.3);
+  if (!(disconnectShare >= 0 && disconnectShare <= 1))
+    throw new SiftError('INVALID_ARGUMENT', '--disconnect must be in [0, 1]', { param: 'disconnect' });
+  const warmupS = numFlag(values.warmup, 'warmup', Math.min(60, durationS / 10));
+  if (!(warmupS >= 0)) throw new SiftError('INVALID_ARGUMENT', '--warmup must be >= 0', { param: 'warmup' });
+  const concurrency = values.concurrency === undefined ? 16 : config.concurrency[0];
+  if (config.concurrency.length > 1 && values.concurrency !== undefined)
+    throw new SiftError('INVALID_ARGUMENT', '--soak takes one --concurrency', { param: 'concurrency' });
+  return {
+    plan: {
+      durationMs: durationS * 1000,
+      warmupMs: warmupS * 1000,
+      concurrency,
+      disconnectShare,
+      // prompt lengths are estimates (calibrated words): keep 16 tokens of margin under the context
+      promptLens: [
+        ...new Set(
+          config.promptLensRequested.map((n) =>
+            contextLength === null ? n : Math.max(8, Math.min(n, contextLength - config.maxTokens - 16)),
+          ),
+        ),
+      ],
+      minTokens: Math.min(8, config.maxTokens),
+      maxTokens: config.maxTokens,
+      seed: intFlag(values.seed, 'seed', 1, 0),
+      sampleMs: 10_000,
+      idleTimeoutMs: 60_000,
+    },
+  };
+}
+
+/** Runs the soak, writes soak.json and soak.md into outDir, prints the table; 0 when every target is met. */
+async function soakMode(o: {
+  plan: SoakPlan;
+  apiKey?: string;
+  outDir: string;
+  target: TargetInfo;
+  workload: WorkloadOptions;
+  signal: AbortSignal;
+  progress: ReturnType<typeof progressLine>;
+  argv: string[];
+}): Promise<number> {
+  const client = new SseClient({
+    baseUrl: o.target.baseUrl,
+    concurrency: o.plan.concurrency,
+    apiKey: o.apiKey,
+    timeoutMs: 600_000,
+  });
+  const mib = (b: number | null | undefined) => (b == null ? '-' : `${(b / 2 ** 20).toFixed(0)} MiB`);
+  let result: Awaited<ReturnType<typeof runSoak>>;
+  try {
+    result = await runSoak(
+      client,
+      o.target.baseUrl,
+      o.plan,
+      { model: o.workload.model, attention: o.workload.attention, calibration: o.workload.calibration },
+      {
+        signal: o.signal,
+        apiKey: o.apiKey,
+        onProgress: (p) =>
+          o.progress.update(
+            `soak ${p.phase} ${(p.elapsedMs / 1000).toFixed(0)} s: ok ${p.ok}, cut ${p.cut}, errors ${p.errors}, ` +
+              `RSS ${mib(p.last?.rssBytes)}, KV pages ${p.last?.kvPagesUsed ?? '-'}, running ${p.last?.running ?? '-'}`,
+          ),
+      },
+    );
+  } finally {
+    client.close();
+  }
+  o.progress.done('soak finished');
+  const report = {
+    tool: 'sift loadtest --soak',
+    version: 1,
+    date: new Date().toISOString(),
+    command: ['sift', 'loadtest', ...o.argv].join(' '),
+    host: hostInfo(),
+    target: o.target,
+    plan: o.plan,
+    interrupted: o.signal.aborted,
+    result,
+  };
+  const table = soakTable(result);
+  writeFileSync(path.join(o.outDir, 'soak.json'), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(path.join(o.outDir, 'soak.md'), `# Soak run ${report.date}\n\n\`${report.command}\`\n\n${table}\n`);
+  process.stdout.write(`${table}\n\nreport: ${path.join(o.outDir, 'soak.json')}\n`);
+  if (o.signal.aborted) return 130;
+  return result.pass.all ? 0 : 1;
 }

@@ -15,7 +15,7 @@ import { EngineCore } from '../engine/core.js';
 import { loadHeadPlan } from '../model/head-plan.js';
 import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
-import { listen, onSignals } from '../server/server.js';
+import { exitAfterFault, listen, onSignals } from '../server/server.js';
 import { Gpu } from '../shaders/runtime.js';
 import {
   attentionConfigFrom,
@@ -104,6 +104,25 @@ async function preflight(cfg: ServerConfig, attention: AttentionConfig): Promise
   }
 }
 
+/**
+ * What `sift serve` says at startup when the KV cache cannot hold one full-context sequence (null when it can):
+ * the most tokens a request may then have, and the --kv-cache-mib that would hold the whole context. Requests
+ * beyond the cache are refused with a 400 (engine/client.ts checkRequest), never cut short.
+ */
+export function kvCapacityNotice(loop: EngineCore, kvCacheMib: number): string | null {
+  if (loop.kvCacheTokens >= loop.maxContext) return null;
+  const { pageSize, bytesPerPage } = loop.kv.config;
+  const fix =
+    bytesPerPage === null
+      ? ''
+      : ` --kv-cache-mib ${Math.ceil((Math.ceil(loop.maxContext / pageSize) * bytesPerPage) / 2 ** 20)} holds the whole context.`;
+  return (
+    `the KV cache (--kv-cache-mib ${kvCacheMib}) holds ${loop.kvCacheTokens} tokens, less than one full-context ` +
+    `sequence of ${loop.maxContext}: requests may have at most ${loop.kvCacheTokens} tokens (prompt + max_tokens; ` +
+    `more is a 400).${fix}`
+  );
+}
+
 export async function main(argv: string[]): Promise<number> {
   const defs = engineOptionDefs();
   for (const [k, f] of Object.entries(SERVER_SPEC)) defs[flagOf(k, f)] = { type: 'string' };
@@ -157,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     const text = loadModelText(dir);
+    text.startWorker();
     if (!text.chat.isModelTemplate) {
       log.warn(
         'the model has no chat template: /v1/chat/completions renders BOS + the user messages joined by newlines (system and assistant messages are dropped)',
@@ -182,7 +202,12 @@ export async function main(argv: string[]): Promise<number> {
         );
       },
     });
-    loop = EngineCore.create(engine, { modelName, maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30 });
+    loop = EngineCore.create(engine, {
+      modelName,
+      maxWaiting: cfg.maxWaiting > 0 ? cfg.maxWaiting : 1 << 30,
+      // a GPU fault: every request still running got an error; exit for the supervisor to restart us
+      onDeviceFault: (err) => void exitAfterFault(app, loop, err),
+    });
     const stats = loop.stats();
     app.sift.state.ready(loop, text, {
       adapter: engine.gpu.caps.adapterName,
@@ -203,11 +228,14 @@ export async function main(argv: string[]): Promise<number> {
         'the model has streaming heads: the prefix cache is off (a cached prefix would skip writing their rings)',
       );
     }
+    const kvNotice = kvCapacityNotice(loop, engineCfg.kvCacheMib);
+    if (kvNotice) log.warn({ kvCacheTokens: loop.kvCacheTokens, maxContext: loop.maxContext }, kvNotice);
     log.info(
       {
         model: modelName,
         dir,
         maxContext: loop.maxContext,
+        kvCacheTokens: loop.kvCacheTokens,
         adapter: engine.gpu.caps.adapterName,
         loadMs: Math.round(performance.now() - t0),
       },

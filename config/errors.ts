@@ -13,6 +13,8 @@ export const ERRORS = {
   NO_ADAPTER: { status: 503, type: 'server_error' },
   ADAPTER_NOT_FOUND: { status: 503, type: 'server_error' },
   DEVICE_LOST: { status: 503, type: 'server_error' },
+  /** WebGPU reported a validation or out-of-memory error during a step: its results cannot be trusted. */
+  DEVICE_FAULT: { status: 503, type: 'server_error' },
   GPU_LIMIT: { status: 500, type: 'server_error' },
   CHECKPOINT_INVALID: { status: 500, type: 'server_error' },
   CHECKPOINT_UNSUPPORTED: { status: 500, type: 'server_error' },
@@ -22,13 +24,16 @@ export const ERRORS = {
   INVALID_ARGUMENT: { status: 400, type: 'invalid_request_error' },
   CONTEXT_LENGTH_EXCEEDED: { status: 400, type: 'invalid_request_error' },
   CONFIG_INVALID: { status: 500, type: 'server_error' },
-  KV_POOL_EXHAUSTED: { status: 503, type: 'server_error' },
   QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   NOT_READY: { status: 503, type: 'server_error' },
   LISTEN_FAILED: { status: 500, type: 'server_error' },
+  /** The server is shutting down: new requests are refused, and requests still running when the grace period
+   * ends are cut with this error. */
+  SHUTTING_DOWN: { status: 503, type: 'server_error' },
   UNAUTHORIZED: { status: 401, type: 'invalid_request_error' },
   NOT_FOUND: { status: 404, type: 'invalid_request_error' },
   BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, type: 'invalid_request_error' },
   INTERNAL: { status: 500, type: 'server_error' },
 } as const satisfies Record<string, ErrorSpec>;
 

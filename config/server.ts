@@ -56,7 +56,7 @@ export const SERVER_SPEC = {
     default: 0,
     min: 0,
     max: 24 * 3600 * 1000,
-    doc: 'give up generating this many ms after a request arrives and return what exists (0 = no limit)',
+    doc: 'give up generating this many ms after a request arrives and return what exists, finish_reason "timeout" (0 = no limit)',
   },
   keepAliveMs: {
     kind: 'int',

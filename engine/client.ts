@@ -71,7 +71,16 @@ export interface TokenLogprob {
   logprob: number;
 }
 
-export type FinishReason = 'stop' | 'length' | 'cancelled' | 'timeout' | 'error';
+/**
+ * Why a request ended. Only 'length' means the request's own limit (its maxTokens, or the context) was reached:
+ *   stop       a stop id was sampled
+ *   length     prompt + output reached prompt + maxTokens (never cut below that: submit checks the request fits)
+ *   cancelled  its handle's cancel() (the client went away, or the caller stopped it, e.g. on a stop string)
+ *   timeout    its timeoutMs passed first; the output is what was generated until then
+ *   shutdown   the engine shut down before it finished (shutdown's grace period ran out)
+ *   error      a failed step or a device fault (`error` says which)
+ */
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'timeout' | 'shutdown' | 'error';
 
 export interface RequestUsage {
   promptTokens: number;
@@ -170,11 +179,27 @@ export interface EngineClient {
   /** Context limit in tokens (prompt + completion). */
   readonly maxContext: number;
   /**
+   * Tokens (prompt + completion) the KV cache can hold for one request when it runs alone; may be less than
+   * maxContext when the cache is small. A request needing more can never run and is rejected at submit.
+   */
+  readonly kvCacheTokens: number;
+  /**
+   * Most requests that may wait for admission at once. Submitting more than this together (a request's choices,
+   * admitted all or none) can never succeed, whatever the load.
+   */
+  readonly maxWaiting: number;
+  /**
    * Queues a request. Throws SiftError synchronously: what checkRequest throws (CONTEXT_LENGTH_EXCEEDED,
-   * INVALID_ARGUMENT, `param` a GenerationRequest field), QUEUE_FULL (429), DEVICE_LOST / NOT_READY (503).
+   * INVALID_ARGUMENT, `param` a GenerationRequest field), QUEUE_FULL (429: busy, retry), DEVICE_LOST /
+   * DEVICE_FAULT (503), SHUTTING_DOWN (503).
    */
   submit(req: GenerationRequest): RequestHandle;
   stats(): EngineStats;
+  /**
+   * The device fault (DEVICE_FAULT) or loss (DEVICE_LOST) that ended the engine, or null while it works. Once set,
+   * every submit throws it and the engine stays down: a server reports itself unhealthy.
+   */
+  deviceFault(): SiftError | null;
   /** Stops admitting; waits up to graceMs for running requests, then cancels the rest; releases the GPU. */
   shutdown(graceMs: number): Promise<void>;
 }
@@ -183,19 +208,35 @@ export interface EngineClient {
 export interface RequestLimits {
   /** Context limit in tokens (prompt + completion). */
   maxContext: number;
+  /** Tokens the KV cache holds for one request (EngineClient.kvCacheTokens); default maxContext. */
+  kvCacheTokens?: number;
   /** Token ids are in [0, vocabSize). */
   vocabSize: number;
   /** Tokens per KV page: a request's token budget holds at least MIN_PAGES_KEPT pages (config/attention.ts). */
   pageSize: number;
 }
 
+/** What bounds a request's tokens, in words for its sender: the model's context, or (when smaller) the KV cache. */
+export function limitDescription(limits: Pick<RequestLimits, 'maxContext' | 'kvCacheTokens'>): string {
+  const context = limits.maxContext;
+  const kv = limits.kvCacheTokens ?? context;
+  return kv < context
+    ? `the KV cache of this server holds ${kv} tokens per request (less than the model's context of ${context})`
+    : `this model's maximum context length is ${context} tokens`;
+}
+
+/** The most tokens (prompt + completion) one request may hold: the context, or less when the KV cache is smaller. */
+export function sequenceLimit(limits: Pick<RequestLimits, 'maxContext' | 'kvCacheTokens'>): number {
+  return Math.min(limits.maxContext, limits.kvCacheTokens ?? limits.maxContext);
+}
+
 /**
  * The checks of EngineClient.submit, before anything is queued. SiftError.param names the GenerationRequest field
  * at fault: 'promptIds', 'promptIds[i]' (a token id outside the vocabulary), 'maxTokens', 'topLogprobs',
  * 'timeoutMs', 'attention.tokenBudget', 'logitBias[id]', 'repetitionPenalty', 'minP'. The prompt and the completion
- * must fit the context together; CONTEXT_LENGTH_EXCEEDED names
- * 'promptIds' when the prompt alone leaves no room for one token, else 'maxTokens'. Messages are plain English
- * without field names, fit to show to whoever sent the request.
+ * must fit the context together, and the KV cache (a request that fits the context but not the cache could only
+ * ever be cut short); CONTEXT_LENGTH_EXCEEDED names 'promptIds' when the prompt alone leaves no room for one token,
+ * else 'maxTokens'. Messages are plain English without field names, fit to show to whoever sent the request.
  */
 export function checkRequest(req: GenerationRequest, limits: RequestLimits): void {
   const prompt = req.promptIds;
@@ -216,18 +257,19 @@ export function checkRequest(req: GenerationRequest, limits: RequestLimits): voi
       param: 'maxTokens',
     });
   }
-  const limit = limits.maxContext;
+  const limit = sequenceLimit(limits);
+  const what = limitDescription(limits);
   if (prompt.length + 1 > limit) {
     throw new SiftError(
       'CONTEXT_LENGTH_EXCEEDED',
-      `this model's maximum context length is ${limit} tokens; the request has ${prompt.length} prompt tokens and leaves no room to generate`,
+      `${what}; the request has ${prompt.length} prompt tokens and leaves no room to generate`,
       { param: 'promptIds' },
     );
   }
   if (prompt.length + req.maxTokens > limit) {
     throw new SiftError(
       'CONTEXT_LENGTH_EXCEEDED',
-      `this model's maximum context length is ${limit} tokens; the request has ${prompt.length} prompt tokens and asks for ${req.maxTokens} completion tokens`,
+      `${what}; the request has ${prompt.length} prompt tokens and asks for ${req.maxTokens} completion tokens`,
       { param: 'maxTokens' },
     );
   }

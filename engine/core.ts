@@ -21,8 +21,10 @@
  * every sampled row is sampled by the executor and needs nothing of the token but the token itself (no penalties,
  * no host-side rule): otherwise the next step is scheduled after the update, as before.
  *
- * A lost device (the executor's DEVICE_LOST) ends every live request with finish reason 'error' and makes later
- * submits throw DEVICE_LOST; any other failure of a step ends the requests of that step (and of the step chained on
+ * A device fault (the executor's DEVICE_FAULT: WebGPU reported a validation or out-of-memory error during a step)
+ * or a lost device (DEVICE_LOST) ends every live request with finish reason 'error', makes later submits throw it,
+ * and calls onDeviceFault (once); the step chained on the failed one is awaited and discarded, so no token computed
+ * after a fault is emitted. Any other failure of a step ends the requests of that step (and of the step chained on
  * it) with 'error' and the core goes on.
  */
 import { isSiftError, SiftError } from '../config/errors.js';
@@ -79,17 +81,26 @@ export interface EngineCoreOptions {
    * samples them itself: ExecutorLimits.chainsSteps). Default true.
    */
   overlap?: boolean;
+  /**
+   * Called once when a device fault (DEVICE_FAULT: a WebGPU validation or out-of-memory error) or the loss of the
+   * device (DEVICE_LOST) ends the engine, after every live request was ended with it. `sift serve` exits then, for
+   * its supervisor to start a fresh process.
+   */
+  onDeviceFault?: (err: Error) => void;
 }
 
 export class EngineCore implements EngineClient {
   readonly modelName: string;
   readonly maxContext: number;
+  readonly kvCacheTokens: number;
+  readonly maxWaiting: number;
   readonly kv: KvCacheManager;
   readonly scheduler: Scheduler;
   private readonly live = new Map<number, LiveRequest>();
   private readonly liveIds = new Set<string>();
   private accepting = true;
   private stopped = false;
+  /** The device fault (DEVICE_FAULT) or loss (DEVICE_LOST) that ended the engine. */
   private deadError: Error | null = null;
   private wake: (() => void) | null = null;
   private task: Promise<void> = Promise.resolve();
@@ -126,13 +137,15 @@ export class EngineCore implements EngineClient {
           }
         : undefined,
     });
+    this.maxWaiting = opts.maxWaiting ?? 256;
     this.scheduler = new Scheduler(this.kv, {
       maxBatchTokens: lim.maxBatchTokens,
       maxSeqs: lim.maxSeqs,
-      maxWaiting: opts.maxWaiting ?? 256,
+      maxWaiting: this.maxWaiting,
     });
     this.modelName = opts.modelName ?? executor.modelName;
     this.maxContext = lim.maxContext;
+    this.kvCacheTokens = numPages * pageSize;
   }
 
   /** Wraps an executor and starts the core's task. The core owns the executor from here on (shutdown destroys it). */
@@ -143,23 +156,20 @@ export class EngineCore implements EngineClient {
   }
 
   submit(req: GenerationRequest): RequestHandle {
-    if (this.deadError) throw new SiftError('DEVICE_LOST', this.deadError.message);
-    const lost = this.executor.lostError();
-    if (lost) throw lost;
-    if (!this.accepting) throw new SiftError('NOT_READY', 'the engine is shutting down');
+    const fault = this.deviceFault();
+    if (fault) throw new SiftError(fault.code, fault.message, { cause: fault });
+    if (!this.accepting) throw new SiftError('SHUTTING_DOWN', 'the engine is shutting down');
     if (typeof req.id !== 'string' || this.liveIds.has(req.id)) {
       throw new SiftError('INVALID_ARGUMENT', `request id ${String(req.id)} is already in use`);
     }
     const lim = this.executor.limits;
-    checkRequest(req, { maxContext: this.maxContext, vocabSize: lim.vocabSize, pageSize: lim.kv.pageSize });
+    checkRequest(req, {
+      maxContext: this.maxContext,
+      kvCacheTokens: this.kvCacheTokens,
+      vocabSize: lim.vocabSize,
+      pageSize: lim.kv.pageSize,
+    });
     const prompt = req.promptIds;
-    const poolTokens = this.kv.config.numPages * this.kv.pageSize;
-    if (prompt.length + 1 > poolTokens) {
-      throw new SiftError(
-        'KV_POOL_EXHAUSTED',
-        `the prompt needs ${prompt.length + 1} KV slots; the cache holds ${poolTokens} (raise --kv-cache-mib)`,
-      );
-    }
     const sampler = new Sampler(
       req.sampling,
       { presencePenalty: req.presencePenalty ?? 0, frequencyPenalty: req.frequencyPenalty ?? 0 },
@@ -167,7 +177,9 @@ export class EngineCore implements EngineClient {
       prompt,
     );
     const seq = this.scheduler.newSeq([...prompt]);
-    const maxLen = Math.min(prompt.length + req.maxTokens, this.maxContext, poolTokens);
+    // checkRequest saw that prompt + maxTokens fits the context and the KV cache: only the request's own limit ends
+    // it with 'length'.
+    const maxLen = prompt.length + req.maxTokens;
     const r = new LiveRequest(req, seq, sampler, maxLen, (x) => this.finish(x, 'cancelled'));
     this.scheduler.add(seq); // throws QUEUE_FULL
     this.live.set(seq.seqId, r);
@@ -178,6 +190,12 @@ export class EngineCore implements EngineClient {
     }
     this.notify();
     return r;
+  }
+
+  deviceFault(): SiftError | null {
+    const e = this.deadError ?? this.executor.lostError();
+    if (e === null) return null;
+    return isSiftError(e) ? e : new SiftError('DEVICE_LOST', e.message, { cause: e });
   }
 
   stats(): EngineStats {
@@ -216,7 +234,7 @@ export class EngineCore implements EngineClient {
     while (this.live.size > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(10, Math.max(1, deadline - performance.now()))));
     }
-    for (const r of [...this.live.values()]) this.finish(r, 'cancelled');
+    for (const r of [...this.live.values()]) this.finish(r, 'shutdown');
     this.stopped = true;
     this.notify();
     await this.task;
@@ -522,16 +540,20 @@ export class EngineCore implements EngineClient {
   /** Ends the requests of a failed `step` (everyone when the device is lost or no step is known). */
   private onStepError(e: unknown, step: Launched | null): void {
     const lostError = this.executor.lostError();
-    const lost = isSiftError(e, 'DEVICE_LOST') || lostError !== null;
+    const deviceError = isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT') ? e : null;
+    const fatal = deviceError ?? lostError;
     const err = e instanceof Error ? e : new SiftError('INTERNAL', `engine step failed: ${String(e)}`);
-    if (lost) {
-      this.deadError = isSiftError(e, 'DEVICE_LOST') ? e : lostError;
+    const first = fatal !== null && this.deadError === null;
+    if (fatal) {
+      this.deadError = fatal;
       this.accepting = false;
     }
-    // A lost device ends everyone; any other failure ends the requests of the failed step (or everyone when the
-    // schedule itself failed, since the KV bookkeeping may then be inconsistent).
+    // A device fault or a lost device ends everyone (nothing the GPU holds can be trusted any more); any other
+    // failure ends the requests of the failed step (or everyone when the schedule itself failed, since the KV
+    // bookkeeping may then be inconsistent).
     const victims =
-      lost || !step ? [...this.live.values()] : step.out.scheduled.flatMap((x) => this.live.get(x.seq.seqId) ?? []);
-    for (const r of victims) this.finish(r, 'error', lost ? (this.deadError ?? err) : err);
+      fatal || !step ? [...this.live.values()] : step.out.scheduled.flatMap((x) => this.live.get(x.seq.seqId) ?? []);
+    for (const r of victims) this.finish(r, 'error', fatal ? (this.deadError ?? err) : err);
+    if (first && this.deadError) this.opts.onDeviceFault?.(this.deadError);
   }
 }

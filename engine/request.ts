@@ -35,7 +35,7 @@ export class LiveRequest implements RequestHandle {
     readonly req: GenerationRequest,
     readonly seq: SeqState,
     readonly sampler: Sampler,
-    /** prompt + completion never exceeds this (maxTokens, maxContext, KV pool). */
+    /** prompt + maxTokens: the request ends with 'length' when its tokens reach it. */
     readonly maxLen: number,
     private readonly onCancel: (r: LiveRequest) => void,
   ) {

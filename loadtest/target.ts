@@ -172,6 +172,8 @@ export interface SpawnedServer {
  */
 export async function spawnSift(opts: {
   model?: string;
+  /** More `sift serve` flags, e.g. ['--max-context', '65536']. */
+  args?: string[];
   logFile: string;
   readyTimeoutMs: number;
   signal?: AbortSignal;
@@ -181,6 +183,7 @@ export async function spawnSift(opts: {
   const port = await freePort();
   const args = [cli, 'serve', '--host', '127.0.0.1', '--port', String(port)];
   if (opts.model) args.push('--model', opts.model);
+  if (opts.args) args.push(...opts.args);
   const log = createWriteStream(opts.logFile);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.pipe(log, { end: false });

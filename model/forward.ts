@@ -8,18 +8,22 @@
  *     qkv = rmsnorm(h) @ Wqkv (norm folded into the matmul) -> rope_kv_write (RoPE, KV write, the decode tokens'
  *     page digests) -> [page_score, page_select] -> sparse_decode + reduce -> h += attn @ Wo
  *     -> act = swiglu(rmsnorm(h) @ Wgate_up) -> h += act @ Wdown
- *   then logits = rmsnorm(h) @ Wlm_head and the sampler. The dispatches are captured once per batch size (model/
+ *   (+2 for Qwen3's q/k head norm before rope_kv_write, +1 for the key-block digests of block-sparse prefill), then
+ *   logits = rmsnorm(h) @ Wlm_head and the sampler. The dispatches are captured once per batch size (model/
  *   decode-graph.ts) and replayed: a step writes its inputs (one writeBuffer, plus the block table's changed span),
  *   replays, copies the sampled token ids (4 bytes a sequence) back, and creates nothing.
- * - prefill (any step with prompt tokens, or a layer tap): per layer rmsnorm -> qkv -> rope_kv_write -> attention
- *   (digests of the prefill tokens' pages, dense or block-sparse causal attention, sparse decode for decode rows)
- *   -> o (+= h) -> rmsnorm -> gate_up (swiglu) -> down (+= h); then the logit rows gathered, lm_head with the final
- *   norm folded in, the sampler. Encoded per step (bind groups per dispatch; prefill is device-bound).
+ * - prefill (any step with prompt tokens, or a layer tap): per layer rmsnorm -> qkv [-> q/k head norm]
+ *   -> rope_kv_write -> attention (digests of the prefill tokens' pages and key blocks, tiled prefill attention,
+ *   dense or block-sparse, sparse decode for decode rows) -> o (+= h) -> rmsnorm -> gate_up (swiglu) -> down (+= h);
+ *   then the logit rows gathered, lm_head with the final norm folded in, the sampler. From 64 tokens on the matmuls
+ *   are the tiled GEMM (shaders/matmul_tiled.wgsl) with the same fusions. Encoded per step (bind groups per
+ *   dispatch; prefill is device-bound).
  */
 import { ropeFrequencies } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
+import { HeadRmsNormKernel } from '../shaders/head_rmsnorm.js';
 import { MatmulKernel } from '../shaders/matmul.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
 import { RopeKvWriteKernel } from '../shaders/rope_kv_write.js';
@@ -143,6 +147,8 @@ export class ForwardPass {
     ropeKv: RopeKvWriteKernel;
     gather: GatherRowsKernel;
     sample: SampleKernel;
+    /** Qwen3's per-head q/k RMSNorm (null for models without it). */
+    headNorm: HeadRmsNormKernel | null;
   };
   private readonly b: Record<string, GPUBuffer> = {};
   private readonly invFreq: GPUBuffer;
@@ -174,6 +180,7 @@ export class ForwardPass {
       ropeKv: new RopeKvWriteKernel(gpu),
       gather: new GatherRowsKernel(gpu),
       sample: new SampleKernel(gpu),
+      headNorm: c.qkNorm ? new HeadRmsNormKernel(gpu) : null,
     };
     const T = this.maxBatchTokens;
     const R = this.maxLogitRows;
@@ -235,6 +242,11 @@ export class ForwardPass {
       !!opts.attention?.sparse,
     );
     this.staging = { tokens: new StagingRing(gpu, 'readback.tokens'), logits: new StagingRing(gpu, 'readback.logits') };
+  }
+
+  /** Smallest step (in tokens) whose matmuls take the tiled GEMM (shaders/matmul_tiled.wgsl). */
+  get tiledMinTokens(): number {
+    return this.k.matmul.tiledMinTokens;
   }
 
   /** Forgets a finished (or preempted) sequence's attention state (its sparse selection slot). */
@@ -479,6 +491,21 @@ export class ForwardPass {
     }
   }
 
+  /**
+   * Qwen3's per-head RMSNorm of the q and k heads of qkv (T, H + 2 KV, headDim) in place, before RoPE (v untouched):
+   * two dispatches, only for models that have it.
+   */
+  private encodeHeadNorm(pass: GPUComputePassEncoder, a: UniformArena, li: number, T: number): void {
+    const c = this.w.config;
+    const L = this.w.layers[li];
+    const norm = this.k.headNorm;
+    if (!norm) return;
+    if (!L.qNorm || !L.kNorm) throw new SiftError('INTERNAL', `forward: layer ${li} has no q/k norm weights`);
+    const d = { tokens: T, rowHeads: c.numHeads + 2 * c.numKvHeads, headDim: c.headDim, eps: c.rmsNormEps };
+    norm.encode(pass, a, { x: this.b.qkv, weight: L.qNorm, firstHead: 0, nHeads: c.numHeads, ...d });
+    norm.encode(pass, a, { x: this.b.qkv, weight: L.kNorm, firstHead: c.numHeads, nHeads: c.numKvHeads, ...d });
+  }
+
   /** The decode path: a decode-only step of D rows, every varying size read from the step's inputs (captured). */
   private encodeDecode(pass: GPUComputePassEncoder, a: UniformArena, D: number, reselect: boolean): void {
     const c = this.w.config;
@@ -492,6 +519,7 @@ export class ForwardPass {
     for (let li = 0; li < c.numLayers; li++) {
       const L = this.w.layers[li];
       this.encodeQkv(pass, a, li, b.h, D, { weight: L.attnNorm, eps });
+      this.encodeHeadNorm(pass, a, li, D);
       this.encodeRopeKv(pass, a, li, D, D, seq, pos);
       this.attention.encodeDecodeLayer(
         pass,
@@ -538,6 +566,7 @@ export class ForwardPass {
       const L = this.w.layers[li];
       k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps });
       this.encodeQkv(pass, a, li, b.xn, T);
+      this.encodeHeadNorm(pass, a, li, T);
       this.encodeRopeKv(pass, a, li, T, D, seq, pos);
       const table = this.table.buffer;
       this.attention.encodeLayer(pass, a, li, {

@@ -16,6 +16,7 @@ import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
 import { isSiftError, SiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/index.js';
+import { FaultCheck } from '../shaders/faults.js';
 import { Gpu } from '../shaders/runtime.js';
 import { buildForwardBatch } from './batch.js';
 import type {
@@ -31,14 +32,25 @@ import type {
   StepEntry,
 } from './executor.js';
 import { ForwardPass, type KernelChoice } from './forward.js';
+import { assertGpuForward } from './gpu-support.js';
 import { loadHeadPlan } from './head-plan.js';
 import { KvStorage } from './kv-storage.js';
-import { destroyModel, type ModelWeights, type QuantizeOption, type UploadProgress, uploadModel } from './weights.js';
+import {
+  destroyModel,
+  INT8_ROLES,
+  type Int8Role,
+  type ModelWeights,
+  type QuantizeOption,
+  type UploadProgress,
+  uploadModel,
+} from './weights.js';
 
 export class ModelRunner implements ModelExecutor {
   readonly modelName: string;
   readonly limits: ExecutorLimits;
   readonly attention: AttentionDefaults;
+  /** Checks every step for WebGPU validation / out-of-memory errors (shaders/faults.ts). */
+  readonly faults: FaultCheck;
 
   private constructor(
     readonly gpu: Gpu,
@@ -51,6 +63,7 @@ export class ModelRunner implements ModelExecutor {
     private readonly ownsGpu: boolean,
     /** Sparse-attention config the model was loaded with (requests may override mode and token budget). */
     readonly attentionConfig: AttentionConfig,
+    errorScopeInterval: number,
   ) {
     this.modelName = path.basename(modelDir);
     const fwd = forwardPass;
@@ -73,6 +86,7 @@ export class ModelRunner implements ModelExecutor {
       chainsSteps: true,
     };
     this.attention = { mode: attentionConfig.mode as 'dense' | 'sparse', tokenBudget: attentionConfig.tokenBudget };
+    this.faults = new FaultCheck(gpu, errorScopeInterval);
   }
 
   /** Share of (layer, KV head) pairs that are streaming heads (0 without a head pattern). */
@@ -105,6 +119,8 @@ export class ModelRunner implements ModelExecutor {
     const gpu = opts.gpu ?? (await Gpu.create({ adapter: cfg.adapter || undefined }));
     try {
       const c = ckpt.config;
+      const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
+      assertGpuForward(c, maxContext, ckpt.dir);
       const headPlan = attention.headPattern
         ? loadHeadPlan(attention.headPattern, c, { streamingFraction: attention.streamingFraction ?? undefined })
         : undefined;
@@ -121,7 +137,6 @@ export class ModelRunner implements ModelExecutor {
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
       const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
-      const maxContext = cfg.maxContext ?? c.maxPositionEmbeddings;
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
       const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib, kvOpts);
@@ -139,7 +154,18 @@ export class ModelRunner implements ModelExecutor {
         },
         kernels: opts.kernels,
       });
-      const runner = new ModelRunner(gpu, modelDir, c, weights, kv, fwd, maxContext, !opts.gpu, attention);
+      const runner = new ModelRunner(
+        gpu,
+        modelDir,
+        c,
+        weights,
+        kv,
+        fwd,
+        maxContext,
+        !opts.gpu,
+        attention,
+        cfg.errorScopeInterval,
+      );
       await runner.warmUp();
       return runner;
     } finally {
@@ -149,7 +175,9 @@ export class ModelRunner implements ModelExecutor {
 
   /**
    * Runs one scheduled step (ModelExecutor.execute): the sampling entries with a spec are sampled on the device and
-   * come back as token ids; logits come back only for the entries that ask for them (or have no spec).
+   * come back as token ids; logits come back only for the entries that ask for them (or have no spec). WebGPU errors
+   * during it throw DEVICE_FAULT (FaultCheck, whose scopes bracket this step's GPU calls alone: the next step may be
+   * encoded while this one runs).
    */
   async execute(input: ExecuteInput): Promise<ExecuteOutput> {
     const fwd = this.forwardPass;
@@ -157,22 +185,28 @@ export class ModelRunner implements ModelExecutor {
     let out: { tokens: Int32Array; logits: Float32Array; logitsRow: Int32Array };
     // what this step's kernels read (LayerAttention.lastReport), taken at submission: a step chained on this one is
     // prepared before this one's tokens come back
-    let report: typeof fwd.attention.lastReport;
+    const taken: { report: typeof fwd.attention.lastReport | null } = { report: null };
     try {
-      if (batch.logitRows.length > 0) {
-        const pending = fwd.step(batch);
-        report = fwd.attention.lastReport;
-        out = await pending;
-      } else {
+      out = await this.faults.run(() => {
+        if (batch.logitRows.length > 0) {
+          const pending = fwd.step(batch);
+          taken.report = fwd.attention.lastReport;
+          return pending;
+        }
         // only prefill chunks that sample nothing: no logits to read, but wait for the GPU (pacing, device loss)
         fwd.encode(batch);
-        report = fwd.attention.lastReport;
-        await this.gpu.sync();
-        out = { tokens: new Int32Array(0), logits: new Float32Array(0), logitsRow: new Int32Array(0) };
-      }
+        taken.report = fwd.attention.lastReport;
+        return this.gpu.sync().then(() => ({
+          tokens: new Int32Array(0),
+          logits: new Float32Array(0),
+          logitsRow: new Int32Array(0),
+        }));
+      });
     } catch (e) {
       throw await this.deviceError(e);
     }
+    const report = taken.report;
+    if (!report) throw new SiftError('INTERNAL', 'execute: the step was never submitted');
     // per entry, decode entries first (as the batch rows)
     return { ...out, tokensAttended: report.decodeTokens, prefillKeyBlocks: report.prefillKeyBlocks };
   }
@@ -253,9 +287,10 @@ export class ModelRunner implements ModelExecutor {
    * Compiles every pipeline a step can need before the first request (a cold WGSL compile costs 0.1-6 s on lavapipe
    * and would stall every running request): captures the decode step of every batch size (with and without page
    * selection, sampling included), then runs prefill-path steps covering every token tile of the matmuls (1 .. 10
-   * tokens, 1 .. 8 logit rows) with decode rows beside prefill chunks, on page 0 of a pool that holds no sequence
-   * yet, and compiles the pipelines that depend on the context length (block-sparse prefill's selection). Then marks
-   * the device warm: a pipeline created later is reported by gpu.pipelinesAfterWarm().
+   * tokens, 1 .. 8 logit rows) with decode rows beside prefill chunks, and the tiled GEMM of longer steps (prefill
+   * attention's pipelines come with them), on page 0 of a pool that holds no sequence yet, and compiles the
+   * pipelines that depend on the context length (block-sparse prefill's selection). Then marks the device warm: a
+   * pipeline created later is reported by gpu.pipelinesAfterWarm().
    */
   private async warmUp(): Promise<void> {
     const fwd = this.forwardPass;
@@ -304,6 +339,25 @@ export class ModelRunner implements ModelExecutor {
       await this.execute({ entries: [decode, prefill(100 + n, n, n % 2 === 1)] });
     }
     await this.execute({ entries: [{ ...decode, start: 2 }] });
+    // the tiled GEMM of prefill steps (from tiledMinTokens tokens on): one such step, its tokens spread over as few
+    // sequences as the block table allows; as many one-token sequences when that many logit rows fit (lm_head tiled)
+    const tiled = fwd.tiledMinTokens;
+    if (tiled <= fwd.maxBatchTokens) {
+      const big = new Array(Math.min(fwd.maxPagesPerSeq, Math.ceil(tiled / this.kv.pageSize))).fill(0);
+      const bigCap = big.length * this.kv.pageSize;
+      const n = Math.ceil(tiled / bigCap);
+      if (n <= fwd.maxSeqs) {
+        await this.execute({
+          entries: Array.from({ length: n }, (_, i) => ({
+            ...prefill(200 + i, Math.min(bigCap, tiled - i * bigCap), true),
+            pages: big,
+          })),
+        });
+      }
+      if (tiled <= this.limits.maxSeqs) {
+        await this.execute({ entries: Array.from({ length: tiled }, (_, i) => prefill(300 + i, 1, i % 2 === 0)) });
+      }
+    }
     for (const id of new Set([...ids, '__warmup_d__'])) this.release(id);
     this.gpu.markWarm();
   }
@@ -311,6 +365,7 @@ export class ModelRunner implements ModelExecutor {
   /** A failed step's error, as DEVICE_LOST when the device is gone (it may report the loss a moment late). */
   private async deviceError(e: unknown): Promise<unknown> {
     const gpu = this.gpu;
+    if (isSiftError(e, 'DEVICE_FAULT') && gpu.lostReason === null) return e;
     if (!isSiftError(e) && gpu.lostReason === null) {
       // A dead device can fail a read (mapAsync) before its `lost` promise settles: give it a moment to.
       await Promise.race([gpu.device.lost.catch(() => {}), new Promise((r) => setTimeout(r, 100).unref())]);
@@ -323,7 +378,7 @@ export class ModelRunner implements ModelExecutor {
 
 /** The upload's quantization from --quantize / --quantize-group (INVALID_ARGUMENT naming the flag). */
 export function quantizeOption(
-  cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup' | 'quantizeEmbedding'>,
+  cfg: Pick<EngineConfig, 'quantize' | 'quantizeGroup' | 'quantizeInt8'>,
 ): QuantizeOption | undefined {
   if (cfg.quantize === 'none') return undefined;
   if (cfg.quantize === 'int8') return { format: 'int8' };
@@ -332,5 +387,18 @@ export function quantizeOption(
       param: 'quantizeGroup',
     });
   }
-  return { format: 'q4', group: cfg.quantizeGroup, embeddingInt8: cfg.quantizeEmbedding === 'int8' };
+  const int8 = cfg.quantizeInt8
+    .split(',')
+    .map((r) => r.trim())
+    .filter((r) => r !== '' && r !== 'none');
+  for (const r of int8) {
+    if (!(INT8_ROLES as readonly string[]).includes(r)) {
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `quantizeInt8: unknown matrix role ${JSON.stringify(r)}; roles: ${INT8_ROLES.join(', ')}`,
+        { param: 'quantizeInt8' },
+      );
+    }
+  }
+  return { format: 'q4', group: cfg.quantizeGroup, int8: int8 as Int8Role[] };
 }

@@ -9,7 +9,9 @@
  * a pair). Quantized matrices fuse as they are (rows, scales and mins moved together) when they share a format and
  * group size. A file that mixes formats within a layer (GGUF Q4_K_M keeps v_proj in Q6_K = q8 beside q4 q/k) keeps
  * its q/k/v as consecutive parts of one format each (one matmul per part into the stacked output); gate and up in
- * different formats are decoded to f32 (exact, at 4 bytes a weight: no known mix does this).
+ * different formats are decoded to f32 (exact, at 4 bytes a weight: no known mix does this). A checkpoint that
+ * already stores q/k/v stacked (Phi-3's qkv_proj) is uploaded as stored; its gate_up_proj (gate rows, then up rows)
+ * is interleaved like separate gate/up.
  */
 
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -42,9 +44,16 @@ export type QuantizeOption =
   | {
       format: 'q4';
       group: number;
-      /** Keep the token embedding and lm_head at int8 (llama.cpp's _M mixes keep the output layer wider). */
-      embeddingInt8?: boolean;
+      /**
+       * Matrices kept at int8 (llama.cpp's _M mixes keep such tensors wider): `embedding` = the token embedding and
+       * lm_head, `attn-v` = every layer's v_proj, `ffn-down` = every layer's down_proj.
+       */
+      int8?: readonly Int8Role[];
     };
+
+/** Roles of the matrices a q4 upload may keep at int8 (QuantizeOption.int8). */
+export const INT8_ROLES = ['embedding', 'attn-v', 'ffn-down'] as const;
+export type Int8Role = (typeof INT8_ROLES)[number];
 
 export interface LayerWeights {
   attnNorm: GPUBuffer; // (hidden) f32
@@ -54,6 +63,8 @@ export interface LayerWeights {
    */
   qkv: GpuWeight[];
   qkvBias: GPUBuffer | null; // ((heads + 2 kvHeads) * headDim) f32
+  qNorm: GPUBuffer | null; // (headDim) f32, Qwen3's per-head q RMSNorm weight
+  kNorm: GPUBuffer | null; // (headDim) f32, Qwen3's per-head k RMSNorm weight
   o: GpuWeight; // (hidden, heads*headDim)
   mlpNorm: GPUBuffer; // (hidden) f32
   gateUp: GpuWeight; // (2 * intermediate, hidden): gate_proj / up_proj rows interleaved
@@ -168,8 +179,8 @@ export function uploadModel(
   let perm: LayerHeadPermutation[] | null = opts.headPlan ? headPermutation(opts.headPlan, c) : null;
   if (perm && isIdentityPermutation(perm)) perm = null;
   const L = c.numLayers;
-  const perLayer = c.attentionBias ? 12 : 9;
-  const total = 3 + L * perLayer + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
+  const total =
+    3 + L * (9 + (c.attentionBias ? 3 : 0) + (c.qkNorm ? 2 : 0)) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
   let done = 0;
   let bytes = 0;
   const tick = (n: number) => {
@@ -196,8 +207,19 @@ export function uploadModel(
         );
       }
       const [rows, cols] = info.shape;
+      const o = opts.quantize;
+      const role: Int8Role | null =
+        name === ckpt.embeddingName || name === ckpt.lmHeadName
+          ? 'embedding'
+          : name.endsWith('.self_attn.v_proj.weight')
+            ? 'attn-v'
+            : name.endsWith('.mlp.down_proj.weight')
+              ? 'ffn-down'
+              : null;
       q =
-        opts.quantize.format === 'int8' ? quantizeInt8(f, rows, cols) : quantizeQ4(f, rows, cols, opts.quantize.group);
+        o.format === 'int8' || (role !== null && o.int8?.includes(role))
+          ? quantizeInt8(f, rows, cols)
+          : quantizeQ4(f, rows, cols, o.group);
     }
     if (q) return { kind: 'quant', m: perm ? permuteQuantizedTensor(name, q, perm) : q };
     if (dtype === 'q8' || dtype === 'q4') throw new SiftError('INTERNAL', `tensor ${name}: ${dtype} not read`);
@@ -220,8 +242,26 @@ export function uploadModel(
     tick(hostBytes(h));
     return w;
   };
+  /**
+   * A checkpoint that stores the stacked matrix itself under `label` (Phi-3's qkv_proj: q, k, v rows in this order,
+   * checkpoint/fused.ts) is uploaded as it is stored when nothing reorders or requantizes its parts; null otherwise.
+   */
+  const storedStack = (label: string, names: string[]): GpuWeight | null => {
+    if (perm || opts.quantize || !ckpt.has(label) || !names.every((n) => ckpt.has(n))) return null;
+    const info = ckpt.info(label);
+    const parts = names.map((n) => ckpt.info(n));
+    const dtype = info.dtype;
+    const rows = parts.reduce((n, x) => n + x.shape[0], 0);
+    if (dtype === 'q8' || dtype === 'q4' || info.shape.length !== 2 || info.shape[0] !== rows) return null;
+    if (parts.some((x) => x.dtype !== dtype || x.shape[1] !== info.shape[1])) return null;
+    const data = ckpt.read(label);
+    for (const x of parts) tick((data.byteLength / rows) * x.shape[0]);
+    return upload(label, { kind: 'raw', data, rows, cols: info.shape[1], dtype });
+  };
   /** Row-stacked matrices (q, k, v): one weight, or one per run of consecutive matrices of one layout. */
   const stacked = (label: string, names: string[]): GpuWeight[] => {
+    const stored = storedStack(label, names);
+    if (stored) return [stored];
     const ms = names.map(hostMatrix);
     const cols = hostCols(ms[0]);
     if (ms.some((m) => hostCols(m) !== cols)) {
@@ -312,6 +352,8 @@ export function uploadModel(
             qkv.map((n) => `${n}.bias`),
           )
         : null,
+      qNorm: c.qkNorm ? vector(`${p}self_attn.q_norm.weight`) : null,
+      kNorm: c.qkNorm ? vector(`${p}self_attn.k_norm.weight`) : null,
       o: matrix(`${p}self_attn.o_proj.weight`),
       mlpNorm: vector(`${p}post_attention_layernorm.weight`),
       gateUp: interleaved(`${p}mlp.gate_up_proj.weight`, `${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`),
@@ -337,7 +379,7 @@ export function destroyModel(w: ModelWeights): void {
   w.finalNorm.destroy();
   for (const l of w.layers) {
     for (const m of [...l.qkv, l.o, l.gateUp, l.down]) destroyWeight(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias]) b?.destroy();
+    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias, l.qNorm, l.kNorm]) b?.destroy();
   }
 }
 
@@ -349,7 +391,7 @@ export function decodeStepWeightBytes(w: ModelWeights): number {
   let n = 0;
   for (const l of w.layers) {
     for (const m of [...l.qkv, l.o, l.gateUp, l.down]) n += weightBytes(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias]) n += b?.size ?? 0;
+    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias, l.qNorm, l.kNorm]) n += b?.size ?? 0;
   }
   n += w.finalNorm.size + weightBytes(w.lmHead);
   return n + Math.ceil(weightBytes(w.embed) / w.embed.rows);

@@ -8,10 +8,12 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { attentionConfig } from '../config/attention.js';
+import { SiftError } from '../config/errors.js';
 import { allowedOriginList, apiKeyList, replicaIdOf, type ServerConfig, serverConfig } from '../config/server.js';
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import auth from './auth.js';
+import body from './body.js';
 import { EngineState } from './engine-state.js';
 import './context.js';
 import cors from './cors.js';
@@ -47,6 +49,17 @@ export interface AppOptions {
 
 const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
+/**
+ * The charset a Content-Type header declares (lowercased), or null when it declares none. JSON bodies are UTF-8
+ * (RFC 8259): a body declared in another charset would be read as UTF-8 all the same, so it is refused (415)
+ * rather than turned into a different prompt.
+ */
+export function declaredCharset(contentType: string | undefined): string | null {
+  if (!contentType) return null;
+  const m = /;\s*charset\s*=\s*("?)([^";\s]*)\1/i.exec(contentType);
+  return m ? m[2].toLowerCase() : null;
+}
+
 /** X-Request-Id from the client when it is a sane token, else a fresh UUID. */
 function requestId(req: IncomingMessage): string {
   const h = req.headers['x-request-id'];
@@ -81,6 +94,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       instance.decorate('sift', { state, metrics, config, attentionMode });
       instance.addHook('onRequest', async (request, reply) => {
         reply.header('x-request-id', request.id);
+        const charset = declaredCharset(request.headers['content-type']);
+        if (charset !== null && charset !== 'utf-8' && charset !== 'utf8') {
+          throw new SiftError(
+            'UNSUPPORTED_MEDIA_TYPE',
+            `request bodies must be UTF-8 JSON; the body declares charset "${charset}"`,
+          );
+        }
       });
       instance.addHook('onResponse', async (request, reply) => {
         request.log.debug(
@@ -93,6 +113,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   );
 
   await app.register(errors);
+  await app.register(body);
   await app.register(context);
   await app.register(replica, { replicaId: replicaIdOf(config) });
   await app.register(cors, { origins: allowedOriginList(config) });

@@ -17,6 +17,17 @@ import type { TextDelta, TextStream } from '../text/stream.js';
 import type { TextSide } from '../text/text.js';
 import type { FinishReasonWire } from './protocol.js';
 
+/**
+ * The finish reason sent for an engine finish. 'error' and 'shutdown' (without a matched stop string) are answered
+ * with errors instead and never get here; 'cancelled' is "abort".
+ */
+export function wireFinish(reason: FinishReason, stopString: boolean): FinishReasonWire {
+  if (stopString || reason === 'stop') return 'stop';
+  if (reason === 'length') return 'length';
+  if (reason === 'timeout') return 'timeout';
+  return 'abort';
+}
+
 /** A generated token with its logprob information, as the wire formats need it. */
 export interface TokenInfo {
   id: number;
@@ -90,9 +101,12 @@ export class Choice {
         const err = ev.error;
         throw isSiftError(err) ? err : new SiftError('INTERNAL', err?.message ?? 'generation failed', { cause: err });
       }
+      if (ev.finishReason === 'shutdown' && !this.stream.stopped) {
+        throw new SiftError('SHUTTING_DOWN', 'the server shut down before this request finished');
+      }
       const d = this.delta(this.stream.finish());
       if (d) yield d;
-      const reason: FinishReasonWire = this.stream.stopped || ev.finishReason === 'stop' ? 'stop' : 'length';
+      const reason = wireFinish(ev.finishReason, this.stream.stopped);
       this.result = {
         text: this.stream.text,
         tokens: this.tokens,

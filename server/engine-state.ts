@@ -1,9 +1,10 @@
 /**
  * The engine as the routes reach it. The server listens before the model is loaded, so the engine and the text
- * side arrive later (`ready`); until then generation routes and /health answer 503 NOT_READY. A lost GPU device
- * (seen as a submit error or an 'error' finish) marks the engine lost: /health then answers 503 DEVICE_LOST.
+ * side arrive later (`ready`); until then generation routes and /health answer 503 NOT_READY. A GPU fault (the
+ * engine's deviceFault(), or a DEVICE_LOST / DEVICE_FAULT a request saw) marks the engine down for good: /health
+ * and every route then answer 503 with its code.
  */
-import { SiftError } from '../config/errors.js';
+import { isSiftError, SiftError } from '../config/errors.js';
 import type { EngineClient } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import type { ServerSettings } from './protocol.js';
@@ -37,7 +38,12 @@ export class EngineState {
   }
 
   get lost(): boolean {
-    return this.lostError !== null;
+    return this.fault() !== null;
+  }
+
+  /** The GPU fault that took the engine down (seen by a request, or reported by the engine), or null. */
+  private fault(): Error | null {
+    return this.lostError ?? this.engineRef?.deviceFault() ?? null;
   }
 
   markLost(err: Error): void {
@@ -46,7 +52,11 @@ export class EngineState {
 
   /** The engine and text side, or the 503 a request gets instead. */
   require(): { engine: EngineClient; text: TextSide; modelName: string } {
-    if (this.lostError) throw new SiftError('DEVICE_LOST', this.lostError.message, { cause: this.lostError });
+    const fault = this.fault();
+    if (fault) {
+      const code = isSiftError(fault, 'DEVICE_FAULT') ? 'DEVICE_FAULT' : 'DEVICE_LOST';
+      throw new SiftError(code, fault.message, { cause: fault });
+    }
     if (!this.engineRef || !this.textRef) throw new SiftError('NOT_READY', 'the model is still loading');
     return { engine: this.engineRef, text: this.textRef, modelName: this.modelName ?? this.engineRef.modelName };
   }

@@ -15,8 +15,13 @@ export const RETRY_AFTER_S = 1;
 /** What 5xx clients are told, per code (everything else: "internal server error"). */
 const PUBLIC_5XX: Partial<Record<ErrorCode, string>> = {
   NOT_READY: 'the model is still loading; retry shortly',
+  SHUTTING_DOWN: 'the server is shutting down; the request was not completed',
   DEVICE_LOST: 'the engine is unavailable (GPU device lost)',
+  DEVICE_FAULT: 'the engine is unavailable (GPU fault); the server is restarting',
 };
+
+/** 5xx that are expected states, not faults: logged without a stack, below error level. */
+const EXPECTED_5XX: ReadonlySet<ErrorCode> = new Set(['NOT_READY', 'SHUTTING_DOWN']);
 
 /** OpenAI's `code` for a SiftError code: lowercase, with OpenAI's names where they exist. */
 function wireCode(code: ErrorCode): string {
@@ -28,7 +33,10 @@ function wireCode(code: ErrorCode): string {
 export interface MappedError {
   status: number;
   body: ErrorBody;
-  /** True when the error is the server's fault (logged at error level with its stack). */
+  /**
+   * True when the error is the server's fault (logged at error level with its stack). Expected 5xx states (the
+   * model loading, shutdown) are not: their bodies are fixed public messages all the same.
+   */
   internal: boolean;
 }
 
@@ -111,15 +119,15 @@ export function mapError(err: unknown): MappedError {
       body: { error: { message: 'internal server error', type: 'server_error', param: null, code: 'internal' } },
     };
   }
-  const internal = e.status >= 500;
+  const hidden = e.status >= 500;
   return {
     status: e.status,
-    internal,
+    internal: hidden && !EXPECTED_5XX.has(e.code),
     body: {
       error: {
-        message: internal ? (PUBLIC_5XX[e.code] ?? 'internal server error') : e.message,
+        message: hidden ? (PUBLIC_5XX[e.code] ?? 'internal server error') : e.message,
         type: e.type,
-        param: internal ? null : e.param,
+        param: hidden ? null : e.param,
         code: wireCode(e.code),
       },
     },

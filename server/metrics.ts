@@ -1,10 +1,11 @@
 /**
- * Prometheus metrics under vLLM's names with the `sift:` prefix, in a registry per app (tests build many apps).
+ * Prometheus metrics under vLLM's names with the `sift:` prefix, in a registry per app (tests build many apps), plus
+ * prom-client's standard process metrics (process_resident_memory_bytes, ...) that the soak run reads.
  * Per-request figures (latencies, finish reasons, attention modes) are observed when a request ends; engine
  * totals and gauges (queue depths, KV usage, preemptions, prefix cache, share of KV attended) are read from
  * engine.stats() at scrape time.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStats } from '../engine/client.js';
 
 const LATENCY_BUCKETS = [
@@ -14,7 +15,7 @@ const TPOT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15,
 
 /** What one finished request contributes. */
 export interface RequestObservation {
-  /** OpenAI finish reason as sent ("stop" | "length"), or "error". */
+  /** The finish reason as sent ("stop", "length", "timeout"), "abort" when the client went away, or "error". */
   finishReason: string;
   attentionMode: 'dense' | 'sparse';
   ttftMs: number | null;
@@ -33,6 +34,8 @@ export class ServerMetrics {
 
   constructor(stats: () => EngineStats | null) {
     const r = [this.registry];
+    // process_resident_memory_bytes, nodejs_heap_size_used_bytes, event loop lag, ... (read at scrape time)
+    collectDefaultMetrics({ register: this.registry });
     this.ttft = new Histogram({
       name: 'sift:time_to_first_token_seconds',
       help: 'Time to first token in seconds.',
@@ -77,6 +80,11 @@ export class ServerMetrics {
     gauge('sift:num_requests_running', 'Requests in the running batch.', (s) => s.running);
     gauge('sift:num_requests_waiting', 'Requests waiting to be scheduled.', (s) => s.waiting);
     gauge('sift:kv_cache_usage_perc', 'KV cache usage (fraction of pages in use, 0..1).', (s) => s.kvUsage);
+    gauge(
+      'sift:kv_cache_pages_used',
+      'KV pages held by live requests (prefix-cache pages no request holds are free); 0 when idle.',
+      (s) => s.kvPagesUsed,
+    );
     gauge(
       'sift:attention_kv_attended_share',
       'Share of the KV tokens dense attention would read that decode read, over all (layer, KV head) pairs incl. streaming heads.',

@@ -6,7 +6,7 @@
  * submit; params.ts names the body field at fault.
  */
 import { SiftError } from '../config/errors.js';
-import type { EngineClient, GenerationRequest } from '../engine/client.js';
+import { type EngineClient, type GenerationRequest, sequenceLimit } from '../engine/client.js';
 import type { Prompt, WireNames } from './params.js';
 import type { CommonParams } from './protocol.js';
 
@@ -73,12 +73,13 @@ export function plan(body: CommonParams, opts: PlanInput): Plan {
   const requests: GenerationRequest[] = [];
   const promptOf: number[] = [];
   const attention = body.attention
-    ? { mode: body.attention.mode, tokenBudget: body.attention.token_budget }
+    ? { mode: body.attention.mode, tokenBudget: body.attention.token_budget ?? undefined }
     : undefined;
   const logitBias = logitBiasOf(body.logit_bias);
   opts.prompts.forEach((prompt, p) => {
-    // The rest of the context; at least one token, so a prompt that fills the context is the engine's to reject.
-    const maxTokens = opts.maxTokens ?? Math.max(1, opts.engine.maxContext - prompt.ids.length);
+    // The rest of the context (or of the KV cache, when it holds less); at least one token, so a prompt that fills
+    // it is the engine's to reject.
+    const maxTokens = opts.maxTokens ?? Math.max(1, sequenceLimit(opts.engine) - prompt.ids.length);
     for (let j = 0; j < n; j++) {
       const seed = body.seed === undefined || body.seed === null ? null : body.seed + j;
       requests.push({

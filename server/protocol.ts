@@ -8,8 +8,8 @@
 export interface AttentionParams {
   /** "dense" attends to every KV token; "sparse" uses page selection and streaming heads. */
   mode: 'dense' | 'sparse';
-  /** KV tokens a sparse decode step may attend to (retrieval heads). */
-  token_budget?: number;
+  /** KV tokens a sparse decode step may attend to (retrieval heads), in [1, 2^24]; null = the server's default. */
+  token_budget?: number | null;
 }
 
 /** Fields shared by both generation endpoints. */
@@ -42,9 +42,9 @@ export interface CommonParams {
     /** Send a final chunk with `usage` and empty `choices`. */ include_usage?: boolean | null;
   } | null;
   /** End-user id; logged, not used. */
-  user?: string;
-  /** sift: attention mode and token budget for this request. */
-  attention?: AttentionParams;
+  user?: string | null;
+  /** sift: attention mode and token budget for this request; null = the server's defaults. */
+  attention?: AttentionParams | null;
   /** Token id (as a string key) -> bias in [-100, 100] added to its logit; -100 bans, +100 all but forces. */
   logit_bias?: Record<string, number> | null;
   /** Drop tokens less likely than min_p times the most likely one, in [0, 1] (vLLM / llama.cpp). */
@@ -112,8 +112,14 @@ export interface CompletionRequest extends CommonParams {
   logprobs?: number | null;
 }
 
-/** Why a choice ended, in OpenAI's words. */
-export type FinishReasonWire = 'stop' | 'length' | 'tool_calls';
+/**
+ * Why a choice ended: OpenAI's "stop" (a stop id or stop string), "length" (max_tokens, or the context, reached:
+ * only the request's own limit) and "tool_calls" (the model called tools), plus sift's "timeout" (the server's
+ * request timeout ended it; the text is what was generated until then) and vLLM's "abort" (the engine request was
+ * cancelled; not normally sent, since that happens when the client has gone). A request the server cuts for any
+ * other reason (shutdown, a failed step, a device fault) is answered with an error, never a finish reason.
+ */
+export type FinishReasonWire = 'stop' | 'length' | 'tool_calls' | 'timeout' | 'abort';
 
 export interface AttentionUsageWire {
   /**

@@ -5,7 +5,7 @@
  * GPU -> 503, or an SSE error event mid-stream), observes metrics and logs one summary line per request.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { isSiftError } from '../config/errors.js';
+import { isSiftError, SiftError } from '../config/errors.js';
 import type { RequestHandle } from '../engine/client.js';
 import type { TextSide } from '../text/text.js';
 import { Choice, type ChoiceResult, type TokenInfo } from './choice.js';
@@ -48,6 +48,16 @@ export interface RespondContext {
 
 function submitAll(ctx: RespondContext, plan: Plan): RequestHandle[] {
   const { engine } = ctx.state.require();
+  const count = plan.requests.length;
+  if (count > engine.maxWaiting) {
+    // Admitted all or none into a queue that holds fewer: it could never run, on an idle server too (not a 429).
+    const n = count / plan.prompts.length;
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `the request asks for ${count} completions (${plan.prompts.length} prompt(s) x n=${n}); this server queues at most ${engine.maxWaiting} at once`,
+      { param: n > 1 ? 'n' : plan.names.prompt },
+    );
+  }
   const handles: RequestHandle[] = [];
   try {
     for (const r of plan.requests) handles.push(engine.submit(r));
@@ -55,7 +65,7 @@ function submitAll(ctx: RespondContext, plan: Plan): RequestHandle[] {
     for (const h of handles) h.cancel();
     // constraints the engine never took (it disposes those of requests it admitted)
     for (const r of plan.requests.slice(handles.length)) r.constraint?.dispose();
-    if (isSiftError(e, 'DEVICE_LOST')) ctx.state.markLost(e);
+    if (isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT')) ctx.state.markLost(e);
     throw inWireWords(e, plan.names, plan.prompts[plan.promptOf[handles.length]]);
   }
   return handles;
@@ -116,7 +126,7 @@ function finish(ctx: RespondContext, plan: Plan, choices: Choice[], outcome: str
     if (r.engineFinish === 'timeout')
       ctx.request.log.warn(
         { maxTokens: plan.requests[0].maxTokens },
-        'request timed out; answering with what was generated (finish_reason "length")',
+        'request timed out; answering with what was generated (finish_reason "timeout")',
       );
   }
   if (outcome === 'error')
@@ -178,7 +188,7 @@ export async function respond(ctx: RespondContext, plan: Plan, fmt: WireFormat):
       );
     } catch (e) {
       for (const h of handles) h.cancel();
-      if (isSiftError(e, 'DEVICE_LOST')) ctx.state.markLost(e);
+      if (isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT')) ctx.state.markLost(e);
       finish(ctx, plan, choices, 'error');
       throw e;
     } finally {
@@ -227,7 +237,7 @@ export async function respond(ctx: RespondContext, plan: Plan, fmt: WireFormat):
   );
   res.off('close', onClose);
   if (failure) {
-    if (isSiftError(failure, 'DEVICE_LOST')) ctx.state.markLost(failure);
+    if (isSiftError(failure, 'DEVICE_LOST') || isSiftError(failure, 'DEVICE_FAULT')) ctx.state.markLost(failure);
     const m = mapError(failure);
     if (m.internal) ctx.request.log.error({ err: failure }, 'generation failed mid-stream');
     sse.data(m.body);

@@ -1,8 +1,9 @@
 /**
  * JSON schemas of the POST bodies. fastify compiles them (ajv, no type coercion) before the handler runs;
  * a failure becomes a 400 whose `param` names the field (`temperature`, `messages[0].role`), see errors.ts.
- * Optional OpenAI fields also accept null, as OpenAI does.
+ * Every optional field also accepts null (meaning "not given"), as OpenAI does for its own.
  */
+import { ATTENTION_SPEC } from '../config/attention.js';
 
 const nullable = (s: Record<string, unknown>) => ({ anyOf: [s, { type: 'null' }] });
 
@@ -24,7 +25,7 @@ const common = {
     type: 'object',
     properties: { include_usage: nullable({ type: 'boolean' }) },
   }),
-  user: { type: 'string' },
+  user: nullable({ type: 'string' }),
   logit_bias: nullable({ type: 'object', additionalProperties: { type: 'number', minimum: -100, maximum: 100 } }),
   min_p: nullable({ type: 'number', minimum: 0, maximum: 1 }),
   repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 10 }),
@@ -45,15 +46,16 @@ const common = {
       },
     },
   }),
-  attention: {
+  attention: nullable({
     type: 'object',
     required: ['mode'],
     additionalProperties: false,
     properties: {
       mode: { type: 'string', enum: ['dense', 'sparse'] },
-      token_budget: { type: 'integer', minimum: 1 },
+      // the upper bound is the config's (attention.tokenBudget); a budget at or above the context means dense
+      token_budget: nullable({ type: 'integer', minimum: 1, maximum: ATTENTION_SPEC.tokenBudget.max }),
     },
-  },
+  }),
 } as const;
 
 const textPart = {

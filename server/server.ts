@@ -84,3 +84,28 @@ export function onSignals(
     process.off('SIGINT', handler);
   };
 }
+
+/** The exit status `sift serve` ends with after a GPU device fault (EX_SOFTWARE): a supervisor restarts it. */
+export const FAULT_EXIT_CODE = 70;
+
+/**
+ * After a GPU device fault (the engine's onDeviceFault): every live request has already been answered with a 503
+ * or an SSE error, and /health says 503. The process does not try to rebuild the device in place (the fault may be
+ * a driver or memory problem that would come back, and a fresh process is the state everything was tested in): it
+ * stops accepting, lets those answers go out (at most `graceMs`), and exits with FAULT_EXIT_CODE for its
+ * supervisor (systemd Restart=on-failure, a container restart policy) to start a new one.
+ */
+export async function exitAfterFault(
+  app: FastifyInstance,
+  engine: EngineClient | null,
+  err: Error,
+  opts: { graceMs?: number; exit?: (code: number) => void } = {},
+): Promise<void> {
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
+  app.log.fatal({ err }, `GPU device fault: exiting with status ${FAULT_EXIT_CODE} for a supervisor to restart sift`);
+  try {
+    await shutdown(app, engine, opts.graceMs ?? 1000);
+  } finally {
+    exit(FAULT_EXIT_CODE);
+  }
+}

@@ -4,14 +4,18 @@
  * dispatch per chunk, each writing its rows of out).
  * T = 1 is the decode matvec; T > 1 tiles tokens so every weight element is read once per tile of tokens.
  *
- * Fusions for the decode path (shaders/matmul_common.wgsl), each optional: `norm` folds an RMSNorm in front (x is
- * the raw residual stream), `glu` a SwiGLU behind (the weight interleaves gate and up rows), `accumulate` a residual
- * add behind (out += x @ W^T).
+ * Fusions (shaders/matmul_common.wgsl), each optional and taken by every strategy below (the tiled GEMM included):
+ * `norm` folds an RMSNorm in front (x is the raw residual stream), `glu` a SwiGLU behind (the weight interleaves gate
+ * and up rows), `accumulate` a residual add behind (out += x @ W^T).
  *
  * Two strategies, picked per adapter (override with `variant`):
  *  - 'thread' (shaders/matmul.wgsl): one invocation per (row, token tile). Fastest on CPU adapters (lavapipe).
  *  - 'workgroup' (shaders/matmul_wg.wgsl): one workgroup per (row, token tile) with a subgroup / workgroup
  *    reduction. Needed on real GPUs to read weights at the memory-copy rate.
+ * Prefill (T >= `tiledMinTokens`, default 64): the tiled GEMM (shaders/matmul_tiled.wgsl), every weight element
+ * read once per tile of 64 tokens, for every weight dtype (its blocks come through matmul_common's wBlock, q8 / q4
+ * dequantized in the kernel): on GPUs 64 x 64 tiles staged in workgroup memory with 4 x 4 register blocks per
+ * thread; on CPU adapters the SIMD lanes are 64 tokens sharing each broadcast weight block across 8 rows.
  */
 import { SiftError } from '../config/errors.js';
 import { requireBytes, requireInts } from './lib/checks.js';
@@ -19,7 +23,7 @@ import { defineParams } from './lib/params.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 import type { GpuWeight } from './tensor.js';
 
-/** struct Params of matmul_common.wgsl (both variants). */
+/** struct Params of matmul_common.wgsl (every variant). */
 const PARAMS = defineParams('matmul', {
   rows: 'u32',
   cols: 'u32',
@@ -44,6 +48,8 @@ export interface MatmulOptions {
   tokenTile?: number;
   /** Unpack q8/q4 weights with WGSL's packed 4x8 built-ins; default where the device has them. */
   packed4x8?: boolean;
+  /** Smallest T that takes the tiled GEMM (default 64; Infinity: never). */
+  tiledMinTokens?: number;
 }
 
 export interface MatmulArgs {
@@ -63,6 +69,13 @@ export interface MatmulArgs {
    * row-stacked weight whose parts differ in format); bias is then (rows) f32, indexed like out. Not with glu.
    */
   into?: { rowOffset: number; rows: number };
+}
+
+/** Which fusions of matmul_common.wgsl a pipeline compiles in. */
+interface Fusions {
+  norm: boolean;
+  glu: boolean;
+  acc: boolean;
 }
 
 /** Workgroup memory the 'workgroup' variant may use for its partial sums (the WebGPU default limit). */
@@ -105,6 +118,11 @@ export class MatmulKernel {
   readonly packed4x8: boolean;
   /** Invocations per workgroup of the 'thread' variant (rows per workgroup). */
   private static readonly THREAD_WG = 64;
+  /** Tokens per tile of the tiled GEMM, rows per workgroup of its GPU layout, rows per invocation on CPUs. */
+  private static readonly TILE_TOKENS = 64;
+  private static readonly TILE_ROWS = 64;
+  private static readonly CPU_ROWS = 8;
+  readonly tiledMinTokens: number;
   /** Bound in place of an absent bias (one pipeline serves both; a uniform says which). */
   private readonly noBias: GPUBuffer;
 
@@ -126,6 +144,7 @@ export class MatmulKernel {
     if (!Number.isInteger(this.tokenTile) || this.tokenTile < 1 || this.tokenTile > 32) {
       throw new SiftError('INTERNAL', `matmul: token tile ${this.tokenTile} outside [1, 32]`);
     }
+    this.tiledMinTokens = opts.tiledMinTokens ?? MatmulKernel.TILE_TOKENS;
   }
 
   /** Workgroup size of the 'workgroup' variant for `w`: enough invocations to cover a row's 8-element blocks. */
@@ -144,8 +163,14 @@ export class MatmulKernel {
     return tt;
   }
 
-  private pipelineFor(w: GpuWeight, tt: number, f: { norm: boolean; glu: boolean; acc: boolean }): GPUComputePipeline {
-    const defines = {
+  /** Whether `T` tokens take the tiled GEMM (shaders/matmul_tiled.wgsl) rather than the per-row kernels. */
+  isTiled(T: number): boolean {
+    return T >= this.tiledMinTokens;
+  }
+
+  /** The weight dtype, x layout and fusion defines of matmul_common.wgsl. */
+  private commonDefines(w: GpuWeight, f: Fusions) {
+    return {
       F32: w.dtype === 'f32',
       BF16: w.dtype === 'bf16',
       Q8: w.dtype === 'q8',
@@ -153,12 +178,25 @@ export class MatmulKernel {
       SCALE_F16: w.quant?.scaleF16 ?? false,
       PACKED4X8: this.packed4x8,
       XV4: w.cols % 4 === 0,
-      TT: tt,
       NORM: f.norm,
       NORM_BINDING: w.quant ? 6 : 5,
       GLU: f.glu,
       ACC: f.acc,
     };
+  }
+
+  /** The tiled GEMM's pipeline and weight rows per workgroup (x of the grid). */
+  private tiledPipeline(w: GpuWeight, f: Fusions): { pipeline: GPUComputePipeline; rowsPerWg: number } {
+    const shared = this.variant === 'workgroup';
+    const defines = { ...this.commonDefines(w, f), SHARED: shared, RB: MatmulKernel.CPU_ROWS };
+    return {
+      pipeline: this.gpu.pipeline('matmul_tiled', defines, {}, PARAMS),
+      rowsPerWg: shared ? MatmulKernel.TILE_ROWS : MatmulKernel.CPU_ROWS,
+    };
+  }
+
+  private pipelineFor(w: GpuWeight, tt: number, f: Fusions): GPUComputePipeline {
+    const defines = { ...this.commonDefines(w, f), TT: tt };
     if (this.variant === 'thread') return this.gpu.pipeline('matmul', defines, { WG: MatmulKernel.THREAD_WG }, PARAMS);
     const wg = this.workgroupSize(w);
     return this.gpu.pipeline('matmul_wg', { ...defines, WG: wg, SUBGROUPS: this.subgroups }, {}, PARAMS);
@@ -193,16 +231,12 @@ export class MatmulKernel {
       requireBytes('matmul', 'norm weight', a.norm.weight, w.cols * 4, `(${w.cols}) f32`);
       if (!(a.norm.eps >= 0)) throw new SiftError('INTERNAL', `matmul: bad RMSNorm eps ${a.norm.eps}`);
     }
-    const flags = { norm: a.norm !== undefined, glu, acc: a.accumulate === true };
-    const tt = this.tokenTileFor(w, T, 1 + Number(flags.norm) + Number(glu));
-    const tiles = Math.ceil(T / tt);
-    const pipeline = this.pipelineFor(w, tt, flags);
+    const flags: Fusions = { norm: a.norm !== undefined, glu, acc: a.accumulate === true };
     const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8; // vec4 words, or q8/q4 blocks of 8
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
-    for (const c of w.chunks) {
-      const rows = c.rows / per;
+    const bindingsOf = (c: GpuWeight['chunks'][number]): Binding[] => {
       const u = arena.params(PARAMS, {
-        rows,
+        rows: c.rows / per,
         cols: w.cols,
         strideV,
         T,
@@ -220,6 +254,26 @@ export class MatmulKernel {
         bindings.push(c.scales);
       }
       if (a.norm) bindings.push(a.norm.weight);
+      return bindings;
+    };
+    if (this.isTiled(T)) {
+      const { pipeline, rowsPerWg } = this.tiledPipeline(w, flags);
+      const tokenTiles = Math.ceil(T / MatmulKernel.TILE_TOKENS);
+      for (const c of w.chunks) {
+        const nx = Math.ceil(c.rows / rowsPerWg); // rowsPerWg is even: a workgroup holds whole gate/up pairs
+        if (nx > maxDim || tokenTiles > maxDim) {
+          throw new SiftError('INTERNAL', `matmul: ${nx} x ${tokenTiles} workgroups exceed the grid limit ${maxDim}`);
+        }
+        this.gpu.dispatch(pass, pipeline, bindingsOf(c), nx, tokenTiles);
+      }
+      return;
+    }
+    const tt = this.tokenTileFor(w, T, 1 + Number(flags.norm) + Number(glu));
+    const tiles = Math.ceil(T / tt);
+    const pipeline = this.pipelineFor(w, tt, flags);
+    for (const c of w.chunks) {
+      const rows = c.rows / per;
+      const bindings = bindingsOf(c);
       if (this.variant === 'thread') {
         this.gpu.dispatch(pass, pipeline, bindings, Math.ceil(rows / MatmulKernel.THREAD_WG), tiles);
       } else {

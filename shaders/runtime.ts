@@ -480,6 +480,11 @@ export class Gpu {
     return this.coldPipelines ?? [];
   }
 
+  /**
+   * A buffer of `size` bytes (padded to 16). A storage buffer is bound whole by the kernels, so it must fit the
+   * adapter's maxStorageBufferBindingSize (larger data is split by its owner, as weights and KV storage are): one
+   * that does not is refused here, with the limit named, rather than failing validation at every dispatch.
+   */
   createBuffer(label: string, size: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
     this.checkLost();
     const padded = Math.max(16, Math.ceil(size / 16) * 16);
@@ -487,6 +492,13 @@ export class Gpu {
       throw new SiftError(
         'GPU_LIMIT',
         `buffer ${label} of ${size} bytes exceeds the adapter's maxBufferSize ${this.caps.maxBufferSize}`,
+      );
+    }
+    if (usage & STORAGE && padded > this.caps.maxStorageBufferBindingSize) {
+      throw new SiftError(
+        'GPU_LIMIT',
+        `storage buffer ${label} needs ${size} bytes; the adapter binds at most ${this.caps.maxStorageBufferBindingSize} ` +
+          '(maxStorageBufferBindingSize): lower --max-seqs, --max-batch-tokens or --max-context',
       );
     }
     return this.device.createBuffer({ label, size: padded, usage });

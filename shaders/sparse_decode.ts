@@ -4,7 +4,8 @@
  * SparseDecodeKernel: one decode query per row, q (numRows, numHeads, headDim) f32 -> out (numRows, numHeads,
  * headDim) f32, attending only to the pages selected for the row's (selection slot, KV head) by page_select, plus
  * the newest page (position / pageSize) when a reused selection does not end with it, keys j <= position. The page
- * list is cut into splits of `pagesPerSplit` entries: one workgroup per (row, head, split) writes a partial
+ * list is cut into splits of `pagesPerSplit` entries (more for a row whose list the grid's splits cannot hold at that,
+ * sparse_decode_common.wgsl): one workgroup per (row, head, split) writes a partial
  * softmax (max, sum, acc[headDim]) to `partials`, and sparse_decode_reduce combines the splits into `out`.
  * With every page selected (the context fits the token budget) it is dense paged decode attention.
  * Head range (retrieval heads, model/kv-storage.ts): the kernel processes query heads [qHeadOffset, qHeadOffset +
@@ -99,9 +100,13 @@ export class SparseDecodeKernel {
     requireInts('sparse_decode', { splitTokens: this.splitTokens }, { splitTokens: 1 });
   }
 
-  /** Splits for page lists of at most `maxListLen` entries: whole pages, about `splitTokens` key slots each. */
-  splitPlan(maxListLen: number, pageSize: number): { numSplits: number; pagesPerSplit: number } {
-    const pagesPerSplit = Math.max(1, Math.floor(this.splitTokens / pageSize));
+  /**
+   * Splits of a page list of `maxListLen` pages: `splitTokens` keys per split, or more when `maxSplits` (what the
+   * partials scratch holds) would be exceeded.
+   */
+  splitPlan(maxListLen: number, pageSize: number, maxSplits = Infinity): { numSplits: number; pagesPerSplit: number } {
+    let pagesPerSplit = Math.max(1, Math.floor(this.splitTokens / pageSize));
+    if (Math.ceil(maxListLen / pagesPerSplit) > maxSplits) pagesPerSplit = Math.ceil(maxListLen / maxSplits);
     return { numSplits: Math.max(1, Math.ceil(maxListLen / pagesPerSplit)), pagesPerSplit };
   }
 

@@ -9,8 +9,12 @@ override WG: u32 = 64;
 const DPW: u32 = $DPW; // ceil(HW / WG)
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let sp = splitOf(wid);
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let sp = splitOf(wid, nwg.y);
   loadQueryTile(lid, qBase(sp.r, sp.h), p.scale);
   let nTiles = (sp.nSlots + WG - 1u) / WG;
   for (var tile = 0u; tile < nTiles; tile++) {

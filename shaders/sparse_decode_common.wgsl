@@ -2,8 +2,11 @@
 // decode attention. Decode row r (rows[r] = (blockRow, position, slot, pages kept)) and query head h (KV head
 // kvh = h / group) attend to the pages selected[slot, kvh, 0..counts) (ascending block-table columns) plus the
 // newest page position / pageSize when the list does not end with it (a selection reused from an earlier step),
-// keys j <= position only. Split `split` (grid y) takes list entries [split * pagesPerSplit, +pagesPerSplit) and
-// writes its partial softmax (running max m, sum l, unnormalised acc) for sparse_decode_reduce.
+// keys j <= position only. Split `split` (grid y) takes list entries [split * pps, +pps) and writes its partial
+// softmax (running max m, sum l, unnormalised acc) for sparse_decode_reduce, pps = pagesPerSplit, or more for a row
+// whose list the grid's splits (its y, at most numSplits: what the partials scratch holds) cannot hold at
+// pagesPerSplit: ceil(len / splits). The row's own list decides, so a step whose split count is capped needs
+// nothing but its inputs and grid.
 //#include lib/block_table
 
 struct Params {
@@ -14,8 +17,8 @@ struct Params {
   pageSize: u32,        // tokens per page
   maxPagesPerSeq: u32,  // block table row length
   maxSelected: u32,     // selection row length
-  numSplits: u32,       // grid y
-  pagesPerSplit: u32,   // list entries per split
+  numSplits: u32,       // splits per (row, head) in partials (the grid's y is at most this)
+  pagesPerSplit: u32,   // list entries per split (at least)
   scale: f32,           // softmax scale
   qRowHeads: u32,       // query heads per q row (row stride in heads)
   qHeadOffset: u32,     // first query head of the q rows processed (local head h is row head qHeadOffset + h)
@@ -70,15 +73,17 @@ struct Split {
   pb: u32,      // first word of the split's partial
 }
 
-fn splitOf(wid: vec3<u32>) -> Split {
+// `splits`: the grid's y (this step's split count, <= numSplits).
+fn splitOf(wid: vec3<u32>, splits: u32) -> Split {
   let rh = wid.x; // r * nHeads + h
   let r = rh / p.nHeads;
   let h = rh - r * p.nHeads;
   let kvh = h / p.group;
   let row = rows[r];
   let pl = pageList(row.z, kvh, row.y);
-  let i0 = min(wid.y * p.pagesPerSplit, pl.len);
-  let nSlots = (min(i0 + p.pagesPerSplit, pl.len) - i0) * p.pageSize;
+  let pps = max(p.pagesPerSplit, (pl.len + splits - 1u) / splits);
+  let i0 = min(wid.y * pps, pl.len);
+  let nSlots = (min(i0 + pps, pl.len) - i0) * p.pageSize;
   return Split(r, h, kvh, row, pl, i0, nSlots, (rh * p.numSplits + wid.y) * (2u + HD));
 }
 

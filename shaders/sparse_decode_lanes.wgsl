@@ -8,8 +8,12 @@
 const LANES: u32 = $LANES;
 
 @compute @workgroup_size(LANES)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let sp = splitOf(wid);
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let sp = splitOf(wid, nwg.y);
   loadQuery(qBase(sp.r, sp.h), p.scale);
   for (var t = lid; t < sp.nSlots; t += LANES) {
     let b = slotOf(sp, t);

@@ -1,13 +1,23 @@
 /**
  * The text side of a model directory in one object: its tokenizer, its chat template and the ids that end
- * generation. Plain prompts get BOS; chat prompts are rendered by the template (which writes its own BOS). A
+ * generation. Plain prompts get BOS; chat prompts are rendered by the template (which writes its own BOS). Big
+ * inputs are rendered and tokenized on a worker thread (text/worker-pool.ts), so the event loop stays free. A
  * TextStream per completion turns the generated ids back into text.
  */
+import { SiftError } from '../config/errors.js';
 import { ChatTemplate, type RenderOptions } from './chat-template.js';
 import { Grammars } from './grammar.js';
 import { idList, readModelJson, tokenContent } from './model-files.js';
 import { TextStream } from './stream.js';
 import { Tokenizer } from './tokenizer.js';
+import { TokenizeWorker, WORKER_MIN_CHARS } from './worker-pool.js';
+
+/** The tokens a prompt may have (prompt + completion), and how to say what sets that limit. */
+export interface PromptLimit {
+  maxTokens: number;
+  /** e.g. "this model's maximum context length is 256 tokens". */
+  describe: string;
+}
 
 export class TextSide {
   private grammarSet: Grammars | null = null;
@@ -17,24 +27,62 @@ export class TextSide {
     readonly chat: ChatTemplate,
     /** Every id that ends generation (never empty when the tokenizer has an EOS). */
     readonly stopIds: readonly number[],
+    /** Where big inputs are tokenized (text/worker-pool.ts); null = always inline. */
+    private readonly worker: TokenizeWorker | null = null,
   ) {}
 
-  encodePrompt(text: string): Promise<number[]> {
+  /** Encodes a plain prompt (with BOS). With `limit`, a text too long to fit is refused before tokenizing. */
+  encodePrompt(text: string, limit?: PromptLimit): Promise<number[]> {
+    try {
+      this.checkLength(text, 'prompt', limit); // before handing it over: a refusal costs no copy
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (this.worker && text.length >= WORKER_MIN_CHARS) return this.worker.encodePrompt(text);
     return this.tokenizer.encode(text, { addBos: true });
   }
 
   /**
    * Renders `messages` (validated; errors name the field, e.g. messages[1].role) with the template options (tools)
-   * and encodes the result.
+   * and encodes the result. With `limit`, a rendered text too long to fit is refused before tokenizing.
    */
-  encodeChat(messages: unknown, opts: RenderOptions = {}): Promise<number[]> {
-    return this.tokenizer.encode(this.chat.render(messages, opts), { addBos: false });
+  async encodeChat(messages: unknown, limit?: PromptLimit, opts: RenderOptions = {}): Promise<number[]> {
+    if (this.worker && contentChars(messages) >= WORKER_MIN_CHARS) return this.worker.encodeChat(messages, limit, opts);
+    const rendered = this.chat.render(messages, opts);
+    this.checkLength(rendered, 'messages', limit);
+    return this.tokenizer.encode(rendered, { addBos: false });
   }
 
   /** Constrained JSON output over this vocabulary (built on first use: xgrammar prepares the vocabulary once). */
   get grammars(): Grammars {
     this.grammarSet ??= new Grammars(this.tokenizer, this.stopIds);
     return this.grammarSet;
+  }
+
+  /**
+   * Throws CONTEXT_LENGTH_EXCEEDED (naming `param`) when `text` has more than limit.maxTokens - 1 tokens for
+   * certain, judged from its length alone (Tokenizer.minTokens): no room would be left to generate.
+   */
+  private checkLength(text: string, param: string, limit: PromptLimit | undefined): void {
+    if (!limit) return;
+    const min = this.tokenizer.minTokens([text]);
+    if (min + 1 > limit.maxTokens) {
+      throw new SiftError(
+        'CONTEXT_LENGTH_EXCEEDED',
+        `${limit.describe}; the prompt has ${text.length} characters, at least ${min} tokens, and leaves no room to generate`,
+        { param },
+      );
+    }
+  }
+
+  /** Starts the tokenizer worker now (it loads its own copy of the tokenizer), so the first big input does not wait. */
+  startWorker(): void {
+    this.worker?.start();
+  }
+
+  /** Stops the tokenizer worker, if one runs. */
+  close(): Promise<void> {
+    return this.worker?.close() ?? Promise.resolve();
   }
 
   /** A TextStream for one completion of `promptIds`, cut at the first of `stop`. */
@@ -59,12 +107,37 @@ export function stopIdsOf(dir: string, tokenizer: Tokenizer): number[] {
   return [...new Set(ids)];
 }
 
+/** The text contents of chat messages (strings and text parts), in order; [] if `messages` is not an array. */
+export function messageTexts(messages: unknown): string[] {
+  if (!Array.isArray(messages)) return [];
+  const out: string[] = [];
+  for (const m of messages) {
+    const c = (m as { content?: unknown } | null)?.content;
+    if (typeof c === 'string') out.push(c);
+    else if (Array.isArray(c)) {
+      for (const part of c) {
+        const t = (part as { text?: unknown } | null)?.text;
+        if (typeof t === 'string') out.push(t);
+      }
+    }
+  }
+  return out;
+}
+
+function contentChars(messages: unknown): number {
+  let n = 0;
+  for (const t of messageTexts(messages)) n += t.length;
+  return n;
+}
+
 /**
  * Loads the text side of a model directory (tokenizer.json, tokenizer_config.json, the configs' eos ids);
  * `extraStopIds` are ids that also end generation (the caller knows them from elsewhere, e.g. llama2.c's BOS).
+ * With `worker` (default true) inputs of WORKER_MIN_CHARS or more are tokenized on a worker thread.
  */
-export function loadText(dir: string, opts: { extraStopIds?: readonly number[] } = {}): TextSide {
+export function loadText(dir: string, opts: { extraStopIds?: readonly number[]; worker?: boolean } = {}): TextSide {
   const tokenizer = Tokenizer.load(dir);
   const stopIds = [...new Set([...stopIdsOf(dir, tokenizer), ...(opts.extraStopIds ?? [])])];
-  return new TextSide(tokenizer, ChatTemplate.load(dir), stopIds);
+  const worker = (opts.worker ?? true) ? new TokenizeWorker(dir) : null;
+  return new TextSide(tokenizer, ChatTemplate.load(dir), stopIds, worker);
 }

@@ -49,6 +49,7 @@ export class Tokenizer {
   readonly decoderJson: unknown;
   private readonly hf: HfTokenizer;
   private readonly pieces: (string | null)[] = [];
+  private pieceBound: { chars: number; bytes: number } | null = null;
 
   private constructor(
     hf: HfTokenizer,
@@ -91,13 +92,53 @@ export class Tokenizer {
       const fid = idList(fallbackId)[0] ?? null;
       return { id: fid, token: fid === null ? null : hf.idToToken(fid) };
     };
-    return new Tokenizer(
+    const t = new Tokenizer(
       hf,
       special,
       pick(tc.bos_token, cfg.bos_token_id),
       pick(tc.eos_token, cfg.eos_token_id),
       json.decoder ?? null,
     );
+    t.shrink = normalizerShrink(json.normalizer);
+    return t;
+  }
+
+  /**
+   * How far the tokenizer.json normalizer can shorten a text (factor on characters and bytes): 1 for the ones that
+   * never shorten (none, Prepend, Replace " " -> "▁", Lowercase), 4 for Unicode normalization forms (composition:
+   * at most 3 code units -> 1), Infinity for those that can drop any amount (Strip, StripAccents, Bert, Precompiled,
+   * regex Replace, ...): no length bound then.
+   */
+  private shrink = Number.POSITIVE_INFINITY;
+
+  /**
+   * A lower bound on the tokens of any text holding all of `texts`, from their lengths alone (no tokenizing): no
+   * token covers more characters (UTF-16 units) or UTF-8 bytes than the longest vocabulary piece, added tokens
+   * included, times what the normalizer may shrink. 0 when the normalizer makes lengths meaningless.
+   */
+  minTokens(texts: readonly string[]): number {
+    if (!Number.isFinite(this.shrink)) return 0;
+    this.pieceBound ??= this.longestPiece();
+    let chars = 0;
+    let bytes = 0;
+    for (const t of texts) {
+      chars += t.length;
+      bytes += Buffer.byteLength(t, 'utf8');
+    }
+    const s = this.shrink;
+    return Math.max(Math.ceil(chars / (this.pieceBound.chars * s)), Math.ceil(bytes / (this.pieceBound.bytes * s)));
+  }
+
+  /** The longest vocabulary piece (as stored: never shorter than the text it decodes to) in chars and bytes. */
+  private longestPiece(): { chars: number; bytes: number } {
+    let chars = 1;
+    let bytes = 1;
+    for (const piece of Object.keys(this.hf.getVocab(true))) {
+      if (piece.length > chars) chars = piece.length;
+      const b = Buffer.byteLength(piece, 'utf8');
+      if (b > bytes) bytes = b;
+    }
+    return { chars, bytes };
   }
 
   /** Token ids of `text` (no EOS is ever added). */
@@ -194,5 +235,37 @@ export class Tokenizer {
       },
       flush: () => step(true),
     };
+  }
+}
+
+/** See Tokenizer.shrink. */
+export function normalizerShrink(n: unknown): number {
+  if (n === null || n === undefined) return 1;
+  if (typeof n !== 'object') return Number.POSITIVE_INFINITY;
+  const o = n as { type?: unknown; normalizers?: unknown; pattern?: { String?: unknown }; content?: unknown };
+  switch (o.type) {
+    case 'Sequence':
+      return Array.isArray(o.normalizers)
+        ? o.normalizers.reduce((f: number, x) => f * normalizerShrink(x), 1)
+        : Infinity;
+    case 'Prepend':
+    case 'Lowercase':
+      return 1;
+    case 'NFC':
+    case 'NFD':
+    case 'NFKC':
+    case 'NFKD':
+      return 4;
+    case 'Replace': {
+      const from = o.pattern?.String;
+      if (typeof from !== 'string' || typeof o.content !== 'string' || from.length === 0) return Infinity;
+      return Math.max(
+        1,
+        from.length / Math.max(1, o.content.length),
+        Buffer.byteLength(from) / Math.max(1, Buffer.byteLength(o.content)),
+      );
+    }
+    default:
+      return Number.POSITIVE_INFINITY;
   }
 }

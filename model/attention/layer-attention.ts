@@ -9,9 +9,9 @@
  *     otherwise overwrite keys its own earlier tokens still need);
  *   retrieval heads (r_l > 0): their K/V are in the main pool already (the forward pass's rope_kv_write, which also
  *     recomputes the digests of the decode tokens' logical pages), then page digests of the logical pages the
- *     prefill tokens touched, prefill tokens [D, T): dense causal attention or block-sparse (MInference-style)
- *     attention, decode rows [0, D): top-k page attention within each entry's token budget (dense when the context
- *     fits).
+ *     prefill tokens touched and (block-sparse prefill) the key-block digests of every block the step wrote, prefill
+ *     tokens [D, T): tiled prefill attention (./prefill.ts), dense causal or block-sparse (MInference-style), decode
+ *     rows [0, D): top-k page attention within each entry's token budget (dense when the context fits).
  * The batch's rows say which rows decode; decode rows come first with one token each (ForwardPass asserts it), so
  * decode rows are tokens [0, D).
  *
@@ -23,9 +23,9 @@
 import type { ModelConfig } from '../../checkpoint/config.js';
 import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
-import { AttentionKernel, type AttentionVariant } from '../../shaders/attention.js';
-import { HeadMode, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
-import { BlockSparsePrefill } from '../../shaders/block_sparse_attention.js';
+import type { AttentionVariant } from '../../shaders/attention.js';
+import { type BlockSpan, blockDigestBytes } from '../../shaders/block_digest.js';
+import { HeadMode, keptKeyBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
@@ -35,6 +35,7 @@ import type { SeqId } from '../executor.js';
 import type { BatchRow } from '../forward.js';
 import type { KvStorage } from '../kv-storage.js';
 import type { StepInputs } from '../step-inputs.js';
+import { PrefillAttention, type PrefillPlan } from './prefill.js';
 import { type LayerSelection, SparseDecodeAttention, type SparseDecodeRow } from './sparse-decode.js';
 
 export interface LayerAttentionOptions {
@@ -76,7 +77,8 @@ interface StepPlan {
   T: number;
   D: number;
   numDigestEntries: number;
-  blockPlan: ReturnType<typeof planPrefillBlocks> | null;
+  numBlockDigestEntries: number;
+  prefillPlan: PrefillPlan | null;
 }
 
 interface SparseLayer {
@@ -97,10 +99,13 @@ export interface StepAttentionReport {
 
 export class LayerAttention {
   readonly sparse: SparseDecodeAttention | null = null;
-  private readonly dense: AttentionKernel;
   private readonly digest: PageDigestKernel | null = null;
   private readonly sparseLayers: SparseLayer[] = [];
-  private readonly prefill: BlockSparsePrefill | null = null;
+  /** Prefill tokens of every layer: tiled attention; block selection and block digests when block-sparse. */
+  private readonly prefill: PrefillAttention;
+  private readonly blockSparse: boolean;
+  /** Per layer: (numPages * bpp, nKv, headDim) f32 key-block digests (block-sparse prefill only). */
+  private readonly blockDigests: GPUBuffer[] = [];
   private readonly stream: StreamingAttentionKernel | null = null;
   private readonly streamWrite: KvWriteStreamingKernel | null = null;
   private readonly bufs: Record<string, GPUBuffer> = {};
@@ -117,6 +122,8 @@ export class LayerAttention {
   static inputRegions(c: ModelConfig, kv: KvStorage, opts: LayerAttentionOptions): [string, number][] {
     const out: [string, number][] = [];
     if (opts.sparse) out.push(...SparseDecodeAttention.inputRegions(opts.maxSeqs, c.numKvHeads));
+    // block-sparse prefill: the key block each decode row writes, (maxSeqs, 3) u32 (row, block, valid tokens)
+    if (opts.blockSparsePrefill) out.push(['dBlockEntries', 3 * opts.maxSeqs]);
     if (kv.layers.some((l) => l.numStreamingHeads > 0) && opts.streaming) {
       const rowLen = opts.streaming.sinkPages + opts.streaming.ringPages;
       out.push(['streamTable', opts.maxSeqs * rowLen], ['streamSlots', opts.maxBatchTokens]);
@@ -130,6 +137,8 @@ export class LayerAttention {
     const out: [string, number][] = [];
     // every new token touches at most one logical page; each sequence adds at most one partial page at each end
     if (opts.sparse) out.push(['digestEntries', 3 * (T + 2 * opts.maxSeqs)]);
+    // every new token touches one key block; each sequence adds at most one partial block at each end
+    if (opts.blockSparsePrefill) out.push(['blockDigestEntries', 3 * (T + 2 * opts.maxSeqs)]);
     if (kv.layers.some((l) => l.numStreamingHeads > 0)) out.push(['freshStart', T]);
     return out;
   }
@@ -141,7 +150,6 @@ export class LayerAttention {
     private readonly opts: LayerAttentionOptions,
     private readonly inputs: StepInputs,
   ) {
-    this.dense = new AttentionKernel(gpu, { variant: opts.variant });
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
     this.scale = attentionSoftmaxScale(c);
     this.streamingRowLength =
@@ -178,8 +186,11 @@ export class LayerAttention {
         });
       }
     }
-    if (opts.blockSparsePrefill) {
-      this.prefill = new BlockSparsePrefill(gpu, { topBlocks: opts.blockSparsePrefill.topBlocks });
+    this.blockSparse = opts.blockSparsePrefill !== undefined;
+    this.prefill = new PrefillAttention(gpu, { topBlocks: opts.blockSparsePrefill?.topBlocks, variant: opts.variant });
+    if (this.blockSparse) {
+      const bytes = blockDigestBytes(kv.numPages, kv.pageSize, this.prefill.blockSize, c.numKvHeads, c.headDim);
+      for (let i = 0; i < c.numLayers; i++) this.blockDigests.push(gpu.createBuffer(`blockDigests.${i}`, bytes));
     }
   }
 
@@ -214,6 +225,14 @@ export class LayerAttention {
     const decode = this.decodeRows(s);
     if (decode.length !== s.tokenSeq.length) throw new SiftError('INTERNAL', 'forward: not a decode-only step');
     this.prepareStreaming(s);
+    if (this.blockSparse) {
+      const e = this.inputs.words('dBlockEntries', 3 * decode.length);
+      const bs = this.prefill.blockSize;
+      decode.forEach((r, i) => {
+        const c = Math.floor(r.position / bs);
+        e.set([r.blockRow, c, r.position - c * bs + 1], 3 * i);
+      });
+    }
     this.plan = null;
     const reselect = this.sparse ? this.sparse.prepareStep(decode).some((x) => x) : false;
     this.lastReport = this.report(s, decode.length);
@@ -235,28 +254,30 @@ export class LayerAttention {
       numDigestEntries = entries.length / 3;
       this.inputs.words('digestEntries', entries.length).set(entries);
     }
-    let blockPlan: StepPlan['blockPlan'] = null;
-    if (this.prefill && D < T) {
+    let numBlockDigestEntries = 0;
+    if (this.blockSparse) {
+      // every position the step writes, prefill and decode rows (a block filled by decode tokens may later be read
+      // through the prefix cache)
+      const entries = this.prefill.digestEntries(blockSpans(s));
+      numBlockDigestEntries = entries.length / 3;
+      this.inputs.words('blockDigestEntries', entries.length).set(entries);
+    }
+    let prefillPlan: PrefillPlan | null = null;
+    if (D < T) {
       // plan the prefill tokens [D, T) only; their q/out rows start at D
-      blockPlan = planPrefillBlocks(
-        Array.from(s.tokenSeq.subarray(D)),
-        Array.from(s.positions.subarray(D)),
-        this.prefill.blockSize,
-      );
-      for (let i = 0; i < blockPlan.numQBlocks; i++) blockPlan.qBlocks[i * 5 + 1] += D;
-      this.ensure('qBlocks', blockPlan.qBlocks.byteLength);
-      this.ensure('kBlocks', blockPlan.kBlocks.byteLength);
-      this.gpu.write(this.bufs.qBlocks, blockPlan.qBlocks);
-      if (blockPlan.kBlocks.length) this.gpu.write(this.bufs.kBlocks, blockPlan.kBlocks);
+      prefillPlan = this.prefill.plan(s.tokenSeq, s.positions, this.c.numHeads / this.c.numKvHeads, D);
+      const { qBlocks } = prefillPlan.blocks;
+      const { tiles } = prefillPlan.tiles;
+      this.ensure('qBlocks', qBlocks.byteLength);
+      this.ensure('tiles', tiles.byteLength);
+      this.gpu.write(this.bufs.qBlocks, qBlocks);
+      this.gpu.write(this.bufs.tiles, tiles);
       const r = Math.max(...this.kv.layers.map((l) => l.numRetrievalHeads));
-      const g = this.c.numHeads / this.c.numKvHeads;
-      const sb = this.prefill.scratchBytes(blockPlan, { numHeads: r * g, numKvHeads: r, headDim: this.c.headDim });
-      this.ensure('kPool', sb.kPool);
-      this.ensure('blockList', sb.blockList);
+      this.ensure('blockList', this.prefill.blockListBytes(prefillPlan, r));
     }
     this.prepareStreaming(s);
     if (this.hasStreamingHeads) this.inputs.words('freshStart', T).set(freshStartRows(s.tokenSeq, s.positions));
-    this.plan = { T, D, numDigestEntries, blockPlan };
+    this.plan = { T, D, numDigestEntries, numBlockDigestEntries, prefillPlan };
     this.lastReport = this.report(s, D);
   }
 
@@ -282,7 +303,7 @@ export class LayerAttention {
     const prefillKeyBlocks = s.rows.slice(D).map((_, j) => {
       const row = D + j;
       const p = this.prefill;
-      if (!p || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
+      if (!this.blockSparse || R === 0 || !lo.has(row)) return { kept: 0, total: 0 };
       let kept = 0;
       let total = 0;
       const bs = p.blockSize;
@@ -399,7 +420,32 @@ export class LayerAttention {
     identity: Binding,
   ): void {
     this.encodeStreaming(pass, a, li, b, D, identity);
-    if (this.kv.layers[li].numRetrievalHeads > 0) this.encodeSparse(pass, a, li, b, D, reselect);
+    if (this.kv.layers[li].numRetrievalHeads === 0) return;
+    if (this.blockSparse) this.encodeBlockDigests(pass, a, li, b, this.inputs.binding('dBlockEntries'), D);
+    this.encodeSparse(pass, a, li, b, D, reselect);
+  }
+
+  /** Key-block digests of layer `li` for `numEntries` entries (row, block, valid tokens), after the KV write. */
+  private encodeBlockDigests(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    b: AttentionBuffers,
+    entries: Binding,
+    numEntries: number,
+  ): void {
+    const kv = this.kv.layers[li];
+    this.prefill.encodeDigests(pass, a, {
+      kCache: kv.k,
+      blockTable: b.table,
+      entries,
+      digests: this.blockDigests[li],
+      numEntries,
+      numKvHeads: kv.numRetrievalHeads,
+      headDim: this.c.headDim,
+      pageSize: this.kv.pageSize,
+      maxPagesPerSeq: this.opts.maxPagesPerSeq,
+    });
   }
 
   /**
@@ -407,7 +453,12 @@ export class LayerAttention {
    * prefill's key-block selection up to the longest sequence.
    */
   compileContextPipelines(): void {
-    this.prefill?.compileFor(this.opts.maxPagesPerSeq * this.kv.pageSize, this.c.headDim);
+    if (this.blockSparse) this.prefill.compileFor(this.opts.maxPagesPerSeq * this.kv.pageSize, this.c.headDim);
+  }
+
+  /** The layer's key-block digests (block-sparse prefill), or null. */
+  blockDigestsOf(li: number): GPUBuffer | null {
+    return this.blockDigests[li] ?? null;
   }
 
   /** The layer's digests buffer (rope_kv_write recomputes the decode tokens' logical pages in it), or null. */
@@ -441,48 +492,30 @@ export class LayerAttention {
         logicalPageSize: this.sparse!.logicalPageSize,
       });
     }
-    if (D < T) {
-      if (plan.blockPlan) {
-        this.prefill!.encodeLayer(pass, a, {
-          q: b.q,
-          kCache: kv.k,
-          vCache: kv.v,
-          blockTable: b.table,
-          qBlocks: this.bufs.qBlocks,
-          kBlocks: this.bufs.kBlocks,
-          kPool: this.bufs.kPool,
-          blockList: this.bufs.blockList,
-          out: b.out,
-          plan: plan.blockPlan,
-          numHeads: r * g,
-          numKvHeads: r,
-          qRowHeads: c.numHeads,
-          headDim: c.headDim,
-          pageSize,
-          maxPagesPerSeq: M,
-          scale,
-          headModes: new Array(r).fill(HeadMode.sparse),
-        });
-      } else {
-        this.dense.encode(pass, a, {
-          q: b.q,
-          kCache: kv.k,
-          vCache: kv.v,
-          blockTable: b.table,
-          tokenSeq: b.seq,
-          positions: b.pos,
-          out: b.out,
-          T,
-          firstToken: D,
-          numHeads: r * g,
-          numKvHeads: r,
-          qRowHeads: c.numHeads,
-          headDim: c.headDim,
-          pageSize,
-          maxPagesPerSeq: M,
-          scale,
-        });
-      }
+    if (plan.numBlockDigestEntries) {
+      this.encodeBlockDigests(pass, a, li, b, this.inputs.binding('blockDigestEntries'), plan.numBlockDigestEntries);
+    }
+    if (plan.prefillPlan) {
+      this.prefill.encodeLayer(pass, a, {
+        q: b.q,
+        kCache: kv.k,
+        vCache: kv.v,
+        blockTable: b.table,
+        qBlocks: this.bufs.qBlocks,
+        tiles: this.bufs.tiles,
+        digests: this.blockDigests[li] ?? this.bufs.qBlocks,
+        blockList: this.bufs.blockList,
+        out: b.out,
+        plan: plan.prefillPlan,
+        numHeads: r * g,
+        numKvHeads: r,
+        qRowHeads: c.numHeads,
+        headDim: c.headDim,
+        pageSize,
+        maxPagesPerSeq: M,
+        scale,
+        headModes: new Array(r).fill(this.blockSparse ? HeadMode.sparse : HeadMode.dense),
+      });
     }
     if (D > 0) this.encodeSparse(pass, a, li, b, D, this.sparse!.step.reselect);
   }
@@ -508,6 +541,8 @@ export class LayerAttention {
 
   destroy(): void {
     for (const buf of Object.values(this.bufs)) buf.destroy();
+    for (const d of this.blockDigests) d.destroy();
+    this.prefill.destroy();
     for (const l of this.sparseLayers) {
       l.digests.destroy();
       l.selection.selected.destroy();
@@ -515,6 +550,19 @@ export class LayerAttention {
     }
     this.sparse?.destroy();
   }
+}
+
+/** Per block-table row, the span of positions [start, end) this step writes. */
+function blockSpans(s: AttentionStepInput): BlockSpan[] {
+  const lo = new Map<number, number>();
+  const hi = new Map<number, number>();
+  for (let i = 0; i < s.tokenSeq.length; i++) {
+    const r = s.tokenSeq[i];
+    const p = s.positions[i];
+    lo.set(r, Math.min(lo.get(r) ?? p, p));
+    hi.set(r, Math.max(hi.get(r) ?? p, p + 1));
+  }
+  return [...lo.keys()].map((row) => ({ row, start: lo.get(row)!, end: hi.get(row)! }));
 }
 
 /** Per block-table row, the span of positions [start, end) this step writes from token `from` on, with its pages. */

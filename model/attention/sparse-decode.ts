@@ -181,8 +181,21 @@ export class SparseDecodeAttention {
     this.schedule = new SelectionSchedule(cfg.reselectInterval);
     this.attention = new SparseDecodeKernel(gpu, { variant: cfg.variant, splitTokens: cfg.splitTokens });
     this.select = new PageSelectKernel(gpu, { combine: cfg.combine });
+    // The partials scratch is bound whole: at most as many splits as fit maxStorageBufferBindingSize (e.g. 64 rows
+    // of 32 heads at 128k context would want 1025 splits, 1.09 GB). A row whose page list is longer than the splits
+    // hold at pagesPerSplit takes more pages per split: the kernel derives that from the row's list and the split
+    // count (sparse_decode_common.wgsl), so a step's inputs say all and nothing is rebuilt per step.
+    const perSplit = partialsBytes(cfg.maxRows, cfg.numHeads, 1, cfg.headDim);
+    const fitSplits = Math.floor(gpu.caps.maxStorageBufferBindingSize / perSplit);
+    if (fitSplits < 1) {
+      throw new SiftError(
+        'GPU_LIMIT',
+        `sparse decode partials for ${cfg.maxRows} rows x ${cfg.numHeads} heads need ${perSplit} bytes per split; ` +
+          `the adapter binds at most ${gpu.caps.maxStorageBufferBindingSize} (maxStorageBufferBindingSize): lower --max-seqs`,
+      );
+    }
     const split = this.attention.splitPlan(this.maxSelected + 1, cfg.pageSize);
-    this.maxSplits = split.numSplits;
+    this.maxSplits = Math.min(split.numSplits, fitSplits);
     this.pagesPerSplit = split.pagesPerSplit;
     this.ownsInputs = !inputs;
     this.inputs = inputs ?? new StepInputs(gpu, SparseDecodeAttention.inputRegions(cfg.maxRows, cfg.numKvHeads));
@@ -281,7 +294,8 @@ export class SparseDecodeAttention {
       maxList = Math.max(maxList, Math.min(P, keep + 1));
     });
     this.inputs.words('selectRows', sel.length).set(sel);
-    const numSplits = Math.max(1, Math.ceil(maxList / this.pagesPerSplit));
+    // at most maxSplits: rows with longer lists then take more pages per split (in the kernel)
+    const { numSplits } = this.attention.splitPlan(maxList, pageSize, this.maxSplits);
     // the grids of every retrieval-head count r: page_score, page_select, sparse_decode
     const g = this.cfg.numHeads / numKvHeads;
     const args = this.inputs.words('sparseArgs', numKvHeads * ARG_WORDS);

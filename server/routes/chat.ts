@@ -98,13 +98,13 @@ export default generationRoute<ChatCompletionRequest>({
   body: chatCompletionBody,
   idPrefix: 'chatcmpl',
   format: CHAT_FORMAT,
-  async input(body, text) {
+  async input(body, text, limit) {
     const newName = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null;
     const mode = toolMode(body);
     const tools = body.tools ?? [];
     const forced = toolOutputSpec(mode);
     return {
-      prompts: [{ ids: await text.encodeChat(templateMessages(body.messages), { tools }), idsParam: null }],
+      prompts: [{ ids: await text.encodeChat(templateMessages(body.messages), limit, { tools }), idsParam: null }],
       names: {
         prompt: 'messages',
         maxTokens: newName ? 'max_completion_tokens' : 'max_tokens',

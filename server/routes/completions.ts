@@ -1,5 +1,5 @@
 /** POST /v1/completions: a text prompt, a list of them, token ids, or a list of token-id lists. */
-import type { TextSide } from '../../text/text.js';
+import type { PromptLimit, TextSide } from '../../text/text.js';
 import type { TokenInfo } from '../choice.js';
 import type { Prompt } from '../params.js';
 import type { CompletionLogprobs, CompletionRequest } from '../protocol.js';
@@ -7,11 +7,20 @@ import type { WireFormat } from '../respond.js';
 import { completionBody } from '../schemas.js';
 import { generationRoute } from './generation.js';
 
-/** The prompt in its four forms as token-id lists (text prompts get BOS); the engine checks the ids. */
-export async function completionPrompts(text: TextSide, prompt: CompletionRequest['prompt']): Promise<Prompt[]> {
-  if (typeof prompt === 'string') return [{ ids: await text.encodePrompt(prompt), idsParam: null }];
+/**
+ * The prompt in its four forms as token-id lists (text prompts get BOS, and are refused before tokenizing when
+ * they cannot fit `limit`); the engine checks the ids.
+ */
+export async function completionPrompts(
+  text: TextSide,
+  prompt: CompletionRequest['prompt'],
+  limit?: PromptLimit,
+): Promise<Prompt[]> {
+  if (typeof prompt === 'string') return [{ ids: await text.encodePrompt(prompt, limit), idsParam: null }];
   if (prompt.every((p) => typeof p === 'string')) {
-    return Promise.all((prompt as string[]).map(async (p) => ({ ids: await text.encodePrompt(p), idsParam: null })));
+    return Promise.all(
+      (prompt as string[]).map(async (p) => ({ ids: await text.encodePrompt(p, limit), idsParam: null })),
+    );
   }
   if (prompt.every((p) => typeof p === 'number')) return [{ ids: prompt as number[], idsParam: 'prompt' }];
   return (prompt as number[][]).map((ids, i) => ({ ids, idsParam: `prompt[${i}]` }));
@@ -47,9 +56,9 @@ export default generationRoute<CompletionRequest>({
   body: completionBody,
   idPrefix: 'cmpl',
   format: COMPLETION_FORMAT,
-  async input(body, text) {
+  async input(body, text, limit) {
     return {
-      prompts: await completionPrompts(text, body.prompt),
+      prompts: await completionPrompts(text, body.prompt, limit),
       names: { prompt: 'prompt', maxTokens: 'max_tokens', topLogprobs: 'logprobs' },
       maxTokens: body.max_tokens ?? 16,
       explicitMaxTokens: true,

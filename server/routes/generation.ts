@@ -9,7 +9,8 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import '../context.js';
 import { SiftError } from '../../config/errors.js';
-import type { TextSide } from '../../text/text.js';
+import { limitDescription, sequenceLimit } from '../../engine/client.js';
+import type { PromptLimit, TextSide } from '../../text/text.js';
 import type { Prompt, WireNames } from '../params.js';
 import { plan } from '../plan.js';
 import { definePlugin } from '../plugin.js';
@@ -42,7 +43,11 @@ export interface GenerationRouteSpec<B extends CommonParams> {
   body: Record<string, unknown>;
   /** Response id prefix: "chatcmpl" or "cmpl". */
   idPrefix: string;
-  input(body: B, text: TextSide): Promise<GenerationInput>;
+  /**
+   * Tokenizes the body's prompts; text prompts too long for `limit` (judged from their length) are refused before
+   * tokenizing (TextSide's PromptLimit), so a 7 MB prompt to a 256-token model is a 400 at once.
+   */
+  input(body: B, text: TextSide, limit: PromptLimit): Promise<GenerationInput>;
   format: WireFormat;
 }
 
@@ -68,7 +73,10 @@ export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpe
       if (unknown.length > 0) {
         request.log.warn({ fields: unknown }, `ignoring unknown request fields: ${unknown.join(', ')}`);
       }
-      const input = await spec.input(body, text);
+      const input = await spec.input(body, text, {
+        maxTokens: sequenceLimit(engine),
+        describe: limitDescription(engine),
+      });
       const output = input.output === undefined ? responseFormatSpec(body.response_format) : input.output;
       const planned = plan(body, {
         engine,

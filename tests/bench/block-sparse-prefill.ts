@@ -4,7 +4,8 @@
  *
  *   node dist/tests/bench/block-sparse-prefill.js recall
  */
-import { BlockSparsePrefill, HeadMode, planPrefillBlocks } from '../../shaders/block_sparse_attention.js';
+import { HeadMode, PrefillAttention } from '../../model/attention/prefill.js';
+import { blockDigestBytes } from '../../shaders/block_digest.js';
 import { Gpu, UniformArena } from '../../shaders/runtime.js';
 import { f32ToF16 } from '../../util/dtype.js';
 import { Rng } from '../helpers/rng.js';
@@ -73,31 +74,40 @@ async function recall(): Promise<void> {
       }
     }
     const positions = Uint32Array.from({ length: CHUNK }, (_, i) => start + i);
-    const plan = planPrefillBlocks(new Uint32Array(CHUNK), positions, BS);
-    const prefill = new BlockSparsePrefill(gpu, { topBlocks: top });
-    const scratch = prefill.scratchBytes(plan, { numHeads: nHeads, numKvHeads: nKv, headDim: hd });
-    const blockList = gpu.createBuffer('bl', scratch.blockList);
+    const prefill = new PrefillAttention(gpu, { topBlocks: top });
+    const plan = prefill.plan(new Uint32Array(CHUNK), positions, nHeads / nKv);
+    const blockList = gpu.createBuffer('bl', prefill.blockListBytes(plan, nKv));
     const arena = new UniformArena(gpu);
+    const shape = { numKvHeads: nKv, headDim: hd, pageSize, maxPagesPerSeq: pages };
+    const kCache = gpu.upload('k', kWords);
+    const blockTable = gpu.upload(
+      'bt',
+      Uint32Array.from({ length: pages }, (_, i) => i),
+    );
+    const digests = gpu.createBuffer('digests', blockDigestBytes(pages, pageSize, BS, nKv, hd));
+    const entries = prefill.digestEntries([{ row: 0, start: 0, end: L }]);
     gpu.run((pass) => {
+      prefill.encodeDigests(pass, arena, {
+        kCache,
+        blockTable,
+        entries: gpu.upload('entries', entries),
+        digests,
+        numEntries: entries.length / 3,
+        ...shape,
+      });
       prefill.encodeLayer(pass, arena, {
         q: gpu.upload('q', q),
-        kCache: gpu.upload('k', kWords),
-        vCache: gpu.upload('v', kWords),
-        blockTable: gpu.upload(
-          'bt',
-          Uint32Array.from({ length: pages }, (_, i) => i),
-        ),
-        qBlocks: gpu.upload('qb', plan.qBlocks),
-        kBlocks: gpu.upload('kb', plan.kBlocks),
-        kPool: gpu.createBuffer('kPool', scratch.kPool),
+        kCache,
+        vCache: kCache,
+        blockTable,
+        qBlocks: gpu.upload('qb', plan.blocks.qBlocks),
+        tiles: gpu.upload('tiles', plan.tiles.tiles),
+        digests,
         blockList,
         out: gpu.createBuffer('out', q.byteLength),
         plan,
         numHeads: nHeads,
-        numKvHeads: nKv,
-        headDim: hd,
-        pageSize,
-        maxPagesPerSeq: pages,
+        ...shape,
         scale: 1 / Math.sqrt(hd),
         headModes: Array(nKv).fill(HeadMode.sparse),
       });
@@ -112,7 +122,7 @@ async function recall(): Promise<void> {
       const qb = Math.floor(t / BS);
       for (let h = 0; h < nHeads; h++) {
         const kvh = Math.floor(h / (nHeads / nKv));
-        const base = (qb * nHeads + h) * stride;
+        const base = (qb * nKv + kvh) * stride;
         const kept = new Set(lists.subarray(base + 1, base + 1 + lists[base]));
         const scores = new Float64Array(pos + 1);
         let max = Number.NEGATIVE_INFINITY;

@@ -69,7 +69,12 @@ test('chat page: a message streams a reply and shows the usage line (with --api-
     assert.equal(await page.title(), 'sift chat');
     await page.fill('#api-key', KEY);
     await page.dispatchEvent('#api-key', 'change');
-    await page.waitForFunction("document.getElementById('model').textContent.startsWith('stories15M')");
+    // a locator wait (Playwright's own injected script): a string predicate is an eval, which the page's CSP refuses
+    // whenever the wait has to poll
+    await page
+      .locator('#model')
+      .filter({ hasText: /^stories15M/ })
+      .waitFor({ timeout: 60_000 });
     await page.fill('#system', 'You tell short stories.');
     await page.fill('#temperature', '0');
     await page.fill('#max-tokens', '40');

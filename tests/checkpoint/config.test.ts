@@ -65,6 +65,88 @@ test('GQA, head_dim override, Qwen2 biases, Mistral sliding window', () => {
   assert.equal(parseModelConfig({ ...base, head_dim: null }).headDim, 8);
 });
 
+test('sliding windows per layer: Mistral / Phi-3 every layer, Qwen2/3 from max_window_layers, layer_types first', () => {
+  const L = { ...base, num_hidden_layers: 4 };
+  const none = parseModelConfig(L);
+  assert.deepEqual(none.layerWindows, [0, 0, 0, 0]);
+  assert.equal(none.qkNorm, false);
+  const mistral = parseModelConfig({ ...L, architectures: ['MistralForCausalLM'], sliding_window: 16 });
+  assert.deepEqual(mistral.layerWindows, [16, 16, 16, 16]);
+  assert.deepEqual(
+    parseModelConfig({ ...L, architectures: ['MistralForCausalLM'], sliding_window: null }).layerWindows,
+    [0, 0, 0, 0],
+  );
+  const phi = parseModelConfig({ ...L, architectures: ['Phi3ForCausalLM'], sliding_window: 2047 });
+  assert.deepEqual(phi.layerWindows, [2047, 2047, 2047, 2047]);
+  // Llama has no sliding window, whatever the config says.
+  assert.deepEqual(parseModelConfig({ ...L, sliding_window: 16 }).layerWindows, [0, 0, 0, 0]);
+  for (const arch of ['Qwen2ForCausalLM', 'Qwen3ForCausalLM']) {
+    const q = { ...L, architectures: [arch], sliding_window: 8 };
+    assert.equal(parseModelConfig(q).slidingWindow, null, `${arch} without use_sliding_window`);
+    const from2 = parseModelConfig({ ...q, use_sliding_window: true, max_window_layers: 2 });
+    assert.deepEqual(from2.layerWindows, [0, 0, 8, 8], `${arch}: layers i >= max_window_layers slide`);
+    assert.equal(from2.slidingWindow, 8);
+    // HF's default max_window_layers is 28: a 4-layer model slides nowhere.
+    const dflt = parseModelConfig({ ...q, use_sliding_window: true });
+    assert.deepEqual(dflt.layerWindows, [0, 0, 0, 0]);
+    assert.equal(dflt.slidingWindow, null);
+  }
+  const types = ['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention'];
+  const typed = parseModelConfig({ ...L, architectures: ['Qwen3ForCausalLM'], sliding_window: 32, layer_types: types });
+  assert.deepEqual(typed.layerWindows, [32, 0, 32, 0], 'layer_types wins over use_sliding_window');
+  throwsNaming(() => parseModelConfig({ ...L, sliding_window: 8, layer_types: types.slice(1) }), 'CHECKPOINT_INVALID', [
+    'layer_types',
+    '3 layers',
+  ]);
+  throwsNaming(() => parseModelConfig({ ...L, layer_types: types }), 'CHECKPOINT_INVALID', [
+    'layer_types[0]',
+    'sliding_window',
+  ]);
+  throwsNaming(
+    () => parseModelConfig({ ...L, sliding_window: 8, layer_types: ['chunked_attention', ...types.slice(1)] }),
+    'CHECKPOINT_UNSUPPORTED',
+    ['layer_types[0]', 'chunked_attention'],
+  );
+  throwsNaming(
+    () =>
+      parseModelConfig({
+        ...L,
+        architectures: ['Qwen2ForCausalLM'],
+        sliding_window: 8,
+        use_sliding_window: true,
+        max_window_layers: -1,
+      }),
+    'CHECKPOINT_INVALID',
+    ['max_window_layers'],
+  );
+});
+
+test('Qwen3 (q/k norm, no bias by default) and Phi-3 ("su" is longrope; partial rotary refused)', () => {
+  const qwen3 = parseModelConfig({ ...base, architectures: ['Qwen3ForCausalLM'], head_dim: 16 });
+  assert.equal(qwen3.qkNorm, true);
+  assert.equal(qwen3.attentionBias, false);
+  assert.equal(qwen3.headDim, 16);
+  assert.equal(
+    parseModelConfig({ ...base, model_type: 'qwen3', architectures: undefined }).architecture,
+    'Qwen3ForCausalLM',
+  );
+  const phiRope = { type: 'su', short_factor: [1, 1, 1, 1], long_factor: [1, 2, 3, 4] };
+  const phi = parseModelConfig({
+    ...base,
+    architectures: ['Phi3ForCausalLM'],
+    max_position_embeddings: 131072,
+    original_max_position_embeddings: 4096,
+    rope_scaling: phiRope,
+  });
+  assert.equal(phi.qkNorm, false);
+  assert.equal(phi.ropeScaling.type, 'longrope');
+  throwsNaming(
+    () => parseModelConfig({ ...base, architectures: ['Phi3ForCausalLM'], partial_rotary_factor: 0.75 }),
+    'CHECKPOINT_UNSUPPORTED',
+    ['partial_rotary_factor', '0.75'],
+  );
+});
+
 test('rope scaling: type and rope_type keys; default / null -> none; linear; llama3', () => {
   assert.deepEqual(parseModelConfig({ ...base, rope_scaling: null }).ropeScaling, { type: 'none' });
   assert.deepEqual(parseModelConfig({ ...base, rope_scaling: { rope_type: 'default' } }).ropeScaling, { type: 'none' });

@@ -73,6 +73,8 @@ test('an F32 GGUF twin loads to the same config and the same tensors, bit for bi
   for (const [o, arch] of [
     [{}, 'llama'],
     [{ architecture: 'Qwen2ForCausalLM', tie: 'tied-embed', kvHeads: 1 }, 'qwen2'],
+    // Qwen3: head_dim beside hidden / heads, attn_q_norm / attn_k_norm per layer, no biases
+    [{ architecture: 'Qwen3ForCausalLM', tie: 'tied-embed', headDim: 96 }, 'qwen3'],
   ] as const) {
     const t = twin(o, () => 'F32', arch);
     const dir = await prepareGgufModel(t.file, { modelsDir: scratchDir('models') });

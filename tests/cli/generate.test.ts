@@ -11,11 +11,10 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { llama2cStopIds } from '../../checkpoint/llama2c.js';
 import { modelPath } from '../../checkpoint/models.js';
-import { writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
 import { argmax } from '../../engine/sampler.js';
 import { ModelRunner } from '../../model/runner.js';
-import { LETTERS, scratchDir, writeTextSide } from '../helpers/tiny-text.js';
+import { LETTERS, scratchDir, writeTextSide, writeTinyLlama } from '../helpers/tiny-text.js';
 
 const run = promisify(execFile);
 const CLI = path.resolve('dist/cli/main.js');
@@ -24,20 +23,7 @@ const CLI = path.resolve('dist/cli/main.js');
 function lettersModel(): string {
   const dir = scratchDir('letters-model');
   const vocab = writeTextSide(dir, [...LETTERS], false);
-  writeSyntheticCheckpoint(dir, {
-    architecture: 'LlamaForCausalLM',
-    dtype: 'f32',
-    sharded: false,
-    tie: 'untied',
-    hidden: 32,
-    layers: 1,
-    heads: 2,
-    kvHeads: 2,
-    intermediate: 64,
-    vocab,
-    maxPositions: 256,
-    seed: 4,
-  });
+  writeTinyLlama(dir, vocab, 4);
   return dir;
 }
 

@@ -39,6 +39,8 @@ export interface CoreSetup {
   stepDelayMs?: number;
   /** GPU executor only: kernel variants (default per adapter). */
   kernels?: KernelChoice;
+  /** GPU executor: steps between WebGPU error-scope checks; default 1 (every step, as tests should). */
+  errorScopeInterval?: number;
 }
 
 function setupConfig(s: CoreSetup) {
@@ -49,6 +51,7 @@ function setupConfig(s: CoreSetup) {
       maxBatchTokens: s.maxBatchTokens ?? 64,
       maxSeqs: s.maxSeqs ?? 16,
       maxContext: s.maxContext ?? 256,
+      errorScopeInterval: s.errorScopeInterval ?? 1,
     },
   });
 }

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildTokenizerJson, type Llama2cVocab, SP_SPACE } from '../../checkpoint/llama2c-tokenizer.js';
+import { writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { loadText, type TextSide } from '../../text/text.js';
 
 /** The text the story vocab is built from (and the fake engine's script, see tests/server/fake-engine.ts). */
@@ -109,4 +110,25 @@ export function scratchDir(name: string): string {
   const d = scratch(`${name}-${dirs.size}-${Math.random().toString(36).slice(2, 8)}`);
   fs.mkdirSync(d, { recursive: true });
   return d;
+}
+
+/**
+ * Writes a 1-layer random-init Llama (hidden 32, 2 heads, f32, untied embeddings so greedy decoding does not repeat
+ * its input, 256 positions) over a vocabulary of `vocab` tokens into `dir`, beside its text side.
+ */
+export function writeTinyLlama(dir: string, vocab: number, seed: number): void {
+  writeSyntheticCheckpoint(dir, {
+    architecture: 'LlamaForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'untied',
+    hidden: 32,
+    layers: 1,
+    heads: 2,
+    kvHeads: 2,
+    intermediate: 64,
+    vocab,
+    maxPositions: 256,
+    seed,
+  });
 }

@@ -1,10 +1,32 @@
-/** Block selection for block-sparse prefill (shaders/block_select.wgsl, both entry variants) against the reference. */
+/**
+ * Block selection for block-sparse prefill (shaders/block_select.wgsl) over block digests (shaders/block_digest.wgsl)
+ * against the reference: digests written chunk by chunk (partial blocks updated) equal the mean keys; lists per
+ * (query block, KV head) equal the reference top-k of pooled scores (near ties aside); planPrefillBlocks.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BlockSelectKernel, blockListStride, keptKeyBlocks, planPrefillBlocks } from '../../shaders/block_select.js';
+import {
+  BlockDigestKernel,
+  blockDigestBytes,
+  blockDigestEntries,
+  blockDigestSlot,
+} from '../../shaders/block_digest.js';
+import {
+  BlockSelectKernel,
+  blockListStride,
+  keptKeyBlocks,
+  planPrefillBlocks,
+  QBLOCK_WORDS,
+} from '../../shaders/block_select.js';
 import { UniformArena } from '../../shaders/runtime.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
-import { makePrefillCache, type PrefillCacheOptions, type PrefillSeq } from '../helpers/prefill-cache.js';
+import {
+  decodedIndex,
+  makePrefillCache,
+  type PrefillCache,
+  type PrefillCacheOptions,
+  type PrefillSeq,
+} from '../helpers/prefill-cache.js';
 import { Rng } from '../helpers/rng.js';
 import { blockSelectRef } from '../reference/block_select.js';
 
@@ -29,6 +51,70 @@ interface Case {
   maxWorkgroupsPerDim?: number;
 }
 
+/**
+ * Writes the block digests of every sequence in two steps, as chunked prefill does ([0, ctx) then the chunk, so a
+ * block the first step left partial is updated by the second), and checks each written block's digest against the
+ * mean of its keys. Returns the digest buffer.
+ */
+async function writeDigests(
+  cache: PrefillCache,
+  seqs: PrefillSeq[],
+  blockSize: number,
+  blockTable: GPUBuffer,
+): Promise<GPUBuffer> {
+  const gpu = await testGpu();
+  const { numKvHeads, headDim, pageSize, numPages } = cache;
+  const bytes = blockDigestBytes(numPages, pageSize, blockSize, numKvHeads, headDim);
+  const digests = f32Buffer(gpu, new Float32Array(bytes / 4).fill(Number.NaN));
+  const kCache = u32Buffer(gpu, cache.kCache);
+  const kernel = new BlockDigestKernel(gpu, { maxWorkgroupsPerDim: 3 });
+  const arena = new UniformArena(gpu);
+  for (const step of [
+    seqs.map((s, row) => ({ row, start: 0, end: s.ctx })),
+    seqs.map((s, row) => ({ row, start: s.ctx, end: s.ctx + s.fresh })),
+  ]) {
+    const entries = blockDigestEntries(step, blockSize);
+    arena.reset();
+    gpu.run((pass) => {
+      kernel.encode(pass, arena, {
+        kCache,
+        blockTable,
+        entries: u32Buffer(gpu, entries.length ? entries : [0, 0, 0]),
+        digests,
+        numEntries: entries.length / 3,
+        numKvHeads,
+        headDim,
+        pageSize,
+        maxPagesPerSeq: cache.maxPagesPerSeq,
+        blockSize,
+      });
+    }, arena);
+  }
+  const got = await gpu.readF32(digests, bytes / 4);
+  assertNoGpuErrors(gpu);
+  arena.destroy();
+  seqs.forEach((s, row) => {
+    const pages = cache.blockTable.subarray(row * cache.maxPagesPerSeq, (row + 1) * cache.maxPagesPerSeq);
+    const end = s.ctx + s.fresh;
+    for (let c = 0; c * blockSize < end; c++) {
+      const n = Math.min(blockSize, end - c * blockSize);
+      const slot = blockDigestSlot(pages, c, pageSize, blockSize);
+      for (let h = 0; h < numKvHeads; h++) {
+        for (let d = 0; d < headDim; d++) {
+          let sum = 0;
+          for (let j = c * blockSize; j < c * blockSize + n; j++) sum += cache.kF[decodedIndex(cache, row, j, h) + d];
+          const x = got[(slot * numKvHeads + h) * headDim + d];
+          assert.ok(
+            Math.abs(x - sum / n) <= 1e-5 * (1 + Math.abs(sum / n)),
+            `digest of row ${row} block ${c} head ${h} dim ${d}: ${x} vs ${sum / n}`,
+          );
+        }
+      }
+    }
+  });
+  return digests;
+}
+
 async function runCase(c: Case): Promise<number> {
   const gpu = await testGpu();
   const rng = new Rng(c.seed);
@@ -47,18 +133,18 @@ async function runCase(c: Case): Promise<number> {
   const headModes = c.modes ?? Array(numKvHeads).fill(1);
   const plan = planPrefillBlocks(cache.tokenSeq, cache.positions, blockSize);
   const listStride = blockListStride(plan, c.topBlocks, c.localBlocks);
-  const blockList = gpu.createBuffer('blockList', plan.numQBlocks * numHeads * listStride * 4);
-  gpu.write(blockList, new Uint32Array(plan.numQBlocks * numHeads * listStride).fill(0xdeadbeef));
+  const blockList = gpu.createBuffer('blockList', plan.numQBlocks * numKvHeads * listStride * 4);
+  gpu.write(blockList, new Uint32Array(plan.numQBlocks * numKvHeads * listStride).fill(0xdeadbeef));
   const kernel = new BlockSelectKernel(gpu, { maxWorkgroupsPerDim: c.maxWorkgroupsPerDim });
+  const blockTable = u32Buffer(gpu, cache.blockTable);
+  const digests = await writeDigests(cache, c.seqs, blockSize, blockTable);
   const arena = new UniformArena(gpu);
   gpu.run((pass) => {
     kernel.encode(pass, arena, {
       q: f32Buffer(gpu, q),
-      kCache: u32Buffer(gpu, cache.kCache),
-      blockTable: u32Buffer(gpu, cache.blockTable),
+      blockTable,
+      digests,
       qBlocks: u32Buffer(gpu, plan.qBlocks),
-      kBlocks: u32Buffer(gpu, plan.kBlocks),
-      kPool: gpu.createBuffer('kPool', Math.max(16, plan.numKBlocks * numKvHeads * headDim * 4)),
       blockList,
       plan,
       numHeads,
@@ -71,7 +157,7 @@ async function runCase(c: Case): Promise<number> {
       localBlocks: c.localBlocks,
     });
   }, arena);
-  const got = await gpu.readU32(blockList, plan.numQBlocks * numHeads * listStride);
+  const got = await gpu.readU32(blockList, plan.numQBlocks * numKvHeads * listStride);
   assertNoGpuErrors(gpu);
   const ref = blockSelectRef({
     ...cache,
@@ -84,16 +170,16 @@ async function runCase(c: Case): Promise<number> {
   });
   let differing = 0;
   for (let qb = 0; qb < plan.numQBlocks; qb++) {
-    const row = plan.qBlocks[qb * 5];
-    const b = Math.floor(plan.qBlocks[qb * 5 + 2] / blockSize);
+    const row = plan.qBlocks[qb * QBLOCK_WORDS];
+    const b = Math.floor(plan.qBlocks[qb * QBLOCK_WORDS + 2] / blockSize);
     const r = ref.get(`${row}:${b}`);
     assert.ok(r, `no reference for query block ${row}:${b}`);
-    for (let h = 0; h < numHeads; h++) {
-      const what = `seed=${c.seed} qb=${qb} (row ${row}, block ${b}) head ${h}`;
-      const base = (qb * numHeads + h) * listStride;
+    for (let h = 0; h < numKvHeads; h++) {
+      const what = `seed=${c.seed} qb=${qb} (row ${row}, block ${b}) KV head ${h}`;
+      const base = (qb * numKvHeads + h) * listStride;
       const n = got[base];
       const list = Array.from(got.subarray(base + 1, base + 1 + n));
-      if (headModes[Math.floor(h / c.group)] !== 1) {
+      if (headModes[h] !== 1) {
         assert.equal(n, 0, `${what}: non-sparse head got a list`);
         continue;
       }
@@ -194,8 +280,26 @@ test('block selection finds the planted key blocks exactly, skips non-sparse hea
 
 test('planPrefillBlocks cuts runs at block edges and rejects split blocks', () => {
   const plan = planPrefillBlocks([1, 1, 1, 0, 0], [62, 63, 64, 5, 6], 64);
-  assert.deepEqual(Array.from(plan.qBlocks), [1, 0, 62, 2, 0, 1, 2, 64, 1, 0, 0, 3, 5, 2, 1]);
-  assert.deepEqual(Array.from(plan.kBlocks), [1, 0]);
+  assert.deepEqual(Array.from(plan.qBlocks), [1, 0, 62, 2, 1, 2, 64, 1, 0, 3, 5, 2]);
   assert.equal(plan.maxQBlock, 1);
   assert.throws(() => planPrefillBlocks([0, 1, 0], [3, 0, 4], 64), /not adjacent/);
+});
+
+test('ties keep the lower blocks, over hundreds of key blocks (the radix top-k)', async () => {
+  const headDim = 32;
+  const key = new Rng(7).normalArray(headDim);
+  await runCase({
+    seed: 60,
+    group: 2,
+    numKvHeads: 1,
+    headDim,
+    pageSize: 32,
+    blockSize: 16,
+    seqs: [{ ctx: 3000, fresh: 40 }],
+    topBlocks: 5,
+    localBlocks: 2,
+    exact: true,
+    // every key the same: every pooled score ties, so the lowest candidate blocks are kept
+    cacheOpts: () => ({ key: () => key }),
+  });
 });

@@ -132,6 +132,36 @@ for (const [name, opts] of VARIANTS) {
   });
 }
 
+// The tiled GEMM (shaders/matmul_tiled.wgsl) of both layouts: tokens and rows that are not multiples of its 64-token
+// tiles, 64-row GPU tiles, 8-row CPU blocks or 32-column steps; chunked weights; every dtype and both x layouts.
+for (const [name, opts] of [
+  ['tiled, CPU layout', { variant: 'thread', tiledMinTokens: 2 }],
+  ['tiled, GPU layout', { variant: 'workgroup', tiledMinTokens: 2 }],
+] as [string, MatmulOptions][]) {
+  test(`matmul (${name}) matches the reference on shapes off its tiles, every dtype`, async () => {
+    const gpu = await testGpu();
+    const k = new MatmulKernel(gpu, opts);
+    const arena = new UniformArena(gpu);
+    const rng = new Rng(name.length * 104729);
+    const shapes: Omit<Case, 'dtype'>[] = [
+      { rows: 130, cols: 300, T: 65, bias: true, chunked: true },
+      { rows: 97, cols: 13, T: 130, bias: false, chunked: false },
+      { rows: 5, cols: 40, T: 2, bias: true, chunked: false },
+      { rows: 64, cols: 7, T: 200, bias: false, chunked: true },
+      { rows: 1, cols: 288, T: 64, bias: true, chunked: false },
+      { rows: 9, cols: 33, T: 127, bias: false, chunked: true },
+    ];
+    for (let i = 0; i < COMBOS.length; i++) {
+      const [dtype, , xv4] = COMBOS[i];
+      const shape = shapes[i];
+      // keep each combination's x layout: cols % 4 == 0 exactly when the combination says so
+      const cols = (shape.cols % 4 === 0) === xv4 ? shape.cols : shape.cols + 1;
+      await check(gpu, k, arena, rng, { ...shape, cols, dtype }, `matmul ${name} shape=${i}`);
+    }
+    arena.destroy();
+  });
+}
+
 test('matmul picks the thread variant on CPU adapters and the workgroup variant elsewhere', async () => {
   const gpu = await testGpu();
   assert.equal(new MatmulKernel(gpu).variant, gpu.caps.isCpu ? 'thread' : 'workgroup');

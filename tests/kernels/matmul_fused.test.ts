@@ -1,14 +1,16 @@
 /**
- * The matmul fusions of the decode path (shaders/matmul_common.wgsl: RMSNorm folded in front, SwiGLU over interleaved
- * gate/up rows and a residual add behind) against the plain steps' references, in every variant: 'thread',
- * 'workgroup' with and without subgroups.
+ * The matmul fusions (shaders/matmul_common.wgsl: RMSNorm folded in front, SwiGLU over interleaved gate/up rows and a
+ * residual add behind) against the plain steps' references, in every variant: 'thread', 'workgroup' with and without
+ * subgroups, and the prefill GEMM (shaders/matmul_tiled.wgsl) in both of its layouts, on shapes off its 64-token,
+ * 64-row and 8-row tiles; float and quantized (q8, q4) weights.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MatmulKernel, type MatmulOptions } from '../../shaders/matmul.js';
 import { type Gpu, UniformArena } from '../../shaders/runtime.js';
-import { destroyWeight, ROW_ALIGN, uploadWeight } from '../../shaders/tensor.js';
+import { destroyWeight, type GpuWeight, ROW_ALIGN, uploadQuantized, uploadWeight } from '../../shaders/tensor.js';
 import { bytesPerElement, decodeToF32, encodeFromF32, type WeightDType } from '../../util/dtype.js';
+import { dequantize, quantizedBytes, quantizeInt8, quantizeQ4 } from '../../util/quant.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
@@ -24,6 +26,9 @@ const VARIANTS: [string, MatmulOptions][] = [
   ['thread', { variant: 'thread' }],
   ['workgroup+subgroups', { variant: 'workgroup', subgroups: true }],
   ['workgroup', { variant: 'workgroup', subgroups: false, tokenTile: 4 }],
+  // the prefill GEMM from 2 tokens on (the cases with T = 1 keep the matvec)
+  ['tiled, CPU layout', { variant: 'thread', tiledMinTokens: 2 }],
+  ['tiled, GPU layout', { variant: 'workgroup', tiledMinTokens: 2 }],
 ];
 
 interface FusedCase {
@@ -31,7 +36,7 @@ interface FusedCase {
   rows: number;
   cols: number;
   T: number;
-  dtype: WeightDType;
+  dtype: WeightDType | 'q8' | 'q4';
   norm: boolean;
   glu: boolean;
   accumulate: boolean;
@@ -47,11 +52,22 @@ interface FusedCase {
 async function checkFused(gpu: Gpu, k: MatmulKernel, arena: UniformArena, rng: Rng, c: FusedCase, what: string) {
   const { rows, cols, T, dtype } = c;
   const wRows = c.glu ? 2 * rows : rows;
-  const wBytes = encodeFromF32(rng.uniformArray(wRows * cols, 1), dtype);
-  const wRef = decodeToF32(wBytes, dtype);
-  const rowBytes = Math.ceil(cols / ROW_ALIGN) * ROW_ALIGN * bytesPerElement(dtype);
-  const maxChunkBytes = c.chunked ? rowBytes * Math.max(2, Math.floor(wRows / 3.5)) : undefined;
-  const w = uploadWeight(gpu, 'w', dtype, wRows, cols, wBytes, maxChunkBytes, c.glu ? 2 : 1);
+  const wF32 = rng.uniformArray(wRows * cols, 1);
+  let w: GpuWeight;
+  let wRef: Float32Array;
+  const chunkRows = Math.max(2, Math.floor(wRows / 3.5));
+  if (dtype === 'q8' || dtype === 'q4') {
+    const m = dtype === 'q8' ? quantizeInt8(wF32, wRows, cols) : quantizeQ4(wF32, wRows, cols, 32);
+    wRef = dequantize(m);
+    const maxChunkBytes = c.chunked ? Math.ceil((quantizedBytes(m) / wRows) * chunkRows) : undefined;
+    w = uploadQuantized(gpu, 'w', m, maxChunkBytes, c.glu ? 2 : 1);
+  } else {
+    const wBytes = encodeFromF32(wF32, dtype);
+    wRef = decodeToF32(wBytes, dtype);
+    const rowBytes = Math.ceil(cols / ROW_ALIGN) * ROW_ALIGN * bytesPerElement(dtype);
+    const maxChunkBytes = c.chunked ? rowBytes * chunkRows : undefined;
+    w = uploadWeight(gpu, 'w', dtype, wRows, cols, wBytes, maxChunkBytes, c.glu ? 2 : 1);
+  }
   if (c.chunked) assert.ok(w.chunks.length >= 3, `${what}: expected >= 3 chunks, got ${w.chunks.length}`);
   const x = rng.normalArray(T * cols, 2);
   const xPadded = new Float32Array(T * cols + 8).fill(Number.NaN);
@@ -106,13 +122,24 @@ async function checkFused(gpu: Gpu, k: MatmulKernel, arena: UniformArena, rng: R
 }
 
 // Each case is its own pipeline (dtype, token tile, x layout, fusions): the decode path's combinations (norm + bias
-// for q/k/v, norm + glu for gate/up, accumulate for o and down, norm for lm_head), odd sizes, chunked weights.
+// for q/k/v, norm + glu for gate/up, accumulate for o and down, norm for lm_head), the prefill path's (glu alone,
+// bias alone, accumulate alone), odd sizes, chunked weights, quantized weights.
 const FUSED: FusedCase[] = [
   { rows: 97, cols: 288, T: 1, dtype: 'f16', norm: true, glu: false, accumulate: false, bias: true, chunked: true },
   { rows: 37, cols: 13, T: 3, dtype: 'bf16', norm: true, glu: true, accumulate: false, bias: false, chunked: true },
   { rows: 64, cols: 300, T: 5, dtype: 'f32', norm: false, glu: false, accumulate: true, bias: false, chunked: true },
   { rows: 5, cols: 7, T: 17, dtype: 'f32', norm: true, glu: false, accumulate: false, bias: false, chunked: false },
   { rows: 40, cols: 64, T: 1, dtype: 'f16', norm: true, glu: true, accumulate: true, bias: false, chunked: false },
+  { rows: 37, cols: 72, T: 70, dtype: 'q4', norm: false, glu: true, accumulate: false, bias: false, chunked: true },
+  { rows: 70, cols: 40, T: 66, dtype: 'q8', norm: true, glu: false, accumulate: true, bias: true, chunked: false },
+];
+
+/** The tiled layouts' cases: T > 1 (T = 1 stays a matvec), plus shapes across several 64-token and 64-row tiles. */
+const TILED: FusedCase[] = [
+  ...FUSED.filter((c) => c.T > 1),
+  { rows: 45, cols: 100, T: 129, dtype: 'f16', norm: true, glu: true, accumulate: false, bias: false, chunked: true },
+  { rows: 33, cols: 35, T: 2, dtype: 'f32', norm: true, glu: false, accumulate: true, bias: true, chunked: false },
+  { rows: 130, cols: 48, T: 65, dtype: 'bf16', norm: false, glu: false, accumulate: true, bias: true, chunked: true },
 ];
 
 for (const [name, opts] of VARIANTS) {
@@ -125,7 +152,7 @@ for (const [name, opts] of VARIANTS) {
     const k = new MatmulKernel(gpu, opts);
     const arena = new UniformArena(gpu);
     const rng = new Rng(31 + name.length);
-    for (const c of FUSED) await checkFused(gpu, k, arena, rng, c, `matmul ${name}`);
+    for (const c of name.startsWith('tiled') ? TILED : FUSED) await checkFused(gpu, k, arena, rng, c, `matmul ${name}`);
     arena.destroy();
   });
 }

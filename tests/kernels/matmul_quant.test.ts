@@ -109,6 +109,9 @@ const VARIANTS: [string, MatmulOptions][] = [
   ['thread, shifts', { variant: 'thread', packed4x8: false }],
   ['workgroup+subgroups', { variant: 'workgroup', subgroups: true }],
   ['workgroup, shifts', { variant: 'workgroup', subgroups: false, tokenTile: 4, packed4x8: false }],
+  // the prefill GEMM (shaders/matmul_tiled.wgsl) from 2 tokens on, both layouts
+  ['tiled, CPU layout', { variant: 'thread', tiledMinTokens: 2 }],
+  ['tiled, GPU layout', { variant: 'workgroup', tiledMinTokens: 2 }],
 ];
 
 for (const [name, opts] of VARIANTS) {
@@ -126,7 +129,11 @@ for (const [name, opts] of VARIANTS) {
     const arena = new UniformArena(gpu);
     const rng = new Rng(name.length * 104729);
     // The workgroup variants are slow to compile and run on lavapipe: they take every other case.
-    const cases = name.startsWith('thread') ? CASES : CASES.filter((_, i) => i % 2 === 0);
+    const cases = name.startsWith('tiled')
+      ? CASES.filter((c) => c.T > 1)
+      : name.startsWith('thread')
+        ? CASES
+        : CASES.filter((_, i) => i % 2 === 0);
     for (const c of cases) await check(gpu, k, arena, rng, c, `matmul ${name}`);
     arena.destroy();
   });

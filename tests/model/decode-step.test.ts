@@ -5,7 +5,8 @@
  * lm_head and the sampler, uploads its inputs in one writeBuffer (two when a sequence enters a new page and its
  * block table changes), submits once, and reads back 4 bytes per sequence for greedy sampling. A mixed workload
  * through the engine core (1 to 8 sequences, chunked prefills beside decodes, reselecting steps, every sampling
- * kind) compiles no pipeline after warm-up, with dense and with block-sparse prefill.
+ * kind, steps long enough for the tiled prefill GEMM) compiles no pipeline after warm-up, with dense and with
+ * block-sparse prefill (tiled prefill attention and key-block digests).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,7 +21,9 @@ import { EngineCore, type StepRecord } from '../../engine/core.js';
 import type { DecodeEntry } from '../../model/executor.js';
 import { ModelRunner } from '../../model/runner.js';
 import { countersDelta, Gpu } from '../../shaders/runtime.js';
+import { f16ToF32 } from '../../util/dtype.js';
 import { collect } from '../engine/core-helpers.js';
+import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
 
@@ -131,11 +134,82 @@ test('a steady-state decode step: no bind group or pipeline created, <= 8 dispat
   }
 });
 
+test('block-sparse prefill: a decode step keeps the key-block digest of the block it writes (1 dispatch a layer)', async () => {
+  const gpu = await testGpu();
+  const cfg = engineConfig({
+    flags: { pageSize: PAGE, kvCacheMib: 4, maxBatchTokens: 64, maxSeqs: 4, maxContext: 512 },
+  });
+  const runner = await ModelRunner.load(dir, cfg, { gpu, attention: attention('block-sparse') });
+  const c = runner.config;
+  const L = c.numLayers;
+  const rng = new Rng(11);
+  try {
+    const table = [9, 4, 17, 2, 30, 11];
+    await runner.prefill(
+      'b',
+      Array.from({ length: 50 }, () => rng.int(3, VARIANT.vocab - 1)),
+      table,
+    );
+    let token = rng.int(3, VARIANT.vocab - 1);
+    const dispatches: number[] = [];
+    // positions 50..69: block 0 fills up (to 64 keys), block 1 starts (6 keys)
+    for (let pos = 50; pos < 70; pos++) {
+      const entry: DecodeEntry = {
+        kind: 'decode',
+        seqId: 'b',
+        start: pos,
+        tokens: [token],
+        pages: table.slice(0, Math.floor(pos / PAGE) + 1),
+        sample: true,
+        tokenBudget: BUDGET,
+        sampling: { temperature: 0, topK: 0, topP: 1, u: 0 },
+      };
+      const before = gpu.counters();
+      const out = await runner.execute({ entries: [entry] });
+      dispatches.push(countersDelta(before, gpu.counters()).dispatches);
+      token = out.tokens[0];
+    }
+    assertNoGpuErrors(gpu);
+    // a decode step: 7 dispatches a layer plus the block digest (+2 on a reselecting step), + embedding, lm_head, sampler
+    for (const d of dispatches) assert.ok(d === 8 * L + 3 || d === 10 * L + 3, `${d} dispatches`);
+    // every layer's digests of blocks 0 and 1 are the mean of their keys in the cache so far
+    const HW = c.headDim / 2;
+    for (let li = 0; li < L; li++) {
+      const layer = runner.kv.layers[li];
+      const nKv = layer.numRetrievalHeads;
+      const keys = await gpu.readU32(layer.k);
+      const digests = await gpu.readF32(runner.forwardPass.attention.blockDigestsOf(li)!);
+      for (const [block, n] of [
+        [0, 64],
+        [1, 6],
+      ]) {
+        const want = new Float32Array(nKv * c.headDim);
+        for (let t = 0; t < n; t++) {
+          const pos = block * 64 + t;
+          const page = table[Math.floor(pos / PAGE)];
+          for (let h = 0; h < nKv; h++) {
+            for (let w = 0; w < HW; w++) {
+              const word = keys[((page * PAGE + (pos % PAGE)) * nKv + h) * HW + w];
+              want[h * c.headDim + 2 * w] += f16ToF32(word & 0xffff) / n;
+              want[h * c.headDim + 2 * w + 1] += f16ToF32(word >>> 16) / n;
+            }
+          }
+        }
+        const slot = table[(block * 64) / PAGE]; // one digest slot per page (page size 16 < block size 64)
+        const got = digests.subarray(slot * nKv * c.headDim, (slot + 1) * nKv * c.headDim);
+        assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, `layer ${li} block ${block}`);
+      }
+    }
+  } finally {
+    runner.destroy();
+  }
+});
+
 /** A mixed workload through the engine core on a fresh device (no pipeline another test compiled can hide a miss). */
 async function mixedWorkload(prefillMode: 'dense' | 'block-sparse'): Promise<void> {
   const gpu = await Gpu.create();
   const cfg = engineConfig({
-    flags: { pageSize: PAGE, kvCacheMib: 4, maxBatchTokens: 40, maxSeqs: 8, maxContext: 512 },
+    flags: { pageSize: PAGE, kvCacheMib: 4, maxBatchTokens: 80, maxSeqs: 8, maxContext: 512 },
   });
   const runner = await ModelRunner.load(dir, cfg, { gpu, attention: attention(prefillMode) });
   const steps: StepRecord[] = [];
@@ -165,6 +239,12 @@ async function mixedWorkload(prefillMode: 'dense' | 'block-sparse'): Promise<voi
     assert.ok(decodeSizes.has(1) && decodeSizes.has(8) && sizes.length >= 6, `decode batch sizes ${sizes}`);
     assert.ok(
       steps.some((s) => s.entries.some((e) => e.kind === 'decode') && s.entries.some((e) => e.kind === 'prefill')),
+    );
+    // steps of 64 tokens or more run the tiled prefill GEMM
+    const tiled = runner.forwardPass.tiledMinTokens;
+    assert.ok(
+      steps.some((s) => s.numTokens >= tiled),
+      `a step of at least ${tiled} tokens`,
     );
     assert.ok(runner.stats().selectionReselects > 0, 'some decode steps reselected pages');
     assert.deepEqual(gpu.pipelinesAfterWarm(), [], `${prefillMode} prefill: pipelines compiled after warm-up`);

@@ -3,10 +3,13 @@
  * the default kernel variants and of the GPU variants): prefill logits of every token through non-contiguous pages,
  * then decode steps one token at a time (the captured decode path).
  */
+import assert from 'node:assert/strict';
 import { type Checkpoint, openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { type SyntheticVariant, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
+import { isSiftError } from '../../config/errors.js';
 import type { ForwardBatch, KernelChoice } from '../../model/forward.js';
+import { gpuForwardGap } from '../../model/gpu-support.js';
 import { ModelRunner } from '../../model/runner.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
@@ -74,6 +77,17 @@ export async function checkForward(
   const cfg = engineConfig({
     flags: { pageSize: 16, kvCacheMib: 4, maxBatchTokens: 32, maxSeqs: 4, maxContext: 256, ...o.engine },
   });
+  const probe = openCheckpoint(dir);
+  const gap = gpuForwardGap(probe.config, cfg.maxContext ?? probe.config.maxPositionEmbeddings);
+  probe.close();
+  if (gap) {
+    // Not on the GPU yet (model/gpu-support.ts): the load must refuse it by name rather than run without it.
+    await assert.rejects(ModelRunner.load(dir, cfg, { gpu, kernels: o.kernels }), (e: unknown) => {
+      assert.ok(isSiftError(e, 'CHECKPOINT_UNSUPPORTED') && e.message.includes(gap), String(e));
+      return true;
+    });
+    return;
+  }
   const engine = await ModelRunner.load(dir, cfg, { gpu, maxLogitRows: 32, kernels: o.kernels });
   const opened = openCheckpoint(dir);
   const ckpt = o.reference ? o.reference(opened) : opened;

@@ -39,7 +39,13 @@ const qkvRows = (YARN.heads + 2 * YARN.kvHeads) * (YARN.hidden / YARN.heads);
 
 for (const [format, engine, kernels, roundTrip] of [
   ['int8', { quantize: 'int8' }, undefined, (f, r, c) => dequantize(quantizeInt8(f, r, c))],
-  ['q4', { quantize: 'q4', quantizeGroup: 16 }, { variant: 'gpu' }, (f, r, c) => dequantize(quantizeQ4(f, r, c, 16))],
+  // every matrix q4 (not the default mix, which keeps v_proj and down_proj at int8)
+  [
+    'q4',
+    { quantize: 'q4', quantizeGroup: 16, quantizeInt8: 'none' },
+    { variant: 'gpu' },
+    (f, r, c) => dequantize(quantizeQ4(f, r, c, 16)),
+  ],
 ] as [
   string,
   Record<string, unknown>,

@@ -29,7 +29,9 @@ function modelConfig(numLayers: number, numKvHeads: number, headDim: number): Mo
     attentionBias: false,
     bosTokenId: 1,
     eosTokenIds: [2],
+    qkNorm: false,
     slidingWindow: null,
+    layerWindows: new Array(numLayers).fill(0),
   };
 }
 

@@ -1,8 +1,8 @@
 /**
  * Reference block selection for block-sparse prefill (MInference-style), plain TS in f64: for every (sequence,
- * query block b) among the chunk's tokens and every query head whose KV head is in sparse mode (1), the mean of the
- * chunk's queries in block b; for every causal key block c < b, the mean of its keys, fetched one token at a time
- * through the block table; score = pooled q . pooled k. Kept: block 0 (sink), block b (diagonal), blocks
+ * query block b) among the chunk's tokens and every KV head in sparse mode (1), the mean of the chunk's queries in
+ * block b over the KV head's G query heads; for every causal key block c < b, the mean of its keys, fetched one
+ * token at a time through the block table; score = pooled q . pooled k. Kept: block 0 (sink), block b (diagonal), blocks
  * b - localBlocks .. b - 1, and the topBlocks best-scoring other blocks (ties: lower block first), ascending.
  */
 export interface BlockSelectRefArgs {
@@ -25,9 +25,9 @@ export interface BlockSelectRefArgs {
 export interface QueryBlockRef {
   seq: number;
   block: number; // b
-  /** (numHeads) pooled scores of key blocks 0..b-1 (empty for non-sparse heads). */
+  /** (numKvHeads) pooled scores of key blocks 0..b-1 (empty for non-sparse heads). */
   scores: Float64Array[];
-  /** (numHeads) kept key blocks ascending (empty for non-sparse heads). */
+  /** (numKvHeads) kept key blocks ascending (empty for non-sparse heads). */
   lists: number[][];
   /** First non-forced candidate block index past the end: candidates are 1 .. candEnd-1. */
   candEnd: number;
@@ -52,16 +52,19 @@ export function blockSelectRef(a: BlockSelectRefArgs): Map<string, QueryBlockRef
     const [seq, b] = key.split(':').map(Number);
     const candEnd = b > a.localBlocks + 1 ? b - a.localBlocks : 1;
     const r: QueryBlockRef = { seq, block: b, scores: [], lists: [], candEnd };
-    for (let h = 0; h < numHeads; h++) {
-      const kvh = Math.floor(h / group);
+    for (let kvh = 0; kvh < numKvHeads; kvh++) {
       if (a.headModes[kvh] !== 1) {
         r.scores.push(new Float64Array(0));
         r.lists.push([]);
         continue;
       }
       const qp = new Float64Array(HD);
-      for (const t of toks) for (let d = 0; d < HD; d++) qp[d] += a.q[(t * numHeads + h) * HD + d];
-      for (let d = 0; d < HD; d++) qp[d] /= toks.length;
+      for (const t of toks) {
+        for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+          for (let d = 0; d < HD; d++) qp[d] += a.q[(t * numHeads + h) * HD + d];
+        }
+      }
+      for (let d = 0; d < HD; d++) qp[d] /= toks.length * group;
       const scores = new Float64Array(b);
       for (let c = 0; c < b; c++) {
         const kp = new Float64Array(HD);

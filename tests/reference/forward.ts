@@ -6,7 +6,10 @@
  *              causal softmax(q k^T / sqrt(d)) v per head, query head j reading kv head floor(j / (heads/kvHeads));
  *              x += o_proj(attn);  h = RMSNorm(x) * w_post;  x += down(silu(gate(h)) * up(h))
  *   logits = lm_head(RMSNorm(x) * w_final)
- * Mistral's sliding window is not applied (sift records it only). Three code paths share the small helpers:
+ * Qwen3: q and k of each head pass through an RMSNorm of their own (q_norm / k_norm, (headDim)) before RoPE.
+ * Sliding window (Mistral, Phi-3, Qwen2/3 layers past max_window_layers; config.layerWindows): a layer with window
+ * w > 0 masks keys s <= t - w, so a query attends to at most w keys counting its own.
+ * Three code paths share the small helpers:
  * `referenceForward` runs a whole sequence layer by layer with an explicit causal mask; `ReferenceModel` runs token
  * by token against its own KV cache; `PagedReferenceModel` runs batches of several sequences over a shared paged KV
  * cache through block tables (the CPU executor of the engine-core tests, tests/helpers/cpu-executor.ts). Tests hold
@@ -47,6 +50,8 @@ interface LayerWeights {
   qBias: Float32Array | null; // (heads*headDim)
   kBias: Float32Array | null; // (kvHeads*headDim)
   vBias: Float32Array | null; // (kvHeads*headDim)
+  qNorm: Float32Array | null; // (headDim) Qwen3
+  kNorm: Float32Array | null; // (headDim) Qwen3
   o: Float32Array; // (hidden, heads*headDim)
   postNorm: Float32Array; // (hidden)
   gate: Float32Array; // (inter, hidden)
@@ -172,6 +177,8 @@ export function loadReferenceWeights(ckpt: Checkpoint, contextLength?: number): 
       qBias: c.attentionBias ? ckpt.readF32(n.qBias) : null,
       kBias: c.attentionBias ? ckpt.readF32(n.kBias) : null,
       vBias: c.attentionBias ? ckpt.readF32(n.vBias) : null,
+      qNorm: c.qkNorm ? ckpt.readF32(n.qNorm) : null,
+      kNorm: c.qkNorm ? ckpt.readF32(n.kNorm) : null,
       o: ckpt.readF32(n.o),
       postNorm: ckpt.readF32(n.postNorm),
       gate: ckpt.readF32(n.gate),
@@ -222,6 +229,16 @@ function rmsnorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return out;
 }
 
+/** Every head of x (heads*headDim) RMS-normalized on its own with the shared weight w (headDim), in place. */
+function headNorm(x: Float64Array, headDim: number, w: Float32Array, eps: number): void {
+  for (let o = 0; o < x.length; o += headDim) x.set(rmsnorm(x.subarray(o, o + headDim), w, eps), o);
+}
+
+/** First key position a query at `pos` attends to in a layer of sliding window `window` (0 = full). */
+export function windowStart(pos: number, window: number): number {
+  return window > 0 ? Math.max(0, pos - window + 1) : 0;
+}
+
 function embedRow(w: ReferenceWeights, token: number): Float64Array {
   const { hiddenSize: h, vocabSize } = w.config;
   if (!Number.isInteger(token) || token < 0 || token >= vocabSize) {
@@ -239,6 +256,10 @@ function qkv(w: ReferenceWeights, l: LayerWeights, x: Float64Array, pos: number,
   const q = matvec(l.q, h, qDim, c.hiddenSize, l.qBias);
   const k = matvec(l.k, h, kvDim, c.hiddenSize, l.kBias);
   const v = matvec(l.v, h, kvDim, c.hiddenSize, l.vBias);
+  if (l.qNorm && l.kNorm) {
+    headNorm(q, c.headDim, l.qNorm, c.rmsNormEps);
+    headNorm(k, c.headDim, l.kNorm, c.rmsNormEps);
+  }
   for (let j = 0; j < c.numHeads; j++) applyRope(q, j * c.headDim, c.headDim, pos, w.invFreq, w.ropeScale);
   // K is rotated without the attention factor, rounded (kvF16) as sift's cache stores it, then scaled: the same
   // value as HF's scaled rotation, with the storage rounding of sift's unscaled keys.
@@ -288,6 +309,7 @@ export function referenceForward(
   const xs = tokenIds.map((t) => embedRow(w, t)); // T x (hidden)
   for (const [li, l] of w.layers.entries()) {
     const streamingHeads = new Set(opts.streaming?.heads[li] ?? []);
+    const window = c.layerWindows[li];
     const proj = xs.map((x, t) => qkv(w, l, x, t, opts.kvF16)); // T x {q, k, v}
     const attn = xs.map(() => new Float64Array(c.numHeads * d)); // T x (heads*headDim)
     const scores = new Float64Array(T); // (T) one query row
@@ -299,8 +321,9 @@ export function referenceForward(
       for (let t = 0; t < T; t++) {
         let max = Number.NEGATIVE_INFINITY;
         for (let s = 0; s < T; s++) {
-          if (s > t || (streams && s >= sink && s <= t - local)) {
-            scores[s] = Number.NEGATIVE_INFINITY; // causal mask (and the sink + local window of streaming heads)
+          if (s > t || s < windowStart(t, window) || (streams && s >= sink && s <= t - local)) {
+            // causal mask, the layer's sliding window, and the sink + local window of streaming heads
+            scores[s] = Number.NEGATIVE_INFINITY;
             continue;
           }
           let dot = 0;
@@ -381,18 +404,19 @@ export class ReferenceModel {
         values.push(v);
         const attn = new Float64Array(c.numHeads * d); // (heads*headDim)
         const p = new Float64Array(keys.length); // (pos+1)
+        const s0 = windowStart(pos, c.layerWindows[li]);
         for (let j = 0; j < c.numHeads; j++) {
           const kvh = Math.floor(j / group);
           let max = Number.NEGATIVE_INFINITY;
-          for (let s = 0; s < keys.length; s++) {
+          for (let s = s0; s < keys.length; s++) {
             let dot = 0;
             for (let i = 0; i < d; i++) dot += q[j * d + i] * keys[s][kvh * d + i];
             p[s] = dot * scale;
             max = Math.max(max, p[s]);
           }
           let sum = 0;
-          for (let s = 0; s < keys.length; s++) sum += p[s] = Math.exp(p[s] - max);
-          for (let s = 0; s < keys.length; s++) {
+          for (let s = s0; s < keys.length; s++) sum += p[s] = Math.exp(p[s] - max);
+          for (let s = s0; s < keys.length; s++) {
             const ps = p[s] / sum;
             for (let i = 0; i < d; i++) attn[j * d + i] += ps * values[s][kvh * d + i];
           }
@@ -476,16 +500,17 @@ export class PagedReferenceModel {
         const own = slotOf(table, pos);
         keys[own] = k;
         values[own] = v;
-        const slots = Array.from({ length: pos + 1 }, (_, s) => slotOf(table, s));
-        for (const [s, slot] of slots.entries()) {
-          if (!keys[slot]) throw new RangeError(`token ${t} (position ${pos}) reads position ${s}, never written`);
+        const s0 = windowStart(pos, c.layerWindows[li]);
+        const slots = Array.from({ length: pos + 1 }, (_, s) => (s < s0 ? -1 : slotOf(table, s)));
+        for (let s = s0; s <= pos; s++) {
+          if (!keys[slots[s]]) throw new RangeError(`token ${t} (position ${pos}) reads position ${s}, never written`);
         }
         const attn = new Float64Array(c.numHeads * d); // (heads*headDim)
         const p = new Float64Array(pos + 1); // (pos+1)
         for (let j = 0; j < c.numHeads; j++) {
           const kvh = Math.floor(j / group);
           let max = Number.NEGATIVE_INFINITY;
-          for (let s = 0; s <= pos; s++) {
+          for (let s = s0; s <= pos; s++) {
             const key = keys[slots[s]] as Float64Array;
             let dot = 0;
             for (let i = 0; i < d; i++) dot += q[j * d + i] * key[kvh * d + i];
@@ -493,8 +518,8 @@ export class PagedReferenceModel {
             max = Math.max(max, p[s]);
           }
           let sum = 0;
-          for (let s = 0; s <= pos; s++) sum += p[s] = Math.exp(p[s] - max);
-          for (let s = 0; s <= pos; s++) {
+          for (let s = s0; s <= pos; s++) sum += p[s] = Math.exp(p[s] - max);
+          for (let s = s0; s <= pos; s++) {
             const value = values[slots[s]] as Float64Array;
             const prob = p[s] / sum;
             for (let i = 0; i < d; i++) attn[j * d + i] += prob * value[kvh * d + i];

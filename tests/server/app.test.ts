@@ -389,14 +389,20 @@ test('keep-alive comments while the engine is prefilling', async (t) => {
   assert.ok(s.done);
 });
 
-test('engine timeout: what was generated, finish_reason length', async (t) => {
+test('engine timeout: what was generated, finish_reason timeout (never length)', async (t) => {
   const fake = await FakeEngine.story(await testText(), { tokenMs: 5 });
   const app = await testApp(t, fake, { config: cfg({ requestTimeoutMs: 30 }) });
   const r = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ max_tokens: 200 }) });
   assert.equal(r.statusCode, 200);
   const b = r.json();
-  assert.equal(b.choices[0].finish_reason, 'length');
+  assert.equal(b.choices[0].finish_reason, 'timeout');
   assert.ok(b.usage.completion_tokens > 0 && b.usage.completion_tokens < 200);
+  const s = await app.inject({
+    method: 'POST',
+    url: '/v1/chat/completions',
+    payload: chat({ max_tokens: 200, stream: true }),
+  });
+  assert.equal(lastEvent(parseSse(s.body)).choices[0].finish_reason, 'timeout');
 });
 
 test('GET /v1/models and /health once ready; 503 while the model loads', async (t) => {

@@ -255,9 +255,17 @@ test('429 with Retry-After when the engine queue is full; a request is admitted 
   const rs = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ stream: true }) });
   assertError(rs, 429, { type: 'rate_limit_error', code: 'rate_limit_exceeded' });
 
-  // n = 3 where the engine takes 2: the two admitted choices are cancelled and the client gets 429.
-  const fake = await FakeEngine.story(text, { maxLive: 2 });
+  // Busy: n = 3 where the queue holds 3 but one place is taken. The two admitted choices are cancelled and the
+  // client gets 429 (retry later).
+  const fake = await FakeEngine.story(text, { maxLive: 3 });
   const app2 = await testApp(t, fake);
+  const other = fake.submit({
+    id: 'other',
+    promptIds: [1, 5],
+    maxTokens: 4,
+    sampling: { temperature: 0, topP: 1, topK: 0, seed: null },
+    stopIds: [],
+  });
   const r2 = await app2.inject({
     method: 'POST',
     url: '/v1/completions',
@@ -265,14 +273,40 @@ test('429 with Retry-After when the engine queue is full; a request is admitted 
   });
   assertError(r2, 429, { type: 'rate_limit_error', code: 'rate_limit_exceeded' });
   assert.equal(r2.headers['retry-after'], '1');
-  assert.equal(fake.submitted.length, 2);
-  assert.deepEqual([...fake.cancelled].sort(), fake.submitted.map((q) => q.id).sort());
+  assert.equal(fake.submitted.length, 3);
+  assert.deepEqual(
+    [...fake.cancelled].sort(),
+    fake.submitted
+      .slice(1)
+      .map((q) => q.id)
+      .sort(),
+  );
+  other.cancel();
   const ok = await app2.inject({
     method: 'POST',
     url: '/v1/completions',
-    payload: { model: 'fake-model', prompt: 'x', n: 2 },
+    payload: { model: 'fake-model', prompt: 'x', n: 3 },
   });
   assert.equal(ok.statusCode, 200, 'the cancelled choices left the queue');
+});
+
+test('400, not 429, for a request that could never be admitted: more choices than the queue holds', async (t) => {
+  const fake = await FakeEngine.story(await testText(), { maxLive: 2 });
+  const app = await testApp(t, fake);
+  const post = (payload: Record<string, unknown>) =>
+    app.inject({ method: 'POST', url: '/v1/completions', payload: { model: 'fake-model', max_tokens: 2, ...payload } });
+  // on an idle server, so a retry would fail the same way forever
+  const e = assertError(await post({ prompt: 'x', n: 3 }), 400, invalid('n'));
+  assert.match(e.message, /3 completions .*queues at most 2/);
+  assertError(await post({ prompt: ['a', 'b', 'c'] }), 400, invalid('prompt'));
+  assertError(await post({ prompt: ['a', 'b'], n: 2 }), 400, invalid('n'));
+  assertError(
+    await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat({ n: 3 }) }),
+    400,
+    invalid('n'),
+  );
+  assert.equal(fake.submitted.length, 0, 'nothing was queued');
+  assert.equal((await post({ prompt: ['a', 'b'] })).statusCode, 200);
 });
 
 test('503 after device loss: non-stream 503, stream error event then [DONE], /health 503', async (t) => {

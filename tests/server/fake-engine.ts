@@ -7,7 +7,7 @@
  * held while a request lives), honours cancel and timeouts at once, and can be told to fail.
  */
 import { attentionConfig } from '../../config/attention.js';
-import { SiftError } from '../../config/errors.js';
+import { isSiftError, SiftError } from '../../config/errors.js';
 import {
   checkRequest,
   type EngineClient,
@@ -42,6 +42,8 @@ export interface FakeOptions {
   failAfter?: { tokens: number; error: Error };
   /** Requests that may be live at once; one more is QUEUE_FULL (the real engine bounds its waiting queue). */
   maxLive?: number;
+  /** Tokens the KV cache holds for one request (EngineClient.kvCacheTokens); default maxContext. */
+  kvCacheTokens?: number;
   kvPagesTotal?: number;
   pageSize?: number;
 }
@@ -51,18 +53,24 @@ const sleep = (ms: number) => new Promise<void>((r) => (ms > 0 ? setTimeout(r, m
 export class FakeEngine implements EngineClient {
   readonly modelName: string;
   readonly maxContext: number;
+  readonly kvCacheTokens: number;
+  readonly maxWaiting: number;
   readonly vocabSize: number;
   readonly submitted: GenerationRequest[] = [];
   readonly cancelled = new Set<string>();
   private readonly live = new Map<string, number>();
   private totals = { prompt: 0, generated: 0 };
   shutdownCalls = 0;
+  /** A DEVICE_LOST / DEVICE_FAULT that failAfter delivered: the engine is down from then on, as the real one. */
+  private fault: SiftError | null = null;
   private accepting = true;
   private readonly cancels = new Map<string, () => void>();
 
   constructor(readonly opts: FakeOptions) {
     this.modelName = opts.modelName ?? 'fake-model';
     this.maxContext = opts.maxContext ?? 256;
+    this.kvCacheTokens = opts.kvCacheTokens ?? this.maxContext;
+    this.maxWaiting = opts.maxLive ?? 1 << 30;
     this.vocabSize = opts.vocabSize ?? 32000;
   }
 
@@ -78,15 +86,25 @@ export class FakeEngine implements EngineClient {
     return (Math.abs(s) * 7 + 3) % this.opts.script.length;
   }
 
+  deviceFault(): SiftError | null {
+    return this.fault;
+  }
+
   submit(req: GenerationRequest): RequestHandle {
     if (this.opts.submitError) throw this.opts.submitError;
-    if (!this.accepting) throw new SiftError('NOT_READY', 'shutting down');
-    checkRequest(req, { maxContext: this.maxContext, vocabSize: this.vocabSize, pageSize: 64 });
+    if (this.fault) throw this.fault;
+    if (!this.accepting) throw new SiftError('SHUTTING_DOWN', 'shutting down');
+    checkRequest(req, {
+      maxContext: this.maxContext,
+      kvCacheTokens: this.kvCacheTokens,
+      vocabSize: this.vocabSize,
+      pageSize: 64,
+    });
     if (this.opts.maxLive !== undefined && this.live.size >= this.opts.maxLive) {
       throw new SiftError('QUEUE_FULL', `the engine queue is full (${this.opts.maxLive} requests); retry later`);
     }
     this.submitted.push(req);
-    let cancelled = false;
+    let cancelled: FinishReason | null = null;
     const self = this;
     const pageSize = this.opts.pageSize ?? 16;
     const t0 = performance.now();
@@ -122,7 +140,7 @@ export class FakeEngine implements EngineClient {
       };
       const prefill = self.opts.prefillMs ?? 0;
       const step = self.opts.progressMs ?? prefill;
-      for (let t = 0; t < prefill && !cancelled; t += step) {
+      for (let t = 0; t < prefill && cancelled === null; t += step) {
         await sleep(Math.min(step, prefill - t));
         yield {
           type: 'progress',
@@ -131,10 +149,13 @@ export class FakeEngine implements EngineClient {
         };
       }
       for (;;) {
-        if (cancelled) return yield done('cancelled');
+        if (cancelled !== null) return yield done(cancelled);
         if (req.timeoutMs !== undefined && performance.now() - t0 > req.timeoutMs) return yield done('timeout');
-        if (self.opts.failAfter && n >= self.opts.failAfter.tokens)
-          return yield done('error', self.opts.failAfter.error);
+        if (self.opts.failAfter && n >= self.opts.failAfter.tokens) {
+          const e = self.opts.failAfter.error;
+          if (isSiftError(e, 'DEVICE_LOST') || isSiftError(e, 'DEVICE_FAULT')) self.fault ??= e;
+          return yield done('error', e);
+        }
         if (n >= req.maxTokens || req.promptIds.length + n >= self.maxContext) return yield done('length');
         let id = script[off++ % script.length];
         if (req.constraint) {
@@ -163,13 +184,13 @@ export class FakeEngine implements EngineClient {
     }
     const events = run();
     // As in the real engine, a cancelled request leaves at once (its pages and its queue place are free).
-    const cancel = () => {
-      if (!cancelled) this.cancelled.add(req.id);
-      cancelled = true;
+    const end = (reason: FinishReason) => {
+      if (cancelled === null) this.cancelled.add(req.id);
+      cancelled ??= reason;
       this.live.delete(req.id);
     };
-    this.cancels.set(req.id, cancel);
-    return { id: req.id, cancel, [Symbol.asyncIterator]: () => events };
+    this.cancels.set(req.id, () => end('shutdown'));
+    return { id: req.id, cancel: () => end('cancelled'), [Symbol.asyncIterator]: () => events };
   }
 
   stats(): EngineStats {
@@ -196,7 +217,7 @@ export class FakeEngine implements EngineClient {
     };
   }
 
-  /** As the real loop: stop admitting, wait up to graceMs for live requests, cancel the rest. */
+  /** As the real loop: stop admitting, wait up to graceMs for live requests, end the rest with 'shutdown'. */
   async shutdown(graceMs: number): Promise<void> {
     this.shutdownCalls++;
     this.accepting = false;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { llama2cStopIds } from '../../checkpoint/llama2c.js';
 import { isSiftError } from '../../config/errors.js';
 import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, validateMessages } from '../../text/chat-template.js';
 import { loadText } from '../../text/text.js';
@@ -79,10 +80,13 @@ describe('chat templates', () => {
   });
 
   test('stories15M: no template -> fallback, stop ids from the configs, prompt encodes like a plain prompt', async () => {
-    const side = loadText(await storiesDir());
+    const dir = await storiesDir();
+    // as generate and serve load it: EOS, and BOS where llama2.c stops (a directory imported before the importer
+    // wrote BOS into generation_config.json is recognised by its marker)
+    const side = loadText(dir, { extraStopIds: llama2cStopIds(dir) });
     const t = side.chat;
     assert.equal(t.isModelTemplate, false);
-    assert.deepEqual(side.stopIds, [2]);
+    assert.deepEqual(side.stopIds, [2, 1]);
     const text = t.render([{ role: 'user', content: 'Once upon a time' }]);
     assert.deepEqual(await side.tokenizer.encode(text, { addBos: false }), [1, 9038, 2501, 263, 931]);
     assert.deepEqual(await side.encodeChat([{ role: 'user', content: 'Once upon a time' }]), [1, 9038, 2501, 263, 931]);

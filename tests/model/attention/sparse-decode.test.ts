@@ -13,7 +13,7 @@ import { SparseDecodeAttention, type SparseDecodeRow } from '../../../model/atte
 import { AttentionKernel } from '../../../shaders/attention.js';
 import { digestBytes } from '../../../shaders/page_digest.js';
 import { UniformArena } from '../../../shaders/runtime.js';
-import type { SparseDecodeVariant } from '../../../shaders/sparse_decode.js';
+import { partialsBytes, type SparseDecodeVariant } from '../../../shaders/sparse_decode.js';
 import { assertClose } from '../../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../../helpers/gpu.js';
 import { Rng } from '../../helpers/rng.js';
@@ -55,6 +55,16 @@ interface DenseCase {
   group: number;
   pageSize: number;
   headDim: number;
+  /**
+   * Size the batch (maxRows) so that the partials scratch holds this many splits within the adapter's
+   * maxStorageBufferBindingSize (about 2/3 of it per split for 1): lists longer than that many splits at the
+   * configured pages per split take more pages per split, each row as its own list needs (in the kernel).
+   */
+  fillBinding?: number;
+  /** Context lengths of the 6 sequences (default random, up to 900 tokens). */
+  lens?: number[];
+  /** Key slots per split of both variants (default 256 lanes, 64 workgroup). */
+  splitTokens?: number;
 }
 
 /** Budget >= context: SparseDecodeAttention (selection keeps every page) equals dense attention. */
@@ -64,7 +74,14 @@ async function denseCase(c: DenseCase): Promise<void> {
   const { pageSize, headDim, group } = c;
   const numKvHeads = group === 8 ? 1 : rng.int(1, 2);
   const numHeads = numKvHeads * group;
-  const lens = [rng.int(1, 3 * pageSize), rng.int(200, 500), 4 * pageSize, pageSize + 1, 1, rng.int(600, 900)];
+  const lens = c.lens ?? [
+    rng.int(1, 3 * pageSize),
+    rng.int(200, 500),
+    4 * pageSize,
+    pageSize + 1,
+    1,
+    rng.int(600, 900),
+  ];
   const cache = makeSeqCache(rng, lens, { numKvHeads, headDim, pageSize });
   const { kCache, vCache } = uploadCache(gpu, cache);
   const blockTable = u32Buffer(gpu, cache.blockTable);
@@ -96,6 +113,9 @@ async function denseCase(c: DenseCase): Promise<void> {
   const scale = 1 / Math.sqrt(headDim);
   const arena = new UniformArena(gpu);
   const outs: GPUBuffer[] = [];
+  const perRowSplit = partialsBytes(1, numHeads, 1, headDim);
+  const fill = c.fillBinding;
+  const maxRows = fill ? Math.floor(gpu.caps.maxStorageBufferBindingSize / (fill + 0.5) / perRowSplit) : 8;
   const sparse = VARIANTS.map(
     (variant) =>
       new SparseDecodeAttention(gpu, {
@@ -104,10 +124,10 @@ async function denseCase(c: DenseCase): Promise<void> {
         headDim,
         pageSize,
         maxPagesPerSeq: cache.maxPagesPerSeq,
-        maxRows: 8,
+        maxRows,
         numSlots: 7,
         variant,
-        splitTokens: variant === 'lanes' ? 256 : 64,
+        splitTokens: c.splitTokens ?? (variant === 'lanes' ? 256 : 64),
       }),
   );
   const tokenSeq = u32Buffer(
@@ -119,6 +139,16 @@ async function denseCase(c: DenseCase): Promise<void> {
     Uint32Array.from(rows, (r) => r.position),
   );
   for (const s of sparse) s.prepareStep(rows);
+  if (fill) {
+    for (const s of sparse) {
+      const uncapped = s.attention.splitPlan(s.maxSelected + 1, pageSize).numSplits;
+      assert.equal(s.maxSplits, Math.min(fill, uncapped), `the scratch holds ${fill} splits`);
+    }
+    assert.ok(
+      sparse.some((s) => s.attention.splitPlan(cache.maxPagesPerSeq, pageSize).numSplits > fill),
+      `uncapped, the longest list would take more than ${fill} splits`,
+    );
+  }
   gpu.run((pass) => {
     for (const s of sparse) {
       const out = gpu.createBuffer('out', numRows * numHeads * headDim * 4);
@@ -189,6 +219,26 @@ test('budget >= context: sparse decode equals dense (reference and dense kernel)
       seed++;
     }
   }
+});
+
+test('the partials scratch never outgrows maxStorageBufferBindingSize: fewer, longer splits, same result', async () => {
+  await denseCase({ seed: 40, group: 8, pageSize: 16, headDim: 128, fillBinding: 1 });
+  await denseCase({ seed: 41, group: 4, pageSize: 32, headDim: 48, fillBinding: 1 });
+  // capped at a few splits: a step's grid may then hold fewer than the scratch (e.g. 4 pages at 2 a split: 2 of 3),
+  // and each row works out its own pages per split from that grid
+  await denseCase({ seed: 42, group: 4, pageSize: 16, headDim: 64, fillBinding: 5 });
+  await denseCase({ seed: 43, group: 2, pageSize: 16, headDim: 32, fillBinding: 3 });
+  // a page a split, 3 splits held: the longest list (4 pages) takes 2 pages a split, so the step's grid has 2 splits,
+  // and the 3-page row must take 2 pages a split too (at 1 it would need a third split the grid does not have)
+  await denseCase({
+    seed: 44,
+    group: 4,
+    pageSize: 16,
+    headDim: 64,
+    fillBinding: 3,
+    lens: [64, 48, 40, 17, 1, 33],
+    splitTokens: 16,
+  });
 });
 
 /**

@@ -1,0 +1,137 @@
+/**
+ * Key-block digests (shaders/block_digest.wgsl): the mean key of every 64-token key block, per KV head, kept beside
+ * the cache and recomputed only for the blocks a step writes, so block selection for a prefill chunk reads one
+ * digest per earlier block instead of re-pooling every earlier block's keys (which grew with the square of the
+ * prompt). Run after kv_write in every step that writes the main pool (prefill and decode: a block filled by decode
+ * tokens may later be read through the prefix cache).
+ *
+ * digests (numPages * bpp, numKvHeads, headDim) f32 for one layer, bpp = max(1, pageSize / blockSize): a block's
+ * digest lives with the physical page of its first token (`blockDigestSlot`), so it moves, is shared and is freed
+ * with its page. Key blocks are aligned to absolute positions: block c covers positions [c * BS, c * BS + BS).
+ */
+import { check, requireBytes, requireInts } from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { requireCache } from './lib/paged.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
+
+const WG = 64;
+
+/** struct Params of block_digest.wgsl. */
+const PARAMS = defineParams('block_digest', {
+  numEntries: 'u32',
+  nKvHeads: 'u32',
+  pageSize: 'u32',
+  maxPagesPerSeq: 'u32',
+  blockSize: 'u32',
+  bpp: 'u32',
+});
+
+/** Digest slots per physical page; pageSize and blockSize must divide one another. */
+export function digestSlotsPerPage(pageSize: number, blockSize: number): number {
+  check(
+    'block_digest',
+    pageSize % blockSize === 0 || blockSize % pageSize === 0,
+    `key block size ${blockSize} and page size ${pageSize} must divide one another`,
+  );
+  return Math.max(1, pageSize / blockSize);
+}
+
+/** Bytes of one layer's block digests: (numPages * bpp, numKvHeads, headDim) f32. */
+export function blockDigestBytes(
+  numPages: number,
+  pageSize: number,
+  blockSize: number,
+  numKvHeads: number,
+  headDim: number,
+): number {
+  return numPages * digestSlotsPerPage(pageSize, blockSize) * numKvHeads * headDim * 4;
+}
+
+/** Slot of key block c of a block-table row (its pages) in the digests. */
+export function blockDigestSlot(pages: ArrayLike<number>, c: number, pageSize: number, blockSize: number): number {
+  const j0 = c * blockSize;
+  return pages[Math.floor(j0 / pageSize)] * digestSlotsPerPage(pageSize, blockSize) + (j0 % pageSize) / blockSize;
+}
+
+/** The positions [start, end) one block-table row writes in a step. */
+export interface BlockSpan {
+  row: number;
+  start: number;
+  end: number;
+}
+
+/**
+ * (numEntries, 3) u32 (row, key block, valid tokens) for every key block the spans touch, valid = the tokens of the
+ * block written so far (min(BS, end - c * BS)).
+ */
+export function blockDigestEntries(spans: readonly BlockSpan[], blockSize: number): Uint32Array {
+  const out: number[] = [];
+  for (const s of spans) {
+    if (s.end <= s.start) continue;
+    for (let c = Math.floor(s.start / blockSize); c <= Math.floor((s.end - 1) / blockSize); c++) {
+      out.push(s.row, c, Math.min(blockSize, s.end - c * blockSize));
+    }
+  }
+  return Uint32Array.from(out);
+}
+
+export interface BlockDigestArgs {
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, the step's keys written
+  blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
+  entries: Binding; // (numEntries, 3) u32 = blockDigestEntries(...)
+  digests: Binding; // (numPages * bpp, numKvHeads, headDim) f32, one layer
+  numEntries: number;
+  numKvHeads: number; // KV heads of kCache (0: nothing to do)
+  headDim: number;
+  pageSize: number;
+  maxPagesPerSeq: number;
+  blockSize: number;
+}
+
+export class BlockDigestKernel {
+  constructor(
+    private readonly gpu: Gpu,
+    /** `maxWorkgroupsPerDim` (tests only) caps the grid's x dimension to exercise the 2-D layout. */
+    private readonly opts: { maxWorkgroupsPerDim?: number } = {},
+  ) {}
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: BlockDigestArgs): void {
+    const K = 'block_digest';
+    requireInts(
+      K,
+      {
+        numEntries: a.numEntries,
+        numKvHeads: a.numKvHeads,
+        headDim: a.headDim,
+        maxPagesPerSeq: a.maxPagesPerSeq,
+        blockSize: a.blockSize,
+      },
+      { headDim: 2, blockSize: 1 },
+    );
+    if (a.numKvHeads === 0) return;
+    const numPages = requireCache(K, a, a.kCache);
+    const bpp = digestSlotsPerPage(a.pageSize, a.blockSize);
+    requireBytes(
+      K,
+      'digests',
+      a.digests,
+      blockDigestBytes(numPages, a.pageSize, a.blockSize, a.numKvHeads, a.headDim),
+      `(${numPages * bpp}, ${a.numKvHeads}, ${a.headDim}) f32`,
+    );
+    requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
+    if (a.numEntries === 0) return;
+    const HW = a.headDim / 2;
+    const u = arena.params(PARAMS, {
+      numEntries: a.numEntries,
+      nKvHeads: a.numKvHeads,
+      pageSize: a.pageSize,
+      maxPagesPerSeq: a.maxPagesPerSeq,
+      blockSize: a.blockSize,
+      bpp,
+    });
+    const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
+    const pipe = this.gpu.pipeline('block_digest', { HW }, { WG }, PARAMS);
+    this.gpu.dispatch(pass, pipe, [a.kCache, a.blockTable, a.entries, a.digests, u], x, y);
+  }
+}

@@ -1,0 +1,48 @@
+// Key-block digests for block-sparse prefill (MInference's pooled keys, kept instead of recomputed): for each entry
+// e = (block-table row, key block c, valid count n) the host lists for the blocks a step wrote, each KV head h and
+// channel pair w:
+//   digests[slot(row, c), h, 2w..2w+1] = mean over t < n of k[position c * BS + t of row, h, 2w..2w+1]
+// recomputed from the f16 keys already in the cache (kv_write runs first), so a block that fills over several steps
+// ends with the mean of all its keys whatever the chunking. The digest slot of a block lives with the physical page
+// of its first token: slot = page * bpp + (c * BS mod pageSize) / BS, bpp = max(1, pageSize / BS).
+// One thread per (entry, head, pair) on a 2-D grid of workgroups; a thread reads n keys (one pair each), consecutive
+// threads consecutive words.
+//#include lib/grid
+//#include lib/block_table
+
+override WG: u32 = 64;
+const HW: u32 = $HW; // headDim / 2: packed f16 pairs per key
+
+struct Params {
+  numEntries: u32,      // E
+  nKvHeads: u32,        // KV heads
+  pageSize: u32,        // tokens per physical page
+  maxPagesPerSeq: u32,  // block table row length
+  blockSize: u32,       // BS: tokens per key block
+  bpp: u32,             // digest slots per physical page: max(1, pageSize / BS)
+  _p0: u32,
+  _p1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> kCache: array<u32>;            // (numPages, pageSize, nKvHeads, HW) f16 pairs
+@group(0) @binding(1) var<storage, read> blockTable: array<u32>;        // (numSeqs, maxPagesPerSeq) physical pages
+@group(0) @binding(2) var<storage, read> entries: array<u32>;           // (E, 3) (row, key block, valid tokens)
+@group(0) @binding(3) var<storage, read_write> digests: array<vec2<f32>>; // (numPages * bpp, nKvHeads, HW) f32 pairs
+@group(0) @binding(4) var<uniform> p: Params;
+
+@compute @workgroup_size(WG)
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = threadIndex(grid, lid, WG);
+  if (idx >= p.numEntries * p.nKvHeads * HW) { return; }
+  let e = idx / (p.nKvHeads * HW);
+  let hw = idx - e * p.nKvHeads * HW;
+  let h = hw / HW;
+  let w = hw - h * HW;
+  let row = entries[e * 3u];
+  let j0 = entries[e * 3u + 1u] * p.blockSize;
+  let n = entries[e * 3u + 2u];
+  var s = vec2<f32>(0.0);
+  for (var t = 0u; t < n; t++) { s += unpack2x16float(kCache[kvWord(row, j0 + t, h) + w]); }
+  let slot = blockPage(row, j0 / p.pageSize) * p.bpp + (j0 % p.pageSize) / p.blockSize;
+  digests[(slot * p.nKvHeads + h) * HW + w] = s / f32(max(n, 1u));
+}

@@ -1,0 +1,243 @@
+/**
+ * Prefill attention, FlashAttention-2 style (shaders/prefill_attention.wgsl): q (T, qRowHeads, headDim) f32 ->
+ * out (T, qRowHeads, headDim) f32 over one layer's packed-f16 paged cache (numPages, pageSize, numKvHeads,
+ * headDim / 2) u32, the step's own tokens already written (kv_write runs first). One workgroup per (query tile, KV
+ * head): a query tile is up to `tileTokens` consecutive tokens of one sequence times the G query heads of the KV
+ * head, and every key and value the tile needs is read from the cache once per tile (not once per query), unpacked
+ * to f32 in workgroup memory, while each row keeps its query, accumulator and online softmax in registers.
+ *
+ * One kernel, three masks, per KV head (HeadMode): dense causal; block-sparse over the key blocks listed per
+ * (query block, KV head) (shaders/block_select.ts) with the token-exact causal mask in the diagonal block; Lambda
+ * (sink tokens + local window, the streaming heads' pattern). Fully masked key tiles are never visited.
+ *
+ * Variants (same bindings, same results):
+ *  - 'lanes' (CPU adapters such as lavapipe): one invocation per row, 64 rows per workgroup; the SIMD lanes of the
+ *    CPU are query rows, and every lane reads the same key word, loaded once and broadcast.
+ *  - 'workgroup' (GPUs): each key tile is loaded into workgroup memory once (f32, coalesced); 4 threads per row
+ *    (each holds a quarter of the head dim; scores summed with subgroupShuffleXor), 64 rows, 256 threads; where
+ *    the device has no subgroups, one thread per row.
+ * Key tiles hold up to 64 keys of one page (with 'workgroup', fewer for large heads: two f32 tiles of BK x headDim
+ * must fit the device's workgroup memory). The 'lanes' layout uses no workgroup memory and no barrier: on lavapipe a
+ * barrier makes the shader a coroutine, whose compile time explodes with the registers live across it.
+ *
+ * Host plan: `planQueryTiles(plan, tileTokens)` cuts the query blocks of planPrefillBlocks (the step's prefill
+ * tokens grouped by sequence and key block) into query tiles; upload its `tiles` once per step for every layer.
+ */
+import { type HeadModeValue, modeWords, type PrefillBlockPlan, QBLOCK_WORDS } from './block_select.js';
+import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import {
+  check,
+  defaultVariant,
+  headRange,
+  type LayoutVariant,
+  MAX_KV_HEADS,
+  requireBytes,
+  requireInts,
+  requireU32,
+} from './lib/checks.js';
+import { grid2d } from './lib/grid.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
+
+/** u32 words per query tile: [block-table row, firstToken, firstPos, count, listRow]. */
+export const TILE_WORDS = 5;
+/** Query rows (tokens x heads of a KV head) a workgroup aims for. */
+const TARGET_ROWS = 64;
+/** Most keys per key tile. */
+const MAX_KEY_TILE = 64;
+
+/** struct Params of prefill_attention.wgsl. */
+const PARAMS = defineParams('prefill_attention', {
+  ...PAGED_HEADS,
+  numTiles: 'u32',
+  blockSize: 'u32',
+  listStride: 'u32',
+  sink: 'u32',
+  local: 'u32',
+  scale: 'f32',
+  qHeadOffset: 'u32',
+  qRowHeads: 'u32',
+  modes: 'array<vec4<u32>, 16>',
+});
+
+/** The query tiles of one step (host side; upload `tiles` once per step, shared by every layer). */
+export interface QueryTilePlan {
+  tileTokens: number;
+  numTiles: number;
+  /** (numTiles, 5) u32: [row, firstToken, firstPos, count, listRow]; listRow = the tile's query block in plan. */
+  tiles: Uint32Array;
+}
+
+/**
+ * Cuts each query block of `plan` (its tokens sit at consecutive positions of one sequence) into tiles of at most
+ * `tileTokens` tokens, aligned to multiples of tileTokens in absolute positions. A tile's listRow is the index of its
+ * query block, the row of the block lists (numQBlocks, numKvHeads, listStride) it reads.
+ */
+export function planQueryTiles(plan: PrefillBlockPlan, tileTokens: number): QueryTilePlan {
+  check('prefill_attention', Number.isInteger(tileTokens) && tileTokens >= 1, `tileTokens ${tileTokens}`);
+  const out: number[] = [];
+  for (let qb = 0; qb < plan.numQBlocks; qb++) {
+    const [row, firstToken, firstPos, count] = plan.qBlocks.subarray(qb * QBLOCK_WORDS, qb * QBLOCK_WORDS + 4);
+    let i = 0;
+    while (i < count) {
+      const pos = firstPos + i;
+      const n = Math.min(count - i, tileTokens - (pos % tileTokens));
+      out.push(row, firstToken + i, pos, n, qb);
+      i += n;
+    }
+  }
+  return { tileTokens, numTiles: out.length / TILE_WORDS, tiles: Uint32Array.from(out) };
+}
+
+export interface PrefillAttentionArgs extends AttentionShape {
+  q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
+  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, step's tokens written
+  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs
+  blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
+  tiles: Binding; // (numTiles, 5) u32 = tilePlan.tiles
+  /** (numQBlocks, numKvHeads, listStride) u32 from block_select; read for block-sparse heads only. */
+  blockList?: Binding;
+  out: Binding; // (T, qRowHeads, headDim) f32, must not alias q
+  T: number;
+  tilePlan: QueryTilePlan;
+  /** (numKvHeads) HeadMode per KV head; numKvHeads <= MAX_KV_HEADS (a uniform table). */
+  headModes: readonly HeadModeValue[] | readonly number[];
+  /** Block-sparse heads: tokens per key block and words per (query block, KV head) list. */
+  blockSize?: number;
+  listStride?: number;
+  numQBlocks?: number;
+  /** Lambda heads: sink tokens and local window (>= 1). */
+  sink?: number;
+  local?: number;
+  /** First query head of the q/out rows processed (default 0). */
+  qHeadOffset?: number;
+  /** Query heads per q/out row (default qHeadOffset + numHeads). */
+  qRowHeads?: number;
+}
+
+export interface PrefillAttentionOptions {
+  /** Force a variant; default 'lanes' on CPU adapters, else 'workgroup'. */
+  variant?: LayoutVariant;
+  /** Tests only: caps the grid's x dimension to exercise the 2-D workgroup layout. */
+  maxWorkgroupsPerDim?: number;
+  /** Tests only: a smaller key tile (a power of two), to cross more tile edges on small inputs. */
+  maxKeyTile?: number;
+}
+
+export class PrefillAttentionKernel {
+  readonly variant: LayoutVariant;
+  private readonly noList: GPUBuffer;
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly opts: PrefillAttentionOptions = {},
+  ) {
+    this.variant = defaultVariant(gpu.caps, opts.variant);
+    this.noList = gpu.createBuffer('prefill_attention.noList', 16);
+  }
+
+  /** Query tokens per tile for `group` query heads per KV head (a power of two, TARGET_ROWS / group or 1). */
+  tileTokens(group: number): number {
+    return 2 ** Math.floor(Math.log2(Math.max(1, Math.floor(TARGET_ROWS / group))));
+  }
+
+  /** Threads per query row for a head dim: 1 on CPU adapters or without subgroups, else up to 4 (dividing HD/2). */
+  split(headDim: number, rows: number): number {
+    if (this.variant === 'lanes' || !this.gpu.caps.subgroups) return 1;
+    const min = this.gpu.caps.subgroupMinSize || 4;
+    let s = Math.min(4, min);
+    while (s > 1 && ((headDim / 2) % s !== 0 || rows * s > this.gpu.caps.maxComputeInvocationsPerWorkgroup)) s /= 2;
+    return s;
+  }
+
+  /**
+   * Keys per key tile: at most 64, a power of two dividing the page size (a tile is never split across pages);
+   * 'workgroup': two f32 tiles of BK x headDim must fit the device's workgroup memory.
+   */
+  keyTile(headDim: number, pageSize: number): number {
+    let bk = Math.min(MAX_KEY_TILE, this.opts.maxKeyTile ?? MAX_KEY_TILE);
+    while (pageSize % bk !== 0) bk /= 2;
+    if (this.variant === 'workgroup') {
+      while (bk > 1 && bk * 2 * headDim * 4 > this.gpu.caps.maxComputeWorkgroupStorageSize) bk /= 2;
+    }
+    return bk;
+  }
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: PrefillAttentionArgs): void {
+    const K = 'prefill_attention';
+    requireInts(K, { T: a.T, maxPagesPerSeq: a.maxPagesPerSeq });
+    requireAttention(K, a, a.kCache, a.vCache, MAX_KV_HEADS);
+    const r = headRange(K, a.numHeads, a.qHeadOffset, a.qRowHeads);
+    requireRows(K, 'q', a.q, a.T, r.qRowHeads, a.headDim);
+    requireRows(K, 'out', a.out, a.T, r.qRowHeads, a.headDim);
+    const { tilePlan } = a;
+    const group = a.numHeads / a.numKvHeads;
+    check(
+      K,
+      tilePlan.tileTokens === this.tileTokens(group),
+      `tile plan of ${tilePlan.tileTokens} tokens, the kernel takes ${this.tileTokens(group)} for group ${group}`,
+    );
+    requireBytes(K, 'tiles', a.tiles, tilePlan.numTiles * TILE_WORDS * 4, `(${tilePlan.numTiles}, 5) u32`);
+    const modes = modeWords(K, a.headModes, a.numKvHeads);
+    const sparse = a.headModes.some((m) => m === 1);
+    const lambda = a.headModes.some((m) => m === 2);
+    const blockSize = a.blockSize ?? 64;
+    const listStride = a.listStride ?? 1;
+    requireInts(K, { blockSize, listStride, sink: a.sink ?? 0, local: a.local ?? 1 }, { blockSize: 1, local: 1 });
+    if (sparse) {
+      check(K, a.blockList !== undefined && a.numQBlocks !== undefined, 'block-sparse heads need blockList');
+      requireBytes(
+        K,
+        'blockList',
+        a.blockList!,
+        a.numQBlocks! * a.numKvHeads * listStride * 4,
+        `(${a.numQBlocks}, ${a.numKvHeads}, ${listStride}) u32`,
+      );
+    }
+    check(K, !lambda || (a.sink !== undefined && a.local !== undefined), 'Lambda heads need sink and local');
+    if (tilePlan.numTiles === 0) return;
+    requireU32(K, 'workgroups', tilePlan.numTiles * a.numKvHeads);
+    const rows = tilePlan.tileTokens * group;
+    const split = this.split(a.headDim, rows);
+    check(
+      K,
+      rows * split <= this.gpu.caps.maxComputeInvocationsPerWorkgroup,
+      `${rows} query rows (group ${group}) exceed a workgroup`,
+    );
+    const bk = this.keyTile(a.headDim, a.pageSize);
+    const u = arena.params(PARAMS, {
+      ...pagedHeads(a),
+      numTiles: tilePlan.numTiles,
+      blockSize,
+      listStride,
+      sink: a.sink ?? 0,
+      local: a.local ?? 1,
+      scale: a.scale,
+      qHeadOffset: r.qHeadOffset,
+      qRowHeads: r.qRowHeads,
+      modes,
+    });
+    const defines = {
+      HD: a.headDim,
+      G: group,
+      BQ: tilePlan.tileTokens,
+      SPLIT: split,
+      BK: bk,
+      SHARED: this.variant === 'workgroup',
+      SUBGROUPS: split > 1,
+    };
+    const pipe = this.gpu.pipeline('prefill_attention', defines, {}, PARAMS);
+    const [x, y] = grid2d(this.gpu, tilePlan.numTiles * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);
+    this.gpu.dispatch(
+      pass,
+      pipe,
+      [a.q, a.kCache, a.vCache, a.blockTable, a.tiles, sparse ? a.blockList! : this.noList, a.out, u],
+      x,
+      y,
+    );
+  }
+
+  destroy(): void {
+    this.noList.destroy();
+  }
+}

@@ -1,0 +1,226 @@
+//#if SUBGROUPS
+enable subgroups;
+//#endif
+// Prefill attention, FlashAttention-2 style, over the packed-f16 paged KV cache: one workgroup per (query tile,
+// KV head). A query tile is up to BQ consecutive tokens of one sequence (tiles: [row, firstToken, firstPos, count,
+// listRow]); its R = BQ * G rows are (token, query head) for the G query heads sharing the KV head, row r = token
+// r / G, head r % G. Each row keeps its query, output accumulator and online softmax (lib/softmax.wgsl) in
+// registers and rescales once per key tile of up to BK keys; every key and value is read once per query tile.
+// Key tiles are aligned to multiples of BK, which divides the page size, so a tile is BK consecutive slots of one
+// page: one block-table lookup per tile, none per key.
+// Two layouts (SHARED):
+//   SHARED (GPUs): SPLIT threads per row (each holds PW = HW / SPLIT pairs of the query and accumulator; a score is
+//     summed across the row's threads with subgroupShuffleXor); the workgroup loads each key tile into workgroup
+//     memory once, unpacked to f32, consecutive threads reading consecutive words (coalesced), between barriers.
+//   otherwise (CPU adapters): one invocation per row and no workgroup memory nor barrier: the SIMD lanes of the CPU
+//     are rows, and every lane reads the same key word, which the compiler loads once and broadcasts.
+// Keys a tile covers, by its KV head's mode (modes):
+//   0 dense:        [0, lastPos]
+//   1 block-sparse: the key blocks blockList[listRow, kvh] lists, [c*BS, c*BS + BS) clipped to <= lastPos
+//   2 Lambda:       [0, min(sink, lastPos + 1)) and [max(sink, firstPos + 1 - local), lastPos]
+// and each row masks token-exactly: key j is visible to the row at position pos iff j <= pos and (Lambda) j < sink
+// or j > pos - local. Key tiles wholly visible to every row fold without a per-key test; the others (diagonal,
+// window edge) fold only visible keys. Keys past a segment's end are never read, so NaN in unused cache slots never
+// reaches the output.
+//#include lib/grid
+//#include lib/paged
+//#include lib/softmax
+
+struct Params {
+  nHeads: u32,          // query heads processed: nKvHeads * group
+  nKvHeads: u32,        // KV heads of the cache
+  group: u32,           // G: query heads per KV head
+  pageSize: u32,        // tokens per cache page (a multiple of BK)
+  maxPagesPerSeq: u32,  // block table row length
+  numTiles: u32,        // query tiles in tiles
+  blockSize: u32,       // BS: tokens per key block of the block lists
+  listStride: u32,      // u32 words per (list row, KV head) entry of blockList
+  sink: u32,            // Lambda: sink tokens
+  local: u32,           // Lambda: local window (>= 1: a token always sees itself)
+  scale: f32,           // softmax scale, usually 1 / sqrt(headDim)
+  qHeadOffset: u32,     // first query head of q/out rows processed
+  qRowHeads: u32,       // query heads per q/out row
+  modes: array<vec4<u32>, 16>, // per KV head: 0 dense, 1 block-sparse, 2 Lambda
+}
+
+@group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs after RoPE
+@group(0) @binding(1) var<storage, read> kCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
+@group(0) @binding(2) var<storage, read> vCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
+@group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) physical pages
+@group(0) @binding(4) var<storage, read> tiles: array<u32>;        // (numTiles, 5): [row, firstToken, firstPos, count, listRow]
+@group(0) @binding(5) var<storage, read> blockList: array<u32>;    // (listRows, nKvHeads, listStride): count, blocks
+@group(0) @binding(6) var<storage, read_write> out: array<vec2<f32>>; // (T, qRowHeads, HW) f32 pairs
+@group(0) @binding(7) var<uniform> p: Params;
+
+const HD: u32 = $HD;          // head dim (pipelines are specialised per head dim), even
+const HW: u32 = HD / 2u;      // f16 / f32 pairs per head vector
+const G: u32 = $G;            // query heads per KV head
+const BQ: u32 = $BQ;          // query tokens per tile
+const R: u32 = BQ * G;        // rows per workgroup
+const SPLIT: u32 = $SPLIT;    // threads per row (divides HW; 1 without SHARED)
+const PW: u32 = HW / SPLIT;   // pairs per thread
+const WG: u32 = R * SPLIT;    // threads per workgroup
+const BK: u32 = $BK;          // keys per key tile (divides the page size)
+const MODE_SPARSE: u32 = 1u;
+const MODE_LAMBDA: u32 = 2u;
+
+//#if SHARED
+var<workgroup> kt: array<vec2<f32>, BK * HW>;  // the key tile, f32 pairs
+var<workgroup> vt: array<vec2<f32>, BK * HW>;  // the value tile
+//#endif
+
+var<private> qv: array<vec2<f32>, PW>;   // this thread's pairs of its row's query, times scale
+var<private> acc: array<vec2<f32>, PW>;  // this thread's pairs of sum_j exp(s_j - m) v_j
+var<private> st: Softmax = SOFTMAX_EMPTY;
+var<private> sc: array<f32, BK>;         // scores of the current key tile
+var<private> rowPos: u32;                // this row's position (past lastPos for rows of missing tokens: never written)
+var<private> off: u32;                   // this thread's first pair of its row: part * PW
+
+// The query tile (workgroup-uniform: with SHARED the key loops it controls hold barriers).
+struct Ctx {
+  seq: u32,       // block-table row
+  kvh: u32,       // KV head
+  mode: u32,      // 0 dense, 1 block-sparse, 2 Lambda
+  firstPos: u32,  // position of the tile's first token
+  lastPos: u32,   // position of its last token
+}
+
+// Word offset in the caches of key j0 (the first of a key tile; the tile's keys follow at a stride of RS words).
+fn tileWord(c: Ctx, j0: u32) -> u32 {
+  let page = blockTable[c.seq * p.maxPagesPerSeq + j0 / p.pageSize];
+  return slotWord(page, j0 % p.pageSize, c.kvh);
+}
+
+// Key j of the current tile, pair off + w, and its value (kb: the tile's word offset).
+fn keyAt(kb: u32, j: u32, w: u32) -> vec2<f32> {
+//#if SHARED
+  return kt[j * HW + off + w];
+//#else
+  return unpack2x16float(kCache[kb + j * p.nKvHeads * HW + w]);
+//#endif
+}
+
+fn valueAt(kb: u32, j: u32, w: u32) -> vec2<f32> {
+//#if SHARED
+  return vt[j * HW + off + w];
+//#else
+  return unpack2x16float(vCache[kb + j * p.nKvHeads * HW + w]);
+//#endif
+}
+
+//#if SHARED
+// Loads the n keys of the tile at word kb into workgroup memory, consecutive threads reading consecutive words.
+// Every thread calls it (workgroup-uniform control flow).
+fn loadTile(lid: u32, kb: u32, n: u32) {
+  workgroupBarrier(); // the previous tile is consumed
+  for (var e = lid; e < n * HW; e += WG) {
+    let j = e / HW;
+    let b = kb + j * p.nKvHeads * HW + (e - j * HW);
+    kt[e] = unpack2x16float(kCache[b]);
+    vt[e] = unpack2x16float(vCache[b]);
+  }
+  workgroupBarrier();
+}
+//#endif
+
+// Whether key j is visible to this thread's row.
+fn visible(c: Ctx, j: u32) -> bool {
+  var ok = j <= rowPos;
+  if (c.mode == MODE_LAMBDA) { ok = ok && (j < p.sink || j + p.local > rowPos); }
+  return ok;
+}
+
+// Folds keys j0 .. j0 + n - 1 (n <= BK, one key tile at word kb) into this row's softmax and accumulator. fast:
+// every key of the tile is visible to every row, so no key is tested. A masked key adds nothing, whatever its score
+// or value (a later token's, in the diagonal tile): its weight is selected to 0 and its value never added.
+fn foldTile(c: Ctx, kb: u32, j0: u32, n: u32, fast: bool) {
+  var tmax = NEG_BIG;
+  for (var j = 0u; j < n; j++) {
+    var d = vec2<f32>(0.0);
+    for (var w = 0u; w < PW; w++) { d += qv[w] * keyAt(kb, j, w); }
+    var s = d.x + d.y;
+//#if SUBGROUPS
+    for (var o = 1u; o < SPLIT; o <<= 1u) { s += subgroupShuffleXor(s, o); }
+//#endif
+    let vis = fast || visible(c, j0 + j);
+    sc[j] = select(NEG_BIG, s, vis);
+    tmax = select(tmax, max(tmax, s), vis);
+  }
+  st = softmaxRescale(st, tmax);
+  for (var w = 0u; w < PW; w++) { acc[w] *= st.alpha; }
+  for (var j = 0u; j < n; j++) {
+    let vis = fast || visible(c, j0 + j);
+    let pj = select(0.0, exp(sc[j] - st.m), vis);
+    st.l += pj;
+    for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * valueAt(kb, j, w), vis); }
+  }
+}
+
+// Keys [lo, hi) of segment e of the tile's key set (modes above): dense one segment, Lambda two (sink, window),
+// block-sparse one per listed key block. nSegments gives the count.
+fn nSegments(c: Ctx, lb: u32) -> u32 {
+  if (c.mode == MODE_SPARSE) { return blockList[lb]; }
+  if (c.mode == MODE_LAMBDA) { return 2u; }
+  return 1u;
+}
+
+fn segment(c: Ctx, lb: u32, e: u32) -> vec2<u32> {
+  let end = c.lastPos + 1u;
+  if (c.mode == MODE_SPARSE) {
+    let lo = blockList[lb + 1u + e] * p.blockSize;
+    return vec2<u32>(lo, min(lo + p.blockSize, end));
+  }
+  if (c.mode == MODE_LAMBDA) {
+    let sinkEnd = min(p.sink, end);
+    if (e == 0u) { return vec2<u32>(0u, sinkEnd); }
+    let win = select(0u, c.firstPos + 1u - p.local, c.firstPos + 1u > p.local);
+    return vec2<u32>(max(sinkEnd, win), end);
+  }
+  return vec2<u32>(0u, end);
+}
+
+@compute @workgroup_size(WG)
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+  let idx = workgroupIndex(grid); // tile * nKvHeads + kvh
+  if (idx >= p.numTiles * p.nKvHeads) { return; }
+  let tile = idx / p.nKvHeads;
+  let kvh = idx - tile * p.nKvHeads;
+  let tb = tile * 5u;
+  let count = tiles[tb + 3u];
+  let row = lid / SPLIT;
+  let i = row / G;                  // token of the tile
+  let h = kvh * G + (row - i * G);  // local query head
+  let firstPos = tiles[tb + 2u];
+  let c = Ctx(tiles[tb], kvh, p.modes[kvh / 4u][kvh % 4u], firstPos, firstPos + count - 1u);
+  rowPos = firstPos + i;
+  off = (lid - row * SPLIT) * PW;
+  let t = tiles[tb + 1u] + min(i, count - 1u);
+  let qo = (t * p.qRowHeads + p.qHeadOffset + h) * HW + off;
+  for (var w = 0u; w < PW; w++) { qv[w] = q[qo + w] * p.scale; }
+  // Keys below fastEnd and at or past fastStart are visible to every row of the tile: causal up to the tile's first
+  // position; Lambda: inside every row's window (keys > lastPos - local) or a sink.
+  var fastStart = 0u;
+  if (c.mode == MODE_LAMBDA && c.lastPos + 1u > p.local) { fastStart = c.lastPos + 1u - p.local; }
+  let fastEnd = c.firstPos + 1u;
+  let lb = (tiles[tb + 4u] * p.nKvHeads + kvh) * p.listStride;
+  let ns = nSegments(c, lb);
+  for (var e = 0u; e < ns; e++) {
+    let r = segment(c, lb, e);
+    // Lambda's sink segment is wholly visible: every key < sink.
+    let edge = select(fastStart, 0u, c.mode == MODE_LAMBDA && e == 0u);
+    var j0 = r.x;
+    while (j0 < r.y) {
+      let j1 = min(r.y, (j0 / BK + 1u) * BK);
+      let kb = tileWord(c, j0);
+//#if SHARED
+      loadTile(lid, kb, j1 - j0);
+//#endif
+      foldTile(c, kb, j0, j1 - j0, j1 <= fastEnd && j0 >= edge);
+      j0 = j1;
+    }
+  }
+  if (i < count) {
+    let norm = softmaxInv(st.l);
+    for (var w = 0u; w < PW; w++) { out[qo + w] = acc[w] * norm; }
+  }
+}
