@@ -52,7 +52,7 @@ test('calibrating a synthetic GQA model on random tokens writes a TSV the head-p
   );
 });
 
-test('calibration scores equal the reference forward pass\'s outside-window mass on a YaRN model', async () => {
+test("calibration scores equal the reference forward pass's outside-window mass on a YaRN model", async () => {
   // YaRN (attention factor 1.3) scales attention logits by 1.69: a calibration that used plain 1/sqrt(headDim)
   // would measure flatter attention than the model has
   const gpu = await testGpu();
@@ -90,7 +90,10 @@ test('calibration scores equal the reference forward pass\'s outside-window mass
   for (let l = 0; l < variant.layers; l++) {
     for (let kv = 0; kv < variant.kvHeads; kv++) {
       const want = sums[l][kv] / group / counted;
-      assert.ok(Math.abs(scores[l][kv] - want) < 2e-3, `layer ${l} kv head ${kv}: ${scores[l][kv]} vs reference ${want}`);
+      assert.ok(
+        Math.abs(scores[l][kv] - want) < 2e-3,
+        `layer ${l} kv head ${kv}: ${scores[l][kv]} vs reference ${want}`,
+      );
     }
   }
 });

@@ -342,7 +342,13 @@ export function referenceForward(
           sum += scores[s];
         }
         const out = attn[t];
-        if (opts.onAttention) opts.onAttention(li, j, t, scores.map((e) => e / sum));
+        if (opts.onAttention)
+          opts.onAttention(
+            li,
+            j,
+            t,
+            scores.map((e) => e / sum),
+          );
         for (let s = 0; s < T; s++) {
           const p = scores[s] / sum;
           if (p === 0) continue;
