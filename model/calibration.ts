@@ -9,6 +9,7 @@
  * after the layer's attention. Text is taken in windows of `windowTokens` tokens (a fresh sequence each), prefilled
  * in chunks of the engine's maxBatchTokens.
  */
+import { attentionSoftmaxScale } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { AttentionMassKernel } from '../shaders/attention_mass.js';
 import { buildForwardBatch } from './batch.js';
@@ -114,7 +115,7 @@ export async function calibrateHeads(
   const align = gpu.caps.minStorageBufferOffsetAlignment;
   const massStride = Math.ceil(massBytes / align) * align;
   const massBuf = gpu.createBuffer('calib.mass', c.numLayers * massStride); // (layers, T, heads) outside-window mass
-  const scale = 1 / Math.sqrt(c.headDim);
+  const scale = attentionSoftmaxScale(c); // the layer attention's own scale (yarn and longrope scale the logits)
   try {
     let done = 0;
     for (let w0 = 0; w0 < ids.length; w0 += win) {

@@ -35,6 +35,11 @@ export interface ReferenceOptions {
    * keys s < sink or t - local < s <= t. Applies to referenceForward.
    */
   streaming?: { heads: readonly (readonly number[])[]; sink: number; local: number };
+  /**
+   * Called by referenceForward with each query row's attention probabilities: layer, query head, query position t,
+   * and p (T; zero where masked). For checks of attention statistics (calibration's outside-window mass).
+   */
+  onAttention?: (layer: number, head: number, t: number, p: Float64Array) => void;
 }
 
 /** Rounds every element to the nearest f16 value, in place. */
@@ -337,6 +342,13 @@ export function referenceForward(
           sum += scores[s];
         }
         const out = attn[t];
+        if (opts.onAttention)
+          opts.onAttention(
+            li,
+            j,
+            t,
+            scores.map((e) => e / sum),
+          );
         for (let s = 0; s < T; s++) {
           const p = scores[s] / sum;
           if (p === 0) continue;
