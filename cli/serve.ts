@@ -176,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     const text = loadModelText(dir);
-    text.startWorker();
+    text.warmUp();
     if (!text.chat.isModelTemplate) {
       log.warn(
         'the model has no chat template: /v1/chat/completions renders BOS + the user messages joined by newlines (system and assistant messages are dropped)',

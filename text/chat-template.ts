@@ -128,10 +128,13 @@ export class ChatTemplate {
   readonly isModelTemplate: boolean;
   /** Whether the template knows the `developer` role; if not, developer messages render as `system`. */
   readonly hasDeveloperRole: boolean;
+  /** What it was built from: plain data, so another thread can build the same template. */
+  readonly options: ChatTemplateOptions;
   private readonly template: Template;
   private readonly specials: Record<string, string>;
 
   constructor(opts: ChatTemplateOptions = {}) {
+    this.options = { ...opts };
     this.isModelTemplate = typeof opts.template === 'string' && opts.template.length > 0;
     this.source = this.isModelTemplate ? (opts.template as string) : FALLBACK_CHAT_TEMPLATE;
     this.hasDeveloperRole = this.source.includes('developer');

@@ -4,20 +4,15 @@
  * inputs are rendered and tokenized on a worker thread (text/worker-pool.ts), so the event loop stays free. A
  * TextStream per completion turns the generated ids back into text.
  */
-import { SiftError } from '../config/errors.js';
 import { ChatTemplate, type RenderOptions } from './chat-template.js';
 import { Grammars } from './grammar.js';
 import { idList, readModelJson, tokenContent } from './model-files.js';
+import { type PromptLimit, promptTooLong } from './prompt-bound.js';
 import { TextStream } from './stream.js';
 import { Tokenizer } from './tokenizer.js';
 import { TokenizeWorker, WORKER_MIN_CHARS } from './worker-pool.js';
 
-/** The tokens a prompt may have (prompt + completion), and how to say what sets that limit. */
-export interface PromptLimit {
-  maxTokens: number;
-  /** e.g. "this model's maximum context length is 256 tokens". */
-  describe: string;
-}
+export type { PromptLimit } from './prompt-bound.js';
 
 export class TextSide {
   private grammarSet: Grammars | null = null;
@@ -31,7 +26,10 @@ export class TextSide {
     private readonly worker: TokenizeWorker | null = null,
   ) {}
 
-  /** Encodes a plain prompt (with BOS). With `limit`, a text too long to fit is refused before tokenizing. */
+  /**
+   * Encodes a plain prompt (with BOS). With `limit`, a text too long to fit is refused before tokenizing (and with
+   * limit.refused, that refusal is thrown: the text is a stand-in).
+   */
   encodePrompt(text: string, limit?: PromptLimit): Promise<number[]> {
     try {
       this.checkLength(text, 'prompt', limit); // before handing it over: a refusal costs no copy
@@ -44,9 +42,11 @@ export class TextSide {
 
   /**
    * Renders `messages` (validated; errors name the field, e.g. messages[1].role) with the template options (tools)
-   * and encodes the result. With `limit`, a rendered text too long to fit is refused before tokenizing.
+   * and encodes the result. With `limit`, a rendered text too long to fit is refused before tokenizing (and with
+   * limit.refused, that refusal is thrown: the contents are stand-ins).
    */
   async encodeChat(messages: unknown, limit?: PromptLimit, opts: RenderOptions = {}): Promise<number[]> {
+    if (limit?.refused) throw limit.refused;
     if (this.worker && contentChars(messages) >= WORKER_MIN_CHARS) return this.worker.encodeChat(messages, limit, opts);
     const rendered = this.chat.render(messages, opts);
     this.checkLength(rendered, 'messages', limit);
@@ -61,23 +61,23 @@ export class TextSide {
 
   /**
    * Throws CONTEXT_LENGTH_EXCEEDED (naming `param`) when `text` has more than limit.maxTokens - 1 tokens for
-   * certain, judged from its length alone (Tokenizer.minTokens): no room would be left to generate.
+   * certain, judged from its length alone (text/prompt-bound.ts): no room would be left to generate.
    */
   private checkLength(text: string, param: string, limit: PromptLimit | undefined): void {
     if (!limit) return;
-    const min = this.tokenizer.minTokens([text]);
-    if (min + 1 > limit.maxTokens) {
-      throw new SiftError(
-        'CONTEXT_LENGTH_EXCEEDED',
-        `${limit.describe}; the prompt has ${text.length} characters, at least ${min} tokens, and leaves no room to generate`,
-        { param },
-      );
-    }
+    if (limit.refused) throw limit.refused;
+    const e = promptTooLong(text, param, limit, this.tokenizer.lengthBound());
+    if (e) throw e;
   }
 
-  /** Starts the tokenizer worker now (it loads its own copy of the tokenizer), so the first big input does not wait. */
-  startWorker(): void {
+  /**
+   * Readies the text side for the first big input: starts the tokenizer worker (it loads its own copy of the
+   * tokenizer) and walks the vocabulary for the length bound (a few hundred ms on a big vocabulary), so that input
+   * neither waits nor stalls the event loop.
+   */
+  warmUp(): void {
     this.worker?.start();
+    this.tokenizer.lengthBound();
   }
 
   /** Stops the tokenizer worker, if one runs. */

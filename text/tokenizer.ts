@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
 import { SiftError } from '../config/errors.js';
 import { idList, readModelJson, tokenContent } from './model-files.js';
+import { type LengthBound, minTokensOf } from './prompt-bound.js';
 
 const REPLACEMENT = '\uFFFD';
 
@@ -117,16 +118,17 @@ export class Tokenizer {
    * included, times what the normalizer may shrink. 0 when the normalizer makes lengths meaningless.
    */
   minTokens(texts: readonly string[]): number {
-    if (!Number.isFinite(this.shrink)) return 0;
+    return minTokensOf(texts, this.lengthBound());
+  }
+
+  /**
+   * What minTokens judges from (text/prompt-bound.ts), as plain numbers that can go to another thread; null when the
+   * normalizer makes lengths meaningless. The vocabulary is walked once, on the first call.
+   */
+  lengthBound(): LengthBound | null {
+    if (!Number.isFinite(this.shrink)) return null;
     this.pieceBound ??= this.longestPiece();
-    let chars = 0;
-    let bytes = 0;
-    for (const t of texts) {
-      chars += t.length;
-      bytes += Buffer.byteLength(t, 'utf8');
-    }
-    const s = this.shrink;
-    return Math.max(Math.ceil(chars / (this.pieceBound.chars * s)), Math.ceil(bytes / (this.pieceBound.bytes * s)));
+    return { pieceChars: this.pieceBound.chars, pieceBytes: this.pieceBound.bytes, shrink: this.shrink };
   }
 
   /** The longest vocabulary piece (as stored: never shorter than the text it decodes to) in chars and bytes. */
