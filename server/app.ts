@@ -21,6 +21,7 @@ import errors from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import type { AttentionMode } from './plan.js';
 import { definePlugin } from './plugin.js';
+import { type PromptKind, promptCheckFor } from './prompt-check.js';
 import replica from './replica.js';
 import chat from './routes/chat.js';
 import completions from './routes/completions.js';
@@ -113,7 +114,14 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   );
 
   await app.register(errors);
-  await app.register(body);
+  await app.register(body, {
+    // a big body on a generation route has its prompts judged where it is parsed (server/prompt-check.ts)
+    promptCheck: (request) => {
+      const kind = (request.routeOptions.config as { prompts?: PromptKind } | undefined)?.prompts;
+      const { engine, text } = state;
+      return kind && engine && text && !state.lost ? promptCheckFor(kind, engine, text) : null;
+    },
+  });
   await app.register(context);
   await app.register(replica, { replicaId: replicaIdOf(config) });
   await app.register(cors, { origins: allowedOriginList(config) });

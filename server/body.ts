@@ -1,73 +1,135 @@
 /**
  * JSON request bodies. Small ones go through fastify's own parser; bodies of BIG_BODY_BYTES or more are parsed on a
  * worker thread (server/json-worker.ts): parsing 7 MB of JSON takes tens of ms of CPU, during which /health and
- * running streams would wait. The bytes of a big body go to the worker as they arrive, one socket chunk (64 KiB or
- * so) per message, so the main thread never joins or decodes the whole body in one go; it only receives the parsed
- * value (a structured clone, a copy rather than a parse). The body limit (--max-body-bytes) and a Content-Length
- * that does not match the body are checked as fastify's own reader does, with its errors; bad JSON is fastify's
- * invalid-JSON 400 on both paths.
+ * running streams would wait. The bytes of a big body go to the worker as they arrive (through shared slabs, a
+ * megabyte at a time), so the main thread never joins or decodes the whole body in one go; it receives the parsed
+ * value (a structured clone, a copy rather than a parse). On a generation route the worker also judges the
+ * prompts (server/prompt-check.ts): one that cannot fit stays on the worker, and the main thread gets a stand-in
+ * body with the refusal (`request.promptRefusal`) instead of a copy of megabytes it would only refuse. The body
+ * limit (--max-body-bytes) and a Content-Length that does not match the body are checked as fastify's own reader
+ * does, with its errors; bad JSON is fastify's invalid-JSON 400 on both paths.
  */
 import type { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
-import fastify, { type FastifyInstance } from 'fastify';
+import fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { definePlugin } from './plugin.js';
+import type { PromptCheck, PromptRefusal } from './prompt-check.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * Set when the parse worker found a big body's prompt too long (server/prompt-check.ts): the body's prompt
+     * texts are then empty stand-ins, and the route throws this refusal where its length check would.
+     */
+    promptRefusal: PromptRefusal | null;
+  }
+}
 
 /** Bodies of at least this many bytes are parsed off the main thread. */
 export const BIG_BODY_BYTES = 1 << 20;
 
-type Reply = { id: number; ok: true; value: unknown } | { id: number; ok: false };
+/** A big body's bytes cross to the worker through shared slabs of this many bytes. */
+export const SLAB_BYTES = 1 << 20;
 
-/** The message kinds json-worker.ts takes: a body's next bytes, its end (parse it), or its abandonment. */
+/** Free slabs kept for the next bodies (16 MiB at most; more are let go). */
+const SPARE_SLABS = 16;
+
+/** What json-worker.ts answers: the parsed value (a stand-in when `refusal` is set), or bad JSON. */
+export type JsonWorkerReply =
+  | { id: number; ok: true; value: unknown; refusal?: PromptRefusal }
+  | { id: number; ok: false };
+type Reply = JsonWorkerReply;
+
+/** What json-worker.ts sends: a reply, or a slab it has decoded (free for reuse). */
+export type JsonWorkerOutput = JsonWorkerReply | { released: SharedArrayBuffer };
+
+/**
+ * The message kinds json-worker.ts takes: a body's next bytes (the first `length` bytes of a slab, which it decodes
+ * and releases), its end (parse it, and judge its prompts against `check` when one is given), or its
+ * abandonment.
+ */
 export type JsonWorkerMessage =
-  | { id: number; kind: 'chunk'; bytes: Uint8Array }
-  | { id: number; kind: 'end' }
+  | { id: number; kind: 'chunk'; slab: SharedArrayBuffer; length: number }
+  | { id: number; kind: 'end'; check: PromptCheck | null }
   | { id: number; kind: 'drop' };
 
-/** One worker thread, started on the first big body, unreferenced while idle. */
+/**
+ * One worker thread, started on the first big body, unreferenced while idle. A body's bytes are copied into shared
+ * slabs (SLAB_BYTES) that the worker decodes and releases for reuse: per megabyte, one message each way and a copy
+ * into memory already in use. A fresh buffer and a message per socket chunk (64 KiB) cost the main thread
+ * several times more: page faults on new memory, garbage collection, 16 times the messages.
+ */
 export class JsonParseWorker {
   private worker: Worker | null = null;
   private next = 0;
   private readonly pending = new Map<number, (r: Reply) => void>();
+  private readonly spare: SharedArrayBuffer[] = [];
 
-  /** A body whose bytes are sent as they come: push() each chunk, then end() for the parse, or drop(). */
-  begin(): { push(chunk: Uint8Array): void; end(): Promise<Reply>; drop(): void } {
+  /**
+   * A body whose bytes are sent as they come: push() each chunk, then end() for the parse (its prompts judged
+   * against `check`, if given), or drop().
+   */
+  begin(): { push(chunk: Uint8Array): void; end(check?: PromptCheck | null): Promise<Reply>; drop(): void } {
     const w = this.start();
     const id = this.next++;
     let closed = false;
-    const send = (m: JsonWorkerMessage) => w.postMessage(m, m.kind === 'chunk' ? [m.bytes.buffer as ArrayBuffer] : []);
     const reply = new Promise<Reply>((resolve) => this.pending.set(id, resolve));
+    let slab: Uint8Array | null = null; // the slab being filled
+    let used = 0;
+    const flush = () => {
+      if (slab === null) return;
+      if (used > 0) w.postMessage({ id, kind: 'chunk', slab: slab.buffer as SharedArrayBuffer, length: used });
+      else this.release(slab.buffer as SharedArrayBuffer);
+      slab = null;
+      used = 0;
+    };
     w.ref();
     return {
       push: (bytes) => {
-        // a copy of 64 KiB or so, cheap and one per event, of the chunk alone (a view sent as it is would carry its
-        // whole underlying buffer), then handed over without another
-        if (!closed) send({ id, kind: 'chunk', bytes: new Uint8Array(bytes) });
+        if (closed) return;
+        for (let at = 0; at < bytes.length; ) {
+          slab ??= new Uint8Array(this.spare.pop() ?? new SharedArrayBuffer(SLAB_BYTES));
+          const n = Math.min(bytes.length - at, SLAB_BYTES - used);
+          slab.set(n === bytes.length ? bytes : bytes.subarray(at, at + n), used);
+          used += n;
+          at += n;
+          if (used === SLAB_BYTES) flush();
+        }
       },
-      end: () => {
-        if (!closed) send({ id, kind: 'end' });
+      end: (check = null) => {
+        if (!closed) {
+          flush();
+          w.postMessage({ id, kind: 'end', check } satisfies JsonWorkerMessage);
+        }
         closed = true;
         return reply;
       },
       drop: () => {
         if (closed) return;
         closed = true;
-        send({ id, kind: 'drop' });
+        used = 0;
+        flush();
+        w.postMessage({ id, kind: 'drop' } satisfies JsonWorkerMessage);
         this.settle({ id, ok: false });
       },
     };
   }
 
   /** Parses a whole body on the worker (what begin/push/end do for one chunk). */
-  parse(body: Uint8Array): Promise<Reply> {
+  parse(body: Uint8Array, check: PromptCheck | null = null): Promise<Reply> {
     const b = this.begin();
     b.push(body);
-    return b.end();
+    return b.end(check);
   }
 
   async close(): Promise<void> {
     const w = this.worker;
     this.worker = null;
     if (w) await w.terminate();
+  }
+
+  private release(slab: SharedArrayBuffer): void {
+    if (this.spare.length < SPARE_SLABS) this.spare.push(slab);
   }
 
   private settle(r: Reply): void {
@@ -81,7 +143,7 @@ export class JsonParseWorker {
     if (this.worker) return this.worker;
     const w = new Worker(new URL('./json-worker.js', import.meta.url));
     w.unref();
-    w.on('message', (r: Reply) => this.settle(r));
+    w.on('message', (m: JsonWorkerOutput) => ('released' in m ? this.release(m.released) : this.settle(m)));
     const fail = () => {
       if (this.worker === w) this.worker = null;
       for (const [id, p] of this.pending) p({ id, ok: false });
@@ -96,6 +158,16 @@ export class JsonParseWorker {
 
 type Done = (err: Error | null, body?: unknown) => void;
 
+/** How readBody reaches the rest: the small-body parser, the parse worker and what it judges prompts against. */
+interface BodyReader {
+  worker: JsonParseWorker;
+  small: (body: Buffer, done: Done) => void;
+  /** The prompt check for this request (asked once its body is complete), or null. */
+  check: () => PromptCheck | null;
+  /** Takes the worker's refusal of the prompts (before `done` gets the stand-in). */
+  refused: (r: PromptRefusal) => void;
+}
+
 /**
  * Reads a JSON body from `payload` as fastify's own reader does (the limit on the declared and the received length,
  * the declared length matched), keeping a small body whole for `small` and streaming a big one to `worker`.
@@ -104,10 +176,10 @@ function readBody(
   payload: Readable & { receivedEncodedLength?: number },
   contentLength: number,
   limit: number,
-  worker: JsonParseWorker,
-  small: (body: Buffer, done: Done) => void,
+  reader: BodyReader,
   done: Done,
 ): void {
+  const { worker, small } = reader;
   const { FST_ERR_CTP_BODY_TOO_LARGE, FST_ERR_CTP_INVALID_CONTENT_LENGTH, FST_ERR_CTP_INVALID_JSON_BODY } =
     fastify.errorCodes;
   if (contentLength > limit) {
@@ -158,7 +230,11 @@ function readBody(
       small(Buffer.concat(chunks, received), done);
       return;
     }
-    big.end().then((r) => (r.ok ? done(null, r.value) : done(new FST_ERR_CTP_INVALID_JSON_BODY(), undefined)));
+    big.end(reader.check()).then((r) => {
+      if (!r.ok) return done(new FST_ERR_CTP_INVALID_JSON_BODY(), undefined);
+      if (r.refusal) reader.refused(r.refusal);
+      done(null, r.value);
+    });
   }
   payload.on('data', onData);
   payload.on('end', onEnd);
@@ -166,10 +242,17 @@ function readBody(
   payload.resume();
 }
 
-async function bodyPlugin(app: FastifyInstance): Promise<void> {
+export interface BodyOptions extends Record<string, unknown> {
+  /** What a big body's prompts are judged against on the parse worker, per request; null (default): nothing. */
+  promptCheck?: (request: FastifyRequest) => PromptCheck | null;
+}
+
+async function bodyPlugin(app: FastifyInstance, opts: BodyOptions): Promise<void> {
   const small = app.getDefaultJsonParser('error', 'ignore');
   const worker = new JsonParseWorker();
+  const promptCheck = opts.promptCheck ?? (() => null);
   app.addHook('onClose', () => worker.close());
+  app.decorateRequest('promptRefusal', null);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', (req, payload, done) => {
     const limit = req.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit ?? 1 << 20;
@@ -177,9 +260,15 @@ async function bodyPlugin(app: FastifyInstance): Promise<void> {
       payload as Readable,
       Number(req.headers['content-length']),
       limit,
-      worker,
-      // secure-json-parse takes a Buffer as well
-      (buf, d) => small(req, buf as unknown as string, d),
+      {
+        worker,
+        // secure-json-parse takes a Buffer as well
+        small: (buf, d) => small(req, buf as unknown as string, d),
+        check: () => promptCheck(req),
+        refused: (r) => {
+          req.promptRefusal = r;
+        },
+      },
       done as Done,
     );
   });

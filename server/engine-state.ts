@@ -33,6 +33,11 @@ export class EngineState {
     return this.engineRef;
   }
 
+  /** The model's text side, or null while it loads. */
+  get text(): TextSide | null {
+    return this.textRef;
+  }
+
   get modelName(): string | null {
     return this.servedName || this.engineRef?.modelName || null;
   }

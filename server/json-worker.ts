@@ -1,15 +1,33 @@
 /**
- * Worker-thread entry of the big-body JSON parser (server/body.ts): collects a body's chunks as they arrive, then
- * decodes it as UTF-8 (a leading BOM dropped), parses it and refuses `__proto__` keys as fastify's own parser does;
- * replies {id, ok, value} or {id, ok: false}.
+ * Worker-thread entry of the big-body JSON parser (server/body.ts): decodes a body as UTF-8 as its bytes arrive
+ * (from the shared slab each comes in, which goes back at once), then, a leading BOM dropped, parses it and refuses
+ * `__proto__` keys as fastify's own parser does. With a prompt check (a generation route), it judges the prompts as
+ * the route would (server/prompt-check.ts): a prompt that cannot fit is answered with the refusal and a stand-in
+ * body, so its megabytes stay here. Replies {id, ok, value, refusal?} or {id, ok: false}.
  */
+import { TextDecoder } from 'node:util';
 import { parentPort } from 'node:worker_threads';
-import type { JsonWorkerMessage } from './body.js';
+import { ChatTemplate, type ChatTemplateOptions } from '../text/chat-template.js';
+import type { JsonWorkerMessage, JsonWorkerOutput, JsonWorkerReply } from './body.js';
+import { refusePrompts, withoutPrompts } from './prompt-check.js';
 
 const port = parentPort;
 if (!port) throw new Error('json-worker must run as a worker thread');
-const decoder = new TextDecoder();
-const bodies = new Map<number, Uint8Array[]>();
+/** The bodies being received: each one's UTF-8 decoder (streaming: a character may span two slabs) and text so far. */
+const bodies = new Map<number, { decoder: TextDecoder; pieces: string[] }>();
+
+/** Chat templates by what they were built from (one model is served: one entry, parsed once). */
+const templates = new Map<string, ChatTemplate>();
+function template(opts: ChatTemplateOptions): ChatTemplate {
+  const key = JSON.stringify(opts);
+  let t = templates.get(key);
+  if (!t) {
+    if (templates.size >= 4) templates.clear();
+    t = new ChatTemplate(opts);
+    templates.set(key, t);
+  }
+  return t;
+}
 
 /** True when some object in `v` has an own `__proto__` key (prototype poisoning). */
 function poisoned(v: unknown): boolean {
@@ -24,22 +42,30 @@ function poisoned(v: unknown): boolean {
 }
 
 port.on('message', (m: JsonWorkerMessage) => {
+  let body = bodies.get(m.id);
   if (m.kind === 'chunk') {
-    let parts = bodies.get(m.id);
-    if (!parts) bodies.set(m.id, (parts = []));
-    parts.push(m.bytes);
+    // ignoreBOM: the BOM stays in the text, and one is dropped below, as fastify's parser does
+    if (!body) bodies.set(m.id, (body = { decoder: new TextDecoder('utf-8', { ignoreBOM: true }), pieces: [] }));
+    body.pieces.push(body.decoder.decode(new Uint8Array(m.slab, 0, m.length), { stream: true }));
+    port.postMessage({ released: m.slab } satisfies JsonWorkerOutput); // decoded: the slab goes back for reuse
     return;
   }
-  const parts = bodies.get(m.id) ?? [];
   bodies.delete(m.id);
   if (m.kind === 'drop') return;
+  let reply: JsonWorkerReply;
   try {
-    let text = decoder.decode(Buffer.concat(parts));
+    let text = body ? body.pieces.join('') + body.decoder.decode() : '';
     if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     const value: unknown = JSON.parse(text);
     if (text.includes('"__proto__"') && poisoned(value)) throw new Error('__proto__ key');
-    port.postMessage({ id: m.id, ok: true, value });
+    const check = m.check;
+    const refusal = check ? refusePrompts(value, check, template) : null;
+    reply =
+      check && refusal
+        ? { id: m.id, ok: true, value: withoutPrompts(value as Record<string, unknown>, check.kind), refusal }
+        : { id: m.id, ok: true, value };
   } catch {
-    port.postMessage({ id: m.id, ok: false });
+    reply = { id: m.id, ok: false };
   }
+  port.postMessage(reply);
 });

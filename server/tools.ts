@@ -145,6 +145,14 @@ export function holdsText(mode: ToolMode, textSoFar: string): boolean | null {
 }
 
 /**
+ * What a chat request's prompt is rendered from: its messages as the template takes them, and its tools. The chat
+ * route and the big-body parse worker (server/prompt-check.ts) both render this.
+ */
+export function chatPrompt(body: ChatCompletionRequest): { messages: unknown[]; tools: ToolParam[] } {
+  return { messages: templateMessages(body.messages), tools: body.tools ?? [] };
+}
+
+/**
  * Messages for a chat template: assistant tool_calls' arguments (JSON text on the wire) as objects, as HF
  * templates expect (`tool_call.arguments | tojson`); arguments that are not JSON stay text.
  */

@@ -8,7 +8,7 @@ import type { TokenInfo } from '../choice.js';
 import type { ChatCompletionRequest, ChatLogprobs, ChatTopLogprob, FinishReasonWire } from '../protocol.js';
 import type { WireFormat } from '../respond.js';
 import { chatCompletionBody } from '../schemas.js';
-import { holdsText, parseToolOutput, type ToolMode, templateMessages, toolMode, toolOutputSpec } from '../tools.js';
+import { chatPrompt, holdsText, parseToolOutput, type ToolMode, toolMode, toolOutputSpec } from '../tools.js';
 import { generationRoute } from './generation.js';
 
 const utf8 = (s: string) => [...Buffer.from(s, 'utf8')];
@@ -97,14 +97,15 @@ export default generationRoute<ChatCompletionRequest>({
   url: '/v1/chat/completions',
   body: chatCompletionBody,
   idPrefix: 'chatcmpl',
+  prompts: 'chat',
   format: CHAT_FORMAT,
   async input(body, text, limit) {
     const newName = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null;
     const mode = toolMode(body);
-    const tools = body.tools ?? [];
     const forced = toolOutputSpec(mode);
+    const { messages, tools } = chatPrompt(body);
     return {
-      prompts: [{ ids: await text.encodeChat(templateMessages(body.messages), limit, { tools }), idsParam: null }],
+      prompts: [{ ids: await text.encodeChat(messages, limit, { tools }), idsParam: null }],
       names: {
         prompt: 'messages',
         maxTokens: newName ? 'max_completion_tokens' : 'max_tokens',

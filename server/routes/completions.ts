@@ -2,6 +2,7 @@
 import type { PromptLimit, TextSide } from '../../text/text.js';
 import type { TokenInfo } from '../choice.js';
 import type { Prompt } from '../params.js';
+import { textPrompts } from '../prompt-check.js';
 import type { CompletionLogprobs, CompletionRequest } from '../protocol.js';
 import type { WireFormat } from '../respond.js';
 import { completionBody } from '../schemas.js';
@@ -16,14 +17,11 @@ export async function completionPrompts(
   prompt: CompletionRequest['prompt'],
   limit?: PromptLimit,
 ): Promise<Prompt[]> {
-  if (typeof prompt === 'string') return [{ ids: await text.encodePrompt(prompt, limit), idsParam: null }];
-  if (prompt.every((p) => typeof p === 'string')) {
-    return Promise.all(
-      (prompt as string[]).map(async (p) => ({ ids: await text.encodePrompt(p, limit), idsParam: null })),
-    );
-  }
-  if (prompt.every((p) => typeof p === 'number')) return [{ ids: prompt as number[], idsParam: 'prompt' }];
-  return (prompt as number[][]).map((ids, i) => ({ ids, idsParam: `prompt[${i}]` }));
+  const texts = textPrompts(prompt);
+  if (texts) return Promise.all(texts.map(async (p) => ({ ids: await text.encodePrompt(p, limit), idsParam: null })));
+  const ids = prompt as number[] | number[][];
+  if (ids.every((p) => typeof p === 'number')) return [{ ids: ids as number[], idsParam: 'prompt' }];
+  return (ids as number[][]).map((ids, i) => ({ ids, idsParam: `prompt[${i}]` }));
 }
 
 function completionLogprobs(tokens: TokenInfo[] | null, base: number): CompletionLogprobs | null {
@@ -55,6 +53,7 @@ export default generationRoute<CompletionRequest>({
   url: '/v1/completions',
   body: completionBody,
   idPrefix: 'cmpl',
+  prompts: 'completion',
   format: COMPLETION_FORMAT,
   async input(body, text, limit) {
     return {

@@ -9,11 +9,11 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import '../context.js';
 import { SiftError } from '../../config/errors.js';
-import { limitDescription, sequenceLimit } from '../../engine/client.js';
 import type { PromptLimit, TextSide } from '../../text/text.js';
 import type { Prompt, WireNames } from '../params.js';
 import { plan } from '../plan.js';
 import { definePlugin } from '../plugin.js';
+import { type PromptKind, type PromptRefusal, promptLimit } from '../prompt-check.js';
 import type { CommonParams } from '../protocol.js';
 import { respond, type WireFormat } from '../respond.js';
 import { attachConstraints, type OutputSpec, responseFormatSpec } from '../structured.js';
@@ -43,6 +43,8 @@ export interface GenerationRouteSpec<B extends CommonParams> {
   body: Record<string, unknown>;
   /** Response id prefix: "chatcmpl" or "cmpl". */
   idPrefix: string;
+  /** How the body holds its prompts: a big body's are judged where it is parsed (server/prompt-check.ts). */
+  prompts: PromptKind;
   /**
    * Tokenizes the body's prompts; text prompts too long for `limit` (judged from their length) are refused before
    * tokenizing (TextSide's PromptLimit), so a 7 MB prompt to a 256-token model is a 400 at once.
@@ -59,10 +61,26 @@ function checkModel(requested: string, served: string): void {
   }
 }
 
+/**
+ * The route's prompt limit, carrying the refusal the parse worker found for a big body (its prompts are then
+ * stand-ins: the refusal is thrown where the length check would be, after every check before it).
+ */
+function refusedLimit(refusal: PromptRefusal | null, limit: PromptLimit): PromptLimit {
+  if (refusal === null) return limit;
+  if (refusal.limit.maxTokens !== limit.maxTokens || refusal.limit.describe !== limit.describe) {
+    // the engine is installed once; a body judged against another limit cannot be judged again (its prompts are gone)
+    throw new SiftError('INTERNAL', "a request body was judged against a limit that is not the engine's");
+  }
+  return {
+    ...limit,
+    refused: new SiftError('CONTEXT_LENGTH_EXCEEDED', refusal.message, { param: refusal.param }),
+  };
+}
+
 /** A POST route for `spec`, as a fastify plugin. */
 export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpec<B>): FastifyPluginAsync {
   async function route(app: FastifyInstance): Promise<void> {
-    app.post(spec.url, { schema: { body: spec.body } }, async (request, reply) => {
+    app.post(spec.url, { schema: { body: spec.body }, config: { prompts: spec.prompts } }, async (request, reply) => {
       const startedAt = performance.now();
       const { state, metrics, config, attentionMode } = app.sift;
       const { engine, text, modelName } = state.require();
@@ -73,10 +91,7 @@ export function generationRoute<B extends CommonParams>(spec: GenerationRouteSpe
       if (unknown.length > 0) {
         request.log.warn({ fields: unknown }, `ignoring unknown request fields: ${unknown.join(', ')}`);
       }
-      const input = await spec.input(body, text, {
-        maxTokens: sequenceLimit(engine),
-        describe: limitDescription(engine),
-      });
+      const input = await spec.input(body, text, refusedLimit(request.promptRefusal, promptLimit(engine)));
       const output = input.output === undefined ? responseFormatSpec(body.response_format) : input.output;
       const planned = plan(body, {
         engine,
