@@ -203,16 +203,19 @@ function readBody(
       done(new FST_ERR_CTP_BODY_TOO_LARGE(), undefined);
       return;
     }
-    if (big) big.push(c);
-    else {
+    if (!big) {
       chunks.push(c);
-      if (received >= BIG_BODY_BYTES) {
-        big = worker.begin();
-        for (const x of chunks) big.push(x);
-        chunks.length = 0;
-      }
-    }
+      if (received < BIG_BODY_BYTES) return;
+      big = worker.begin();
+      for (const x of chunks) big.push(x);
+      chunks.length = 0;
+    } else big.push(c);
+    // One socket read per turn of the event loop: libuv reads up to 32 times (2 MiB) from a busy socket before it
+    // looks at anything else, tens of ms of handing bytes over during which /health and running streams wait.
+    payload.pause();
+    setImmediate(resume);
   }
+  const resume = () => payload.resume();
   function onEnd(err?: Error & { statusCode?: number }): void {
     stop();
     if (err) {
