@@ -3,16 +3,19 @@
  * (from the shared slab each comes in, which goes back at once), then, a leading BOM dropped, parses it and refuses
  * `__proto__` keys as fastify's own parser does. With a prompt check (a generation route), it judges the prompts as
  * the route would (server/prompt-check.ts): a prompt that cannot fit is answered with the refusal and a stand-in
- * body, so its megabytes stay here. Replies {id, ok, value, refusal?} or {id, ok: false}.
+ * body, so its megabytes stay here. Replies {id, ok, value, refusal?} or {id, ok: false}. Runs at background
+ * priority (util/thread-priority.ts).
  */
 import { TextDecoder } from 'node:util';
 import { parentPort } from 'node:worker_threads';
 import { ChatTemplate, type ChatTemplateOptions } from '../text/chat-template.js';
+import { lowerThreadPriority } from '../util/thread-priority.js';
 import type { JsonWorkerMessage, JsonWorkerOutput, JsonWorkerReply } from './body.js';
 import { refusePrompts, withoutPrompts } from './prompt-check.js';
 
 const port = parentPort;
 if (!port) throw new Error('json-worker must run as a worker thread');
+lowerThreadPriority(); // bulk work: the main thread (/health, running streams) runs first when cores are short
 /** The bodies being received: each one's UTF-8 decoder (streaming: a character may span two slabs) and text so far. */
 const bodies = new Map<number, { decoder: TextDecoder; pieces: string[] }>();
 
