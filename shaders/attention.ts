@@ -5,7 +5,8 @@
  * Query token t belongs to block-table row tokenSeq[t] and sits at positions[t]; it attends to positions
  * 0..positions[t] of that row (the step's own tokens included: kv_write runs first), so prefill chunks of several
  * sequences and decode tokens of many sequences share one dispatch. GQA: query head h reads KV head
- * h / (numHeads / numKvHeads). Softmax is the numerically stable online form, in f32.
+ * h / (numHeads / numKvHeads). Softmax is the numerically stable online form, in f32. A sliding window (`window`)
+ * keeps keys positions[t] - window < j <= positions[t]; `softcap` caps the scaled scores (Gemma 2).
  *
  * Head range (retrieval heads after the head permutation, model/head-permutation.ts): with `qHeadOffset` and
  * `qRowHeads` the kernel processes query heads [qHeadOffset, qHeadOffset + numHeads) of q/out rows of qRowHeads
@@ -19,7 +20,16 @@
  *   running softmax over full head dims, merged once at the end: no barriers in the key loop. Measured faster on
  *   lavapipe (see the kernel report), so it is the default where gpu.caps.isCpu.
  */
-import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import {
+  type AttentionShape,
+  PAGED_HEADS,
+  pagedHeads,
+  requireAttention,
+  requireRows,
+  SCORE_MODS,
+  type ScoreMods,
+  scoreMods,
+} from './lib/attention.js';
 import { check, defaultVariant, headRange, type LayoutVariant, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
@@ -40,9 +50,10 @@ const PARAMS = defineParams('attention', {
   qHeadOffset: 'u32',
   qRowHeads: 'u32',
   firstToken: 'u32',
+  ...SCORE_MODS,
 });
 
-export interface AttentionArgs extends AttentionShape {
+export interface AttentionArgs extends AttentionShape, ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step's tokens written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
@@ -98,6 +109,7 @@ export class AttentionKernel {
       qHeadOffset: r.qHeadOffset,
       qRowHeads: r.qRowHeads,
       firstToken: first,
+      ...scoreMods(K, a),
     });
     const [x, y] = grid2d(this.gpu, (a.T - first) * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(

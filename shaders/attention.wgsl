@@ -13,13 +13,13 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let qr = queryOf(grid);
   if (!qr.valid) { return; }
   loadQueryTile(lid, qr.qo, p.scale);
-  for (var start = 0u; start < qr.nKeys; start += WG) {
+  for (var start = qr.firstKey; start < qr.endKey; start += WG) {
     let j = start + lid;
     var s = 0.0;
     var b = MASKED_KEY;
-    if (j < qr.nKeys) {
+    if (j < qr.endKey) {
       b = kvWord(qr.seq, j, qr.kvh);
-      s = scoreTile(b);
+      s = softcap(scoreTile(b), p.softcap);
     }
     foldTile(lid, s, b);
   }

@@ -1,6 +1,7 @@
 // Shared by attention.wgsl and attention_lanes.wgsl: parameters, bindings and the query of paged causal attention.
 // Query token t (sequence tokenSeq[t], position positions[t]) attends to keys 0..pos of its sequence, read through
-// the block table; query head h uses KV head h / group (GQA).
+// the block table; query head h uses KV head h / group (GQA). A sliding window w > 0 (the layer's) keeps keys
+// pos - w < j <= pos only (w keys counting its own); scores are soft-capped when softcap > 0 (Gemma 2).
 // Head range: the kernel processes query heads [qHeadOffset, qHeadOffset + nHeads) of q/out rows that hold qRowHeads
 // heads each (retrieval heads come first after the head permutation, model/head-permutation.ts); local head h reads
 // KV head h / group of a cache that holds nKvHeads heads. Defaults: offset 0, qRowHeads = nHeads.
@@ -21,6 +22,8 @@ struct Params {
   qHeadOffset: u32,     // first query head of q/out rows processed
   qRowHeads: u32,       // query heads per q/out row (row stride in heads)
   firstToken: u32,      // first query token processed (tokens before it are left alone: e.g. sparse decode rows)
+  window: u32,          // sliding window in keys (0: full causal)
+  softcap: f32,         // attention logit soft-cap (0: none)
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs
@@ -41,12 +44,15 @@ struct Query {
   seq: u32,     // block-table row
   kvh: u32,     // KV head
   qo: u32,      // first pair of (t, h) in q and out
-  nKeys: u32,   // keys 0..position
+  firstKey: u32, // first key attended: 0, or position + 1 - window
+  endKey: u32,  // position + 1: keys [firstKey, endKey) are attended
 }
 
 fn queryOf(grid: Grid) -> Query {
   let th = tokenHeadOf(grid, p.firstToken);
-  if (!th.valid) { return Query(false, 0u, 0u, 0u, 0u); }
+  if (!th.valid) { return Query(false, 0u, 0u, 0u, 0u, 0u); }
   let qo = (th.t * p.qRowHeads + p.qHeadOffset + th.h) * HW;
-  return Query(true, tokenSeq[th.t], th.kvh, qo, positions[th.t] + 1u);
+  let end = positions[th.t] + 1u;
+  let first = select(0u, end - p.window, p.window > 0u && end > p.window);
+  return Query(true, tokenSeq[th.t], th.kvh, qo, first, end);
 }

@@ -12,7 +12,7 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let qr = queryOf(grid);
   if (!qr.valid) { return; }
   loadQuery(qr.qo, p.scale);
-  for (var j = lid; j < qr.nKeys; j += LANES) { foldCached(kvWord(qr.seq, j, qr.kvh)); }
+  for (var j = qr.firstKey + lid; j < qr.endKey; j += LANES) { foldCached(kvWord(qr.seq, j, qr.kvh), p.softcap); }
   let g = mergeLanesAcc(lid);
   let norm = softmaxInv(g.l);
   for (var w = lid; w < HW; w += LANES) { out[qr.qo + w] = mergedAcc(g, w) * norm; }

@@ -8,6 +8,10 @@
 //   physical page score = max over its logical pages holding tokens < len
 // Output: keys[s, kvh, i] = order-preserving u32 key of page i's score (0xffffffff for the forced pages 0 and
 // P - 1). Rows whose selection is dense (K >= P) write nothing (pass 2 does not read their keys).
+// A layer with a sliding window w > 0: only the window's pages are candidates, pages f = (len - w) / pageSize ..
+// P - 1 (earlier ones are not scored and pass 2 never reads their keys), scored over their logical pages that hold
+// window tokens; the newest page is forced, the sink page only while the window still holds token 0 (as without a
+// window); dense when K >= P - f.
 // Digests are f16 pairs (page_digest.wgsl); V4 loads four words (eight channels) at a time (HW % 4 == 0).
 
 override WG: u32 = 64;
@@ -27,7 +31,7 @@ struct Params {
   maxPagesPerSeq: u32,  // block table row length
   maxSelected: u32,     // selection row length (>= 2)
   keyStride: u32,       // pages per (select index, KV head) in keys
-  _p0: u32,
+  window: u32,          // the layer's sliding window in tokens (0: none)
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, qRowHeads, HW) f32 pairs
@@ -115,18 +119,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //#endif
 
   let P = min((len + p.pageSize - 1u) / p.pageSize, p.keyStride);
-  let K = min(row.w, min(P, p.maxSelected)); // pages kept (the host's budget rule)
+  let winStart = select(0u, len - p.window, p.window > 0u && len > p.window); // first visible token
+  let f = min(winStart / p.pageSize, P - 1u);                                // first candidate page
+  let K = min(row.w, min(P - f, p.maxSelected)); // pages kept (the host's budget rule)
   let i = wid.y * WG + lid;
-  if (K >= P || i >= P) { return; } // dense rows are not scored
+  if (K >= P - f || i >= P || i < f) { return; } // dense rows are not scored, pages before the window neither
   let dst = (s * p.nKvHeads + kvh) * p.keyStride + i;
-  if (i == 0u || i == P - 1u) {
+  if ((i == 0u && winStart == 0u) || i == P - 1u) {
     keys[dst] = 0xffffffffu;
     return;
   }
   let phys = blockTable[row.x * p.maxPagesPerSeq + i];
   let nLog = min(p.lpp, (len - i * p.pageSize + p.logicalPageSize - 1u) / p.logicalPageSize);
+  // logical pages wholly before the window are skipped (only page f can hold some)
+  let l0 = select(0u, (winStart - i * p.pageSize) / p.logicalPageSize, i == f);
   var best = NEG_BIG;
-  for (var l = 0u; l < nLog; l++) {
+  for (var l = l0; l < nLog; l++) {
     let db = ((phys * p.lpp + l) * p.nKvHeads + kvh) * HD;
 //#if COMBINE_MAX
     var sc = NEG_BIG;

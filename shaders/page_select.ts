@@ -3,7 +3,7 @@
  * For each reselecting decode row r (selectRows) and KV head h: score every page of the row's sequence from the
  * digests and the row's query heads, keep the row's K pages (rows[r].w, from the budget rule in
  * model/attention/budget.ts; page 0 and the newest page always, the rest by score, ties to the lower index; K >= P
- * keeps all: dense), and write the kept page indices (block-table columns, ascending) to selected[slot, h, 0..K) and K to counts[slot, h].
+ * keeps all: dense; a sliding-window layer selects among the window's pages only), and write the kept page indices (block-table columns, ascending) to selected[slot, h, 0..K) and K to counts[slot, h].
  *
  * Two passes: page_score (one thread per (row, KV head, page) over many workgroups: Quest bounds from the f16
  * digests, written as order-preserving u32 keys to the `scores` scratch) and page_select (one workgroup per (row,
@@ -46,6 +46,7 @@ const SCORE_PARAMS = defineParams('page_score', {
   maxPagesPerSeq: 'u32',
   maxSelected: 'u32',
   keyStride: 'u32',
+  window: 'u32',
 });
 
 /** struct Params of page_select.wgsl. */
@@ -55,6 +56,7 @@ const SELECT_PARAMS = defineParams('page_select', {
   pageSize: 'u32',
   maxSelected: 'u32',
   keyStride: 'u32',
+  window: 'u32',
 });
 
 export type GqaCombine = 'sum' | 'max';
@@ -98,6 +100,12 @@ export interface PageSelectArgs {
    * are then only bounds (the scratch must hold the largest step).
    */
   indirect?: { buffer: GPUBuffer; score: number; select: number };
+  /**
+   * The layer's sliding window in tokens (0 / absent: none): only the pages holding the window's tokens are
+   * candidates; K is clamped to their number (all of them when K reaches it); the newest page is forced, the sink
+   * page only while the window holds token 0.
+   */
+  window?: number;
 }
 
 /** Page tiles of page_score's grid for `pages` pages (its y dimension). */
@@ -171,6 +179,8 @@ export class PageSelectKernel {
     const maxPages = Math.min(a.maxPages ?? keyStride, keyStride);
     requireInts(K, { maxPages }, { maxPages: 1 });
     const HW = a.headDim / 2;
+    const window = a.window ?? 0;
+    requireInts(K, { window });
     const us = arena.params(SCORE_PARAMS, {
       numSelect: a.numSelect,
       qRowHeads: r.qRowHeads,
@@ -183,6 +193,7 @@ export class PageSelectKernel {
       maxPagesPerSeq: a.maxPagesPerSeq,
       maxSelected: a.maxSelected,
       keyStride,
+      window,
     });
     const tiles = Math.ceil(maxPages / WG);
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
@@ -208,6 +219,7 @@ export class PageSelectKernel {
       pageSize: a.pageSize,
       maxSelected: a.maxSelected,
       keyStride,
+      window,
     });
     const select = this.gpu.pipeline('page_select', { MAX_PAGES: MAX_SELECT_PAGES }, { WG }, SELECT_PARAMS);
     const selectBindings = [a.scores, a.rows, a.selectRows, a.selected, a.counts, u];

@@ -7,6 +7,8 @@
 // Top-k: the keys are copied to workgroup memory (MAX_PAGES of them); an MSB-first radix select finds the K-th
 // largest key in 32 counting rounds, then a prefix sum over threads' contiguous chunks breaks ties by index and
 // compacts the kept pages in ascending order.
+// A layer with a sliding window w > 0: the candidates are the window's pages f = (len - w) / pageSize .. P - 1
+// only (page_score.wgsl), K is clamped to their number, and K >= P - f keeps them all.
 
 override WG: u32 = 64;
 const MAX_PAGES: u32 = $MAX_PAGES;
@@ -17,7 +19,7 @@ struct Params {
   pageSize: u32,        // tokens per physical page
   maxSelected: u32,     // selection row length (>= 2)
   keyStride: u32,       // pages per (select index, KV head) in keys
-  _p0: u32,
+  window: u32,          // the layer's sliding window in tokens (0: none)
   _p1: u32,
   _p2: u32,
 }
@@ -29,7 +31,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> counts: array<u32>;     // (numSlots, nKvHeads) pages kept
 @group(0) @binding(5) var<uniform> p: Params;
 
-var<workgroup> keys: array<u32, MAX_PAGES>; // order-preserving score keys of pages 0..P-1
+var<workgroup> keys: array<u32, MAX_PAGES>; // order-preserving score keys of the candidate pages f..P-1
 var<workgroup> part: array<u32, WG>;        // per-thread counts
 var<workgroup> part2: array<u32, WG>;
 
@@ -41,11 +43,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let len = row.y + 1u;
   let slot = row.z;
   let P = min((len + p.pageSize - 1u) / p.pageSize, p.keyStride);
-  let K = min(row.w, min(P, p.maxSelected));
-  let dense = K >= P;
+  let winStart = select(0u, len - p.window, p.window > 0u && len > p.window);
+  let f = min(winStart / p.pageSize, P - 1u); // first candidate page: keys[c] holds page f + c
+  let N = P - f;                              // candidates
+  let K = min(row.w, min(N, p.maxSelected));
+  let dense = K >= N;
 
-  let kb = (wid.x * p.nKvHeads + kvh) * p.keyStride;
-  for (var i = lid; i < P; i += WG) {
+  let kb = (wid.x * p.nKvHeads + kvh) * p.keyStride + f;
+  for (var i = lid; i < N; i += WG) {
     var key = 0xffffffffu;
     if (!dense) { key = keysIn[kb + i]; }
     keys[i] = key;
@@ -53,9 +58,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
 
   // Radix select: thr = the largest key with count(key >= thr) >= K, i.e. the K-th largest key.
-  let chunk = (P + WG - 1u) / WG;
-  let lo = min(lid * chunk, P);
-  let hi = min(lo + chunk, P);
+  let chunk = (N + WG - 1u) / WG;
+  let lo = min(lid * chunk, N);
+  let hi = min(lo + chunk, N);
   var thr = 0u;
   for (var bit = 0u; bit < 32u; bit++) {
     let cand = thr | (0x80000000u >> bit);
@@ -103,7 +108,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       eqSeen++;
     }
     if (take && off < p.maxSelected) {
-      selected[base + off] = i;
+      selected[base + off] = f + i;
       off++;
     }
   }

@@ -8,7 +8,9 @@
  *
  * One kernel, three masks, per KV head (HeadMode): dense causal; block-sparse over the key blocks listed per
  * (query block, KV head) (shaders/block_select.ts) with the token-exact causal mask in the diagonal block; Lambda
- * (sink tokens + local window, the streaming heads' pattern). Fully masked key tiles are never visited.
+ * (sink tokens + local window, the streaming heads' pattern). A layer's sliding window (`window`) masks keys older
+ * than pos - window + 1 in every mode, and `softcap` caps the scores (Gemma 2). Fully masked key tiles are never
+ * visited.
  *
  * Variants (same bindings, same results):
  *  - 'lanes' (CPU adapters such as lavapipe): one invocation per row, 64 rows per workgroup; the SIMD lanes of the
@@ -24,7 +26,16 @@
  * tokens grouped by sequence and key block) into query tiles; upload its `tiles` once per step for every layer.
  */
 import { type HeadModeValue, modeWords, type PrefillBlockPlan, QBLOCK_WORDS } from './block_select.js';
-import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import {
+  type AttentionShape,
+  PAGED_HEADS,
+  pagedHeads,
+  requireAttention,
+  requireRows,
+  SCORE_MODS,
+  type ScoreMods,
+  scoreMods,
+} from './lib/attention.js';
 import {
   check,
   defaultVariant,
@@ -57,6 +68,7 @@ const PARAMS = defineParams('prefill_attention', {
   scale: 'f32',
   qHeadOffset: 'u32',
   qRowHeads: 'u32',
+  ...SCORE_MODS,
   modes: 'array<vec4<u32>, 16>',
 });
 
@@ -89,7 +101,7 @@ export function planQueryTiles(plan: PrefillBlockPlan, tileTokens: number): Quer
   return { tileTokens, numTiles: out.length / TILE_WORDS, tiles: Uint32Array.from(out) };
 }
 
-export interface PrefillAttentionArgs extends AttentionShape {
+export interface PrefillAttentionArgs extends AttentionShape, ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, step's tokens written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs
@@ -215,6 +227,7 @@ export class PrefillAttentionKernel {
       scale: a.scale,
       qHeadOffset: r.qHeadOffset,
       qRowHeads: r.qRowHeads,
+      ...scoreMods(K, a),
       modes,
     });
     const defines = {

@@ -19,9 +19,11 @@ enable subgroups;
 //   1 block-sparse: the key blocks blockList[listRow, kvh] lists, [c*BS, c*BS + BS) clipped to <= lastPos
 //   2 Lambda:       [0, min(sink, lastPos + 1)) and [max(sink, firstPos + 1 - local), lastPos]
 // and each row masks token-exactly: key j is visible to the row at position pos iff j <= pos and (Lambda) j < sink
-// or j > pos - local. Key tiles wholly visible to every row fold without a per-key test; the others (diagonal,
-// window edge) fold only visible keys. Keys past a segment's end are never read, so NaN in unused cache slots never
-// reaches the output.
+// or j > pos - local, and, in a layer with a sliding window w > 0, j > pos - w (every mode). Segments start at the
+// tile's first row's window (keys older than it are masked for every row: never visited). Key tiles wholly visible
+// to every row fold without a per-key test; the others (diagonal, window edges) fold only visible keys. Keys past a
+// segment's end are never read, so NaN in unused cache slots never reaches the output. Scores are soft-capped
+// (softcap > 0, Gemma 2) before the softmax.
 //#include lib/grid
 //#include lib/paged
 //#include lib/softmax
@@ -40,6 +42,8 @@ struct Params {
   scale: f32,           // softmax scale, usually 1 / sqrt(headDim)
   qHeadOffset: u32,     // first query head of q/out rows processed
   qRowHeads: u32,       // query heads per q/out row
+  window: u32,          // the layer's sliding window in keys (0: none)
+  softcap: f32,         // attention logit soft-cap (0: none)
   modes: array<vec4<u32>, 16>, // per KV head: 0 dense, 1 block-sparse, 2 Lambda
 }
 
@@ -127,6 +131,7 @@ fn loadTile(lid: u32, kb: u32, n: u32) {
 fn visible(c: Ctx, j: u32) -> bool {
   var ok = j <= rowPos;
   if (c.mode == MODE_LAMBDA) { ok = ok && (j < p.sink || j + p.local > rowPos); }
+  if (p.window > 0u) { ok = ok && j + p.window > rowPos; }
   return ok;
 }
 
@@ -142,6 +147,7 @@ fn foldTile(c: Ctx, kb: u32, j0: u32, n: u32, fast: bool) {
 //#if SUBGROUPS
     for (var o = 1u; o < SPLIT; o <<= 1u) { s += subgroupShuffleXor(s, o); }
 //#endif
+    s = softcap(s, p.softcap);
     let vis = fast || visible(c, j0 + j);
     sc[j] = select(NEG_BIG, s, vis);
     tmax = select(tmax, max(tmax, s), vis);
@@ -202,13 +208,21 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   var fastStart = 0u;
   if (c.mode == MODE_LAMBDA && c.lastPos + 1u > p.local) { fastStart = c.lastPos + 1u - p.local; }
   let fastEnd = c.firstPos + 1u;
+  // The sliding window: keys below winLo are masked for every row (the first row's window starts there), keys at or
+  // past winFast visible to every row (the last row's window starts there).
+  var winLo = 0u;
+  var winFast = 0u;
+  if (p.window > 0u) {
+    if (c.firstPos + 1u > p.window) { winLo = c.firstPos + 1u - p.window; }
+    if (c.lastPos + 1u > p.window) { winFast = c.lastPos + 1u - p.window; }
+  }
   let lb = (tiles[tb + 4u] * p.nKvHeads + kvh) * p.listStride;
   let ns = nSegments(c, lb);
   for (var e = 0u; e < ns; e++) {
     let r = segment(c, lb, e);
-    // Lambda's sink segment is wholly visible: every key < sink.
-    let edge = select(fastStart, 0u, c.mode == MODE_LAMBDA && e == 0u);
-    var j0 = r.x;
+    // Lambda's sink segment is wholly visible: every key < sink (within the window).
+    let edge = max(select(fastStart, 0u, c.mode == MODE_LAMBDA && e == 0u), winFast);
+    var j0 = max(r.x, winLo);
     while (j0 < r.y) {
       let j1 = min(r.y, (j0 / BK + 1u) * BK);
       let kb = tileWord(c, j0);

@@ -11,12 +11,22 @@
  * Head range (retrieval heads, model/kv-storage.ts): the kernel processes query heads [qHeadOffset, qHeadOffset +
  * numHeads) of q/out rows of qRowHeads heads (defaults 0 and numHeads) against a cache, selection and partials of
  * numKvHeads heads (local head h -> KV head h / (numHeads / numKvHeads)); heads outside the range are left untouched
- * in out.
+ * in out. A layer's sliding window (`window`) masks keys older than position - window + 1 (page_select keeps the
+ * window's pages); `softcap` caps the scores (Gemma 2).
  * Variants, same bindings and results: 'lanes' (CPU adapters: 8 invocations with private softmaxes, no barrier in
  * the key loop; default where gpu.caps.isCpu) and 'workgroup' (GPUs: 64 threads share each key tile).
  * Which pages a row keeps and when it reselects is decided above the kernels (model/attention/sparse-decode.ts).
  */
-import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import {
+  type AttentionShape,
+  PAGED_HEADS,
+  pagedHeads,
+  requireAttention,
+  requireRows,
+  SCORE_MODS,
+  type ScoreMods,
+  scoreMods,
+} from './lib/attention.js';
 import { check, defaultVariant, headRange, type LayoutVariant, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
@@ -38,6 +48,7 @@ const PARAMS = defineParams('sparse_decode', {
   scale: 'f32',
   qRowHeads: 'u32',
   qHeadOffset: 'u32',
+  ...SCORE_MODS,
 });
 
 /** struct Params of sparse_decode_reduce.wgsl. */
@@ -51,7 +62,7 @@ const REDUCE_PARAMS = defineParams('sparse_decode_reduce', {
   splitsWord: 'u32',
 });
 
-export interface SparseDecodeArgs extends AttentionShape {
+export interface SparseDecodeArgs extends AttentionShape, ScoreMods {
   q: Binding; // (numRows, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
@@ -168,6 +179,7 @@ export class SparseDecodeKernel {
       scale: a.scale,
       qRowHeads: hr.qRowHeads,
       qHeadOffset: hr.qHeadOffset,
+      ...scoreMods(K, a),
     });
     const bindings = [a.q, a.kCache, a.vCache, a.blockTable, a.rows, a.selected, a.counts, a.partials, u];
     if (ind) this.gpu.dispatchIndirect(pass, this.pipeline(hd), bindings, ind.buffer, ind.offset);

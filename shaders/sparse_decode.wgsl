@@ -23,7 +23,7 @@ fn main(
     var b = MASKED_KEY;
     if (t < sp.nSlots) {
       b = slotOf(sp, t);
-      if (b != MASKED_KEY) { s = scoreTile(b); }
+      if (b != MASKED_KEY) { s = softcap(scoreTile(b), p.softcap); }
     }
     foldTile(lid, s, b);
   }

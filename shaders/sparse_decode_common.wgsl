@@ -2,11 +2,13 @@
 // decode attention. Decode row r (rows[r] = (blockRow, position, slot, pages kept)) and query head h (KV head
 // kvh = h / group) attend to the pages selected[slot, kvh, 0..counts) (ascending block-table columns) plus the
 // newest page position / pageSize when the list does not end with it (a selection reused from an earlier step),
-// keys j <= position only. Split `split` (grid y) takes list entries [split * pps, +pps) and writes its partial
-// softmax (running max m, sum l, unnormalised acc) for sparse_decode_reduce, pps = pagesPerSplit, or more for a row
-// whose list the grid's splits (its y, at most numSplits: what the partials scratch holds) cannot hold at
-// pagesPerSplit: ceil(len / splits). The row's own list decides, so a step whose split count is capped needs
-// nothing but its inputs and grid.
+// keys j <= position only; in a layer with a sliding window w > 0 also keys j > position - w only (the selection then
+// holds the window's pages, shaders/page_select.ts; a reused one may hold a page the window has left: masked, never
+// read). Scores are soft-capped when softcap > 0 (Gemma 2). Split `split` (grid y) takes list entries
+// [split * pps, +pps) and writes its partial softmax (running max m, sum l, unnormalised acc) for
+// sparse_decode_reduce, pps = pagesPerSplit, or more for a row whose list the grid's splits (its y, at most
+// numSplits: what the partials scratch holds) cannot hold at pagesPerSplit: ceil(len / splits). The row's own list
+// decides, so a step whose split count is capped needs nothing but its inputs and grid.
 //#include lib/block_table
 
 struct Params {
@@ -22,6 +24,8 @@ struct Params {
   scale: f32,           // softmax scale
   qRowHeads: u32,       // query heads per q row (row stride in heads)
   qHeadOffset: u32,     // first query head of the q rows processed (local head h is row head qHeadOffset + h)
+  window: u32,          // the layer's sliding window in keys (0: none)
+  softcap: f32,         // attention logit soft-cap (0: none)
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, qRowHeads, HW) f32 pairs
@@ -87,12 +91,14 @@ fn splitOf(wid: vec3<u32>, splits: u32) -> Split {
   return Split(r, h, kvh, row, pl, i0, nSlots, (rh * p.numSplits + wid.y) * (2u + HD));
 }
 
-// Word offset in the caches of key slot t of the split, or MASKED_KEY past the causal limit (the query's position).
+// Word offset in the caches of key slot t of the split, or MASKED_KEY past the causal limit (the query's position)
+// or before the sliding window.
 fn slotOf(sp: Split, t: u32) -> u32 {
   let e = t / p.pageSize;
   let o = t - e * p.pageSize;
   let lp = listPage(sp.pl, sp.i0 + e);
-  if (lp * p.pageSize + o > sp.row.y) { return MASKED_KEY; }
+  let j = lp * p.pageSize + o;
+  if (j > sp.row.y || (p.window > 0u && j + p.window <= sp.row.y)) { return MASKED_KEY; }
   return slotWord(blockPage(sp.row.x, lp), o, sp.kvh);
 }
 

@@ -17,7 +17,7 @@ fn main(
   loadQuery(qBase(sp.r, sp.h), p.scale);
   for (var t = lid; t < sp.nSlots; t += LANES) {
     let b = slotOf(sp, t);
-    if (b != MASKED_KEY) { foldCached(b); } // past the causal limit in the newest page: masked, not read
+    if (b != MASKED_KEY) { foldCached(b, p.softcap); } // masked (causal limit, window): not read
   }
   let g = mergeLanesAcc(lid);
   if (lid == 0u) {

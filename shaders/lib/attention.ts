@@ -3,7 +3,7 @@
  * shape checks every one of them makes.
  */
 import type { Binding } from '../runtime.js';
-import { requireBytes, requireFinite, requireHeads } from './checks.js';
+import { check, requireBytes, requireFinite, requireHeads } from './checks.js';
 import { type CacheShape, requireCache } from './paged.js';
 
 /** struct Params fields of GQA heads (query heads processed, KV heads, query heads per KV head); values: heads(). */
@@ -28,6 +28,29 @@ export interface AttentionShape extends HeadShape {
   maxPagesPerSeq: number;
   /** Softmax scale, usually 1 / sqrt(headDim). */
   scale: number;
+}
+
+/** How a layer modifies its attention scores: a sliding window and Gemma 2's logit soft-cap. */
+export interface ScoreMods {
+  /**
+   * Sliding window of the layer: a query at position t attends to keys t - window < j <= t (window keys counting its
+   * own, HF's sliding_attention); 0 or absent = full causal attention.
+   */
+  window?: number;
+  /** Attention logit soft-cap: a scaled score s becomes softcap * tanh(s / softcap); 0 or absent = none. */
+  softcap?: number;
+}
+
+/** struct Params fields of ScoreMods; values: scoreMods(). */
+export const SCORE_MODS = { window: 'u32', softcap: 'f32' } as const;
+
+/** The checked values of SCORE_MODS (window a non-negative integer, softcap finite and >= 0). */
+export function scoreMods(kernel: string, a: ScoreMods): { window: number; softcap: number } {
+  const window = a.window ?? 0;
+  const softcap = a.softcap ?? 0;
+  check(kernel, Number.isInteger(window) && window >= 0 && window < 2 ** 32, `window=${window} must be an integer >= 0`);
+  check(kernel, Number.isFinite(softcap) && softcap >= 0, `softcap=${softcap} must be finite and >= 0`);
+  return { window, softcap };
 }
 
 /** The values of HEADS for a kernel's shape arguments. */

@@ -7,9 +7,10 @@ var<private> acc: array<vec2<f32>, HW>; // sum_j exp(s_j - m) v_j over this lane
 
 var<workgroup> laneAcc: array<vec2<f32>, LANES * HW>; // (LANES, HW) pairs
 
-// Folds the cached key and value at word offset b (kCache / vCache) into this lane's softmax.
-fn foldCached(b: u32) {
-  st = softmaxFold(st, scoreCached(b));
+// Folds the cached key and value at word offset b (kCache / vCache) into this lane's softmax, the score soft-capped
+// at cap (0: none; lib/softmax.wgsl softcap).
+fn foldCached(b: u32, cap: f32) {
+  st = softmaxFold(st, softcap(scoreCached(b), cap));
   for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * st.alpha + st.p * unpack2x16float(vCache[b + w]); }
 }
 

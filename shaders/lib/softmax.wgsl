@@ -54,3 +54,10 @@ fn softmaxWeight(mi: f32, gm: f32) -> f32 {
 fn softmaxInv(l: f32) -> f32 {
   return select(0.0, 1.0 / l, l > 0.0);
 }
+
+// Attention logit soft-capping (Gemma 2): cap * tanh(s / cap) of a scaled score s, applied before the softmax;
+// cap = 0: none. tanh saturates to +-1 in f32 long before |x| = 15, and the clamp keeps an exp-based tanh finite.
+fn softcap(s: f32, cap: f32) -> f32 {
+  if (cap <= 0.0) { return s; }
+  return cap * tanh(clamp(s / cap, -15.0, 15.0));
+}

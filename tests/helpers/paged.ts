@@ -37,6 +37,11 @@ export interface PagedBatchOptions {
    * lets an implementation round either way) cannot matter. Default false.
    */
   exactF16?: boolean;
+  /**
+   * A sliding window: cached keys and values older than every new token's window (positions < ctx + 1 - window)
+   * stay NaN, so a kernel that reads outside the window shows NaN.
+   */
+  window?: number;
 }
 
 function toF16Bits(xs: Float32Array): Uint16Array {
@@ -92,7 +97,8 @@ export function makePagedBatch(
   const kCache = new Uint16Array(numPages * pageSize * rowLen).fill(F16_NAN);
   const vCache = new Uint16Array(numPages * pageSize * rowLen).fill(F16_NAN);
   seqs.forEach((sp, s) => {
-    for (let j = 0; j < sp.ctx; j++) {
+    const live = opts.window ? Math.max(0, sp.ctx + 1 - opts.window) : 0;
+    for (let j = live; j < sp.ctx; j++) {
       const page = blockTable[s * maxPagesPerSeq + Math.floor(j / pageSize)];
       const off = (page * pageSize + (j % pageSize)) * rowLen;
       kCache.set(toF16Bits(rng.normalArray(rowLen, kvStd)), off);

@@ -55,6 +55,11 @@ export interface PrefillCacheOptions {
   kvStd?: number;
   /** Custom key of (sequence, position, kvHead) (headDim values); default N(0, kvStd^2). */
   key?: (seq: number, pos: number, kvh: number) => ArrayLike<number>;
+  /**
+   * A sliding window: cached keys and values older than every chunk token's window (positions < ctx + 1 - window)
+   * stay NaN, so a kernel that reads outside the window shows NaN.
+   */
+  window?: number;
 }
 
 export function makePrefillCache(
@@ -104,7 +109,9 @@ export function makePrefillCache(
     for (let d = 0; d < headDim; d += 2) cache[(at + d) / 2] = f32ToF16(x[d]) | (f32ToF16(x[d + 1]) << 16);
   };
   seqs.forEach((sp, s) => {
+    const live = opts.window ? Math.max(0, sp.ctx + 1 - opts.window) : 0;
     for (let j = 0; j < sp.ctx + sp.fresh; j++) {
+      if (j < live) continue;
       for (let h = 0; h < numKvHeads; h++) {
         const at = decodedIndex(c, s, j, h);
         put(kCache, at, opts.key ? opts.key(s, j, h) : rng.normalArray(headDim, kvStd));

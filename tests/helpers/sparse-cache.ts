@@ -82,6 +82,16 @@ export function poisonPage(c: SparseCache, page: number): void {
   c.v.fill(Number.NaN, off, off + n);
 }
 
+/** Fills one slot of `page` (all heads, key and value) with NaN. */
+export function poisonSlot(c: SparseCache, page: number, slot: number): void {
+  const n = c.numKvHeads * c.headDim;
+  const off = (page * c.pageSize + slot) * n;
+  c.kWords.fill(NAN_PAIR, off / 2, (off + n) / 2);
+  c.vWords.fill(NAN_PAIR, off / 2, (off + n) / 2);
+  c.k.fill(Number.NaN, off, off + n);
+  c.v.fill(Number.NaN, off, off + n);
+}
+
 function shuffle<T>(rng: Rng, xs: T[]): T[] {
   for (let i = xs.length - 1; i > 0; i--) {
     const j = rng.int(0, i);

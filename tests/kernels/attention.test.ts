@@ -33,6 +33,9 @@ interface Case {
   qStd?: number;
   tol?: { atol: number; rtol: number };
   maxWorkgroupsPerDim?: number;
+  /** Sliding window (cached keys older than every query's window are NaN) and logit soft-cap. */
+  window?: number;
+  softcap?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -50,7 +53,8 @@ async function runCase(c: Case): Promise<void> {
     { ctx: pageSize - 1, fresh: 1 },
     { ctx: 2 * pageSize, fresh: 1 },
   ];
-  const b = makePagedBatch(rng, seqs, { numKvHeads, headDim, pageSize }, { exactF16: true });
+  const b = makePagedBatch(rng, seqs, { numKvHeads, headDim, pageSize }, { exactF16: true, window: c.window });
+  const mods = { window: c.window, softcap: c.softcap };
   const q = rng.normalArray(b.T * numHeads * headDim, c.qStd ?? 1);
   const scale = rng.next() < 0.75 ? 1 / Math.sqrt(headDim) : 0.3;
   const kCache = gpu.upload('kCache', b.kCache); // (numPages, pageSize, numKvHeads, headDim / 2) f16 pairs
@@ -89,6 +93,7 @@ async function runCase(c: Case): Promise<void> {
         numHeads,
         scale,
         ...shape,
+        ...mods,
       });
     });
   }, arena);
@@ -103,13 +108,14 @@ async function runCase(c: Case): Promise<void> {
     numHeads,
     scale,
     ...shape,
+    ...mods,
   });
   for (let i = 0; i < VARIANTS.length; i++) {
     const got = await gpu.readF32(outs[i], want.length);
     assertNoGpuErrors(gpu);
     const what =
       `attention ${VARIANTS[i]} seed=${c.seed} heads=${numHeads}/${numKvHeads} headDim=${headDim} ` +
-      `page=${pageSize} T=${b.T} seqs=${JSON.stringify(seqs)}`;
+      `page=${pageSize} T=${b.T} window=${c.window ?? 0} softcap=${c.softcap ?? 0} seqs=${JSON.stringify(seqs)}`;
     if (process.env.SIFT_TEST_VERBOSE) console.log(what, compareArrays(got, want, c.tol ?? TOL));
     assertClose(got, want, c.tol ?? TOL, what);
   }
@@ -132,6 +138,16 @@ test('paged attention matches the token-by-token reference: GQA 1/4/8 x page 16/
 test('paged attention stays stable with large scores, and on a 2-D workgroup grid', async () => {
   await runCase({ seed: 101, group: 4, pageSize: 16, headDim: 64, qStd: 12, tol: TOL_LARGE_SCORES });
   await runCase({ seed: 102, group: 1, pageSize: 32, headDim: 48, maxWorkgroupsPerDim: 5 });
+});
+
+test('sliding window (keys older than the window are NaN, never read) and logit soft-capping', async () => {
+  // windows shorter than most sequences, not multiples of the page or the tile; window 1 sees only itself
+  let seed = 200;
+  for (const window of [1, 7, 33, 100]) {
+    await runCase({ seed: seed++, group: [1, 4, 8][seed % 3], pageSize: 16, headDim: 48, window });
+  }
+  await runCase({ seed: seed++, group: 4, pageSize: 32, headDim: 64, qStd: 12, softcap: 5, tol: TOL_LARGE_SCORES });
+  await runCase({ seed: seed++, group: 1, pageSize: 16, headDim: 64, qStd: 4, window: 50, softcap: 2 });
 });
 
 test('attention picks the lanes variant on CPU adapters and workgroup otherwise', async () => {

@@ -72,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   loadQuery(r * HW, scales[r]);
   for (var j = lid; j < p.slots; j += LANES) {
     let b = slotWordOf(r, j);
-    if (b != MASKED_KEY) { foldCached(b); }
+    if (b != MASKED_KEY) { foldCached(b, 0.0); }
   }
   let g = mergeLanesAcc(lid);
   let norm = softmaxInv(g.l);

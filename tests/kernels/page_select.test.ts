@@ -12,7 +12,13 @@ import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu
 import { Rng } from '../helpers/rng.js';
 import { emptyCache, makeSeqCache, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
 import { allDigestsRef, digestWordsRef } from '../reference/page_digest.js';
-import { keptCount, pageScoresRef, type SelectRow, topPagesRef } from '../reference/page_select.js';
+import {
+  firstWindowPage,
+  keptCount,
+  pageScoresRef,
+  type SelectRow,
+  topPagesRef,
+} from '../reference/page_select.js';
 
 // The GPU scores pages in f32, the reference in f64: a page may swap with the K-th one only when their scores are
 // this close (relative to the score's magnitude); everything else must match exactly.
@@ -29,6 +35,8 @@ interface Case {
   /** q rows hold qRowHeads heads, of which [qHeadOffset, qHeadOffset + numHeads) are this layer's. */
   qHeadOffset?: number;
   qRowHeads?: number;
+  /** The layer's sliding window in tokens. */
+  window?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -108,6 +116,7 @@ async function runCase(c: Case): Promise<void> {
       logicalPageSize,
       maxPagesPerSeq: cache.maxPagesPerSeq,
       maxSelected,
+      window: c.window,
     });
   }, arena);
   const gotSel = await gpu.readU32(selected, numSlots * numKvHeads * maxSelected);
@@ -117,30 +126,35 @@ async function runCase(c: Case): Promise<void> {
   for (let r = 0; r < numRows; r++) {
     for (let h = 0; h < numKvHeads; h++) {
       const sb = slotOf[r] * numKvHeads + h;
-      const what = `select seed=${c.seed} ${c.combine} heads=${numHeads}/${numKvHeads} page=${pageSize} row=${r} len=${lens[r]} budget=${budgets[r]} kvh=${h}`;
+      const what = `select seed=${c.seed} ${c.combine} heads=${numHeads}/${numKvHeads} page=${pageSize} row=${r} len=${lens[r]} budget=${budgets[r]} window=${c.window ?? 0} kvh=${h}`;
       if (!selectRows.includes(r)) {
         assert.equal(gotCnt[sb], SENTINEL, `${what}: a row that does not reselect was written`);
         continue;
       }
       const P = Math.ceil(lens[r] / pageSize);
-      const K = keptCount(sshape, rows[r]);
+      const first = firstWindowPage(rows[r].position, pageSize, c.window);
+      const sink = !c.window || lens[r] <= c.window; // the window still holds token 0
+      const K = keptCount(sshape, rows[r], c.window);
       assert.equal(gotCnt[sb], K, `${what}: count`);
       const got = Array.from(gotSel.subarray(sb * maxSelected, sb * maxSelected + K));
       for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${what}: not ascending ${got}`);
-      assert.ok(got.includes(0) && got.includes(P - 1), `${what}: sink or newest page missing in ${got}`);
+      assert.ok(got.includes(0) || !sink, `${what}: sink page missing in ${got}`);
+      assert.ok(got.includes(P - 1), `${what}: newest page missing in ${got}`);
+      assert.ok(got[0] >= first, `${what}: a page before the window (first ${first}) in ${got}`);
       assert.equal(
         gotSel[sb * maxSelected + K],
         K < maxSelected ? SENTINEL : gotSel[sb * maxSelected + K],
         `${what}: wrote past K`,
       );
-      const scores = pageScoresRef(q, digests, cache.blockTable, sshape, r, rows[r], h, c.combine);
-      const want = topPagesRef(scores, K);
-      if (c.constantKeys || K >= P) {
+      const scores = pageScoresRef(q, digests, cache.blockTable, sshape, r, rows[r], h, c.combine, c.window);
+      const want = topPagesRef(scores, K, first, sink);
+      if (c.constantKeys || K >= P - first) {
         assert.deepEqual(got, want, `${what}: ties / dense`);
         continue;
       }
       // Near-ties at the cut may order differently in f32; anything else must match.
-      const kth = Math.min(...want.filter((i) => i !== 0 && i !== P - 1).map((i) => scores[i]));
+      const forced = sink ? [0, P - 1] : [P - 1];
+      const kth = Math.min(...want.filter((i) => !forced.includes(i)).map((i) => scores[i]));
       const diff = got.filter((i) => !want.includes(i)).concat(want.filter((i) => !got.includes(i)));
       for (const i of diff) {
         assert.ok(
@@ -168,6 +182,15 @@ test('page selection on a head range of wider q rows equals the reference on the
   await runCase({ seed: 60, group: 4, pageSize: 32, headDim: 64, combine: 'sum', qHeadOffset: 0, qRowHeads: 12 });
   await runCase({ seed: 61, group: 1, pageSize: 16, headDim: 48, combine: 'max', qHeadOffset: 3, qRowHeads: 7 });
   await runCase({ seed: 62, group: 8, pageSize: 64, headDim: 36, combine: 'sum', qHeadOffset: 8, qRowHeads: 24 });
+});
+
+test("page selection under a sliding window: only the window's pages, newest forced, dense when they fit K", async () => {
+  // windows shorter than some rows, not page multiples; one wider than every row (no effect); ties within a window
+  await runCase({ seed: 70, group: 4, pageSize: 16, headDim: 64, combine: 'sum', window: 150 });
+  await runCase({ seed: 71, group: 1, pageSize: 32, headDim: 48, combine: 'max', window: 700 });
+  await runCase({ seed: 72, group: 8, pageSize: 64, headDim: 64, combine: 'sum', window: 1000 });
+  await runCase({ seed: 73, group: 2, pageSize: 16, headDim: 32, combine: 'sum', window: 5000 });
+  await runCase({ seed: 74, group: 4, pageSize: 16, headDim: 32, combine: 'sum', window: 200, constantKeys: true });
 });
 
 test('page selection breaks ties by the lower page index', async () => {

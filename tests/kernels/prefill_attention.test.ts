@@ -41,6 +41,9 @@ interface Case {
   maxWorkgroupsPerDim?: number;
   /** q/out rows hold this many extra heads after the processed ones (a head range). */
   extraHeads?: number;
+  /** The layer's sliding window (cached keys older than every chunk token's window are NaN) and soft-cap. */
+  window?: number;
+  softcap?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -51,7 +54,8 @@ async function runCase(c: Case): Promise<void> {
   const rowHeads = numHeads + (c.extraHeads ?? 0);
   const { headDim, pageSize } = c;
   const blockSize = c.blockSize ?? 64;
-  const cache = makePrefillCache(rng, c.seqs, { numKvHeads, headDim, pageSize });
+  const cache = makePrefillCache(rng, c.seqs, { numKvHeads, headDim, pageSize }, { window: c.window });
+  const mods = { window: c.window, softcap: c.softcap };
   const qRows = rng.normalArray(cache.T * rowHeads * headDim);
   const scale = rng.next() < 0.75 ? 1 / Math.sqrt(headDim) : 0.3;
   const headModes = c.modes ?? Array(numKvHeads).fill(0);
@@ -67,7 +71,8 @@ async function runCase(c: Case): Promise<void> {
     const b = Math.floor(plan.qBlocks[qb * QBLOCK_WORDS + 2] / blockSize);
     for (let kvh = 0; kvh < numKvHeads; kvh++) {
       const keep = Array.from({ length: b + 1 }, (_, i) => i).filter((i) =>
-        i === b ? rng.next() < 0.75 : rng.next() < 0.4,
+        // with a window, block 0 may lie outside it: keep the diagonal so every token sees a key
+        i === b ? rng.next() < 0.75 || c.window !== undefined : rng.next() < 0.4,
       );
       if (!keep.includes(0) && !keep.includes(b)) keep.unshift(rng.next() < 0.5 ? 0 : b);
       keep.sort((x, y) => x - y);
@@ -79,7 +84,8 @@ async function runCase(c: Case): Promise<void> {
   const local = c.local ?? 32;
   const what =
     `seed=${c.seed} heads=${numHeads}/${numKvHeads}+${c.extraHeads ?? 0} modes=${headModes} headDim=${headDim} ` +
-    `page=${pageSize} BS=${blockSize} sink=${sink} local=${local} seqs=${JSON.stringify(c.seqs)}`;
+    `page=${pageSize} BS=${blockSize} sink=${sink} local=${local} window=${c.window ?? 0} softcap=${c.softcap ?? 0} ` +
+    `seqs=${JSON.stringify(c.seqs)}`;
   // The reference over the processed heads: q rows restricted to them.
   const q = new Float32Array(cache.T * numHeads * headDim);
   for (let t = 0; t < cache.T; t++) {
@@ -97,8 +103,11 @@ async function runCase(c: Case): Promise<void> {
     lists: (seq, b, h) => listOf.get(`${seq}:${b}:${Math.floor(h / c.group)}`) ?? [],
     sink,
     local,
+    ...mods,
   });
-  const dense = c.dense ? attentionRef({ ...cache, q, kCache: cache.kH, vCache: cache.vH, numHeads, scale }) : null;
+  const dense = c.dense
+    ? attentionRef({ ...cache, q, kCache: cache.kH, vCache: cache.vH, numHeads, scale, ...mods })
+    : null;
   for (const variant of VARIANTS) {
     const t0 = performance.now();
     const kernel = new PrefillAttentionKernel(gpu, {
@@ -134,6 +143,7 @@ async function runCase(c: Case): Promise<void> {
         sink,
         local,
         qRowHeads: rowHeads,
+        ...mods,
       });
     }, arena);
     const all = await gpu.readF32(out, cache.T * rowHeads * headDim);
@@ -302,5 +312,49 @@ test('mixed per-head modes in one dispatch, a head range, NaN padding and a 2-D 
     sink: 2,
     local: 7,
     maxKeyTile: 16,
+  });
+});
+
+test('sliding window in every mode: keys older than the window masked (NaN, never read), fully masked tiles skipped', async () => {
+  // Windows not multiples of the query tile, key tile, key block or page; chunks and prefixes on both sides of them.
+  const cases: [group: number, window: number, seqs: PrefillSeq[], pageSize: number][] = [
+    [1, 5, [{ ctx: 0, fresh: 70 }], 16],
+    [4, 37, [{ ctx: 130, fresh: 65 }], 32],
+    [8, 100, [{ ctx: 300, fresh: 130 }, { ctx: 20, fresh: 33 }], 64],
+  ];
+  for (const [i, [group, window, seqs, pageSize]] of cases.entries()) {
+    await runCase({ seed: 50 + i, group, headDim: 64, pageSize, seqs, window, dense: true, maxKeyTile: 8 << i });
+  }
+  // block-sparse and Lambda heads under a window, mixed in one dispatch
+  await runCase({
+    seed: 60,
+    group: 2,
+    numKvHeads: 3,
+    headDim: 64,
+    pageSize: 32,
+    blockSize: 16,
+    seqs: [{ ctx: 200, fresh: 97 }],
+    modes: [1, 2, 0],
+    sink: 6,
+    local: 30,
+    window: 45,
+  });
+});
+
+test('attention logit soft-capping (Gemma 2), with and without a window', async () => {
+  await runCase({ seed: 70, group: 4, headDim: 64, pageSize: 16, seqs: [{ ctx: 90, fresh: 70 }], softcap: 1.5 });
+  await runCase({
+    seed: 71,
+    group: 1,
+    numKvHeads: 2,
+    headDim: 48,
+    pageSize: 32,
+    seqs: [{ ctx: 40, fresh: 65 }],
+    modes: [0, 2],
+    sink: 4,
+    local: 20,
+    window: 33,
+    softcap: 0.5,
+    dense: false,
   });
 });

@@ -9,7 +9,7 @@ import { partialsBytes, SparseDecodeKernel, type SparseDecodeVariant } from '../
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
-import { makeSeqCache, poisonPage, uploadCache } from '../helpers/sparse-cache.js';
+import { makeSeqCache, poisonPage, poisonSlot, uploadCache } from '../helpers/sparse-cache.js';
 import { sparseDecodeRef } from '../reference/sparse_decode.js';
 
 // f32 dot products (head dim <= 128) and an f32 online softmax over up to a few thousand keys of f16 values,
@@ -29,6 +29,7 @@ async function listCase(
   headDim: number,
   splitTokens: number,
   range?: { qHeadOffset: number; qRowHeads: number },
+  mods: { window?: number; softcap?: number } = {},
 ): Promise<void> {
   const gpu = await testGpu();
   const rng = new Rng(seed);
@@ -67,6 +68,14 @@ async function listCase(
     const P = Math.ceil(lens[r] / pageSize);
     for (let i = 0; i < P; i++) if (!keep[r].has(i)) poisonPage(cache, cache.blockTable[r * cache.maxPagesPerSeq + i]);
   }
+  // A sliding window: every slot of the row older than its window holds NaN, listed pages too.
+  if (mods.window) {
+    for (let r = 0; r < numRows; r++) {
+      for (let j = 0; j < lens[r] - mods.window; j++) {
+        poisonSlot(cache, cache.blockTable[r * cache.maxPagesPerSeq + Math.floor(j / pageSize)], j % pageSize);
+      }
+    }
+  }
   const rows = lens.map((len, r) => ({ blockRow: r, position: len - 1 }));
   const rowWords = new Uint32Array(numRows * 4);
   rows.forEach((r, i) => {
@@ -87,6 +96,7 @@ async function listCase(
     },
     { numHeads, numKvHeads, headDim, pageSize, maxPagesPerSeq: cache.maxPagesPerSeq },
     scale,
+    mods,
   );
   const { kCache, vCache } = uploadCache(gpu, cache);
   const arena = new UniformArena(gpu);
@@ -131,6 +141,7 @@ async function listCase(
         numSplits,
         pagesPerSplit,
         scale,
+        ...mods,
       });
     }, arena);
     const got = await gpu.readF32(out, wantWide.length);
@@ -139,7 +150,7 @@ async function listCase(
       got,
       wantWide,
       TOL,
-      `sparse ${variant} seed=${seed} heads=${numHeads}/${numKvHeads} range=${off}+${numHeads}/${rowHeads} hd=${headDim} page=${pageSize} splits=${numSplits}x${pagesPerSplit}`,
+      `sparse ${variant} seed=${seed} window=${mods.window ?? 0} softcap=${mods.softcap ?? 0} heads=${numHeads}/${numKvHeads} range=${off}+${numHeads}/${rowHeads} hd=${headDim} page=${pageSize} splits=${numSplits}x${pagesPerSplit}`,
     );
   }
   arena.destroy();
@@ -162,4 +173,11 @@ test('sparse decode on a head range of wider q/out rows: the range equals the re
   await listCase(200, 4, 32, 48, 64, { qHeadOffset: 0, qRowHeads: 16 });
   await listCase(201, 1, 16, 64, 32, { qHeadOffset: 3, qRowHeads: 6 });
   await listCase(202, 2, 64, 36, 512, { qHeadOffset: 2, qRowHeads: 9 });
+});
+
+test('sparse decode under a sliding window: keys older than the window (NaN, listed pages too) never read; soft-cap', async () => {
+  await listCase(300, 4, 16, 64, 64, undefined, { window: 37 });
+  await listCase(301, 1, 32, 48, 512, undefined, { window: 300, softcap: 3 });
+  await listCase(302, 8, 64, 64, 64, undefined, { window: 1 });
+  await listCase(303, 2, 16, 64, 64, undefined, { softcap: 0.7 });
 });

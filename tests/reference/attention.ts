@@ -57,9 +57,26 @@ export interface AttentionRefArgs extends PagedShape {
   positions: Uint32Array;
   numHeads: number;
   scale: number;
+  /** Sliding window: keys positions[t] - window < j only (0 / absent: none). */
+  window?: number;
+  /** Logit soft-cap of the scaled scores (0 / absent: none). */
+  softcap?: number;
 }
 
-/** out (T, numHeads, headDim): softmax(scale * q . k_j) over j = 0..positions[t] of the token's sequence. */
+/** Gemma 2's attention logit soft-cap: cap * tanh(s / cap); cap 0 leaves s. */
+export function softcapRef(s: number, cap = 0): number {
+  return cap > 0 ? cap * Math.tanh(s / cap) : s;
+}
+
+/** First key a query at `pos` attends to under a sliding window (0 = none). */
+export function windowStartRef(pos: number, window = 0): number {
+  return window > 0 ? Math.max(0, pos - window + 1) : 0;
+}
+
+/**
+ * out (T, numHeads, headDim): softmax(softcap(scale * q . k_j)) over j = windowStart..positions[t] of the token's
+ * sequence.
+ */
 export function attentionRef(a: AttentionRefArgs): Float32Array {
   const { T, numHeads, numKvHeads, headDim } = a;
   const group = numHeads / numKvHeads;
@@ -67,22 +84,23 @@ export function attentionRef(a: AttentionRefArgs): Float32Array {
   for (let t = 0; t < T; t++) {
     const seq = a.tokenSeq[t];
     const n = a.positions[t] + 1;
+    const j0 = windowStartRef(a.positions[t], a.window);
     for (let h = 0; h < numHeads; h++) {
       const kvh = Math.floor(h / group);
       const qo = (t * numHeads + h) * headDim;
       const scores = new Float64Array(n);
       let max = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < n; j++) {
+      for (let j = j0; j < n; j++) {
         const ko = cacheIndex(a.blockTable, a, seq, j, kvh);
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += a.q[qo + d] * f16ToF32(a.kCache[ko + d]);
-        scores[j] = dot * a.scale;
+        scores[j] = softcapRef(dot * a.scale, a.softcap);
         if (scores[j] > max) max = scores[j];
       }
       let sum = 0;
-      for (let j = 0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - max);
+      for (let j = j0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - max);
       const acc = new Float64Array(headDim);
-      for (let j = 0; j < n; j++) {
+      for (let j = j0; j < n; j++) {
         const vo = cacheIndex(a.blockTable, a, seq, j, kvh);
         for (let d = 0; d < headDim; d++) acc[d] += scores[j] * f16ToF32(a.vCache[vo + d]);
       }

@@ -2,8 +2,11 @@
  * Reference prefill attention with per-KV-head masks, plain TS in f64, walking the page table one token at a time:
  * query token t (row tokenSeq[t], position pos) of head h attends to keys j <= pos allowed by its KV head's mode:
  *   0 dense: all; 1 block-sparse: key block floor(j / BS) listed for (row, query block floor(pos / BS), h);
- *   2 Lambda: j < sink or j > pos - local.
+ *   2 Lambda: j < sink or j > pos - local;
+ * and, with a sliding window w > 0, j > pos - w in every mode. Scores are soft-capped when softcap > 0.
  */
+import { softcapRef } from './attention.js';
+
 export interface PrefillAttentionRefArgs {
   q: Float32Array; // (T, numHeads, headDim)
   kF: Float32Array; // (numPages, pageSize, numKvHeads, headDim) decoded keys
@@ -23,6 +26,10 @@ export interface PrefillAttentionRefArgs {
   lists?: (seq: number, block: number, h: number) => readonly number[];
   sink: number;
   local: number;
+  /** The layer's sliding window (0 / absent: none). */
+  window?: number;
+  /** Attention logit soft-cap (0 / absent: none). */
+  softcap?: number;
 }
 
 /** Whether key j is visible to a query at `pos` under a mode (the block list for sparse heads). */
@@ -30,10 +37,11 @@ export function visible(
   mode: number,
   pos: number,
   j: number,
-  a: { sink: number; local: number; blockSize: number },
+  a: { sink: number; local: number; blockSize: number; window?: number },
   list?: readonly number[],
 ): boolean {
   if (j > pos) return false;
+  if (a.window && j <= pos - a.window) return false;
   if (mode === 2) return j < a.sink || j > pos - a.local;
   if (mode === 1) return list?.includes(Math.floor(j / a.blockSize)) ?? false;
   return true;
@@ -65,7 +73,7 @@ export function prefillAttentionRef(a: PrefillAttentionRefArgs): Float32Array {
         let dot = 0;
         for (let d = 0; d < HD; d++) dot += a.q[qo + d] * a.kF[ko + d];
         keys.push(j);
-        scores.push(dot * a.scale);
+        scores.push(softcapRef(dot * a.scale, a.softcap));
       }
       const max = Math.max(...scores);
       let sum = 0;

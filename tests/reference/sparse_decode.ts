@@ -1,8 +1,11 @@
 /**
  * Reference top-k decode attention: for decode row r and query head h, softmax(scale * q . k_j) v_j over the
  * tokens j <= position of the listed pages (block-table columns) of KV head h / group, fetched one token at a time
- * through the block table; math in f64. With every page listed it is dense decode attention.
+ * through the block table; math in f64. With every page listed it is dense decode attention. With a sliding window
+ * only keys position - window < j count; scores are soft-capped when softcap > 0.
  */
+import { softcapRef, windowStartRef } from './attention.js';
+
 export interface SparseRefShape {
   numHeads: number;
   numKvHeads: number;
@@ -29,6 +32,7 @@ export function sparseDecodeRef(
   pages: (r: number, kvh: number) => number[],
   s: SparseRefShape,
   scale: number,
+  mods: { window?: number; softcap?: number } = {},
 ): Float32Array {
   const { numHeads, numKvHeads, headDim, pageSize } = s;
   const group = numHeads / numKvHeads;
@@ -38,16 +42,18 @@ export function sparseDecodeRef(
       const kvh = Math.floor(h / group);
       const qo = (r * numHeads + h) * headDim;
       const offs: number[] = [];
+      const j0 = windowStartRef(row.position, mods.window);
       for (const lp of pages(r, kvh)) {
         const phys = blockTable[row.blockRow * s.maxPagesPerSeq + lp];
         for (let o = 0; o < pageSize && lp * pageSize + o <= row.position; o++) {
+          if (lp * pageSize + o < j0) continue;
           offs.push(((phys * pageSize + o) * numKvHeads + kvh) * headDim);
         }
       }
       const sc = offs.map((b) => {
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += q[qo + d] * k[b + d];
-        return dot * scale;
+        return softcapRef(dot * scale, mods.softcap);
       });
       const mx = Math.max(...sc);
       const w = sc.map((x) => Math.exp(x - mx));
