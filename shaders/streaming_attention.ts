@@ -1,7 +1,8 @@
 /**
  * Streaming-head attention wrapper (DuoAttention / StreamingLLM heads, LServe's streaming pool): one kernel for decode
  * and prefill. Query token t at position p attends to key positions [0, min(sink, p+1)) U [max(sink, p-local+1), p]
- * of its sequence: keys at positions >= the sequence's first new position in this batch come from the fresh k/v
+ * of its sequence (in a layer with a sliding window, only those of the window; scores soft-capped when `softcap` is
+ * set): keys at positions >= the sequence's first new position in this batch come from the fresh k/v
  * activations (f32, full precision), older keys from the streaming pool (f16) through the per-sequence stream table
  * (kvcache/streaming.ts: position p >= sink lives in ring page ((p - sink) / pageSize) mod ringPages at offset
  * (p - sink) mod pageSize). So it runs BEFORE this step's streaming K/V write (shaders/kv_write_streaming.ts): a
@@ -21,7 +22,7 @@
  * merged once at the end; 'lanes' (8, CPU adapters) and 'workgroup' (32 lanes up to headDim 128, else 16; GPUs).
  */
 import { SiftError } from '../config/errors.js';
-import { HEADS, heads, requireAttention, requireRows } from './lib/attention.js';
+import { HEADS, heads, requireAttention, requireRows, SCORE_MODS, type ScoreMods, scoreMods } from './lib/attention.js';
 import { check, defaultVariant, headRange, kvHeadRange, type LayoutVariant, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
@@ -43,6 +44,7 @@ const PARAMS = defineParams('streaming_attention', {
   qRowHeads: 'u32',
   kvHeadOffset: 'u32',
   kvRowHeads: 'u32',
+  ...SCORE_MODS,
 });
 
 /** Sink and local window defaults (LServe decode). */
@@ -51,14 +53,17 @@ export const DEFAULT_LOCAL_TOKENS = 256;
 
 /**
  * Keys a streaming head's query at position `pos` reads: [0, min(sink, pos + 1)) U [max(sink, pos + 1 - local), pos]
- * (the kernel's mask, above), i.e. the whole context while it fits sink + local, then sink + local keys.
+ * (the kernel's mask, above), i.e. the whole context while it fits sink + local, then sink + local keys; with a
+ * sliding window (> 0) only those in [pos + 1 - window, pos].
  */
-export function streamingKeysRead(pos: number, sink: number, local: number): number {
+export function streamingKeysRead(pos: number, sink: number, local: number, window = 0): number {
   const ctx = pos + 1;
-  return Math.min(sink, ctx) + Math.max(0, ctx - Math.max(sink, ctx - local));
+  const win = window > 0 ? Math.max(0, ctx - window) : 0;
+  const sinkEnd = Math.min(sink, ctx);
+  return sinkEnd - Math.min(win, sinkEnd) + Math.max(0, ctx - Math.max(sink, ctx - local, win));
 }
 
-export interface StreamingAttentionArgs {
+export interface StreamingAttentionArgs extends ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's keys after RoPE
   vFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's values
@@ -134,6 +139,7 @@ export class StreamingAttentionKernel {
       qRowHeads: r.qRowHeads,
       kvHeadOffset: kv.kvHeadOffset,
       kvRowHeads: kv.kvRowHeads,
+      ...scoreMods(K, a),
     });
     const pipeline = this.gpu.pipeline(
       'streaming_attention',

@@ -1,7 +1,8 @@
 // Streaming-head attention (StreamingLLM / DuoAttention Lambda mask), decode and prefill in one dispatch.
 // Query token t (stream-table row tokenSeq[t], position pos = positions[t]) and local query head h attend to
 //   keys [0, min(sink, pos + 1))  U  [max(sink, pos + 1 - local), pos]      (exactly the `local` newest incl. itself)
-// of KV head h / group. A key at position j >= firstNew = positions[freshStart[t]] (this batch's first new token of
+// of KV head h / group; in a layer with a sliding window w > 0, only those also in the window (j > pos - w); scores
+// soft-capped when softcap > 0 (Gemma 2). A key at position j >= firstNew = positions[freshStart[t]] (this batch's first new token of
 // the sequence) comes from the fresh activations, row freshStart[t] + (j - firstNew), in f32; an older key comes
 // from the streaming pool (f16 pairs) through the stream table:
 //   j < sink:  page = streamTable[seq, j / pageSize],                                  slot j % pageSize
@@ -35,6 +36,8 @@ struct Params {
   qRowHeads: u32,      // query heads per q/out row
   kvHeadOffset: u32,   // fresh k/v row head of cache head 0
   kvRowHeads: u32,     // heads per fresh k/v row
+  window: u32,         // the layer's sliding window in keys (0: none)
+  softcap: f32,        // attention logit soft-cap (0: none)
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;        // (T, qRowHeads, HW) f32 pairs, after RoPE
@@ -61,7 +64,7 @@ fn cacheWord(seq: u32, j: u32, kvh: u32) -> u32 {
 fn foldFresh(b: u32) {
   var s2 = vec2<f32>(0.0);
   for (var w = 0u; w < HW; w++) { s2 += qv[w] * kFresh[b + w]; }
-  st = softmaxFold(st, s2.x + s2.y);
+  st = softmaxFold(st, softcap(s2.x + s2.y, p.softcap));
   for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * st.alpha + st.p * vFresh[b + w]; }
 }
 
@@ -75,10 +78,14 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let pos = positions[t];
   let fs = freshStart[t];
   let firstNew = positions[fs];
-  let nSink = min(p.sink, pos + 1u);
+  // the window's first key: sink keys before it are dropped, the local run starts no earlier
+  let winStart = select(0u, pos + 1u - p.window, p.window > 0u && pos + 1u > p.window);
+  let sinkEnd = min(p.sink, pos + 1u);
+  let sinkStart = min(winStart, sinkEnd);
+  let nSink = sinkEnd - sinkStart;
   var localStart = 0u;
   if (pos + 1u > p.local) { localStart = pos + 1u - p.local; }
-  localStart = max(localStart, p.sink);
+  localStart = max(max(localStart, p.sink), winStart);
   var nLocal = 0u;
   if (pos + 1u > localStart) { nLocal = pos + 1u - localStart; }
   let nKeys = nSink + nLocal;
@@ -87,12 +94,12 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 
   loadQuery(qo, p.scale);
   for (var i = lid; i < nKeys; i += LANES) {
-    var j = i;
+    var j = sinkStart + i;
     if (i >= nSink) { j = localStart + (i - nSink); }
     if (j >= firstNew) {
       foldFresh(((fs + (j - firstNew)) * p.kvRowHeads + freshHead) * HW);
     } else {
-      foldCached(cacheWord(seq, j, kvh));
+      foldCached(cacheWord(seq, j, kvh), p.softcap);
     }
   }
   let g = mergeLanesAcc(lid);

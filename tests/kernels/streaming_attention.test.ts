@@ -48,6 +48,9 @@ interface Case {
   chunks: number[][];
   /** Round activations to f16 so the dense full-precision reference applies too. */
   exactF16: boolean;
+  /** The layer's sliding window and logit soft-cap. */
+  window?: number;
+  softcap?: number;
 }
 
 function roundF16(xs: Float32Array): Float32Array {
@@ -133,6 +136,8 @@ async function runCase(c: Case): Promise<void> {
       qRowHeads,
       kvHeadOffset,
       kvRowHeads,
+      window: c.window,
+      softcap: c.softcap,
     };
     const slotsBuf = u32Buffer(gpu, slots);
     const bufs = {
@@ -177,7 +182,7 @@ async function runCase(c: Case): Promise<void> {
       history[tokenSeq[t]].k.push(kAct.slice(o, o + s * headDim));
       history[tokenSeq[t]].v.push(vAct.slice(o, o + s * headDim));
     }
-    const what = `streaming seed=${c.seed} step=${step} T=${T} group=${group} heads ${qHeadOffset}+${numHeads}/${qRowHeads}`;
+    const what = `streaming seed=${c.seed} window=${c.window ?? 0} softcap=${c.softcap ?? 0} step=${step} T=${T} group=${group} heads ${qHeadOffset}+${numHeads}/${qRowHeads}`;
     if (c.exactF16) {
       for (let t = 0; t < T; t++) {
         const o = (t * qRowHeads + qHeadOffset) * headDim;
@@ -319,6 +324,39 @@ test('streaming attention without sink tokens (pure window) and with a window wi
   });
 });
 
+test('streaming heads in a sliding-window layer: the sink + local mask cut to the window; soft-capped scores', async () => {
+  // window between local and sink + local (cuts the sink away once the sequence passes it), inside local (the
+  // window alone decides), and soft-capping on top
+  const rng = new Rng(6);
+  await runCase({
+    seed: 6,
+    group: 2,
+    kvRowHeads: 2,
+    streamingHeads: 1,
+    headDim: 32,
+    pageSize: 16,
+    sink: 8,
+    local: 24,
+    window: 29,
+    chunks: [schedule(rng, 90, 40, 3), [50, 1, 1]],
+    exactF16: true,
+  });
+  await runCase({
+    seed: 7,
+    group: 1,
+    kvRowHeads: 1,
+    streamingHeads: 1,
+    headDim: 16,
+    pageSize: 16,
+    sink: 4,
+    local: 32,
+    window: 13,
+    softcap: 1.5,
+    chunks: [[40, 1, 30, 1]],
+    exactF16: true,
+  });
+});
+
 test('freshStartRows: first row of each sequence; rejects non-contiguous rows', () => {
   assert.deepEqual([...freshStartRows([0, 0, 1, 2, 2, 2], [5, 6, 0, 9, 10, 11])], [0, 0, 2, 3, 3, 3]);
   assert.throws(() => freshStartRows([0, 1, 0], [0, 0, 1]), /contiguous/);
@@ -332,12 +370,14 @@ test('streamingKeysRead counts the keys of the kernel mask (the reference key li
     [128, 256],
     [16, 5],
   ]) {
-    for (let pos = 0; pos < 600; pos += pos < 40 ? 1 : 37) {
-      assert.equal(
-        streamingKeysRead(pos, sink, local),
-        streamingKeys(pos, sink, local).length,
-        `${sink}+${local} @${pos}`,
-      );
+    for (const window of [0, 1, 20, 100, 1000]) {
+      for (let pos = 0; pos < 600; pos += pos < 40 ? 1 : 37) {
+        assert.equal(
+          streamingKeysRead(pos, sink, local, window),
+          streamingKeys(pos, sink, local, window).length,
+          `${sink}+${local} window ${window} @${pos}`,
+        );
+      }
     }
   }
 });

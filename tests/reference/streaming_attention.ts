@@ -7,6 +7,7 @@
  * reproduce.
  */
 import { f16ToF32, f32ToF16 } from '../../util/dtype.js';
+import { softcapRef } from './attention.js';
 
 export interface StreamingRefShape {
   T: number;
@@ -24,12 +25,15 @@ export interface StreamingRefShape {
   kvRowHeads: number;
 }
 
-/** Key positions query position `pos` attends to: [0, min(sink, pos+1)) U [max(sink, pos+1-local), pos]. */
-export function streamingKeys(pos: number, sink: number, local: number): number[] {
+/**
+ * Key positions query position `pos` attends to: [0, min(sink, pos+1)) U [max(sink, pos+1-local), pos], those with
+ * j > pos - window only when a sliding window is given.
+ */
+export function streamingKeys(pos: number, sink: number, local: number, window = 0): number[] {
   const keys: number[] = [];
   for (let j = 0; j < Math.min(sink, pos + 1); j++) keys.push(j);
   for (let j = Math.max(sink, pos + 1 - local); j <= pos; j++) keys.push(j);
-  return keys;
+  return window > 0 ? keys.filter((j) => j > pos - window) : keys;
 }
 
 /** Index of element 0 of cached position j (stream-table row seq, cache head kvh) in a cache. */
@@ -59,6 +63,7 @@ function softmaxAttend(
   qo: number,
   headDim: number,
   scale: number,
+  softcap: number,
   n: number,
   key: (i: number, d: number) => number,
   value: (i: number, d: number) => number,
@@ -69,7 +74,7 @@ function softmaxAttend(
   for (let i = 0; i < n; i++) {
     let dot = 0;
     for (let d = 0; d < headDim; d++) dot += q[qo + d] * key(i, d);
-    scores[i] = dot * scale;
+    scores[i] = softcapRef(dot * scale, softcap);
     if (scores[i] > max) max = scores[i];
   }
   let sum = 0;
@@ -92,6 +97,9 @@ export interface StreamingAttentionRefArgs extends StreamingRefShape {
   positions: Uint32Array;
   freshStart: Uint32Array;
   scale: number;
+  /** The layer's sliding window and logit soft-cap (0 / absent: none). */
+  window?: number;
+  softcap?: number;
   /** out (T, qRowHeads, headDim) to fill in place (heads outside the range are left alone); default zeros. */
   out?: Float32Array;
 }
@@ -104,7 +112,7 @@ export function streamingAttentionRef(a: StreamingAttentionRefArgs): Float32Arra
     const pos = a.positions[t];
     const fs = a.freshStart[t];
     const firstNew = a.positions[fs];
-    const keys = streamingKeys(pos, a.sinkTokens, a.localTokens);
+    const keys = streamingKeys(pos, a.sinkTokens, a.localTokens, a.window);
     for (let h = 0; h < a.numHeads; h++) {
       const kvh = Math.floor(h / group);
       const qo = (t * a.qRowHeads + a.qHeadOffset + h) * hd;
@@ -115,7 +123,7 @@ export function streamingAttentionRef(a: StreamingAttentionRefArgs): Float32Arra
       );
       const get = (f: Float32Array, c: Uint16Array) => (i: number, d: number) =>
         src[i].fresh ? f[src[i].o + d] : f16ToF32(c[src[i].o + d]);
-      softmaxAttend(a.q, qo, hd, a.scale, keys.length, get(a.kFresh, a.kCache), get(a.vFresh, a.vCache), out);
+      softmaxAttend(a.q, qo, hd, a.scale, a.softcap ?? 0, keys.length, get(a.kFresh, a.kCache), get(a.vFresh, a.vCache), out);
     }
   }
   return out;
@@ -155,10 +163,19 @@ export function denseMaskedRef(
   q: Float32Array,
   history: { k: Float32Array[]; v: Float32Array[] },
   pos: number,
-  s: { numHeads: number; numKvHeads: number; headDim: number; sinkTokens: number; localTokens: number; scale: number },
+  s: {
+    numHeads: number;
+    numKvHeads: number;
+    headDim: number;
+    sinkTokens: number;
+    localTokens: number;
+    scale: number;
+    window?: number;
+    softcap?: number;
+  },
 ): Float32Array {
   const out = new Float32Array(s.numHeads * s.headDim);
-  const keys = streamingKeys(pos, s.sinkTokens, s.localTokens);
+  const keys = streamingKeys(pos, s.sinkTokens, s.localTokens, s.window);
   const group = s.numHeads / s.numKvHeads;
   for (let h = 0; h < s.numHeads; h++) {
     const kvh = Math.floor(h / group);
@@ -168,6 +185,7 @@ export function denseMaskedRef(
       h * s.headDim,
       s.headDim,
       s.scale,
+      s.softcap ?? 0,
       keys.length,
       (i, d) => history.k[keys[i]][o + d],
       (i, d) => history.v[keys[i]][o + d],
