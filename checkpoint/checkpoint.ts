@@ -9,6 +9,7 @@ import { decodeToF32, type WeightDType } from '../util/dtype.js';
 import type { QuantFormat, QuantizedMatrix } from '../util/quant.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
 import { splitFusedTensors } from './fused.js';
+import { textModelTensors } from './gemma.js';
 import { ggufTensorName } from './gguf-config.js';
 import { ggufCheckpoint, readLink } from './gguf-import.js';
 import { openSafetensorsDir } from './safetensors.js';
@@ -22,7 +23,10 @@ export interface TensorSpec {
   shape: readonly number[];
 }
 
-/** HF tensor names of one decoder layer. */
+/**
+ * HF tensor names of one decoder layer. post_attention_layernorm is the MLP's input norm in the Llama family; with
+ * Gemma's sandwich norms it normalizes the attention output and pre_feedforward_layernorm feeds the MLP.
+ */
 export function layerTensorNames(i: number) {
   const p = `model.layers.${i}`;
   return {
@@ -37,6 +41,8 @@ export function layerTensorNames(i: number) {
     kNorm: `${p}.self_attn.k_norm.weight`,
     o: `${p}.self_attn.o_proj.weight`,
     postNorm: `${p}.post_attention_layernorm.weight`,
+    preFfnNorm: `${p}.pre_feedforward_layernorm.weight`,
+    postFfnNorm: `${p}.post_feedforward_layernorm.weight`,
     gate: `${p}.mlp.gate_proj.weight`,
     up: `${p}.mlp.up_proj.weight`,
     down: `${p}.mlp.down_proj.weight`,
@@ -69,6 +75,10 @@ export function checkpointLayout(config: ModelConfig): TensorSpec[] {
     }
     out.push({ name: n.o, shape: [h, qDim] });
     out.push({ name: n.postNorm, shape: [h] });
+    if (config.sandwichNorms) {
+      out.push({ name: n.preFfnNorm, shape: [h] });
+      out.push({ name: n.postFfnNorm, shape: [h] });
+    }
     out.push({ name: n.gate, shape: [inter, h] });
     out.push({ name: n.up, shape: [inter, h] });
     out.push({ name: n.down, shape: [h, inter] });
@@ -159,8 +169,11 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
   const files = openSafetensorsDir(abs);
   try {
-    // Phi-3's fused qkv_proj / gate_up_proj are read as the q/k/v and gate/up they hold (checkpoint/fused.ts).
-    const st = splitFusedTensors(files, config);
+    // Phi-3's fused qkv_proj / gate_up_proj are read as the q/k/v and gate/up they hold (checkpoint/fused.ts); a
+    // multimodal Gemma 3's text model under its plain names (checkpoint/gemma.ts).
+    const st =
+      (config.architecture === 'Gemma3ForCausalLM' ? textModelTensors(files) : null) ??
+      splitFusedTensors(files, config);
     const where = (name: string) => st.fileOf(name)?.path ?? st.source;
     const missing = (name: string, extra = '') =>
       new SiftError('CHECKPOINT_INVALID', `${st.source}: tensor ${name} missing${extra}`);

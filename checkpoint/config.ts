@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
+import { gemmaDefaultWindows, withGemmaDefaults } from './gemma.js';
 
 export const SUPPORTED_ARCHITECTURES = [
   'LlamaForCausalLM',
@@ -12,6 +13,8 @@ export const SUPPORTED_ARCHITECTURES = [
   'Qwen2ForCausalLM',
   'Qwen3ForCausalLM',
   'Phi3ForCausalLM',
+  'Gemma2ForCausalLM',
+  'Gemma3ForCausalLM',
 ] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
@@ -22,7 +25,14 @@ export const MODEL_TYPE: Readonly<Record<Architecture, string>> = {
   Qwen2ForCausalLM: 'qwen2',
   Qwen3ForCausalLM: 'qwen3',
   Phi3ForCausalLM: 'phi3',
+  Gemma2ForCausalLM: 'gemma2',
+  Gemma3ForCausalLM: 'gemma3_text',
 };
+
+/** Gemma 2 and 3: (1 + w) norms, GeGLU, scaled embeddings, norms around attention and MLP (checkpoint/gemma.ts). */
+export function isGemma(a: Architecture): boolean {
+  return a === 'Gemma2ForCausalLM' || a === 'Gemma3ForCausalLM';
+}
 
 /** RoPE frequency scaling, as HF transformers' rope_scaling (rope_type 'default' is 'none'). */
 export type RopeScaling =
@@ -101,9 +111,33 @@ export interface ModelConfig {
   /**
    * (numLayers) each layer's attention window: a query at position t attends to keys s with t - w < s <= t (HF's
    * sliding_attention, w keys counting its own); 0 = full causal attention. Mistral and Phi-3 slide every layer;
-   * Qwen2/3 the layers from max_window_layers on; a config's layer_types overrides both.
+   * Qwen2/3 the layers from max_window_layers on; Gemma 2 every other layer from layer 0, Gemma 3 five of every six
+   * (sliding_window_pattern); a config's layer_types overrides them all.
    */
   readonly layerWindows: readonly number[];
+  /** MLP activation of the gate: SiLU (SwiGLU; the Llama family) or GELU's tanh form (GeGLU; Gemma). */
+  readonly hiddenActivation: 'silu' | 'gelu_tanh';
+  /** Every RMSNorm scales by (1 + w) instead of w (Gemma). */
+  readonly normUnitOffset: boolean;
+  /** Token embeddings are multiplied by sqrt(hiddenSize), rounded to the embedding's dtype as HF does (Gemma). */
+  readonly scaleEmbeddings: boolean;
+  /**
+   * Gemma 2/3's four norms per layer: post_attention_layernorm normalizes the attention output before the residual
+   * add, pre_feedforward_layernorm feeds the MLP and post_feedforward_layernorm normalizes its output. (Otherwise
+   * post_attention_layernorm is the MLP's input norm, as in Llama.)
+   */
+  readonly sandwichNorms: boolean;
+  /** Attention scores are scaled by queryPreAttnScalar^-1/2: headDim, or Gemma's query_pre_attn_scalar. */
+  readonly queryPreAttnScalar: number;
+  /** Gemma 2: attention scores become c * tanh(s / c) after scaling, before the mask; null = none. */
+  readonly attnLogitSoftcap: number | null;
+  /** Gemma 2: logits become c * tanh(logits / c); null = none. */
+  readonly finalLogitSoftcap: number | null;
+  /**
+   * Gemma 3: the RoPE base of the sliding-window layers, which rotate with it and no scaling (rope_local_base_freq);
+   * the full-attention layers use ropeTheta and ropeScaling. Null: every layer uses ropeTheta and ropeScaling.
+   */
+  readonly localRopeTheta: number | null;
 }
 
 /** HF's defaults for max_position_embeddings when a config omits it. */
@@ -113,6 +147,8 @@ const DEFAULT_MAX_POSITIONS: Readonly<Record<Architecture, number>> = {
   Qwen2ForCausalLM: 32768,
   Qwen3ForCausalLM: 32768,
   Phi3ForCausalLM: 4096,
+  Gemma2ForCausalLM: 8192,
+  Gemma3ForCausalLM: 131072,
 };
 
 type Json = Record<string, unknown>;
@@ -275,7 +311,8 @@ function ropeScalingOf(file: string, raw: unknown, cfg: Json, headDim: number, m
 /**
  * The sliding window as HF transformers applies it: `layer_types` when the config lists them; else Mistral and Phi-3
  * slide every layer when sliding_window is set, Qwen2/3 the layers i >= max_window_layers (default 28) when
- * use_sliding_window is true; Llama never.
+ * use_sliding_window is true, Gemma 2 layers 0, 2, 4, ..., Gemma 3 all but every sliding_window_pattern-th; Llama
+ * never.
  */
 function slidingWindowsOf(
   file: string,
@@ -284,9 +321,11 @@ function slidingWindowsOf(
   numLayers: number,
 ): { slidingWindow: number | null; layerWindows: number[] } {
   const qwen = architecture === 'Qwen2ForCausalLM' || architecture === 'Qwen3ForCausalLM';
+  const gemma = isGemma(architecture);
   const enabled =
     architecture === 'MistralForCausalLM' ||
     architecture === 'Phi3ForCausalLM' ||
+    gemma ||
     (qwen && cfg.use_sliding_window === true);
   const hasSize = cfg.sliding_window !== undefined && cfg.sliding_window !== null;
   const size = hasSize ? posInt(file, cfg, 'sliding_window') : null;
@@ -309,10 +348,27 @@ function slidingWindowsOf(
     return { slidingWindow: windows.some((w) => w > 0) ? size : null, layerWindows: windows };
   }
   if (!enabled || size === null) return { slidingWindow: null, layerWindows: new Array(numLayers).fill(0) };
+  if (gemma) {
+    const gemma3 = architecture === 'Gemma3ForCausalLM';
+    const pattern = gemma3 ? posInt(file, cfg, 'sliding_window_pattern', 6) : 2;
+    const layerWindows = gemmaDefaultWindows(gemma3, numLayers, size, pattern);
+    return { slidingWindow: layerWindows.some((w) => w > 0) ? size : null, layerWindows };
+  }
   if (!qwen) return { slidingWindow: size, layerWindows: new Array(numLayers).fill(size) };
   const from = cfg.max_window_layers === undefined ? 28 : nonNegInt(file, cfg, 'max_window_layers');
   const layerWindows = Array.from({ length: numLayers }, (_, i) => (i >= from ? size : 0));
   return { slidingWindow: layerWindows.some((w) => w > 0) ? size : null, layerWindows };
+}
+
+/** Gemma's MLP activation: hidden_activation (else hidden_act); GELU's tanh form is what the family uses. */
+function gemmaActivation(file: string, cfg: Json): 'gelu_tanh' {
+  const act = cfg.hidden_activation ?? cfg.hidden_act ?? 'gelu_pytorch_tanh';
+  // gelu_new and gelu_fast are the same tanh approximation as gelu_pytorch_tanh
+  if (act === 'gelu_pytorch_tanh' || act === 'gelu_new' || act === 'gelu_fast') return 'gelu_tanh';
+  throw new SiftError(
+    'CHECKPOINT_UNSUPPORTED',
+    `${file}: hidden_activation ${JSON.stringify(act)} not supported for Gemma; supported: gelu_pytorch_tanh`,
+  );
 }
 
 function nonNegInt(file: string, cfg: Json, key: string): number {
@@ -329,7 +385,7 @@ function nonNegInt(file: string, cfg: Json, key: string): number {
  */
 export function parseModelConfig(json: unknown, file = 'config.json', generation?: unknown): ModelConfig {
   if (!isObject(json)) throw invalid(file, 'not a JSON object');
-  const cfg = json;
+  const cfg = withGemmaDefaults(json); // HF's defaults of the Gemma configs; a multimodal Gemma 3 as its text model
   const architecture = architectureOf(file, cfg);
   const hiddenSize = posInt(file, cfg, 'hidden_size');
   const intermediateSize = posInt(file, cfg, 'intermediate_size');
@@ -381,6 +437,16 @@ export function parseModelConfig(json: unknown, file = 'config.json', generation
   }
 
   const { slidingWindow, layerWindows } = slidingWindowsOf(file, cfg, architecture, numLayers);
+  const gemma = isGemma(architecture);
+  const optCap = (key: string) => {
+    const v = cfg[key];
+    return v === undefined || v === null ? null : posNumber(file, v, key);
+  };
+  const attnLogitSoftcap = gemma ? optCap('attn_logit_softcapping') : null;
+  const finalLogitSoftcap = gemma ? optCap('final_logit_softcapping') : null;
+  const queryPreAttnScalar = gemma ? posNumber(file, cfg.query_pre_attn_scalar, 'query_pre_attn_scalar') : headDim;
+  const localRopeTheta =
+    architecture === 'Gemma3ForCausalLM' ? posNumber(file, cfg.rope_local_base_freq, 'rope_local_base_freq') : null;
 
   return Object.freeze({
     architecture,
@@ -399,9 +465,17 @@ export function parseModelConfig(json: unknown, file = 'config.json', generation
     attentionBias,
     bosTokenId: bos.length ? bos[0] : null,
     eosTokenIds: Object.freeze(eos),
-    qkNorm: architecture === 'Qwen3ForCausalLM',
+    qkNorm: architecture === 'Qwen3ForCausalLM' || architecture === 'Gemma3ForCausalLM',
     slidingWindow,
     layerWindows: Object.freeze(layerWindows),
+    hiddenActivation: gemma ? gemmaActivation(file, cfg) : 'silu',
+    normUnitOffset: gemma,
+    scaleEmbeddings: gemma,
+    sandwichNorms: gemma,
+    queryPreAttnScalar,
+    attnLogitSoftcap,
+    finalLogitSoftcap,
+    localRopeTheta,
   });
 }
 

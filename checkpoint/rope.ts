@@ -88,11 +88,26 @@ export function ropeFrequencies(
 }
 
 /**
- * The attention softmax scale: 1 / sqrt(headDim), times the square of the RoPE attention factor (yarn, longrope),
- * since HF scales both cos and sin of q and k by it (q·k grows by its square).
+ * The attention softmax scale: 1 / sqrt(headDim) (Gemma: 1 / sqrt(query_pre_attn_scalar)), times the square of the
+ * RoPE attention factor (yarn, longrope), since HF scales both cos and sin of q and k by it (q·k grows by its
+ * square). Pass layerRopeConfig(c, layer) for a model whose layers rotate differently (Gemma 3).
  */
-export function attentionSoftmaxScale(c: Pick<ModelConfig, 'headDim' | 'ropeScaling'>): number {
+export function attentionSoftmaxScale(
+  c: Pick<ModelConfig, 'headDim' | 'ropeScaling'> & Partial<Pick<ModelConfig, 'queryPreAttnScalar'>>,
+): number {
   const s = c.ropeScaling;
   const f = s.type === 'yarn' || s.type === 'longrope' ? s.attentionFactor : 1;
-  return (f * f) / Math.sqrt(c.headDim);
+  return (f * f) / Math.sqrt(c.queryPreAttnScalar ?? c.headDim);
+}
+
+/**
+ * The RoPE of layer `li`: Gemma 3's sliding-window layers rotate with rope_local_base_freq and no scaling (HF's
+ * rotary_emb_local); every other layer (and every layer of other models) with ropeTheta and ropeScaling.
+ */
+export function layerRopeConfig<C extends Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'localRopeTheta' | 'layerWindows'>>(
+  c: C,
+  li: number,
+): C {
+  if (c.localRopeTheta === null || c.layerWindows[li] === 0) return c;
+  return { ...c, ropeTheta: c.localRopeTheta, ropeScaling: { type: 'none' } };
 }

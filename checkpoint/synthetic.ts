@@ -12,9 +12,16 @@ import path from 'node:path';
 import { encodeFromF32, type WeightDType } from '../util/dtype.js';
 import { Rng } from '../util/rng.js';
 import { checkpointLayout, EMBED_NAME, LM_HEAD_NAME } from './checkpoint.js';
-import type { ModelConfig } from './config.js';
-import { type Architecture, MODEL_TYPE, type RopeScaling } from './config.js';
+import {
+  type Architecture,
+  isGemma,
+  MODEL_TYPE,
+  type ModelConfig,
+  parseModelConfig,
+  type RopeScaling,
+} from './config.js';
 import { fusedSlices } from './fused.js';
+import { GEMMA3_MULTIMODAL } from './gemma.js';
 import { INDEX_FILE, SINGLE_FILE, type TensorToWrite, writeSafetensors } from './safetensors.js';
 
 export interface SyntheticOptions {
@@ -43,6 +50,18 @@ export interface SyntheticOptions {
    */
   slidingWindow?: number;
   windowFromLayer?: number;
+  /** Gemma 2/3: query_pre_attn_scalar (default head_dim) and the soft-caps (default none: null in config.json). */
+  queryPreAttnScalar?: number;
+  attnLogitSoftcap?: number;
+  finalLogitSoftcap?: number;
+  /** Gemma 3: rope_local_base_freq (default 10000) and sliding_window_pattern (default 6). */
+  ropeLocalTheta?: number;
+  slidingWindowPattern?: number;
+  /**
+   * Gemma 3: written as a multimodal checkpoint (Gemma3ForConditionalGeneration: the text config under
+   * text_config, its tensors under language_model.model., plus a stand-in vision tensor sift must ignore).
+   */
+  multimodal?: boolean;
   seed: number;
 }
 
@@ -91,6 +110,22 @@ export function syntheticConfigJson(o: SyntheticOptions): Record<string, unknown
     cfg.sliding_window = o.slidingWindow ?? null;
     cfg.max_window_layers = o.windowFromLayer ?? 0;
   }
+  if (isGemma(o.architecture)) {
+    // every key the family reads, none left to HF's defaults (tests/checkpoint cover the defaults)
+    cfg.head_dim = o.headDim ?? o.hidden / o.heads;
+    cfg.hidden_act = 'gelu_pytorch_tanh';
+    cfg.hidden_activation = 'gelu_pytorch_tanh';
+    cfg.rms_norm_eps = 1e-6;
+    cfg.attention_bias = false;
+    cfg.query_pre_attn_scalar = o.queryPreAttnScalar ?? cfg.head_dim;
+    cfg.sliding_window = o.slidingWindow ?? 4096;
+    cfg.attn_logit_softcapping = o.attnLogitSoftcap ?? null;
+    cfg.final_logit_softcapping = o.finalLogitSoftcap ?? null;
+    if (o.architecture === 'Gemma3ForCausalLM') {
+      cfg.rope_local_base_freq = o.ropeLocalTheta ?? 10000;
+      cfg.sliding_window_pattern = o.slidingWindowPattern ?? 6;
+    }
+  }
   const rs = o.ropeScaling ?? { type: 'none' };
   // Both spellings of the kind occur in the wild: older configs say `type`, newer `rope_type`.
   if (rs.type === 'linear') cfg.rope_scaling = { type: 'linear', factor: rs.factor };
@@ -125,6 +160,32 @@ export function syntheticConfigJson(o: SyntheticOptions): Record<string, unknown
   return cfg;
 }
 
+/**
+ * config.json as written: a multimodal Gemma 3 nests the text config under text_config (HF's Gemma3Config), with
+ * a stand-in vision config.
+ */
+function writtenConfigJson(o: SyntheticOptions): Record<string, unknown> {
+  const cfg = syntheticConfigJson(o);
+  if (!o.multimodal) return cfg;
+  const { architectures: _a, torch_dtype, bos_token_id, eos_token_id, tie_word_embeddings, ...text } = cfg;
+  return {
+    architectures: [GEMMA3_MULTIMODAL],
+    model_type: 'gemma3',
+    text_config: text,
+    vision_config: { model_type: 'siglip_vision_model', hidden_size: 8 },
+    bos_token_id,
+    eos_token_id,
+    tie_word_embeddings,
+    torch_dtype,
+  };
+}
+
+/** The stored name of tensor `name`: a multimodal Gemma 3 keeps its text model under language_model. */
+function storedName(o: SyntheticOptions, name: string): string {
+  const text = name.startsWith('model.') || name === LM_HEAD_NAME;
+  return o.multimodal && text ? `language_model.${name}` : name;
+}
+
 /** f32 values of one tensor, drawn from the stream of its role. */
 function tensorValues(o: SyntheticOptions, name: string, shape: readonly number[]): Float32Array {
   const n = shape.reduce((a, d) => a * d, 1);
@@ -134,7 +195,8 @@ function tensorValues(o: SyntheticOptions, name: string, shape: readonly number[
   const rng = new Rng(streamSeed(o.seed, role));
   if (name.endsWith('norm.weight')) {
     const w = rng.uniformArray(n, 0.1);
-    for (let i = 0; i < n; i++) w[i] += 1;
+    // Gemma's norms scale by (1 + w): w near 0
+    if (!isGemma(o.architecture)) for (let i = 0; i < n; i++) w[i] += 1;
     return w;
   }
   if (name.endsWith('.bias')) return rng.normalArray(n, o.biasStd ?? 0.2);
@@ -175,29 +237,9 @@ function storedLayout(o: SyntheticOptions): StoredTensor[] {
   return [...layout.filter((t) => t.name !== EMBED_NAME), { name: LM_HEAD_NAME, shape: embed.shape }];
 }
 
-/** The ModelConfig the written config.json parses to (only what checkpointLayout needs matters). */
+/** The ModelConfig the written config.json parses to. */
 function configForLayout(o: SyntheticOptions): ModelConfig {
-  return {
-    architecture: o.architecture,
-    hiddenSize: o.hidden,
-    intermediateSize: o.intermediate,
-    numLayers: o.layers,
-    numHeads: o.heads,
-    numKvHeads: o.kvHeads,
-    headDim: o.headDim ?? o.hidden / o.heads,
-    vocabSize: o.vocab,
-    rmsNormEps: 1e-5,
-    ropeTheta: o.ropeTheta ?? 10000,
-    ropeScaling: o.ropeScaling ?? { type: 'none' },
-    maxPositionEmbeddings: o.maxPositions ?? 2048,
-    tieWordEmbeddings: o.tie !== 'untied',
-    attentionBias: o.architecture === 'Qwen2ForCausalLM',
-    bosTokenId: BOS,
-    eosTokenIds: [EOS],
-    qkNorm: o.architecture === 'Qwen3ForCausalLM',
-    slidingWindow: null,
-    layerWindows: new Array(o.layers).fill(0),
-  };
+  return parseModelConfig(syntheticConfigJson(o));
 }
 
 /**
@@ -207,7 +249,10 @@ function configForLayout(o: SyntheticOptions): ModelConfig {
 export function writeSyntheticCheckpoint(dir: string, o: SyntheticOptions): void {
   if (o.vocab <= EOS) throw new Error(`synthetic checkpoint: vocab ${o.vocab} must exceed the eos id ${EOS}`);
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(syntheticConfigJson(o), null, 2)}\n`);
+  if (o.multimodal && o.architecture !== 'Gemma3ForCausalLM') {
+    throw new Error('synthetic checkpoint: multimodal is a Gemma 3 layout');
+  }
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(writtenConfigJson(o), null, 2)}\n`);
   fs.writeFileSync(
     path.join(dir, 'generation_config.json'),
     `${JSON.stringify({ bos_token_id: BOS, eos_token_id: EOS }, null, 2)}\n`,
@@ -225,11 +270,12 @@ export function writeSyntheticCheckpoint(dir: string, o: SyntheticOptions): void
     return out;
   };
   const make = (t: StoredTensor): TensorToWrite => ({
-    name: t.name,
+    name: storedName(o, t.name),
     dtype: o.dtype,
     shape: t.shape,
     data: encodeFromF32(values(t), o.dtype),
   });
+  if (o.multimodal) layout.push({ name: 'vision_tower.vision_model.stand_in.weight', shape: [2, 8] });
   const metadata = { format: 'pt' };
   if (!o.sharded) {
     writeSafetensors(path.join(dir, SINGLE_FILE), layout.map(make), metadata);
@@ -256,7 +302,7 @@ export function writeSyntheticCheckpoint(dir: string, o: SyntheticOptions): void
   groups.forEach((g, s) => {
     const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(nShards).padStart(5, '0')}.safetensors`;
     writeSafetensors(path.join(dir, file), g.map(make), metadata);
-    for (const t of g) weightMap[t.name] = file;
+    for (const t of g) weightMap[storedName(o, t.name)] = file;
   });
   fs.writeFileSync(
     path.join(dir, INDEX_FILE),
@@ -268,7 +314,8 @@ export function writeSyntheticCheckpoint(dir: string, o: SyntheticOptions): void
 
 /**
  * Tiny variants (hidden <= 96, 2-3 layers, vocab <= 300) covering each architecture x dtype, sharded and not,
- * tied both ways, GQA 1:1 and 4:1, a head_dim override, odd sizes and every RoPE scaling kind.
+ * tied both ways, GQA 1:1 and 4:1, a head_dim override, odd sizes, every RoPE scaling kind, sliding windows and
+ * Gemma 2/3 (soft-caps, query_pre_attn_scalar, local RoPE, a multimodal Gemma 3 layout).
  */
 export const SYNTHETIC_VARIANTS: readonly SyntheticVariant[] = Object.freeze([
   {
@@ -613,6 +660,82 @@ export const SYNTHETIC_VARIANTS: readonly SyntheticVariant[] = Object.freeze([
     vocab: 100,
     slidingWindow: 4,
     seed: 503,
+  },
+  {
+    name: 'gemma2-f32-gqa-softcap-window',
+    architecture: 'Gemma2ForCausalLM',
+    dtype: 'f32',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 64,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 16,
+    intermediate: 96,
+    vocab: 128,
+    slidingWindow: 6,
+    queryPreAttnScalar: 24,
+    attnLogitSoftcap: 1.5,
+    finalLogitSoftcap: 3,
+    seed: 601,
+  },
+  {
+    name: 'gemma2-bf16-mha-sharded-tied-lmhead',
+    architecture: 'Gemma2ForCausalLM',
+    dtype: 'bf16',
+    sharded: true,
+    tie: 'tied-lmhead',
+    hidden: 48,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    headDim: 12,
+    intermediate: 80,
+    vocab: 100,
+    slidingWindow: 5,
+    attnLogitSoftcap: 50,
+    finalLogitSoftcap: 30,
+    seed: 602,
+  },
+  {
+    name: 'gemma3-f16-gqa-qknorm-local-rope',
+    architecture: 'Gemma3ForCausalLM',
+    dtype: 'f16',
+    sharded: false,
+    tie: 'tied-embed',
+    hidden: 64,
+    layers: 3,
+    heads: 4,
+    kvHeads: 1,
+    headDim: 16,
+    intermediate: 112,
+    vocab: 128,
+    slidingWindow: 7,
+    slidingWindowPattern: 3,
+    ropeTheta: 1000000,
+    ropeLocalTheta: 10000,
+    ropeScaling: { type: 'linear', factor: 2 },
+    seed: 701,
+  },
+  {
+    name: 'gemma3-bf16-multimodal',
+    architecture: 'Gemma3ForCausalLM',
+    dtype: 'bf16',
+    sharded: true,
+    tie: 'tied-embed',
+    hidden: 48,
+    layers: 2,
+    heads: 2,
+    kvHeads: 1,
+    headDim: 24,
+    intermediate: 64,
+    vocab: 90,
+    slidingWindow: 4,
+    slidingWindowPattern: 2,
+    queryPreAttnScalar: 20,
+    multimodal: true,
+    seed: 702,
   },
 ]);
 

@@ -21,7 +21,7 @@
  */
 
 import type { ModelConfig } from '../../checkpoint/config.js';
-import { attentionSoftmaxScale } from '../../checkpoint/rope.js';
+import { attentionSoftmaxScale, layerRopeConfig } from '../../checkpoint/rope.js';
 import { SiftError } from '../../config/errors.js';
 import type { AttentionVariant } from '../../shaders/attention.js';
 import { type BlockSpan, blockDigestBytes } from '../../shaders/block_digest.js';
@@ -113,8 +113,12 @@ export class LayerAttention {
   /** What the last prepared step's attention reads (see StepAttentionReport). */
   lastReport: StepAttentionReport = { decodeTokens: [], prefillKeyBlocks: [] };
   readonly hasStreamingHeads: boolean;
-  /** Softmax scale of every attention kernel: 1/sqrt(headDim), times yarn's / longrope's attention factor squared. */
-  private readonly scale: number;
+  /**
+   * Per layer, what its attention kernels take beside the shapes: the softmax scale (1/sqrt(headDim), Gemma's
+   * query_pre_attn_scalar, times yarn's / longrope's attention factor squared), the sliding window (0: none) and
+   * Gemma 2's score soft-cap (0: none).
+   */
+  private readonly mods: { scale: number; window: number; softcap: number }[];
   /** Entries per row of the streaming table (sink pages + ring pages); 0 without streaming heads. */
   readonly streamingRowLength: number;
 
@@ -151,7 +155,11 @@ export class LayerAttention {
     private readonly inputs: StepInputs,
   ) {
     this.hasStreamingHeads = kv.layers.some((l) => l.numStreamingHeads > 0);
-    this.scale = attentionSoftmaxScale(c);
+    this.mods = c.layerWindows.map((window, li) => ({
+      scale: attentionSoftmaxScale(layerRopeConfig(c, li)),
+      window,
+      softcap: c.attnLogitSoftcap ?? 0,
+    }));
     this.streamingRowLength =
       this.hasStreamingHeads && opts.streaming ? opts.streaming.sinkPages + opts.streaming.ringPages : 0;
     if (this.hasStreamingHeads) {
@@ -288,9 +296,18 @@ export class LayerAttention {
     const S = layers.reduce((n, l) => n + l.numStreamingHeads, 0);
     const w = this.opts.streaming;
     const decodeTokens = Array.from({ length: D }, (_, i) => {
-      const ret = this.sparse?.lastTokensRead[i] ?? s.positions[i] + 1;
-      const str = S > 0 && w ? streamingKeysRead(s.positions[i], w.sinkTokens, w.localTokens) : 0;
-      return (R * ret + S * str) / (R + S);
+      const pos = s.positions[i];
+      const ret = this.sparse?.lastTokensRead[i] ?? pos + 1;
+      let sum = 0;
+      layers.forEach((l, li) => {
+        // a sliding-window layer reads at most its window
+        const win = this.mods[li].window;
+        sum += l.numRetrievalHeads * (win > 0 ? Math.min(ret, win) : ret);
+        if (l.numStreamingHeads > 0 && w) {
+          sum += l.numStreamingHeads * streamingKeysRead(pos, w.sinkTokens, w.localTokens, win);
+        }
+      });
+      return sum / (R + S);
     });
     // prefill rows follow the decode rows, one block-table row each; tokens [D, T) are theirs
     const lo = new Map<number, number>();
@@ -355,7 +372,7 @@ export class LayerAttention {
       localTokens: w.localTokens,
       sinkPages: w.sinkPages,
       ringPages: w.ringPages,
-      scale: this.scale,
+      ...this.mods[li],
       qHeadOffset: r * g,
       qRowHeads: c.numHeads,
       kvHeadOffset: r,
@@ -398,7 +415,7 @@ export class LayerAttention {
         digests: this.sparseLayers[li].digests,
         selection: this.sparseLayers[li].selection,
         out: b.out,
-        scale: this.scale,
+        ...this.mods[li],
       },
       D,
       reselect,
@@ -475,7 +492,7 @@ export class LayerAttention {
     const kv = this.kv.layers[li];
     const r = kv.numRetrievalHeads;
     const g = c.numHeads / c.numKvHeads;
-    const scale = this.scale;
+    const mods = this.mods[li];
     const pageSize = this.kv.pageSize;
     if (this.hasStreamingHeads) this.encodeStreaming(pass, a, li, b, T, this.inputs.binding('freshStart'));
     if (r === 0) return;
@@ -513,8 +530,9 @@ export class LayerAttention {
         headDim: c.headDim,
         pageSize,
         maxPagesPerSeq: M,
-        scale,
-        headModes: new Array(r).fill(this.blockSparse ? HeadMode.sparse : HeadMode.dense),
+        ...mods,
+        // a sliding-window layer is sparse already: its retrieval heads prefill dense within the window
+        headModes: new Array(r).fill(this.blockSparse && !mods.window ? HeadMode.sparse : HeadMode.dense),
       });
     }
     if (D > 0) this.encodeSparse(pass, a, li, b, D, this.sparse!.step.reselect);

@@ -80,6 +80,12 @@ export interface SparseLayerArgs {
    * of the buffers sized for cfg.numKvHeads.
    */
   numKvHeads?: number;
+  /**
+   * The layer's sliding window (0 / absent: none): page selection keeps only pages holding window tokens and the
+   * attention masks keys older than it; `softcap` caps the scores (Gemma 2).
+   */
+  window?: number;
+  softcap?: number;
 }
 
 interface StepPlan {
@@ -368,6 +374,7 @@ export class SparseDecodeAttention {
         numSelect: numRows,
         logicalPageSize: this.logicalPageSize,
         indirect: { buffer: inputs.buffer, score: argBase, select: argBase + 12 },
+        window: a.window,
         ...shape,
       });
     }
@@ -386,6 +393,8 @@ export class SparseDecodeAttention {
       pagesPerSplit: this.pagesPerSplit,
       scale: a.scale,
       indirect: { buffer: inputs.buffer, offset: argBase + 24 },
+      window: a.window,
+      softcap: a.softcap,
       ...shape,
     });
   }

@@ -48,7 +48,11 @@ export const SCORE_MODS = { window: 'u32', softcap: 'f32' } as const;
 export function scoreMods(kernel: string, a: ScoreMods): { window: number; softcap: number } {
   const window = a.window ?? 0;
   const softcap = a.softcap ?? 0;
-  check(kernel, Number.isInteger(window) && window >= 0 && window < 2 ** 32, `window=${window} must be an integer >= 0`);
+  check(
+    kernel,
+    Number.isInteger(window) && window >= 0 && window < 2 ** 32,
+    `window=${window} must be an integer >= 0`,
+  );
   check(kernel, Number.isFinite(softcap) && softcap >= 0, `softcap=${softcap} must be finite and >= 0`);
   return { window, softcap };
 }

@@ -298,3 +298,91 @@ test('loadModelConfig reads config.json and generation_config.json from a direct
   fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: -1 }));
   throwsNaming(() => loadModelConfig(dir), 'CHECKPOINT_INVALID', ['generation_config.json', 'eos_token_id']);
 });
+
+test('Gemma 2: HF defaults for omitted keys (head_dim 256, caps 50 / 30, alternating 4096 windows, tied)', () => {
+  const g = parseModelConfig({
+    architectures: ['Gemma2ForCausalLM'],
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 300,
+  });
+  assert.equal(g.headDim, 256);
+  assert.equal(g.queryPreAttnScalar, 256);
+  assert.equal(g.attnLogitSoftcap, 50);
+  assert.equal(g.finalLogitSoftcap, 30);
+  assert.deepEqual(g.layerWindows, [4096, 0, 4096, 0]);
+  assert.equal(g.slidingWindow, 4096);
+  assert.equal(g.tieWordEmbeddings, true);
+  assert.equal(g.rmsNormEps, 1e-6);
+  assert.equal(g.maxPositionEmbeddings, 8192);
+  assert.deepEqual([g.bosTokenId, g.eosTokenIds], [2, [1]]);
+  assert.ok(g.normUnitOffset && g.sandwichNorms && g.scaleEmbeddings && !g.qkNorm);
+  assert.equal(g.hiddenActivation, 'gelu_tanh');
+  // explicit nulls stay (HF: None); layer_types wins over the alternation; the 27B's scalar
+  const h = parseModelConfig({
+    ...base,
+    architectures: ['Gemma2ForCausalLM'],
+    attn_logit_softcapping: null,
+    final_logit_softcapping: null,
+    query_pre_attn_scalar: 144,
+    sliding_window: 8,
+    layer_types: ['full_attention', 'sliding_attention'],
+  });
+  assert.deepEqual([h.attnLogitSoftcap, h.finalLogitSoftcap, h.queryPreAttnScalar], [null, null, 144]);
+  assert.deepEqual(h.layerWindows, [0, 8]);
+  // Llama-family configs keep their own: 1/sqrt(headDim), SiLU, plain norms
+  const l = parseModelConfig(base);
+  assert.equal(l.queryPreAttnScalar, l.headDim);
+  assert.ok(!l.normUnitOffset && !l.sandwichNorms && !l.scaleEmbeddings && l.hiddenActivation === 'silu');
+  throwsNaming(
+    () => parseModelConfig({ ...base, architectures: ['Gemma2ForCausalLM'], hidden_activation: 'relu' }),
+    'CHECKPOINT_UNSUPPORTED',
+    ['config.json', 'hidden_activation', 'relu'],
+  );
+  throwsNaming(
+    () => parseModelConfig({ ...base, architectures: ['Gemma2ForCausalLM'], final_logit_softcapping: -1 }),
+    'CHECKPOINT_INVALID',
+    ['final_logit_softcapping'],
+  );
+});
+
+test('Gemma 3: sliding_window_pattern 6, rope_local_base_freq, and a multimodal config read as its text_config', () => {
+  const t = parseModelConfig({ ...base, architectures: ['Gemma3ForCausalLM'], num_hidden_layers: 12 });
+  assert.deepEqual(
+    t.layerWindows.map((w) => (w ? 1 : 0)),
+    [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0],
+  );
+  assert.equal(t.slidingWindow, 4096);
+  assert.deepEqual([t.ropeTheta, t.localRopeTheta], [1_000_000, 10000]);
+  assert.ok(t.qkNorm);
+  assert.deepEqual([t.attnLogitSoftcap, t.finalLogitSoftcap], [null, null]);
+  assert.equal(
+    parseModelConfig({ ...base, model_type: 'gemma3_text', architectures: undefined }).architecture,
+    'Gemma3ForCausalLM',
+  );
+  // google/gemma-3-4b-it's config.json: most of the text config left to Gemma3TextConfig's defaults
+  const mm = parseModelConfig({
+    architectures: ['Gemma3ForConditionalGeneration'],
+    model_type: 'gemma3',
+    eos_token_id: [1, 106],
+    text_config: {
+      hidden_size: 2560,
+      intermediate_size: 10240,
+      model_type: 'gemma3_text',
+      num_hidden_layers: 34,
+      rope_scaling: { factor: 8.0, rope_type: 'linear' },
+      sliding_window: 1024,
+    },
+    vision_config: { model_type: 'siglip_vision_model' },
+  });
+  assert.equal(mm.architecture, 'Gemma3ForCausalLM');
+  assert.deepEqual([mm.numHeads, mm.numKvHeads, mm.headDim, mm.vocabSize], [8, 4, 256, 262208]);
+  assert.deepEqual(mm.ropeScaling, { type: 'linear', factor: 8 });
+  assert.deepEqual(mm.eosTokenIds, [1, 106]);
+  assert.equal(mm.bosTokenId, 2);
+  assert.equal(mm.layerWindows.filter((w) => w === 1024).length, 34 - 5); // layers 5, 11, 17, 23, 29 global
+  assert.equal(mm.maxPositionEmbeddings, 131072);
+});

@@ -12,13 +12,7 @@ import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu
 import { Rng } from '../helpers/rng.js';
 import { emptyCache, makeSeqCache, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
 import { allDigestsRef, digestWordsRef } from '../reference/page_digest.js';
-import {
-  firstWindowPage,
-  keptCount,
-  pageScoresRef,
-  type SelectRow,
-  topPagesRef,
-} from '../reference/page_select.js';
+import { firstWindowPage, keptCount, pageScoresRef, type SelectRow, topPagesRef } from '../reference/page_select.js';
 
 // The GPU scores pages in f32, the reference in f64: a page may swap with the K-th one only when their scores are
 // this close (relative to the score's magnitude); everything else must match exactly.

@@ -320,7 +320,15 @@ test('sliding window in every mode: keys older than the window masked (NaN, neve
   const cases: [group: number, window: number, seqs: PrefillSeq[], pageSize: number][] = [
     [1, 5, [{ ctx: 0, fresh: 70 }], 16],
     [4, 37, [{ ctx: 130, fresh: 65 }], 32],
-    [8, 100, [{ ctx: 300, fresh: 130 }, { ctx: 20, fresh: 33 }], 64],
+    [
+      8,
+      100,
+      [
+        { ctx: 300, fresh: 130 },
+        { ctx: 20, fresh: 33 },
+      ],
+      64,
+    ],
   ];
   for (const [i, [group, window, seqs, pageSize]] of cases.entries()) {
     await runCase({ seed: 50 + i, group, headDim: 64, pageSize, seqs, window, dense: true, maxKeyTile: 8 << i });

@@ -3,34 +3,24 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ModelConfig } from '../../checkpoint/config.js';
+import { type ModelConfig, parseModelConfig } from '../../checkpoint/config.js';
 import { isSiftError } from '../../config/errors.js';
 import { bytesPerPage, kvBytesPerToken } from '../../kvcache/bytes.js';
 import { KvStorage } from '../../model/kv-storage.js';
 import { testGpu } from '../helpers/gpu.js';
 
 function modelConfig(numLayers: number, numKvHeads: number, headDim: number): ModelConfig {
-  return {
-    architecture: 'LlamaForCausalLM',
-    hiddenSize: numKvHeads * headDim,
-    intermediateSize: 4 * numKvHeads * headDim,
-    numLayers,
-    numHeads: numKvHeads,
-    numKvHeads,
-    headDim,
-    vocabSize: 32,
-    rmsNormEps: 1e-5,
-    ropeTheta: 10000,
-    ropeScaling: { type: 'none' },
-    maxPositionEmbeddings: 2048,
-    tieWordEmbeddings: true,
-    attentionBias: false,
-    bosTokenId: 1,
-    eosTokenIds: [2],
-    qkNorm: false,
-    slidingWindow: null,
-    layerWindows: new Array(numLayers).fill(0),
-  };
+  return parseModelConfig({
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: numKvHeads * headDim,
+    intermediate_size: 4 * numKvHeads * headDim,
+    num_hidden_layers: numLayers,
+    num_attention_heads: numKvHeads,
+    num_key_value_heads: numKvHeads,
+    head_dim: headDim,
+    vocab_size: 32,
+    tie_word_embeddings: true,
+  });
 }
 
 test('KvStorage bytes per token and page agree with kvcache/bytes.ts at 2 bytes per element', async () => {

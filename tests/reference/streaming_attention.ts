@@ -123,7 +123,17 @@ export function streamingAttentionRef(a: StreamingAttentionRefArgs): Float32Arra
       );
       const get = (f: Float32Array, c: Uint16Array) => (i: number, d: number) =>
         src[i].fresh ? f[src[i].o + d] : f16ToF32(c[src[i].o + d]);
-      softmaxAttend(a.q, qo, hd, a.scale, a.softcap ?? 0, keys.length, get(a.kFresh, a.kCache), get(a.vFresh, a.vCache), out);
+      softmaxAttend(
+        a.q,
+        qo,
+        hd,
+        a.scale,
+        a.softcap ?? 0,
+        keys.length,
+        get(a.kFresh, a.kCache),
+        get(a.vFresh, a.vCache),
+        out,
+      );
     }
   }
   return out;
