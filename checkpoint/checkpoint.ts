@@ -149,7 +149,7 @@ export function openCheckpoint(dir: string): Checkpoint {
           const link = readLink(abs);
           throw new SiftError(
             'CHECKPOINT_INVALID',
-            `${link?.file ?? abs}: tensor ${ggufTensorName(spec.name)} missing (sift's ${spec.name})`,
+            `${link?.file ?? abs}: tensor ${ggufTensorName(spec.name, link?.arch)} missing (sift's ${spec.name})`,
           );
         }
         const info = g.info(spec.name); // throws CHECKPOINT_UNSUPPORTED naming the tensor and its ggml type

@@ -11,6 +11,8 @@
  * biases when blk.0.attn_q.bias is present. A rope_freqs.weight tensor (Llama 3.1's frequency factors, baked in by
  * llama.cpp's converter) becomes rope_scaling longrope with equal short and long factors and attention factor 1,
  * which is exactly "divide each inverse frequency by its factor".
+ * gemma2 / gemma3 (llama.cpp's Gemma converters): norms stored as 1 + w, the attention output's norm as
+ * post_attention_norm, the MLP's as ffn_norm and post_ffw_norm; soft-caps and the rest as gemmaKeys says.
  */
 import { SiftError } from '../config/errors.js';
 import type { Architecture } from './config.js';
@@ -23,7 +25,15 @@ export const GGUF_ARCHITECTURES: Readonly<Record<string, Architecture>> = {
   mistral: 'MistralForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
   qwen3: 'Qwen3ForCausalLM',
+  gemma2: 'Gemma2ForCausalLM',
+  gemma3: 'Gemma3ForCausalLM',
 };
+
+/**
+ * Architectures whose converter stores every norm weight as 1 + w (llama.cpp's Gemma converters bake Gemma's
+ * (1 + w) into the weight): sift subtracts the 1 on read, so the tensors are HF's.
+ */
+export const UNIT_OFFSET_NORMS: ReadonlySet<string> = new Set(['gemma2', 'gemma3']);
 
 /**
  * Architectures whose converter stores q/k rows in interleaved-pair RoPE order (llama.cpp's LLAMA rope type):
@@ -31,65 +41,61 @@ export const GGUF_ARCHITECTURES: Readonly<Record<string, Architecture>> = {
  */
 const INTERLEAVED_QK: ReadonlySet<string> = new Set(['llama', 'mistral']);
 
-/** The GGUF tensor holding each HF tensor (layer tensors of layer i). */
-export function ggufTensorName(hfName: string): string | null {
-  const fixed: Record<string, string> = {
-    'model.embed_tokens.weight': 'token_embd.weight',
-    'model.norm.weight': 'output_norm.weight',
-    'lm_head.weight': 'output.weight',
-  };
-  if (fixed[hfName]) return fixed[hfName];
+/** Per-layer HF -> GGUF tensor names (llama.cpp's tensor map); post_attention_layernorm differs by family. */
+const LAYER_NAMES: readonly [hf: string, gguf: string][] = [
+  ['input_layernorm.weight', 'attn_norm.weight'],
+  ['self_attn.q_proj.weight', 'attn_q.weight'],
+  ['self_attn.k_proj.weight', 'attn_k.weight'],
+  ['self_attn.v_proj.weight', 'attn_v.weight'],
+  ['self_attn.q_proj.bias', 'attn_q.bias'],
+  ['self_attn.k_proj.bias', 'attn_k.bias'],
+  ['self_attn.v_proj.bias', 'attn_v.bias'],
+  ['self_attn.q_norm.weight', 'attn_q_norm.weight'],
+  ['self_attn.k_norm.weight', 'attn_k_norm.weight'],
+  ['self_attn.o_proj.weight', 'attn_output.weight'],
+  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
+  ['mlp.up_proj.weight', 'ffn_up.weight'],
+  ['mlp.down_proj.weight', 'ffn_down.weight'],
+];
+
+/** Gemma's four norms per layer: the attention output's norm, the MLP's input norm (ffn_norm) and its output's. */
+const GEMMA_NORMS: readonly [hf: string, gguf: string][] = [
+  ['post_attention_layernorm.weight', 'post_attention_norm.weight'],
+  ['pre_feedforward_layernorm.weight', 'ffn_norm.weight'],
+  ['post_feedforward_layernorm.weight', 'post_ffw_norm.weight'],
+];
+
+function layerNames(arch?: string): readonly [string, string][] {
+  const gemma = arch !== undefined && UNIT_OFFSET_NORMS.has(arch);
+  return [...LAYER_NAMES, ...(gemma ? GEMMA_NORMS : [['post_attention_layernorm.weight', 'ffn_norm.weight']])] as [
+    string,
+    string,
+  ][];
+}
+
+const FIXED_NAMES: Readonly<Record<string, string>> = {
+  'model.embed_tokens.weight': 'token_embd.weight',
+  'model.norm.weight': 'output_norm.weight',
+  'lm_head.weight': 'output.weight',
+};
+
+/** The GGUF tensor holding each HF tensor (layer tensors of layer i) in a file of general.architecture `arch`. */
+export function ggufTensorName(hfName: string, arch?: string): string | null {
+  if (FIXED_NAMES[hfName]) return FIXED_NAMES[hfName];
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
   if (!m) return null;
-  const per: Record<string, string> = {
-    'input_layernorm.weight': 'attn_norm.weight',
-    'self_attn.q_proj.weight': 'attn_q.weight',
-    'self_attn.k_proj.weight': 'attn_k.weight',
-    'self_attn.v_proj.weight': 'attn_v.weight',
-    'self_attn.q_proj.bias': 'attn_q.bias',
-    'self_attn.k_proj.bias': 'attn_k.bias',
-    'self_attn.v_proj.bias': 'attn_v.bias',
-    'self_attn.q_norm.weight': 'attn_q_norm.weight',
-    'self_attn.k_norm.weight': 'attn_k_norm.weight',
-    'self_attn.o_proj.weight': 'attn_output.weight',
-    'post_attention_layernorm.weight': 'ffn_norm.weight',
-    'mlp.gate_proj.weight': 'ffn_gate.weight',
-    'mlp.up_proj.weight': 'ffn_up.weight',
-    'mlp.down_proj.weight': 'ffn_down.weight',
-  };
-  return per[m[2]] ? `blk.${m[1]}.${per[m[2]]}` : null;
+  const hit = layerNames(arch).find(([hf]) => hf === m[2]);
+  return hit ? `blk.${m[1]}.${hit[1]}` : null;
 }
 
 /** The HF name of a GGUF tensor sift maps (the inverse of ggufTensorName), or null. */
-export function hfTensorName(ggufName: string): string | null {
-  const fixed: Record<string, string> = {
-    'token_embd.weight': 'model.embed_tokens.weight',
-    'output_norm.weight': 'model.norm.weight',
-    'output.weight': 'lm_head.weight',
-  };
-  if (fixed[ggufName]) return fixed[ggufName];
+export function hfTensorName(ggufName: string, arch?: string): string | null {
+  const fixed = Object.entries(FIXED_NAMES).find(([, g]) => g === ggufName);
+  if (fixed) return fixed[0];
   const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
   if (!m) return null;
-  for (const hf of [
-    'input_layernorm.weight',
-    'self_attn.q_proj.weight',
-    'self_attn.k_proj.weight',
-    'self_attn.v_proj.weight',
-    'self_attn.q_proj.bias',
-    'self_attn.k_proj.bias',
-    'self_attn.v_proj.bias',
-    'self_attn.q_norm.weight',
-    'self_attn.k_norm.weight',
-    'self_attn.o_proj.weight',
-    'post_attention_layernorm.weight',
-    'mlp.gate_proj.weight',
-    'mlp.up_proj.weight',
-    'mlp.down_proj.weight',
-  ]) {
-    const full = `model.layers.${m[1]}.${hf}`;
-    if (ggufTensorName(full) === ggufName) return full;
-  }
-  return null;
+  const hit = layerNames(arch).find(([, g]) => g === m[2]);
+  return hit ? `model.layers.${m[1]}.${hit[0]}` : null;
 }
 
 export interface GgufModelDescription {
@@ -159,11 +165,38 @@ export function ggufModelDescription(g: GgufFile): GgufModelDescription {
     config.sliding_window = g.count(k('attention.sliding_window'));
     if (architecture === 'Qwen2ForCausalLM') config.use_sliding_window = true;
   }
+  if (UNIT_OFFSET_NORMS.has(arch)) Object.assign(config, gemmaKeys(g, arch, config));
   const addBos = g.boolean('tokenizer.ggml.add_bos_token') ?? g.string('tokenizer.ggml.model') === 'llama';
   const bos = g.metadata.get('tokenizer.ggml.bos_token_id');
   config.bos_token_id = addBos && bos !== undefined ? g.number('tokenizer.ggml.bos_token_id') : null;
   config.eos_token_id = stopTokenIds(g);
   return { arch, config, interleavedQk: INTERLEAVED_QK.has(arch) };
+}
+
+/**
+ * The Gemma config keys a GGUF file leaves implicit, as llama.cpp reads them: A.attn_logit_softcapping and
+ * A.final_logit_softcapping (absent: none); query_pre_attn_scalar by model size (the 27B models, 46 layers for
+ * Gemma 2 and 62 for Gemma 3, scale by hidden / heads, the others by the head size); Gemma 3's sliding layers five
+ * of every six with RoPE base 10000 (llama.cpp fixes both).
+ */
+function gemmaKeys(g: GgufFile, arch: string, config: Record<string, unknown>): Record<string, unknown> {
+  const k = (s: string) => `${arch}.${s}`;
+  const cap = (key: string) => (g.metadata.has(k(key)) ? g.number(k(key)) : null);
+  const layers = config.num_hidden_layers as number;
+  const big = arch === 'gemma2' ? layers === 46 : layers === 62;
+  const out: Record<string, unknown> = {
+    hidden_activation: 'gelu_pytorch_tanh',
+    query_pre_attn_scalar: big
+      ? (config.hidden_size as number) / (config.num_attention_heads as number)
+      : config.head_dim,
+    attn_logit_softcapping: cap('attn_logit_softcapping'),
+    final_logit_softcapping: cap('final_logit_softcapping'),
+  };
+  if (arch === 'gemma3') {
+    out.rope_local_base_freq = 10000;
+    out.sliding_window_pattern = 6;
+  }
+  return out;
 }
 
 /** tokenizer.ggml.eos_token_id, then the end-of-turn / end-of-message ids where present. */

@@ -12,13 +12,13 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SiftError } from '../config/errors.js';
-import { decodeToF32, type WeightDType } from '../util/dtype.js';
+import { decodeToF32, encodeFromF32, type WeightDType } from '../util/dtype.js';
 import { dequantize, permuteQuantizedRows, type QuantizedMatrix } from '../util/quant.js';
 import { type Checkpoint, type CheckpointTensorInfo, openCheckpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { isGgmlQuantized, repackGgml } from './ggml.js';
 import { GgufFile, type GgufTensor } from './gguf.js';
-import { ggufModelDescription, ggufTensorName, hfTensorName } from './gguf-config.js';
+import { ggufModelDescription, ggufTensorName, hfTensorName, UNIT_OFFSET_NORMS } from './gguf-config.js';
 import { ggufTokenizerFiles } from './gguf-tokenizer.js';
 import { writeModelDirAtomically } from './model-dir.js';
 import { modelsDir } from './models.js';
@@ -144,7 +144,7 @@ export function ggufCheckpoint(dir: string, config: ModelConfig): Checkpoint {
   const g = GgufFile.reopen(link.file, link.version, link.alignment, tensors);
   try {
     const gname = (hf: string): string => {
-      const n = ggufTensorName(hf);
+      const n = ggufTensorName(hf, link.arch);
       if (!n || !g.has(n))
         throw new SiftError('CHECKPOINT_INVALID', `${link.file}: tensor ${n ?? hf} missing (for ${hf})`);
       return n;
@@ -175,6 +175,13 @@ export function ggufCheckpoint(dir: string, config: ModelConfig): Checkpoint {
         throw new SiftError('INTERNAL', `${link.file}: tensor ${n} is ${type}; read it with readQuantized`);
       }
       const bytes = g.read(n);
+      if (UNIT_OFFSET_NORMS.has(link.arch) && hf.endsWith('norm.weight')) {
+        // llama.cpp stored Gemma's norm as 1 + w: give back HF's w
+        const dtype = DENSE[type];
+        const w = decodeToF32(bytes, dtype);
+        for (let i = 0; i < w.length; i++) w[i] -= 1;
+        return encodeFromF32(w, dtype);
+      }
       const order = rowOrder(hf);
       return order ? permuteRows(bytes, order) : bytes;
     };
@@ -195,7 +202,7 @@ export function ggufCheckpoint(dir: string, config: ModelConfig): Checkpoint {
       return decodeToF32(read(hf), i.dtype);
     };
     const tensorNames = Object.freeze(
-      [...g.tensors.keys()].map((n) => hfTensorName(n)).filter((n): n is string => n !== null),
+      [...g.tensors.keys()].map((n) => hfTensorName(n, link.arch)).filter((n): n is string => n !== null),
     );
     return {
       dir,
@@ -204,7 +211,7 @@ export function ggufCheckpoint(dir: string, config: ModelConfig): Checkpoint {
       embeddingName: 'model.embed_tokens.weight',
       lmHeadName: config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
       has: (hf) => {
-        const n = ggufTensorName(hf);
+        const n = ggufTensorName(hf, link.arch);
         return n !== null && g.has(n);
       },
       info,

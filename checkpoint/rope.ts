@@ -104,10 +104,9 @@ export function attentionSoftmaxScale(
  * The RoPE of layer `li`: Gemma 3's sliding-window layers rotate with rope_local_base_freq and no scaling (HF's
  * rotary_emb_local); every other layer (and every layer of other models) with ropeTheta and ropeScaling.
  */
-export function layerRopeConfig<C extends Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'localRopeTheta' | 'layerWindows'>>(
-  c: C,
-  li: number,
-): C {
+export function layerRopeConfig<
+  C extends Pick<ModelConfig, 'ropeTheta' | 'ropeScaling' | 'localRopeTheta' | 'layerWindows'>,
+>(c: C, li: number): C {
   if (c.localRopeTheta === null || c.layerWindows[li] === 0) return c;
   return { ...c, ropeTheta: c.localRopeTheta, ropeScaling: { type: 'none' } };
 }

@@ -98,6 +98,63 @@ test('an F32 GGUF twin loads to the same config and the same tensors, bit for bi
   }
 });
 
+test('Gemma 2 / 3 GGUF twins: norms stored as 1 + w come back as w; caps, windows and local RoPE as the HF twin', async () => {
+  // Sizes where llama.cpp's query_pre_attn_scalar rule (head size below the 27B models) equals the HF config's.
+  const gemma: Partial<SyntheticOptions> = {
+    tie: 'tied-embed',
+    hidden: 64,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 32,
+    intermediate: 96,
+    vocab: 300,
+    slidingWindow: 5,
+  };
+  for (const [o, arch] of [
+    [{ ...gemma, architecture: 'Gemma2ForCausalLM', attnLogitSoftcap: 1.5, finalLogitSoftcap: 4 }, 'gemma2'],
+    [
+      {
+        ...gemma,
+        architecture: 'Gemma3ForCausalLM',
+        slidingWindowPattern: 6,
+        ropeTheta: 1000000,
+        ropeScaling: { type: 'linear', factor: 8 },
+      },
+      'gemma3',
+    ],
+  ] as const) {
+    const extra: Record<string, GgufKv> =
+      arch === 'gemma3'
+        ? { 'gemma3.rope.scaling.type': kv.str('linear'), 'gemma3.rope.scaling.factor': kv.f32(8) }
+        : {};
+    const t = twin(o, () => 'F32', arch, extra);
+    assert.ok(t.tensors.some((x) => x.name === 'blk.0.post_ffw_norm.weight'));
+    assert.ok(t.tensors.some((x) => x.name === 'blk.1.post_attention_norm.weight'));
+    const dir = await prepareGgufModel(t.file, { modelsDir: scratchDir('models') });
+    const g = openCheckpoint(dir);
+    const h = openCheckpoint(t.hfDir);
+    assert.deepEqual(
+      { ...g.config, eosTokenIds: [...g.config.eosTokenIds] },
+      {
+        ...h.config,
+        eosTokenIds: [2],
+        rmsNormEps: Math.fround(h.config.rmsNormEps),
+        attnLogitSoftcap: h.config.attnLogitSoftcap === null ? null : Math.fround(h.config.attnLogitSoftcap),
+      },
+      arch,
+    );
+    for (const spec of checkpointLayout(h.config)) {
+      // (1 + w) - 1 in f32: w back to within one rounding of 1 + w
+      assertClose(g.readF32(spec.name), h.readF32(spec.name), { atol: 1e-7, rtol: 0 }, `${arch} ${spec.name}`);
+    }
+    const ids = [1, 5, 9, 40, 7, 8, 120];
+    assertClose(referenceForward(g, ids), referenceForward(h, ids), { atol: 1e-5, rtol: 1e-5 }, `${arch} logits`);
+    g.close();
+    h.close();
+  }
+});
+
 test('quantized GGUF twins (Q8_0, Q4_0, Q4_K + Q6_K) load as q8/q4 and stay within quantization error', async () => {
   const mixes: [string, (hf: string) => GgufWriteType, number][] = [
     ['Q8_0', () => 'Q8_0', 0.02],

@@ -284,8 +284,8 @@ export interface TwinOptions {
   metadata?: Record<string, GgufKv>;
 }
 
-/** GGUF tensor name of an HF tensor name. */
-export function twinName(hf: string): string {
+/** GGUF tensor name of an HF tensor name, written out here apart from checkpoint/gguf-config.ts (llama.cpp's map). */
+export function twinName(hf: string, arch = 'llama'): string {
   const fixed: Record<string, string> = {
     'model.embed_tokens.weight': 'token_embd.weight',
     'model.norm.weight': 'output_norm.weight',
@@ -294,6 +294,7 @@ export function twinName(hf: string): string {
   if (fixed[hf]) return fixed[hf];
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hf);
   if (!m) throw new Error(`no GGUF name for ${hf}`);
+  const gemma = arch === 'gemma2' || arch === 'gemma3';
   const per: Record<string, string> = {
     'input_layernorm.weight': 'attn_norm.weight',
     'self_attn.q_proj.weight': 'attn_q.weight',
@@ -305,7 +306,9 @@ export function twinName(hf: string): string {
     'self_attn.q_norm.weight': 'attn_q_norm.weight',
     'self_attn.k_norm.weight': 'attn_k_norm.weight',
     'self_attn.o_proj.weight': 'attn_output.weight',
-    'post_attention_layernorm.weight': 'ffn_norm.weight',
+    'post_attention_layernorm.weight': gemma ? 'post_attention_norm.weight' : 'ffn_norm.weight',
+    'pre_feedforward_layernorm.weight': 'ffn_norm.weight',
+    'post_feedforward_layernorm.weight': 'post_ffw_norm.weight',
     'mlp.gate_proj.weight': 'ffn_gate.weight',
     'mlp.up_proj.weight': 'ffn_up.weight',
     'mlp.down_proj.weight': 'ffn_down.weight',
@@ -325,6 +328,17 @@ function interleaveRows(x: Float32Array, nHeads: number, headDim: number, cols: 
       }
     }
   }
+  return out;
+}
+
+/** The gemma2 / gemma3 keys llama.cpp's converter writes: the window and, where set, the soft-caps. */
+function gemmaTwinKeys(ckpt: Checkpoint, a: string): Record<string, GgufKv> {
+  if (a !== 'gemma2' && a !== 'gemma3') return {};
+  const c = ckpt.config;
+  const out: Record<string, GgufKv> = {};
+  if (c.slidingWindow !== null) out[`${a}.attention.sliding_window`] = kv.u32(c.slidingWindow);
+  if (c.attnLogitSoftcap !== null) out[`${a}.attn_logit_softcapping`] = kv.f32(c.attnLogitSoftcap);
+  if (c.finalLogitSoftcap !== null) out[`${a}.final_logit_softcapping`] = kv.f32(c.finalLogitSoftcap);
   return out;
 }
 
@@ -349,6 +363,7 @@ export function ggufTwin(
     [`${a}.rope.dimension_count`]: kv.u32(c.headDim),
     [`${a}.attention.layer_norm_rms_epsilon`]: kv.f32(c.rmsNormEps),
     [`${a}.rope.freq_base`]: kv.f32(c.ropeTheta),
+    ...gemmaTwinKeys(ckpt, a),
     ...o.tokenizer,
     ...o.metadata,
   };
@@ -364,9 +379,11 @@ export function ggufTwin(
       const heads = hf.includes('q_proj') ? c.numHeads : c.numKvHeads;
       values = vector ? interleaveRows(values, heads, c.headDim, 1) : interleaveRows(values, heads, c.headDim, cols);
     }
+    // llama.cpp's Gemma converters store every norm as 1 + w
+    if ((a === 'gemma2' || a === 'gemma3') && hf.endsWith('norm.weight')) values = values.map((x) => x + 1);
     const type = vector ? 'F32' : o.typeOf(hf);
     tensors.push({
-      name: twinName(hf),
+      name: twinName(hf, a),
       type,
       dims: vector ? [cols] : [cols, rows],
       data: encodeGgml(type, values, rows, cols),

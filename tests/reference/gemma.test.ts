@@ -222,7 +222,10 @@ test('soft-capping: logits stay inside the final cap and a huge attention cap ch
   const peak = capped.reduce((m, z) => Math.max(m, Math.abs(z)), 0);
   assert.ok(peak < cap && peak > 0.6 * cap, `|logit| max ${peak} must approach but stay under the cap ${cap}`);
   const uncapped = logits(write({ ...GEMMA2, finalLogitSoftcap: undefined }), tokens);
-  assert.ok(uncapped.some((z) => Math.abs(z) > cap), 'without the cap some logit passes it');
+  assert.ok(
+    uncapped.some((z) => Math.abs(z) > cap),
+    'without the cap some logit passes it',
+  );
   const bigAttn = logits(write({ ...GEMMA2, attnLogitSoftcap: 1e9 }), tokens);
   const noAttn = logits(write({ ...GEMMA2, attnLogitSoftcap: undefined }), tokens);
   assertClose(bigAttn, noAttn, { atol: 1e-9, rtol: 1e-9 }, 'a cap of 1e9 is no cap');
