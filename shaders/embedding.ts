@@ -20,6 +20,7 @@ const PARAMS = defineParams('embedding', {
   zeroFill: 'u32',
   groupBlocks: 'u32',
   groupsPerRow: 'u32',
+  scale: 'f32',
 });
 
 export interface EmbeddingArgs {
@@ -27,6 +28,8 @@ export interface EmbeddingArgs {
   table: GpuWeight; // (vocab, hidden)
   out: Binding; // (T, hidden) f32
   T: number;
+  /** Multiplies every row (Gemma: sqrt(hidden) rounded to the table's dtype); default 1. */
+  scale?: number;
 }
 
 export class EmbeddingKernel {
@@ -67,6 +70,7 @@ export class EmbeddingKernel {
         zeroFill: i === 0 ? 1 : 0,
         groupBlocks: quant?.groupBlocks ?? 1,
         groupsPerRow: quant?.groupsPerRow ?? 1,
+        scale: a.scale ?? 1,
       });
       const bindings: Binding[] = [a.ids, c.buffer, a.out, u];
       if (c.scales) bindings.push(c.scales);

@@ -1,4 +1,5 @@
-// Embedding gather: out[t, :] = table[ids[t], :] as f32; ids >= vocab give a row of zeros.
+// Embedding gather: out[t, :] = table[ids[t], :] as f32, times scale (Gemma's sqrt(hidden); else 1); ids >= vocab give
+// a row of zeros.
 // One dispatch per table row chunk: a token's row is written by the chunk that holds its id (the zero rows of
 // out-of-range ids by the dispatch with zeroFill set), so every element of out is written exactly once.
 // One workgroup per token (spread over workgroup_id x and y); invocations stride over the hidden columns.
@@ -18,7 +19,7 @@ struct Params {
   zeroFill: u32,   // 1: this dispatch also writes the zero rows of ids >= vocab
   groupBlocks: u32,   // Q8/Q4: 8-column blocks per scale group
   groupsPerRow: u32,  // Q8/Q4: scale groups per row
-  _pad0: u32,
+  scale: f32,         // multiplies every element (1: none)
   _pad1: u32,
   _pad2: u32,
 }
@@ -114,14 +115,14 @@ fn main(
     var v = Block8(vec4<f32>(0.0), vec4<f32>(0.0));
     if (inChunk) { v = rowBlock(id - p.firstRow, blk); }
     for (var k = 0u; k < 8u && blk * 8u + k < p.hidden; k++) {
-      out[base + blk * 8u + k] = select(v.hi[k & 3u], v.lo[k & 3u], k < 4u);
+      out[base + blk * 8u + k] = select(v.hi[k & 3u], v.lo[k & 3u], k < 4u) * p.scale;
     }
   }
 //#else
   for (var c = lid; c < p.hidden; c += WG) {
     var v = 0.0;
     if (inChunk) { v = element(id - p.firstRow, c); }
-    out[base + c] = v;
+    out[base + c] = v * p.scale;
   }
 //#endif
 }

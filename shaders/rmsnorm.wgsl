@@ -1,4 +1,5 @@
 // RMSNorm over rows: out[t, i] = x[t, i] / sqrt(mean_j x[t, j]^2 + eps) * weight[i]
+// ACC: out[t, i] += that instead (Gemma's post-attention / post-feedforward norm straight into the residual stream).
 // One workgroup per row; threads stride over the row, then reduce in workgroup memory.
 
 override WG: u32 = 64;
@@ -35,6 +36,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let inv = inverseSqrt(partial[0] / f32(p.n) + p.eps);
   for (var i = lid; i < p.n; i += WG) {
+//#if ACC
+    out[base + i] += x[base + i] * inv * weight[i];
+//#else
     out[base + i] = x[base + i] * inv * weight[i];
+//#endif
   }
 }

@@ -29,3 +29,37 @@ test('rmsnorm matches the reference on seeded random shapes', async () => {
     assertClose(got, rmsnormRef(x, w, rows, n, eps), { atol: 1e-5, rtol: 1e-4 }, `rmsnorm seed=${seed} (${rows}x${n})`);
   }
 });
+
+test('rmsnorm with accumulate adds the normed rows into out (Gemma sandwich norms)', async () => {
+  const gpu = await testGpu();
+  const k = new RmsNormKernel(gpu);
+  const arena = new UniformArena(gpu);
+  for (let seed = 11; seed <= 14; seed++) {
+    const rng = new Rng(seed);
+    const rows = rng.int(1, 9);
+    const n = rng.pick([5, 64, 97, 300]);
+    const x = rng.normalArray(rows * n, 3);
+    const w = rng.uniformArray(n, 1.5);
+    const h = rng.normalArray(rows * n);
+    const out = f32Buffer(gpu, h);
+    arena.reset();
+    gpu.run(
+      (pass) =>
+        k.encode(pass, arena, {
+          x: f32Buffer(gpu, x),
+          weight: f32Buffer(gpu, w),
+          out,
+          rows,
+          n,
+          eps: 1e-6,
+          accumulate: true,
+        }),
+      arena,
+    );
+    const got = await gpu.readF32(out, rows * n);
+    assertNoGpuErrors(gpu);
+    const normed = rmsnormRef(x, w, rows, n, 1e-6);
+    const want = h.map((v, i) => v + normed[i]);
+    assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, `rmsnorm accumulate seed=${seed} (${rows}x${n})`);
+  }
+});
