@@ -8,8 +8,9 @@
  *     qkv = rmsnorm(h) @ Wqkv (norm folded into the matmul) -> rope_kv_write (RoPE, KV write, the decode tokens'
  *     page digests) -> [page_score, page_select] -> sparse_decode + reduce -> h += attn @ Wo
  *     -> act = swiglu(rmsnorm(h) @ Wgate_up) -> h += act @ Wdown
- *   (+2 for Qwen3's q/k head norm before rope_kv_write, +1 for the key-block digests of block-sparse prefill), then
- *   logits = rmsnorm(h) @ Wlm_head and the sampler. The dispatches are captured once per batch size (model/
+ *   (+2 for Qwen3's and Gemma 3's q/k head norm before rope_kv_write, +1 for the key-block digests of block-sparse
+ *   prefill; Gemma: the MLP's gate is GeGLU, and o and down write xn, then h += rmsnorm(xn) (+2): its norms around
+ *   attention and MLP), then logits = rmsnorm(h) @ Wlm_head [-> Gemma 2's logit soft-cap] and the sampler. The dispatches are captured once per batch size (model/
  *   decode-graph.ts) and replayed: a step writes its inputs (one writeBuffer, plus the block table's changed span),
  *   replays, copies the sampled token ids (4 bytes a sequence) back, and creates nothing.
  * - prefill (any step with prompt tokens, or a layer tap): per layer rmsnorm -> qkv [-> q/k head norm]
@@ -19,11 +20,12 @@
  *   are the tiled GEMM (shaders/matmul_tiled.wgsl) with the same fusions. Encoded per step (bind groups per
  *   dispatch; prefill is device-bound).
  */
-import { ropeFrequencies } from '../checkpoint/rope.js';
+import { layerRopeConfig, ropeFrequencies } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
 import { HeadRmsNormKernel } from '../shaders/head_rmsnorm.js';
+import { LogitSoftcapKernel } from '../shaders/logit_softcap.js';
 import { MatmulKernel } from '../shaders/matmul.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
 import { RopeKvWriteKernel } from '../shaders/rope_kv_write.js';
@@ -149,9 +151,12 @@ export class ForwardPass {
     sample: SampleKernel;
     /** Qwen3's per-head q/k RMSNorm (null for models without it). */
     headNorm: HeadRmsNormKernel | null;
+    /** Gemma 2's final logit soft-cap (null for models without it). */
+    logitCap: LogitSoftcapKernel | null;
   };
   private readonly b: Record<string, GPUBuffer> = {};
-  private readonly invFreq: GPUBuffer;
+  /** Per layer, its RoPE inverse frequencies (headDim / 2) f32: one buffer, or Gemma 3's global and local two. */
+  private readonly invFreq: GPUBuffer[];
   /** (max(T, R)) u32 0, 1, 2, ...: the token rows of a decode step, its logit rows and fresh-token starts. */
   private readonly identity: GPUBuffer;
   private readonly graphs: DecodeGraphs;
@@ -181,6 +186,7 @@ export class ForwardPass {
       gather: new GatherRowsKernel(gpu),
       sample: new SampleKernel(gpu),
       headNorm: c.qkNorm ? new HeadRmsNormKernel(gpu) : null,
+      logitCap: c.finalLogitSoftcap ? new LogitSoftcapKernel(gpu) : null,
     };
     const T = this.maxBatchTokens;
     const R = this.maxLogitRows;
@@ -206,8 +212,15 @@ export class ForwardPass {
       f('v', T * kvDim * 4); // (T, kvHeads, headDim)
     }
     // Sequence-length-dependent scalings (dynamic, longrope) are fixed for the longest sequence the block table holds.
-    const rope = ropeFrequencies(c, this.maxPagesPerSeq * kv.pageSize);
-    this.invFreq = gpu.upload('rope.invFreq', Float32Array.from(rope.invFreq));
+    // Gemma 3's sliding layers rotate with their own base (layerRopeConfig): one buffer per distinct RoPE.
+    const byRope = new Map<string, GPUBuffer>();
+    this.invFreq = c.layerWindows.map((_, li) => {
+      const inv = Float32Array.from(ropeFrequencies(layerRopeConfig(c, li), this.maxPagesPerSeq * kv.pageSize).invFreq);
+      const key = inv.join(',');
+      let buf = byRope.get(key);
+      if (!buf) byRope.set(key, (buf = gpu.upload(`rope.invFreq.${byRope.size}`, inv)));
+      return buf;
+    });
     this.identity = gpu.upload(
       'identity',
       Uint32Array.from({ length: Math.max(T, R) }, (_, i) => i),
@@ -452,7 +465,7 @@ export class ForwardPass {
       blockTable: this.table.buffer,
       tokenSeq: seq,
       positions: pos,
-      invFreq: this.invFreq,
+      invFreq: this.invFreq[li],
       T,
       numHeads: c.numHeads,
       numKvHeads: c.numKvHeads,
@@ -515,7 +528,7 @@ export class ForwardPass {
     const ids = this.inputs.binding('dTokens');
     const pos = this.inputs.binding('dPositions');
     const seq: Binding = { buffer: this.identity, size: D * 4 }; // decode row i holds token i
-    k.embed.encode(pass, a, { ids, table: this.w.embed, out: b.h, T: D });
+    k.embed.encode(pass, a, { ids, table: this.w.embed, out: b.h, T: D, scale: this.w.embedScale });
     for (let li = 0; li < c.numLayers; li++) {
       const L = this.w.layers[li];
       this.encodeQkv(pass, a, li, b.h, D, { weight: L.attnNorm, eps });
@@ -530,9 +543,10 @@ export class ForwardPass {
         reselect,
         this.identity,
       );
-      k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.h, T: D, accumulate: true });
-      k.matmul.encode(pass, a, { x: b.h, w: L.gateUp, out: b.act, T: D, norm: { weight: L.mlpNorm, eps }, glu: true });
-      k.matmul.encode(pass, a, { x: b.act, w: L.down, out: b.h, T: D, accumulate: true });
+      this.encodeResidual(pass, a, b.attn, L.o, L.attnOutNorm, D);
+      const glu = this.glu;
+      k.matmul.encode(pass, a, { x: b.h, w: L.gateUp, out: b.act, T: D, norm: { weight: L.mlpNorm, eps }, glu });
+      this.encodeResidual(pass, a, b.act, L.down, L.mlpOutNorm, D);
     }
     k.matmul.encode(pass, a, {
       x: b.h,
@@ -541,6 +555,7 @@ export class ForwardPass {
       T: D,
       norm: { weight: this.w.finalNorm, eps },
     });
+    this.encodeLogitCap(pass, a, D);
     this.encodeSample(pass, a, D);
   }
 
@@ -561,7 +576,13 @@ export class ForwardPass {
     const hidden = c.hiddenSize;
     const seq = this.inputs.binding('seq');
     const pos = this.inputs.binding('pos');
-    k.embed.encode(pass, a, { ids: this.inputs.binding('ids'), table: this.w.embed, out: b.h, T });
+    k.embed.encode(pass, a, {
+      ids: this.inputs.binding('ids'),
+      table: this.w.embed,
+      out: b.h,
+      T,
+      scale: this.w.embedScale,
+    });
     for (let li = 0; li < c.numLayers; li++) {
       const L = this.w.layers[li];
       k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps });
@@ -579,10 +600,10 @@ export class ForwardPass {
         pos,
       });
       tap?.(pass, a, li, { q: b.q, kCache: this.kv.layers[li].k, blockTable: table, tokenSeq: seq, positions: pos, T });
-      k.matmul.encode(pass, a, { x: b.attn, w: L.o, out: b.h, T, accumulate: true });
+      this.encodeResidual(pass, a, b.attn, L.o, L.attnOutNorm, T);
       k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps });
-      k.matmul.encode(pass, a, { x: b.xn, w: L.gateUp, out: b.act, T, glu: true });
-      k.matmul.encode(pass, a, { x: b.act, w: L.down, out: b.h, T, accumulate: true });
+      k.matmul.encode(pass, a, { x: b.xn, w: L.gateUp, out: b.act, T, glu: this.glu });
+      this.encodeResidual(pass, a, b.act, L.down, L.mlpOutNorm, T);
     }
     if (R === 0) return; // a prefill chunk whose logits nobody needs
     k.gather.encode(pass, a, {
@@ -600,7 +621,50 @@ export class ForwardPass {
       T: R,
       norm: { weight: this.w.finalNorm, eps },
     });
+    this.encodeLogitCap(pass, a, R);
     if (sample) this.encodeSample(pass, a, R);
+  }
+
+  /** The MLP's gated activation: SwiGLU, or GeGLU for Gemma. */
+  private get glu(): true | 'gelu' {
+    return this.w.config.hiddenActivation === 'gelu_tanh' ? 'gelu' : true;
+  }
+
+  /**
+   * h += x @ W^T for T tokens (the attention output's o_proj, the MLP's down_proj), one matmul accumulating into the
+   * residual stream; with Gemma's output norm (`norm`): xn = x @ W^T, then h += rmsnorm(xn) * norm.
+   */
+  private encodeResidual(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    x: Binding,
+    w: ModelWeights['layers'][number]['o'],
+    norm: GPUBuffer | null,
+    T: number,
+  ): void {
+    const b = this.b;
+    if (!norm) {
+      this.k.matmul.encode(pass, a, { x, w, out: b.h, T, accumulate: true });
+      return;
+    }
+    const c = this.w.config;
+    this.k.matmul.encode(pass, a, { x, w, out: b.xn, T });
+    this.k.norm.encode(pass, a, {
+      x: b.xn,
+      weight: norm,
+      out: b.h,
+      rows: T,
+      n: c.hiddenSize,
+      eps: c.rmsNormEps,
+      accumulate: true,
+    });
+  }
+
+  /** Gemma 2's final logit soft-cap over the R logit rows, before sampling or read-back. */
+  private encodeLogitCap(pass: GPUComputePassEncoder, a: UniformArena, R: number): void {
+    const cap = this.w.config.finalLogitSoftcap;
+    if (!this.k.logitCap || !cap) return;
+    this.k.logitCap.encode(pass, a, { logits: this.b.logits, n: R * this.w.config.vocabSize, cap });
   }
 
   private encodeSample(pass: GPUComputePassEncoder, a: UniformArena, R: number): void {
@@ -620,7 +684,7 @@ export class ForwardPass {
     this.graphs.clear();
     for (const buf of Object.values(this.b)) buf.destroy();
     this.attention.destroy();
-    this.invFreq.destroy();
+    for (const buf of new Set(this.invFreq)) buf.destroy();
     this.identity.destroy();
     this.inputs.destroy();
     this.table.destroy();

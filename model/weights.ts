@@ -16,6 +16,7 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { ModelConfig } from '../checkpoint/config.js';
+import { embeddingScale } from '../checkpoint/gemma.js';
 import { SiftError } from '../config/errors.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { destroyWeight, type GpuWeight, uploadQuantized, uploadWeight, weightBytes } from '../shaders/tensor.js';
@@ -66,7 +67,12 @@ export interface LayerWeights {
   qNorm: GPUBuffer | null; // (headDim) f32, Qwen3's per-head q RMSNorm weight
   kNorm: GPUBuffer | null; // (headDim) f32, Qwen3's per-head k RMSNorm weight
   o: GpuWeight; // (hidden, heads*headDim)
-  mlpNorm: GPUBuffer; // (hidden) f32
+  /** (hidden) f32 the MLP's input norm: post_attention_layernorm, or (Gemma) pre_feedforward_layernorm. */
+  mlpNorm: GPUBuffer;
+  /** (hidden) f32 Gemma: the attention output's norm (post_attention_layernorm) before the residual add, else null. */
+  attnOutNorm: GPUBuffer | null;
+  /** (hidden) f32 Gemma: the MLP output's norm (post_feedforward_layernorm) before the residual add, else null. */
+  mlpOutNorm: GPUBuffer | null;
   gateUp: GpuWeight; // (2 * intermediate, hidden): gate_proj / up_proj rows interleaved
   down: GpuWeight; // (hidden, intermediate)
 }
@@ -77,6 +83,8 @@ export interface ModelWeights {
   layers: LayerWeights[];
   finalNorm: GPUBuffer; // (hidden) f32
   lmHead: GpuWeight; // (vocab, hidden); the same object as embed when tied
+  /** Multiplies the embedding rows: 1, or Gemma's sqrt(hidden) rounded to the embedding's dtype (checkpoint/gemma.ts). */
+  embedScale: number;
   /** Bytes of GPU memory the weights occupy. */
   bytes: number;
   /**
@@ -180,7 +188,9 @@ export function uploadModel(
   if (perm && isIdentityPermutation(perm)) perm = null;
   const L = c.numLayers;
   const total =
-    3 + L * (9 + (c.attentionBias ? 3 : 0) + (c.qkNorm ? 2 : 0)) + (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
+    3 +
+    L * (9 + (c.attentionBias ? 3 : 0) + (c.qkNorm ? 2 : 0) + (c.sandwichNorms ? 2 : 0)) +
+    (ckpt.lmHeadName === ckpt.embeddingName ? 0 : 1);
   let done = 0;
   let bytes = 0;
   const tick = (n: number) => {
@@ -312,6 +322,8 @@ export function uploadModel(
   };
   const rawVector = (name: string): Float32Array => {
     const raw = ckpt.readF32(name);
+    // Gemma's RMSNorms scale by (1 + w): the plain RMSNorm kernels take 1 + w
+    if (c.normUnitOffset && name.endsWith('norm.weight')) for (let i = 0; i < raw.length; i++) raw[i] += 1;
     return perm
       ? new Float32Array(
           permuteTensor(name, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), 1, perm).buffer,
@@ -355,7 +367,9 @@ export function uploadModel(
       qNorm: c.qkNorm ? vector(`${p}self_attn.q_norm.weight`) : null,
       kNorm: c.qkNorm ? vector(`${p}self_attn.k_norm.weight`) : null,
       o: matrix(`${p}self_attn.o_proj.weight`),
-      mlpNorm: vector(`${p}post_attention_layernorm.weight`),
+      mlpNorm: vector(`${p}${c.sandwichNorms ? 'pre_feedforward' : 'post_attention'}_layernorm.weight`),
+      attnOutNorm: c.sandwichNorms ? vector(`${p}post_attention_layernorm.weight`) : null,
+      mlpOutNorm: c.sandwichNorms ? vector(`${p}post_feedforward_layernorm.weight`) : null,
       gateUp: interleaved(`${p}mlp.gate_up_proj.weight`, `${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`),
       down: matrix(`${p}mlp.down_proj.weight`),
     });
@@ -368,6 +382,7 @@ export function uploadModel(
     layers,
     finalNorm,
     lmHead,
+    embedScale: c.scaleEmbeddings ? embeddingScale(c.hiddenSize, ckpt.info(ckpt.embeddingName).dtype) : 1,
     bytes,
     headPlan: opts.headPlan ?? null,
   };
@@ -379,7 +394,7 @@ export function destroyModel(w: ModelWeights): void {
   w.finalNorm.destroy();
   for (const l of w.layers) {
     for (const m of [...l.qkv, l.o, l.gateUp, l.down]) destroyWeight(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias, l.qNorm, l.kNorm]) b?.destroy();
+    for (const b of [l.attnNorm, l.mlpNorm, l.attnOutNorm, l.mlpOutNorm, l.qkvBias, l.qNorm, l.kNorm]) b?.destroy();
   }
 }
 
@@ -391,7 +406,9 @@ export function decodeStepWeightBytes(w: ModelWeights): number {
   let n = 0;
   for (const l of w.layers) {
     for (const m of [...l.qkv, l.o, l.gateUp, l.down]) n += weightBytes(m);
-    for (const b of [l.attnNorm, l.mlpNorm, l.qkvBias, l.qNorm, l.kNorm]) n += b?.size ?? 0;
+    for (const b of [l.attnNorm, l.mlpNorm, l.attnOutNorm, l.mlpOutNorm, l.qkvBias, l.qNorm, l.kNorm]) {
+      n += b?.size ?? 0;
+    }
   }
   n += w.finalNorm.size + weightBytes(w.lmHead);
   return n + Math.ceil(weightBytes(w.embed) / w.embed.rows);

@@ -60,8 +60,11 @@ export interface MatmulArgs {
   T: number;
   /** RMSNorm folded in front: out = (rmsnorm(x) * weight) @ W^T; weight (cols) f32. */
   norm?: { weight: Binding; eps: number };
-  /** SwiGLU behind: out[t, i] = silu(gate_i . x_t) * (up_i . x_t) over the interleaved rows (no bias). */
-  glu?: boolean;
+  /**
+   * SwiGLU behind: out[t, i] = silu(gate_i . x_t) * (up_i . x_t) over the interleaved rows (no bias); 'gelu': GeGLU,
+   * gelu_tanh(gate_i . x_t) * (up_i . x_t) (Gemma).
+   */
+  glu?: boolean | 'gelu';
   /** Residual add behind: out += result. */
   accumulate?: boolean;
   /**
@@ -75,6 +78,8 @@ export interface MatmulArgs {
 interface Fusions {
   norm: boolean;
   glu: boolean;
+  /** GLU with GELU's tanh form instead of SiLU. */
+  gelu: boolean;
   acc: boolean;
 }
 
@@ -181,6 +186,7 @@ export class MatmulKernel {
       NORM: f.norm,
       NORM_BINDING: w.quant ? 6 : 5,
       GLU: f.glu,
+      GELU: f.gelu,
       ACC: f.acc,
     };
   }
@@ -207,7 +213,7 @@ export class MatmulKernel {
     assertWeightLayout('matmul', w);
     requireInts('matmul', { T });
     if (T === 0) return;
-    const glu = a.glu === true;
+    const glu = a.glu === true || a.glu === 'gelu';
     // GLU: output row i reads weight rows 2i and 2i + 1, so every chunk starts on an even row and holds pairs
     const per = glu ? 2 : 1;
     if (glu && (a.bias || w.rows % 2 !== 0 || w.chunks.some((c) => c.firstRow % 2 !== 0 || c.rows % 2 !== 0))) {
@@ -231,7 +237,7 @@ export class MatmulKernel {
       requireBytes('matmul', 'norm weight', a.norm.weight, w.cols * 4, `(${w.cols}) f32`);
       if (!(a.norm.eps >= 0)) throw new SiftError('INTERNAL', `matmul: bad RMSNorm eps ${a.norm.eps}`);
     }
-    const flags: Fusions = { norm: a.norm !== undefined, glu, acc: a.accumulate === true };
+    const flags: Fusions = { norm: a.norm !== undefined, glu, gelu: a.glu === 'gelu', acc: a.accumulate === true };
     const strideV = w.dtype === 'f32' ? w.rowStride / 4 : w.rowStride / 8; // vec4 words, or q8/q4 blocks of 8
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     const bindingsOf = (c: GpuWeight['chunks'][number]): Binding[] => {

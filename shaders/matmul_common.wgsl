@@ -8,7 +8,8 @@
 //         token's dot products by 1 / sqrt(mean_c x[t, c]^2 + eps) (the sum of squares is taken alongside the dot
 //         products, so no normed copy of x is written);
 //   GLU   SwiGLU behind: the weight interleaves gate and up by rows (row 2i = gate_i, 2i + 1 = up_i) and output row i
-//         is silu(gate_i . x) * (up_i . x); `rows`, `rowOffset` and `outStride` count output rows;
+//         is silu(gate_i . x) * (up_i . x) (GELU: GeGLU, gelu_tanh(gate_i . x) * (up_i . x), Gemma's);
+//         `rows`, `rowOffset` and `outStride` count output rows;
 //   ACC   a residual add behind: out[t, r] += result (out is the residual stream, never aliased by x).
 //#include lib/dequant
 
@@ -195,8 +196,13 @@ fn finish(dotv: f32, up: f32, ss: f32) -> f32 {
   u *= inv;
 //#endif
 //#if GLU
+//#if GELU
+  // GELU's tanh form (HF's gelu_pytorch_tanh); the clamp keeps an exp-based tanh finite, tanh(15) is 1 in f32
+  v = 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0))) * u;
+//#else
   // exp(-v) overflows to +inf for v < -88: v / inf = -0, the right limit.
   v = v / (1.0 + exp(-v)) * u;
+//#endif
 //#endif
   return v;
 }

@@ -1,6 +1,6 @@
 /**
  * The matmul fusions (shaders/matmul_common.wgsl: RMSNorm folded in front, SwiGLU over interleaved gate/up rows and a
- * residual add behind) against the plain steps' references, in every variant: 'thread', 'workgroup' with and without
+ * residual add behind; GeGLU for Gemma) against the plain steps' references, in every variant: 'thread', 'workgroup' with and without
  * subgroups, and the prefill GEMM (shaders/matmul_tiled.wgsl) in both of its layouts, on shapes off its 64-token,
  * 64-row and 8-row tiles; float and quantized (q8, q4) weights.
  */
@@ -16,7 +16,7 @@ import { assertNoGpuErrors, f32Buffer, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
 import { matmulRef } from '../reference/matmul.js';
 import { rmsnormRef } from '../reference/rmsnorm.js';
-import { swigluRef } from '../reference/swiglu.js';
+import { gegluRef, swigluRef } from '../reference/swiglu.js';
 
 // As tests/kernels/matmul.test.ts: f32 accumulation against an f64 reference over the same decoded weights.
 const tolerance = (cols: number) => ({ atol: 1e-4 * Math.sqrt(cols), rtol: 1e-4 });
@@ -38,7 +38,7 @@ interface FusedCase {
   T: number;
   dtype: WeightDType | 'q8' | 'q4';
   norm: boolean;
-  glu: boolean;
+  glu: boolean | 'gelu';
   accumulate: boolean;
   bias: boolean;
   chunked: boolean;
@@ -88,7 +88,8 @@ async function checkFused(gpu: Gpu, k: MatmulKernel, arena: UniformArena, rng: R
       gate.set(wRef.subarray(2 * i * cols, (2 * i + 1) * cols), i * cols);
       up.set(wRef.subarray((2 * i + 1) * cols, (2 * i + 2) * cols), i * cols);
     }
-    want = swigluRef(matmulRef(xn, gate, undefined, T, rows, cols), matmulRef(xn, up, undefined, T, rows, cols));
+    const act = c.glu === 'gelu' ? gegluRef : swigluRef;
+    want = act(matmulRef(xn, gate, undefined, T, rows, cols), matmulRef(xn, up, undefined, T, rows, cols));
   } else {
     want = matmulRef(xn, wRef, bias, T, rows, cols);
   }
@@ -132,6 +133,9 @@ const FUSED: FusedCase[] = [
   { rows: 40, cols: 64, T: 1, dtype: 'f16', norm: true, glu: true, accumulate: true, bias: false, chunked: false },
   { rows: 37, cols: 72, T: 70, dtype: 'q4', norm: false, glu: true, accumulate: false, bias: false, chunked: true },
   { rows: 70, cols: 40, T: 66, dtype: 'q8', norm: true, glu: false, accumulate: true, bias: true, chunked: false },
+  // Gemma's GeGLU (gelu_tanh gate), with the norm in front as the decode path runs it
+  { rows: 37, cols: 72, T: 2, dtype: 'bf16', norm: true, glu: 'gelu', accumulate: false, bias: false, chunked: true },
+  { rows: 24, cols: 40, T: 1, dtype: 'q4', norm: true, glu: 'gelu', accumulate: false, bias: false, chunked: false },
 ];
 
 /** The tiled layouts' cases: T > 1 (T = 1 stays a matvec), plus shapes across several 64-token and 64-row tiles. */

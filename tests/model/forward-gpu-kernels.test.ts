@@ -4,7 +4,7 @@
  * variants an NVIDIA, AMD or Apple GPU will run are proven end to end, not only kernel by kernel. (The default
  * variants on this CPU adapter are the 'cpu' ones: tests/model/forward-gpu.test.ts.) The workgroup kernels run
  * 3-10x slower on lavapipe, so this covers a spread of the synthetic variants: MHA and GQA 4:1, every dtype, odd
- * sizes, a head_dim override, tied embeddings, biases.
+ * sizes, a head_dim override, tied embeddings, biases, and Gemma 2.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -22,6 +22,8 @@ const PICK = [
   'llama-f32-odd-sizes',
   'qwen2-bf16-odd-tied-lmhead',
   'mistral-f16-tied-embed',
+  // Gemma 2: GeGLU, sandwich norms, soft-capped scores and logits, alternating windows
+  'gemma2-f32-gqa-softcap-window',
 ];
 
 for (const name of PICK) {
