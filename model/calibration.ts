@@ -9,7 +9,7 @@
  * after the layer's attention. Text is taken in windows of `windowTokens` tokens (a fresh sequence each), prefilled
  * in chunks of the engine's maxBatchTokens.
  */
-import { attentionSoftmaxScale } from '../checkpoint/rope.js';
+import { attentionSoftmaxScale, layerRopeConfig } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { AttentionMassKernel } from '../shaders/attention_mass.js';
 import { buildForwardBatch } from './batch.js';
@@ -115,7 +115,12 @@ export async function calibrateHeads(
   const align = gpu.caps.minStorageBufferOffsetAlignment;
   const massStride = Math.ceil(massBytes / align) * align;
   const massBuf = gpu.createBuffer('calib.mass', c.numLayers * massStride); // (layers, T, heads) outside-window mass
-  const scale = attentionSoftmaxScale(c); // the layer attention's own scale (yarn and longrope scale the logits)
+  // each layer's own attention: its scale (query_pre_attn_scalar, yarn / longrope factors), window and soft-cap
+  const mods = c.layerWindows.map((window, li) => ({
+    scale: attentionSoftmaxScale(layerRopeConfig(c, li)),
+    window,
+    softcap: c.attnLogitSoftcap ?? 0,
+  }));
   try {
     let done = 0;
     for (let w0 = 0; w0 < ids.length; w0 += win) {
@@ -142,7 +147,7 @@ export async function calibrateHeads(
             headDim: c.headDim,
             pageSize,
             maxPagesPerSeq: fwd.maxPagesPerSeq,
-            scale,
+            ...mods[li],
             sinkTokens: opts.sinkTokens,
             localTokens: opts.localTokens,
           }),

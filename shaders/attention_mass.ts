@@ -3,9 +3,19 @@
  * causal softmax mass that falls on keys outside the streaming window [0, sink) U [pos + 1 - local, pos], over one
  * layer's paged f16 kCache (numPages, pageSize, numKvHeads, headDim / 2) through the block table, after this step's
  * kv_write. mass (T, numHeads) f32. A head whose mass stays near 0 loses nothing by streaming (DuoAttention's
- * criterion, measured instead of trained). Same head-range convention as shaders/attention.ts.
+ * criterion, measured instead of trained). The layer's sliding window and soft-cap apply as its attention applies
+ * them. Same head-range convention as shaders/attention.ts.
  */
-import { type AttentionShape, PAGED_HEADS, pagedHeads, requireAttention, requireRows } from './lib/attention.js';
+import {
+  type AttentionShape,
+  PAGED_HEADS,
+  pagedHeads,
+  requireAttention,
+  requireRows,
+  SCORE_MODS,
+  type ScoreMods,
+  scoreMods,
+} from './lib/attention.js';
 import { headRange, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
@@ -20,9 +30,10 @@ const PARAMS = defineParams('attention_mass', {
   local: 'u32',
   qHeadOffset: 'u32',
   qRowHeads: 'u32',
+  ...SCORE_MODS,
 });
 
-export interface AttentionMassArgs extends AttentionShape {
+export interface AttentionMassArgs extends AttentionShape, ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step written
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
@@ -61,6 +72,7 @@ export class AttentionMassKernel {
       local: a.localTokens,
       qHeadOffset: r.qHeadOffset,
       qRowHeads: r.qRowHeads,
+      ...scoreMods(K, a),
     });
     const lanes = this.opts.lanes ?? (this.gpu.caps.isCpu ? 8 : 32);
     const pipeline = this.gpu.pipeline('attention_mass', { HD: a.headDim, LANES: lanes }, {}, PARAMS);

@@ -2,6 +2,7 @@
 // training): for query token t (block-table row tokenSeq[t], position pos = positions[t]) and local query head h,
 // dense causal softmax over keys 0..pos of KV head h / group in the paged f16 cache (after this step's kv_write):
 //   mass[t, h] = sum_{j outside window} p_j,   window = [0, sink) U [pos + 1 - local, pos],   p = softmax(scale q.k)
+// as the layer attends: keys before its sliding window (p.window > 0) get no mass, scores are soft-capped (Gemma 2).
 // Lanes layout (lib/lanes.wgsl): LANES invocations per (token, head), each with its own running softmax and outside
 // sum (no barriers in the key loop), merged at the end. q rows hold qRowHeads heads, of which
 // [qHeadOffset, qHeadOffset + nHeads) run.
@@ -25,6 +26,8 @@ struct Params {
   local: u32,           // local window
   qHeadOffset: u32,     // first query head of the q rows processed
   qRowHeads: u32,       // query heads per q row
+  window: u32,          // the layer's sliding window (0: none)
+  softcap: f32,         // attention logit soft-cap (0: none)
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs, after RoPE
@@ -45,8 +48,9 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let pos = positions[th.t];
   loadQuery((th.t * p.qRowHeads + p.qHeadOffset + th.h) * HW, p.scale);
   var outside = 0.0; // this lane's sum of exp(s_j - m) over keys outside the window
-  for (var j = lid; j <= pos; j += LANES) {
-    st = softmaxFold(st, scoreCached(kvWord(seq, j, th.kvh)));
+  let first = select(0u, pos + 1u - p.window, p.window > 0u && pos + 1u > p.window);
+  for (var j = first + lid; j <= pos; j += LANES) {
+    st = softmaxFold(st, softcap(scoreCached(kvWord(seq, j, th.kvh)), p.softcap));
     outside *= st.alpha;
     if (j >= p.sink && j + p.local <= pos) { outside += st.p; }
   }

@@ -25,6 +25,7 @@ async function runMass(
   sink: number,
   local: number,
   lanes: number,
+  mods: { window?: number; softcap?: number } = {},
 ): Promise<{ got: Float32Array; want: Float32Array }> {
   const gpu = await testGpu();
   const kCache = gpu.upload('kCache', b.kCache);
@@ -59,6 +60,7 @@ async function runMass(
       scale,
       sinkTokens: sink,
       localTokens: local,
+      ...mods,
     });
   }, arena);
   const got = await gpu.readF32(mass, b.T * numHeads);
@@ -73,6 +75,7 @@ async function runMass(
     scale,
     sinkTokens: sink,
     localTokens: local,
+    ...mods,
   });
   return { got, want };
 }
@@ -102,6 +105,26 @@ test('attention mass outside sink + local matches the reference (GQA 1 and 4, la
     );
     assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, `attention_mass seed ${seed}`);
   }
+});
+
+test('attention mass in a sliding-window layer with soft-capped scores matches the reference', async () => {
+  const rng = new Rng(4);
+  const b = makePagedBatch(
+    rng,
+    [
+      { ctx: 60, fresh: 9 },
+      { ctx: 0, fresh: 40 },
+    ],
+    { numKvHeads: 2, headDim: 32, pageSize: 16 },
+    { exactF16: true, window: 30 },
+  );
+  const q = rng.normalArray(b.T * 4 * 32, 3);
+  const { got, want } = await runMass(b, q, 4, 4, 8, 8, { window: 30, softcap: 2 });
+  assert.ok(
+    want.some((x) => x > 0.05),
+    'some mass lies between the window start and the local window',
+  );
+  assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, 'attention_mass window + softcap');
 });
 
 test('a planted local head scores lowest, and the calibrated TSV makes it the streaming head', async () => {

@@ -1,9 +1,10 @@
 /**
  * Reference attention mass outside the streaming window: dense causal softmax over the paged f16 cache, walking the
- * block table token by token, f64. mass (T, numHeads): sum of p_j over j in [sink, pos + 1 - local).
+ * block table token by token, f64. mass (T, numHeads): sum of p_j over j in [sink, pos + 1 - local), p the softmax
+ * the layer computes (only keys in its sliding window, scores soft-capped).
  */
 import { f16ToF32 } from '../../util/dtype.js';
-import { cacheIndex, type PagedShape } from './attention.js';
+import { cacheIndex, type PagedShape, softcapRef, windowStartRef } from './attention.js';
 
 export function attentionMassRef(
   a: PagedShape & {
@@ -16,6 +17,8 @@ export function attentionMassRef(
     scale: number;
     sinkTokens: number;
     localTokens: number;
+    window?: number;
+    softcap?: number;
   },
 ): Float32Array {
   const group = a.numHeads / a.numKvHeads;
@@ -26,16 +29,17 @@ export function attentionMassRef(
       const qo = (t * a.numHeads + h) * a.headDim;
       const s = new Float64Array(pos + 1);
       let max = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j <= pos; j++) {
+      const j0 = windowStartRef(pos, a.window);
+      for (let j = j0; j <= pos; j++) {
         const ko = cacheIndex(a.blockTable, a, a.tokenSeq[t], j, Math.floor(h / group));
         let dot = 0;
         for (let d = 0; d < a.headDim; d++) dot += a.q[qo + d] * f16ToF32(a.kCache[ko + d]);
-        s[j] = dot * a.scale;
+        s[j] = softcapRef(dot * a.scale, a.softcap);
         max = Math.max(max, s[j]);
       }
       let total = 0;
       let outside = 0;
-      for (let j = 0; j <= pos; j++) {
+      for (let j = j0; j <= pos; j++) {
         const e = Math.exp(s[j] - max);
         total += e;
         if (j >= a.sinkTokens && j + a.localTokens <= pos) outside += e;
