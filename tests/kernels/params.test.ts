@@ -21,6 +21,8 @@ const ATTENTION = {
   qHeadOffset: 'u32',
   qRowHeads: 'u32',
   firstToken: 'u32',
+  window: 'u32',
+  softcap: 'f32',
 } as const;
 
 test('parseParamsStruct reads names and canonical types, ignoring comments', () => {
@@ -81,12 +83,12 @@ test('pack lays out scalars, vectors and vec4 arrays as WGSL uniforms do, and ch
 test('a declaration is checked against struct Params: names, order, count, types, offsets', () => {
   const code = loadWgsl('attention_lanes', { HD: 64, LANES: 8 });
   defineParams('attention', ATTENTION).check('attention_lanes', code);
-  const { firstToken: _firstToken, ...missing } = ATTENTION;
+  const { softcap: _softcap, ...missing } = ATTENTION;
   const { tokens, nHeads, nKvHeads, group, ...rest } = ATTENTION;
   const swapped = { tokens, nHeads, group, nKvHeads, ...rest };
   const cases: [Record<string, string>, RegExp][] = [
-    [missing, /field 9 \(firstToken: u32\) is not declared in TS \(10 fields vs 9\)/],
-    [{ ...ATTENTION, extra: 'u32' }, /field 10 \(extra: u32\) is not in the WGSL struct \(11 fields vs 10\)/],
+    [missing, /field 11 \(softcap: f32\) is not declared in TS \(12 fields vs 11\)/],
+    [{ ...ATTENTION, extra: 'u32' }, /field 12 \(extra: u32\) is not in the WGSL struct \(13 fields vs 12\)/],
     [swapped, /field 2 is group in TS but nKvHeads in WGSL/],
     [{ ...ATTENTION, scale: 'u32' }, /field scale is u32 in TS but f32 in WGSL/],
     [{ ...ATTENTION, pageSize: 'i32' }, /field pageSize is i32 in TS but u32 in WGSL/],
@@ -164,6 +166,8 @@ test('pipelines check their uniform declaration at creation, and dispatches the 
     qHeadOffset: 0,
     qRowHeads: 1,
     firstToken: 0,
+    window: 0,
+    softcap: 0,
   };
   gpu.dispatch(pass, pipe, [...bindings, arena.params(right, values)], 0); // accepted (0 workgroups: nothing runs)
   pass.end();
