@@ -101,14 +101,6 @@ export function withGemmaDefaults(cfg: Json): Json {
   return cfg;
 }
 
-/** Whether a raw config.json is a multimodal Gemma 3 (its text weights sit under language_model.). */
-export function isGemma3Multimodal(cfg: unknown): boolean {
-  if (!isObject(cfg)) return false;
-  return (
-    (Array.isArray(cfg.architectures) && cfg.architectures.includes(GEMMA3_MULTIMODAL)) || cfg.model_type === 'gemma3'
-  );
-}
-
 /**
  * Sliding window per layer when the config has no layer_types: Gemma 2 slides layers 0, 2, 4, ...; Gemma 3 every
  * layer but each `pattern`-th (sliding_window_pattern, default 6: layers 5, 11, ... are global).
