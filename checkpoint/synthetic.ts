@@ -128,8 +128,12 @@ export function syntheticConfigJson(o: SyntheticOptions): Record<string, unknown
   }
   const rs = o.ropeScaling ?? { type: 'none' };
   // Both spellings of the kind occur in the wild: older configs say `type`, newer `rope_type`.
-  if (rs.type === 'linear') cfg.rope_scaling = { type: 'linear', factor: rs.factor };
-  else if (rs.type === 'llama3') {
+  if (rs.type === 'linear') {
+    // Gemma 3's own configs say rope_type (transformers 5 reads `type` there as the default rope, factor ignored)
+    cfg.rope_scaling = isGemma(o.architecture)
+      ? { rope_type: 'linear', factor: rs.factor }
+      : { type: 'linear', factor: rs.factor };
+  } else if (rs.type === 'llama3') {
     cfg.rope_scaling = {
       rope_type: 'llama3',
       factor: rs.factor,

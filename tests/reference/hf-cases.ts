@@ -51,4 +51,33 @@ export const HF_CASES: Readonly<Record<string, HfCase>> = {
   },
   mistralwin: { options: { ...base, architecture: 'MistralForCausalLM', slidingWindow: 6 } },
   qwen2win: { options: { ...base, architecture: 'Qwen2ForCausalLM', slidingWindow: 3, windowFromLayer: 1 } },
+  // Gemma 2: every other layer slides, both soft-caps, query_pre_attn_scalar unlike head_dim, tied embeddings
+  gemma2: {
+    options: {
+      ...base,
+      architecture: 'Gemma2ForCausalLM',
+      tie: 'tied-embed',
+      headDim: 16,
+      slidingWindow: 5,
+      queryPreAttnScalar: 24,
+      attnLogitSoftcap: 1.5,
+      finalLogitSoftcap: 2.5,
+    },
+  },
+  // Gemma 3: q/k norms, layers 0-1 local (window 4, rope_local_base_freq) and layer 2 global (rope_theta, linear
+  // scaling), one KV head
+  gemma3: {
+    options: {
+      ...base,
+      architecture: 'Gemma3ForCausalLM',
+      tie: 'tied-embed',
+      kvHeads: 1,
+      headDim: 16,
+      slidingWindow: 4,
+      slidingWindowPattern: 3,
+      ropeTheta: 1e6,
+      ropeLocalTheta: 1e4,
+      ropeScaling: { type: 'linear', factor: 2 },
+    },
+  },
 };

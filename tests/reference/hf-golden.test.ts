@@ -1,7 +1,9 @@
 // The reference forward pass against HF transformers itself: logits HF computed (f32, eager attention) for the
 // checkpoints of hf-cases.ts, stored in tests/fixtures/hf-architectures.json (made by tests/fixtures/hf-golden.py;
 // see scripts/hf-golden.mjs). Covers Qwen3's q/k norm, Phi-3's fused projections and longrope (short factors),
-// and the sliding window of Mistral, Phi-3 and Qwen2/3 (max_window_layers), with the window shorter than the tokens.
+// Gemma 2 (attention and final soft-caps, query_pre_attn_scalar, alternating sliding layers), Gemma 3 (q/k norms,
+// local rope base, linear scaling on global layers only), and the sliding window of Mistral, Phi-3 and Qwen2/3
+// (max_window_layers), with every window shorter than the tokens.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,7 +22,7 @@ const GOLDEN = path.resolve(here, '../../../tests/fixtures/hf-architectures.json
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-hf-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-test('reference logits equal HF transformers on Qwen3, Phi-3 and sliding-window checkpoints', () => {
+test('reference logits equal HF transformers on Qwen3, Phi-3, Gemma 2/3 and sliding-window checkpoints', () => {
   const golden = JSON.parse(fs.readFileSync(GOLDEN, 'utf8')) as {
     transformers: string;
     tokens: number[];
