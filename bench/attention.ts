@@ -10,19 +10,22 @@
  *
  * Prefill (chunks of 512 query tokens over a context of L tokens, summed over the chunks), through the tiled prefill
  * attention (model/attention/prefill.ts): dense causal vs block-sparse (block digests of the chunk + selection
- * keeping about 1/8 of the causal key blocks + attention) vs Lambda (sink 128 + local 256). With `prefillSample` K
+ * keeping about 1/8 of the causal key blocks + attention) vs Lambda (sink 128 + local 256) over the main pool; and
+ * the streaming heads' Lambda over their own pool (sink pages + ring, the chunk's keys from fresh f32 rows) through
+ * the tiled kernel vs the per-(token, head) streaming kernel that served them before. With `prefillSample` K
  * only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output). The per-(token,
  * head) kernel this replaced is compared in bench/results/PREFILL.md.
  */
 import { SiftError } from '../config/errors.js';
 import { tokensAttended } from '../model/attention/budget.js';
-import { HeadMode, PrefillAttention } from '../model/attention/prefill.js';
+import { HeadMode, PrefillAttention, type PrefillPlan } from '../model/attention/prefill.js';
 import { SparseDecodeAttention } from '../model/attention/sparse-decode.js';
 import { AttentionKernel } from '../shaders/attention.js';
 import { blockDigestBytes } from '../shaders/block_digest.js';
 import { type HeadModeValue, selectionBytes } from '../shaders/block_select.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../shaders/page_digest.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
+import { StreamingAttentionKernel } from '../shaders/streaming_attention.js';
 import { f32ToF16 } from '../util/dtype.js';
 import { Rng } from '../util/rng.js';
 import { mapStat, mdTable, type Stat, stat } from './stats.js';
@@ -93,10 +96,10 @@ export interface PrefillRow {
   interpolated: boolean;
   topBlocks: number;
   keptShare: number;
-  ms: { dense: Stat; blockSparse: Stat; lambda: Stat };
+  ms: { dense: Stat; blockSparse: Stat; lambda: Stat; streamingTiled: Stat; streamingLegacy: Stat };
   denseGflops: number;
-  /** dense / block-sparse and dense / Lambda. */
-  speedup: { blockSparse: number; lambda: number };
+  /** dense / block-sparse, dense / Lambda, and the streaming heads' legacy kernel / tiled. */
+  speedup: { blockSparse: number; lambda: number; streaming: number };
   /** Bytes one layer's block selection reads for the first and the last chunk (digests + pooled queries). */
   selectionBytes: { firstChunk: number; lastChunk: number };
   /** Bytes of block digests a chunk writes (its own key blocks), the same for every chunk. */
@@ -402,8 +405,14 @@ async function benchPrefill(
   const nChunks = Math.ceil(ctx / CHUNK);
   const chosen = sampleChunks(nChunks, o.prefillSample);
   const arena = new UniformArena(gpu);
-  type Name = 'dense' | 'blockSparse' | 'lambda';
-  const totals: Record<Name, number[]> = { dense: [], blockSparse: [], lambda: [] };
+  type Name = 'dense' | 'blockSparse' | 'lambda' | 'streamingTiled' | 'streamingLegacy';
+  const totals: Record<Name, number[]> = {
+    dense: [],
+    blockSparse: [],
+    lambda: [],
+    streamingTiled: [],
+    streamingLegacy: [],
+  };
   const prefill = new PrefillAttention(gpu, { topBlocks: top, blockSize: BS, sink: 128, local: 256 });
   const group = numHeads / numKvHeads;
   const digests = gpu.createBuffer('bench.digests', blockDigestBytes(pages, ps, BS, numKvHeads, headDim));
@@ -499,6 +508,7 @@ async function benchPrefill(
         totals[name].push(interpolatedSum(nChunks, chosen, per));
       }
     }
+    await benchStreaming(gpu, shape, o, { prefill, q, out, chunkOf, chosen, nChunks, arena, totals });
     const errs = gpu.takeErrors();
     if (errs.length) throw new SiftError('INTERNAL', `WebGPU errors during the benchmark: ${errs.join('; ')}`);
   } finally {
@@ -510,6 +520,8 @@ async function benchPrefill(
     dense: stat(totals.dense),
     blockSparse: stat(totals.blockSparse),
     lambda: stat(totals.lambda),
+    streamingTiled: stat(totals.streamingTiled),
+    streamingLegacy: stat(totals.streamingLegacy),
   };
   const flops = 4 * numHeads * headDim * ((ctx * (ctx + 1)) / 2);
   return {
@@ -526,11 +538,135 @@ async function benchPrefill(
     speedup: {
       blockSparse: ms.dense.median / ms.blockSparse.median,
       lambda: ms.dense.median / ms.lambda.median,
+      streaming: ms.streamingLegacy.median / ms.streamingTiled.median,
     },
     selectionBytes: selection,
     digestBytesPerChunk,
   };
 }
+/**
+ * Streaming heads of a prefill chunk (every KV head streaming): sink 128 + local 256 over a streaming pool of
+ * sinkPages + ringPages pages (random f16, as earlier chunks would have left them) and the chunk's fresh f32 k/v
+ * rows, through the tiled kernel (PrefillAttention.encodeStreaming) and the legacy per-(token, head) kernel.
+ */
+async function benchStreaming(
+  gpu: Gpu,
+  shape: AttentionShape,
+  o: AttentionBenchOptions,
+  x: {
+    prefill: PrefillAttention;
+    q: GPUBuffer;
+    out: GPUBuffer;
+    chunkOf: (c: number) => { start: number; n: number; positions: Uint32Array; plan: PrefillPlan };
+    chosen: number[];
+    nChunks: number;
+    arena: UniformArena;
+    totals: Record<'streamingTiled' | 'streamingLegacy', number[]>;
+  },
+): Promise<void> {
+  const { numHeads, numKvHeads, headDim } = shape;
+  const ps = o.pageSize ?? 64;
+  const CHUNK = o.chunk ?? 512;
+  const sink = 128;
+  const local = 256;
+  const sinkPages = Math.ceil(sink / ps);
+  const ringPages = Math.ceil(local / ps) + 1;
+  const pages = sinkPages + ringPages;
+  const words = (pages * ps * numKvHeads * headDim) / 2;
+  const rng = new Rng(13);
+  const bufs = {
+    sk: randomCache(gpu, 'bench.sk', words, 41),
+    sv: randomCache(gpu, 'bench.sv', words, 43),
+    table: gpu.upload(
+      'bench.st',
+      Uint32Array.from({ length: pages }, (_, i) => i),
+    ),
+    kFresh: gpu.upload('bench.kf', rng.normalArray(CHUNK * numKvHeads * headDim)),
+    vFresh: gpu.upload('bench.vf', rng.normalArray(CHUNK * numKvHeads * headDim)),
+    seq: gpu.upload('bench.sseq', new Uint32Array(CHUNK)),
+    freshStart: gpu.upload('bench.fs', new Uint32Array(CHUNK)),
+    pos: gpu.createBuffer('bench.spos', CHUNK * 4),
+  };
+  const legacy = new StreamingAttentionKernel(gpu);
+  const scale = 1 / Math.sqrt(headDim);
+  const ring = { sinkPages, ringPages };
+  try {
+    for (const name of ['streamingTiled', 'streamingLegacy'] as const) {
+      const runChunk = async (c: number): Promise<number> => {
+        const { n, positions, plan } = x.chunkOf(c);
+        gpu.write(bufs.pos, positions);
+        const tiles = gpu.upload('tiles', plan.tiles.tiles);
+        await gpu.sync();
+        x.arena.reset();
+        const t0 = performance.now();
+        gpu.run((pass) => {
+          if (name === 'streamingTiled') {
+            x.prefill.encodeStreaming(pass, x.arena, {
+              q: x.q,
+              kCache: bufs.sk,
+              vCache: bufs.sv,
+              streamTable: bufs.table,
+              tiles,
+              out: x.out,
+              plan,
+              numHeads,
+              numKvHeads,
+              qHeadOffset: 0,
+              qRowHeads: numHeads,
+              headDim,
+              pageSize: ps,
+              scale,
+              sinkTokens: sink,
+              localTokens: local,
+              fresh: { kFresh: bufs.kFresh, vFresh: bufs.vFresh, ...ring },
+            });
+          } else {
+            legacy.encode(pass, x.arena, {
+              q: x.q,
+              kFresh: bufs.kFresh,
+              vFresh: bufs.vFresh,
+              kCache: bufs.sk,
+              vCache: bufs.sv,
+              streamTable: bufs.table,
+              tokenSeq: bufs.seq,
+              positions: bufs.pos,
+              freshStart: bufs.freshStart,
+              out: x.out,
+              T: n,
+              numHeads,
+              numKvHeads,
+              headDim,
+              pageSize: ps,
+              sinkTokens: sink,
+              localTokens: local,
+              ...ring,
+              scale,
+            });
+          }
+        }, x.arena);
+        await gpu.sync();
+        const ms = performance.now() - t0;
+        tiles.destroy();
+        return ms;
+      };
+      o.onProgress?.(`attention ${shape.name} prefill: ${name} warm-up`);
+      await runChunk(0);
+      for (let r = 0; r < o.repeat; r++) {
+        const per: number[] = [];
+        for (const c of x.chosen) {
+          o.onProgress?.(
+            `attention ${shape.name} prefill: ${name} repeat ${r + 1}/${o.repeat} chunk ${c + 1}/${x.nChunks}`,
+          );
+          per.push(await runChunk(c));
+        }
+        x.totals[name].push(interpolatedSum(x.nChunks, x.chosen, per));
+      }
+    }
+  } finally {
+    for (const b of Object.values(bufs)) b.destroy();
+  }
+}
+
 export async function runAttentionBench(gpu: Gpu, o: AttentionBenchOptions): Promise<AttentionBenchResult> {
   const decode: DecodeRow[] = [];
   const prefill: PrefillRow[] = [];
@@ -622,6 +758,7 @@ export function attentionTables(r: AttentionBenchResult): string {
           'block-sparse (~1/8 blocks)',
           'Lambda (128+256)',
           'speedup bs / Lambda',
+          'streaming heads: tiled / old kernel',
           'dense GFLOP/s',
           'selection KB first / last chunk',
           'digest KB written per chunk',
@@ -634,6 +771,7 @@ export function attentionTables(r: AttentionBenchResult): string {
           `${f(p.ms.blockSparse.median, 1)} (${range(p.ms.blockSparse, 1)}) top ${p.topBlocks}, ${f(100 * p.keptShare, 1)}%`,
           `${f(p.ms.lambda.median, 1)} (${range(p.ms.lambda, 1)})`,
           `${f(p.speedup.blockSparse)}x / ${f(p.speedup.lambda)}x`,
+          `${f(p.ms.streamingTiled.median, 1)} / ${f(p.ms.streamingLegacy.median, 1)} (${f(p.speedup.streaming)}x)`,
           f(p.denseGflops, 1),
           `${f(p.selectionBytes.firstChunk / 1024, 1)} / ${f(p.selectionBytes.lastChunk / 1024, 1)}`,
           f(p.digestBytesPerChunk / 1024, 1),

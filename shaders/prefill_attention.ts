@@ -10,7 +10,9 @@
  * (query block, KV head) (shaders/block_select.ts) with the token-exact causal mask in the diagonal block; Lambda
  * (sink tokens + local window, the streaming heads' pattern). A layer's sliding window (`window`) masks keys older
  * than pos - window + 1 in every mode, and `softcap` caps the scores (Gemma 2). Fully masked key tiles are never
- * visited.
+ * visited. With `stream`, the Lambda heads read the streaming heads' pool (sink pages + ring through the stream
+ * table) for the keys before the step and the step's fresh f32 k/v rows for its own (the ring is written after
+ * attention).
  *
  * Variants (same bindings, same results):
  *  - 'lanes' (CPU adapters such as lavapipe): one invocation per row, 64 rows per workgroup; the SIMD lanes of the
@@ -40,6 +42,7 @@ import {
   check,
   defaultVariant,
   headRange,
+  kvHeadRange,
   type LayoutVariant,
   MAX_KV_HEADS,
   requireBytes,
@@ -50,8 +53,8 @@ import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
-/** u32 words per query tile: [block-table row, firstToken, firstPos, count, listRow]. */
-export const TILE_WORDS = 5;
+/** u32 words per query tile: [block-table row, firstToken, firstPos, count, listRow, firstNew]. */
+export const TILE_WORDS = 6;
 /** Query rows (tokens x heads of a KV head) a workgroup aims for. */
 const TARGET_ROWS = 64;
 /** Most keys per key tile. */
@@ -69,6 +72,10 @@ const PARAMS = defineParams('prefill_attention', {
   qHeadOffset: 'u32',
   qRowHeads: 'u32',
   ...SCORE_MODS,
+  sinkPages: 'u32',
+  ringPages: 'u32',
+  kvHeadOffset: 'u32',
+  kvRowHeads: 'u32',
   modes: 'array<vec4<u32>, 16>',
 });
 
@@ -76,8 +83,16 @@ const PARAMS = defineParams('prefill_attention', {
 export interface QueryTilePlan {
   tileTokens: number;
   numTiles: number;
-  /** (numTiles, 5) u32: [row, firstToken, firstPos, count, listRow]; listRow = the tile's query block in plan. */
+  /**
+   * (numTiles, 6) u32: [row, firstToken, firstPos, count, listRow, firstNew]; listRow = the tile's query block in
+   * plan, firstNew = the first position of the tile's sequence in the step.
+   */
   tiles: Uint32Array;
+  /**
+   * Whether each sequence's tokens are one run of consecutive rows at consecutive positions (as the engine lays a
+   * chunk out): the fresh keys of the streaming pool (`stream`) are found by row, so it needs this.
+   */
+  contiguousRows: boolean;
 }
 
 /**
@@ -87,18 +102,48 @@ export interface QueryTilePlan {
  */
 export function planQueryTiles(plan: PrefillBlockPlan, tileTokens: number): QueryTilePlan {
   check('prefill_attention', Number.isInteger(tileTokens) && tileTokens >= 1, `tileTokens ${tileTokens}`);
+  const qBlock = (qb: number) => plan.qBlocks.subarray(qb * QBLOCK_WORDS, qb * QBLOCK_WORDS + 4);
+  // per sequence row: its first position in the step, and (row - position) of its tokens, one value if contiguous
+  const firstNew = new Map<number, number>();
+  const shift = new Map<number, number>();
+  let contiguousRows = true;
+  for (let qb = 0; qb < plan.numQBlocks; qb++) {
+    const [row, firstToken, firstPos, count] = qBlock(qb);
+    firstNew.set(row, Math.min(firstNew.get(row) ?? firstPos, firstPos));
+    const d = firstToken - firstPos;
+    if ((shift.get(row) ?? d) !== d) contiguousRows = false;
+    shift.set(row, d);
+    if (count === 0) contiguousRows = false;
+  }
   const out: number[] = [];
   for (let qb = 0; qb < plan.numQBlocks; qb++) {
-    const [row, firstToken, firstPos, count] = plan.qBlocks.subarray(qb * QBLOCK_WORDS, qb * QBLOCK_WORDS + 4);
+    const [row, firstToken, firstPos, count] = qBlock(qb);
     let i = 0;
     while (i < count) {
       const pos = firstPos + i;
       const n = Math.min(count - i, tileTokens - (pos % tileTokens));
-      out.push(row, firstToken + i, pos, n, qb);
+      out.push(row, firstToken + i, pos, n, qb, firstNew.get(row)!);
       i += n;
     }
   }
-  return { tileTokens, numTiles: out.length / TILE_WORDS, tiles: Uint32Array.from(out) };
+  return { tileTokens, numTiles: out.length / TILE_WORDS, tiles: Uint32Array.from(out), contiguousRows };
+}
+
+/**
+ * The streaming heads' pool (LServe's streaming pool, kvcache/streaming.ts) as prefill_attention reads it: kCache /
+ * vCache are the pool's, blockTable is the stream table, every KV head is Lambda, and the step's own keys come from
+ * the fresh k/v rows (the ring is written after attention).
+ */
+export interface StreamingSource {
+  kFresh: Binding; // (T, kvRowHeads, headDim) f32 this step's keys after RoPE
+  vFresh: Binding; // (T, kvRowHeads, headDim) f32 this step's values
+  /** Sink pages per stream-table row: ceil(sink / pageSize). */
+  sinkPages: number;
+  /** Ring pages per stream-table row (>= 1). */
+  ringPages: number;
+  /** Fresh k/v row head of cache head 0 (default 0) and heads per fresh row (default kvHeadOffset + numKvHeads). */
+  kvHeadOffset?: number;
+  kvRowHeads?: number;
 }
 
 export interface PrefillAttentionArgs extends AttentionShape, ScoreMods {
@@ -106,7 +151,7 @@ export interface PrefillAttentionArgs extends AttentionShape, ScoreMods {
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, step's tokens written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
-  tiles: Binding; // (numTiles, 5) u32 = tilePlan.tiles
+  tiles: Binding; // (numTiles, 6) u32 = tilePlan.tiles
   /** (numQBlocks, numKvHeads, listStride) u32 from block_select; read for block-sparse heads only. */
   blockList?: Binding;
   out: Binding; // (T, qRowHeads, headDim) f32, must not alias q
@@ -125,6 +170,11 @@ export interface PrefillAttentionArgs extends AttentionShape, ScoreMods {
   qHeadOffset?: number;
   /** Query heads per q/out row (default qHeadOffset + numHeads). */
   qRowHeads?: number;
+  /**
+   * Streaming heads: read the streaming pool (kCache / vCache / blockTable = its caches and stream table,
+   * maxPagesPerSeq = sinkPages + ringPages, every head Lambda) and the step's fresh k/v rows.
+   */
+  stream?: StreamingSource;
 }
 
 export interface PrefillAttentionOptions {
@@ -189,7 +239,7 @@ export class PrefillAttentionKernel {
       tilePlan.tileTokens === this.tileTokens(group),
       `tile plan of ${tilePlan.tileTokens} tokens, the kernel takes ${this.tileTokens(group)} for group ${group}`,
     );
-    requireBytes(K, 'tiles', a.tiles, tilePlan.numTiles * TILE_WORDS * 4, `(${tilePlan.numTiles}, 5) u32`);
+    requireBytes(K, 'tiles', a.tiles, tilePlan.numTiles * TILE_WORDS * 4, `(${tilePlan.numTiles}, 6) u32`);
     const modes = modeWords(K, a.headModes, a.numKvHeads);
     const sparse = a.headModes.some((m) => m === 1);
     const lambda = a.headModes.some((m) => m === 2);
@@ -207,6 +257,26 @@ export class PrefillAttentionKernel {
       );
     }
     check(K, !lambda || (a.sink !== undefined && a.local !== undefined), 'Lambda heads need sink and local');
+    const st = a.stream;
+    let kv = { kvHeadOffset: 0, kvRowHeads: 0 };
+    if (st) {
+      check(
+        K,
+        a.headModes.every((m) => m === 2),
+        'the streaming pool is read by Lambda heads only',
+      );
+      requireInts(K, { sinkPages: st.sinkPages, ringPages: st.ringPages }, { ringPages: 1 });
+      check(
+        K,
+        st.sinkPages * a.pageSize >= a.sink! && a.maxPagesPerSeq === st.sinkPages + st.ringPages,
+        `stream table rows of ${a.maxPagesPerSeq} pages, ${st.sinkPages} sink pages of ${a.pageSize} for ` +
+          `${a.sink} sink tokens + ${st.ringPages} ring pages`,
+      );
+      check(K, tilePlan.contiguousRows, 'fresh keys need each sequence as one run of rows at consecutive positions');
+      kv = kvHeadRange(K, a.numKvHeads, a.headDim, st.kvHeadOffset, st.kvRowHeads);
+      requireRows(K, 'kFresh', st.kFresh, a.T, kv.kvRowHeads, a.headDim);
+      requireRows(K, 'vFresh', st.vFresh, a.T, kv.kvRowHeads, a.headDim);
+    }
     if (tilePlan.numTiles === 0) return;
     requireU32(K, 'workgroups', tilePlan.numTiles * a.numKvHeads);
     const rows = tilePlan.tileTokens * group;
@@ -228,6 +298,10 @@ export class PrefillAttentionKernel {
       qHeadOffset: r.qHeadOffset,
       qRowHeads: r.qRowHeads,
       ...scoreMods(K, a),
+      sinkPages: st?.sinkPages ?? 0,
+      ringPages: st?.ringPages ?? 0,
+      kvHeadOffset: kv.kvHeadOffset,
+      kvRowHeads: kv.kvRowHeads,
       modes,
     });
     const defines = {
@@ -238,13 +312,24 @@ export class PrefillAttentionKernel {
       BK: bk,
       SHARED: this.variant === 'workgroup',
       SUBGROUPS: split > 1,
+      STREAM: st !== undefined,
     };
     const pipe = this.gpu.pipeline('prefill_attention', defines, {}, PARAMS);
     const [x, y] = grid2d(this.gpu, tilePlan.numTiles * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,
       pipe,
-      [a.q, a.kCache, a.vCache, a.blockTable, a.tiles, sparse ? a.blockList! : this.noList, a.out, u],
+      [
+        a.q,
+        a.kCache,
+        a.vCache,
+        a.blockTable,
+        a.tiles,
+        sparse ? a.blockList! : this.noList,
+        a.out,
+        u,
+        ...(st ? [st.kFresh, st.vFresh] : []),
+      ],
       x,
       y,
     );

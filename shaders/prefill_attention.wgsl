@@ -3,7 +3,7 @@ enable subgroups;
 //#endif
 // Prefill attention, FlashAttention-2 style, over the packed-f16 paged KV cache: one workgroup per (query tile,
 // KV head). A query tile is up to BQ consecutive tokens of one sequence (tiles: [row, firstToken, firstPos, count,
-// listRow]); its R = BQ * G rows are (token, query head) for the G query heads sharing the KV head, row r = token
+// listRow, firstNew]); its R = BQ * G rows are (token, query head) for the G query heads sharing the KV head, row r = token
 // r / G, head r % G. Each row keeps its query, output accumulator and online softmax (lib/softmax.wgsl) in
 // registers and rescales once per key tile of up to BK keys; every key and value is read once per query tile.
 // Key tiles are aligned to multiples of BK, which divides the page size, so a tile is BK consecutive slots of one
@@ -24,6 +24,13 @@ enable subgroups;
 // to every row fold without a per-key test; the others (diagonal, window edges) fold only visible keys. Keys past a
 // segment's end are never read, so NaN in unused cache slots never reaches the output. Scores are soft-capped
 // (softcap > 0, Gemma 2) before the softmax.
+// STREAM (the streaming heads' pool, every head Lambda): the cache is the streaming pool's sink pages + ring, the
+// table its stream table (rows of sinkPages + ringPages pages; position j >= sink lives in ring page
+// ((j - sink) / pageSize) mod ringPages at slot (j - sink) mod pageSize), and the step's own keys, positions >=
+// firstNew (the sequence's first position in the step), come from the fresh f32 k/v rows (kFresh, vFresh: row of
+// position j = firstToken + j - firstPos), since the ring is written after attention (a chunk longer than the ring
+// would overwrite keys its own earlier tokens need). Each of Lambda's two segments is split at firstNew into a cached
+// and a fresh part; a cached key tile is BK consecutive slots of one page in storage order.
 //#include lib/grid
 //#include lib/paged
 //#include lib/softmax
@@ -44,17 +51,25 @@ struct Params {
   qRowHeads: u32,       // query heads per q/out row
   window: u32,          // the layer's sliding window in keys (0: none)
   softcap: f32,         // attention logit soft-cap (0: none)
+  sinkPages: u32,       // STREAM: sink pages per stream-table row (ceil(sink / pageSize))
+  ringPages: u32,       // STREAM: ring pages per stream-table row
+  kvHeadOffset: u32,    // STREAM: fresh k/v row head of cache head 0
+  kvRowHeads: u32,      // STREAM: heads per fresh k/v row
   modes: array<vec4<u32>, 16>, // per KV head: 0 dense, 1 block-sparse, 2 Lambda
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs after RoPE
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
-@group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) physical pages
-@group(0) @binding(4) var<storage, read> tiles: array<u32>;        // (numTiles, 5): [row, firstToken, firstPos, count, listRow]
+@group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) pages; STREAM: stream table
+@group(0) @binding(4) var<storage, read> tiles: array<u32>;        // (numTiles, 6): [row, firstToken, firstPos, count, listRow, firstNew]
 @group(0) @binding(5) var<storage, read> blockList: array<u32>;    // (listRows, nKvHeads, listStride): count, blocks
 @group(0) @binding(6) var<storage, read_write> out: array<vec2<f32>>; // (T, qRowHeads, HW) f32 pairs
 @group(0) @binding(7) var<uniform> p: Params;
+//#if STREAM
+@group(0) @binding(8) var<storage, read> kFresh: array<vec2<f32>>; // (T, kvRowHeads, HW) f32 pairs after RoPE
+@group(0) @binding(9) var<storage, read> vFresh: array<vec2<f32>>; // (T, kvRowHeads, HW) f32 pairs
+//#endif
 
 const HD: u32 = $HD;          // head dim (pipelines are specialised per head dim), even
 const HW: u32 = HD / 2u;      // f16 / f32 pairs per head vector
@@ -87,39 +102,89 @@ struct Ctx {
   mode: u32,      // 0 dense, 1 block-sparse, 2 Lambda
   firstPos: u32,  // position of the tile's first token
   lastPos: u32,   // position of its last token
+  firstToken: u32, // batch row of the tile's first token
+  firstNew: u32,  // STREAM: the sequence's first position in this step (keys at or past it are fresh)
 }
 
-// Word offset in the caches of key j0 (the first of a key tile; the tile's keys follow at a stride of RS words).
-fn tileWord(c: Ctx, j0: u32) -> u32 {
+// Where a key tile's keys are: element 0 of its first key, in u32 words of the cache (f16 pairs) or, fresh, in f32
+// pairs of kFresh / vFresh; the tile's keys follow at a stride of `stride` words / pairs.
+struct Src {
+  base: u32,
+  stride: u32,
+  fresh: bool,
+}
+
+// Slot of key j in storage order: its block-table position; STREAM: the sink's slots, then the ring's from
+// sinkPages * pageSize on.
+fn storagePos(j: u32) -> u32 {
+//#if STREAM
+  if (j >= p.sink) { return p.sinkPages * p.pageSize + (j - p.sink); }
+//#endif
+  return j;
+}
+
+// Keys from j0 on that a key tile may hold: to the next multiple of BK in storage order (a tile never crosses a
+// page), or of BK positions for fresh keys.
+fn tileRun(j0: u32, fresh: bool) -> u32 {
+  return BK - select(storagePos(j0), j0, fresh) % BK;
+}
+
+// The key tile starting at key j0 (cached: one block-table lookup per tile, none per key).
+fn tileSrc(c: Ctx, j0: u32, fresh: bool) -> Src {
+//#if STREAM
+  if (fresh) {
+    let row = c.firstToken + j0 - c.firstPos;
+    return Src((row * p.kvRowHeads + p.kvHeadOffset + c.kvh) * HW, p.kvRowHeads * HW, true);
+  }
+  let sp = storagePos(j0);
+  let lp = sp / p.pageSize;
+  let entry = select(p.sinkPages + (lp - p.sinkPages) % p.ringPages, lp, lp < p.sinkPages);
+  let page = blockTable[c.seq * p.maxPagesPerSeq + entry];
+  return Src(slotWord(page, sp % p.pageSize, c.kvh), p.nKvHeads * HW, false);
+//#else
   let page = blockTable[c.seq * p.maxPagesPerSeq + j0 / p.pageSize];
-  return slotWord(page, j0 % p.pageSize, c.kvh);
+  return Src(slotWord(page, j0 % p.pageSize, c.kvh), p.nKvHeads * HW, false);
+//#endif
 }
 
-// Key j of the current tile, pair off + w, and its value (kb: the tile's word offset).
-fn keyAt(kb: u32, j: u32, w: u32) -> vec2<f32> {
+// Key j of the current tile, pair off + w, and its value.
+fn keyAt(t: Src, j: u32, w: u32) -> vec2<f32> {
 //#if SHARED
   return kt[j * HW + off + w];
 //#else
-  return unpack2x16float(kCache[kb + j * p.nKvHeads * HW + w]);
+//#if STREAM
+  if (t.fresh) { return kFresh[t.base + j * t.stride + w]; }
+//#endif
+  return unpack2x16float(kCache[t.base + j * t.stride + w]);
 //#endif
 }
 
-fn valueAt(kb: u32, j: u32, w: u32) -> vec2<f32> {
+fn valueAt(t: Src, j: u32, w: u32) -> vec2<f32> {
 //#if SHARED
   return vt[j * HW + off + w];
 //#else
-  return unpack2x16float(vCache[kb + j * p.nKvHeads * HW + w]);
+//#if STREAM
+  if (t.fresh) { return vFresh[t.base + j * t.stride + w]; }
+//#endif
+  return unpack2x16float(vCache[t.base + j * t.stride + w]);
 //#endif
 }
 
 //#if SHARED
-// Loads the n keys of the tile at word kb into workgroup memory, consecutive threads reading consecutive words.
-// Every thread calls it (workgroup-uniform control flow).
-fn loadTile(lid: u32, kb: u32, n: u32) {
+// Loads the n keys of tile t into workgroup memory, consecutive threads reading consecutive words. Every thread
+// calls it (workgroup-uniform control flow).
+fn loadTile(lid: u32, t: Src, n: u32) {
   workgroupBarrier(); // the previous tile is consumed
   for (var e = lid; e < n * HW; e += WG) {
     let j = e / HW;
-    let b = kb + j * p.nKvHeads * HW + (e - j * HW);
+    let b = t.base + j * t.stride + (e - j * HW);
+//#if STREAM
+    if (t.fresh) {
+      kt[e] = kFresh[b];
+      vt[e] = vFresh[b];
+      continue;
+    }
+//#endif
     kt[e] = unpack2x16float(kCache[b]);
     vt[e] = unpack2x16float(vCache[b]);
   }
@@ -135,10 +200,10 @@ fn visible(c: Ctx, j: u32) -> bool {
   return ok;
 }
 
-// Folds keys j0 .. j0 + n - 1 (n <= BK, one key tile at word kb) into this row's softmax and accumulator. fast:
-// every key of the tile is visible to every row, so no key is tested. A masked key adds nothing, whatever its score
-// or value (a later token's, in the diagonal tile): its weight is selected to 0 and its value never added.
-fn foldTile(c: Ctx, kb: u32, j0: u32, n: u32, fast: bool) {
+// Folds keys j0 .. j0 + n - 1 (n <= BK, key tile kb) into this row's softmax and accumulator. fast: every key of
+// the tile is visible to every row, so no key is tested. A masked key adds nothing, whatever its score or value (a
+// later token's, in the diagonal tile): its weight is selected to 0 and its value never added.
+fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
   var tmax = NEG_BIG;
   for (var j = 0u; j < n; j++) {
     var d = vec2<f32>(0.0);
@@ -162,27 +227,55 @@ fn foldTile(c: Ctx, kb: u32, j0: u32, n: u32, fast: bool) {
   }
 }
 
-// Keys [lo, hi) of segment e of the tile's key set (modes above): dense one segment, Lambda two (sink, window),
-// block-sparse one per listed key block. nSegments gives the count.
-fn nSegments(c: Ctx, lb: u32) -> u32 {
-  if (c.mode == MODE_SPARSE) { return blockList[lb]; }
-  if (c.mode == MODE_LAMBDA) { return 2u; }
-  return 1u;
+// Segment e of the tile's key set (modes above): keys [lo, hi), whether they are all sinks (visible to every row at
+// or past them) and whether they are fresh (STREAM). Dense: one segment; block-sparse: one per listed key block;
+// Lambda: sink, window; STREAM: each of those split at firstNew, cached part first. nSegments gives the count.
+struct Seg {
+  lo: u32,
+  hi: u32,
+  sink: bool,
+  fresh: bool,
 }
 
-fn segment(c: Ctx, lb: u32, e: u32) -> vec2<u32> {
+fn nSegments(c: Ctx, lb: u32) -> u32 {
+  if (c.mode == MODE_SPARSE) { return blockList[lb]; }
+//#if STREAM
+  return 4u;
+//#else
+  if (c.mode == MODE_LAMBDA) { return 2u; }
+  return 1u;
+//#endif
+}
+
+fn segment(c: Ctx, lb: u32, e: u32) -> Seg {
   let end = c.lastPos + 1u;
   if (c.mode == MODE_SPARSE) {
     let lo = blockList[lb + 1u + e] * p.blockSize;
-    return vec2<u32>(lo, min(lo + p.blockSize, end));
+    return Seg(lo, min(lo + p.blockSize, end), false, false);
   }
   if (c.mode == MODE_LAMBDA) {
+//#if STREAM
+    let part = e / 2u;
+//#else
+    let part = e;
+//#endif
     let sinkEnd = min(p.sink, end);
-    if (e == 0u) { return vec2<u32>(0u, sinkEnd); }
-    let win = select(0u, c.firstPos + 1u - p.local, c.firstPos + 1u > p.local);
-    return vec2<u32>(max(sinkEnd, win), end);
+    var s = Seg(0u, sinkEnd, true, false);
+    if (part == 1u) {
+      let win = select(0u, c.firstPos + 1u - p.local, c.firstPos + 1u > p.local);
+      s = Seg(max(sinkEnd, win), end, false, false);
+    }
+//#if STREAM
+    if (e % 2u == 0u) {
+      s.hi = min(s.hi, c.firstNew);
+    } else {
+      s.lo = max(s.lo, c.firstNew);
+      s.fresh = true;
+    }
+//#endif
+    return s;
   }
-  return vec2<u32>(0u, end);
+  return Seg(0u, end, false, false);
 }
 
 @compute @workgroup_size(WG)
@@ -191,13 +284,15 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   if (idx >= p.numTiles * p.nKvHeads) { return; }
   let tile = idx / p.nKvHeads;
   let kvh = idx - tile * p.nKvHeads;
-  let tb = tile * 5u;
+  let tb = tile * 6u;
   let count = tiles[tb + 3u];
   let row = lid / SPLIT;
   let i = row / G;                  // token of the tile
   let h = kvh * G + (row - i * G);  // local query head
   let firstPos = tiles[tb + 2u];
-  let c = Ctx(tiles[tb], kvh, p.modes[kvh / 4u][kvh % 4u], firstPos, firstPos + count - 1u);
+  let c = Ctx(
+    tiles[tb], kvh, p.modes[kvh / 4u][kvh % 4u], firstPos, firstPos + count - 1u, tiles[tb + 1u], tiles[tb + 5u],
+  );
   rowPos = firstPos + i;
   off = (lid - row * SPLIT) * PW;
   let t = tiles[tb + 1u] + min(i, count - 1u);
@@ -220,12 +315,12 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let ns = nSegments(c, lb);
   for (var e = 0u; e < ns; e++) {
     let r = segment(c, lb, e);
-    // Lambda's sink segment is wholly visible: every key < sink (within the window).
-    let edge = max(select(fastStart, 0u, c.mode == MODE_LAMBDA && e == 0u), winFast);
-    var j0 = max(r.x, winLo);
-    while (j0 < r.y) {
-      let j1 = min(r.y, (j0 / BK + 1u) * BK);
-      let kb = tileWord(c, j0);
+    // Lambda's sink segment is wholly visible (up to the causal edge, within the window): every key < sink.
+    let edge = max(select(fastStart, 0u, r.sink), winFast);
+    var j0 = max(r.lo, winLo);
+    while (j0 < r.hi) {
+      let j1 = min(r.hi, j0 + tileRun(j0, r.fresh));
+      let kb = tileSrc(c, j0, r.fresh);
 //#if SHARED
       loadTile(lid, kb, j1 - j0);
 //#endif

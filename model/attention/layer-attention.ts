@@ -4,9 +4,10 @@
  * After the head permutation (model/head-permutation.ts) layer l has r_l retrieval KV heads [0, r_l) in the
  * main paged pool and s_l streaming KV heads [r_l, nKv) in the streaming pool's rings; query heads follow their KV
  * head (group g = nHeads / nKv). Per layer, given q/k/v of this step's T tokens after RoPE:
- *   streaming heads (s_l > 0): streaming attention (sink + local, in-chunk keys from the fresh k/v rows, older ones
- *     from the ring), THEN kv_write_streaming of the tokens that stay resident (a chunk longer than the ring would
- *     otherwise overwrite keys its own earlier tokens still need);
+ *   streaming heads (s_l > 0): sink + local attention, in-chunk keys from the fresh k/v rows, older ones from the
+ *     ring (decode rows [0, D): streaming_attention; prefill tokens [D, T): the tiled prefill attention's Lambda
+ *     heads, PrefillAttention.encodeStreaming), THEN kv_write_streaming of the tokens that stay resident (a chunk
+ *     longer than the ring would otherwise overwrite keys its own earlier tokens still need);
  *   retrieval heads (r_l > 0): their K/V are in the main pool already (the forward pass's rope_kv_write, which also
  *     recomputes the digests of the decode tokens' logical pages), then page digests of the logical pages the
  *     prefill tokens touched and (block-sparse prefill) the key-block digests of every block the step wrote, prefill
@@ -341,6 +342,7 @@ export class LayerAttention {
     b: AttentionBuffers,
     T: number,
     freshStart: Binding,
+    attendRows = T,
   ): void {
     const c = this.c;
     const kv = this.kv.layers[li];
@@ -363,7 +365,7 @@ export class LayerAttention {
       positions: b.pos,
       freshStart,
       out: b.out,
-      T,
+      T: attendRows,
       numHeads: s * g,
       numKvHeads: s,
       headDim: c.headDim,
@@ -494,7 +496,11 @@ export class LayerAttention {
     const g = c.numHeads / c.numKvHeads;
     const mods = this.mods[li];
     const pageSize = this.kv.pageSize;
-    if (this.hasStreamingHeads) this.encodeStreaming(pass, a, li, b, T, this.inputs.binding('freshStart'));
+    if (this.hasStreamingHeads) {
+      if (plan.prefillPlan) this.encodeStreamingPrefill(pass, a, li, b, plan.prefillPlan);
+      // the per-(token, head) streaming kernel attends the decode rows [0, D) only; the ring write takes every row
+      this.encodeStreaming(pass, a, li, b, T, this.inputs.binding('freshStart'), D);
+    }
     if (r === 0) return;
     const M = this.opts.maxPagesPerSeq;
     if (plan.numDigestEntries) {
@@ -536,6 +542,50 @@ export class LayerAttention {
       });
     }
     if (D > 0) this.encodeSparse(pass, a, li, b, D, this.sparse!.step.reselect);
+  }
+
+  /** Streaming heads of layer `li`'s prefill tokens [D, T): tiled Lambda over the ring and the fresh k/v rows. */
+  private encodeStreamingPrefill(
+    pass: GPUComputePassEncoder,
+    a: UniformArena,
+    li: number,
+    b: AttentionBuffers,
+    plan: PrefillPlan,
+  ): void {
+    const c = this.c;
+    const kv = this.kv.layers[li];
+    const r = kv.numRetrievalHeads;
+    const s = kv.numStreamingHeads;
+    if (s === 0) return;
+    if (!b.k || !b.v) throw new SiftError('INTERNAL', 'LayerAttention: streaming heads need the fresh k/v rows');
+    const g = c.numHeads / c.numKvHeads;
+    const w = this.opts.streaming!;
+    this.prefill.encodeStreaming(pass, a, {
+      q: b.q,
+      kCache: kv.sk,
+      vCache: kv.sv,
+      streamTable: this.inputs.binding('streamTable'),
+      tiles: this.bufs.tiles,
+      out: b.out,
+      plan,
+      numHeads: s * g,
+      numKvHeads: s,
+      qHeadOffset: r * g,
+      qRowHeads: c.numHeads,
+      headDim: c.headDim,
+      pageSize: this.kv.pageSize,
+      ...this.mods[li],
+      sinkTokens: w.sinkTokens,
+      localTokens: w.localTokens,
+      fresh: {
+        kFresh: b.k,
+        vFresh: b.v,
+        sinkPages: w.sinkPages,
+        ringPages: w.ringPages,
+        kvHeadOffset: r,
+        kvRowHeads: c.numKvHeads,
+      },
+    });
   }
 
   /** After the step was encoded: sequences that prefilled reselect pages on their next decode step. */

@@ -5,7 +5,8 @@
  *   block_select      block-sparse heads: per (query block, KV head) the kept key blocks (sink, diagonal, local,
  *                     top-k by pooled q . digest);
  *   prefill_attention FlashAttention-2-style tiles of queries x KV head over the paged cache: dense causal, the
- *                     block lists, or Lambda (sink + local window) per KV head.
+ *                     block lists, or Lambda (sink + local window) per KV head; and the streaming heads' Lambda
+ *                     over their own pool (sink pages + ring) and the step's fresh k/v rows (`encodeStreaming`).
  * `plan` (host, once per step) groups the step's prefill tokens into query blocks and query tiles; the engine
  * uploads them once (`upload`) and every layer encodes with them.
  */
@@ -14,16 +15,23 @@ import { BlockDigestKernel, type BlockSpan, blockDigestEntries } from '../../sha
 import {
   BlockSelectKernel,
   blockListStride,
+  HeadMode,
   type HeadModeValue,
   type PrefillBlockPlan,
   planPrefillBlocks,
   QBLOCK_WORDS,
 } from '../../shaders/block_select.js';
+import type { ScoreMods } from '../../shaders/lib/attention.js';
 import type { LayoutVariant } from '../../shaders/lib/checks.js';
-import { PrefillAttentionKernel, planQueryTiles, type QueryTilePlan } from '../../shaders/prefill_attention.js';
+import {
+  PrefillAttentionKernel,
+  planQueryTiles,
+  type QueryTilePlan,
+  type StreamingSource,
+} from '../../shaders/prefill_attention.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 
-export { HeadMode } from '../../shaders/block_select.js';
+export { HeadMode };
 
 /** Knobs of prefill attention (design.md, "Unified sparse attention"). */
 export interface PrefillConfig {
@@ -49,7 +57,8 @@ export interface PrefillPlan {
   tiles: QueryTilePlan;
 }
 
-export interface PrefillLayerArgs {
+/** A layer's sliding window and logit soft-cap (ScoreMods) pass through to the kernel. */
+export interface PrefillLayerArgs extends ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32 after RoPE
   kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's K already written
   vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's V already written
@@ -70,6 +79,28 @@ export interface PrefillLayerArgs {
   maxPagesPerSeq: number;
   scale: number;
   headModes: readonly HeadModeValue[]; // (numKvHeads)
+}
+
+/** The streaming heads of one layer's prefill tokens (Lambda over the streaming pool, in-step keys fresh). */
+export interface PrefillStreamingArgs extends ScoreMods {
+  q: Binding; // (T, qRowHeads, headDim) f32 after RoPE
+  kCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16: the streaming pool
+  vCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16
+  streamTable: Binding; // (numSeqs, sinkPages + ringPages) u32: each sequence's sink pages then its ring
+  tiles: Binding; // (numTiles, 6) u32: plan.tiles.tiles
+  out: Binding; // (T, qRowHeads, headDim) f32; heads outside the range untouched
+  plan: PrefillPlan;
+  numHeads: number; // streaming query heads (numKvHeads * group)
+  numKvHeads: number; // streaming KV heads (the pool's)
+  qHeadOffset: number; // first streaming query head of the q/out rows
+  qRowHeads: number;
+  headDim: number;
+  pageSize: number;
+  scale: number;
+  sinkTokens: number;
+  localTokens: number;
+  /** The step's k/v rows (the streaming heads are heads [kvHeadOffset, +numKvHeads) of them) and the ring shape. */
+  fresh: StreamingSource;
 }
 
 export class PrefillAttention {
@@ -182,6 +213,25 @@ export class PrefillAttention {
       local: this.local,
     });
   }
+  /**
+   * Streaming heads of one layer's prefill tokens: the tiled kernel's Lambda mask (sink + local window) over the
+   * streaming pool for the keys before the step and the fresh k/v rows for the step's own. Runs before the step's
+   * ring write (kv_write_streaming), which may recycle slots the step's earlier tokens still need.
+   */
+  encodeStreaming(pass: GPUComputePassEncoder, arena: UniformArena, a: PrefillStreamingArgs): void {
+    this.attention.encode(pass, arena, {
+      ...a,
+      blockTable: a.streamTable,
+      T: a.plan.blocks.T,
+      tilePlan: a.plan.tiles,
+      maxPagesPerSeq: a.fresh.sinkPages + a.fresh.ringPages,
+      headModes: new Array<HeadModeValue>(a.numKvHeads).fill(HeadMode.lambda),
+      sink: a.sinkTokens,
+      local: a.localTokens,
+      stream: a.fresh,
+    });
+  }
+
   destroy(): void {
     this.attention.destroy();
   }

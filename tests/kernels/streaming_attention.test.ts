@@ -1,5 +1,6 @@
 /**
- * Streaming-head attention (shaders/streaming_attention.wgsl) and the streaming-pool KV write
+ * Streaming-head attention (shaders/streaming_attention.wgsl, and the tiled prefill attention's Lambda heads over the
+ * streaming pool, shaders/prefill_attention.wgsl with `stream`) and the streaming-pool KV write
  * (shaders/kv_write_streaming.wgsl), driven step by step through
  * KvCacheManager's streaming pool like the engine will: each step reserves the sequences' new tokens, runs streaming
  * attention (fresh keys from the activations, older keys from the ring), then writes the resident tokens' K/V at
@@ -11,7 +12,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KvCacheManager } from '../../kvcache/manager.js';
+import { planPrefillBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel, SKIP_SLOT } from '../../shaders/kv_write_streaming.js';
+import { PrefillAttentionKernel, planQueryTiles } from '../../shaders/prefill_attention.js';
 import { UniformArena } from '../../shaders/runtime.js';
 import {
   freshStartRows,
@@ -51,6 +54,8 @@ interface Case {
   /** The layer's sliding window and logit soft-cap. */
   window?: number;
   softcap?: number;
+  /** Tiled kernel: a smaller key tile (crosses more tile edges). */
+  maxKeyTile?: number;
 }
 
 function roundF16(xs: Float32Array): Float32Array {
@@ -84,6 +89,9 @@ async function runCase(c: Case): Promise<void> {
   const kCache = gpu.upload('sk', kCacheHost);
   const vCache = gpu.upload('sv', vCacheHost);
   const attn = VARIANTS.map((variant) => new StreamingAttentionKernel(gpu, { variant, maxWorkgroupsPerDim: 7 }));
+  const tiled = VARIANTS.map(
+    (variant) => new PrefillAttentionKernel(gpu, { variant, maxWorkgroupsPerDim: 5, maxKeyTile: c.maxKeyTile }),
+  );
   const write = new KvWriteStreamingKernel(gpu);
   const arena = new UniformArena(gpu);
   const history = Array.from({ length: numSeqs }, () => ({ k: [] as Float32Array[], v: [] as Float32Array[] }));
@@ -121,7 +129,12 @@ async function runCase(c: Case): Promise<void> {
     const kAct = rng.normalArray(T * kvRowHeads * headDim);
     const vAct = rng.normalArray(T * kvRowHeads * headDim);
     if (c.exactF16) [qAct, kAct, vAct].forEach(roundF16);
-    const outs = VARIANTS.map(() => f32Buffer(gpu, new Float32Array(T * qRowHeads * headDim).fill(SENTINEL), 'out'));
+    const outs = [...VARIANTS, ...VARIANTS].map(() =>
+      f32Buffer(gpu, new Float32Array(T * qRowHeads * headDim).fill(SENTINEL), 'out'),
+    );
+    // the tiled kernel's query tiles (every token of the step, decode steps as one-token tiles)
+    const tilePlan = planQueryTiles(planPrefillBlocks(tokenSeq, positions), tiled[0].tileTokens(group));
+    const tilesBuf = u32Buffer(gpu, tilePlan.tiles);
     const shape = {
       T,
       numHeads,
@@ -155,6 +168,39 @@ async function runCase(c: Case): Promise<void> {
     gpu.run((pass) => {
       attn.forEach((kern, i) => {
         kern.encode(pass, arena, { ...bufs, ...shape, out: outs[i], scale });
+      });
+      tiled.forEach((kern, i) => {
+        kern.encode(pass, arena, {
+          q: bufs.q,
+          kCache,
+          vCache,
+          blockTable: bufs.streamTable,
+          tiles: tilesBuf,
+          out: outs[VARIANTS.length + i],
+          T,
+          tilePlan,
+          numHeads,
+          numKvHeads: s,
+          headDim,
+          pageSize,
+          maxPagesPerSeq: tableWidth,
+          scale,
+          headModes: new Array(s).fill(2),
+          sink,
+          local,
+          qHeadOffset,
+          qRowHeads,
+          window: c.window,
+          softcap: c.softcap,
+          stream: {
+            kFresh: bufs.kFresh,
+            vFresh: bufs.vFresh,
+            sinkPages: sp.numSinkPages,
+            ringPages: sp.numRingPages,
+            kvHeadOffset,
+            kvRowHeads,
+          },
+        });
       });
       write.encode(pass, arena, { k: bufs.kFresh, v: bufs.vFresh, kCache, vCache, slots: slotsBuf, ...shape });
     }, arena);
@@ -201,13 +247,15 @@ async function runCase(c: Case): Promise<void> {
         );
       }
     }
-    for (let i = 0; i < VARIANTS.length; i++) {
+    for (let i = 0; i < outs.length; i++) {
       const got = await gpu.readF32(outs[i], want.length);
-      assertClose(got, want, TOL, `${what} ${VARIANTS[i]}`);
+      const name = i < VARIANTS.length ? VARIANTS[i] : `tiled prefill_attention ${VARIANTS[i - VARIANTS.length]}`;
+      assertClose(got, want, TOL, `${what} ${name}`);
     }
     for (let q = 0; q < numSeqs; q++) len[q] += c.chunks[q][step] ?? 0;
     for (const b of [
       ...outs,
+      tilesBuf,
       slotsBuf,
       bufs.q,
       bufs.kFresh,
@@ -229,6 +277,7 @@ async function runCase(c: Case): Promise<void> {
     assert.deepEqual(gotV, vCacheHost, 'streaming V cache');
   }
   assertNoGpuErrors(gpu);
+  for (const t of tiled) t.destroy();
   arena.destroy();
   kCache.destroy();
   vCache.destroy();
@@ -262,6 +311,7 @@ test('streaming attention: a prefill chunk longer than the ring (local 32, page 
       [0, 3, 70, 1, 1, 1],
     ],
     exactF16: true,
+    maxKeyTile: 8,
   });
 });
 
@@ -321,6 +371,7 @@ test('streaming attention without sink tokens (pure window) and with a window wi
     local: 200,
     chunks: [[17, 1, 40]],
     exactF16: true,
+    maxKeyTile: 4,
   });
 });
 
