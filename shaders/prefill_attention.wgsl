@@ -147,26 +147,25 @@ fn tileSrc(c: Ctx, j0: u32, fresh: bool) -> Src {
 //#endif
 }
 
-// Key j of the current tile, pair off + w, and its value.
-fn keyAt(t: Src, j: u32, w: u32) -> vec2<f32> {
+// q . key j of the current tile over this thread's pairs.
+fn dotKey(t: Src, j: u32) -> vec2<f32> {
+  var d = vec2<f32>(0.0);
 //#if SHARED
-  return kt[j * HW + off + w];
+  for (var w = 0u; w < PW; w++) { d += qv[w] * kt[j * HW + off + w]; }
 //#else
-//#if STREAM
-  if (t.fresh) { return kFresh[t.base + j * t.stride + w]; }
+  let b = t.base + j * t.stride;
+  for (var w = 0u; w < PW; w++) { d += qv[w] * unpack2x16float(kCache[b + w]); }
 //#endif
-  return unpack2x16float(kCache[t.base + j * t.stride + w]);
-//#endif
+  return d;
 }
 
-fn valueAt(t: Src, j: u32, w: u32) -> vec2<f32> {
+// acc += pj * value j of the current tile over this thread's pairs; nothing when !vis (the value is never added).
+fn addValue(t: Src, j: u32, pj: f32, vis: bool) {
 //#if SHARED
-  return vt[j * HW + off + w];
+  for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * vt[j * HW + off + w], vis); }
 //#else
-//#if STREAM
-  if (t.fresh) { return vFresh[t.base + j * t.stride + w]; }
-//#endif
-  return unpack2x16float(vCache[t.base + j * t.stride + w]);
+  let b = t.base + j * t.stride;
+  for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * unpack2x16float(vCache[b + w]), vis); }
 //#endif
 }
 
@@ -206,8 +205,7 @@ fn visible(c: Ctx, j: u32) -> bool {
 fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
   var tmax = NEG_BIG;
   for (var j = 0u; j < n; j++) {
-    var d = vec2<f32>(0.0);
-    for (var w = 0u; w < PW; w++) { d += qv[w] * keyAt(kb, j, w); }
+    let d = dotKey(kb, j);
     var s = d.x + d.y;
 //#if SUBGROUPS
     for (var o = 1u; o < SPLIT; o <<= 1u) { s += subgroupShuffleXor(s, o); }
@@ -223,9 +221,34 @@ fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
     let vis = fast || visible(c, j0 + j);
     let pj = select(0.0, exp(sc[j] - st.m), vis);
     st.l += pj;
-    for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * valueAt(kb, j, w), vis); }
+    addValue(kb, j, pj, vis);
   }
 }
+
+//#if STREAM
+//#if !SHARED
+// foldTile over a fresh tile (f32 k/v rows): a copy, so that no loop over the head dim holds a branch on the source.
+fn foldFresh(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
+  var tmax = NEG_BIG;
+  for (var j = 0u; j < n; j++) {
+    var d = vec2<f32>(0.0);
+    for (var w = 0u; w < PW; w++) { d += qv[w] * kFresh[kb.base + j * kb.stride + w]; }
+    let s = d.x + d.y;
+    let vis = fast || visible(c, j0 + j);
+    sc[j] = select(NEG_BIG, s, vis);
+    tmax = select(tmax, max(tmax, s), vis);
+  }
+  st = softmaxRescale(st, tmax);
+  for (var w = 0u; w < PW; w++) { acc[w] *= st.alpha; }
+  for (var j = 0u; j < n; j++) {
+    let vis = fast || visible(c, j0 + j);
+    let pj = select(0.0, exp(sc[j] - st.m), vis);
+    st.l += pj;
+    for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * vFresh[kb.base + j * kb.stride + w], vis); }
+  }
+}
+//#endif
+//#endif
 
 // Segment e of the tile's key set (modes above): keys [lo, hi), whether they are all sinks (visible to every row at
 // or past them) and whether they are fresh (STREAM). Dense: one segment; block-sparse: one per listed key block;
@@ -324,7 +347,17 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 //#if SHARED
       loadTile(lid, kb, j1 - j0);
 //#endif
-      foldTile(c, kb, j0, j1 - j0, j1 <= fastEnd && j0 >= edge);
+      let fast = j1 <= fastEnd && j0 >= edge;
+//#if STREAM
+//#if !SHARED
+      if (r.fresh) {
+        foldFresh(c, kb, j0, j1 - j0, fast);
+        j0 = j1;
+        continue;
+      }
+//#endif
+//#endif
+      foldTile(c, kb, j0, j1 - j0, fast);
       j0 = j1;
     }
   }
