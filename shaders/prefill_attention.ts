@@ -15,8 +15,13 @@
  * attention).
  *
  * Variants (same bindings, same results):
- *  - 'lanes' (CPU adapters such as lavapipe): one invocation per row, 64 rows per workgroup; the SIMD lanes of the
- *    CPU are query rows, and every lane reads the same key word, loaded once and broadcast.
+ *  - 'lanes' (CPU adapters such as lavapipe): 64 rows per workgroup; for steps of LANES_BLOCK_MIN_PAIRS causal
+ *    pairs or more, 4 rows per invocation (register blocking: each key and value element, read and unpacked once,
+ *    serves the invocation's 4 rows: 2-2.8x faster on lavapipe than one row per invocation, bench/results/
+ *    PREFILL.md) with the head-dim loops over vec4 (so that the compiler unrolls them and keeps the rows' arrays
+ *    out of indexed memory, also at head dim 128); smaller steps one row per invocation (a pipeline that builds
+ *    several times faster). The SIMD lanes of the CPU are invocations, and every lane reads the same key word,
+ *    loaded once and broadcast.
  *  - 'workgroup' (GPUs): each key tile is loaded into workgroup memory once (f32, coalesced); 4 threads per row
  *    (each holds a quarter of the head dim; scores summed with subgroupShuffleXor), 64 rows, 256 threads; where
  *    the device has no subgroups, one thread per row.
@@ -59,6 +64,13 @@ export const TILE_WORDS = 6;
 const TARGET_ROWS = 64;
 /** Most keys per key tile. */
 const MAX_KEY_TILE = 64;
+/**
+ * 'lanes': the register block (4 rows per invocation, vec4 loops) serves steps of at least this many causal (query
+ * token, key) pairs; smaller steps run one row per invocation with pair loops. The block is 2-2.8x faster but its
+ * pipeline takes 25-100 s to build on lavapipe (vs 10-20 s), so a short prompt never waits for it; the first long one
+ * does, once per machine (Mesa keeps built shaders in its disk cache).
+ */
+export const LANES_BLOCK_MIN_PAIRS = 1 << 22;
 
 /** struct Params of prefill_attention.wgsl. */
 const PARAMS = defineParams('prefill_attention', {
@@ -93,6 +105,8 @@ export interface QueryTilePlan {
    * chunk out): the fresh keys of the streaming pool (`stream`) are found by row, so it needs this.
    */
   contiguousRows: boolean;
+  /** Query rows x keys of the causal mask over the step: sum over tiles of count x (lastPos + 1) (a size of the work). */
+  causalPairs: number;
 }
 
 /**
@@ -116,8 +130,10 @@ export function planQueryTiles(plan: PrefillBlockPlan, tileTokens: number): Quer
     if (count === 0) contiguousRows = false;
   }
   const out: number[] = [];
+  let causalPairs = 0;
   for (let qb = 0; qb < plan.numQBlocks; qb++) {
     const [row, firstToken, firstPos, count] = qBlock(qb);
+    causalPairs += count * (firstPos + count);
     let i = 0;
     while (i < count) {
       const pos = firstPos + i;
@@ -126,7 +142,7 @@ export function planQueryTiles(plan: PrefillBlockPlan, tileTokens: number): Quer
       i += n;
     }
   }
-  return { tileTokens, numTiles: out.length / TILE_WORDS, tiles: Uint32Array.from(out), contiguousRows };
+  return { tileTokens, numTiles: out.length / TILE_WORDS, tiles: Uint32Array.from(out), contiguousRows, causalPairs };
 }
 
 /**
@@ -184,6 +200,10 @@ export interface PrefillAttentionOptions {
   maxWorkgroupsPerDim?: number;
   /** Tests only: a smaller key tile (a power of two), to cross more tile edges on small inputs. */
   maxKeyTile?: number;
+  /** 'lanes': query rows per invocation, 1, 2 or 4 (default: 4 for steps of LANES_BLOCK_MIN_PAIRS, else 1). */
+  rowsPerThread?: number;
+  /** 'lanes': vec4 head-dim loops where headDim % 4 == 0 (default: with more than one row per invocation). */
+  quad?: boolean;
 }
 
 export class PrefillAttentionKernel {
@@ -210,6 +230,17 @@ export class PrefillAttentionKernel {
     let s = Math.min(4, min);
     while (s > 1 && ((headDim / 2) % s !== 0 || rows * s > this.gpu.caps.maxComputeInvocationsPerWorkgroup)) s /= 2;
     return s;
+  }
+
+  /**
+   * Query rows per invocation: 'lanes' up to rowsPerThread (default 4 for a step of at least LANES_BLOCK_MIN_PAIRS
+   * causal pairs, else 1; the largest of those dividing the rows), else 1.
+   */
+  rowsPerThread(rows: number, causalPairs: number): number {
+    if (this.variant !== 'lanes') return 1;
+    let qb = this.opts.rowsPerThread ?? (causalPairs >= LANES_BLOCK_MIN_PAIRS ? 4 : 1);
+    while (qb > 1 && rows % qb !== 0) qb /= 2;
+    return qb;
   }
 
   /**
@@ -287,6 +318,9 @@ export class PrefillAttentionKernel {
       `${rows} query rows (group ${group}) exceed a workgroup`,
     );
     const bk = this.keyTile(a.headDim, a.pageSize);
+    const qb = this.rowsPerThread(rows, tilePlan.causalPairs);
+    // 'lanes': head-dim loops over vec4 (two pairs) where the head dim allows, half the trip count
+    const quad = this.variant === 'lanes' && a.headDim % 4 === 0 && (this.opts.quad ?? qb > 1);
     const u = arena.params(PARAMS, {
       ...pagedHeads(a),
       numTiles: tilePlan.numTiles,
@@ -309,6 +343,9 @@ export class PrefillAttentionKernel {
       G: group,
       BQ: tilePlan.tileTokens,
       SPLIT: split,
+      QB: qb,
+      UW: quad ? 4 : 2,
+      QUAD: quad,
       BK: bk,
       SHARED: this.variant === 'workgroup',
       SUBGROUPS: split > 1,

@@ -3,17 +3,20 @@ enable subgroups;
 //#endif
 // Prefill attention, FlashAttention-2 style, over the packed-f16 paged KV cache: one workgroup per (query tile,
 // KV head). A query tile is up to BQ consecutive tokens of one sequence (tiles: [row, firstToken, firstPos, count,
-// listRow, firstNew]); its R = BQ * G rows are (token, query head) for the G query heads sharing the KV head, row r = token
-// r / G, head r % G. Each row keeps its query, output accumulator and online softmax (lib/softmax.wgsl) in
-// registers and rescales once per key tile of up to BK keys; every key and value is read once per query tile.
+// listRow, firstNew]); its R = BQ * G rows are (token, query head) for the G query heads sharing the KV head, row
+// r = token r / G, head r % G. Each row keeps its query, output accumulator and online softmax (lib/softmax.wgsl)
+// in registers and rescales once per key tile of up to BK keys; every key and value is read once per query tile.
 // Key tiles are aligned to multiples of BK, which divides the page size, so a tile is BK consecutive slots of one
 // page: one block-table lookup per tile, none per key.
 // Two layouts (SHARED):
 //   SHARED (GPUs): SPLIT threads per row (each holds PW = HW / SPLIT pairs of the query and accumulator; a score is
 //     summed across the row's threads with subgroupShuffleXor); the workgroup loads each key tile into workgroup
 //     memory once, unpacked to f32, consecutive threads reading consecutive words (coalesced), between barriers.
-//   otherwise (CPU adapters): one invocation per row and no workgroup memory nor barrier: the SIMD lanes of the CPU
-//     are rows, and every lane reads the same key word, which the compiler loads once and broadcasts.
+//   otherwise (CPU adapters): QB rows per invocation (a register block of QB rows x the tile's keys: each key and
+//     value element is read and unpacked once for QB rows) and no workgroup memory nor barrier: the SIMD lanes of
+//     the CPU are invocations, and every lane reads the same key word, which the compiler loads once and
+//     broadcasts. QUAD: the head-dim loops step over vec4 units (UW = 4), half the trip count, so the compiler
+//     unrolls them and the rows' arrays are indexed by constants.
 // Keys a tile covers, by its KV head's mode (modes):
 //   0 dense:        [0, lastPos]
 //   1 block-sparse: the key blocks blockList[listRow, kvh] lists, [c*BS, c*BS + BS) clipped to <= lastPos
@@ -78,7 +81,11 @@ const BQ: u32 = $BQ;          // query tokens per tile
 const R: u32 = BQ * G;        // rows per workgroup
 const SPLIT: u32 = $SPLIT;    // threads per row (divides HW; 1 without SHARED)
 const PW: u32 = HW / SPLIT;   // pairs per thread
-const WG: u32 = R * SPLIT;    // threads per workgroup
+const UW: u32 = $UW;          // floats per unit of a thread's head-dim loops: 2 (pairs) or 4 (QUAD: two pairs)
+const NU: u32 = PW * 2u / UW; // units per thread
+alias U = vec$UW<f32>;
+const QB: u32 = $QB;          // rows per thread (divides R; 1 with SHARED): a key element read once serves QB rows
+const WG: u32 = R / QB * SPLIT; // threads per workgroup
 const BK: u32 = $BK;          // keys per key tile (divides the page size)
 const MODE_SPARSE: u32 = 1u;
 const MODE_LAMBDA: u32 = 2u;
@@ -88,12 +95,16 @@ var<workgroup> kt: array<vec2<f32>, BK * HW>;  // the key tile, f32 pairs
 var<workgroup> vt: array<vec2<f32>, BK * HW>;  // the value tile
 //#endif
 
-var<private> qv: array<vec2<f32>, PW>;   // this thread's pairs of its row's query, times scale
-var<private> acc: array<vec2<f32>, PW>;  // this thread's pairs of sum_j exp(s_j - m) v_j
-var<private> st: Softmax = SOFTMAX_EMPTY;
-var<private> sc: array<f32, BK>;         // scores of the current key tile
-var<private> rowPos: u32;                // this row's position (past lastPos for rows of missing tokens: never written)
-var<private> off: u32;                   // this thread's first pair of its row: part * PW
+// Per row k of this thread's QB rows:
+var<private> qv: array<array<U, NU>, QB>;   // this thread's units of the row's query, times scale
+var<private> acc: array<array<U, NU>, QB>;  // this thread's units of sum_j exp(s_j - m) v_j
+var<private> st: array<Softmax, QB>;
+var<private> sc: array<array<f32, BK>, QB>;         // scores of the current key tile
+var<private> tmax: array<f32, QB>;                  // largest visible score of the current key tile
+var<private> pj: array<f32, QB>;                    // weight of the current key (0: masked)
+var<private> vis: array<bool, QB>;                  // whether the current key is visible
+var<private> rowPos: array<u32, QB>;  // the row's position (past lastPos for rows of missing tokens: never written)
+var<private> off: u32;                // this thread's first pair of its rows: part * PW
 
 // The query tile (workgroup-uniform: with SHARED the key loops it controls hold barriers).
 struct Ctx {
@@ -147,25 +158,39 @@ fn tileSrc(c: Ctx, j0: u32, fresh: bool) -> Src {
 //#endif
 }
 
-// q . key j of the current tile over this thread's pairs.
-fn dotKey(t: Src, j: u32) -> vec2<f32> {
-  var d = vec2<f32>(0.0);
+// Unit u of this thread's share (pairs off.. ) of key j of the current tile, and of its value.
+fn kUnit(t: Src, j: u32, u: u32) -> U {
 //#if SHARED
-  for (var w = 0u; w < PW; w++) { d += qv[w] * kt[j * HW + off + w]; }
+  return kt[j * HW + off + u];
 //#else
-  let b = t.base + j * t.stride;
-  for (var w = 0u; w < PW; w++) { d += qv[w] * unpack2x16float(kCache[b + w]); }
+//#if QUAD
+  let b = t.base + j * t.stride + 2u * u;
+  return vec4<f32>(unpack2x16float(kCache[b]), unpack2x16float(kCache[b + 1u]));
+//#else
+  return unpack2x16float(kCache[t.base + j * t.stride + u]);
 //#endif
-  return d;
+//#endif
 }
 
-// acc += pj * value j of the current tile over this thread's pairs; nothing when !vis (the value is never added).
-fn addValue(t: Src, j: u32, pj: f32, vis: bool) {
+fn vUnit(t: Src, j: u32, u: u32) -> U {
 //#if SHARED
-  for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * vt[j * HW + off + w], vis); }
+  return vt[j * HW + off + u];
 //#else
-  let b = t.base + j * t.stride;
-  for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * unpack2x16float(vCache[b + w]), vis); }
+//#if QUAD
+  let b = t.base + j * t.stride + 2u * u;
+  return vec4<f32>(unpack2x16float(vCache[b]), unpack2x16float(vCache[b + 1u]));
+//#else
+  return unpack2x16float(vCache[t.base + j * t.stride + u]);
+//#endif
+//#endif
+}
+
+// Unit u of an f32-pair row at pair b (q, fresh k/v rows).
+fn pairsUnit(x: ptr<storage, array<vec2<f32>>, read>, b: u32, u: u32) -> U {
+//#if QUAD
+  return vec4<f32>((*x)[b + 2u * u], (*x)[b + 2u * u + 1u]);
+//#else
+  return (*x)[b + u];
 //#endif
 }
 
@@ -191,37 +216,68 @@ fn loadTile(lid: u32, t: Src, n: u32) {
 }
 //#endif
 
-// Whether key j is visible to this thread's row.
-fn visible(c: Ctx, j: u32) -> bool {
-  var ok = j <= rowPos;
-  if (c.mode == MODE_LAMBDA) { ok = ok && (j < p.sink || j + p.local > rowPos); }
-  if (p.window > 0u) { ok = ok && j + p.window > rowPos; }
+// Whether key j is visible to the row at position pos.
+fn visible(c: Ctx, j: u32, pos: u32) -> bool {
+  var ok = j <= pos;
+  if (c.mode == MODE_LAMBDA) { ok = ok && (j < p.sink || j + p.local > pos); }
+  if (p.window > 0u) { ok = ok && j + p.window > pos; }
   return ok;
 }
 
-// Folds keys j0 .. j0 + n - 1 (n <= BK, key tile kb) into this row's softmax and accumulator. fast: every key of
-// the tile is visible to every row, so no key is tested. A masked key adds nothing, whatever its score or value (a
-// later token's, in the diagonal tile): its weight is selected to 0 and its value never added.
-fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
-  var tmax = NEG_BIG;
-  for (var j = 0u; j < n; j++) {
-    let d = dotKey(kb, j);
-    var s = d.x + d.y;
+// A key tile folds in two passes: scores (noteKey per key), one rescale (rescaleRows), weighted values (weighKey
+// per key). fast: every key of the tile is visible to every row, so no key is tested. A masked key adds nothing,
+// whatever its score or value (a later token's, in the diagonal tile): its weight is selected to 0 and its value
+// never added.
+
+// Key j0 + j scored d[k] (this thread's partial dot products) by row k: its masked score and the tile max.
+fn noteKey(c: Ctx, j0: u32, j: u32, fast: bool, d: array<U, QB>) {
+  for (var k = 0u; k < QB; k++) {
+    var s = dot(d[k], U(1.0));
 //#if SUBGROUPS
     for (var o = 1u; o < SPLIT; o <<= 1u) { s += subgroupShuffleXor(s, o); }
 //#endif
     s = softcap(s, p.softcap);
-    let vis = fast || visible(c, j0 + j);
-    sc[j] = select(NEG_BIG, s, vis);
-    tmax = select(tmax, max(tmax, s), vis);
+    let v = fast || visible(c, j0 + j, rowPos[k]);
+    sc[k][j] = select(NEG_BIG, s, v);
+    tmax[k] = select(tmax[k], max(tmax[k], s), v);
   }
-  st = softmaxRescale(st, tmax);
-  for (var w = 0u; w < PW; w++) { acc[w] *= st.alpha; }
+}
+
+// Rescales every row to its running max after a tile's scores; resets the tile max.
+fn rescaleRows() {
+  for (var k = 0u; k < QB; k++) {
+    st[k] = softmaxRescale(st[k], tmax[k]);
+    for (var u = 0u; u < NU; u++) { acc[k][u] *= st[k].alpha; }
+    tmax[k] = NEG_BIG;
+  }
+}
+
+// Weights of key j0 + j per row, added to the rows' sums; pj and vis for the values.
+fn weighKey(c: Ctx, j0: u32, j: u32, fast: bool) {
+  for (var k = 0u; k < QB; k++) {
+    vis[k] = fast || visible(c, j0 + j, rowPos[k]);
+    pj[k] = select(0.0, exp(sc[k][j] - st[k].m), vis[k]);
+    st[k].l += pj[k];
+  }
+}
+
+// Folds keys j0 .. j0 + n - 1 (n <= BK, key tile kb) into this thread's rows.
+fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
   for (var j = 0u; j < n; j++) {
-    let vis = fast || visible(c, j0 + j);
-    let pj = select(0.0, exp(sc[j] - st.m), vis);
-    st.l += pj;
-    addValue(kb, j, pj, vis);
+    var d = array<U, QB>(); // zeroed explicitly: a bare `var d: T;` here was not re-zeroed per key (Dawn, lavapipe)
+    for (var u = 0u; u < NU; u++) {
+      let kk = kUnit(kb, j, u);
+      for (var k = 0u; k < QB; k++) { d[k] += qv[k][u] * kk; }
+    }
+    noteKey(c, j0, j, fast, d);
+  }
+  rescaleRows();
+  for (var j = 0u; j < n; j++) {
+    weighKey(c, j0, j, fast);
+    for (var u = 0u; u < NU; u++) {
+      let vv = vUnit(kb, j, u);
+      for (var k = 0u; k < QB; k++) { acc[k][u] += select(U(0.0), pj[k] * vv, vis[k]); }
+    }
   }
 }
 
@@ -229,22 +285,21 @@ fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
 //#if !SHARED
 // foldTile over a fresh tile (f32 k/v rows): a copy, so that no loop over the head dim holds a branch on the source.
 fn foldFresh(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
-  var tmax = NEG_BIG;
   for (var j = 0u; j < n; j++) {
-    var d = vec2<f32>(0.0);
-    for (var w = 0u; w < PW; w++) { d += qv[w] * kFresh[kb.base + j * kb.stride + w]; }
-    let s = d.x + d.y;
-    let vis = fast || visible(c, j0 + j);
-    sc[j] = select(NEG_BIG, s, vis);
-    tmax = select(tmax, max(tmax, s), vis);
+    var d = array<U, QB>(); // zeroed explicitly: a bare `var d: T;` here was not re-zeroed per key (Dawn, lavapipe)
+    for (var u = 0u; u < NU; u++) {
+      let kk = pairsUnit(&kFresh, kb.base + j * kb.stride, u);
+      for (var k = 0u; k < QB; k++) { d[k] += qv[k][u] * kk; }
+    }
+    noteKey(c, j0, j, fast, d);
   }
-  st = softmaxRescale(st, tmax);
-  for (var w = 0u; w < PW; w++) { acc[w] *= st.alpha; }
+  rescaleRows();
   for (var j = 0u; j < n; j++) {
-    let vis = fast || visible(c, j0 + j);
-    let pj = select(0.0, exp(sc[j] - st.m), vis);
-    st.l += pj;
-    for (var w = 0u; w < PW; w++) { acc[w] += select(vec2<f32>(0.0), pj * vFresh[kb.base + j * kb.stride + w], vis); }
+    weighKey(c, j0, j, fast);
+    for (var u = 0u; u < NU; u++) {
+      let vv = pairsUnit(&vFresh, kb.base + j * kb.stride, u);
+      for (var k = 0u; k < QB; k++) { acc[k][u] += select(U(0.0), pj[k] * vv, vis[k]); }
+    }
   }
 }
 //#endif
@@ -309,18 +364,24 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let kvh = idx - tile * p.nKvHeads;
   let tb = tile * 6u;
   let count = tiles[tb + 3u];
-  let row = lid / SPLIT;
-  let i = row / G;                  // token of the tile
-  let h = kvh * G + (row - i * G);  // local query head
   let firstPos = tiles[tb + 2u];
   let c = Ctx(
     tiles[tb], kvh, p.modes[kvh / 4u][kvh % 4u], firstPos, firstPos + count - 1u, tiles[tb + 1u], tiles[tb + 5u],
   );
-  rowPos = firstPos + i;
-  off = (lid - row * SPLIT) * PW;
-  let t = tiles[tb + 1u] + min(i, count - 1u);
-  let qo = (t * p.qRowHeads + p.qHeadOffset + h) * HW + off;
-  for (var w = 0u; w < PW; w++) { qv[w] = q[qo + w] * p.scale; }
+  let row0 = lid / SPLIT * QB; // this thread's rows: row0 .. row0 + QB - 1, row r = (token r / G, head r % G)
+  off = (lid % SPLIT) * PW;
+  var qo: array<u32, QB>;
+  for (var k = 0u; k < QB; k++) {
+    let row = row0 + k;
+    let i = row / G;
+    let h = kvh * G + (row - i * G); // local query head
+    rowPos[k] = firstPos + i;
+    let t = c.firstToken + min(i, count - 1u);
+    qo[k] = (t * p.qRowHeads + p.qHeadOffset + h) * HW + off;
+    for (var u = 0u; u < NU; u++) { qv[k][u] = pairsUnit(&q, qo[k], u) * p.scale; }
+    st[k] = SOFTMAX_EMPTY;
+    tmax[k] = NEG_BIG;
+  }
   // Keys below fastEnd and at or past fastStart are visible to every row of the tile: causal up to the tile's first
   // position; Lambda: inside every row's window (keys > lastPos - local) or a sink.
   var fastStart = 0u;
@@ -361,8 +422,18 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
       j0 = j1;
     }
   }
-  if (i < count) {
-    let norm = softmaxInv(st.l);
-    for (var w = 0u; w < PW; w++) { out[qo + w] = acc[w] * norm; }
+  for (var k = 0u; k < QB; k++) {
+    if (rowPos[k] <= c.lastPos) {
+      let norm = softmaxInv(st[k].l);
+      for (var u = 0u; u < NU; u++) {
+        let a = acc[k][u] * norm;
+//#if QUAD
+        out[qo[k] + 2u * u] = a.xy;
+        out[qo[k] + 2u * u + 1u] = a.zw;
+//#else
+        out[qo[k] + u] = a;
+//#endif
+      }
+    }
   }
 }

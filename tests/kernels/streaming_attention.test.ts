@@ -14,7 +14,11 @@ import { test } from 'node:test';
 import { KvCacheManager } from '../../kvcache/manager.js';
 import { planPrefillBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel, SKIP_SLOT } from '../../shaders/kv_write_streaming.js';
-import { PrefillAttentionKernel, planQueryTiles } from '../../shaders/prefill_attention.js';
+import {
+  PrefillAttentionKernel,
+  type PrefillAttentionOptions,
+  planQueryTiles,
+} from '../../shaders/prefill_attention.js';
 import { UniformArena } from '../../shaders/runtime.js';
 import {
   freshStartRows,
@@ -56,6 +60,8 @@ interface Case {
   softcap?: number;
   /** Tiled kernel: a smaller key tile (crosses more tile edges). */
   maxKeyTile?: number;
+  /** Tiled kernel: also the register block of 'lanes' (4 rows per invocation, vec4 loops; large steps take it). */
+  block?: boolean;
 }
 
 function roundF16(xs: Float32Array): Float32Array {
@@ -89,8 +95,12 @@ async function runCase(c: Case): Promise<void> {
   const kCache = gpu.upload('sk', kCacheHost);
   const vCache = gpu.upload('sv', vCacheHost);
   const attn = VARIANTS.map((variant) => new StreamingAttentionKernel(gpu, { variant, maxWorkgroupsPerDim: 7 }));
-  const tiled = VARIANTS.map(
-    (variant) => new PrefillAttentionKernel(gpu, { variant, maxWorkgroupsPerDim: 5, maxKeyTile: c.maxKeyTile }),
+  const tiledLayouts: PrefillAttentionOptions[] = [
+    ...VARIANTS.map((variant) => ({ variant })),
+    ...(c.block ? [{ variant: 'lanes' as const, rowsPerThread: 4 }] : []),
+  ];
+  const tiled = tiledLayouts.map(
+    (l) => new PrefillAttentionKernel(gpu, { ...l, maxWorkgroupsPerDim: 5, maxKeyTile: c.maxKeyTile }),
   );
   const write = new KvWriteStreamingKernel(gpu);
   const arena = new UniformArena(gpu);
@@ -129,7 +139,7 @@ async function runCase(c: Case): Promise<void> {
     const kAct = rng.normalArray(T * kvRowHeads * headDim);
     const vAct = rng.normalArray(T * kvRowHeads * headDim);
     if (c.exactF16) [qAct, kAct, vAct].forEach(roundF16);
-    const outs = [...VARIANTS, ...VARIANTS].map(() =>
+    const outs = [...VARIANTS, ...tiledLayouts].map(() =>
       f32Buffer(gpu, new Float32Array(T * qRowHeads * headDim).fill(SENTINEL), 'out'),
     );
     // the tiled kernel's query tiles (every token of the step, decode steps as one-token tiles)
@@ -249,7 +259,10 @@ async function runCase(c: Case): Promise<void> {
     }
     for (let i = 0; i < outs.length; i++) {
       const got = await gpu.readF32(outs[i], want.length);
-      const name = i < VARIANTS.length ? VARIANTS[i] : `tiled prefill_attention ${VARIANTS[i - VARIANTS.length]}`;
+      const name =
+        i < VARIANTS.length
+          ? VARIANTS[i]
+          : `tiled prefill_attention ${JSON.stringify(tiledLayouts[i - VARIANTS.length])}`;
       assertClose(got, want, TOL, `${what} ${name}`);
     }
     for (let q = 0; q < numSeqs; q++) len[q] += c.chunks[q][step] ?? 0;
@@ -359,6 +372,7 @@ test('streaming attention without sink tokens (pure window) and with a window wi
     local: 20,
     chunks: [[30, 1, 25, 1]],
     exactF16: true,
+    block: true,
   });
   await runCase({
     seed: 5,
@@ -372,6 +386,7 @@ test('streaming attention without sink tokens (pure window) and with a window wi
     chunks: [[17, 1, 40]],
     exactF16: true,
     maxKeyTile: 4,
+    block: true,
   });
 });
 

@@ -113,8 +113,11 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['page_digest', { HW: 32 }],
   ['page_score', { HW: 32, V4: true, COMBINE_MAX: false }],
   ['page_select', { MAX_PAGES: 4096 }],
-  ['prefill_attention', { HD: 64, G: 4, BQ: 16, SPLIT: 1, BK: 64, SHARED: false, SUBGROUPS: false }],
-  ['prefill_attention', { HD: 64, G: 4, BQ: 16, SPLIT: 4, BK: 64, SHARED: true, SUBGROUPS: true }],
+  [
+    'prefill_attention',
+    { HD: 64, G: 4, BQ: 16, SPLIT: 1, QB: 2, UW: 4, QUAD: true, STREAM: true, BK: 64, SHARED: false, SUBGROUPS: false },
+  ],
+  ['prefill_attention', { HD: 64, G: 4, BQ: 16, SPLIT: 4, QB: 1, UW: 2, BK: 64, SHARED: true, SUBGROUPS: true }],
   ['residual_add', {}],
   ['rmsnorm', {}],
   ['rmsnorm', { ACC: true }],
