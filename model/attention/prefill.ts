@@ -25,6 +25,7 @@ import type { ScoreMods } from '../../shaders/lib/attention.js';
 import type { LayoutVariant } from '../../shaders/lib/checks.js';
 import {
   PrefillAttentionKernel,
+  type PrefillAttentionOptions,
   planQueryTiles,
   type QueryTilePlan,
   type StreamingSource,
@@ -49,6 +50,8 @@ export interface PrefillConfig {
   local?: number;
   /** Attention kernel variant; default per adapter ('lanes' on CPU adapters, else 'workgroup'). */
   variant?: LayoutVariant;
+  /** More of the attention kernel's layout options (benchmarks and tests; default: per adapter and step). */
+  kernel?: PrefillAttentionOptions;
 }
 
 /** A step's prefill plan: query blocks (selection) and query tiles (attention), uploaded once per step. */
@@ -129,7 +132,7 @@ export class PrefillAttention {
     }
     this.digest = new BlockDigestKernel(gpu);
     this.select = new BlockSelectKernel(gpu);
-    this.attention = new PrefillAttentionKernel(gpu, { variant: cfg.variant });
+    this.attention = new PrefillAttentionKernel(gpu, { variant: cfg.variant, ...cfg.kernel });
   }
 
   /**
