@@ -82,7 +82,7 @@ function bf16Twin(dir: string): string {
 }
 
 async function loadFormat(dir: string, format: string, cfg: EngineConfig, gpu: Gpu): Promise<ModelRunner> {
-  const opts = { gpu, maxLogitRows: cfg.maxBatchTokens };
+  const opts = { gpu, maxLogitRows: cfg.maxBatchTokens ?? undefined };
   if (format.endsWith('.gguf')) return ModelRunner.load(await resolveModel(format), cfg, opts);
   if (format === 'f32') return ModelRunner.load(dir, cfg, opts);
   if (format === 'bf16') return ModelRunner.load(bf16Twin(dir), cfg, opts);
@@ -132,7 +132,13 @@ async function allLogits(engine: ModelRunner, seqId: string, ids: readonly numbe
   return logits;
 }
 
-export async function runQuantBench(dir: string, cfg: EngineConfig, o: QuantBenchOptions): Promise<QuantBenchResult> {
+export async function runQuantBench(
+  dir: string,
+  engineCfg: EngineConfig,
+  o: QuantBenchOptions,
+): Promise<QuantBenchResult> {
+  // logits of every row of one chunk: a fixed chunk (512 unless --max-batch-tokens says otherwise)
+  const cfg = { ...engineCfg, maxBatchTokens: engineCfg.maxBatchTokens ?? 512 };
   const ref = await ModelRunner.load(dir, cfg, { maxLogitRows: cfg.maxBatchTokens });
   const gpu = ref.gpu;
   try {

@@ -6,6 +6,7 @@
  *   decode     model-level decode step time dense vs sparse at several contexts
  *   agreement  sparse vs dense greedy-token agreement and KL on a real model over long inputs
  *   quant      weight formats (F32, BF16, int8, q4, GGUF files): bytes per decode step, decode tokens/s, agreement
+ *   prefill    where a long prompt's prefill time goes: matmul vs attention vs selection vs other, per prompt length
  *   step       host cost of a steady-state decode step (dispatches, bind groups, uploads, read-back, sampling)
  */
 import { readFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { ATTENTION_SHAPES, attentionTables, parseShape, runAttentionBench } from
 import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/common.js';
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
+import { prefillTable, runPrefillBench } from '../bench/prefill.js';
 import { quantTable, runQuantBench } from '../bench/quant.js';
 import { runStepBench, STEP_SAMPLINGS, stepTable } from '../bench/step.js';
 import { loadModelConfig } from '../checkpoint/config.js';
@@ -28,7 +30,7 @@ import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
 
-const SUITES = ['forward', 'attention', 'decode', 'agreement', 'quant', 'step'] as const;
+const SUITES = ['forward', 'attention', 'decode', 'agreement', 'quant', 'step', 'prefill'] as const;
 type Suite = (typeof SUITES)[number];
 
 const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
@@ -47,6 +49,7 @@ const SUMMARY: Record<Suite, string> = {
   decode: 'whole decode step time of a model, dense vs sparse, at long contexts',
   agreement: 'sparse vs dense quality on a model: greedy-token agreement and KL over long documents',
   quant: 'weight formats of one model side by side: bytes per decode step, decode tokens/s, agreement with F32',
+  prefill: "where a long prompt's prefill time goes: matmul vs attention vs selection vs other, per prompt length",
   step: 'what one steady-state decode step asks of the host and the device, with a predicted H100 step time',
 };
 
@@ -143,6 +146,18 @@ calls and bytes, submits, bytes read back, pipelines compiled after warm-up, hos
   --sequential            run steps one after the other (default: chained as the engine core runs them)
   --json                  print the JSON result instead of the table
   --out FILE              also write the JSON result to FILE`,
+  prefill: `usage: sift bench prefill [--model NAME|DIR | --synthetic PRESET] [options]
+
+A long prompt's prefill through the model (the engine's chunks: --max-batch-tokens, auto by default; dense or
+--prefill-mode block-sparse), end to end, and where its time goes: the dispatches of some of its chunks are replayed
+one at a time and timed with GPU timestamps where the adapter has them (else one submit each), grouped into matmul,
+attention (K/V writes + attention kernels), selection (digests + block / page selection) and other (norms, RoPE,
+SwiGLU, residual adds, embedding); host = end to end minus their sum.
+${MODEL_HELP}
+  --prompt-len LIST       prompt lengths (default 4096; the context and KV cache are sized to fit)
+  --sample K              chunks replayed per length, evenly spread, the rest interpolated (default 3; 0 = all)
+  --timing MODE           timestamps or submits (default timestamps where the adapter has them)
+${outHelp(1)}`,
 };
 
 const listDef = { type: 'string' } as const;
@@ -214,28 +229,37 @@ export async function main(argv: string[]): Promise<number> {
                 'fill-tokens': listDef,
                 ...engineOptionDefs({ streaming: false }),
               }
-            : suite === 'quant'
+            : suite === 'prefill'
               ? {
                   ...common,
                   ...model,
-                  formats: listDef,
-                  sequences: listDef,
-                  length: listDef,
-                  steps: listDef,
+                  'prompt-len': listDef,
+                  sample: listDef,
+                  timing: listDef,
                   ...engineOptionDefs({ streaming: false }),
                 }
-              : {
-                  ...common,
-                  ...model,
-                  budgets: listDef,
-                  lengths: listDef,
-                  docs: listDef,
-                  steps: listDef,
-                  text: listDef,
-                  stories: listDef,
-                  seed: listDef,
-                  ...engineOptionDefs({ streaming: false }),
-                };
+              : suite === 'quant'
+                ? {
+                    ...common,
+                    ...model,
+                    formats: listDef,
+                    sequences: listDef,
+                    length: listDef,
+                    steps: listDef,
+                    ...engineOptionDefs({ streaming: false }),
+                  }
+                : {
+                    ...common,
+                    ...model,
+                    budgets: listDef,
+                    lengths: listDef,
+                    docs: listDef,
+                    steps: listDef,
+                    text: listDef,
+                    stories: listDef,
+                    seed: listDef,
+                    ...engineOptionDefs({ streaming: false }),
+                  };
   const { values } = parse(rest, defs, `bench ${suite}`);
   if (values.help) {
     process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp({ streaming: false })}\n`}`);
@@ -367,6 +391,7 @@ async function modelSuite(
   let longest = 0;
   if (suite === 'decode') longest = Math.max(...intList(values.contexts, 'contexts', [1024, 4096, 16384])) + steps;
   if (suite === 'agreement') longest = Math.max(...intList(values.lengths, 'lengths', [2048, 4096])) + steps;
+  if (suite === 'prefill') longest = Math.max(...intList(values['prompt-len'], 'prompt-len', [4096]));
   const stepOpts =
     suite === 'step'
       ? {
@@ -448,6 +473,22 @@ async function modelSuite(
       });
       result = r;
       table = forwardTable(r);
+    } else if (suite === 'prefill') {
+      const timing = values.timing === undefined ? undefined : String(values.timing);
+      if (timing !== undefined && timing !== 'timestamps' && timing !== 'submits') {
+        throw new SiftError('INVALID_ARGUMENT', `--timing must be timestamps or submits (got "${timing}")`, {
+          param: 'timing',
+        });
+      }
+      const r = await runPrefillBench(engine, {
+        promptLens: intList(values['prompt-len'], 'prompt-len', [4096]),
+        sample: intFlag(values.sample, 'sample', 3, 0),
+        repeat: intFlag(values.repeat, 'repeat', 1, 1),
+        timing,
+        onProgress: progress.update,
+      });
+      result = r;
+      table = prefillTable(r);
     } else if (suite === 'decode') {
       const r = await runDecodeBench(engine, {
         contexts: intList(values.contexts, 'contexts', [1024, 4096, 16384]),

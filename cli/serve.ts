@@ -2,6 +2,7 @@
  * `sift serve`: the OpenAI-compatible HTTP/SSE server. It listens first, so GET /health answers 503 while the
  * model is fetched (on first use), uploaded and wrapped in the engine core, and 200 from then on.
  */
+
 import path from 'node:path';
 import { pino } from 'pino';
 import { loadModelConfig } from '../checkpoint/config.js';
@@ -12,6 +13,7 @@ import { isSiftError, SiftError } from '../config/errors.js';
 import { describeSection, flagOf } from '../config/schema.js';
 import { replicaIdOf, SERVER_SPEC, type ServerConfig, serverConfig } from '../config/server.js';
 import { EngineCore } from '../engine/core.js';
+import { chunkLine } from '../model/chunk-size.js';
 import { loadHeadPlan } from '../model/head-plan.js';
 import { ModelRunner } from '../model/runner.js';
 import { buildApp } from '../server/app.js';
@@ -228,6 +230,9 @@ export async function main(argv: string[]): Promise<number> {
         'the model has streaming heads: the prefix cache is off (a cached prefix would skip writing their rings)',
       );
     }
+    const chunk = engine.prefillChunk;
+    if (chunk)
+      log.info({ prefillChunkTokens: chunk.tokens, auto: chunk.auto }, chunkLine(chunk, engineCfg.activationMib));
     const kvNotice = kvCapacityNotice(loop, engineCfg.kvCacheMib);
     if (kvNotice) log.warn({ kvCacheTokens: loop.kvCacheTokens, maxContext: loop.maxContext }, kvNotice);
     log.info(

@@ -3,11 +3,22 @@ import { resolveSection, type SectionLayers, type SectionSpec, type SectionValue
 
 export const ENGINE_SPEC = {
   maxBatchTokens: {
-    kind: 'int',
-    default: 512,
+    kind: 'optional-int',
+    default: null,
     min: 1,
     max: 65536,
-    doc: 'most new tokens in one forward pass (prefill chunk size); bounds activation memory',
+    defaultText: 'auto',
+    doc:
+      'most new tokens in one forward pass (the prefill chunk); auto: the most, in multiples of 64 up to 2048, ' +
+      'whose activations fit --activation-mib and whose largest activation buffer fits one storage binding (the ' +
+      'startup log says what it chose); a number overrides',
+  },
+  activationMib: {
+    kind: 'int',
+    default: 256,
+    min: 1,
+    max: 1 << 20,
+    doc: "GPU memory in MiB for one step's activations (the prefill chunk's scratch), which sizes the auto chunk",
   },
   pageSize: { kind: 'int', default: 64, min: 1, max: 4096, doc: 'tokens per physical KV page' },
   kvCacheMib: {

@@ -62,7 +62,7 @@ function coerce(where: string, key: string, spec: FieldSpec, raw: unknown): unkn
   }
   if (
     (spec.kind === 'optional-int' || spec.kind === 'optional-number') &&
-    (raw === null || raw === 'null' || raw === '')
+    (raw === null || raw === 'null' || raw === '' || raw === 'auto')
   ) {
     return null;
   }

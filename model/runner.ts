@@ -19,6 +19,7 @@ import { streamingPagesPerSequence } from '../kvcache/index.js';
 import { FaultCheck } from '../shaders/faults.js';
 import { Gpu } from '../shaders/runtime.js';
 import { buildForwardBatch } from './batch.js';
+import { type ChunkChoice, prefillChunk } from './chunk-size.js';
 import type {
   AttentionDefaults,
   DecodeEntry,
@@ -51,6 +52,8 @@ export class ModelRunner implements ModelExecutor {
   readonly attention: AttentionDefaults;
   /** Checks every step for WebGPU validation / out-of-memory errors (shaders/faults.ts). */
   readonly faults: FaultCheck;
+  /** How the prefill chunk (maxBatchTokens) was chosen (model/chunk-size.ts); set by `load`. */
+  prefillChunk: ChunkChoice | null = null;
 
   private constructor(
     readonly gpu: Gpu,
@@ -141,8 +144,9 @@ export class ModelRunner implements ModelExecutor {
       const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
       const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib, kvOpts);
       const kv = new KvStorage(gpu, c, pages, cfg.pageSize, kvOpts);
+      const chunk = prefillChunk(c, gpu.caps, { ...cfg, maxContext });
       const fwd = new ForwardPass(gpu, weights, kv, {
-        maxBatchTokens: cfg.maxBatchTokens,
+        maxBatchTokens: chunk.tokens,
         maxSeqs: cfg.maxSeqs,
         maxPagesPerSeq,
         maxLogitRows: opts.maxLogitRows,
@@ -166,6 +170,7 @@ export class ModelRunner implements ModelExecutor {
         attention,
         cfg.errorScopeInterval,
       );
+      runner.prefillChunk = chunk;
       await runner.warmUp();
       return runner;
     } finally {

@@ -16,7 +16,8 @@ import { checkRequest } from '../../engine/client.js';
 import { pagesKept, tokensAttended } from '../../model/attention/budget.js';
 
 test('defaults < file < env < flags, frozen', () => {
-  assert.equal(engineConfig().maxBatchTokens, 512);
+  assert.equal(engineConfig().maxBatchTokens, null, 'auto by default (model/chunk-size.ts)');
+  assert.equal(engineConfig({ flags: { maxBatchTokens: 'auto' } }).maxBatchTokens, null);
   const c = engineConfig({
     file: { maxBatchTokens: 100, pageSize: 32 },
     env: { SIFT_ENGINE_MAX_BATCH_TOKENS: '200', SIFT_ENGINE_KV_CACHE_MIB: '7' },

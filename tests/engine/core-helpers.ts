@@ -63,7 +63,7 @@ export function cpuExecutor(dir: string, s: CoreSetup = {}): CpuExecutor {
   return new CpuExecutor(dir, {
     pageSize: cfg.pageSize,
     numPages: Math.max(1, Math.floor((cfg.kvCacheMib * 2 ** 20) / bytesPerPage)),
-    maxBatchTokens: cfg.maxBatchTokens,
+    maxBatchTokens: cfg.maxBatchTokens ?? 64,
     maxSeqs: cfg.maxSeqs,
     maxContext: cfg.maxContext ?? 256,
     stepDelayMs: s.stepDelayMs,
