@@ -5,16 +5,19 @@
  * headDim) f32, attending only to the pages selected for the row's (selection slot, KV head) by page_select, plus
  * the newest page (position / pageSize) when a reused selection does not end with it, keys j <= position. The page
  * list is cut into splits of `pagesPerSplit` entries (more for a row whose list the grid's splits cannot hold at that,
- * sparse_decode_common.wgsl): one workgroup per (row, head, split) writes a partial
- * softmax (max, sum, acc[headDim]) to `partials`, and sparse_decode_reduce combines the splits into `out`.
+ * sparse_decode_common.wgsl): one workgroup per (row, KV head, split) reads the split's keys and values once for the
+ * G query heads of its KV head (GQA) and writes each head's partial softmax (max, sum, acc[headDim]) to `partials`,
+ * and sparse_decode_reduce combines the splits into `out`.
  * With every page selected (the context fits the token budget) it is dense paged decode attention.
  * Head range (retrieval heads, model/kv-storage.ts): the kernel processes query heads [qHeadOffset, qHeadOffset +
  * numHeads) of q/out rows of qRowHeads heads (defaults 0 and numHeads) against a cache, selection and partials of
  * numKvHeads heads (local head h -> KV head h / (numHeads / numKvHeads)); heads outside the range are left untouched
  * in out. A layer's sliding window (`window`) masks keys older than position - window + 1 (page_select keeps the
  * window's pages); `softcap` caps the scores (Gemma 2).
- * Variants, same bindings and results: 'lanes' (CPU adapters: 8 invocations with private softmaxes, no barrier in
- * the key loop; default where gpu.caps.isCpu) and 'workgroup' (GPUs: 64 threads share each key tile).
+ * Variants, same bindings and results: 'lanes' (CPU adapters: 8 invocations, each folding every 8th key slot for the
+ * G heads into private softmaxes, no barrier in the key loop; default where gpu.caps.isCpu) and 'workgroup' (GPUs:
+ * 64 threads unpack each tile of key slots into workgroup memory, consecutive threads reading consecutive words of
+ * a key, then score it for the G heads and fold it, G x 64/G threads each holding a head's share of output pairs).
  * Which pages a row keeps and when it reselects is decided above the kernels (model/attention/sparse-decode.ts).
  */
 import {
@@ -81,7 +84,7 @@ export interface SparseDecodeArgs extends AttentionShape, ScoreMods {
   /** Query heads per q/out row (>= qHeadOffset + numHeads). Default numHeads. */
   qRowHeads?: number;
   /**
-   * The grid from the step's buffer (a captured step): dispatch arguments (numRows * numHeads, splits, 1) u32 at
+   * The grid from the step's buffer (a captured step): dispatch arguments (numRows * numKvHeads, splits, 1) u32 at
    * byte `offset` of `buffer`, which the reduce also reads (word `offset / 4 + 1`) for the split count.
    */
   indirect?: { buffer: GPUBuffer; offset: number };
@@ -121,10 +124,24 @@ export class SparseDecodeKernel {
     return { numSplits: Math.max(1, Math.ceil(maxListLen / pagesPerSplit)), pagesPerSplit };
   }
 
-  private pipeline(headDim: number): GPUComputePipeline {
+  /**
+   * Key slots per tile of the 'workgroup' variant: up to 32 (a power of two), fewer where the group's queries and a
+   * tile's f32 keys and values would not fit the device's workgroup memory.
+   */
+  tileSlots(headDim: number, group: number): number {
     const HW = headDim / 2;
-    if (this.variant === 'lanes') return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES }, {}, PARAMS);
-    return this.gpu.pipeline('sparse_decode', { HW, DPW: Math.ceil(HW / WG) }, { WG }, PARAMS);
+    const bytes = (bk: number) => (group * HW + bk * (HW + 1) + bk * HW) * 8 + bk * 4 + group * bk * 4;
+    let bk = 32;
+    while (bk > 1 && bytes(bk) > this.gpu.caps.maxComputeWorkgroupStorageSize) bk /= 2;
+    return bk;
+  }
+
+  private pipeline(headDim: number, group: number): GPUComputePipeline {
+    const HW = headDim / 2;
+    if (this.variant === 'lanes') return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES, G: group }, {}, PARAMS);
+    const TPH = Math.floor(WG / group);
+    const defines = { HW, G: group, BKD: this.tileSlots(headDim, group), TPH, DPT: Math.ceil(HW / TPH) };
+    return this.gpu.pipeline('sparse_decode', defines, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: SparseDecodeArgs): void {
@@ -160,10 +177,13 @@ export class SparseDecodeKernel {
       a.numKvHeads * a.maxSelected * 4,
       `(numSlots, ${a.numKvHeads}, ${a.maxSelected}) u32`,
     );
+    const group = a.numHeads / a.numKvHeads;
+    check(K, group <= WG, `${group} query heads per KV head exceed a workgroup of ${WG}`);
     if (a.numRows === 0) return;
     const rh = a.numRows * a.numHeads;
+    const rk = a.numRows * a.numKvHeads; // one workgroup per (row, KV head, split)
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
-    check(K, rh <= maxDim && a.numSplits <= maxDim, `grid ${rh}x${a.numSplits} exceeds ${maxDim} per dimension`);
+    check(K, rk <= maxDim && a.numSplits <= maxDim, `grid ${rk}x${a.numSplits} exceeds ${maxDim} per dimension`);
     const ind = a.indirect;
     check(
       K,
@@ -182,8 +202,9 @@ export class SparseDecodeKernel {
       ...scoreMods(K, a),
     });
     const bindings = [a.q, a.kCache, a.vCache, a.blockTable, a.rows, a.selected, a.counts, a.partials, u];
-    if (ind) this.gpu.dispatchIndirect(pass, this.pipeline(hd), bindings, ind.buffer, ind.offset);
-    else this.gpu.dispatch(pass, this.pipeline(hd), bindings, rh, a.numSplits);
+    // indirect: the grid (numRows * numKvHeads, splits, 1) comes from the step's inputs
+    if (ind) this.gpu.dispatchIndirect(pass, this.pipeline(hd, group), bindings, ind.buffer, ind.offset);
+    else this.gpu.dispatch(pass, this.pipeline(hd, group), bindings, rk, a.numSplits);
     const ur = arena.params(REDUCE_PARAMS, {
       count: rh * hd,
       headDim: hd,

@@ -4,11 +4,12 @@
 // newest page position / pageSize when the list does not end with it (a selection reused from an earlier step),
 // keys j <= position only; in a layer with a sliding window w > 0 also keys j > position - w only (the selection then
 // holds the window's pages, shaders/page_select.ts; a reused one may hold a page the window has left: masked, never
-// read). Scores are soft-capped when softcap > 0 (Gemma 2). Split `split` (grid y) takes list entries
-// [split * pps, +pps) and writes its partial softmax (running max m, sum l, unnormalised acc) for
-// sparse_decode_reduce, pps = pagesPerSplit, or more for a row whose list the grid's splits (its y, at most
-// numSplits: what the partials scratch holds) cannot hold at pagesPerSplit: ceil(len / splits). The row's own list
-// decides, so a step whose split count is capped needs nothing but its inputs and grid.
+// read). Scores are soft-capped when softcap > 0 (Gemma 2). A workgroup serves (row, KV head, split): the group's G
+// query heads share every key and value it reads. Split `split` (grid y) takes list entries [split * pps, +pps) and
+// writes, per query head, its partial softmax (running max m, sum l, unnormalised acc) for sparse_decode_reduce,
+// pps = pagesPerSplit, or more for a row whose list the grid's splits (its y, at most numSplits: what the partials
+// scratch holds) cannot hold at pagesPerSplit: ceil(len / splits). The row's own list decides, so a step whose split
+// count is capped needs nothing but its inputs and grid.
 //#include lib/block_table
 
 struct Params {
@@ -65,30 +66,34 @@ fn listPage(pl: PageList, i: u32) -> u32 {
   return pl.newest;
 }
 
-// One workgroup's work: (decode row, local query head, split) and the split's key slots.
+// One workgroup's work: (decode row, KV head, split) and the split's key slots; the KV head's G query heads share it.
 struct Split {
   r: u32,       // decode row
-  h: u32,       // local query head
+  h0: u32,      // the KV head's first local query head: kvh * group
   kvh: u32,     // KV head
+  split: u32,   // split index (grid y)
   row: vec4<u32>, // rows[r]: (blockRow, position, slot, pages kept)
   pl: PageList,
   i0: u32,      // first list entry of the split
   nSlots: u32,  // key slots of the split: its pages times pageSize (slots past the position are masked)
-  pb: u32,      // first word of the split's partial
 }
 
 // `splits`: the grid's y (this step's split count, <= numSplits).
 fn splitOf(wid: vec3<u32>, splits: u32) -> Split {
-  let rh = wid.x; // r * nHeads + h
-  let r = rh / p.nHeads;
-  let h = rh - r * p.nHeads;
-  let kvh = h / p.group;
+  let rk = wid.x; // r * nKvHeads + kvh
+  let r = rk / p.nKvHeads;
+  let kvh = rk - r * p.nKvHeads;
   let row = rows[r];
   let pl = pageList(row.z, kvh, row.y);
   let pps = max(p.pagesPerSplit, (pl.len + splits - 1u) / splits);
   let i0 = min(wid.y * pps, pl.len);
   let nSlots = (min(i0 + pps, pl.len) - i0) * p.pageSize;
-  return Split(r, h, kvh, row, pl, i0, nSlots, (rh * p.numSplits + wid.y) * (2u + HD));
+  return Split(r, kvh * p.group, kvh, wid.y, row, pl, i0, nSlots);
+}
+
+// First word of the split's partial of the group's query head g: (numRows, nHeads, numSplits, 2 + HD) f32.
+fn partialBase(sp: Split, g: u32) -> u32 {
+  return ((sp.r * p.nHeads + sp.h0 + g) * p.numSplits + sp.split) * (2u + HD);
 }
 
 // Word offset in the caches of key slot t of the split, or MASKED_KEY past the causal limit (the query's position)
@@ -107,8 +112,8 @@ fn qBase(r: u32, h: u32) -> u32 {
   return (r * p.qRowHeads + p.qHeadOffset + h) * HW;
 }
 
-// Writes the split's partial: m, l, then the (unnormalised) accumulator pair w = acc.
-fn writePartialAcc(sp: Split, w: u32, acc: vec2<f32>) {
-  partials[sp.pb + 2u + 2u * w] = acc.x;
-  partials[sp.pb + 3u + 2u * w] = acc.y;
+// Writes pair w of a partial at word pb (partialBase): the (unnormalised) accumulator pair acc.
+fn writePartialAcc(pb: u32, w: u32, acc: vec2<f32>) {
+  partials[pb + 2u + 2u * w] = acc.x;
+  partials[pb + 3u + 2u * w] = acc.y;
 }

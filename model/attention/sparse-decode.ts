@@ -302,12 +302,11 @@ export class SparseDecodeAttention {
     this.inputs.words('selectRows', sel.length).set(sel);
     // at most maxSplits: rows with longer lists then take more pages per split (in the kernel)
     const { numSplits } = this.attention.splitPlan(maxList, pageSize, this.maxSplits);
-    // the grids of every retrieval-head count r: page_score, page_select, sparse_decode
-    const g = this.cfg.numHeads / numKvHeads;
+    // the grids of every retrieval-head count r: page_score, page_select, sparse_decode (one workgroup per row, KV head)
     const args = this.inputs.words('sparseArgs', numKvHeads * ARG_WORDS);
     const tiles = scoreTiles(maxSelectPages);
     for (let r = 1; r <= numKvHeads; r++) {
-      args.set([sel.length * r, tiles, 1, sel.length, r, 1, rows.length * r * g, numSplits, 1], (r - 1) * ARG_WORDS);
+      args.set([sel.length * r, tiles, 1, sel.length, r, 1, rows.length * r, numSplits, 1], (r - 1) * ARG_WORDS);
     }
     if (this.ownsInputs) this.inputs.flush();
     this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, maxSelectPages };
