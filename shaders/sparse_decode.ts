@@ -138,7 +138,9 @@ export class SparseDecodeKernel {
 
   private pipeline(headDim: number, group: number): GPUComputePipeline {
     const HW = headDim / 2;
-    if (this.variant === 'lanes') return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES, G: group }, {}, PARAMS);
+    if (this.variant === 'lanes') {
+      return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES, G: group, GQA: group > 1 }, {}, PARAMS);
+    }
     const TPH = Math.floor(WG / group);
     const defines = { HW, G: group, BKD: this.tileSlots(headDim, group), TPH, DPT: Math.ceil(HW / TPH) };
     return this.gpu.pipeline('sparse_decode', defines, { WG }, PARAMS);
