@@ -29,72 +29,51 @@ export function phaseOf(kernel: string): Phase {
   return 'other';
 }
 
-/** One dispatch as the forward pass encoded it. */
+/** One dispatch as the forward pass encoded it (Gpu.dispatch / Gpu.dispatchIndirect arguments). */
 interface Recorded {
   kernel: string;
   pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
+  bindings: Parameters<Gpu['dispatch']>[2];
   grid: [number, number, number] | null;
-  indirect: { buffer: GPUBuffer; offset: number } | null;
+  indirect: { args: GPUBuffer; offset: number } | null;
 }
 
-/** Runs `fn` with every compute pass the runtime opens recorded (and encoded as usual). */
+/**
+ * Runs `fn` with every kernel dispatch the runtime encodes recorded (and encoded as usual): every kernel goes
+ * through Gpu.dispatch or Gpu.dispatchIndirect, whatever pass or command encoder it lands in.
+ */
 async function recordDispatches<T>(gpu: Gpu, fn: () => Promise<T>): Promise<{ result: T; dispatches: Recorded[] }> {
   const dispatches: Recorded[] = [];
-  const run = gpu.run;
-  const recording = (pass: GPUComputePassEncoder): GPUComputePassEncoder => {
-    let pipeline: GPUComputePipeline | null = null;
-    let bindGroup: GPUBindGroup | null = null;
-    const push = (grid: Recorded['grid'], indirect: Recorded['indirect']) => {
-      if (!pipeline || !bindGroup)
-        throw new SiftError('INTERNAL', 'bench prefill: dispatch before pipeline/bind group');
-      dispatches.push({ kernel: pipeline.label.split('|')[0], pipeline, bindGroup, grid, indirect });
-    };
-    return new Proxy(pass, {
-      get(target, prop) {
-        if (prop === 'setPipeline') {
-          return (p: GPUComputePipeline) => {
-            pipeline = p;
-            target.setPipeline(p);
-          };
-        }
-        if (prop === 'setBindGroup') {
-          return (index: number, bg: GPUBindGroup, ...rest: []) => {
-            if (index === 0) bindGroup = bg;
-            target.setBindGroup(index, bg, ...rest);
-          };
-        }
-        if (prop === 'dispatchWorkgroups') {
-          return (x: number, y = 1, z = 1) => {
-            push([x, y, z], null);
-            target.dispatchWorkgroups(x, y, z);
-          };
-        }
-        if (prop === 'dispatchWorkgroupsIndirect') {
-          return (buffer: GPUBuffer, offset: number) => {
-            push(null, { buffer, offset });
-            target.dispatchWorkgroupsIndirect(buffer, offset);
-          };
-        }
-        const v = Reflect.get(target, prop);
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
-    });
+  const { dispatch, dispatchIndirect } = gpu;
+  const kernel = (p: GPUComputePipeline) => p.label.split('|')[0];
+  gpu.dispatch = (pass, pipeline, bindings, x, y = 1, z = 1) => {
+    if (x > 0 && y > 0 && z > 0) {
+      dispatches.push({ kernel: kernel(pipeline), pipeline, bindings: [...bindings], grid: [x, y, z], indirect: null });
+    }
+    dispatch.call(gpu, pass, pipeline, bindings, x, y, z);
   };
-  gpu.run = (fn2, arena) => run.call(gpu, (pass) => fn2(recording(pass)), arena);
+  gpu.dispatchIndirect = (pass, pipeline, bindings, args, offset) => {
+    dispatches.push({
+      kernel: kernel(pipeline),
+      pipeline,
+      bindings: [...bindings],
+      grid: null,
+      indirect: { args, offset },
+    });
+    dispatchIndirect.call(gpu, pass, pipeline, bindings, args, offset);
+  };
   try {
     const result = await fn();
     return { result, dispatches };
   } finally {
-    gpu.run = run;
+    gpu.dispatch = dispatch;
+    gpu.dispatchIndirect = dispatchIndirect;
   }
 }
 
-function encodeOne(pass: GPUComputePassEncoder, d: Recorded): void {
-  pass.setPipeline(d.pipeline);
-  pass.setBindGroup(0, d.bindGroup);
-  if (d.grid) pass.dispatchWorkgroups(...d.grid);
-  else if (d.indirect) pass.dispatchWorkgroupsIndirect(d.indirect.buffer, d.indirect.offset);
+function encodeOne(gpu: Gpu, pass: GPUComputePassEncoder, d: Recorded): void {
+  if (d.grid) gpu.dispatch(pass, d.pipeline, d.bindings, ...d.grid);
+  else if (d.indirect) gpu.dispatchIndirect(pass, d.pipeline, d.bindings, d.indirect.args, d.indirect.offset);
 }
 
 /** GPU milliseconds of each dispatch, replayed in order: timestamps around each, or one timed submit each. */
@@ -105,7 +84,7 @@ async function replayTimes(gpu: Gpu, ds: readonly Recorded[], timestamps: boolea
     for (const d of ds) {
       const enc = dev.createCommandEncoder();
       const pass = enc.beginComputePass();
-      encodeOne(pass, d);
+      encodeOne(gpu, pass, d);
       pass.end();
       await gpu.sync();
       const t0 = performance.now();
@@ -127,7 +106,7 @@ async function replayTimes(gpu: Gpu, ds: readonly Recorded[], timestamps: boolea
       const pass = enc.beginComputePass({
         timestampWrites: { querySet: set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
       });
-      encodeOne(pass, d);
+      encodeOne(gpu, pass, d);
       pass.end();
     });
     enc.resolveQuerySet(set, 0, n, resolve, 0);
@@ -249,7 +228,7 @@ export async function runPrefillBench(engine: ModelRunner, o: PrefillBenchOption
     });
   }
   const notes = [
-    `phases: GPU time of each dispatch replayed alone (${timing === 'timestamps' ? 'timestamp queries around each, one submit per chunk' : 'one submit per dispatch, host-timed: includes a submit each'}); host = end-to-end median - phases`,
+    `phases: GPU time of each dispatch replayed alone (${timing === 'timestamps' ? 'timestamp queries around each, one submit per chunk' : 'one submit per dispatch, host-timed: includes a submit each'}); host = end-to-end median - phases (below 0 when the replay, one pass per dispatch, ran slower than the step: noise or load)`,
   ];
   if (rows.some((r) => r.timedChunks.length < r.chunks)) {
     notes.push('only some chunks were replayed (timedChunks); the phases of the others are interpolated');
