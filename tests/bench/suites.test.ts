@@ -10,6 +10,7 @@ import { startMeta } from '../../bench/common.js';
 import { decodeTable, runDecodeBench } from '../../bench/decode.js';
 import { forwardTable, runForwardBench } from '../../bench/forward.js';
 import { pseudoTokens } from '../../bench/model-steps.js';
+import { PHASES, phaseOf, prefillTable, runPrefillBench } from '../../bench/prefill.js';
 import { SYNTHETIC_PRESETS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { engineConfig } from '../../config/engine.js';
 import { ModelRunner } from '../../model/runner.js';
@@ -117,6 +118,38 @@ test('forward suite with --batch on a tiny synthetic model', async () => {
   positive(r.prefill[0].tokensPerS);
   positive(r.decode[0].msPerToken);
   assert.ok(forwardTable(r).includes('decode batch 4 @16'));
+});
+
+test('prefill suite: end to end and by phase, each phase timed, the chunks of the prompt summed', async () => {
+  const engine = await tinyEngine();
+  const chunk = engine.forwardPass.maxBatchTokens;
+  const len = Math.min(2 * chunk + 5, engine.maxContext);
+  const r = await runPrefillBench(engine, { promptLens: [len], sample: 0, repeat: 1 });
+  assert.equal(r.rows.length, 1);
+  const row = r.rows[0];
+  assert.equal(row.chunks, Math.ceil(len / chunk));
+  assert.deepEqual(
+    row.timedChunks,
+    Array.from({ length: row.chunks }, (_, i) => i),
+  );
+  positive(row.ms);
+  for (const p of ['matmul', 'attention', 'other'] as const) assert.ok(row.phaseMs[p] > 0, `${p}: ${row.phaseMs[p]}`);
+  assert.ok(row.topKernels.some((k) => k.kernel.startsWith('matmul')));
+  assert.ok(Math.abs(row.hostMs + PHASES.reduce((a, p) => a + row.phaseMs[p], 0) - row.ms.median) < 1e-6);
+  assert.ok(prefillTable(r).includes('| matmul | attention | selection | other | host |'));
+  assert.deepEqual(
+    [
+      'matmul_tiled',
+      'prefill_attention',
+      'kv_write',
+      'sparse_decode_lanes',
+      'block_select',
+      'page_digest',
+      'rmsnorm',
+    ].map(phaseOf),
+    ['matmul', 'attention', 'attention', 'attention', 'selection', 'selection', 'other'],
+  );
+  assertNoGpuErrors(engine.gpu);
 });
 
 test('decode suite: dense vs sparse at two contexts (tiled fill)', async () => {
