@@ -246,9 +246,12 @@ export async function runPrefillBench(engine: ModelRunner, o: PrefillBenchOption
 const f = (x: number, d = 1) => x.toFixed(d);
 
 export function prefillTable(r: PrefillBenchResult): string {
-  const share = (row: PrefillBenchRow, ms: number) => `${f(ms / 1000, 2)} s (${f((100 * ms) / row.ms.median)}%)`;
+  // phases as shares of the dispatches' sum (the replay's own total), host in seconds: the replay and the step ran
+  // at different times, so on a shared machine their totals differ by more than the host's work
+  const gpuSum = (row: PrefillBenchRow) => PHASES.reduce((a, p) => a + row.phaseMs[p], 0);
+  const share = (row: PrefillBenchRow, ms: number) => `${f(ms / 1000, 2)} s (${f((100 * ms) / gpuSum(row))}%)`;
   return [
-    `prefill (${r.prefillMode}), end to end and by phase; phases from ${r.timing}`,
+    `prefill (${r.prefillMode}), end to end and by phase (GPU s and share of the phases' sum; phases from ${r.timing})`,
     '',
     mdTable(
       ['prompt', 'chunk', 'chunks replayed', 'prefill s (min..max)', 'tokens/s', ...PHASES, 'host', 'top kernels (s)'],
@@ -259,7 +262,7 @@ export function prefillTable(r: PrefillBenchResult): string {
         `${f(row.ms.median / 1000, 2)} (${f(row.ms.min / 1000, 2)}..${f(row.ms.max / 1000, 2)})`,
         f(row.tokensPerS),
         ...PHASES.map((p) => share(row, row.phaseMs[p])),
-        share(row, row.hostMs),
+        `${f(row.hostMs / 1000, 2)} s`,
         row.topKernels.map((k) => `${k.kernel} ${f(k.ms / 1000, 2)}`).join(', '),
       ]),
     ),
