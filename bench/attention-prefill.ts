@@ -1,7 +1,7 @@
 /**
  * The prefill half of `sift bench attention` (bench/attention.ts): one layer's prefill attention over a prompt in
  * 512-token chunks through the tiled kernel (dense, dense with one query row per invocation, block-sparse, Lambda)
- * and the streaming heads through the tiled kernel vs the legacy per-(token, head) kernel; plus the chunk sampling
+ * and the streaming heads (sink + local over their ring) through the tiled kernel; plus the chunk sampling
  * helpers the prefill suites share.
  */
 import { SiftError } from '../config/errors.js';
@@ -9,7 +9,6 @@ import { HeadMode, PrefillAttention, type PrefillPlan } from '../model/attention
 import { blockDigestBytes } from '../shaders/block_digest.js';
 import { type HeadModeValue, selectionBytes } from '../shaders/block_select.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
-import { StreamingAttentionKernel } from '../shaders/streaming_attention.js';
 import { f32ToF16 } from '../util/dtype.js';
 import { Rng } from '../util/rng.js';
 import type { AttentionBenchOptions, AttentionShape } from './attention.js';
@@ -29,17 +28,16 @@ export interface PrefillRow {
     denseOneRow: Stat;
     blockSparse: Stat;
     lambda: Stat;
-    streamingTiled: Stat;
-    streamingLegacy: Stat;
+    streaming: Stat;
   };
   /** The kernel layout of the dense / block-sparse / Lambda / streaming columns, and of denseOneRow. */
   layouts: { main: string; oneRow: string };
   denseGflops: number;
   /**
-   * dense / block-sparse, dense / Lambda, the streaming heads' legacy kernel / tiled, and dense with one query row
-   * per invocation / dense (the register block; 1 on GPUs, whose layout is the same for both).
+   * dense / block-sparse, dense / Lambda, and dense with one query row per invocation / dense (the register block;
+   * 1 on GPUs, whose layout is the same for both).
    */
-  speedup: { blockSparse: number; lambda: number; streaming: number; block: number };
+  speedup: { blockSparse: number; lambda: number; block: number };
   /** Bytes one layer's block selection reads for the first and the last chunk (digests + pooled queries). */
   selectionBytes: { firstChunk: number; lastChunk: number };
   /** Bytes of block digests a chunk writes (its own key blocks), the same for every chunk. */
@@ -134,14 +132,13 @@ export async function benchPrefill(
   const nChunks = Math.ceil(ctx / CHUNK);
   const chosen = sampleChunks(nChunks, o.prefillSample);
   const arena = new UniformArena(gpu);
-  type Name = 'dense' | 'denseOneRow' | 'blockSparse' | 'lambda' | 'streamingTiled' | 'streamingLegacy';
+  type Name = 'dense' | 'denseOneRow' | 'blockSparse' | 'lambda' | 'streaming';
   const totals: Record<Name, number[]> = {
     dense: [],
     denseOneRow: [],
     blockSparse: [],
     lambda: [],
-    streamingTiled: [],
-    streamingLegacy: [],
+    streaming: [],
   };
   // every column in the layout long prompts run (the register block on CPU adapters), and dense also in the
   // one-row-per-invocation layout short steps run
@@ -257,8 +254,7 @@ export async function benchPrefill(
     denseOneRow: stat(totals.denseOneRow),
     blockSparse: stat(totals.blockSparse),
     lambda: stat(totals.lambda),
-    streamingTiled: stat(totals.streamingTiled),
-    streamingLegacy: stat(totals.streamingLegacy),
+    streaming: stat(totals.streaming),
   };
   const flops = 4 * numHeads * headDim * ((ctx * (ctx + 1)) / 2);
   return {
@@ -275,7 +271,6 @@ export async function benchPrefill(
     speedup: {
       blockSparse: ms.dense.median / ms.blockSparse.median,
       lambda: ms.dense.median / ms.lambda.median,
-      streaming: ms.streamingLegacy.median / ms.streamingTiled.median,
       block: ms.denseOneRow.median / ms.dense.median,
     },
     layouts: { main: layoutName(prefill.attention, 4), oneRow: layoutName(oneRow.attention, 1) },
@@ -291,7 +286,8 @@ function layoutName(k: PrefillAttention['attention'], rows: number): string {
 /**
  * Streaming heads of a prefill chunk (every KV head streaming): sink 128 + local 256 over a streaming pool of
  * sinkPages + ringPages pages (random f16, as earlier chunks would have left them) and the chunk's fresh f32 k/v
- * rows, through the tiled kernel (PrefillAttention.encodeStreaming) and the legacy per-(token, head) kernel.
+ * rows, through the tiled kernel (PrefillAttention.encodeStreaming); the per-(token, head) kernel it replaced for
+ * prefill is compared in bench/results/PREFILL.md.
  */
 async function benchStreaming(
   gpu: Gpu,
@@ -305,7 +301,7 @@ async function benchStreaming(
     chosen: number[];
     nChunks: number;
     arena: UniformArena;
-    totals: Record<'streamingTiled' | 'streamingLegacy', number[]>;
+    totals: Record<'streaming', number[]>;
   },
 ): Promise<void> {
   const { numHeads, numKvHeads, headDim } = shape;
@@ -327,84 +323,53 @@ async function benchStreaming(
     ),
     kFresh: gpu.upload('bench.kf', rng.normalArray(CHUNK * numKvHeads * headDim)),
     vFresh: gpu.upload('bench.vf', rng.normalArray(CHUNK * numKvHeads * headDim)),
-    seq: gpu.upload('bench.sseq', new Uint32Array(CHUNK)),
-    freshStart: gpu.upload('bench.fs', new Uint32Array(CHUNK)),
-    pos: gpu.createBuffer('bench.spos', CHUNK * 4),
   };
-  const legacy = new StreamingAttentionKernel(gpu);
   const scale = 1 / Math.sqrt(headDim);
-  const ring = { sinkPages, ringPages };
+  const fresh = { kFresh: bufs.kFresh, vFresh: bufs.vFresh, sinkPages, ringPages };
+  const runChunk = async (c: number): Promise<number> => {
+    const { plan } = x.chunkOf(c);
+    const tiles = gpu.upload('tiles', plan.tiles.tiles);
+    await gpu.sync();
+    x.arena.reset();
+    const t0 = performance.now();
+    gpu.run((pass) => {
+      x.prefill.encodeStreaming(pass, x.arena, {
+        q: x.q,
+        kCache: bufs.sk,
+        vCache: bufs.sv,
+        streamTable: bufs.table,
+        tiles,
+        out: x.out,
+        plan,
+        numHeads,
+        numKvHeads,
+        qHeadOffset: 0,
+        qRowHeads: numHeads,
+        headDim,
+        pageSize: ps,
+        scale,
+        sinkTokens: sink,
+        localTokens: local,
+        fresh,
+      });
+    }, x.arena);
+    await gpu.sync();
+    const ms = performance.now() - t0;
+    tiles.destroy();
+    return ms;
+  };
   try {
-    for (const name of ['streamingTiled', 'streamingLegacy'] as const) {
-      const runChunk = async (c: number): Promise<number> => {
-        const { n, positions, plan } = x.chunkOf(c);
-        gpu.write(bufs.pos, positions);
-        const tiles = gpu.upload('tiles', plan.tiles.tiles);
-        await gpu.sync();
-        x.arena.reset();
-        const t0 = performance.now();
-        gpu.run((pass) => {
-          if (name === 'streamingTiled') {
-            x.prefill.encodeStreaming(pass, x.arena, {
-              q: x.q,
-              kCache: bufs.sk,
-              vCache: bufs.sv,
-              streamTable: bufs.table,
-              tiles,
-              out: x.out,
-              plan,
-              numHeads,
-              numKvHeads,
-              qHeadOffset: 0,
-              qRowHeads: numHeads,
-              headDim,
-              pageSize: ps,
-              scale,
-              sinkTokens: sink,
-              localTokens: local,
-              fresh: { kFresh: bufs.kFresh, vFresh: bufs.vFresh, ...ring },
-            });
-          } else {
-            legacy.encode(pass, x.arena, {
-              q: x.q,
-              kFresh: bufs.kFresh,
-              vFresh: bufs.vFresh,
-              kCache: bufs.sk,
-              vCache: bufs.sv,
-              streamTable: bufs.table,
-              tokenSeq: bufs.seq,
-              positions: bufs.pos,
-              freshStart: bufs.freshStart,
-              out: x.out,
-              T: n,
-              numHeads,
-              numKvHeads,
-              headDim,
-              pageSize: ps,
-              sinkTokens: sink,
-              localTokens: local,
-              ...ring,
-              scale,
-            });
-          }
-        }, x.arena);
-        await gpu.sync();
-        const ms = performance.now() - t0;
-        tiles.destroy();
-        return ms;
-      };
-      o.onProgress?.(`attention ${shape.name} prefill: ${name} warm-up`);
-      await runChunk(0);
-      for (let r = 0; r < o.repeat; r++) {
-        const per: number[] = [];
-        for (const c of x.chosen) {
-          o.onProgress?.(
-            `attention ${shape.name} prefill: ${name} repeat ${r + 1}/${o.repeat} chunk ${c + 1}/${x.nChunks}`,
-          );
-          per.push(await runChunk(c));
-        }
-        x.totals[name].push(interpolatedSum(x.nChunks, x.chosen, per));
+    o.onProgress?.(`attention ${shape.name} prefill: streaming heads warm-up`);
+    await runChunk(0);
+    for (let r = 0; r < o.repeat; r++) {
+      const per: number[] = [];
+      for (const c of x.chosen) {
+        o.onProgress?.(
+          `attention ${shape.name} prefill: streaming heads repeat ${r + 1}/${o.repeat} chunk ${c + 1}/${x.nChunks}`,
+        );
+        per.push(await runChunk(c));
       }
+      x.totals.streaming.push(interpolatedSum(x.nChunks, x.chosen, per));
     }
   } finally {
     for (const b of Object.values(bufs)) b.destroy();

@@ -2,7 +2,7 @@
  * `sift bench attention`: kernel-level attention time for ONE layer, on random f16 K/V caches uploaded once.
  *
  * Decode (one query token at the end of a context of `ctx` tokens), per shape and context:
- *   dense          the dense paged kernel (AttentionKernel, as prefill and mixed batches use it);
+ *   dense          the dense paged kernel (AttentionKernel, one workgroup per (token, head)), as a baseline;
  *   dense-sparse   SparseDecodeAttention with an infinite budget (every page through the top-k kernel);
  *   sparse-every   page selection (Quest digests scores + top-k) + top-k attention within `budget`, every step;
  *   sparse-amort   the same with the selection amortized over the reuse interval (attention + selection / reuse).
@@ -12,7 +12,8 @@
  * attention (model/attention/prefill.ts): dense causal vs block-sparse (block digests of the chunk + selection
  * keeping about 1/8 of the causal key blocks + attention) vs Lambda (sink 128 + local 256) over the main pool; and
  * the streaming heads' Lambda over their own pool (sink pages + ring, the chunk's keys from fresh f32 rows) through
- * the tiled kernel vs the per-(token, head) streaming kernel that served them before. With `prefillSample` K
+ * the tiled kernel. The dense and block-sparse columns run the kernel's register block on CPU adapters (the layout
+ * long prompts take), and dense also one query row per invocation (short steps' layout). With `prefillSample` K
  * only K chunks at evenly spread offsets are timed and the rest interpolated (said in the output). The per-(token,
  * head) kernel this replaced is compared in bench/results/PREFILL.md.
  */
@@ -388,7 +389,7 @@ export function attentionTables(r: AttentionBenchResult): string {
           'block-sparse (~1/8 blocks)',
           'Lambda (128+256)',
           'speedup bs / Lambda',
-          'streaming heads: tiled / old kernel',
+          'streaming heads (sink 128 + local 256, ring)',
           'dense GFLOP/s',
           'selection KB first / last chunk',
           'digest KB written per chunk',
@@ -402,7 +403,7 @@ export function attentionTables(r: AttentionBenchResult): string {
           `${f(p.ms.blockSparse.median, 1)} (${range(p.ms.blockSparse, 1)}) top ${p.topBlocks}, ${f(100 * p.keptShare, 1)}%`,
           `${f(p.ms.lambda.median, 1)} (${range(p.ms.lambda, 1)})`,
           `${f(p.speedup.blockSparse)}x / ${f(p.speedup.lambda)}x`,
-          `${f(p.ms.streamingTiled.median, 1)} / ${f(p.ms.streamingLegacy.median, 1)} (${f(p.speedup.streaming)}x)`,
+          `${f(p.ms.streaming.median, 1)} (${range(p.ms.streaming, 1)})`,
           f(p.denseGflops, 1),
           `${f(p.selectionBytes.firstChunk / 1024, 1)} / ${f(p.selectionBytes.lastChunk / 1024, 1)}`,
           f(p.digestBytesPerChunk / 1024, 1),

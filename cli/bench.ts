@@ -77,8 +77,9 @@ ${outHelp(3)}`,
   attention: `usage: sift bench attention [options]
 
 Kernel-level attention time of one layer on random f16 K/V: decode (dense kernel, the sparse kernel with an infinite
-budget, sparse with selection every step and amortized over the reuse interval) and chunked prefill (dense,
-block-sparse with ~1/8 of the blocks, Lambda), with achieved bandwidth.
+budget, sparse with selection every step and amortized over the reuse interval) and chunked prefill (dense, also
+with one query row per invocation on CPU adapters, block-sparse with ~1/8 of the blocks, Lambda, and the streaming
+heads' sink + local over their ring), with achieved bandwidth.
   --shape LIST            head shapes: ${Object.keys(ATTENTION_SHAPES).join(', ')} or QxKVxD (default both presets)
   --contexts LIST         decode contexts (default 1024,4096,16384,32768; "none" to skip)
   --prefill-contexts LIST prefill contexts (default 4096,16384,32768; "none" to skip)

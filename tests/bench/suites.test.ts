@@ -93,6 +93,7 @@ test('attention suite: decode and sampled prefill on a tiny shape', async () => 
   for (const s of Object.values(p.ms)) positive(s);
   const t = attentionTables(r);
   assert.ok(t.includes('SAMPLED') && t.includes('% of peak'));
+  assert.ok(t.includes('streaming heads (sink 128 + local 256, ring)') && !/old kernel|legacy/i.test(t));
   assertNoGpuErrors(gpu);
 });
 
