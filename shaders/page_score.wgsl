@@ -49,51 +49,7 @@ struct Params {
 var<workgroup> qp: array<vec2<f32>, HW>; // sum: Qp; max: unused
 var<workgroup> qn: array<vec2<f32>, HW>; // sum: Qn
 
-// Maps an f32 score to a u32 whose unsigned order is the float order; NaN ranks last; 0xffffffff is reserved
-// for the forced pages (sink, newest).
-fn orderKey(s: f32) -> u32 {
-  let b = bitcast<u32>(s);
-  if ((b & 0x7fffffffu) > 0x7f800000u) { return 0u; }
-  var k = b | 0x80000000u;
-  if ((b & 0x80000000u) != 0u) { k = ~b; }
-  return min(k, 0xfffffffeu);
-}
-
-// sum_d (a[d] * kmax[d] + c[d] * kmin[d]) over the digest at word offset db (min at db, max at db + HW).
-fn bound(db: u32, qb: u32) -> f32 {
-  var acc = vec2<f32>(0.0);
-//#if V4
-  let b4 = db / 4u;
-  for (var j = 0u; j < HW / 4u; j++) {
-    let mn = digests[b4 + j];
-    let mx = digests[b4 + HW / 4u + j];
-    for (var c = 0u; c < 4u; c++) {
-//#if COMBINE_MAX
-      let qd = q[qb + 4u * j + c];
-      let a = max(qd, vec2<f32>(0.0));
-      let n = min(qd, vec2<f32>(0.0));
-//#else
-      let a = qp[4u * j + c];
-      let n = qn[4u * j + c];
-//#endif
-      acc += a * unpack2x16float(mx[c]) + n * unpack2x16float(mn[c]);
-    }
-  }
-//#else
-  for (var w = 0u; w < HW; w++) {
-//#if COMBINE_MAX
-    let qd = q[qb + w];
-    let a = max(qd, vec2<f32>(0.0));
-    let n = min(qd, vec2<f32>(0.0));
-//#else
-    let a = qp[w];
-    let n = qn[w];
-//#endif
-    acc += a * unpack2x16float(digests[db + HW + w]) + n * unpack2x16float(digests[db + w]);
-  }
-//#endif
-  return acc.x + acc.y;
-}
+//#include lib/quest_bound
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

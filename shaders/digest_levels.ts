@@ -1,0 +1,170 @@
+/**
+ * Digest hierarchy wrapper: the coarse key digests above the logical-page digests (page_digest.ts), per selection
+ * slot (one sequence each): level 1 = `fan1` pages (256 tokens at 4 x 64), level 2 = `fan2` level-1 blocks (4096
+ * tokens at 16), each a per-channel f16 min and max like the page digests. Layout of one layer's buffer:
+ *   levels (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs, rows [0, n1) level 1, [n1, n1 + n2) level 2,
+ * with n1 = ceil(maxPagesPerSeq / fan1), n2 = ceil(n1 / fan2) (`hierarchyRows`).
+ *
+ * Kept current as the page digests are: after every KV write (decode and prefill), the host lists the level-1 and
+ * level-2 blocks the step's tokens touched (`levelEntries`: one per decode row and level; a prefill chunk's span;
+ * from token 0 on a sequence's first step, which covers a prefix-cache hit) and this kernel recomputes each from the
+ * level below: a level-1 block from at most fan1 * lpp logical-page digests (read through the block table), a
+ * level-2 block from at most fan2 level-1 digests, so a decode step costs a few hundred words per (row, head).
+ * Level 2 runs after level 1 (two dispatches). The entry lists sit in the step's inputs with their count in word 0,
+ * and the grids come from the step's dispatch arguments, so a captured decode step replays it.
+ */
+import { check, requireBytes, requireInts } from './lib/checks.js';
+import { defineParams } from './lib/params.js';
+import type { Binding, Gpu, UniformArena } from './runtime.js';
+
+const WG = 64;
+
+/** struct Params of digest_levels.wgsl. */
+const PARAMS = defineParams('digest_levels', {
+  nKvHeads: 'u32',
+  pageSize: 'u32',
+  logicalPageSize: 'u32',
+  lpp: 'u32',
+  maxPagesPerSeq: 'u32',
+  fan1: 'u32',
+  fan2: 'u32',
+  n1: 'u32',
+  blocksPerSlot: 'u32',
+  level: 'u32',
+});
+
+/** Coarse rows per slot for a block table of maxPagesPerSeq columns. */
+export function hierarchyRows(
+  maxPagesPerSeq: number,
+  fan1: number,
+  fan2: number,
+): { n1: number; n2: number; blocksPerSlot: number } {
+  const n1 = Math.ceil(maxPagesPerSeq / fan1);
+  const n2 = Math.ceil(n1 / fan2);
+  return { n1, n2, blocksPerSlot: n1 + n2 };
+}
+
+/** Bytes of one layer's coarse digests: (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16. */
+export function levelsBytes(numSlots: number, blocksPerSlot: number, numKvHeads: number, headDim: number): number {
+  return numSlots * blocksPerSlot * numKvHeads * 2 * headDim * 2;
+}
+
+/** Tokens [start, end) of one sequence written this step (end = its length after the step), with its rows. */
+export interface LevelSpan {
+  blockRow: number;
+  slot: number;
+  start: number;
+  end: number;
+}
+
+/**
+ * Entry lists (count in word 0, then (blockRow, slot, block, len) from word 4) of the level-1 and level-2 blocks the
+ * spans touched, each block once per span.
+ */
+export function levelEntries(
+  spans: readonly LevelSpan[],
+  pageSize: number,
+  fan1: number,
+  fan2: number,
+): { level1: Uint32Array; level2: Uint32Array } {
+  const b1 = fan1 * pageSize;
+  const b2 = b1 * fan2;
+  const build = (span: number): Uint32Array => {
+    const out: number[] = [0, 0, 0, 0];
+    for (const s of spans) {
+      if (s.end <= s.start) continue;
+      for (let b = Math.floor(s.start / span); b <= Math.floor((s.end - 1) / span); b++) {
+        out.push(s.blockRow, s.slot, b, s.end);
+      }
+    }
+    out[0] = (out.length - 4) / 4;
+    return Uint32Array.from(out);
+  };
+  return { level1: build(b1), level2: build(b2) };
+}
+
+/** Level entries a step can need at most: every token in its own block, plus every sequence from token 0. */
+export function maxLevelEntries(maxBatchTokens: number, maxSeqs: number, maxPagesPerSeq: number, fan1: number): number {
+  return maxBatchTokens + maxSeqs + Math.ceil(maxPagesPerSeq / fan1);
+}
+
+/** Grid x of one level's dispatch for `numEntries` entries. */
+export function levelGrid(numEntries: number, numKvHeads: number, headDim: number): number {
+  return Math.ceil((numEntries * numKvHeads * (headDim / 2)) / WG);
+}
+
+export interface DigestLevelsArgs {
+  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs, current
+  blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
+  level1: Binding; // 4 + (E1, 4) u32 entries (levelEntries)
+  level2: Binding; // 4 + (E2, 4) u32 entries
+  levels: Binding; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  logicalPageSize: number;
+  maxPagesPerSeq: number;
+  fan1: number;
+  fan2: number;
+  /** Grids: direct (entry counts) or the 3 u32 of each level's grid at byte offsets of `buffer`. */
+  grid: { level1: number; level2: number } | { buffer: GPUBuffer; level1: number; level2: number };
+}
+
+export class DigestLevelsKernel {
+  constructor(private readonly gpu: Gpu) {}
+
+  encode(pass: GPUComputePassEncoder, arena: UniformArena, a: DigestLevelsArgs): void {
+    const K = 'digest_levels';
+    requireInts(
+      K,
+      {
+        numKvHeads: a.numKvHeads,
+        headDim: a.headDim,
+        pageSize: a.pageSize,
+        logicalPageSize: a.logicalPageSize,
+        maxPagesPerSeq: a.maxPagesPerSeq,
+        fan1: a.fan1,
+        fan2: a.fan2,
+      },
+      { headDim: 2, pageSize: 1, logicalPageSize: 1, maxPagesPerSeq: 1, fan1: 1, fan2: 1 },
+    );
+    if (a.numKvHeads === 0) return;
+    check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even`);
+    check(K, a.pageSize % a.logicalPageSize === 0, `logicalPageSize must divide pageSize ${a.pageSize}`);
+    const rows = hierarchyRows(a.maxPagesPerSeq, a.fan1, a.fan2);
+    const slotBytes = levelsBytes(1, rows.blocksPerSlot, a.numKvHeads, a.headDim);
+    requireBytes(
+      K,
+      'levels',
+      a.levels,
+      slotBytes,
+      `(numSlots, ${rows.blocksPerSlot}, ${a.numKvHeads}, 2, ${a.headDim})`,
+    );
+    requireBytes(K, 'level1', a.level1, 16, '4 + (E, 4) u32');
+    requireBytes(K, 'level2', a.level2, 16, '4 + (E, 4) u32');
+    const HW = a.headDim / 2;
+    const pipe = this.gpu.pipeline('digest_levels', { HW }, { WG }, PARAMS);
+    for (const level of [1, 2] as const) {
+      const u = arena.params(PARAMS, {
+        nKvHeads: a.numKvHeads,
+        pageSize: a.pageSize,
+        logicalPageSize: a.logicalPageSize,
+        lpp: a.pageSize / a.logicalPageSize,
+        maxPagesPerSeq: a.maxPagesPerSeq,
+        fan1: a.fan1,
+        fan2: a.fan2,
+        n1: rows.n1,
+        blocksPerSlot: rows.blocksPerSlot,
+        level,
+      });
+      const bindings = [a.digests, a.blockTable, level === 1 ? a.level1 : a.level2, a.levels, u];
+      const g = a.grid;
+      if ('buffer' in g) {
+        this.gpu.dispatchIndirect(pass, pipe, bindings, g.buffer, level === 1 ? g.level1 : g.level2);
+      } else {
+        const x = levelGrid(level === 1 ? g.level1 : g.level2, a.numKvHeads, a.headDim);
+        this.gpu.dispatch(pass, pipe, bindings, x);
+      }
+    }
+  }
+}
