@@ -191,9 +191,9 @@ function levelsFor(
   headDim: number,
 ): Uint32Array {
   const vals = new Float32Array(numSlots * rows.blocksPerSlot * perBlock);
-  lvs.forEach((lv, i) =>
-    vals.set(slotLevelValues(lv, rows.n1, rows.n2, perBlock), slots[i] * rows.blocksPerSlot * perBlock),
-  );
+  lvs.forEach((lv, i) => {
+    vals.set(slotLevelValues(lv, rows.n1, rows.n2, perBlock), slots[i] * rows.blocksPerSlot * perBlock);
+  });
   return digestWordsRef(vals, headDim);
 }
 
@@ -268,12 +268,12 @@ async function selectCase(gpu: Gpu, c: SelectCase): Promise<void> {
   const numSlots = 6;
   const rowOrder = shuffle(rng, [0, 1, 2, 3, 4]); // block-table row of row i
   const table = new Uint32Array(numRows * seqs.maxPagesPerSeq);
-  rowOrder.forEach((br, i) =>
+  rowOrder.forEach((br, i) => {
     table.set(
       seqs.blockTable.subarray(i * seqs.maxPagesPerSeq, (i + 1) * seqs.maxPagesPerSeq),
       br * seqs.maxPagesPerSeq,
-    ),
-  );
+    );
+  });
   const rows: SelectRow[] = lens.map((len, i) => ({
     blockRow: rowOrder[i],
     position: len - 1,
