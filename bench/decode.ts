@@ -10,8 +10,9 @@
  */
 import { SiftError } from '../config/errors.js';
 import { argmax } from '../engine/sampler.js';
-import { tokensAttended } from '../model/attention/budget.js';
+import { pagesKept, tokensAttended } from '../model/attention/budget.js';
 import type { ModelRunner } from '../model/runner.js';
+import { selectionDigests } from '../shaders/hier_select.js';
 import { decodeBatch, prefillSeq, pseudoTokens } from './model-steps.js';
 import { mapStat, mdTable, type Stat, stat } from './stats.js';
 
@@ -40,6 +41,12 @@ export interface DecodeBenchResult {
     msPerStep: { dense: Stat; sparse: Stat };
     tokensPerS: { dense: Stat; sparse: Stat };
     speedup: number;
+    /**
+     * Page selection of the sparse mode: digest bytes read per decode step (a reselection's reads over the reuse
+     * interval, all layers and KV heads), what exhaustive scoring of every logical page would read, and the share
+     * of the step's time spent selecting ((reselecting step - reusing step) / reuse, over the mean step).
+     */
+    selection: { bytesPerStep: number; exhaustiveBytesPerStep: number; ms: number; share: number };
   }[];
   notes: string[];
 }
@@ -78,26 +85,48 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
   const rows: DecodeBenchResult['rows'] = [];
   for (const ctx of contexts) {
     const ms: Record<'dense' | 'sparse', number[]> = { dense: [], sparse: [] };
+    const stepMs: Record<'select' | 'reuse', number[]> = { select: [], reuse: [] };
+    const reuse = engine.attentionConfig.reuseInterval;
     for (const mode of ['dense', 'sparse'] as const) {
       const budget = mode === 'dense' ? Number.POSITIVE_INFINITY : o.budget;
       const id = `bench-dec-${runId++}`; // fresh id: the first step selects (as after a prefill)
+      let n = 0;
       for (let r = 0; r <= o.repeat; r++) {
         o.onProgress?.(`decode @${ctx} ${mode}: ${r === 0 ? 'warm-up' : `repeat ${r}/${o.repeat}`}`);
         const t = performance.now();
-        for (let s = 0; s < o.steps; s++)
+        for (let s = 0; s < o.steps; s++) {
+          const t1 = performance.now();
           logits = await decodeBatch(engine, [id], [argmax(logits)], [ctx + s], table, budget);
+          if (r > 0 && mode === 'sparse') stepMs[n % reuse === 0 ? 'select' : 'reuse'].push(performance.now() - t1);
+          n++;
+        }
         if (r > 0) ms[mode].push((performance.now() - t) / o.steps);
       }
       engine.release(id);
     }
     const dense = stat(ms.dense);
     const sparse = stat(ms.sparse);
+    const c = engine.config;
+    const lpp = ps / engine.attentionConfig.logicalPageSize;
+    const P = Math.ceil((ctx + 1) / ps);
+    const K = pagesKept(ctx + 1, o.budget, ps);
+    const hier = engine.forwardPass.attention.sparse?.hierarchy;
+    const perDigest = 2 * c.headDim * 2; // (min, max) f16
+    const heads = c.numLayers * c.numKvHeads; // every layer's retrieval heads (no head plan in this bench)
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    const selectMs = Math.max(0, stat(stepMs.select).median - stat(stepMs.reuse).median) / reuse;
     rows.push({
       context: ctx,
       tokensAttended: { dense: ctx + 1, sparse: tokensAttended(ctx + 1, o.budget, ps) },
       msPerStep: { dense, sparse },
       tokensPerS: { dense: mapStat(dense, (t) => 1000 / t), sparse: mapStat(sparse, (t) => 1000 / t) },
       speedup: dense.median / sparse.median,
+      selection: {
+        bytesPerStep: hier ? (selectionDigests(hier, P, K, lpp) * perDigest * heads) / reuse : 0,
+        exhaustiveBytesPerStep: K < P ? (P * lpp * perDigest * heads) / reuse : 0,
+        ms: selectMs,
+        share: selectMs / mean([...stepMs.select, ...stepMs.reuse]),
+      },
     });
   }
   const trained = engine.config.maxPositionEmbeddings;
@@ -138,6 +167,8 @@ export function decodeTable(r: DecodeBenchResult): string {
         'sparse tok/s',
         'speedup',
         'KV tokens/head dense / sparse',
+        'selection KiB/step (exhaustive)',
+        'selecting share',
       ],
       r.rows.map((x) => [
         x.context,
@@ -147,6 +178,8 @@ export function decodeTable(r: DecodeBenchResult): string {
         f(x.tokensPerS.sparse.median),
         `${x.speedup.toFixed(2)}x`,
         `${x.tokensAttended.dense} / ${x.tokensAttended.sparse}`,
+        `${f(x.selection.bytesPerStep / 1024)} (${f(x.selection.exhaustiveBytesPerStep / 1024)})`,
+        `${f(100 * x.selection.share)}%`,
       ]),
     ),
     '',

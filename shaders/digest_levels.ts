@@ -5,13 +5,14 @@
  *   levels (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs, rows [0, n1) level 1, [n1, n1 + n2) level 2,
  * with n1 = ceil(maxPagesPerSeq / fan1), n2 = ceil(n1 / fan2) (`hierarchyRows`).
  *
- * Kept current as the page digests are: after every KV write (decode and prefill), the host lists the level-1 and
- * level-2 blocks the step's tokens touched (`levelEntries`: one per decode row and level; a prefill chunk's span;
- * from token 0 on a sequence's first step, which covers a prefix-cache hit) and this kernel recomputes each from the
- * level below: a level-1 block from at most fan1 * lpp logical-page digests (read through the block table), a
- * level-2 block from at most fan2 level-1 digests, so a decode step costs a few hundred words per (row, head).
- * Level 2 runs after level 1 (two dispatches). The entry lists sit in the step's inputs with their count in word 0,
- * and the grids come from the step's dispatch arguments, so a captured decode step replays it.
+ * Kept current lazily, when it is read: a reselecting decode row lists the level-1 and level-2 blocks written since
+ * its sequence's last reselection (`levelEntries` over [covered, position]; on its first decode step [0, position],
+ * which covers its prefill and any prefix-cache hit) and this kernel recomputes each from the logical-page digests
+ * (read through the block table): a level-1 block from at most fan1 * lpp of them, a level-2 block from at most
+ * fan1 * fan2 * lpp (not from level 1, so both levels go in one dispatch). In steady decode that is one level-1 and
+ * one level-2 block per (row, head) every reselection: cheaper than updating on every KV write, with the same result
+ * whenever selection reads it. The entry list sits in the step's inputs with its count in word 0 and the grid comes
+ * from the step's dispatch arguments, so a captured decode step replays it.
  */
 import { check, requireBytes, requireInts } from './lib/checks.js';
 import { defineParams } from './lib/params.js';
@@ -30,8 +31,10 @@ const PARAMS = defineParams('digest_levels', {
   fan2: 'u32',
   n1: 'u32',
   blocksPerSlot: 'u32',
-  level: 'u32',
 });
+
+/** Flag of a level-2 entry's block word. */
+export const LEVEL2 = 0x80000000;
 
 /** Coarse rows per slot for a block table of maxPagesPerSeq columns. */
 export function hierarchyRows(
@@ -58,34 +61,30 @@ export interface LevelSpan {
 }
 
 /**
- * Entry lists (count in word 0, then (blockRow, slot, block, len) from word 4) of the level-1 and level-2 blocks the
- * spans touched, each block once per span.
+ * The entry list (count in word 0, then (blockRow, slot, block | LEVEL2 for level 2, len) from word 4) of the
+ * level-1 and level-2 blocks the spans touched, each block once per span.
  */
-export function levelEntries(
-  spans: readonly LevelSpan[],
-  pageSize: number,
-  fan1: number,
-  fan2: number,
-): { level1: Uint32Array; level2: Uint32Array } {
-  const b1 = fan1 * pageSize;
-  const b2 = b1 * fan2;
-  const build = (span: number): Uint32Array => {
-    const out: number[] = [0, 0, 0, 0];
+export function levelEntries(spans: readonly LevelSpan[], pageSize: number, fan1: number, fan2: number): Uint32Array {
+  const out: number[] = [0, 0, 0, 0];
+  for (const [tokens, flag] of [
+    [fan1 * pageSize, 0],
+    [fan1 * fan2 * pageSize, LEVEL2],
+  ]) {
     for (const s of spans) {
       if (s.end <= s.start) continue;
-      for (let b = Math.floor(s.start / span); b <= Math.floor((s.end - 1) / span); b++) {
-        out.push(s.blockRow, s.slot, b, s.end);
+      for (let b = Math.floor(s.start / tokens); b <= Math.floor((s.end - 1) / tokens); b++) {
+        out.push(s.blockRow, s.slot, (b | flag) >>> 0, s.end);
       }
     }
-    out[0] = (out.length - 4) / 4;
-    return Uint32Array.from(out);
-  };
-  return { level1: build(b1), level2: build(b2) };
+  }
+  out[0] = (out.length - 4) / 4;
+  return Uint32Array.from(out);
 }
 
-/** Level entries a step can need at most: every token in its own block, plus every sequence from token 0. */
-export function maxLevelEntries(maxBatchTokens: number, maxSeqs: number, maxPagesPerSeq: number, fan1: number): number {
-  return maxBatchTokens + maxSeqs + Math.ceil(maxPagesPerSeq / fan1);
+/** Level entries a step can need at most: every decode row from token 0 (its first decode step). */
+export function maxLevelEntries(maxRows: number, maxPagesPerSeq: number, fan1: number, fan2: number): number {
+  const r = hierarchyRows(maxPagesPerSeq, fan1, fan2);
+  return maxRows * (r.n1 + r.n2);
 }
 
 /** Grid x of one level's dispatch for `numEntries` entries. */
@@ -96,8 +95,7 @@ export function levelGrid(numEntries: number, numKvHeads: number, headDim: numbe
 export interface DigestLevelsArgs {
   digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs, current
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
-  level1: Binding; // 4 + (E1, 4) u32 entries (levelEntries)
-  level2: Binding; // 4 + (E2, 4) u32 entries
+  entries: Binding; // 4 + (E, 4) u32 entries (levelEntries)
   levels: Binding; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs
   numKvHeads: number;
   headDim: number;
@@ -106,8 +104,8 @@ export interface DigestLevelsArgs {
   maxPagesPerSeq: number;
   fan1: number;
   fan2: number;
-  /** Grids: direct (entry counts) or the 3 u32 of each level's grid at byte offsets of `buffer`. */
-  grid: { level1: number; level2: number } | { buffer: GPUBuffer; level1: number; level2: number };
+  /** Grid: direct (the entry count) or the 3 u32 at byte `offset` of `buffer`. */
+  grid: { entries: number } | { buffer: GPUBuffer; offset: number };
 }
 
 export class DigestLevelsKernel {
@@ -140,31 +138,23 @@ export class DigestLevelsKernel {
       slotBytes,
       `(numSlots, ${rows.blocksPerSlot}, ${a.numKvHeads}, 2, ${a.headDim})`,
     );
-    requireBytes(K, 'level1', a.level1, 16, '4 + (E, 4) u32');
-    requireBytes(K, 'level2', a.level2, 16, '4 + (E, 4) u32');
+    requireBytes(K, 'entries', a.entries, 16, '4 + (E, 4) u32');
     const HW = a.headDim / 2;
     const pipe = this.gpu.pipeline('digest_levels', { HW }, { WG }, PARAMS);
-    for (const level of [1, 2] as const) {
-      const u = arena.params(PARAMS, {
-        nKvHeads: a.numKvHeads,
-        pageSize: a.pageSize,
-        logicalPageSize: a.logicalPageSize,
-        lpp: a.pageSize / a.logicalPageSize,
-        maxPagesPerSeq: a.maxPagesPerSeq,
-        fan1: a.fan1,
-        fan2: a.fan2,
-        n1: rows.n1,
-        blocksPerSlot: rows.blocksPerSlot,
-        level,
-      });
-      const bindings = [a.digests, a.blockTable, level === 1 ? a.level1 : a.level2, a.levels, u];
-      const g = a.grid;
-      if ('buffer' in g) {
-        this.gpu.dispatchIndirect(pass, pipe, bindings, g.buffer, level === 1 ? g.level1 : g.level2);
-      } else {
-        const x = levelGrid(level === 1 ? g.level1 : g.level2, a.numKvHeads, a.headDim);
-        this.gpu.dispatch(pass, pipe, bindings, x);
-      }
-    }
+    const u = arena.params(PARAMS, {
+      nKvHeads: a.numKvHeads,
+      pageSize: a.pageSize,
+      logicalPageSize: a.logicalPageSize,
+      lpp: a.pageSize / a.logicalPageSize,
+      maxPagesPerSeq: a.maxPagesPerSeq,
+      fan1: a.fan1,
+      fan2: a.fan2,
+      n1: rows.n1,
+      blocksPerSlot: rows.blocksPerSlot,
+    });
+    const bindings = [a.digests, a.blockTable, a.entries, a.levels, u];
+    const g = a.grid;
+    if ('buffer' in g) this.gpu.dispatchIndirect(pass, pipe, bindings, g.buffer, g.offset);
+    else this.gpu.dispatch(pass, pipe, bindings, levelGrid(g.entries, a.numKvHeads, a.headDim));
   }
 }

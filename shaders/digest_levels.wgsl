@@ -1,9 +1,10 @@
-// Digest hierarchy update: the coarse digests of one level recomputed from the level below, for the blocks a step
-// touched. A level-1 block b covers the fan1 pages [b * fan1, b * fan1 + fan1) of a sequence (its logical-page
-// digests, read through the block table); a level-2 block b covers the fan2 level-1 blocks [b * fan2, ...) of the
-// same sequence (read from this buffer, so level 1 runs first). Only children holding tokens < len count:
-//   levels[slot, row(level, b), h, 0, c] = min over children of their min[c]   (1 = max, likewise)
-// Entry e = (blockRow, slot, block, len) from the header-prefixed list (word 0 = count, entries from word 4).
+// Digest hierarchy update: coarse digests recomputed from the logical-page digests (read through the block table)
+// for the blocks a step touched. A level-1 block b covers the fan1 pages [b * fan1, b * fan1 + fan1) of a sequence,
+// a level-2 block the fan1 * fan2 pages [b * fan1 * fan2, ...); both levels read the page digests, so one dispatch
+// updates both (no level-2 entry waits on a level-1 one). Only logical pages holding tokens < len count:
+//   levels[slot, row(level, b), h, 0, c] = min over the block's logical pages of their min[c]   (1 = max, likewise)
+// Entry e = (blockRow, slot, block | level 2 flag 0x80000000, len) from the header-prefixed list (word 0 = count,
+// entries from word 4).
 // Min / max on order-preserving f16 keys (lib/f16_keys), bits copied: each coarse digest bounds its children's
 // keys exactly, so Quest's bound on it is an upper bound for every key below it. One thread per (entry, head, pair).
 //#include lib/f16_keys
@@ -21,9 +22,9 @@ struct Params {
   fan2: u32,            // level-1 blocks per level-2 block
   n1: u32,              // level-1 rows per slot (level-2 rows follow)
   blocksPerSlot: u32,   // level-1 + level-2 rows per slot
-  level: u32,           // 1 or 2
   _p0: u32,
   _p1: u32,
+  _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> digests: array<u32>;       // (numPages, lpp, nKvHeads, 2, HW) f16 pairs
@@ -44,37 +45,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let eb = 4u + 4u * e;
   let blockRow = entries[eb];
   let slot = entries[eb + 1u];
-  let b = entries[eb + 2u];
+  let tagged = entries[eb + 2u];
+  let level2 = (tagged & 0x80000000u) != 0u;
+  let b = tagged & 0x7fffffffu;
   let len = entries[eb + 3u];
   var kmn = vec2<u32>(0xffffu);
   var kmx = vec2<u32>(0u);
   var any = false;
-  if (p.level == 1u) {
-    let P = (len + p.pageSize - 1u) / p.pageSize;
-    let end = min(b * p.fan1 + p.fan1, P);
-    for (var i = b * p.fan1; i < end; i++) {
-      let phys = blockTable[blockRow * p.maxPagesPerSeq + i];
-      let nLog = min(p.lpp, (len - i * p.pageSize + p.logicalPageSize - 1u) / p.logicalPageSize);
-      for (var l = 0u; l < nLog; l++) {
-        let db = ((phys * p.lpp + l) * p.nKvHeads + h) * 2u * HW + w;
-        kmn = min(kmn, orderKeys(digests[db]));
-        kmx = max(kmx, orderKeys(digests[db + HW]));
-        any = true;
-      }
-    }
-  } else {
-    let span = p.fan1 * p.pageSize; // tokens per level-1 block
-    let n1 = (len + span - 1u) / span;
-    let end = min(b * p.fan2 + p.fan2, n1);
-    for (var j = b * p.fan2; j < end; j++) {
-      let db = ((slot * p.blocksPerSlot + j) * p.nKvHeads + h) * 2u * HW + w;
-      kmn = min(kmn, orderKeys(levels[db]));
-      kmx = max(kmx, orderKeys(levels[db + HW]));
+  let P = (len + p.pageSize - 1u) / p.pageSize;
+  var span = p.fan1;
+  if (level2) { span = p.fan1 * p.fan2; }
+  let end = min(b * span + span, P);
+  for (var i = b * span; i < end; i++) {
+    let phys = blockTable[blockRow * p.maxPagesPerSeq + i];
+    let nLog = min(p.lpp, (len - i * p.pageSize + p.logicalPageSize - 1u) / p.logicalPageSize);
+    for (var l = 0u; l < nLog; l++) {
+      let db = ((phys * p.lpp + l) * p.nKvHeads + h) * 2u * HW + w;
+      kmn = min(kmn, orderKeys(digests[db]));
+      kmx = max(kmx, orderKeys(digests[db + HW]));
       any = true;
     }
   }
   var row = b;
-  if (p.level == 2u) { row = p.n1 + b; }
+  if (level2) { row = p.n1 + b; }
   let dst = ((slot * p.blocksPerSlot + row) * p.nKvHeads + h) * 2u * HW + w;
   var mn = 0u;
   var mx = 0u;

@@ -7,8 +7,9 @@
  *   2. score the level-1 children (fan2 each) of those, keep the best K + margin;
  *   3. score the pages (fan1 each) of those from their logical-page digests (a page = max of its logical pages, as
  *      page_select.ts), keep page 0, the newest page and the best others up to K, ascending in selected[slot, h].
- * Each level is a scoring pass (hier_score.wgsl, one thread per item) and a top-k pass (hier_select.wgsl, one
- * workgroup per (row, head), radix select over the keys in the scratch). Quest's bound on a coarse digest bounds
+ * Each level is one dispatch of hier_select.wgsl: one workgroup per (row, head) scores the level's items (a few
+ * hundred: the hierarchy keeps the work flat in the context) into the scratch and radix-selects over them, so a
+ * reselection costs three dispatches per layer. Quest's bound on a coarse digest bounds
  * every key below it, so a block is dropped only when K + margin other blocks of its level bound higher; when no
  * dropped block bounds above the K-th page kept, the result is the exhaustive selection's (tests/reference).
  * Reads per (row, head): ceil(P / (fan1 fan2)) + min(K + margin, n2) fan2 coarse digests + min(K + margin, n1) fan1
@@ -26,8 +27,8 @@ import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
 
-/** struct Params of hier_score.wgsl. */
-const SCORE_PARAMS = defineParams('hier_score', {
+/** struct Params of hier_select.wgsl. */
+const PARAMS = defineParams('hier_select', {
   numSelect: 'u32',
   qRowHeads: 'u32',
   qHeadOffset: 'u32',
@@ -44,18 +45,6 @@ const SCORE_PARAMS = defineParams('hier_score', {
   fan: 'u32',
   itemStride: 'u32',
   candStride: 'u32',
-});
-
-/** struct Params of hier_select.wgsl. */
-const SELECT_PARAMS = defineParams('hier_select', {
-  numSelect: 'u32',
-  nKvHeads: 'u32',
-  pageSize: 'u32',
-  maxSelected: 'u32',
-  itemStride: 'u32',
-  candStride: 'u32',
-  fan: 'u32',
-  blockPages: 'u32',
   margin: 'u32',
 });
 
@@ -131,13 +120,8 @@ export interface HierSelectArgs {
   maxSelected: number;
   qHeadOffset?: number;
   qRowHeads?: number;
-  /** Item counts per level (at least every reselecting row's levelItems): sizes the direct grids. */
-  items?: [number, number, number];
-  /**
-   * Grids from the step's buffer (a captured step): the three scoring grids (numSelect * numKvHeads, item tiles, 1)
-   * at byte offsets `score[0..2]` of `buffer`, the top-k grid (numSelect, numKvHeads, 1) at `select`.
-   */
-  indirect?: { buffer: GPUBuffer; score: [number, number, number]; select: number };
+  /** The grid (numSelect, numKvHeads, 1) from byte `select` of `buffer` (a captured step). */
+  indirect?: { buffer: GPUBuffer; select: number };
 }
 
 export interface HierSelectOptions {
@@ -204,16 +188,14 @@ export class HierSelectKernel {
     const { blocksPerSlot, n1 } = hierarchyRows(a.maxPagesPerSeq, h.fan1, h.fan2);
     const lpp = a.pageSize / a.logicalPageSize;
     const HW = a.headDim / 2;
-    const fullItems = levelItems(h, a.maxPagesPerSeq, a.maxSelected);
-    const items = a.items ?? fullItems;
     // top (level 2, coarse) -> level 1 (coarse) -> pages (logical-page digests); each reads the level above's list
     const levels = [
       { blockPages: h.fan1 * h.fan2, levelRow: n1, fan: 0, src: a.levels, pages: false, candIn: a.candB, out: a.candA },
       { blockPages: h.fan1, levelRow: 0, fan: h.fan2, src: a.levels, pages: false, candIn: a.candA, out: a.candB },
       { blockPages: 1, levelRow: 0, fan: h.fan1, src: a.digests, pages: true, candIn: a.candB, out: a.selected },
     ];
-    levels.forEach((l, li) => {
-      const us = arena.params(SCORE_PARAMS, {
+    for (const l of levels) {
+      const u = arena.params(PARAMS, {
         numSelect: a.numSelect,
         qRowHeads: r.qRowHeads,
         qHeadOffset: r.qHeadOffset,
@@ -230,32 +212,30 @@ export class HierSelectKernel {
         fan: l.fan,
         itemStride: strides.itemStride,
         candStride: strides.candStride,
-      });
-      const score = this.gpu.pipeline(
-        'hier_score',
-        { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max', PAGES: l.pages },
-        { WG },
-        SCORE_PARAMS,
-      );
-      const sBind = [a.q, l.src, l.pages ? a.blockTable : null, a.rows, a.selectRows, l.candIn, a.keys, a.ids, us];
-      if (a.indirect) this.gpu.dispatchIndirect(pass, score, sBind, a.indirect.buffer, a.indirect.score[li]);
-      else this.gpu.dispatch(pass, score, sBind, a.numSelect * a.numKvHeads, Math.ceil(items[li] / WG));
-      const u = arena.params(SELECT_PARAMS, {
-        numSelect: a.numSelect,
-        nKvHeads: a.numKvHeads,
-        pageSize: a.pageSize,
-        maxSelected: a.maxSelected,
-        itemStride: strides.itemStride,
-        candStride: strides.candStride,
-        fan: l.fan,
-        blockPages: l.blockPages,
         margin: h.margin,
       });
       const final = l.pages;
-      const select = this.gpu.pipeline('hier_select', { FINAL: final }, { WG }, SELECT_PARAMS);
-      const tBind = [a.keys, a.ids, a.rows, a.selectRows, l.candIn, l.out, final ? a.counts : null, u];
-      if (a.indirect) this.gpu.dispatchIndirect(pass, select, tBind, a.indirect.buffer, a.indirect.select);
-      else this.gpu.dispatch(pass, select, tBind, a.numSelect, a.numKvHeads);
-    });
+      const pipe = this.gpu.pipeline(
+        'hier_select',
+        { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max', PAGES: l.pages, FINAL: final },
+        { WG },
+        PARAMS,
+      );
+      const bind = [
+        a.q,
+        l.src,
+        l.pages ? a.blockTable : null,
+        a.rows,
+        a.selectRows,
+        l.candIn,
+        a.keys,
+        a.ids,
+        l.out,
+        final ? a.counts : null,
+        u,
+      ];
+      if (a.indirect) this.gpu.dispatchIndirect(pass, pipe, bind, a.indirect.buffer, a.indirect.select);
+      else this.gpu.dispatch(pass, pipe, bind, a.numSelect, a.numKvHeads);
+    }
   }
 }

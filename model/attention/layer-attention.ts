@@ -126,7 +126,9 @@ export class LayerAttention {
   /** The StepInputs regions this class writes (the forward pass lays them out with its own). */
   static inputRegions(c: ModelConfig, kv: KvStorage, opts: LayerAttentionOptions): [string, number][] {
     const out: [string, number][] = [];
-    if (opts.sparse) out.push(...SparseDecodeAttention.inputRegions(opts.maxSeqs, c.numKvHeads));
+    if (opts.sparse) {
+      out.push(...SparseDecodeAttention.inputRegions(opts.maxSeqs, c.numKvHeads, opts.maxPagesPerSeq));
+    }
     // block-sparse prefill: the key block each decode row writes, (maxSeqs, 3) u32 (row, block, valid tokens)
     if (opts.blockSparsePrefill) out.push(['dBlockEntries', 3 * opts.maxSeqs]);
     if (kv.layers.some((l) => l.numStreamingHeads > 0) && opts.streaming) {
@@ -258,6 +260,7 @@ export class LayerAttention {
     const D = decode.length;
     let numDigestEntries = 0;
     if (this.sparse) {
+      for (const x of spans(s, D)) this.sparse.onPrefillTokens(s.rows[x.row].seqId, x.start);
       if (D > 0) this.sparse.prepareStep(decode);
       const entries = digestEntries(spans(s, D), this.kv.pageSize, this.sparse.logicalPageSize);
       numDigestEntries = entries.length / 3;
@@ -615,6 +618,7 @@ export class LayerAttention {
       l.digests.destroy();
       l.selection.selected.destroy();
       l.selection.counts.destroy();
+      l.selection.levels.destroy();
     }
     this.sparse?.destroy();
   }
@@ -634,7 +638,10 @@ function blockSpans(s: AttentionStepInput): BlockSpan[] {
 }
 
 /** Per block-table row, the span of positions [start, end) this step writes from token `from` on, with its pages. */
-function spans(s: AttentionStepInput, from: number): { pages: ArrayLike<number>; start: number; end: number }[] {
+function spans(
+  s: AttentionStepInput,
+  from: number,
+): { row: number; pages: ArrayLike<number>; start: number; end: number }[] {
   const M = s.maxPagesPerSeq;
   const lo = new Map<number, number>();
   const hi = new Map<number, number>();
@@ -645,6 +652,7 @@ function spans(s: AttentionStepInput, from: number): { pages: ArrayLike<number>;
     hi.set(r, Math.max(hi.get(r) ?? p, p + 1));
   }
   return [...lo.keys()].map((r) => ({
+    row: r,
     pages: s.blockTable.subarray(r * M, (r + 1) * M),
     start: lo.get(r)!,
     end: hi.get(r)!,

@@ -3,27 +3,44 @@
  * the kernels: which rows reselect their pages this step (SelectionSchedule: after every prefill, then every
  * `reselectInterval` decode steps), how many pages each row keeps (the one budget rule, ./budget.ts), the per-step
  * rows, reselecting rows and grids (indirect dispatch arguments) written to the step's inputs; then per layer
- * page_select (shaders/page_select.ts) for the reselecting rows and top-k attention (shaders/sparse_decode.ts) for
- * all of them. Every size that varies with the context (pages scored, splits) is read by the kernels from those
+ * the digest hierarchy's update for the blocks the step wrote (shaders/digest_levels.ts), hierarchical page selection
+ * (shaders/hier_select.ts) for the reselecting rows and top-k attention (shaders/sparse_decode.ts) for all of them. Every size that varies with the context (pages scored, splits) is read by the kernels from those
  * arguments, so a decode step's dispatches can be captured once and replayed (model/decode-graph.ts).
  */
 import { SiftError } from '../../config/errors.js';
-import { check, requireInts } from '../../shaders/lib/checks.js';
 import {
-  type GqaCombine,
-  MAX_SELECT_PAGES,
-  PageSelectKernel,
-  scoreTiles,
-  selectScoresBytes,
-} from '../../shaders/page_select.js';
+  DigestLevelsKernel,
+  hierarchyRows,
+  type LevelSpan,
+  levelEntries,
+  levelGrid,
+  levelsBytes,
+  maxLevelEntries,
+} from '../../shaders/digest_levels.js';
+import {
+  DEFAULT_HIERARCHY,
+  type HierarchyConfig,
+  HierSelectKernel,
+  hierScratchBytes,
+  hierStrides,
+  selectionDigests,
+} from '../../shaders/hier_select.js';
+import { check, requireInts } from '../../shaders/lib/checks.js';
+import type { GqaCombine } from '../../shaders/page_select.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 import { partialsBytes, SparseDecodeKernel, type SparseDecodeVariant } from '../../shaders/sparse_decode.js';
 import { StepInputs } from '../step-inputs.js';
 import { pagesKept } from './budget.js';
 import { SelectionSchedule } from './selection-schedule.js';
 
-/** Words of dispatch arguments per retrieval-head count r: page_score, page_select, sparse_decode (3 each). */
+/**
+ * Words of dispatch arguments per retrieval-head count r (3 each): digest_levels, hier_select (one grid for its
+ * three levels), sparse_decode.
+ */
 const ARG_WORDS = 9;
+const A_LEVELS = 0;
+const A_SELECT = 3;
+const A_DECODE = 6;
 
 /** One decode row of a step. */
 export interface SparseDecodeRow {
@@ -49,8 +66,10 @@ export interface SparseDecodeConfig {
   maxRows: number;
   /** Selection slots: the most sequences that hold a selection at once (decoding and not yet released). */
   numSlots: number;
-  /** Selection row length: the most pages a row keeps; default min(maxPagesPerSeq, 4096) (dense always fits). */
+  /** Selection row length: the most pages a row keeps; default maxPagesPerSeq (dense always fits). */
   maxSelected?: number;
+  /** Digest hierarchy: pages per level-1 block, level-1 blocks per level-2 block, candidates beyond K. */
+  hierarchy?: HierarchyConfig;
   /** Decode steps a selection is reused for; default 4. */
   reselectInterval?: number;
   variant?: SparseDecodeVariant;
@@ -62,6 +81,7 @@ export interface SparseDecodeConfig {
 export interface LayerSelection {
   selected: GPUBuffer; // (numSlots, numKvHeads, maxSelected) u32
   counts: GPUBuffer; // (numSlots, numKvHeads) u32
+  levels: GPUBuffer; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs: the digest hierarchy
 }
 
 export interface SparseLayerArgs {
@@ -92,7 +112,6 @@ interface StepPlan {
   numRows: number;
   numSelect: number;
   numSplits: number;
-  maxSelectPages: number; // most pages of a reselecting row (sizes the score grid)
 }
 
 /**
@@ -115,7 +134,11 @@ interface StepPlan {
 export class SparseDecodeAttention {
   readonly schedule: SelectionSchedule<string | number>;
   readonly attention: SparseDecodeKernel;
-  readonly select: PageSelectKernel;
+  readonly select: HierSelectKernel;
+  readonly levels: DigestLevelsKernel;
+  readonly hierarchy: HierarchyConfig;
+  /** Digest reads of the last prepared step's reselections, summed over rows and KV heads of one layer. */
+  lastSelectionDigests = 0;
   readonly maxSelected: number;
   readonly logicalPageSize: number;
   readonly maxSplits: number;
@@ -124,7 +147,7 @@ export class SparseDecodeAttention {
   private readonly inputs: StepInputs;
   private readonly ownsInputs: boolean;
   private readonly partials: GPUBuffer; // (maxRows, numHeads, maxSplits, 2 + headDim) f32
-  private readonly scores: GPUBuffer; // (maxRows, numKvHeads, selectKeyStride(maxPagesPerSeq)) u32 page keys
+  private readonly scratch: { keys: GPUBuffer; ids: GPUBuffer; candA: GPUBuffer; candB: GPUBuffer };
   private readonly slots = new Map<string | number, number>();
   /** Per sequence, the pages its current selection holds and the newest page when it was made. */
   private readonly selections = new Map<string | number, { count: number; newestPage: number }>();
@@ -134,15 +157,24 @@ export class SparseDecodeAttention {
    * page list has them (sparse_decode_common.wgsl pageList).
    */
   lastTokensRead: number[] = [];
+  /** Tokens [0, covered) of each sequence whose coarse digests are current in its slot. */
+  private readonly covered = new Map<string | number, number>();
   private readonly freeSlots: number[] = [];
   private plan: StepPlan | null = null;
 
-  /** The step-input regions this class writes: sparseRows, selectRows, sparseArgs. */
-  static inputRegions(maxRows: number, numKvHeads: number): [string, number][] {
+  /** The step-input regions this class writes: sparseRows, selectRows, sparseArgs, levelEntries1 / 2. */
+  static inputRegions(
+    maxRows: number,
+    numKvHeads: number,
+    maxPagesPerSeq = 1,
+    hierarchy: HierarchyConfig = DEFAULT_HIERARCHY,
+  ): [string, number][] {
+    const entries = 4 + 4 * maxLevelEntries(maxRows, maxPagesPerSeq, hierarchy.fan1, hierarchy.fan2);
     return [
       ['sparseRows', maxRows * 4],
       ['selectRows', maxRows],
       ['sparseArgs', numKvHeads * ARG_WORDS],
+      ['levelEntries', entries],
     ];
   }
 
@@ -153,7 +185,8 @@ export class SparseDecodeAttention {
   ) {
     const K = 'SparseDecodeAttention';
     this.logicalPageSize = cfg.logicalPageSize ?? 16;
-    this.maxSelected = cfg.maxSelected ?? Math.min(cfg.maxPagesPerSeq, MAX_SELECT_PAGES);
+    this.maxSelected = cfg.maxSelected ?? cfg.maxPagesPerSeq;
+    this.hierarchy = cfg.hierarchy ?? DEFAULT_HIERARCHY;
     requireInts(
       K,
       {
@@ -179,14 +212,15 @@ export class SparseDecodeAttention {
     );
     check(
       K,
-      this.maxSelected >= 2 && this.maxSelected <= MAX_SELECT_PAGES,
-      `maxSelected ${this.maxSelected} not in 2..${MAX_SELECT_PAGES}`,
+      this.maxSelected >= 2 && this.maxSelected <= Math.max(2, cfg.maxPagesPerSeq),
+      `maxSelected ${this.maxSelected} not in 2..${cfg.maxPagesPerSeq}`,
     );
     check(K, cfg.pageSize % this.logicalPageSize === 0, `logicalPageSize ${this.logicalPageSize} must divide pageSize`);
     check(K, cfg.numHeads % cfg.numKvHeads === 0, `numHeads ${cfg.numHeads} not a multiple of ${cfg.numKvHeads}`);
     this.schedule = new SelectionSchedule(cfg.reselectInterval);
     this.attention = new SparseDecodeKernel(gpu, { variant: cfg.variant, splitTokens: cfg.splitTokens });
-    this.select = new PageSelectKernel(gpu, { combine: cfg.combine });
+    this.select = new HierSelectKernel(gpu, { combine: cfg.combine, hierarchy: this.hierarchy });
+    this.levels = new DigestLevelsKernel(gpu);
     // The partials scratch is bound whole: at most as many splits as fit maxStorageBufferBindingSize (e.g. 64 rows
     // of 32 heads at 128k context would want 1025 splits, 1.09 GB). A row whose page list is longer than the splits
     // hold at pagesPerSplit takes more pages per split: the kernel derives that from the row's list and the split
@@ -204,15 +238,27 @@ export class SparseDecodeAttention {
     this.maxSplits = Math.min(split.numSplits, fitSplits);
     this.pagesPerSplit = split.pagesPerSplit;
     this.ownsInputs = !inputs;
-    this.inputs = inputs ?? new StepInputs(gpu, SparseDecodeAttention.inputRegions(cfg.maxRows, cfg.numKvHeads));
+    this.inputs =
+      inputs ??
+      new StepInputs(
+        gpu,
+        SparseDecodeAttention.inputRegions(cfg.maxRows, cfg.numKvHeads, cfg.maxPagesPerSeq, this.hierarchy),
+      );
     this.partials = gpu.createBuffer(
       'sparse-partials',
       partialsBytes(cfg.maxRows, cfg.numHeads, this.maxSplits, cfg.headDim),
     );
-    this.scores = gpu.createBuffer(
-      'sparse-page-scores',
-      selectScoresBytes(cfg.maxRows, cfg.numKvHeads, cfg.maxPagesPerSeq),
+    const sb = hierScratchBytes(
+      cfg.maxRows,
+      cfg.numKvHeads,
+      hierStrides(this.hierarchy, cfg.maxPagesPerSeq, this.maxSelected),
     );
+    this.scratch = {
+      keys: gpu.createBuffer('sparse-select-keys', sb.keys),
+      ids: gpu.createBuffer('sparse-select-ids', sb.keys),
+      candA: gpu.createBuffer('sparse-select-cand-a', sb.cand),
+      candB: gpu.createBuffer('sparse-select-cand-b', sb.cand),
+    };
     for (let i = cfg.numSlots - 1; i >= 0; i--) this.freeSlots.push(i);
   }
 
@@ -238,19 +284,69 @@ export class SparseDecodeAttention {
   release(seqId: string | number): void {
     this.schedule.forget(seqId);
     this.selections.delete(seqId);
+    this.covered.delete(seqId);
     const s = this.slots.get(seqId);
     if (s === undefined) return;
     this.slots.delete(seqId);
     this.freeSlots.push(s);
   }
 
-  /** A layer's selection buffers (zeroed: count 0 means only the newest page until the first reselection). */
+  /**
+   * A layer's selection buffers (zeroed: count 0 means only the newest page until the first reselection) and its
+   * digest hierarchy: (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16.
+   */
   createLayerSelection(): LayerSelection {
-    const { numSlots, numKvHeads } = this.cfg;
+    const { numSlots, numKvHeads, maxPagesPerSeq, headDim } = this.cfg;
+    const h = this.hierarchy;
+    const rows = hierarchyRows(maxPagesPerSeq, h.fan1, h.fan2);
     return {
       selected: this.gpu.createBuffer('sparse-selected', numSlots * numKvHeads * this.maxSelected * 4),
       counts: this.gpu.createBuffer('sparse-counts', numSlots * numKvHeads * 4),
+      levels: this.gpu.createBuffer('sparse-levels', levelsBytes(numSlots, rows.blocksPerSlot, numKvHeads, headDim)),
     };
+  }
+
+  /** Bytes of one layer's digest hierarchy (the buffer createLayerSelection makes). */
+  levelsBytes(): number {
+    const { numSlots, numKvHeads, maxPagesPerSeq, headDim } = this.cfg;
+    const rows = hierarchyRows(maxPagesPerSeq, this.hierarchy.fan1, this.hierarchy.fan2);
+    return levelsBytes(numSlots, rows.blocksPerSlot, numKvHeads, headDim);
+  }
+
+  /**
+   * The level span of a decode row writing [start, end): from its sequence's first token not yet covered in its slot
+   * (its first decode step covers its whole context, its prefill chunks included).
+   */
+  private levelSpan(seqId: string | number, blockRow: number, start: number, end: number): LevelSpan {
+    const slot = this.slotOf(seqId);
+    const from = Math.min(start, this.covered.get(seqId) ?? 0);
+    this.covered.set(seqId, Math.max(end, this.covered.get(seqId) ?? 0));
+    return { blockRow, slot, start: from, end };
+  }
+
+  /** Writes the level entry lists and the levels' grids of every retrieval-head count. */
+  private writeLevels(spans: LevelSpan[]): void {
+    const K = 'SparseDecodeAttention';
+    const h = this.hierarchy;
+    const e = levelEntries(spans, this.cfg.pageSize, h.fan1, h.fan2);
+    const cap = this.inputs.capacity('levelEntries');
+    check(K, e.length <= cap, `${e[0]} level entries exceed ${(cap - 4) / 4}`);
+    this.inputs.words('levelEntries', e.length).set(e);
+    const args = this.inputs.words('sparseArgs', this.cfg.numKvHeads * ARG_WORDS);
+    for (let r = 1; r <= this.cfg.numKvHeads; r++) {
+      const b = (r - 1) * ARG_WORDS;
+      args.set([levelGrid(e[0], r, this.cfg.headDim), 1, 1], b + A_LEVELS);
+    }
+  }
+
+  /**
+   * Tokens from `start` on of `seqId` were (re)written by a prefill chunk: its coarse digests from there are
+   * recomputed on its next decode step (prefill steps do not touch the hierarchy, so a sequence holds a slot only
+   * while it decodes).
+   */
+  onPrefillTokens(seqId: string | number, start: number): void {
+    const c = this.covered.get(seqId);
+    if (c !== undefined) this.covered.set(seqId, Math.min(c, start));
   }
 
   /**
@@ -266,15 +362,13 @@ export class SparseDecodeAttention {
     const reselect: boolean[] = [];
     const read: number[] = [];
     let maxList = 1;
-    let maxSelectPages = 1;
+    const spans: LevelSpan[] = [];
+    let digestsRead = 0;
+    const lpp = pageSize / this.logicalPageSize;
     rows.forEach((r, i) => {
       requireInts(K, { blockRow: r.blockRow, position: r.position });
       const P = Math.floor(r.position / pageSize) + 1;
-      check(
-        K,
-        P <= maxPagesPerSeq && P <= MAX_SELECT_PAGES,
-        `row ${i}: ${P} pages > ${Math.min(maxPagesPerSeq, MAX_SELECT_PAGES)}`,
-      );
+      check(K, P <= maxPagesPerSeq, `row ${i}: ${P} pages > ${maxPagesPerSeq}`);
       check(K, r.tokenBudget >= 0, `row ${i}: tokenBudget ${r.tokenBudget}`);
       const keep = pagesKept(r.position + 1, r.tokenBudget, pageSize);
       check(K, keep <= this.maxSelected, `row ${i}: keeps ${keep} pages > maxSelected ${this.maxSelected}`);
@@ -284,10 +378,11 @@ export class SparseDecodeAttention {
       data[4 * i + 3] = keep;
       const again = this.schedule.step(r.seqId);
       reselect.push(again);
+      if (again && keep < P) spans.push(this.levelSpan(r.seqId, r.blockRow, r.position, r.position + 1));
       if (again) {
         sel.push(i);
-        maxSelectPages = Math.max(maxSelectPages, P);
-        this.selections.set(r.seqId, { count: Math.min(keep, P), newestPage: P - 1 }); // page_select keeps min(K, P)
+        this.selections.set(r.seqId, { count: Math.min(keep, P), newestPage: P - 1 }); // hier_select keeps min(K, P)
+        digestsRead += selectionDigests(this.hierarchy, P, keep, lpp);
       }
       // the kernel's page list: the selection, plus the newest page when the selection predates it
       const s = this.selections.get(r.seqId) ?? { count: 0, newestPage: -1 };
@@ -300,16 +395,20 @@ export class SparseDecodeAttention {
       maxList = Math.max(maxList, Math.min(P, keep + 1));
     });
     this.inputs.words('selectRows', sel.length).set(sel);
+    this.writeLevels(spans);
+    this.lastSelectionDigests = digestsRead;
     // at most maxSplits: rows with longer lists then take more pages per split (in the kernel)
     const { numSplits } = this.attention.splitPlan(maxList, pageSize, this.maxSplits);
-    // the grids of every retrieval-head count r: page_score, page_select, sparse_decode (one workgroup per row, KV head)
+    // the grids of every retrieval-head count r: hier_select (three levels), sparse_decode (one workgroup per row,
+    // KV head and split; levels: writeLevels)
     const args = this.inputs.words('sparseArgs', numKvHeads * ARG_WORDS);
-    const tiles = scoreTiles(maxSelectPages);
     for (let r = 1; r <= numKvHeads; r++) {
-      args.set([sel.length * r, tiles, 1, sel.length, r, 1, rows.length * r, numSplits, 1], (r - 1) * ARG_WORDS);
+      const b = (r - 1) * ARG_WORDS;
+      args.set([sel.length, r, 1], b + A_SELECT);
+      args.set([rows.length * r, numSplits, 1], b + A_DECODE);
     }
     if (this.ownsInputs) this.inputs.flush();
-    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits, maxSelectPages };
+    this.plan = { numRows: rows.length, numSelect: sel.length, numSplits };
     this.lastTokensRead = read;
     return reselect;
   }
@@ -361,19 +460,20 @@ export class SparseDecodeAttention {
     const argBase = inputs.byteOffset('sparseArgs', (numKvHeads - 1) * ARG_WORDS);
     const rows = inputs.binding('sparseRows');
     if (reselect) {
+      this.encodeLevels(pass, arena, a, numKvHeads);
       this.select.encode(pass, arena, {
         q: a.q,
         digests: a.digests,
+        levels: a.selection.levels,
         blockTable: a.blockTable,
         rows,
         selectRows: inputs.binding('selectRows'),
         selected: a.selection.selected,
         counts: a.selection.counts,
-        scores: this.scores,
+        ...this.scratch,
         numSelect: numRows,
         logicalPageSize: this.logicalPageSize,
-        indirect: { buffer: inputs.buffer, score: argBase, select: argBase + 12 },
-        window: a.window,
+        indirect: { buffer: inputs.buffer, select: argBase + 4 * A_SELECT },
         ...shape,
       });
     }
@@ -391,16 +491,45 @@ export class SparseDecodeAttention {
       numSplits: this.maxSplits,
       pagesPerSplit: this.pagesPerSplit,
       scale: a.scale,
-      indirect: { buffer: inputs.buffer, offset: argBase + 24 },
+      indirect: { buffer: inputs.buffer, offset: argBase + 4 * A_DECODE },
       window: a.window,
       softcap: a.softcap,
       ...shape,
     });
   }
 
+  /**
+   * The digest hierarchy's update of one layer for the prepared step's level entries (after its page digests are
+   * current): level 1 then level 2, grids from the step's inputs.
+   */
+  encodeLevels(
+    pass: GPUComputePassEncoder,
+    arena: UniformArena,
+    a: Pick<SparseLayerArgs, 'digests' | 'blockTable' | 'selection' | 'numKvHeads'>,
+    numKvHeads = a.numKvHeads ?? this.cfg.numKvHeads,
+  ): void {
+    if (numKvHeads === 0) return;
+    const c = this.cfg;
+    const argBase = this.inputs.byteOffset('sparseArgs', (numKvHeads - 1) * ARG_WORDS);
+    this.levels.encode(pass, arena, {
+      digests: a.digests,
+      blockTable: a.blockTable,
+      entries: this.inputs.binding('levelEntries'),
+      levels: a.selection.levels,
+      numKvHeads,
+      headDim: c.headDim,
+      pageSize: c.pageSize,
+      logicalPageSize: this.logicalPageSize,
+      maxPagesPerSeq: c.maxPagesPerSeq,
+      fan1: this.hierarchy.fan1,
+      fan2: this.hierarchy.fan2,
+      grid: { buffer: this.inputs.buffer, offset: argBase + 4 * A_LEVELS },
+    });
+  }
+
   destroy(): void {
     if (this.ownsInputs) this.inputs.destroy();
     this.partials.destroy();
-    this.scores.destroy();
+    for (const b of Object.values(this.scratch)) b.destroy();
   }
 }

@@ -131,8 +131,7 @@ async function levelCase(gpu: Gpu, c: LevelCase): Promise<void> {
       kernel.encode(pass, arena, {
         digests: dBuf,
         blockTable: table,
-        level1: u32Buffer(gpu, e.level1),
-        level2: u32Buffer(gpu, e.level2),
+        entries: u32Buffer(gpu, e),
         levels,
         numKvHeads,
         headDim: c.headDim,
@@ -141,7 +140,7 @@ async function levelCase(gpu: Gpu, c: LevelCase): Promise<void> {
         maxPagesPerSeq: seqs.maxPagesPerSeq,
         fan1: c.fan1,
         fan2: c.fan2,
-        grid: { level1: e.level1[0], level2: e.level2[0] },
+        grid: { entries: e[0] },
       });
     }, arena);
   }
@@ -484,8 +483,7 @@ for (const tokens of [262144, 1048576]) {
       new DigestLevelsKernel(gpu).encode(pass, arena, {
         digests: dBuf,
         blockTable: table,
-        level1: u32Buffer(gpu, e.level1),
-        level2: u32Buffer(gpu, e.level2),
+        entries: u32Buffer(gpu, e),
         levels,
         numKvHeads,
         headDim,
@@ -494,7 +492,7 @@ for (const tokens of [262144, 1048576]) {
         maxPagesPerSeq,
         fan1: h.fan1,
         fan2: h.fan2,
-        grid: { level1: e.level1[0], level2: e.level2[0] },
+        grid: { entries: e[0] },
       });
       new HierSelectKernel(gpu, { hierarchy: h }).encode(pass, arena, {
         q: f32Buffer(gpu, q),
