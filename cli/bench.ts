@@ -418,6 +418,7 @@ async function modelSuite(
   if (longest > 0) {
     const ctx = Math.ceil((longest + 64) / 64) * 64;
     values['max-context'] ??= String(ctx);
+    if (suite === 'decode') values['max-seqs'] ??= '1'; // one sequence: per-sequence selection state stays small
     const stories = suite === 'agreement' ? intFlag(values.stories, 'stories', 16, 1) * 320 : 0;
     values['kv-cache-mib'] ??= String(
       Math.max(64, Math.ceil(((ctx + stories) * kvBytesPerToken(dir) * 1.1) / 2 ** 20) + 8),

@@ -299,6 +299,14 @@ export class SparseDecodeAttention {
     const { numSlots, numKvHeads, maxPagesPerSeq, headDim } = this.cfg;
     const h = this.hierarchy;
     const rows = hierarchyRows(maxPagesPerSeq, h.fan1, h.fan2);
+    const bytes = levelsBytes(numSlots, rows.blocksPerSlot, numKvHeads, headDim);
+    if (bytes > this.gpu.caps.maxStorageBufferBindingSize) {
+      throw new SiftError(
+        'GPU_LIMIT',
+        `digest hierarchy of ${numSlots} sequences x ${maxPagesPerSeq} pages needs ${bytes} bytes per layer, over the ` +
+          `adapter's binding limit ${this.gpu.caps.maxStorageBufferBindingSize}: lower --max-seqs or --max-context`,
+      );
+    }
     return {
       selected: this.gpu.createBuffer('sparse-selected', numSlots * numKvHeads * this.maxSelected * 4),
       counts: this.gpu.createBuffer('sparse-counts', numSlots * numKvHeads * 4),
