@@ -16,6 +16,7 @@ import { kvHeadRange, requireBytes, requireInts, requireU32 } from './lib/checks
 import { grid2d } from './lib/grid.js';
 import { requireCache } from './lib/paged.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 export { cachePageBytes, cachePages, KV_BYTES_PER_ELEMENT } from './lib/paged.js';
@@ -36,8 +37,8 @@ const PARAMS = defineParams('kv_write', {
 export interface KvWriteArgs {
   k: Binding; // (T, kvRowHeads, headDim) f32, after RoPE
   v: Binding; // (T, kvRowHeads, headDim) f32
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  vCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each token
   positions: Binding; // (T) u32 absolute position of each token
@@ -53,14 +54,11 @@ export interface KvWriteArgs {
 }
 
 export class KvWriteKernel {
-  private readonly pipeline: GPUComputePipeline;
   /** `maxWorkgroupsPerDim` (tests only) caps the grid's x dimension to exercise the 2-D layout. */
   constructor(
     private readonly gpu: Gpu,
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
-  ) {
-    this.pipeline = gpu.pipeline('kv_write', {}, { WG }, PARAMS);
-  }
+  ) {}
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: KvWriteArgs): void {
     const K = 'kv_write';
@@ -83,12 +81,7 @@ export class KvWriteKernel {
       srcWordOffset: src.firstPair,
     });
     const [x, y] = grid2d(this.gpu, a.T * rowWords, WG, this.opts.maxWorkgroupsPerDim);
-    this.gpu.dispatch(
-      pass,
-      this.pipeline,
-      [a.k, a.v, a.kCache, a.vCache, a.blockTable, a.tokenSeq, a.positions, u],
-      x,
-      y,
-    );
+    const pipeline = this.gpu.pipeline('kv_write', slabDefines({ kCache: a.kCache, vCache: a.vCache }), { WG }, PARAMS);
+    this.gpu.dispatch(pass, pipeline, [a.k, a.v, a.kCache, a.vCache, a.blockTable, a.tokenSeq, a.positions, u], x, y);
   }
 }

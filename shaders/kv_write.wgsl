@@ -5,7 +5,7 @@
 // The k/v activation rows hold srcRowWords pairs (kvRowHeads heads); the cache holds heads
 // [kvHeadOffset, kvHeadOffset + nKvHeads) of them (srcWordOffset = kvHeadOffset * headDim/2). Default: all heads.
 // pack2x16float rounds each f32 to f16 (element 2w in the low half). One thread per (t, w) on a 2-D grid of
-// workgroups (shaders/lib/grid.ts). Pages past numPages are skipped.
+// workgroups (shaders/lib/grid.ts). Pages past numPages are skipped. The caches may span slabs (lib/slabs.ts).
 //#include lib/grid
 
 override WG: u32 = 256;
@@ -24,7 +24,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read> k: array<vec2<f32>>;        // (T, kvRowHeads, headDim/2) f32 pairs
 @group(0) @binding(1) var<storage, read> v: array<vec2<f32>>;        // (T, kvRowHeads, headDim/2) f32 pairs
 @group(0) @binding(2) var<storage, read_write> kCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
+//#slabs kCache
 @group(0) @binding(3) var<storage, read_write> vCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
+//#slabs vCache
 @group(0) @binding(4) var<storage, read> blockTable: array<u32>;     // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(5) var<storage, read> tokenSeq: array<u32>;       // (T) block-table row of each token
 @group(0) @binding(6) var<storage, read> positions: array<u32>;      // (T) absolute position of each token
@@ -41,6 +43,6 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   if (page >= p.numPages) { return; }
   let dst = (page * p.pageSize + pos % p.pageSize) * p.rowWords + w;
   let src = t * p.srcRowWords + p.srcWordOffset + w;
-  kCache[dst] = pack2x16float(k[src]);
-  vCache[dst] = pack2x16float(v[src]);
+  kCacheStore(dst, pack2x16float(k[src]));
+  vCacheStore(dst, pack2x16float(v[src]));
 }

@@ -9,14 +9,19 @@
  *    max page_digest.wgsl writes; prefill tokens need page_digest after this kernel);
  *  - `fresh`: RoPE(k) and v of every KV head as f32 rows (T, KV, headDim), for the streaming heads' kernels.
  * `invFreq` comes from ropeInvFreq (shaders/rope.ts). headDim must be even.
+ *
+ * The caches and digests may be pools split into slabs (shaders/lib/slabs.ts). When one dispatch would bind more
+ * storage buffers than the adapter allows per stage, the kernel runs as two: q, the K cache, digests and fresh rows,
+ * then the V cache (the same results; one more dispatch per layer only in such configurations).
  */
 import { SiftError } from '../config/errors.js';
 import { bindingBytes } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { cachePages } from './lib/paged.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, Slabs, slabDefines } from './lib/slabs.js';
 import { digestBytes } from './page_digest.js';
-import type { Binding, Gpu, UniformArena } from './runtime.js';
+import type { Binding, Gpu, KernelBinding, UniformArena } from './runtime.js';
 
 const WG = 64;
 
@@ -38,8 +43,8 @@ const PARAMS = defineParams('rope_kv_write', {
 export interface RopeKvWriteArgs {
   qkv: Binding; // (T, numHeads + 2 numKvHeads, headDim) f32, the fused projection's output
   q: Binding; // (T, numHeads, headDim) f32, written (must not alias qkv)
-  kCache: Binding; // (numPages, pageSize, cacheHeads, headDim / 2) u32 f16 pairs, one layer
-  vCache: Binding; // (numPages, pageSize, cacheHeads, headDim / 2) u32 f16 pairs, one layer
+  kCache: PoolBinding; // (numPages, pageSize, cacheHeads, headDim / 2) u32 f16 pairs, one layer
+  vCache: PoolBinding; // (numPages, pageSize, cacheHeads, headDim / 2) u32 f16 pairs, one layer
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each token
   positions: Binding; // (T) u32 absolute position of each token, < 2^24
@@ -53,7 +58,7 @@ export interface RopeKvWriteArgs {
   /** KV heads [0, cacheHeads) go to the caches; default numKvHeads. 0 writes no cache. */
   cacheHeads?: number;
   /** Digests of the decode tokens' logical pages: (numPages, pageSize / logicalPageSize, cacheHeads, 2, headDim) f16. */
-  digest?: { digests: Binding; logicalPageSize: number; numDecode: number };
+  digest?: { digests: PoolBinding; logicalPageSize: number; numDecode: number };
   /** RoPE(k) and v of every KV head as f32 rows (T, numKvHeads, headDim). */
   fresh?: { k: Binding; v: Binding };
 }
@@ -86,7 +91,7 @@ export class RopeKvWriteKernel {
     if (a.T === 0) return;
     const HW = a.headDim / 2;
     const rowHeads = a.numHeads + 2 * a.numKvHeads;
-    const need = (name: string, b: Binding, bytes: number) => {
+    const need = (name: string, b: KernelBinding, bytes: number) => {
       if (bindingBytes(b) < bytes) {
         throw new SiftError('INTERNAL', `${K}: binding ${name} holds ${bindingBytes(b)} bytes, needs ${bytes}`);
       }
@@ -144,27 +149,42 @@ export class RopeKvWriteKernel {
       logicalPageSize: d?.logicalPageSize ?? 1,
       lpp,
     });
-    const pipeline = this.gpu.pipeline('rope_kv_write', { DIGEST: !!d, FRESH: !!a.fresh }, { WG }, PARAMS);
+    const base = { DIGEST: !!d, FRESH: !!a.fresh };
+    const slabs = (b: KernelBinding | null | undefined) => (b ? (b instanceof Slabs ? b.numSlabs : 1) : 0);
+    const storage = 6 + slabs(a.kCache) + slabs(a.vCache) + slabs(d?.digests) + (a.fresh ? 2 : 0);
+    const split = storage > this.gpu.caps.maxStorageBuffersPerShaderStage;
+    const kv = slabDefines({ kCache: a.kCache, vCache: a.vCache, digests: d?.digests });
+    const bindings = (k: boolean, v: boolean): (KernelBinding | null)[] => [
+      a.qkv,
+      k ? a.q : null,
+      k ? a.kCache : null,
+      v ? a.vCache : null,
+      a.blockTable,
+      a.tokenSeq,
+      a.positions,
+      k ? a.invFreq : null,
+      u,
+      k && d ? d.digests : null,
+      k && a.fresh ? a.fresh.k : null,
+      k && a.fresh ? a.fresh.v : null,
+    ];
+    if (!split) {
+      const pipeline = this.gpu.pipeline('rope_kv_write', { ...base, ...kv }, { WG }, PARAMS);
+      const [x, y] = grid2d(this.gpu, items, WG, this.opts.maxWorkgroupsPerDim);
+      this.gpu.dispatch(pass, pipeline, bindings(true, true), x, y);
+      return;
+    }
+    const pk = this.gpu.pipeline('rope_kv_write', { ...base, ...kv, SPLIT_K: true }, { WG }, PARAMS);
     const [x, y] = grid2d(this.gpu, items, WG, this.opts.maxWorkgroupsPerDim);
-    this.gpu.dispatch(
-      pass,
-      pipeline,
-      [
-        a.qkv,
-        a.q,
-        a.kCache,
-        a.vCache,
-        a.blockTable,
-        a.tokenSeq,
-        a.positions,
-        a.invFreq,
-        u,
-        d ? d.digests : null,
-        a.fresh ? a.fresh.k : null,
-        a.fresh ? a.fresh.v : null,
-      ],
-      x,
-      y,
+    this.gpu.dispatch(pass, pk, bindings(true, false), x, y);
+    if (cacheHeads === 0) return;
+    const pv = this.gpu.pipeline(
+      'rope_kv_write',
+      { ...base, ...kv, DIGEST: false, FRESH: false, SPLIT_V: true },
+      { WG },
+      PARAMS,
     );
+    const [xv, yv] = grid2d(this.gpu, a.T * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
+    this.gpu.dispatch(pass, pv, bindings(false, true), xv, yv);
   }
 }

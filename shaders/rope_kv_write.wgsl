@@ -5,6 +5,8 @@
 //     page = blockTable[tokenSeq[t] * maxPagesPerSeq + pos / pageSize], slot = pos % pageSize, pos = positions[t];
 //     pages past numPages are skipped)
 //   FRESH: k, v (T, KV, headDim) f32 = RoPE(k), v of every head (streaming heads read the step's keys from there)
+// The caches and digests may span slabs (lib/slabs.ts). When their slabs leave too few bindings for one pass, the
+// wrapper runs two: SPLIT_K (q, k, the K cache, DIGEST, FRESH) then SPLIT_V (the V cache only).
 //   DIGEST: for decode tokens t < numDecode, the digest of the logical page it lands in (per-channel f16 min and
 //     max of the keys of its valid slots, as page_digest.wgsl computes it): the earlier slots of that logical page
 //     are read from the cache, the token's own key comes from registers. A decode token is its sequence's only
@@ -33,8 +35,14 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;            // (T, H + 2 KV, headDim)
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;        // (T, H, headDim)
+//#if !SPLIT_V
 @group(0) @binding(2) var<storage, read_write> kCache: array<u32>;   // (numPages, pageSize, nCache, HW) f16 pairs
+//#slabs kCache
+//#endif
+//#if !SPLIT_K
 @group(0) @binding(3) var<storage, read_write> vCache: array<u32>;   // (numPages, pageSize, nCache, HW) f16 pairs
+//#slabs vCache
+//#endif
 @group(0) @binding(4) var<storage, read> blockTable: array<u32>;     // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(5) var<storage, read> tokenSeq: array<u32>;       // (T) block-table row of each token
 @group(0) @binding(6) var<storage, read> positions: array<u32>;      // (T) absolute position of each token
@@ -42,6 +50,7 @@ struct Params {
 @group(0) @binding(8) var<uniform> p: Params;
 //#if DIGEST
 @group(0) @binding(9) var<storage, read_write> digests: array<u32>;  // (numPages, lpp, nCache, 2, HW) f16 pairs
+//#slabs digests
 //#endif
 //#if FRESH
 @group(0) @binding(10) var<storage, read_write> kOut: array<f32>;    // (T, KV, headDim) RoPE(k)
@@ -82,6 +91,7 @@ fn main(
   let idx = (wid.y * nwg.x + wid.x) * WG + lid;
   let HW = p.half;
   let hd = 2u * HW;
+//#if !SPLIT_V
   let qItems = p.tokens * p.nHeads * HW;
   if (idx < qItems) {
     // q: rotate the pair (i, i + half) of head h of token t
@@ -100,6 +110,9 @@ fn main(
     q[dst + HW] = x1 * c + x0 * s;
     return;
   }
+//#else
+  let qItems = 0u;
+//#endif
   let j = idx - qItems;
   if (j >= p.tokens * p.nKvHeads * HW) { return; }
   // k/v: packed word w (elements 2w, 2w + 1) of KV head kvh of token t
@@ -108,10 +121,11 @@ fn main(
   let kvh = tk % p.nKvHeads;
   let t = tk / p.nKvHeads;
   let pos = positions[t];
-  let kHead = p.nHeads + kvh;
-  let k2 = vec2<f32>(rotated(t, kHead, 2u * w, pos), rotated(t, kHead, 2u * w + 1u, pos));
   let vBase = (t * (p.nHeads + 2u * p.nKvHeads) + p.nHeads + p.nKvHeads + kvh) * hd + 2u * w;
   let v2 = vec2<f32>(qkv[vBase], qkv[vBase + 1u]);
+//#if !SPLIT_V
+  let kHead = p.nHeads + kvh;
+  let k2 = vec2<f32>(rotated(t, kHead, 2u * w, pos), rotated(t, kHead, 2u * w + 1u, pos));
 //#if FRESH
   let fo = (t * p.nKvHeads + kvh) * hd + 2u * w;
   kOut[fo] = k2.x;
@@ -119,14 +133,18 @@ fn main(
   vOut[fo] = v2.x;
   vOut[fo + 1u] = v2.y;
 //#endif
+//#endif
   if (kvh >= p.nCache) { return; }
   let page = blockTable[tokenSeq[t] * p.maxPagesPerSeq + pos / p.pageSize];
   if (page >= p.numPages) { return; }
   let slot = pos % p.pageSize;
-  let kw = pack2x16float(k2);
   let dst = ((page * p.pageSize + slot) * p.nCache + kvh) * HW + w;
-  kCache[dst] = kw;
-  vCache[dst] = pack2x16float(v2);
+//#if !SPLIT_K
+  vCacheStore(dst, pack2x16float(v2));
+//#endif
+//#if !SPLIT_V
+  let kw = pack2x16float(k2);
+  kCacheStore(dst, kw);
 //#if DIGEST
   if (t >= p.numDecode) { return; }
   let l = slot / p.logicalPageSize;
@@ -134,12 +152,13 @@ fn main(
   var kmn = orderKeys(kw);
   var kmx = kmn;
   for (var s = first; s < page * p.pageSize + slot; s++) {
-    let key = orderKeys(kCache[(s * p.nCache + kvh) * HW + w]);
+    let key = orderKeys(kCacheLoad((s * p.nCache + kvh) * HW + w));
     kmn = min(kmn, key);
     kmx = max(kmx, key);
   }
   let db = ((page * p.lpp + l) * p.nCache + kvh) * 2u * HW + w;
-  digests[db] = fromKeys(kmn);
-  digests[db + HW] = fromKeys(kmx);
+  digestsStore(db, fromKeys(kmn));
+  digestsStore(db + HW, fromKeys(kmx));
+//#endif
 //#endif
 }

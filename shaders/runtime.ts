@@ -7,6 +7,7 @@ import { create, globals } from 'webgpu';
 import { SiftError } from '../config/errors.js';
 import { projectRoot } from '../config/paths.js';
 import { type ParamFields, type ParamsSpec, type ParamValues, parseParamsStruct } from './lib/params.js';
+import { type PoolBinding, Slabs, slabBinding } from './lib/slabs.js';
 import { checkOverrides, type Defines, preprocessWgsl } from './lib/wgsl.js';
 
 export { projectRoot };
@@ -200,6 +201,8 @@ export interface BufferRange {
   size?: number;
 }
 export type Binding = GPUBuffer | BufferRange | UniformSlot;
+/** What a kernel binds at one binding number: a buffer, a range, a uniform slot or a pool split into slabs. */
+export type KernelBinding = Binding | PoolBinding;
 
 function toResource(b: Binding): GPUBufferBinding {
   if ('buffer' in b && !('mapState' in b)) return { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
@@ -336,6 +339,8 @@ export class Gpu {
   private readonly pipelines = new Map<string, PipelineEntry>();
   /** Pipelines whose shader declares struct Params -> the uniform declarations checked against it. */
   private readonly pipelineParams = new WeakMap<GPUComputePipeline, Set<ParamsSpec>>();
+  /** The preprocessed source of every pipeline (bindGroup checks pools' slabs against it). */
+  private readonly pipelineCode = new WeakMap<GPUComputePipeline, string>();
   private readonly count: GpuCounters = zeroCounters();
   /** Buffers of indirect dispatch arguments the host also holds (see registerHostArgs). */
   private readonly hostArgs = new Map<GPUBuffer, (byteOffset: number) => readonly [number, number, number]>();
@@ -633,6 +638,7 @@ export class Gpu {
     params: ParamsSpec | undefined,
   ): PipelineEntry {
     checkOverrides(name, code, constants);
+    this.checkStorageBindings(name, code);
     const checked = parseParamsStruct(code) ? new Set<ParamsSpec>() : null;
     this.checkParams({ code, params: checked }, name, params); // before compiling: a mismatch fails at creation
     const module = this.device.createShaderModule({ label: name, code });
@@ -642,7 +648,33 @@ export class Gpu {
       compute: { module, entryPoint: 'main', constants },
     });
     if (checked) this.pipelineParams.set(pipeline, checked);
+    this.pipelineCode.set(pipeline, code);
     return { pipeline, code, params: checked };
+  }
+
+  /**
+   * Throws GPU_LIMIT when a shader declares more storage buffers than the adapter binds per stage: it happens when
+   * pools split into slabs (shaders/lib/slabs.ts) add more bindings than a kernel has room for, so the message names
+   * them. Warm-up compiles every pipeline, so such a configuration is refused at startup.
+   */
+  private checkStorageBindings(name: string, code: string): void {
+    const decls = [...code.matchAll(/var<storage,\s*(?:read|read_write)>\s*([A-Za-z_]\w*)/g)].map((m) => m[1]);
+    const limit = this.caps.maxStorageBuffersPerShaderStage;
+    if (decls.length <= limit) return;
+    const names = new Set(decls);
+    const slabs = new Map<string, number>();
+    for (const d of decls) {
+      const m = d.match(/^(.*)_(\d+)$/);
+      if (m && names.has(m[1])) slabs.set(m[1], Math.max(slabs.get(m[1]) ?? 1, Number(m[2]) + 1));
+    }
+    const split = [...slabs].map(([b, n]) => `${b} ${n} slabs`);
+    throw new SiftError(
+      'GPU_LIMIT',
+      `${name}: ${decls.length} storage buffers exceed the adapter's maxStorageBuffersPerShaderStage ${limit}` +
+        (split.length
+          ? ` (pools split by maxStorageBufferBindingSize ${this.caps.maxStorageBufferBindingSize}: ${split.join(', ')}); lower --kv-cache-mib or --max-seqs`
+          : ''),
+    );
   }
 
   /** Checks `params` against the shader's struct Params once per (pipeline, declaration). */
@@ -662,12 +694,34 @@ export class Gpu {
     e.params.add(params);
   }
 
-  /** Bind group 0 of `pipeline` from bindings in @binding order; null = a binding number the shader leaves out. */
-  bindGroup(pipeline: GPUComputePipeline, bindings: readonly (Binding | null)[], label?: string): GPUBindGroup {
+  /**
+   * Bind group 0 of `pipeline` from bindings in @binding order; null = a binding number the shader leaves out. A
+   * pool split into slabs (shaders/lib/slabs.ts) at binding b binds slab 0 there and slab s at slabBinding(b, s);
+   * the shader must declare exactly that many slabs (`//#slabs`, defines from slabDefines).
+   */
+  bindGroup(pipeline: GPUComputePipeline, bindings: readonly (KernelBinding | null)[], label?: string): GPUBindGroup {
     this.count.bindGroups++;
     const entries: GPUBindGroupEntry[] = [];
     bindings.forEach((b, i) => {
-      if (b) entries.push({ binding: i, resource: toResource(b) });
+      if (!b) return;
+      if (!(b instanceof Slabs)) {
+        entries.push({ binding: i, resource: toResource(b) });
+        return;
+      }
+      const code = this.pipelineCode.get(pipeline) ?? '';
+      const n = b.numSlabs;
+      if (
+        n > 1 &&
+        (!code.includes(`@binding(${slabBinding(i, n - 1)})`) || code.includes(`@binding(${slabBinding(i, n)})`))
+      ) {
+        throw new SiftError(
+          'INTERNAL',
+          `${pipeline.label}: binding ${i} is a pool of ${n} slabs, which the shader does not declare (//#slabs and slabDefines)`,
+        );
+      }
+      b.slabs.forEach((slab, s) => {
+        entries.push({ binding: s === 0 ? i : slabBinding(i, s), resource: toResource(slab) });
+      });
     });
     return this.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
   }
@@ -676,7 +730,7 @@ export class Gpu {
   dispatch(
     pass: GPUComputePassEncoder,
     pipeline: GPUComputePipeline,
-    bindings: readonly (Binding | null)[],
+    bindings: readonly (KernelBinding | null)[],
     x: number,
     y = 1,
     z = 1,
@@ -697,10 +751,12 @@ export class Gpu {
   }
 
   /** Throws unless the dispatch's uniform slot was packed by a declaration checked against the pipeline's Params. */
-  private checkUniforms(pipeline: GPUComputePipeline, bindings: readonly (Binding | null)[]): void {
+  private checkUniforms(pipeline: GPUComputePipeline, bindings: readonly (KernelBinding | null)[]): void {
     const checked = this.pipelineParams.get(pipeline);
     if (!checked) return;
-    const slot = bindings.find((b): b is UniformSlot => b !== null && 'params' in b && b.params !== undefined);
+    const slot = bindings.find(
+      (b): b is UniformSlot => b !== null && !(b instanceof Slabs) && 'params' in b && b.params !== undefined,
+    );
     if (!slot?.params || !checked.has(slot.params)) {
       throw new SiftError(
         'INTERNAL',
@@ -731,7 +787,7 @@ export class Gpu {
   dispatchIndirect(
     pass: GPUComputePassEncoder,
     pipeline: GPUComputePipeline,
-    bindings: readonly (Binding | null)[],
+    bindings: readonly (KernelBinding | null)[],
     args: GPUBuffer,
     offset: number,
   ): void {

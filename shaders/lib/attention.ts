@@ -2,7 +2,7 @@
  * What the attention kernel wrappers share: the GQA and paging fields their WGSL `struct Params` start with, and the
  * shape checks every one of them makes.
  */
-import type { Binding } from '../runtime.js';
+import type { Binding, KernelBinding } from '../runtime.js';
 import { check, requireBytes, requireFinite, requireHeads } from './checks.js';
 import { type CacheShape, requireCache } from './paged.js';
 
@@ -74,8 +74,8 @@ export function pagedHeads(a: HeadShape & { pageSize: number; maxPagesPerSeq: nu
 export function requireAttention(
   kernel: string,
   a: HeadShape & CacheShape & { scale: number },
-  kCache: Binding,
-  vCache?: Binding,
+  kCache: KernelBinding,
+  vCache?: KernelBinding,
   maxKvHeads?: number,
 ): number {
   requireHeads(kernel, a, maxKvHeads);

@@ -5,7 +5,7 @@
  *   `sparse_decode: numHeads 6 is not a multiple of numKvHeads 4`
  */
 import { SiftError } from '../../config/errors.js';
-import type { Binding, BufferRange } from '../runtime.js';
+import type { BufferRange, KernelBinding } from '../runtime.js';
 
 /** Largest head dim the attention kernels are specialised for (private / workgroup arrays of headDim / 2 pairs). */
 export const MAX_HEAD_DIM = 256;
@@ -14,8 +14,12 @@ export const MAX_KV_HEADS = 64;
 /** Largest index a u32 can hold, plus one: buffers and grids are indexed with u32 in WGSL. */
 export const U32_LIMIT = 2 ** 32;
 
-/** Bytes a binding covers: the whole buffer, or a range of one (its size, or the rest of the buffer). */
-export function bindingBytes(b: Binding): number {
+/**
+ * Bytes a binding covers: the whole buffer, or a range of one (its size, or the rest of the buffer), or a pool's
+ * slabs together (shaders/lib/slabs.ts).
+ */
+export function bindingBytes(b: KernelBinding): number {
+  if ('slabs' in b) return b.bytes;
   if ('mapState' in b) return b.size;
   return b.size ?? b.buffer.size - ((b as BufferRange).offset ?? 0);
 }
@@ -39,7 +43,7 @@ export function requireFinite(kernel: string, name: string, v: number): void {
 }
 
 /** Throws unless binding `name` covers at least `bytes` bytes; `shape` (e.g. "(T, 4, 64) f32") says what it holds. */
-export function requireBytes(kernel: string, name: string, b: Binding, bytes: number, shape?: string): void {
+export function requireBytes(kernel: string, name: string, b: KernelBinding, bytes: number, shape?: string): void {
   const have = bindingBytes(b);
   check(kernel, have >= bytes, `binding ${name} holds ${have} bytes, needs ${bytes}${shape ? ` for ${shape}` : ''}`);
 }

@@ -7,6 +7,7 @@ import { f16ToF32 } from '../../util/dtype.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { F16_NAN, makePagedBatch } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf, readPool } from '../helpers/slabs.js';
 import { kvWriteRef } from '../reference/attention.js';
 
 const hex = (h: number) => `0x${h.toString(16).padStart(4, '0')}`;
@@ -47,10 +48,10 @@ function assertCacheEqual(
   return otherNeighbour;
 }
 
-test('kv_write rounds to f16 and fills exactly the new tokens slots through shuffled block tables; NaN slots stay NaN', async () => {
+test('kv_write rounds to f16 and fills exactly the new tokens slots through shuffled block tables; NaN slots stay NaN; caches in one buffer or split into slabs', async () => {
   const gpu = await testGpu();
   const arena = new UniformArena(gpu);
-  for (let seed = 1; seed <= 8; seed++) {
+  for (let seed = 1; seed <= 12; seed++) {
     const rng = new Rng(seed);
     const pageSize = rng.pick([16, 32, 64]);
     const numKvHeads = rng.pick([1, 2, 8]);
@@ -60,8 +61,12 @@ test('kv_write rounds to f16 and fills exactly the new tokens slots through shuf
       rng.next() < 0.5 ? { ctx: rng.int(0, 150), fresh: 1 } : { ctx: rng.int(0, 80), fresh: rng.int(1, 70) },
     );
     const b = makePagedBatch(rng, seqs, { numKvHeads, headDim, pageSize });
-    const kCache = gpu.upload('kCache', b.kCache);
-    const vCache = gpu.upload('vCache', b.vCache);
+    // seeds 1..4: one buffer each; then K and V split into 2..5 slabs of whole pages (a sequence's pages spread
+    // over several slabs, as the shuffled block table places them)
+    const slabs = seed <= 4 ? 1 : rng.int(2, 5);
+    const pageBytes = pageSize * numKvHeads * headDim * 2;
+    const kCache = poolOf(gpu, 'kCache', b.kCache, pageBytes, slabs);
+    const vCache = poolOf(gpu, 'vCache', b.vCache, pageBytes, slabs);
     const kernel = new KvWriteKernel(gpu, { maxWorkgroupsPerDim: seed % 2 ? undefined : 3 });
     arena.reset();
     gpu.run(
@@ -82,8 +87,8 @@ test('kv_write rounds to f16 and fills exactly the new tokens slots through shuf
         }),
       arena,
     );
-    const gotK = new Uint16Array(await gpu.read(kCache, 0, b.kCache.byteLength));
-    const gotV = new Uint16Array(await gpu.read(vCache, 0, b.vCache.byteLength));
+    const gotK = new Uint16Array((await readPool(gpu, kCache)).buffer, 0, b.kCache.length);
+    const gotV = new Uint16Array((await readPool(gpu, vCache)).buffer, 0, b.vCache.length);
     assertNoGpuErrors(gpu);
     const want = kvWriteRef(b.k, b.v, b.kCache, b.vCache, b.blockTable, b.tokenSeq, b.positions, b);
     // f32 source value of every slot the step writes
@@ -98,7 +103,7 @@ test('kv_write rounds to f16 and fills exactly the new tokens slots through shuf
         srcV.set(dst + e, b.v[t * rowLen + e]);
       }
     }
-    const what = `kv_write seed=${seed} page=${pageSize} kv=${numKvHeads}x${headDim} seqs=${JSON.stringify(seqs)}`;
+    const what = `kv_write seed=${seed} slabs=${slabs} page=${pageSize} kv=${numKvHeads}x${headDim} seqs=${JSON.stringify(seqs)}`;
     const nk = assertCacheEqual(gotK, want.kCache, b.kCache, srcK, `${what} kCache`);
     const nv = assertCacheEqual(gotV, want.vCache, b.vCache, srcV, `${what} vCache`);
     if (process.env.SIFT_TEST_VERBOSE) console.log(what, `${nk + nv} slots rounded to the other f16 neighbour`);

@@ -4,7 +4,8 @@
  * the steps it fuses: ropeRef for q and k, kvWriteRef for the caches through shuffled block tables (slots nobody
  * writes keep their NaN), digestRef for the logical pages of the decode tokens (over the cache as written), and the
  * f32 rows of RoPE(k) and v (`fresh`). Odd head dims, a head range (cacheHeads < numKvHeads), decode rows before
- * prefill chunks, positions up to 131071.
+ * prefill chunks, positions up to 131071. Caches and digests in one buffer each or split into slabs of whole pages
+ * (shaders/lib/slabs.ts), in one dispatch or, when the slabs leave too few bindings, in the K pass and the V pass.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -16,6 +17,7 @@ import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { makePagedBatch } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf, readPool } from '../helpers/slabs.js';
 import { kvWriteRef } from '../reference/attention.js';
 import { digestOffset, digestRef, digestWordsRef } from '../reference/page_digest.js';
 import { ropeRef } from '../reference/rope.js';
@@ -55,10 +57,11 @@ function heads(x: Float32Array, T: number, rowHeads: number, headOffset: number,
   return out;
 }
 
-test('rope_kv_write equals rope + kv_write + page digests of the decode tokens', async () => {
+test('rope_kv_write equals rope + kv_write + page digests of the decode tokens, pools in one buffer or in slabs', async () => {
   const gpu = await testGpu();
   const arena = new UniformArena(gpu);
-  for (let seed = 1; seed <= 10; seed++) {
+  let splits = 0;
+  for (let seed = 1; seed <= 16; seed++) {
     const rng = new Rng(seed * 131);
     const [H, KV] = rng.pick([
       [4, 4],
@@ -92,9 +95,20 @@ test('rope_kv_write equals rope + kv_write + page digests of the decode tokens',
     const numPages = batch.numPages;
     const digestWords = (numPages * lpp * cacheHeads * 2 * hd) / 2;
 
-    const kc = u32Buffer(gpu, new Uint32Array(batch.kCache.buffer.slice(0)));
-    const vc = u32Buffer(gpu, new Uint32Array(batch.vCache.buffer.slice(0)));
-    const dg = u32Buffer(gpu, new Uint32Array(digestWords).fill(DIGEST_SENTINEL));
+    // seeds 1..8: one buffer per pool; 9..12: caches in 2 slabs and digests in 2 (one dispatch); 13..16: caches in
+    // up to 5 slabs and digests in 3 (more bindings than a stage has: the K pass, then the V pass)
+    const kvSlabs = seed <= 8 ? 1 : seed <= 12 ? 2 : 5;
+    const dSlabs = seed <= 8 ? 1 : seed <= 12 ? 2 : 3;
+    const pageBytes = pageSize * cacheHeads * hd * 2;
+    const kc = poolOf(gpu, 'kc', new Uint32Array(batch.kCache.buffer.slice(0)), pageBytes, kvSlabs);
+    const vc = poolOf(gpu, 'vc', new Uint32Array(batch.vCache.buffer.slice(0)), pageBytes, kvSlabs);
+    const dg = poolOf(
+      gpu,
+      'dg',
+      new Uint32Array(digestWords).fill(DIGEST_SENTINEL),
+      (digestWords * 4) / numPages,
+      dSlabs,
+    );
     const qOut = f32Buffer(gpu, new Float32Array(T * H * hd));
     const kOut = f32Buffer(gpu, new Float32Array(T * KV * hd));
     const vOut = f32Buffer(gpu, new Float32Array(T * KV * hd));
@@ -109,6 +123,10 @@ test('rope_kv_write equals rope + kv_write + page digests of the decode tokens',
     }
     const posBig = Uint32Array.from(positions, (p) => p + shift * pageSize);
     const kernel = new RopeKvWriteKernel(gpu, { maxWorkgroupsPerDim: seed % 5 === 0 ? 2 : undefined });
+    const n = (b: object) => ('numSlabs' in b ? (b.numSlabs as number) : 1);
+    const split = 6 + n(kc) + n(vc) + n(dg) + (fresh ? 2 : 0) > gpu.caps.maxStorageBuffersPerShaderStage;
+    splits += split ? 1 : 0;
+    const before = gpu.counters().dispatches;
     arena.reset();
     gpu.run(
       (pass) =>
@@ -133,11 +151,12 @@ test('rope_kv_write equals rope + kv_write + page digests of the decode tokens',
         }),
       arena,
     );
-    const what = `seed=${seed} T=${T} H=${H}/${KV} cache=${cacheHeads} hd=${hd} ps=${pageSize} L=${L} decode=${numDecode}`;
+    const what = `seed=${seed} slabs=${kvSlabs}/${dSlabs} T=${T} H=${H}/${KV} cache=${cacheHeads} hd=${hd} ps=${pageSize} L=${L} decode=${numDecode}`;
+    assert.equal(gpu.counters().dispatches - before, split ? 2 : 1, `${what}: dispatches`);
     const gotQ = await gpu.readF32(qOut, T * H * hd);
-    const gotK = new Uint16Array((await gpu.readU32(kc, batch.kCache.length / 2)).buffer);
-    const gotV = new Uint16Array((await gpu.readU32(vc, batch.vCache.length / 2)).buffer);
-    const gotD = await gpu.readU32(dg, digestWords);
+    const gotK = new Uint16Array((await readPool(gpu, kc)).buffer, 0, batch.kCache.length);
+    const gotV = new Uint16Array((await readPool(gpu, vc)).buffer, 0, batch.vCache.length);
+    const gotD = new Uint32Array((await readPool(gpu, dg)).buffer, 0, digestWords);
     assertNoGpuErrors(gpu);
 
     const posRef = Uint32Array.from(positions, (p) => p + shift * pageSize);
@@ -179,6 +198,7 @@ test('rope_kv_write equals rope + kv_write + page digests of the decode tokens',
     }
     assert.deepEqual(Array.from(gotD), Array.from(wantD), `${what} digests`);
   }
+  assert.ok(splits >= 2, `${splits} rounds ran the K and V passes`);
   arena.destroy();
 });
 
