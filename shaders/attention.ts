@@ -33,6 +33,7 @@ import {
 import { check, defaultVariant, headRange, type LayoutVariant, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 export { type KvWriteArgs, KvWriteKernel } from './kv_write.js';
@@ -55,8 +56,8 @@ const PARAMS = defineParams('attention', {
 
 export interface AttentionArgs extends AttentionShape, ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step's tokens written
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step's tokens written
+  vCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tokenSeq: Binding; // (T) u32 block-table row of each query token
   positions: Binding; // (T) u32 absolute position of each query token
@@ -86,9 +87,12 @@ export class AttentionKernel {
     this.variant = defaultVariant(gpu.caps, opts.variant);
   }
 
-  private pipeline(headDim: number): GPUComputePipeline {
-    if (this.variant === 'lanes') return this.gpu.pipeline('attention_lanes', { HD: headDim, LANES }, {}, PARAMS);
-    return this.gpu.pipeline('attention', { HD: headDim, DPW: Math.ceil(headDim / 2 / WG) }, { WG }, PARAMS);
+  private pipeline(headDim: number, pools: { kCache: PoolBinding; vCache: PoolBinding }): GPUComputePipeline {
+    const slabs = slabDefines(pools);
+    if (this.variant === 'lanes') {
+      return this.gpu.pipeline('attention_lanes', { HD: headDim, LANES, ...slabs }, {}, PARAMS);
+    }
+    return this.gpu.pipeline('attention', { HD: headDim, DPW: Math.ceil(headDim / 2 / WG), ...slabs }, { WG }, PARAMS);
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: AttentionArgs): void {
@@ -114,7 +118,7 @@ export class AttentionKernel {
     const [x, y] = grid2d(this.gpu, (a.T - first) * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(
       pass,
-      this.pipeline(a.headDim),
+      this.pipeline(a.headDim, a),
       [a.q, a.kCache, a.vCache, a.blockTable, a.tokenSeq, a.positions, a.out, u],
       x,
       y,

@@ -28,7 +28,9 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs vCache
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(4) var<storage, read> tokenSeq: array<u32>;     // (T) block-table row of each query token
 @group(0) @binding(5) var<storage, read> positions: array<u32>;    // (T) absolute position of each query token

@@ -19,6 +19,7 @@ import {
 import { headRange, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 /** struct Params of attention_mass.wgsl. */
@@ -35,7 +36,7 @@ const PARAMS = defineParams('attention_mass', {
 
 export interface AttentionMassArgs extends AttentionShape, ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step written
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer, this step written
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
   tokenSeq: Binding; // (T) u32
   positions: Binding; // (T) u32
@@ -75,7 +76,8 @@ export class AttentionMassKernel {
       ...scoreMods(K, a),
     });
     const lanes = this.opts.lanes ?? (this.gpu.caps.isCpu ? 8 : 32);
-    const pipeline = this.gpu.pipeline('attention_mass', { HD: a.headDim, LANES: lanes }, {}, PARAMS);
+    const slabs = slabDefines({ kCache: a.kCache });
+    const pipeline = this.gpu.pipeline('attention_mass', { HD: a.headDim, LANES: lanes, ...slabs }, {}, PARAMS);
     const [x, y] = grid2d(this.gpu, a.T * a.numHeads, 1, this.opts.maxWorkgroupsPerDim);
     this.gpu.dispatch(pass, pipeline, [a.q, a.kCache, a.blockTable, a.tokenSeq, a.positions, a.mass, u], x, y);
   }

@@ -16,6 +16,7 @@
  */
 import { check, requireBytes, requireInts } from './lib/checks.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
@@ -93,10 +94,10 @@ export function levelGrid(numEntries: number, numKvHeads: number, headDim: numbe
 }
 
 export interface DigestLevelsArgs {
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs, current
+  digests: PoolBinding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs, current
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
   entries: Binding; // 4 + (E, 4) u32 entries (levelEntries)
-  levels: Binding; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs
+  levels: PoolBinding; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs
   numKvHeads: number;
   headDim: number;
   pageSize: number;
@@ -140,7 +141,8 @@ export class DigestLevelsKernel {
     );
     requireBytes(K, 'entries', a.entries, 16, '4 + (E, 4) u32');
     const HW = a.headDim / 2;
-    const pipe = this.gpu.pipeline('digest_levels', { HW }, { WG }, PARAMS);
+    const slabs = slabDefines({ digests: a.digests, levels: a.levels });
+    const pipe = this.gpu.pipeline('digest_levels', { HW, ...slabs }, { WG }, PARAMS);
     const u = arena.params(PARAMS, {
       nKvHeads: a.numKvHeads,
       pageSize: a.pageSize,

@@ -28,9 +28,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> digests: array<u32>;       // (numPages, lpp, nKvHeads, 2, HW) f16 pairs
+//#slabs digests
 @group(0) @binding(1) var<storage, read> blockTable: array<u32>;    // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(2) var<storage, read> entries: array<u32>;       // 4 + (E, 4): count, then (blockRow, slot, block, len)
 @group(0) @binding(3) var<storage, read_write> levels: array<u32>;  // (numSlots, blocksPerSlot, nKvHeads, 2, HW)
+//#slabs levels
 @group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
@@ -61,8 +63,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let nLog = min(p.lpp, (len - i * p.pageSize + p.logicalPageSize - 1u) / p.logicalPageSize);
     for (var l = 0u; l < nLog; l++) {
       let db = ((phys * p.lpp + l) * p.nKvHeads + h) * 2u * HW + w;
-      kmn = min(kmn, orderKeys(digests[db]));
-      kmx = max(kmx, orderKeys(digests[db + HW]));
+      kmn = min(kmn, orderKeys(digestsLoad(db)));
+      kmx = max(kmx, orderKeys(digestsLoad(db + HW)));
       any = true;
     }
   }
@@ -75,6 +77,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     mn = fromKeys(kmn);
     mx = fromKeys(kmx);
   }
-  levels[dst] = mn;
-  levels[dst + HW] = mx;
+  levelsStore(dst, mn);
+  levelsStore(dst + HW, mx);
 }

@@ -22,6 +22,7 @@ import { SiftError } from '../config/errors.js';
 import { hierarchyRows } from './digest_levels.js';
 import { check, headRange, requireBytes, requireInts } from './lib/checks.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { GqaCombine } from './page_select.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
@@ -99,8 +100,8 @@ export function hierScratchBytes(
 
 export interface HierSelectArgs {
   q: Binding; // (numRows, qRowHeads, headDim) f32 decode queries
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs (page_digest)
-  levels: Binding; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs (digest_levels), current
+  digests: PoolBinding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs (page_digest)
+  levels: PoolBinding; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs (digest_levels), current
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
   rows: Binding; // (numRows, 4) u32 (blockRow, position, slot, pages kept K)
   selectRows: Binding; // (numSelect) u32 rows that reselect
@@ -217,7 +218,14 @@ export class HierSelectKernel {
       const final = l.pages;
       const pipe = this.gpu.pipeline(
         'hier_select',
-        { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max', PAGES: l.pages, FINAL: final },
+        {
+          HW,
+          V4: HW % 4 === 0,
+          COMBINE_MAX: this.combine === 'max',
+          PAGES: l.pages,
+          FINAL: final,
+          ...slabDefines({ digests: l.src }),
+        },
         { WG },
         PARAMS,
       );

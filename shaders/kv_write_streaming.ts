@@ -14,6 +14,7 @@ import { kvHeadRange, requireBytes, requireInts, requireU32 } from './lib/checks
 import { grid2d } from './lib/grid.js';
 import { requireCache } from './lib/paged.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 256;
@@ -33,8 +34,8 @@ export const SKIP_SLOT = 0xffffffff;
 export interface KvWriteStreamingArgs {
   k: Binding; // (T, kvRowHeads, headDim) f32, after RoPE
   v: Binding; // (T, kvRowHeads, headDim) f32
-  kCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
-  vCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  kCache: PoolBinding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  vCache: PoolBinding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   slots: Binding; // (T) u32 flat slot page * pageSize + offset, or SKIP_SLOT
   T: number;
   numKvHeads: number; // streaming KV heads in the cache
@@ -47,13 +48,10 @@ export interface KvWriteStreamingArgs {
 }
 
 export class KvWriteStreamingKernel {
-  private readonly pipeline: GPUComputePipeline;
   constructor(
     private readonly gpu: Gpu,
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
-  ) {
-    this.pipeline = gpu.pipeline('kv_write_streaming', {}, { WG }, PARAMS);
-  }
+  ) {}
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: KvWriteStreamingArgs): void {
     const K = 'kv_write_streaming';
@@ -73,6 +71,12 @@ export class KvWriteStreamingKernel {
       srcWordOffset: src.firstPair,
     });
     const [x, y] = grid2d(this.gpu, a.T * rowWords, WG, this.opts.maxWorkgroupsPerDim);
-    this.gpu.dispatch(pass, this.pipeline, [a.k, a.v, a.kCache, a.vCache, a.slots, u], x, y);
+    const pipeline = this.gpu.pipeline(
+      'kv_write_streaming',
+      slabDefines({ kCache: a.kCache, vCache: a.vCache }),
+      { WG },
+      PARAMS,
+    );
+    this.gpu.dispatch(pass, pipeline, [a.k, a.v, a.kCache, a.vCache, a.slots, u], x, y);
   }
 }

@@ -23,7 +23,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read> k: array<vec2<f32>>;        // (T, kvRowHeads, headDim/2) f32 pairs
 @group(0) @binding(1) var<storage, read> v: array<vec2<f32>>;        // (T, kvRowHeads, headDim/2) f32 pairs
 @group(0) @binding(2) var<storage, read_write> kCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
+//#slabs kCache
 @group(0) @binding(3) var<storage, read_write> vCache: array<u32>;   // (numPages, pageSize, nKvHeads, headDim/2) f16 pairs
+//#slabs vCache
 @group(0) @binding(4) var<storage, read> slots: array<u32>;          // (T) flat cache slot of each token, or 0xFFFFFFFF
 @group(0) @binding(5) var<uniform> p: Params;
 
@@ -37,6 +39,6 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   if (slot >= p.numSlots) { return; }
   let dst = slot * p.rowWords + w;
   let src = t * p.srcRowWords + p.srcWordOffset + w;
-  kCache[dst] = pack2x16float(k[src]);
-  vCache[dst] = pack2x16float(v[src]);
+  kCacheStore(dst, pack2x16float(k[src]));
+  vCacheStore(dst, pack2x16float(v[src]));
 }

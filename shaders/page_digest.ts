@@ -23,6 +23,7 @@ import { check, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { requireCache } from './lib/paged.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
@@ -38,9 +39,9 @@ const PARAMS = defineParams('page_digest', {
 });
 
 export interface PageDigestArgs {
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   entries: Binding; // (numEntries, 3) u32 (physical page, logical index within the page, valid tokens 0..L)
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, headDim / 2) u32 f16 pairs x2, one layer
+  digests: PoolBinding; // (numPages, pageSize / logicalPageSize, numKvHeads, headDim / 2) u32 f16 pairs x2, one layer
   numEntries: number;
   numKvHeads: number; // KV heads in kCache (0: nothing to do)
   headDim: number; // even
@@ -141,7 +142,8 @@ export class PageDigestKernel {
       numPages,
     });
     const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
-    const pipe = this.gpu.pipeline('page_digest', { HW }, { WG }, PARAMS);
+    const slabs = slabDefines({ kCache: a.kCache, digests: a.digests });
+    const pipe = this.gpu.pipeline('page_digest', { HW, ...slabs }, { WG }, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.kCache, a.entries, a.digests, u], x, y);
   }
 }

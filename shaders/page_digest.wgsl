@@ -27,8 +27,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> kCache: array<u32>;        // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(1) var<storage, read> entries: array<u32>;       // (E, 3) (physical page, logical index, valid tokens)
 @group(0) @binding(2) var<storage, read_write> digests: array<u32>; // (numPages, lpp, nKvHeads, 2, HW) f16 pairs
+//#slabs digests
 @group(0) @binding(3) var<uniform> p: Params;
 
 // Both halves of a word of f16 pairs -> order-preserving 16-bit keys (unsigned order = float order, -0 < +0).
@@ -59,10 +61,10 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   var mx = 0u;
   if (n > 0u) {
     let first = l * p.logicalPageSize; // first slot of the logical page in its physical page
-    var kmn = orderKeys(kCache[slotWord(page, first, h) + w]);
+    var kmn = orderKeys(kCacheLoad(slotWord(page, first, h) + w));
     var kmx = kmn;
     for (var t = 1u; t < n; t++) {
-      let k = orderKeys(kCache[slotWord(page, first + t, h) + w]);
+      let k = orderKeys(kCacheLoad(slotWord(page, first + t, h) + w));
       kmn = min(kmn, k);
       kmx = max(kmx, k);
     }
@@ -70,6 +72,6 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     mx = fromKeys(kmx);
   }
   let dst = ((page * p.lpp + l) * p.nKvHeads + h) * 2u * HW + w;
-  digests[dst] = mn;
-  digests[dst + HW] = mx;
+  digestsStore(dst, mn);
+  digestsStore(dst + HW, mx);
 }

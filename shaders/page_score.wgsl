@@ -37,8 +37,10 @@ struct Params {
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, qRowHeads, HW) f32 pairs
 //#if V4
 @group(0) @binding(1) var<storage, read> digests: array<vec4<u32>>;    // (numPages, lpp, nKvHeads, 2, HW / 4) f16 x8
+//#slabs digests
 //#else
 @group(0) @binding(1) var<storage, read> digests: array<u32>;          // (numPages, lpp, nKvHeads, 2, HW) f16 pairs
+//#slabs digests
 //#endif
 @group(0) @binding(2) var<storage, read> blockTable: array<u32>;       // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(3) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, pages kept)

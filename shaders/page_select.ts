@@ -27,6 +27,7 @@
 import { SiftError } from '../config/errors.js';
 import { check, headRange, requireBytes, requireInts } from './lib/checks.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 /** Most pages per sequence the one-workgroup top-k holds (u32 keys in 16 KiB of workgroup memory). */
@@ -73,7 +74,7 @@ export function selectScoresBytes(numSelect: number, numKvHeads: number, maxPage
 
 export interface PageSelectArgs {
   q: Binding; // (numRows, qRowHeads, headDim) f32 decode queries (after RoPE; scale does not change the ranking)
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs (page_digest)
+  digests: PoolBinding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 pairs (page_digest)
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each page column
   rows: Binding; // (numRows, 4) u32 (blockRow, position of the query token, selection slot, pages kept K >= 1)
   selectRows: Binding; // (numSelect) u32 indices of the rows that reselect this step
@@ -206,7 +207,7 @@ export class PageSelectKernel {
     const ind = a.indirect;
     const score = this.gpu.pipeline(
       'page_score',
-      { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max' },
+      { HW, V4: HW % 4 === 0, COMBINE_MAX: this.combine === 'max', ...slabDefines({ digests: a.digests }) },
       { WG },
       SCORE_PARAMS,
     );

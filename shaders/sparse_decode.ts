@@ -33,6 +33,7 @@ import {
 import { check, defaultVariant, headRange, type LayoutVariant, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 export type SparseDecodeVariant = LayoutVariant;
@@ -67,8 +68,8 @@ const REDUCE_PARAMS = defineParams('sparse_decode_reduce', {
 
 export interface SparseDecodeArgs extends AttentionShape, ScoreMods {
   q: Binding; // (numRows, qRowHeads, headDim) f32, after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
+  vCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, one layer
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each page column
   rows: Binding; // (numRows, 4) u32 (blockRow, position of the query token, selection slot, pages kept)
   selected: Binding; // (numSlots, numKvHeads, maxSelected) u32 ascending page columns (page_select)
@@ -136,13 +137,18 @@ export class SparseDecodeKernel {
     return bk;
   }
 
-  private pipeline(headDim: number, group: number): GPUComputePipeline {
+  private pipeline(
+    headDim: number,
+    group: number,
+    pools: { kCache: PoolBinding; vCache: PoolBinding },
+  ): GPUComputePipeline {
     const HW = headDim / 2;
+    const slabs = slabDefines(pools);
     if (this.variant === 'lanes') {
-      return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES, G: group, GQA: group > 1 }, {}, PARAMS);
+      return this.gpu.pipeline('sparse_decode_lanes', { HW, LANES, G: group, GQA: group > 1, ...slabs }, {}, PARAMS);
     }
     const TPH = Math.floor(WG / group);
-    const defines = { HW, G: group, BKD: this.tileSlots(headDim, group), TPH, DPT: Math.ceil(HW / TPH) };
+    const defines = { HW, G: group, BKD: this.tileSlots(headDim, group), TPH, DPT: Math.ceil(HW / TPH), ...slabs };
     return this.gpu.pipeline('sparse_decode', defines, { WG }, PARAMS);
   }
 
@@ -205,8 +211,9 @@ export class SparseDecodeKernel {
     });
     const bindings = [a.q, a.kCache, a.vCache, a.blockTable, a.rows, a.selected, a.counts, a.partials, u];
     // indirect: the grid (numRows * numKvHeads, splits, 1) comes from the step's inputs
-    if (ind) this.gpu.dispatchIndirect(pass, this.pipeline(hd, group), bindings, ind.buffer, ind.offset);
-    else this.gpu.dispatch(pass, this.pipeline(hd, group), bindings, rk, a.numSplits);
+    const pipeline = this.pipeline(hd, group, a);
+    if (ind) this.gpu.dispatchIndirect(pass, pipeline, bindings, ind.buffer, ind.offset);
+    else this.gpu.dispatch(pass, pipeline, bindings, rk, a.numSplits);
     const ur = arena.params(REDUCE_PARAMS, {
       count: rh * hd,
       headDim: hd,

@@ -55,8 +55,8 @@ fn main(
       let w = e - j * HW;
       let b = kw[j];
       if (b != MASKED_KEY) {
-        kt[j * KS + w] = unpack2x16float(kCache[b + w]);
-        vt[e] = unpack2x16float(vCache[b + w]);
+        kt[j * KS + w] = unpack2x16float(kCacheLoad(b + w));
+        vt[e] = unpack2x16float(vCacheLoad(b + w));
       }
     }
     workgroupBarrier();

@@ -31,7 +31,9 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (numRows, qRowHeads, HW) f32 pairs
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;           // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs vCache
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;       // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // (numRows) (blockRow, position, slot, pages kept)
 @group(0) @binding(5) var<storage, read> selected: array<u32>;         // (numSlots, nKvHeads, maxSelected) page indices

@@ -59,12 +59,12 @@ fn main(
     if (b != MASKED_KEY) { // masked (causal limit, window): not read
       var s = array<vec2<f32>, G>(); // zeroed explicitly, every key
       for (var w = 0u; w < HW; w++) {
-        let k = unpack2x16float(kCache[b + w]);
+        let k = unpack2x16float(kCacheLoad(b + w));
         for (var g = 0u; g < G; g++) { s[g] += qv[g][w] * k; }
       }
       for (var g = 0u; g < G; g++) { st[g] = softmaxFold(st[g], softcap(s[g].x + s[g].y, p.softcap)); }
       for (var w = 0u; w < HW; w++) {
-        let v = unpack2x16float(vCache[b + w]);
+        let v = unpack2x16float(vCacheLoad(b + w));
         for (var g = 0u; g < G; g++) { acc[g][w] = acc[g][w] * st[g].alpha + st[g].p * v; }
       }
     }

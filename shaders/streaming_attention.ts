@@ -26,6 +26,7 @@ import { HEADS, heads, requireAttention, requireRows, SCORE_MODS, type ScoreMods
 import { check, defaultVariant, headRange, kvHeadRange, type LayoutVariant, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 export type StreamingAttentionVariant = LayoutVariant;
@@ -67,8 +68,8 @@ export interface StreamingAttentionArgs extends ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   kFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's keys after RoPE
   vFresh: Binding; // (T, kvRowHeads, headDim) f32, this batch's values
-  kCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer
-  vCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
+  kCache: PoolBinding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, one layer
+  vCache: PoolBinding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
   streamTable: Binding; // (numSeqs, sinkPages + ringPages) u32: StreamingTable.sinkPages then .ringPages
   tokenSeq: Binding; // (T) u32 stream-table row of each token
   positions: Binding; // (T) u32 absolute position of each token
@@ -143,7 +144,7 @@ export class StreamingAttentionKernel {
     });
     const pipeline = this.gpu.pipeline(
       'streaming_attention',
-      { HD: a.headDim, LANES: this.lanes(a.headDim) },
+      { HD: a.headDim, LANES: this.lanes(a.headDim), ...slabDefines({ kCache: a.kCache, vCache: a.vCache }) },
       {},
       PARAMS,
     );

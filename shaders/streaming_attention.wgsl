@@ -44,7 +44,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> kFresh: array<vec2<f32>>;   // (T, kvRowHeads, HW) f32 pairs, after RoPE
 @group(0) @binding(2) var<storage, read> vFresh: array<vec2<f32>>;   // (T, kvRowHeads, HW) f32 pairs
 @group(0) @binding(3) var<storage, read> kCache: array<u32>;         // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(4) var<storage, read> vCache: array<u32>;         // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs vCache
 @group(0) @binding(5) var<storage, read> streamTable: array<u32>;    // (numSeqs, sinkPages + ringPages) pages
 @group(0) @binding(6) var<storage, read> tokenSeq: array<u32>;       // (T) stream-table row of each token
 @group(0) @binding(7) var<storage, read> positions: array<u32>;      // (T) absolute position of each token

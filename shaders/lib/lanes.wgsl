@@ -19,7 +19,7 @@ fn loadQuery(qo: u32, scale: f32) {
 // qv . key at word offset b of kCache.
 fn scoreCached(b: u32) -> f32 {
   var s2 = vec2<f32>(0.0);
-  for (var w = 0u; w < HW; w++) { s2 += qv[w] * unpack2x16float(kCache[b + w]); }
+  for (var w = 0u; w < HW; w++) { s2 += qv[w] * unpack2x16float(kCacheLoad(b + w)); }
   return s2.x + s2.y;
 }
 

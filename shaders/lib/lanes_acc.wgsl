@@ -11,7 +11,7 @@ var<workgroup> laneAcc: array<vec2<f32>, LANES * HW>; // (LANES, HW) pairs
 // at cap (0: none; lib/softmax.wgsl softcap).
 fn foldCached(b: u32, cap: f32) {
   st = softmaxFold(st, softcap(scoreCached(b), cap));
-  for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * st.alpha + st.p * unpack2x16float(vCache[b + w]); }
+  for (var w = 0u; w < HW; w++) { acc[w] = acc[w] * st.alpha + st.p * unpack2x16float(vCacheLoad(b + w)); }
 }
 
 // mergeLanes, publishing this lane's accumulator first.

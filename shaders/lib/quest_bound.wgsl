@@ -18,8 +18,8 @@ fn bound(db: u32, qb: u32) -> f32 {
 //#if V4
   let b4 = db / 4u;
   for (var j = 0u; j < HW / 4u; j++) {
-    let mn = digests[b4 + j];
-    let mx = digests[b4 + HW / 4u + j];
+    let mn = digestsLoad(b4 + j);
+    let mx = digestsLoad(b4 + HW / 4u + j);
     for (var c = 0u; c < 4u; c++) {
 //#if COMBINE_MAX
       let qd = q[qb + 4u * j + c];
@@ -42,7 +42,7 @@ fn bound(db: u32, qb: u32) -> f32 {
     let a = qp[w];
     let n = qn[w];
 //#endif
-    acc += a * unpack2x16float(digests[db + HW + w]) + n * unpack2x16float(digests[db + w]);
+    acc += a * unpack2x16float(digestsLoad(db + HW + w)) + n * unpack2x16float(digestsLoad(db + w));
   }
 //#endif
   return acc.x + acc.y;

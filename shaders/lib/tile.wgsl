@@ -23,7 +23,7 @@ fn loadQueryTile(lid: u32, qo: u32, scale: f32) {
 // qs . key at word offset b of kCache.
 fn scoreTile(b: u32) -> f32 {
   var s2 = vec2<f32>(0.0);
-  for (var w = 0u; w < HW; w++) { s2 += qs[w] * unpack2x16float(kCache[b + w]); }
+  for (var w = 0u; w < HW; w++) { s2 += qs[w] * unpack2x16float(kCacheLoad(b + w)); }
   return s2.x + s2.y;
 }
 
@@ -47,7 +47,7 @@ fn foldTile(lid: u32, s: f32, vb: u32) {
       st.l += pr;
       for (var c = 0u; c < DPW; c++) {
         let w = lid + c * WG;
-        if (w < HW) { acc[c] += pr * unpack2x16float(vCache[vb + w]); }
+        if (w < HW) { acc[c] += pr * unpack2x16float(vCacheLoad(vb + w)); }
       }
     }
   }

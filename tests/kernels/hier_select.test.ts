@@ -1,5 +1,6 @@
 /**
- * The digest hierarchy (shaders/digest_levels.ts) and hierarchical page selection (shaders/hier_select.ts) against
+ * The digest hierarchy (shaders/digest_levels.wgsl with lib/f16_keys.wgsl) and hierarchical page selection
+ * (shaders/hier_select.wgsl with lib/quest_bound.wgsl) against
  * their references (tests/reference/hier_select.ts) on seeded random shapes: page sizes, logical pages, fans and
  * head dims that are not multiples of the tiles, shuffled block tables, rows and slots; then planted needles at
  * 256k and 1M tokens (recall at budget 1024), and the property that the descent equals exhaustive scoring whenever

@@ -26,7 +26,9 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;          // (rows, HW) f32 pairs
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;           // (rows, slots, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;           // (rows, slots, HW) f16 pairs
+//#slabs vCache
 @group(0) @binding(3) var<storage, read> mask: array<u32>;             // (rows, slots) 1: real key, 0: masked
 @group(0) @binding(4) var<storage, read_write> out: array<vec2<f32>>;  // (rows, HW) f32 pairs
 @group(0) @binding(5) var<storage, read> scales: array<f32>;          // (rows) softmax scale of each row

@@ -8,6 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { projectRoot } from '../../config/paths.js';
+import { slabBinding } from '../../shaders/lib/slabs.js';
 import { checkOverrides, overrideNames, preprocessWgsl, readShaderFile } from '../../shaders/lib/wgsl.js';
 
 /** A reader over in-memory files. */
@@ -63,6 +64,39 @@ test('includes: inlined in place, each file once, sub-folders, only in kept bran
   assert.equal(preprocessWgsl('k', {}, files({ k: '//#if X\n//#include nope\n//#endif\nok' })), 'ok');
 });
 
+test('//#slabs: one slab is plain indexing; several get their bindings and a load / store over the whole pool', () => {
+  const decl = '@group(0) @binding(2) var<storage, read_write> kCache: array<u32>; // (pages, ...) f16 pairs';
+  const read = files({ k: `${decl}\n//#slabs kCache\nbody` });
+  assert.deepEqual(preprocessWgsl('k', {}, read).split('\n'), [
+    decl,
+    'fn kCacheLoad(i: u32) -> u32 { return kCache[i]; }',
+    'fn kCacheStore(i: u32, v: u32) { kCache[i] = v; }',
+    'body',
+  ]);
+  const code = preprocessWgsl('k', { SLABS_kCache: 3, SLAB_BYTES_kCache: 64 }, read);
+  // slabs 1 and 2 at slabBinding(2, s), same access and type; 16 u32 per slab
+  assert.ok(code.includes(`@group(0) @binding(${slabBinding(2, 1)}) var<storage, read_write> kCache_1: array<u32>;`));
+  assert.ok(code.includes(`@group(0) @binding(${slabBinding(2, 2)}) var<storage, read_write> kCache_2: array<u32>;`));
+  assert.ok(!code.includes('kCache_3'));
+  assert.match(code, /fn kCacheLoad\(i: u32\) -> u32 \{\n {2}let s = i \/ 16u;\n {2}let o = i - s \* 16u;/);
+  assert.match(code, /case 2u: \{ r = kCache_2\[o\]; \}/);
+  assert.match(code, /default: \{ kCache\[o\] = v; \}/);
+  // a read-only pool of vec4: no store; elements of 16 bytes
+  const ro = files({ k: '@group(0) @binding(1) var<storage, read> digests: array<vec4<u32>>;\n//#slabs digests' });
+  const c2 = preprocessWgsl('k', { SLABS_digests: 2, SLAB_BYTES_digests: 160 }, ro);
+  assert.match(c2, /fn digestsLoad\(i: u32\) -> vec4<u32> \{\n {2}let s = i \/ 10u;/);
+  assert.ok(!c2.includes('digestsStore'));
+  // errors: no declaration before it, slab bytes not whole elements
+  assert.throws(
+    () => preprocessWgsl('k', {}, files({ k: 'x\n//#slabs kCache' })),
+    /k\.wgsl:2: \/\/#slabs kCache must follow/,
+  );
+  assert.throws(
+    () => preprocessWgsl('k', { SLABS_digests: 2, SLAB_BYTES_digests: 24 }, ro),
+    /SLAB_BYTES_digests = 24 is not a whole number of vec4<u32>/,
+  );
+});
+
 test('preprocessor errors name the file and line', () => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ k: 'a\n//#include lib/missing' }, /k\.wgsl:2: no shader source lib\/missing\.wgsl/],
@@ -100,10 +134,15 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['attention_mass', { HD: 64, LANES: 8 }],
   ['block_digest', { HW: 32 }],
   ['block_select', { HD: 64, MAXKB: 256 }],
+  ['digest_levels', { HW: 32 }],
+  ['digest_levels', { HW: 32, SLABS_digests: 2, SLAB_BYTES_digests: 4096, SLABS_levels: 3, SLAB_BYTES_levels: 512 }],
   ['embedding', { F32: true }],
   ['gather_rows', {}],
   ['head_rmsnorm', {}],
+  ['hier_select', { HW: 32, V4: true, COMBINE_MAX: false, PAGES: true, FINAL: true }],
+  ['hier_select', { HW: 24, V4: false, COMBINE_MAX: true, PAGES: false, FINAL: false }],
   ['kv_write', {}],
+  ['kv_write', { SLABS_kCache: 5, SLAB_BYTES_kCache: 1024, SLABS_vCache: 5, SLAB_BYTES_vCache: 1024 }],
   ['kv_write_streaming', {}],
   ['logit_softcap', {}],
   ['matmul', { F32: false, BF16: false, XV4: true, TT: 4 }],
@@ -123,9 +162,12 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['rmsnorm', { ACC: true }],
   ['rope', {}],
   ['rope_kv_write', { DIGEST: true, FRESH: true }],
+  ['rope_kv_write', { DIGEST: true, FRESH: true, SPLIT_K: true, SLABS_kCache: 2, SLAB_BYTES_kCache: 64 }],
+  ['rope_kv_write', { SPLIT_V: true, SLABS_vCache: 2, SLAB_BYTES_vCache: 64 }],
   ['sample', { WG: 64 }],
   ['sparse_decode', { HW: 32, G: 4, BKD: 32, TPH: 16, DPT: 2 }],
   ['sparse_decode_lanes', { HW: 32, LANES: 8, G: 4 }],
+  ['sparse_decode_lanes', { HW: 32, LANES: 8, G: 4, SLABS_kCache: 4, SLAB_BYTES_kCache: 8192 }],
   ['sparse_decode_reduce', {}],
   ['streaming_attention', { HD: 64, LANES: 8 }],
   ['swiglu', { FUSED: true }],
