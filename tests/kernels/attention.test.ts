@@ -2,7 +2,8 @@
  * Paged causal attention against the token-by-token reference. Both variants run on every case, so this covers
  * shaders/attention.wgsl (workgroup, lib/tile.wgsl), shaders/attention_lanes.wgsl (lanes, lib/lanes_acc.wgsl and
  * lib/lanes.wgsl), the online softmax both share (lib/softmax.wgsl), their attention_common.wgsl, and the grid
- * and cache addressing includes (lib/token_head.wgsl, lib/grid.wgsl, lib/block_table.wgsl, lib/paged.wgsl).
+ * and cache addressing includes (lib/token_head.wgsl, lib/grid.wgsl, lib/block_table.wgsl, lib/paged.wgsl), with the
+ * caches in one buffer or split into slabs of whole pages (shaders/lib/slabs.ts, tiny binding limits: a few pages).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -13,6 +14,7 @@ import { assertClose, compareArrays } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { makePagedBatch, type SeqSpec } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf } from '../helpers/slabs.js';
 import { attentionRef, kvWriteRef } from '../reference/attention.js';
 
 // The caches are f16 and the reference reads the very same f16 values (the new tokens' k, v are f16-representable,
@@ -36,6 +38,8 @@ interface Case {
   /** Sliding window (cached keys older than every query's window are NaN) and logit soft-cap. */
   window?: number;
   softcap?: number;
+  /** K and V each split into this many slabs of whole pages (default one buffer). */
+  slabs?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -57,8 +61,10 @@ async function runCase(c: Case): Promise<void> {
   const mods = { window: c.window, softcap: c.softcap };
   const q = rng.normalArray(b.T * numHeads * headDim, c.qStd ?? 1);
   const scale = rng.next() < 0.75 ? 1 / Math.sqrt(headDim) : 0.3;
-  const kCache = gpu.upload('kCache', b.kCache); // (numPages, pageSize, numKvHeads, headDim / 2) f16 pairs
-  const vCache = gpu.upload('vCache', b.vCache);
+  // (numPages, pageSize, numKvHeads, headDim / 2) f16 pairs, as one buffer or slabs of whole pages
+  const pageBytes = pageSize * numKvHeads * headDim * 2;
+  const kCache = poolOf(gpu, 'kCache', b.kCache, pageBytes, c.slabs ?? 1);
+  const vCache = poolOf(gpu, 'vCache', b.vCache, pageBytes, c.slabs ?? 1);
   const blockTable = u32Buffer(gpu, b.blockTable);
   const tokenSeq = u32Buffer(gpu, b.tokenSeq);
   const positions = u32Buffer(gpu, b.positions);
@@ -114,8 +120,9 @@ async function runCase(c: Case): Promise<void> {
     const got = await gpu.readF32(outs[i], want.length);
     assertNoGpuErrors(gpu);
     const what =
-      `attention ${VARIANTS[i]} seed=${c.seed} heads=${numHeads}/${numKvHeads} headDim=${headDim} ` +
-      `page=${pageSize} T=${b.T} window=${c.window ?? 0} softcap=${c.softcap ?? 0} seqs=${JSON.stringify(seqs)}`;
+      `attention ${VARIANTS[i]} seed=${c.seed} slabs=${c.slabs ?? 1} heads=${numHeads}/${numKvHeads} ` +
+      `headDim=${headDim} page=${pageSize} T=${b.T} window=${c.window ?? 0} softcap=${c.softcap ?? 0} ` +
+      `seqs=${JSON.stringify(seqs)}`;
     if (process.env.SIFT_TEST_VERBOSE) console.log(what, compareArrays(got, want, c.tol ?? TOL));
     assertClose(got, want, c.tol ?? TOL, what);
   }
@@ -148,6 +155,12 @@ test('sliding window (keys older than the window are NaN, never read) and logit 
   }
   await runCase({ seed: seed++, group: 4, pageSize: 32, headDim: 64, qStd: 12, softcap: 5, tol: TOL_LARGE_SCORES });
   await runCase({ seed: seed++, group: 1, pageSize: 16, headDim: 64, qStd: 4, window: 50, softcap: 2 });
+});
+
+test('paged attention over K/V pools split into 3 and 5 slabs of a few pages each (a sequence spans several)', async () => {
+  await runCase({ seed: 201, group: 4, pageSize: 16, headDim: 64, slabs: 3 });
+  await runCase({ seed: 202, group: 1, pageSize: 32, headDim: 48, slabs: 5 });
+  await runCase({ seed: 203, group: 4, pageSize: 16, headDim: 48, slabs: 4, window: 40, softcap: 3 });
 });
 
 test('attention picks the lanes variant on CPU adapters and workgroup otherwise', async () => {
