@@ -26,6 +26,7 @@ import {
   selectionDigests,
 } from '../../shaders/hier_select.js';
 import { check, requireInts } from '../../shaders/lib/checks.js';
+import { createSlabs, type PoolBinding, planSlabs, type Slabs } from '../../shaders/lib/slabs.js';
 import type { GqaCombine } from '../../shaders/page_select.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 import { partialsBytes, SparseDecodeKernel, type SparseDecodeVariant } from '../../shaders/sparse_decode.js';
@@ -72,6 +73,11 @@ export interface SparseDecodeConfig {
   hierarchy?: HierarchyConfig;
   /** Decode steps a selection is reused for; default 4. */
   reselectInterval?: number;
+  /**
+   * Bytes one slab of the digest hierarchy may take (whole sequence slots per slab, shaders/lib/slabs.ts); default
+   * the adapter's maxStorageBufferBindingSize. Tests force small slabs.
+   */
+  maxSlabBytes?: number;
   variant?: SparseDecodeVariant;
   combine?: GqaCombine;
   splitTokens?: number;
@@ -81,15 +87,15 @@ export interface SparseDecodeConfig {
 export interface LayerSelection {
   selected: GPUBuffer; // (numSlots, numKvHeads, maxSelected) u32
   counts: GPUBuffer; // (numSlots, numKvHeads) u32
-  levels: GPUBuffer; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs: the digest hierarchy
+  levels: Slabs; // (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16 pairs: the digest hierarchy, slabs of slots
 }
 
 export interface SparseLayerArgs {
   q: Binding; // (numRows, numHeads, headDim) f32 this step's decode queries, after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, this step's K/V written
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs, this step's K/V written
+  vCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
-  digests: Binding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 of this layer, up to date
+  digests: PoolBinding; // (numPages, pageSize / logicalPageSize, numKvHeads, 2, headDim) f16 of this layer, current
   selection: LayerSelection; // this layer's
   out: Binding; // (numRows, numHeads, headDim) f32; heads past the layer's range untouched
   scale: number;
@@ -293,25 +299,24 @@ export class SparseDecodeAttention {
 
   /**
    * A layer's selection buffers (zeroed: count 0 means only the newest page until the first reselection) and its
-   * digest hierarchy: (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16.
+   * digest hierarchy: (numSlots, blocksPerSlot, numKvHeads, 2, headDim) f16, in slabs of whole sequence slots within
+   * the binding limit (maxSlabBytes).
    */
   createLayerSelection(): LayerSelection {
-    const { numSlots, numKvHeads, maxPagesPerSeq, headDim } = this.cfg;
-    const h = this.hierarchy;
-    const rows = hierarchyRows(maxPagesPerSeq, h.fan1, h.fan2);
-    const bytes = levelsBytes(numSlots, rows.blocksPerSlot, numKvHeads, headDim);
-    if (bytes > this.gpu.caps.maxStorageBufferBindingSize) {
-      throw new SiftError(
-        'GPU_LIMIT',
-        `digest hierarchy of ${numSlots} sequences x ${maxPagesPerSeq} pages needs ${bytes} bytes per layer, over the ` +
-          `adapter's binding limit ${this.gpu.caps.maxStorageBufferBindingSize}: lower --max-seqs or --max-context`,
-      );
-    }
+    const { numSlots, numKvHeads, headDim } = this.cfg;
     return {
       selected: this.gpu.createBuffer('sparse-selected', numSlots * numKvHeads * this.maxSelected * 4),
       counts: this.gpu.createBuffer('sparse-counts', numSlots * numKvHeads * 4),
-      levels: this.gpu.createBuffer('sparse-levels', levelsBytes(numSlots, rows.blocksPerSlot, numKvHeads, headDim)),
+      levels: createSlabs(this.gpu, 'sparse-levels', this.levelsPlan()),
     };
+  }
+
+  /** How one layer's digest hierarchy splits: units of one sequence slot's coarse digests. */
+  levelsPlan(): ReturnType<typeof planSlabs> {
+    const { numSlots, numKvHeads, maxPagesPerSeq, headDim } = this.cfg;
+    const rows = hierarchyRows(maxPagesPerSeq, this.hierarchy.fan1, this.hierarchy.fan2);
+    const limit = this.cfg.maxSlabBytes ?? this.gpu.caps.maxStorageBufferBindingSize;
+    return planSlabs(levelsBytes(1, rows.blocksPerSlot, numKvHeads, headDim), numSlots, limit);
   }
 
   /** Bytes of one layer's digest hierarchy (the buffer createLayerSelection makes). */

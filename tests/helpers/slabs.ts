@@ -58,3 +58,19 @@ export function poolOf(
 ): Slabs | GPUBuffer {
   return numSlabs <= 1 ? gpu.upload(label, data) : uploadSlabs(gpu, label, data, unitBytes, numSlabs);
 }
+
+/** Writes `data` over a pool (slabs or one buffer) from its start, slab after slab. */
+export function writePool(gpu: Gpu, pool: Slabs | GPUBuffer, data: ArrayBufferView): void {
+  if (!(pool instanceof Slabs)) {
+    gpu.write(pool, data);
+    return;
+  }
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  for (let s = 0, at = 0; s < pool.numSlabs && at < bytes.byteLength; s++, at += pool.slabBytes) {
+    const slab = pool.slabs[s];
+    gpu.write(
+      'mapState' in slab ? slab : slab.buffer,
+      bytes.subarray(at, Math.min(bytes.byteLength, at + pool.slabBytes)),
+    );
+  }
+}

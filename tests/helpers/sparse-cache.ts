@@ -4,10 +4,12 @@
  * high half), plus f32 mirrors of the same f16 values for the references. Slots no sequence owns hold f16 NaN, so
  * a kernel that reads padding, unused slots past a sequence's end or unselected pages shows NaN.
  */
+import type { Slabs } from '../../shaders/lib/slabs.js';
 import type { Gpu } from '../../shaders/runtime.js';
 /** f32 -> IEEE half bits (round to nearest even) and back: the project's one conversion (shaders/tensor.ts). */
 import { f16ToF32 as fromF16Bits, f32ToF16 as toF16Bits } from '../../util/dtype.js';
 import type { Rng } from './rng.js';
+import { poolOf } from './slabs.js';
 
 export { fromF16Bits, toF16Bits };
 
@@ -143,6 +145,15 @@ export function makeSeqCache(
 }
 
 /** Uploads the packed caches. */
-export function uploadCache(gpu: Gpu, c: SparseCache): { kCache: GPUBuffer; vCache: GPUBuffer } {
-  return { kCache: gpu.upload('k-cache', c.kWords), vCache: gpu.upload('v-cache', c.vWords) };
+/** The caches on the GPU: one buffer each, or `slabs` slabs of whole pages each (shaders/lib/slabs.ts). */
+export function uploadCache(
+  gpu: Gpu,
+  c: SparseCache,
+  slabs = 1,
+): { kCache: Slabs | GPUBuffer; vCache: Slabs | GPUBuffer } {
+  const pageBytes = c.pageSize * c.numKvHeads * c.headDim * 2;
+  return {
+    kCache: poolOf(gpu, 'k-cache', c.kWords, pageBytes, slabs),
+    vCache: poolOf(gpu, 'v-cache', c.vWords, pageBytes, slabs),
+  };
 }

@@ -15,6 +15,7 @@ import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { makePagedBatch, type PagedBatch } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf } from '../helpers/slabs.js';
 import { kvWriteRef } from '../reference/attention.js';
 import { attentionMassRef } from '../reference/attention_mass.js';
 
@@ -26,10 +27,12 @@ async function runMass(
   local: number,
   lanes: number,
   mods: { window?: number; softcap?: number } = {},
+  slabs = 1,
 ): Promise<{ got: Float32Array; want: Float32Array }> {
   const gpu = await testGpu();
-  const kCache = gpu.upload('kCache', b.kCache);
-  const vCache = gpu.upload('vCache', b.vCache);
+  const pageBytes = b.pageSize * b.numKvHeads * b.headDim * 2;
+  const kCache = poolOf(gpu, 'kCache', b.kCache, pageBytes, slabs);
+  const vCache = poolOf(gpu, 'vCache', b.vCache, pageBytes, slabs);
   const mass = gpu.createBuffer('mass', b.T * numHeads * 4);
   const common = {
     blockTable: u32Buffer(gpu, b.blockTable),
@@ -80,10 +83,11 @@ async function runMass(
   return { got, want };
 }
 
-test('attention mass outside sink + local matches the reference (GQA 1 and 4, lanes 8 and 32)', async () => {
-  for (const [seed, group, lanes] of [
-    [1, 1, 8],
-    [2, 4, 32],
+test('attention mass outside sink + local matches the reference (GQA 1 and 4, lanes 8 and 32; K in 1 or 3 slabs)', async () => {
+  for (const [seed, group, lanes, slabs] of [
+    [1, 1, 8, 1],
+    [2, 4, 32, 1],
+    [4, 2, 8, 3],
   ]) {
     const rng = new Rng(seed);
     const b = makePagedBatch(
@@ -98,12 +102,12 @@ test('attention mass outside sink + local matches the reference (GQA 1 and 4, la
     );
     const numHeads = 2 * group;
     const q = rng.normalArray(b.T * numHeads * 32, 2);
-    const { got, want } = await runMass(b, q, numHeads, 4, 16, lanes);
+    const { got, want } = await runMass(b, q, numHeads, 4, 16, lanes, {}, slabs);
     assert.ok(
       want.some((x) => x > 0.05),
       'some mass lies outside the window',
     );
-    assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, `attention_mass seed ${seed}`);
+    assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, `attention_mass seed ${seed} slabs ${slabs}`);
   }
 });
 

@@ -4,7 +4,8 @@
  * their references (tests/reference/hier_select.ts) on seeded random shapes: page sizes, logical pages, fans and
  * head dims that are not multiples of the tiles, shuffled block tables, rows and slots; then planted needles at
  * 256k and 1M tokens (recall at budget 1024), and the property that the descent equals exhaustive scoring whenever
- * its margin covers it.
+ * its margin covers it. The page digests and the hierarchy also run split into slabs of a few pages / slots
+ * (shaders/lib/slabs.ts).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -16,6 +17,7 @@ import type { GqaCombine } from '../../shaders/page_select.js';
 import { type Gpu, UniformArena } from '../../shaders/runtime.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf, readPool } from '../helpers/slabs.js';
 import { roundF16, toF16Bits } from '../helpers/sparse-cache.js';
 import {
   certifiedRef,
@@ -82,6 +84,8 @@ interface LevelCase {
   headDim: number;
   fan1: number;
   fan2: number;
+  /** Page digests and the hierarchy's slots in this many slabs each (default one buffer). */
+  slabs?: number;
 }
 
 test('digest_levels: coarse digests equal the reference after chunked writes and decode steps', async () => {
@@ -92,6 +96,18 @@ test('digest_levels: coarse digests equal the reference after chunked writes and
     { seed: 3, pageSize: 32, logicalPageSize: 8, headDim: 64, fan1: 2, fan2: 3 },
   ];
   for (const c of cases) await levelCase(gpu, c);
+});
+
+test('digest_levels: page digests in 3 slabs of whole pages, the hierarchy in 2 slabs of whole slots', async () => {
+  await levelCase(await testGpu(), {
+    seed: 4,
+    pageSize: 16,
+    logicalPageSize: 8,
+    headDim: 8,
+    fan1: 3,
+    fan2: 4,
+    slabs: 3,
+  });
 });
 
 async function levelCase(gpu: Gpu, c: LevelCase): Promise<void> {
@@ -105,10 +121,18 @@ async function levelCase(gpu: Gpu, c: LevelCase): Promise<void> {
   const numSlots = 4;
   const rows = hierarchyRows(seqs.maxPagesPerSeq, c.fan1, c.fan2);
   const perBlock = numKvHeads * 2 * c.headDim;
-  const levels = u32Buffer(gpu, new Uint32Array((numSlots * rows.blocksPerSlot * perBlock) / 2).fill(SENTINEL));
+  const levelWords = (numSlots * rows.blocksPerSlot * perBlock) / 2;
+  const levels = poolOf(
+    gpu,
+    'levels',
+    new Uint32Array(levelWords).fill(SENTINEL),
+    (levelWords * 4) / numSlots,
+    c.slabs ? 2 : 1,
+  );
   const kernel = new DigestLevelsKernel(gpu);
   const table = u32Buffer(gpu, seqs.blockTable);
-  const dBuf = u32Buffer(gpu, digestWordsRef(digests, c.headDim));
+  const dWords = digestWordsRef(digests, c.headDim);
+  const dBuf = poolOf(gpu, 'digests', dWords, dWords.byteLength / seqs.numPages, c.slabs ?? 1);
   // Each sequence: a prefill chunk, a second chunk, then single-token decode steps; blocks recomputed per step.
   const cuts = lens.map((len) => {
     const a = rng.int(0, len);
@@ -145,7 +169,7 @@ async function levelCase(gpu: Gpu, c: LevelCase): Promise<void> {
       });
     }, arena);
   }
-  const got = await gpu.readU32(levels);
+  const got = new Uint32Array((await readPool(gpu, levels)).buffer, 0, levelWords);
   assertNoGpuErrors(gpu);
   const slotWords = (rows.blocksPerSlot * perBlock) / 2;
   for (let i = 0; i < lens.length; i++) {
@@ -179,6 +203,8 @@ interface SelectCase {
   group: number;
   combine: GqaCombine;
   hierarchy: HierarchyConfig;
+  /** Page digests in this many slabs of whole pages, the hierarchy in 3 slabs of whole slots (default: buffers). */
+  slabs?: number;
 }
 
 /** Uploads a levels buffer holding each sequence's reference coarse digests in its slot. */
@@ -240,6 +266,19 @@ test('hier_select: the descent equals the reference on integer-valued digests (e
   for (const c of cases) await selectCase(gpu, c);
 });
 
+test('hier_select: the descent over page digests in 4 slabs and the hierarchy in 3 slabs equals the reference', async () => {
+  await selectCase(await testGpu(), {
+    seed: 15,
+    pageSize: 16,
+    logicalPageSize: 8,
+    headDim: 8,
+    group: 2,
+    combine: 'sum',
+    hierarchy: { fan1: 3, fan2: 4, margin: 1 },
+    slabs: 4,
+  });
+});
+
 async function selectCase(gpu: Gpu, c: SelectCase): Promise<void> {
   const rng = new Rng(c.seed);
   const { pageSize, headDim, group } = c;
@@ -295,11 +334,13 @@ async function selectCase(gpu: Gpu, c: SelectCase): Promise<void> {
   const counts = u32Buffer(gpu, new Uint32Array(numSlots * numKvHeads).fill(SENTINEL));
   const kernel = new HierSelectKernel(gpu, { combine: c.combine, hierarchy: h });
   const arena = new UniformArena(gpu);
+  const dWords = digestWordsRef(digests, headDim);
+  const lWords = levelsFor(lvs, slotOf, numSlots, hr, perBlock, headDim);
   gpu.run((pass) => {
     kernel.encode(pass, arena, {
       q: f32Buffer(gpu, q),
-      digests: u32Buffer(gpu, digestWordsRef(digests, headDim)),
-      levels: u32Buffer(gpu, levelsFor(lvs, slotOf, numSlots, hr, perBlock, headDim)),
+      digests: poolOf(gpu, 'digests', dWords, dWords.byteLength / seqs.numPages, c.slabs ?? 1),
+      levels: poolOf(gpu, 'levels', lWords, lWords.byteLength / numSlots, c.slabs ? 3 : 1),
       blockTable: u32Buffer(gpu, table),
       rows: u32Buffer(gpu, rowWords),
       selectRows: u32Buffer(gpu, selectRows),

@@ -1,4 +1,7 @@
-/** Page digests (shaders/page_digest.wgsl, cache addressing through lib/paged.wgsl) against the reference. */
+/**
+ * Page digests (shaders/page_digest.wgsl, cache addressing through lib/paged.wgsl) against the reference, with the
+ * K cache and the digests in one buffer each or split into slabs of a few pages (shaders/lib/slabs.ts).
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
@@ -6,6 +9,7 @@ import { UniformArena } from '../../shaders/runtime.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf, readPool, writePool } from '../helpers/slabs.js';
 import { fromF16Bits, makeSeqCache, roundF16, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
 import { digestOffset, digestRef, digestValues, digestWordsRef, f16Directed } from '../reference/page_digest.js';
 
@@ -42,6 +46,8 @@ interface Case {
   bufferKvHeads?: number;
   /** Mix f16 edge values (SPECIAL) into the keys. */
   special?: boolean;
+  /** The K cache and the digests each in this many slabs of whole pages (default one buffer). */
+  slabs?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -89,9 +95,15 @@ async function runCase(c: Case): Promise<void> {
       }
     });
   }
-  const { kCache } = uploadCache(gpu, big);
+  const { kCache } = uploadCache(gpu, big, c.slabs);
   const bufWords = digestBytes(total, pageSize, logicalPageSize, c.bufferKvHeads ?? numKvHeads, headDim) / 4;
-  const digests = u32Buffer(gpu, new Uint32Array(bufWords).fill(SENTINEL));
+  const digests = poolOf(
+    gpu,
+    'digests',
+    new Uint32Array(bufWords).fill(SENTINEL),
+    (bufWords * 4) / total,
+    c.slabs ?? 1,
+  );
   const usedWords = digestBytes(total, pageSize, logicalPageSize, numKvHeads, headDim) / 4;
   const kernel = new PageDigestKernel(gpu, { maxWorkgroupsPerDim: c.maxWorkgroupsPerDim });
   const arena = new UniformArena(gpu);
@@ -109,7 +121,7 @@ async function runCase(c: Case): Promise<void> {
     }, arena);
   };
   const check = async (lensNow: number[], what: string) => {
-    const words = await gpu.readU32(digests, bufWords);
+    const words = new Uint32Array((await readPool(gpu, digests)).buffer, 0, bufWords);
     assertNoGpuErrors(gpu);
     for (let i = usedWords; i < bufWords; i++) {
       assert.equal(words[i], SENTINEL, `${what}: digest word ${i} past the layer's ${numKvHeads} heads written`);
@@ -174,7 +186,7 @@ async function runCase(c: Case): Promise<void> {
       for (let h = 0; h < numKvHeads; h++) writeSlot(big, 'k', page, j % pageSize, h, rng.normalArray(headDim, 2));
     }
   });
-  gpu.write(kCache, big.kWords);
+  writePool(gpu, kCache, big.kWords);
   runDigest(
     digestEntries(
       final.map((f, s) => ({ pages: rowOf(s), start: lens[s], end: f })),
@@ -212,6 +224,19 @@ test('f16 digests: edge keys (subnormals, signed zeros, 65504) bit-exact; a laye
     numKvHeads: 3,
     bufferKvHeads: 8,
     special: true,
+  });
+});
+
+test('page digests over a K cache and digests split into 2 and 4 slabs of whole pages', async () => {
+  await runCase({ seed: 21, pageSize: 16, logicalPageSize: 8, headDim: 48, numKvHeads: 2, slabs: 4 });
+  await runCase({
+    seed: 22,
+    pageSize: 32,
+    logicalPageSize: 16,
+    headDim: 64,
+    numKvHeads: 1,
+    bufferKvHeads: 3,
+    slabs: 2,
   });
 });
 

@@ -10,6 +10,7 @@ import { type GqaCombine, PageSelectKernel, selectScoresBytes } from '../../shad
 import { UniformArena } from '../../shaders/runtime.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf } from '../helpers/slabs.js';
 import { emptyCache, makeSeqCache, uploadCache, writeSlot } from '../helpers/sparse-cache.js';
 import { allDigestsRef, digestWordsRef } from '../reference/page_digest.js';
 import { firstWindowPage, keptCount, pageScoresRef, type SelectRow, topPagesRef } from '../reference/page_select.js';
@@ -31,6 +32,8 @@ interface Case {
   qRowHeads?: number;
   /** The layer's sliding window in tokens. */
   window?: number;
+  /** The digests in this many slabs of whole pages (default one buffer). */
+  slabs?: number;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -90,12 +93,13 @@ async function runCase(c: Case): Promise<void> {
   const counts = u32Buffer(gpu, new Uint32Array(numSlots * numKvHeads).fill(SENTINEL));
   const kernel = new PageSelectKernel(gpu, { combine: c.combine });
   const arena = new UniformArena(gpu);
+  const dWords = digestWordsRef(digests, headDim);
   gpu.run((pass) => {
     kernel.encode(pass, arena, {
       q: f32Buffer(gpu, qWide),
       qHeadOffset: c.qHeadOffset,
       qRowHeads: c.qRowHeads,
-      digests: u32Buffer(gpu, digestWordsRef(digests, headDim)),
+      digests: poolOf(gpu, 'digests', dWords, dWords.byteLength / cache.numPages, c.slabs ?? 1),
       scores: gpu.createBuffer('scores', selectScoresBytes(selectRows.length, numKvHeads, cache.maxPagesPerSeq)),
       blockTable: u32Buffer(gpu, cache.blockTable),
       rows: u32Buffer(gpu, rowWords),
@@ -170,6 +174,11 @@ test('page selection equals the reference top-k: sink + newest, exactly min(K, P
       seed++;
     }
   }
+});
+
+test('page selection over digests split into 3 slabs of whole pages equals the reference', async () => {
+  await runCase({ seed: 70, group: 2, pageSize: 16, headDim: 16, combine: 'sum', slabs: 3 });
+  await runCase({ seed: 71, group: 1, pageSize: 32, headDim: 12, combine: 'max', slabs: 3 });
 });
 
 test('page selection on a head range of wider q rows equals the reference on the range alone', async () => {

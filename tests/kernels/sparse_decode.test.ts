@@ -1,6 +1,7 @@
 /**
  * Top-k decode attention against references: both variants (shaders/sparse_decode.wgsl, shaders/sparse_decode_lanes.wgsl,
  * sharing sparse_decode_common.wgsl) and the split reduction (shaders/sparse_decode_reduce.wgsl) run on every case.
+ * The caches in one buffer each or split into slabs of a few pages (shaders/lib/slabs.ts).
  * The selection and schedule above the kernels: tests/model/attention/sparse-decode.test.ts.
  */
 import { test } from 'node:test';
@@ -30,6 +31,7 @@ async function listCase(
   splitTokens: number,
   range?: { qHeadOffset: number; qRowHeads: number },
   mods: { window?: number; softcap?: number } = {},
+  slabs = 1,
 ): Promise<void> {
   const gpu = await testGpu();
   const rng = new Rng(seed);
@@ -98,7 +100,7 @@ async function listCase(
     scale,
     mods,
   );
-  const { kCache, vCache } = uploadCache(gpu, cache);
+  const { kCache, vCache } = uploadCache(gpu, cache, slabs);
   const arena = new UniformArena(gpu);
   // With a head range q / out rows hold rowHeads heads: q's other heads are NaN, out's other heads a sentinel.
   const off = range?.qHeadOffset ?? 0;
@@ -150,7 +152,7 @@ async function listCase(
       got,
       wantWide,
       TOL,
-      `sparse ${variant} seed=${seed} window=${mods.window ?? 0} softcap=${mods.softcap ?? 0} heads=${numHeads}/${numKvHeads} range=${off}+${numHeads}/${rowHeads} hd=${headDim} page=${pageSize} splits=${numSplits}x${pagesPerSplit}`,
+      `sparse ${variant} seed=${seed} slabs=${slabs} window=${mods.window ?? 0} softcap=${mods.softcap ?? 0} heads=${numHeads}/${numKvHeads} range=${off}+${numHeads}/${rowHeads} hd=${headDim} page=${pageSize} splits=${numSplits}x${pagesPerSplit}`,
     );
   }
   arena.destroy();
@@ -180,4 +182,10 @@ test('sparse decode under a sliding window: keys older than the window (NaN, lis
   await listCase(301, 1, 32, 48, 512, undefined, { window: 300, softcap: 3 });
   await listCase(302, 8, 64, 64, 64, undefined, { window: 1 });
   await listCase(303, 2, 16, 64, 64, undefined, { softcap: 0.7 });
+});
+
+test('sparse decode over K/V pools split into 2 and 5 slabs of whole pages: equals the reference, NaN pages never leak', async () => {
+  await listCase(310, 4, 16, 16, 64, undefined, {}, 2);
+  await listCase(311, 2, 32, 12, 128, { qHeadOffset: 2, qRowHeads: 6 }, {}, 5);
+  await listCase(312, 4, 16, 16, 64, undefined, { window: 37, softcap: 2 }, 3);
 });

@@ -7,7 +7,8 @@
  * StreamingPool.slotFor slots. Every step is checked against the table-walking reference and (with f16-exact
  * activations) against a dense attention over each sequence's full history with the sink + local mask; the caches
  * start as NaN, so any read of a slot never written shows up. Heads run as a range of wider q/k/v rows (the
- * streaming heads after the head permutation) and the other heads of `out` must stay untouched.
+ * streaming heads after the head permutation) and the other heads of `out` must stay untouched. One case keeps the
+ * streaming pool in slabs of whole pages (shaders/lib/slabs.ts).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -31,6 +32,7 @@ import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import { F16_NAN } from '../helpers/paged.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf, readPool } from '../helpers/slabs.js';
 import {
   denseMaskedRef,
   kvWriteStreamingRef,
@@ -62,6 +64,8 @@ interface Case {
   maxKeyTile?: number;
   /** Tiled kernel: also the register block of 'lanes' (4 rows per invocation, vec4 loops; large steps take it). */
   block?: boolean;
+  /** The streaming pool's K and V each in this many slabs of whole pages (default one buffer). */
+  slabs?: number;
 }
 
 function roundF16(xs: Float32Array): Float32Array {
@@ -92,8 +96,9 @@ async function runCase(c: Case): Promise<void> {
   const cacheElems = numStreamingPages * pageSize * s * headDim;
   let kCacheHost: Uint16Array = new Uint16Array(cacheElems).fill(F16_NAN);
   let vCacheHost: Uint16Array = new Uint16Array(cacheElems).fill(F16_NAN);
-  const kCache = gpu.upload('sk', kCacheHost);
-  const vCache = gpu.upload('sv', vCacheHost);
+  const pageBytes = pageSize * s * headDim * 2;
+  const kCache = poolOf(gpu, 'sk', kCacheHost, pageBytes, c.slabs ?? 1);
+  const vCache = poolOf(gpu, 'sv', vCacheHost, pageBytes, c.slabs ?? 1);
   const attn = VARIANTS.map((variant) => new StreamingAttentionKernel(gpu, { variant, maxWorkgroupsPerDim: 7 }));
   const tiledLayouts: PrefillAttentionOptions[] = [
     ...VARIANTS.map((variant) => ({ variant })),
@@ -283,8 +288,8 @@ async function runCase(c: Case): Promise<void> {
   }
   assert.equal(mgr.stats().streaming!.pagesUsed, pagesUsed, 'streaming pool page count constant over the run');
   // the ring holds exactly what the reference wrote (bit for bit), NaN elsewhere
-  const gotK = new Uint16Array(await gpu.read(kCache, 0, cacheElems * 2));
-  const gotV = new Uint16Array(await gpu.read(vCache, 0, cacheElems * 2));
+  const gotK = new Uint16Array((await readPool(gpu, kCache)).buffer, 0, cacheElems);
+  const gotV = new Uint16Array((await readPool(gpu, vCache)).buffer, 0, cacheElems);
   if (c.exactF16) {
     assert.deepEqual(gotK, kCacheHost, 'streaming K cache');
     assert.deepEqual(gotV, vCacheHost, 'streaming V cache');
@@ -325,6 +330,25 @@ test('streaming attention: a prefill chunk longer than the ring (local 32, page 
     ],
     exactF16: true,
     maxKeyTile: 8,
+  });
+});
+
+test('streaming attention over a streaming pool split into 4 slabs of whole pages (rings across slabs); GQA 2', async () => {
+  await runCase({
+    seed: 5,
+    group: 2,
+    kvRowHeads: 3,
+    streamingHeads: 2,
+    headDim: 8,
+    pageSize: 16,
+    sink: 4,
+    local: 32,
+    chunks: [
+      [40, 1, 1, 20, 1],
+      [3, 90, 1, 1, 1],
+    ],
+    exactF16: true,
+    slabs: 4,
   });
 });
 
