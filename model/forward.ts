@@ -25,6 +25,7 @@ import { SiftError } from '../config/errors.js';
 import { EmbeddingKernel } from '../shaders/embedding.js';
 import { GatherRowsKernel } from '../shaders/gather_rows.js';
 import { HeadRmsNormKernel } from '../shaders/head_rmsnorm.js';
+import type { PoolBinding } from '../shaders/lib/slabs.js';
 import { LogitSoftcapKernel } from '../shaders/logit_softcap.js';
 import { MatmulKernel } from '../shaders/matmul.js';
 import { RmsNormKernel } from '../shaders/rmsnorm.js';
@@ -96,7 +97,7 @@ export type LayerTap = (
   pass: GPUComputePassEncoder,
   arena: UniformArena,
   layer: number,
-  b: { q: Binding; kCache: GPUBuffer; blockTable: Binding; tokenSeq: Binding; positions: Binding; T: number },
+  b: { q: Binding; kCache: PoolBinding; blockTable: Binding; tokenSeq: Binding; positions: Binding; T: number },
 ) => void;
 
 /** Kernel variants: 'cpu' = one invocation per row / lanes (lavapipe's fastest), 'gpu' = workgroup reductions. */

@@ -9,21 +9,34 @@
  * is empty. A pool with 0 heads in a layer gets a minimal 16-byte buffer that no kernel may bind.
  *
  * Format (shaders/kv_write.ts): f16 on every adapter, packed in pairs into u32 words (element 2j in the low half,
- * 2j+1 in the high half), so headDim must be even. Each K and each V buffer is its own binding, so the cache is split
- * across buffers and one of them must fit the adapter's maxStorageBufferBindingSize.
+ * 2j+1 in the high half), so headDim must be even.
+ *
+ * Slabs (shaders/lib/slabs.ts): a layer's K (or V) pool that outgrows one binding (maxStorageBufferBindingSize: 128
+ * MiB on lavapipe, 2 GiB on an H100) is split into slabs of whole pages, each its own buffer within the limit, and
+ * the kernels bind every slab. What bounds the cache is then memory and the bindings a kernel has room for: the
+ * kernels that read K and V in one dispatch bind KV_KERNEL_OTHER_BINDINGS other storage buffers, so a pool may span
+ * maxSlabsPerPool = (maxStorageBuffersPerShaderStage - 6) / 2 slabs (5 of 128 MiB on lavapipe, 5 of 2 GiB on an
+ * H100: stories15M reaches 1.1M tokens on lavapipe, Llama-3-8B 5M per layer pool, past any GPU's memory).
  */
 
 import type { ModelConfig } from '../checkpoint/config.js';
 import { SiftError } from '../config/errors.js';
 import { cachePageBytes, KV_BYTES_PER_ELEMENT } from '../shaders/kv_write.js';
+import { createSlabs, planSlabs, type SlabPlan, Slabs } from '../shaders/lib/slabs.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { checkHeadPlan, type HeadPlan } from './head-plan.js';
 
+/**
+ * Storage buffers besides K and V that a kernel reading both in one dispatch binds at most (sparse_decode: q, block
+ * table, rows, selected, counts, partials); what is left of the adapter's per-stage storage bindings holds the slabs.
+ */
+export const KV_KERNEL_OTHER_BINDINGS = 6;
+
 export interface KvLayer {
-  k: GPUBuffer; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs
-  v: GPUBuffer; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs
-  sk: GPUBuffer; // streaming pool (numStreamingPages, pageSize, numStreamingHeads, headDim / 2) u32 packed f16 pairs
-  sv: GPUBuffer; // streaming pool (numStreamingPages, pageSize, numStreamingHeads, headDim / 2) u32 packed f16 pairs
+  k: Slabs; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs, in slabs
+  v: Slabs; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs, in slabs
+  sk: Slabs; // streaming pool (numStreamingPages, pageSize, numStreamingHeads, headDim / 2) u32 packed f16 pairs
+  sv: Slabs; // streaming pool (numStreamingPages, pageSize, numStreamingHeads, headDim / 2) u32 packed f16 pairs
   /** r_l: KV heads [0, r_l) of the (permuted) layer, in the main pool. */
   numRetrievalHeads: number;
   /** s_l: KV heads [r_l, nKv) of the (permuted) layer, in the streaming pool. */
@@ -40,6 +53,12 @@ export interface KvStorageOptions {
    * number their pages, so it needs as many as the running sequences can hold (maxSeqs x pages per sequence).
    */
   pagesWhenAllStreaming?: number;
+  /**
+   * Bytes one slab of a pool may take (whole pages per slab); default the adapter's maxStorageBufferBindingSize.
+   * Tests force a few pages per slab so the split paths run on small shapes; the digests and the digest hierarchy
+   * (model/attention) split by the same limit.
+   */
+  maxSlabBytes?: number;
 }
 
 /** Size of the placeholder buffer of a pool with no heads in a layer. */
@@ -79,6 +98,10 @@ export class KvStorage {
   readonly streamingBytesPerPage: number;
   /** Pages of the streaming pool (0 when no head streams). */
   readonly numStreamingPages: number;
+  /** Bytes one slab of a pool may take (the adapter's binding limit unless a test forces less). */
+  readonly maxSlabBytes: number;
+  /** How the widest layer's K (or V) pool splits into slabs of whole pages (null: no retrieval head anywhere). */
+  readonly mainPlan: SlabPlan | null;
 
   constructor(
     gpu: Gpu,
@@ -109,41 +132,53 @@ export class KvStorage {
         counts.streaming.reduce((a, b) => a + b, 0),
         config.headDim,
       );
-    const limit = gpu.caps.maxStorageBufferBindingSize;
+    this.maxSlabBytes = KvStorage.slabLimit(gpu, opts);
     const maxR = Math.max(...counts.retrieval);
-    const maxS = Math.max(...counts.streaming);
-    const mainBytes = numPages * cachePageBytes(pageSize, maxR, config.headDim);
-    if (mainBytes > limit) {
-      const fitPages = Math.floor(limit / cachePageBytes(pageSize, maxR, config.headDim));
+    this.mainPlan =
+      maxR > 0 ? planSlabs(cachePageBytes(pageSize, maxR, config.headDim), numPages, this.maxSlabBytes) : null;
+    const maxSlabs = KvStorage.maxSlabsPerPool(gpu);
+    if (this.mainPlan && this.mainPlan.numSlabs > maxSlabs) {
+      const fitPages = maxSlabs * this.mainPlan.unitsPerSlab;
       throw new SiftError(
         'GPU_LIMIT',
-        `KV cache of ${numPages} pages x ${pageSize} tokens needs ${mainBytes} bytes per layer K/V buffer, over the ` +
-          `adapter's binding limit ${limit}: at most ${fitPages} pages (${fitPages * pageSize} tokens) fit; ` +
-          'lower --kv-cache-mib',
+        `KV cache of ${numPages} pages x ${pageSize} tokens spans ${this.mainPlan.numSlabs} slabs of ` +
+          `${this.mainPlan.slabBytes} bytes per layer K/V pool; the kernels bind at most ${maxSlabs} ` +
+          `(maxStorageBuffersPerShaderStage ${gpu.caps.maxStorageBuffersPerShaderStage}, binding limit ` +
+          `${this.maxSlabBytes}): at most ${fitPages} pages (${fitPages * pageSize} tokens) fit; lower --kv-cache-mib`,
       );
     }
-    const streamBytes = this.numStreamingPages * cachePageBytes(pageSize, maxS, config.headDim);
-    if (streamBytes > limit) {
-      throw new SiftError(
-        'GPU_LIMIT',
-        `KV streaming pool of ${this.numStreamingPages} pages needs ${streamBytes} bytes per layer buffer, over the binding limit ${limit}`,
-      );
-    }
-    const buf = (label: string, bytes: number) => gpu.createBuffer(label, Math.max(EMPTY_BYTES, bytes));
+    const empty = (label: string) => Slabs.of(gpu.createBuffer(label, EMPTY_BYTES));
+    const pool = (label: string, heads: number, pages: number) =>
+      heads > 0 && pages > 0
+        ? createSlabs(gpu, label, planSlabs(cachePageBytes(pageSize, heads, config.headDim), pages, this.maxSlabBytes))
+        : empty(label);
     for (let i = 0; i < config.numLayers; i++) {
       const r = counts.retrieval[i];
       const s = counts.streaming[i];
-      const mb = r > 0 ? numPages * cachePageBytes(pageSize, r, config.headDim) : 0;
-      const sb = s > 0 ? this.numStreamingPages * cachePageBytes(pageSize, s, config.headDim) : 0;
       this.layers.push({
-        k: buf(`kv.k.${i}`, mb),
-        v: buf(`kv.v.${i}`, mb),
-        sk: buf(`kv.sk.${i}`, sb),
-        sv: buf(`kv.sv.${i}`, sb),
+        k: pool(`kv.k.${i}`, r, numPages),
+        v: pool(`kv.v.${i}`, r, numPages),
+        sk: pool(`kv.sk.${i}`, s, this.numStreamingPages),
+        sv: pool(`kv.sv.${i}`, s, this.numStreamingPages),
         numRetrievalHeads: r,
         numStreamingHeads: s,
       });
     }
+  }
+
+  /** Bytes one slab may take: opts.maxSlabBytes or the adapter's binding limit. */
+  static slabLimit(gpu: Gpu, opts: KvStorageOptions = {}): number {
+    const limit = gpu.caps.maxStorageBufferBindingSize;
+    const want = opts.maxSlabBytes ?? limit;
+    if (!Number.isInteger(want) || want < 4 || want > limit) {
+      throw new SiftError('INTERNAL', `KV cache: maxSlabBytes ${want} not in [4, ${limit}]`);
+    }
+    return want;
+  }
+
+  /** Most slabs one layer's K (or V) pool may span: what the kernels reading both have room to bind. */
+  static maxSlabsPerPool(gpu: Gpu): number {
+    return Math.max(1, Math.floor((gpu.caps.maxStorageBuffersPerShaderStage - KV_KERNEL_OTHER_BINDINGS) / 2));
   }
 
   /** Main-pool K and V bytes of one token over all layers, f16 (retrieval heads only with a plan). */
@@ -154,7 +189,8 @@ export class KvStorage {
 
   /**
    * Main-pool pages that fit in `mib` MiB for this model and page size after `numStreamingPages` streaming pages,
-   * capped so one layer buffer fits a binding (`pagesWhenAllStreaming` when no head is a retrieval head).
+   * capped at what the kernels can bind: maxSlabsPerPool slabs of whole pages per layer K/V pool
+   * (`pagesWhenAllStreaming` when no head is a retrieval head).
    */
   static pagesFor(gpu: Gpu, config: ModelConfig, pageSize: number, mib: number, opts: KvStorageOptions = {}): number {
     checkHeadDim(config);
@@ -172,14 +208,15 @@ export class KvStorage {
     // every head streams (StreamingLLM): main-pool pages cost nothing, they only number the block tables' entries
     if (maxR === 0) return Math.max(1, opts.pagesWhenAllStreaming ?? 1);
     const byBudget = perPage > 0 ? Math.floor(budget / perPage) : Number.POSITIVE_INFINITY;
-    const byBinding =
-      maxR > 0 ? Math.floor(gpu.caps.maxStorageBufferBindingSize / cachePageBytes(pageSize, maxR, config.headDim)) : 1;
-    return Math.max(1, Math.min(byBudget, byBinding));
+    const pagesPerSlab =
+      maxR > 0 ? Math.floor(KvStorage.slabLimit(gpu, opts) / cachePageBytes(pageSize, maxR, config.headDim)) : 1;
+    const bySlabs = maxR > 0 ? KvStorage.maxSlabsPerPool(gpu) * pagesPerSlab : 1;
+    return Math.max(1, Math.min(byBudget, bySlabs));
   }
 
   destroy(): void {
     for (const l of this.layers) {
-      for (const b of [l.k, l.v, l.sk, l.sv]) b.destroy();
+      for (const p of [l.k, l.v, l.sk, l.sv]) p.destroy();
     }
   }
 }

@@ -115,6 +115,11 @@ export class ModelRunner implements ModelExecutor {
       attention?: AttentionConfig;
       /** Kernel variants (default per adapter); tests run the GPU variants on lavapipe too. */
       kernels?: KernelChoice;
+      /**
+       * Bytes one slab of a KV pool, digest pool or digest hierarchy may take (default the adapter's binding limit):
+       * tests force small slabs so every pool spans several (model/kv-storage.ts).
+       */
+      kvSlabBytes?: number;
     } = {},
   ): Promise<ModelRunner> {
     const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
@@ -141,7 +146,12 @@ export class ModelRunner implements ModelExecutor {
         : 0;
       const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
-      const kvOpts = { headPlan, numStreamingPages, pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq };
+      const kvOpts = {
+        headPlan,
+        numStreamingPages,
+        pagesWhenAllStreaming: cfg.maxSeqs * maxPagesPerSeq,
+        maxSlabBytes: opts.kvSlabBytes,
+      };
       const pages = KvStorage.pagesFor(gpu, c, cfg.pageSize, cfg.kvCacheMib, kvOpts);
       const kv = new KvStorage(gpu, c, pages, cfg.pageSize, kvOpts);
       const chunk = prefillChunk(c, gpu.caps, { ...cfg, maxContext });

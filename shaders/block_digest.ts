@@ -13,6 +13,7 @@ import { check, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { requireCache } from './lib/paged.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
@@ -77,10 +78,10 @@ export function blockDigestEntries(spans: readonly BlockSpan[], blockSize: numbe
 }
 
 export interface BlockDigestArgs {
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, the step's keys written
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, the step's keys written
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
   entries: Binding; // (numEntries, 3) u32 = blockDigestEntries(...)
-  digests: Binding; // (numPages * bpp, numKvHeads, headDim) f32, one layer
+  digests: PoolBinding; // (numPages * bpp, numKvHeads, headDim) f32, one layer, slabs of whole pages
   numEntries: number;
   numKvHeads: number; // KV heads of kCache (0: nothing to do)
   headDim: number;
@@ -131,7 +132,8 @@ export class BlockDigestKernel {
       bpp,
     });
     const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
-    const pipe = this.gpu.pipeline('block_digest', { HW }, { WG }, PARAMS);
+    const slabs = slabDefines({ kCache: a.kCache, digests: a.digests });
+    const pipe = this.gpu.pipeline('block_digest', { HW, ...slabs }, { WG }, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.kCache, a.blockTable, a.entries, a.digests, u], x, y);
   }
 }

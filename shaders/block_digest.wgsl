@@ -25,9 +25,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> kCache: array<u32>;            // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(1) var<storage, read> blockTable: array<u32>;        // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(2) var<storage, read> entries: array<u32>;           // (E, 3) (row, key block, valid tokens)
 @group(0) @binding(3) var<storage, read_write> digests: array<vec2<f32>>; // (numPages * bpp, nKvHeads, HW) f32 pairs
+//#slabs digests
 @group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size(WG)
@@ -42,7 +44,7 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let j0 = entries[e * 3u + 1u] * p.blockSize;
   let n = entries[e * 3u + 2u];
   var s = vec2<f32>(0.0);
-  for (var t = 0u; t < n; t++) { s += unpack2x16float(kCache[kvWord(row, j0 + t, h) + w]); }
+  for (var t = 0u; t < n; t++) { s += unpack2x16float(kCacheLoad(kvWord(row, j0 + t, h) + w)); }
   let slot = blockPage(row, j0 / p.pageSize) * p.bpp + (j0 % p.pageSize) / p.blockSize;
-  digests[(slot * p.nKvHeads + h) * HW + w] = s / f32(max(n, 1u));
+  digestsStore((slot * p.nKvHeads + h) * HW + w, s / f32(max(n, 1u)));
 }

@@ -21,6 +21,7 @@ import { PAGED_HEADS, pagedHeads } from './lib/attention.js';
 import { check, MAX_KV_HEADS, requireBytes, requireHeads, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 /** u32 words per qBlocks entry. */
@@ -143,7 +144,7 @@ export interface BlockSelectArgs {
   qRowHeads?: number;
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
-  digests: Binding; // (numPages * bpp, numKvHeads, headDim) f32 block digests (block_digest), this step's written
+  digests: PoolBinding; // (numPages * bpp, numKvHeads, headDim) f32 block digests (block_digest), this step's written
   qBlocks: Binding; // (numQBlocks, 4) u32 = plan.qBlocks
   blockList: Binding; // (numQBlocks, numKvHeads, listStride) u32 out: [count, blocks ascending...]
   plan: PrefillBlockPlan;
@@ -166,13 +167,19 @@ export class BlockSelectKernel {
 
   /**
    * Compiles every selection pipeline a prefill of up to `maxContext` tokens can use (warm-up): one per 256 key
-   * blocks of workgroup memory, up to the largest query block (as far as the device holds).
+   * blocks of workgroup memory, up to the largest query block (as far as the device holds). `digests`: the layers'
+   * block-digest pools (their slabs specialise the pipelines).
    */
-  compileFor(maxContext: number, headDim: number, blockSize = 64): void {
+  compileFor(maxContext: number, headDim: number, blockSize = 64, digests: PoolBinding[] = []): void {
     const need = Math.ceil(Math.ceil(maxContext / blockSize) / 256) * 256;
     const top = Math.min(this.maxKeyBlocks(headDim), need);
+    const pools = new Map(
+      (digests.length ? digests : [null]).map((d) => [JSON.stringify(slabDefines({ digests: d })), d]),
+    );
     for (let maxKb = 256; maxKb <= Math.max(256, top); maxKb += 256) {
-      this.gpu.pipeline('block_select', { HD: headDim, MAXKB: maxKb }, {}, PARAMS);
+      for (const d of pools.values()) {
+        this.gpu.pipeline('block_select', { HD: headDim, MAXKB: maxKb, ...slabDefines({ digests: d }) }, {}, PARAMS);
+      }
     }
   }
 
@@ -225,7 +232,8 @@ export class BlockSelectKernel {
       modes,
     });
     const [x, y] = grid2d(this.gpu, plan.numQBlocks * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);
-    const pipe = this.gpu.pipeline('block_select', { HD: hd, MAXKB: maxKb }, {}, PARAMS);
+    const pools = slabDefines({ digests: a.digests });
+    const pipe = this.gpu.pipeline('block_select', { HD: hd, MAXKB: maxKb, ...pools }, {}, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.q, a.qBlocks, a.blockTable, a.digests, a.blockList, u], x, y);
   }
 }

@@ -36,6 +36,7 @@ const MAXKB: u32 = $MAXKB; // >= the largest query block index + 1
 @group(0) @binding(1) var<storage, read> qBlocks: array<u32>;         // (numQBlocks, 4): [row, firstToken, firstPos, count]
 @group(0) @binding(2) var<storage, read> blockTable: array<u32>;      // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(3) var<storage, read> digests: array<f32>;         // (numPages * bpp, nKvHeads, HD) mean keys
+//#slabs digests
 @group(0) @binding(4) var<storage, read_write> blockList: array<u32>; // (numQBlocks, nKvHeads, listStride)
 @group(0) @binding(5) var<uniform> p: Params;
 
@@ -91,7 +92,7 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let slot = blockPage(row, j0 / p.pageSize) * p.bpp + (j0 % p.pageSize) / p.blockSize;
     let kb = (slot * p.nKvHeads + kvh) * HD;
     var s = 0.0;
-    for (var d = 0u; d < HD; d++) { s += qs[d] * digests[kb + d]; }
+    for (var d = 0u; d < HD; d++) { s += qs[d] * digestsLoad(kb + d); }
     keys[c] = orderKey(s);
   }
   workgroupBarrier();

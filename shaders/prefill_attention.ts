@@ -56,6 +56,7 @@ import {
 } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { defineParams } from './lib/params.js';
+import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 /** u32 words per query tile: [block-table row, firstToken, firstPos, count, listRow, firstNew]. */
@@ -164,8 +165,8 @@ export interface StreamingSource {
 
 export interface PrefillAttentionArgs extends AttentionShape, ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32, after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, step's tokens written
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, step's tokens written
+  vCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32 physical page of each logical page
   tiles: Binding; // (numTiles, 6) u32 = tilePlan.tiles
   /** (numQBlocks, numKvHeads, listStride) u32 from block_select; read for block-sparse heads only. */
@@ -350,6 +351,7 @@ export class PrefillAttentionKernel {
       SHARED: this.variant === 'workgroup',
       SUBGROUPS: split > 1,
       STREAM: st !== undefined,
+      ...slabDefines({ kCache: a.kCache, vCache: a.vCache }),
     };
     const pipe = this.gpu.pipeline('prefill_attention', defines, {}, PARAMS);
     const [x, y] = grid2d(this.gpu, tilePlan.numTiles * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);

@@ -63,7 +63,9 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> q: array<vec2<f32>>;      // (T, qRowHeads, HW) f32 pairs after RoPE
 @group(0) @binding(1) var<storage, read> kCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs kCache
 @group(0) @binding(2) var<storage, read> vCache: array<u32>;       // (numPages, pageSize, nKvHeads, HW) f16 pairs
+//#slabs vCache
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;   // (numSeqs, maxPagesPerSeq) pages; STREAM: stream table
 @group(0) @binding(4) var<storage, read> tiles: array<u32>;        // (numTiles, 6): [row, firstToken, firstPos, count, listRow, firstNew]
 @group(0) @binding(5) var<storage, read> blockList: array<u32>;    // (listRows, nKvHeads, listStride): count, blocks
@@ -165,9 +167,9 @@ fn kUnit(t: Src, j: u32, u: u32) -> U {
 //#else
 //#if QUAD
   let b = t.base + j * t.stride + 2u * u;
-  return vec4<f32>(unpack2x16float(kCache[b]), unpack2x16float(kCache[b + 1u]));
+  return vec4<f32>(unpack2x16float(kCacheLoad(b)), unpack2x16float(kCacheLoad(b + 1u)));
 //#else
-  return unpack2x16float(kCache[t.base + j * t.stride + u]);
+  return unpack2x16float(kCacheLoad(t.base + j * t.stride + u));
 //#endif
 //#endif
 }
@@ -178,9 +180,9 @@ fn vUnit(t: Src, j: u32, u: u32) -> U {
 //#else
 //#if QUAD
   let b = t.base + j * t.stride + 2u * u;
-  return vec4<f32>(unpack2x16float(vCache[b]), unpack2x16float(vCache[b + 1u]));
+  return vec4<f32>(unpack2x16float(vCacheLoad(b)), unpack2x16float(vCacheLoad(b + 1u)));
 //#else
-  return unpack2x16float(vCache[t.base + j * t.stride + u]);
+  return unpack2x16float(vCacheLoad(t.base + j * t.stride + u));
 //#endif
 //#endif
 }
@@ -209,8 +211,8 @@ fn loadTile(lid: u32, t: Src, n: u32) {
       continue;
     }
 //#endif
-    kt[e] = unpack2x16float(kCache[b]);
-    vt[e] = unpack2x16float(vCache[b]);
+    kt[e] = unpack2x16float(kCacheLoad(b));
+    vt[e] = unpack2x16float(vCacheLoad(b));
   }
   workgroupBarrier();
 }

@@ -28,6 +28,7 @@ import type { AttentionVariant } from '../../shaders/attention.js';
 import { type BlockSpan, blockDigestBytes } from '../../shaders/block_digest.js';
 import { HeadMode, keptKeyBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
+import { createSlabs, planSlabs, type Slabs } from '../../shaders/lib/slabs.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 import type { SparseDecodeVariant } from '../../shaders/sparse_decode.js';
@@ -83,7 +84,7 @@ interface StepPlan {
 }
 
 interface SparseLayer {
-  digests: GPUBuffer; // (numPages, pageSize / logicalPageSize, nKv, 2, headDim) f16 (min, max) in u32 pairs
+  digests: Slabs; // (numPages, pageSize / logicalPageSize, nKv, 2, headDim) f16 (min, max) in u32 pairs, slabs of pages
   selection: LayerSelection;
 }
 
@@ -106,7 +107,7 @@ export class LayerAttention {
   private readonly prefill: PrefillAttention;
   private readonly blockSparse: boolean;
   /** Per layer: (numPages * bpp, nKv, headDim) f32 key-block digests (block-sparse prefill only). */
-  private readonly blockDigests: GPUBuffer[] = [];
+  private readonly blockDigests: Slabs[] = [];
   private readonly stream: StreamingAttentionKernel | null = null;
   private readonly streamWrite: KvWriteStreamingKernel | null = null;
   private readonly bufs: Record<string, GPUBuffer> = {};
@@ -185,14 +186,16 @@ export class LayerAttention {
           numSlots: opts.maxSeqs,
           reselectInterval: opts.sparse.reuseInterval,
           variant: opts.variant,
+          maxSlabBytes: kv.maxSlabBytes,
         },
         inputs,
       );
       this.digest = new PageDigestKernel(gpu);
-      const dBytes = digestBytes(kv.numPages, kv.pageSize, L, c.numKvHeads, c.headDim);
+      // one page's digests of every KV head; a layer of r_l heads uses a prefix (digests are addressed by element)
+      const plan = planSlabs(digestBytes(1, kv.pageSize, L, c.numKvHeads, c.headDim), kv.numPages, kv.maxSlabBytes);
       for (let i = 0; i < c.numLayers; i++) {
         this.sparseLayers.push({
-          digests: gpu.createBuffer(`digests.${i}`, dBytes),
+          digests: createSlabs(gpu, `digests.${i}`, plan),
           selection: this.sparse.createLayerSelection(),
         });
       }
@@ -200,8 +203,10 @@ export class LayerAttention {
     this.blockSparse = opts.blockSparsePrefill !== undefined;
     this.prefill = new PrefillAttention(gpu, { topBlocks: opts.blockSparsePrefill?.topBlocks, variant: opts.variant });
     if (this.blockSparse) {
-      const bytes = blockDigestBytes(kv.numPages, kv.pageSize, this.prefill.blockSize, c.numKvHeads, c.headDim);
-      for (let i = 0; i < c.numLayers; i++) this.blockDigests.push(gpu.createBuffer(`blockDigests.${i}`, bytes));
+      // one page's block digests of every KV head, in slabs of whole pages (a layer of r_l heads uses a prefix)
+      const page = blockDigestBytes(1, kv.pageSize, this.prefill.blockSize, c.numKvHeads, c.headDim);
+      const plan = planSlabs(page, kv.numPages, kv.maxSlabBytes);
+      for (let i = 0; i < c.numLayers; i++) this.blockDigests.push(createSlabs(gpu, `blockDigests.${i}`, plan));
     }
   }
 
@@ -475,16 +480,18 @@ export class LayerAttention {
    * prefill's key-block selection up to the longest sequence.
    */
   compileContextPipelines(): void {
-    if (this.blockSparse) this.prefill.compileFor(this.opts.maxPagesPerSeq * this.kv.pageSize, this.c.headDim);
+    if (this.blockSparse) {
+      this.prefill.compileFor(this.opts.maxPagesPerSeq * this.kv.pageSize, this.c.headDim, this.blockDigests);
+    }
   }
 
   /** The layer's key-block digests (block-sparse prefill), or null. */
-  blockDigestsOf(li: number): GPUBuffer | null {
+  blockDigestsOf(li: number): Slabs | null {
     return this.blockDigests[li] ?? null;
   }
 
-  /** The layer's digests buffer (rope_kv_write recomputes the decode tokens' logical pages in it), or null. */
-  digests(li: number): GPUBuffer | null {
+  /** The layer's digests pool (rope_kv_write recomputes the decode tokens' logical pages in it), or null. */
+  digests(li: number): Slabs | null {
     return this.sparseLayers[li]?.digests ?? null;
   }
 

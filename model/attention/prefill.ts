@@ -23,6 +23,7 @@ import {
 } from '../../shaders/block_select.js';
 import type { ScoreMods } from '../../shaders/lib/attention.js';
 import type { LayoutVariant } from '../../shaders/lib/checks.js';
+import type { PoolBinding } from '../../shaders/lib/slabs.js';
 import {
   PrefillAttentionKernel,
   type PrefillAttentionOptions,
@@ -63,12 +64,12 @@ export interface PrefillPlan {
 /** A layer's sliding window and logit soft-cap (ScoreMods) pass through to the kernel. */
 export interface PrefillLayerArgs extends ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32 after RoPE
-  kCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's K already written
-  vCache: Binding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's V already written
+  kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's K already written
+  vCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16, this step's V already written
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
   qBlocks: Binding; // (numQBlocks, 4) u32: plan.blocks.qBlocks
   tiles: Binding; // (numTiles, 5) u32: plan.tiles.tiles
-  digests: Binding; // (numPages * bpp, numKvHeads, headDim) f32 block digests, this step's blocks written
+  digests: PoolBinding; // (numPages * bpp, numKvHeads, headDim) f32 block digests, this step's blocks written
   blockList: Binding; // scratch of blockListBytes(plan, numKvHeads)
   out: Binding; // (T, qRowHeads, headDim) f32
   plan: PrefillPlan;
@@ -87,8 +88,8 @@ export interface PrefillLayerArgs extends ScoreMods {
 /** The streaming heads of one layer's prefill tokens (Lambda over the streaming pool, in-step keys fresh). */
 export interface PrefillStreamingArgs extends ScoreMods {
   q: Binding; // (T, qRowHeads, headDim) f32 after RoPE
-  kCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16: the streaming pool
-  vCache: Binding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16
+  kCache: PoolBinding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16: the streaming pool
+  vCache: PoolBinding; // (numStreamingPages, pageSize, numKvHeads, headDim / 2) u32 packed f16
   streamTable: Binding; // (numSeqs, sinkPages + ringPages) u32: each sequence's sink pages then its ring
   tiles: Binding; // (numTiles, 6) u32: plan.tiles.tiles
   out: Binding; // (T, qRowHeads, headDim) f32; heads outside the range untouched
@@ -139,8 +140,8 @@ export class PrefillAttention {
    * Compiles the pipelines that depend on the context rather than on a step's shape (warm-up): block selection's,
    * one per 256 key blocks of workgroup memory, up to `maxContext` tokens.
    */
-  compileFor(maxContext: number, headDim: number): void {
-    this.select.compileFor(maxContext, headDim, this.blockSize);
+  compileFor(maxContext: number, headDim: number, digests: PoolBinding[] = []): void {
+    this.select.compileFor(maxContext, headDim, this.blockSize, digests);
   }
 
   /**
@@ -174,10 +175,10 @@ export class PrefillAttention {
     pass: GPUComputePassEncoder,
     arena: UniformArena,
     a: {
-      kCache: Binding;
+      kCache: PoolBinding;
       blockTable: Binding;
       entries: Binding;
-      digests: Binding;
+      digests: PoolBinding;
       numEntries: number;
       numKvHeads: number;
       headDim: number;

@@ -303,7 +303,7 @@ export class SparseDecodeAttention {
    * the binding limit (maxSlabBytes).
    */
   createLayerSelection(): LayerSelection {
-    const { numSlots, numKvHeads, headDim } = this.cfg;
+    const { numSlots, numKvHeads } = this.cfg;
     return {
       selected: this.gpu.createBuffer('sparse-selected', numSlots * numKvHeads * this.maxSelected * 4),
       counts: this.gpu.createBuffer('sparse-counts', numSlots * numKvHeads * 4),

@@ -27,6 +27,7 @@ import { collect } from '../engine/core-helpers.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
+import { readPool } from '../helpers/slabs.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'sift-decode-step-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -178,8 +179,8 @@ test('block-sparse prefill: a decode step keeps the key-block digest of the bloc
     for (let li = 0; li < L; li++) {
       const layer = runner.kv.layers[li];
       const nKv = layer.numRetrievalHeads;
-      const keys = await gpu.readU32(layer.k);
-      const digests = await gpu.readF32(runner.forwardPass.attention.blockDigestsOf(li)!);
+      const keys = new Uint32Array((await readPool(gpu, layer.k)).buffer);
+      const digests = new Float32Array((await readPool(gpu, runner.forwardPass.attention.blockDigestsOf(li)!)).buffer);
       for (const [block, n] of [
         [0, 64],
         [1, 6],

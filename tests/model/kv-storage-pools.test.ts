@@ -52,11 +52,11 @@ test('two pools: buffer shapes per layer and bytes that agree with kvcache/bytes
       assert.equal(L.numStreamingHeads, plan.streaming[l].length);
       const mainBytes = 5 * pageSize * L.numRetrievalHeads * 16 * 2;
       const streamBytes = 7 * pageSize * L.numStreamingHeads * 16 * 2;
-      assert.equal(L.k.size, Math.max(16, mainBytes), `layer ${l} main K`);
-      assert.equal(L.sv.size, Math.max(16, streamBytes), `layer ${l} streaming V`);
+      assert.equal(L.k.bytes, Math.max(16, mainBytes), `layer ${l} main K`);
+      assert.equal(L.sv.bytes, Math.max(16, streamBytes), `layer ${l} streaming V`);
     }
-    assert.equal(kv.layers[0].k.size, 16, 'a layer with no retrieval head gets a minimal buffer');
-    assert.equal(kv.layers[3].sk.size, 16, 'a layer with no streaming head gets a minimal buffer');
+    assert.equal(kv.layers[0].k.bytes, 16, 'a layer with no retrieval head gets a minimal buffer');
+    assert.equal(kv.layers[3].sk.bytes, 16, 'a layer with no streaming head gets a minimal buffer');
     assert.throws(() => new KvStorage(gpu, config, 5, pageSize, { headPlan: plan }), /numStreamingPages/);
     // the budget split leaves room for the streaming pages
     const withRings = KvStorage.pagesFor(gpu, config, pageSize, 1, { headPlan: plan, numStreamingPages: 100 });

@@ -40,8 +40,8 @@ test('KvStorage bytes per token and page agree with kvcache/bytes.ts at 2 bytes 
       assert.equal(kv.bytesPerPage, bytesPerPage(shape, s.pageSize), `${s.name} bytes per page`);
       assert.equal(kv.layers.length, s.layers);
       // one layer's K buffer: 2 pages of (pageSize, kvHeads, headDim) f16
-      assert.equal(kv.layers[0].k.size, 2 * s.pageSize * s.kvHeads * s.headDim * 2, `${s.name} K buffer bytes`);
-      assert.equal(kv.layers.length * 2 * kv.layers[0].k.size, 2 * kv.bytesPerPage, `${s.name} total bytes`);
+      assert.equal(kv.layers[0].k.bytes, 2 * s.pageSize * s.kvHeads * s.headDim * 2, `${s.name} K buffer bytes`);
+      assert.equal(kv.layers.length * 2 * kv.layers[0].k.bytes, 2 * kv.bytesPerPage, `${s.name} total bytes`);
     } finally {
       kv.destroy();
     }
