@@ -1,7 +1,9 @@
 /**
  * `sift kv`: KV-cache memory of a model: bytes per token in the paged pool, with and without streaming heads, and
  * per sequence at a few context lengths (paged pool + the streaming pool's constant rings). Pure arithmetic over
- * the model's shape (kvcache/bytes.ts), the same accounting the engine sizes its pools with.
+ * the model's shape (kvcache/bytes.ts), the same accounting the engine sizes its pools with; and how one layer's
+ * K (or V) pool splits into slabs of whole pages within a binding limit (model/kv-storage.ts), which bounds the
+ * context by the slabs a kernel can bind.
  */
 
 import { loadModelConfig } from '../checkpoint/config.js';
@@ -11,6 +13,10 @@ import { GGUF_FILE_BITS, modelWeightBytes, WEIGHT_FORMATS, type WeightShape } fr
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
 import { bytesPerPage, type KvShape, kvBytesPerSequence, kvBytesPerToken } from '../kvcache/bytes.js';
+import { maxSlabsPerPool } from '../model/kv-storage.js';
+import { cachePageBytes } from '../shaders/kv_write.js';
+import { planSlabs } from '../shaders/lib/slabs.js';
+import { digestBytes } from '../shaders/page_digest.js';
 import { parse } from './common.js';
 
 /** Model shapes without a checkpoint. */
@@ -39,6 +45,8 @@ cache of one sequence of the largest context.
   --sink N --local N      streaming window (default 128 + 256)
   --page-size N           tokens per page (default 64); --logical-page-size N digests (default 16)
   --contexts LIST         context lengths for the per-sequence table (default 4096,32768,131072)
+  --binding-limit-mib N   maxStorageBufferBindingSize the pools split by (default 128, lavapipe; an H100: 2048)
+  --storage-buffers N     maxStorageBuffersPerShaderStage (default 16, lavapipe and the H100)
   --json                  print JSON
 `;
 
@@ -54,6 +62,8 @@ export async function main(argv: string[]): Promise<number> {
       'page-size': { type: 'string' },
       'logical-page-size': { type: 'string' },
       contexts: { type: 'string' },
+      'binding-limit-mib': { type: 'string' },
+      'storage-buffers': { type: 'string' },
       json: { type: 'boolean' },
     },
     'kv',
@@ -93,6 +103,24 @@ export async function main(argv: string[]): Promise<number> {
   const contexts = String(values.contexts ?? '4096,32768,131072')
     .split(',')
     .map((x) => intFlag(x.trim(), 'contexts', 0, 1));
+  const limitMib = numFlag(values['binding-limit-mib'], 'binding-limit-mib', 128);
+  if (!(limitMib > 0)) throw new SiftError('INVALID_ARGUMENT', `--binding-limit-mib must be > 0 (got ${limitMib})`);
+  const storageBuffers = intFlag(values['storage-buffers'], 'storage-buffers', 16, 8);
+  const limit = Math.floor(limitMib * 2 ** 20);
+  const maxSlabs = maxSlabsPerPool(storageBuffers);
+  const kPage = cachePageBytes(pageSize, shape.numKvHeads, shape.headDim);
+  const dPage = digestBytes(1, pageSize, logicalPageSize, shape.numKvHeads, shape.headDim);
+  const pagesPerSlab = Math.floor(limit / kPage);
+  // one sequence of n tokens alone in the cache, every head a retrieval head: slabs of its layer pools
+  const split = (n: number) => {
+    const pages = Math.ceil(n / pageSize);
+    const k = planSlabs(kPage, pages, limit);
+    return {
+      kvSlabsPerLayer: k.numSlabs,
+      digestSlabsPerLayer: planSlabs(dPage, pages, limit).numSlabs,
+      fits: k.numSlabs <= maxSlabs,
+    };
+  };
   const dense: KvShape = { ...shape, bytesPerElement: 2 };
   const mixed: KvShape = { ...dense, streamingFraction: fraction };
   const streaming = { sinkTokens: sink, localTokens: local };
@@ -112,8 +140,17 @@ export async function main(argv: string[]): Promise<number> {
       tokens: n,
       dense: kvBytesPerSequence(dense, n, { pageSize, logicalPageSize }),
       withStreamingHeads: kvBytesPerSequence(mixed, n, { pageSize, logicalPageSize, streaming }),
+      slabs: split(n),
     })),
     weights: WEIGHT_FORMATS.map((format) => ({ format, ...modelWeightBytes(model, format) })),
+    slabs: {
+      bindingLimit: limit,
+      storageBuffersPerStage: storageBuffers,
+      pageBytesPerLayer: kPage,
+      pagesPerSlab,
+      maxSlabsPerPool: maxSlabs,
+      maxTokens: maxSlabs * pagesPerSlab * pageSize,
+    },
   };
   if (values.json) {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -130,6 +167,17 @@ export async function main(argv: string[]): Promise<number> {
     ...result.perSequence.map(
       (p) =>
         `| one sequence of ${p.tokens} tokens (MiB) | ${mib(p.dense)} | ${mib(p.withStreamingHeads)} (${(p.dense / p.withStreamingHeads).toFixed(2)}x less) |`,
+    ),
+    '',
+    `Slabs (binding limit ${limitMib} MiB, ${storageBuffers} storage buffers per stage): one layer's K (or V) pool ` +
+      `splits into slabs of ${pagesPerSlab} pages (${pagesPerSlab * pageSize} tokens, ${mib(pagesPerSlab * kPage)} MiB); ` +
+      `the kernels bind at most ${maxSlabs} per pool: ${result.slabs.maxTokens} tokens in the cache.`,
+    '',
+    '| context | K/V slabs per layer pool | digest slabs per layer | fits |',
+    '|---|---|---|---|',
+    ...result.perSequence.map(
+      (p) =>
+        `| ${p.tokens} | ${p.slabs.kvSlabsPerLayer} | ${p.slabs.digestSlabsPerLayer} | ${p.slabs.fits ? 'yes' : 'no'} |`,
     ),
   ];
   const big = modelWeightBytes(model, 'bf16').total >= 2 ** 30;

@@ -32,6 +32,11 @@ import { checkHeadPlan, type HeadPlan } from './head-plan.js';
  */
 export const KV_KERNEL_OTHER_BINDINGS = 6;
 
+/** Most slabs one layer's K (or V) pool may span with this many storage buffers per shader stage. */
+export function maxSlabsPerPool(maxStorageBuffersPerShaderStage: number): number {
+  return Math.max(1, Math.floor((maxStorageBuffersPerShaderStage - KV_KERNEL_OTHER_BINDINGS) / 2));
+}
+
 export interface KvLayer {
   k: Slabs; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs, in slabs
   v: Slabs; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs, in slabs
@@ -178,7 +183,7 @@ export class KvStorage {
 
   /** Most slabs one layer's K (or V) pool may span: what the kernels reading both have room to bind. */
   static maxSlabsPerPool(gpu: Gpu): number {
-    return Math.max(1, Math.floor((gpu.caps.maxStorageBuffersPerShaderStage - KV_KERNEL_OTHER_BINDINGS) / 2));
+    return maxSlabsPerPool(gpu.caps.maxStorageBuffersPerShaderStage);
   }
 
   /** Main-pool K and V bytes of one token over all layers, f16 (retrieval heads only with a plan). */
