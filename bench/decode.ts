@@ -6,7 +6,9 @@
  * then measured by decoding at positions c, c+1, ... (the prefix 0..c-1 is the prefill's). With `fillTokens` < the
  * largest context only that many tokens are prefilled and the block table repeats their pages up to the context
  * (said in the output): the work per step is the same, but on a machine with large caches a repeated page set may
- * be cache-resident, which flatters dense.
+ * be cache-resident, which flatters dense. With `fillCopy` the prefilled pages are instead copied (K, V and digests)
+ * into distinct physical pages up to the largest context: a real KV cache of that many tokens in memory, every page
+ * its own (the cache must hold them: --kv-cache-mib).
  */
 import { SiftError } from '../config/errors.js';
 import { argmax } from '../engine/sampler.js';
@@ -24,6 +26,8 @@ export interface DecodeBenchOptions {
   repeat: number;
   /** Tokens really prefilled (default: the largest context). */
   fillTokens?: number;
+  /** With fillTokens: copy the prefilled pages into distinct pages up to the context instead of tiling the table. */
+  fillCopy?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -34,7 +38,7 @@ export interface DecodeBenchResult {
   steps: number;
   repeat: number;
   trainedContext: number;
-  filled: { tokens: number; prefillMs: number; tiled: boolean };
+  filled: { tokens: number; prefillMs: number; tiled: boolean; copiedPages: number; copyMs: number };
   rows: {
     context: number;
     tokensAttended: { dense: number; sparse: number };
@@ -65,7 +69,8 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
     );
   const M = engine.forwardPass.maxPagesPerSeq;
   const fill = Math.min(o.fillTokens ?? maxCtx, maxCtx);
-  const tiled = fill < maxCtx;
+  const copy = !!o.fillCopy && fill < maxCtx;
+  const tiled = fill < maxCtx && !copy;
   const fillPages = Math.ceil((tiled ? fill : need) / ps);
   if (fillPages > engine.kv.numPages) {
     throw new SiftError(
@@ -74,14 +79,30 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
     );
   }
   // Tiled: only the first `fill` tokens' pages are real; the table repeats them (whole pages of the fill).
-  const realPages = tiled ? Math.max(1, Math.floor(fill / ps)) : fillPages;
+  // Copied: the same prefill, then its pages copied into pages realPages.. so every page of the table is its own.
+  const short = tiled || copy;
+  const realPages = short ? Math.max(1, Math.floor(fill / ps)) : fillPages;
   const table = Uint32Array.from({ length: M }, (_, j) => j % realPages);
   const vocab = engine.config.vocabSize;
-  o.onProgress?.(`decode bench: prefilling ${tiled ? realPages * ps : maxCtx} tokens`);
+  o.onProgress?.(`decode bench: prefilling ${short ? realPages * ps : maxCtx} tokens`);
   const t0 = performance.now();
-  let logits = await prefillSeq(engine, 'bench-fill', pseudoTokens(tiled ? realPages * ps : maxCtx, vocab, 3), table);
+  let logits = await prefillSeq(engine, 'bench-fill', pseudoTokens(short ? realPages * ps : maxCtx, vocab, 3), table);
   const prefillMs = performance.now() - t0;
   engine.release('bench-fill');
+  let copyMs = 0;
+  if (copy) {
+    const dst = Array.from({ length: fillPages - realPages }, (_, i) => realPages + i);
+    o.onProgress?.(`decode bench: copying ${realPages} pages into ${dst.length} more`);
+    const t1 = performance.now();
+    await engine.copyPages(
+      dst.map((d) => d % realPages),
+      dst,
+    );
+    copyMs = performance.now() - t1;
+    table.forEach((_, j) => {
+      table[j] = j;
+    });
+  }
   const rows: DecodeBenchResult['rows'] = [];
   for (const ctx of contexts) {
     const ms: Record<'dense' | 'sparse', number[]> = { dense: [], sparse: [] };
@@ -132,7 +153,7 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
   const trained = engine.config.maxPositionEmbeddings;
   const notes = [
     `one sequence; ${o.steps} decode steps per repeat (logits read back each step), ${o.repeat} repeats after a warm-up; the sparse selection is recomputed every ${engine.attentionConfig.reuseInterval} steps, so its cost is amortized as in serving`,
-    `KV filled by one real prefill of ${tiled ? `${realPages * ps} tokens, block table repeating those pages up to each context (tiled)` : `${maxCtx} pseudo-random tokens`}; each context decodes at positions context..context+${o.steps - 1}`,
+    `KV filled by one real prefill of ${tiled ? `${realPages * ps} tokens, block table repeating those pages up to each context (tiled)` : copy ? `${realPages * ps} tokens whose pages were copied (K, V, digests) into ${fillPages - realPages} more distinct pages: ${fillPages} pages in memory, ${engine.kv.mainPlan?.numSlabs ?? 1} slab(s) per layer K/V pool` : `${maxCtx} pseudo-random tokens`}; each context decodes at positions context..context+${o.steps - 1}`,
   ];
   if (maxCtx > trained) {
     notes.push(
@@ -146,7 +167,13 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
     steps: o.steps,
     repeat: o.repeat,
     trainedContext: trained,
-    filled: { tokens: tiled ? realPages * ps : maxCtx, prefillMs, tiled },
+    filled: {
+      tokens: short ? realPages * ps : maxCtx,
+      prefillMs,
+      tiled,
+      copiedPages: copy ? fillPages - realPages : 0,
+      copyMs,
+    },
     rows,
     notes,
   };

@@ -98,6 +98,8 @@ ${MODEL_HELP}
   --budget N              sparse token budget (default 1024)
   --steps N               decode steps per repeat (default 8)
   --fill-tokens N         prefill only N tokens and repeat their pages in the block table up to each context
+  --fill-copy             with --fill-tokens: copy the prefilled pages into distinct pages up to the largest context
+                          instead (a real KV cache of that length in memory; size --kv-cache-mib for it)
 ${outHelp(3)}`,
   agreement: `usage: sift bench agreement [--model NAME|DIR] [options]
 
@@ -228,6 +230,7 @@ export async function main(argv: string[]): Promise<number> {
                 budget: listDef,
                 steps: listDef,
                 'fill-tokens': listDef,
+                'fill-copy': { type: 'boolean' } as const,
                 ...engineOptionDefs({ streaming: false }),
               }
             : suite === 'prefill'
@@ -499,6 +502,7 @@ async function modelSuite(
         repeat: intFlag(values.repeat, 'repeat', 3, 1),
         fillTokens:
           values['fill-tokens'] === undefined ? undefined : intFlag(values['fill-tokens'], 'fill-tokens', 0, 64),
+        fillCopy: Boolean(values['fill-copy']),
         onProgress: progress.update,
       });
       result = r;

@@ -22,7 +22,7 @@
 import type { ModelConfig } from '../checkpoint/config.js';
 import { SiftError } from '../config/errors.js';
 import { cachePageBytes, KV_BYTES_PER_ELEMENT } from '../shaders/kv_write.js';
-import { createSlabs, planSlabs, type SlabPlan, Slabs } from '../shaders/lib/slabs.js';
+import { createSlabs, encodePoolCopy, planSlabs, type SlabPlan, Slabs, unitRuns } from '../shaders/lib/slabs.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { checkHeadPlan, type HeadPlan } from './head-plan.js';
 
@@ -217,6 +217,25 @@ export class KvStorage {
       maxR > 0 ? Math.floor(KvStorage.slabLimit(gpu, opts) / cachePageBytes(pageSize, maxR, config.headDim)) : 1;
     const bySlabs = maxR > 0 ? KvStorage.maxSlabsPerPool(gpu) * pagesPerSlab : 1;
     return Math.max(1, Math.min(byBudget, bySlabs));
+  }
+
+  /**
+   * Encodes copies of main-pool pages, K and V of every layer: page dst[i] gets page src[i]'s tokens (benchmarks fill
+   * a long context from a short prefill this way; the engine never copies pages). Digests are the caller's. Copies
+   * within one slab go through `scratch`.
+   */
+  encodeCopyPages(enc: GPUCommandEncoder, src: readonly number[], dst: readonly number[], scratch: GPUBuffer): void {
+    const ok =
+      src.length === dst.length && [...src, ...dst].every((p) => Number.isInteger(p) && p >= 0 && p < this.numPages);
+    if (!ok) throw new SiftError('INTERNAL', `KV page copy: bad pages (${this.numPages} in the cache)`);
+    for (const l of this.layers) {
+      if (l.numRetrievalHeads === 0) continue;
+      const pb = l.k.bytes / this.numPages;
+      for (const [s, d, n] of unitRuns(src, dst)) {
+        encodePoolCopy(enc, l.k, s * pb, d * pb, n * pb, scratch);
+        encodePoolCopy(enc, l.v, s * pb, d * pb, n * pb, scratch);
+      }
+    }
   }
 
   destroy(): void {

@@ -283,6 +283,24 @@ export class ModelRunner implements ModelExecutor {
     return this.forwardPass.forward(this.batch([entry]));
   }
 
+  /**
+   * Copies main-pool pages with their digests, every layer (page dst[i] gets page src[i]'s K, V and digests), and
+   * waits: benchmarks fill a long context from a short prefill with distinct physical pages this way.
+   */
+  async copyPages(src: readonly number[], dst: readonly number[]): Promise<void> {
+    // copies within one slab go through a scratch buffer, at most 16 MiB a piece
+    const scratch = this.gpu.createBuffer('page-copy', Math.min(16 * 2 ** 20, src.length * this.kv.bytesPerPage + 16));
+    try {
+      const enc = this.gpu.device.createCommandEncoder();
+      this.kv.encodeCopyPages(enc, src, dst, scratch);
+      this.forwardPass.attention.encodeCopyDigests(enc, src, dst, scratch);
+      this.gpu.submit([enc.finish()]);
+      await this.gpu.sync();
+    } finally {
+      scratch.destroy();
+    }
+  }
+
   destroy(): void {
     this.forwardPass.destroy();
     this.kv.destroy();

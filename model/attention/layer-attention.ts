@@ -28,7 +28,7 @@ import type { AttentionVariant } from '../../shaders/attention.js';
 import { type BlockSpan, blockDigestBytes } from '../../shaders/block_digest.js';
 import { HeadMode, keptKeyBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
-import { createSlabs, planSlabs, type Slabs } from '../../shaders/lib/slabs.js';
+import { createSlabs, encodePoolCopy, planSlabs, type Slabs, unitRuns } from '../../shaders/lib/slabs.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
 import type { Binding, Gpu, UniformArena } from '../../shaders/runtime.js';
 import type { SparseDecodeVariant } from '../../shaders/sparse_decode.js';
@@ -493,6 +493,21 @@ export class LayerAttention {
   /** The layer's digests pool (rope_kv_write recomputes the decode tokens' logical pages in it), or null. */
   digests(li: number): Slabs | null {
     return this.sparseLayers[li]?.digests ?? null;
+  }
+
+  /**
+   * Encodes copies of the page digests of main-pool pages (each layer's r_l-head layout): page dst[i] gets page
+   * src[i]'s, to go with KvStorage.encodeCopyPages.
+   */
+  encodeCopyDigests(enc: GPUCommandEncoder, src: readonly number[], dst: readonly number[], scratch: GPUBuffer): void {
+    if (!this.sparse) return;
+    const L = this.sparse.logicalPageSize;
+    this.sparseLayers.forEach((l, li) => {
+      const r = this.kv.layers[li].numRetrievalHeads;
+      if (r === 0) return;
+      const pb = digestBytes(1, this.kv.pageSize, L, r, this.c.headDim);
+      for (const [s, d, n] of unitRuns(src, dst)) encodePoolCopy(enc, l.digests, s * pb, d * pb, n * pb, scratch);
+    });
   }
 
   /** Encodes layer `li`'s attention for the prepared step: out (T, nHeads, headDim) filled. */

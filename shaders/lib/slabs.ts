@@ -94,6 +94,60 @@ export class Slabs {
   }
 }
 
+/**
+ * Encodes a copy of `bytes` bytes (a multiple of 4) of a pool from byte `src` to byte `dst`, both counted over the
+ * whole pool: split at slab boundaries, one copyBufferToBuffer per piece; a piece within one buffer (WebGPU copies
+ * between distinct buffers only) goes through `scratch` (COPY_SRC | COPY_DST), a chunk at a time. The ranges must not
+ * overlap.
+ */
+export function encodePoolCopy(
+  enc: GPUCommandEncoder,
+  pool: Slabs,
+  src: number,
+  dst: number,
+  bytes: number,
+  scratch: GPUBuffer,
+): void {
+  if (src % 4 || dst % 4 || bytes % 4 || src < 0 || dst < 0 || src + bytes > pool.bytes || dst + bytes > pool.bytes) {
+    throw new SiftError('INTERNAL', `pool copy of ${bytes} bytes from ${src} to ${dst} over a pool of ${pool.bytes}`);
+  }
+  if (src < dst + bytes && dst < src + bytes) throw new SiftError('INTERNAL', 'pool copy: overlapping ranges');
+  const at = (i: number) => {
+    const s = Math.floor(i / pool.slabBytes);
+    const b = pool.slabs[s];
+    return {
+      buffer: 'mapState' in b ? b : b.buffer,
+      offset: ('mapState' in b ? 0 : ((b as BufferRange).offset ?? 0)) + (i - s * pool.slabBytes),
+      left: pool.slabBytes - (i - s * pool.slabBytes),
+    };
+  };
+  const chunk = Math.floor(scratch.size / 4) * 4;
+  for (let done = 0; done < bytes; ) {
+    const a = at(src + done);
+    const b = at(dst + done);
+    let n = Math.min(bytes - done, a.left, b.left);
+    if (a.buffer === b.buffer) {
+      n = Math.min(n, chunk);
+      enc.copyBufferToBuffer(a.buffer, a.offset, scratch, 0, n);
+      enc.copyBufferToBuffer(scratch, 0, b.buffer, b.offset, n);
+    } else {
+      enc.copyBufferToBuffer(a.buffer, a.offset, b.buffer, b.offset, n);
+    }
+    done += n;
+  }
+}
+
+/** Runs of consecutive (src, dst) units: [src, dst, count][], so a copy of many pages is a few large copies. */
+export function unitRuns(src: readonly number[], dst: readonly number[]): [number, number, number][] {
+  const runs: [number, number, number][] = [];
+  src.forEach((s, i) => {
+    const last = runs[runs.length - 1];
+    if (last && s === last[0] + last[2] && dst[i] === last[1] + last[2]) last[2]++;
+    else runs.push([s, dst[i], 1]);
+  });
+  return runs;
+}
+
 /** A kernel's binding of a pool: one buffer / range, or a pool split into slabs. */
 export type PoolBinding = Binding | Slabs;
 

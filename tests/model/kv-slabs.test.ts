@@ -4,13 +4,15 @@
  * binding limit) serves exactly as the same model with one buffer per pool: the same logits bit for bit on every
  * step of a workload with streaming heads, chunked prefill, sparse decode with page selection (budget below the
  * context) and dense decode; and its greedy tokens with a dense budget equal the masked reference forward pass.
- * Also: KvStorage's split and its refusal past the slabs a kernel can bind, and pagesFor's cap.
+ * Also: KvStorage's split and its refusal past the slabs a kernel can bind, pagesFor's cap, and page copies (K, V
+ * and digests across slab boundaries: how `sift bench decode --fill-copy` fills a long context).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { decodeBatch, prefillSeq, pseudoTokens } from '../../bench/model-steps.js';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { attentionConfig } from '../../config/attention.js';
@@ -188,4 +190,53 @@ test('KvStorage splits a layer pool into slabs of whole pages and refuses more s
       e.message.includes(`at most ${3 * maxSlabs} pages`) &&
       e.message.includes('maxStorageBuffersPerShaderStage'),
   );
+});
+
+test('page copies across slabs (K, V, digests): decoding over copied pages equals decoding over the repeated pages', async () => {
+  const gpu = await testGpu();
+  const dir = path.join(root, 'copy');
+  writeSyntheticCheckpoint(dir, variant);
+  const cfg = engineConfig({
+    flags: { pageSize: PAGE, kvCacheMib: 1, maxBatchTokens: 40, maxSeqs: 2, maxContext: 256 },
+  });
+  const attention = attentionConfig({ flags: { tokenBudget: '64' } }, PAGE);
+  // 3 pages per slab of the 2-head K/V pools (512 bytes a page), 5 slabs: 15 pages
+  const engine = await ModelRunner.load(dir, cfg, { gpu, attention, kvSlabBytes: 1536 });
+  try {
+    assert.equal(engine.kv.layers[0].k.numSlabs, 5);
+    const M = engine.forwardPass.maxPagesPerSeq;
+    const real = 4;
+    await prefillSeq(
+      engine,
+      'fill',
+      pseudoTokens(real * PAGE, variant.vocab, 1),
+      Uint32Array.from({ length: M }, (_, j) => j % real),
+    );
+    engine.release('fill');
+    const decode = async (id: string, table: Uint32Array, budget: number) => {
+      const out: Float32Array[] = [];
+      for (let s = 0; s < 3; s++) out.push(await decodeBatch(engine, [id], [5 + s], [150 + s], table, budget));
+      engine.release(id);
+      return out;
+    };
+    // Copied layout: pages 4..10 copied from pages d % 4 (across slabs 1..3), the table the identity.
+    // Repeated layout: the table repeats pages 0..3, except column 9 (where positions 150..152 are decoded), which
+    // points at its own copy of page 1 (page 14), so the decode writes alias no other column in either layout.
+    const dst = Array.from({ length: 11 - real }, (_, i) => real + i);
+    await engine.copyPages([...dst.map((d) => d % real), 1], [...dst, 14]);
+    const identity = Uint32Array.from({ length: M }, (_, j) => (j < 11 ? j : 13));
+    const repeated = Uint32Array.from({ length: M }, (_, j) => (j === 9 ? 14 : j % real));
+    const got: Float32Array[][] = [];
+    const want: Float32Array[][] = [];
+    for (const budget of [Number.POSITIVE_INFINITY, 64]) {
+      got.push(await decode(`c${budget}`, identity, budget));
+      want.push(await decode(`r${budget}`, repeated, budget));
+    }
+    for (const [b, steps] of got.entries()) {
+      for (const [s, l] of steps.entries())
+        assert.deepEqual(l, want[b][s], `budget ${b ? 64 : 'dense'} step ${s}: logits`);
+    }
+  } finally {
+    engine.destroy();
+  }
 });
