@@ -1,5 +1,5 @@
 /**
- * The GPU KV storage: f16 byte accounting that agrees with kvcache/bytes.ts, and the binding-limit cap.
+ * The GPU KV storage: f16 byte accounting that agrees with kvcache/bytes.ts, and the cap at the slabs a kernel binds.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -48,12 +48,12 @@ test('KvStorage bytes per token and page agree with kvcache/bytes.ts at 2 bytes 
   }
 });
 
-test('KvStorage caps pages at the binding limit and says how many tokens fit', async () => {
+test('KvStorage caps pages at the slabs the kernels bind (not one binding) and says how many tokens fit', async () => {
   const gpu = await testGpu();
   const config = modelConfig(2, 8, 128);
   const pageSize = 64;
   const pageBytes = pageSize * 8 * 128 * 2;
-  const fit = Math.floor(gpu.caps.maxStorageBufferBindingSize / pageBytes);
+  const fit = Math.floor(gpu.caps.maxStorageBufferBindingSize / pageBytes) * KvStorage.maxSlabsPerPool(gpu);
   assert.equal(KvStorage.pagesFor(gpu, config, pageSize, 1e9), fit);
   assert.equal(KvStorage.pagesFor(gpu, config, pageSize, 1), Math.max(1, Math.floor(2 ** 20 / (2 * 2 * pageBytes))));
   assert.throws(
