@@ -18,6 +18,7 @@ import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
 import { prefillTable, runPrefillBench } from '../bench/prefill.js';
 import { quantTable, runQuantBench } from '../bench/quant.js';
+import { recallTable, runRecall } from '../bench/recall.js';
 import { runStepBench, STEP_SAMPLINGS, stepTable } from '../bench/step.js';
 import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
@@ -30,7 +31,7 @@ import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
 
-const SUITES = ['forward', 'attention', 'decode', 'agreement', 'quant', 'step', 'prefill'] as const;
+const SUITES = ['forward', 'attention', 'decode', 'agreement', 'recall', 'quant', 'step', 'prefill'] as const;
 type Suite = (typeof SUITES)[number];
 
 const MODEL_HELP = `  --model NAME|DIR        model to measure (default ${DEFAULT_MODEL})
@@ -48,6 +49,7 @@ const SUMMARY: Record<Suite, string> = {
   attention: 'kernel-level decode and prefill attention of one layer, dense vs sparse, with achieved bandwidth',
   decode: 'whole decode step time of a model, dense vs sparse, at long contexts',
   agreement: 'sparse vs dense quality on a model: greedy-token agreement and KL over long documents',
+  recall: "attention mass the hierarchical page selection keeps vs exhaustive selection, on a model's real keys",
   quant: 'weight formats of one model side by side: bytes per decode step, decode tokens/s, agreement with F32',
   prefill: "where a long prompt's prefill time goes: matmul vs attention vs selection vs other, per prompt length",
   step: 'what one steady-state decode step asks of the host and the device, with a predicted H100 step time',
@@ -113,6 +115,22 @@ ${MODEL_HELP}
   --text FILE             documents are windows of this text (default: stories the model samples from BOS)
   --stories N             stories sampled for the pool (default 16)
   --seed N                seed of the story sampling and document order (default 1)
+  --json                  print the JSON result instead of the table
+  --out FILE              also write the JSON result to FILE`,
+  recall: `usage: sift bench recall [--model NAME|DIR] [options]
+
+Attention-mass recall of hierarchical page selection vs exhaustive selection on the model's real keys: a document is
+prefilled densely, the queries of its last tokens are captured per layer, both selections are made over the real
+page digests, and the share of each head's softmax mass on the kept pages is compared.
+${MODEL_HELP}
+  --tokens N              document length (default 4096)
+  --queries N             queries measured: the document's last N tokens (default 8)
+  --budgets LIST          token budgets (default 512,1024)
+  --hierarchy F1,F2,M     the hierarchy measured: pages per level-1 block, level-1 blocks per level-2 block, margin
+                          (default the engine's 4,16,16; a tighter one prunes at shorter contexts)
+  --text FILE             the document is the start of this text (default: stories the model samples from BOS)
+  --stories N             stories sampled for the pool (default 16)
+  --seed N                seed of the story sampling and order (default 1)
   --json                  print the JSON result instead of the table
   --out FILE              also write the JSON result to FILE`,
   quant: `usage: sift bench quant [--model NAME|DIR] [options]
@@ -240,6 +258,19 @@ export async function main(argv: string[]): Promise<number> {
                   'prompt-len': listDef,
                   sample: listDef,
                   timing: listDef,
+                  ...engineOptionDefs({ streaming: false }),
+                }
+            : suite === 'recall'
+              ? {
+                  ...common,
+                  ...model,
+                  budgets: listDef,
+                  tokens: listDef,
+                  queries: listDef,
+                  hierarchy: listDef,
+                  text: listDef,
+                  stories: listDef,
+                  seed: listDef,
                   ...engineOptionDefs({ streaming: false }),
                 }
               : suite === 'quant'
@@ -396,6 +427,7 @@ async function modelSuite(
   if (suite === 'decode') longest = Math.max(...intList(values.contexts, 'contexts', [1024, 4096, 16384])) + steps;
   if (suite === 'agreement') longest = Math.max(...intList(values.lengths, 'lengths', [2048, 4096])) + steps;
   if (suite === 'prefill') longest = Math.max(...intList(values['prompt-len'], 'prompt-len', [4096]));
+  if (suite === 'recall') longest = intFlag(values.tokens, 'tokens', 4096, 64);
   const stepOpts =
     suite === 'step'
       ? {
@@ -422,7 +454,7 @@ async function modelSuite(
     const ctx = Math.ceil((longest + 64) / 64) * 64;
     values['max-context'] ??= String(ctx);
     if (suite === 'decode') values['max-seqs'] ??= '1'; // one sequence: per-sequence selection state stays small
-    const stories = suite === 'agreement' ? intFlag(values.stories, 'stories', 16, 1) * 320 : 0;
+    const stories = suite === 'agreement' || suite === 'recall' ? intFlag(values.stories, 'stories', 16, 1) * 320 : 0;
     values['kv-cache-mib'] ??= String(
       Math.max(64, Math.ceil(((ctx + stories) * kvBytesPerToken(dir) * 1.1) / 2 ** 20) + 8),
     );
@@ -507,25 +539,26 @@ async function modelSuite(
       });
       result = r;
       table = decodeTable(r);
+    } else if (suite === 'recall') {
+      const tokens = intFlag(values.tokens, 'tokens', 4096, 64);
+      const { docsFor, source } = await documents(values, engine, dir, 1, progress);
+      const r = await runRecall(
+        engine,
+        docsFor(tokens)[0],
+        {
+          tokens,
+          queries: intFlag(values.queries, 'queries', 8, 1),
+          budgets: intList(values.budgets, 'budgets', [512, 1024], 128),
+          hierarchy: values.hierarchy === undefined ? undefined : hierarchyFlag(values.hierarchy),
+          onProgress: progress.update,
+        },
+        source,
+      );
+      result = r;
+      table = recallTable(r);
     } else {
       const docs = intFlag(values.docs, 'docs', 3, 1);
-      const seed = intFlag(values.seed, 'seed', 1, 0);
-      let docsFor: (L: number) => number[][];
-      let source: string;
-      if (values.text !== undefined) {
-        const tok = Tokenizer.load(dir);
-        const ids = await tok.encode(readFileSync(String(values.text), 'utf8'), { addBos: false });
-        docsFor = (L) => textDocuments(ids, L, docs);
-        source = `windows of ${values.text} (${ids.length} tokens)`;
-      } else {
-        const n = intFlag(values.stories, 'stories', 16, 1);
-        const maxTok = Math.min(255, c.maxPositionEmbeddings - 1);
-        const stories = await sampleStories(engine, n, maxTok, seed * 1000, progress.update);
-        const total = stories.reduce((a, s) => a + s.length, 0);
-        docsFor = (L) =>
-          Array.from({ length: docs }, (_, d) => storyDocument(stories, L, seed * 7919 + d * 104729 + L));
-        source = `${stories.length} stories (${total} tokens) sampled from BOS (temperature 1, top-p 0.95, seeds ${seed * 1000}..), concatenated in a different order per document`;
-      }
+      const { docsFor, source } = await documents(values, engine, dir, docs, progress);
       const r = await runAgreement(
         engine,
         {
@@ -548,4 +581,37 @@ async function modelSuite(
   } finally {
     engine.destroy();
   }
+}
+
+/** The documents of the agreement and recall suites: windows of --text, or stories the model samples from BOS. */
+async function documents(
+  values: Record<string, unknown>,
+  engine: ModelRunner,
+  dir: string,
+  docs: number,
+  progress: Progress,
+): Promise<{ docsFor: (L: number) => number[][]; source: string }> {
+  const seed = intFlag(values.seed, 'seed', 1, 0);
+  if (values.text !== undefined) {
+    const tok = Tokenizer.load(dir);
+    const ids = await tok.encode(readFileSync(String(values.text), 'utf8'), { addBos: false });
+    return { docsFor: (L) => textDocuments(ids, L, docs), source: `windows of ${values.text} (${ids.length} tokens)` };
+  }
+  const n = intFlag(values.stories, 'stories', 16, 1);
+  const maxTok = Math.min(255, engine.config.maxPositionEmbeddings - 1);
+  const stories = await sampleStories(engine, n, maxTok, seed * 1000, progress.update);
+  const total = stories.reduce((a, s) => a + s.length, 0);
+  return {
+    docsFor: (L) => Array.from({ length: docs }, (_, d) => storyDocument(stories, L, seed * 7919 + d * 104729 + L)),
+    source: `${stories.length} stories (${total} tokens) sampled from BOS (temperature 1, top-p 0.95, seeds ${seed * 1000}..), concatenated in a different order per document`,
+  };
+}
+
+/** --hierarchy F1,F2,M: pages per level-1 block, level-1 blocks per level-2 block, candidates beyond K. */
+function hierarchyFlag(v: unknown): { fan1: number; fan2: number; margin: number } {
+  const [fan1, fan2, margin] = intList(v, 'hierarchy', [], 0);
+  if (![fan1, fan2, margin].every((x) => Number.isInteger(x)) || fan1 < 2 || fan2 < 2 || margin < 0) {
+    throw new SiftError('INVALID_ARGUMENT', `--hierarchy must be F1,F2,M with fans >= 2 and margin >= 0 (got ${v})`);
+  }
+  return { fan1, fan2, margin };
 }
