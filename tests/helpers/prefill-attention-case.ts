@@ -18,6 +18,7 @@ import { assertClose, compareArrays } from './compare.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from './gpu.js';
 import { makePrefillCache, type PrefillSeq } from './prefill-cache.js';
 import { Rng } from './rng.js';
+import { poolOf } from './slabs.js';
 
 // f32 dot products of up to 256 terms and an f32 online softmax over up to ~1000 keys against f64, on identical
 // f16-decoded K/V: outputs are convex combinations of N(0, 1) values, errors a few 1e-7 typically.
@@ -55,6 +56,8 @@ export interface Case {
   block?: boolean;
   /** Layouts to run (default layoutsFor(block)). */
   layouts?: Layout[];
+  /** K and V each in this many slabs of whole pages (default one buffer). */
+  slabs?: number;
 }
 
 export async function runCase(c: Case): Promise<void> {
@@ -67,6 +70,7 @@ export async function runCase(c: Case): Promise<void> {
   const blockSize = c.blockSize ?? 64;
   const cache = makePrefillCache(rng, c.seqs, { numKvHeads, headDim, pageSize }, { window: c.window });
   const mods = { window: c.window, softcap: c.softcap };
+  const pageBytes = pageSize * numKvHeads * headDim * 2;
   const qRows = rng.normalArray(cache.T * rowHeads * headDim);
   const scale = rng.next() < 0.75 ? 1 / Math.sqrt(headDim) : 0.3;
   const headModes = c.modes ?? Array(numKvHeads).fill(0);
@@ -94,7 +98,7 @@ export async function runCase(c: Case): Promise<void> {
   const sink = c.sink ?? 4;
   const local = c.local ?? 32;
   const what =
-    `seed=${c.seed} heads=${numHeads}/${numKvHeads}+${c.extraHeads ?? 0} modes=${headModes} headDim=${headDim} ` +
+    `seed=${c.seed} slabs=${c.slabs ?? 1} heads=${numHeads}/${numKvHeads}+${c.extraHeads ?? 0} modes=${headModes} headDim=${headDim} ` +
     `page=${pageSize} BS=${blockSize} sink=${sink} local=${local} window=${c.window ?? 0} softcap=${c.softcap ?? 0} ` +
     `seqs=${JSON.stringify(c.seqs)}`;
   // The reference over the processed heads: q rows restricted to them.
@@ -134,8 +138,8 @@ export async function runCase(c: Case): Promise<void> {
     gpu.run((pass) => {
       kernel.encode(pass, arena, {
         q: f32Buffer(gpu, qRows),
-        kCache: u32Buffer(gpu, cache.kCache),
-        vCache: u32Buffer(gpu, cache.vCache),
+        kCache: poolOf(gpu, 'kCache', cache.kCache, pageBytes, c.slabs ?? 1),
+        vCache: poolOf(gpu, 'vCache', cache.vCache, pageBytes, c.slabs ?? 1),
         blockTable: u32Buffer(gpu, cache.blockTable),
         tiles: u32Buffer(gpu, tilePlan.tiles.length ? tilePlan.tiles : [0]),
         blockList: u32Buffer(gpu, lists),

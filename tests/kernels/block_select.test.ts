@@ -1,7 +1,8 @@
 /**
  * Block selection for block-sparse prefill (shaders/block_select.wgsl) over block digests (shaders/block_digest.wgsl)
  * against the reference: digests written chunk by chunk (partial blocks updated) equal the mean keys; lists per
- * (query block, KV head) equal the reference top-k of pooled scores (near ties aside); planPrefillBlocks.
+ * (query block, KV head) equal the reference top-k of pooled scores (near ties aside); planPrefillBlocks. The K
+ * cache and the block digests also run split into slabs of a few pages (shaders/lib/slabs.ts).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -18,6 +19,7 @@ import {
   planPrefillBlocks,
   QBLOCK_WORDS,
 } from '../../shaders/block_select.js';
+import type { Slabs } from '../../shaders/lib/slabs.js';
 import { UniformArena } from '../../shaders/runtime.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import {
@@ -28,6 +30,7 @@ import {
   type PrefillSeq,
 } from '../helpers/prefill-cache.js';
 import { Rng } from '../helpers/rng.js';
+import { poolOf, readPool } from '../helpers/slabs.js';
 import { blockSelectRef } from '../reference/block_select.js';
 
 // Pooled scores are f32 sums of up to 64 keys and 64 queries against f64: a GPU list may differ from the reference
@@ -49,6 +52,8 @@ interface Case {
   qFor?: (rng: Rng, t: number, h: number, pos: number, seq: number) => ArrayLike<number>;
   exact?: boolean; // demand the reference lists exactly (well-separated scores)
   maxWorkgroupsPerDim?: number;
+  /** The K cache and the block digests each in this many slabs of whole pages (default one buffer). */
+  slabs?: number;
 }
 
 /**
@@ -61,12 +66,13 @@ async function writeDigests(
   seqs: PrefillSeq[],
   blockSize: number,
   blockTable: GPUBuffer,
-): Promise<GPUBuffer> {
+  slabs = 1,
+): Promise<Slabs | GPUBuffer> {
   const gpu = await testGpu();
   const { numKvHeads, headDim, pageSize, numPages } = cache;
   const bytes = blockDigestBytes(numPages, pageSize, blockSize, numKvHeads, headDim);
-  const digests = f32Buffer(gpu, new Float32Array(bytes / 4).fill(Number.NaN));
-  const kCache = u32Buffer(gpu, cache.kCache);
+  const digests = poolOf(gpu, 'digests', new Float32Array(bytes / 4).fill(Number.NaN), bytes / numPages, slabs);
+  const kCache = poolOf(gpu, 'kCache', cache.kCache, pageSize * numKvHeads * headDim * 2, slabs);
   const kernel = new BlockDigestKernel(gpu, { maxWorkgroupsPerDim: 3 });
   const arena = new UniformArena(gpu);
   for (const step of [
@@ -90,7 +96,7 @@ async function writeDigests(
       });
     }, arena);
   }
-  const got = await gpu.readF32(digests, bytes / 4);
+  const got = new Float32Array((await readPool(gpu, digests)).buffer, 0, bytes / 4);
   assertNoGpuErrors(gpu);
   arena.destroy();
   seqs.forEach((s, row) => {
@@ -137,7 +143,7 @@ async function runCase(c: Case): Promise<number> {
   gpu.write(blockList, new Uint32Array(plan.numQBlocks * numKvHeads * listStride).fill(0xdeadbeef));
   const kernel = new BlockSelectKernel(gpu, { maxWorkgroupsPerDim: c.maxWorkgroupsPerDim });
   const blockTable = u32Buffer(gpu, cache.blockTable);
-  const digests = await writeDigests(cache, c.seqs, blockSize, blockTable);
+  const digests = await writeDigests(cache, c.seqs, blockSize, blockTable, c.slabs);
   const arena = new UniformArena(gpu);
   gpu.run((pass) => {
     kernel.encode(pass, arena, {
@@ -239,6 +245,34 @@ test('block selection matches the reference top-k of pooled scores: GQA 1/4/8, B
       seed++;
     }
   }
+});
+
+test('block digests and selection over a K cache and block digests in 3 and 4 slabs of whole pages', async () => {
+  await runCase({
+    seed: 40,
+    group: 2,
+    headDim: 16,
+    pageSize: 16,
+    blockSize: 16,
+    seqs: [
+      { ctx: 37, fresh: 63 },
+      { ctx: 0, fresh: 40 },
+    ],
+    topBlocks: 2,
+    localBlocks: 1,
+    slabs: 3,
+  });
+  await runCase({
+    seed: 41,
+    group: 1,
+    headDim: 12,
+    pageSize: 32,
+    blockSize: 16,
+    seqs: [{ ctx: 64, fresh: 100 }],
+    topBlocks: 3,
+    localBlocks: 0,
+    slabs: 4,
+  });
 });
 
 test('block selection finds the planted key blocks exactly, skips non-sparse heads, 2-D grid', async () => {

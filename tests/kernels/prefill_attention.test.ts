@@ -3,9 +3,10 @@
  * lib/softmax.wgsl, keys through lib/block_table.wgsl, lib/paged.wgsl and lib/grid.wgsl) against the token-by-token
  * references: dense causal (also against tests/reference/attention.ts) and block-sparse over given key-block lists;
  * GQA 1/4/8; chunks and prefixes that are not multiples of the query tile, key tile, key block or page; several
- * sequences per step; NaN in every cache slot no sequence owns; small key tiles to cross many tile edges. Layouts:
- * 'workgroup' and 'lanes' as it runs small steps (one row per invocation, pair loops). Lambda and mixed masks:
- * prefill_attention_masks.test.ts; the register block 'lanes' takes for large steps: prefill_attention_block.test.ts.
+ * sequences per step; NaN in every cache slot no sequence owns; small key tiles to cross many tile edges; K/V pools
+ * split into slabs of a few pages (shaders/lib/slabs.ts). Layouts: 'workgroup' and 'lanes' as it runs small steps
+ * (one row per invocation, pair loops). Lambda and mixed masks: prefill_attention_masks.test.ts; the register block
+ * 'lanes' takes for large steps: prefill_attention_block.test.ts.
  */
 import { test } from 'node:test';
 import { runCase } from '../helpers/prefill-attention-case.js';
@@ -31,6 +32,45 @@ test('dense causal equals the dense references: GQA 1/4/8, chunk and prefix edge
       seed++;
     }
   }
+});
+
+test('K/V pools split into 3 and 5 slabs of whole pages: dense, block-sparse and Lambda heads equal the references', async () => {
+  await runCase({
+    seed: 60,
+    group: 4,
+    headDim: 16,
+    pageSize: 16,
+    seqs: [{ ctx: 70, fresh: 50 }],
+    dense: true,
+    slabs: 3,
+  });
+  await runCase({
+    seed: 61,
+    group: 2,
+    numKvHeads: 3,
+    headDim: 12,
+    pageSize: 16,
+    blockSize: 16,
+    seqs: [
+      { ctx: 40, fresh: 33 },
+      { ctx: 0, fresh: 20 },
+    ],
+    modes: [0, 1, 2],
+    sink: 4,
+    local: 20,
+    slabs: 5,
+  });
+  await runCase({
+    seed: 62,
+    group: 4,
+    headDim: 16,
+    pageSize: 16,
+    seqs: [{ ctx: 90, fresh: 40 }],
+    window: 50,
+    softcap: 3,
+    block: true,
+    slabs: 4,
+  });
 });
 
 test('block-sparse over given key-block lists, token-exact in the diagonal block', async () => {
