@@ -496,18 +496,26 @@ export class LayerAttention {
   }
 
   /**
-   * Encodes copies of the page digests of main-pool pages (each layer's r_l-head layout): page dst[i] gets page
-   * src[i]'s, to go with KvStorage.encodeCopyPages.
+   * Encodes copies of the page digests and key-block digests of main-pool pages (each layer's r_l-head layout): page
+   * dst[i] gets page src[i]'s, to go with KvStorage.encodeCopyPages.
    */
   encodeCopyDigests(enc: GPUCommandEncoder, src: readonly number[], dst: readonly number[], scratch: GPUBuffer): void {
-    if (!this.sparse) return;
-    const L = this.sparse.logicalPageSize;
-    this.sparseLayers.forEach((l, li) => {
+    const runs = unitRuns(src, dst);
+    for (let li = 0; li < this.c.numLayers; li++) {
       const r = this.kv.layers[li].numRetrievalHeads;
-      if (r === 0) return;
-      const pb = digestBytes(1, this.kv.pageSize, L, r, this.c.headDim);
-      for (const [s, d, n] of unitRuns(src, dst)) encodePoolCopy(enc, l.digests, s * pb, d * pb, n * pb, scratch);
-    });
+      if (r === 0) continue;
+      const copy = (pool: Slabs, pb: number) => {
+        for (const [s, d, n] of runs) encodePoolCopy(enc, pool, s * pb, d * pb, n * pb, scratch);
+      };
+      if (this.sparse) {
+        copy(
+          this.sparseLayers[li].digests,
+          digestBytes(1, this.kv.pageSize, this.sparse.logicalPageSize, r, this.c.headDim),
+        );
+      }
+      const blocks = this.blockDigests[li];
+      if (blocks) copy(blocks, blockDigestBytes(1, this.kv.pageSize, this.prefill.blockSize, r, this.c.headDim));
+    }
   }
 
   /** Encodes layer `li`'s attention for the prepared step: out (T, nHeads, headDim) filled. */

@@ -2,8 +2,8 @@
  * KV pools that span several slabs (shaders/lib/slabs.ts, model/kv-storage.ts) end to end: a model whose main K/V
  * pools, streaming rings, page digests and digest hierarchy are all forced into slabs of a few pages / slots (a tiny
  * binding limit) serves exactly as the same model with one buffer per pool: the same logits bit for bit on every
- * step of a workload with streaming heads, chunked prefill, sparse decode with page selection (budget below the
- * context) and dense decode; and its greedy tokens with a dense budget equal the masked reference forward pass.
+ * step of a workload with streaming heads, chunked block-sparse prefill (block digests in slabs too), sparse decode
+ * with page selection (budget below the context) and dense decode; and its greedy tokens with a dense budget equal the masked reference forward pass.
  * Also: KvStorage's split and its refusal past the slabs a kernel can bind, pagesFor's cap, and page copies (K, V
  * and digests across slab boundaries: how `sift bench decode --fill-copy` fills a long context).
  */
@@ -28,6 +28,7 @@ import { cachePageBytes } from '../../shaders/kv_write.js';
 import { collect, greedy } from '../engine/core-helpers.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
+import { readPool } from '../helpers/slabs.js';
 import { referenceForward } from '../reference/forward.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'sift-kv-slabs-'));
@@ -41,7 +42,13 @@ const SLAB_BYTES = 1024;
 
 const variant = SYNTHETIC_VARIANTS.find((v) => v.kvHeads < v.heads)!; // GQA 4: 8 heads, 2 KV heads, head dim 8
 
-async function load(dir: string, pattern: string, budget: string, slabBytes?: number): Promise<ModelRunner> {
+async function load(
+  dir: string,
+  pattern: string,
+  budget: string,
+  slabBytes?: number,
+  prefillMode: 'dense' | 'block-sparse' = 'dense',
+): Promise<ModelRunner> {
   const gpu = await testGpu();
   const attention = attentionConfig(
     {
@@ -51,6 +58,8 @@ async function load(dir: string, pattern: string, budget: string, slabBytes?: nu
         sink: String(SINK),
         local: String(LOCAL),
         tokenBudget: budget,
+        prefillMode,
+        prefillTopBlocks: '1',
       },
     },
     PAGE,
@@ -86,12 +95,12 @@ function writePattern(dir: string): string {
   return pattern;
 }
 
-test('pools in slabs of a few pages serve bit for bit as one buffer each: streaming rings, sparse and dense decode', async () => {
+test('pools in slabs of a few pages serve bit for bit as one buffer each: streaming rings, block-sparse prefill, sparse and dense decode', async () => {
   const dir = path.join(root, 'same');
   writeSyntheticCheckpoint(dir, variant);
   const pattern = writePattern(dir);
-  const one = await load(dir, pattern, '64');
-  const split = await load(dir, pattern, '64', SLAB_BYTES);
+  const one = await load(dir, pattern, '64', undefined, 'block-sparse');
+  const split = await load(dir, pattern, '64', SLAB_BYTES, 'block-sparse');
   // every pool of `split` spans several slabs; `one` has one buffer each
   const fa = split.forwardPass.attention;
   for (const [li, l] of split.kv.layers.entries()) {
@@ -99,6 +108,7 @@ test('pools in slabs of a few pages serve bit for bit as one buffer each: stream
     if (l.numRetrievalHeads > 0) assert.ok(l.k.numSlabs > 1 && l.v.numSlabs > 1, `${what}: K/V in slabs`);
     if (l.numStreamingHeads > 0) assert.ok(l.sk.numSlabs > 1 && l.sv.numSlabs > 1, `${what}: rings in slabs`);
     assert.ok(fa.digests(li)!.numSlabs > 1, `${what}: digests in slabs`);
+    assert.ok(fa.blockDigestsOf(li)!.numSlabs > 1, `${what}: block digests in slabs`);
     assert.equal(one.kv.layers[li].k.numSlabs, 1);
   }
   assert.ok(
@@ -199,7 +209,12 @@ test('page copies across slabs (K, V, digests): decoding over copied pages equal
   const cfg = engineConfig({
     flags: { pageSize: PAGE, kvCacheMib: 1, maxBatchTokens: 40, maxSeqs: 2, maxContext: 256 },
   });
-  const attention = attentionConfig({ flags: { tokenBudget: '64' } }, PAGE);
+  // logical pages of 4 tokens: the page digests (4 x 2 heads x (min, max) x 8 dims f16 = 256 bytes a page) span 3
+  // slabs of 6 pages; the key-block digests (64 bytes a page) fit one, so their copies go through the scratch buffer
+  const attention = attentionConfig(
+    { flags: { tokenBudget: '64', prefillMode: 'block-sparse', logicalPageSize: '4' } },
+    PAGE,
+  );
   // 3 pages per slab of the 2-head K/V pools (512 bytes a page), 5 slabs: 15 pages
   const engine = await ModelRunner.load(dir, cfg, { gpu, attention, kvSlabBytes: 1536 });
   try {
@@ -224,6 +239,20 @@ test('page copies across slabs (K, V, digests): decoding over copied pages equal
     // points at its own copy of page 1 (page 14), so the decode writes alias no other column in either layout.
     const dst = Array.from({ length: 11 - real }, (_, i) => real + i);
     await engine.copyPages([...dst.map((d) => d % real), 1], [...dst, 14]);
+    // the page digests (across slabs) and key-block digests (within one) of every copied page equal its source's
+    for (let li = 0; li < variant.layers; li++) {
+      const fa = engine.forwardPass.attention;
+      assert.ok(fa.digests(li)!.numSlabs > 1, `layer ${li}: page digests in slabs`);
+      for (const pool of [fa.digests(li)!, fa.blockDigestsOf(li)!]) {
+        const words = new Uint32Array((await readPool(gpu, pool)).buffer);
+        const per = words.length / engine.kv.numPages;
+        for (const [i, d] of [...dst, 14].entries()) {
+          const s = i < dst.length ? d % real : 1;
+          const what = `layer ${li} page ${d}`;
+          assert.deepEqual(words.subarray(d * per, (d + 1) * per), words.subarray(s * per, (s + 1) * per), what);
+        }
+      }
+    }
     const identity = Uint32Array.from({ length: M }, (_, j) => (j < 11 ? j : 13));
     const repeated = Uint32Array.from({ length: M }, (_, j) => (j === 9 ? 14 : j % real));
     const got: Float32Array[][] = [];
