@@ -28,6 +28,8 @@ export interface DecodeBenchOptions {
   fillTokens?: number;
   /** With fillTokens: copy the prefilled pages into distinct pages up to the context instead of tiling the table. */
   fillCopy?: boolean;
+  /** Measure the sparse mode only (dense at 1M tokens takes minutes a step on a CPU adapter). */
+  sparseOnly?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -42,9 +44,10 @@ export interface DecodeBenchResult {
   rows: {
     context: number;
     tokensAttended: { dense: number; sparse: number };
-    msPerStep: { dense: Stat; sparse: Stat };
-    tokensPerS: { dense: Stat; sparse: Stat };
-    speedup: number;
+    /** dense: absent with sparseOnly. */
+    msPerStep: { dense?: Stat; sparse: Stat };
+    tokensPerS: { dense?: Stat; sparse: Stat };
+    speedup?: number;
     /**
      * Page selection of the sparse mode: digest bytes read per decode step (a reselection's reads over the reuse
      * interval, all layers and KV heads), what exhaustive scoring of every logical page would read, and the share
@@ -108,7 +111,7 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
     const ms: Record<'dense' | 'sparse', number[]> = { dense: [], sparse: [] };
     const stepMs: Record<'select' | 'reuse', number[]> = { select: [], reuse: [] };
     const reuse = engine.attentionConfig.reuseInterval;
-    for (const mode of ['dense', 'sparse'] as const) {
+    for (const mode of o.sparseOnly ? (['sparse'] as const) : (['dense', 'sparse'] as const)) {
       const budget = mode === 'dense' ? Number.POSITIVE_INFINITY : o.budget;
       const id = `bench-dec-${runId++}`; // fresh id: the first step selects (as after a prefill)
       let n = 0;
@@ -125,7 +128,7 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
       }
       engine.release(id);
     }
-    const dense = stat(ms.dense);
+    const dense = o.sparseOnly ? undefined : stat(ms.dense);
     const sparse = stat(ms.sparse);
     const c = engine.config;
     const lpp = ps / engine.attentionConfig.logicalPageSize;
@@ -140,8 +143,8 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
       context: ctx,
       tokensAttended: { dense: ctx + 1, sparse: tokensAttended(ctx + 1, o.budget, ps) },
       msPerStep: { dense, sparse },
-      tokensPerS: { dense: mapStat(dense, (t) => 1000 / t), sparse: mapStat(sparse, (t) => 1000 / t) },
-      speedup: dense.median / sparse.median,
+      tokensPerS: { dense: dense && mapStat(dense, (t) => 1000 / t), sparse: mapStat(sparse, (t) => 1000 / t) },
+      speedup: dense && dense.median / sparse.median,
       selection: {
         bytesPerStep: hier ? (selectionDigests(hier, P, K, lpp) * perDigest * heads) / reuse : 0,
         exhaustiveBytesPerStep: K < P ? (P * lpp * perDigest * heads) / reuse : 0,
@@ -180,6 +183,7 @@ export async function runDecodeBench(engine: ModelRunner, o: DecodeBenchOptions)
 }
 
 const f = (x: number, d = 1) => x.toFixed(d);
+const ms = (s: Stat | undefined) => (s ? `${f(s.median)} (${f(s.min)}..${f(s.max)})` : '-');
 
 export function decodeTable(r: DecodeBenchResult): string {
   return [
@@ -199,11 +203,11 @@ export function decodeTable(r: DecodeBenchResult): string {
       ],
       r.rows.map((x) => [
         x.context,
-        `${f(x.msPerStep.dense.median)} (${f(x.msPerStep.dense.min)}..${f(x.msPerStep.dense.max)})`,
-        `${f(x.msPerStep.sparse.median)} (${f(x.msPerStep.sparse.min)}..${f(x.msPerStep.sparse.max)})`,
-        f(x.tokensPerS.dense.median),
+        ms(x.msPerStep.dense),
+        ms(x.msPerStep.sparse),
+        x.tokensPerS.dense ? f(x.tokensPerS.dense.median) : '-',
         f(x.tokensPerS.sparse.median),
-        `${x.speedup.toFixed(2)}x`,
+        x.speedup === undefined ? '-' : `${x.speedup.toFixed(2)}x`,
         `${x.tokensAttended.dense} / ${x.tokensAttended.sparse}`,
         `${f(x.selection.bytesPerStep / 1024)} (${f(x.selection.exhaustiveBytesPerStep / 1024)})`,
         `${f(100 * x.selection.share)}%`,

@@ -102,6 +102,7 @@ ${MODEL_HELP}
   --fill-tokens N         prefill only N tokens and repeat their pages in the block table up to each context
   --fill-copy             with --fill-tokens: copy the prefilled pages into distinct pages up to the largest context
                           instead (a real KV cache of that length in memory; size --kv-cache-mib for it)
+  --sparse-only           measure the sparse mode only (dense at 1M tokens takes minutes a step on a CPU adapter)
 ${outHelp(3)}`,
   agreement: `usage: sift bench agreement [--model NAME|DIR] [options]
 
@@ -249,6 +250,7 @@ export async function main(argv: string[]): Promise<number> {
                 steps: listDef,
                 'fill-tokens': listDef,
                 'fill-copy': { type: 'boolean' } as const,
+                'sparse-only': { type: 'boolean' } as const,
                 ...engineOptionDefs({ streaming: false }),
               }
             : suite === 'prefill'
@@ -535,6 +537,7 @@ async function modelSuite(
         fillTokens:
           values['fill-tokens'] === undefined ? undefined : intFlag(values['fill-tokens'], 'fill-tokens', 0, 64),
         fillCopy: Boolean(values['fill-copy']),
+        sparseOnly: Boolean(values['sparse-only']),
         onProgress: progress.update,
       });
       result = r;

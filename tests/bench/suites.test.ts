@@ -159,6 +159,7 @@ test('decode suite: dense vs sparse at two contexts (tiled fill)', async () => {
   assert.equal(r.rows.length, 2);
   assert.ok(r.filled.tiled);
   for (const x of r.rows) {
+    assert.ok(x.msPerStep.dense && x.speedup !== undefined, 'dense measured');
     positive(x.msPerStep.dense);
     positive(x.msPerStep.sparse);
     assert.ok(x.speedup > 0);
@@ -166,6 +167,18 @@ test('decode suite: dense vs sparse at two contexts (tiled fill)', async () => {
     assert.equal(x.tokensAttended.sparse, 65);
   }
   assert.ok(decodeTable(r).includes('| 512 |'));
+  const so = await runDecodeBench(engine, {
+    contexts: [512],
+    budget: 128,
+    steps: 4,
+    repeat: 1,
+    fillTokens: 256,
+    sparseOnly: true,
+  });
+  assert.equal(so.rows[0].msPerStep.dense, undefined);
+  assert.equal(so.rows[0].speedup, undefined);
+  positive(so.rows[0].msPerStep.sparse);
+  assert.ok(decodeTable(so).includes('| 512 | - |'), 'sparse only: no dense column values');
 });
 
 test('agreement suite: a budget covering the context agrees exactly with dense; a small one runs', async () => {
