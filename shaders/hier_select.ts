@@ -7,6 +7,7 @@
  *   2. score the level-1 children (fan2 each) of those, keep the best K + margin;
  *   3. score the pages (fan1 each) of those from their logical-page digests (a page = max of its logical pages, as
  *      page_select.ts), keep page 0, the newest page and the best others up to K, ascending in selected[slot, h].
+ * A sliding-window layer (`window`) selects among the window's pages only, as page_select.ts does.
  * Each level is one dispatch of hier_select.wgsl: one workgroup per (row, head) scores the level's items (a few
  * hundred: the hierarchy keeps the work flat in the context) into the scratch and radix-selects over them, so a
  * reselection costs three dispatches per layer. Quest's bound on a coarse digest bounds
@@ -47,6 +48,7 @@ const PARAMS = defineParams('hier_select', {
   itemStride: 'u32',
   candStride: 'u32',
   margin: 'u32',
+  window: 'u32',
 });
 
 /** The hierarchy's geometry: pages per level-1 block, level-1 blocks per level-2 block, candidates beyond K. */
@@ -123,6 +125,12 @@ export interface HierSelectArgs {
   qRowHeads?: number;
   /** The grid (numSelect, numKvHeads, 1) from byte `select` of `buffer` (a captured step). */
   indirect?: { buffer: GPUBuffer; select: number };
+  /**
+   * The layer's sliding window in tokens (0 / absent: none): as page_select.ts, only the pages holding the window's
+   * tokens are candidates (K clamped to their number), the newest page forced, the sink page only while the window
+   * holds token 0.
+   */
+  window?: number;
 }
 
 export interface HierSelectOptions {
@@ -163,6 +171,8 @@ export class HierSelectKernel {
     check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 digest pairs)`);
     check(K, a.numHeads % a.numKvHeads === 0, `numHeads ${a.numHeads} not a multiple of numKvHeads ${a.numKvHeads}`);
     check(K, a.pageSize % a.logicalPageSize === 0, `logicalPageSize must divide pageSize ${a.pageSize}`);
+    const window = a.window ?? 0;
+    requireInts(K, { window });
     if (a.numSelect === 0 && !a.indirect) return;
     const maxDim = this.gpu.caps.maxComputeWorkgroupsPerDimension;
     if (a.numSelect * a.numKvHeads > maxDim) {
@@ -214,6 +224,7 @@ export class HierSelectKernel {
         itemStride: strides.itemStride,
         candStride: strides.candStride,
         margin: h.margin,
+        window,
       });
       const final = l.pages;
       const pipe = this.gpu.pipeline(

@@ -13,6 +13,10 @@
 // Kept: C = min(K + margin, valid, candStride - 1) items on a coarse level (out = candidate list: out[0] = C, the
 // kept block ids after it), C = min(K, valid) on the page level (FINAL: out = selected[slot, h, 0..C), counts[slot,
 // h] = C). Dense rows (K >= P): FINAL keeps pages 0..P-1 without scoring, a coarse level does nothing.
+// A layer with a sliding window w > 0 (as page_score.wgsl): the candidates are the pages from f = (len - w) /
+// pageSize on; blocks wholly before page f get key 0, the sink block is forced only while the window holds token 0,
+// page f is scored over its logical pages holding window tokens (a coarse block straddling the window start keeps
+// its digest: still an upper bound), K = min(rows[r].w, P - f, maxSelected) and a row is dense when K >= P - f.
 // Top-k as page_select.wgsl: an MSB-first radix select finds the C-th largest key in 32 counting rounds over the keys
 // (in the scratch: their count is not bounded by workgroup memory), then a prefix sum over threads' contiguous
 // chunks breaks ties by item index and compacts the kept ids in item order (ascending blocks).
@@ -40,7 +44,7 @@ struct Params {
   itemStride: u32,      // items per (select index, KV head) in keys / ids
   candStride: u32,      // words per (select index, KV head) of a candidate list
   margin: u32,          // candidates kept beyond K on a coarse level
-  _p0: u32,
+  window: u32,          // the layer's sliding window in tokens (0: none)
   _p1: u32,
   _p2: u32,
 }
@@ -74,15 +78,18 @@ var<workgroup> part2: array<u32, WG>;
 
 //#include lib/quest_bound
 
-// Order key of item block `block` of row `row` (len tokens, P pages) for KV head kvh, query group at qb0.
-fn itemKey(block: u32, row: vec4<u32>, len: u32, P: u32, kvh: u32, qb0: u32) -> u32 {
-  if (block * p.blockPages >= P) { return 0u; }
-  if (block == 0u || block == (P - 1u) / p.blockPages) { return 0xffffffffu; }
+// Order key of item block `block` of row `row` (len tokens, P pages, window from token winStart = page f on) for KV
+// head kvh, query group at qb0.
+fn itemKey(block: u32, row: vec4<u32>, len: u32, P: u32, winStart: u32, f: u32, kvh: u32, qb0: u32) -> u32 {
+  if (block * p.blockPages >= P || (block + 1u) * p.blockPages <= f) { return 0u; }
+  if ((block == 0u && winStart == 0u) || block == (P - 1u) / p.blockPages) { return 0xffffffffu; }
   var best = NEG_BIG;
 //#if PAGES
   let phys = blockTable[row.x * p.maxPagesPerSeq + block];
   let nLog = min(p.lpp, (len - block * p.pageSize + p.logicalPageSize - 1u) / p.logicalPageSize);
-  for (var l = 0u; l < nLog; l++) {
+  // logical pages wholly before the window are skipped (only page f can hold some)
+  let l0 = select(0u, (winStart - block * p.pageSize) / p.logicalPageSize, block == f);
+  for (var l = l0; l < nLog; l++) {
     let db = ((phys * p.lpp + l) * p.nKvHeads + kvh) * HD;
 //#else
   {
@@ -107,18 +114,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row = rows[r];
   let len = row.y + 1u;
   let P = (len + p.pageSize - 1u) / p.pageSize;
-  let K = min(row.w, min(P, p.maxSelected));
+  let winStart = select(0u, len - p.window, p.window > 0u && len > p.window); // first token in the window
+  let f = min(winStart / p.pageSize, P - 1u);                                // first candidate page
+  let K = min(row.w, min(P - f, p.maxSelected));
   let sh = s * p.nKvHeads + kvh;
 //#if FINAL
   let base = (row.z * p.nKvHeads + kvh) * p.maxSelected;
-  if (K >= P) {
-    for (var i = lid; i < K; i += WG) { out[base + i] = i; }
+  if (K >= P - f) {
+    for (var i = lid; i < K; i += WG) { out[base + i] = f + i; }
     if (lid == 0u) { counts[row.z * p.nKvHeads + kvh] = K; }
     return;
   }
 //#else
   let base = sh * p.candStride + 1u;
-  if (K >= P) { return; }
+  if (K >= P - f) { return; }
 //#endif
   let qb0 = (r * p.qRowHeads + p.qHeadOffset + kvh * p.group) * HW; // first query head of the group
 //#if !COMBINE_MAX
@@ -145,7 +154,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var block = i;
     if (p.fan != 0u) { block = candIn[sh * p.candStride + 1u + i / p.fan] * p.fan + i % p.fan; }
     ids[kb + i] = block;
-    keys[kb + i] = itemKey(block, row, len, P, kvh, qb0);
+    keys[kb + i] = itemKey(block, row, len, P, winStart, f, kvh, qb0);
   }
   storageBarrier();
 

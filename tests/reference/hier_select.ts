@@ -4,6 +4,9 @@
  * descent level by level (top blocks, their children, pages), each level keeping the best K + margin blocks by
  * Quest's bound (sink and newest blocks forced; ties to the lower block), the page level the row's K. Walks the
  * block table page by page; math in f64. `certifiedRef` says when the descent must equal exhaustive scoring.
+ * A layer with a sliding window w: the candidates are the pages from f = floor(max(0, len - w) / pageSize) on
+ * (blocks wholly before page f are never candidates), K is clamped to P - f, the sink is forced only while the
+ * window holds token 0; the page scores passed in are the window's (pageScoresRef with the window).
  */
 import { type DigestShape, digestOffset } from './page_digest.js';
 import { keptCount, type SelectRow, type SelectShape } from './page_select.js';
@@ -115,7 +118,7 @@ export interface DescentRef {
 
 /**
  * Hierarchical selection of row r (query row r of q) for KV head kvh. `pageScore(i)` is page i's score (max over
- * its logical pages, pageScoresRef).
+ * its logical pages, pageScoresRef; with a window, over those holding window tokens).
  */
 export function hierSelectRef(
   q: Float32Array,
@@ -127,38 +130,47 @@ export function hierSelectRef(
   kvh: number,
   combine: 'sum' | 'max',
   h: HierarchyRef,
+  window = 0,
 ): DescentRef {
   const len = row.position + 1;
   const P = Math.ceil(len / s.pageSize);
-  const K = keptCount(s, row);
-  if (K >= P) return { pages: Array.from({ length: P }, (_, i) => i), dropped: [] };
+  const winStart = window > 0 ? Math.max(0, len - window) : 0;
+  const f = Math.floor(winStart / s.pageSize); // first candidate page
+  const sink = winStart === 0;
+  const K = Math.min(keptCount(s, row), P - f);
+  if (K >= P - f) return { pages: Array.from({ length: P - f }, (_, i) => f + i), dropped: [] };
   const n1 = Math.ceil(P / h.fan1);
   const n2 = Math.ceil(n1 / h.fan2);
   const coarse = (arr: Float32Array) => boundRef(q, arr, kvh * 2 * s.headDim, s, r, kvh, combine);
+  const inWindow = (b: number, blockPages: number) => (b + 1) * blockPages > f;
   const dropped: DescentRef['dropped'] = [];
-  const top = Array.from({ length: n2 }, (_, b) => b);
+  const top = Array.from({ length: n2 }, (_, b) => b).filter((b) => inWindow(b, h.fan1 * h.fan2));
   const newest2 = Math.floor((P - 1) / (h.fan1 * h.fan2));
   const keep2 = keepBest(
     top,
     (b) => coarse(lv.level2[b]),
-    (b) => b === 0 || b === newest2,
+    (b) => (b === 0 && sink) || b === newest2,
     K + h.margin,
   );
   for (const b of top) if (!keep2.includes(b)) dropped.push({ level: 2, block: b, bound: coarse(lv.level2[b]) });
-  const mid = keep2.flatMap((c) => Array.from({ length: h.fan2 }, (_, j) => c * h.fan2 + j)).filter((b) => b < n1);
+  const mid = keep2
+    .flatMap((c) => Array.from({ length: h.fan2 }, (_, j) => c * h.fan2 + j))
+    .filter((b) => b < n1 && inWindow(b, h.fan1));
   const newest1 = Math.floor((P - 1) / h.fan1);
   const keep1 = keepBest(
     mid,
     (b) => coarse(lv.level1[b]),
-    (b) => b === 0 || b === newest1,
+    (b) => (b === 0 && sink) || b === newest1,
     K + h.margin,
   );
   for (const b of mid) if (!keep1.includes(b)) dropped.push({ level: 1, block: b, bound: coarse(lv.level1[b]) });
-  const pages = keep1.flatMap((c) => Array.from({ length: h.fan1 }, (_, j) => c * h.fan1 + j)).filter((i) => i < P);
+  const pages = keep1
+    .flatMap((c) => Array.from({ length: h.fan1 }, (_, j) => c * h.fan1 + j))
+    .filter((i) => i < P && i >= f);
   const sel = keepBest(
     pages,
     (i) => pageScores[i],
-    (i) => i === 0 || i === P - 1,
+    (i) => (i === 0 && sink) || i === P - 1,
     K,
   );
   return { pages: sel, dropped };
@@ -169,8 +181,14 @@ export function hierSelectRef(
  * every dropped block bounds strictly below the weakest non-forced page exhaustive selection keeps, so no page
  * below a dropped block can be among them (a coarse digest bounds its pages' scores).
  */
-export function certifiedRef(d: DescentRef, exhaustive: number[], pageScores: ArrayLike<number>, P: number): boolean {
-  const kept = exhaustive.filter((i) => i !== 0 && i !== P - 1).map((i) => pageScores[i]);
+export function certifiedRef(
+  d: DescentRef,
+  exhaustive: number[],
+  pageScores: ArrayLike<number>,
+  P: number,
+  sink = true,
+): boolean {
+  const kept = exhaustive.filter((i) => !(i === 0 && sink) && i !== P - 1).map((i) => pageScores[i]);
   if (kept.length === 0) return true;
   const weakest = Math.min(...kept);
   return d.dropped.every((x) => x.bound < weakest);
