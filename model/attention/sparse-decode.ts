@@ -394,7 +394,8 @@ export class SparseDecodeAttention {
       if (again && keep < P) spans.push(this.levelSpan(r.seqId, r.blockRow, r.position, r.position + 1));
       if (again) {
         sel.push(i);
-        this.selections.set(r.seqId, { count: Math.min(keep, P), newestPage: P - 1 }); // hier_select keeps min(K, P)
+        // hier_select keeps min(K, P) pages (fewer in a sliding-window layer: this count is then an upper bound)
+        this.selections.set(r.seqId, { count: Math.min(keep, P), newestPage: P - 1 });
         digestsRead += selectionDigests(this.hierarchy, P, keep, lpp);
       }
       // the kernel's page list: the selection, plus the newest page when the selection predates it
@@ -487,6 +488,7 @@ export class SparseDecodeAttention {
         numSelect: numRows,
         logicalPageSize: this.logicalPageSize,
         indirect: { buffer: inputs.buffer, select: argBase + 4 * A_SELECT },
+        window: a.window,
         ...shape,
       });
     }

@@ -4,7 +4,8 @@
  * their references (tests/reference/hier_select.ts) on seeded random shapes: page sizes, logical pages, fans and
  * head dims that are not multiples of the tiles, shuffled block tables, rows and slots; then planted needles at
  * 256k and 1M tokens (recall at budget 1024), and the property that the descent equals exhaustive scoring whenever
- * its margin covers it. The page digests and the hierarchy also run split into slabs of a few pages / slots
+ * its margin covers it, with and without a sliding window (Gemma's local layers: only the window's pages are
+ * candidates). The page digests and the hierarchy also run split into slabs of a few pages / slots
  * (shaders/lib/slabs.ts).
  */
 import assert from 'node:assert/strict';
@@ -27,7 +28,14 @@ import {
   slotLevelValues,
 } from '../reference/hier_select.js';
 import { type DigestShape, digestOffset, digestWordsRef } from '../reference/page_digest.js';
-import { keptCount, pageScoresRef, type SelectRow, type SelectShape, topPagesRef } from '../reference/page_select.js';
+import {
+  firstWindowPage,
+  keptCount,
+  pageScoresRef,
+  type SelectRow,
+  type SelectShape,
+  topPagesRef,
+} from '../reference/page_select.js';
 
 const SENTINEL = 0xdeadbeef;
 
@@ -205,6 +213,8 @@ interface SelectCase {
   hierarchy: HierarchyConfig;
   /** Page digests in this many slabs of whole pages, the hierarchy in 3 slabs of whole slots (default: buffers). */
   slabs?: number;
+  /** The layer's sliding window in tokens (default none). */
+  window?: number;
 }
 
 /** Uploads a levels buffer holding each sequence's reference coarse digests in its slot. */
@@ -264,6 +274,32 @@ test('hier_select: the descent equals the reference on integer-valued digests (e
     },
   ];
   for (const c of cases) await selectCase(gpu, c);
+});
+
+test('hier_select: a sliding-window layer selects among the window pages only, as the reference', async () => {
+  const gpu = await testGpu();
+  // rows of 200-300, 1-9, 120, 30-60 and 60-90 pages: the window cuts the long ones mid-page, the short ones not
+  await selectCase(gpu, {
+    seed: 16,
+    pageSize: 16,
+    logicalPageSize: 8,
+    headDim: 8,
+    group: 2,
+    combine: 'sum',
+    hierarchy: { fan1: 2, fan2: 3, margin: 1 },
+    window: 100 * 16 + 5,
+  });
+  await selectCase(gpu, {
+    seed: 17,
+    pageSize: 32,
+    logicalPageSize: 8,
+    headDim: 16,
+    group: 1,
+    combine: 'max',
+    hierarchy: { fan1: 4, fan2: 4, margin: 2 },
+    window: 40 * 32,
+    slabs: 3,
+  });
 });
 
 test('hier_select: the descent over page digests in 4 slabs and the hierarchy in 3 slabs equals the reference', async () => {
@@ -358,6 +394,7 @@ async function selectCase(gpu: Gpu, c: SelectCase): Promise<void> {
       logicalPageSize: c.logicalPageSize,
       maxPagesPerSeq: seqs.maxPagesPerSeq,
       maxSelected,
+      window: c.window,
     });
   }, arena);
   const gotSel = await gpu.readU32(selected);
@@ -365,6 +402,8 @@ async function selectCase(gpu: Gpu, c: SelectCase): Promise<void> {
   assertNoGpuErrors(gpu);
   const sshape: SelectShape = { ...s, numHeads, maxPagesPerSeq: seqs.maxPagesPerSeq, maxSelected };
   let dropped = 0;
+  let cut = 0;
+  const w = c.window ?? 0;
   for (let r = 0; r < numRows; r++) {
     for (let kvh = 0; kvh < numKvHeads; kvh++) {
       const sbase = slotOf[r] * numKvHeads + kvh;
@@ -373,23 +412,30 @@ async function selectCase(gpu: Gpu, c: SelectCase): Promise<void> {
         assert.equal(gotCnt[sbase], SENTINEL, `${what}: a row that does not reselect was written`);
         continue;
       }
-      const K = keptCount(sshape, rows[r]);
+      const K = keptCount(sshape, rows[r], w);
       // the reference walks sequence r's own block-table row (before the shuffle)
       const refRow = { ...rows[r], blockRow: r };
-      const scores = pageScoresRef(q, digests, seqs.blockTable, sshape, r, refRow, kvh, c.combine);
-      const want = hierSelectRef(q, lvs[r], scores, sshape, r, refRow, kvh, c.combine, h);
+      const scores = pageScoresRef(q, digests, seqs.blockTable, sshape, r, refRow, kvh, c.combine, w);
+      const want = hierSelectRef(q, lvs[r], scores, sshape, r, refRow, kvh, c.combine, h, w);
       dropped += want.dropped.length;
+      const first = firstWindowPage(lens[r] - 1, pageSize, w);
+      const sink = w === 0 || lens[r] <= w;
+      if (first > 0) {
+        cut++;
+        assert.ok(want.pages[0] >= first, `${what}: the reference kept a page before the window`);
+      }
       assert.equal(gotCnt[sbase], K, `${what}: count`);
       const got = Array.from(gotSel.subarray(sbase * maxSelected, sbase * maxSelected + K));
       assert.deepEqual(got, want.pages, `${what}: pages`);
       if (K < maxSelected) assert.equal(gotSel[sbase * maxSelected + K], SENTINEL, `${what}: wrote past K`);
-      const exhaustive = topPagesRef(scores, K);
-      if (certifiedRef(want, exhaustive, scores, Math.ceil(lens[r] / pageSize))) {
+      const exhaustive = topPagesRef(scores, K, first, sink);
+      if (certifiedRef(want, exhaustive, scores, Math.ceil(lens[r] / pageSize), sink)) {
         assert.deepEqual(got, exhaustive, `${what}: certified descent differs from exhaustive scoring`);
       }
     }
   }
   assert.ok(dropped > 0, `seed=${c.seed}: the descent dropped no block (the case does not exercise the hierarchy)`);
+  if (w > 0) assert.ok(cut > 0, `seed=${c.seed}: the window cut no row`);
 }
 
 test('hierarchical selection equals exhaustive scoring whenever the margin covers it (property, reference)', () => {
@@ -424,18 +470,22 @@ test('hierarchical selection equals exhaustive scoring whenever the margin cover
     };
     const row: SelectRow = { blockRow: 0, position: len - 1, pagesKept: rng.int(2, 12) };
     const combine = rng.pick(['sum', 'max'] as const);
+    // half the trials in a sliding-window layer: only the window's pages are candidates
+    const w = trial % 2 ? rng.int(4 * pageSize, len + pageSize) : 0;
+    const first = firstWindowPage(len - 1, pageSize, w);
+    const sink = w === 0 || len <= w;
     const lv = seqLevelsRef(digests, s, seqs.blockTable, seqs.maxPagesPerSeq, 0, len, h);
-    const scores = pageScoresRef(q, digests, seqs.blockTable, sshape, 0, row, 0, combine);
-    const K = keptCount(sshape, row);
-    const exhaustive = topPagesRef(scores, K);
-    const d = hierSelectRef(q, lv, scores, sshape, 0, row, 0, combine, h);
-    if (certifiedRef(d, exhaustive, scores, Math.ceil(len / pageSize))) {
+    const scores = pageScoresRef(q, digests, seqs.blockTable, sshape, 0, row, 0, combine, w);
+    const K = keptCount(sshape, row, w);
+    const exhaustive = topPagesRef(scores, K, first, sink);
+    const d = hierSelectRef(q, lv, scores, sshape, 0, row, 0, combine, h, w);
+    if (certifiedRef(d, exhaustive, scores, Math.ceil(len / pageSize), sink)) {
       certified++;
-      assert.deepEqual(d.pages, exhaustive, `trial ${trial}: certified but differs`);
+      assert.deepEqual(d.pages, exhaustive, `trial ${trial}: certified but differs (window ${w})`);
     } else if (d.pages.join() !== exhaustive.join()) differed++;
     // a margin that keeps every block is exhaustive scoring
-    const all = hierSelectRef(q, lv, scores, sshape, 0, row, 0, combine, { ...h, margin: seqs.maxPagesPerSeq });
-    assert.deepEqual(all.pages, exhaustive, `trial ${trial}: full margin differs`);
+    const all = hierSelectRef(q, lv, scores, sshape, 0, row, 0, combine, { ...h, margin: seqs.maxPagesPerSeq }, w);
+    assert.deepEqual(all.pages, exhaustive, `trial ${trial}: full margin differs (window ${w})`);
     // every coarse bound bounds the pages below it
     lv.level1.forEach((a, b) => {
       const bound = boundOf(q, a, sshape, combine);
