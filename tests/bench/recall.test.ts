@@ -4,7 +4,11 @@
  * tokens. With a hierarchy whose levels really drop blocks at this length (the engine's at budget 128: level 1; a
  * tight one, 2 pages per level-1 block, 4 of those per level-2 block, margin 2: both levels), the pages the descent
  * keeps must carry (nearly) the attention mass the exhaustive top-k carries; a selection that ignored the digests
- * (random pages) carries far less, so the floors tell a working hierarchy from a broken one.
+ * (random pages) carries far less. The floors tell a working hierarchy from a broken one, measured on this document
+ * (bench/results/MILLION.md): the engine's hierarchy keeps the exhaustive pages for every head (same 100%, p5 100%);
+ * with its margin dropped to 0 the same measurement gives same 86%, p5 94%, and with the coarse bounds ignored (every
+ * coarse block tied) same 53%, p5 72%; the tight one gives same 84%, p5 97% (margin 0: 66%, 93%; bounds ignored:
+ * 0%, mean 17%).
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
@@ -34,10 +38,10 @@ async function setup(): Promise<{ engine: ModelRunner; doc: number[] }> {
 test('hierarchical selection keeps the attention mass of exhaustive selection on real stories15M keys', async () => {
   const { engine, doc } = await setup();
   for (const [hierarchy, floor] of [
-    [undefined, { mean: 0.99, p5: 0.95, same: 0.8 }],
+    [undefined, { mean: 0.99, p5: 0.99, same: 0.97 }],
     [
       { fan1: 2, fan2: 4, margin: 2 },
-      { mean: 0.97, p5: 0.85, same: 0.5 },
+      { mean: 0.97, p5: 0.95, same: 0.75 },
     ],
   ] as const) {
     const r = await runRecall(engine, doc, { tokens: TOKENS, queries: 8, budgets: [128], hierarchy }, 'stories');
