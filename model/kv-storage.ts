@@ -37,6 +37,17 @@ export function maxSlabsPerPool(maxStorageBuffersPerShaderStage: number): number
   return Math.max(1, Math.floor((maxStorageBuffersPerShaderStage - KV_KERNEL_OTHER_BINDINGS) / 2));
 }
 
+/**
+ * Storage buffers besides the streaming pool's K and V that a kernel reading both binds at most
+ * (streaming_attention: q, fresh k and v, stream table, token rows, positions, fresh starts, out).
+ */
+export const STREAMING_KERNEL_OTHER_BINDINGS = 8;
+
+/** Most slabs one layer's streaming K (or V) pool may span with this many storage buffers per shader stage. */
+export function maxSlabsPerStreamingPool(maxStorageBuffersPerShaderStage: number): number {
+  return Math.max(1, Math.floor((maxStorageBuffersPerShaderStage - STREAMING_KERNEL_OTHER_BINDINGS) / 2));
+}
+
 export interface KvLayer {
   k: Slabs; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs, in slabs
   v: Slabs; // main pool (numPages, pageSize, numRetrievalHeads, headDim / 2) u32 words of packed f16 pairs, in slabs
@@ -151,6 +162,20 @@ export class KvStorage {
           `(maxStorageBuffersPerShaderStage ${gpu.caps.maxStorageBuffersPerShaderStage}, binding limit ` +
           `${this.maxSlabBytes}): at most ${fitPages} pages (${fitPages * pageSize} tokens) fit; lower --kv-cache-mib`,
       );
+    }
+    const maxS = Math.max(...counts.streaming);
+    if (maxS > 0) {
+      const sp = planSlabs(cachePageBytes(pageSize, maxS, config.headDim), this.numStreamingPages, this.maxSlabBytes);
+      const maxSS = maxSlabsPerStreamingPool(gpu.caps.maxStorageBuffersPerShaderStage);
+      if (sp.numSlabs > maxSS) {
+        throw new SiftError(
+          'GPU_LIMIT',
+          `streaming pool of ${this.numStreamingPages} pages spans ${sp.numSlabs} slabs of ${sp.slabBytes} bytes per ` +
+            `layer K/V pool; the streaming kernels bind at most ${maxSS} (maxStorageBuffersPerShaderStage ` +
+            `${gpu.caps.maxStorageBuffersPerShaderStage}): at most ${maxSS * sp.unitsPerSlab} streaming pages fit; ` +
+            'lower --max-seqs',
+        );
+      }
     }
     const empty = (label: string) => Slabs.of(gpu.createBuffer(label, EMPTY_BYTES));
     const pool = (label: string, heads: number, pages: number) =>

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type ModelConfig, parseModelConfig } from '../../checkpoint/config.js';
+import { isSiftError } from '../../config/errors.js';
 import { kvBytesPerToken, streamingBytesPerPage } from '../../kvcache/bytes.js';
 import { chooseHeadPlan } from '../../model/head-plan.js';
-import { KvStorage } from '../../model/kv-storage.js';
+import { KvStorage, maxSlabsPerStreamingPool } from '../../model/kv-storage.js';
 import { testGpu } from '../helpers/gpu.js';
 
 function modelConfig(numLayers: number, numKvHeads: number, headDim: number): ModelConfig {
@@ -58,6 +59,16 @@ test('two pools: buffer shapes per layer and bytes that agree with kvcache/bytes
     assert.equal(kv.layers[0].k.bytes, 16, 'a layer with no retrieval head gets a minimal buffer');
     assert.equal(kv.layers[3].sk.bytes, 16, 'a layer with no streaming head gets a minimal buffer');
     assert.throws(() => new KvStorage(gpu, config, 5, pageSize, { headPlan: plan }), /numStreamingPages/);
+    // the streaming pool in slabs of one page (4 streaming heads in layer 0): as many pages as the streaming kernels
+    // bind slabs fit, one more is refused naming the limit
+    const maxSS = maxSlabsPerStreamingPool(gpu.caps.maxStorageBuffersPerShaderStage);
+    const onePage = pageSize * 4 * 16 * 2;
+    const small = { headPlan: plan, maxSlabBytes: onePage };
+    new KvStorage(gpu, config, 5, pageSize, { ...small, numStreamingPages: maxSS }).destroy();
+    assert.throws(
+      () => new KvStorage(gpu, config, 5, pageSize, { ...small, numStreamingPages: maxSS + 1 }),
+      (e: unknown) => isSiftError(e) && e.code === 'GPU_LIMIT' && e.message.includes(`at most ${maxSS} streaming`),
+    );
     // the budget split leaves room for the streaming pages
     const withRings = KvStorage.pagesFor(gpu, config, pageSize, 1, { headPlan: plan, numStreamingPages: 100 });
     assert.equal(withRings, Math.floor((2 ** 20 - 100 * kv.streamingBytesPerPage) / kv.bytesPerPage));
