@@ -262,41 +262,41 @@ export async function main(argv: string[]): Promise<number> {
                   timing: listDef,
                   ...engineOptionDefs({ streaming: false }),
                 }
-            : suite === 'recall'
-              ? {
-                  ...common,
-                  ...model,
-                  budgets: listDef,
-                  tokens: listDef,
-                  queries: listDef,
-                  hierarchy: listDef,
-                  text: listDef,
-                  stories: listDef,
-                  seed: listDef,
-                  ...engineOptionDefs({ streaming: false }),
-                }
-              : suite === 'quant'
+              : suite === 'recall'
                 ? {
                     ...common,
                     ...model,
-                    formats: listDef,
-                    sequences: listDef,
-                    length: listDef,
-                    steps: listDef,
-                    ...engineOptionDefs({ streaming: false }),
-                  }
-                : {
-                    ...common,
-                    ...model,
                     budgets: listDef,
-                    lengths: listDef,
-                    docs: listDef,
-                    steps: listDef,
+                    tokens: listDef,
+                    queries: listDef,
+                    hierarchy: listDef,
                     text: listDef,
                     stories: listDef,
                     seed: listDef,
                     ...engineOptionDefs({ streaming: false }),
-                  };
+                  }
+                : suite === 'quant'
+                  ? {
+                      ...common,
+                      ...model,
+                      formats: listDef,
+                      sequences: listDef,
+                      length: listDef,
+                      steps: listDef,
+                      ...engineOptionDefs({ streaming: false }),
+                    }
+                  : {
+                      ...common,
+                      ...model,
+                      budgets: listDef,
+                      lengths: listDef,
+                      docs: listDef,
+                      steps: listDef,
+                      text: listDef,
+                      stories: listDef,
+                      seed: listDef,
+                      ...engineOptionDefs({ streaming: false }),
+                    };
   const { values } = parse(rest, defs, `bench ${suite}`);
   if (values.help) {
     process.stdout.write(`${HELP[suite]}\n${suite === 'attention' ? '' : `\n${engineHelp({ streaming: false })}\n`}`);
