@@ -296,8 +296,8 @@ test('hier_select: a sliding-window layer selects among the window pages only, a
     headDim: 16,
     group: 1,
     combine: 'max',
-    hierarchy: { fan1: 4, fan2: 4, margin: 2 },
-    window: 40 * 32,
+    hierarchy: { fan1: 2, fan2: 4, margin: 1 },
+    window: 150 * 32,
     slabs: 3,
   });
 });
