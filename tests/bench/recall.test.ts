@@ -10,6 +10,7 @@
  * coarse block tied) same 53%, p5 72%; the tight one gives same 84%, p5 97% (margin 0: 66%, 93%; bounds ignored:
  * 0%, mean 17%).
  */
+// run-tests: timeout 900
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { sampleStories, storyDocument } from '../../bench/agreement.js';
