@@ -8,6 +8,7 @@
  * (one row per invocation, pair loops). Lambda and mixed masks: prefill_attention_masks.test.ts; the register block
  * 'lanes' takes for large steps: prefill_attention_block.test.ts.
  */
+// run-tests: timeout 900
 import { test } from 'node:test';
 import { runCase } from '../helpers/prefill-attention-case.js';
 
@@ -68,7 +69,6 @@ test('K/V pools split into 3 and 5 slabs of whole pages: dense, block-sparse and
     seqs: [{ ctx: 90, fresh: 40 }],
     window: 50,
     softcap: 3,
-    block: true,
     slabs: 4,
   });
 });
