@@ -231,9 +231,29 @@ export function quantizeInt8(w: Float32Array, rows: number, cols: number): Quant
  * the GPU stores them exactly) and q = clamp(round((w - min) / scale), 0, 15). The range starts at the group's
  * [min, max]; then, as ggml's k-quants do, the scale and min are refit by least squares to the rounded values and the
  * values rounded again, kept only while the group's squared error falls (at most `refits` times). No calibration
- * data: every weight counts the same.
+ * data: every weight counts the same (util/quant-weighted.ts weighs columns by an importance matrix).
  */
 export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: number, refits = 4): QuantizedMatrix {
+  return quantizeQ4Groups(w, rows, cols, group, (x, q) => fitQ4Group(x, q, refits));
+}
+
+/** A q4 group's fit: its scale and min (f16 values) and, written into q, its values in [0, 15]. */
+export interface Q4GroupFit {
+  scale: number;
+  min: number;
+}
+
+/**
+ * Quantizes every group of a (rows, cols) matrix with `fit`, which gets the group's weights x (n) with c0 = its first
+ * column, fills q[0..n) and returns the group's scale and min.
+ */
+export function quantizeQ4Groups(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  group: number,
+  fit: (x: Float32Array, q: Uint8Array, c0: number) => Q4GroupFit,
+): QuantizedMatrix {
   checkShape(w, rows, cols);
   if (!(Number.isInteger(group) && group >= 8 && group % 8 === 0)) {
     throw new RangeError(`q4 group size ${group} must be a positive multiple of 8`);
@@ -241,66 +261,78 @@ export function quantizeQ4(w: Float32Array, rows: number, cols: number, group: n
   const m = allocQuantized('q4', rows, cols, group);
   const gpr = groupsPerRow(cols, group);
   const mins = m.mins as Float32Array;
-  const h = (v: number) => f16ToF32(f32ToF16(v));
   const q = new Uint8Array(group);
-  const qBest = new Uint8Array(group);
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < gpr; g++) {
       const c0 = g * group;
       const n = Math.min(cols, c0 + group) - c0;
-      const x = w.subarray(r * cols + c0, r * cols + c0 + n);
-      let lo = Number.POSITIVE_INFINITY;
-      let hi = Number.NEGATIVE_INFINITY;
-      for (let i = 0; i < n; i++) {
-        lo = Math.min(lo, x[i]);
-        hi = Math.max(hi, x[i]);
-      }
-      let min = h(lo);
-      // Round the scale up where f16 rounding would shrink the range below the group's max.
-      let scale = h((hi - min) / 15);
-      if (scale * 15 + min < hi) scale = h(scale * (1 + 2 ** -10));
-      /** Rounds into q; returns the squared error of (scale, min). */
-      const roundAll = (s: number, mn: number): number => {
-        let e = 0;
-        for (let i = 0; i < n; i++) {
-          const v = s === 0 ? 0 : Math.max(0, Math.min(15, Math.round((x[i] - mn) / s)));
-          q[i] = v;
-          e += (s * v + mn - x[i]) ** 2;
-        }
-        return e;
-      };
-      let best = roundAll(scale, min);
-      qBest.set(q.subarray(0, n));
-      for (let it = 0; it < refits && scale > 0; it++) {
-        // Least squares of x ~ s q + mn over the current q.
-        let sq = 0;
-        let sqq = 0;
-        let sx = 0;
-        let sqx = 0;
-        for (let i = 0; i < n; i++) {
-          sq += qBest[i];
-          sqq += qBest[i] * qBest[i];
-          sx += x[i];
-          sqx += qBest[i] * x[i];
-        }
-        const den = n * sqq - sq * sq;
-        if (den <= 0) break;
-        const s2 = h((n * sqx - sq * sx) / den);
-        const m2 = h((sx - s2 * sq) / n);
-        if (!(s2 > 0)) break;
-        const e = roundAll(s2, m2);
-        if (!(e < best)) break;
-        best = e;
-        scale = s2;
-        min = m2;
-        qBest.set(q.subarray(0, n));
-      }
-      mins[r * gpr + g] = min;
-      m.scales[r * gpr + g] = scale;
-      for (let i = 0; i < n; i++) setQuantValue(m, r, c0 + i, qBest[i]);
+      const f = fit(w.subarray(r * cols + c0, r * cols + c0 + n), q, c0);
+      mins[r * gpr + g] = f.min;
+      m.scales[r * gpr + g] = f.scale;
+      for (let i = 0; i < n; i++) setQuantValue(m, r, c0 + i, q[i]);
     }
   }
   return markScaleF16(m);
+}
+
+/** The nearest f16 value. */
+export const toF16 = (v: number): number => f16ToF32(f32ToF16(v));
+
+/**
+ * The unweighted q4 fit of one group x (n): min/max range, then least-squares refits while the squared error falls
+ * (quantizeQ4). Writes q[0..n).
+ */
+export function fitQ4Group(x: Float32Array, q: Uint8Array, refits = 4): Q4GroupFit {
+  const n = x.length;
+  const h = toF16;
+  const cur = new Uint8Array(n);
+  let lo = Number.POSITIVE_INFINITY;
+  let hi = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < n; i++) {
+    lo = Math.min(lo, x[i]);
+    hi = Math.max(hi, x[i]);
+  }
+  let min = h(lo);
+  // Round the scale up where f16 rounding would shrink the range below the group's max.
+  let scale = h((hi - min) / 15);
+  if (scale * 15 + min < hi) scale = h(scale * (1 + 2 ** -10));
+  /** Rounds into cur; returns the squared error of (scale, min). */
+  const roundAll = (s: number, mn: number): number => {
+    let e = 0;
+    for (let i = 0; i < n; i++) {
+      const v = s === 0 ? 0 : Math.max(0, Math.min(15, Math.round((x[i] - mn) / s)));
+      cur[i] = v;
+      e += (s * v + mn - x[i]) ** 2;
+    }
+    return e;
+  };
+  let best = roundAll(scale, min);
+  q.set(cur);
+  for (let it = 0; it < refits && scale > 0; it++) {
+    // Least squares of x ~ s q + mn over the current q.
+    let sq = 0;
+    let sqq = 0;
+    let sx = 0;
+    let sqx = 0;
+    for (let i = 0; i < n; i++) {
+      sq += q[i];
+      sqq += q[i] * q[i];
+      sx += x[i];
+      sqx += q[i] * x[i];
+    }
+    const den = n * sqq - sq * sq;
+    if (den <= 0) break;
+    const s2 = h((n * sqx - sq * sx) / den);
+    const m2 = h((sx - s2 * sq) / n);
+    if (!(s2 > 0)) break;
+    const e = roundAll(s2, m2);
+    if (!(e < best)) break;
+    best = e;
+    scale = s2;
+    min = m2;
+    q.set(cur);
+  }
+  return { scale, min };
 }
 
 function checkShape(w: Float32Array, rows: number, cols: number): void {
