@@ -143,7 +143,9 @@ ${MODEL_HELP}
   --formats LIST          f32 (the model as stored), bf16, int8, q4g<N> (q4, groups of N, every matrix; suffixes keep
                           matrices at int8: e8 embedding and lm_head, v8 v_proj, d8 down_proj; --quantize q4's
                           default is q4g64v8d8), or .gguf files of the same model
-                          (default f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8)
+                          (default f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8); suffix i (q4g64i,
+                          q4g128i, q4g64v8d8i): calibrated q4 with the importance matrix of --imatrix
+  --imatrix FILE          importance matrix (\`sift imatrix\`) of the calibrated formats
   --sequences N           teacher-forced sequences (default 4)
   --length N              positions per sequence (default 255, capped by the model's context)
   --steps N               decode steps per speed repeat (default 32)
@@ -280,6 +282,7 @@ export async function main(argv: string[]): Promise<number> {
                       ...common,
                       ...model,
                       formats: listDef,
+                      imatrix: listDef,
                       sequences: listDef,
                       length: listDef,
                       steps: listDef,
@@ -390,7 +393,10 @@ export function forwardPlan(dir: string, cfg: EngineConfig, values: Record<strin
 async function quant(values: Record<string, unknown>, progress: Progress): Promise<number> {
   const { dir, label } = await modelDirFor(values, progress.update);
   values['kv-cache-mib'] ??= '64';
-  const cfg = engineConfigFrom(values);
+  // the calibrated formats (suffix i) take --imatrix (or --quantize-imatrix); the reference is never quantized
+  const engine = engineConfigFrom(values);
+  const imatrix = (values.imatrix as string | undefined) || engine.quantizeImatrix || undefined;
+  const cfg = { ...engine, quantizeImatrix: '' };
   const formats = String(values.formats ?? 'f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8')
     .split(',')
     .map((f) => f.trim())
@@ -401,6 +407,7 @@ async function quant(values: Record<string, unknown>, progress: Progress): Promi
   probe.destroy();
   const r = await runQuantBench(dir, cfg, {
     formats,
+    imatrix,
     sequences: intFlag(values.sequences, 'sequences', 4, 1),
     length: intFlag(values.length, 'length', 255, 2),
     steps: intFlag(values.steps, 'steps', 32, 1),

@@ -44,6 +44,11 @@ const COMMANDS: Record<
     summary: 'score streaming vs retrieval heads over a text (attention mass outside sink+local) -> heads.tsv',
     load: () => import('./calibrate.js'),
   },
+  imatrix: {
+    gpu: true,
+    summary: 'importance matrix over a calibration text (mean x^2 of each linear input) for calibrated q4',
+    load: () => import('./imatrix.js'),
+  },
   kv: {
     summary: 'KV-cache bytes per token and per sequence, dense vs streaming heads',
     load: () => import('./kv.js'),

@@ -48,7 +48,7 @@ export const ENGINE_SPEC = {
     default: 'none',
     choices: ['none', 'int8', 'q4'],
     doc:
-      'quantize F32/F16/BF16 weights at load, round to nearest (no calibration): int8 per output channel, or q4 ' +
+      'quantize F32/F16/BF16 weights at load, round to nearest (calibrated q4 with --quantize-imatrix): int8 per output channel, or q4 ' +
       '(4 bits, a scale and min per group of --quantize-group columns); kept quantized on the GPU. GGUF files ' +
       'keep their own quantization',
   },
@@ -66,6 +66,23 @@ export const ENGINE_SPEC = {
       'with --quantize q4: matrices kept at int8, a comma list of embedding (token embedding and lm_head), attn-v ' +
       "(every layer's v_proj), ffn-down (every layer's down_proj), or none; as llama.cpp's Q4_K_M keeps v and down " +
       'wider (on stories15M the default mix agrees with F32 on 92% of greedy tokens, plain q4 on 88-90%)',
+  },
+  quantizeImatrix: {
+    kind: 'string',
+    default: '',
+    defaultText: 'none: round to nearest',
+    doc:
+      "with --quantize q4: an importance matrix written by `sift imatrix` (mean x^2 of every linear layer's input " +
+      "channels over a calibration text); each q4 group's scale and min then minimize the importance-weighted " +
+      "error, as llama.cpp's imatrix (calibrated 4-bit). The file must come from the same model",
+  },
+  quantizeChannelScales: {
+    kind: 'bool',
+    default: true,
+    doc:
+      'with --quantize-imatrix: also search per-input-channel scales (as AWQ) and fold them exactly into the op ' +
+      'before each matrix (the norm before q/k/v and gate/up, v_proj before o_proj, up_proj before down_proj); ' +
+      'false: importance-weighted scales and mins only',
   },
   errorScopeInterval: {
     kind: 'int',

@@ -100,6 +100,30 @@ export type LayerTap = (
   b: { q: Binding; kCache: PoolBinding; blockTable: Binding; tokenSeq: Binding; positions: Binding; T: number },
 ) => void;
 
+/** The linear layers whose input an ActivationTap sees: q/k/v (one input), o_proj, gate/up (one input), down, lm_head. */
+export type ActivationPoint = 'qkv' | 'o' | 'gate-up' | 'down' | 'lm-head';
+
+/**
+ * Extra work encoded where a linear layer's input x (rows, cols) f32 is ready, before the matmul that reads it (the
+ * importance matrix measures it there, model/imatrix.ts). 'lm-head': x is the final norm's output of every token
+ * (layer = numLayers), computed for the tap.
+ */
+export type ActivationTap = (
+  pass: GPUComputePassEncoder,
+  arena: UniformArena,
+  point: ActivationPoint,
+  layer: number,
+  x: Binding,
+  rows: number,
+  cols: number,
+) => void;
+
+/** Taps of a step (either runs it on the prefill path): after each layer's attention, at each linear layer's input. */
+export interface ForwardTaps {
+  layer?: LayerTap;
+  activation?: ActivationTap;
+}
+
 /** Kernel variants: 'cpu' = one invocation per row / lanes (lavapipe's fastest), 'gpu' = workgroup reductions. */
 export interface KernelChoice {
   variant: 'cpu' | 'gpu';
@@ -274,23 +298,27 @@ export class ForwardPass {
   }
 
   /** Runs the batch; resolves with logits (R, vocab) for batch.logitRows (no row sampled). */
-  async forward(batch: ForwardBatch, tap?: LayerTap): Promise<Float32Array> {
+  async forward(batch: ForwardBatch, tap?: LayerTap | ForwardTaps): Promise<Float32Array> {
     const out = await this.step({ ...batch, sampling: undefined }, tap);
     return out.logits;
   }
 
   /** Runs the batch: samples the rows with a spec on the device, returns the logits of the others (and asked). */
-  step(batch: ForwardBatch, tap?: LayerTap): Promise<StepOutputs> {
+  step(batch: ForwardBatch, tap?: LayerTap | ForwardTaps): Promise<StepOutputs> {
     return this.submit(batch, tap, true) as Promise<StepOutputs>;
   }
 
   /** Encodes and submits the batch without reading back (prefill chunks, benchmarks); returns the logit row count. */
-  encode(batch: ForwardBatch, tap?: LayerTap): number {
+  encode(batch: ForwardBatch, tap?: LayerTap | ForwardTaps): number {
     this.submit(batch, tap, false);
     return batch.logitRows.length;
   }
 
-  private submit(batch: ForwardBatch, tap: LayerTap | undefined, readback: boolean): Promise<StepOutputs> | null {
+  private submit(
+    batch: ForwardBatch,
+    tap: LayerTap | ForwardTaps | undefined,
+    readback: boolean,
+  ): Promise<StepOutputs> | null {
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
     const c = this.w.config;
@@ -344,7 +372,7 @@ export class ForwardPass {
     if (graph) {
       g.replay(pass, this.graphs.get(D, reselect));
     } else {
-      this.encodePrefill(pass, a, T, R, D, sample, tap);
+      this.encodePrefill(pass, a, T, R, D, sample, typeof tap === 'function' ? { layer: tap } : (tap ?? {}));
     }
     pass.end();
     let readTokens: (() => Promise<ArrayBuffer>) | null = null;
@@ -568,7 +596,7 @@ export class ForwardPass {
     R: number,
     D: number,
     sample: boolean,
-    tap?: LayerTap,
+    taps: ForwardTaps,
   ): void {
     const c = this.w.config;
     const b = this.b;
@@ -577,6 +605,7 @@ export class ForwardPass {
     const hidden = c.hiddenSize;
     const seq = this.inputs.binding('seq');
     const pos = this.inputs.binding('pos');
+    const act = taps.activation;
     k.embed.encode(pass, a, {
       ids: this.inputs.binding('ids'),
       table: this.w.embed,
@@ -587,6 +616,7 @@ export class ForwardPass {
     for (let li = 0; li < c.numLayers; li++) {
       const L = this.w.layers[li];
       k.norm.encode(pass, a, { x: b.h, weight: L.attnNorm, out: b.xn, rows: T, n: hidden, eps });
+      act?.(pass, a, 'qkv', li, b.xn, T, hidden);
       this.encodeQkv(pass, a, li, b.xn, T);
       this.encodeHeadNorm(pass, a, li, T);
       this.encodeRopeKv(pass, a, li, T, D, seq, pos);
@@ -600,11 +630,26 @@ export class ForwardPass {
         seq,
         pos,
       });
-      tap?.(pass, a, li, { q: b.q, kCache: this.kv.layers[li].k, blockTable: table, tokenSeq: seq, positions: pos, T });
+      const { q } = b;
+      taps.layer?.(pass, a, li, {
+        q,
+        kCache: this.kv.layers[li].k,
+        blockTable: table,
+        tokenSeq: seq,
+        positions: pos,
+        T,
+      });
+      act?.(pass, a, 'o', li, b.attn, T, c.numHeads * c.headDim);
       this.encodeResidual(pass, a, b.attn, L.o, L.attnOutNorm, T);
       k.norm.encode(pass, a, { x: b.h, weight: L.mlpNorm, out: b.xn, rows: T, n: hidden, eps });
+      act?.(pass, a, 'gate-up', li, b.xn, T, hidden);
       k.matmul.encode(pass, a, { x: b.xn, w: L.gateUp, out: b.act, T, glu: this.glu });
+      act?.(pass, a, 'down', li, b.act, T, c.intermediateSize);
       this.encodeResidual(pass, a, b.act, L.down, L.mlpOutNorm, T);
+    }
+    if (act) {
+      k.norm.encode(pass, a, { x: b.h, weight: this.w.finalNorm, out: b.xn, rows: T, n: hidden, eps });
+      act(pass, a, 'lm-head', c.numLayers, b.xn, T, hidden);
     }
     if (R === 0) return; // a prefill chunk whose logits nobody needs
     k.gather.encode(pass, a, {

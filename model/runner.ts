@@ -35,7 +35,9 @@ import type {
 import { ForwardPass, type KernelChoice } from './forward.js';
 import { assertGpuForward } from './gpu-support.js';
 import { loadHeadPlan } from './head-plan.js';
+import { imatrixForCheckpoint } from './imatrix.js';
 import { KvStorage } from './kv-storage.js';
+import { foldChannelScales, searchChannelScales } from './quant-scales.js';
 import {
   destroyModel,
   INT8_ROLES,
@@ -144,7 +146,8 @@ export class ModelRunner implements ModelExecutor {
       const numStreamingPages = streaming
         ? streamingPagesPerSequence(attention.sink, attention.local, cfg.pageSize) * cfg.maxSeqs
         : 0;
-      const weights = uploadModel(gpu, ckpt, { onProgress: opts.onProgress, headPlan, quantize: quantizeOption(cfg) });
+      const { quantize, source } = withImatrix(quantizeOption(cfg), cfg, ckpt);
+      const weights = uploadModel(gpu, source, { onProgress: opts.onProgress, headPlan, quantize });
       const maxPagesPerSeq = Math.ceil(maxContext / cfg.pageSize);
       const kvOpts = {
         headPlan,
@@ -434,4 +437,35 @@ export function quantizeOption(
     }
   }
   return { format: 'q4', group: cfg.quantizeGroup, int8: int8 as Int8Role[] };
+}
+
+/**
+ * The q4 option with the importance matrix of --quantize-imatrix FILE read and checked against the checkpoint's
+ * matrices (INVALID_ARGUMENT naming the file and the tensor at fault), and the checkpoint to upload: with
+ * quantizeChannelScales, a view with per-input-channel scales folded in (model/quant-scales.ts). Unchanged when no
+ * file is given.
+ */
+export function withImatrix(
+  option: QuantizeOption | undefined,
+  cfg: Pick<EngineConfig, 'quantizeImatrix' | 'quantizeChannelScales'>,
+  ckpt: Checkpoint,
+): { quantize: QuantizeOption | undefined; source: Checkpoint } {
+  const file = cfg.quantizeImatrix;
+  if (!file) return { quantize: option, source: ckpt };
+  if (option?.format !== 'q4') {
+    throw new SiftError('INVALID_ARGUMENT', `quantizeImatrix (${file}) needs --quantize q4 (it calibrates q4 groups)`, {
+      param: 'quantizeImatrix',
+    });
+  }
+  const importance = imatrixForCheckpoint(file, ckpt);
+  if (!cfg.quantizeChannelScales) return { quantize: { ...option, importance }, source: ckpt };
+  const c = ckpt.config;
+  const int8 = new Set<string>();
+  for (let li = 0; li < c.numLayers; li++) {
+    if (option.int8?.includes('attn-v')) int8.add(`model.layers.${li}.self_attn.v_proj.weight`);
+    if (option.int8?.includes('ffn-down')) int8.add(`model.layers.${li}.mlp.down_proj.weight`);
+  }
+  const scales = searchChannelScales(ckpt, { group: option.group, importance, int8 });
+  const folded = foldChannelScales(ckpt, scales, importance);
+  return { quantize: { ...option, importance: folded.importance }, source: folded.ckpt };
 }

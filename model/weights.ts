@@ -30,6 +30,7 @@ import {
   quantizeInt8,
   quantizeQ4,
 } from '../util/quant.js';
+import { quantizeQ4Weighted } from '../util/quant-weighted.js';
 import {
   headPermutation,
   isIdentityPermutation,
@@ -50,6 +51,12 @@ export type QuantizeOption =
        * lm_head, `attn-v` = every layer's v_proj, `ffn-down` = every layer's down_proj.
        */
       int8?: readonly Int8Role[];
+      /**
+       * Calibrated q4 (`--quantize-imatrix`, model/imatrix.ts): tensor name -> (cols) mean x^2 of its input channels;
+       * each q4 matrix named here is quantized weighted by it (util/quant-weighted.ts). The token embedding of an
+       * untied model is a lookup, not a matmul: it has no entry and stays round to nearest.
+       */
+      importance?: ReadonlyMap<string, Float32Array>;
     };
 
 /** Roles of the matrices a q4 upload may keep at int8 (QuantizeOption.int8). */
@@ -171,6 +178,19 @@ function toF32(h: HostMatrix): HostMatrix {
   return { kind: 'raw', data, rows: hostRows(h), cols: hostCols(h), dtype: 'f32' };
 }
 
+/** A matrix's importances (INVALID_ARGUMENT naming the tensor when the map lacks it or its width differs). */
+function importanceOf(m: ReadonlyMap<string, Float32Array>, name: string, cols: number): Float32Array {
+  const v = m.get(name);
+  if (!v || v.length !== cols) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `importance matrix: tensor ${name} ${v ? `has ${v.length} values for ${cols} columns` : 'has no entry'}`,
+      { param: 'quantizeImatrix' },
+    );
+  }
+  return v;
+}
+
 export function uploadModel(
   gpu: Gpu,
   ckpt: Checkpoint,
@@ -229,7 +249,9 @@ export function uploadModel(
       q =
         o.format === 'int8' || (role !== null && o.int8?.includes(role))
           ? quantizeInt8(f, rows, cols)
-          : quantizeQ4(f, rows, cols, o.group);
+          : o.importance && (name !== ckpt.embeddingName || name === ckpt.lmHeadName)
+            ? quantizeQ4Weighted(f, rows, cols, o.group, importanceOf(o.importance, name, cols))
+            : quantizeQ4(f, rows, cols, o.group);
     }
     if (q) return { kind: 'quant', m: perm ? permuteQuantizedTensor(name, q, perm) : q };
     if (dtype === 'q8' || dtype === 'q4') throw new SiftError('INTERNAL', `tensor ${name}: ${dtype} not read`);

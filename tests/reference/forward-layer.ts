@@ -267,12 +267,31 @@ export function embedRow(w: ReferenceWeights, token: number): Float64Array {
   return x;
 }
 
+/**
+ * Sees the input x of a linear layer (an importance matrix's statistic, model/imatrix.ts): 'qkv' the attention norm's
+ * output, 'o' the attention output, 'gate-up' the MLP norm's output, 'down' the gated activation, 'lm-head' the final
+ * norm's output (layer = numLayers).
+ */
+export type LinearInputHook = (
+  point: 'qkv' | 'o' | 'gate-up' | 'down' | 'lm-head',
+  layer: number,
+  x: Float64Array,
+) => void;
+
 /** q, k (roped) and v of one position of layer li: q (heads*headDim), k, v (kvHeads*headDim). */
-export function qkv(w: ReferenceWeights, li: number, x: Float64Array, pos: number, kvF16 = false) {
+export function qkv(
+  w: ReferenceWeights,
+  li: number,
+  x: Float64Array,
+  pos: number,
+  kvF16 = false,
+  onInput?: LinearInputHook,
+) {
   const c = w.config;
   const l = w.layers[li];
   const rope = w.layerRope[li];
   const h = norm(c, x, l.inputNorm);
+  onInput?.('qkv', li, h);
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   const q = matvec(l.q, h, qDim, c.hiddenSize, l.qBias);
@@ -299,26 +318,42 @@ export function qkv(w: ReferenceWeights, li: number, x: Float64Array, pos: numbe
  * x += down(silu(gate(h)) * up(h)) with h = RMSNorm(x) * w_post. Gemma (sandwich norms):
  * x += postNorm(o_proj(attn)); x += postFfnNorm(down(gelu_tanh(gate(h)) * up(h))) with h = preFfnNorm(x).
  */
-export function attnOutAndMlp(w: ReferenceWeights, li: number, x: Float64Array, attn: Float64Array): void {
+export function attnOutAndMlp(
+  w: ReferenceWeights,
+  li: number,
+  x: Float64Array,
+  attn: Float64Array,
+  onInput?: LinearInputHook,
+): void {
   const c = w.config;
   const l = w.layers[li];
+  onInput?.('o', li, attn);
   let o = matvec(l.o, attn, c.hiddenSize, c.numHeads * c.headDim);
   if (c.sandwichNorms) o = norm(c, o, l.postNorm);
   for (let i = 0; i < x.length; i++) x[i] += o[i];
   const h = norm(c, x, c.sandwichNorms ? (l.preFfnNorm as Float32Array) : l.postNorm);
+  onInput?.('gate-up', li, h);
   const g = matvec(l.gate, h, c.intermediateSize, c.hiddenSize);
   const u = matvec(l.up, h, c.intermediateSize, c.hiddenSize);
   const gelu = c.hiddenActivation === 'gelu_tanh';
   for (let i = 0; i < g.length; i++) g[i] = (gelu ? geluTanh(g[i]) : g[i] / (1 + Math.exp(-g[i]))) * u[i];
+  onInput?.('down', li, g);
   let d = matvec(l.down, g, c.hiddenSize, c.intermediateSize);
   if (c.sandwichNorms) d = norm(c, d, l.postFfnNorm as Float32Array);
   for (let i = 0; i < x.length; i++) x[i] += d[i];
 }
 
 /** Row `row` of out (R, vocab): lm_head(finalNorm(x)), soft-capped (Gemma 2). */
-export function logitsInto(w: ReferenceWeights, x: Float64Array, out: Float32Array, row: number): void {
+export function logitsInto(
+  w: ReferenceWeights,
+  x: Float64Array,
+  out: Float32Array,
+  row: number,
+  onInput?: LinearInputHook,
+): void {
   const c = w.config;
   const h = norm(c, x, w.finalNorm);
+  onInput?.('lm-head', c.numLayers, h);
   const lg = matvec(w.lmHead, h, c.vocabSize, c.hiddenSize);
   const cap = c.finalLogitSoftcap ?? 0;
   if (cap > 0) for (let i = 0; i < lg.length; i++) lg[i] = softcapRef(lg[i], cap);

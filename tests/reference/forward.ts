@@ -28,6 +28,7 @@ import {
   attnOutAndMlp,
   attnScore,
   embedRow,
+  type LinearInputHook,
   loadReferenceWeights,
   logitsInto,
   qkv,
@@ -64,6 +65,8 @@ export interface ReferenceOptions {
    * and p (T; zero where masked). For checks of attention statistics (calibration's outside-window mass).
    */
   onAttention?: (layer: number, head: number, t: number, p: Float64Array) => void;
+  /** Called by referenceForward with every linear layer's input x of every token (the importance matrix's checks). */
+  onLinearInput?: LinearInputHook;
 }
 
 // ---- whole sequence ------------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ export function referenceForward(
   for (let li = 0; li < c.numLayers; li++) {
     const streamingHeads = new Set(opts.streaming?.heads[li] ?? []);
     const window = c.layerWindows[li];
-    const proj = xs.map((x, t) => qkv(w, li, x, t, opts.kvF16)); // T x {q, k, v}
+    const proj = xs.map((x, t) => qkv(w, li, x, t, opts.kvF16, opts.onLinearInput)); // T x {q, k, v}
     const attn = xs.map(() => new Float64Array(c.numHeads * d)); // T x (heads*headDim)
     const scores = new Float64Array(T); // (T) one query row
     for (let j = 0; j < c.numHeads; j++) {
@@ -124,10 +127,10 @@ export function referenceForward(
         }
       }
     }
-    for (let t = 0; t < T; t++) attnOutAndMlp(w, li, xs[t], attn[t]);
+    for (let t = 0; t < T; t++) attnOutAndMlp(w, li, xs[t], attn[t], opts.onLinearInput);
   }
   const logits = new Float32Array(T * c.vocabSize);
-  for (let t = 0; t < T; t++) logitsInto(w, xs[t], logits, t);
+  for (let t = 0; t < T; t++) logitsInto(w, xs[t], logits, t, opts.onLinearInput);
   return logits;
 }
 

@@ -1,0 +1,162 @@
+/**
+ * `sift imatrix --model M --text FILE --out FILE [--max-tokens N --window N --chunk N]`: runs the model densely over
+ * a calibration text and writes its importance matrix (model/imatrix.ts: mean x^2 of every linear layer's input
+ * channels), which `--quantize q4 --quantize-imatrix FILE` uses to calibrate each q4 group's scale and min.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadModelConfig } from '../checkpoint/config.js';
+import { DEFAULT_MODEL } from '../checkpoint/models.js';
+import { resolveModel } from '../checkpoint/pull.js';
+import { attentionConfig } from '../config/attention.js';
+import { engineConfig } from '../config/engine.js';
+import { SiftError } from '../config/errors.js';
+import { intFlag } from '../config/flags.js';
+import { collectImatrix, type Imatrix, writeImatrix } from '../model/imatrix.js';
+import { KvStorage } from '../model/kv-storage.js';
+import { ModelRunner } from '../model/runner.js';
+import type { Gpu } from '../shaders/runtime.js';
+import { loadText } from '../text/text.js';
+import { parse, progressLine } from './common.js';
+
+const HELP = `usage: sift imatrix [--model NAME|DIR] --text FILE --out FILE [options]
+
+Runs the model over a calibration text and writes its importance matrix: for every linear layer (q/k/v, o, gate/up,
+down, lm_head) the mean of x^2 at each input channel of the activations entering it, as llama.cpp's imatrix. With
+\`--quantize q4 --quantize-imatrix FILE\` (serve, generate, bench) each q4 group's scale and min then minimize the
+error weighted by it (calibrated 4-bit; without a file q4 is round to nearest).
+
+  --model NAME|DIR   a known model name (default ${DEFAULT_MODEL}) or an HF directory
+  --text FILE        calibration text (UTF-8); paragraphs (blocks separated by a blank line) run as separate
+                     documents, each from BOS, long ones in windows of the model's context. Use text other than what
+                     you evaluate on (sift ships bench/calibration/stories.txt, written for TinyStories models)
+  --out FILE         where to write the matrix (a safetensors file: one f32 vector per weight matrix)
+  --max-tokens N     use at most N tokens of the text (default all)
+  --window N         tokens per window (default and maximum: the model's context length)
+  --chunk N          tokens per forward chunk (default 64)`;
+
+/** The text's paragraphs (blocks between blank lines), trimmed, empty ones dropped. */
+export function paragraphs(text: string): string[] {
+  return text
+    .split(/\r?\n\s*\r?\n/)
+    .map((p) => p.replace(/\s+/g, ' ').trim())
+    .filter((p) => p.length > 0);
+}
+
+export interface ImatrixRun {
+  /** Model directory (HF layout). */
+  dir: string;
+  /** Token ids of each document (each a fresh sequence from BOS). */
+  docs: number[][];
+  out: string;
+  windowTokens?: number;
+  chunkTokens?: number;
+  /** Says where the text came from (file metadata). */
+  source: string;
+  gpu?: Gpu;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Collects the model's importance matrix over the documents and writes it atomically. */
+export async function imatrixToFile(r: ImatrixRun): Promise<Imatrix> {
+  const c = loadModelConfig(r.dir);
+  const ctx = c.maxPositionEmbeddings;
+  const win = r.windowTokens ?? ctx;
+  if (win > ctx) {
+    throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
+  }
+  const ckpt = openCheckpoint(r.dir);
+  const lmHeadName = ckpt.lmHeadName;
+  ckpt.close();
+  const pageSize = 16;
+  const cfg = engineConfig({
+    flags: {
+      maxBatchTokens: r.chunkTokens ?? 64,
+      maxSeqs: 1,
+      pageSize,
+      maxContext: win,
+      kvCacheMib: Math.max(1, Math.ceil((KvStorage.bytesPerTokenOf(c) * (win + pageSize)) / 2 ** 20) + 1),
+    },
+  });
+  const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
+  const engine = await ModelRunner.load(r.dir, cfg, { gpu: r.gpu, attention });
+  try {
+    const m = await collectImatrix(engine, r.docs, { windowTokens: win, lmHeadName, onProgress: r.onProgress });
+    writeImatrix(r.out, m, {
+      model: path.basename(path.resolve(r.dir)),
+      text: r.source,
+      documents: String(r.docs.length),
+      window: String(win),
+      statistic: 'mean of x^2 per input channel of each linear layer',
+    });
+    return m;
+  } finally {
+    engine.destroy();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parse(
+    argv,
+    {
+      model: { type: 'string' },
+      text: { type: 'string' },
+      out: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      window: { type: 'string' },
+      chunk: { type: 'string' },
+    },
+    'imatrix',
+  );
+  if (values.help) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  if (!values.text || !values.out) {
+    process.stderr.write(`sift imatrix: --text and --out are required\n\n${HELP}\n`);
+    return 2;
+  }
+  const windowTokens = values.window === undefined ? undefined : intFlag(values.window, 'window', 0, 1);
+  const chunkTokens = values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1);
+  const maxTokens =
+    values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
+  const progress = progressLine();
+  const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
+    autoPull: true,
+    onProgress: (p) => progress.update(p.message),
+  });
+  progress.done();
+  const file = String(values.text);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new SiftError('INVALID_ARGUMENT', `cannot read --text ${file}: ${(e as Error).message}`, { param: 'text' });
+  }
+  const tok = loadText(dir);
+  const docs: number[][] = [];
+  let left = maxTokens;
+  for (const p of paragraphs(text)) {
+    if (left <= 0) break;
+    const ids = (await tok.encodePrompt(p)).slice(0, left);
+    docs.push(ids);
+    left -= ids.length;
+  }
+  if (docs.length === 0) {
+    throw new SiftError('INVALID_ARGUMENT', `--text ${file} holds no text to calibrate on`, { param: 'text' });
+  }
+  const m = await imatrixToFile({
+    dir,
+    docs,
+    out: String(values.out),
+    windowTokens,
+    chunkTokens,
+    source: path.basename(file),
+    onProgress: (d, t) => progress.update(`imatrix: ${d}/${t} tokens`),
+  });
+  progress.done(
+    `sift imatrix: wrote ${m.values.size} matrices' importances (${m.tokens} tokens, ${docs.length} documents) to ${values.out}`,
+  );
+  return 0;
+}
