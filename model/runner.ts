@@ -442,7 +442,7 @@ export function quantizeOption(
 /**
  * The q4 option with the importance matrix of --quantize-imatrix FILE read and checked against the checkpoint's
  * matrices (INVALID_ARGUMENT naming the file and the tensor at fault), and the checkpoint to upload: with
- * quantizeChannelScales, a view with per-input-channel scales folded in (model/quant-scales.ts). Unchanged when no
+ * quantizeChannelScales (off by default), a view with per-input-channel scales folded in (model/quant-scales.ts). Unchanged when no
  * file is given.
  */
 export function withImatrix(

@@ -1,6 +1,6 @@
 /**
  * The README's examples work as written on the default model. Every `node bin/sift.js` line of a ```sh block runs,
- * in order, from a scratch folder that holds a story.txt (the calibrate example reads it), through bin/sift.js as a
+ * in order, from a scratch folder that holds a story.txt (the calibrate and imatrix examples read it), through bin/sift.js as a
  * user runs it. Two cannot run as written inside a test, and run in a bounded form:
  *   - `serve` listens until stopped: it runs with `--port 0` added (8000 may be taken), answers the Quick start's curl
  *     body and GET /v1/models, then gets SIGTERM and must exit 0;
@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { OTHER_ENV } from '../../config/env.js';
+import { readImatrix } from '../../model/imatrix.js';
 import { linesOf } from './run.js';
 
 const README = fs.readFileSync(path.resolve('README.md'), 'utf8');
@@ -139,6 +140,10 @@ function checkExample(args: string[], r: Run): void {
     const rows = linesOf(fs.readFileSync(path.join(cwd, out), 'utf8')).filter((l) => !l.startsWith('#'));
     assert.equal(rows.length, 6, `${out}: one line per layer`);
     for (const row of rows) assert.equal(row.split('\t').length, 6, `${out}: one score per KV head`);
+  } else if (args[0] === 'imatrix') {
+    const m = readImatrix(path.join(cwd, args[args.indexOf('--out') + 1]));
+    assert.equal(m.values.size, 6 * 7 + 1, `${what}: one entry per matrix of stories15M`);
+    assert.ok(m.tokens > 100, `${what}: ${m.tokens} tokens`);
   } else if (args[0] === 'kv') {
     assert.match(r.stdout, /bytes per token/);
   }

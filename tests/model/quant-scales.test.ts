@@ -3,7 +3,7 @@
  * computes the same logits as the original in the reference forward pass (random scales at every point; GQA, q/k/v
  * biases, Gemma's (1 + w) norms and sandwich norms); the search keeps a point unscaled unless scaling lowers its
  * weighted error; and a --quantize q4 --quantize-imatrix load on the GPU equals the reference over the folded,
- * importance-weighted q4 weights it should hold.
+ * importance-weighted q4 weights it should hold (with and without the scales).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -119,36 +119,49 @@ test("the scale search keeps alpha on its grid and never raises a point's weight
   ckpt.close();
 });
 
-test('--quantize q4 --quantize-imatrix on the GPU equals the reference over the folded, weighted q4 weights', async () => {
-  const gpu = await testGpu();
-  const name = 'qwen2-f32-gqa-yarn';
-  const dir = synthetic(name);
-  const ckpt = openCheckpoint(dir);
-  const rng = new Rng(8);
-  const file = path.join(root, 'yarn.imatrix');
-  await imatrixToFile({
-    dir,
-    docs: [Array.from({ length: 48 }, () => rng.int(0, ckpt.config.vocabSize - 1))],
-    out: file,
-    source: 'random',
-    gpu,
-  });
-  ckpt.close();
-  const engine = { quantize: 'q4', quantizeGroup: 16, quantizeInt8: 'none', quantizeImatrix: file };
-  const cfg = engineConfig({ flags: engine });
-  const decoded = (opened: Checkpoint): Checkpoint => {
-    const { quantize, source } = withImatrix(quantizeOption(cfg), cfg, opened);
-    const importance = (quantize as { importance: ReadonlyMap<string, Float32Array> }).importance;
-    const view: Checkpoint = Object.create(source);
-    view.readF32 = (n: string) => {
-      const f = source.readF32(n);
-      const shape = source.info(n).shape;
-      if (shape.length !== 2) return f;
-      const [r, c] = shape;
-      const a = importance.get(n);
-      return dequantize(a ? quantizeQ4Weighted(f, r, c, 16, a) : quantizeQ4(f, r, c, 16));
+for (const channelScales of [false, true]) {
+  test(`--quantize q4 --quantize-imatrix${channelScales ? ' --quantize-channel-scales' : ''} on the GPU equals the reference over the${channelScales ? ' folded,' : ''} weighted q4 weights`, async () => {
+    const gpu = await testGpu();
+    const name = 'qwen2-f32-gqa-yarn';
+    const dir = synthetic(name);
+    const ckpt = openCheckpoint(dir);
+    const rng = new Rng(8);
+    const file = path.join(root, `yarn-${channelScales}.imatrix`);
+    await imatrixToFile({
+      dir,
+      docs: [Array.from({ length: 48 }, () => rng.int(0, ckpt.config.vocabSize - 1))],
+      out: file,
+      source: 'random',
+      gpu,
+    });
+    ckpt.close();
+    const engine = {
+      quantize: 'q4',
+      quantizeGroup: 16,
+      quantizeInt8: 'none',
+      quantizeImatrix: file,
+      quantizeChannelScales: channelScales,
     };
-    return view;
-  };
-  await checkForward(dir, { what: `${name} calibrated q4`, seed: 5, engine, reference: decoded });
-});
+    const cfg = engineConfig({ flags: engine });
+    const decoded = (opened: Checkpoint): Checkpoint => {
+      const { quantize, source } = withImatrix(quantizeOption(cfg), cfg, opened);
+      const importance = (quantize as { importance: ReadonlyMap<string, Float32Array> }).importance;
+      const view: Checkpoint = Object.create(source);
+      view.readF32 = (n: string) => {
+        const f = source.readF32(n);
+        const shape = source.info(n).shape;
+        if (shape.length !== 2) return f;
+        const [r, c] = shape;
+        const a = importance.get(n);
+        return dequantize(a ? quantizeQ4Weighted(f, r, c, 16, a) : quantizeQ4(f, r, c, 16));
+      };
+      return view;
+    };
+    await checkForward(dir, {
+      what: `${name} calibrated q4${channelScales ? ' + scales' : ''}`,
+      seed: 5,
+      engine,
+      reference: decoded,
+    });
+  });
+}
