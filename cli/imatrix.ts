@@ -156,7 +156,7 @@ export async function main(argv: string[]): Promise<number> {
     onProgress: (d, t) => progress.update(`imatrix: ${d}/${t} tokens`),
   });
   progress.done(
-    `sift imatrix: wrote ${m.values.size} matrices' importances (${m.tokens} tokens, ${docs.length} documents) to ${values.out}`,
+    `sift imatrix: wrote ${m.values.size} matrices' importances (${m.tokens} tokens, ${docs.length} document${docs.length === 1 ? '' : 's'}) to ${values.out}`,
   );
   return 0;
 }

@@ -143,7 +143,7 @@ function checkExample(args: string[], r: Run): void {
   } else if (args[0] === 'imatrix') {
     const m = readImatrix(path.join(cwd, args[args.indexOf('--out') + 1]));
     assert.equal(m.values.size, 6 * 7 + 1, `${what}: one entry per matrix of stories15M`);
-    assert.ok(m.tokens > 100, `${what}: ${m.tokens} tokens`);
+    assert.ok(m.tokens > 50, `${what}: ${m.tokens} tokens`);
   } else if (args[0] === 'kv') {
     assert.match(r.stdout, /bytes per token/);
   }
