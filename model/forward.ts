@@ -13,7 +13,8 @@
  *   attention and MLP), then logits = rmsnorm(h) @ Wlm_head [-> Gemma 2's logit soft-cap] and the sampler. The dispatches are captured once per batch size (model/
  *   decode-graph.ts) and replayed: a step writes its inputs (one writeBuffer, plus the block table's changed span),
  *   replays, copies the sampled token ids (4 bytes a sequence) back, and creates nothing.
- * - prefill (any step with prompt tokens, or a layer tap): per layer rmsnorm -> qkv [-> q/k head norm]
+ * - prefill (any step with prompt tokens, or a tap: calibration's after each layer's attention, the importance
+ *   matrix's at each linear layer's input): per layer rmsnorm -> qkv [-> q/k head norm]
  *   -> rope_kv_write -> attention (digests of the prefill tokens' pages and key blocks, tiled prefill attention,
  *   dense or block-sparse, sparse decode for decode rows) -> o (+= h) -> rmsnorm -> gate_up (swiglu) -> down (+= h);
  *   then the logit rows gathered, lm_head with the final norm folded in, the sampler. From 64 tokens on the matmuls
