@@ -134,6 +134,7 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['attention_mass', { HD: 64, LANES: 8 }],
   ['block_digest', { HW: 32 }],
   ['block_select', { HD: 64, MAXKB: 256 }],
+  ['column_sumsq', {}],
   ['digest_levels', { HW: 32 }],
   ['digest_levels', { HW: 32, SLABS_digests: 2, SLAB_BYTES_digests: 4096, SLABS_levels: 3, SLAB_BYTES_levels: 512 }],
   ['embedding', { F32: true }],
