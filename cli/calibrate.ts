@@ -3,11 +3,10 @@
  * scores every (layer, KV head) by the mean share of its attention mass outside sink + local over the text
  * (model/calibration.ts) and writes the head-pattern TSV that model/head-plan.ts reads (higher = retrieval).
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
-import { resolveModel } from '../checkpoint/pull.js';
 import { attentionConfig } from '../config/attention.js';
 import { engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
@@ -21,7 +20,7 @@ import {
   DEFAULT_SINK_TOKENS as DEFAULT_STREAMING_SINK,
 } from '../shaders/streaming_attention.js';
 import { loadText } from '../text/text.js';
-import { parse, progressLine } from './common.js';
+import { modelAndText, parse, progressLine } from './common.js';
 
 /** Windows at least this long get LServe's sink 128 + local 256; smaller ones a window scaled to them. */
 const WIDE_WINDOW = 4 * (DEFAULT_STREAMING_SINK + DEFAULT_STREAMING_LOCAL);
@@ -163,19 +162,9 @@ export async function main(argv: string[]): Promise<number> {
   const chunkTokens = values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1);
   const maxTokens =
     values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
-  const progress = progressLine();
-  const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
-    autoPull: true,
-    onProgress: (p) => progress.update(p.message),
-  });
-  progress.done();
   const file = String(values.text);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new SiftError('INVALID_ARGUMENT', `cannot read --text ${file}: ${(e as Error).message}`, { param: 'text' });
-  }
+  const progress = progressLine();
+  const { dir, text } = await modelAndText(values.model as string | undefined, file, progress);
   const ids = (await loadText(dir).encodePrompt(text)).slice(0, maxTokens);
   // everything that needs no model is checked before it loads (~7 s on the default model)
   const ctx = loadModelConfig(dir).maxPositionEmbeddings;

@@ -1,6 +1,8 @@
 /** Shared pieces of the CLI commands: engine options from ENGINE_SPEC, config file loading, help text. */
 import { readFileSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { DEFAULT_MODEL } from '../checkpoint/models.js';
+import { resolveModel } from '../checkpoint/pull.js';
 import { ATTENTION_SPEC, type AttentionConfig, attentionConfig } from '../config/attention.js';
 import { ENGINE_SPEC, type EngineConfig, engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
@@ -210,4 +212,25 @@ export function progressLine(): { update: (s: string) => void; done: (s?: string
       if (s) process.stderr.write(`${s}\n`);
     },
   };
+}
+
+/**
+ * The inputs of the commands that run a model over a text (calibrate, imatrix): --model's folder (a known name is
+ * pulled, showing its progress on `progress`) and the UTF-8 contents of --text; an unreadable file is a clear error naming it.
+ */
+export async function modelAndText(
+  model: string | undefined,
+  file: string,
+  progress: ReturnType<typeof progressLine>,
+): Promise<{ dir: string; text: string }> {
+  const dir = await resolveModel(model ?? DEFAULT_MODEL, {
+    autoPull: true,
+    onProgress: (p) => progress.update(p.message),
+  });
+  progress.done();
+  try {
+    return { dir, text: readFileSync(file, 'utf8') };
+  } catch (e) {
+    throw new SiftError('INVALID_ARGUMENT', `cannot read --text ${file}: ${(e as Error).message}`, { param: 'text' });
+  }
 }

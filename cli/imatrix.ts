@@ -1,14 +1,7 @@
-/**
- * `sift imatrix --model M --text FILE --out FILE [--max-tokens N --window N --chunk N]`: runs the model densely over
- * a calibration text and writes its importance matrix (model/imatrix.ts: mean x^2 of every linear layer's input
- * channels), which `--quantize q4 --quantize-imatrix FILE` uses to calibrate each q4 group's scale and min.
- */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
-import { resolveModel } from '../checkpoint/pull.js';
 import { attentionConfig } from '../config/attention.js';
 import { engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
@@ -18,7 +11,7 @@ import { KvStorage } from '../model/kv-storage.js';
 import { ModelRunner } from '../model/runner.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { loadText } from '../text/text.js';
-import { parse, progressLine } from './common.js';
+import { modelAndText, parse, progressLine } from './common.js';
 
 const HELP = `usage: sift imatrix [--model NAME|DIR] --text FILE --out FILE [options]
 
@@ -121,19 +114,9 @@ export async function main(argv: string[]): Promise<number> {
   const chunkTokens = values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1);
   const maxTokens =
     values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
-  const progress = progressLine();
-  const dir = await resolveModel((values.model as string | undefined) ?? DEFAULT_MODEL, {
-    autoPull: true,
-    onProgress: (p) => progress.update(p.message),
-  });
-  progress.done();
   const file = String(values.text);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new SiftError('INVALID_ARGUMENT', `cannot read --text ${file}: ${(e as Error).message}`, { param: 'text' });
-  }
+  const progress = progressLine();
+  const { dir, text } = await modelAndText(values.model as string | undefined, file, progress);
   const tok = loadText(dir);
   const docs: number[][] = [];
   let left = maxTokens;
