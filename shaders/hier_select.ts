@@ -21,10 +21,10 @@
  */
 import { SiftError } from '../config/errors.js';
 import { hierarchyRows } from './digest_levels.js';
-import { check, headRange, requireBytes, requireInts } from './lib/checks.js';
+import { headRange, requireBytes, requireInts } from './lib/checks.js';
 import { defineParams } from './lib/params.js';
 import { type PoolBinding, slabDefines } from './lib/slabs.js';
-import type { GqaCombine } from './page_select.js';
+import { type GqaCombine, requireSelectShape } from './page_select.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
@@ -154,23 +154,7 @@ export class HierSelectKernel {
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: HierSelectArgs): void {
     const K = 'hier_select';
     const h = this.hierarchy;
-    requireInts(
-      K,
-      {
-        numSelect: a.numSelect,
-        numHeads: a.numHeads,
-        numKvHeads: a.numKvHeads,
-        headDim: a.headDim,
-        pageSize: a.pageSize,
-        logicalPageSize: a.logicalPageSize,
-        maxPagesPerSeq: a.maxPagesPerSeq,
-        maxSelected: a.maxSelected,
-      },
-      { numHeads: 1, numKvHeads: 1, headDim: 2, pageSize: 1, logicalPageSize: 1, maxPagesPerSeq: 1, maxSelected: 2 },
-    );
-    check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 digest pairs)`);
-    check(K, a.numHeads % a.numKvHeads === 0, `numHeads ${a.numHeads} not a multiple of numKvHeads ${a.numKvHeads}`);
-    check(K, a.pageSize % a.logicalPageSize === 0, `logicalPageSize must divide pageSize ${a.pageSize}`);
+    requireSelectShape(K, a);
     const window = a.window ?? 0;
     requireInts(K, { window });
     if (a.numSelect === 0 && !a.indirect) return;

@@ -130,27 +130,7 @@ export class PageSelectKernel {
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: PageSelectArgs): void {
     const K = 'page_select';
-    requireInts(
-      K,
-      {
-        numSelect: a.numSelect,
-        numHeads: a.numHeads,
-        numKvHeads: a.numKvHeads,
-        headDim: a.headDim,
-        pageSize: a.pageSize,
-        logicalPageSize: a.logicalPageSize,
-        maxPagesPerSeq: a.maxPagesPerSeq,
-        maxSelected: a.maxSelected,
-      },
-      { numHeads: 1, numKvHeads: 1, headDim: 2, pageSize: 1, logicalPageSize: 1, maxPagesPerSeq: 1, maxSelected: 2 },
-    );
-    check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 digest pairs)`);
-    check(K, a.numHeads % a.numKvHeads === 0, `numHeads ${a.numHeads} not a multiple of numKvHeads ${a.numKvHeads}`);
-    check(
-      K,
-      a.pageSize % a.logicalPageSize === 0,
-      `logicalPageSize ${a.logicalPageSize} must divide pageSize ${a.pageSize}`,
-    );
+    requireSelectShape(K, a);
     check(K, a.maxSelected <= MAX_SELECT_PAGES, `maxSelected ${a.maxSelected} > ${MAX_SELECT_PAGES}`);
     requireBytes(K, 'selectRows', a.selectRows, a.numSelect * 4, `(${a.numSelect}) u32`);
     requireBytes(K, 'rows', a.rows, 16, '(numRows, 4) u32');
@@ -227,4 +207,45 @@ export class PageSelectKernel {
     if (ind) this.gpu.dispatchIndirect(pass, select, selectBindings, ind.buffer, ind.select);
     else this.gpu.dispatch(pass, select, selectBindings, a.numSelect, a.numKvHeads);
   }
+}
+
+/**
+ * The shape page_select and hier_select both take: integer sizes, an even headDim (f16 digest pairs), q heads a
+ * multiple of the KV heads, and a logical page size dividing the physical one.
+ */
+export function requireSelectShape(
+  K: string,
+  a: Pick<
+    PageSelectArgs,
+    | 'numSelect'
+    | 'numHeads'
+    | 'numKvHeads'
+    | 'headDim'
+    | 'pageSize'
+    | 'logicalPageSize'
+    | 'maxPagesPerSeq'
+    | 'maxSelected'
+  >,
+): void {
+  requireInts(
+    K,
+    {
+      numSelect: a.numSelect,
+      numHeads: a.numHeads,
+      numKvHeads: a.numKvHeads,
+      headDim: a.headDim,
+      pageSize: a.pageSize,
+      logicalPageSize: a.logicalPageSize,
+      maxPagesPerSeq: a.maxPagesPerSeq,
+      maxSelected: a.maxSelected,
+    },
+    { numHeads: 1, numKvHeads: 1, headDim: 2, pageSize: 1, logicalPageSize: 1, maxPagesPerSeq: 1, maxSelected: 2 },
+  );
+  check(K, a.headDim % 2 === 0, `headDim ${a.headDim} must be even (f16 digest pairs)`);
+  check(K, a.numHeads % a.numKvHeads === 0, `numHeads ${a.numHeads} not a multiple of numKvHeads ${a.numKvHeads}`);
+  check(
+    K,
+    a.pageSize % a.logicalPageSize === 0,
+    `logicalPageSize ${a.logicalPageSize} must divide pageSize ${a.pageSize}`,
+  );
 }
