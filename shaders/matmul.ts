@@ -12,10 +12,13 @@
  *  - 'thread' (shaders/matmul.wgsl): one invocation per (row, token tile). Fastest on CPU adapters (lavapipe).
  *  - 'workgroup' (shaders/matmul_wg.wgsl): one workgroup per (row, token tile) with a subgroup / workgroup
  *    reduction. Needed on real GPUs to read weights at the memory-copy rate.
- * Prefill (T >= `tiledMinTokens`, default 64): the tiled GEMM (shaders/matmul_tiled.wgsl), every weight element
- * read once per tile of 64 tokens, for every weight dtype (its blocks come through matmul_common's wBlock, q8 / q4
- * dequantized in the kernel): on GPUs 64 x 64 tiles staged in workgroup memory with 4 x 4 register blocks per
- * thread; on CPU adapters the SIMD lanes are 64 tokens sharing each broadcast weight block across 8 rows.
+ * Prefill on GPUs ('workgroup', T >= `tiledMinTokens`, default 64): the tiled GEMM (shaders/matmul_tiled.wgsl), 64 x 64
+ * tiles staged in workgroup memory with 4 x 4 register blocks per thread, every weight element read once per tile of
+ * 64 tokens, for every weight dtype (its blocks come through matmul_common's wBlock, q8 / q4 dequantized in the
+ * kernel). On CPU adapters ('thread') prefill stays on the per-row kernel with 4-token tiles: on lavapipe a load
+ * whose address differs across SIMD lanes is a gather, and every tiled layout measured (the GPU one, lanes as tokens,
+ * register tiles of 4-8 tokens, lanes picking rows out of uniform loads) ran at 0.1-0.5x its speed
+ * (bench/results/PREFILL.md, "The prefill GEMM on lavapipe").
  */
 import { SiftError } from '../config/errors.js';
 import { requireBytes, requireInts } from './lib/checks.js';
@@ -48,7 +51,10 @@ export interface MatmulOptions {
   tokenTile?: number;
   /** Unpack q8/q4 weights with WGSL's packed 4x8 built-ins; default where the device has them. */
   packed4x8?: boolean;
-  /** Smallest T that takes the tiled GEMM (default 64; Infinity: never). */
+  /**
+   * Smallest T that takes the tiled GEMM (default 64 for the 'workgroup' variant; Infinity, never, for 'thread':
+   * on CPU adapters the per-row kernel with its 4-token tiles is the faster prefill GEMM).
+   */
   tiledMinTokens?: number;
 }
 
@@ -123,10 +129,9 @@ export class MatmulKernel {
   readonly packed4x8: boolean;
   /** Invocations per workgroup of the 'thread' variant (rows per workgroup). */
   private static readonly THREAD_WG = 64;
-  /** Tokens per tile of the tiled GEMM, rows per workgroup of its GPU layout, rows per invocation on CPUs. */
+  /** Tokens and weight rows per workgroup tile of the tiled GEMM. */
   private static readonly TILE_TOKENS = 64;
   private static readonly TILE_ROWS = 64;
-  private static readonly CPU_ROWS = 8;
   readonly tiledMinTokens: number;
   /** Bound in place of an absent bias (one pipeline serves both; a uniform says which). */
   private readonly noBias: GPUBuffer;
@@ -149,7 +154,8 @@ export class MatmulKernel {
     if (!Number.isInteger(this.tokenTile) || this.tokenTile < 1 || this.tokenTile > 32) {
       throw new SiftError('INTERNAL', `matmul: token tile ${this.tokenTile} outside [1, 32]`);
     }
-    this.tiledMinTokens = opts.tiledMinTokens ?? MatmulKernel.TILE_TOKENS;
+    this.tiledMinTokens =
+      opts.tiledMinTokens ?? (this.variant === 'workgroup' ? MatmulKernel.TILE_TOKENS : Number.POSITIVE_INFINITY);
   }
 
   /** Workgroup size of the 'workgroup' variant for `w`: enough invocations to cover a row's 8-element blocks. */
@@ -192,13 +198,9 @@ export class MatmulKernel {
   }
 
   /** The tiled GEMM's pipeline and weight rows per workgroup (x of the grid). */
-  private tiledPipeline(w: GpuWeight, f: Fusions): { pipeline: GPUComputePipeline; rowsPerWg: number } {
-    const shared = this.variant === 'workgroup';
-    const defines = { ...this.commonDefines(w, f), SHARED: shared, RB: MatmulKernel.CPU_ROWS };
-    return {
-      pipeline: this.gpu.pipeline('matmul_tiled', defines, {}, PARAMS),
-      rowsPerWg: shared ? MatmulKernel.TILE_ROWS : MatmulKernel.CPU_ROWS,
-    };
+  /** The tiled GEMM's pipeline. */
+  private tiledPipeline(w: GpuWeight, f: Fusions): GPUComputePipeline {
+    return this.gpu.pipeline('matmul_tiled', this.commonDefines(w, f), {}, PARAMS);
   }
 
   private pipelineFor(w: GpuWeight, tt: number, f: Fusions): GPUComputePipeline {
@@ -263,10 +265,10 @@ export class MatmulKernel {
       return bindings;
     };
     if (this.isTiled(T)) {
-      const { pipeline, rowsPerWg } = this.tiledPipeline(w, flags);
+      const pipeline = this.tiledPipeline(w, flags);
       const tokenTiles = Math.ceil(T / MatmulKernel.TILE_TOKENS);
       for (const c of w.chunks) {
-        const nx = Math.ceil(c.rows / rowsPerWg); // rowsPerWg is even: a workgroup holds whole gate/up pairs
+        const nx = Math.ceil(c.rows / MatmulKernel.TILE_ROWS); // 64 is even: a workgroup holds whole gate/up pairs
         if (nx > maxDim || tokenTiles > maxDim) {
           throw new SiftError('INTERNAL', `matmul: ${nx} x ${tokenTiles} workgroups exceed the grid limit ${maxDim}`);
         }

@@ -1,21 +1,19 @@
 // Prefill GEMM: x (T, cols) @ W^T (rows, cols) (+ bias) -> out (T, rows), one dispatch per weight row chunk, for
-// T >= a token tile. Every weight element is read once per tile of TM (>= 64) tokens. Weights go through wBlock of
+// T >= a token tile. Every weight element is read once per tile of TM = 64 tokens. Weights go through wBlock of
 // matmul_common.wgsl (f32, f16, bf16 and whatever that include decodes), so every weight dtype takes this path; so do
 // the NORM / GLU / ACC fusions of that include (`rows` counts output rows: with GLU a chunk holds 2 * rows weight
 // rows, gate and up interleaved, and an output row is a pair of adjacent weight rows, never split by a tile).
-// Two layouts (SHARED):
-//   SHARED (GPUs): a workgroup owns a tile of TM = 64 tokens x TN = 64 weight rows and walks the columns KB = 32 at a
-//     time: the x tile (NORM: times the norm weight) and the weight tile (converted to f32) are staged in workgroup
-//     memory by coalesced loads, then each of the 16 x 16 threads accumulates a 4 x 4 register block (tokens x weight
-//     rows) from them. NORM: each staging thread also sums the squares of the raw x it loaded; the 4 threads of a
-//     token row add theirs through workgroup memory at the end.
-//   otherwise (CPU adapters): one invocation per (token, block of RB weight rows), TM = 64 tokens per workgroup: the
-//     SIMD lanes of the CPU are tokens, and every lane reads the same weight block (workgroup-uniform address, loaded
-//     once and broadcast), applied to its token's x block; RB accumulators per lane, no workgroup memory, no barrier.
-// Grid: x = weight row blocks (of TN or RB rows; both even), y = token tiles of TM.
+// For GPUs: a workgroup owns a tile of TM = 64 tokens x TN = 64 weight rows and walks the columns KB = 32 at a time:
+// the x tile (NORM: times the norm weight) and the weight tile (converted to f32) are staged in workgroup memory by
+// coalesced loads, then each of the 16 x 16 threads accumulates a 4 x 4 register block (tokens x weight rows) from
+// them. NORM: each staging thread also sums the squares of the raw x it loaded; the 4 threads of a token row add
+// theirs through workgroup memory at the end.
+// CPU adapters (lavapipe) take the per-row kernel (matmul.wgsl) for prefill instead: there every load whose address
+// differs across the SIMD lanes is a gather, and that kernel measured 2-3x faster than this one and than the
+// lanes-as-tokens CPU layout this file had (bench/results/PREFILL.md, "The prefill GEMM on lavapipe").
+// Grid: x = weight row blocks of TN rows, y = token tiles of TM.
 //#include matmul_common
 
-//#if SHARED
 const TM: u32 = 64u;   // tokens per tile
 const TN: u32 = 64u;   // weight rows per tile
 const KB: u32 = 32u;   // columns per step (4 blocks of 8)
@@ -104,46 +102,3 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
-//#else
-const TM: u32 = 64u;   // tokens per workgroup (one per invocation)
-const RB: u32 = $RB;   // weight rows per invocation (even: whole gate/up pairs)
-
-@compute @workgroup_size(TM)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r0 = wid.x * RB;
-  let t = wid.y * TM + lid;
-  let tr = min(t, p.T - 1u);       // tokens past T read a valid x row, never store
-  let last = p.rows * WROWS - 1u;  // weight rows past the chunk read its last row, never store
-  var acc: array<f32, RB>;
-  var ss = 0.0;                    // NORM: sum of x^2 over the columns
-  let full = p.cols / 8u;
-  for (var b = 0u; b < full; b++) {
-    var xv = xBlock(tr, b);
-//#if NORM
-    ss += dot8(xv, xv);
-    xv = mul8(xv, gBlock(b));
-//#endif
-    for (var i = 0u; i < RB; i++) { acc[i] += dot8(wBlock(min(r0 + i, last), b), xv); }
-  }
-  if (full * 8u < p.cols) {
-    // the partial last block: x past cols is 0 (the weights' padding columns are stored, so dot8 reads them)
-    var xv = Block8(vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var c = full * 8u; c < p.cols; c++) {
-      var xc = xAt(tr, c);
-//#if NORM
-      ss += xc * xc;
-      xc *= gAt(c);
-//#endif
-      let e = c & 7u;
-      if (e < 4u) { xv.lo[e] = xc; } else { xv.hi[e - 4u] = xc; }
-    }
-    for (var i = 0u; i < RB; i++) { acc[i] += dot8(wBlock(min(r0 + i, last), full), xv); }
-  }
-  if (t < p.T) {
-    for (var i = 0u; i < RB; i += WROWS) {
-      let r = (r0 + i) / WROWS; // output row within the chunk
-      if (r < p.rows) { store(t, r, finish(acc[i], acc[min(i + 1u, RB - 1u)], ss)); }
-    }
-  }
-}
-//#endif

@@ -132,12 +132,9 @@ for (const [name, opts] of VARIANTS) {
   });
 }
 
-// The tiled GEMM (shaders/matmul_tiled.wgsl) of both layouts: tokens and rows that are not multiples of its 64-token
-// tiles, 64-row GPU tiles, 8-row CPU blocks or 32-column steps; chunked weights; every dtype and both x layouts.
-for (const [name, opts] of [
-  ['tiled, CPU layout', { variant: 'thread', tiledMinTokens: 2 }],
-  ['tiled, GPU layout', { variant: 'workgroup', tiledMinTokens: 2 }],
-] as [string, MatmulOptions][]) {
+// The tiled GEMM (shaders/matmul_tiled.wgsl, GPUs' prefill): tokens and rows that are not multiples of its 64-token
+// tiles, 64-row tiles or 32-column steps; chunked weights; every dtype and both x layouts.
+for (const [name, opts] of [['tiled', { variant: 'workgroup', tiledMinTokens: 2 }]] as [string, MatmulOptions][]) {
   test(`matmul (${name}) matches the reference on shapes off its tiles, every dtype`, async () => {
     const gpu = await testGpu();
     const k = new MatmulKernel(gpu, opts);
@@ -165,6 +162,18 @@ for (const [name, opts] of [
 test('matmul picks the thread variant on CPU adapters and the workgroup variant elsewhere', async () => {
   const gpu = await testGpu();
   assert.equal(new MatmulKernel(gpu).variant, gpu.caps.isCpu ? 'thread' : 'workgroup');
+});
+
+test('prefill takes the tiled GEMM from 64 tokens on with the workgroup variant, never with the thread variant', async () => {
+  const gpu = await testGpu();
+  const wg = new MatmulKernel(gpu, { variant: 'workgroup' });
+  assert.equal(wg.isTiled(63), false);
+  assert.equal(wg.isTiled(64), true);
+  // on CPU adapters the per-row kernel with 4-token tiles is the faster prefill GEMM (bench/results/PREFILL.md)
+  const thread = new MatmulKernel(gpu, { variant: 'thread' });
+  assert.equal(thread.isTiled(4096), false);
+  assert.equal(thread.tokenTileFor({ rowStride: 288 } as never, 4096, 1), 4);
+  assert.equal(new MatmulKernel(gpu, { variant: 'thread', tiledMinTokens: 2 }).isTiled(2), true);
 });
 
 test('matmul rejects mismatched shapes', async () => {

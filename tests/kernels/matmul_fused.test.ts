@@ -27,8 +27,7 @@ const VARIANTS: [string, MatmulOptions][] = [
   ['workgroup+subgroups', { variant: 'workgroup', subgroups: true }],
   ['workgroup', { variant: 'workgroup', subgroups: false, tokenTile: 4 }],
   // the prefill GEMM from 2 tokens on (the cases with T = 1 keep the matvec)
-  ['tiled, CPU layout', { variant: 'thread', tiledMinTokens: 2 }],
-  ['tiled, GPU layout', { variant: 'workgroup', tiledMinTokens: 2 }],
+  ['tiled', { variant: 'workgroup', tiledMinTokens: 2 }],
 ];
 
 interface FusedCase {

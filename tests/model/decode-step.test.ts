@@ -248,11 +248,11 @@ async function mixedWorkload(prefillMode: 'dense' | 'block-sparse'): Promise<voi
     assert.ok(
       steps.some((s) => s.entries.some((e) => e.kind === 'decode') && s.entries.some((e) => e.kind === 'prefill')),
     );
-    // steps of 64 tokens or more run the tiled prefill GEMM
+    // steps of 64 tokens or more run the tiled prefill GEMM where the adapter takes it (GPUs; CPU adapters never)
     const tiled = runner.forwardPass.tiledMinTokens;
     assert.ok(
-      steps.some((s) => s.numTokens >= tiled),
-      `a step of at least ${tiled} tokens`,
+      steps.some((s) => s.numTokens >= Math.min(tiled, 64)),
+      `a step of at least ${Math.min(tiled, 64)} tokens`,
     );
     assert.ok(runner.stats().selectionReselects > 0, 'some decode steps reselected pages');
     assert.deepEqual(gpu.pipelinesAfterWarm(), [], `${prefillMode} prefill: pipelines compiled after warm-up`);
