@@ -9,7 +9,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { MatmulKernel } from '../dist/shaders/matmul.js';
 import { Gpu, UniformArena } from '../dist/shaders/runtime.js';
-import { uploadWeight } from '../dist/shaders/tensor.js';
+import { destroyWeight, uploadWeight } from '../dist/shaders/tensor.js';
 import { encodeFromF32 } from '../dist/util/dtype.js';
 
 const { values } = parseArgs({
@@ -65,7 +65,7 @@ for (const shape of values.shapes.split(',')) {
       `${shape} ${layout}: first ${compile.toFixed(3)} s, best ${best.toFixed(3)} s, ${gflops.toFixed(2)} GFLOP/s (load ${load()})`,
     );
   }
-  w.chunks.forEach((c) => c.buffer.destroy?.());
+  destroyWeight(w);
   x.destroy();
   out.destroy();
 }
