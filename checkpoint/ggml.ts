@@ -7,6 +7,9 @@
  *   Q8_0 (32 values, 34 bytes): f16 d; int8 q[32]                        w[i] = d * q[i]
  *   Q4_0 (32 values, 18 bytes): f16 d; u8 qs[16]                          w[i] = d * (nib[i] - 8), nib[i] = low nibble
  *        of qs[i] for i < 16, high nibble of qs[i - 16] for i >= 16
+ *   Q5_0 (32 values, 22 bytes): f16 d; u8 qh[4]; u8 qs[16]              w[i] = d * (v[i] - 16), v[i] = the Q4_0
+ *        nibble of qs with bit 4 from bit i of qh (little-endian u32); llama-quantize writes it where a Q4_K row
+ *        is not a whole number of 256-value blocks
  *   Q4_K (256 values, 144 bytes): f16 d; f16 dmin; u8 scales[12]; u8 qs[128]
  *        8 sub-blocks of 32 with 6-bit scale sc[j] and min m[j] packed in scales[12] (j < 4: low 6 bits of
  *        scales[j] and scales[j + 4]; j >= 4: low nibble / high nibble of scales[j + 4] joined with the top two bits
@@ -29,6 +32,7 @@ export const GGML_TYPE = {
   F32: 0,
   F16: 1,
   Q4_0: 2,
+  Q5_0: 6,
   Q8_0: 8,
   Q4_K: 12,
   Q6_K: 14,
@@ -79,6 +83,7 @@ export const GGML_BLOCK: Readonly<Record<GgmlTypeName, { values: number; bytes: 
   BF16: { values: 1, bytes: 2 },
   Q8_0: { values: 32, bytes: 34 },
   Q4_0: { values: 32, bytes: 18 },
+  Q5_0: { values: 32, bytes: 22 },
   Q4_K: { values: 256, bytes: 144 },
   Q6_K: { values: 256, bytes: 210 },
 };
@@ -102,11 +107,16 @@ export function ggmlRowBytes(type: GgmlTypeName, cols: number, what: string): nu
 }
 
 /** ggml's quantized types, and the sift layout each repacks into. */
-export const GGML_QUANTIZED = ['Q8_0', 'Q4_0', 'Q4_K', 'Q6_K'] as const;
+export const GGML_QUANTIZED = ['Q8_0', 'Q4_0', 'Q5_0', 'Q4_K', 'Q6_K'] as const;
 export type GgmlQuantName = (typeof GGML_QUANTIZED)[number];
 
 export function isGgmlQuantized(t: GgmlTypeName): t is GgmlQuantName {
   return (GGML_QUANTIZED as readonly string[]).includes(t);
+}
+
+/** The sift layout a quantized ggml type repacks into: int8 values (Q8_0, Q5_0, Q6_K) or u4 values with mins. */
+export function ggmlLayout(t: GgmlQuantName): 'q8' | 'q4' {
+  return t === 'Q4_0' || t === 'Q4_K' ? 'q4' : 'q8';
 }
 
 /** The 6-bit scale and min of sub-block j (0..7) of a Q4_K block's 12 scale bytes at `s`. */
@@ -117,7 +127,7 @@ function q4kScaleMin(b: Uint8Array, s: number, j: number): [number, number] {
 
 /**
  * Repacks a (rows, cols) tensor of a quantized ggml type, given as the file's bytes, into sift's layout:
- * Q8_0 -> q8 group 32, Q6_K -> q8 group 16, Q4_0 and Q4_K -> q4 group 32. Exact (see the file comment).
+ * Q8_0 and Q5_0 -> q8 group 32, Q6_K -> q8 group 16, Q4_0 and Q4_K -> q4 group 32. Exact (see the file comment).
  */
 export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number, cols: number, what: string) {
   const rowBytes = ggmlRowBytes(type, cols, what);
@@ -173,6 +183,27 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
           m.values[w + 1] = lowWord(o + 10); // values 8..15
           m.values[w + 2] = highWord(o + 2); // values 16..23: high nibbles of qs[0..7]
           m.values[w + 3] = highWord(o + 10); // values 24..31
+        }
+      }
+      break;
+    }
+    case 'Q5_0': {
+      m = allocQuantized('q8', rows, cols, 32);
+      const out = new Uint8Array(m.values.buffer);
+      const rowOut = (m.values.length * 4) / rows;
+      const gpr = cols / 32;
+      for (let r = 0; r < rows; r++) {
+        for (let g = 0; g < gpr; g++) {
+          const o = r * rowBytes + g * 22;
+          m.scales[r * gpr + g] = half(o);
+          const qh = u32at(o + 2);
+          const at = r * rowOut + g * 32;
+          for (let j = 0; j < 16; j++) {
+            const q = bytes[o + 6 + j];
+            // (5-bit value - 16) as an int8 byte: bit 4 of value j is bit j of qh, of value j + 16 bit j + 16
+            out[at + j] = ((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16;
+            out[at + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16;
+          }
         }
       }
       break;

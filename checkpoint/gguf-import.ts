@@ -16,7 +16,7 @@ import { decodeToF32, encodeFromF32, type WeightDType } from '../util/dtype.js';
 import { dequantize, permuteQuantizedRows, type QuantizedMatrix } from '../util/quant.js';
 import { type Checkpoint, type CheckpointTensorInfo, openCheckpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
-import { isGgmlQuantized, repackGgml } from './ggml.js';
+import { ggmlLayout, isGgmlQuantized, repackGgml } from './ggml.js';
 import { GgufFile, type GgufTensor } from './gguf.js';
 import { ggufModelDescription, ggufTensorName, hfTensorName, UNIT_OFFSET_NORMS } from './gguf-config.js';
 import { ggufTokenizerFiles } from './gguf-tokenizer.js';
@@ -161,7 +161,7 @@ export function ggufCheckpoint(dir: string, config: ModelConfig): Checkpoint {
       const type = g.typeOf(n);
       const dims = g.tensor(n).dims;
       const shape = [...dims].reverse();
-      if (isGgmlQuantized(type)) return { dtype: type === 'Q8_0' || type === 'Q6_K' ? 'q8' : 'q4', shape };
+      if (isGgmlQuantized(type)) return { dtype: ggmlLayout(type), shape };
       return { dtype: DENSE[type], shape };
     };
     const rowsCols = (shape: readonly number[]): [number, number] => [

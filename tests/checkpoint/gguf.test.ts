@@ -155,10 +155,11 @@ test('Gemma 2 / 3 GGUF twins: norms stored as 1 + w come back as w; caps, window
   }
 });
 
-test('quantized GGUF twins (Q8_0, Q4_0, Q4_K + Q6_K) load as q8/q4 and stay within quantization error', async () => {
+test('quantized GGUF twins (Q8_0, Q4_0, Q5_0, Q4_K + Q6_K) load as q8/q4 and stay within quantization error', async () => {
   const mixes: [string, (hf: string) => GgufWriteType, number][] = [
     ['Q8_0', () => 'Q8_0', 0.02],
     ['Q4_0', () => 'Q4_0', 0.25],
+    ['Q5_0', () => 'Q5_0', 0.12],
     ['Q4_K_M', (n) => (n.includes('down_proj') || n === 'lm_head.weight' ? 'Q6_K' : 'Q4_K'), 0.25],
     ['F16/BF16', (n) => (n.includes('mlp') ? 'BF16' : 'F16'), 0.01],
   ];
@@ -167,7 +168,7 @@ test('quantized GGUF twins (Q8_0, Q4_0, Q4_K + Q6_K) load as q8/q4 and stay with
     const g = openCheckpoint(await prepareGgufModel(t.file, { modelsDir: scratchDir('models') }));
     const h = openCheckpoint(t.hfDir);
     const q = g.info('model.layers.0.self_attn.q_proj.weight');
-    if (label === 'Q8_0') assert.equal(q.dtype, 'q8');
+    if (label === 'Q8_0' || label === 'Q5_0') assert.equal(q.dtype, 'q8');
     if (label.startsWith('Q4')) assert.equal(q.dtype, 'q4');
     if (label === 'Q4_K_M') assert.equal(g.info('model.layers.1.mlp.down_proj.weight').dtype, 'q8');
     for (const spec of checkpointLayout(h.config)) {

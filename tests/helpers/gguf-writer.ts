@@ -9,8 +9,17 @@ import fs from 'node:fs';
 import type { Checkpoint } from '../../checkpoint/checkpoint.js';
 import { f16ToF32, f32ToBf16, f32ToF16 } from '../../util/dtype.js';
 
-export type GgufWriteType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q6_K';
-const TYPE_ID: Record<GgufWriteType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 };
+export type GgufWriteType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q4_K' | 'Q6_K';
+const TYPE_ID: Record<GgufWriteType, number> = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q5_0: 6,
+  Q8_0: 8,
+  Q4_K: 12,
+  Q6_K: 14,
+  BF16: 30,
+};
 
 /** A metadata value with its GGUF type. */
 export type GgufKv =
@@ -178,8 +187,8 @@ export function encodeGgml(type: GgufWriteType, x: Float32Array, rows: number, c
     for (let i = 0; i < x.length; i++) u[i] = type === 'F16' ? f32ToF16(x[i]) : f32ToBf16(x[i]);
     return new Uint8Array(u.buffer);
   }
-  const blockValues = type === 'Q8_0' || type === 'Q4_0' ? 32 : 256;
-  const blockBytes = { Q8_0: 34, Q4_0: 18, Q4_K: 144, Q6_K: 210 }[type];
+  const blockValues = type === 'Q4_K' || type === 'Q6_K' ? 256 : 32;
+  const blockBytes = { Q8_0: 34, Q4_0: 18, Q5_0: 22, Q4_K: 144, Q6_K: 210 }[type];
   if (cols % blockValues !== 0) throw new RangeError(`${cols} columns is not a whole number of ${type} blocks`);
   const nb = (rows * cols) / blockValues;
   const out = new Uint8Array(nb * blockBytes);
@@ -188,6 +197,7 @@ export function encodeGgml(type: GgufWriteType, x: Float32Array, rows: number, c
     const o = blk * blockBytes;
     if (type === 'Q8_0') encodeQ8_0(v, out, o);
     else if (type === 'Q4_0') encodeQ4_0(v, out, o);
+    else if (type === 'Q5_0') encodeQ5_0(v, out, o);
     else if (type === 'Q4_K') encodeQ4_K(v, out, o);
     else encodeQ6_K(v, out, o);
   }
@@ -209,6 +219,22 @@ function encodeQ4_0(v: Float32Array, b: Uint8Array, o: number): void {
   putHalf(b, o, d);
   const q = (x: number) => (d === 0 ? 8 : clamp(Math.round(x / d) + 8, 0, 15));
   for (let j = 0; j < 16; j++) b[o + 2 + j] = q(v[j]) | (q(v[j + 16]) << 4);
+}
+
+function encodeQ5_0(v: Float32Array, b: Uint8Array, o: number): void {
+  // As Q4_0 with 5 bits: d = (the value of largest magnitude) / -16; the fifth bits go to qh (u32), value i's at bit i.
+  let max = 0;
+  for (const x of v) if (Math.abs(x) > Math.abs(max)) max = x;
+  const d = h16(max / -16);
+  putHalf(b, o, d);
+  const q = (x: number) => (d === 0 ? 16 : clamp(Math.round(x / d) + 16, 0, 31));
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const [lo, hi] = [q(v[j]), q(v[j + 16])];
+    b[o + 6 + j] = (lo & 0xf) | ((hi & 0xf) << 4);
+    qh += (lo >> 4) * 2 ** j + (hi >> 4) * 2 ** (j + 16);
+  }
+  new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(o + 2, qh, true);
 }
 
 function encodeQ4_K(v: Float32Array, b: Uint8Array, o: number): void {

@@ -6,7 +6,7 @@
  */
 import { bf16ToF32, f16ToF32 } from '../../util/dtype.js';
 
-export type RefGgmlType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q6_K';
+export type RefGgmlType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q4_K' | 'Q6_K';
 
 const fr = Math.fround;
 
@@ -47,6 +47,21 @@ function row(type: RefGgmlType, b: Uint8Array, o: number, cols: number, out: Flo
         for (let j = 0; j < 16; j++) {
           out[at + blk * 32 + j] = fr(((b[p + 2 + j] & 0x0f) - 8) * d);
           out[at + blk * 32 + j + 16] = fr(((b[p + 2 + j] >> 4) - 8) * d);
+        }
+      }
+      return;
+    case 'Q5_0':
+      // block: d (f16), qh (u32, the fifth bit of each value), qs[16] (the low four bits, as Q4_0's);
+      // value j = (low nibble of qs[j] | bit j of qh << 4) - 16, value j + 16 = (high nibble | bit j + 16 << 4) - 16
+      for (let blk = 0; blk < cols / 32; blk++) {
+        const p = o + blk * 22;
+        const d = half(b, p);
+        const qh = dv.getUint32(p + 2, true);
+        for (let j = 0; j < 16; j++) {
+          const hi0 = Math.floor(qh / 2 ** j) % 2;
+          const hi1 = Math.floor(qh / 2 ** (j + 16)) % 2;
+          out[at + blk * 32 + j] = fr(((b[p + 6 + j] & 0x0f) + 16 * hi0 - 16) * d);
+          out[at + blk * 32 + j + 16] = fr(((b[p + 6 + j] >> 4) + 16 * hi1 - 16) * d);
         }
       }
       return;
@@ -119,6 +134,8 @@ export function refRowBytes(type: RefGgmlType, cols: number): number {
       return (cols / 32) * 34;
     case 'Q4_0':
       return (cols / 32) * 18;
+    case 'Q5_0':
+      return (cols / 32) * 22;
     case 'Q4_K':
       return (cols / 256) * 144;
     case 'Q6_K':
