@@ -21,7 +21,10 @@
  *    PREFILL.md) with the head-dim loops over vec4 (so that the compiler unrolls them and keeps the rows' arrays
  *    out of indexed memory, also at head dim 128); smaller steps one row per invocation (a pipeline that builds
  *    several times faster). The SIMD lanes of the CPU are invocations, and every lane reads the same key word,
- *    loaded once and broadcast.
+ *    loaded once and broadcast. At head dims of LANES_SPLIT_MIN_HEAD_DIM or more (Llama-3-8B's 128) the block's rows
+ *    are split over LANES_SPLIT subgroup lanes, each holding an eighth of their head dim (scores summed with
+ *    subgroupShuffleXor): 4 whole rows of 128 floats of query and accumulator per lane were 2.1x slower. Without
+ *    subgroups, whole rows per invocation.
  *  - 'workgroup' (GPUs): each key tile is loaded into workgroup memory once (f32, coalesced); 4 threads per row
  *    (each holds a quarter of the head dim; scores summed with subgroupShuffleXor), 64 rows, 256 threads; where
  *    the device has no subgroups, one thread per row.
@@ -72,6 +75,15 @@ const MAX_KEY_TILE = 64;
  * does, once per machine (Mesa keeps built shaders in its disk cache).
  */
 export const LANES_BLOCK_MIN_PAIRS = 1 << 22;
+/**
+ * 'lanes' at large head dims: the register block's rows split over LANES_SPLIT subgroup lanes (each lane 1/8 of the
+ * head dim of the invocation's rows, scores summed with subgroupShuffleXor), so that a lane's share of the rows'
+ * queries and accumulators stays small. At head dim 128 (Llama-3-8B) on lavapipe, whose subgroup is the 8 lanes of
+ * an AVX2 vector: 2.1x faster than 4 whole rows per invocation and a pipeline built in ~17 s instead of 1.5-5 min
+ * (bench/results/PREFILL.md).
+ */
+export const LANES_SPLIT = 8;
+export const LANES_SPLIT_MIN_HEAD_DIM = 128;
 
 /** struct Params of prefill_attention.wgsl. */
 const PARAMS = defineParams('prefill_attention', {
@@ -201,10 +213,19 @@ export interface PrefillAttentionOptions {
   maxWorkgroupsPerDim?: number;
   /** Tests only: a smaller key tile (a power of two), to cross more tile edges on small inputs. */
   maxKeyTile?: number;
-  /** 'lanes': query rows per invocation, 1, 2 or 4 (default: 4 for steps of LANES_BLOCK_MIN_PAIRS, else 1). */
+  /** 'lanes': query rows per invocation, 1, 2, 4 or 8 (default: 4 for steps of LANES_BLOCK_MIN_PAIRS, else 1). */
   rowsPerThread?: number;
-  /** 'lanes': vec4 head-dim loops where headDim % 4 == 0 (default: with more than one row per invocation). */
+  /**
+   * 'lanes': vec4 head-dim loops where each thread's share of the head dim is a multiple of 4 (default: with more
+   * than one row per invocation); with them a row's scores are summed by fma chains into one float per row.
+   */
   quad?: boolean;
+  /**
+   * 'lanes': subgroup lanes per query row, each holding 1/split of the head dim (1, or a power of two up to the
+   * subgroup size dividing headDim / 2; default LANES_SPLIT for the register block at head dims of
+   * LANES_SPLIT_MIN_HEAD_DIM or more, where the adapter has subgroups, else 1).
+   */
+  split?: number;
 }
 
 export class PrefillAttentionKernel {
@@ -224,10 +245,30 @@ export class PrefillAttentionKernel {
     return 2 ** Math.floor(Math.log2(Math.max(1, Math.floor(TARGET_ROWS / group))));
   }
 
-  /** Threads per query row for a head dim: 1 on CPU adapters or without subgroups, else up to 4 (dividing HD/2). */
-  split(headDim: number, rows: number): number {
-    if (this.variant === 'lanes' || !this.gpu.caps.subgroups) return 1;
-    const min = this.gpu.caps.subgroupMinSize || 4;
+  /**
+   * Threads per query row (`qb` rows per thread) for a head dim: 1 without subgroups; 'workgroup' up to 4 (dividing
+   * HD/2); 'lanes' the `split` option or LANES_SPLIT for the register block (qb > 1) at head dims of
+   * LANES_SPLIT_MIN_HEAD_DIM or more, halved until it divides HD/2 and fits the subgroup (a row's lanes must lie in
+   * one subgroup: the shuffles that sum its scores stay inside it).
+   */
+  split(headDim: number, rows: number, qb = 1): number {
+    const caps = this.gpu.caps;
+    if (!caps.subgroups) return 1;
+    if (this.variant === 'lanes') {
+      const big = qb > 1 && headDim >= LANES_SPLIT_MIN_HEAD_DIM;
+      let s = this.opts.split ?? (big ? LANES_SPLIT : 1);
+      check('prefill_attention', [1, 2, 4, 8, 16, 32].includes(s), `split ${s}: a power of two up to 32`);
+      while (
+        s > 1 &&
+        ((headDim / 2) % s !== 0 ||
+          s > caps.subgroupMinSize ||
+          (rows / qb) * s > caps.maxComputeInvocationsPerWorkgroup)
+      ) {
+        s /= 2;
+      }
+      return s;
+    }
+    const min = caps.subgroupMinSize || 4;
     let s = Math.min(4, min);
     while (s > 1 && ((headDim / 2) % s !== 0 || rows * s > this.gpu.caps.maxComputeInvocationsPerWorkgroup)) s /= 2;
     return s;
@@ -312,16 +353,16 @@ export class PrefillAttentionKernel {
     if (tilePlan.numTiles === 0) return;
     requireU32(K, 'workgroups', tilePlan.numTiles * a.numKvHeads);
     const rows = tilePlan.tileTokens * group;
-    const split = this.split(a.headDim, rows);
-    check(
-      K,
-      rows * split <= this.gpu.caps.maxComputeInvocationsPerWorkgroup,
-      `${rows} query rows (group ${group}) exceed a workgroup`,
-    );
     const bk = this.keyTile(a.headDim, a.pageSize);
     const qb = this.rowsPerThread(rows, tilePlan.causalPairs);
+    const split = this.split(a.headDim, rows, qb);
+    check(
+      K,
+      (rows / qb) * split <= this.gpu.caps.maxComputeInvocationsPerWorkgroup,
+      `${rows} query rows (group ${group}) exceed a workgroup`,
+    );
     // 'lanes': head-dim loops over vec4 (two pairs) where the head dim allows, half the trip count
-    const quad = this.variant === 'lanes' && a.headDim % 4 === 0 && (this.opts.quad ?? qb > 1);
+    const quad = this.variant === 'lanes' && (a.headDim / split) % 4 === 0 && (this.opts.quad ?? qb > 1);
     const u = arena.params(PARAMS, {
       ...pagedHeads(a),
       numTiles: tilePlan.numTiles,
@@ -347,6 +388,7 @@ export class PrefillAttentionKernel {
       QB: qb,
       UW: quad ? 4 : 2,
       QUAD: quad,
+      SDOT: quad,
       BK: bk,
       SHARED: this.variant === 'workgroup',
       SUBGROUPS: split > 1,

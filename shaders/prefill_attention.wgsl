@@ -16,7 +16,10 @@ enable subgroups;
 //     value element is read and unpacked once for QB rows) and no workgroup memory nor barrier: the SIMD lanes of
 //     the CPU are invocations, and every lane reads the same key word, which the compiler loads once and
 //     broadcasts. QUAD: the head-dim loops step over vec4 units (UW = 4), half the trip count, so the compiler
-//     unrolls them and the rows' arrays are indexed by constants.
+//     unrolls them and the rows' arrays are indexed by constants; SDOT: a row's score is summed by fma chains into
+//     one float (QB floats live instead of QB vec4s). SPLIT > 1 (large head dims, SUBGROUPS): the SPLIT lanes of a
+//     subgroup share the QB rows, each holding PW pairs of their queries and accumulators and reading its own PW
+//     pairs of each key and value; scores summed with subgroupShuffleXor as with SHARED, still no workgroup memory.
 // Keys a tile covers, by its KV head's mode (modes):
 //   0 dense:        [0, lastPos]
 //   1 block-sparse: the key blocks blockList[listRow, kvh] lists, [c*BS, c*BS + BS) clipped to <= lastPos
@@ -81,11 +84,16 @@ const HW: u32 = HD / 2u;      // f16 / f32 pairs per head vector
 const G: u32 = $G;            // query heads per KV head
 const BQ: u32 = $BQ;          // query tokens per tile
 const R: u32 = BQ * G;        // rows per workgroup
-const SPLIT: u32 = $SPLIT;    // threads per row (divides HW; 1 without SHARED)
+const SPLIT: u32 = $SPLIT;    // threads per row, consecutive lanes of one subgroup (divides HW)
 const PW: u32 = HW / SPLIT;   // pairs per thread
 const UW: u32 = $UW;          // floats per unit of a thread's head-dim loops: 2 (pairs) or 4 (QUAD: two pairs)
 const NU: u32 = PW * 2u / UW; // units per thread
 alias U = vec$UW<f32>;
+//#if SDOT
+alias D = f32;                // SDOT: a row's partial score, one float summed by fma chains (few registers live)
+//#else
+alias D = U;                  // a row's partial score, summed over the unit's lanes once per key
+//#endif
 const QB: u32 = $QB;          // rows per thread (divides R; 1 with SHARED): a key element read once serves QB rows
 const WG: u32 = R / QB * SPLIT; // threads per workgroup
 const BK: u32 = $BK;          // keys per key tile (divides the page size)
@@ -166,10 +174,10 @@ fn kUnit(t: Src, j: u32, u: u32) -> U {
   return kt[j * HW + off + u];
 //#else
 //#if QUAD
-  let b = t.base + j * t.stride + 2u * u;
+  let b = t.base + j * t.stride + off + 2u * u;
   return vec4<f32>(unpack2x16float(kCacheLoad(b)), unpack2x16float(kCacheLoad(b + 1u)));
 //#else
-  return unpack2x16float(kCacheLoad(t.base + j * t.stride + u));
+  return unpack2x16float(kCacheLoad(t.base + j * t.stride + off + u));
 //#endif
 //#endif
 }
@@ -179,10 +187,10 @@ fn vUnit(t: Src, j: u32, u: u32) -> U {
   return vt[j * HW + off + u];
 //#else
 //#if QUAD
-  let b = t.base + j * t.stride + 2u * u;
+  let b = t.base + j * t.stride + off + 2u * u;
   return vec4<f32>(unpack2x16float(vCacheLoad(b)), unpack2x16float(vCacheLoad(b + 1u)));
 //#else
-  return unpack2x16float(vCacheLoad(t.base + j * t.stride + u));
+  return unpack2x16float(vCacheLoad(t.base + j * t.stride + off + u));
 //#endif
 //#endif
 }
@@ -231,10 +239,27 @@ fn visible(c: Ctx, j: u32, pos: u32) -> bool {
 // whatever its score or value (a later token's, in the diagonal tile): its weight is selected to 0 and its value
 // never added.
 
+// d + q . k over one unit, as one float (SDOT: a chain of fma) or a unit of partial sums.
+fn dotAdd(d: D, qu: U, kk: U) -> D {
+//#if SDOT
+//#if QUAD
+  return fma(qu.w, kk.w, fma(qu.z, kk.z, fma(qu.y, kk.y, fma(qu.x, kk.x, d))));
+//#else
+  return fma(qu.y, kk.y, fma(qu.x, kk.x, d));
+//#endif
+//#else
+  return d + qu * kk;
+//#endif
+}
+
 // Key j0 + j scored d[k] (this thread's partial dot products) by row k: its masked score and the tile max.
-fn noteKey(c: Ctx, j0: u32, j: u32, fast: bool, d: array<U, QB>) {
+fn noteKey(c: Ctx, j0: u32, j: u32, fast: bool, d: array<D, QB>) {
   for (var k = 0u; k < QB; k++) {
+//#if SDOT
+    var s = d[k];
+//#else
     var s = dot(d[k], U(1.0));
+//#endif
 //#if SUBGROUPS
     for (var o = 1u; o < SPLIT; o <<= 1u) { s += subgroupShuffleXor(s, o); }
 //#endif
@@ -266,10 +291,10 @@ fn weighKey(c: Ctx, j0: u32, j: u32, fast: bool) {
 // Folds keys j0 .. j0 + n - 1 (n <= BK, key tile kb) into this thread's rows.
 fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
   for (var j = 0u; j < n; j++) {
-    var d = array<U, QB>(); // zeroed explicitly: a bare `var d: T;` here was not re-zeroed per key (Dawn, lavapipe)
+    var d = array<D, QB>(); // zeroed explicitly: a bare `var d: T;` here was not re-zeroed per key (Dawn, lavapipe)
     for (var u = 0u; u < NU; u++) {
       let kk = kUnit(kb, j, u);
-      for (var k = 0u; k < QB; k++) { d[k] += qv[k][u] * kk; }
+      for (var k = 0u; k < QB; k++) { d[k] = dotAdd(d[k], qv[k][u], kk); }
     }
     noteKey(c, j0, j, fast, d);
   }
@@ -288,10 +313,10 @@ fn foldTile(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
 // foldTile over a fresh tile (f32 k/v rows): a copy, so that no loop over the head dim holds a branch on the source.
 fn foldFresh(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
   for (var j = 0u; j < n; j++) {
-    var d = array<U, QB>(); // zeroed explicitly: a bare `var d: T;` here was not re-zeroed per key (Dawn, lavapipe)
+    var d = array<D, QB>(); // zeroed explicitly: a bare `var d: T;` here was not re-zeroed per key (Dawn, lavapipe)
     for (var u = 0u; u < NU; u++) {
-      let kk = pairsUnit(&kFresh, kb.base + j * kb.stride, u);
-      for (var k = 0u; k < QB; k++) { d[k] += qv[k][u] * kk; }
+      let kk = pairsUnit(&kFresh, kb.base + j * kb.stride + off, u);
+      for (var k = 0u; k < QB; k++) { d[k] = dotAdd(d[k], qv[k][u], kk); }
     }
     noteKey(c, j0, j, fast, d);
   }
@@ -299,7 +324,7 @@ fn foldFresh(c: Ctx, kb: Src, j0: u32, n: u32, fast: bool) {
   for (var j = 0u; j < n; j++) {
     weighKey(c, j0, j, fast);
     for (var u = 0u; u < NU; u++) {
-      let vv = pairsUnit(&vFresh, kb.base + j * kb.stride, u);
+      let vv = pairsUnit(&vFresh, kb.base + j * kb.stride + off, u);
       for (var k = 0u; k < QB; k++) { acc[k][u] += select(U(0.0), pj[k] * vv, vis[k]); }
     }
   }

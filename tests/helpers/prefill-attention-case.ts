@@ -27,6 +27,8 @@ export type Layout = PrefillAttentionOptions & { variant: LayoutVariant };
 /** 'lanes' as it runs small steps (the tests' steps are all small) and as it runs large ones. */
 export const LANES_1: Layout = { variant: 'lanes' };
 export const LANES_BLOCK: Layout = { variant: 'lanes', rowsPerThread: 4 };
+/** The register block split over 8 subgroup lanes per row ('lanes' at head dims of 128 or more, large steps). */
+export const LANES_SPLIT_BLOCK: Layout = { variant: 'lanes', rowsPerThread: 4, split: 8 };
 /** The layouts a case runs: one row per invocation, the register block when `block`, and the GPU layout. */
 function layoutsFor(block: boolean): Layout[] {
   return [...(block ? [LANES_BLOCK] : []), LANES_1, { variant: 'workgroup' }];

@@ -65,6 +65,8 @@ interface Case {
   maxKeyTile?: number;
   /** Tiled kernel: also the register block of 'lanes' (4 rows per invocation, vec4 loops; large steps take it). */
   block?: boolean;
+  /** Tiled kernel: also the register block split over 8 subgroup lanes per row (large head dims take it). */
+  split?: boolean;
   /** The streaming pool's K and V each in this many slabs of whole pages (default one buffer). */
   slabs?: number;
 }
@@ -104,6 +106,7 @@ async function runCase(c: Case): Promise<void> {
   const tiledLayouts: PrefillAttentionOptions[] = [
     ...VARIANTS.map((variant) => ({ variant })),
     ...(c.block ? [{ variant: 'lanes' as const, rowsPerThread: 4 }] : []),
+    ...(c.split ? [{ variant: 'lanes' as const, rowsPerThread: 4, split: 8 }] : []),
   ];
   const tiled = tiledLayouts.map(
     (l) => new PrefillAttentionKernel(gpu, { ...l, maxWorkgroupsPerDim: 5, maxKeyTile: c.maxKeyTile }),
@@ -471,4 +474,21 @@ test('streamingKeysRead counts the keys of the kernel mask (the reference key li
       }
     }
   }
+});
+
+test('streaming heads at head dim 128, GQA 4, through the register block split over 8 subgroup lanes', async () => {
+  const rng = new Rng(9);
+  await runCase({
+    seed: 9,
+    group: 4,
+    kvRowHeads: 2,
+    streamingHeads: 1,
+    headDim: 128,
+    pageSize: 16,
+    sink: 6,
+    local: 37,
+    chunks: [schedule(rng, 150, 50, 2), [70, 1, 1]],
+    exactF16: true,
+    split: true,
+  });
 });
