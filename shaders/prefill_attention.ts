@@ -217,9 +217,11 @@ export interface PrefillAttentionOptions {
   rowsPerThread?: number;
   /**
    * 'lanes': vec4 head-dim loops where each thread's share of the head dim is a multiple of 4 (default: with more
-   * than one row per invocation); with them a row's scores are summed by fma chains into one float per row.
+   * than one row per invocation).
    */
   quad?: boolean;
+  /** 'lanes' with vec4 loops: a row's score summed by fma chains into one float (default true; false for A/B). */
+  fmaScores?: boolean;
   /**
    * 'lanes': subgroup lanes per query row, each holding 1/split of the head dim (1, or a power of two up to the
    * subgroup size dividing headDim / 2; default LANES_SPLIT for the register block at head dims of
@@ -388,7 +390,7 @@ export class PrefillAttentionKernel {
       QB: qb,
       UW: quad ? 4 : 2,
       QUAD: quad,
-      SDOT: quad,
+      SDOT: quad && (this.opts.fmaScores ?? true),
       BK: bk,
       SHARED: this.variant === 'workgroup',
       SUBGROUPS: split > 1,
