@@ -6,6 +6,7 @@
  * dim that is not a multiple of 4. Small head dims: the block's pipelines build in minutes on a loaded lavapipe. Apart from prefill_attention.test.ts: each pipeline of the block takes a minute or
  * more to build on a loaded lavapipe.
  */
+// run-tests: timeout 1800
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LANES_BLOCK_MIN_PAIRS, PrefillAttentionKernel } from '../../shaders/prefill_attention.js';

@@ -10,7 +10,7 @@
  * streaming heads after the head permutation) and the other heads of `out` must stay untouched. One case keeps the
  * streaming pool in slabs of whole pages (shaders/lib/slabs.ts).
  */
-// run-tests: timeout 900
+// run-tests: timeout 1800
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KvCacheManager } from '../../kvcache/manager.js';
