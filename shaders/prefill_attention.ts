@@ -220,7 +220,10 @@ export interface PrefillAttentionOptions {
    * than one row per invocation).
    */
   quad?: boolean;
-  /** 'lanes' with vec4 loops: a row's score summed by fma chains into one float (default true; false for A/B). */
+  /**
+   * 'lanes' with vec4 loops: a row's score summed by fma chains into one float (default at head dims of
+   * LANES_SPLIT_MIN_HEAD_DIM or more: 1.2-1.7x faster there on lavapipe, slower at stories15M's 48).
+   */
   fmaScores?: boolean;
   /**
    * 'lanes': subgroup lanes per query row, each holding 1/split of the head dim (1, or a power of two up to the
@@ -390,7 +393,7 @@ export class PrefillAttentionKernel {
       QB: qb,
       UW: quad ? 4 : 2,
       QUAD: quad,
-      SDOT: quad && (this.opts.fmaScores ?? true),
+      SDOT: quad && (this.opts.fmaScores ?? a.headDim >= LANES_SPLIT_MIN_HEAD_DIM),
       BK: bk,
       SHARED: this.variant === 'workgroup',
       SUBGROUPS: split > 1,
