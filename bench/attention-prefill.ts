@@ -7,7 +7,15 @@
 import { SiftError } from '../config/errors.js';
 import { HeadMode, PrefillAttention, type PrefillPlan } from '../model/attention/prefill.js';
 import { blockDigestBytes } from '../shaders/block_digest.js';
-import { type HeadModeValue, selectionBytes } from '../shaders/block_select.js';
+import {
+  type BlockHierarchy,
+  DEFAULT_BLOCK_HIERARCHY,
+  FLAT_BLOCKS,
+  type HeadModeValue,
+  planPrefillBlocks,
+  selectionBytes,
+  selectionReads,
+} from '../shaders/block_select.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
 import { f32ToF16 } from '../util/dtype.js';
 import { Rng } from '../util/rng.js';
@@ -42,6 +50,56 @@ export interface PrefillRow {
   selectionBytes: { firstChunk: number; lastChunk: number };
   /** Bytes of block digests a chunk writes (its own key blocks), the same for every chunk. */
   digestBytesPerChunk: number;
+}
+
+/**
+ * Block selection's bytes per chunk at a fixed budget (the server's: --prefill-top-blocks 16), flat and
+ * hierarchical, for the first and the last 512-token chunk of a prompt: exact counts from the chunk's plan
+ * (`selectionBytes`), no GPU run. `coarse` = the last chunk's coarse digests, the part that grows with the prompt.
+ */
+export interface SelectionBytesRow {
+  shape: string;
+  context: number;
+  topBlocks: number;
+  hierarchy: BlockHierarchy;
+  flat: { firstChunk: number; lastChunk: number };
+  hierarchical: { firstChunk: number; lastChunk: number; coarseLast: number };
+}
+
+export function selectionBytesRows(
+  shape: AttentionShape,
+  contexts: readonly number[],
+  topBlocks = 16,
+  chunk = 512,
+  hierarchy: BlockHierarchy = DEFAULT_BLOCK_HIERARCHY,
+): SelectionBytesRow[] {
+  const { numHeads, numKvHeads, headDim } = shape;
+  return contexts.map((ctx) => {
+    const planOf = (start: number) => {
+      const n = Math.min(chunk, ctx - start);
+      return planPrefillBlocks(
+        new Uint32Array(n),
+        Uint32Array.from({ length: n }, (_, i) => start + i),
+      );
+    };
+    const first = planOf(0);
+    const last = planOf(Math.floor((ctx - 1) / chunk) * chunk);
+    const bytes = (plan: typeof first, h: BlockHierarchy) =>
+      selectionBytes(plan, numHeads, numKvHeads, headDim, topBlocks, 0, h);
+    let coarseLast = 0;
+    for (let i = 0; i < last.numQBlocks; i++) {
+      const r = selectionReads(Math.floor(last.qBlocks[i * 4 + 2] / 64), topBlocks, 0, hierarchy);
+      coarseLast += r.coarse * numKvHeads * headDim * 4;
+    }
+    return {
+      shape: shape.name,
+      context: ctx,
+      topBlocks,
+      hierarchy,
+      flat: { firstChunk: bytes(first, FLAT_BLOCKS), lastChunk: bytes(last, FLAT_BLOCKS) },
+      hierarchical: { firstChunk: bytes(first, hierarchy), lastChunk: bytes(last, hierarchy), coarseLast },
+    };
+  });
 }
 
 /** Fills a buffer of `words` u32 (packed f16 pairs, ~N(0, 1)) by uploading one random block repeatedly. */
@@ -159,7 +217,7 @@ export async function benchPrefill(
     ['firstChunk', 0],
     ['lastChunk', nChunks - 1],
   ] as const) {
-    selection[key] = selectionBytes(chunkOf(c).plan.blocks, numHeads, numKvHeads, headDim);
+    selection[key] = selectionBytes(chunkOf(c).plan.blocks, numHeads, numKvHeads, headDim, top, 0, prefill.hierarchy);
   }
   const digestBytesPerChunk = (CHUNK / BS) * numKvHeads * headDim * 4;
   try {

@@ -24,7 +24,13 @@ import { AttentionKernel } from '../shaders/attention.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../shaders/page_digest.js';
 import { type Gpu, UniformArena } from '../shaders/runtime.js';
 import { Rng } from '../util/rng.js';
-import { benchPrefill, type PrefillRow, randomCache } from './attention-prefill.js';
+import {
+  benchPrefill,
+  type PrefillRow,
+  randomCache,
+  type SelectionBytesRow,
+  selectionBytesRows,
+} from './attention-prefill.js';
 import { mapStat, mdTable, type Stat, stat } from './stats.js';
 
 export { interpolatedSum, type PrefillRow, sampleChunks, topBlocksFor } from './attention-prefill.js';
@@ -95,6 +101,8 @@ export interface AttentionBenchResult {
   peakGbps: number | null;
   decode: DecodeRow[];
   prefill: PrefillRow[];
+  /** Block selection's bytes per chunk at the server's budget, flat vs hierarchical (with any prefill context). */
+  selectionBytes: SelectionBytesRow[];
   notes: string[];
 }
 
@@ -300,9 +308,14 @@ async function benchDecode(gpu: Gpu, shape: AttentionShape, o: AttentionBenchOpt
 export async function runAttentionBench(gpu: Gpu, o: AttentionBenchOptions): Promise<AttentionBenchResult> {
   const decode: DecodeRow[] = [];
   const prefill: PrefillRow[] = [];
+  const selection: SelectionBytesRow[] = [];
   for (const shape of o.shapes) {
     if (o.contexts.length) decode.push(...(await benchDecode(gpu, shape, o)));
     for (const ctx of o.prefillContexts) prefill.push(await benchPrefill(gpu, shape, ctx, o));
+    if (o.prefillContexts.length) {
+      const ctxs = [...new Set([4096, 16384, 65536, ...o.prefillContexts])].sort((a, b) => a - b);
+      selection.push(...selectionBytesRows(shape, ctxs));
+    }
   }
   const notes = [
     'one layer, one sequence; random f16 K/V uploaded once; times are wall time per submitted step after a warm-up (median, min..max over repeats)',
@@ -327,6 +340,7 @@ export async function runAttentionBench(gpu: Gpu, o: AttentionBenchOptions): Pro
     peakGbps: o.peakGbps,
     decode,
     prefill,
+    selectionBytes: selection,
     notes,
   };
 }
@@ -407,6 +421,30 @@ export function attentionTables(r: AttentionBenchResult): string {
           f(p.denseGflops, 1),
           `${f(p.selectionBytes.firstChunk / 1024, 1)} / ${f(p.selectionBytes.lastChunk / 1024, 1)}`,
           f(p.digestBytesPerChunk / 1024, 1),
+        ]),
+      ),
+    );
+  }
+  if (r.selectionBytes?.length) {
+    const h = r.selectionBytes[0].hierarchy;
+    out.push(
+      '',
+      `block selection, bytes one layer reads per 512-token chunk at --prefill-top-blocks ${r.selectionBytes[0].topBlocks} (exact counts: pooled queries + digests): flat = every earlier block scored; hierarchical = groups of ${h.groupBlocks} blocks bounded, the best top + ${h.margin} groups' blocks scored`,
+      '',
+      mdTable(
+        [
+          'shape',
+          'context',
+          'flat KB first / last chunk',
+          'hierarchical KB first / last chunk',
+          'of which coarse digests (last chunk)',
+        ],
+        r.selectionBytes.map((x) => [
+          x.shape,
+          x.context,
+          `${f(x.flat.firstChunk / 1024, 1)} / ${f(x.flat.lastChunk / 1024, 1)}`,
+          `${f(x.hierarchical.firstChunk / 1024, 1)} / ${f(x.hierarchical.lastChunk / 1024, 1)}`,
+          f(x.hierarchical.coarseLast / 1024, 1),
         ]),
       ),
     );

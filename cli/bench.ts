@@ -17,6 +17,7 @@ import { emit, intList, metaLines, modelDirFor, startMeta } from '../bench/commo
 import { decodeTable, runDecodeBench } from '../bench/decode.js';
 import { forwardTable, runForwardBench } from '../bench/forward.js';
 import { prefillTable, runPrefillBench } from '../bench/prefill.js';
+import { type PrefillVariant, prefillAgreementTable, runPrefillAgreement } from '../bench/prefill-agreement.js';
 import { quantTable, runQuantBench } from '../bench/quant.js';
 import { recallTable, runRecall } from '../bench/recall.js';
 import { runStepBench, STEP_SAMPLINGS, stepTable } from '../bench/step.js';
@@ -27,6 +28,7 @@ import type { EngineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag, numFlag } from '../config/flags.js';
 import { ModelRunner } from '../model/runner.js';
+import { FLAT_BLOCKS } from '../shaders/block_select.js';
 import { Gpu } from '../shaders/runtime.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { attentionConfigFrom, engineConfigFrom, engineHelp, engineOptionDefs, parse, progressLine } from './common.js';
@@ -116,6 +118,11 @@ ${MODEL_HELP}
   --text FILE             documents are windows of this text (default: stories the model samples from BOS)
   --stories N             stories sampled for the pool (default 16)
   --seed N                seed of the story sampling and document order (default 1)
+  --prefill               instead: block-sparse vs dense PREFILL (a planted needle near the start, its prefix at the
+                          end; dense decode after each prefill, teacher-forced): greedy match, KL and needle tokens of
+                          the flat and the hierarchical block selection (--prefill-top-blocks sets their budget)
+  --prefill-hierarchy G,M the hierarchical selection measured: blocks per group, groups beyond the top blocks
+                          (default the engine's 8,8)
   --json                  print the JSON result instead of the table
   --out FILE              also write the JSON result to FILE`,
   recall: `usage: sift bench recall [--model NAME|DIR] [options]
@@ -298,6 +305,8 @@ export async function main(argv: string[]): Promise<number> {
                       text: listDef,
                       stories: listDef,
                       seed: listDef,
+                      prefill: { type: 'boolean' } as const,
+                      'prefill-hierarchy': listDef,
                       ...engineOptionDefs({ streaming: false }),
                     };
   const { values } = parse(rest, defs, `bench ${suite}`);
@@ -566,6 +575,52 @@ async function modelSuite(
       );
       result = r;
       table = recallTable(r);
+    } else if (values.prefill) {
+      if (attentionCfg.prefillMode !== 'dense') {
+        throw new SiftError(
+          'INVALID_ARGUMENT',
+          '--prefill compares block-sparse prefill with dense: drop --prefill-mode',
+        );
+      }
+      const docs = intFlag(values.docs, 'docs', 3, 1);
+      const { docsFor, source } = await documents(values, engine, dir, docs, progress);
+      const [groupBlocks, margin] = intList(values['prefill-hierarchy'], 'prefill-hierarchy', [8, 8], 0);
+      if (!(groupBlocks >= 2) || !(margin >= 0)) {
+        throw new SiftError(
+          'INVALID_ARGUMENT',
+          `--prefill-hierarchy must be G,M with G >= 2 (got ${values['prefill-hierarchy']})`,
+        );
+      }
+      const variants: PrefillVariant[] = [];
+      try {
+        for (const [name, h] of [
+          ['block-sparse, flat selection', FLAT_BLOCKS],
+          [`block-sparse, hierarchical (groups ${groupBlocks}, margin ${margin})`, { groupBlocks, margin }],
+        ] as const) {
+          progress.update(`loading ${label} with ${name} prefill ...`);
+          const bs = { ...attentionCfg, prefillMode: 'block-sparse' as const };
+          variants.push({
+            name,
+            engine: await ModelRunner.load(dir, cfg, { gpu: engine.gpu, attention: bs, prefillHierarchy: h }),
+          });
+        }
+        const r = await runPrefillAgreement(
+          engine,
+          variants,
+          {
+            lengths: intList(values.lengths, 'lengths', [2048, 4096]),
+            docs,
+            steps,
+            onProgress: progress.update,
+          },
+          docsFor,
+          source,
+        );
+        result = r;
+        table = prefillAgreementTable(r);
+      } finally {
+        for (const v of variants) v.engine.destroy();
+      }
     } else {
       const docs = intFlag(values.docs, 'docs', 3, 1);
       const { docsFor, source } = await documents(values, engine, dir, docs, progress);

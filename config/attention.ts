@@ -73,6 +73,12 @@ export const ATTENTION_SPEC = {
     max: 1 << 16,
     doc: 'block-sparse prefill: key blocks kept per query block by score (plus the diagonal and sink blocks)',
   },
+  prefillSelect: {
+    kind: 'string',
+    default: 'hierarchical',
+    choices: ['hierarchical', 'flat'],
+    doc: 'block-sparse prefill: block selection over groups of 8 blocks bounded by coarse digests (selection bytes per chunk flat in the prompt), or every earlier block scored (flat; linear)',
+  },
 } as const satisfies SectionSpec;
 
 export type AttentionConfig = SectionValues<typeof ATTENTION_SPEC>;

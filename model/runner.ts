@@ -16,6 +16,7 @@ import { type AttentionConfig, attentionConfig } from '../config/attention.js';
 import type { EngineConfig } from '../config/engine.js';
 import { isSiftError, SiftError } from '../config/errors.js';
 import { streamingPagesPerSequence } from '../kvcache/index.js';
+import { type BlockHierarchy, DEFAULT_BLOCK_HIERARCHY, FLAT_BLOCKS } from '../shaders/block_select.js';
 import { FaultCheck } from '../shaders/faults.js';
 import { Gpu } from '../shaders/runtime.js';
 import { buildForwardBatch } from './batch.js';
@@ -122,6 +123,8 @@ export class ModelRunner implements ModelExecutor {
        * tests force small slabs so every pool spans several (model/kv-storage.ts).
        */
       kvSlabBytes?: number;
+      /** Block-sparse prefill's selection hierarchy (benchmarks; default from attention.prefillSelect). */
+      prefillHierarchy?: BlockHierarchy;
     } = {},
   ): Promise<ModelRunner> {
     const attention = opts.attention ?? attentionConfig({}, cfg.pageSize);
@@ -166,7 +169,14 @@ export class ModelRunner implements ModelExecutor {
         attention: {
           sparse: { logicalPageSize: attention.logicalPageSize, reuseInterval: attention.reuseInterval },
           blockSparsePrefill:
-            attention.prefillMode === 'block-sparse' ? { topBlocks: attention.prefillTopBlocks } : undefined,
+            attention.prefillMode === 'block-sparse'
+              ? {
+                  topBlocks: attention.prefillTopBlocks,
+                  hierarchy:
+                    opts.prefillHierarchy ??
+                    (attention.prefillSelect === 'flat' ? FLAT_BLOCKS : DEFAULT_BLOCK_HIERARCHY),
+                }
+              : undefined,
           streaming,
         },
         kernels: opts.kernels,

@@ -5,10 +5,16 @@
  * prompt). Run after kv_write in every step that writes the main pool (prefill and decode: a block filled by decode
  * tokens may later be read through the prefix cache).
  *
- * digests (numPages * bpp, numKvHeads, headDim) f32 for one layer, bpp = max(1, pageSize / blockSize): a block's
- * digest lives with the physical page of its first token (`blockDigestSlot`), so it moves, is shared and is freed
- * with its page. Key blocks are aligned to absolute positions: block c covers positions [c * BS, c * BS + BS).
+ * digests (numPages * bpp, 2, numKvHeads, headDim) 4-byte words for one layer, bpp = max(1, pageSize / blockSize):
+ * a slot holds the block's mean key per KV head (part 0, f32) and, when the block is the last of a full group of
+ * `groupBlocks` blocks, the group's coarse digest (part 1: per-channel min and max of its blocks' mean keys, f16
+ * pairs, min at word 0, max at word headDim / 2: the layout lib/quest_bound.wgsl bounds; written by
+ * shaders/block_group.ts). A block's slot lives with the physical page of its first token (`blockDigestSlot`), so
+ * it moves, is shared and is freed with its page; a group's coarse digest lives with its last block, whose page
+ * (as a prefix-cache page) fixes every token of the group. Key blocks are aligned to absolute positions: block c
+ * covers positions [c * BS, c * BS + BS).
  */
+import { BlockGroupKernel } from './block_group.js';
 import { check, requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
 import { requireCache } from './lib/paged.js';
@@ -38,7 +44,7 @@ export function digestSlotsPerPage(pageSize: number, blockSize: number): number 
   return Math.max(1, pageSize / blockSize);
 }
 
-/** Bytes of one layer's block digests: (numPages * bpp, numKvHeads, headDim) f32. */
+/** Bytes of one layer's block digests: (numPages * bpp, 2, numKvHeads, headDim) words (means, group bounds). */
 export function blockDigestBytes(
   numPages: number,
   pageSize: number,
@@ -46,7 +52,7 @@ export function blockDigestBytes(
   numKvHeads: number,
   headDim: number,
 ): number {
-  return numPages * digestSlotsPerPage(pageSize, blockSize) * numKvHeads * headDim * 4;
+  return numPages * digestSlotsPerPage(pageSize, blockSize) * 2 * numKvHeads * headDim * 4;
 }
 
 /** Slot of key block c of a block-table row (its pages) in the digests. */
@@ -81,21 +87,26 @@ export interface BlockDigestArgs {
   kCache: PoolBinding; // (numPages, pageSize, numKvHeads, headDim / 2) u32 packed f16 pairs, the step's keys written
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
   entries: Binding; // (numEntries, 3) u32 = blockDigestEntries(...)
-  digests: PoolBinding; // (numPages * bpp, numKvHeads, headDim) f32, one layer, slabs of whole pages
+  digests: PoolBinding; // (numPages * bpp, 2, numKvHeads, headDim) words, one layer, slabs of whole pages
   numEntries: number;
   numKvHeads: number; // KV heads of kCache (0: nothing to do)
   headDim: number;
   pageSize: number;
   maxPagesPerSeq: number;
   blockSize: number;
+  /** Blocks per group of the coarse level (>= 2: block_group runs after the means with the same entries; 0: none). */
+  groupBlocks?: number;
 }
 
 export class BlockDigestKernel {
+  private readonly group: BlockGroupKernel;
   constructor(
     private readonly gpu: Gpu,
     /** `maxWorkgroupsPerDim` (tests only) caps the grid's x dimension to exercise the 2-D layout. */
     private readonly opts: { maxWorkgroupsPerDim?: number } = {},
-  ) {}
+  ) {
+    this.group = new BlockGroupKernel(gpu, opts);
+  }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: BlockDigestArgs): void {
     const K = 'block_digest';
@@ -118,7 +129,7 @@ export class BlockDigestKernel {
       'digests',
       a.digests,
       blockDigestBytes(numPages, a.pageSize, a.blockSize, a.numKvHeads, a.headDim),
-      `(${numPages * bpp}, ${a.numKvHeads}, ${a.headDim}) f32`,
+      `(${numPages * bpp}, 2, ${a.numKvHeads}, ${a.headDim}) words`,
     );
     requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
     if (a.numEntries === 0) return;
@@ -135,5 +146,6 @@ export class BlockDigestKernel {
     const slabs = slabDefines({ kCache: a.kCache, digests: a.digests });
     const pipe = this.gpu.pipeline('block_digest', { HW, ...slabs }, { WG }, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.kCache, a.blockTable, a.entries, a.digests, u], x, y);
+    if ((a.groupBlocks ?? 0) > 0) this.group.encode(pass, arena, { ...a, numPages, groupBlocks: a.groupBlocks ?? 0 });
   }
 }

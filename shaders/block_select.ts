@@ -8,8 +8,12 @@
  *
  * Blocks are aligned to absolute positions: query / key block b covers positions [b*BS, b*BS + BS). A query block of
  * a chunk holds the chunk's tokens inside that span (a partial block at a chunk edge pools only those tokens).
- * Selection reads one digest per earlier block per (query block, KV head): its cost per chunk grows linearly with
- * the prompt (bytes: `selectionBytes`), where re-pooling every earlier block's keys per chunk grew with its square.
+ * Flat selection (`groupBlocks` 0) reads one digest per earlier block per (query block, KV head): its cost per chunk
+ * grows linearly with the prompt, where re-pooling every earlier block's keys per chunk grew with its square.
+ * Hierarchical selection (`groupBlocks` G > 0, the default of PrefillAttention) first bounds groups of G blocks by
+ * their coarse digests (shaders/block_group.ts) and scores only the blocks of the best topBlocks + margin groups,
+ * the partial group and the local / diagonal blocks: per chunk, a fixed part set by the budget plus one coarse digest
+ * per G blocks (bytes: `selectionBytes`).
  *
  * Host plan (`planPrefillBlocks`, once per step, shared by every layer):
  *   qBlocks (numQBlocks, 4) u32: [block-table row, firstToken, firstPos, count] - tokens firstToken ..
@@ -36,6 +40,7 @@ const PARAMS = defineParams('block_select', {
   listStride: 'u32',
   qRowHeads: 'u32',
   bpp: 'u32',
+  beam: 'u32',
   modes: 'array<vec4<u32>, 16>',
 });
 
@@ -101,16 +106,51 @@ export function planPrefillBlocks(
   return { T, blockSize, numQBlocks: entries.length, maxQBlock, qBlocks };
 }
 
+/** The coarse level of hierarchical block selection: blocks per group (0: flat) and groups kept beyond topBlocks. */
+export interface BlockHierarchy {
+  groupBlocks: number;
+  margin: number;
+}
+
+/** The default: groups of 8 blocks (512 tokens), topBlocks + 8 groups' blocks scored. */
+export const DEFAULT_BLOCK_HIERARCHY: BlockHierarchy = { groupBlocks: 8, margin: 8 };
+/** The flat selection: every earlier block's digest scored. */
+export const FLAT_BLOCKS: BlockHierarchy = { groupBlocks: 0, margin: 0 };
+
+/** What one (query block b, sparse KV head) selection reads: coarse digests and block digests. */
+export function selectionReads(
+  b: number,
+  topBlocks: number,
+  localBlocks: number,
+  h: BlockHierarchy,
+): { coarse: number; blocks: number } {
+  const candEnd = b > localBlocks + 1 ? b - localBlocks : 1;
+  const nG = h.groupBlocks > 0 ? Math.floor(candEnd / h.groupBlocks) : 0;
+  const beam = topBlocks + h.margin;
+  if (candEnd - 1 <= topBlocks || nG <= beam) return { coarse: 0, blocks: b };
+  return { coarse: nG, blocks: b - (nG - beam) * h.groupBlocks };
+}
+
 /**
  * Bytes one layer's selection reads for a plan (the benchmark prints it): per (query block, sparse KV head) its
- * queries and one f32 digest per causal key block before it.
+ * queries, the coarse digests it bounds (f16 min / max, 4 * headDim bytes each) and the block digests it scores (f32
+ * means, 4 * headDim bytes each; `selectionReads`).
  */
-export function selectionBytes(plan: PrefillBlockPlan, numHeads: number, numKvHeads: number, headDim: number): number {
+export function selectionBytes(
+  plan: PrefillBlockPlan,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  topBlocks = 0,
+  localBlocks = 0,
+  h: BlockHierarchy = FLAT_BLOCKS,
+): number {
   let bytes = 0;
   for (let i = 0; i < plan.numQBlocks; i++) {
     const b = Math.floor(plan.qBlocks[i * QBLOCK_WORDS + 2] / plan.blockSize);
     const n = plan.qBlocks[i * QBLOCK_WORDS + 3];
-    bytes += (n * numHeads + b * numKvHeads) * headDim * 4;
+    const r = selectionReads(b, topBlocks, localBlocks, h);
+    bytes += (n * numHeads + (r.coarse + r.blocks) * numKvHeads) * headDim * 4;
   }
   return bytes;
 }
@@ -156,6 +196,8 @@ export interface BlockSelectArgs {
   headModes: readonly number[]; // (numKvHeads) HeadMode; only sparse (1) heads are selected
   topBlocks: number; // best-scoring blocks kept besides sink, diagonal and local
   localBlocks: number; // blocks just before the diagonal always kept
+  /** The coarse level (default flat: every earlier block scored); its groups' digests must have been written. */
+  hierarchy?: BlockHierarchy;
 }
 
 export class BlockSelectKernel {
@@ -170,22 +212,35 @@ export class BlockSelectKernel {
    * blocks of workgroup memory, up to the largest query block (as far as the device holds). `digests`: the layers'
    * block-digest pools (their slabs specialise the pipelines).
    */
-  compileFor(maxContext: number, headDim: number, blockSize = 64, digests: PoolBinding[] = []): void {
+  compileFor(
+    maxContext: number,
+    headDim: number,
+    blockSize = 64,
+    digests: PoolBinding[] = [],
+    h: BlockHierarchy = FLAT_BLOCKS,
+  ): void {
     const need = Math.ceil(Math.ceil(maxContext / blockSize) / 256) * 256;
-    const top = Math.min(this.maxKeyBlocks(headDim), need);
+    const top = Math.min(this.maxKeyBlocks(headDim, h.groupBlocks), need);
     const pools = new Map(
       (digests.length ? digests : [null]).map((d) => [JSON.stringify(slabDefines({ digests: d })), d]),
     );
     for (let maxKb = 256; maxKb <= Math.max(256, top); maxKb += 256) {
       for (const d of pools.values()) {
-        this.gpu.pipeline('block_select', { HD: headDim, MAXKB: maxKb, ...slabDefines({ digests: d }) }, {}, PARAMS);
+        this.gpu.pipeline('block_select', this.defines(headDim, maxKb, h.groupBlocks, d), {}, PARAMS);
       }
     }
   }
 
-  /** Largest query block index + 1 the selection can handle on this device for a head dim. */
-  maxKeyBlocks(headDim: number): number {
-    return Math.floor((this.gpu.caps.maxComputeWorkgroupStorageSize - 4 * headDim - 16) / 4 / 256) * 256;
+  /** Largest query block index + 1 the selection can handle on this device for a head dim (and group size). */
+  maxKeyBlocks(headDim: number, groupBlocks = 0): number {
+    // workgroup memory: keys (MAXKB u32), group flags (MAXKB / G u32), pooled query and its two parts (3 HD f32)
+    const perBlock = 4 * (1 + (groupBlocks > 0 ? 1 / groupBlocks : 0));
+    return Math.floor((this.gpu.caps.maxComputeWorkgroupStorageSize - 12 * headDim - 16) / perBlock / 256) * 256;
+  }
+
+  private defines(headDim: number, maxKb: number, groupBlocks: number, digests: PoolBinding | null) {
+    const MAXG = groupBlocks > 0 ? Math.ceil(maxKb / groupBlocks) : 1;
+    return { HD: headDim, MAXKB: maxKb, GROUP: groupBlocks, MAXG, ...slabDefines({ digests }) };
   }
 
   encode(pass: GPUComputePassEncoder, arena: UniformArena, a: BlockSelectArgs): void {
@@ -197,16 +252,16 @@ export class BlockSelectKernel {
       { pageSize: a.pageSize, maxPagesPerSeq: a.maxPagesPerSeq, topBlocks: a.topBlocks, localBlocks: a.localBlocks },
       { pageSize: 1 },
     );
+    const h = a.hierarchy ?? FLAT_BLOCKS;
+    requireInts(K, { groupBlocks: h.groupBlocks, margin: h.margin });
+    check(K, h.groupBlocks !== 1, 'groupBlocks must be 0 (flat) or at least 2');
     const listStride = blockListStride(plan, a.topBlocks, a.localBlocks);
     const maxKb = Math.max(256, Math.ceil((plan.maxQBlock + 1) / 256) * 256);
-    check(
-      K,
-      maxKb <= this.maxKeyBlocks(a.headDim),
-      `query block ${plan.maxQBlock} beyond the ${this.maxKeyBlocks(a.headDim)} key blocks workgroup memory holds`,
-    );
+    const most = this.maxKeyBlocks(a.headDim, h.groupBlocks);
+    check(K, maxKb <= most, `query block ${plan.maxQBlock} beyond the ${most} key blocks workgroup memory holds`);
     const hd = a.headDim;
     const bpp = digestSlotsPerPage(a.pageSize, plan.blockSize);
-    requireBytes(K, 'digests', a.digests, bpp * a.numKvHeads * hd * 4, `(slots, ${a.numKvHeads}, ${hd}) f32`);
+    requireBytes(K, 'digests', a.digests, bpp * 2 * a.numKvHeads * hd * 4, `(slots, 2, ${a.numKvHeads}, ${hd}) words`);
     const qRowHeads = a.qRowHeads ?? a.numHeads;
     requireBytes(K, 'q', a.q, plan.T * qRowHeads * hd * 4, `(${plan.T}, ${qRowHeads}, ${hd}) f32`);
     requireBytes(K, 'qBlocks', a.qBlocks, plan.numQBlocks * QBLOCK_WORDS * 4, `(${plan.numQBlocks}, 4) u32`);
@@ -229,11 +284,11 @@ export class BlockSelectKernel {
       listStride,
       qRowHeads,
       bpp,
+      beam: a.topBlocks + h.margin,
       modes,
     });
     const [x, y] = grid2d(this.gpu, plan.numQBlocks * a.numKvHeads, 1, this.opts.maxWorkgroupsPerDim);
-    const pools = slabDefines({ digests: a.digests });
-    const pipe = this.gpu.pipeline('block_select', { HD: hd, MAXKB: maxKb, ...pools }, {}, PARAMS);
+    const pipe = this.gpu.pipeline('block_select', this.defines(hd, maxKb, h.groupBlocks, a.digests), {}, PARAMS);
     this.gpu.dispatch(pass, pipe, [a.q, a.qBlocks, a.blockTable, a.digests, a.blockList, u], x, y);
   }
 }

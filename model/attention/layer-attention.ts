@@ -26,7 +26,7 @@ import { attentionSoftmaxScale, layerRopeConfig } from '../../checkpoint/rope.js
 import { SiftError } from '../../config/errors.js';
 import type { AttentionVariant } from '../../shaders/attention.js';
 import { type BlockSpan, blockDigestBytes } from '../../shaders/block_digest.js';
-import { HeadMode, keptKeyBlocks } from '../../shaders/block_select.js';
+import { type BlockHierarchy, HeadMode, keptKeyBlocks } from '../../shaders/block_select.js';
 import { KvWriteStreamingKernel } from '../../shaders/kv_write_streaming.js';
 import { createSlabs, encodePoolCopy, planSlabs, type Slabs, unitRuns } from '../../shaders/lib/slabs.js';
 import { digestBytes, digestEntries, PageDigestKernel } from '../../shaders/page_digest.js';
@@ -47,7 +47,7 @@ export interface LayerAttentionOptions {
   /** Page digests and sparse decode (decode rows through page selection). */
   sparse?: { logicalPageSize: number; reuseInterval: number };
   /** Block-sparse prefill of retrieval heads; absent = dense prefill. */
-  blockSparsePrefill?: { topBlocks: number };
+  blockSparsePrefill?: { topBlocks: number; hierarchy?: BlockHierarchy };
   /** Streaming heads' window; required when any layer has streaming heads. */
   streaming?: { sinkTokens: number; localTokens: number; sinkPages: number; ringPages: number };
   /** Kernel variants (default per adapter: 'lanes' on CPU adapters, 'workgroup' on GPUs). */
@@ -201,7 +201,11 @@ export class LayerAttention {
       }
     }
     this.blockSparse = opts.blockSparsePrefill !== undefined;
-    this.prefill = new PrefillAttention(gpu, { topBlocks: opts.blockSparsePrefill?.topBlocks, variant: opts.variant });
+    this.prefill = new PrefillAttention(gpu, {
+      topBlocks: opts.blockSparsePrefill?.topBlocks,
+      hierarchy: opts.blockSparsePrefill?.hierarchy,
+      variant: opts.variant,
+    });
     if (this.blockSparse) {
       // one page's block digests of every KV head, in slabs of whole pages (a layer of r_l heads uses a prefix)
       const page = blockDigestBytes(1, kv.pageSize, this.prefill.blockSize, c.numKvHeads, c.headDim);

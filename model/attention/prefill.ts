@@ -13,8 +13,10 @@
 import { SiftError } from '../../config/errors.js';
 import { BlockDigestKernel, type BlockSpan, blockDigestEntries } from '../../shaders/block_digest.js';
 import {
+  type BlockHierarchy,
   BlockSelectKernel,
   blockListStride,
+  DEFAULT_BLOCK_HIERARCHY,
   HeadMode,
   type HeadModeValue,
   type PrefillBlockPlan,
@@ -49,6 +51,11 @@ export interface PrefillConfig {
   sink?: number;
   /** Lambda heads: local window in tokens (default 256, LServe). */
   local?: number;
+  /**
+   * Block selection's coarse level (default DEFAULT_BLOCK_HIERARCHY: groups of 8 blocks bounded by their coarse
+   * digests; FLAT_BLOCKS: every earlier block scored, the selection before the hierarchy).
+   */
+  hierarchy?: BlockHierarchy;
   /** Attention kernel variant; default per adapter ('lanes' on CPU adapters, else 'workgroup'). */
   variant?: LayoutVariant;
   /** More of the attention kernel's layout options (benchmarks and tests; default: per adapter and step). */
@@ -113,6 +120,7 @@ export class PrefillAttention {
   readonly localBlocks: number;
   readonly sink: number;
   readonly local: number;
+  readonly hierarchy: BlockHierarchy;
   private readonly digest: BlockDigestKernel;
   private readonly select: BlockSelectKernel;
   readonly attention: PrefillAttentionKernel;
@@ -127,6 +135,7 @@ export class PrefillAttention {
         : 8);
     this.sink = cfg.sink ?? 128;
     this.local = cfg.local ?? 256;
+    this.hierarchy = cfg.hierarchy ?? DEFAULT_BLOCK_HIERARCHY;
     const ints = [this.blockSize, this.topBlocks, this.localBlocks, this.sink, this.local];
     if (!ints.every((x) => Number.isInteger(x) && x >= 0) || this.blockSize < 1 || this.local < 1) {
       throw new SiftError('INTERNAL', `PrefillAttention: bad config ${JSON.stringify(cfg)}`);
@@ -141,7 +150,7 @@ export class PrefillAttention {
    * one per 256 key blocks of workgroup memory, up to `maxContext` tokens.
    */
   compileFor(maxContext: number, headDim: number, digests: PoolBinding[] = []): void {
-    this.select.compileFor(maxContext, headDim, this.blockSize, digests);
+    this.select.compileFor(maxContext, headDim, this.blockSize, digests, this.hierarchy);
   }
 
   /**
@@ -186,7 +195,7 @@ export class PrefillAttention {
       maxPagesPerSeq: number;
     },
   ): void {
-    this.digest.encode(pass, arena, { ...a, blockSize: this.blockSize });
+    this.digest.encode(pass, arena, { ...a, blockSize: this.blockSize, groupBlocks: this.hierarchy.groupBlocks });
   }
 
   /** Selection (block-sparse heads) + attention of one layer's prefill tokens. */
@@ -204,6 +213,7 @@ export class PrefillAttention {
         qRowHeads: a.qRowHeads,
         topBlocks: this.topBlocks,
         localBlocks: this.localBlocks,
+        hierarchy: this.hierarchy,
       });
     }
     this.attention.encode(pass, arena, {

@@ -2,10 +2,15 @@
  * Measurement (not a test): the attention-mass recall of the block-sparse prefill selection on structured inputs.
  * (Prefill timing, dense vs block-sparse vs Lambda, is `sift bench attention --prefill-contexts ...`.)
  *
- *   node dist/tests/bench/block-sparse-prefill.js recall
+ *   node dist/tests/bench/block-sparse-prefill.js recall [L ...]
+ *
+ * prints, per scenario and prompt length L (default 4096; the last 512-token chunk of it), the recall of the flat
+ * selection (every earlier block scored) and of the hierarchical one (groups of 8 blocks bounded first, margin 8).
+ * `measureRecall` is also what tests/bench/block-sparse-recall.test.ts asserts floors on.
  */
 import { HeadMode, PrefillAttention } from '../../model/attention/prefill.js';
 import { blockDigestBytes } from '../../shaders/block_digest.js';
+import { type BlockHierarchy, DEFAULT_BLOCK_HIERARCHY, FLAT_BLOCKS } from '../../shaders/block_select.js';
 import { Gpu, UniformArena } from '../../shaders/runtime.js';
 import { f32ToF16 } from '../../util/dtype.js';
 import { Rng } from '../helpers/rng.js';
@@ -20,20 +25,24 @@ const BS = 64;
  *   planted3: each query block of the chunk has its own topic, carried by 3 random earlier key blocks only;
  *   random: no structure (no selection can beat chance by much).
  */
-async function recall(): Promise<void> {
-  const gpu = await Gpu.create();
+export type RecallScenario = 'topics8' | 'planted3' | 'random';
+
+/** Mean attention-mass recall and share of keys kept of one scenario's last 512-token chunk of an L-token prompt. */
+export async function measureRecall(
+  gpu: Gpu,
+  o: { L: number; scenario: RecallScenario; topBlocks: number; hierarchy: BlockHierarchy; seed?: number },
+): Promise<{ recall: number; kept: number }> {
   const nHeads = 8;
   const nKv = 2;
   const hd = 64;
-  const L = 4096;
-  const start = L - CHUNK; // the last chunk of a 4k prompt
+  const { L, scenario } = o;
+  const start = L - CHUNK; // the last chunk
   const pageSize = 64;
   const pages = L / pageSize;
-  // ~1/8 of the last chunk's causal blocks: 6 best + sink + diagonal of ~60.
-  const top = 6;
-  for (const scenario of ['topics8', 'planted3', 'random'] as const) {
+  const top = o.topBlocks;
+  {
     const structured = scenario !== 'random';
-    const rng = new Rng(11);
+    const rng = new Rng(o.seed ?? 11);
     const nTopics = scenario === 'topics8' ? 8 : CHUNK / BS;
     const topics = Array.from({ length: nTopics }, () => rng.normalArray(hd, 1.5));
     // topics8: every block has one of 8 topics, each query block asks for one (~1/8 of blocks match).
@@ -74,7 +83,7 @@ async function recall(): Promise<void> {
       }
     }
     const positions = Uint32Array.from({ length: CHUNK }, (_, i) => start + i);
-    const prefill = new PrefillAttention(gpu, { topBlocks: top });
+    const prefill = new PrefillAttention(gpu, { topBlocks: top, hierarchy: o.hierarchy });
     const plan = prefill.plan(new Uint32Array(CHUNK), positions, nHeads / nKv);
     const blockList = gpu.createBuffer('bl', prefill.blockListBytes(plan, nKv));
     const arena = new UniformArena(gpu);
@@ -145,20 +154,38 @@ async function recall(): Promise<void> {
         n++;
       }
     }
-    console.log(
-      `recall ${scenario}: L=${L}, last 512-token chunk, ` +
-        `${nHeads}/${nKv}/${hd}, topBlocks=${top}: mean attention-mass recall ${(recallSum / n).toFixed(4)}, ` +
-        `mean share of keys kept ${(keptSum / n).toFixed(4)}`,
-    );
     arena.destroy();
+    prefill.destroy();
+    return { recall: recallSum / n, kept: keptSum / n };
+  }
+}
+
+async function recall(lengths: number[]): Promise<void> {
+  const gpu = await Gpu.create();
+  // ~1/8 of a 4k prompt's last chunk's causal blocks: 6 best + sink + diagonal of ~60.
+  const topBlocks = 6;
+  for (const L of lengths) {
+    for (const scenario of ['topics8', 'planted3', 'random'] as const) {
+      for (const [name, hierarchy] of [
+        ['flat', FLAT_BLOCKS],
+        ['hierarchical', DEFAULT_BLOCK_HIERARCHY],
+      ] as const) {
+        const r = await measureRecall(gpu, { L, scenario, topBlocks, hierarchy });
+        console.log(
+          `recall ${scenario}: L=${L}, last 512-token chunk, 8/2/64, topBlocks=${topBlocks}, ${name} ` +
+            `(groups ${hierarchy.groupBlocks}, margin ${hierarchy.margin}): mean attention-mass recall ` +
+            `${r.recall.toFixed(4)}, mean share of keys kept ${r.kept.toFixed(4)}`,
+        );
+      }
+    }
   }
   gpu.destroy();
 }
 
-const [cmd] = process.argv.slice(2);
+const [cmd, ...rest] = process.argv.slice(2);
 if (cmd === 'recall') {
-  await recall();
-} else {
+  await recall(rest.length ? rest.map(Number) : [4096]);
+} else if (process.argv[1]?.endsWith('block-sparse-prefill.js')) {
   console.error('usage: block-sparse-prefill.js recall');
   process.exit(2);
 }

@@ -6,12 +6,15 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { runAgreement } from '../../bench/agreement.js';
 import { attentionTables, runAttentionBench } from '../../bench/attention.js';
+import { selectionBytesRows } from '../../bench/attention-prefill.js';
 import { startMeta } from '../../bench/common.js';
 import { decodeTable, runDecodeBench } from '../../bench/decode.js';
 import { forwardTable, runForwardBench } from '../../bench/forward.js';
 import { pseudoTokens } from '../../bench/model-steps.js';
 import { PHASES, phaseOf, prefillTable, runPrefillBench } from '../../bench/prefill.js';
+import { prefillAgreementTable, runPrefillAgreement } from '../../bench/prefill-agreement.js';
 import { SYNTHETIC_PRESETS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
+import { attentionConfig } from '../../config/attention.js';
 import { engineConfig } from '../../config/engine.js';
 import { ModelRunner } from '../../model/runner.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
@@ -94,7 +97,27 @@ test('attention suite: decode and sampled prefill on a tiny shape', async () => 
   const t = attentionTables(r);
   assert.ok(t.includes('SAMPLED') && t.includes('% of peak'));
   assert.ok(t.includes('streaming heads (sink 128 + local 256, ring)') && !/old kernel|legacy/i.test(t));
+  assert.ok(t.includes('block selection, bytes one layer reads per 512-token chunk'));
+  assert.deepEqual(
+    r.selectionBytes.map((x) => x.context),
+    [320, 4096, 16384, 65536],
+  );
   assertNoGpuErrors(gpu);
+});
+
+test('selection bytes per chunk: flat grows with the prompt, hierarchical is a fixed part plus its coarse digests', () => {
+  const shape = { name: 'stories15M', numHeads: 6, numKvHeads: 6, headDim: 48 };
+  const [r4, r16, r64, r256] = selectionBytesRows(shape, [4096, 16384, 65536, 262144]);
+  // the first chunk reads the same either way; at 4k the coarse level drops nothing
+  assert.equal(r4.hierarchical.firstChunk, r4.flat.firstChunk);
+  assert.equal(r4.hierarchical.lastChunk, r4.flat.lastChunk);
+  assert.ok(r64.flat.lastChunk > 3 * r16.flat.lastChunk);
+  // past the coarse level's reach the last chunk reads the same but for one coarse digest per 8 blocks
+  const fixed = (r: typeof r16) => r.hierarchical.lastChunk - r.hierarchical.coarseLast;
+  assert.equal(fixed(r64), fixed(r16));
+  assert.equal(fixed(r256), fixed(r16));
+  assert.equal(r256.hierarchical.coarseLast, 4 * r64.hierarchical.coarseLast);
+  assert.ok(r256.hierarchical.coarseLast < r256.flat.lastChunk / 7);
 });
 
 test('forward suite with --batch on a tiny synthetic model', async () => {
@@ -179,6 +202,45 @@ test('decode suite: dense vs sparse at two contexts (tiled fill)', async () => {
   assert.equal(so.rows[0].speedup, undefined);
   positive(so.rows[0].msPerStep.sparse);
   assert.ok(decodeTable(so).includes('| 512 | - |'), 'sparse only: no dense column values');
+});
+
+test('prefill agreement: block-sparse keeping every block agrees with dense; a small budget runs', async () => {
+  const dense = await tinyEngine();
+  const dir = path.join(root, 'tiny');
+  const cfg = engineConfig({ flags: { maxBatchTokens: 128, kvCacheMib: 4, maxSeqs: 8, maxContext: 1024 } });
+  const load = (top: string, hierarchy = { groupBlocks: 2, margin: 0 }) =>
+    ModelRunner.load(dir, cfg, {
+      gpu: dense.gpu,
+      attention: attentionConfig({ flags: { prefillMode: 'block-sparse', prefillTopBlocks: top } }),
+      prefillHierarchy: hierarchy,
+    });
+  const all = await load('1000');
+  const small = await load('1');
+  try {
+    const r = await runPrefillAgreement(
+      dense,
+      [
+        { name: 'all blocks', engine: all },
+        { name: 'top 1', engine: small },
+      ],
+      { lengths: [400], docs: 1, steps: 2 },
+      (L) => [pseudoTokens(L, dense.config.vocabSize, 5)],
+      'pseudo-random tokens',
+    );
+    assert.equal(r.rows.length, 2);
+    const [a, b] = r.rows;
+    // the prompt's last position, 24 needle tokens, 2 greedy tokens
+    assert.equal(a.pooled.steps, 27);
+    assert.equal(a.pooled.tokenMatch, 1);
+    assert.ok(a.pooled.meanKl < 1e-6, `KL ${a.pooled.meanKl}`);
+    assert.equal(a.needle.variant, a.needle.dense);
+    assert.equal(a.needle.of, 24);
+    assert.ok(b.pooled.meanKl > 0 && b.pooled.tokenMatch >= 0 && b.pooled.tokenMatch <= 1);
+    assert.ok(prefillAgreementTable(r).includes('needle tokens: dense / this'));
+  } finally {
+    all.destroy();
+    small.destroy();
+  }
 });
 
 test('agreement suite: a budget covering the context agrees exactly with dense; a small one runs', async () => {

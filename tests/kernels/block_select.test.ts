@@ -13,6 +13,7 @@ import {
   blockDigestSlot,
 } from '../../shaders/block_digest.js';
 import {
+  type BlockHierarchy,
   BlockSelectKernel,
   blockListStride,
   keptKeyBlocks,
@@ -21,6 +22,7 @@ import {
 } from '../../shaders/block_select.js';
 import type { Slabs } from '../../shaders/lib/slabs.js';
 import { UniformArena } from '../../shaders/runtime.js';
+import { f16ToF32 } from '../../util/dtype.js';
 import { assertNoGpuErrors, f32Buffer, testGpu, u32Buffer } from '../helpers/gpu.js';
 import {
   decodedIndex,
@@ -36,6 +38,8 @@ import { blockSelectRef } from '../reference/block_select.js';
 // Pooled scores are f32 sums of up to 64 keys and 64 queries against f64: a GPU list may differ from the reference
 // only where two candidate blocks' reference scores are within this of each other (a near tie at the top-k cut).
 const TIE_EPS = 1e-4;
+// Group bounds are f16 pairs of f32 means (the reference rounds f64 means): a rounding step apart at most.
+const GROUP_EPS = 3e-3;
 
 interface Case {
   seed: number;
@@ -54,6 +58,10 @@ interface Case {
   maxWorkgroupsPerDim?: number;
   /** The K cache and the block digests each in this many slabs of whole pages (default one buffer). */
   slabs?: number;
+  /** Hierarchical selection (default flat). */
+  hier?: BlockHierarchy;
+  /** Called with every sparse list the kernel wrote (after the reference comparison). */
+  check?: (b: number, list: number[]) => void;
 }
 
 /**
@@ -67,6 +75,7 @@ async function writeDigests(
   blockSize: number,
   blockTable: GPUBuffer,
   slabs = 1,
+  groupBlocks = 0,
 ): Promise<Slabs | GPUBuffer> {
   const gpu = await testGpu();
   const { numKvHeads, headDim, pageSize, numPages } = cache;
@@ -93,10 +102,13 @@ async function writeDigests(
         pageSize,
         maxPagesPerSeq: cache.maxPagesPerSeq,
         blockSize,
+        groupBlocks,
       });
     }, arena);
   }
-  const got = new Float32Array((await readPool(gpu, digests)).buffer, 0, bytes / 4);
+  const raw = await readPool(gpu, digests);
+  const got = new Float32Array(raw.buffer, 0, bytes / 4);
+  const words = new Uint32Array(raw.buffer, 0, bytes / 4);
   assertNoGpuErrors(gpu);
   arena.destroy();
   seqs.forEach((s, row) => {
@@ -109,11 +121,35 @@ async function writeDigests(
         for (let d = 0; d < headDim; d++) {
           let sum = 0;
           for (let j = c * blockSize; j < c * blockSize + n; j++) sum += cache.kF[decodedIndex(cache, row, j, h) + d];
-          const x = got[(slot * numKvHeads + h) * headDim + d];
+          const x = got[(slot * 2 * numKvHeads + h) * headDim + d];
           assert.ok(
             Math.abs(x - sum / n) <= 1e-5 * (1 + Math.abs(sum / n)),
             `digest of row ${row} block ${c} head ${h} dim ${d}: ${x} vs ${sum / n}`,
           );
+        }
+      }
+    }
+    // coarse digests of the full groups: min / max of their blocks' means, widened, as f16 pairs in the last block's
+    // slot (part 1)
+    const G = groupBlocks;
+    for (let g = 0; G > 0 && (g + 1) * G * blockSize <= end; g++) {
+      const last = blockDigestSlot(pages, g * G + G - 1, pageSize, blockSize);
+      for (let h = 0; h < numKvHeads; h++) {
+        for (let d = 0; d < headDim; d++) {
+          let mn = Number.POSITIVE_INFINITY;
+          let mx = Number.NEGATIVE_INFINITY;
+          for (let c = g * G; c < g * G + G; c++) {
+            const m = got[(blockDigestSlot(pages, c, pageSize, blockSize) * 2 * numKvHeads + h) * headDim + d];
+            mn = Math.min(mn, m);
+            mx = Math.max(mx, m);
+          }
+          const o = ((last * 2 + 1) * numKvHeads + h) * headDim;
+          const half = (w: number) => f16ToF32((words[o + (w >> 1)] >>> (16 * (w & 1))) & 0xffff);
+          const gmn = half(d);
+          const gmx = half(headDim + d);
+          const what = `group ${g} of row ${row} head ${h} dim ${d}`;
+          assert.ok(gmn <= mn && gmn >= mn - 4e-3 * Math.abs(mn) - 1e-7, `${what}: min ${gmn} vs ${mn}`);
+          assert.ok(gmx >= mx && gmx <= mx + 4e-3 * Math.abs(mx) + 1e-7, `${what}: max ${gmx} vs ${mx}`);
         }
       }
     }
@@ -143,7 +179,7 @@ async function runCase(c: Case): Promise<number> {
   gpu.write(blockList, new Uint32Array(plan.numQBlocks * numKvHeads * listStride).fill(0xdeadbeef));
   const kernel = new BlockSelectKernel(gpu, { maxWorkgroupsPerDim: c.maxWorkgroupsPerDim });
   const blockTable = u32Buffer(gpu, cache.blockTable);
-  const digests = await writeDigests(cache, c.seqs, blockSize, blockTable, c.slabs);
+  const digests = await writeDigests(cache, c.seqs, blockSize, blockTable, c.slabs, c.hier?.groupBlocks ?? 0);
   const arena = new UniformArena(gpu);
   gpu.run((pass) => {
     kernel.encode(pass, arena, {
@@ -161,6 +197,7 @@ async function runCase(c: Case): Promise<number> {
       headModes,
       topBlocks: c.topBlocks,
       localBlocks: c.localBlocks,
+      hierarchy: c.hier,
     });
   }, arena);
   const got = await gpu.readU32(blockList, plan.numQBlocks * numKvHeads * listStride);
@@ -173,8 +210,11 @@ async function runCase(c: Case): Promise<number> {
     headModes,
     topBlocks: c.topBlocks,
     localBlocks: c.localBlocks,
+    groupBlocks: c.hier?.groupBlocks,
+    margin: c.hier?.margin,
   });
   let differing = 0;
+  let ranked = 0;
   for (let qb = 0; qb < plan.numQBlocks; qb++) {
     const row = plan.qBlocks[qb * QBLOCK_WORDS];
     const b = Math.floor(plan.qBlocks[qb * QBLOCK_WORDS + 2] / blockSize);
@@ -199,14 +239,27 @@ async function runCase(c: Case): Promise<number> {
         [...list].sort((x, y) => x - y),
         `${what}: not ascending`,
       );
+      c.check?.(b, list);
       const want: number[] = r.lists[h];
+      const grp = r.groups[h];
+      if (grp) ranked++;
       if (list.join() === want.join()) continue;
       differing++;
       assert.ok(!c.exact, `${what}: got ${list}, want ${want}`);
-      // Near tie: same size, and every block that differs scores within TIE_EPS of the k-th best candidate.
+      // Near tie: same size, and every block that differs scores within TIE_EPS of the k-th best candidate, or (the
+      // coarse level) some group's f16 bound is within GROUP_EPS of the beam's cut, so the GPU's beam may differ.
       assert.equal(list.length, want.length, `${what}: got ${list}, want ${want}`);
       const s = r.scores[h];
-      const cands = Array.from({ length: r.candEnd - 1 }, (_, i) => i + 1).sort((x, y) => s[y] - s[x]);
+      const scored = r.scored[h];
+      const groupTie =
+        grp !== null &&
+        Array.from(grp.bounds).some(
+          (x) => x !== grp.cut && Math.abs(x - grp.cut) <= GROUP_EPS * (1 + Math.abs(grp.cut)),
+        );
+      if (groupTie) continue;
+      const cands = Array.from({ length: r.candEnd - 1 }, (_, i) => i + 1)
+        .filter((x) => !scored || scored.has(x))
+        .sort((x, y) => s[y] - s[x]);
       const cut = s[cands[c.topBlocks - 1]];
       for (const x of [...list.filter((y) => !want.includes(y)), ...want.filter((y) => !list.includes(y))]) {
         assert.ok(Math.abs(s[x] - cut) <= TIE_EPS * (1 + Math.abs(cut)), `${what}: got ${list}, want ${want}`);
@@ -214,7 +267,9 @@ async function runCase(c: Case): Promise<number> {
     }
   }
   arena.destroy();
-  if (process.env.SIFT_TEST_VERBOSE) console.log(`seed ${c.seed}: ${differing} near-tie lists differ`);
+  if (process.env.SIFT_TEST_VERBOSE)
+    console.log(`seed ${c.seed}: ${differing} near-tie lists differ, ${ranked} ranked`);
+  if (c.hier) assert.ok(ranked > 0, `seed ${c.seed}: no list ranked groups (the case does not exercise the hierarchy)`);
   return differing;
 }
 
@@ -336,4 +391,104 @@ test('ties keep the lower blocks, over hundreds of key blocks (the radix top-k)'
     // every key the same: every pooled score ties, so the lowest candidate blocks are kept
     cacheOpts: () => ({ key: () => key }),
   });
+});
+
+test('hierarchical selection matches the reference: groups of 3 and 8, shapes off the block and group sizes', async () => {
+  await runCase({
+    seed: 70,
+    group: 4,
+    headDim: 48,
+    pageSize: 32,
+    blockSize: 16,
+    seqs: [
+      { ctx: 1000, fresh: 77 },
+      { ctx: 517, fresh: 130 },
+    ],
+    topBlocks: 2,
+    localBlocks: 1,
+    hier: { groupBlocks: 3, margin: 1 },
+  });
+  await runCase({
+    seed: 71,
+    group: 1,
+    headDim: 64,
+    pageSize: 64,
+    blockSize: 64,
+    seqs: [{ ctx: 5003, fresh: 190 }],
+    topBlocks: 3,
+    localBlocks: 0,
+    hier: { groupBlocks: 8, margin: 2 },
+  });
+  await runCase({
+    seed: 72,
+    group: 2,
+    headDim: 16,
+    pageSize: 16,
+    blockSize: 16,
+    seqs: [
+      { ctx: 611, fresh: 45 },
+      { ctx: 0, fresh: 300 },
+    ],
+    topBlocks: 1,
+    localBlocks: 2,
+    hier: { groupBlocks: 4, margin: 0 },
+    slabs: 3,
+  });
+});
+
+test('hierarchical selection keeps planted blocks past decoy groups only with its margin', async () => {
+  // Keys N(0, 0.3^2). Blocks 61 and 73 (groups 15 and 18 of 4 blocks) carry u: they score |u|^2. Every block of
+  // decoy groups 3 and 9 carries 2u on a quarter of the channels only: each block scores |u|^2 / 2, but the group's
+  // min / max bound is about 2 |u|^2, above the planted groups'. Beam = topBlocks + margin groups: with margin 0
+  // the decoys fill the beam and the planted blocks are never scored; with margin 2 they are, and win.
+  const headDim = 64;
+  const blockSize = 16;
+  const hot = new Set([61, 73]);
+  const u = new Rng(98).normalArray(headDim);
+  const key = (rng: Rng, pos: number) => {
+    const k = rng.normalArray(headDim, 0.3);
+    const c = Math.floor(pos / blockSize);
+    const g = Math.floor(c / 4);
+    if (hot.has(c)) for (let d = 0; d < headDim; d++) k[d] += u[d];
+    if (g === 3 || g === 9) for (let d = (c % 4) * 16; d < (c % 4) * 16 + 16; d++) k[d] += 2 * u[d];
+    return k;
+  };
+  const base = {
+    group: 4,
+    numKvHeads: 1,
+    headDim,
+    pageSize: 16,
+    blockSize,
+    seqs: [{ ctx: 1300, fresh: 50 }],
+    topBlocks: 2,
+    localBlocks: 0,
+    exact: true,
+    cacheOpts: (rng: Rng) => ({ key: (_s: number, pos: number) => key(rng, pos) }),
+    qFor: (rng: Rng) => {
+      const x = rng.normalArray(headDim, 0.5);
+      for (let d = 0; d < headDim; d++) x[d] += u[d];
+      return x;
+    },
+  };
+  let lists = 0;
+  await runCase({
+    ...base,
+    seed: 80,
+    hier: { groupBlocks: 4, margin: 2 },
+    check: (_b, list) => {
+      lists++;
+      assert.ok(list.includes(61) && list.includes(73), `margin 2: planted blocks missing from ${list}`);
+    },
+  });
+  assert.ok(lists > 0);
+  let missed = 0;
+  await runCase({
+    ...base,
+    seed: 80,
+    hier: { groupBlocks: 4, margin: 0 },
+    check: (_b, list) => {
+      if (!list.includes(61) && !list.includes(73)) missed++;
+    },
+  });
+  assert.equal(missed, lists, 'margin 0: the decoy groups should fill the beam (the case tests the margin)');
 });
