@@ -116,7 +116,8 @@ test('selection bytes per chunk: flat grows with the prompt, hierarchical is a f
   const fixed = (r: typeof r16) => r.hierarchical.lastChunk - r.hierarchical.coarseLast;
   assert.equal(fixed(r64), fixed(r16));
   assert.equal(fixed(r256), fixed(r16));
-  assert.equal(r256.hierarchical.coarseLast, 4 * r64.hierarchical.coarseLast);
+  const ratio = r256.hierarchical.coarseLast / r64.hierarchical.coarseLast;
+  assert.ok(ratio > 3.99 && ratio < 4.03, `coarse digests 256k / 64k: ${ratio}`);
   assert.ok(r256.hierarchical.coarseLast < r256.flat.lastChunk / 7);
 });
 
