@@ -136,7 +136,7 @@ test('a steady-state decode step: no bind group or pipeline created, <= 8 dispat
   }
 });
 
-test('block-sparse prefill: a decode step keeps the key-block digest of the block it writes (1 dispatch a layer)', async () => {
+test('block-sparse prefill: a decode step keeps the key-block digest of the block it writes (2 dispatches a layer)', async () => {
   const gpu = await testGpu();
   const cfg = engineConfig({
     flags: { pageSize: PAGE, kvCacheMib: 4, maxBatchTokens: 64, maxSeqs: 4, maxContext: 512 },
@@ -172,12 +172,13 @@ test('block-sparse prefill: a decode step keeps the key-block digest of the bloc
       token = out.tokens[0];
     }
     assertNoGpuErrors(gpu);
-    // a decode step: 7 dispatches a layer plus the block digest, + embedding, lm_head, sampler; a reselecting step
+    // a decode step: 7 dispatches a layer plus the block digest and its group's coarse digest (block_group, which
+    // writes only when the step fills a group's last block), + embedding, lm_head, sampler; a reselecting step
     // adds the three levels of hierarchical selection, and the digest hierarchy's update when blocks were written
     // since the last one (none while the context fits the budget)
     for (const d of dispatches)
       assert.ok(
-        [8, 11, 12].some((n) => d === n * L + 3),
+        [9, 12, 13].some((n) => d === n * L + 3),
         `${d} dispatches`,
       );
     // every layer's digests of blocks 0 and 1 are the mean of their keys in the cache so far
@@ -204,7 +205,8 @@ test('block-sparse prefill: a decode step keeps the key-block digest of the bloc
           }
         }
         const slot = table[(block * 64) / PAGE]; // one digest slot per page (page size 16 < block size 64)
-        const got = digests.subarray(slot * nKv * c.headDim, (slot + 1) * nKv * c.headDim);
+        // part 0 of the slot (the means; part 1 holds a group's coarse digest)
+        const got = digests.subarray(slot * 2 * nKv * c.headDim, (slot * 2 + 1) * nKv * c.headDim);
         assertClose(got, want, { atol: 1e-5, rtol: 1e-4 }, `layer ${li} block ${block}`);
       }
     }
