@@ -136,6 +136,7 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['block_group', { HW: 32, GROUP: 8 }],
   ['block_select', { HD: 64, MAXKB: 256, GROUP: 0, MAXG: 1 }],
   ['block_select', { HD: 64, MAXKB: 256, GROUP: 8, MAXG: 32 }],
+  ['column_gram', {}],
   ['column_sumsq', {}],
   ['digest_levels', { HW: 32 }],
   ['digest_levels', { HW: 32, SLABS_digests: 2, SLAB_BYTES_digests: 4096, SLABS_levels: 3, SLAB_BYTES_levels: 512 }],
