@@ -6,7 +6,8 @@ import { attentionConfig } from '../config/attention.js';
 import { engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag } from '../config/flags.js';
-import { collectImatrix, type Imatrix, writeImatrix } from '../model/imatrix.js';
+import { collectGram, writeGram } from '../model/gram.js';
+import { collectImatrix, writeImatrix } from '../model/imatrix.js';
 import { KvStorage } from '../model/kv-storage.js';
 import { ModelRunner } from '../model/runner.js';
 import type { Gpu } from '../shaders/runtime.js';
@@ -18,13 +19,18 @@ const HELP = `usage: sift imatrix [--model NAME|DIR] --text FILE --out FILE [opt
 Runs the model over a calibration text and writes its importance matrix: for every linear layer (q/k/v, o, gate/up,
 down, lm_head) the mean of x^2 at each input channel of the activations entering it, as llama.cpp's imatrix. With
 \`--quantize q4 --quantize-imatrix FILE\` (serve, generate, bench) each q4 group's scale and min then minimize the
-error weighted by it (calibrated 4-bit; without a file q4 is round to nearest).
+error weighted by it (calibrated 4-bit; without a file q4 is round to nearest). With --full it writes GPTQ's
+statistics instead: for every distinct linear-layer input the full matrix of mean x x^T (the diagonal is the
+importance matrix), for \`--quantize q4 --quantize-gptq FILE\` (GPTQ: each column's rounding error spread over the
+columns not yet quantized).
 
   --model NAME|DIR   a known model name (default ${DEFAULT_MODEL}) or an HF directory
   --text FILE        calibration text (UTF-8); paragraphs (blocks separated by a blank line) run as separate
                      documents, each from BOS, long ones in windows of the model's context. Use text other than what
                      you evaluate on (sift ships bench/calibration/stories.txt, written for TinyStories models)
-  --out FILE         where to write the matrix (a safetensors file: one f32 vector per weight matrix)
+  --out FILE         where to write the matrix (a safetensors file: one f32 vector per weight matrix, or with
+                     --full one f32 (cols, cols) matrix per distinct input: 26 MB for stories15M)
+  --full             write GPTQ's statistics (mean x x^T per input) instead of the importance matrix
   --max-tokens N     use at most N tokens of the text (default all)
   --window N         tokens per window (default and maximum: the model's context length)
   --chunk N          tokens per forward chunk (default 64)`;
@@ -47,12 +53,17 @@ export interface ImatrixRun {
   chunkTokens?: number;
   /** Says where the text came from (file metadata). */
   source: string;
+  /** Write GPTQ's Gram matrices (model/gram.ts) instead of the importance matrix. */
+  full?: boolean;
   gpu?: Gpu;
   onProgress?: (done: number, total: number) => void;
 }
 
-/** Collects the model's importance matrix over the documents and writes it atomically. */
-export async function imatrixToFile(r: ImatrixRun): Promise<Imatrix> {
+/**
+ * Collects the model's importance matrix (or with `full` its Gram matrices) over the documents and writes it
+ * atomically; returns the tokens and the number of tensors written.
+ */
+export async function imatrixToFile(r: ImatrixRun): Promise<{ tokens: number; tensors: number }> {
   const c = loadModelConfig(r.dir);
   const ctx = c.maxPositionEmbeddings;
   const win = r.windowTokens ?? ctx;
@@ -75,15 +86,20 @@ export async function imatrixToFile(r: ImatrixRun): Promise<Imatrix> {
   const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
   const engine = await ModelRunner.load(r.dir, cfg, { gpu: r.gpu, attention });
   try {
-    const m = await collectImatrix(engine, r.docs, { windowTokens: win, lmHeadName, onProgress: r.onProgress });
-    writeImatrix(r.out, m, {
+    const meta = {
       model: path.basename(path.resolve(r.dir)),
       text: r.source,
       documents: String(r.docs.length),
       window: String(win),
-      statistic: 'mean of x^2 per input channel of each linear layer',
-    });
-    return m;
+    };
+    if (r.full) {
+      const g = await collectGram(engine, r.docs, { windowTokens: win, onProgress: r.onProgress });
+      writeGram(r.out, g, { ...meta, statistic: 'mean of x x^T over the tokens, per distinct linear-layer input' });
+      return { tokens: g.tokens, tensors: g.values.size };
+    }
+    const m = await collectImatrix(engine, r.docs, { windowTokens: win, lmHeadName, onProgress: r.onProgress });
+    writeImatrix(r.out, m, { ...meta, statistic: 'mean of x^2 per input channel of each linear layer' });
+    return { tokens: m.tokens, tensors: m.values.size };
   } finally {
     engine.destroy();
   }
@@ -99,6 +115,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-tokens': { type: 'string' },
       window: { type: 'string' },
       chunk: { type: 'string' },
+      full: { type: 'boolean' },
     },
     'imatrix',
   );
@@ -136,10 +153,12 @@ export async function main(argv: string[]): Promise<number> {
     windowTokens,
     chunkTokens,
     source: path.basename(file),
+    full: Boolean(values.full),
     onProgress: (d, t) => progress.update(`imatrix: ${d}/${t} tokens`),
   });
+  const what = values.full ? "inputs' Gram matrices (GPTQ)" : "matrices' importances";
   progress.done(
-    `sift imatrix: wrote ${m.values.size} matrices' importances (${m.tokens} tokens, ${docs.length} document${docs.length === 1 ? '' : 's'}) to ${values.out}`,
+    `sift imatrix: wrote ${m.tensors} ${what} (${m.tokens} tokens, ${docs.length} document${docs.length === 1 ? '' : 's'}) to ${values.out}`,
   );
   return 0;
 }

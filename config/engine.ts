@@ -48,7 +48,7 @@ export const ENGINE_SPEC = {
     default: 'none',
     choices: ['none', 'int8', 'q4'],
     doc:
-      'quantize F32/F16/BF16 weights at load, round to nearest (calibrated q4 with --quantize-imatrix): int8 per output channel, or q4 ' +
+      'quantize F32/F16/BF16 weights at load, round to nearest (calibrated q4 with --quantize-imatrix or --quantize-gptq): int8 per output channel, or q4 ' +
       '(4 bits, a scale and min per group of --quantize-group columns); kept quantized on the GPU. GGUF files ' +
       'keep their own quantization',
   },
@@ -75,6 +75,22 @@ export const ENGINE_SPEC = {
       "with --quantize q4: an importance matrix written by `sift imatrix` (mean x^2 of every linear layer's input " +
       "channels over a calibration text); each q4 group's scale and min then minimize the importance-weighted " +
       "error, as llama.cpp's imatrix (calibrated 4-bit). The file must come from the same model",
+  },
+  quantizeGptq: {
+    kind: 'string',
+    default: '',
+    defaultText: 'none',
+    doc:
+      "with --quantize q4: GPTQ statistics written by `sift imatrix --full` (mean x x^T of every linear layer's " +
+      'input over a calibration text); each q4 matrix is then quantized by GPTQ (Frantar et al. 2022): columns in ' +
+      'order, each rounding error spread over the columns not yet quantized through the Cholesky factor of H^-1, ' +
+      'group scales and mins fitted as groups start, weighted by diag(H). Replaces --quantize-imatrix. The file ' +
+      'must come from the same model',
+  },
+  quantizeGptqActOrder: {
+    kind: 'bool',
+    default: false,
+    doc: 'with --quantize-gptq: quantize columns by descending diag(H) (GPTQ act-order), group scales fixed first',
   },
   quantizeChannelScales: {
     kind: 'bool',

@@ -3,11 +3,9 @@
  * linear layer, the mean of x[c]^2 over the calibration tokens at each input channel c of the activations x entering
  * it (llama.cpp's imatrix statistic). util/quant-weighted.ts weighs each weight's rounding error by its column's value.
  *
- * Collected on the engine's own forward pass (dense, original head order): text in windows of `windowTokens` (a fresh
- * sequence each), prefilled in chunks of maxBatchTokens, with one column_sumsq dispatch at each linear layer's input
- * (model/forward.ts ActivationTap): q/k/v share the attention norm's output, gate/up the MLP norm's, o_proj reads the
- * attention output, down_proj the gated activation, lm_head the final norm's output. Sums accumulate in f64 on the
- * host after every chunk.
+ * Collected on the engine's own forward pass (model/activation-pass.ts) with one column_sumsq dispatch at each linear
+ * layer's input: q/k/v share the attention norm's output, gate/up the MLP norm's. Sums accumulate in f64 on the host
+ * after every chunk. GPTQ's full X^T X per input is model/gram.ts.
  *
  * File: a safetensors file with one f32 tensor (cols) per weight matrix, named as the checkpoint names it
  * (model.layers.0.self_attn.q_proj.weight, ..., lm_head.weight or, tied, model.embed_tokens.weight), holding the mean
@@ -20,7 +18,7 @@ import { SafetensorsFile, writeSafetensors } from '../checkpoint/safetensors.js'
 import { SiftError } from '../config/errors.js';
 import { ColumnSumSqKernel } from '../shaders/column_sumsq.js';
 import { decodeToF32 } from '../util/dtype.js';
-import { buildForwardBatch } from './batch.js';
+import { activationSlots, runActivationPass } from './activation-pass.js';
 import type { ActivationPoint } from './forward.js';
 import type { ModelRunner } from './runner.js';
 
@@ -71,72 +69,41 @@ export async function collectImatrix(
   docs: readonly (readonly number[])[],
   opts: ImatrixOptions,
 ): Promise<Imatrix> {
-  const c = engine.config;
   const gpu = engine.gpu;
-  const fwd = engine.forwardPass;
-  if (engine.weights.headPlan) throw new SiftError('INTERNAL', 'imatrix: weights must be in their original head order');
-  const win = opts.windowTokens;
-  if (!Number.isInteger(win) || win < 1) throw new SiftError('INVALID_ARGUMENT', `window of ${win} tokens`);
-  const total = docs.reduce((n, d) => n + d.length, 0);
-  if (total === 0) throw new SiftError('INVALID_ARGUMENT', 'imatrix: the calibration text has no tokens');
-  const pageSize = engine.kv.pageSize;
-  const pages = Math.ceil(win / pageSize);
-  if (win > engine.maxContext || pages > engine.kv.numPages) {
-    throw new SiftError(
-      'INVALID_ARGUMENT',
-      `a window of ${win} tokens does not fit the engine (context ${engine.maxContext}, ${engine.kv.numPages} KV pages)`,
-    );
-  }
   // one slot per (point, layer) in one buffer, each at an aligned offset
-  const points: { point: ActivationPoint; layer: number; cols: number; offset: number }[] = [];
   const align = gpu.caps.minStorageBufferOffsetAlignment;
   let bytes = 0;
-  const slot = (point: ActivationPoint, layer: number, cols: number) => {
-    points.push({ point, layer, cols, offset: bytes });
-    bytes += Math.ceil((cols * 4) / align) * align;
-  };
-  for (let li = 0; li < c.numLayers; li++) {
-    slot('qkv', li, c.hiddenSize);
-    slot('o', li, c.numHeads * c.headDim);
-    slot('gate-up', li, c.hiddenSize);
-    slot('down', li, c.intermediateSize);
-  }
-  slot('lm-head', c.numLayers, c.hiddenSize);
+  const points = activationSlots(engine.config).map((p) => {
+    const offset = bytes;
+    bytes += Math.ceil((p.cols * 4) / align) * align;
+    return { ...p, offset };
+  });
   const slotOf = new Map(points.map((p) => [`${p.point}:${p.layer}`, p]));
   const sums = points.map((p) => new Float64Array(p.cols));
   const buf = gpu.createBuffer('imatrix.sums', bytes); // per slot (cols) f32 sums of x^2 of the last chunk
   const kernel = new ColumnSumSqKernel(gpu);
-  const chunk = fwd.maxBatchTokens;
-  const table = Array.from({ length: pages }, (_, i) => i); // the window's block table: pages 0..pages-1
+  let total: number;
   try {
-    let done = 0;
-    const windows = docs.flatMap((d) =>
-      Array.from({ length: Math.ceil(d.length / win) }, (_, i) => d.slice(i * win, (i + 1) * win)),
+    total = await runActivationPass(
+      engine,
+      docs,
+      (pass, arena, point, layer, x, rows, cols) => {
+        const p = slotOf.get(`${point}:${layer}`);
+        if (!p || p.cols !== cols) throw new SiftError('INTERNAL', `imatrix: no slot for ${point} ${layer} (${cols})`);
+        kernel.encode(pass, arena, { x, out: { buffer: buf, offset: p.offset, size: cols * 4 }, rows, n: cols });
+      },
+      {
+        windowTokens: opts.windowTokens,
+        onProgress: opts.onProgress,
+        afterChunk: async () => {
+          const got = await gpu.readF32(buf, bytes / 4);
+          points.forEach((p, i) => {
+            const at = p.offset / 4;
+            for (let k = 0; k < p.cols; k++) sums[i][k] += got[at + k];
+          });
+        },
+      },
     );
-    for (const window of windows) {
-      for (let s = 0; s < window.length; s += chunk) {
-        const part = window.slice(s, s + chunk);
-        const batch = buildForwardBatch(
-          [{ kind: 'prefill', seqId: 'imatrix', start: s, tokens: part, pages: table, sample: false }],
-          { maxPagesPerSeq: fwd.maxPagesPerSeq },
-        );
-        fwd.encode(batch, {
-          activation: (pass, arena, point, layer, x, rows, cols) => {
-            const p = slotOf.get(`${point}:${layer}`);
-            if (!p || p.cols !== cols)
-              throw new SiftError('INTERNAL', `imatrix: no slot for ${point} ${layer} (${cols})`);
-            kernel.encode(pass, arena, { x, out: { buffer: buf, offset: p.offset, size: cols * 4 }, rows, n: cols });
-          },
-        });
-        const got = await gpu.readF32(buf, bytes / 4);
-        points.forEach((p, i) => {
-          const at = p.offset / 4;
-          for (let k = 0; k < p.cols; k++) sums[i][k] += got[at + k];
-        });
-        done += part.length;
-        opts.onProgress?.(done, total);
-      }
-    }
   } finally {
     buf.destroy();
   }

@@ -35,6 +35,7 @@ import type {
 } from './executor.js';
 import { ForwardPass, type KernelChoice } from './forward.js';
 import { assertGpuForward } from './gpu-support.js';
+import { gramForCheckpoint } from './gram.js';
 import { loadHeadPlan } from './head-plan.js';
 import { imatrixForCheckpoint } from './imatrix.js';
 import { KvStorage } from './kv-storage.js';
@@ -450,16 +451,33 @@ export function quantizeOption(
 }
 
 /**
- * The q4 option with the importance matrix of --quantize-imatrix FILE read and checked against the checkpoint's
+ * The q4 option with the GPTQ statistics of --quantize-gptq FILE (model/gram.ts), or the importance matrix of
+ * --quantize-imatrix FILE, read and checked against the checkpoint's
  * matrices (INVALID_ARGUMENT naming the file and the tensor at fault), and the checkpoint to upload: with
  * quantizeChannelScales (off by default), a view with per-input-channel scales folded in (model/quant-scales.ts). Unchanged when no
  * file is given.
  */
 export function withImatrix(
   option: QuantizeOption | undefined,
-  cfg: Pick<EngineConfig, 'quantizeImatrix' | 'quantizeChannelScales'>,
+  cfg: Pick<EngineConfig, 'quantizeImatrix' | 'quantizeChannelScales' | 'quantizeGptq' | 'quantizeGptqActOrder'>,
   ckpt: Checkpoint,
 ): { quantize: QuantizeOption | undefined; source: Checkpoint } {
+  const gptq = cfg.quantizeGptq;
+  if (gptq) {
+    const param = { param: 'quantizeGptq' };
+    if (option?.format !== 'q4') {
+      throw new SiftError('INVALID_ARGUMENT', `quantizeGptq (${gptq}) needs --quantize q4 (it calibrates q4)`, param);
+    }
+    if (cfg.quantizeImatrix || cfg.quantizeChannelScales) {
+      throw new SiftError(
+        'INVALID_ARGUMENT',
+        `quantizeGptq replaces ${cfg.quantizeImatrix ? 'quantizeImatrix' : 'quantizeChannelScales'} (its statistics hold the importance matrix as their diagonal): give one`,
+        param,
+      );
+    }
+    const gram = gramForCheckpoint(gptq, ckpt);
+    return { quantize: { ...option, gram, gptqActOrder: cfg.quantizeGptqActOrder }, source: ckpt };
+  }
   const file = cfg.quantizeImatrix;
   if (!file) return { quantize: option, source: ckpt };
   if (option?.format !== 'q4') {

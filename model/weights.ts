@@ -1,7 +1,7 @@
 /**
  * Uploads a checkpoint's tensors to the GPU in the layout of shaders/tensor.ts: 2-D weights in their file dtype
  * (16-bit as packed pairs) or quantized (a GGUF's q8/q4 blocks as they are, or an F32/F16/BF16 matrix quantized
- * now by `quantize`, round to nearest), split under the binding limit; norm weights and biases as f32.
+ * now by `quantize`: round to nearest, or calibrated by an importance matrix or GPTQ), split under the binding limit; norm weights and biases as f32.
  *
  * Fused for the forward pass's fewer, fatter kernels: q_proj, k_proj and v_proj are one matrix (their rows
  * stacked: q, then k, then v; the biases likewise), gate_proj and up_proj one matrix with their rows interleaved
@@ -30,6 +30,7 @@ import {
   quantizeInt8,
   quantizeQ4,
 } from '../util/quant.js';
+import { quantizeQ4Gptq } from '../util/quant-gptq.js';
 import { quantizeQ4Weighted } from '../util/quant-weighted.js';
 import {
   headPermutation,
@@ -57,6 +58,13 @@ export type QuantizeOption =
        * untied model is a lookup, not a matmul: it has no entry and stays round to nearest.
        */
       importance?: ReadonlyMap<string, Float32Array>;
+      /**
+       * GPTQ (`--quantize-gptq`, model/gram.ts): tensor name -> (cols, cols) mean x x^T of its input; each q4 matrix
+       * named here is quantized by GPTQ with it (util/quant-gptq.ts), which takes precedence over `importance`.
+       */
+      gram?: ReadonlyMap<string, Float32Array>;
+      /** With `gram`: GPTQ's act-order (columns by descending diag(H), static groups). */
+      gptqActOrder?: boolean;
     };
 
 /** Roles of the matrices a q4 upload may keep at int8 (QuantizeOption.int8). */
@@ -191,6 +199,19 @@ function importanceOf(m: ReadonlyMap<string, Float32Array>, name: string, cols: 
   return v;
 }
 
+/** A matrix's input Gram matrix (INVALID_ARGUMENT naming the tensor when the map lacks it or its width differs). */
+function gramOf(m: ReadonlyMap<string, Float32Array>, name: string, cols: number): Float32Array {
+  const v = m.get(name);
+  if (!v || v.length !== cols * cols) {
+    throw new SiftError(
+      'INVALID_ARGUMENT',
+      `GPTQ statistics: tensor ${name} ${v ? `has ${v.length} values for ${cols} x ${cols}` : 'has no entry'}`,
+      { param: 'quantizeGptq' },
+    );
+  }
+  return v;
+}
+
 export function uploadModel(
   gpu: Gpu,
   ckpt: Checkpoint,
@@ -249,9 +270,11 @@ export function uploadModel(
       q =
         o.format === 'int8' || (role !== null && o.int8?.includes(role))
           ? quantizeInt8(f, rows, cols)
-          : o.importance && (name !== ckpt.embeddingName || name === ckpt.lmHeadName)
-            ? quantizeQ4Weighted(f, rows, cols, o.group, importanceOf(o.importance, name, cols))
-            : quantizeQ4(f, rows, cols, o.group);
+          : o.gram && (name !== ckpt.embeddingName || name === ckpt.lmHeadName)
+            ? quantizeQ4Gptq(f, rows, cols, o.group, gramOf(o.gram, name, cols), { actOrder: o.gptqActOrder })
+            : o.importance && (name !== ckpt.embeddingName || name === ckpt.lmHeadName)
+              ? quantizeQ4Weighted(f, rows, cols, o.group, importanceOf(o.importance, name, cols))
+              : quantizeQ4(f, rows, cols, o.group);
     }
     if (q) return { kind: 'quant', m: perm ? permuteQuantizedTensor(name, q, perm) : q };
     if (dtype === 'q8' || dtype === 'q4') throw new SiftError('INTERNAL', `tensor ${name}: ${dtype} not read`);
