@@ -27,11 +27,14 @@ import { type Agreement, agreement, mdTable, poolAgreement, type Stat, stat } fr
 export interface QuantBenchOptions {
   /**
    * 'f32' (the model as stored), 'bf16', 'int8', 'q4g<N>' (+ 'e8' / 'v8' / 'd8': embedding and lm_head / v_proj /
-   * down_proj at int8; + 'i': calibrated with the importance matrix `imatrix`, 'a': and per-channel scales folded in), or a .gguf file.
+   * down_proj at int8; + 'i': calibrated with the importance matrix `imatrix`, 'a': and per-channel scales folded in,
+   * 'g': GPTQ with the Gram matrices `gram`, 'o': GPTQ with act-order), or a .gguf file.
    */
   formats: string[];
   /** The importance matrix (`sift imatrix`) of the calibrated q4 formats (suffix 'i'). */
   imatrix?: string;
+  /** GPTQ's statistics (`sift imatrix --full`) of the GPTQ formats (suffixes 'g', 'o'). */
+  gram?: string;
   /** Teacher-forced sequences: the greedy one plus sampled stories. */
   sequences: number;
   /** Positions compared per sequence. */
@@ -89,29 +92,34 @@ async function loadFormat(
   cfg: EngineConfig,
   gpu: Gpu,
   imatrix: string | undefined,
+  gram: string | undefined,
 ): Promise<ModelRunner> {
   const opts = { gpu, maxLogitRows: cfg.maxBatchTokens ?? undefined };
   if (format.endsWith('.gguf')) return ModelRunner.load(await resolveModel(format), cfg, opts);
   if (format === 'f32') return ModelRunner.load(dir, cfg, opts);
   if (format === 'bf16') return ModelRunner.load(bf16Twin(dir), cfg, opts);
   if (format === 'int8') return ModelRunner.load(dir, { ...cfg, quantize: 'int8' }, opts);
-  const g = /^q4g(\d+)((?:e8|v8|d8)*)([ia]?)$/.exec(format);
+  const g = /^q4g(\d+)((?:e8|v8|d8)*)([iago]?)$/.exec(format);
   if (g) {
     const roles: Record<string, string> = { e8: 'embedding', v8: 'attn-v', d8: 'ffn-down' };
     const quantizeInt8 = (g[2].match(/../g) ?? []).map((t) => roles[t]).join(',');
-    if (g[3] && !imatrix) throw new Error(`format ${format} (calibrated q4) needs --imatrix FILE`);
-    const quantizeImatrix = g[3] ? (imatrix as string) : '';
-    const quantizeChannelScales = g[3] === 'a';
+    const isGptq = g[3] === 'g' || g[3] === 'o';
+    if (isGptq && !gram) throw new Error(`format ${format} (GPTQ) needs --gram FILE (\`sift imatrix --full\`)`);
+    if ((g[3] === 'i' || g[3] === 'a') && !imatrix) {
+      throw new Error(`format ${format} (calibrated q4) needs --imatrix FILE`);
+    }
     const q = {
       quantize: 'q4' as const,
       quantizeGroup: Number(g[1]),
       quantizeInt8,
-      quantizeImatrix,
-      quantizeChannelScales,
+      quantizeImatrix: g[3] === 'i' || g[3] === 'a' ? (imatrix as string) : '',
+      quantizeChannelScales: g[3] === 'a',
+      quantizeGptq: isGptq ? (gram as string) : '',
+      quantizeGptqActOrder: g[3] === 'o',
     };
     return ModelRunner.load(dir, { ...cfg, ...q }, opts);
   }
-  throw new Error(`unknown format ${format} (f32, bf16, int8, q4g<N>[e8|v8|d8][i|a], or a .gguf file)`);
+  throw new Error(`unknown format ${format} (f32, bf16, int8, q4g<N>[e8|v8|d8][i|a|g|o], or a .gguf file)`);
 }
 
 /** Median decode tokens/s of one sequence after a 16-token prefill, dense attention. */
@@ -191,7 +199,7 @@ export async function runQuantBench(
     let refBytes = 0;
     for (const format of o.formats) {
       o.onProgress?.(`${format}: loading`);
-      const eng = format === 'f32' ? ref : await loadFormat(dir, format, cfg, gpu, o.imatrix);
+      const eng = format === 'f32' ? ref : await loadFormat(dir, format, cfg, gpu, o.imatrix, o.gram);
       try {
         if (eng.config.vocabSize !== V) throw new Error(`${format}: vocab differs from the reference`);
         const stepBytes = decodeStepWeightBytes(eng.weights);

@@ -153,6 +153,8 @@ ${MODEL_HELP}
                           (default f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8); suffix i (q4g64i,
                           q4g128i, q4g64v8d8i): calibrated q4 with the importance matrix of --imatrix
   --imatrix FILE          importance matrix (\`sift imatrix\`) of the calibrated formats
+                          suffix g (q4g96g, q4g96v8g): GPTQ with the statistics of --gram; o: GPTQ with act-order
+  --gram FILE             GPTQ's statistics (\`sift imatrix --full\`) of the GPTQ formats
   --sequences N           teacher-forced sequences (default 4)
   --length N              positions per sequence (default 255, capped by the model's context)
   --steps N               decode steps per speed repeat (default 32)
@@ -290,6 +292,7 @@ export async function main(argv: string[]): Promise<number> {
                       ...model,
                       formats: listDef,
                       imatrix: listDef,
+                      gram: listDef,
                       sequences: listDef,
                       length: listDef,
                       steps: listDef,
@@ -405,7 +408,8 @@ async function quant(values: Record<string, unknown>, progress: Progress): Promi
   // the calibrated formats (suffix i) take --imatrix (or --quantize-imatrix); the reference is never quantized
   const engine = engineConfigFrom(values);
   const imatrix = (values.imatrix as string | undefined) || engine.quantizeImatrix || undefined;
-  const cfg = { ...engine, quantizeImatrix: '' };
+  const gram = (values.gram as string | undefined) || engine.quantizeGptq || undefined;
+  const cfg = { ...engine, quantizeImatrix: '', quantizeGptq: '' };
   const formats = String(values.formats ?? 'f32,bf16,int8,q4g32,q4g64,q4g128,q4g64v8d8')
     .split(',')
     .map((f) => f.trim())
@@ -417,6 +421,7 @@ async function quant(values: Record<string, unknown>, progress: Progress): Promi
   const r = await runQuantBench(dir, cfg, {
     formats,
     imatrix,
+    gram,
     sequences: intFlag(values.sequences, 'sequences', 4, 1),
     length: intFlag(values.length, 'length', 255, 2),
     steps: intFlag(values.steps, 'steps', 32, 1),
