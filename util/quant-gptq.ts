@@ -65,26 +65,34 @@ export function cholesky(a: Float64Array, n: number): Float64Array | null {
  * L^-T L^-1, then U^T = chol(H^-1). Null when H^-1 is not numerically positive definite.
  */
 function upperCholeskyOfInverse(l: Float64Array, n: number): Float64Array | null {
-  // Li = L^-1, lower triangular: forward substitution column by column
+  // Li = L^-1, lower triangular, row by row: Li[i, j] = -(sum_{j <= k < i} L[i, k] Li[k, j]) / L[i, i] (row-major
+  // sweeps only)
   const li = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    li[j * n + j] = 1 / l[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s -= l[i * n + k] * li[k * n + j];
-      li[i * n + j] = s / l[i * n + i];
-    }
-  }
-  // Hinv = Li^T Li: Hinv[i, j] = sum_{k >= max(i, j)} Li[k, i] Li[k, j]
-  const hinv = new Float64Array(n * n);
+  const acc = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    for (let j = i; j < n; j++) {
-      let s = 0;
-      for (let k = j; k < n; k++) s += li[k * n + i] * li[k * n + j];
-      hinv[i * n + j] = s;
-      hinv[j * n + i] = s;
+    acc.fill(0, 0, i);
+    for (let k = 0; k < i; k++) {
+      const a = l[i * n + k];
+      if (a === 0) continue;
+      const rk = k * n;
+      for (let j = 0; j <= k; j++) acc[j] += a * li[rk + j];
+    }
+    const d = l[i * n + i];
+    for (let j = 0; j < i; j++) li[i * n + j] = -acc[j] / d;
+    li[i * n + i] = 1 / d;
+  }
+  // Hinv = Li^T Li: row k of Li adds Li[k, i] Li[k, j] to Hinv[i, j] for i, j <= k (upper half, then mirrored)
+  const hinv = new Float64Array(n * n);
+  for (let k = 0; k < n; k++) {
+    const rk = k * n;
+    for (let i = 0; i <= k; i++) {
+      const a = li[rk + i];
+      if (a === 0) continue;
+      const ri = i * n;
+      for (let j = i; j <= k; j++) hinv[ri + j] += a * li[rk + j];
     }
   }
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) hinv[j * n + i] = hinv[i * n + j];
   const c = cholesky(hinv, n);
   if (!c) return null;
   // U = C^T
@@ -93,16 +101,29 @@ function upperCholeskyOfInverse(l: Float64Array, n: number): Float64Array | null
   return u;
 }
 
+type GptqFactor = { u: Float64Array; order: Int32Array; diag: Float64Array };
+/**
+ * Factors already computed, per Gram array and options: q/k/v (and gate/up) share one input and one factor. A Gram
+ * array must not change once factored.
+ */
+const factors = new WeakMap<Float32Array | Float64Array, Map<string, GptqFactor>>();
+
 /**
  * The GPTQ factor of a Gram matrix: `gram` (cols, cols) row-major, symmetric (only its upper triangle is read) ->
  * {u: upper Cholesky factor of (H + damping)^-1 in `order`'s column order, order, diag: diag(H) per original column}.
  * The scale of H does not matter (the damping is relative), so mean x x^T serves as well as 2 X^T X.
  */
-export function gptqFactor(
-  gram: Float32Array | Float64Array,
-  cols: number,
-  opts: GptqOptions = {},
-): { u: Float64Array; order: Int32Array; diag: Float64Array } {
+export function gptqFactor(gram: Float32Array | Float64Array, cols: number, opts: GptqOptions = {}): GptqFactor {
+  const key = `${opts.damp ?? GPTQ_DEFAULT_DAMP}:${Boolean(opts.actOrder)}`;
+  const hit = factors.get(gram)?.get(key);
+  if (hit && hit.diag.length === cols) return hit;
+  const f = computeFactor(gram, cols, opts);
+  if (!factors.has(gram)) factors.set(gram, new Map());
+  factors.get(gram)?.set(key, f);
+  return f;
+}
+
+function computeFactor(gram: Float32Array | Float64Array, cols: number, opts: GptqOptions): GptqFactor {
   if (gram.length !== cols * cols) {
     throw new RangeError(`GPTQ: a Gram matrix of ${gram.length} values for ${cols} columns (needs ${cols * cols})`);
   }
