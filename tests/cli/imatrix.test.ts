@@ -1,5 +1,5 @@
 /**
- * `sift imatrix` and `--quantize-imatrix` on the command line: wrong usage and bad files are one-line errors naming
+ * `sift imatrix` and `--quantize-imatrix` / `--quantize-gptq` on the command line: wrong usage and bad files are one-line errors naming
  * the flag, the file or the tensor, before any model output.
  */
 import assert from 'node:assert/strict';
@@ -24,6 +24,8 @@ test('imatrix and --quantize-imatrix refuse bad usage and bad files in one line'
       /importance matrix .*sift-imatrix-cli-\d+\.imatrix: /,
     ],
     [[...gen, '--quantize', 'int8', '--quantize-imatrix', garbage], /quantizeImatrix .* needs --quantize q4/],
+    [[...gen, '--quantize', 'q4', '--quantize-gptq', garbage], /GPTQ statistics .*sift-imatrix-cli-\d+\.imatrix: /],
+    [[...gen, '--quantize', 'int8', '--quantize-gptq', garbage], /quantizeGptq .* needs --quantize q4/],
   ];
   await pooled(cases, 2, async ([args, want]) => {
     const r = await runCli(args);
