@@ -29,7 +29,7 @@ columns not yet quantized).
                      documents, each from BOS, long ones in windows of the model's context. Use text other than what
                      you evaluate on (sift ships bench/calibration/stories.txt, written for TinyStories models)
   --out FILE         where to write the matrix (a safetensors file: one f32 vector per weight matrix, or with
-                     --full one f32 (cols, cols) matrix per distinct input: 26 MB for stories15M)
+                     --full one f32 (cols, cols) matrix per distinct input: 20 MB for stories15M)
   --full             write GPTQ's statistics (mean x x^T per input) instead of the importance matrix
   --max-tokens N     use at most N tokens of the text (default all)
   --window N         tokens per window (default and maximum: the model's context length)
