@@ -476,7 +476,13 @@ export function withImatrix(
       );
     }
     const gram = gramForCheckpoint(gptq, ckpt);
-    return { quantize: { ...option, gram, gptqActOrder: cfg.quantizeGptqActOrder }, source: ckpt };
+    // the importances (diag) serve a tied embedding, which GPTQ leaves to the weighted fit (weights.ts)
+    const importance = new Map<string, Float32Array>();
+    for (const [name, g] of gram) {
+      const n = Math.round(Math.sqrt(g.length));
+      importance.set(name, Float32Array.from({ length: n }, (_, i) => g[i * n + i]));
+    }
+    return { quantize: { ...option, gram, importance, gptqActOrder: cfg.quantizeGptqActOrder }, source: ckpt };
   }
   const file = cfg.quantizeImatrix;
   if (!file) return { quantize: option, source: ckpt };

@@ -60,7 +60,9 @@ export type QuantizeOption =
       importance?: ReadonlyMap<string, Float32Array>;
       /**
        * GPTQ (`--quantize-gptq`, model/gram.ts): tensor name -> (cols, cols) mean x x^T of its input; each q4 matrix
-       * named here is quantized by GPTQ with it (util/quant-gptq.ts), which takes precedence over `importance`.
+       * named here is quantized by GPTQ with it (util/quant-gptq.ts), which takes precedence over `importance`, except
+       * a tied embedding: its rows are also read one by one as token vectors, where GPTQ's moved weights are plain
+       * error, so it gets the importance-weighted fit (with `importance` = diag of its Gram matrix).
        */
       gram?: ReadonlyMap<string, Float32Array>;
       /** With `gram`: GPTQ's act-order (columns by descending diag(H), static groups). */
@@ -270,7 +272,7 @@ export function uploadModel(
       q =
         o.format === 'int8' || (role !== null && o.int8?.includes(role))
           ? quantizeInt8(f, rows, cols)
-          : o.gram && (name !== ckpt.embeddingName || name === ckpt.lmHeadName)
+          : o.gram && name !== ckpt.embeddingName
             ? quantizeQ4Gptq(f, rows, cols, o.group, gramOf(o.gram, name, cols), { actOrder: o.gptqActOrder })
             : o.importance && (name !== ckpt.embeddingName || name === ckpt.lmHeadName)
               ? quantizeQ4Weighted(f, rows, cols, o.group, importanceOf(o.importance, name, cols))
