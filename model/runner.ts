@@ -480,7 +480,10 @@ export function withImatrix(
     const importance = new Map<string, Float32Array>();
     for (const [name, g] of gram) {
       const n = Math.round(Math.sqrt(g.length));
-      importance.set(name, Float32Array.from({ length: n }, (_, i) => g[i * n + i]));
+      importance.set(
+        name,
+        Float32Array.from({ length: n }, (_, i) => g[i * n + i]),
+      );
     }
     return { quantize: { ...option, gram, importance, gptqActOrder: cfg.quantizeGptqActOrder }, source: ckpt };
   }

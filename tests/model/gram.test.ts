@@ -129,7 +129,10 @@ test('--quantize q4 --quantize-gptq: each q4 matrix is GPTQ on its input Gram ma
   assert.ok(qkv[0] && qkv[0] === qkv[1] && qkv[1] === qkv[2], 'q, k and v share one Gram matrix');
   // the importances (for a tied embedding, which gets the weighted fit) are the Gram matrices' diagonals
   const im = quantize.importance?.get(down) as Float32Array;
-  assert.deepEqual(im, Float32Array.from({ length: cols }, (_, i) => g[i * cols + i]));
+  assert.deepEqual(
+    im,
+    Float32Array.from({ length: cols }, (_, i) => g[i * cols + i]),
+  );
   const q = quantizeQ4Gptq(ckpt.readF32(down), rows, cols, 16, g);
   assert.equal(q.group, 16);
   // loads and runs
