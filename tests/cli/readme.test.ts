@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { OTHER_ENV } from '../../config/env.js';
+import { readGram } from '../../model/gram.js';
 import { readImatrix } from '../../model/imatrix.js';
 import { linesOf } from './run.js';
 
@@ -140,6 +141,10 @@ function checkExample(args: string[], r: Run): void {
     const rows = linesOf(fs.readFileSync(path.join(cwd, out), 'utf8')).filter((l) => !l.startsWith('#'));
     assert.equal(rows.length, 6, `${out}: one line per layer`);
     for (const row of rows) assert.equal(row.split('\t').length, 6, `${out}: one score per KV head`);
+  } else if (args[0] === 'imatrix' && args.includes('--full')) {
+    const g = readGram(path.join(cwd, args[args.indexOf('--out') + 1]));
+    assert.equal(g.values.size, 6 * 4 + 1, `${what}: one Gram matrix per distinct linear input of stories15M`);
+    assert.ok(g.tokens > 50, `${what}: ${g.tokens} tokens`);
   } else if (args[0] === 'imatrix') {
     const m = readImatrix(path.join(cwd, args[args.indexOf('--out') + 1]));
     assert.equal(m.values.size, 6 * 7 + 1, `${what}: one entry per matrix of stories15M`);
