@@ -18,7 +18,8 @@
  *   -> rope_kv_write -> attention (digests of the prefill tokens' pages and key blocks, tiled prefill attention,
  *   dense or block-sparse, sparse decode for decode rows) -> o (+= h) -> rmsnorm -> gate_up (swiglu) -> down (+= h);
  *   then the logit rows gathered, lm_head with the final norm folded in, the sampler. From 64 tokens on the matmuls
- *   are the tiled GEMM (shaders/matmul_tiled.wgsl) with the same fusions. Encoded per step (bind groups per
+ *   are the tiled GEMM (shaders/matmul_tiled.wgsl) with the same fusions on GPUs, from 16 tokens on the register
+ *   tiles (shaders/matmul_rows.wgsl) on CPU adapters. Encoded per step (bind groups per
  *   dispatch; prefill is device-bound).
  */
 import { layerRopeConfig, ropeFrequencies } from '../checkpoint/rope.js';
@@ -283,9 +284,12 @@ export class ForwardPass {
     this.staging = { tokens: new StagingRing(gpu, 'readback.tokens'), logits: new StagingRing(gpu, 'readback.logits') };
   }
 
-  /** Smallest step (in tokens) whose matmuls take the tiled GEMM (shaders/matmul_tiled.wgsl). */
+  /**
+   * Smallest step (in tokens) whose matmuls take a prefill GEMM: the tiled GEMM (shaders/matmul_tiled.wgsl) on GPUs,
+   * the register tiles (shaders/matmul_rows.wgsl) on CPU adapters.
+   */
   get tiledMinTokens(): number {
-    return this.k.matmul.tiledMinTokens;
+    return this.k.matmul.prefillMinTokens;
   }
 
   /** Forgets a finished (or preempted) sequence's attention state (its sparse selection slot). */

@@ -386,7 +386,7 @@ export class ModelRunner implements ModelExecutor {
       await this.execute({ entries: [decode, prefill(100 + n, n, n % 2 === 1)] });
     }
     await this.execute({ entries: [{ ...decode, start: 2 }] });
-    // the tiled GEMM of prefill steps (from tiledMinTokens tokens on): one such step, its tokens spread over as few
+    // the prefill GEMM of prefill steps (tiled, or register tiles; from tiledMinTokens tokens on): one such step, its tokens spread over as few
     // sequences as the block table allows; as many one-token sequences when that many logit rows fit (lm_head tiled)
     const tiled = fwd.tiledMinTokens;
     if (tiled <= fwd.maxBatchTokens) {

@@ -2,7 +2,7 @@
 // Prefill GEMM micro-benchmark: GFLOP/s of MatmulKernel on stories15M's prefill shapes (out (T, rows) = x (T, cols)
 // @ W^T), one dispatch per shape timed after one warm-up (the compile), on the adapter Dawn picks.
 //
-//   node scripts/gemm-bench.mjs [--T 512] [--layouts thread4,tiled] [--dtype f32] [--repeat 2] [--shapes 288x288,...] [--glu]
+//   node scripts/gemm-bench.mjs [--T 512] [--layouts thread4,rows,tiled] [--dtype f32] [--repeat 2] [--shapes 288x288,...] [--glu]
 //
 // Not a test; used for the GEMM rows of bench/results/PREFILL.md (run on the built dist/).
 import os from 'node:os';
@@ -43,12 +43,16 @@ for (const shape of values.shapes.split(',')) {
   const x = gpu.upload('x', new Float32Array(T * cols).map(rand));
   const out = gpu.createBuffer('out', T * rows * 4);
   for (const layout of values.layouts.split(',')) {
-    // 'threadN': the per-row kernel (shaders/matmul.wgsl) with N tokens per invocation; 'tiled': the tiled GEMM
+    // 'threadN': the per-row kernel (shaders/matmul.wgsl) with N tokens per invocation; 'rows': the register-tile
+    // kernel of CPU adapters (shaders/matmul_rows.wgsl); 'tiled': the tiled GEMM (its GPU layout)
     const m = /^thread(\d+)$/.exec(layout);
-    if (!m && layout !== 'tiled') throw new Error(`unknown layout ${layout} (threadN or tiled)`);
+    if (!m && layout !== 'tiled' && layout !== 'rows')
+      throw new Error(`unknown layout ${layout} (threadN, rows or tiled)`);
     const k = m
-      ? new MatmulKernel(gpu, { variant: 'thread', tokenTile: Number(m[1]) })
-      : new MatmulKernel(gpu, { variant: 'workgroup', tiledMinTokens: 2 });
+      ? new MatmulKernel(gpu, { variant: 'thread', tokenTile: Number(m[1]), rowTileMinTokens: Infinity })
+      : layout === 'rows'
+        ? new MatmulKernel(gpu, { variant: 'thread', rowTileMinTokens: 1 })
+        : new MatmulKernel(gpu, { variant: 'workgroup', tiledMinTokens: 2 });
     const once = async () => {
       arena.reset();
       const t0 = performance.now();

@@ -15,10 +15,12 @@
  * Prefill on GPUs ('workgroup', T >= `tiledMinTokens`, default 64): the tiled GEMM (shaders/matmul_tiled.wgsl), 64 x 64
  * tiles staged in workgroup memory with 4 x 4 register blocks per thread, every weight element read once per tile of
  * 64 tokens, for every weight dtype (its blocks come through matmul_common's wBlock, q8 / q4 dequantized in the
- * kernel). On CPU adapters ('thread') prefill stays on the per-row kernel with 4-token tiles: on lavapipe a load
- * whose address differs across SIMD lanes is a gather, and every tiled layout measured (the GPU one, lanes as tokens,
- * register tiles of 4-8 tokens, lanes picking rows out of uniform loads) ran at 0.1-0.5x its speed
- * (bench/results/PREFILL.md, "The prefill GEMM on lavapipe").
+ * kernel). On CPU adapters ('thread', T >= `rowTileMinTokens`, default 16) prefill takes the register tiles
+ * (shaders/matmul_rows.wgsl): 2 weight rows x 16 tokens per invocation, x staged in workgroup memory. On lavapipe a
+ * load whose address differs across SIMD lanes is one bounds-checked scalar load per lane, so the weight loads (the
+ * only such loads) must each serve many tokens, and x must come from addresses every lane shares; the weight's shape
+ * is compiled in (a pipeline per shape). 1.7-2.9x the per-row kernel's GFLOP/s there (bench/results/PREFILL.md,
+ * "A register tile per invocation"); the GPU tiled layout and the earlier CPU layouts ran at 0.1-0.5x of it.
  */
 import { SiftError } from '../config/errors.js';
 import { requireBytes, requireInts } from './lib/checks.js';
@@ -56,6 +58,11 @@ export interface MatmulOptions {
    * on CPU adapters the per-row kernel with its 4-token tiles is the faster prefill GEMM).
    */
   tiledMinTokens?: number;
+  /**
+   * 'thread' variant: smallest T that takes the register-tile kernel (shaders/matmul_rows.wgsl: 2 weight rows x
+   * 16 tokens per invocation, x staged in workgroup memory); default 16. Infinity keeps every T on the per-row kernel.
+   */
+  rowTileMinTokens?: number;
 }
 
 export interface MatmulArgs {
@@ -133,6 +140,9 @@ export class MatmulKernel {
   private static readonly TILE_TOKENS = 64;
   private static readonly TILE_ROWS = 64;
   readonly tiledMinTokens: number;
+  /** Tokens per invocation of the register-tile kernel ('thread' variant prefill). */
+  static readonly ROW_TILE_TOKENS = 16;
+  readonly rowTileMinTokens: number;
   /** Bound in place of an absent bias (one pipeline serves both; a uniform says which). */
   private readonly noBias: GPUBuffer;
 
@@ -156,6 +166,8 @@ export class MatmulKernel {
     }
     this.tiledMinTokens =
       opts.tiledMinTokens ?? (this.variant === 'workgroup' ? MatmulKernel.TILE_TOKENS : Number.POSITIVE_INFINITY);
+    this.rowTileMinTokens =
+      this.variant === 'thread' ? (opts.rowTileMinTokens ?? MatmulKernel.ROW_TILE_TOKENS) : Number.POSITIVE_INFINITY;
   }
 
   /** Workgroup size of the 'workgroup' variant for `w`: enough invocations to cover a row's 8-element blocks. */
@@ -177,6 +189,29 @@ export class MatmulKernel {
   /** Whether `T` tokens take the tiled GEMM (shaders/matmul_tiled.wgsl) rather than the per-row kernels. */
   isTiled(T: number): boolean {
     return T >= this.tiledMinTokens;
+  }
+
+  /** Smallest T that takes a prefill GEMM (the tiled GEMM, or the register tiles of CPU adapters). */
+  get prefillMinTokens(): number {
+    return Math.min(this.tiledMinTokens, this.rowTileMinTokens);
+  }
+
+  /** Whether `T` tokens take the register-tile kernel (shaders/matmul_rows.wgsl, 'thread' variant). */
+  isRowTiled(T: number): boolean {
+    return !this.isTiled(T) && T >= this.rowTileMinTokens;
+  }
+
+  /**
+   * vec4 columns of x the register-tile kernel stages per step (an even number): the row's whole 8-element blocks in
+   * as few equal steps as workgroup memory allows (besides the staged x, the kernel keeps 4 bytes per invocation).
+   */
+  rowTileColumns(w: GpuWeight): number {
+    const bytes = this.gpu.caps.maxComputeWorkgroupStorageSize - 4 * MatmulKernel.THREAD_WG;
+    const fit = Math.floor(bytes / (16 * MatmulKernel.ROW_TILE_TOKENS) / 2) * 2;
+    if (fit < 2) throw new SiftError('INTERNAL', `matmul: ${bytes} bytes of workgroup memory stage no x tile`);
+    const need = 2 * Math.ceil(w.cols / 8);
+    const steps = Math.ceil(need / fit);
+    return 2 * Math.ceil(need / steps / 2);
   }
 
   /** The weight dtype, x layout and fusion defines of matmul_common.wgsl. */
@@ -273,6 +308,22 @@ export class MatmulKernel {
           throw new SiftError('INTERNAL', `matmul: ${nx} x ${tokenTiles} workgroups exceed the grid limit ${maxDim}`);
         }
         this.gpu.dispatch(pass, pipeline, bindingsOf(c), nx, tokenTiles);
+      }
+      return;
+    }
+    if (this.isRowTiled(T)) {
+      const tt = MatmulKernel.ROW_TILE_TOKENS;
+      const shape = { C4N: 2 * Math.ceil(w.cols / 8), STRIDEV: strideV };
+      const defines = { ...this.commonDefines(w, flags), ...shape, TT: tt, KC: this.rowTileColumns(w) };
+      const pipeline = this.gpu.pipeline('matmul_rows', defines, { WG: MatmulKernel.THREAD_WG }, PARAMS);
+      const tiles = Math.ceil(T / tt);
+      for (const c of w.chunks) {
+        // an invocation owns 2 weight rows: 2 output rows, or with glu 1 (its gate and up rows)
+        const nx = Math.ceil(c.rows / 2 / MatmulKernel.THREAD_WG);
+        if (nx > maxDim || tiles > maxDim) {
+          throw new SiftError('INTERNAL', `matmul: ${nx} x ${tiles} workgroups exceed the grid limit ${maxDim}`);
+        }
+        this.gpu.dispatch(pass, pipeline, bindingsOf(c), nx, tiles);
       }
       return;
     }

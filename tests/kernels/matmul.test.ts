@@ -134,7 +134,14 @@ for (const [name, opts] of VARIANTS) {
 
 // The tiled GEMM (shaders/matmul_tiled.wgsl, GPUs' prefill): tokens and rows that are not multiples of its 64-token
 // tiles, 64-row tiles or 32-column steps; chunked weights; every dtype and both x layouts.
-for (const [name, opts] of [['tiled', { variant: 'workgroup', tiledMinTokens: 2 }]] as [string, MatmulOptions][]) {
+// The register-tile kernel of CPU adapters (shaders/matmul_rows.wgsl) from 2 tokens on: token counts off its 16-token
+// tiles, odd row counts (a half-used row pair), cols off its 8-column blocks and, at 1000 columns, x staged in two
+// unequal steps (on an adapter with 32 KiB of workgroup memory).
+const TILED_VARIANTS: [string, MatmulOptions][] = [
+  ['tiled', { variant: 'workgroup', tiledMinTokens: 2 }],
+  ['rows', { variant: 'thread', rowTileMinTokens: 2 }],
+];
+for (const [name, opts] of TILED_VARIANTS) {
   test(`matmul (${name}) matches the reference on shapes off its tiles, every dtype`, async () => {
     const gpu = await testGpu();
     const k = new MatmulKernel(gpu, opts);
@@ -147,9 +154,10 @@ for (const [name, opts] of [['tiled', { variant: 'workgroup', tiledMinTokens: 2 
       { rows: 64, cols: 7, T: 200, bias: false, chunked: true },
       { rows: 1, cols: 288, T: 64, bias: true, chunked: false },
       { rows: 9, cols: 33, T: 127, bias: false, chunked: true },
+      { rows: 33, cols: 1000, T: 20, bias: true, chunked: true },
     ];
-    for (let i = 0; i < COMBOS.length; i++) {
-      const [dtype, , xv4] = COMBOS[i];
+    for (let i = 0; i < shapes.length; i++) {
+      const [dtype, , xv4] = COMBOS[i % COMBOS.length];
       const shape = shapes[i];
       // keep each combination's x layout: cols % 4 == 0 exactly when the combination says so
       const cols = (shape.cols % 4 === 0) === xv4 ? shape.cols : shape.cols + 1;
@@ -164,16 +172,27 @@ test('matmul picks the thread variant on CPU adapters and the workgroup variant 
   assert.equal(new MatmulKernel(gpu).variant, gpu.caps.isCpu ? 'thread' : 'workgroup');
 });
 
-test('prefill takes the tiled GEMM from 64 tokens on with the workgroup variant, never with the thread variant', async () => {
+test('prefill takes the tiled GEMM from 64 tokens on with the workgroup variant, the register tiles from 16 with the thread variant', async () => {
   const gpu = await testGpu();
   const wg = new MatmulKernel(gpu, { variant: 'workgroup' });
   assert.equal(wg.isTiled(63), false);
   assert.equal(wg.isTiled(64), true);
-  // on CPU adapters the per-row kernel with 4-token tiles is the faster prefill GEMM (bench/results/PREFILL.md)
+  assert.equal(wg.isRowTiled(4096), false);
+  // on CPU adapters the register-tile kernel is the faster prefill GEMM (bench/results/PREFILL.md), below 16 tokens
+  // the per-row kernel with 4-token tiles
   const thread = new MatmulKernel(gpu, { variant: 'thread' });
   assert.equal(thread.isTiled(4096), false);
-  assert.equal(thread.tokenTileFor({ rowStride: 288 } as never, 4096, 1), 4);
+  assert.equal(thread.isRowTiled(15), false);
+  assert.equal(thread.isRowTiled(16), true);
+  assert.equal(thread.tokenTileFor({ rowStride: 288 } as never, 15, 1), 4);
+  assert.equal(new MatmulKernel(gpu, { variant: 'thread', rowTileMinTokens: Infinity }).isRowTiled(4096), false);
   assert.equal(new MatmulKernel(gpu, { variant: 'thread', tiledMinTokens: 2 }).isTiled(2), true);
+  // the staged x columns: whole 8-column blocks in equal-as-possible steps that fit workgroup memory
+  const kc = thread.rowTileColumns({ cols: 1000 } as never);
+  assert.equal(kc % 2, 0);
+  assert.ok(kc * 16 * 16 + 64 * 4 <= gpu.caps.maxComputeWorkgroupStorageSize);
+  assert.equal(Math.ceil(250 / kc), Math.ceil(250 / Math.floor((gpu.caps.maxComputeWorkgroupStorageSize - 256) / 256)));
+  assert.equal(thread.rowTileColumns({ cols: 13 } as never), 4);
 });
 
 test('matmul rejects mismatched shapes', async () => {

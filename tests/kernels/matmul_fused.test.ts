@@ -28,6 +28,8 @@ const VARIANTS: [string, MatmulOptions][] = [
   ['workgroup', { variant: 'workgroup', subgroups: false, tokenTile: 4 }],
   // the prefill GEMM from 2 tokens on (the cases with T = 1 keep the matvec)
   ['tiled', { variant: 'workgroup', tiledMinTokens: 2 }],
+  // the register-tile kernel of CPU adapters' prefill from 2 tokens on
+  ['tiled rows', { variant: 'thread', rowTileMinTokens: 2 }],
 ];
 
 interface FusedCase {

@@ -111,6 +111,8 @@ const VARIANTS: [string, MatmulOptions][] = [
   ['workgroup, shifts', { variant: 'workgroup', subgroups: false, tokenTile: 4, packed4x8: false }],
   // the prefill GEMM of GPUs (shaders/matmul_tiled.wgsl) from 2 tokens on
   ['tiled', { variant: 'workgroup', tiledMinTokens: 2 }],
+  // the register-tile kernel of CPU adapters' prefill from 2 tokens on
+  ['tiled rows', { variant: 'thread', rowTileMinTokens: 2 }],
 ];
 
 for (const [name, opts] of VARIANTS) {

@@ -150,6 +150,8 @@ const SHADERS: [name: string, defines: Record<string, string | number | boolean>
   ['kv_write_streaming', {}],
   ['logit_softcap', {}],
   ['matmul', { F32: false, BF16: false, XV4: true, TT: 4 }],
+  ['matmul_rows', { F32: true, BF16: false, XV4: true, TT: 16, KC: 72, C4N: 72, STRIDEV: 72 }],
+  ['matmul_rows', { Q4: true, NORM: true, NORM_BINDING: 6, GLU: true, TT: 16, KC: 40, C4N: 76, STRIDEV: 38 }],
   ['matmul_tiled', { F32: true, BF16: false, XV4: true }],
   ['matmul_tiled', { F32: false, BF16: true, XV4: false }],
   ['matmul_wg', { F32: true, BF16: false, XV4: false, TT: 8, WG: 64, SUBGROUPS: true }],

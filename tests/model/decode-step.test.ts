@@ -250,7 +250,7 @@ async function mixedWorkload(prefillMode: 'dense' | 'block-sparse'): Promise<voi
     assert.ok(
       steps.some((s) => s.entries.some((e) => e.kind === 'decode') && s.entries.some((e) => e.kind === 'prefill')),
     );
-    // steps of 64 tokens or more run the tiled prefill GEMM where the adapter takes it (GPUs; CPU adapters never)
+    // steps of 64 tokens or more run a prefill GEMM (the tiled GEMM on GPUs, register tiles from 16 on CPU adapters)
     const tiled = runner.forwardPass.tiledMinTokens;
     assert.ok(
       steps.some((s) => s.numTokens >= Math.min(tiled, 64)),
