@@ -2,15 +2,16 @@
 // Prefill GEMM micro-benchmark: GFLOP/s of MatmulKernel on stories15M's prefill shapes (out (T, rows) = x (T, cols)
 // @ W^T), one dispatch per shape timed after one warm-up (the compile), on the adapter Dawn picks.
 //
-//   node scripts/gemm-bench.mjs [--T 512] [--layouts thread4,rows,tiled] [--dtype f32] [--repeat 2] [--shapes 288x288,...] [--glu]
+//   node scripts/gemm-bench.mjs [--T 512] [--layouts thread4,rows,tiled] [--dtype f32|f16|bf16|q8|q4] [--repeat 2] [--shapes 288x288,...] [--glu]
 //
 // Not a test; used for the GEMM rows of bench/results/PREFILL.md (run on the built dist/).
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { MatmulKernel } from '../dist/shaders/matmul.js';
 import { Gpu, UniformArena } from '../dist/shaders/runtime.js';
-import { destroyWeight, uploadWeight } from '../dist/shaders/tensor.js';
+import { destroyWeight, uploadQuantized, uploadWeight } from '../dist/shaders/tensor.js';
 import { encodeFromF32 } from '../dist/util/dtype.js';
+import { quantizeInt8, quantizeQ4 } from '../dist/util/quant.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,7 +40,12 @@ const rand = () => {
 for (const shape of values.shapes.split(',')) {
   const [rows, cols] = shape.split('x').map(Number);
   const wf = new Float32Array(rows * cols).map(rand);
-  const w = uploadWeight(gpu, 'w', values.dtype, rows, cols, encodeFromF32(wf, values.dtype));
+  // q8: int8 per output channel; q4: 4 bits with a scale and min per group of 64 columns (sift's own layouts)
+  const d = values.dtype;
+  const w =
+    d === 'q8' || d === 'q4'
+      ? uploadQuantized(gpu, 'w', d === 'q8' ? quantizeInt8(wf, rows, cols) : quantizeQ4(wf, rows, cols, 64))
+      : uploadWeight(gpu, 'w', d, rows, cols, encodeFromF32(wf, d));
   const x = gpu.upload('x', new Float32Array(T * cols).map(rand));
   const out = gpu.createBuffer('out', T * rows * 4);
   for (const layout of values.layouts.split(',')) {

@@ -55,7 +55,7 @@ export interface MatmulOptions {
   packed4x8?: boolean;
   /**
    * Smallest T that takes the tiled GEMM (default 64 for the 'workgroup' variant; Infinity, never, for 'thread':
-   * on CPU adapters the per-row kernel with its 4-token tiles is the faster prefill GEMM).
+   * on CPU adapters the register tiles of `rowTileMinTokens` are the faster prefill GEMM).
    */
   tiledMinTokens?: number;
   /**

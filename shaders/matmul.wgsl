@@ -1,7 +1,7 @@
 // x (T, cols) @ W^T (rows, cols) (+ bias) -> out (T, rows), one dispatch per weight row chunk.
 // One invocation per (output row, tile of TT tokens): it streams its weight row (GLU: its two rows) once in
-// 8-element blocks (vec4 loads) and applies each block to the TT tokens of its tile. Fastest on CPU adapters
-// (lavapipe), whose invocations are SIMD lanes and whose barriers are costly. Bindings, loads and the NORM / GLU /
+// 8-element blocks (vec4 loads) and applies each block to the TT tokens of its tile. CPU adapters' (lavapipe) matvec
+// and steps under 16 tokens; from 16 tokens on they take the register tiles of matmul_rows.wgsl. Bindings, loads and the NORM / GLU /
 // ACC fusions: matmul_common.wgsl. Accumulators: acc[k * TT + j] for token slot j, k = dot, up (GLU), x^2 (NORM).
 //#include matmul_common
 
