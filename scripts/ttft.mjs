@@ -19,20 +19,48 @@ const here = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const dash = process.argv.indexOf('--');
 const own = dash >= 0 ? process.argv.slice(2, dash) : process.argv.slice(2);
 const serveExtra = dash >= 0 ? process.argv.slice(dash + 1) : [];
-const { values } = parseArgs({
-  args: own,
-  options: {
-    root: { type: 'string', default: here },
-    lens: { type: 'string', default: '4096' },
-    'max-context': { type: 'string' },
-    'kv-cache-mib': { type: 'string' },
-    model: { type: 'string', default: 'stories15M' },
-    seed: { type: 'string', default: '1' },
-    label: { type: 'string', default: '' },
-    warmup: { type: 'string', default: '600' },
-  },
-});
+const USAGE = `usage: node scripts/ttft.mjs [options] [-- sift serve flags]
+
+Time to first token of long prompts through the HTTP API (starts its own \`sift serve\` on a free port; one JSON line
+per prompt on stdout).
+  --lens LIST          prompt lengths in tokens, comma-separated (default 4096)
+  --max-context N      the server's --max-context (default the longest prompt + 64, rounded up to 64)
+  --kv-cache-mib N     the server's --kv-cache-mib (default its own)
+  --root DIR           the sift build to serve (default this checkout; e.g. a baseline commit built elsewhere)
+  --model NAME|DIR     model (default stories15M)
+  --seed N             seed of the random prompt token ids (default 1)
+  --warmup N           tokens of the untimed first request (default 600; 0: none)
+  --label TEXT         copied into each JSON line
+  -h, --help           this text`;
+let values;
+try {
+  ({ values } = parseArgs({
+    args: own,
+    options: {
+      root: { type: 'string', default: here },
+      lens: { type: 'string', default: '4096' },
+      'max-context': { type: 'string' },
+      'kv-cache-mib': { type: 'string' },
+      model: { type: 'string', default: 'stories15M' },
+      seed: { type: 'string', default: '1' },
+      label: { type: 'string', default: '' },
+      warmup: { type: 'string', default: '600' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }));
+} catch (e) {
+  console.error(`ttft.mjs: ${e.message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const lens = values.lens.split(',').map(Number);
+if (lens.some((n) => !Number.isInteger(n) || n < 1)) {
+  console.error(`ttft.mjs: --lens ${values.lens}: expected positive whole token counts, comma-separated`);
+  process.exit(2);
+}
 const maxContext = Number(values['max-context'] ?? Math.ceil((Math.max(...lens) + 64) / 64) * 64);
 
 function freePort() {
