@@ -7,13 +7,9 @@ import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
-import { attentionConfig } from '../config/attention.js';
-import { engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
 import { intFlag } from '../config/flags.js';
 import { calibrateHeads, formatHeadPattern } from '../model/calibration.js';
-import { KvStorage } from '../model/kv-storage.js';
-import { ModelRunner } from '../model/runner.js';
 import type { Gpu } from '../shaders/runtime.js';
 import {
   DEFAULT_LOCAL_TOKENS as DEFAULT_STREAMING_LOCAL,
@@ -21,6 +17,7 @@ import {
 } from '../shaders/streaming_attention.js';
 import { loadText } from '../text/text.js';
 import { modelAndText, parse, progressLine } from './common.js';
+import { loadWindowEngine, WINDOW_FLAG_DEFS, windowFlags, windowTokensFor } from './window-engine.js';
 
 /** Windows at least this long get LServe's sink 128 + local 256; smaller ones a window scaled to them. */
 const WIDE_WINDOW = 4 * (DEFAULT_STREAMING_SINK + DEFAULT_STREAMING_LOCAL);
@@ -94,24 +91,8 @@ export interface CalibrateRun {
 /** Calibrates the model in `dir` on token ids and writes the TSV atomically; returns the scores. */
 export async function calibrateToFile(r: CalibrateRun): Promise<number[][]> {
   const c = loadModelConfig(r.dir);
-  const ctx = c.maxPositionEmbeddings;
-  const win = r.windowTokens ?? ctx;
-  if (win > ctx) {
-    throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
-  }
-  // a dense engine sized for one window: every head a retrieval head, dense prefill, pages for the window
-  const pageSize = 16;
-  const cfg = engineConfig({
-    flags: {
-      maxBatchTokens: r.chunkTokens ?? 64,
-      maxSeqs: 1,
-      pageSize,
-      maxContext: win,
-      kvCacheMib: Math.max(1, Math.ceil((KvStorage.bytesPerTokenOf(c) * (win + pageSize)) / 2 ** 20) + 1),
-    },
-  });
-  const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
-  const engine = await ModelRunner.load(r.dir, cfg, { gpu: r.gpu, attention });
+  const win = windowTokensFor(r.dir, r.windowTokens);
+  const engine = await loadWindowEngine(r.dir, win, r.chunkTokens, r.gpu);
   try {
     const acc = await calibrateHeads(engine, r.ids, {
       sinkTokens: r.sinkTokens,
@@ -142,9 +123,7 @@ export async function main(argv: string[]): Promise<number> {
       out: { type: 'string' },
       sink: { type: 'string' },
       local: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      window: { type: 'string' },
-      chunk: { type: 'string' },
+      ...WINDOW_FLAG_DEFS,
     },
     'calibrate',
   );
@@ -158,20 +137,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   const givenSink = values.sink === undefined ? undefined : intFlag(values.sink, 'sink', 0, 0);
   const givenLocal = values.local === undefined ? undefined : intFlag(values.local, 'local', 0, 1);
-  const givenWindow = values.window === undefined ? undefined : intFlag(values.window, 'window', 0, 1);
-  const chunkTokens = values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1);
-  const maxTokens =
-    values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
+  const { windowTokens: givenWindow, chunkTokens, maxTokens } = windowFlags(values);
   const file = String(values.text);
   const progress = progressLine();
   const { dir, text } = await modelAndText(values.model as string | undefined, file, progress);
   const ids = (await loadText(dir).encodePrompt(text)).slice(0, maxTokens);
   // everything that needs no model is checked before it loads (~7 s on the default model)
-  const ctx = loadModelConfig(dir).maxPositionEmbeddings;
-  const win = givenWindow ?? ctx;
-  if (win > ctx) {
-    throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
-  }
+  const win = windowTokensFor(dir, givenWindow);
   const { sink: sinkTokens, local: localTokens } = calibrationWindow(win, ids.length, {
     sink: givenSink,
     local: givenLocal,

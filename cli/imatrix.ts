@@ -1,18 +1,13 @@
 import path from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
-import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
-import { attentionConfig } from '../config/attention.js';
-import { engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
-import { intFlag } from '../config/flags.js';
 import { collectGram, writeGram } from '../model/gram.js';
 import { collectImatrix, writeImatrix } from '../model/imatrix.js';
-import { KvStorage } from '../model/kv-storage.js';
-import { ModelRunner } from '../model/runner.js';
 import type { Gpu } from '../shaders/runtime.js';
 import { loadText } from '../text/text.js';
 import { modelAndText, parse, progressLine } from './common.js';
+import { loadWindowEngine, WINDOW_FLAG_DEFS, windowFlags, windowTokensFor } from './window-engine.js';
 
 const HELP = `usage: sift imatrix [--model NAME|DIR] --text FILE --out FILE [options]
 
@@ -64,27 +59,11 @@ export interface ImatrixRun {
  * atomically; returns the tokens and the number of tensors written.
  */
 export async function imatrixToFile(r: ImatrixRun): Promise<{ tokens: number; tensors: number }> {
-  const c = loadModelConfig(r.dir);
-  const ctx = c.maxPositionEmbeddings;
-  const win = r.windowTokens ?? ctx;
-  if (win > ctx) {
-    throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
-  }
+  const win = windowTokensFor(r.dir, r.windowTokens);
   const ckpt = openCheckpoint(r.dir);
   const lmHeadName = ckpt.lmHeadName;
   ckpt.close();
-  const pageSize = 16;
-  const cfg = engineConfig({
-    flags: {
-      maxBatchTokens: r.chunkTokens ?? 64,
-      maxSeqs: 1,
-      pageSize,
-      maxContext: win,
-      kvCacheMib: Math.max(1, Math.ceil((KvStorage.bytesPerTokenOf(c) * (win + pageSize)) / 2 ** 20) + 1),
-    },
-  });
-  const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
-  const engine = await ModelRunner.load(r.dir, cfg, { gpu: r.gpu, attention });
+  const engine = await loadWindowEngine(r.dir, win, r.chunkTokens, r.gpu);
   try {
     const meta = {
       model: path.basename(path.resolve(r.dir)),
@@ -112,9 +91,7 @@ export async function main(argv: string[]): Promise<number> {
       model: { type: 'string' },
       text: { type: 'string' },
       out: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      window: { type: 'string' },
-      chunk: { type: 'string' },
+      ...WINDOW_FLAG_DEFS,
       full: { type: 'boolean' },
     },
     'imatrix',
@@ -127,10 +104,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`sift imatrix: --text and --out are required\n\n${HELP}\n`);
     return 2;
   }
-  const windowTokens = values.window === undefined ? undefined : intFlag(values.window, 'window', 0, 1);
-  const chunkTokens = values.chunk === undefined ? undefined : intFlag(values.chunk, 'chunk', 64, 1);
-  const maxTokens =
-    values['max-tokens'] === undefined ? Number.POSITIVE_INFINITY : intFlag(values['max-tokens'], 'max-tokens', 0, 1);
+  const { windowTokens, chunkTokens, maxTokens } = windowFlags(values);
   const file = String(values.text);
   const progress = progressLine();
   const { dir, text } = await modelAndText(values.model as string | undefined, file, progress);

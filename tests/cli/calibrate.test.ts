@@ -25,6 +25,9 @@ test('calibrate refuses a window or a text with nothing to score in one line, be
   const cases: [string[], RegExp][] = [
     [['--sink', '128', '--local', '256'], /sink 128 \+ local 256 fill the 256-token window .*--sink 4 --local 32/],
     [['--text', short], /the text has \d+ tokens, none past sink 4 \+ local 32 to score: use a longer --text/],
+    // the text-window flags it shares with imatrix (cli/window-engine.ts)
+    [['--window', '300'], /--window 300 exceeds the model's context 256/],
+    [['--chunk', '0'], /--chunk must be an integer >= 1 \(got 0\)/],
   ];
   await pooled(cases, 2, async ([args, want]) => {
     const all = ['calibrate', '--text', short, '--out', `${short}.tsv`, ...args];

@@ -15,10 +15,17 @@ test('imatrix and --quantize-imatrix refuse bad usage and bad files in one line'
   writeFileSync(blank, '\n\n   \n');
   const garbage = `${base}.imatrix`;
   writeFileSync(garbage, 'not an importance matrix');
+  const story = `${base}-story.txt`;
+  writeFileSync(story, 'Once upon a time there was a cat.\n\nIt sat in the sun.\n');
   const gen = ['generate', '--prompt', '', '--max-tokens', '1'];
   const cases: [string[], RegExp][] = [
     [['imatrix', '--text', `${base}-missing.txt`, '--out', `${base}.out`], /cannot read --text .*-missing\.txt/],
     [['imatrix', '--text', blank, '--out', `${base}.out`], /holds no text to calibrate on/],
+    [
+      ['imatrix', '--text', story, '--out', `${base}.out`, '--window', '300'],
+      /--window 300 exceeds the model's context 256/,
+    ],
+    [['imatrix', '--text', story, '--out', `${base}.out`, '--max-tokens', '0'], /--max-tokens must be an integer >= 1/],
     [
       [...gen, '--quantize', 'q4', '--quantize-imatrix', garbage],
       /importance matrix .*sift-imatrix-cli-\d+\.imatrix: /,
