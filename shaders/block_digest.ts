@@ -24,8 +24,8 @@ import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
 
-/** struct Params of block_digest.wgsl. */
-const PARAMS = defineParams('block_digest', {
+/** struct Params of lib/block_entries.wgsl (block_digest.wgsl and block_group.wgsl). */
+export const BLOCK_ENTRY_PARAMS = defineParams('block_entries', {
   numEntries: 'u32',
   nKvHeads: 'u32',
   pageSize: 'u32',
@@ -33,6 +33,27 @@ const PARAMS = defineParams('block_digest', {
   blockSize: 'u32',
   bpp: 'u32',
 });
+
+/** What both kernels' uniforms are packed from. */
+export interface BlockEntryShape {
+  numEntries: number;
+  numKvHeads: number;
+  pageSize: number;
+  maxPagesPerSeq: number;
+  blockSize: number;
+}
+
+/** The uniform of a block_digest / block_group dispatch. */
+export function blockEntryParams(arena: UniformArena, a: BlockEntryShape): Binding {
+  return arena.params(BLOCK_ENTRY_PARAMS, {
+    numEntries: a.numEntries,
+    nKvHeads: a.numKvHeads,
+    pageSize: a.pageSize,
+    maxPagesPerSeq: a.maxPagesPerSeq,
+    blockSize: a.blockSize,
+    bpp: digestSlotsPerPage(a.pageSize, a.blockSize),
+  });
+}
 
 /** Digest slots per physical page; pageSize and blockSize must divide one another. */
 export function digestSlotsPerPage(pageSize: number, blockSize: number): number {
@@ -134,17 +155,10 @@ export class BlockDigestKernel {
     requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
     if (a.numEntries === 0) return;
     const HW = a.headDim / 2;
-    const u = arena.params(PARAMS, {
-      numEntries: a.numEntries,
-      nKvHeads: a.numKvHeads,
-      pageSize: a.pageSize,
-      maxPagesPerSeq: a.maxPagesPerSeq,
-      blockSize: a.blockSize,
-      bpp,
-    });
+    const u = blockEntryParams(arena, a);
     const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
     const slabs = slabDefines({ kCache: a.kCache, digests: a.digests });
-    const pipe = this.gpu.pipeline('block_digest', { HW, ...slabs }, { WG }, PARAMS);
+    const pipe = this.gpu.pipeline('block_digest', { HW, ...slabs }, { WG }, BLOCK_ENTRY_PARAMS);
     this.gpu.dispatch(pass, pipe, [a.kCache, a.blockTable, a.entries, a.digests, u], x, y);
     if ((a.groupBlocks ?? 0) > 0) this.group.encode(pass, arena, { ...a, numPages, groupBlocks: a.groupBlocks ?? 0 });
   }

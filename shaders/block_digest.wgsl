@@ -9,21 +9,11 @@
 // One thread per (entry, head, pair) on a 2-D grid of workgroups; a thread reads n keys (one pair each), consecutive
 // threads consecutive words.
 //#include lib/grid
-//#include lib/block_table
+//#include lib/block_entries
 
 override WG: u32 = 64;
 const HW: u32 = $HW; // headDim / 2: packed f16 pairs per key
 
-struct Params {
-  numEntries: u32,      // E
-  nKvHeads: u32,        // KV heads
-  pageSize: u32,        // tokens per physical page
-  maxPagesPerSeq: u32,  // block table row length
-  blockSize: u32,       // BS: tokens per key block
-  bpp: u32,             // digest slots per physical page: max(1, pageSize / BS)
-  _p0: u32,
-  _p1: u32,
-}
 
 @group(0) @binding(0) var<storage, read> kCache: array<u32>;            // (numPages, pageSize, nKvHeads, HW) f16 pairs
 //#slabs kCache
@@ -36,16 +26,10 @@ struct Params {
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let idx = threadIndex(grid, lid, WG);
-  if (idx >= p.numEntries * p.nKvHeads * HW) { return; }
-  let e = idx / (p.nKvHeads * HW);
-  let hw = idx - e * p.nKvHeads * HW;
-  let h = hw / HW;
-  let w = hw - h * HW;
-  let row = entries[e * 3u];
-  let j0 = entries[e * 3u + 1u] * p.blockSize;
-  let n = entries[e * 3u + 2u];
+  if (idx >= entryThreads()) { return; }
+  let a = entryThread(idx);
+  let j0 = a.c * p.blockSize;
   var s = vec2<f32>(0.0);
-  for (var t = 0u; t < n; t++) { s += unpack2x16float(kCacheLoad(kvWord(row, j0 + t, h) + w)); }
-  let slot = blockPage(row, j0 / p.pageSize) * p.bpp + (j0 % p.pageSize) / p.blockSize;
-  digestsStore((slot * 2u * p.nKvHeads + h) * HW + w, s / f32(max(n, 1u)));
+  for (var t = 0u; t < a.n; t++) { s += unpack2x16float(kCacheLoad(kvWord(a.row, j0 + t, a.h) + a.w)); }
+  digestsStore((blockSlot(a.row, a.c) * 2u * p.nKvHeads + a.h) * HW + a.w, s / f32(max(a.n, 1u)));
 }

@@ -6,24 +6,13 @@
  * the same code as decode's hier_select). Run after BlockDigestKernel with the same entry list, in every step that
  * writes block digests; a group is written once, when its last block fills.
  */
-import { blockDigestBytes, digestSlotsPerPage } from './block_digest.js';
+import { BLOCK_ENTRY_PARAMS, blockDigestBytes, blockEntryParams } from './block_digest.js';
 import { requireBytes, requireInts } from './lib/checks.js';
 import { grid2d } from './lib/grid.js';
-import { defineParams } from './lib/params.js';
 import { type PoolBinding, slabDefines } from './lib/slabs.js';
 import type { Binding, Gpu, UniformArena } from './runtime.js';
 
 const WG = 64;
-
-/** struct Params of block_group.wgsl. */
-const PARAMS = defineParams('block_group', {
-  numEntries: 'u32',
-  nKvHeads: 'u32',
-  pageSize: 'u32',
-  maxPagesPerSeq: 'u32',
-  blockSize: 'u32',
-  bpp: 'u32',
-});
 
 export interface BlockGroupArgs {
   blockTable: Binding; // (numSeqs, maxPagesPerSeq) u32
@@ -68,20 +57,13 @@ export class BlockGroupKernel {
     );
     requireBytes(K, 'entries', a.entries, a.numEntries * 12, `(${a.numEntries}, 3) u32`);
     const HW = a.headDim / 2;
-    const u = arena.params(PARAMS, {
-      numEntries: a.numEntries,
-      nKvHeads: a.numKvHeads,
-      pageSize: a.pageSize,
-      maxPagesPerSeq: a.maxPagesPerSeq,
-      blockSize: a.blockSize,
-      bpp: digestSlotsPerPage(a.pageSize, a.blockSize),
-    });
+    const u = blockEntryParams(arena, a);
     const [x, y] = grid2d(this.gpu, a.numEntries * a.numKvHeads * HW, WG, this.opts.maxWorkgroupsPerDim);
     const pipe = this.gpu.pipeline(
       'block_group',
       { HW, GROUP: a.groupBlocks, ...slabDefines({ digests: a.digests }) },
       { WG },
-      PARAMS,
+      BLOCK_ENTRY_PARAMS,
     );
     this.gpu.dispatch(pass, pipe, [a.blockTable, a.entries, a.digests, u], x, y);
   }

@@ -8,23 +8,13 @@
 // written once, when it fills; its slot is its last block's, which moves and is shared with that block's page.
 // One thread per (entry, head, pair) on a 2-D grid; entries that close no group return at once.
 //#include lib/grid
-//#include lib/block_table
+//#include lib/block_entries
 
 override WG: u32 = 64;
 const HW: u32 = $HW; // headDim / 2
 const HD: u32 = 2u * HW;
 const G: u32 = $GROUP; // key blocks per group
 
-struct Params {
-  numEntries: u32,      // E
-  nKvHeads: u32,        // KV heads
-  pageSize: u32,        // tokens per physical page
-  maxPagesPerSeq: u32,  // block table row length
-  blockSize: u32,       // BS: tokens per key block
-  bpp: u32,             // digest slots per physical page: max(1, pageSize / BS)
-  _p0: u32,
-  _p1: u32,
-}
 
 @group(0) @binding(0) var<storage, read> blockTable: array<u32>;         // (numSeqs, maxPagesPerSeq) physical pages
 @group(0) @binding(1) var<storage, read> entries: array<u32>;            // (E, 3) (row, key block, valid tokens)
@@ -32,33 +22,28 @@ struct Params {
 //#slabs digests
 @group(0) @binding(3) var<uniform> p: Params;
 
-fn slotOf(row: u32, c: u32) -> u32 {
-  let j0 = c * p.blockSize;
-  return blockPage(row, j0 / p.pageSize) * p.bpp + (j0 % p.pageSize) / p.blockSize;
-}
 
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
   let idx = threadIndex(grid, lid, WG);
-  if (idx >= p.numEntries * p.nKvHeads * HW) { return; }
-  let e = idx / (p.nKvHeads * HW);
-  let hw = idx - e * p.nKvHeads * HW;
-  let h = hw / HW;
-  let w = hw - h * HW;
-  let row = entries[e * 3u];
-  let c = entries[e * 3u + 1u];
-  if (c % G != G - 1u || entries[e * 3u + 2u] != p.blockSize) { return; }
+  if (idx >= entryThreads()) { return; }
+  let a = entryThread(idx);
+  let row = a.row;
+  let c = a.c;
+  let h = a.h;
+  let w = a.w;
+  if (c % G != G - 1u || a.n != p.blockSize) { return; }
   var mn = vec2<f32>(3.0e38);
   var mx = vec2<f32>(-3.0e38);
   for (var i = 0u; i < G; i++) {
-    let m = (slotOf(row, c + 1u - G + i) * 2u * p.nKvHeads + h) * HD + 2u * w;
+    let m = (blockSlot(row, c + 1u - G + i) * 2u * p.nKvHeads + h) * HD + 2u * w;
     let v = vec2<f32>(bitcast<f32>(digestsLoad(m)), bitcast<f32>(digestsLoad(m + 1u)));
     mn = min(mn, v);
     mx = max(mx, v);
   }
   mn -= abs(mn) * (1.0 / 1024.0);
   mx += abs(mx) * (1.0 / 1024.0);
-  let o = ((slotOf(row, c) * 2u + 1u) * p.nKvHeads + h) * HD;
+  let o = ((blockSlot(row, c) * 2u + 1u) * p.nKvHeads + h) * HD;
   digestsStore(o + w, pack2x16float(mn));
   digestsStore(o + HW + w, pack2x16float(mx));
 }

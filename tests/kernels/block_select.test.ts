@@ -1,7 +1,7 @@
 /**
  * Block selection for block-sparse prefill (shaders/block_select.wgsl) over block digests (shaders/block_digest.wgsl)
  * and the coarse digests of groups of blocks (shaders/block_group.wgsl, checked against the min / max of the block
- * means) against the reference, flat and hierarchical: digests written chunk by chunk (partial blocks updated)
+ * means; both walk the written blocks through shaders/lib/block_entries.wgsl) against the reference, flat and hierarchical: digests written chunk by chunk (partial blocks updated)
  * equal the mean keys; lists per (query block, KV head) equal the reference top-k of pooled scores (near ties
  * aside); planPrefillBlocks. The K cache and the block digests also run split into slabs of a few pages
  * (shaders/lib/slabs.ts).
