@@ -6,13 +6,10 @@
  * bad or mismatched files are errors naming the file and the tensor.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { writeSafetensors } from '../../checkpoint/safetensors.js';
-import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { imatrixToFile } from '../../cli/imatrix.js';
 import { engineConfig } from '../../config/engine.js';
 import { activationSlots } from '../../model/activation-pass.js';
@@ -20,19 +17,12 @@ import { gramForCheckpoint, gramTensorName, readGram } from '../../model/gram.js
 import { readImatrix } from '../../model/imatrix.js';
 import { ModelRunner, quantizeOption, withImatrix } from '../../model/runner.js';
 import { quantizeQ4Gptq } from '../../util/quant-gptq.js';
+import { randomDocs, referenceWindows, syntheticRoot } from '../helpers/calibration-pass.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
-import { referenceForward } from '../reference/forward.js';
 
-const root = mkdtempSync(path.join(os.tmpdir(), 'sift-gram-'));
-after(() => rmSync(root, { recursive: true, force: true }));
-
-function synthetic(name: string): string {
-  const dir = path.join(root, name);
-  writeSyntheticCheckpoint(dir, SYNTHETIC_VARIANTS.find((v) => v.name === name)!);
-  return dir;
-}
+const { root, synthetic } = syntheticRoot('sift-gram-');
 
 for (const name of ['llama-f32-odd-sizes', 'phi3-f32-gqa-fused-sharded']) {
   test(`imatrix --full of ${name} equals the reference forward pass's mean x x^T at every linear input`, async () => {
@@ -41,7 +31,7 @@ for (const name of ['llama-f32-odd-sizes', 'phi3-f32-gqa-fused-sharded']) {
     const ckpt = openCheckpoint(dir);
     const rng = new Rng(4);
     // two documents; the first longer than a window, cut into windows of 24 (fresh sequences), chunks of 16
-    const docs = [37, 20].map((n) => Array.from({ length: n }, () => rng.int(0, ckpt.config.vocabSize - 1)));
+    const docs = randomDocs(rng, ckpt.config.vocabSize, [37, 20]);
     const win = 24;
     const out = path.join(root, `${name}.gram`);
     const r = await imatrixToFile({
@@ -56,23 +46,13 @@ for (const name of ['llama-f32-odd-sizes', 'phi3-f32-gqa-fused-sharded']) {
     });
     assertNoGpuErrors(gpu);
     const sums = new Map<string, Float64Array>();
-    let tokens = 0;
-    for (const d of docs) {
-      for (let s = 0; s < d.length; s += win) {
-        const w = d.slice(s, s + win);
-        tokens += w.length;
-        referenceForward(ckpt, w, {
-          kvF16: true,
-          onLinearInput: (point, layer, x) => {
-            const key = gramTensorName(point, layer);
-            const n = x.length;
-            const acc = sums.get(key) ?? new Float64Array(n * n);
-            for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) acc[i * n + j] += x[i] * x[j];
-            sums.set(key, acc);
-          },
-        });
-      }
-    }
+    const tokens = referenceWindows(ckpt, docs, win, (point, layer, x) => {
+      const key = gramTensorName(point, layer);
+      const n = x.length;
+      const acc = sums.get(key) ?? new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) acc[i * n + j] += x[i] * x[j];
+      sums.set(key, acc);
+    });
     assert.equal(r.tokens, tokens);
     const file = readGram(out);
     assert.equal(file.tokens, tokens);
@@ -114,7 +94,7 @@ test('--quantize q4 --quantize-gptq: each q4 matrix is GPTQ on its input Gram ma
   const c = ckpt.config;
   const rng = new Rng(9);
   const good = path.join(root, 'good.gram');
-  const docs = [Array.from({ length: 40 }, () => rng.int(0, c.vocabSize - 1))];
+  const docs = randomDocs(rng, c.vocabSize, [40]);
   await imatrixToFile({ dir, docs, out: good, source: 'random', gpu, full: true });
   // the option the runner builds: GPTQ with the file's matrices, plain q4 where no GPTQ applies
   const flags = { quantize: 'q4', quantizeGroup: 16, quantizeInt8: 'attn-v', quantizeGptq: good } as const;

@@ -5,30 +5,21 @@
  * windows; the file round-trips; bad or mismatched files are errors naming the file and the tensor.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { openCheckpoint } from '../../checkpoint/checkpoint.js';
 import { writeSafetensors } from '../../checkpoint/safetensors.js';
-import { SYNTHETIC_VARIANTS, writeSyntheticCheckpoint } from '../../checkpoint/synthetic.js';
 import { imatrixToFile, paragraphs } from '../../cli/imatrix.js';
 import { engineConfig } from '../../config/engine.js';
 import { imatrixForCheckpoint, imatrixTensorNames, readImatrix } from '../../model/imatrix.js';
 import { ModelRunner } from '../../model/runner.js';
+import { randomDocs, referenceWindows, syntheticRoot } from '../helpers/calibration-pass.js';
 import { assertClose } from '../helpers/compare.js';
 import { assertNoGpuErrors, testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/rng.js';
-import { referenceForward } from '../reference/forward.js';
 
-const root = mkdtempSync(path.join(os.tmpdir(), 'sift-imatrix-'));
-after(() => rmSync(root, { recursive: true, force: true }));
-
-function synthetic(name: string): string {
-  const dir = path.join(root, name);
-  writeSyntheticCheckpoint(dir, SYNTHETIC_VARIANTS.find((v) => v.name === name)!);
-  return dir;
-}
+const { root, synthetic } = syntheticRoot('sift-imatrix-');
 
 for (const name of ['llama-f32-odd-sizes', 'gemma2-f32-gqa-softcap-window', 'phi3-f32-gqa-fused-sharded']) {
   test(`imatrix of ${name} equals the reference forward pass's mean x^2 at every linear input`, async () => {
@@ -39,29 +30,19 @@ for (const name of ['llama-f32-odd-sizes', 'gemma2-f32-gqa-softcap-window', 'phi
     const lmHead = ckpt.lmHeadName;
     const rng = new Rng(3);
     // two documents; the first longer than a window, cut into windows of 24 (fresh sequences), chunks of 16
-    const docs = [37, 20].map((n) => Array.from({ length: n }, () => rng.int(0, c.vocabSize - 1)));
+    const docs = randomDocs(rng, c.vocabSize, [37, 20]);
     const win = 24;
     const out = path.join(root, `${name}.imatrix`);
     const m = await imatrixToFile({ dir, docs, out, windowTokens: win, chunkTokens: 16, source: 'random', gpu });
     assertNoGpuErrors(gpu);
     // the reference: every window run as its own sequence, sums of x^2 per (point, layer)
     const sums = new Map<string, Float64Array>();
-    let tokens = 0;
-    for (const d of docs) {
-      for (let s = 0; s < d.length; s += win) {
-        const w = d.slice(s, s + win);
-        tokens += w.length;
-        referenceForward(ckpt, w, {
-          kvF16: true,
-          onLinearInput: (point, layer, x) => {
-            const key = `${point}:${layer}`;
-            const acc = sums.get(key) ?? new Float64Array(x.length);
-            for (let i = 0; i < x.length; i++) acc[i] += x[i] * x[i];
-            sums.set(key, acc);
-          },
-        });
-      }
-    }
+    const tokens = referenceWindows(ckpt, docs, win, (point, layer, x) => {
+      const key = `${point}:${layer}`;
+      const acc = sums.get(key) ?? new Float64Array(x.length);
+      for (let i = 0; i < x.length; i++) acc[i] += x[i] * x[i];
+      sums.set(key, acc);
+    });
     assert.equal(m.tokens, tokens);
     const file = readImatrix(out);
     assert.equal(file.tokens, tokens);
