@@ -150,23 +150,28 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
   const u32at = (o: number) => (bytes[o] | (bytes[o + 1] << 8) | (bytes[o + 2] << 16) | (bytes[o + 3] << 24)) >>> 0;
   const lowWord = (o: number) => ((u32at(o) & 0x0f0f0f0f) | ((u32at(o + 4) & 0x0f0f0f0f) << 4)) >>> 0;
   const highWord = (o: number) => (((u32at(o) >>> 4) & 0x0f0f0f0f) | (u32at(o + 4) & 0xf0f0f0f0)) >>> 0;
+  // Q8_0 and Q5_0: blocks of 32 values, an f16 scale first; `unpack` writes block o's values as int8 bytes at `at`
+  const int8Blocks = (blockBytes: number, unpack: (o: number, at: number, out: Uint8Array) => void) => {
+    const q = allocQuantized('q8', rows, cols, 32);
+    const out = new Uint8Array(q.values.buffer);
+    const rowOut = (q.values.length * 4) / rows;
+    const gpr = cols / 32;
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < gpr; g++) {
+        const o = r * rowBytes + g * blockBytes;
+        q.scales[r * gpr + g] = half(o);
+        unpack(o, r * rowOut + g * 32, out);
+      }
+    }
+    return q;
+  };
   let m: QuantizedMatrix;
   switch (type) {
-    case 'Q8_0': {
-      m = allocQuantized('q8', rows, cols, 32);
-      const out = new Uint8Array(m.values.buffer);
-      const rowOut = (m.values.length * 4) / rows;
-      const gpr = cols / 32;
-      for (let r = 0; r < rows; r++) {
-        for (let g = 0; g < gpr; g++) {
-          const o = r * rowBytes + g * 34;
-          m.scales[r * gpr + g] = half(o);
-          const at = r * rowOut + g * 32;
-          for (let i = 0; i < 32; i++) out[at + i] = bytes[o + 2 + i];
-        }
-      }
+    case 'Q8_0':
+      m = int8Blocks(34, (o, at, out) => {
+        for (let i = 0; i < 32; i++) out[at + i] = bytes[o + 2 + i];
+      });
       break;
-    }
     case 'Q4_0': {
       m = allocQuantized('q4', rows, cols, 32);
       const mins = m.mins as Float32Array;
@@ -187,27 +192,17 @@ export function repackGgml(type: GgmlQuantName, bytes: Uint8Array, rows: number,
       }
       break;
     }
-    case 'Q5_0': {
-      m = allocQuantized('q8', rows, cols, 32);
-      const out = new Uint8Array(m.values.buffer);
-      const rowOut = (m.values.length * 4) / rows;
-      const gpr = cols / 32;
-      for (let r = 0; r < rows; r++) {
-        for (let g = 0; g < gpr; g++) {
-          const o = r * rowBytes + g * 22;
-          m.scales[r * gpr + g] = half(o);
-          const qh = u32at(o + 2);
-          const at = r * rowOut + g * 32;
-          for (let j = 0; j < 16; j++) {
-            const q = bytes[o + 6 + j];
-            // (5-bit value - 16) as an int8 byte: bit 4 of value j is bit j of qh, of value j + 16 bit j + 16
-            out[at + j] = ((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16;
-            out[at + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16;
-          }
+    case 'Q5_0':
+      m = int8Blocks(22, (o, at, out) => {
+        const qh = u32at(o + 2);
+        for (let j = 0; j < 16; j++) {
+          const q = bytes[o + 6 + j];
+          // (5-bit value - 16) as an int8 byte: bit 4 of value j is bit j of qh, of value j + 16 bit j + 16
+          out[at + j] = ((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16;
+          out[at + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16;
         }
-      }
+      });
       break;
-    }
     case 'Q4_K': {
       m = allocQuantized('q4', rows, cols, 32);
       const mins = m.mins as Float32Array;
