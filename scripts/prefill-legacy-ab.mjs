@@ -10,11 +10,11 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { ATTENTION_SHAPES, parseShape } from '../dist/bench/attention.js';
-import { interpolatedSum, randomCache, sampleChunks } from '../dist/bench/attention-prefill.js';
-import { HeadMode, PrefillAttention } from '../dist/model/attention/prefill.js';
+import { interpolatedSum, sampleChunks } from '../dist/bench/attention-prefill.js';
+import { PrefillAttention } from '../dist/model/attention/prefill.js';
 import { AttentionKernel } from '../dist/shaders/attention.js';
 import { Gpu, UniformArena } from '../dist/shaders/runtime.js';
-import { Rng } from '../dist/util/rng.js';
+import { denseChunkSetup, timeDenseChunk } from './lib/prefill-chunk.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -27,7 +27,6 @@ const shape = ATTENTION_SHAPES[values.shape] ?? parseShape(values.shape);
 const contexts = values.contexts.split(',').map(Number);
 const sample = Number(values.sample);
 const CHUNK = 512;
-const PS = 64;
 const gpu = await Gpu.create();
 const load = () =>
   os
@@ -37,76 +36,37 @@ const load = () =>
 console.log(`# ${new Date().toISOString()} ${gpu.caps.adapterName}; load average at start ${load()}`);
 const rows = [];
 for (const ctx of contexts) {
-  const { numHeads, numKvHeads, headDim } = shape;
-  const group = numHeads / numKvHeads;
-  const pages = Math.ceil(ctx / PS);
-  const words = (pages * PS * numKvHeads * headDim) / 2;
-  const kCache = randomCache(gpu, 'ab.k', words, 31);
-  const vCache = randomCache(gpu, 'ab.v', words, 37);
-  const blockTable = gpu.upload(
-    'ab.bt',
-    Uint32Array.from({ length: pages }, (_, i) => i),
-  );
-  const q = gpu.upload('ab.q', new Rng(9).normalArray(CHUNK * numHeads * headDim));
-  const out = gpu.createBuffer('ab.out', CHUNK * numHeads * headDim * 4);
+  const s = denseChunkSetup(gpu, shape, ctx, CHUNK);
   const prefill = new PrefillAttention(gpu, { topBlocks: 1, kernel: { rowsPerThread: 4 } });
   const legacy = new AttentionKernel(gpu);
   const arena = new UniformArena(gpu);
-  const shapeArgs = { numHeads, numKvHeads, headDim, pageSize: PS, maxPagesPerSeq: pages };
-  const scale = 1 / Math.sqrt(headDim);
   const nChunks = Math.ceil(ctx / CHUNK);
   const chosen = sampleChunks(nChunks, sample);
-  const runChunk = async (name, c) => {
+  // the per-(token, head) kernel on the same inputs
+  const encodeLegacy = (pass, bufs, n) =>
+    legacy.encode(pass, arena, {
+      q: s.q,
+      kCache: s.kCache,
+      vCache: s.vCache,
+      blockTable: s.blockTable,
+      tokenSeq: bufs.tokenSeq,
+      positions: bufs.positions,
+      out: s.out,
+      T: n,
+      scale: s.scale,
+      ...s.shapeArgs,
+    });
+  const runChunk = (name, c) => {
     const start = c * CHUNK;
-    const n = Math.min(CHUNK, ctx - start);
-    const positions = Uint32Array.from({ length: n }, (_, i) => start + i);
-    const plan = prefill.plan(new Uint32Array(n), positions, group);
-    const bufs = {
-      tokenSeq: gpu.upload('ab.seq', new Uint32Array(n)),
-      positions: gpu.upload('ab.pos', positions),
-      qBlocks: gpu.upload('ab.qb', plan.blocks.qBlocks),
-      tiles: gpu.upload('ab.tiles', plan.tiles.tiles),
-      blockList: gpu.createBuffer('ab.bl', prefill.blockListBytes(plan, numKvHeads)),
-    };
-    await gpu.sync();
-    arena.reset();
-    const t0 = performance.now();
-    gpu.run((pass) => {
-      if (name === 'legacy') {
-        legacy.encode(pass, arena, {
-          q,
-          kCache,
-          vCache,
-          blockTable,
-          tokenSeq: bufs.tokenSeq,
-          positions: bufs.positions,
-          out,
-          T: n,
-          scale,
-          ...shapeArgs,
-        });
-        return;
-      }
-      prefill.encodeLayer(pass, arena, {
-        q,
-        kCache,
-        vCache,
-        blockTable,
-        qBlocks: bufs.qBlocks,
-        tiles: bufs.tiles,
-        digests: bufs.qBlocks, // unread: every head dense
-        blockList: bufs.blockList,
-        out,
-        plan,
-        scale,
-        ...shapeArgs,
-        headModes: new Array(numKvHeads).fill(HeadMode.dense),
-      });
-    }, arena);
-    await gpu.sync();
-    const ms = performance.now() - t0;
-    for (const b of Object.values(bufs)) b.destroy();
-    return ms;
+    return timeDenseChunk(
+      gpu,
+      arena,
+      prefill,
+      s,
+      start,
+      Math.min(CHUNK, ctx - start),
+      name === 'legacy' ? encodeLegacy : undefined,
+    );
   };
   const ms = {};
   for (const name of ['tiled', 'legacy']) {
@@ -130,7 +90,7 @@ for (const ctx of contexts) {
   rows.push(row);
   arena.destroy();
   prefill.destroy();
-  for (const b of [kCache, vCache, blockTable, q, out]) b.destroy();
+  s.destroy();
 }
 console.log(
   '\n| shape | context | chunks timed | per-(token, head) dense, s | tiled dense, s | speedup | load after |',
