@@ -8,7 +8,7 @@
 import type { ModelConfig } from '../checkpoint/config.js';
 import { SiftError } from '../config/errors.js';
 import { buildForwardBatch } from './batch.js';
-import type { ActivationPoint, ActivationTap } from './forward.js';
+import type { ActivationPoint, ActivationTap, ForwardBatch } from './forward.js';
 import type { ModelRunner } from './runner.js';
 
 /** One distinct linear-layer input: its point, layer (numLayers for lm_head) and width. */
@@ -39,23 +39,24 @@ export interface ActivationPassOptions {
   afterChunk?: () => Promise<void>;
 }
 
-/** Runs the pass (see the file comment) with `tap` at every linear input; returns the tokens it ran. */
-export async function runActivationPass(
+/**
+ * Runs `step` over every prefill chunk (the engine's maxBatchTokens) of every window of `win` tokens of every document,
+ * in order, each window a fresh sequence on pages 0.. of its block table, after checking the engine runs dense, in
+ * the original head order, and holds a window; returns the tokens. Shared by the activation pass below and the
+ * attention-mass calibration (model/calibration.ts).
+ */
+export async function forEachWindowChunk(
   engine: ModelRunner,
   docs: readonly (readonly number[])[],
-  tap: ActivationTap,
-  opts: ActivationPassOptions,
+  win: number,
+  step: (batch: ForwardBatch, tokens: number) => Promise<void>,
 ): Promise<number> {
   const fwd = engine.forwardPass;
   if (engine.weights.headPlan) {
     throw new SiftError('INTERNAL', 'calibration pass: weights must be in their original head order');
   }
-  const win = opts.windowTokens;
   if (!Number.isInteger(win) || win < 1) throw new SiftError('INVALID_ARGUMENT', `window of ${win} tokens`);
-  const total = docs.reduce((n, d) => n + d.length, 0);
-  if (total === 0) throw new SiftError('INVALID_ARGUMENT', 'calibration: the text has no tokens');
-  const pageSize = engine.kv.pageSize;
-  const pages = Math.ceil(win / pageSize);
+  const pages = Math.ceil(win / engine.kv.pageSize);
   if (win > engine.maxContext || pages > engine.kv.numPages) {
     throw new SiftError(
       'INVALID_ARGUMENT',
@@ -64,22 +65,38 @@ export async function runActivationPass(
   }
   const chunk = fwd.maxBatchTokens;
   const table = Array.from({ length: pages }, (_, i) => i); // the window's block table: pages 0..pages-1
-  const windows = docs.flatMap((d) =>
-    Array.from({ length: Math.ceil(d.length / win) }, (_, i) => d.slice(i * win, (i + 1) * win)),
-  );
-  let done = 0;
-  for (const window of windows) {
-    for (let s = 0; s < window.length; s += chunk) {
-      const part = window.slice(s, s + chunk);
-      const batch = buildForwardBatch(
-        [{ kind: 'prefill', seqId: 'calibration', start: s, tokens: part, pages: table, sample: false }],
-        { maxPagesPerSeq: fwd.maxPagesPerSeq },
-      );
-      fwd.encode(batch, { activation: tap });
-      await opts.afterChunk?.();
-      done += part.length;
-      opts.onProgress?.(done, total);
+  let total = 0;
+  for (const d of docs) {
+    for (let w0 = 0; w0 < d.length; w0 += win) {
+      const window = d.slice(w0, w0 + win);
+      for (let s = 0; s < window.length; s += chunk) {
+        const part = window.slice(s, s + chunk);
+        const batch = buildForwardBatch(
+          [{ kind: 'prefill', seqId: 'calibration', start: s, tokens: part, pages: table, sample: false }],
+          { maxPagesPerSeq: fwd.maxPagesPerSeq },
+        );
+        await step(batch, part.length);
+        total += part.length;
+      }
     }
   }
   return total;
+}
+
+/** Runs the pass (see the file comment) with `tap` at every linear input; returns the tokens it ran. */
+export async function runActivationPass(
+  engine: ModelRunner,
+  docs: readonly (readonly number[])[],
+  tap: ActivationTap,
+  opts: ActivationPassOptions,
+): Promise<number> {
+  const total = docs.reduce((n, d) => n + d.length, 0);
+  if (total === 0) throw new SiftError('INVALID_ARGUMENT', 'calibration: the text has no tokens');
+  let done = 0;
+  return forEachWindowChunk(engine, docs, opts.windowTokens, async (batch, tokens) => {
+    engine.forwardPass.encode(batch, { activation: tap });
+    await opts.afterChunk?.();
+    done += tokens;
+    opts.onProgress?.(done, total);
+  });
 }

@@ -12,7 +12,7 @@
 import { attentionSoftmaxScale, layerRopeConfig } from '../checkpoint/rope.js';
 import { SiftError } from '../config/errors.js';
 import { AttentionMassKernel } from '../shaders/attention_mass.js';
-import { buildForwardBatch } from './batch.js';
+import { forEachWindowChunk } from './activation-pass.js';
 import type { ModelRunner } from './runner.js';
 
 /** Per (layer, query head) sums of the outside-window mass over qualifying tokens; scores per KV head. */
@@ -95,21 +95,9 @@ export async function calibrateHeads(
   const c = engine.config;
   const gpu = engine.gpu;
   const fwd = engine.forwardPass;
-  if (engine.weights.headPlan)
-    throw new SiftError('INTERNAL', 'calibrate: weights must be in their original head order');
-  const win = opts.windowTokens;
-  if (!Number.isInteger(win) || win < 1) throw new SiftError('INVALID_ARGUMENT', `window of ${win} tokens`);
   const pageSize = engine.kv.pageSize;
-  const pages = Math.ceil(win / pageSize);
-  if (win > engine.maxContext || pages > engine.kv.numPages) {
-    throw new SiftError(
-      'INVALID_ARGUMENT',
-      `a window of ${win} tokens does not fit the engine (context ${engine.maxContext}, ${engine.kv.numPages} KV pages)`,
-    );
-  }
   const acc = new HeadMassAccumulator(c.numLayers, c.numHeads, c.numKvHeads, opts.sinkTokens, opts.localTokens);
   const chunk = fwd.maxBatchTokens;
-  const table = Array.from({ length: pages }, (_, i) => i); // the window's block table: pages 0..pages-1
   const mass = new AttentionMassKernel(gpu);
   const massBytes = chunk * c.numHeads * 4; // (T, heads) f32 per layer
   const align = gpu.caps.minStorageBufferOffsetAlignment;
@@ -123,47 +111,38 @@ export async function calibrateHeads(
   }));
   try {
     let done = 0;
-    for (let w0 = 0; w0 < ids.length; w0 += win) {
-      const window = ids.slice(w0, w0 + win);
-      for (let s = 0; s < window.length; s += chunk) {
-        const part = window.slice(s, s + chunk);
-        const T = part.length;
-        const batch = buildForwardBatch(
-          [{ kind: 'prefill', seqId: 'calibration', start: s, tokens: part, pages: table, sample: false }],
-          { maxPagesPerSeq: fwd.maxPagesPerSeq },
-        );
-        const positions = batch.positions;
-        fwd.encode(batch, (pass, arena, li, b) =>
-          mass.encode(pass, arena, {
-            q: b.q,
-            kCache: b.kCache,
-            blockTable: b.blockTable,
-            tokenSeq: b.tokenSeq,
-            positions: b.positions,
-            mass: { buffer: massBuf, offset: li * massStride, size: massBytes },
-            T: b.T,
-            numHeads: c.numHeads,
-            numKvHeads: c.numKvHeads,
-            headDim: c.headDim,
-            pageSize,
-            maxPagesPerSeq: fwd.maxPagesPerSeq,
-            ...mods[li],
-            sinkTokens: opts.sinkTokens,
-            localTokens: opts.localTokens,
-          }),
-        );
-        if (positions[T - 1] >= opts.sinkTokens + opts.localTokens) {
-          const all = await gpu.readF32(massBuf, (c.numLayers * massStride) / 4);
-          for (let li = 0; li < c.numLayers; li++) {
-            acc.add(li, all.subarray((li * massStride) / 4, (li * massStride) / 4 + T * c.numHeads), positions);
-          }
-        } else {
-          await gpu.sync();
+    await forEachWindowChunk(engine, [ids], opts.windowTokens, async (batch, T) => {
+      const positions = batch.positions;
+      fwd.encode(batch, (pass, arena, li, b) =>
+        mass.encode(pass, arena, {
+          q: b.q,
+          kCache: b.kCache,
+          blockTable: b.blockTable,
+          tokenSeq: b.tokenSeq,
+          positions: b.positions,
+          mass: { buffer: massBuf, offset: li * massStride, size: massBytes },
+          T: b.T,
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: c.headDim,
+          pageSize,
+          maxPagesPerSeq: fwd.maxPagesPerSeq,
+          ...mods[li],
+          sinkTokens: opts.sinkTokens,
+          localTokens: opts.localTokens,
+        }),
+      );
+      if (positions[T - 1] >= opts.sinkTokens + opts.localTokens) {
+        const all = await gpu.readF32(massBuf, (c.numLayers * massStride) / 4);
+        for (let li = 0; li < c.numLayers; li++) {
+          acc.add(li, all.subarray((li * massStride) / 4, (li * massStride) / 4 + T * c.numHeads), positions);
         }
-        done += T;
-        opts.onProgress?.(done, ids.length);
+      } else {
+        await gpu.sync();
       }
-    }
+      done += T;
+      opts.onProgress?.(done, ids.length);
+    });
     return acc;
   } finally {
     massBuf.destroy();
