@@ -15,6 +15,9 @@ export const OTHER_ENV: Readonly<Record<string, string>> = Object.freeze({
   SIFT_NODE_VERSION: 'the Node version the setup installs when the machine has Node older than 22 (default 24.21.0)',
   SIFT_GPU_BACKEND: 'Dawn backend to open, e.g. vulkan (default: Dawn chooses)',
   SIFT_DISABLE_F16: '1 = use packed 16-bit words even where the adapter has shader-f16',
+  SIFT_GPU_POLL_MS:
+    "milliseconds between Dawn's event polls while GPU work is pending (default 1 on CPU adapters: its busy loop " +
+    'would take cores from the kernels; 0 = the busy loop)',
   SIFT_DUMP_WGSL: '1 = print every generated shader to stderr',
   SIFT_GPU_DEBUG: '1 = print WebGPU validation errors to stderr',
   SIFT_DEBUG: '1 = print the stack of an unexpected error',

@@ -14,6 +14,36 @@ export { projectRoot };
 
 Object.assign(globalThis, globals);
 
+/**
+ * How Dawn's Node binding learns that GPU work finished: while any async operation is pending (onSubmittedWorkDone,
+ * mapAsync, ...) it processes its events from a native callback it re-arms through the global `setImmediate`, a busy
+ * loop on the main thread. On a GPU that costs one idle core. On a CPU adapter (lavapipe) the same cores run the
+ * kernels, so the loop takes a third of them away: a prefill matmul ran 1.3x slower awaited at once than after a
+ * sleep (bench/results/PREFILL.md, "Dawn's event loop"). `throttleDawnPolling(ms)` reroutes those native callbacks
+ * through a timer of `ms` milliseconds (each completion is seen up to ~1 ms later); callbacks written in JavaScript
+ * pass through unchanged. Installed once per process, for CPU adapters (Gpu.create); 0 restores the busy loop.
+ */
+export const dawnPolling = { ms: 0, installed: false, throttled: 0 };
+
+export function throttleDawnPolling(ms: number): void {
+  dawnPolling.ms = ms;
+  if (dawnPolling.installed) return;
+  dawnPolling.installed = true;
+  const immediate = globalThis.setImmediate;
+  const isNative = (f: unknown) =>
+    typeof f === 'function' && Function.prototype.toString.call(f).endsWith('{ [native code] }');
+  const wrapped = (fn: (...args: unknown[]) => void, ...args: unknown[]) => {
+    if (dawnPolling.ms > 0 && isNative(fn)) {
+      dawnPolling.throttled++;
+      return setTimeout(fn, dawnPolling.ms, ...args) as unknown as NodeJS.Immediate;
+    }
+    return immediate(fn, ...args);
+  };
+  // keep setImmediate's own properties (util.promisify.custom among them)
+  Object.defineProperties(wrapped, Object.getOwnPropertyDescriptors(immediate));
+  globalThis.setImmediate = wrapped as unknown as typeof setImmediate;
+}
+
 export interface GpuOptions {
   /** Choose an adapter whose name contains this (case-insensitive); empty = Dawn's default. */
   adapter?: string;
@@ -21,6 +51,11 @@ export interface GpuOptions {
   backend?: string;
   /** Prefer the packed-u32 16-bit path even where shader-f16 exists (tests use this to cover both). */
   disableF16?: boolean;
+  /**
+   * Milliseconds between Dawn's event polls while GPU work is pending (throttleDawnPolling); default 1 on CPU
+   * adapters, 0 (Dawn's busy loop) on GPUs. Also env SIFT_GPU_POLL_MS.
+   */
+  pollMs?: number;
 }
 
 /** What the device can do, as the kernels need to know it. */
@@ -369,6 +404,16 @@ export class Gpu {
 
   /** Creates the GPU device, failing with a message that names the fix when no adapter exists. */
   static async create(opts: GpuOptions = {}): Promise<Gpu> {
+    const envPoll = process.env.SIFT_GPU_POLL_MS;
+    const givenPoll = envPoll !== undefined && envPoll.trim() !== '' ? Number(envPoll) : undefined;
+    for (const [v, what] of [
+      [givenPoll, `SIFT_GPU_POLL_MS=${envPoll}`],
+      [opts.pollMs, `pollMs ${opts.pollMs}`],
+    ] as const) {
+      if (v !== undefined && !(Number.isFinite(v) && v >= 0 && v <= 100)) {
+        throw new SiftError('CONFIG_INVALID', `${what}: milliseconds in [0, 100] expected`);
+      }
+    }
     const want = opts.adapter || undefined;
     const backend = opts.backend ?? process.env.SIFT_GPU_BACKEND;
     const flags: string[] = [];
@@ -443,6 +488,8 @@ export class Gpu {
           'packed_4x8_integer_dot_product',
         ) ?? false,
     };
+    const pollMs = opts.pollMs ?? givenPoll ?? (caps.isCpu ? 1 : 0);
+    if (pollMs > 0 || dawnPolling.installed) throttleDawnPolling(pollMs);
     return new Gpu(device, caps, [gpu, adapter]);
   }
 
