@@ -91,8 +91,8 @@ export interface CalibrateRun {
 /** Calibrates the model in `dir` on token ids and writes the TSV atomically; returns the scores. */
 export async function calibrateToFile(r: CalibrateRun): Promise<number[][]> {
   const c = loadModelConfig(r.dir);
-  const win = windowTokensFor(r.dir, r.windowTokens);
-  const engine = await loadWindowEngine(r.dir, win, r.chunkTokens, r.gpu);
+  const win = windowTokensFor(c, r.windowTokens);
+  const engine = await loadWindowEngine(r.dir, c, win, r.chunkTokens, r.gpu);
   try {
     const acc = await calibrateHeads(engine, r.ids, {
       sinkTokens: r.sinkTokens,
@@ -143,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
   const { dir, text } = await modelAndText(values.model as string | undefined, file, progress);
   const ids = (await loadText(dir).encodePrompt(text)).slice(0, maxTokens);
   // everything that needs no model is checked before it loads (~7 s on the default model)
-  const win = windowTokensFor(dir, givenWindow);
+  const win = windowTokensFor(loadModelConfig(dir), givenWindow);
   const { sink: sinkTokens, local: localTokens } = calibrationWindow(win, ids.length, {
     sink: givenSink,
     local: givenLocal,

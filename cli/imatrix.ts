@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadModelConfig } from '../checkpoint/config.js';
 import { DEFAULT_MODEL } from '../checkpoint/models.js';
 import { SiftError } from '../config/errors.js';
 import { collectGram, writeGram } from '../model/gram.js';
@@ -59,11 +60,12 @@ export interface ImatrixRun {
  * atomically; returns the tokens and the number of tensors written.
  */
 export async function imatrixToFile(r: ImatrixRun): Promise<{ tokens: number; tensors: number }> {
-  const win = windowTokensFor(r.dir, r.windowTokens);
+  const c = loadModelConfig(r.dir);
+  const win = windowTokensFor(c, r.windowTokens);
   const ckpt = openCheckpoint(r.dir);
   const lmHeadName = ckpt.lmHeadName;
   ckpt.close();
-  const engine = await loadWindowEngine(r.dir, win, r.chunkTokens, r.gpu);
+  const engine = await loadWindowEngine(r.dir, c, win, r.chunkTokens, r.gpu);
   try {
     const meta = {
       model: path.basename(path.resolve(r.dir)),

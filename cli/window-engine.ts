@@ -2,7 +2,7 @@
  * Shared by `sift calibrate` and `sift imatrix`, which both run a calibration text through the model in windows:
  * their text-window flags and the dense one-sequence engine sized for one window.
  */
-import { loadModelConfig } from '../checkpoint/config.js';
+import type { ModelConfig } from '../checkpoint/config.js';
 import { attentionConfig } from '../config/attention.js';
 import { engineConfig } from '../config/engine.js';
 import { SiftError } from '../config/errors.js';
@@ -39,8 +39,8 @@ export function windowFlags(values: Record<string, unknown>): WindowFlags {
 }
 
 /** The window in tokens: `given` (--window) or the model's context, never past it. */
-export function windowTokensFor(dir: string, given: number | undefined): number {
-  const ctx = loadModelConfig(dir).maxPositionEmbeddings;
+export function windowTokensFor(c: ModelConfig, given: number | undefined): number {
+  const ctx = c.maxPositionEmbeddings;
   const win = given ?? ctx;
   if (win > ctx) {
     throw new SiftError('INVALID_ARGUMENT', `--window ${win} exceeds the model's context ${ctx}`, { param: 'window' });
@@ -49,11 +49,12 @@ export function windowTokensFor(dir: string, given: number | undefined): number 
 }
 
 /**
- * A dense engine sized for one window of `win` tokens: one sequence, every head a retrieval head, dense prefill in
- * chunks of `chunkTokens` (default 64), pages for the window.
+ * A dense engine for the model in `dir` (its config `c`) sized for one window of `win` tokens: one sequence, every
+ * head a retrieval head, dense prefill in chunks of `chunkTokens` (default 64), pages for the window.
  */
 export async function loadWindowEngine(
   dir: string,
+  c: ModelConfig,
   win: number,
   chunkTokens: number | undefined,
   gpu?: Gpu,
@@ -65,10 +66,7 @@ export async function loadWindowEngine(
       maxSeqs: 1,
       pageSize,
       maxContext: win,
-      kvCacheMib: Math.max(
-        1,
-        Math.ceil((KvStorage.bytesPerTokenOf(loadModelConfig(dir)) * (win + pageSize)) / 2 ** 20) + 1,
-      ),
+      kvCacheMib: Math.max(1, Math.ceil((KvStorage.bytesPerTokenOf(c) * (win + pageSize)) / 2 ** 20) + 1),
     },
   });
   const attention = attentionConfig({ flags: { mode: 'dense', prefillMode: 'dense' } }, pageSize);
