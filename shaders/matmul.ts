@@ -19,8 +19,9 @@
  * (shaders/matmul_rows.wgsl): 2 weight rows x 16 tokens per invocation, x staged in workgroup memory. On lavapipe a
  * load whose address differs across SIMD lanes is one bounds-checked scalar load per lane, so the weight loads (the
  * only such loads) must each serve many tokens, and x must come from addresses every lane shares; the weight's shape
- * is compiled in (a pipeline per shape). 1.7-2.9x the per-row kernel's GFLOP/s there (bench/results/PREFILL.md,
- * "A register tile per invocation"); the GPU tiled layout and the earlier CPU layouts ran at 0.1-0.5x of it.
+ * is compiled in (a pipeline per shape). About 2x the per-row kernel's GFLOP/s there for f32 / bf16 weights, about
+ * the same for f16 / q8 / q4, whose conversion bounds both (bench/results/PREFILL.md, "A register tile per
+ * invocation"); the GPU tiled layout and the earlier CPU layouts ran at 0.1-0.5x of the per-row kernel.
  */
 import { SiftError } from '../config/errors.js';
 import { requireBytes, requireInts } from './lib/checks.js';
@@ -127,6 +128,11 @@ function nextPow2(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 }
 
+/** vec4 columns the register-tile kernel walks: a row's whole 8-element blocks (stored zero-padded to them). */
+function rowTileVec4Columns(w: GpuWeight): number {
+  return 2 * Math.ceil(w.cols / 8);
+}
+
 export class MatmulKernel {
   readonly variant: MatmulVariant;
   /** Whether the 'workgroup' variant reduces with subgroupAdd. */
@@ -209,7 +215,7 @@ export class MatmulKernel {
     const bytes = this.gpu.caps.maxComputeWorkgroupStorageSize - 4 * MatmulKernel.THREAD_WG;
     const fit = Math.floor(bytes / (16 * MatmulKernel.ROW_TILE_TOKENS) / 2) * 2;
     if (fit < 2) throw new SiftError('INTERNAL', `matmul: ${bytes} bytes of workgroup memory stage no x tile`);
-    const need = 2 * Math.ceil(w.cols / 8);
+    const need = rowTileVec4Columns(w);
     const steps = Math.ceil(need / fit);
     return 2 * Math.ceil(need / steps / 2);
   }
@@ -313,7 +319,7 @@ export class MatmulKernel {
     }
     if (this.isRowTiled(T)) {
       const tt = MatmulKernel.ROW_TILE_TOKENS;
-      const shape = { C4N: 2 * Math.ceil(w.cols / 8), STRIDEV: strideV };
+      const shape = { C4N: rowTileVec4Columns(w), STRIDEV: strideV };
       const defines = { ...this.commonDefines(w, flags), ...shape, TT: tt, KC: this.rowTileColumns(w) };
       const pipeline = this.gpu.pipeline('matmul_rows', defines, { WG: MatmulKernel.THREAD_WG }, PARAMS);
       const tiles = Math.ceil(T / tt);

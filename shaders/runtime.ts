@@ -18,8 +18,8 @@ Object.assign(globalThis, globals);
  * How Dawn's Node binding learns that GPU work finished: while any async operation is pending (onSubmittedWorkDone,
  * mapAsync, ...) it processes its events from a native callback it re-arms through the global `setImmediate`, a busy
  * loop on the main thread. On a GPU that costs one idle core. On a CPU adapter (lavapipe) the same cores run the
- * kernels, so the loop takes a third of them away: a prefill matmul ran 1.3x slower awaited at once than after a
- * sleep (bench/results/PREFILL.md, "Dawn's event loop"). `throttleDawnPolling(ms)` reroutes those native callbacks
+ * kernels, so the loop takes cores from them: a prefill matmul awaited under the loop took 1.23-1.40 s, under a 1 ms
+ * timer 0.75-0.80 s (bench/results/PREFILL.md, "Dawn's event loop"). `throttleDawnPolling(ms)` reroutes those native callbacks
  * through a timer of `ms` milliseconds (each completion is seen up to ~1 ms later); callbacks written in JavaScript
  * pass through unchanged. Installed once per process, for CPU adapters (Gpu.create); 0 restores the busy loop.
  */
